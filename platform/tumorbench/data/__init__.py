@@ -1,0 +1,1 @@
+"""Reading, checking and indexing tumor imaging data."""

@@ -1,0 +1,178 @@
+"""Dataset checks: read every case once, summarize it and collect every problem.
+
+``check_dataset`` never stops at the first bad file: each problem (a corrupt
+image, an image/mask shape mismatch, a missing modality) is recorded with its
+path, and the summary still covers every usable case.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tumorbench.data import io
+from tumorbench.data.catalog import LidcPolicy, scan
+from tumorbench.data.splits import find_duplicates
+from tumorbench.errors import DataError
+
+
+@dataclass
+class CaseInfo:
+    """What reading one case found."""
+
+    shape: tuple[int, ...] | None = None
+    spacing: tuple[float, ...] | None = None
+    n_channels: int | None = None
+    has_tumor: bool | None = None
+    mask_labels: tuple[int, ...] = ()
+    problems: list[str] = field(default_factory=list)
+
+
+def _spatial(image: io.ImageData) -> tuple[tuple[int, ...], int]:
+    """Spatial shape and channel count of a read image (2D images are channel-first)."""
+    if image.meta.get("format") == "image2d":
+        return tuple(image.array.shape[1:]), image.array.shape[0]
+    return tuple(image.array.shape[:3]), (image.array.shape[3] if image.array.ndim == 4 else 1)
+
+
+def inspect_case(row: dict[str, Any]) -> CaseInfo:
+    """Read a case's images and mask; record shapes, spacing, tumor presence and problems."""
+    info = CaseInfo()
+    channels = 0
+    for path in row["image"]:
+        try:
+            image = io.read_image(path)
+        except DataError as exc:
+            info.problems.append(str(exc))
+            continue
+        shape, n = _spatial(image)
+        channels += n
+        if info.shape is None:
+            info.shape, info.spacing = shape, tuple(round(float(s), 3) for s in image.spacing)
+        elif shape != info.shape:
+            info.problems.append(str(DataError(path, f"shape {shape} differs from the case's first image {info.shape}")))
+        if not np.isfinite(image.array).all():
+            info.problems.append(str(DataError(path, "contains NaN or infinite values")))
+    info.n_channels = channels or None
+    mask_path = row.get("mask")
+    if isinstance(mask_path, str):
+        try:
+            mask = io.read_image(mask_path)
+        except DataError as exc:
+            info.problems.append(str(exc))
+            return info
+        mask_shape, _ = _spatial(mask)
+        if info.shape is not None and mask_shape != info.shape:
+            info.problems.append(str(DataError(mask_path, f"mask shape {mask_shape} does not match image shape {info.shape}")))
+        values = np.unique(mask.array)
+        info.mask_labels = tuple(int(v) for v in values[:32])
+        info.has_tumor = bool((values > 0).any())
+    return info
+
+
+def inspect_cases(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-case :class:`CaseInfo` as a DataFrame indexed like ``frame``."""
+    return pd.DataFrame([asdict(inspect_case(row)) for row in frame.to_dict("records")], index=frame.index)
+
+
+def add_tumor_presence(frame: pd.DataFrame) -> pd.DataFrame:
+    """Return the catalog with a ``has_tumor`` column read from the masks (``None`` without mask)."""
+    infos = inspect_cases(frame)
+    return frame.assign(has_tumor=infos["has_tumor"].to_numpy())
+
+
+def _count(values) -> dict[str, int]:
+    return {str(k): int(v) for k, v in sorted(Counter(values).items(), key=lambda kv: (-kv[1], str(kv[0])))}
+
+
+def _layout_details(frame: pd.DataFrame, infos: pd.DataFrame) -> dict[str, Any]:
+    layout = frame.attrs["layout"]
+    details: dict[str, Any] = {}
+    if layout == "brats":
+        details["cases"] = [
+            {"case_id": r.case_id, "naming": r.naming, "labelled": isinstance(r.mask, str),
+             "mask_labels": list(infos.loc[i, "mask_labels"])}
+            for i, r in zip(frame.index, frame.itertuples())]
+    if layout == "lgg":
+        details["slices_per_patient"] = _count(frame["patient_id"])
+    if layout == "lidc":
+        details["malignancy_policy"] = frame.attrs.get("lidc_policy")
+    return details
+
+
+def check_dataset(root: str | Path, layout: str = "auto", *, lidc_policy: LidcPolicy | None = None,
+                  duplicates: bool = True) -> dict[str, Any]:
+    """Scan and read a whole dataset; summarize it and list every problem.
+
+    Returns:
+        A JSON-serializable report: layout (and why), case and patient counts,
+        channels, shapes, spacings, labels, tumor presence, duplicate groups,
+        layout details and ``problems`` (empty when the dataset is clean).
+
+    Raises:
+        DataError: The root is missing, empty or fits no layout (nothing to check).
+    """
+    frame = scan(root, layout, strict=False, lidc_policy=lidc_policy)
+    infos = inspect_cases(frame)
+    problems = list(frame.attrs["problems"]) + [p for ps in infos["problems"] for p in ps]
+    with_mask = frame["mask"].map(lambda m: isinstance(m, str))
+    tumor = infos.loc[with_mask, "has_tumor"].dropna().astype(bool)
+    report = {
+        "root": frame.attrs["root"],
+        "layout": frame.attrs["layout"],
+        "layout_evidence": frame.attrs["layout_evidence"],
+        "cases": int(len(frame)),
+        "patients": int(frame["patient_id"].nunique()),
+        "channels": _count(" + ".join(c) for c in frame["channels"]),
+        "shapes": _count("x".join(map(str, s)) for s in infos["shape"].dropna()),
+        "spacings": _count("x".join(f"{v:g}" for v in s) for s in infos["spacing"].dropna()),
+        "labels": _count("(none)" if not isinstance(v, str) else v for v in frame["label"]),
+        "with_mask": int(with_mask.sum()),
+        "with_tumor": int(tumor.sum()),
+        "tumor_fraction": float(tumor.mean()) if len(tumor) else None,
+        "duplicate_groups": find_duplicates(frame) if duplicates else None,
+        "details": _layout_details(frame, infos),
+        "problems": problems,
+    }
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """Human-readable text of a :func:`check_dataset` report."""
+    lines = [
+        f"dataset   {report['root']}",
+        f"layout    {report['layout']} ({report['layout_evidence']})",
+        f"cases     {report['cases']}   patients {report['patients']}",
+        f"channels  {_inline(report['channels'])}",
+        f"shapes    {_inline(report['shapes'])}",
+        f"spacing   {_inline(report['spacings'])} mm",
+        f"labels    {_inline(report['labels'])}",
+    ]
+    if report["with_mask"]:
+        fraction = report["tumor_fraction"]
+        lines.append(f"masks     {report['with_mask']} cases with a mask, {report['with_tumor']} with tumor"
+                     + (f" ({fraction:.1%})" if fraction is not None else ""))
+    for case in report["details"].get("cases", []):
+        state = f"labelled, mask labels {case['mask_labels']}" if case["labelled"] else "no segmentation"
+        lines.append(f"  case {case['case_id']}: BraTS {case['naming']} naming, {state}")
+    if report["details"].get("malignancy_policy"):
+        lines.append(f"policy    {report['details']['malignancy_policy']}")
+    groups = report["duplicate_groups"]
+    if groups is not None:
+        lines.append(f"duplicates {len(groups)} groups of identical images "
+                     f"({sum(len(g) - 1 for g in groups)} redundant copies)")
+        lines += [f"  {' = '.join(group)}" for group in groups]
+    lines.append(f"problems  {len(report['problems'])}")
+    lines += [f"  - {p}" for p in report["problems"]]
+    return "\n".join(lines)
+
+
+def _inline(counts: dict[str, int]) -> str:
+    items = list(counts.items())
+    shown = ", ".join(f"{k}: {v}" for k, v in items[:6])
+    return shown + (f", ... ({len(items) - 6} more)" if len(items) > 6 else "") if items else "-"

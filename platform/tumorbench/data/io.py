@@ -1,0 +1,443 @@
+"""Readers for NIfTI volumes, DICOM series and 2D images, with world geometry.
+
+Every reader returns an :class:`ImageData`; every unusable input raises
+:class:`~tumorbench.errors.DataError` naming the file (or series) and the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from nibabel.orientations import (
+    apply_orientation,
+    axcodes2ornt,
+    inv_ornt_aff,
+    io_orientation,
+    ornt_transform,
+)
+from PIL import Image, ImageFile
+from pydicom.uid import MediaStorageDirectoryStorage
+
+from tumorbench.errors import DataError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_IOP_TOLERANCE = 1e-4  # direction cosines are stored with ~6 decimals
+_GREY_MODES = ("L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
+
+
+@dataclass(frozen=True, eq=False)  # arrays make field-wise equality and hashing meaningless
+class ImageData:
+    """An image with its voxel-to-world geometry.
+
+    Attributes:
+        array: 3D volumes in (I, J, K) voxel-index order; 2D images channel-first (C, H, W).
+        affine: 4x4 voxel index -> RAS+ world millimetres (identity-like for 2D images).
+        spacing: Voxel size per spatial axis in mm.
+        meta: "path", "format" ("nifti" | "dicom" | "image2d"), "orientation" and
+            format-specific keys; never patient-identifying tags.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.array, np.ndarray):
+            raise TypeError(f"array must be a numpy array, got {type(self.array).__name__}")
+        if np.shape(self.affine) != (4, 4):
+            raise ValueError(f"affine must be 4x4, got shape {np.shape(self.affine)}")
+        if not self.spacing or any(not s > 0 for s in self.spacing):
+            raise ValueError(f"spacing must be positive, got {self.spacing}")
+
+
+def image_content_hash(path: str | Path) -> str:
+    """Return the sha256 hex digest of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise DataError(path, f"cannot read file ({exc.strerror or exc})") from exc
+    return digest.hexdigest()
+
+
+def _orientation(affine: np.ndarray) -> str:
+    return "".join(nib.aff2axcodes(affine))
+
+
+def _spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
+    return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+
+
+# ----------------------------------------------------------------------------- NIfTI
+
+
+def _load_nifti(path: str | Path) -> nib.spatialimages.SpatialImage:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        img = nib.load(path)
+    except Exception as exc:  # nibabel raises many types for bad headers / gzip streams
+        raise DataError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
+    affine = np.asarray(img.affine, dtype=float)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise DataError(path, f"degenerate voxel-to-world affine {affine.tolist()}")
+    if len(img.shape) < 3:
+        raise DataError(path, f"expected a 3D volume, got shape {img.shape}")
+    return img
+
+
+def nifti_header_info(path: str | Path) -> dict[str, Any]:
+    """Return shape, spacing, orientation and dtype of a NIfTI file without reading voxels."""
+    img = _load_nifti(path)
+    return {
+        "shape": tuple(int(n) for n in img.shape),
+        "spacing": _spacing_from_affine(img.affine),
+        "orientation": _orientation(img.affine),
+        "dtype": str(img.get_data_dtype()),
+    }
+
+
+def read_nifti(path: str | Path, *, canonical: bool = False, dtype: Any = np.float32) -> ImageData:
+    """Read a NIfTI volume (.nii / .nii.gz).
+
+    Args:
+        path: The file.
+        canonical: Reorient array and affine to RAS (see :func:`to_canonical`).
+        dtype: Array dtype; header scaling (scl_slope/inter) is applied first.
+    """
+    img = _load_nifti(path)
+    try:
+        data = np.asarray(img.dataobj)
+    except Exception as exc:  # truncated gzip, short file, zlib errors all surface here
+        raise DataError(path, f"corrupt or truncated NIfTI data ({type(exc).__name__}: {exc})") from exc
+    while data.ndim > 3 and data.shape[-1] == 1:  # (X, Y, Z, 1) exports are common
+        data = data[..., 0]
+    affine = np.asarray(img.affine, dtype=float)
+    image = ImageData(
+        array=data.astype(dtype, copy=False),
+        affine=affine,
+        spacing=_spacing_from_affine(affine),
+        meta={"path": str(path), "format": "nifti", "orientation": _orientation(affine)},
+    )
+    return to_canonical(image) if canonical else image
+
+
+def to_canonical(image: ImageData) -> ImageData:
+    """Flip/permute a 3D image's array and affine to the closest RAS orientation.
+
+    The reorientation depends only on the affine, so an image and its label map sharing
+    an affine move identically and keep their world coordinates.
+    """
+    if image.meta.get("format") == "image2d" or image.array.ndim < 3:
+        raise DataError(image.meta.get("path", "<image>"), "canonical reorientation needs a 3D volume")
+    ornt = ornt_transform(io_orientation(image.affine), axcodes2ornt("RAS"))
+    array = np.ascontiguousarray(apply_orientation(image.array, ornt))
+    affine = image.affine @ inv_ornt_aff(ornt, image.array.shape[:3])
+    spacing = list(image.spacing)
+    for axis, (target, _) in enumerate(ornt):
+        spacing[int(target)] = image.spacing[axis]
+    meta = {**image.meta, "orientation": _orientation(affine)}
+    return ImageData(array=array, affine=affine, spacing=tuple(spacing), meta=meta)
+
+
+# ----------------------------------------------------------------------------- DICOM
+
+
+def _has_dicm_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _series_uid_of(path: Path) -> str | None:
+    """The file's SeriesInstanceUID, or None for a DICOMDIR index."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+    except Exception as exc:
+        raise DataError(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+    if ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+        return None
+    uid = ds.get("SeriesInstanceUID")
+    if not uid:  # pydicom stops quietly at the end of a cut-off file
+        raise DataError(path, "DICOM header has no SeriesInstanceUID (truncated or incomplete file?)")
+    return str(uid)
+
+
+def find_dicom_series(root: str | Path) -> dict[str, list[Path]]:
+    """Map SeriesInstanceUID -> sorted files under ``root``, reading headers only.
+
+    Files without the DICOM "DICM" preamble are ignored.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(root, "folder not found")
+    candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    series: dict[str, list[Path]] = {}
+    for path in candidates:
+        if _has_dicm_magic(path):
+            uid = _series_uid_of(path)
+            if uid:
+                series.setdefault(uid, []).append(path)
+    if not series:
+        raise DataError(root, "no DICOM series found")
+    return dict(sorted(series.items()))
+
+
+def _group_files(files: Sequence[str | Path]) -> dict[str, list[Path]]:
+    series: dict[str, list[Path]] = {}
+    for raw in files:
+        path = Path(raw)
+        if not path.is_file():
+            raise DataError(path, "file not found")
+        if not _has_dicm_magic(path):
+            raise DataError(path, "not a DICOM file (no DICM preamble)")
+        uid = _series_uid_of(path)
+        if not uid:
+            raise DataError(path, "a DICOMDIR index, not an image")
+        series.setdefault(uid, []).append(path)
+    if not series:
+        raise DataError("<no files>", "no DICOM files given")
+    return series
+
+
+def _choose_series(label: str, series: dict[str, list[Path]], uid: str | None) -> tuple[str, list[Path]]:
+    if uid is not None:
+        if uid not in series:
+            raise DataError(label, f"series {uid} not found; available: {', '.join(series)}")
+        return uid, series[uid]
+    if len(series) > 1:
+        found = ", ".join(series)
+        raise DataError(label, f"{len(series)} DICOM series found, choose one with series_uid: {found}")
+    return next(iter(series.items()))
+
+
+def _floats(ds: Any, keyword: str, count: int, path: Path) -> np.ndarray:
+    value = ds.get(keyword)
+    if value is None or len(value) != count:
+        raise DataError(path, f"missing or malformed {keyword}")
+    return np.asarray([float(v) for v in value], dtype=float)
+
+
+def _read_slice(path: Path) -> tuple[Any, np.ndarray]:
+    try:
+        ds = pydicom.dcmread(path)
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1 or int(ds.get("SamplesPerPixel", 1)) != 1:
+            raise DataError(path, "only single-frame greyscale DICOM slices are supported")
+        pixels = np.asarray(ds.pixel_array)
+    except DataError:
+        raise
+    except Exception as exc:  # truncated files, missing pixel data, undecodable syntaxes
+        raise DataError(path, f"unreadable or truncated DICOM file ({type(exc).__name__}: {exc})") from exc
+    return ds, pixels
+
+
+def _check_consistent(paths: list[Path], datasets: list[Any]) -> None:
+    first = datasets[0]
+    ref_iop = _floats(first, "ImageOrientationPatient", 6, paths[0])
+    ref_ps = _floats(first, "PixelSpacing", 2, paths[0])
+    for path, ds in zip(paths, datasets):
+        _floats(ds, "ImagePositionPatient", 3, path)
+        if not np.allclose(_floats(ds, "ImageOrientationPatient", 6, path), ref_iop, atol=_IOP_TOLERANCE):
+            raise DataError(path, f"ImageOrientationPatient differs from {paths[0].name} in the same series")
+        if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
+            sizes = f"{ds.Rows}x{ds.Columns} vs {first.Rows}x{first.Columns} in {paths[0].name}"
+            raise DataError(path, f"mixed slice sizes: {sizes}")
+        if not np.allclose(_floats(ds, "PixelSpacing", 2, path), ref_ps, rtol=1e-4):
+            raise DataError(path, f"PixelSpacing differs from {paths[0].name} in the same series")
+
+
+def _slice_order(label: str, paths: list[Path], datasets: list[Any]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Return the spatial slice order, the unit slice normal and the slice step (mm)."""
+    iop = _floats(datasets[0], "ImageOrientationPatient", 6, paths[0])
+    normal = np.cross(iop[:3], iop[3:])
+    if np.linalg.norm(normal) < 1e-3:
+        raise DataError(paths[0], f"degenerate ImageOrientationPatient {iop.tolist()}")
+    normal /= np.linalg.norm(normal)
+    ipp = np.stack([_floats(ds, "ImagePositionPatient", 3, p) for p, ds in zip(paths, datasets)])
+    position = ipp @ normal
+    order = np.argsort(position, kind="stable")
+    if len(paths) == 1:
+        ds = datasets[0]
+        step = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
+        return order, normal, abs(step) or 1.0
+    steps = np.diff(position[order])
+    for n, gap in enumerate(steps):
+        if gap < 1e-3:
+            a, b = paths[order[n]].name, paths[order[n + 1]].name
+            raise DataError(label, f"duplicate slice position {position[order[n]]:.3f} mm in {a} and {b}")
+    step = float(np.median(steps))
+    tolerance = max(0.01, 0.01 * step)
+    for n, gap in enumerate(steps):
+        if abs(gap - step) > tolerance:
+            a, b = paths[order[n]].name, paths[order[n + 1]].name
+            where = f"{gap:.3f} mm between {a} and {b}, expected {step:.3f} mm"
+            raise DataError(label, f"non-uniform slice spacing: {where} (missing slice?)")
+    drift = ipp[order] - ipp[order[0]] - np.outer(position[order] - position[order[0]], normal)
+    if np.max(np.linalg.norm(drift, axis=1)) > tolerance:
+        raise DataError(label, "slice positions leave the slice normal (gantry tilt is not supported)")
+    return order, normal, step
+
+
+def _series_affine(
+    first: Any, path: Path, normal: np.ndarray, step: float
+) -> tuple[np.ndarray, tuple[float, ...]]:
+    """RAS affine and (i, j, k) spacing from the first slice in spatial order."""
+    iop = _floats(first, "ImageOrientationPatient", 6, path)
+    row_spacing, col_spacing = _floats(first, "PixelSpacing", 2, path)
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = iop[:3] * col_spacing  # along a row, i steps by the column spacing
+    affine_lps[:3, 1] = iop[3:] * row_spacing
+    affine_lps[:3, 2] = normal * step
+    affine_lps[:3, 3] = _floats(first, "ImagePositionPatient", 3, path)
+    return _LPS_TO_RAS @ affine_lps, (float(col_spacing), float(row_spacing), float(step))
+
+
+def read_dicom_series(
+    source: str | Path | Sequence[str | Path], *, series_uid: str | None = None
+) -> ImageData:
+    """Read one DICOM series into a float32 (I, J, K) volume with its RAS affine.
+
+    Slices are ordered by ImagePositionPatient along the slice normal and rescaled to
+    modality units (e.g. HU) with each slice's RescaleSlope / RescaleIntercept.
+
+    Args:
+        source: A folder (searched recursively), one file, or a list of files.
+        series_uid: The SeriesInstanceUID to read when the source holds several.
+    """
+    if isinstance(source, (str, Path)):
+        label = str(source)
+        series = find_dicom_series(source)
+    else:
+        label = str(Path(source[0]).parent) if len(source) else "<no files>"
+        series = _group_files(source)
+    origin = label
+    uid, paths = _choose_series(label, series, series_uid)
+    label = f"{origin} (series {uid})"
+    slices = [_read_slice(p) for p in paths]
+    datasets = [ds for ds, _ in slices]
+    _check_consistent(paths, datasets)
+    order, normal, step = _slice_order(label, paths, datasets)
+    rescale = []
+    volume = np.empty((datasets[0].Columns, datasets[0].Rows, len(paths)), dtype=np.float32)
+    for k, n in enumerate(order):
+        ds, pixels = slices[n]
+        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+        volume[:, :, k] = pixels.T.astype(np.float64) * slope + intercept  # rows index j, columns i
+        rescale.append((slope, intercept))
+    first = datasets[order[0]]
+    affine, spacing = _series_affine(first, paths[order[0]], normal, step)
+    meta = {
+        "path": origin,
+        "format": "dicom",
+        "orientation": _orientation(affine),
+        "series_uid": uid,
+        "modality": str(first.get("Modality", "")),
+        "rescale": rescale,
+        "files": [str(paths[n]) for n in order],
+    }
+    return ImageData(array=volume, affine=affine, spacing=spacing, meta=meta)
+
+
+# ----------------------------------------------------------------------------- 2D images
+
+
+@contextlib.contextmanager
+def _strict_truncation() -> Iterator[None]:
+    # Another library may have switched this global on; truncated pixels must never pass.
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _to_channels(img: Image.Image) -> np.ndarray:
+    if img.mode in _GREY_MODES:
+        return np.asarray(img).astype(np.float32)[None]  # 16/32-bit values kept as they are
+    if img.mode in ("1", "LA"):
+        return np.asarray(img.convert("L")).astype(np.float32)[None]
+    rgb = img if img.mode == "RGB" else img.convert("RGB")  # P, PA, RGBA, CMYK, YCbCr...
+    return np.moveaxis(np.asarray(rgb), -1, 0).astype(np.float32)
+
+
+def read_image_2d(path: str | Path) -> ImageData:
+    """Read a PNG / JPEG / TIFF / BMP image as a (C, H, W) float32 array (C = 1 or 3)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        with _strict_truncation(), Image.open(path) as img:
+            if getattr(img, "n_frames", 1) > 1:
+                raise DataError(path, f"multi-frame image ({img.n_frames} frames) is not supported")
+            img.load()
+            mode, kind, array = img.mode, img.format, _to_channels(img)
+        if kind == "PNG":
+            with _strict_truncation(), Image.open(path) as check:
+                check.verify()  # load() stops at the last IDAT; a cut-off trailer would pass
+    except DataError:
+        raise
+    except Exception as exc:  # UnidentifiedImageError, OSError("truncated"), SyntaxError...
+        reason = f"{type(exc).__name__}: {exc}"
+        raise DataError(path, f"corrupt, truncated or unsupported image ({reason})") from exc
+    meta = {"path": str(path), "format": "image2d", "orientation": None, "mode": mode}
+    return ImageData(array=array, affine=np.eye(4), spacing=(1.0, 1.0), meta=meta)
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def read_image(
+    path: str | Path,
+    *,
+    canonical: bool = False,
+    dtype: Any = np.float32,
+    series_uid: str | None = None,
+) -> ImageData:
+    """Read any supported image, choosing the reader by suffix (or the DICM preamble).
+
+    Args:
+        path: A NIfTI file, a DICOM file or folder, or a 2D image.
+        canonical: Reorient 3D volumes to RAS; ignored for 2D images.
+        dtype: Array dtype of the result.
+        series_uid: The DICOM series to read when a folder holds several.
+    """
+    path = Path(path)
+    name = path.name.lower()
+    if path.is_dir():
+        image = read_dicom_series(path, series_uid=series_uid)
+    elif name.endswith(NIFTI_SUFFIXES):
+        return read_nifti(path, canonical=canonical, dtype=dtype)
+    elif name.endswith(IMAGE_2D_SUFFIXES):
+        image = read_image_2d(path)
+    elif name.endswith(DICOM_SUFFIXES) or _has_dicm_magic(path):
+        if not path.is_file():
+            raise DataError(path, "file not found")
+        image = read_dicom_series([path], series_uid=series_uid)
+    elif not path.exists():
+        raise DataError(path, "file not found")
+    else:
+        raise DataError(path, f"unsupported file type {path.suffix or '(no suffix)'!r}")
+    if canonical and image.meta["format"] != "image2d":
+        image = to_canonical(image)
+    if image.array.dtype != np.dtype(dtype):
+        image = ImageData(image.array.astype(dtype), image.affine, image.spacing, image.meta)
+    return image

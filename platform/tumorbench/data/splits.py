@@ -1,0 +1,194 @@
+"""Patient-level stratified k-fold splits, written once and read by every model.
+
+A split file is JSON: the folds (validation case ids and patients per fold),
+how they were made (folds, seed, stratification key), the dataset it belongs
+to (layout, case count, catalog hash), the duplicates that were dropped, and a
+``hash`` over all of that, checked whenever the file is read. Every deep model
+and every classical baseline trains and scores on exactly these folds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
+from tumorbench.errors import DataError, TumorbenchError
+
+SPLIT_FORMAT_VERSION = 1
+
+
+class SplitError(TumorbenchError, ValueError):
+    """A split that cannot be made or a split file that does not fit its data."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How to split a catalog.
+
+    Args:
+        n_folds: Number of folds (at least 2).
+        seed: Shuffling seed; the same seed and catalog give the same folds.
+        stratify: Column to stratify on (``label``, ``has_tumor``), ``auto``
+            (``label`` when the catalog has class labels, else ``has_tumor``
+            when present) or ``none``.
+        dedupe: Drop byte-identical images (keeping the first of each group)
+            before splitting, so a copy cannot sit in train and validation.
+    """
+
+    n_folds: int = 5
+    seed: int = 0
+    stratify: str = "auto"
+    dedupe: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n_folds < 2:
+            raise SplitError(f"n_folds must be at least 2, got {self.n_folds}")
+
+
+def _json_hash(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _file_name(path: Any) -> str | None:
+    return Path(path).name if isinstance(path, (str, Path)) else None
+
+
+def catalog_hash(frame: pd.DataFrame) -> str:
+    """Hash of what identifies a catalog's cases: ids, patients, file names and labels."""
+    records = [[row["case_id"], row["patient_id"], [_file_name(p) for p in row["image"]],
+                _file_name(row["mask"]), row["label"] if isinstance(row["label"], str) else None]
+               for row in frame.sort_values("case_id").to_dict("records")]
+    return _json_hash(records)
+
+
+def find_duplicates(frame: pd.DataFrame) -> list[list[str]]:
+    """Groups of case ids whose image files are byte-identical (groups of two or more)."""
+    from tumorbench.data.io import image_content_hash
+
+    by_hash: dict[str, list[str]] = {}
+    for case_id, paths in zip(frame["case_id"], frame["image"]):
+        digest = _json_hash([image_content_hash(p) for p in paths])
+        by_hash.setdefault(digest, []).append(case_id)
+    return sorted(sorted(ids) for ids in by_hash.values() if len(ids) > 1)
+
+
+def _stratify_key(frame: pd.DataFrame, stratify: str) -> str | None:
+    if stratify == "none":
+        return None
+    if stratify == "auto":
+        if frame["label"].notna().any():
+            return "label"
+        return "has_tumor" if "has_tumor" in frame.columns else None
+    if stratify not in frame.columns:
+        raise SplitError(f"cannot stratify on {stratify!r}: the catalog has no such column")
+    return stratify
+
+
+def _assign_folds(frame: pd.DataFrame, config: SplitConfig, key: str | None) -> np.ndarray:
+    groups = frame["patient_id"].to_numpy()
+    n_patients = len(np.unique(groups))
+    if config.n_folds > n_patients:
+        raise SplitError(f"{config.n_folds} folds need at least {config.n_folds} patients; "
+                         f"the catalog has {n_patients}")
+    folds = np.full(len(frame), -1)
+    if key is None:
+        # GroupKFold does not shuffle; permuting patients first makes the seed matter.
+        order = np.random.default_rng(config.seed).permutation(len(frame))
+        splitter = GroupKFold(n_splits=config.n_folds)
+        for fold, (_, val) in enumerate(splitter.split(order, groups=groups[order])):
+            folds[order[val]] = fold
+        return folds
+    y = frame[key].astype(str).to_numpy()
+    splitter = StratifiedGroupKFold(n_splits=config.n_folds, shuffle=True, random_state=config.seed)
+    for fold, (_, val) in enumerate(splitter.split(np.zeros(len(frame)), y, groups)):
+        folds[val] = fold
+    return folds
+
+
+def make_splits(frame: pd.DataFrame, config: SplitConfig = SplitConfig()) -> dict:
+    """Split a catalog into patient-level, stratified folds.
+
+    Rows whose stratification value is missing (e.g. LIDC nodules excluded by
+    the malignancy policy) are left out and listed under ``excluded``.
+
+    Returns:
+        The split document (see the module docstring), hash included.
+
+    Raises:
+        SplitError: More folds than patients, or an unknown stratification column.
+    """
+    excluded: dict[str, str] = {}
+    duplicates: list[list[str]] = []
+    if config.dedupe:
+        duplicates = find_duplicates(frame)
+        excluded.update({cid: f"duplicate of {group[0]}" for group in duplicates for cid in group[1:]})
+    key = _stratify_key(frame, config.stratify)
+    if key is not None:
+        excluded.update({cid: f"no {key}" for cid in frame.loc[frame[key].isna(), "case_id"]})
+    kept = frame[~frame["case_id"].isin(excluded)].reset_index(drop=True)
+    folds = _assign_folds(kept, config, key)
+    fold_docs = []
+    for fold in range(config.n_folds):
+        val = kept[folds == fold]
+        fold_docs.append({"fold": fold, "val": sorted(val["case_id"]),
+                          "val_patients": sorted(val["patient_id"].unique())})
+    doc = {
+        "version": SPLIT_FORMAT_VERSION,
+        "config": asdict(config) | {"stratify_column": key},
+        "dataset": {"root": frame.attrs.get("root"), "layout": frame.attrs.get("layout"),
+                    "n_cases": int(len(frame)), "catalog_hash": catalog_hash(frame)},
+        "excluded": dict(sorted(excluded.items())),
+        "duplicates": duplicates,
+        "folds": fold_docs,
+    }
+    doc["hash"] = _json_hash(doc)
+    return doc
+
+
+def write_splits(doc: dict, path: str | Path) -> Path:
+    """Write a split document as JSON (atomically, so a crash leaves no half file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    tmp.replace(path)
+    return path
+
+
+def load_splits(path: str | Path, frame: pd.DataFrame | None = None) -> dict:
+    """Read a split file, verify its hash and, given the catalog, that it belongs to it.
+
+    Raises:
+        DataError: Unreadable file, a hash that does not match its content
+            (edited by hand), or a catalog other than the one it was made from.
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(path, f"cannot read split file: {exc}") from exc
+    stored = doc.pop("hash", None)
+    if stored != _json_hash(doc):
+        raise DataError(path, "split file content does not match its hash (edited or damaged)")
+    doc["hash"] = stored
+    if frame is not None and doc["dataset"]["catalog_hash"] != catalog_hash(frame):
+        raise DataError(path, "split file was made for another catalog (cases, files or labels differ)")
+    return doc
+
+
+def fold_frames(frame: pd.DataFrame, doc: dict, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training and validation rows of one fold (excluded cases in neither)."""
+    if not 0 <= fold < len(doc["folds"]):
+        raise SplitError(f"fold {fold} out of range: the split has {len(doc['folds'])} folds")
+    val_ids = set(doc["folds"][fold]["val"])
+    usable = frame[~frame["case_id"].isin(doc["excluded"])]
+    is_val = usable["case_id"].isin(val_ids)
+    return usable[~is_val].reset_index(drop=True), usable[is_val].reset_index(drop=True)

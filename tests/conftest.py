@@ -1,0 +1,58 @@
+"""Shared fixtures: the real data folder (skipped when absent) and one Ray per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("TUMORBENCH_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+def _shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"real data {path} not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def lgg_root() -> Path:
+    """The LGG slice dataset (39 patients)."""
+    return _shared("lgg")
+
+
+@pytest.fixture(scope="session")
+def brats_root() -> Path:
+    """Three BraTS volumes in 2018, 2021 and 2023 naming."""
+    return _shared("brats")
+
+
+@pytest.fixture(scope="session")
+def yes_no_root() -> Path:
+    """The brain MRI yes/no class-folder dataset (253 images, with duplicates)."""
+    return _shared("brain_mri_yes_no")
+
+
+@pytest.fixture(scope="session")
+def lidc_root() -> Path:
+    """LIDC nodule crops with malignancy ratings."""
+    return _shared("lidc_nodules")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for every test marked ``ray`` in the session."""
+    ray = pytest.importorskip("ray")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=512 * 1024**2,
+        )
+    yield ray
+    ray.shutdown()

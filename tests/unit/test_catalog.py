@@ -1,0 +1,157 @@
+"""Catalogs: every layout scanned into the same columns, problems named by file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from tumorbench.data.catalog import COLUMNS, LidcPolicy, detect_layout, scan
+from tumorbench.errors import DataError
+
+
+def _nifti(path: Path, shape=(6, 6, 4), value=1.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.full(shape, value, np.float32), np.diag([-1.0, -1.0, 1.0, 1.0])), path)
+    return path
+
+
+def _png(path: Path, value: int = 0, size=(8, 8), mode="L") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value).save(path)
+    return path
+
+
+def _brats_case(root: Path, case: str, sep: str, suffixes: list[str], seg: bool = True) -> None:
+    for suffix in suffixes:
+        _nifti(root / case / f"{case}{sep}{suffix}.nii.gz")
+    if seg:
+        _nifti(root / case / f"{case}{sep}seg.nii.gz", value=0)
+
+
+def test_brats_both_namings_channel_order_and_unlabelled_case(tmp_path):
+    _brats_case(tmp_path, "Brats18_X_1", "_", ["t1", "t1ce", "t2", "flair"])
+    _brats_case(tmp_path, "BraTS-GLI-00002-000", "-", ["t1n", "t1c", "t2w", "t2f"], seg=False)
+    frame = scan(tmp_path)
+    assert frame.attrs["layout"] == "brats"
+    assert list(frame.columns[: len(COLUMNS)]) == COLUMNS
+    by_id = frame.set_index("case_id")
+    old, new = by_id.loc["Brats18_X_1"], by_id.loc["BraTS-GLI-00002-000"]
+    assert old["channels"] == new["channels"] == ("t1", "t1ce", "t2", "flair")
+    # Channel order is the canonical one, not the file system's.
+    assert [Path(p).name for p in new["image"]] == [
+        "BraTS-GLI-00002-000-t1n.nii.gz", "BraTS-GLI-00002-000-t1c.nii.gz",
+        "BraTS-GLI-00002-000-t2w.nii.gz", "BraTS-GLI-00002-000-t2f.nii.gz"]
+    assert old["naming"] == "2018" and new["naming"] == "2023"
+    assert old["enhancing_label"] == 4 and new["enhancing_label"] == 3
+    assert old["mask"].endswith("Brats18_X_1_seg.nii.gz") and new["mask"] is None
+
+
+def test_brats_missing_modality_names_the_case_and_file(tmp_path):
+    _brats_case(tmp_path, "BraTS2021_00001", "_", ["t1", "t2", "flair"])
+    with pytest.raises(DataError, match=r"BraTS2021_00001.*missing modality t1ce.*BraTS2021_00001_t1ce\.nii\.gz"):
+        scan(tmp_path, "brats")
+    _brats_case(tmp_path, "BraTS2021_00002", "_", ["t1", "t1ce", "t2", "flair"])
+    lenient = scan(tmp_path, "brats", strict=False)
+    assert list(lenient["case_id"]) == ["BraTS2021_00002"]
+    assert len(lenient.attrs["problems"]) == 1 and "t1ce" in lenient.attrs["problems"][0]
+
+
+def test_lgg_groups_slices_by_patient_and_flags_missing_masks(tmp_path):
+    for study in ("TCGA_CS_4941_19960909", "TCGA_CS_4941_20000101", "TCGA_DU_5849_19950405"):
+        for n in (1, 2):
+            _png(tmp_path / study / f"{study}_{n}.png", mode="RGB")
+            _png(tmp_path / study / f"{study}_{n}_mask.png", 255 * (n == 2))
+    _png(tmp_path / "TCGA_DU_5849_19950405" / "TCGA_DU_5849_19950405_3.png", mode="RGB")
+    frame = scan(tmp_path, strict=False)
+    assert frame.attrs["layout"] == "lgg" and len(frame) == 6
+    # Two scan dates of one patient are one patient: they must never straddle folds.
+    assert frame["patient_id"].nunique() == 2
+    assert sorted(frame["slice_index"].unique()) == [1, 2]
+    assert "TCGA_DU_5849_19950405_3.png" in frame.attrs["problems"][0]
+    assert "without its mask" in frame.attrs["problems"][0]
+
+
+def test_image_folder_labels_from_folders(tmp_path):
+    _png(tmp_path / "yes" / "a.jpg", 10)
+    _png(tmp_path / "yes" / "b.png", 20)
+    _png(tmp_path / "no" / "c.png", 30)
+    frame = scan(tmp_path)
+    assert frame.attrs["layout"] == "image-folder"
+    assert dict(zip(frame["case_id"], frame["label"])) == {"no/c.png": "no", "yes/a.jpg": "yes", "yes/b.png": "yes"}
+
+
+def test_lidc_policy_binarizes_mean_malignancy(tmp_path):
+    ratings = {(1, 100, 1): 1.5, (1, 100, 2): 3.0, (2, 200, 1): 4.25}
+    rows = [f"{i},{p},{s},{n}," + ",".join(["1.0"] * 25) + f",{m}" for i, ((p, s, n), m) in enumerate(ratings.items())]
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "malignancy.csv").write_text("\n".join(rows) + "\n")
+    for (patient, scan_id, nodule) in ratings:
+        stem = f"LIDC-IDRI-{patient:04d}_{nodule}_{scan_id}"
+        _png(tmp_path / f"{stem}.png", 100)
+        _png(tmp_path / f"{stem}_union.png", 255)
+        _png(tmp_path / f"{stem}_intersection.png", 255)
+    frame = scan(tmp_path).set_index("case_id")
+    assert frame.loc["LIDC-IDRI-0001_1_100", "label"] == "benign"
+    assert frame.loc["LIDC-IDRI-0001_2_100", "label"] is None  # mean 3 is excluded by default
+    assert frame.loc["LIDC-IDRI-0002_1_200", "label"] == "malignant"
+    assert frame.loc["LIDC-IDRI-0001_2_100", "patient_id"] == frame.loc["LIDC-IDRI-0001_1_100", "patient_id"]
+    lenient = scan(tmp_path, lidc_policy=LidcPolicy(benign_max=3.0, malignant_min=4.0)).set_index("case_id")
+    assert lenient.loc["LIDC-IDRI-0001_2_100", "label"] == "benign"
+
+
+def test_msd_dataset_json(tmp_path):
+    _nifti(tmp_path / "imagesTr" / "BRATS_001.nii.gz", shape=(4, 4, 4, 2))
+    _nifti(tmp_path / "labelsTr" / "BRATS_001.nii.gz")
+    _nifti(tmp_path / "imagesTs" / "BRATS_900.nii.gz", shape=(4, 4, 4, 2))
+    (tmp_path / "dataset.json").write_text(json.dumps({
+        "modality": {"0": "FLAIR", "1": "T1w"},
+        "training": [{"image": "./imagesTr/BRATS_001.nii.gz", "label": "./labelsTr/BRATS_001.nii.gz"}],
+        "test": ["./imagesTs/BRATS_900.nii.gz"]}))
+    frame = scan(tmp_path).set_index("case_id")
+    assert frame.attrs["layout"] == "msd"
+    assert frame.loc["BRATS_001", "channels"] == ("FLAIR", "T1w")
+    assert frame.loc["BRATS_001", "mask"].endswith("labelsTr/BRATS_001.nii.gz")
+    assert frame.loc["BRATS_900", "mask"] is None
+
+
+def test_empty_and_unknown_folders_name_the_folder(tmp_path):
+    with pytest.raises(DataError, match="empty folder"):
+        scan(tmp_path)
+    (tmp_path / "notes.txt").write_text("nothing")
+    with pytest.raises(DataError, match=r"cannot detect a layout"):
+        detect_layout(tmp_path)
+    with pytest.raises(DataError, match=r"unknown layout 'nifti-zoo'"):
+        scan(tmp_path, "nifti-zoo")
+    with pytest.raises(DataError, match="no such folder"):
+        scan(tmp_path / "missing")
+
+
+@pytest.mark.realdata
+def test_real_lgg_catalog(lgg_root):
+    frame = scan(lgg_root)
+    assert frame.attrs["layout"] == "lgg"
+    assert len(frame) == 1308 and frame["patient_id"].nunique() == 39
+    assert frame["mask"].notna().all()
+
+
+@pytest.mark.realdata
+def test_real_brats_catalog(brats_root):
+    frame = scan(brats_root).set_index("case_id")
+    assert len(frame) == 3 and frame["mask"].notna().sum() == 2
+    assert frame.loc["BraTS-GLI-00001-000", "naming"] == "2023"
+    assert frame.loc["BraTS2021_00006", "naming"] == "2021"
+    assert frame.loc["Brats18_2013_21_1", "naming"] == "2018"
+
+
+@pytest.mark.realdata
+def test_real_lidc_catalog_matches_ratings_file(lidc_root):
+    frame = scan(lidc_root)
+    assert len(frame) == 71 and frame["malignancy"].notna().all()
+    # Independent recount of the policy from the ratings column.
+    assert (frame["label"] == "benign").sum() == (frame["malignancy"] <= 2).sum()
+    assert (frame["label"] == "malignant").sum() == (frame["malignancy"] >= 4).sum()
