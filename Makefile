@@ -18,11 +18,11 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/tumorbench data synth --task brain-mri --out $(DEMO_DIR)/brain
+	$(VENV)/bin/tumorbench data synth --task brain-mri --out $(DEMO_DIR)/brain --overwrite
 	$(VENV)/bin/tumorbench data check $(DEMO_DIR)/brain
 	$(VENV)/bin/tumorbench data preview $(DEMO_DIR)/brain --out $(DEMO_DIR)/brain_preview.png
 	$(VENV)/bin/tumorbench data split $(DEMO_DIR)/brain --out $(DEMO_DIR)/brain_splits.json --folds 3
-	$(VENV)/bin/tumorbench data synth --task lung-ct --out $(DEMO_DIR)/lung
+	$(VENV)/bin/tumorbench data synth --task lung-ct --out $(DEMO_DIR)/lung --overwrite
 	$(VENV)/bin/tumorbench data check $(DEMO_DIR)/lung
 	$(VENV)/bin/tumorbench data preview $(DEMO_DIR)/lung --out $(DEMO_DIR)/lung_preview.png
 

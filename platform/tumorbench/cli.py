@@ -45,11 +45,12 @@ def data() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @click.option("--cases", type=click.IntRange(min=1), default=None, help="Number of cases (default: the phantom's).")
 @click.option("--seed", type=int, default=None, help="Random seed (same seed, same files).")
-def synth(task: str, out: Path, cases: int | None, seed: int | None) -> None:
+@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")
+def synth(task: str, out: Path, cases: int | None, seed: int | None, overwrite: bool) -> None:
     """Generate a synthetic study as real NIfTI or DICOM files."""
     from tumorbench.data.synthetic import make_study
 
-    root = make_study(task, out, cases=cases, seed=seed)
+    root = make_study(task, out, cases=cases, seed=seed, overwrite=overwrite)
     click.echo(f"wrote synthetic {task} study to {root}")
 
 

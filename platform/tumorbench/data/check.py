@@ -20,6 +20,8 @@ from tumorbench.data.catalog import LidcPolicy, scan
 from tumorbench.data.splits import find_duplicates
 from tumorbench.errors import DataError
 
+_MAX_LISTED = 10  # per-case lines in the text report; --json has them all
+
 
 @dataclass
 class CaseInfo:
@@ -157,9 +159,12 @@ def format_report(report: dict[str, Any]) -> str:
         fraction = report["tumor_fraction"]
         lines.append(f"masks     {report['with_mask']} cases with a mask, {report['with_tumor']} with tumor"
                      + (f" ({fraction:.1%})" if fraction is not None else ""))
-    for case in report["details"].get("cases", []):
+    cases = report["details"].get("cases", [])
+    for case in cases[:_MAX_LISTED]:
         state = f"labelled, mask labels {case['mask_labels']}" if case["labelled"] else "no segmentation"
         lines.append(f"  case {case['case_id']}: BraTS {case['naming']} naming, {state}")
+    if len(cases) > _MAX_LISTED:
+        lines.append(f"  ... {len(cases) - _MAX_LISTED} more cases (see --json)")
     if report["details"].get("malignancy_policy"):
         lines.append(f"policy    {report['details']['malignancy_policy']}")
     groups = report["duplicate_groups"]

@@ -63,14 +63,22 @@ class ImageData:
 
 
 def image_content_hash(path: str | Path) -> str:
-    """Return the sha256 hex digest of a file's bytes, read in chunks."""
+    """Return the sha256 hex digest of a file's bytes, or of a folder's files (a DICOM series).
+
+    A folder's digest covers its files' relative names and bytes in sorted order.
+    """
+    path = Path(path)
     digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    except OSError as exc:
-        raise DataError(path, f"cannot read file ({exc.strerror or exc})") from exc
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(file.relative_to(path).as_posix().encode())
+        try:
+            with open(file, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError as exc:
+            raise DataError(file, f"cannot read file ({exc.strerror or exc})") from exc
     return digest.hexdigest()
 
 

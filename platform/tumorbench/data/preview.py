@@ -56,12 +56,22 @@ def case_picture(row: dict) -> tuple[np.ndarray, np.ndarray | None, str]:
     return _normalize(volume[:, :, k].T), mask, f"{row['case_id']} z={k}"
 
 
+def _mask_area(path: object) -> float:
+    return float((io.read_image(path).array > 0).sum()) if isinstance(path, str) else 0.0
+
+
 def _pick_cases(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
-    # Prefer one case per patient, so the montage shows the dataset's variety.
-    per_patient = frame.groupby("patient_id", sort=True).head(1)
-    if len(per_patient) > n:
-        return per_patient.sample(n=n, random_state=seed).sort_values("case_id")
-    return per_patient
+    """One case per patient (the dataset's variety), the one with most tumor when a patient has several."""
+    patients = sorted(frame["patient_id"].unique())
+    if len(patients) > n:
+        chosen = np.random.default_rng(seed).choice(len(patients), size=n, replace=False)
+        patients = [patients[i] for i in sorted(chosen)]
+    rows = []
+    for patient in patients:
+        cases = frame[frame["patient_id"] == patient]
+        best = cases["mask"].map(_mask_area).idxmax() if len(cases) > 1 else cases.index[0]
+        rows.append(frame.loc[best])
+    return pd.DataFrame(rows)
 
 
 def write_preview(root: str | Path, out: str | Path, *, layout: str = "auto", n: int = 8,
@@ -80,7 +90,7 @@ def write_preview(root: str | Path, out: str | Path, *, layout: str = "auto", n:
     chosen = _pick_cases(frame, n, seed)
     cols = min(4, len(chosen))
     rows = int(np.ceil(len(chosen) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.5 * rows), squeeze=False, layout="constrained")
     for ax in axes.ravel():
         ax.axis("off")
     for ax, row in zip(axes.ravel(), chosen.to_dict("records")):
@@ -92,7 +102,6 @@ def write_preview(root: str | Path, out: str | Path, *, layout: str = "auto", n:
         ax.set_title(f"{caption}\n{label}".strip(), fontsize=7)
     fig.suptitle(f"{frame.attrs['layout']}: {Path(frame.attrs['root']).name} "
                  f"({len(frame)} cases, {frame['patient_id'].nunique()} patients)", fontsize=9)
-    fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

@@ -1,0 +1,387 @@
+"""Classification and segmentation metrics: pure ``compute_*`` functions and one accumulator.
+
+Conventions (kept in one place so that every caller reports the same numbers):
+
+* Inputs may be numpy arrays or torch tensors (any device); masks must be binary
+  (bool or 0/1), 2D or 3D, and ``pred`` and ``target`` must have the same shape.
+* Dice, IoU, sensitivity and precision of two empty masks are ``empty_value`` (1.0:
+  predicting nothing where there is nothing is perfect). A ratio whose denominator is
+  zero while the other mask is not empty (sensitivity with an empty target, precision
+  with an empty prediction) is undefined and returned as NaN.
+* HD95 is MONAI's: the larger of the two directed 95th-percentile surface distances, in
+  the units of ``spacing`` (mm when spacing is the voxel size). Both masks empty gives
+  ``both_empty`` (NaN); exactly one empty gives ``one_empty`` (inf).
+* Classification precision/recall/F1 with a zero denominator are 0.0, as scikit-learn
+  returns them; ROC AUC with a single class in ``y_true`` is NaN with a warning that
+  says why.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Hashable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+__all__ = [
+    "BRATS_REGIONS",
+    "MetricWarning",
+    "PatientDiceAccumulator",
+    "brats_region_masks",
+    "brats_region_metrics",
+    "classification_metrics",
+    "compute_dice",
+    "compute_hd95",
+    "compute_iou",
+    "compute_precision",
+    "compute_sensitivity",
+    "segmentation_metrics",
+]
+
+BRATS_REGIONS = ("WT", "TC", "ET")
+
+
+class MetricWarning(UserWarning):
+    """A metric is undefined for the data given (returned as NaN)."""
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _as_mask(x: Any, name: str) -> np.ndarray:
+    arr = _to_numpy(x)
+    if arr.dtype != bool:
+        if not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"{name}: mask must be binary (bool or 0/1); threshold probabilities first")
+        arr = arr.astype(bool)
+    return arr
+
+
+def _mask_pair(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+    p, t = _as_mask(pred, "pred"), _as_mask(target, "target")
+    if p.shape != t.shape:
+        raise ValueError(f"pred: shape {p.shape} differs from target shape {t.shape}")
+    if p.ndim not in (2, 3):
+        raise ValueError(f"pred: expected a 2D or 3D mask of one case, got shape {p.shape}")
+    return p, t
+
+
+def _ratio(num: float, den: float, both_empty: bool, empty_value: float) -> float:
+    if den > 0:
+        return float(num / den)
+    return float(empty_value) if both_empty else math.nan
+
+
+def _overlap_metrics(tp: float, fp: float, fn: float, empty_value: float) -> dict[str, float]:
+    """Dice, IoU, sensitivity, precision from (possibly summed) voxel counts."""
+    both_empty = tp + fp + fn == 0
+    return {
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn, both_empty, empty_value),
+        "iou": _ratio(tp, tp + fp + fn, both_empty, empty_value),
+        "sensitivity": _ratio(tp, tp + fn, both_empty, empty_value),
+        "precision": _ratio(tp, tp + fp, both_empty, empty_value),
+    }
+
+
+def _counts(pred: Any, target: Any) -> tuple[int, int, int]:
+    p, t = _mask_pair(pred, target)
+    tp = int(np.count_nonzero(p & t))
+    return tp, int(np.count_nonzero(p)) - tp, int(np.count_nonzero(t)) - tp
+
+
+def compute_dice(pred: Any, target: Any, *, empty_value: float = 1.0) -> float:
+    """Dice ``2|P∩T| / (|P|+|T|)`` of one case; ``empty_value`` when both masks are empty."""
+    return _overlap_metrics(*_counts(pred, target), empty_value)["dice"]
+
+
+def compute_iou(pred: Any, target: Any, *, empty_value: float = 1.0) -> float:
+    """Jaccard index ``|P∩T| / |P∪T|`` of one case; ``empty_value`` when both are empty."""
+    return _overlap_metrics(*_counts(pred, target), empty_value)["iou"]
+
+
+def compute_sensitivity(pred: Any, target: Any, *, empty_value: float = 1.0) -> float:
+    """Voxel recall ``|P∩T| / |T|``; NaN when only the target is empty."""
+    return _overlap_metrics(*_counts(pred, target), empty_value)["sensitivity"]
+
+
+def compute_precision(pred: Any, target: Any, *, empty_value: float = 1.0) -> float:
+    """Voxel precision ``|P∩T| / |P|``; NaN when only the prediction is empty."""
+    return _overlap_metrics(*_counts(pred, target), empty_value)["precision"]
+
+
+def _spacing_tuple(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
+    if spacing is None:
+        return (1.0,) * ndim
+    values = _to_numpy(spacing).astype(float).ravel()
+    if values.size == 1:
+        values = np.repeat(values, ndim)
+    if values.size != ndim or not (values > 0).all() or not np.isfinite(values).all():
+        raise ValueError(f"spacing: expected {ndim} positive finite values (one per axis), got {spacing!r}")
+    return tuple(float(v) for v in values)
+
+
+def compute_hd95(
+    pred: Any,
+    target: Any,
+    spacing: float | Sequence[float] | None = None,
+    *,
+    both_empty: float = math.nan,
+    one_empty: float = math.inf,
+) -> float:
+    """95th-percentile symmetric Hausdorff distance of one case, by MONAI.
+
+    Args:
+        pred: Binary predicted mask, 2D or 3D.
+        target: Binary reference mask of the same shape.
+        spacing: Voxel size per array axis (e.g. mm); a single number means isotropic;
+            None means 1 (distances in voxels).
+        both_empty: Value when neither mask has foreground (undefined; NaN by default).
+        one_empty: Value when exactly one mask is empty (inf by default; BraTS-style
+            evaluations substitute the image diagonal).
+
+    Returns:
+        ``max(P95(d(P→T)), P95(d(T→P)))`` over surface voxels, in spacing units.
+    """
+    p, t = _mask_pair(pred, target)
+    has_p, has_t = bool(p.any()), bool(t.any())
+    if not (has_p and has_t):
+        return float(one_empty) if has_p or has_t else float(both_empty)
+    # Imported here: importing MONAI takes seconds, and most users of this module never need HD95.
+    from monai.metrics import compute_hausdorff_distance
+
+    p, t = _crop_to_union(p, t)
+    with warnings.catch_warnings():
+        # MONAI 1.5-1.6 passes its own deprecated argument internally; nothing for callers to act on.
+        warnings.filterwarnings("ignore", message=".*always_return_as_numpy", category=FutureWarning)
+        hd = compute_hausdorff_distance(
+            p[None, None],
+            t[None, None],
+            include_background=True,
+            percentile=95,
+            spacing=_spacing_tuple(spacing, p.ndim),
+        )
+    return float(hd.reshape(-1)[0])
+
+
+def _crop_to_union(p: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crop both masks to their union's bounding box plus one voxel.
+
+    MONAI crops the same way, but only after converting the whole volume to float
+    tensors, which dominates the cost on a 240x240x155 BraTS volume; the margin keeps
+    surfaces (mask minus erosion) identical.
+    """
+    union = p | t
+    box = []
+    for axis in range(union.ndim):
+        hits = np.flatnonzero(union.any(axis=tuple(a for a in range(union.ndim) if a != axis)))
+        box.append(slice(max(hits[0] - 1, 0), hits[-1] + 2))
+    return p[tuple(box)], t[tuple(box)]
+
+
+def segmentation_metrics(
+    pred: Any, target: Any, spacing: float | Sequence[float] | None = None, *, empty_value: float = 1.0
+) -> dict[str, float]:
+    """Dice, IoU, sensitivity, precision and HD95 of one case (see the module conventions)."""
+    out = _overlap_metrics(*_counts(pred, target), empty_value)
+    out["hd95"] = compute_hd95(pred, target, spacing)
+    return out
+
+
+def brats_region_masks(labels: Any, enhancing_label: int = 4) -> dict[str, np.ndarray]:
+    """Nested BraTS evaluation regions from a label map.
+
+    WT = {1, 2, ET}, TC = {1, ET}, ET = {ET}; ``enhancing_label`` is 4 up to BraTS 2021
+    and 3 from 2023. Any other label value raises, so that a 2023 map read with the
+    2021 convention (or vice versa) cannot silently drop the enhancing tumour.
+    """
+    lab = _to_numpy(labels)
+    allowed = (0, 1, 2, enhancing_label)
+    if not np.isin(lab, allowed).all():
+        found = sorted(set(np.unique(lab).tolist()) - set(allowed))
+        raise ValueError(f"labels: values {found} not in {list(allowed)} (is enhancing_label={enhancing_label} right?)")
+    return {
+        "WT": np.isin(lab, (1, 2, enhancing_label)),
+        "TC": np.isin(lab, (1, enhancing_label)),
+        "ET": lab == enhancing_label,
+    }
+
+
+def brats_region_metrics(
+    pred_labels: Any,
+    target_labels: Any,
+    enhancing_label: int = 4,
+    spacing: float | Sequence[float] | None = None,
+) -> dict[str, dict[str, float]]:
+    """:func:`segmentation_metrics` for each BraTS region, keyed ``WT``, ``TC``, ``ET``."""
+    pred = brats_region_masks(pred_labels, enhancing_label)
+    target = brats_region_masks(target_labels, enhancing_label)
+    return {r: segmentation_metrics(pred[r], target[r], spacing) for r in BRATS_REGIONS}
+
+
+def _batch_counts(pred: Any, target: Any) -> np.ndarray:
+    """(B, 3) int64 array of tp, fp, fn per item; computed on the tensors' own device."""
+    if isinstance(pred, torch.Tensor) or isinstance(target, torch.Tensor):
+        p = torch.as_tensor(pred)
+        t = torch.as_tensor(target, device=p.device)
+        if p.shape != t.shape:
+            raise ValueError(f"pred_batch: shape {tuple(p.shape)} differs from target_batch {tuple(t.shape)}")
+        for x, name in ((p, "pred_batch"), (t, "target_batch")):
+            if x.dtype != torch.bool and bool(((x != 0) & (x != 1)).any()):
+                raise ValueError(f"{name}: masks must be binary (bool or 0/1); threshold probabilities first")
+        p, t = p.bool().flatten(1), t.bool().flatten(1)
+        tp = (p & t).sum(1)
+        counts = torch.stack([tp, p.sum(1) - tp, t.sum(1) - tp], dim=1)
+        return counts.cpu().numpy().astype(np.int64)
+    p, t = _as_mask(pred, "pred_batch"), _as_mask(target, "target_batch")
+    if p.shape != t.shape:
+        raise ValueError(f"pred_batch: shape {p.shape} differs from target_batch {t.shape}")
+    p, t = p.reshape(len(p), -1), t.reshape(len(t), -1)
+    tp = np.count_nonzero(p & t, axis=1)
+    return np.stack([tp, np.count_nonzero(p, axis=1) - tp, np.count_nonzero(t, axis=1) - tp], axis=1)
+
+
+class PatientDiceAccumulator:
+    """Volume-level overlap per patient from slice (or patch) batches.
+
+    Stores only tp/fp/fn voxel counts per patient, so Dice per patient is
+    ``2·ΣTP / (Σ|P| + Σ|T|)`` over all that patient's slices — the per-volume Dice of
+    Buda et al. (2019) for the LGG set — not a mean of slice Dice values.
+
+    Args:
+        empty_value: Value for a patient whose prediction and target are empty everywhere.
+    """
+
+    def __init__(self, empty_value: float = 1.0) -> None:
+        self.empty_value = float(empty_value)
+        self._counts: dict[Hashable, np.ndarray] = {}
+
+    def update(self, patient_ids: Iterable[Hashable], pred_batch: Any, target_batch: Any) -> None:
+        """Add a batch of binary masks ``(B, ...)``, one patient id per item."""
+        ids = list(patient_ids)
+        counts = _batch_counts(pred_batch, target_batch)
+        if len(ids) != len(counts):
+            raise ValueError(f"patient_ids: {len(ids)} ids for a batch of {len(counts)} masks")
+        for pid, row in zip(ids, counts):
+            key = pid.item() if isinstance(pid, (np.generic, torch.Tensor)) else pid
+            self._counts[key] = self._counts.get(key, np.zeros(3, np.int64)) + row
+
+    def merge(self, other: PatientDiceAccumulator) -> None:
+        """Add another accumulator's counts (e.g. from another validation worker)."""
+        for pid, row in other._counts.items():
+            self._counts[pid] = self._counts.get(pid, np.zeros(3, np.int64)) + row
+
+    def aggregate(self) -> dict[Hashable, dict[str, float]]:
+        """Per patient id: dice, iou, sensitivity and precision of the whole volume."""
+        return {pid: _overlap_metrics(*(float(c) for c in row), self.empty_value) for pid, row in self._counts.items()}
+
+    def reset(self) -> None:
+        """Forget every patient."""
+        self._counts.clear()
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
+def _auc_or_nan(y_bin: np.ndarray, score: np.ndarray, what: str) -> float:
+    if y_bin.all() or not y_bin.any():
+        warnings.warn(f"ROC AUC of {what} undefined: y_true holds a single class", MetricWarning, stacklevel=3)
+        return math.nan
+    return float(roc_auc_score(y_bin, score))
+
+
+def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num, den = np.asarray(num, float), np.asarray(den, float)
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+
+
+def _binary_classification(y_true: np.ndarray, score: np.ndarray, threshold: float, positive: Any) -> dict:
+    y = y_true == positive
+    pred = score >= threshold
+    tp, fp = int(np.sum(pred & y)), int(np.sum(pred & ~y))
+    fn, tn = int(np.sum(~pred & y)), int(np.sum(~pred & ~y))
+    return {
+        "accuracy": (tp + tn) / len(y),
+        "precision": float(_safe_div(tp, tp + fp)),
+        "recall": float(_safe_div(tp, tp + fn)),
+        "specificity": float(_safe_div(tn, tn + fp)),
+        "f1": float(_safe_div(2 * tp, 2 * tp + fp + fn)),
+        "auc": _auc_or_nan(y, score, "the positive class"),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+    }
+
+
+def _multiclass_classification(y_true: np.ndarray, scores: np.ndarray) -> dict:
+    k = scores.shape[1]
+    if not np.isin(y_true, np.arange(k)).all():
+        raise ValueError(f"y_true: labels must be class indices 0..{k - 1} to match y_score's {k} columns")
+    y = y_true.astype(np.int64)
+    pred = scores.argmax(axis=1)
+    cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)  # rows: truth, columns: prediction
+    tp = np.diag(cm)
+    fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+    tn = len(y) - tp - fp - fn
+    # Average over the classes that occur in y_true or the predictions, as sklearn's macro does.
+    seen = (cm.sum(0) + cm.sum(1)) > 0
+    precision, recall = _safe_div(tp, tp + fp), _safe_div(tp, tp + fn)
+    aucs = [_auc_or_nan(y == c, scores[:, c], f"class {c}") for c in range(k) if seen[c]]
+    finite = [a for a in aucs if not math.isnan(a)]
+    return {
+        "accuracy": float(tp.sum() / len(y)),
+        "precision": float(precision[seen].mean()),
+        "recall": float(recall[seen].mean()),
+        "specificity": float(_safe_div(tn, tn + fp)[seen].mean()),
+        "f1": float(_safe_div(2 * tp, 2 * tp + fp + fn)[seen].mean()),
+        "auc": float(np.mean(finite)) if finite else math.nan,
+        "tp": int(tp.sum()),
+        "fp": int(fp.sum()),
+        "tn": int(tn.sum()),
+        "fn": int(fn.sum()),
+    }
+
+
+def classification_metrics(
+    y_true: Any, y_score: Any, *, threshold: float = 0.5, positive: Any = 1
+) -> dict[str, float]:
+    """Accuracy, precision, recall (sensitivity), specificity, F1, ROC AUC and confusion counts.
+
+    Args:
+        y_true: ``(N,)`` true labels.
+        y_score: ``(N,)`` score of the positive class (binary), or ``(N, K)`` class
+            probabilities; ``(N, 2)`` is read as binary with column ``positive``.
+        threshold: Binary decision threshold on the score (``score >= threshold``).
+        positive: Label of the positive class in binary problems.
+
+    Returns:
+        Binary: metrics of the positive class and its tp/fp/tn/fn. Multi-class
+        (K > 2, labels 0..K-1, argmax decision): macro averages over the classes
+        present in ``y_true`` or the predictions, macro one-vs-rest AUC over the classes
+        with both outcomes in ``y_true``, and tp/fp/tn/fn summed over the one-vs-rest
+        problems.
+    """
+    y, s = _to_numpy(y_true).ravel(), _to_numpy(y_score).astype(float)
+    if len(y) == 0 or len(s) != len(y):
+        raise ValueError(f"y_score: {len(s)} scores for {len(y)} labels (need the same, non-zero number)")
+    if not np.isfinite(s).all():
+        raise ValueError("y_score: scores must be finite (found NaN or inf)")
+    if s.ndim == 2 and s.shape[1] == 2:
+        s = s[:, int(positive)]
+    if s.ndim == 1:
+        labels = np.unique(y)
+        if len(labels) > 2 or (len(labels) == 2 and positive not in labels):
+            raise ValueError(
+                f"y_true: labels {labels.tolist()} do not form a binary problem with positive={positive!r}"
+            )
+        return _binary_classification(y, s, threshold, positive)
+    if s.ndim != 2:
+        raise ValueError(f"y_score: expected shape (N,) or (N, K), got {s.shape}")
+    return _multiclass_classification(y, s)

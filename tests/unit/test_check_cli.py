@@ -1,0 +1,106 @@
+"""`tumorbench data check|synth|preview|split` end to end, on small and real data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from tumorbench.cli import main
+from tumorbench.data.check import check_dataset
+
+
+def _run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def _lgg_like(root, slices):
+    """Write an LGG-layout folder; ``slices`` maps a file stem to (image size, mask size, tumor)."""
+    folder = root / "TCGA_AA_0001_20000101"
+    folder.mkdir(parents=True)
+    for stem, (image_size, mask_size, tumor) in slices.items():
+        Image.new("RGB", image_size, (30, 40, 50)).save(folder / f"{stem}.png")
+        if mask_size is not None:
+            mask = np.zeros(mask_size[::-1], np.uint8)
+            mask[2:4, 2:4] = 255 * tumor
+            Image.fromarray(mask).save(folder / f"{stem}_mask.png")
+    return folder
+
+
+def test_check_collects_every_problem_and_exits_nonzero(tmp_path):
+    folder = _lgg_like(tmp_path, {
+        "TCGA_AA_0001_20000101_1": ((8, 8), (8, 8), True),
+        "TCGA_AA_0001_20000101_2": ((8, 8), (6, 8), False),   # mask shape mismatch (PIL sizes are width, height)
+        "TCGA_AA_0001_20000101_3": ((8, 8), None, False),     # mask missing
+        "TCGA_AA_0001_20000101_4": ((8, 8), (8, 8), False),
+    })
+    corrupt = folder / "TCGA_AA_0001_20000101_4.png"
+    corrupt.write_bytes(corrupt.read_bytes()[:40])            # truncated
+    result = _run("data", "check", str(tmp_path))
+    assert result.exit_code == 1
+    assert "problems  3" in result.output
+    assert "TCGA_AA_0001_20000101_2_mask.png: mask shape (8, 6) does not match image shape (8, 8)" in result.output
+    assert "TCGA_AA_0001_20000101_3.png: slice without its mask" in result.output
+    assert "TCGA_AA_0001_20000101_4.png" in result.output
+    report = json.loads(_run("data", "check", str(tmp_path), "--json").output)
+    # The usable cases are still summarized: 3 scanned cases, 1 of them with tumor.
+    assert report["cases"] == 3 and report["with_tumor"] == 1
+
+
+def test_unknown_layout_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "readme.txt").write_text("x")
+    result = CliRunner().invoke(main, ["data", "check", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"{tmp_path}: cannot detect a layout" in result.output
+
+
+def test_synth_then_check_then_preview_then_split(tmp_path):
+    brain, lung = tmp_path / "brain", tmp_path / "lung"
+    assert _run("data", "synth", "--task", "brain-mri", "--out", str(brain), "--cases", "3").exit_code == 0
+    assert _run("data", "synth", "--task", "lung-ct", "--out", str(lung), "--cases", "3").exit_code == 0
+    brain_report = check_dataset(brain)
+    assert (brain_report["layout"], brain_report["cases"], brain_report["problems"]) == ("brats", 3, [])
+    assert brain_report["channels"] == {"t1 + t1ce + t2 + flair": 3}
+    lung_report = check_dataset(lung)
+    assert (lung_report["layout"], lung_report["cases"], lung_report["problems"]) == ("dicom", 3, [])
+    assert set(lung_report["labels"]) <= {"benign", "malignant"}
+    out = tmp_path / "preview.png"
+    assert _run("data", "preview", str(brain), "--out", str(out)).exit_code == 0
+    picture = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    red = (picture[..., 0] > 200) & (picture[..., 1] < 80) & (picture[..., 2] < 80)
+    assert red.sum() > 50  # the tumor outlines were drawn
+    split = tmp_path / "splits.json"
+    assert _run("data", "split", str(lung), "--folds", "2", "--out", str(split)).exit_code == 0
+    doc = json.loads(split.read_text())
+    assert sum(len(f["val"]) for f in doc["folds"]) == 3
+
+
+@pytest.mark.realdata
+def test_real_lgg_check(lgg_root):
+    report = check_dataset(lgg_root, duplicates=False)
+    # Independent count of slices with tumor straight from the mask files.
+    tumor = sum(np.asarray(Image.open(p)).max() > 0 for p in lgg_root.glob("*/*_mask.png"))
+    assert (report["patients"], report["cases"], report["with_tumor"]) == (39, 1308, tumor)
+    assert report["problems"] == []
+
+
+@pytest.mark.realdata
+def test_real_yes_no_check_finds_the_duplicate_groups(yes_no_root):
+    report = check_dataset(yes_no_root)
+    assert report["cases"] == 253 and report["labels"] == {"yes": 155, "no": 98}
+    assert len(report["duplicate_groups"]) == 22
+    for group in report["duplicate_groups"]:
+        # Byte-identical images stay within one class in this set.
+        assert len({case.split("/")[0] for case in group}) == 1
+
+
+@pytest.mark.realdata
+def test_real_brats_check_reports_naming_and_labels(brats_root):
+    report = check_dataset(brats_root, duplicates=False)
+    cases = {c["case_id"]: c for c in report["details"]["cases"]}
+    assert report["cases"] == 3 and report["with_mask"] == 2
+    assert cases["BraTS-GLI-00001-000"]["naming"] == "2023" and not cases["BraTS-GLI-00001-000"]["labelled"]
+    assert cases["BraTS2021_00006"]["mask_labels"] == [0, 1, 2, 4]
