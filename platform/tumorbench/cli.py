@@ -114,5 +114,90 @@ def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: s
     click.echo(f"wrote {out} (hash {doc['hash'][:12]})")
 
 
+@main.command()
+@click.option("--task", type=click.Choice(["classification", "segmentation", "gan"]), required=True)
+@click.option("--model", required=True, help="Registered model name (see `tumorbench models`).")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset root.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
+@click.option("--layout", type=click.Choice(LAYOUT_CHOICES), default="auto", show_default=True)
+@click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True, help="Validation fold.")
+@click.option("--folds", "n_folds", type=click.IntRange(min=2), default=5, show_default=True)
+@click.option("--split-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Existing split file (default: <out>/splits.json, made on first use).")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--gpus/--no-gpus", "use_gpu", default=None, help="Use a GPU per worker (default: if the cluster has them).")
+@click.option("--pretrained", is_flag=True, help="Start from ImageNet weights (classifiers).")
+@click.option("--image-size", type=int, multiple=True, help="Resize inputs (repeat per axis: --image-size 128 --image-size 128).")
+@click.option("--spatial-dims", type=click.Choice(["2", "3"]), default="2", show_default=True, help="Model dimensionality.")
+@click.option("--augment", type=click.Choice(["none", "light", "medium", "strong"]), default="light", show_default=True)
+@click.option("--normalize", type=click.Choice(["zscore", "minmax", "ct_window", "none"]), default="zscore", show_default=True)
+@click.option("--channels", type=int, default=None, help="Force image channels (1 grey, 3 RGB) for mixed data.")
+@click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True, help="Early stopping (0: off).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--option", "options", multiple=True, metavar="KEY=JSON",
+              help="Any other training setting, e.g. --option freeze_backbone_epochs=2 --option model_kwargs='{\"width\": 8}'.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
+@click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")
+def train(**opts) -> None:
+    """Train one model on one fold with Ray Train; checkpoints are model packages."""
+    from tumorbench.training.trainer import fit
+
+    config = _train_config(opts)
+    result = fit(config, resume=opts["resume"], address=opts["address"])
+    best = result.best_checkpoints[-1] if result.best_checkpoints else None
+    click.echo(f"finished: {config.out}/train")
+    if best is not None:
+        checkpoint, metrics = max(result.best_checkpoints, key=lambda item: _score(config.task, item[1]))
+        click.echo(f"best checkpoint: {checkpoint.path} (epoch {metrics.get('epoch')})")
+
+
+def _score(task: str, metrics: dict) -> float:
+    from tumorbench.training.tasks import METRIC_ORDER, PRIMARY_METRIC
+
+    value = float(metrics.get(PRIMARY_METRIC[task], float("nan")))
+    return value if METRIC_ORDER[task] == "max" else -value
+
+
+def _train_config(opts: dict):
+    from tumorbench.training.config import TrainConfig, TrainConfigError
+    from tumorbench.transforms import AugmentConfig, PreprocessConfig
+
+    spatial_dims = int(opts["spatial_dims"])
+    preprocess = PreprocessConfig(normalize=opts["normalize"], spatial_size=tuple(opts["image_size"]) or None,
+                                  channels=opts["channels"])
+    values = dict(task=opts["task"], model=opts["model"], data=str(opts["data"]), out=str(opts["out"]),
+                  layout=opts["layout"], fold=opts["fold"], n_folds=opts["n_folds"],
+                  split_file=str(opts["split_file"]) if opts["split_file"] else None, epochs=opts["epochs"],
+                  batch_size=opts["batch_size"], lr=opts["lr"], workers=opts["workers"], use_gpu=opts["use_gpu"],
+                  pretrained=opts["pretrained"], spatial_dims=spatial_dims, patience=opts["patience"],
+                  seed=opts["seed"], preprocess=preprocess,
+                  augment=AugmentConfig.preset(opts["augment"], spatial_dims=2))
+    for option in opts["options"]:
+        key, _, raw = option.partition("=")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    try:
+        return TrainConfig.from_dict(values)
+    except TypeError as exc:
+        raise TrainConfigError(str(exc)) from exc
+
+
+@main.command("models")
+@click.option("--task", type=click.Choice(["classification", "segmentation", "gan"]), default=None)
+def list_models_command(task: str | None) -> None:
+    """List the registered models."""
+    from tumorbench.models import list_models, model_info
+
+    for name in list_models(task):
+        info = model_info(name)
+        dims = "/".join(f"{d}D" for d in info.spatial_dims)
+        click.echo(f"{name:24s} {info.task:15s} {dims:6s} {info.description}")
+
+
 if __name__ == "__main__":
     main()

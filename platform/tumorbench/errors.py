@@ -21,3 +21,7 @@ class DataError(TumorbenchError, ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+    def __reduce__(self):
+        # Rebuild from (path, problem): Ray pickles errors raised in workers back to the driver.
+        return type(self), (self.path, self.problem)

@@ -59,6 +59,10 @@ class MissingWeightsError(TumorbenchError, FileNotFoundError):
             f"or build the model with pretrained=False."
         )
 
+    def __reduce__(self):
+        # Ray pickles worker errors back to the driver: rebuild from the constructor's arguments.
+        return type(self), (self.model, self.searched)
+
 
 def weights_cache_dir() -> Path:
     """Folder for converted weight files (``$TUMORBENCH_CACHE_DIR`` or ``~/.cache/tumorbench/weights``)."""

@@ -1,0 +1,8 @@
+"""Distributed training on Ray Train: config -> per-worker loop -> checkpoints that are model packages."""
+
+from __future__ import annotations
+
+from tumorbench.training.checkpoint import ModelManifest, load_model, read_manifest
+from tumorbench.training.config import TrainConfig, TrainConfigError
+
+__all__ = ["ModelManifest", "TrainConfig", "TrainConfigError", "load_model", "read_manifest"]

@@ -1,0 +1,149 @@
+"""The training configuration: one frozen dataclass, validated once, sent to workers as a plain dict."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from tumorbench.errors import TumorbenchError
+from tumorbench.transforms import AugmentConfig, PreprocessConfig, SamplingConfig
+
+Task = Literal["classification", "segmentation", "gan"]
+TASKS = ("classification", "segmentation", "gan")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+# Layouts whose cases are volumes; the others hold 2D images.
+VOLUME_LAYOUTS = ("brats", "msd", "dicom")
+
+
+class TrainConfigError(TumorbenchError, ValueError):
+    """A training configuration that cannot run."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs.
+
+    Args:
+        task: ``classification``, ``segmentation`` or ``gan``.
+        model: Registered model name (``tumorbench.models.list_models()``).
+        data: Dataset root.
+        out: Run folder (checkpoints, TensorBoard events, history, split file).
+        layout: Catalog layout, or ``auto``.
+        model_kwargs: Extra model keywords (channels, widths); input/output sizes are set from the data.
+        fold: Validation fold of the split file.
+        n_folds: Folds when the split file is made by this run.
+        split_file: An existing split file (default: ``<out>/splits.json``, made on first use).
+        dedupe: Drop byte-identical images before splitting (when the split is made here).
+        epochs: Epochs to train.
+        batch_size: Per-worker batch size.
+        lr: Peak learning rate (head learning rate for transfer learning).
+        weight_decay: AdamW weight decay.
+        backbone_lr_mult: Backbone learning rate = ``lr * backbone_lr_mult`` (classifiers).
+        freeze_backbone_epochs: Train only the head for this many epochs first.
+        warmup_epochs: Linear warm-up before the cosine decay.
+        grad_clip: Gradient-norm clip (0 disables).
+        amp: Mixed precision on CUDA: ``auto`` (bf16 where supported, else fp16), ``bf16``, ``fp16``, ``off``.
+        patience: Stop after this many epochs without improvement (0 disables).
+        seed: Seed for model init, data order and augmentation (per worker: ``seed + rank``).
+        workers: Ray Train workers.
+        use_gpu: Use one GPU per worker; ``None`` decides from the cluster.
+        pretrained: Start from ImageNet weights (classifiers).
+        preprocess: Deterministic preprocessing (also stored in ``model.json`` for serving).
+        augment: Training augmentation.
+        sampling: How training samples are drawn from volumes.
+        spatial_dims: Dimensionality the model works in (3D data may train 2D models on slices).
+        cache: Dataset caching: ``none``, ``memory`` or ``disk``.
+        positive_class: Class name scored as positive for binary metrics (default: the last class).
+        gan_checkpoint: A trained conditional GAN whose samples augment classifier training.
+        synthetic_fraction: Generated images added per real training image (GAN-augmented classifier).
+        keep_checkpoints: Best checkpoints kept (by the validation metric); the latest is always kept.
+        max_failures: Worker-group restarts from the last checkpoint before the run fails.
+        roi_size: Sliding-window size for 3D validation (default: the sampling patch size).
+        foreground_prior: Segmentation output bias starts at this foreground probability (``None``: default init).
+    """
+
+    task: Task
+    model: str
+    data: str
+    out: str
+    layout: str = "auto"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    fold: int = 0
+    n_folds: int = 5
+    split_file: str | None = None
+    dedupe: bool = True
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    backbone_lr_mult: float = 0.1
+    freeze_backbone_epochs: int = 0
+    warmup_epochs: int = 1
+    grad_clip: float = 1.0
+    amp: str = "auto"
+    patience: int = 0
+    seed: int = 0
+    workers: int = 1
+    use_gpu: bool | None = None
+    pretrained: bool = False
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    spatial_dims: int = 2
+    cache: str = "memory"
+    positive_class: str | None = None
+    gan_checkpoint: str | None = None
+    synthetic_fraction: float = 0.0
+    keep_checkpoints: int = 2
+    max_failures: int = 1
+    roi_size: tuple[int, ...] | None = None
+    foreground_prior: float | None = 0.02
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}"),
+            (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
+            (self.cache in ("none", "memory", "disk"), f"cache must be none, memory or disk, got {self.cache!r}"),
+            (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be at least 1"),
+            (self.workers >= 1, f"workers must be at least 1, got {self.workers}"),
+            (self.lr > 0, f"lr must be positive, got {self.lr}"),
+            (self.n_folds >= 2 and 0 <= self.fold < self.n_folds, f"fold {self.fold} not in 0..{self.n_folds - 1}"),
+            (self.spatial_dims in (2, 3), f"spatial_dims must be 2 or 3, got {self.spatial_dims}"),
+            (0.0 <= self.synthetic_fraction <= 4.0, "synthetic_fraction must be within [0, 4]"),
+            (self.synthetic_fraction == 0 or self.gan_checkpoint, "synthetic_fraction needs gan_checkpoint"),
+            (self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1"),
+            (self.foreground_prior is None or 0 < self.foreground_prior < 1, "foreground_prior must be in (0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise TrainConfigError(message)
+        if self.roi_size is not None:
+            object.__setattr__(self, "roi_size", tuple(self.roi_size))
+        # Workers run in another working directory: every path they read must be absolute.
+        for name in ("data", "out", "split_file", "gan_checkpoint"):
+            value = getattr(self, name)
+            if value:
+                object.__setattr__(self, name, os.path.abspath(os.path.expanduser(value)))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain, JSON-friendly dict (what Ray sends to each worker)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Rebuild a config from :meth:`to_dict` output (nested configs included)."""
+        values = dict(values)
+        for key, kind in (("preprocess", PreprocessConfig), ("augment", AugmentConfig), ("sampling", SamplingConfig)):
+            if isinstance(values.get(key), dict):
+                values[key] = kind(**values[key])
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise TrainConfigError(f"unknown training settings {unknown}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)

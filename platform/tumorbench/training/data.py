@@ -1,0 +1,142 @@
+"""Fold data for one worker: catalog -> split file -> fold cases -> transforms -> loaders.
+
+Each worker reads the same catalog and split file and keeps its own shard of
+the training cases (padded to equal length, so every rank runs the same number
+of steps and DDP never waits on a rank that ran out of data).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tumorbench.data.catalog import scan
+from tumorbench.data.datasets import cases_from_catalog, make_dataset
+from tumorbench.data.splits import SplitConfig, fold_frames, load_splits, make_splits, write_splits
+from tumorbench.errors import DataError
+from tumorbench.training.config import VOLUME_LAYOUTS, TrainConfig, TrainConfigError
+from tumorbench.transforms import build_transforms
+
+SPLIT_FILE_NAME = "splits.json"
+
+
+@dataclass
+class FoldCases:
+    """The cases of one fold and what the model must be sized for."""
+
+    train: list[dict]
+    val: list[dict]
+    class_names: list[str] | None
+    data_dims: int
+    layout: str
+    catalog_hash: str
+    split_hash: str
+
+
+def split_path(config: TrainConfig) -> Path:
+    return Path(config.split_file) if config.split_file else Path(config.out) / SPLIT_FILE_NAME
+
+
+def load_catalog(config: TrainConfig) -> pd.DataFrame:
+    """The catalog for a task; classification keeps labelled cases only."""
+    frame = scan(config.data, config.layout)
+    if config.task in ("classification", "gan"):
+        if not frame["label"].notna().any():
+            raise TrainConfigError(
+                f"{config.data}: layout {frame.attrs['layout']!r} has no class labels, so it cannot train "
+                f"a {config.task} model (use a class-folder, LIDC or labelled DICOM dataset)")
+    elif not frame["mask"].notna().any():
+        raise TrainConfigError(f"{config.data}: layout {frame.attrs['layout']!r} has no masks, "
+                               f"so it cannot train a segmentation model")
+    return frame
+
+
+def ensure_split_file(config: TrainConfig, frame: pd.DataFrame) -> dict:
+    """Read the split file, or make it (patient-level, stratified) when it does not exist yet."""
+    path = split_path(config)
+    if path.exists():
+        return load_splits(path, frame)
+    if config.split_file:
+        raise DataError(path, "split file not found")
+    stratify = "label" if config.task != "segmentation" else "none"
+    if config.task == "segmentation":
+        from tumorbench.data.check import add_tumor_presence
+
+        frame, stratify = add_tumor_presence(frame), "has_tumor"
+    doc = make_splits(frame, SplitConfig(n_folds=config.n_folds, seed=config.seed, stratify=stratify,
+                                         dedupe=config.dedupe and config.task != "segmentation"))
+    write_splits(doc, path)
+    return doc
+
+
+def fold_cases(config: TrainConfig) -> FoldCases:
+    """Training and validation case dicts of the configured fold."""
+    frame = load_catalog(config)
+    doc = load_splits(split_path(config), frame)
+    if len(doc["folds"]) <= config.fold:
+        raise TrainConfigError(f"fold {config.fold} does not exist: {split_path(config)} has {len(doc['folds'])} folds")
+    train, val = fold_frames(frame, doc, config.fold)
+    labelled = frame["label"].dropna()
+    class_names = sorted(labelled.unique()) if config.task != "segmentation" and len(labelled) else None
+    if config.task != "segmentation":
+        train, val = train[train["label"].notna()], val[val["label"].notna()]
+    return FoldCases(
+        train=cases_from_catalog(train, class_names), val=cases_from_catalog(val, class_names),
+        class_names=class_names, data_dims=3 if frame.attrs["layout"] in VOLUME_LAYOUTS else 2,
+        layout=frame.attrs["layout"], catalog_hash=doc["dataset"]["catalog_hash"], split_hash=doc["hash"])
+
+
+def shard(cases: list[dict], rank: int, world_size: int, seed: int) -> list[dict]:
+    """This rank's share of ``cases``, padded so every rank gets the same count."""
+    order = np.random.default_rng(seed).permutation(len(cases))
+    per_rank = -(-len(cases) // world_size)
+    padded = np.resize(order, per_rank * world_size)  # repeats from the start, like DistributedSampler
+    return [cases[i] for i in padded[rank::world_size]]
+
+
+def transforms_for(config: TrainConfig, data_dims: int, *, train: bool, seed: int | None = None):
+    return build_transforms(config.preprocess, config.augment if train else None, spatial_dims=data_dims,
+                            with_mask=config.task == "segmentation", train=train,
+                            sampling=config.sampling if train else None, seed=seed)
+
+
+def train_loader(config: TrainConfig, cases: FoldCases, rank: int, world_size: int,
+                 extra: torch.utils.data.Dataset | None = None) -> torch.utils.data.DataLoader:
+    """A shuffled loader over this rank's training shard (plus optional generated samples)."""
+    from monai.data import DataLoader
+
+    shard_cases = shard(cases.train, rank, world_size, config.seed)
+    transform = transforms_for(config, cases.data_dims, train=True, seed=config.seed + rank)
+    cache_dir = Path(config.out) / "cache" if config.cache == "disk" else None
+    dataset: torch.utils.data.Dataset = make_dataset(shard_cases, transform, cache=config.cache, cache_dir=cache_dir)
+    if extra is not None:
+        dataset = torch.utils.data.ConcatDataset([dataset, extra])
+    generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=0,
+                      generator=generator, drop_last=len(dataset) > config.batch_size)
+
+
+def val_dataset(config: TrainConfig, cases: FoldCases, rank: int, world_size: int):
+    """This rank's validation cases, whole patients per rank (each case scored exactly once)."""
+    patients = sorted({case["patient_id"] for case in cases.val})
+    mine = set(patients[rank::world_size])
+    own = [case for case in cases.val if case["patient_id"] in mine]
+    cache = "memory" if config.cache != "none" else "none"
+    return make_dataset(own, transforms_for(config, cases.data_dims, train=False), cache=cache)
+
+
+def io_channels(config: TrainConfig, cases: FoldCases) -> tuple[int, int]:
+    """Input channels and outputs of the model, read from one preprocessed case.
+
+    Outputs are mask channels for segmentation (1, or 3 for BraTS regions) and
+    the number of classes otherwise.
+    """
+    sample: Any = transforms_for(config, cases.data_dims, train=False)(dict((cases.val or cases.train)[0]))
+    if config.task == "segmentation":
+        return int(sample["image"].shape[0]), int(sample["mask"].shape[0])
+    return int(sample["image"].shape[0]), len(cases.class_names or [])

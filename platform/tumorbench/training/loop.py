@@ -1,0 +1,194 @@
+"""The per-worker training function (Ray Train V2): a plain dict in, reports out.
+
+Every rank trains on its shard and validates its share of patients; the
+records are gathered so every rank reports the same metrics, and rank 0
+attaches the checkpoint (weights + ``model.json`` + training state).
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from tumorbench.models.pretrained import freeze_backbone, param_groups
+from tumorbench.training import data as fold_data
+from tumorbench.training.checkpoint import ModelManifest, load_training_state, save_checkpoint
+from tumorbench.training.config import TrainConfig
+from tumorbench.training.tasks import (
+    METRIC_ORDER,
+    PRIMARY_METRIC,
+    Precision,
+    build_model,
+    lr_lambda,
+    make_loss,
+    train_epoch,
+)
+from tumorbench.training.validation import (
+    classification_records,
+    gather,
+    segmentation_records,
+    summarize_classification,
+    summarize_segmentation,
+)
+
+
+@dataclass
+class LoopState:
+    """What resuming needs besides weights and optimizer."""
+
+    epoch: int = -1
+    best: float | None = None
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def update(self, value: float, epoch: int, order: str) -> bool:
+        """Record an epoch's primary metric; True when it is the best so far."""
+        better = self.best is None or (value > self.best if order == "max" else value < self.best)
+        if better and np.isfinite(value):
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _class_counts(cases: fold_data.FoldCases) -> np.ndarray | None:
+    if not cases.class_names:
+        return None
+    labels = [case["label"] for case in cases.train]
+    return np.bincount(labels, minlength=len(cases.class_names)).astype(float)
+
+
+def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    core = getattr(model, "module", model)
+    groups = param_groups(core, config.lr, config.backbone_lr_mult) if config.task == "classification" \
+        else [{"params": [p for p in core.parameters() if p.requires_grad], "lr": config.lr}]
+    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _validate(config, model, val_set, cases, device) -> tuple[dict[str, float], list[dict]]:
+    core = getattr(model, "module", model)  # no DDP collectives during validation
+    if config.task == "segmentation":
+        records = gather(segmentation_records(core, val_set, data_dims=cases.data_dims,
+                                              model_dims=config.spatial_dims, roi_size=config.roi_size
+                                              or config.sampling.patch_size, device=device,
+                                              channel_names=_mask_channel_names(config)))
+        return summarize_segmentation(records), records
+    records = gather(classification_records(core, val_set, device=device))
+    return summarize_classification(records, _positive_index(config, cases)), records
+
+
+def _mask_channel_names(config: TrainConfig) -> list[str] | None:
+    return ["WT", "TC", "ET"] if config.preprocess.label_map == "brats" else None
+
+
+def _positive_index(config: TrainConfig, cases: fold_data.FoldCases) -> int:
+    names = cases.class_names or []
+    return names.index(config.positive_class) if config.positive_class in names else len(names) - 1
+
+
+def _manifest(config, cases, kwargs, in_ch, out_ch, metrics, epoch) -> ModelManifest:
+    return ModelManifest(
+        name=config.model, task=config.task, model_kwargs=kwargs, spatial_dims=config.spatial_dims,
+        data_dims=cases.data_dims, in_channels=in_ch, out_channels=out_ch,
+        preprocess=config.to_dict()["preprocess"], class_names=cases.class_names,
+        positive_class=(cases.class_names or [None])[_positive_index(config, cases)] if cases.class_names else None,
+        channel_names=_mask_channel_names(config),
+        roi_size=list(config.roi_size or config.sampling.patch_size or []) or None,
+        data={"root": config.data, "layout": cases.layout, "catalog_hash": cases.catalog_hash},
+        split={"file": str(fold_data.split_path(config)), "hash": cases.split_hash, "fold": config.fold},
+        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))}, epoch=epoch)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Train one fold on this worker; ``loop_config["train"]`` is ``TrainConfig.to_dict()``."""
+    import ray.train
+    import ray.train.torch
+
+    config = TrainConfig.from_dict(loop_config["train"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    seed_everything(config.seed + rank)
+    device = ray.train.torch.get_device()
+    cases = fold_data.fold_cases(config)
+    in_ch, out_ch = fold_data.io_channels(config, cases)
+    model, kwargs = build_model(config, in_ch, out_ch)
+    strategy = {"find_unused_parameters": True} if config.freeze_backbone_epochs else None
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=strategy)
+    loader = fold_data.train_loader(config, cases, rank, world)
+    val_set = fold_data.val_dataset(config, cases, rank, world)
+    optimizer = _optimizer(config, model)
+    steps = max(1, len(loader))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lr_lambda(config.epochs * steps, config.warmup_epochs * steps))
+    precision = Precision.for_device(config.amp, device)
+    loss_fn = make_loss(config, _class_counts(cases))
+    state = _resume(model, optimizer, scheduler, precision)
+    for epoch in range(state.epoch + 1, config.epochs):
+        if config.task == "classification" and config.freeze_backbone_epochs:
+            freeze_backbone(getattr(model, "module", model), epoch < config.freeze_backbone_epochs)
+        started = time.perf_counter()
+        stats = train_epoch(model, loader, loss_fn, optimizer, scheduler, precision, config, device)
+        train_seconds = time.perf_counter() - started
+        metrics, records = _validate(config, model, val_set, cases, device)
+        primary = metrics.get(PRIMARY_METRIC[config.task], float("nan"))
+        improved = state.update(primary, epoch, METRIC_ORDER[config.task])
+        metrics |= stats | {"epoch": epoch, "lr": optimizer.param_groups[-1]["lr"], "improved": improved,
+                            "train_seconds": train_seconds, "val_seconds": time.perf_counter() - started
+                            - train_seconds, "images_per_second": stats["train_images"] * world / train_seconds,
+                            "best": state.best, "best_epoch": state.best_epoch}
+        state.epoch = epoch
+        state.history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))})
+        stop = bool(config.patience) and state.bad_epochs >= config.patience
+        _report(rank, metrics | {"early_stop": stop}, model, optimizer, scheduler, precision, state,
+                _manifest(config, cases, kwargs, in_ch, out_ch, metrics, epoch), records)
+        if stop:
+            break
+
+
+def _resume(model, optimizer, scheduler, precision: Precision) -> LoopState:
+    """Restore everything from Ray's latest checkpoint of this run, if there is one."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return LoopState()
+    with checkpoint.as_directory() as directory:
+        core = getattr(model, "module", model)
+        core.load_state_dict(torch.load(f"{directory}/model.pt", map_location="cpu", weights_only=True))
+        saved = load_training_state(directory)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    if precision.scaler is not None and saved.get("scaler"):
+        precision.scaler.load_state_dict(saved["scaler"])
+    return LoopState(**saved["loop"])
+
+
+def _report(rank, metrics, model, optimizer, scheduler, precision, state, manifest, records) -> None:
+    import json
+
+    import ray.train
+
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as directory:
+        save_checkpoint(directory, model, manifest, {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": precision.scaler.state_dict() if precision.scaler else None, "loop": vars(state)})
+        with open(f"{directory}/val_predictions.json", "w") as handle:
+            json.dump(records, handle, default=float)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                         checkpoint_dir_name=f"checkpoint_epoch_{metrics['epoch']:04d}")

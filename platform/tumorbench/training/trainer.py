@@ -1,0 +1,127 @@
+"""The driver: validate a training config, then run it with Ray Train's ``TorchTrainer``.
+
+Everything that can be wrong is checked here, before a worker starts: the
+model name and task, the data layout, the split file, and whether the cluster
+has the workers and GPUs asked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tumorbench.errors import TumorbenchError
+from tumorbench.training import data as fold_data
+from tumorbench.training.config import VOLUME_LAYOUTS, TrainConfig, TrainConfigError
+from tumorbench.training.tasks import METRIC_ORDER, PRIMARY_METRIC, check_model_for_task
+
+RUN_NAME = "train"
+SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+class TrainingFailed(TumorbenchError, RuntimeError):
+    """Ray Train gave up on the run (after the allowed restarts)."""
+
+
+def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
+    """Connect to ``address`` / ``RAY_ADDRESS``, or start a quiet local Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=512 * 1024**2)
+
+
+def cluster_resources() -> tuple[float, float]:
+    """CPUs and GPUs of the connected cluster."""
+    import ray
+
+    resources = ray.cluster_resources()
+    return float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+
+
+def resolve_gpu(config: TrainConfig, gpus: float) -> bool:
+    if config.use_gpu and gpus < config.workers:
+        raise TrainConfigError(f"{config.workers} GPU workers asked for, the cluster has {gpus:g} GPUs")
+    return bool(config.use_gpu) if config.use_gpu is not None else gpus >= config.workers
+
+
+def worker_resources(config: TrainConfig, cpus: float, use_gpu: bool) -> dict[str, float]:
+    """CPUs per worker that fit the cluster (Tune trials keep a sliver for themselves)."""
+    if use_gpu:
+        return {"CPU": max(1.0, min(4.0, (cpus - 1) // config.workers)), "GPU": 1.0}
+    per_worker = min(1.0, (cpus - 0.1) / config.workers)
+    if per_worker < 0.5:
+        raise TrainConfigError(f"{config.workers} workers do not fit a cluster of {cpus:g} CPUs; "
+                               f"use --workers {max(1, int(cpus))} or fewer")
+    return {"CPU": round(per_worker, 2)}
+
+
+def preflight(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
+    """All the checks that must pass before any worker starts; makes the split file if needed."""
+    frame = fold_data.load_catalog(config)
+    data_dims = 3 if frame.attrs["layout"] in VOLUME_LAYOUTS else 2
+    check_model_for_task(config, data_dims)
+    run_dir = Path(config.out) / RUN_NAME
+    if (run_dir / SNAPSHOT).exists() and not resume:
+        raise TrainConfigError(f"{run_dir} already holds a training run: pass --resume to continue it, "
+                               f"or choose another --out")
+    if resume and not (run_dir / SNAPSHOT).exists():
+        raise TrainConfigError(f"nothing to resume: {run_dir} has no checkpoints yet")
+    doc = fold_data.ensure_split_file(config, frame)
+    if config.fold >= len(doc["folds"]):
+        raise TrainConfigError(f"fold {config.fold} does not exist in a {len(doc['folds'])}-fold split")
+    return {"layout": frame.attrs["layout"], "cases": len(frame), "data_dims": data_dims}
+
+
+def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None,
+        callbacks: list | None = None, verbose: bool = True):
+    """Train ``config`` on Ray; returns Ray's ``Result`` (checkpoints under ``<out>/train``)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from tumorbench.training.callbacks import EpochLogger
+    from tumorbench.training.loop import train_loop_per_worker
+
+    info = preflight(config, resume=resume)
+    ensure_ray(address)
+    cpus, gpus = cluster_resources()
+    use_gpu = resolve_gpu(config, gpus)
+    resources = worker_resources(config, cpus, use_gpu)
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    (Path(config.out) / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    order = METRIC_ORDER[config.task]
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": config.to_dict()},
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=RUN_NAME, storage_path=str(Path(config.out).resolve()),
+            checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints,
+                                               checkpoint_score_attribute=PRIMARY_METRIC[config.task],
+                                               checkpoint_score_order=order),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+            logging_config=LoggingConfig(log_level="INFO" if verbose == "debug" else "WARNING"),
+            callbacks=[EpochLogger(config.out, config.task, info, verbose=verbose), *(callbacks or [])]),
+    )
+    try:
+        return trainer.fit()
+    except Exception as exc:  # Ray wraps worker errors; keep the cause readable
+        raise TrainingFailed(f"training in {config.out} failed: {exc}") from exc
+
+
+def read_history(out: str | Path) -> list[dict[str, Any]]:
+    """The per-epoch metrics a run has logged so far (``<out>/history.csv``)."""
+    path = Path(out) / "history.csv"
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -1,0 +1,126 @@
+"""Validation every epoch: per-case predictions, gathered over workers, then the task's metric panel.
+
+Segmentation is scored per patient: the slices of a 2D dataset are stacked
+into the patient's volume (Buda et al.'s per-patient Dice), and a 3D case is
+predicted whole, by sliding-window inference (3D models) or slice by slice
+(2D models on volumes).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from tumorbench.evaluation.metrics import classification_metrics, segmentation_metrics
+
+
+def gather(records: list[dict]) -> list[dict]:
+    """All workers' records, in rank order (a no-op without torch.distributed)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return records
+    gathered: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, records)
+    return [record for part in gathered for record in part]
+
+
+def _to_device(image: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(image).float().to(device)
+
+
+@torch.no_grad()
+def predict_volume(model: torch.nn.Module, image: torch.Tensor, *, model_dims: int,
+                   roi_size: Sequence[int] | None, device: torch.device) -> torch.Tensor:
+    """Foreground probabilities ``(C, I, J, K)`` of one volume ``(C_in, I, J, K)``."""
+    from monai.inferers import SliceInferer, sliding_window_inference
+
+    batch = _to_device(image, device)[None]
+    if model_dims == 2:
+        # A 2D model reads the volume one axial slice at a time.
+        inferer = SliceInferer(roi_size=tuple(batch.shape[2:4]), spatial_dim=2, sw_batch_size=8, progress=False)
+        logits = inferer(batch, model)
+    else:
+        roi = tuple(roi_size) if roi_size else tuple(min(s, 64) for s in batch.shape[2:])
+        logits = sliding_window_inference(batch, roi, sw_batch_size=2, predictor=model, overlap=0.25)
+    return torch.sigmoid(logits[0].float()).cpu()
+
+
+def _case_metrics(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None,
+                  channel_names: Sequence[str] | None) -> dict[str, float]:
+    """Metrics of one patient; multi-channel masks (BraTS regions) averaged over channels."""
+    per_channel = [segmentation_metrics(p, t, spacing) for p, t in zip(pred, target)]
+    merged = {key: float(np.mean([m[key] for m in per_channel])) for key in per_channel[0]}
+    if channel_names and len(per_channel) > 1:
+        merged |= {f"dice_{name}": m["dice"] for name, m in zip(channel_names, per_channel)}
+    return merged
+
+
+@torch.no_grad()
+def segmentation_records(model: torch.nn.Module, dataset, *, data_dims: int, model_dims: int,
+                         roi_size: Sequence[int] | None, device: torch.device,
+                         channel_names: Sequence[str] | None = None, threshold: float = 0.5) -> list[dict]:
+    """One record per patient of this worker's validation cases."""
+    model.eval()
+    slices: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
+    records = []
+    for item in dataset:
+        target = np.asarray(item["mask"]) > 0.5
+        if data_dims == 3:
+            prob = predict_volume(model, item["image"], model_dims=model_dims, roi_size=roi_size, device=device)
+            spacing = tuple(float(s) for s in item["image"].pixdim) if hasattr(item["image"], "pixdim") else None
+            records.append({"patient_id": item["patient_id"], "case_id": item["case_id"],
+                            **_case_metrics(prob.numpy() > threshold, target, spacing, channel_names)})
+        else:
+            prob = torch.sigmoid(model(_to_device(item["image"], device)[None])[0].float()).cpu().numpy()
+            slices[item["patient_id"]].append((int(item.get("slice_index", 0)), prob > threshold, target))
+    for patient, parts in slices.items():
+        parts.sort(key=lambda part: part[0])
+        pred = np.stack([p for _, p, _ in parts], axis=-1)
+        target = np.stack([t for _, _, t in parts], axis=-1)
+        records.append({"patient_id": patient, "case_id": patient, "n_slices": len(parts),
+                        **_case_metrics(pred, target, None, channel_names)})
+    return records
+
+
+def summarize_segmentation(records: list[dict]) -> dict[str, float]:
+    """Means over patients (``dice`` is the mean per-patient Dice) and the Dice SD."""
+    if not records:
+        return {}
+    keys = [k for k in records[0] if k not in ("patient_id", "case_id", "n_slices")]
+    summary = {}
+    for key in keys:
+        values = np.asarray([r[key] for r in records], float)
+        finite = values[np.isfinite(values)]
+        summary[key] = float(finite.mean()) if len(finite) else float("nan")
+    summary["dice_sd"] = float(np.std([r["dice"] for r in records]))
+    summary["patients"] = len(records)
+    return summary
+
+
+@torch.no_grad()
+def classification_records(model: torch.nn.Module, dataset, *, device: torch.device,
+                           batch_size: int = 32) -> list[dict]:
+    """One record per validation case: true label and class probabilities."""
+    from monai.data import DataLoader
+
+    model.eval()
+    records = []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
+        probs = torch.softmax(model(_to_device(batch["image"], device)).float(), dim=1).cpu().numpy()
+        for i, case_id in enumerate(batch["case_id"]):
+            records.append({"case_id": case_id, "patient_id": batch["patient_id"][i],
+                            "y_true": int(batch["label"][i]), "probs": probs[i].tolist()})
+    return records
+
+
+def summarize_classification(records: list[dict], positive: int) -> dict[str, float]:
+    """The classification panel over all gathered cases."""
+    y_true = np.asarray([r["y_true"] for r in records])
+    probs = np.asarray([r["probs"] for r in records])
+    if probs.shape[1] == 2:
+        y_true, probs = (y_true == positive).astype(int), probs[:, positive]
+    metrics = classification_metrics(y_true, probs, positive=1 if probs.ndim == 1 else positive)
+    return {k: float(v) for k, v in metrics.items()} | {"cases": len(records)}

@@ -1,0 +1,111 @@
+"""Training pieces that need no Ray: config checks, model sizing, sharding, schedule, preflight errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from PIL import Image
+
+from tumorbench.models.registry import UnknownModelError
+from tumorbench.training.config import TrainConfig, TrainConfigError
+from tumorbench.training.data import shard
+from tumorbench.training.tasks import lr_lambda, model_kwargs
+from tumorbench.training.trainer import preflight, worker_resources
+
+
+def _config(tmp_path, **kw) -> TrainConfig:
+    values = dict(task="classification", model="resnet18_tiny", data=str(tmp_path / "data"), out=str(tmp_path / "out"))
+    return TrainConfig(**(values | kw))
+
+
+def _class_folders(root, n=6):
+    for cls, value in (("no", 20), ("yes", 200)):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.new("L", (16, 16), value + i).save(root / cls / f"{cls}{i}.png")
+
+
+def test_config_round_trips_through_a_plain_dict(tmp_path):
+    config = _config(tmp_path, roi_size=[32, 32, 16])
+    again = TrainConfig.from_dict(config.to_dict())
+    assert again == config and again.roi_size == (32, 32, 16)
+    with pytest.raises(TrainConfigError, match=r"unknown training settings \['epochz'\]"):
+        TrainConfig.from_dict(config.to_dict() | {"epochz": 3})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"task": "detection"}, "task must be one of"),
+    ({"fold": 5, "n_folds": 5}, "fold 5 not in 0..4"),
+    ({"workers": 0}, "workers must be at least 1"),
+    ({"synthetic_fraction": 0.5}, "synthetic_fraction needs gan_checkpoint"),
+])
+def test_invalid_configs_are_refused(tmp_path, change, message):
+    with pytest.raises(TrainConfigError, match=message):
+        _config(tmp_path, **change)
+
+
+def test_model_kwargs_use_each_models_own_names(tmp_path):
+    timm_kw = model_kwargs(_config(tmp_path), in_channels=1, out_channels=2)
+    assert timm_kw == {"in_chans": 1, "num_classes": 2, "pretrained": False}
+    monai_kw = model_kwargs(_config(tmp_path, task="segmentation", model="unet_tiny", spatial_dims=3), 4, 3)
+    assert monai_kw == {"in_channels": 4, "out_channels": 3, "spatial_dims": 3}
+    with pytest.raises(TrainConfigError, match="no pretrained weights option"):
+        model_kwargs(_config(tmp_path, task="segmentation", model="unet_tiny", pretrained=True), 1, 1)
+
+
+def test_shards_are_equal_sized_and_cover_every_case():
+    cases = [{"case_id": i} for i in range(7)]
+    shards = [shard(cases, rank, 3, seed=1) for rank in range(3)]
+    assert [len(s) for s in shards] == [3, 3, 3]
+    assert {c["case_id"] for s in shards for c in s} == set(range(7))
+
+
+def test_warmup_then_cosine_schedule():
+    factor = lr_lambda(total_steps=110, warmup_steps=10)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    # Half-way through the decay the cosine is at its midpoint: 0.01 + 0.99 * 0.5.
+    assert factor(60) == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert factor(110) == pytest.approx(0.01)
+
+
+def test_worker_resources_fit_the_cluster_or_say_why():
+    config = TrainConfig(task="segmentation", model="unet_tiny", data="d", out="o", workers=2)
+    assert worker_resources(config, cpus=2, use_gpu=False) == {"CPU": 0.95}
+    with pytest.raises(TrainConfigError, match="8 workers do not fit a cluster of 2 CPUs"):
+        worker_resources(config.replace(workers=8), cpus=2, use_gpu=False)
+
+
+def test_preflight_errors_before_any_worker(tmp_path):
+    _class_folders(tmp_path / "data")
+    with pytest.raises(UnknownModelError, match="resnet18_tiny"):
+        preflight(_config(tmp_path, model="resnet19"), resume=False)
+    with pytest.raises(TrainConfigError, match="'unet_tiny' is a segmentation model"):
+        preflight(_config(tmp_path, model="unet_tiny"), resume=False)
+    with pytest.raises(TrainConfigError, match="has no masks, so it cannot train a segmentation model"):
+        preflight(_config(tmp_path, task="segmentation", model="unet_tiny"), resume=False)
+    with pytest.raises(TrainConfigError, match="nothing to resume"):
+        preflight(_config(tmp_path), resume=True)
+    info = preflight(_config(tmp_path, n_folds=3), resume=False)
+    assert info == {"layout": "image-folder", "cases": 12, "data_dims": 2}
+    assert (tmp_path / "out" / "splits.json").exists()
+
+
+def test_preflight_refuses_more_folds_than_patients(tmp_path):
+    _class_folders(tmp_path / "data", n=1)
+    with pytest.raises(Exception, match="5 folds need at least 5 patients; the catalog has 2"):
+        preflight(_config(tmp_path), resume=False)
+
+
+@pytest.mark.parametrize("name, dims", [("unet_tiny", 2), ("segresnet_tiny", 3), ("attention_unet_tiny", 2)])
+def test_segmentation_output_starts_at_the_foreground_prior(tmp_path, name, dims):
+    import torch
+
+    from tumorbench.training.tasks import build_model
+
+    config = _config(tmp_path, task="segmentation", model=name, spatial_dims=dims, foreground_prior=0.02)
+    model, _ = build_model(config, in_channels=2, out_channels=1)
+    image = torch.zeros((1, 2) + (32,) * dims)
+    # Mean predicted probability near the prior (not 0.5) on a blank image.
+    probability = torch.sigmoid(model(image)).mean().item()
+    assert abs(probability - 0.02) < 0.05
