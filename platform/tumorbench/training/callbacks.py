@@ -1,7 +1,8 @@
-"""Driver-side record of a run: a progress line per epoch, ``history.csv`` and TensorBoard events.
+"""The record of a run that a user watches: ``history.csv``, TensorBoard events, a line per epoch.
 
 Ray Train V2 writes only checkpoints for a standalone run, so this callback,
-run by the Train controller after every report, writes what a user watches.
+run by the Train controller after every report, writes the history and the
+events; the driver follows the history and prints each new epoch.
 """
 
 from __future__ import annotations
@@ -16,24 +17,49 @@ from ray.train import UserCallback
 _SHOWN = {
     "classification": ("accuracy", "auc", "f1", "sensitivity", "specificity"),
     "segmentation": ("dice", "dice_sd", "iou", "hd95"),
-    "gan": ("d_loss", "g_loss"),
+    "gan": ("d_loss", "g_loss", "d_real", "d_fake"),
 }
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
         return str(value)
-    return "nan" if isinstance(value, float) and math.isnan(value) else f"{value:.4f}"
+    return "nan" if math.isnan(number) else f"{number:.4f}"
+
+
+def _true(value: Any) -> bool:
+    return value is True or str(value) == "True"
+
+
+def format_epoch(row: dict[str, Any], task: str) -> str:
+    """The console line of one epoch (``row`` from a report or from ``history.csv``)."""
+    shown = " ".join(f"{k}={_fmt(row[k])}" for k in _SHOWN[task] if k in row)
+    speed = float(row.get("images_per_second") or 0)
+    loss = f"loss={_fmt(row['train_loss'])}  " if "train_loss" in row else ""  # a GAN has two, in ``shown``
+    return (f"[tumorbench] epoch {int(float(row.get('epoch', -1))):3d}  {loss}"
+            f"{shown}  {speed:.1f} img/s{'  *best*' if _true(row.get('improved')) else ''}"
+            f"{'  early stop' if _true(row.get('early_stop')) else ''}")
+
+
+def _add_sample_grid(writer, checkpoint, epoch: int) -> None:
+    """The GAN's sample grid of this epoch (``samples.png`` in its checkpoint) as a TensorBoard image."""
+    import numpy as np
+    from PIL import Image
+
+    with checkpoint.as_directory() as directory:
+        path = Path(directory) / "samples.png"
+        if path.exists():
+            writer.add_image("samples", np.asarray(Image.open(path).convert("RGB")), epoch, dataformats="HWC")
 
 
 class EpochLogger(UserCallback):
-    """Prints one line per epoch and keeps ``history.csv`` and TensorBoard scalars under ``out``."""
+    """Keeps ``history.csv`` and TensorBoard scalars under ``out`` (the driver prints from the history)."""
 
-    def __init__(self, out: str | Path, task: str, info: dict[str, Any] | None = None, *, verbose: bool = True):
+    def __init__(self, out: str | Path, task: str):
         self.out = str(out)
         self.task = task
-        self.info = info or {}
-        self.verbose = verbose
         self._writer = None
 
     def _tensorboard(self):
@@ -50,14 +76,11 @@ class EpochLogger(UserCallback):
         writer = self._tensorboard()
         for key, value in row.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                writer.add_scalar(f"{'val' if key in _SHOWN[self.task] else 'train'}/{key}", value, epoch)
+                validated = key in _SHOWN[self.task] and self.task != "gan"  # GAN losses are training losses
+                writer.add_scalar(f"{'val' if validated else 'train'}/{key}", value, epoch)
+        if self.task == "gan" and checkpoint is not None:
+            _add_sample_grid(writer, checkpoint, epoch)
         writer.flush()
-        if self.verbose:
-            shown = " ".join(f"{k}={_fmt(row[k])}" for k in _SHOWN[self.task] if k in row)
-            print(f"[tumorbench] epoch {epoch:3d}  loss={_fmt(row.get('train_loss'))}  {shown}  "
-                  f"{row.get('images_per_second', 0):.1f} img/s"
-                  f"{'  *best*' if row.get('improved') else ''}{'  early stop' if row.get('early_stop') else ''}",
-                  flush=True)
 
     def _append_history(self, row: dict[str, Any]) -> None:
         path = Path(self.out) / "history.csv"

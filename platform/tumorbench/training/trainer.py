@@ -10,11 +10,14 @@ from __future__ import annotations
 import csv
 import json
 import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tumorbench.errors import TumorbenchError
 from tumorbench.training import data as fold_data
+from tumorbench.training.callbacks import EpochLogger, format_epoch
 from tumorbench.training.config import VOLUME_LAYOUTS, TrainConfig, TrainConfigError
 from tumorbench.training.tasks import METRIC_ORDER, PRIMARY_METRIC, check_model_for_task
 
@@ -34,10 +37,13 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     address = address or os.environ.get("RAY_ADDRESS")
+    # Worker errors come back as exceptions and progress is printed from history.csv,
+    # so actor logs stay in Ray's log files instead of flooding the console.
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, object_store_memory=512 * 1024**2)
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                 object_store_memory=512 * 1024**2)
 
 
 def cluster_resources() -> tuple[float, float]:
@@ -88,7 +94,6 @@ def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from tumorbench.training.callbacks import EpochLogger
     from tumorbench.training.loop import train_loop_per_worker
 
     info = preflight(config, resume=resume)
@@ -109,13 +114,46 @@ def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None
                                                checkpoint_score_attribute=PRIMARY_METRIC[config.task],
                                                checkpoint_score_order=order),
             failure_config=FailureConfig(max_failures=config.max_failures),
-            logging_config=LoggingConfig(log_level="INFO" if verbose == "debug" else "WARNING"),
-            callbacks=[EpochLogger(config.out, config.task, info, verbose=verbose), *(callbacks or [])]),
+            logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=[EpochLogger(config.out, config.task), *(callbacks or [])]),
     )
+    if verbose:
+        print(f"[tumorbench] {config.task} {config.model} on {info['layout']} ({info['cases']} cases), "
+              f"fold {config.fold}, {config.workers} worker(s) x {resources}, out {config.out}", flush=True)
+    with _print_new_epochs(config, enabled=bool(verbose)):
+        try:
+            return trainer.fit()
+        except Exception as exc:  # Ray wraps worker errors; keep the cause readable
+            raise TrainingFailed(f"training in {config.out} failed: {exc}") from exc
+
+
+@contextmanager
+def _print_new_epochs(config: TrainConfig, *, enabled: bool, interval_s: float = 1.0):
+    """Print each epoch the run appends to ``history.csv`` while the block runs."""
+    if not enabled:
+        yield
+        return
+    seen = len(read_history(config.out))
+    stop = threading.Event()
+
+    def follow() -> None:
+        nonlocal seen
+        while True:
+            finished = stop.wait(interval_s)
+            rows = read_history(config.out)
+            for row in rows[seen:]:
+                print(format_epoch(row, config.task), flush=True)
+            seen = len(rows)
+            if finished:
+                return
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
     try:
-        return trainer.fit()
-    except Exception as exc:  # Ray wraps worker errors; keep the cause readable
-        raise TrainingFailed(f"training in {config.out} failed: {exc}") from exc
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 def read_history(out: str | Path) -> list[dict[str, Any]]:
