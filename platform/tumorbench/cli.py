@@ -137,6 +137,10 @@ def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: s
 @click.option("--channels", type=int, default=None, help="Force image channels (1 grey, 3 RGB) for mixed data.")
 @click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True, help="Early stopping (0: off).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--gan-checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="A trained GAN checkpoint whose samples augment classifier training (same split file and fold).")
+@click.option("--synthetic-fraction", type=click.FloatRange(0, 4), default=0.0, show_default=True,
+              help="Generated images per real training image (needs --gan-checkpoint).")
 @click.option("--option", "options", multiple=True, metavar="KEY=JSON",
               help="Any other training setting, e.g. --option freeze_backbone_epochs=2 --option model_kwargs='{\"width\": 8}'.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
@@ -173,7 +177,8 @@ def _train_config(opts: dict):
                   split_file=str(opts["split_file"]) if opts["split_file"] else None, epochs=opts["epochs"],
                   batch_size=opts["batch_size"], lr=opts["lr"], workers=opts["workers"], use_gpu=opts["use_gpu"],
                   pretrained=opts["pretrained"], spatial_dims=spatial_dims, patience=opts["patience"],
-                  seed=opts["seed"], preprocess=preprocess,
+                  seed=opts["seed"], preprocess=preprocess, synthetic_fraction=opts["synthetic_fraction"],
+                  gan_checkpoint=str(opts["gan_checkpoint"]) if opts["gan_checkpoint"] else None,
                   augment=AugmentConfig.preset(opts["augment"], spatial_dims=2))
     for option in opts["options"]:
         key, _, raw = option.partition("=")

@@ -91,3 +91,31 @@ def test_3d_segmentation_two_workers_sliding_window(ray_session, tmp_path):
     assert sorted(r["patient_id"] for r in records) == sorted(fold_cases(config).val[i]["patient_id"] for i in range(2))
     assert result.metrics["dice"] == pytest.approx(np.mean([r["dice"] for r in records]))
     assert 0.0 <= result.metrics["dice"] <= 1.0 and result.metrics["patients"] == 2
+
+
+def test_gan_samples_then_gan_augmented_classifier(ray_session, tmp_path):
+    _blob_folders(tmp_path / "data")
+    gan_config = TrainConfig(task="gan", model="dcgan_tiny", data=str(tmp_path / "data"), out=str(tmp_path / "gan"),
+                             n_folds=3, epochs=1, batch_size=8, lr=2e-4,
+                             preprocess=PreprocessConfig(spatial_size=(64, 64), normalize="minmax", channels=1))
+    fit(gan_config, verbose=False)
+    assert (tmp_path / "gan" / "samples" / "epoch_0000.png").is_file()
+    checkpoint = _latest_checkpoint(tmp_path / "gan")
+    assert (checkpoint / "samples.png").is_file()
+    _, manifest = load_model(checkpoint)
+    assert (manifest.task, manifest.class_names, manifest.epoch) == ("gan", ["no", "yes"], 0)
+    row = _history(tmp_path / "gan")[-1]
+    assert np.isfinite(float(row["d_loss"])) and np.isfinite(float(row["g_loss"]))
+    assert 0 < float(row["d_real"]) < 1 and 0 < float(row["d_fake"]) < 1
+
+    classifier = TrainConfig(task="classification", model="resnet18_tiny", data=str(tmp_path / "data"),
+                             out=str(tmp_path / "clf"), n_folds=3, split_file=str(tmp_path / "gan" / "splits.json"),
+                             epochs=1, gan_checkpoint=str(checkpoint), synthetic_fraction=1.0,
+                             preprocess=PreprocessConfig(spatial_size=(32, 32)))
+    cases = fold_cases(classifier)
+    fit(classifier.replace(batch_size=2 * len(cases.train)), verbose=False)  # one batch: nothing dropped
+    records = json.loads((_latest_checkpoint(tmp_path / "clf") / "val_predictions.json").read_text())
+    # Validation scores the real validation cases only; training saw as many generated images as real ones.
+    assert sorted(r["case_id"] for r in records) == sorted(c["case_id"] for c in cases.val)
+    assert not any(r["case_id"].startswith("synthetic") or r["patient_id"] == "synthetic" for r in records)
+    assert int(float(_history(tmp_path / "clf")[-1]["train_images"])) == 2 * len(cases.train)

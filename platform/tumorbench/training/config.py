@@ -40,7 +40,7 @@ class TrainConfig:
         batch_size: Per-worker batch size.
         lr: Peak learning rate (head learning rate for transfer learning).
         weight_decay: AdamW weight decay.
-        backbone_lr_mult: Backbone learning rate = ``lr * backbone_lr_mult`` (classifiers).
+        backbone_lr_mult: Backbone learning rate = ``lr * backbone_lr_mult`` (pretrained classifiers).
         freeze_backbone_epochs: Train only the head for this many epochs first.
         warmup_epochs: Linear warm-up before the cosine decay.
         grad_clip: Gradient-norm clip (0 disables).

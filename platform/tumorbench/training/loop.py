@@ -11,6 +11,7 @@ import random
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from tumorbench.models.pretrained import freeze_backbone, param_groups
 from tumorbench.training import data as fold_data
 from tumorbench.training.checkpoint import ModelManifest, load_training_state, save_checkpoint
 from tumorbench.training.config import TrainConfig
+from tumorbench.training.gan import synthetic_dataset, train_gan
 from tumorbench.training.tasks import (
     METRIC_ORDER,
     PRIMARY_METRIC,
@@ -73,7 +75,9 @@ def _class_counts(cases: fold_data.FoldCases) -> np.ndarray | None:
 
 def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     core = getattr(model, "module", model)
-    groups = param_groups(core, config.lr, config.backbone_lr_mult) if config.task == "classification" \
+    # A lower backbone learning rate protects pretrained features; a random backbone gets the full rate.
+    multiplier = config.backbone_lr_mult if config.pretrained else 1.0
+    groups = param_groups(core, config.lr, multiplier) if config.task == "classification" \
         else [{"params": [p for p in core.parameters() if p.requires_grad], "lr": config.lr}]
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
@@ -125,9 +129,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cases = fold_data.fold_cases(config)
     in_ch, out_ch = fold_data.io_channels(config, cases)
     model, kwargs = build_model(config, in_ch, out_ch)
+    if config.task == "gan":
+        return train_gan(config, model, cases, device, partial(_manifest, config, cases, kwargs, in_ch, out_ch))
     strategy = {"find_unused_parameters": True} if config.freeze_backbone_epochs else None
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=strategy)
-    loader = fold_data.train_loader(config, cases, rank, world)
+    # Generated images join the training shard only; validation reads real cases alone.
+    extra = synthetic_dataset(config, cases, rank, world, device) if config.gan_checkpoint else None
+    loader = fold_data.train_loader(config, cases, rank, world, extra=extra)
     val_set = fold_data.val_dataset(config, cases, rank, world)
     optimizer = _optimizer(config, model)
     steps = max(1, len(loader))

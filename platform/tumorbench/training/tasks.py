@@ -16,9 +16,11 @@ import torch
 
 from tumorbench.models import create_model, model_info
 from tumorbench.training.config import TrainConfig, TrainConfigError
+from tumorbench.training.gan import check_gan_config
 
-PRIMARY_METRIC = {"classification": "auc", "segmentation": "dice", "gan": "g_loss"}
-METRIC_ORDER = {"classification": "max", "segmentation": "max", "gan": "min"}
+# GAN losses do not track sample quality, so GAN checkpoints rank by recency (see training/gan.py).
+PRIMARY_METRIC = {"classification": "auc", "segmentation": "dice", "gan": "epoch"}
+METRIC_ORDER = {"classification": "max", "segmentation": "max", "gan": "max"}
 
 
 def check_model_for_task(config: TrainConfig, data_dims: int) -> None:
@@ -35,6 +37,8 @@ def check_model_for_task(config: TrainConfig, data_dims: int) -> None:
     if data_dims == 3 and config.spatial_dims == 2 and config.task == "segmentation" \
             and config.sampling.mode != "slice2d":
         raise TrainConfigError("a 2D model on volumes needs sampling mode 'slice2d'")
+    if config.task == "gan":
+        check_gan_config(config, data_dims)
 
 
 def model_kwargs(config: TrainConfig, in_channels: int, out_channels: int) -> dict[str, Any]:

@@ -85,6 +85,12 @@ def preflight(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
     doc = fold_data.ensure_split_file(config, frame)
     if config.fold >= len(doc["folds"]):
         raise TrainConfigError(f"fold {config.fold} does not exist in a {len(doc['folds'])}-fold split")
+    if config.gan_checkpoint:
+        from tumorbench.training.checkpoint import read_manifest
+        from tumorbench.training.gan import check_gan_source
+
+        classes = sorted(frame["label"].dropna().unique())
+        check_gan_source(config, read_manifest(config.gan_checkpoint), classes, doc["hash"])
     return {"layout": frame.attrs["layout"], "cases": len(frame), "data_dims": data_dims}
 
 
