@@ -15,7 +15,7 @@ from typing import Any
 from ray.train import UserCallback
 
 _SHOWN = {
-    "classification": ("accuracy", "auc", "f1", "sensitivity", "specificity"),
+    "classification": ("accuracy", "auc", "f1", "recall", "specificity"),
     "segmentation": ("dice", "dice_sd", "iou", "hd95"),
     "gan": ("d_loss", "g_loss", "d_real", "d_fake"),
 }
