@@ -131,6 +131,7 @@ def check_dataset(root: str | Path, layout: str = "auto", *, lidc_policy: LidcPo
         "cases": int(len(frame)),
         "patients": int(frame["patient_id"].nunique()),
         "channels": _count(" + ".join(c) for c in frame["channels"]),
+        "channel_counts": _count(int(n) for n in infos["n_channels"].dropna()),
         "shapes": _count("x".join(map(str, s)) for s in infos["shape"].dropna()),
         "spacings": _count("x".join(f"{v:g}" for v in s) for s in infos["spacing"].dropna()),
         "labels": _count("(none)" if not isinstance(v, str) else v for v in frame["label"]),
@@ -149,8 +150,8 @@ def format_report(report: dict[str, Any]) -> str:
     lines = [
         f"dataset   {report['root']}",
         f"layout    {report['layout']} ({report['layout_evidence']})",
-        f"cases     {report['cases']}   patients {report['patients']}",
-        f"channels  {_inline(report['channels'])}",
+        f"{'slices' if report['layout'] == 'lgg' else 'cases':9s} {report['cases']}   patients {report['patients']}",
+        f"channels  {_inline(report['channels'])}  (channels per case: {_inline(report['channel_counts'])})",
         f"shapes    {_inline(report['shapes'])}",
         f"spacing   {_inline(report['spacings'])} mm",
         f"labels    {_inline(report['labels'])}",
