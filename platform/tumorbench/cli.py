@@ -204,5 +204,40 @@ def list_models_command(task: str | None) -> None:
         click.echo(f"{name:24s} {info.task:15s} {dims:6s} {info.description}")
 
 
+@main.command("serve")
+@click.option("--models", "models", multiple=True, required=True, metavar="DIR",
+              help="Model package, folder of packages or training run's train/ folder; NAME=DIR names it.")
+@click.argument("more_models", nargs=-1, metavar="[DIR]...")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Listen address (loopback unless you say).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=10.0, show_default=True)
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True)
+@click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="Replicas per model.")
+@click.option("--gpu-per-replica", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="GPU fraction per model replica, used when the cluster has GPUs.")
+@click.option("--api-key", envvar="TUMORBENCH_API_KEY", default=None, help="Require this key (X-API-Key) on /v1/*.")
+@click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True)
+@click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a new local Ray).")
+def serve_command(models: tuple[str, ...], more_models: tuple[str, ...], host: str, port: int, max_batch_size: int,
+                  batch_wait_ms: float, threshold: float, replicas: int, gpu_per_replica: float, api_key: str | None,
+                  max_upload_mb: float, address: str | None) -> None:
+    """Serve model packages over HTTP with Ray Serve until Ctrl-C / SIGTERM (see serve/config.yaml)."""
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo / "serve" / "app.py").is_file():
+        raise click.ClickException(f"serve/app.py not found under {repo}: run from a checkout of tumorbench")
+    entries = []
+    for entry in (*models, *more_models):  # absolute, as the server runs from the repository root
+        name, sep, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
+        entries.append(f"{name}{sep}{Path(path).expanduser().resolve()}")
+    sys.path.insert(0, str(repo))
+    from serve.app import serve_forever
+
+    serve_forever({"models": entries, "max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_ms / 1000,
+                   "threshold": threshold, "num_replicas": replicas, "gpu_per_replica": gpu_per_replica,
+                   "api_key": api_key, "max_upload_mb": max_upload_mb},
+                  host=host, port=port, address=address)
+
+
 if __name__ == "__main__":
     main()

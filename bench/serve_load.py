@@ -1,0 +1,245 @@
+"""Load benchmark of the Serve app: batched vs unbatched serving vs the raw forward pass, on loopback.
+
+Starts Ray and the app (``serve.app:build_app`` deployed from a config, as ``serve run``
+does) with one model package, then for each setup drives ``POST /v1/<task>`` with the same
+file at several client concurrencies (asyncio + aiohttp), each level bounded by a request
+count and a time cap:
+
+- ``batched``: ``@serve.batch`` with ``--max-batch-size`` (default 16);
+- ``unbatched``: the same replicas reconfigured live to a batch size of 1 (user_config);
+- ``raw``: ``Predictor.predict_batch`` on the preprocessed input in this process, batches of
+  ``min(clients, max batch size)``; latency is the batch's forward time.
+
+Prints requests/s, p50/p95/p99 latency, errors, the replicas' peak RSS (``/v1/stats``), and the
+ratios batched/raw and batched/unbatched at 32 clients (or the largest level run).
+``--url`` measures an app that is already running (its current settings) instead.
+
+    python bench/serve_load.py                                   # full run: a few minutes
+    python bench/serve_load.py --levels 1,8 --requests 20 --time-cap 5   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+DEFAULT_RUN = REPO_ROOT / "runs" / "lgg_unet" / "train"
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "lgg"
+_HEADERS: dict[str, str] = {}  # X-API-Key for --url apps that need one
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--package", type=Path, default=None,
+                        help=f"model package or run folder (default: {DEFAULT_RUN} if present, else a 64x64 2D unet)")
+    parser.add_argument("--image", type=Path, default=None, help="file to upload (default: an LGG slice or a synthetic PNG)")
+    parser.add_argument("--url", default=None, help="measure a running app at this URL (loopback) instead of starting one")
+    parser.add_argument("--api-key", default=os.environ.get("TUMORBENCH_API_KEY"), help="sent as X-API-Key (default: $TUMORBENCH_API_KEY)")
+    parser.add_argument("--levels", default="1,8,32,64", help="client concurrencies")
+    parser.add_argument("--requests", type=int, default=200, help="requests per level")
+    parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per level at most")
+    parser.add_argument("--max-batch-size", type=int, default=16)
+    parser.add_argument("--batch-wait-ms", type=float, default=10.0)
+    parser.add_argument("--setups", default="batched,unbatched,raw")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    args = parser.parse_args()
+    if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
+        parser.error("--url must be a loopback address")
+    return args
+
+
+def _default_package(tmp: Path) -> Path:
+    if DEFAULT_RUN.is_dir():
+        return DEFAULT_RUN
+    from tumorbench.models import create_model
+    from tumorbench.training.checkpoint import ModelManifest, save_checkpoint
+
+    kwargs = {"spatial_dims": 2, "in_channels": 3, "out_channels": 1}
+    manifest = ModelManifest(name="unet", task="segmentation", model_kwargs=kwargs, spatial_dims=2, data_dims=2,
+                             in_channels=3, out_channels=1, preprocess={"spatial_size": [64, 64]},
+                             data={"layout": "bench"})
+    return save_checkpoint(tmp / "unet64", create_model("unet", **kwargs), manifest)
+
+
+def _default_image(tmp: Path) -> Path:
+    slices = sorted(p for p in DEFAULT_DATA.glob("*/*.png") if not p.name.endswith("_mask.png"))
+    if slices:
+        return slices[len(slices) // 2]
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp / "synthetic.png")
+    return tmp / "synthetic.png"
+
+
+def _percentiles(latencies: list[float]) -> dict[str, float]:
+    if not latencies:
+        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
+    values = np.percentile(np.asarray(latencies) * 1000, [50, 95, 99])
+    return {"p50_ms": float(values[0]), "p95_ms": float(values[1]), "p99_ms": float(values[2])}
+
+
+async def _drive(url: str, route: str, payload: bytes, clients: int, total: int, cap_s: float) -> dict:
+    """``total`` uploads by ``clients`` concurrent loops, stopping at ``cap_s`` seconds."""
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    sent = 0
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120),
+                                     headers=_HEADERS) as session:
+        async def one() -> bool:
+            form = aiohttp.FormData()
+            form.add_field("file", payload, filename="upload", content_type="application/octet-stream")
+            start = time.perf_counter()
+            async with session.post(url + route, data=form) as response:
+                await response.read()
+                latencies.append(time.perf_counter() - start)
+                return response.status == 200
+
+        async def loop(deadline: float) -> None:
+            nonlocal sent, errors
+            while sent < total and time.perf_counter() < deadline:
+                sent += 1
+                try:
+                    errors += 0 if await one() else 1
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    errors += 1
+
+        for _ in range(min(clients, 8)):  # warm-up, not counted
+            await one()
+        latencies.clear()
+        start = time.perf_counter()
+        await asyncio.gather(*(loop(start + cap_s) for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    return {"clients": clients, "requests": len(latencies), "errors": errors,
+            "req_per_s": len(latencies) / elapsed if elapsed else 0.0, **_percentiles(latencies)}
+
+
+def _raw(predictor, image: Path, clients: int, total: int, cap_s: float, max_batch: int) -> dict:
+    prepared = predictor.preprocessor.prepare_file(image)
+    size = min(clients, max_batch)
+    batch = [prepared.image] * size
+    predictor.predict_batch(batch)  # warm-up
+    latencies, done, start = [], 0, time.perf_counter()
+    while done < total and time.perf_counter() - start < cap_s:
+        t = time.perf_counter()
+        predictor.predict_batch(batch)
+        latencies += [time.perf_counter() - t] * size
+        done += size
+    elapsed = time.perf_counter() - start
+    return {"clients": clients, "requests": done, "errors": 0, "req_per_s": done / elapsed, **_percentiles(latencies)}
+
+
+def _stats(url: str) -> dict:
+    import requests
+
+    return requests.get(url + "/v1/stats", headers=_HEADERS, timeout=60).json()
+
+
+def _peak(stats: dict) -> str:
+    models = "/".join(f"{m['peak_rss_mb']:.0f}" for m in stats["models"].values())
+    return f"{models} MB (ingress {stats['ingress']['peak_rss_mb']:.0f} MB)"
+
+
+def _wait_for_batch_size(url: str, size: int, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while any(m["max_batch_size"] != size for m in _stats(url)["models"].values()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"replicas never reported max_batch_size {size}")
+        time.sleep(0.5)
+
+
+def _print(rows: list[dict]) -> None:
+    print(f"\n{'setup':10s} {'clients':>7s} {'requests':>8s} {'errors':>6s} {'req/s':>8s} {'p50 ms':>8s} "
+          f"{'p95 ms':>8s} {'p99 ms':>8s}  peak RSS")
+    for r in rows:
+        print(f"{r['setup']:10s} {r['clients']:7d} {r['requests']:8d} {r['errors']:6d} {r['req_per_s']:8.1f} "
+              f"{r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f}  {r.get('peak', '')}")
+    by = {(r["setup"], r["clients"]): r["req_per_s"] for r in rows}
+    levels = sorted({r["clients"] for r in rows})
+    at = 32 if 32 in levels else levels[-1]
+    for other in ("raw", "unbatched"):
+        if ("batched", at) in by and (other, at) in by and by[(other, at)]:
+            print(f"batched / {other} at {at} clients: {by[('batched', at)] / by[(other, at)]:.2f}x")
+
+
+def main() -> None:
+    args = _parse()
+    levels = [int(x) for x in args.levels.split(",")]
+    if args.api_key:  # also what an app started here requires when TUMORBENCH_API_KEY is set
+        _HEADERS["X-API-Key"] = args.api_key
+    setups = args.setups.split(",")
+    tmp = Path(tempfile.mkdtemp(prefix="serve_load_"))
+    package = args.package or _default_package(tmp)
+    image = args.image or _default_image(tmp)
+    from serve.app import peak_rss_mb, resolve_packages
+
+    package = next(iter(resolve_packages([str(package)]).values()))  # a run folder -> its best checkpoint
+    task = json.loads((package / "model.json").read_text())["task"]
+    route = "/v1/classify" if task == "classification" else "/v1/segment"
+    payload = image.read_bytes()
+    print(f"package {package} ({task}), upload {image} ({len(payload):,} bytes), {os.cpu_count()} CPUs")
+    rows: list[dict] = []
+    url = args.url
+    if url is None and {"batched", "unbatched"} & set(setups):
+        import ray
+
+        from serve.app import deploy
+
+        os.chdir(REPO_ROOT)  # replicas import serve.app from the driver's working directory
+        ray.init(include_dashboard=False, log_to_driver=False)
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        url = f"http://127.0.0.1:{port}"
+        app_args = {"models": [f"bench={package}"], "max_batch_size": args.max_batch_size,
+                    "batch_wait_timeout_s": args.batch_wait_ms / 1000, "max_upload_mb": 64}
+        deploy(app_args, port=port)
+        for setup, size in (("batched", args.max_batch_size), ("unbatched", 1)):
+            if setup not in setups:
+                continue
+            override = {"name": "model_bench", "user_config": {"max_batch_size": size,
+                                                               "batch_wait_timeout_s": args.batch_wait_ms / 1000}}
+            deploy(app_args, deployments=[override], port=port)  # reconfigure in place, same replicas
+            _wait_for_batch_size(url, size)
+            for clients in levels:
+                rows.append({"setup": setup, **asyncio.run(_drive(url, route, payload, clients, args.requests,
+                                                                  args.time_cap)), "peak": _peak(_stats(url))})
+                print(rows[-1], flush=True)
+    elif url is not None:
+        for clients in levels:
+            rows.append({"setup": "batched", **asyncio.run(_drive(url, route, payload, clients, args.requests,
+                                                              args.time_cap)), "peak": _peak(_stats(url))})
+            print(rows[-1], flush=True)
+    if "raw" in setups:
+        from tumorbench.inference import Predictor
+
+        predictor = Predictor.from_package(package)
+        for clients in levels:
+            rows.append({"setup": "raw", **_raw(predictor, image, clients, args.requests, args.time_cap,
+                                                args.max_batch_size), "peak": f"{peak_rss_mb():.0f} MB (this process)"})
+            print(rows[-1], flush=True)
+    if args.url is None and {"batched", "unbatched"} & set(setups):
+        from ray import serve
+
+        serve.shutdown()
+    _print(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

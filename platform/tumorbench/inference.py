@@ -1,0 +1,328 @@
+"""Prediction from a model package with the preprocessing it was trained with; answers at the input's geometry.
+
+A :class:`Preprocessor` rebuilds the package's validation transform chain from
+``model.json`` (``PreprocessConfig(**manifest.preprocess)``, no augmentation) and
+turns one image into a model input; it needs no weights, so an HTTP front end can
+run it. A :class:`Predictor` adds the model: ``predict_batch`` runs the forward pass
+on preprocessed inputs (sliding-window / per-slice inference for volumes, as in
+validation), ``postprocess`` maps the answer back:
+
+- classification: class probabilities and a label (two classes: the positive class
+  when its probability exceeds the threshold);
+- segmentation: foreground probabilities are taken back through the inverse of the
+  invertible preprocessing steps (resize, crop, resampling) and the RAS
+  reorientation to the input's own voxel grid, thresholded, and measured: area in
+  mm^2 (2D; pixel spacing from DICOM, else 1 mm, said in ``notes``) or volume in mL
+  (3D, spacing from the affine), lesions as face-connected components with their
+  bounding boxes.
+"""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai import transforms as mt
+from monai.data import MetaTensor
+from monai.utils import TraceKeys
+from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+from PIL import Image
+from scipy import ndimage
+
+from tumorbench.data.io import ImageData, to_canonical
+from tumorbench.errors import DataError
+from tumorbench.training.checkpoint import ModelManifest, load_model, read_manifest
+from tumorbench.training.validation import predict_volume
+from tumorbench.transforms import PreprocessConfig, build_transforms
+from tumorbench.uploads import UploadError, UploadLimits, read_upload
+
+MAX_LESIONS = 100  # largest lesions listed per channel; the count covers all of them
+_DIVISOR = 32  # every registered segmentation net accepts sides that are multiples of 32
+_ROI_CAP = 64  # sliding-window side when the package names none (as validation does)
+
+
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """One input after preprocessing, with what is needed to map an answer back onto it.
+
+    Attributes:
+        image: ``(C, *spatial)`` model input; a ``MetaTensor`` carrying its applied operations.
+        shape: Spatial shape of the input as given (2D: rows, columns; 3D: I, J, K).
+        affine: Voxel -> RAS world mm of the input as given (identity for 2D images).
+        spacing: Millimetres per axis of ``shape``.
+        spacing_known: False when the format carries no spacing (PNG / JPEG: 1 mm assumed).
+        canonical: Whether the volume was turned to RAS before preprocessing.
+        input_format: ``image2d``, ``nifti`` or ``dicom``.
+    """
+
+    image: MetaTensor
+    shape: tuple[int, ...]
+    affine: np.ndarray
+    spacing: tuple[float, ...]
+    spacing_known: bool
+    canonical: bool
+    input_format: str
+
+
+@dataclass(frozen=True)
+class ClassificationResult:
+    """Class probabilities and the label they give."""
+
+    label: str
+    probabilities: dict[str, float]
+    threshold: float
+    positive_class: str | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"task": "classification", "label": self.label, "probabilities": dict(self.probabilities),
+                "positive_class": self.positive_class, "threshold": self.threshold}
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentationResult:
+    """A mask at the input's geometry and its measurements.
+
+    Attributes:
+        mask: ``uint8`` ``(C, *shape)``, 1 = foreground, one channel per model output.
+        regions: Per channel: ``name``, ``area_mm2`` (2D) or ``volume_ml`` (3D), ``lesion_count``
+            and ``lesions`` (largest first: ``bbox_min``, ``bbox_max`` exclusive, array index order,
+            ``voxels`` and their area / volume).
+    """
+
+    mask: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, ...]
+    spacing_known: bool
+    threshold: float
+    regions: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready measurements; the top level describes channel 0 (whole tumour for BraTS regions)."""
+        first = {k: v for k, v in self.regions[0].items() if k != "name"}
+        notes = [] if self.spacing_known else ["pixel spacing unknown (image file): 1 mm per pixel assumed"]
+        out = {"task": "segmentation", "dims": self.mask.ndim - 1, "shape": list(self.mask.shape[1:]),
+               "spacing_mm": [float(s) for s in self.spacing], "spacing_known": self.spacing_known,
+               "threshold": self.threshold, **first, "notes": notes}
+        if len(self.regions) > 1:
+            out["channels"] = self.regions
+        return out
+
+
+class Preprocessor:
+    """A package's validation preprocessing, from its manifest alone (no weights)."""
+
+    def __init__(self, manifest: ModelManifest, limits: UploadLimits = UploadLimits()) -> None:
+        self.manifest, self.limits = manifest, limits
+        self.config = PreprocessConfig(**manifest.preprocess)
+        chain = build_transforms(self.config, None, spatial_dims=manifest.data_dims, with_mask=False, train=False)
+        # The first step reads files; uploads arrive as ImageData, so the rest of the chain runs on
+        # what the same loader would have produced (built below, channel fitting by the loader itself).
+        self._loader, self._rest = chain.transforms[0], mt.Compose(chain.transforms[1:])
+
+    @classmethod
+    def from_package(cls, directory: str | Path, limits: UploadLimits = UploadLimits()) -> Preprocessor:
+        return cls(read_manifest(directory), limits)
+
+    def prepare_file(self, path: str | Path, *, label: str | None = None) -> Prepared:
+        """Read an (untrusted) file with :func:`tumorbench.uploads.read_upload` and preprocess it."""
+        return self.prepare_image(read_upload(path, self.limits, label=label))
+
+    def prepare_image(self, image: ImageData) -> Prepared:
+        """Preprocess an image; raises :class:`UploadError` (422) when it does not fit the model."""
+        source = str(image.meta.get("path", "<image>"))
+        array, loaded_affine, spacing, known = self._layout(image, source)
+        try:
+            array = self._loader._fit_channels(array, source)
+        except DataError as exc:
+            raise UploadError(source, exc.problem, 422) from exc
+        if array.shape[0] != self.manifest.in_channels:
+            raise UploadError(source, f"has {array.shape[0]} channels; model {self.manifest.name} takes "
+                                      f"{self.manifest.in_channels}", 422)
+        loaded = MetaTensor(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)),
+                            affine=torch.as_tensor(loaded_affine, dtype=torch.float64), meta={"filename_or_obj": source})
+        prepared = self._rest({"image": loaded})["image"]
+        shape = tuple(int(s) for s in (array.shape[1:] if self.manifest.data_dims == 2 else image.array.shape[:3]))
+        return Prepared(prepared, shape, np.asarray(image.affine, float), tuple(float(s) for s in spacing), known,
+                        self.manifest.data_dims == 3 and self.config.canonical, str(image.meta.get("format", "")))
+
+    def _layout(self, image: ImageData, source: str) -> tuple[np.ndarray, np.ndarray, tuple, bool]:
+        """Channel-first array as the training loader lays it out, its affine, spacing per axis, spacing known."""
+        fmt, array = image.meta.get("format"), image.array
+        if self.manifest.data_dims == 2:
+            if fmt == "image2d":
+                return array, image.affine, (1.0, 1.0), False
+            if array.ndim == 3 and array.shape[2] == 1:  # one DICOM slice: (columns, rows, 1) -> (1, rows, columns)
+                return array[:, :, 0].T[None], np.eye(4), (image.spacing[1], image.spacing[0]), True
+            raise UploadError(source, f"is a volume of shape {array.shape}; model {self.manifest.name} takes 2D "
+                                      "images (PNG, JPEG or one DICOM slice)", 422)
+        if fmt == "image2d":
+            raise UploadError(source, f"is a 2D image; model {self.manifest.name} takes 3D volumes (NIfTI, a zipped "
+                                      "DICOM series or zipped NIfTI modalities)", 422)
+        if array.ndim not in (3, 4):
+            raise UploadError(source, f"unsupported volume shape {array.shape}", 422)
+        loaded = to_canonical(image) if self.config.canonical else image
+        channels = loaded.array[None] if array.ndim == 3 else np.moveaxis(loaded.array, -1, 0)
+        return channels, loaded.affine, image.spacing, True
+
+    def restore(self, prepared: Prepared, probabilities: torch.Tensor) -> np.ndarray:
+        """Map a ``(C, *model_spatial)`` probability map back onto the input's voxel grid."""
+        source = prepared.image
+        pred = MetaTensor(torch.as_tensor(probabilities, dtype=torch.float32), meta=dict(source.meta),
+                          applied_operations=_portable(copy.deepcopy(source.applied_operations)))
+        out = self._rest.inverse({"image": pred})["image"] if source.applied_operations else pred
+        array = out.as_tensor().numpy() if isinstance(out, MetaTensor) else np.asarray(out)
+        if prepared.canonical:
+            back = ornt_transform(axcodes2ornt("RAS"), io_orientation(prepared.affine))
+            array = np.moveaxis(apply_orientation(np.moveaxis(array, 0, -1), back), -1, 0)
+        if tuple(array.shape[1:]) != prepared.shape:
+            raise RuntimeError(f"inverse preprocessing gave shape {array.shape[1:]}, expected {prepared.shape}")
+        return np.ascontiguousarray(array)
+
+
+def _portable(value: Any) -> Any:
+    # MONAI matches a recorded operation to the transform *instance* that applied it; the input
+    # may have been preprocessed in another process (Serve's ingress) by a chain rebuilt from the
+    # same manifest, whose operations undo in the same order, so the instance check is switched off.
+    if isinstance(value, dict):
+        if TraceKeys.ID in value:
+            value[TraceKeys.ID] = TraceKeys.NONE
+        for item in value.values():
+            _portable(item)
+    elif isinstance(value, list):
+        for item in value:
+            _portable(item)
+    return value
+
+
+class Predictor:
+    """A packaged model with its preprocessing: ``predict_file`` / ``predict_image`` / ``predict_batch``."""
+
+    def __init__(self, model: torch.nn.Module, manifest: ModelManifest, *, device: str | torch.device = "cpu",
+                 threshold: float = 0.5, limits: UploadLimits = UploadLimits()) -> None:
+        if manifest.task not in ("classification", "segmentation"):
+            raise ValueError(f"cannot serve a {manifest.task} model {manifest.name!r}")
+        self.model, self.manifest = model.eval(), manifest
+        self.device, self.threshold = torch.device(device), float(threshold)
+        self.preprocessor = Preprocessor(manifest, limits)
+
+    @classmethod
+    def from_package(cls, directory: str | Path, device: str | torch.device = "cpu", **kwargs: Any) -> Predictor:
+        """Load weights (``weights_only=True``) and the validated manifest of a package."""
+        model, manifest = load_model(directory, device)
+        return cls(model, manifest, device=device, **kwargs)
+
+    def predict_file(self, path: str | Path, *, threshold: float | None = None):
+        """Predict one file: PNG/JPEG, NIfTI, a DICOM file or a zip of a DICOM series / NIfTI modalities."""
+        prepared = self.preprocessor.prepare_file(path)
+        return self.postprocess(prepared, self.predict_batch([prepared.image])[0], threshold)
+
+    def predict_image(self, image: ImageData, *, threshold: float | None = None):
+        """Predict one image already read (see :mod:`tumorbench.data.io`)."""
+        prepared = self.preprocessor.prepare_image(image)
+        return self.postprocess(prepared, self.predict_batch([prepared.image])[0], threshold)
+
+    @torch.no_grad()
+    def predict_batch(self, images: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Probabilities of preprocessed inputs: ``(K,)`` per class, or ``(C, *spatial)`` foreground maps.
+
+        Inputs of equal shape run as one batch; volumes for segmentation run one by one
+        with sliding-window (3D models) or per-slice (2D models) inference.
+        """
+        plain = [x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x) for x in images]
+        m = self.manifest
+        if m.task == "segmentation" and m.data_dims == 3:
+            return [predict_volume(self.model, x, model_dims=m.spatial_dims, roi_size=self._roi(x.shape[1:]),
+                                   device=self.device) for x in plain]
+        groups: dict[tuple, list[int]] = {}
+        for i, x in enumerate(plain):
+            groups.setdefault(tuple(x.shape), []).append(i)
+        out: list[torch.Tensor] = [torch.empty(0)] * len(plain)
+        for indices in groups.values():
+            probs = self._forward(torch.stack([plain[i] for i in indices]).float().to(self.device))
+            for i, p in zip(indices, probs.cpu()):
+                out[i] = p
+        return out
+
+    def _roi(self, spatial: Sequence[int]) -> tuple[int, ...]:
+        if self.manifest.roi_size:
+            return tuple(self.manifest.roi_size)
+        return tuple(min(_ROI_CAP, _DIVISOR * math.ceil(s / _DIVISOR)) for s in spatial)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.manifest.task == "classification":
+            return torch.softmax(self.model(batch).float(), dim=1)
+        spatial = batch.shape[2:]
+        pad = [(-s) % _DIVISOR for s in spatial]
+        if any(pad):  # zero padding at the end of each axis, cropped off again below
+            batch = F.pad(batch, [p for extra in reversed(pad) for p in (0, extra)])
+        logits = self.model(batch)[(..., *(slice(0, s) for s in spatial))]
+        return torch.sigmoid(logits.float())
+
+    def postprocess(self, prepared: Prepared, probabilities: torch.Tensor, threshold: float | None = None):
+        """A :class:`ClassificationResult` or :class:`SegmentationResult` from ``predict_batch`` output."""
+        threshold = self.threshold if threshold is None else float(threshold)
+        if self.manifest.task == "classification":
+            return self._classification(np.asarray(probabilities, dtype=float), threshold)
+        probs = self.preprocessor.restore(prepared, probabilities)
+        mask = (probs > threshold).astype(np.uint8)
+        unit = float(np.prod(prepared.spacing)) / (1.0 if mask.ndim == 3 else 1000.0)  # mm^2, or mL
+        names = self.manifest.channel_names or (["tumor"] if len(mask) == 1 else [f"channel{c}" for c in range(len(mask))])
+        regions = [{"name": name, **measure_mask(channel, unit, "area_mm2" if mask.ndim == 3 else "volume_ml")}
+                   for name, channel in zip(names, mask)]
+        return SegmentationResult(mask, prepared.affine, prepared.spacing, prepared.spacing_known, threshold, regions)
+
+    def _classification(self, probs: np.ndarray, threshold: float) -> ClassificationResult:
+        names = list(self.manifest.class_names or [str(i) for i in range(len(probs))])
+        positive = self.manifest.positive_class
+        if len(names) == 2 and positive in names:
+            p = probs[names.index(positive)]
+            label = positive if p > threshold else names[1 - names.index(positive)]
+        else:
+            label = names[int(np.argmax(probs))]
+        return ClassificationResult(label, {n: float(p) for n, p in zip(names, probs)}, threshold, positive)
+
+
+def measure_mask(mask: np.ndarray, unit: float, size_key: str) -> dict[str, Any]:
+    """Total size, lesion count and the largest lesions' boxes of one binary mask.
+
+    Args:
+        mask: Binary array (2D or 3D).
+        unit: Area (mm^2) or volume (mL) of one pixel / voxel.
+        size_key: ``area_mm2`` or ``volume_ml``.
+    """
+    labels, count = ndimage.label(mask)
+    voxels = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    boxes = ndimage.find_objects(labels)
+    lesions = [{"bbox_min": [int(s.start) for s in boxes[i]], "bbox_max": [int(s.stop) for s in boxes[i]],
+                "voxels": int(voxels[i]), size_key: float(voxels[i] * unit)}
+               for i in np.argsort(-voxels, kind="stable")[:MAX_LESIONS]]
+    return {size_key: float(voxels.sum() * unit), "lesion_count": int(count), "lesions": lesions}
+
+
+def mask_file(result: SegmentationResult) -> tuple[str, bytes]:
+    """The mask as a file: ``(media type, bytes)``.
+
+    2D: a greyscale PNG, 0/255 for one channel, else bit ``c`` set for channel ``c``.
+    3D: a gzipped NIfTI (``uint8``, ``(I, J, K)`` or ``(I, J, K, C)``) with the input's affine.
+    """
+    mask = result.mask
+    if mask.ndim == 3:
+        pixels = mask[0] * 255 if len(mask) == 1 else sum(mask[c].astype(np.uint8) << c for c in range(len(mask)))
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buffer, format="PNG")
+        return "image/png", buffer.getvalue()
+    data = mask[0] if len(mask) == 1 else np.moveaxis(mask, 0, -1)
+    image = nib.Nifti1Image(np.ascontiguousarray(data, dtype=np.uint8), result.affine)
+    image.set_qform(result.affine, code=1)
+    image.set_sform(result.affine, code=1)
+    return "application/gzip", gzip.compress(image.to_bytes(), compresslevel=6)

@@ -1,0 +1,410 @@
+"""The tumorbench Ray Serve application: a FastAPI ingress and one batched deployment per model package.
+
+``serve run serve/config.yaml`` (from the repository root) or ``tumorbench serve --models DIR``
+start it. The ingress checks the API key and body size, parses the upload, decodes and
+validates it (format, declared size, dimensions, channels, finite values) and runs the
+package's own preprocessing (rebuilt from ``model.json``); the model deployment batches
+forward passes with ``@serve.batch`` and maps answers back to the input's geometry.
+Batch size, batch wait and threshold are ``user_config``: ``reconfigure`` applies them live.
+"""
+
+# No ``from __future__ import annotations`` here: FastAPI reads the route methods' annotations
+# at runtime, and Serve's class-based views hide this module's globals from string annotations.
+
+import asyncio
+import base64
+import hmac
+import logging
+import os
+import resource
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve.packages import REPO_ROOT, resolve_packages
+from serve.protocol import UPLOAD_OPENAPI, ApiError, model_card, parse_upload, read_body
+
+logger = logging.getLogger("ray.serve")
+API_KEY_ENV = "TUMORBENCH_API_KEY"
+
+
+class ModelSettings(BaseModel):
+    """A model deployment's ``user_config``: changed live through ``reconfigure``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_batch_size: int = Field(16, ge=1, le=512)
+    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+
+
+class AppArgs(ModelSettings):
+    """Arguments of :func:`build_app` (the ``args`` of a Serve config).
+
+    Attributes:
+        models: Package folders (``model.json`` + ``model.pt``), folders of packages, or
+            ``NAME=PATH``; a training run's ``train/`` folder serves its best checkpoint;
+            ``${VAR:-default}`` reads paths (``:``-separated) from an environment variable.
+        api_key: Required in ``X-API-Key`` (or ``Authorization: Bearer``) for ``/v1/*``;
+            default ``$TUMORBENCH_API_KEY`` on the ingress, else no key.
+        max_upload_mb: Largest request body.
+        max_pixels / max_voxels: Largest declared 2D image / volume (values x channels).
+        max_unpacked_mb: Largest total unpacked size of a zip upload.
+        num_replicas / autoscaling: Replicas per model deployment (a Serve ``autoscaling_config``
+            replaces ``num_replicas``).
+        cpus_per_replica / gpu_per_replica: Resources per model replica; GPUs only when the
+            cluster has them.
+        torch_threads: ``torch.set_num_threads`` in each model replica (None: torch's default).
+        max_ongoing_requests: Per model replica; at least ``max_batch_size`` (default twice it).
+    """
+
+    models: list[str] = Field(default_factory=lambda: ["runs/best"])
+    api_key: str | None = None
+    max_upload_mb: float = Field(64.0, gt=0)
+    max_pixels: int = Field(40_000_000, ge=1)
+    max_voxels: int = Field(128 * 1024**2, ge=1)
+    max_unpacked_mb: float = Field(1024.0, gt=0)
+    num_replicas: int = Field(1, ge=1)
+    autoscaling: dict[str, Any] | None = None
+    cpus_per_replica: float = Field(0.5, ge=0)
+    gpu_per_replica: float = Field(0.0, ge=0)
+    ingress_replicas: int = Field(1, ge=1)
+    ingress_cpus: float = Field(0.25, ge=0)
+    torch_threads: int | None = Field(None, ge=1)
+    max_ongoing_requests: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> "AppArgs":
+        if not self.models:
+            raise ValueError("models: give at least one model package")
+        if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError("max_ongoing_requests must be >= max_batch_size, or @serve.batch never fills a batch")
+        return self
+
+    def model_settings(self) -> dict[str, Any]:
+        return ModelSettings(**self.model_dump(include=set(ModelSettings.model_fields))).model_dump()
+
+
+def peak_rss_mb() -> float:
+    try:  # VmHWM: this process's peak resident set
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@serve.deployment
+class ModelServer:
+    """One model package: ``@serve.batch`` forward passes, post-processing per request."""
+
+    def __init__(self, package: str, name: str, limits: dict[str, int], torch_threads: int | None = None) -> None:
+        import ray
+        import torch
+
+        from tumorbench.inference import Predictor
+        from tumorbench.uploads import UploadLimits
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        self.name, self.settings = name, ModelSettings()
+        self.predictor = Predictor.from_package(package, device=device, limits=UploadLimits(**limits))
+        self.batch_sizes: dict[int, int] = {}
+        self.requests = 0
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        settings = ModelSettings(**user_config)
+        self.infer.set_max_batch_size(settings.max_batch_size)
+        self.infer.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self.settings = settings
+        logger.info("model %s reconfigured: %s", self.name, settings.model_dump())
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def infer(self, images: list[Any]) -> list[Any]:
+        self.batch_sizes[len(images)] = self.batch_sizes.get(len(images), 0) + 1
+        return await asyncio.to_thread(self.predictor.predict_batch, images)
+
+    async def predict(self, prepared: Any) -> dict[str, Any]:
+        """Forward (batched with concurrent requests) and post-processing of one prepared input."""
+        start = time.perf_counter()
+        probabilities = await self.infer(prepared.image)
+        forward = time.perf_counter()
+        result = await asyncio.to_thread(self.predictor.postprocess, prepared, probabilities, self.settings.threshold)
+        self.requests += 1
+        return {"result": result, "inference_ms": 1000 * (forward - start),
+                "postprocess_ms": 1000 * (time.perf_counter() - forward)}
+
+    def stats(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb(), "requests": self.requests,
+                "batch_sizes": dict(sorted(self.batch_sizes.items())), "device": str(self.predictor.device),
+                **self.settings.model_dump()}
+
+
+api = FastAPI(title="tumorbench", version="1",
+              description="Tumor classification and segmentation from PNG/JPEG, NIfTI and DICOM uploads.")
+
+
+def _error_response(exc: ApiError, request: Request) -> JSONResponse:
+    # Details name the upload generically ("upload: ..."), never client file names or DICOM tags.
+    logger.info("request %s %s -> %d %s: %s", _request_id(request), request.url.path, exc.status, exc.error, exc.detail)
+    return JSONResponse(exc.body(_request_id(request)), status_code=exc.status)
+
+
+def _request_id(request: Request) -> str:
+    # Serve's proxy puts its request id (the client's X-Request-ID, or a new one) in the headers.
+    if not hasattr(request.state, "request_id"):
+        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    return request.state.request_id
+
+
+@api.exception_handler(ApiError)
+async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    return _error_response(exc, request)
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    return _error_response(ApiError(exc.status_code, str(exc.detail)), request)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    return _error_response(ApiError(422, "; ".join(str(e.get("msg")) for e in exc.errors()), "invalid_request"), request)
+
+
+@api.exception_handler(Exception)
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    request_id = _request_id(request)
+    logger.exception("request %s failed", request_id)
+    return _error_response(ApiError(500, f"internal error; see the server log for request {request_id}"), request)
+
+
+@serve.deployment
+@serve.ingress(api)
+class Ingress:
+    """HTTP front: authentication, limits, decoding, validation, preprocessing, routing, JSON."""
+
+    def __init__(self, settings: dict[str, Any], packages: dict[str, str], handles: dict[str, Any]) -> None:
+        from tumorbench.inference import Preprocessor
+        from tumorbench.uploads import UploadLimits
+
+        self.limits = UploadLimits(**{k: settings[k] for k in ("max_pixels", "max_voxels", "max_unpacked_bytes")})
+        self.max_body = int(settings["max_upload_mb"] * 1024**2) + 64 * 1024  # multipart headers on top
+        self.api_key = settings["api_key"] or os.environ.get(API_KEY_ENV) or None
+        self.preprocessors = {name: Preprocessor.from_package(path, self.limits) for name, path in packages.items()}
+        self.cards = {name: model_card(name, Path(path), self.preprocessors[name].manifest)
+                      for name, path in packages.items()}
+        self.handles = handles
+
+    @api.get("/healthz")
+    def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", "models": len(self.cards)}
+
+    @api.get("/v1/models")
+    def list_models(self, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        return {"models": list(self.cards.values())}
+
+    @api.get("/v1/stats", include_in_schema=False)
+    async def stats(self, request: Request) -> dict[str, Any]:
+        self._authorize(request)
+        models = {name: await handle.stats.remote() for name, handle in self.handles.items()}
+        return {"ingress": {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb()}, "models": models}
+
+    @api.post("/v1/classify", openapi_extra=UPLOAD_OPENAPI)
+    async def classify(self, request: Request, model: str | None = Query(None, description="model name")) -> Any:
+        """Class probabilities and label of one uploaded image."""
+        return await self._predict(request, "classification", model)
+
+    @api.post("/v1/segment", openapi_extra=UPLOAD_OPENAPI)
+    async def segment(self, request: Request, model: str | None = Query(None, description="model name")) -> Any:
+        """Tumor mask (base64 PNG for 2D, NIfTI for 3D) with area / volume, lesions and boxes."""
+        return await self._predict(request, "segmentation", model)
+
+    def _authorize(self, request: Request) -> None:
+        if self.api_key is None:
+            return
+        given = request.headers.get("x-api-key") or ""
+        bearer = request.headers.get("authorization", "")
+        if not given and bearer.lower().startswith("bearer "):
+            given = bearer[7:].strip()
+        if not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            raise ApiError(401, "missing or wrong API key (send it as X-API-Key)")
+
+    def _candidates(self, task: str, model: str | None) -> list[str]:
+        if model is not None:
+            if model not in self.cards:
+                raise ApiError(404, f"unknown model {model!r}; served: {', '.join(self.cards)}")
+            if self.cards[model]["task"] != task:
+                raise ApiError(400, f"model {model!r} is a {self.cards[model]['task']} model; "
+                                    f"use {self.cards[model]['endpoint']}", "wrong_task")
+            return [model]
+        names = [name for name, card in self.cards.items() if card["task"] == task]
+        if not names:
+            raise ApiError(404, f"no {task} model is served")
+        return names
+
+    def _prepare(self, data: bytes, names: list[str]) -> tuple[str, Any, float]:
+        """Decode once, then preprocess for the first candidate model the input fits."""
+        from tumorbench.uploads import UploadError, read_upload
+
+        start = time.perf_counter()
+        try:
+            with tempfile.TemporaryDirectory(prefix="tumorbench-upload-") as tmp:
+                path = Path(tmp) / "upload"
+                path.write_bytes(data)
+                image = read_upload(path, self.limits, label="upload")
+            errors = []
+            for name in names:
+                try:
+                    return name, self.preprocessors[name].prepare_image(image), 1000 * (time.perf_counter() - start)
+                except UploadError as exc:
+                    errors.append(f"{name}: {exc.problem}" if len(names) > 1 else exc.problem)
+            raise ApiError(422, "upload " + "; ".join(errors))
+        except UploadError as exc:
+            raise ApiError(exc.status, str(exc)) from exc
+        except ApiError:
+            raise
+        except Exception as exc:  # a decoded image the preprocessing cannot take is still the input's fault
+            logger.exception("preprocessing failed")
+            raise ApiError(422, f"upload cannot be preprocessed ({type(exc).__name__}: {exc})") from exc
+
+    async def _predict(self, request: Request, task: str, model: str | None) -> JSONResponse:
+        start = time.perf_counter()
+        self._authorize(request)
+        body = await read_body(request, self.max_body)
+        data = parse_upload(request.headers.get("content-type", ""), body)
+        name, prepared, prepare_ms = await asyncio.to_thread(self._prepare, data, self._candidates(task, model))
+        reply = await self.handles[name].predict.remote(prepared)
+        result, card = reply["result"], self.cards[name]
+        payload = {"request_id": _request_id(request), "model": name, "version": card["version"],
+                   **result.summary(), "input": {"format": prepared.input_format, "bytes": len(data)}}
+        if task == "segmentation":
+            from tumorbench.inference import mask_file
+
+            media_type, blob = await asyncio.to_thread(mask_file, result)
+            payload["mask"] = {"media_type": media_type, "encoding": "base64",
+                               "data": base64.b64encode(blob).decode("ascii")}
+        total_ms = 1000 * (time.perf_counter() - start)
+        payload["inference_ms"] = round(reply["inference_ms"], 3)
+        payload["timing_ms"] = {"decode_and_preprocess": round(prepare_ms, 3), "inference": round(reply["inference_ms"], 3),
+                                "postprocess": round(reply["postprocess_ms"], 3), "total": round(total_ms, 3)}
+        logger.info("request %s %s model=%s format=%s bytes=%d total_ms=%.1f", _request_id(request), task, name,
+                    prepared.input_format, len(data), total_ms)
+        return JSONResponse(payload)  # Serve's proxy adds the x-request-id header
+
+
+def _cluster_has_gpus() -> bool:
+    import ray
+
+    if ray.is_initialized():
+        return ray.cluster_resources().get("GPU", 0) > 0
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
+    """The Serve application: one ``ModelServer`` deployment per package and the ``Ingress``."""
+    settings = args if isinstance(args, AppArgs) else AppArgs(**args)
+    packages = resolve_packages(settings.models)
+    gpus = settings.gpu_per_replica if settings.gpu_per_replica > 0 and _cluster_has_gpus() else 0
+    limits = {"max_pixels": settings.max_pixels, "max_voxels": settings.max_voxels,
+              "max_unpacked_bytes": int(settings.max_unpacked_mb * 1024**2)}
+    scaling = ({"autoscaling_config": settings.autoscaling} if settings.autoscaling
+               else {"num_replicas": settings.num_replicas})
+    handles = {
+        name: ModelServer.options(
+            name=f"model_{name}", user_config=settings.model_settings(),
+            max_ongoing_requests=settings.max_ongoing_requests or 2 * settings.max_batch_size,
+            ray_actor_options={"num_cpus": settings.cpus_per_replica, "num_gpus": gpus}, **scaling,
+        ).bind(str(path), name, limits, settings.torch_threads)
+        for name, path in packages.items()
+    }
+    # The ingress gets only its own settings: a user_config override in a config's `deployments`
+    # (batch size, wait, threshold) then reconfigures the model replicas in place.
+    front = {**limits, "max_upload_mb": settings.max_upload_mb, "api_key": settings.api_key}
+    ingress = Ingress.options(num_replicas=settings.ingress_replicas, max_ongoing_requests=256,
+                              ray_actor_options={"num_cpus": settings.ingress_cpus})
+    return ingress.bind(front, {name: str(path) for name, path in packages.items()}, handles)
+
+
+def deploy(args: dict[str, Any], *, deployments: list[dict[str, Any]] | None = None, host: str = "127.0.0.1",
+           port: int = 8000, name: str = "tumorbench", timeout_s: float = 300.0) -> None:
+    """Deploy ``serve.app:build_app`` from a config, as ``serve run/deploy serve/config.yaml`` do.
+
+    Unlike ``serve.run`` (a new code version every call, so every replica restarts), a config
+    deploy that only changes ``deployments[].user_config`` calls ``reconfigure`` on the running
+    replicas. Needs Ray initialized with this repository as the working directory.
+
+    Args:
+        args: :class:`AppArgs` fields.
+        deployments: Per-deployment overrides, e.g. ``[{"name": "model_x", "user_config": {...}}]``.
+        timeout_s: How long to wait for the application to run.
+    """
+    from ray.serve._private.api import serve_start  # what the serve CLI uses; ray is pinned
+    from ray.serve.schema import ServeDeploySchema
+
+    client = serve_start(http_options={"host": host, "port": port})
+    app = {"name": name, "route_prefix": "/", "import_path": "serve.app:build_app", "args": args,
+           "deployments": deployments or []}
+    client.deploy_apps(ServeDeploySchema(applications=[app]))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(name)
+        if status is not None and status.status == "RUNNING" and all(
+                d.status == "HEALTHY" for d in status.deployments.values()):
+            return
+        if status is not None and status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            raise RuntimeError(f"application {name} failed: {status.message}")
+        time.sleep(0.5)
+    raise TimeoutError(f"application {name} not running after {timeout_s:.0f} s")
+
+
+class _Stop(Exception):
+    """Raised by the SIGINT / SIGTERM handler of :func:`serve_forever`."""
+
+
+def serve_forever(args: dict[str, Any], *, host: str = "127.0.0.1", port: int = 8000,
+                  address: str | None = None) -> None:
+    """Start Ray (or join ``address``), run the application and block until SIGINT / SIGTERM."""
+    import signal
+
+    import ray
+
+    settings = AppArgs(**args)
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    def install() -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, stop)
+
+    install()  # before Ray starts, so a stop during start-up still cleans up
+    os.chdir(REPO_ROOT)  # Ray puts the driver's working directory on the replicas' sys.path: serve.app imports
+    try:
+        if not ray.is_initialized():
+            ray.init(address=address, log_to_driver=False)
+            install()  # Ray's core worker replaces the SIGTERM handler with a crash dump that skips clean-up
+        serve.start(http_options={"host": host, "port": port})
+        serve.run(build_app(settings), name="tumorbench", route_prefix="/")
+        print(f"tumorbench serving on http://{host}:{port} (OpenAPI: /docs); Ctrl-C or SIGTERM stops it", flush=True)
+        while True:
+            time.sleep(3600)
+    except (_Stop, KeyboardInterrupt) as exc:
+        print(f"{exc or 'interrupted'}: shutting down", flush=True)
+    finally:
+        if ray.is_initialized():
+            serve.shutdown()
+            ray.shutdown()

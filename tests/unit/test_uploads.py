@@ -1,0 +1,142 @@
+"""Untrusted uploads: format sniffing, declared-size limits before decoding, safe zips, channel stacking."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zipfile
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from tumorbench.data.io import read_dicom_series
+from tumorbench.data.writers import write_dicom_series, write_nifti
+from tumorbench.uploads import UploadError, UploadLimits, read_upload, sniff_format
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _bomb_png(path: Path, width: int, height: int) -> Path:
+    """A valid PNG header declaring a huge image, with one tiny compressed row of data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+    return path
+
+
+def _affine() -> np.ndarray:
+    affine = np.diag([-1.2, -1.0, 1.5, 1.0])
+    affine[:3, 3] = [30.0, 20.0, -5.0]
+    return affine
+
+
+def test_sniff_format_reads_bytes_not_names(tmp_path):
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(rgb).save(tmp_path / "b.jpg")
+    write_nifti(tmp_path / "c.nii", np.zeros((3, 3, 3), np.float32), np.eye(4))
+    write_nifti(tmp_path / "d.nii.gz", np.zeros((3, 3, 3), np.float32), np.eye(4))
+    dicom = write_dicom_series(tmp_path / "s", np.zeros((4, 4, 1)), np.eye(4), patient_id="X")[0]
+    with zipfile.ZipFile(tmp_path / "e.zip", "w") as archive:
+        archive.write(tmp_path / "a.png", "a.png")
+    (tmp_path / "f.png").write_bytes(b"not an image at all")
+    renamed = (tmp_path / "a.png").rename(tmp_path / "misleading.dcm")
+    found = [sniff_format(p) for p in (renamed, tmp_path / "b.jpg", tmp_path / "c.nii", tmp_path / "d.nii.gz",
+                                       dicom, tmp_path / "e.zip", tmp_path / "f.png")]
+    assert found == ["png", "jpeg", "nifti", "nifti-gz", "dicom", "zip", None]
+
+
+def test_png_reads_as_pillow_does(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (7, 9, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "upload", format="PNG")
+    image = read_upload(tmp_path / "upload")
+    np.testing.assert_array_equal(image.array, np.moveaxis(rgb, -1, 0).astype(np.float32))
+    assert image.meta["format"] == "image2d" and image.meta["path"] == "upload"
+    assert list(tmp_path.iterdir()) == [tmp_path / "upload"]  # nothing left beside the input
+
+
+def test_declared_sizes_refused_before_decoding(tmp_path):
+    with pytest.raises(UploadError) as png:
+        read_upload(_bomb_png(tmp_path / "bomb.png", 8_000, 8_000))  # over our 40 M pixel limit
+    with pytest.raises(UploadError) as huge:
+        read_upload(_bomb_png(tmp_path / "huge.png", 60_000, 60_000))  # Pillow's own bomb check fires first
+    header = nib.Nifti1Header()
+    header.set_data_shape((4000, 4000, 4000))
+    header.set_data_dtype(np.uint8)
+    (tmp_path / "bomb.nii").write_bytes(header.binaryblock + b"\x00" * 4 + b"\x00" * 64)
+    with pytest.raises(UploadError) as nifti:
+        read_upload(tmp_path / "bomb.nii")
+    assert (png.value.status, huge.value.status, nifti.value.status) == (413, 413, 413)
+    assert "64,000,000" in str(png.value) and "(4000, 4000, 4000)" in str(nifti.value)
+
+
+def test_truncated_and_non_finite_files_are_422(tmp_path):
+    Image.fromarray(np.full((40, 40), 7, np.uint8)).save(tmp_path / "full.png")
+    (tmp_path / "cut.png").write_bytes((tmp_path / "full.png").read_bytes()[:60])
+    volume = np.ones((4, 4, 4), np.float32)
+    volume[1, 2, 3] = np.nan
+    volume[0, 0, 0] = np.inf
+    write_nifti(tmp_path / "nan.nii.gz", volume, np.eye(4))
+    data = (tmp_path / "nan.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) // 2])
+    for name, words in (("cut.png", "truncated"), ("nan.nii.gz", "2 pixel values are NaN"), ("cut.nii.gz", "")):
+        with pytest.raises(UploadError) as caught:
+            read_upload(tmp_path / name, label="upload")
+        assert caught.value.status == 422 and words in str(caught.value)
+        assert str(tmp_path) not in str(caught.value)  # temporary paths never reach the message
+
+
+def test_zip_safety(tmp_path):
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as archive:
+        archive.writestr("../../etc/x.dcm", b"x")
+    with zipfile.ZipFile(tmp_path / "big.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros.dcm", b"\x00" * 3_000_000)  # ~3 kB compressed
+    with zipfile.ZipFile(tmp_path / "mixed.zip", "w") as archive:
+        archive.writestr("a.txt", b"hello")
+    (tmp_path / "cut.zip").write_bytes((tmp_path / "big.zip").read_bytes()[:100])
+    limits = UploadLimits(max_unpacked_bytes=1_000_000)
+    statuses = {}
+    for name in ("evil", "big", "mixed", "cut"):
+        with pytest.raises(UploadError) as caught:
+            read_upload(tmp_path / f"{name}.zip", limits)
+        statuses[name] = caught.value.status
+    assert statuses == {"evil": 422, "big": 413, "mixed": 415, "cut": 422}
+    assert not (tmp_path.parent / "etc").exists()
+
+
+def test_zipped_dicom_series_matches_folder_reader(tmp_path):
+    volume = np.random.default_rng(1).integers(-1000, 400, (6, 5, 4)).astype(float)
+    files = write_dicom_series(tmp_path / "series", volume, _affine(), patient_id="P", uid_seed="z")
+    with zipfile.ZipFile(tmp_path / "series.zip", "w") as archive:
+        for file in reversed(files):  # order in the zip must not matter
+            archive.write(file, f"study/{file.name}")
+    expected = read_dicom_series(tmp_path / "series")
+    image = read_upload(tmp_path / "series.zip")
+    np.testing.assert_array_equal(image.array, expected.array)
+    np.testing.assert_allclose(image.affine, expected.affine)
+    np.testing.assert_array_equal(image.array, volume)
+
+
+def test_zipped_brats_modalities_stack_in_catalog_order(tmp_path):
+    names = {"flair": 4.0, "t1": 1.0, "t2": 3.0, "t1ce": 2.0}
+    with zipfile.ZipFile(tmp_path / "case.zip", "w") as archive:
+        for modality, value in names.items():
+            path = write_nifti(tmp_path / f"Case_7_{modality}.nii.gz", np.full((3, 4, 5), value, np.float32), _affine())
+            archive.write(path, path.name)
+    image = read_upload(tmp_path / "case.zip")
+    assert image.array.shape == (3, 4, 5, 4)
+    np.testing.assert_array_equal(image.array[0, 0, 0], [1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(image.spacing, (1.2, 1.0, 1.5), rtol=1e-6)
+
+
+def test_gzip_that_is_not_nifti_is_unsupported(tmp_path):
+    (tmp_path / "x.gz").write_bytes(gzip.compress(b"hello world" * 100))
+    with pytest.raises(UploadError) as caught:
+        read_upload(tmp_path / "x.gz")
+    assert caught.value.status == 415
