@@ -56,3 +56,20 @@ def ray_session():
         )
     yield ray
     ray.shutdown()
+
+
+def write_blob_folders(root: Path, n: int = 12) -> None:
+    """A tiny class-folder dataset: 'yes' images hold a bright disc, 'no' images are noise only."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:32, :32]
+    for cls in ("no", "yes"):
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            image = rng.normal(60, 10, (32, 32))
+            if cls == "yes":
+                cy, cx = rng.integers(10, 22, 2)
+                image[(yy - cy) ** 2 + (xx - cx) ** 2 < 25] += 120
+            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / cls / f"{cls}{i}.png")

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from tumorbench.data.synthetic import BrainPhantomConfig, make_brain_study
@@ -19,21 +18,9 @@ from tumorbench.training.data import fold_cases, transforms_for
 from tumorbench.training.trainer import fit
 from tumorbench.transforms import AugmentConfig, PreprocessConfig, SamplingConfig
 
+from conftest import write_blob_folders  # noqa: E402
+
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-
-
-def _blob_folders(root: Path, n: int = 12) -> None:
-    """Class folders: 'yes' images hold a bright disc, 'no' images are noise only."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:32, :32]
-    for cls in ("no", "yes"):
-        (root / cls).mkdir(parents=True)
-        for i in range(n):
-            image = rng.normal(60, 10, (32, 32))
-            if cls == "yes":
-                cy, cx = rng.integers(10, 22, 2)
-                image[(yy - cy) ** 2 + (xx - cx) ** 2 < 25] += 120
-            Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / cls / f"{cls}{i}.png")
 
 
 def _history(out: Path) -> list[dict]:
@@ -46,7 +33,7 @@ def _latest_checkpoint(out: Path) -> Path:
 
 
 def test_classification_package_resume_and_metrics(ray_session, tmp_path):
-    _blob_folders(tmp_path / "data")
+    write_blob_folders(tmp_path / "data")
     config = TrainConfig(task="classification", model="resnet18_tiny", data=str(tmp_path / "data"),
                          out=str(tmp_path / "run"), n_folds=3, epochs=2, batch_size=8, lr=3e-3,
                          augment=AugmentConfig(), warmup_epochs=0)
@@ -94,7 +81,7 @@ def test_3d_segmentation_two_workers_sliding_window(ray_session, tmp_path):
 
 
 def test_gan_samples_then_gan_augmented_classifier(ray_session, tmp_path):
-    _blob_folders(tmp_path / "data")
+    write_blob_folders(tmp_path / "data")
     gan_config = TrainConfig(task="gan", model="dcgan_tiny", data=str(tmp_path / "data"), out=str(tmp_path / "gan"),
                              n_folds=3, epochs=1, batch_size=8, lr=2e-4,
                              preprocess=PreprocessConfig(spatial_size=(64, 64), normalize="minmax", channels=1))

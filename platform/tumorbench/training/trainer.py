@@ -95,18 +95,25 @@ def preflight(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
 
 
 def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None,
-        callbacks: list | None = None, verbose: bool = True):
-    """Train ``config`` on Ray; returns Ray's ``Result`` (checkpoints under ``<out>/train``)."""
+        callbacks: list | None = None, verbose: bool = True, resources: dict[str, float] | None = None):
+    """Train ``config`` on Ray; returns Ray's ``Result`` (checkpoints under ``<out>/train``).
+
+    ``resources`` (per worker, e.g. ``{"CPU": 0.95}``) replaces sizing the workers from the
+    whole cluster: a Tune trial passes its share, since other trials may hold the rest.
+    """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from tumorbench.training.loop import train_loop_per_worker
 
     info = preflight(config, resume=resume)
-    ensure_ray(address)
-    cpus, gpus = cluster_resources()
-    use_gpu = resolve_gpu(config, gpus)
-    resources = worker_resources(config, cpus, use_gpu)
+    ensure_ray(address)  # a no-op inside a Tune trial, which is already connected
+    if resources is None:
+        cpus, gpus = cluster_resources()
+        use_gpu = resolve_gpu(config, gpus)
+        resources = worker_resources(config, cpus, use_gpu)
+    else:
+        use_gpu = resources.get("GPU", 0) > 0
     Path(config.out).mkdir(parents=True, exist_ok=True)
     (Path(config.out) / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     order = METRIC_ORDER[config.task]

@@ -1,0 +1,102 @@
+"""Classical baselines scored against the deep models on the same folds and metrics.
+
+Classification: handcrafted features (:class:`HandcraftedFeatures`: first-order, GLCM,
+LBP, HOG, shape) into logistic regression, an RBF SVM, a random forest or gradient
+boosting (:func:`make_classifier`, :func:`fit_predict_fold`). Segmentation: multi-level
+Otsu and k-means inside the body mask with learnt post-processing
+(:class:`OtsuSegmenter`, :class:`KMeansSegmenter`, :func:`segment_fold`).
+
+Every baseline is built by a lowercase name: :func:`list_baselines`, :func:`create_baseline`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from tumorbench.baselines.classifiers import (
+    CLASSIFIER_SEARCH_SPACES,
+    CLASSIFIERS,
+    FeatureCache,
+    encode_labels,
+    fit_predict_fold,
+    make_classifier,
+)
+from tumorbench.baselines.features import (
+    HandcraftedFeatures,
+    as_records,
+    axial_slice,
+    load_feature_inputs,
+    read_case,
+)
+from tumorbench.baselines.regions import body_mask, fill_holes
+from tumorbench.baselines.segmentation import (
+    SEGMENTERS,
+    KMeansSegmenter,
+    OtsuSegmenter,
+    make_segmenter,
+    patient_metrics,
+    segment_fold,
+)
+from tumorbench.errors import TumorbenchError
+
+__all__ = [
+    "BASELINE_TASKS",
+    "CLASSIFIERS",
+    "CLASSIFIER_SEARCH_SPACES",
+    "FeatureCache",
+    "HandcraftedFeatures",
+    "KMeansSegmenter",
+    "OtsuSegmenter",
+    "SEGMENTERS",
+    "UnknownBaselineError",
+    "as_records",
+    "axial_slice",
+    "body_mask",
+    "create_baseline",
+    "encode_labels",
+    "fill_holes",
+    "fit_predict_fold",
+    "list_baselines",
+    "load_feature_inputs",
+    "make_classifier",
+    "make_segmenter",
+    "patient_metrics",
+    "read_case",
+    "segment_fold",
+]
+
+BaselineTask = Literal["classification", "segmentation"]
+BASELINE_TASKS: tuple[str, ...] = ("classification", "segmentation")
+
+
+class UnknownBaselineError(TumorbenchError, KeyError):
+    """A baseline name or task that does not exist; the message lists the valid ones."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+def list_baselines(task: BaselineTask | None = None) -> list[str]:
+    """Names of the baselines for a task (all of them when ``task`` is None)."""
+    if task is None:
+        return [*CLASSIFIERS, *SEGMENTERS]
+    if task == "classification":
+        return list(CLASSIFIERS)
+    if task == "segmentation":
+        return list(SEGMENTERS)
+    raise UnknownBaselineError(f"unknown task {task!r}; choose one of {', '.join(BASELINE_TASKS)}")
+
+
+def create_baseline(name: str, **params: Any) -> Any:
+    """Build a baseline by name: a classifier Pipeline or a segmenter estimator (unfitted).
+
+    Args:
+        name: One of :func:`list_baselines` (``logreg``, ``svm``, ``random_forest``,
+            ``gradient_boosting``, ``otsu``, ``kmeans``).
+        **params: Passed to :func:`make_classifier` or the segmenter's constructor.
+    """
+    if name in CLASSIFIERS:
+        return make_classifier(name, **params)
+    if name in SEGMENTERS:
+        return make_segmenter(name, **params)
+    raise UnknownBaselineError(f"unknown baseline {name!r}; choose one of {', '.join(list_baselines())}")

@@ -1,0 +1,288 @@
+"""Leaderboard and paired statistics from a comparison study's out-of-fold results.
+
+Input contract (what ``experiments/compare.py`` writes into a results directory):
+
+``predictions.csv`` (or ``.parquet``): one row per (model, case) of the best
+configuration of every model and baseline, out-of-fold (each case scored by the fold
+model that did not train on it). Every task: ``model``, ``kind`` (``"dl"`` or
+``"baseline"``), ``fold`` (int), ``case_id``, ``patient_id``.
+
+* Classification: ``y_true`` (0/1 with 1 the positive class, or class index 0..K-1);
+  ``y_score``, the probability of class 1 (binary), or one ``p_<class>`` column per
+  class in class-index order (K > 2; best effort: argmax decisions, macro metrics, no
+  DeLong); ``y_pred`` (optional, derived as ``y_score >= 0.5`` or argmax when absent).
+  Threshold metrics and McNemar use ``y_pred``; AUC, ROC and DeLong use the scores.
+* Segmentation: one row per patient with per-patient ``dice`` and any of ``iou``,
+  ``hd95``, ``sensitivity``, ``precision`` and BraTS region columns (``dice_WT``,
+  ``dice_TC``, ``dice_ET``, likewise ``hd95_WT`` ...). NaN means undefined and is
+  dropped; an infinite HD95 (tumour missed, or predicted where there is none) is kept,
+  so that model's HD95 mean is inf and its CI NaN rather than a flattering number.
+
+``folds.csv``: one row per (model, fold) with ``model, kind, fold, n_train, n_test`` and
+the fold's metrics (classification: computed on the fold's cases; segmentation: mean of
+the per-patient values). :func:`fold_metrics` derives it when absent, taking ``n_test``
+as the fold's cases and ``n_train`` as the model's cases in the other folds (plain
+k-fold cross-validation).
+
+``configs.json`` (optional): ``{model: {hyperparameter: value}}``, shown in the report.
+
+Outputs: :func:`leaderboard` (``leaderboard.csv``), :func:`paired_statistics`
+(``stats.csv``), :func:`format_leaderboard` (the console table), and
+:func:`summarize_results`, which reads a results directory and writes the two CSVs.
+Input checks and the folds table live in :mod:`tumorbench.evaluation.oof`, the paired
+tests (pairing, test families, Holm, sign of differences) in
+:mod:`tumorbench.evaluation.paired`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tumorbench.errors import DataError
+from tumorbench.evaluation.oof import (
+    BINARY_METRIC_FNS,
+    MULTICLASS_METRIC_FNS,
+    DEFAULT_PRIMARY,
+    check_folds,
+    check_predictions,
+    classification_values,
+    fold_metrics,
+    is_binary,
+    lower_is_better,
+    metric_names,
+    ranking,
+    resolve,
+    score_matrix,
+)
+from tumorbench.evaluation.paired import paired_statistics, primary_test
+from tumorbench.evaluation.stats import bootstrap_ci, bootstrap_metric_ci, delong_ci
+
+__all__ = [
+    "fold_metrics",
+    "format_leaderboard",
+    "leaderboard",
+    "load_results",
+    "paired_statistics",
+    "summarize_results",
+]
+
+_KEY_METRICS = {
+    "classification": ("accuracy", "f1", "recall", "specificity"),
+    "segmentation": ("iou", "hd95", "sensitivity", "precision"),
+}
+
+
+def _mean_sd(values: pd.Series) -> tuple[float, float]:
+    """Mean and SD (ddof=1) over folds, NaN skipped; an infinite fold value gives (inf, NaN)."""
+    mean = float(values.mean())
+    return mean, float(values.std(ddof=1)) if np.isfinite(mean) else math.nan
+
+
+def _mean_ci(g: pd.DataFrame, metric: str, n_boot: int, alpha: float, seed: int) -> tuple[float, float, float]:
+    """Mean per-patient value and its patient bootstrap CI (NaN dropped; inf gives a NaN CI)."""
+    ok = g[metric].notna().to_numpy()
+    values, groups = g[metric].to_numpy(float)[ok], g["patient_id"].to_numpy()[ok]
+    if values.size == 0:
+        return math.nan, math.nan, math.nan
+    if not np.isfinite(values).all():
+        return float(values.mean()), math.nan, math.nan
+    grouped = groups if pd.Series(groups).duplicated().any() else None
+    return bootstrap_ci(values, np.mean, n_boot=n_boot, alpha=alpha, groups=grouped, seed=seed)
+
+
+def _classification_ci(g: pd.DataFrame, metric: str, binary: bool, n_boot: int, alpha: float,
+                       seed: int) -> tuple[float, float]:
+    """Patient bootstrap CI of a pooled classification metric (NaN when undefined)."""
+    y = g["y_true"].to_numpy()
+    groups = g["patient_id"].to_numpy()
+    grouped = groups if g["patient_id"].duplicated().any() else None
+    if binary:
+        fn = BINARY_METRIC_FNS[metric]
+        score = g["y_score" if metric == "auc" else "y_pred"].to_numpy(float)
+    else:
+        fn, score = MULTICLASS_METRIC_FNS[metric], score_matrix(g)
+    try:
+        _, lo, hi = bootstrap_metric_ci(y, score, fn, grouped, n_boot=n_boot, alpha=alpha, seed=seed)
+    except ValueError:  # a single class among this model's cases
+        return math.nan, math.nan
+    return lo, hi
+
+
+def _delong_interval(g: pd.DataFrame, alpha: float) -> tuple[float, float]:
+    try:
+        _, lo, hi = delong_ci(g["y_true"].to_numpy(), g["y_score"].to_numpy(float), alpha=alpha)
+    except ValueError:  # fewer than two cases of a class
+        return math.nan, math.nan
+    return lo, hi
+
+
+def _pooled_row(g: pd.DataFrame, task: str, metrics: list[str], binary: bool,
+                n_boot: int, alpha: float, seed: int) -> dict[str, float]:
+    row: dict[str, float] = {}
+    pooled = classification_values(g, binary) if task == "classification" else {}
+    for m in metrics:
+        if task == "classification":
+            lo, hi = _classification_ci(g, m, binary, n_boot, alpha, seed)
+            est = pooled[m]
+        else:
+            est, lo, hi = _mean_ci(g, m, n_boot, alpha, seed)
+        row.update({f"{m}_pooled": est, f"{m}_ci_low": lo, f"{m}_ci_high": hi})
+    if task == "classification" and binary:
+        row["auc_delong_low"], row["auc_delong_high"] = _delong_interval(g, alpha)
+    return row
+
+
+def leaderboard(predictions: pd.DataFrame, folds: pd.DataFrame | None = None, task: str | None = None, *,
+                primary: str | None = None, n_boot: int = 2000, alpha: float = 0.05,
+                seed: int = 0) -> pd.DataFrame:
+    """One row per model and baseline, best first.
+
+    Args:
+        predictions: Out-of-fold predictions (module contract).
+        folds: The folds table; computed by :func:`fold_metrics` when None.
+        task: ``"classification"`` or ``"segmentation"``; inferred from the columns when None.
+        primary: Ranking metric (default: ``auc`` / ``dice``); HD95 ranks lowest first.
+        n_boot, alpha, seed: Patient bootstrap of the CIs (same seed, same intervals).
+
+    Returns:
+        ``rank, model, kind, n_cases, n_patients, n_folds`` and per metric ``<m>_mean``,
+        ``<m>_sd`` (over folds, ddof=1), ``<m>_pooled`` (classification: on all pooled
+        out-of-fold cases; segmentation: mean per-patient value) with its percentile
+        bootstrap CI ``<m>_ci_low``/``<m>_ci_high`` (whole patients resampled);
+        binary AUC adds the DeLong interval ``auc_delong_low``/``auc_delong_high``.
+        Sorted by ``<primary>_mean``; ``attrs`` hold ``task`` and ``primary``.
+    """
+    task, primary = resolve(predictions, task, primary)
+    pred = check_predictions(predictions, task)
+    folds = check_folds(fold_metrics(pred, task) if folds is None else folds, pred, task, primary)
+    metrics = [m for m in metric_names(task, pred) if m in folds.columns]
+    binary = task == "classification" and is_binary(pred)
+    rows = []
+    for model, g in pred.groupby("model", sort=False):
+        f = folds[folds["model"] == model]
+        row: dict[str, Any] = {"model": model, "kind": g["kind"].iloc[0], "n_cases": len(g),
+                               "n_patients": g["patient_id"].nunique(), "n_folds": f["fold"].nunique()}
+        for m in metrics:
+            row[f"{m}_mean"], row[f"{m}_sd"] = _mean_sd(f[m])
+        row.update(_pooled_row(g, task, metrics, binary, n_boot, alpha, seed))
+        rows.append(row)
+    order = ranking(folds, primary)
+    lb = pd.DataFrame(rows).set_index("model").loc[order].reset_index()
+    lb.insert(0, "rank", np.arange(1, len(lb) + 1))
+    lb.attrs.update(task=task, primary=primary)
+    return lb
+
+
+def _fmt(x: Any, digits: int) -> str:
+    x = float(x)
+    if math.isnan(x):
+        return "n/a"
+    return "inf" if math.isinf(x) else f"{x:.{digits}f}"
+
+
+def _fmt_p(p: float, significant: bool) -> str:
+    if not np.isfinite(p):
+        return "n/a"
+    text = "<0.001" if p < 0.001 else f"{p:.3f}"
+    return text + ("*" if significant else "")
+
+
+def _p_column(lb: pd.DataFrame, stats: pd.DataFrame | None, task: str, primary: str) -> tuple[str, list[str]]:
+    if stats is None or stats.empty:
+        return "", []
+    test = primary_test(task, primary, stats)
+    rows = stats[stats["test"] == test].set_index("model")
+    reference = str(stats["reference"].iloc[0])
+    cells = []
+    for model in lb["model"]:
+        if model == reference:
+            cells.append("ref")
+        elif model in rows.index:
+            cells.append(_fmt_p(rows.at[model, "p_holm"], bool(rows.at[model, "significant"])))
+        else:
+            cells.append("n/a")
+    return f"p_holm vs {reference} ({test})", cells
+
+
+def format_leaderboard(lb: pd.DataFrame, task: str, *, stats: pd.DataFrame | None = None,
+                       primary: str | None = None, digits: int = 3) -> str:
+    """The leaderboard as an aligned text table for the console.
+
+    Columns: rank, model, kind, primary ``mean ± SD`` over folds, its 95% CI (patient
+    bootstrap of the pooled out-of-fold estimate), fold means of the task's key metrics
+    and, given ``stats``, the Holm-adjusted p-value against the reference from the
+    primary metric's own test: DeLong for AUC, McNemar for accuracy, Wilcoxon for Dice,
+    and the corrected resampled t-test on fold scores for every other metric (``*``:
+    p_holm < 0.05).
+    """
+    primary = primary or lb.attrs.get("primary") or DEFAULT_PRIMARY[task]
+    others = [m for m in _KEY_METRICS[task] if f"{m}_mean" in lb.columns and m != primary]
+    header = ["#", "model", "kind", f"{primary} mean ± SD", "95% CI"] + others
+    body = []
+    for _, r in lb.iterrows():
+        body.append([str(r["rank"]), str(r["model"]), str(r["kind"]),
+                     f"{_fmt(r[f'{primary}_mean'], digits)} ± {_fmt(r[f'{primary}_sd'], digits)}",
+                     f"[{_fmt(r[f'{primary}_ci_low'], digits)}, {_fmt(r[f'{primary}_ci_high'], digits)}]"]
+                    + [_fmt(r[f"{m}_mean"], digits) for m in others])
+    p_title, p_cells = _p_column(lb, stats, task, primary)
+    if p_cells:
+        header.append(p_title)
+        body = [b + [c] for b, c in zip(body, p_cells)]
+    widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + body]
+    n_folds = int(lb["n_folds"].max()) if len(lb) else 0
+    best = "lowest" if lower_is_better(primary) else "highest"
+    intro = (f"Leaderboard ({task}; {primary} {best} first; mean ± SD over {n_folds} folds; "
+             "95% CI: patient bootstrap of the pooled out-of-fold predictions; other metrics: fold means)")
+    return "\n".join([intro, lines[0], "-" * len(lines[0])] + lines[1:])
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(path, f"cannot read the table ({exc})") from exc
+
+
+def load_results(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | None, dict]:
+    """``(predictions, folds or None, configs or {})`` from a results directory."""
+    root = Path(results_dir)
+    candidates = [root / "predictions.csv", root / "predictions.parquet"]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        raise DataError(root, "no predictions.csv or predictions.parquet (is this a comparison results folder?)")
+    predictions = _read_table(found)
+    folds = _read_table(root / "folds.csv") if (root / "folds.csv").is_file() else None
+    configs: dict = {}
+    if (root / "configs.json").is_file():
+        try:
+            configs = json.loads((root / "configs.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(root / "configs.json", f"not valid JSON ({exc})") from exc
+    return predictions, folds, configs
+
+
+def summarize_results(results_dir: str | Path, *, task: str | None = None, primary: str | None = None,
+                      n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Compute and write ``leaderboard.csv``, ``stats.csv`` (and ``folds.csv`` when absent).
+
+    Returns:
+        ``(leaderboard, stats)``; print them with :func:`format_leaderboard`.
+    """
+    root = Path(results_dir)
+    predictions, folds, _ = load_results(root)
+    task, primary = resolve(predictions, task, primary)
+    if folds is None:
+        folds = fold_metrics(predictions, task)
+        folds.to_csv(root / "folds.csv", index=False)
+    lb = leaderboard(predictions, folds, task, primary=primary, n_boot=n_boot, seed=seed)
+    stats = paired_statistics(predictions, folds, task, primary=primary)
+    lb.to_csv(root / "leaderboard.csv", index=False)
+    stats.to_csv(root / "stats.csv", index=False)
+    return lb, stats

@@ -1,0 +1,201 @@
+"""Paired tests of a reference model against every other model and baseline.
+
+The reference is the best DL model by the fold mean of the primary metric (the best
+model overall when no DL model exists). Each comparison uses only the cases both
+models scored: rows are inner-joined on ``case_id`` and ``patient_id`` and ``n`` says
+how many were paired (folds for the corrected t-test).
+
+Tests, each on the pairs of one comparison:
+
+* ``wilcoxon`` (segmentation): signed-rank test on per-patient Dice (the primary metric
+  when it is a Dice column, e.g. ``dice_WT``); pairs with a NaN on either side dropped.
+* ``delong`` (binary classification): DeLong test of the two ROC AUCs; statistic z.
+* ``mcnemar`` (classification): McNemar test of paired correctness of ``y_pred``.
+* ``corrected_t`` (every task): Nadeau-Bengio corrected resampled t-test on the fold
+  scores of the primary metric, paired by fold, with n_train and n_test the means over
+  the reference's folds in ``folds.csv``.
+
+Holm's correction is applied per family, a family being one test across all models
+(e.g. every Wilcoxon comparison of the reference); each family answers its own question
+(one metric, one kind of evidence), so families are not pooled. ``difference`` is
+always reference minus model, on the paired cases: mean Dice difference (Wilcoxon),
+AUC difference (DeLong), accuracy difference (McNemar), mean fold-score difference
+(corrected t). Positive means the reference scores higher, which favours it except for
+lower-is-better metrics (HD95). ``significant`` is ``p_holm < 0.05``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from tumorbench.errors import DataError
+from tumorbench.evaluation.oof import (
+    KEYS,
+    check_folds,
+    check_predictions,
+    fold_metrics,
+    is_binary,
+    ranking,
+    resolve,
+)
+from tumorbench.evaluation.stats import (
+    corrected_resampled_ttest,
+    delong_test,
+    holm_correction,
+    mcnemar_test,
+    wilcoxon_signed_rank,
+)
+
+__all__ = ["STATS_COLUMNS", "paired_statistics", "primary_test"]
+
+STATS_COLUMNS = ["reference", "model", "kind", "test", "metric", "n", "statistic", "p", "p_holm",
+                 "difference", "significant"]
+ALPHA = 0.05
+
+# A test on paired rows returns (statistic, p, difference).
+PairTest = Callable[[pd.DataFrame], tuple[float, float, float]]
+
+
+def primary_test(task: str, primary: str, stats: pd.DataFrame | None = None) -> str:
+    """The test whose adjusted p-value the console shows for ``primary``.
+
+    The per-case test of that very metric (DeLong for ``auc``, McNemar for ``accuracy``,
+    Wilcoxon for Dice), else the corrected resampled t-test on its fold scores.
+    """
+    if task == "classification":
+        test = {"auc": "delong", "accuracy": "mcnemar"}.get(primary, "corrected_t")
+    else:
+        test = "wilcoxon" if primary.startswith("dice") else "corrected_t"
+    if stats is not None and test not in set(stats["test"]):
+        test = "corrected_t"
+    return test
+
+
+def _wilcoxon(metric: str) -> PairTest:
+    def run(pair: pd.DataFrame) -> tuple[float, float, float]:
+        a, b = pair[f"{metric}_ref"].to_numpy(float), pair[f"{metric}_other"].to_numpy(float)
+        stat, p = wilcoxon_signed_rank(a, b)
+        return stat, p, float(np.mean(a - b))
+
+    return run
+
+
+def _delong(pair: pd.DataFrame) -> tuple[float, float, float]:
+    auc_a, auc_b, z, p = delong_test(pair["y_true_ref"], pair["y_score_ref"], pair["y_score_other"])
+    return z, p, auc_a - auc_b
+
+
+def _mcnemar(pair: pd.DataFrame) -> tuple[float, float, float]:
+    y = pair["y_true_ref"].to_numpy()
+    a, b = pair["y_pred_ref"].to_numpy(), pair["y_pred_other"].to_numpy()
+    stat, p = mcnemar_test(y, a, b)
+    return stat, p, float(np.mean(a == y) - np.mean(b == y))
+
+
+def _case_tests(task: str, primary: str, pred: pd.DataFrame) -> list[tuple[str, str, PairTest]]:
+    if task == "segmentation":
+        metric = primary if primary.startswith("dice") and primary in pred.columns else "dice"
+        return [("wilcoxon", metric, _wilcoxon(metric))]
+    tests: list[tuple[str, str, PairTest]] = [("mcnemar", "accuracy", _mcnemar)]
+    if is_binary(pred):
+        tests.insert(0, ("delong", "auc", _delong))
+    return tests
+
+
+def _run(test: str, fn: PairTest, pair: pd.DataFrame, what: str) -> tuple[float, float, float]:
+    try:
+        return fn(pair)
+    except ValueError as exc:  # too few pairs or classes for this test: reported, not fatal
+        warnings.warn(f"{test} test of {what} not computed: {exc}", RuntimeWarning, stacklevel=3)
+        return math.nan, math.nan, math.nan
+
+
+def _pair_cases(ref: pd.DataFrame, other: pd.DataFrame, task: str, metric: str | None) -> pd.DataFrame:
+    pair = ref.merge(other, on=list(KEYS), suffixes=("_ref", "_other"))
+    if task == "classification":
+        clash = pair[pair["y_true_ref"] != pair["y_true_other"]]
+        if len(clash):
+            raise DataError("predictions.csv", f"models {ref['model'].iloc[0]!r} and {other['model'].iloc[0]!r} "
+                                               f"disagree on y_true of case {clash['case_id'].iloc[0]!r}")
+    elif metric is not None:
+        pair = pair[pair[f"{metric}_ref"].notna() & pair[f"{metric}_other"].notna()]
+    return pair
+
+
+def _fold_test(folds: pd.DataFrame, reference: str, model: str, primary: str) -> tuple[int, float, float, float]:
+    ref = folds[folds["model"] == reference][["fold", primary, "n_train", "n_test"]]
+    other = folds[folds["model"] == model][["fold", primary]]
+    pair = ref.merge(other, on="fold", suffixes=("_ref", "_other")).dropna(subset=[f"{primary}_ref",
+                                                                                    f"{primary}_other"])
+    a, b = pair[f"{primary}_ref"].to_numpy(float), pair[f"{primary}_other"].to_numpy(float)
+
+    def run(_: pd.DataFrame) -> tuple[float, float, float]:
+        if not (np.isfinite(a).all() and np.isfinite(b).all()):
+            raise ValueError(f"infinite {primary} fold scores (e.g. HD95 of a missed tumour)")
+        t, p = corrected_resampled_ttest(a, b, float(ref["n_train"].mean()), float(ref["n_test"].mean()))
+        return t, p, float(np.mean(a - b))
+
+    return (len(pair), *_run("corrected_t", run, pair, f"{reference} vs {model}"))
+
+
+def _holm_by_family(table: pd.DataFrame) -> pd.DataFrame:
+    table["p_holm"] = math.nan
+    for _, idx in table.groupby("test").groups.items():
+        p = table.loc[idx, "p"]
+        finite = p[p.notna()]
+        if len(finite):
+            table.loc[finite.index, "p_holm"] = holm_correction(finite.to_numpy())
+    table["significant"] = table["p_holm"] < ALPHA  # NaN compares False
+    return table[STATS_COLUMNS]
+
+
+def _comparison_rows(pred: pd.DataFrame, folds: pd.DataFrame, task: str, primary: str, reference: str,
+                     model: str, kind: str) -> list[dict]:
+    base = {"reference": reference, "model": model, "kind": kind}
+    ref, other = pred[pred["model"] == reference], pred[pred["model"] == model]
+    rows = []
+    for test, metric, fn in _case_tests(task, primary, pred):
+        pair = _pair_cases(ref, other, task, metric if test == "wilcoxon" else None)
+        stat, p, diff = _run(test, fn, pair, f"{reference} vs {model}")
+        rows.append({**base, "test": test, "metric": metric, "n": len(pair), "statistic": stat, "p": p,
+                     "difference": diff})
+    n, stat, p, diff = _fold_test(folds, reference, model, primary)
+    rows.append({**base, "test": "corrected_t", "metric": primary, "n": n, "statistic": stat, "p": p,
+                 "difference": diff})
+    return rows
+
+
+def paired_statistics(predictions: pd.DataFrame, folds: pd.DataFrame | None = None, task: str | None = None,
+                      *, primary: str | None = None, reference: str | None = None) -> pd.DataFrame:
+    """Paired tests of the reference against every other model, with Holm per test family.
+
+    Args:
+        predictions: Out-of-fold predictions (contract in :mod:`~tumorbench.evaluation.leaderboard`).
+        folds: The folds table; computed from the predictions when None.
+        task: ``"classification"`` or ``"segmentation"``; inferred when None.
+        primary: Metric ranking the models and tested on fold scores (task default when None).
+        reference: The model everything is compared with; the best DL model when None.
+
+    Returns:
+        Columns :data:`STATS_COLUMNS`, models in leaderboard order (see the module docstring).
+    """
+    task, primary = resolve(predictions, task, primary)
+    pred = check_predictions(predictions, task)
+    folds = check_folds(fold_metrics(pred, task) if folds is None else folds, pred, task, primary)
+    order = ranking(folds, primary)
+    kinds = pred.groupby("model")["kind"].first()
+    if reference is None:
+        reference = next((m for m in order if kinds[m] == "dl"), order[0])
+    elif reference not in kinds.index:
+        raise ValueError(f"reference: {reference!r} is not one of the models {sorted(kinds.index)}")
+    rows = []
+    for model in order:
+        if model != reference:
+            rows += _comparison_rows(pred, folds, task, primary, reference, model, kinds[model])
+    table = pd.DataFrame(rows, columns=[c for c in STATS_COLUMNS if c not in ("p_holm", "significant")])
+    return _holm_by_family(table)

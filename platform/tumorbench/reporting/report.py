@@ -1,0 +1,277 @@
+"""``report.html``: one self-contained page of a comparison study's results.
+
+Everything is inline (CSS in a ``<style>`` block, figures as base64 PNG ``data:`` URIs,
+no scripts), so the page reads the same offline, mailed, or archived with the results.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from tumorbench.errors import DataError
+from tumorbench.evaluation.leaderboard import leaderboard, load_results
+from tumorbench.evaluation.oof import (
+    check_folds,
+    check_predictions,
+    fold_metrics,
+    is_binary,
+    metric_names,
+    resolve,
+)
+from tumorbench.evaluation.paired import paired_statistics, primary_test
+from tumorbench.reporting.figures import (
+    confusion_figure,
+    dice_figure,
+    extreme_cases,
+    figure_png,
+    forest_figure,
+    roc_figure,
+)
+
+__all__ = ["write_report"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:2em auto;
+max-width:1300px;padding:0 1em;color:#222;line-height:1.4}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
+th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}
+th{background:#f3f3f3;white-space:normal;vertical-align:bottom}td.t,th.t{text-align:left}tr.sig td{background:#eef7ee}
+.note{color:#555;font-size:.9em;max-width:60em}.fig{margin:.8em 0}.fig img{max-width:100%}
+.grid{display:flex;flex-wrap:wrap;gap:1em}.grid figure{margin:0;max-width:100%}
+figcaption{font-size:.85em;color:#444}.scroll{overflow-x:auto}
+"""
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return _esc(x)
+    if math.isnan(v):
+        return "n/a"
+    return "inf" if math.isinf(v) else f"{v:.{digits}f}"
+
+
+def _p(x: Any) -> str:
+    v = float(x)
+    if math.isnan(v):
+        return "n/a"
+    return f"{v:.1e}" if v < 1e-4 else f"{v:.4f}"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], *, text_cols: int = 1,
+           row_class: Sequence[str] | None = None) -> str:
+    """An HTML table; cells are already escaped/formatted; the first ``text_cols`` align left."""
+    head = "".join(f'<th class="t">{h}</th>' if i < text_cols else f"<th>{h}</th>" for i, h in enumerate(header))
+    body = []
+    for k, row in enumerate(rows):
+        cls = f' class="{row_class[k]}"' if row_class and row_class[k] else ""
+        cells = "".join(f'<td class="t">{c}</td>' if i < text_cols else f"<td>{c}</td>" for i, c in enumerate(row))
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{_esc(alt)}">'
+
+
+def _figure(fig: Figure, alt: str) -> str:
+    return f'<div class="fig">{_img(figure_png(fig), alt)}</div>'
+
+
+def _p_cells(lb: pd.DataFrame, stats: pd.DataFrame, task: str, primary: str) -> tuple[str, list[str]]:
+    """Header and cells of the adjusted p-value of the primary metric's test vs the reference."""
+    if stats.empty:
+        return "", []
+    test = primary_test(task, primary, stats)
+    rows = stats[stats["test"] == test].set_index("model")
+    reference = stats["reference"].iloc[0]
+    cells = []
+    for m in lb["model"]:
+        if m == reference or m not in rows.index:
+            cells.append("reference" if m == reference else "n/a")
+        else:
+            text = _p(rows.at[m, "p_holm"])
+            cells.append(f"<b>{text}</b>" if bool(rows.at[m, "significant"]) else text)
+    return f"p<sub>Holm</sub> vs {_esc(reference)} ({_esc(test)}; bold: &lt; 0.05)", cells
+
+
+def _leaderboard_section(lb: pd.DataFrame, stats: pd.DataFrame, task: str, primary: str) -> str:
+    metrics = [c[: -len("_mean")] for c in lb.columns if c.endswith("_mean")]
+    others = [m for m in metrics if m != primary]
+    delong = primary == "auc" and "auc_delong_low" in lb.columns
+    p_header, p_cells = _p_cells(lb, stats, task, primary)
+    header = ["#", "model", "kind", f"<b>{_esc(primary)}</b> mean ± SD", "95% CI (bootstrap)"]
+    header += ["95% CI (DeLong)"] * delong + [p_header] * bool(p_cells) + [f"{_esc(m)} mean ± SD" for m in others]
+    rows = []
+    for i, (_, r) in enumerate(lb.iterrows()):
+        row = [_esc(r["rank"]), f"<b>{_esc(r['model'])}</b>", _esc(r["kind"]),
+               f"<b>{_num(r[f'{primary}_mean'])}</b> ± {_num(r[f'{primary}_sd'])}",
+               f"[{_num(r[f'{primary}_ci_low'])}, {_num(r[f'{primary}_ci_high'])}]"]
+        if delong:
+            row.append(f"[{_num(r['auc_delong_low'])}, {_num(r['auc_delong_high'])}]")
+        row += p_cells[i : i + 1] + [f"{_num(r[f'{m}_mean'])} ± {_num(r[f'{m}_sd'])}" for m in others]
+        rows.append(row)
+    pooled = [[_esc(r["model"])] + [f"{_num(r[f'{m}_pooled'])} [{_num(r[f'{m}_ci_low'])}, {_num(r[f'{m}_ci_high'])}]"
+                                    for m in metrics] for _, r in lb.iterrows()]
+    note = ("Mean ± SD over folds (SD with ddof=1), best first by the fold mean of the primary metric. "
+            "The 95% CIs are percentile bootstraps resampling whole patients, of the metric on the pooled "
+            "out-of-fold predictions (classification) or of the mean per-patient value (segmentation); the "
+            "second table and the forest plot show those pooled estimates.")
+    return (f"<h2>Leaderboard</h2>{_table(header, rows, text_cols=3)}<p class='note'>{note}</p>"
+            f"<h3>Every metric: pooled estimate [95% CI]</h3>{_table(['model'] + [_esc(m) for m in metrics], pooled)}"
+            + _figure(forest_figure(lb, primary), "leaderboard forest plot"))
+
+
+def _stats_section(stats: pd.DataFrame) -> str:
+    if stats.empty:
+        return "<h2>Paired statistics</h2><p>Only one model: nothing to compare.</p>"
+    header = ["reference", "model", "kind", "test", "metric", "n paired", "statistic", "difference (ref − model)",
+              "p", "p<sub>Holm</sub>", "significant"]
+    rows, classes = [], []
+    for _, r in stats.iterrows():
+        sig = bool(r["significant"])
+        rows.append([_esc(r["reference"]), _esc(r["model"]), _esc(r["kind"]), _esc(r["test"]), _esc(r["metric"]),
+                     _esc(r["n"]), _num(r["statistic"]), _num(r["difference"], 4), _p(r["p"]), _p(r["p_holm"]),
+                     "yes" if sig else "no"])
+        classes.append("sig" if sig else "")
+    note = ("Each comparison pairs the reference (best DL model) with another model on the cases both scored "
+            "(n paired; folds for corrected_t). wilcoxon: signed-rank on per-patient Dice; delong: ROC AUC; "
+            "mcnemar: paired correctness; corrected_t: Nadeau–Bengio corrected resampled t-test on fold scores. "
+            "Holm's correction runs within each test family (one test across all models). Difference is reference "
+            "minus model: positive = reference higher (better, except for HD95). "
+            "Significant: p<sub>Holm</sub> &lt; 0.05.")
+    return f"<h2>Paired statistics</h2>{_table(header, rows, text_cols=5, row_class=classes)}<p class='note'>{note}</p>"
+
+
+def _folds_section(folds: pd.DataFrame, order: Sequence[str], primary: str) -> str:
+    wide = folds.pivot_table(index="model", columns="fold", values=primary, aggfunc="first").reindex(order)
+    sizes = folds.groupby("fold")["n_test"].max()
+    header = ["model"] + [f"fold {_esc(f)} (n={_esc(sizes.get(f, ''))})" for f in wide.columns]
+    rows = [[_esc(m)] + [_num(v) for v in wide.loc[m]] for m in wide.index]
+    return f"<h2>{_esc(primary)} per fold</h2>{_table(header, rows)}"
+
+
+def _classification_figures(pred: pd.DataFrame, lb: pd.DataFrame, reference: str, n_boot: int, seed: int) -> str:
+    parts = []
+    if is_binary(pred):
+        parts.append(_figure(roc_figure(pred, lb["model"].tolist(), reference, n_boot=n_boot, seed=seed), "ROC curves"))
+    pairs = [("best DL", reference)]
+    baselines = lb[lb["kind"] == "baseline"]["model"].tolist()
+    if baselines:
+        pairs.append(("best baseline", baselines[0]))
+    parts.append(_figure(confusion_figure(pred, pairs), "confusion matrices"))
+    return "<h2>ROC curves and confusion matrices</h2>" + "".join(parts)
+
+
+def _segmentation_figures(pred: pd.DataFrame, lb: pd.DataFrame, reference: str, primary: str) -> str:
+    metric = primary if primary.startswith("dice") else "dice"
+    parts = [_figure(dice_figure(pred, lb["model"].tolist(), metric), "per-patient Dice")]
+    cases = extreme_cases(pred, reference, metric=metric, n=3)
+    rows = [[_esc(r["which"]), _esc(r["patient_id"]), _esc(r["fold"]), _num(r[metric])] for _, r in cases.iterrows()]
+    parts.append(f"<p>Best and worst patients of <b>{_esc(reference)}</b> by {_esc(metric)}:</p>"
+                 + _table(["case", "patient", "fold", _esc(metric)], rows, text_cols=2))
+    return f"<h2>Per-patient {_esc(metric)}</h2>" + "".join(parts)
+
+
+def _overlays_section(folder: Path) -> str:
+    pngs = sorted(folder.glob("*.png")) if folder.is_dir() else []
+    if not pngs:
+        return ""
+    items = "".join(f"<figure>{_img(p.read_bytes(), p.stem)}<figcaption>{_esc(p.stem)}</figcaption></figure>"
+                    for p in pngs)
+    return ("<h2>Prediction vs ground truth</h2><p class='note'>Ground-truth contour green, prediction red.</p>"
+            f"<div class='grid'>{items}</div>")
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, str]]:
+    if isinstance(d, dict):
+        return [kv for k, v in d.items() for kv in _flatten(v, f"{prefix}{k}." if prefix or k else "")]
+    if isinstance(d, list) and all(not isinstance(x, (dict, list)) for x in d):
+        return [(prefix.rstrip("."), ", ".join(map(str, d)))]
+    return [(prefix.rstrip("."), json.dumps(d) if isinstance(d, list) else str(d))]
+
+
+def _key_values(title: str, data: dict) -> str:
+    if not data:
+        return ""
+    rows = [[_esc(k), _esc(v)] for k, v in _flatten(data)]
+    return f"<h2>{_esc(title)}</h2>{_table(['key', 'value'], rows, text_cols=2)}"
+
+
+def _configs_section(configs: dict) -> str:
+    if not configs:
+        return ""
+    rows = [[_esc(m), _esc(json.dumps(c, sort_keys=True, default=str))] for m, c in configs.items()]
+    return f"<h2>Best configuration per model</h2>{_table(['model', 'configuration'], rows, text_cols=2)}"
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(path, f"not valid JSON ({exc})") from exc
+
+
+def _stored_or(path: Path, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """The table the study wrote (so report and console agree), else computed now."""
+    if path.is_file():
+        table = pd.read_csv(path)
+        return table.astype({"model": str}) if "model" in table.columns else table
+    return compute()
+
+
+def write_report(results_dir: str | Path, *, title: str = "tumorbench comparison", task: str | None = None,
+                 primary: str | None = None, n_boot: int = 1000, seed: int = 0) -> Path:
+    """Write ``results_dir/report.html`` from the results files.
+
+    Reads ``predictions.csv`` (required), ``folds.csv``, ``leaderboard.csv`` and
+    ``stats.csv`` (each computed when absent, with ``n_boot`` and ``seed``),
+    ``configs.json``, ``manifest.json`` and ``overlays/*.png`` (optional). ``n_boot``
+    also sets the resamples of the ROC band of the reference model.
+
+    Returns:
+        The path of the written report.
+    """
+    root = Path(results_dir)
+    raw, folds, configs = load_results(root)
+    task, primary = resolve(raw, task, primary)
+    pred = check_predictions(raw, task)
+    folds = check_folds(fold_metrics(pred, task) if folds is None else folds, pred, task, primary)
+    lb = _stored_or(root / "leaderboard.csv",
+                    lambda: leaderboard(pred, folds, task, primary=primary, n_boot=n_boot, seed=seed))
+    stats = _stored_or(root / "stats.csv", lambda: paired_statistics(pred, folds, task, primary=primary))
+    reference = str(stats["reference"].iloc[0]) if len(stats) else str(lb["model"].iloc[0])
+    figures = (_classification_figures(pred, lb, reference, n_boot, seed) if task == "classification"
+               else _segmentation_figures(pred, lb, reference, primary))
+    summary = (f"{len(lb)} models and baselines, {folds['fold'].nunique()} folds, "
+               f"{pred['case_id'].nunique()} cases of {pred['patient_id'].nunique()} patients; task {_esc(task)}; "
+               f"primary metric {_esc(primary)}; metrics {_esc(', '.join(metric_names(task, pred)))}.")
+    body = "".join([
+        f"<h1>{_esc(title)}</h1><p>{summary}</p>",
+        _leaderboard_section(lb, stats, task, primary), _stats_section(stats), figures,
+        _overlays_section(root / "overlays"), _folds_section(folds, lb["model"].tolist(), primary),
+        _configs_section(configs), _key_values("Manifest", _read_json(root / "manifest.json")),
+    ])
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
+            f"<style>{_CSS}</style></head><body>{body}</body></html>\n")
+    out = root / "report.html"
+    out.write_text(page, encoding="utf-8")
+    return out

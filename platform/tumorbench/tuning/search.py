@@ -1,0 +1,237 @@
+"""Ray Tune searches: searcher and scheduler factories, trial resources, and the search driver.
+
+``run_search`` checks everything before a trial starts (the space against the
+searcher and the config, the data and split file, that one trial's workers fit
+the cluster), then runs a ``Tuner`` whose trials are :func:`crossval_trial`.
+A failed trial is recorded as failed and the others go on; ``resume=True``
+continues an interrupted search without redoing finished trials.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tumorbench.data.splits import load_splits
+from tumorbench.training.config import TrainConfig, TrainConfigError
+from tumorbench.training.tasks import METRIC_ORDER, PRIMARY_METRIC
+from tumorbench.training.trainer import cluster_resources, ensure_ray, preflight, resolve_gpu
+from tumorbench.tuning.space import SearchSpaceError, check_domains, grid_size, searcher_space, validate_space
+from tumorbench.tuning.trial import TrialSetup, crossval_trial, trial_dirname, tune_metric
+
+SCHEDULERS = ("asha", "none")
+TIME_ATTR = "folds_done"
+MIN_WORKER_CPU = 0.5
+
+
+def make_searcher(kind: str, space: dict[str, Any], metric: str, mode: str, seed: int, num_samples: int,
+                  max_concurrent: int = 0):
+    """A Tune search algorithm for ``kind`` (``grid``, ``random``, ``bayes``, ``bayes-gp``).
+
+    Grid and random search are Tune's ``BasicVariantGenerator`` (random draws
+    seeded); ``bayes`` is Optuna's TPE and ``bayes-gp`` Optuna's Gaussian-process
+    sampler, both through ``OptunaSearch``, with as many random start-up trials
+    as a third of the budget (Optuna's default of 10 would make a small search random).
+    ``max_concurrent`` (0: no limit) caps running trials of grid and random search,
+    for which Tune ignores ``TuneConfig.max_concurrent_trials``.
+    """
+    from ray.tune.search import BasicVariantGenerator
+
+    check_domains(space, kind)
+    if kind in ("grid", "random"):
+        return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    startup = max(1, min(10, num_samples // 3))
+    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup) if kind == "bayes"
+               else optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup))
+    return OptunaSearch(metric=metric, mode=mode, sampler=sampler)
+
+
+def make_scheduler(kind: str, *, max_t: int, metric: str, mode: str, grace_period: int = 1,
+                   reduction_factor: float = 2):
+    """ASHA over folds (time attribute ``folds_done``), or FIFO for ``none``.
+
+    The reduction factor is 2 rather than Tune's 4: with k folds there are only
+    a few rungs, and 4 would keep a quarter of the trials at the first one.
+    """
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if kind == "none":
+        return FIFOScheduler()
+    if kind != "asha":
+        raise SearchSpaceError(f"unknown scheduler {kind!r}; choose from {', '.join(SCHEDULERS)}")
+    return ASHAScheduler(time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=max_t,
+                         grace_period=grace_period, reduction_factor=reduction_factor)
+
+
+@dataclass(frozen=True)
+class ResourcePlan:
+    """How trials share the cluster: trials at once, and each Train worker's resources."""
+
+    concurrent: int
+    worker: dict[str, float]
+    trial_cpus: float
+
+    def describe(self, workers: int) -> str:
+        return (f"up to {self.concurrent} trial(s) at once, each {self.trial_cpus:g} CPU + "
+                f"{workers} worker(s) x {self.worker}")
+
+
+def plan_resources(config: TrainConfig, cpus: float, gpus: float, *, trial_cpus: float = 0.1,
+                   max_concurrent: int = 1) -> ResourcePlan:
+    """The most trials (up to ``max_concurrent``) whose workers fit ``cpus``/``gpus`` together.
+
+    Raises:
+        TrainConfigError: Not even one trial fits (so nothing waits forever for resources).
+    """
+    if trial_cpus <= 0 or max_concurrent < 1:
+        raise TrainConfigError("trial_cpus must be > 0 (Tune refuses 0) and max_concurrent >= 1")
+    use_gpu = resolve_gpu(config, gpus)
+    for concurrent in range(max_concurrent, 0, -1):
+        if use_gpu and gpus < concurrent * config.workers:
+            continue
+        free = cpus - concurrent * trial_cpus
+        per_worker = math.floor(min(4.0 if use_gpu else 1.0, free / (concurrent * config.workers)) * 100) / 100
+        if per_worker >= MIN_WORKER_CPU:
+            worker = {"CPU": per_worker} | ({"GPU": 1.0} if use_gpu else {})
+            return ResourcePlan(concurrent=concurrent, worker=worker, trial_cpus=trial_cpus)
+    need = f"{trial_cpus:g} CPU + {config.workers} worker(s) x >= {MIN_WORKER_CPU} CPU" + \
+        (" and 1 GPU" if use_gpu else "")
+    raise TrainConfigError(f"one trial needs {need}; the cluster has {cpus:g} CPUs and {gpus:g} GPUs "
+                           f"(use fewer workers)")
+
+
+def prepare_base(base: TrainConfig, experiment_dir: Path, n_folds: int | None) -> tuple[TrainConfig, int]:
+    """Check data, model and split file; the base config pinned to its split file, and the folds to run.
+
+    Without ``base.split_file`` the split is made once at ``<experiment>/splits.json``
+    (so concurrent trials never race to write it).
+    """
+    probe = base.replace(out=str(experiment_dir))
+    preflight(probe, resume=False)
+    split = Path(probe.split_file) if probe.split_file else experiment_dir / "splits.json"
+    total = len(load_splits(split)["folds"])
+    n_folds = total if n_folds is None else n_folds
+    if not 1 <= n_folds <= total:
+        raise TrainConfigError(f"{n_folds} folds asked for, the split file {split} has {total}")
+    return base.replace(split_file=str(split), n_folds=total, fold=0), n_folds
+
+
+def _new_tuner(trainable, tune_space: dict[str, Any], space: dict[str, Any], experiment: Path, *, searcher: str,
+               scheduler: str, num_samples: int, n_folds: int, metric: str, mode: str, seed: int, concurrent: int,
+               verbose: int):
+    from ray import tune
+
+    return tune.Tuner(
+        trainable, param_space=tune_space,
+        tune_config=tune.TuneConfig(
+            search_alg=make_searcher(searcher, space, tune_metric(metric), mode, seed, num_samples,
+                                     max_concurrent=concurrent),
+            scheduler=make_scheduler(scheduler, max_t=n_folds, metric=tune_metric(metric), mode=mode),
+            num_samples=1 if searcher == "grid" else num_samples,
+            # A trial holds a sliver of CPU and its workers ask for the rest later: without this cap,
+            # Tune would start more trials than there are CPUs for their workers.
+            max_concurrent_trials=concurrent if searcher.startswith("bayes") else None,
+            trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=verbose,
+                                  failure_config=tune.FailureConfig(max_failures=0)))
+
+
+def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "random", scheduler: str = "asha",
+               num_samples: int = 8, n_folds: int | None = None, metric: str | None = None,
+               mode: str | None = None, storage_path: str | Path, name: str, resume: bool = False,
+               trial_cpus: float = 0.1, max_concurrent: int = 1, seed: int = 0, address: str | None = None,
+               verbose: int = 1):
+    """Search ``space`` around ``base``; each trial cross-validates one configuration.
+
+    Args:
+        base: The study's config for one model (``out`` is unused: trials write under the experiment).
+        space: Dotted keys -> Tune domains (see ``tuning.space``).
+        searcher: ``grid`` (every combination once; ``num_samples`` ignored), ``random``, ``bayes``, ``bayes-gp``.
+        scheduler: ``asha`` (stop poor trials after a fold) or ``none``.
+        num_samples: Trials for random and Bayesian search.
+        n_folds: Folds per trial (default: all of the split file).
+        metric: Per-fold metric (default: the task's primary); trials are ranked by ``<metric>_mean``.
+        mode: ``max``/``min`` (default: the task's order).
+        storage_path, name: The experiment folder is ``storage_path/name``.
+        resume: Continue the experiment there (finished trials are kept, not rerun).
+        trial_cpus: CPU the trial function itself holds (its Train workers get the rest).
+        max_concurrent: Trials at once, lowered to what the cluster fits.
+        seed: Searcher seed.
+        address: Ray cluster to connect to (default: ``RAY_ADDRESS`` or a local Ray).
+        verbose: Tune's console verbosity (0 silent).
+
+    Returns:
+        Tune's ``ResultGrid`` (failed trials carry their error).
+    """
+    from ray import tune
+
+    if base.task == "gan":
+        raise TrainConfigError("a GAN has no validation score to rank configurations by; search its classifier")
+    metric = metric or PRIMARY_METRIC[base.task]
+    mode = mode or METRIC_ORDER[base.task]
+    if mode not in ("max", "min"):
+        raise TrainConfigError(f"mode must be max or min, got {mode!r}")
+    validate_space(space, searcher, base)
+    if scheduler not in SCHEDULERS:
+        raise SearchSpaceError(f"unknown scheduler {scheduler!r}; choose from {', '.join(SCHEDULERS)}")
+    experiment = Path(storage_path).expanduser().resolve() / name
+    restoring = resume and tune.Tuner.can_restore(experiment)
+    if not resume and tune.Tuner.can_restore(experiment):
+        raise TrainConfigError(f"{experiment} already holds a search: pass resume to continue it, or another name")
+    base, n_folds = prepare_base(base, experiment, n_folds)
+    ensure_ray(address)
+    cpus, gpus = cluster_resources()
+    plan = plan_resources(base, cpus, gpus, trial_cpus=trial_cpus, max_concurrent=max_concurrent)
+    tune_space, choices = searcher_space(space, searcher)
+    setup = TrialSetup(base=base.to_dict(), n_folds=n_folds, metric=metric, mode=mode,
+                       worker_resources=plan.worker, experiment=str(experiment), choices=choices)
+    trainable = tune.with_resources(tune.with_parameters(crossval_trial, setup=setup), {"cpu": plan.trial_cpus})
+    if verbose:
+        trials = grid_size(space) if searcher == "grid" else num_samples
+        print(f"[tumorbench] search {name}: {searcher} ({trials} trials), scheduler {scheduler}, "
+              f"{n_folds} folds per trial, ranked by {tune_metric(metric)} ({mode}); "
+              f"{plan.describe(base.workers)}; {'resuming ' if restoring else ''}{experiment}", flush=True)
+    if restoring:
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=False)
+    else:
+        tuner = _new_tuner(trainable, tune_space, space, experiment, searcher=searcher, scheduler=scheduler,
+                           num_samples=num_samples, n_folds=n_folds, metric=metric, mode=mode, seed=seed,
+                           concurrent=plan.concurrent, verbose=verbose)
+    grid = tuner.fit()
+    if verbose:
+        print(f"[tumorbench] TensorBoard for every trial and fold: tensorboard --logdir {experiment}", flush=True)
+    return grid
+
+
+def trial_rows(grid, metric: str, n_folds: int) -> list[dict[str, Any]]:
+    """One row per trial of a finished search: status, params, fold scores, epochs, folders.
+
+    ``status`` is ``done`` (all folds), ``stopped`` (cut by the scheduler) or ``error``;
+    ``checkpoint`` holds the trial's ``folds.json`` and ``oof_predictions.json``.
+    """
+    rows = []
+    for result in grid:
+        metrics = result.metrics or {}
+        folds = int(metrics.get(TIME_ATTR, 0))
+        status = "error" if result.error else "done" if folds >= n_folds else "stopped"
+        rows.append({"trial": Path(result.path).name, "status": status, "params": dict(result.config or {}),
+                     "folds_done": folds, "mean": metrics.get(tune_metric(metric), float("nan")),
+                     "sd": metrics.get(f"{metric}_sd", float("nan")),
+                     "folds": [metrics.get(f"fold_{k}_{metric}") for k in range(folds)],
+                     "epochs_spent": int(metrics.get("epochs_spent", 0)), "path": result.path,
+                     "checkpoint": result.checkpoint.path if result.checkpoint else None,
+                     "error": str(result.error) if result.error else None})
+    return rows
+
+
+def best_row(rows: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
+    """The best trial that finished every fold (a stopped trial's partial mean does not compete)."""
+    done = [r for r in rows if r["status"] == "done" and math.isfinite(float(r["mean"]))]
+    if not done:
+        return None
+    return (max if mode == "max" else min)(done, key=lambda r: float(r["mean"]))

@@ -1,0 +1,170 @@
+"""One Tune trial: a configuration scored by k-fold cross-validation, one Ray Train run per fold.
+
+The folds run in turn inside the trial (a Ray Train run costs ~20 s of start-up
+on 2 cores whatever its work, so one trial per fold would pay it k times for
+the same configuration and keep a searcher from seeing the configuration as
+one point). After each fold the trial reports the running mean and SD of the
+fold scores, so ASHA (time attribute ``folds_done``) can stop a poor
+configuration after its first fold, and checkpoints the out-of-fold
+predictions so far, so a resumed trial continues at its next fold.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tumorbench.training.config import TrainConfig, TrainConfigError
+from tumorbench.tuning.space import apply_params, decode_params
+
+FOLDS_FILE = "folds.json"
+OOF_FILE = "oof_predictions.json"
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial of a search shares (sent once through ``tune.with_parameters``).
+
+    Args:
+        base: ``TrainConfig.to_dict()`` of the study's base config, ``split_file`` set.
+        n_folds: Folds each trial trains (the first ``n_folds`` of the split file).
+        metric: Per-fold metric (a key of the validation metrics, e.g. ``auc``, ``dice``).
+        mode: ``max`` or ``min``.
+        worker_resources: Ray resources of each Train worker (what one trial may use).
+        experiment: The experiment folder on storage (``storage_path/name``).
+        choices: Decode table of labelled categorical values (``space.searcher_space``).
+    """
+
+    base: dict[str, Any]
+    n_folds: int
+    metric: str
+    mode: str
+    worker_resources: dict[str, float]
+    experiment: str
+    choices: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def trial_dirname(trial) -> str:
+    """Tune's folder name for a trial (short, since fold folders nest below it)."""
+    return trial_dirname_for(trial.trial_id)
+
+
+def trial_dirname_for(trial_id: str) -> str:
+    return f"trial_{trial_id}"
+
+
+@dataclass
+class FoldRecord:
+    """The outcome of one fold: its best epoch's score and where that checkpoint lies.
+
+    ``seconds`` is the fold's Ray Train run end to end; ``overhead_seconds`` what of it
+    was not training or validating (actor start-up, checkpointing, shutdown).
+    """
+
+    fold: int
+    score: float
+    best_epoch: int
+    epochs: int
+    checkpoint: str
+    metrics: dict[str, float]
+    seconds: float = 0.0
+    overhead_seconds: float = 0.0
+
+
+def tune_metric(metric: str) -> str:
+    """The name searchers and schedulers rank trials by."""
+    return f"{metric}_mean"
+
+
+def summary_metrics(folds: list[FoldRecord], metric: str) -> dict[str, Any]:
+    """What a trial reports after a fold: running mean and SD (ddof=1; NaN for one fold) and each fold."""
+    scores = np.asarray([f.score for f in folds], float)
+    report = {"folds_done": len(folds), tune_metric(metric): float(np.mean(scores)),
+              f"{metric}_sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan"),
+              "epochs_spent": int(sum(f.epochs for f in folds))}
+    return report | {f"fold_{f.fold}_{metric}": f.score for f in folds}
+
+
+def _better(a: float, b: float, mode: str) -> bool:
+    if not math.isfinite(a):
+        return False
+    return not math.isfinite(b) or (a > b if mode == "max" else a < b)
+
+
+def best_checkpoint(result, metric: str, mode: str) -> tuple[Path, dict[str, Any]]:
+    """The kept checkpoint of a Train run that scores best on ``metric`` (NaN never wins)."""
+    best: tuple[Path, dict[str, Any]] | None = None
+    for checkpoint, metrics in result.best_checkpoints or []:
+        value = float(metrics.get(metric, float("nan")))
+        if best is None or _better(value, float(best[1].get(metric, float("nan"))), mode):
+            best = (Path(checkpoint.path), metrics)
+    if best is None:
+        raise TrainConfigError(f"training in {result.path} kept no checkpoint to score")
+    return best
+
+
+def run_fold(config: TrainConfig, setup: TrialSetup) -> tuple[FoldRecord, list[dict]]:
+    """Train one fold through Ray Train; its best epoch's score and out-of-fold predictions."""
+    from tumorbench.training.trainer import RUN_NAME, SNAPSHOT, fit, read_history
+
+    # A fold cut short by a crash continues from its own Train snapshot.
+    resume = (Path(config.out) / RUN_NAME / SNAPSHOT).exists()
+    started = time.perf_counter()
+    result = fit(config, resume=resume, resources=setup.worker_resources, verbose=False)
+    seconds = time.perf_counter() - started
+    work = sum(float(row.get("train_seconds") or 0) + float(row.get("val_seconds") or 0)
+               for row in read_history(config.out))
+    path, metrics = best_checkpoint(result, setup.metric, setup.mode)
+    records = json.loads((path / "val_predictions.json").read_text())
+    for record in records:
+        record["fold"] = config.fold
+    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    record = FoldRecord(fold=config.fold, score=float(metrics.get(setup.metric, float("nan"))),
+                        best_epoch=int(metrics.get("epoch", -1)), epochs=int(result.metrics["epoch"]) + 1,
+                        checkpoint=str(path), metrics=numbers, seconds=seconds,
+                        overhead_seconds=max(0.0, seconds - work) if not resume else float("nan"))
+    return record, records
+
+
+def write_state(directory: str | Path, folds: list[FoldRecord], oof: list[dict]) -> None:
+    """The trial checkpoint: per-fold outcomes (best checkpoint paths included) and out-of-fold predictions."""
+    directory = Path(directory)
+    (directory / FOLDS_FILE).write_text(json.dumps([asdict(f) for f in folds], indent=1, default=float))
+    (directory / OOF_FILE).write_text(json.dumps(oof, default=float))
+
+
+def read_state(directory: str | Path) -> tuple[list[FoldRecord], list[dict]]:
+    """Folds done and out-of-fold predictions from a trial checkpoint folder."""
+    directory = Path(directory)
+    folds = [FoldRecord(**f) for f in json.loads((directory / FOLDS_FILE).read_text())]
+    return folds, json.loads((directory / OOF_FILE).read_text())
+
+
+def crossval_trial(params: dict[str, Any], setup: TrialSetup) -> None:
+    """Tune trial function: train fold after fold, reporting the running mean after each."""
+    from ray import tune
+
+    config = apply_params(TrainConfig.from_dict(setup.base), decode_params(params, setup.choices))
+    # Not get_trial_dir(): that is a staging folder on the driver that Tune copies to storage
+    # at every sync; folds write to storage directly, where other nodes' workers can reach too.
+    trial_dir = Path(setup.experiment) / trial_dirname_for(tune.get_context().get_trial_id())
+    folds: list[FoldRecord] = []
+    oof: list[dict] = []
+    restored = tune.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as directory:
+            folds, oof = read_state(directory)
+    for fold in range(len(folds), setup.n_folds):
+        record, records = run_fold(config.replace(fold=fold, out=str(trial_dir / f"fold_{fold}")), setup)
+        folds.append(record)
+        oof.extend(records)
+        with tempfile.TemporaryDirectory() as directory:
+            write_state(directory, folds, oof)
+            tune.report(summary_metrics(folds, setup.metric), checkpoint=tune.Checkpoint.from_directory(directory))

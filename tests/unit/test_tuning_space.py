@@ -1,0 +1,142 @@
+"""Search spaces without Ray running: dotted overrides of TrainConfig and checks against each searcher."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tumorbench.training.config import TrainConfig
+from tumorbench.transforms import AugmentConfig, PreprocessConfig
+from tumorbench.tuning.search import make_scheduler, make_searcher, plan_resources
+from tumorbench.tuning.space import (
+    SearchSpaceError,
+    apply_params,
+    decode_params,
+    domain_kind,
+    grid_size,
+    searcher_space,
+    validate_space,
+)
+from tumorbench.tuning.trial import FoldRecord, summary_metrics
+
+tune = pytest.importorskip("ray.tune")
+
+
+@pytest.fixture
+def base(tmp_path) -> TrainConfig:
+    return TrainConfig(task="classification", model="resnet18_tiny", data=str(tmp_path / "d"),
+                       out=str(tmp_path / "o"), lr=1e-3, preprocess=PreprocessConfig(normalize="zscore"))
+
+
+def test_apply_params_overrides_top_level_nested_and_presets(base):
+    config = apply_params(base, {"lr": 0.02, "batch_size": 4, "pretrained": True, "preprocess.contrast": True,
+                                 "preprocess.normalize": "minmax", "augment": "strong",
+                                 "model_kwargs.drop_rate": 0.3})
+    assert (config.lr, config.batch_size, config.pretrained) == (0.02, 4, True)
+    assert (config.preprocess.contrast, config.preprocess.normalize) == ("clahe", "minmax")
+    assert config.preprocess.denoise == base.preprocess.denoise  # untouched fields kept
+    # The preset by name equals AugmentConfig's own strong preset in 2D: 30 degrees, both axes flipped, p 0.7.
+    assert config.augment == AugmentConfig.preset("strong", spatial_dims=2)
+    assert (config.augment.rotate_deg, config.augment.flip_axes, config.augment.prob) == (30.0, (0, 1), 0.7)
+    assert config.model_kwargs == {"drop_rate": 0.3}
+    assert apply_params(base, {"preprocess.contrast": False}).preprocess.contrast == "none"
+    # A preset then one field of it; the base itself is never changed.
+    tweaked = apply_params(base, {"augment": "light", "augment.prob": 0.9})
+    assert (tweaked.augment.rotate_deg, tweaked.augment.prob) == (10.0, 0.9)
+    assert base.lr == 1e-3 and base.augment == AugmentConfig()
+
+
+def test_apply_params_refuses_unknown_keys_and_bad_values(base):
+    with pytest.raises(SearchSpaceError, match=r"unknown search key 'preprocess\.clahe'.*preprocess\.contrast"):
+        apply_params(base, {"preprocess.clahe": True})
+    with pytest.raises(SearchSpaceError, match="unknown search key 'data'"):
+        apply_params(base, {"data": "/elsewhere"})  # the data is the study's, not a hyperparameter
+    with pytest.raises(SearchSpaceError, match="lr must be positive"):
+        apply_params(base, {"lr": -1.0})
+    with pytest.raises(SearchSpaceError, match="preset name"):
+        apply_params(base, {"augment": "extreme"})
+    with pytest.raises(SearchSpaceError, match="contrast must be one of"):
+        apply_params(base, {"preprocess.contrast": "sharpen"})
+
+
+def test_domain_kinds_and_grid_size():
+    space = {"lr": tune.loguniform(1e-4, 1e-2), "wd": tune.uniform(0, 1), "n": tune.randint(1, 4),
+             "a": tune.choice(["none", "light", "strong"]), "g": tune.grid_search([1, 2]), "c": 5,
+             "q": tune.quniform(0, 1, 0.1)}
+    kinds = {k: domain_kind(v) for k, v in space.items()}
+    assert kinds == {"lr": "loguniform", "wd": "uniform", "n": "randint", "a": "choice", "g": "grid_search",
+                     "c": "constant", "q": "quniform"}
+    assert grid_size({"a": space["a"], "g": space["g"], "c": 5}) == 3 * 2
+
+
+def test_validate_space_per_searcher(base):
+    with pytest.raises(SearchSpaceError, match="grid search needs grid_search/choice values, got uniform for lr"):
+        validate_space({"lr": tune.uniform(1e-4, 1e-2), "batch_size": tune.choice([8, 16])}, "grid", base)
+    with pytest.raises(SearchSpaceError, match="Bayesian.*grid_search for augment"):
+        validate_space({"augment": tune.grid_search(["none", "light"])}, "bayes", base)
+    with pytest.raises(SearchSpaceError, match=r"unknown search key 'learning_rate'; valid keys: .*\blr\b"):
+        validate_space({"learning_rate": tune.uniform(0.1, 0.2)}, "random", base)
+    with pytest.raises(SearchSpaceError, match="model_kwargs.drop_rate"):  # listed from the model's keywords
+        validate_space({"model_kwargs.width": 3}, "random", base)
+    # Range bounds are checked against the config too: a non-positive learning rate is refused up front.
+    with pytest.raises(SearchSpaceError, match="lr must be positive"):
+        validate_space({"lr": tune.uniform(-0.1, 0.1)}, "bayes", base)
+    with pytest.raises(SearchSpaceError, match="unknown searcher 'hyperband'"):
+        validate_space({}, "hyperband", base)
+    good = {"lr": tune.loguniform(1e-4, 1e-2), "augment": tune.choice(["none", "medium"]),
+            "preprocess.contrast": tune.choice([True, False]), "model_kwargs.drop_rate": tune.uniform(0.0, 0.5)}
+    for searcher in ("random", "bayes", "bayes-gp"):
+        validate_space(good, searcher, base)
+    validate_space({"augment": tune.grid_search(["none", "light"]), "lr": 1e-3}, "grid", base)
+
+
+def test_searcher_space_enumerates_grids_and_labels_tuples():
+    space = {"a": tune.choice(["x", "y"]), "g": tune.grid_search([1, 2]),
+             "model_kwargs.channels": tune.choice([(4, 8), (8, 16)])}
+    grid, table = searcher_space(space, "grid")
+    assert grid["a"] == {"grid_search": ["x", "y"]} and grid["g"] == {"grid_search": [1, 2]}
+    assert table == {"model_kwargs.channels": {"[4, 8]": (4, 8), "[8, 16]": (8, 16)}}
+    random_space, _ = searcher_space(space, "random")
+    assert domain_kind(random_space["g"]) == "choice" and random_space["g"].categories == [1, 2]
+    assert decode_params({"model_kwargs.channels": "[8, 16]", "a": "x"}, table) == \
+        {"model_kwargs.channels": (8, 16), "a": "x"}
+
+
+def test_searchers_and_schedulers():
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = {"lr": tune.loguniform(1e-4, 1e-2)}
+    assert isinstance(make_searcher("random", space, "auc_mean", "max", 0, 6), BasicVariantGenerator)
+    bayes = make_searcher("bayes", space, "auc_mean", "max", 0, 9)
+    assert isinstance(bayes, OptunaSearch) and bayes._sampler._n_startup_trials == 3
+    assert type(make_searcher("bayes-gp", space, "auc_mean", "max", 0, 9)._sampler).__name__ == "GPSampler"
+    with pytest.raises(SearchSpaceError, match="grid search needs"):
+        make_searcher("grid", space, "auc_mean", "max", 0, 1)
+    asha = make_scheduler("asha", max_t=5, metric="auc_mean", mode="max")
+    assert isinstance(asha, ASHAScheduler) and asha._time_attr == "folds_done" and asha._max_t == 5
+    assert isinstance(make_scheduler("none", max_t=5, metric="auc_mean", mode="max"), FIFOScheduler)
+
+
+def test_plan_resources_fits_trials_to_the_cluster(base):
+    plan = plan_resources(base, 2.0, 0.0, trial_cpus=0.1, max_concurrent=4)
+    # 2 CPUs: 2 trials would leave 0.9 each for workers, 3 only 0.57, 4 only 0.4 (< 0.5): 3 fit.
+    assert plan.concurrent == 3 and plan.worker == {"CPU": math.floor((2 - 0.3) / 3 * 100) / 100}
+    assert plan_resources(base, 2.0, 0.0).worker == {"CPU": 1.0}
+    two = base.replace(workers=2)
+    assert plan_resources(two, 2.0, 0.0).worker == {"CPU": 0.95}
+    with pytest.raises(Exception, match="one trial needs"):
+        plan_resources(base.replace(workers=4), 2.0, 0.0)
+    gpu = plan_resources(base, 16.0, 2.0, max_concurrent=4)
+    assert gpu.concurrent == 2 and gpu.worker["GPU"] == 1.0
+
+
+def test_summary_metrics_running_mean_and_sd():
+    folds = [FoldRecord(0, 0.8, 1, 2, "/c0", {}), FoldRecord(1, 0.6, 0, 3, "/c1", {})]
+    first = summary_metrics(folds[:1], "auc")
+    assert first["folds_done"] == 1 and first["auc_mean"] == 0.8 and math.isnan(first["auc_sd"])
+    both = summary_metrics(folds, "auc")
+    assert both["auc_mean"] == pytest.approx(0.7) and both["auc_sd"] == pytest.approx(math.sqrt(0.02))
+    assert (both["epochs_spent"], both["fold_0_auc"], both["fold_1_auc"]) == (5, 0.8, 0.6)
