@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tumorbench-installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: install demo test bench-data clean-demo
+.PHONY: install demo data-demo smoke test bench-data clean-demo
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
+	$(PY) experiments/compare.py --out $(DEMO_DIR)/compare
+
+smoke: $(STAMP)
+	$(PY) experiments/compare.py --preset smoke --out $(DEMO_DIR)/compare-smoke
+
+data-demo: $(STAMP)
 	$(VENV)/bin/tumorbench data synth --task brain-mri --out $(DEMO_DIR)/brain --overwrite
 	$(VENV)/bin/tumorbench data check $(DEMO_DIR)/brain
 	$(VENV)/bin/tumorbench data preview $(DEMO_DIR)/brain --out $(DEMO_DIR)/brain_preview.png

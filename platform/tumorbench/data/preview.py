@@ -20,7 +20,7 @@ _DISPLAY_AXES = ("L", "P", "S")  # array[:, :, k].T is then the radiological axi
 _PREFERRED_CHANNELS = ("flair", "t2f", "ct", "image")
 
 
-def _to_display(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
+def to_display(volume: np.ndarray, affine: np.ndarray) -> np.ndarray:
     transform = ornt_transform(io_orientation(affine), axcodes2ornt(_DISPLAY_AXES))
     return apply_orientation(volume, transform)
 
@@ -45,11 +45,11 @@ def case_picture(row: dict) -> tuple[np.ndarray, np.ndarray | None, str]:
         return _normalize(picture), mask, row["case_id"]
     index = _channel_index(tuple(row["channels"]))
     source = io.read_image(row["image"][min(index, len(row["image"]) - 1)])
-    volume = _to_display(source.array, source.affine)
+    volume = to_display(source.array, source.affine)
     mask_volume = None
     if mask_path:
         mask_image = io.read_image(mask_path)
-        mask_volume = _to_display(mask_image.array, mask_image.affine) > 0
+        mask_volume = to_display(mask_image.array, mask_image.affine) > 0
     k = int(mask_volume.sum(axis=(0, 1)).argmax()) if mask_volume is not None and mask_volume.any() \
         else volume.shape[2] // 2
     mask = mask_volume[:, :, k].T if mask_volume is not None else None

@@ -1,0 +1,1 @@
+"""Comparison studies: typed definitions, the runner that executes them, and their results."""

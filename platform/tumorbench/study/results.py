@@ -1,0 +1,99 @@
+"""Out-of-fold results of deep models (best Tune trial) and baselines (Ray tasks), as ``predictions.csv`` rows.
+
+Every model and baseline is scored on the same split file, fold by fold, so the
+rows of different models pair up case by case (patient by patient for segmentation).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tumorbench.data.splits import fold_frames
+from tumorbench.tuning.trial import read_state, tune_metric
+
+SEGMENTATION_COLUMNS = ("dice", "iou", "sensitivity", "precision", "hd95")
+
+
+def best_trial(grid, metric: str, mode: str, n_folds: int):
+    """The trial that finished every fold with the best mean (trials cut by ASHA never win)."""
+    complete = [r for r in grid if r.error is None and r.metrics and r.metrics.get("folds_done") == n_folds
+                and math.isfinite(float(r.metrics.get(tune_metric(metric), float("nan"))))]
+    if not complete:
+        errors = [str(r.error) for r in grid if r.error is not None][:3]
+        raise RuntimeError(f"no trial completed all {n_folds} folds" + (f"; errors: {errors}" if errors else ""))
+    sign = 1 if mode == "max" else -1
+    return max(complete, key=lambda r: sign * float(r.metrics[tune_metric(metric)]))
+
+
+def dl_predictions(result, model: str, task: str, class_names: list[str] | None) -> tuple[pd.DataFrame, list]:
+    """Out-of-fold rows of a trial, and its per-fold records (best checkpoints included)."""
+    with result.checkpoint.as_directory() as directory:
+        folds, records = read_state(directory)
+    if task == "segmentation":
+        rows = [{"case_id": r.get("case_id", r["patient_id"]), "patient_id": r["patient_id"], "fold": r["fold"],
+                 **{k: r[k] for k in r if k in SEGMENTATION_COLUMNS or k.startswith("dice_")}} for r in records]
+    else:
+        rows = [_classification_row(r, class_names or []) for r in records]
+    frame = pd.DataFrame(rows).assign(model=model, kind="dl")
+    return frame, folds
+
+
+def _classification_row(record: dict, class_names: list[str]) -> dict[str, Any]:
+    probs = np.asarray(record["probs"], float)
+    row = {"case_id": record["case_id"], "patient_id": record["patient_id"], "fold": record["fold"]}
+    if len(probs) == 2:
+        # The positive class is the last class name (tumor "yes", "malignant"), as in training.
+        return row | {"y_true": int(record["y_true"] == 1), "y_score": float(probs[1]),
+                      "y_pred": int(probs[1] >= 0.5)}
+    return row | {"y_true": int(record["y_true"]), "y_pred": int(probs.argmax())} | \
+        {f"p_{k}": float(p) for k, p in enumerate(probs)}
+
+
+def baseline_fold(name: str, task: str, train: pd.DataFrame, val: pd.DataFrame, fold: int,
+                  class_names: list[str] | None, seed: int, params: dict[str, Any]) -> pd.DataFrame:
+    """One baseline on one fold (runs as a Ray task): out-of-fold rows like the deep models'."""
+    from tumorbench.baselines import fit_predict_fold, patient_metrics, segment_fold
+
+    if task == "classification":
+        frame = fit_predict_fold(name, train, val, classes=class_names, seed=seed, **params)
+        frame = frame.drop(columns=[c for c in ("model",) if c in frame.columns])
+        if "y_score" in frame.columns:
+            frame["y_true"] = (frame["y_true"] == 1).astype(int)
+    else:
+        cases = segment_fold(name, train, val, seed=seed, **params)
+        per_patient = patient_metrics(cases)
+        hd95 = cases.groupby("patient_id")["hd95"].mean() if "hd95" in cases else None
+        frame = per_patient.assign(case_id=per_patient["patient_id"])
+        if hd95 is not None:
+            frame["hd95"] = frame["patient_id"].map(hd95)
+    return frame.assign(model=name, kind="baseline", fold=fold)
+
+
+def run_baselines(study, frame: pd.DataFrame, split_doc: dict, class_names: list[str] | None) -> pd.DataFrame:
+    """Every baseline on every fold, as Ray tasks on the cluster (1 CPU each)."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(baseline_fold)
+    pending = []
+    for name in study.baselines:
+        for fold in range(len(split_doc["folds"])):
+            train, val = fold_frames(frame, split_doc, fold)
+            if study.task == "classification":
+                train, val = train[train["label"].notna()], val[val["label"].notna()]
+            pending.append(task.remote(name, study.task, train, val, fold, class_names, study.seed,
+                                       study.baseline_params.get(name, {})))
+    return pd.concat(ray.get(pending), ignore_index=True) if pending else pd.DataFrame()
+
+
+def write_predictions(parts: list[pd.DataFrame], out: Path) -> pd.DataFrame:
+    """``predictions.csv`` with the contract's leading columns."""
+    predictions = pd.concat(parts, ignore_index=True)
+    lead = ["model", "kind", "fold", "case_id", "patient_id"]
+    predictions = predictions[lead + [c for c in predictions.columns if c not in lead]]
+    predictions.to_csv(out / "predictions.csv", index=False)
+    return predictions

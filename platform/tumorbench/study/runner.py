@@ -1,0 +1,146 @@
+"""Run a comparison study end to end.
+
+catalog -> one split file -> a Tune search per deep model (each trial a k-fold
+cross-validation through Ray Train) and every baseline on the same folds (Ray
+tasks) -> ``predictions.csv`` -> leaderboard, paired statistics, report -> the
+winner as a model package under ``best/<task>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tumorbench.data.catalog import scan
+from tumorbench.study import results
+from tumorbench.study.spec import Study, StudyError
+from tumorbench.training.checkpoint import package_versions
+from tumorbench.training.config import TrainConfig
+from tumorbench.training.data import ensure_split_file
+from tumorbench.training.tasks import METRIC_ORDER, PRIMARY_METRIC
+from tumorbench.training.trainer import ensure_ray
+
+
+def _data_root(study: Study, out: Path) -> str:
+    """The study's data; the synthetic study is generated on first use (deterministic by seed)."""
+    if study.data:
+        return study.data
+    from tumorbench.data.synthetic import make_study
+
+    kind, cases = study.synthetic or ("brain-mri", 12)
+    root = out / "data" / kind
+    if not root.exists():
+        make_study(kind, root, cases=cases, seed=study.seed)
+    return str(root)
+
+
+def base_config(study: Study, candidate, data: str, out: Path, split_file: Path) -> TrainConfig:
+    values = {"task": study.task, "data": data, "layout": study.layout, "n_folds": study.n_folds,
+              "seed": study.seed, "split_file": str(split_file), "out": str(out / "searches" / candidate.name)}
+    return TrainConfig.from_dict(values | study.config | candidate.config)
+
+
+def prepare(study: Study, out: Path) -> tuple[pd.DataFrame, dict, Path, str]:
+    """Catalog and split file (made once; every model and baseline reads it)."""
+    data = _data_root(study, out)
+    frame = scan(data, study.layout)
+    patients = frame["patient_id"].nunique()
+    if study.n_folds > patients:
+        raise StudyError(f"study {study.name}: {study.n_folds} folds need at least {study.n_folds} patients; "
+                         f"{data} has {patients}")
+    probe = base_config(study, study.candidates[0], data, out, out / "splits.json").replace(split_file=None)
+    doc = ensure_split_file(probe.replace(out=str(out)), frame)
+    return frame, doc, out / "splits.json", data
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def write_manifest(study: Study, out: Path, preset: str, doc: dict, seconds: float, best: dict) -> None:
+    manifest = {"study": study.name, "preset": preset, "task": study.task, "seed": study.seed,
+                "data": doc["dataset"], "split": {"file": str(out / "splits.json"), "hash": doc["hash"],
+                                                  "folds": len(doc["folds"])},
+                "candidates": [{"name": c.name, "searcher": c.searcher, "num_samples": c.num_samples}
+                               for c in study.candidates],
+                "baselines": list(study.baselines), "scheduler": study.scheduler, "best": best,
+                "git_commit": _git_commit(), "versions": package_versions(), "seconds": round(seconds, 1)}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
+
+
+def package_best(winner: str, fold_records: dict[str, list], out: Path, task: str, metric: str) -> dict:
+    """Copy the winner's best fold model to ``best/<task>/`` (weights + model.json) for Serve."""
+    records = fold_records[winner]
+    order = 1 if METRIC_ORDER[task] == "max" else -1
+    chosen = max(records, key=lambda r: order * (r.score if r.score == r.score else -1e9))
+    target = out / "best" / task
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(chosen.checkpoint, target, ignore=shutil.ignore_patterns("training_state.pt"))
+    return {"model": winner, "fold": chosen.fold, "epoch": chosen.best_epoch, metric: chosen.score,
+            "source": chosen.checkpoint, "package": str(target),
+            "note": "the best fold model of the winning configuration (not retrained on all folds)"}
+
+
+def run_study(study: Study, out: str | Path, *, preset: str = "default", resume: bool = False,
+              address: str | None = None) -> dict[str, Any]:
+    """Run every search and baseline of ``study``; write the results folder; return its summary."""
+    from tumorbench.evaluation.leaderboard import format_leaderboard, summarize_results
+    from tumorbench.reporting.report import write_report
+    from tumorbench.tuning.search import run_search
+
+    started = time.perf_counter()
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    frame, doc, split_file, data = prepare(study, out)
+    metric = study.primary or PRIMARY_METRIC[study.task]
+    mode = METRIC_ORDER[study.task]
+    class_names = sorted(frame["label"].dropna().unique()) if study.task == "classification" else None
+    ensure_ray(address)
+    parts, fold_records, configs = [], {}, {}
+    for candidate in study.candidates:
+        grid = run_search(base_config(study, candidate, data, out, split_file), candidate.space,
+                          searcher=candidate.searcher, scheduler=study.scheduler, num_samples=candidate.num_samples,
+                          metric=metric, mode=mode, storage_path=out / "searches", name=candidate.name,
+                          resume=resume, seed=study.seed, verbose=0)
+        best = results.best_trial(grid, metric, mode, len(doc["folds"]))
+        rows, fold_records[candidate.name] = results.dl_predictions(best, candidate.name, study.task, class_names)
+        parts.append(rows)
+        configs[candidate.name] = {k: v for k, v in best.config.items() if not k.startswith("__")}
+        print(f"[tumorbench] {candidate.name}: best {metric}_mean={best.metrics[f'{metric}_mean']:.4f} "
+              f"with {configs[candidate.name]} ({len(grid)} trials)", flush=True)
+    parts.append(results.run_baselines(study, frame, doc, class_names))
+    results.write_predictions(parts, out)
+    (out / "configs.json").write_text(json.dumps(configs, indent=1, default=str))
+    lb, stats = summarize_results(out, task=study.task, primary=metric, seed=study.seed)
+    dl_models = [m for m in lb["model"] if m in fold_records]
+    best = package_best(dl_models[0], fold_records, out, study.task, metric) if dl_models else {}
+    if dl_models and study.task == "segmentation":
+        from tumorbench.study.overlays import write_overlays
+
+        predictions = pd.read_csv(out / "predictions.csv")
+        write_overlays(predictions, dl_models[0], fold_records[dl_models[0]], frame, out)
+    write_manifest(study, out, preset, doc, time.perf_counter() - started, best)
+    write_report(out, title=f"tumorbench: {study.name} ({preset})", task=study.task, primary=metric,
+                 seed=study.seed)
+    print(format_leaderboard(lb, study.task, stats=stats), flush=True)
+    return {"leaderboard": lb, "stats": stats, "best": best, "out": out}
+
+
+def study_as_dict(study: Study) -> dict[str, Any]:
+    """A JSON-friendly view of a study (search spaces shown by their repr)."""
+    values = asdict(study)
+    for candidate in values["candidates"]:
+        candidate["space"] = {k: repr(v) for k, v in candidate["space"].items()}
+    return values

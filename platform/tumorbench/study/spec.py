@@ -1,0 +1,107 @@
+"""What a comparison study is: data, task, candidate models with search spaces, baselines, budget.
+
+Studies are Python objects (``experiments/studies.py``) so that Tune search
+spaces are real ``tune`` domains; everything is validated before any trial starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tumorbench.baselines import list_baselines
+from tumorbench.errors import TumorbenchError
+from tumorbench.models import list_models, model_info
+from tumorbench.tuning.search import SCHEDULERS
+from tumorbench.tuning.space import SEARCHERS
+
+PRESETS = ("smoke", "default", "full")
+
+
+class StudyError(TumorbenchError, ValueError):
+    """A study that cannot run (reported before any trial starts)."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One deep model of a study and how to search it.
+
+    Args:
+        name: Leaderboard name (unique in the study).
+        config: ``TrainConfig`` fields for this model (``model`` at least).
+        space: Dotted keys -> Tune domains (``tumorbench.tuning.space``).
+        searcher: ``grid``, ``random``, ``bayes`` or ``bayes-gp``.
+        num_samples: Trials for random and Bayesian searches.
+    """
+
+    name: str
+    config: dict[str, Any]
+    space: dict[str, Any] = field(default_factory=dict)
+    searcher: str = "random"
+    num_samples: int = 1
+
+
+@dataclass(frozen=True)
+class Study:
+    """A comparison of deep models and classical baselines on one data set and one split file.
+
+    Args:
+        name: Study name (results folder and manifest).
+        task: ``classification`` or ``segmentation``.
+        data: Dataset root; ``None`` makes the synthetic study (``synthetic`` names which).
+        candidates: Deep models with their search spaces.
+        baselines: Classical baseline names (``tumorbench.baselines.list_baselines``).
+        layout: Catalog layout or ``auto``.
+        n_folds: Patient-level folds of the split file (every model and baseline uses them).
+        primary: Primary metric (default: AUC / per-patient Dice).
+        scheduler: ``asha`` or ``none``.
+        config: ``TrainConfig`` fields shared by every candidate.
+        baseline_params: Keyword arguments per baseline.
+        synthetic: ``brain-mri`` or ``lung-ct`` when ``data`` is None, and its case count.
+        seed: Seed of the split, the searches and the baselines.
+    """
+
+    name: str
+    task: str
+    data: str | None
+    candidates: tuple[Candidate, ...]
+    baselines: tuple[str, ...] = ()
+    layout: str = "auto"
+    n_folds: int = 5
+    primary: str | None = None
+    scheduler: str = "asha"
+    config: dict[str, Any] = field(default_factory=dict)
+    baseline_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    synthetic: tuple[str, int] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task not in ("classification", "segmentation"):
+            raise StudyError(f"study {self.name}: task must be classification or segmentation, got {self.task!r}")
+        if not self.candidates:
+            raise StudyError(f"study {self.name}: no candidate models")
+        if self.scheduler not in SCHEDULERS:
+            raise StudyError(f"study {self.name}: unknown scheduler {self.scheduler!r} (choose from {SCHEDULERS})")
+        if self.n_folds < 2:
+            raise StudyError(f"study {self.name}: n_folds must be at least 2")
+        names = [c.name for c in self.candidates]
+        if len(set(names)) != len(names):
+            raise StudyError(f"study {self.name}: candidate names repeat: {names}")
+        for candidate in self.candidates:
+            self._check_candidate(candidate)
+        unknown = sorted(set(self.baselines) - set(list_baselines(self.task)))
+        if unknown:
+            raise StudyError(f"study {self.name}: unknown {self.task} baselines {unknown} "
+                             f"(choose from {list_baselines(self.task)})")
+
+    def _check_candidate(self, candidate: Candidate) -> None:
+        model = candidate.config.get("model")
+        if model not in list_models():
+            raise StudyError(f"study {self.name}: candidate {candidate.name} names unknown model {model!r} "
+                             f"(choose from {list_models(self.task)})")
+        if model_info(model).task != self.task:
+            raise StudyError(f"study {self.name}: {model} is a {model_info(model).task} model, the study is "
+                             f"{self.task}")
+        if candidate.searcher not in SEARCHERS:
+            raise StudyError(f"study {self.name}: candidate {candidate.name}: unknown searcher "
+                             f"{candidate.searcher!r} (choose from {SEARCHERS})")
