@@ -409,7 +409,7 @@ def test_otsu_on_lgg_tumour_slices(lgg_root):
     train = [r for r in rows if r["patient_id"] in patients[::2]][::2][:20]
     val = [r for r in rows if r["patient_id"] not in patients[::2]][::2][:20]
     out = segment_fold("otsu", train, val, hd95=False)
-    # Measured: mean Dice 0.52 on these 20 slices (FLAIR chosen); 0.3 leaves room for changes.
+    # Measured: mean Dice 0.49 on these 20 slices (FLAIR chosen); 0.3 leaves room for changes.
     assert len(out) == 20 and out["dice"].mean() > 0.3
     assert out.attrs["fitted"]["channel"] == 1  # FLAIR, where LGG abnormality is defined
 
@@ -426,4 +426,4 @@ def test_logreg_fold_on_yes_no(yes_no_root):
     features = HandcraftedFeatures(size=64)
     out = fit_predict_fold("logreg", train, val, classes=["no", "yes"], search=False, features=features)
     auc = roc_auc_score(out["y_true"], out["y_score"])
-    assert len(out) == len(val) and auc > 0.6
+    assert len(out) == len(val) and auc > 0.6  # measured 0.78 on this fold
