@@ -6,7 +6,6 @@ rows of different models pair up case by case (patient by patient for segmentati
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -14,26 +13,26 @@ import numpy as np
 import pandas as pd
 
 from tumorbench.data.splits import fold_frames
-from tumorbench.tuning.trial import read_state, tune_metric
+from tumorbench.tuning.search import best_row, trial_rows
+from tumorbench.tuning.trial import read_state
 
 SEGMENTATION_COLUMNS = ("dice", "iou", "sensitivity", "precision", "hd95")
 
 
-def best_trial(grid, metric: str, mode: str, n_folds: int):
-    """The trial that finished every fold with the best mean (trials cut by ASHA never win)."""
-    complete = [r for r in grid if r.error is None and r.metrics and r.metrics.get("folds_done") == n_folds
-                and math.isfinite(float(r.metrics.get(tune_metric(metric), float("nan"))))]
-    if not complete:
-        errors = [str(r.error) for r in grid if r.error is not None][:3]
+def best_trial(grid, metric: str, mode: str, n_folds: int) -> dict[str, Any]:
+    """The search's best trial that finished every fold (trials cut by ASHA never win)."""
+    rows = trial_rows(grid, metric, n_folds)
+    best = best_row(rows, mode)
+    if best is None:
+        errors = [r["error"] for r in rows if r["error"]][:3]
         raise RuntimeError(f"no trial completed all {n_folds} folds" + (f"; errors: {errors}" if errors else ""))
-    sign = 1 if mode == "max" else -1
-    return max(complete, key=lambda r: sign * float(r.metrics[tune_metric(metric)]))
+    return best
 
 
-def dl_predictions(result, model: str, task: str, class_names: list[str] | None) -> tuple[pd.DataFrame, list]:
-    """Out-of-fold rows of a trial, and its per-fold records (best checkpoints included)."""
-    with result.checkpoint.as_directory() as directory:
-        folds, records = read_state(directory)
+def dl_predictions(trial: dict[str, Any], model: str, task: str,
+                   class_names: list[str] | None) -> tuple[pd.DataFrame, list]:
+    """Out-of-fold rows of a trial (a ``trial_rows`` row), and its per-fold records (best checkpoints)."""
+    folds, records = read_state(trial["checkpoint"])
     if task == "segmentation":
         rows = [{"case_id": r.get("case_id", r["patient_id"]), "patient_id": r["patient_id"], "fold": r["fold"],
                  **{k: r[k] for k in r if k in SEGMENTATION_COLUMNS or k.startswith("dice_")}} for r in records]

@@ -117,8 +117,8 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
         best = results.best_trial(grid, metric, mode, len(doc["folds"]))
         rows, fold_records[candidate.name] = results.dl_predictions(best, candidate.name, study.task, class_names)
         parts.append(rows)
-        configs[candidate.name] = {k: v for k, v in best.config.items() if not k.startswith("__")}
-        print(f"[tumorbench] {candidate.name}: best {metric}_mean={best.metrics[f'{metric}_mean']:.4f} "
+        configs[candidate.name] = {k: v for k, v in best["params"].items() if not k.startswith("__")}
+        print(f"[tumorbench] {candidate.name}: best {metric}_mean={best['mean']:.4f} ± {best['sd']:.4f} "
               f"with {configs[candidate.name]} ({len(grid)} trials)", flush=True)
     parts.append(results.run_baselines(study, frame, doc, class_names))
     results.write_predictions(parts, out)
