@@ -107,13 +107,18 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> tup
 
     manifest = read_manifest(directory)
     model = create_model(manifest.name, **manifest.model_kwargs)
+    load_weights(directory, model, device)
+    return model.to(device).eval(), manifest
+
+
+def load_weights(directory: str | Path, model: torch.nn.Module, device: str | torch.device = "cpu") -> None:
+    """Load a package's ``model.pt`` into ``model`` (its DDP wrapper, if any, is looked through)."""
     path = Path(directory) / WEIGHTS
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-        model.load_state_dict(state)
+        getattr(model, "module", model).load_state_dict(state)
     except (OSError, RuntimeError, ValueError) as exc:
         raise DataError(path, f"cannot load weights: {exc}") from exc
-    return model.to(device).eval(), manifest
 
 
 def load_training_state(directory: str | Path) -> dict[str, Any]:

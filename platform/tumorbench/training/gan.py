@@ -37,7 +37,13 @@ from tumorbench.errors import DataError
 from tumorbench.models import model_info
 from tumorbench.models.gan import ConditionalGAN, discriminator_loss, generator_loss
 from tumorbench.training import data as fold_data
-from tumorbench.training.checkpoint import ModelManifest, load_training_state, read_manifest, save_checkpoint
+from tumorbench.training.checkpoint import (
+    ModelManifest,
+    load_training_state,
+    load_weights,
+    read_manifest,
+    save_checkpoint,
+)
 from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.transforms import AugmentConfig, PreprocessConfig
 from tumorbench.transforms.custom import _LUMA  # the grey conversion real images get (LoadCased)
@@ -222,7 +228,7 @@ def _resume(model: ConditionalGAN, opt_g, opt_d):
     if checkpoint is None:
         return LoopState()
     with checkpoint.as_directory() as directory:
-        model.load_state_dict(torch.load(f"{directory}/model.pt", map_location="cpu", weights_only=True))
+        load_weights(directory, model)
         saved = load_training_state(directory)
     opt_g.load_state_dict(saved["optimizer_g"])
     opt_d.load_state_dict(saved["optimizer_d"])

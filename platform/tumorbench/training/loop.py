@@ -19,7 +19,7 @@ import torch
 
 from tumorbench.models.pretrained import freeze_backbone, param_groups
 from tumorbench.training import data as fold_data
-from tumorbench.training.checkpoint import ModelManifest, load_training_state, save_checkpoint
+from tumorbench.training.checkpoint import ModelManifest, load_training_state, load_weights, save_checkpoint
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.gan import synthetic_dataset, train_gan
 from tumorbench.training.tasks import (
@@ -174,8 +174,7 @@ def _resume(model, optimizer, scheduler, precision: Precision) -> LoopState:
     if checkpoint is None:
         return LoopState()
     with checkpoint.as_directory() as directory:
-        core = getattr(model, "module", model)
-        core.load_state_dict(torch.load(f"{directory}/model.pt", map_location="cpu", weights_only=True))
+        load_weights(directory, model)
         saved = load_training_state(directory)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
