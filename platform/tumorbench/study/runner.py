@@ -25,7 +25,7 @@ from tumorbench.training.checkpoint import package_versions
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.data import ensure_split_file
 from tumorbench.training.tasks import METRIC_ORDER, PRIMARY_METRIC
-from tumorbench.training.trainer import ensure_ray
+from tumorbench.training.trainer import describe_cluster, ensure_ray
 
 
 def _data_root(study: Study, out: Path) -> str:
@@ -108,6 +108,7 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     mode = METRIC_ORDER[study.task]
     class_names = sorted(frame["label"].dropna().unique()) if study.task == "classification" else None
     ensure_ray(address)
+    print(f"[tumorbench] {describe_cluster()}", flush=True)
     parts, fold_records, configs = [], {}, {}
     for candidate in study.candidates:
         grid = run_search(base_config(study, candidate, data, out, split_file), candidate.space,

@@ -30,20 +30,34 @@ class TrainingFailed(TumorbenchError, RuntimeError):
 
 
 def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` / ``RAY_ADDRESS``, or start a quiet local Ray."""
+    """Join ``address``, else ``RAY_ADDRESS``, else the cluster ``ray start`` made on this machine; else start one.
+
+    The last is what ``ray submit`` relies on: its script runs on the head without an address.
+    """
     import ray
+    from ray._private.services import canonicalize_bootstrap_address  # ray is pinned; no public equivalent
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = address or canonicalize_bootstrap_address(None)
     # Worker errors come back as exceptions and progress is printed from history.csv,
     # so actor logs stay in Ray's log files instead of flooding the console.
     if address:
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
                  object_store_memory=512 * 1024**2)
+
+
+def describe_cluster() -> str:
+    """One line on the connected cluster: nodes, CPUs, GPUs, and where its GCS is."""
+    import ray
+
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    cpus, gpus = cluster_resources()
+    gcs = ray.get_runtime_context().gcs_address
+    return f"Ray cluster {gcs}: {len(nodes)} node{'s' * (len(nodes) != 1)}, {cpus:g} CPUs, {gpus:g} GPUs"
 
 
 def cluster_resources() -> tuple[float, float]:
