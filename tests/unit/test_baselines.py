@@ -394,6 +394,26 @@ def test_segment_fold_hd95(phantom_rows):
         assert hd95 == pytest.approx(float(ref.reshape(-1)[0]))
 
 
+@pytest.mark.slow  # the first HD95 imports MONAI (seconds)
+@pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
+def test_patient_hd95_on_stacked_slices(phantom_rows):
+    """A patient's HD95 is taken on its slices stacked in slice order, as training's validation does."""
+    from monai.metrics import compute_hausdorff_distance
+
+    rows = [dict(row, slice_index=n) for n, row in enumerate(phantom_rows)]
+    val = rows[6:][::-1]  # given out of order on purpose
+    seen: dict[str, np.ndarray] = {}
+    out = segment_fold("otsu", rows[:6], val, on_prediction=lambda row, mask: seen.__setitem__(row["case_id"], mask))
+    per_patient = patient_metrics(out).set_index("patient_id")
+    for pid in ("p0", "p1"):
+        mine = sorted((r for r in val if r["patient_id"] == pid), key=lambda r: r["slice_index"])
+        pred = np.stack([seen[r["case_id"]] for r in mine], axis=-1)
+        target = np.stack([np.asarray(Image.open(r["mask"])) > 0 for r in mine], axis=-1)
+        ref = float(compute_hausdorff_distance(pred[None, None], target[None, None], percentile=95).reshape(-1)[0])
+        assert np.isfinite(ref)
+        assert per_patient.loc[pid, "hd95"] == pytest.approx(ref)
+
+
 # ----------------------------------------------------------------------------- real data
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ from tumorbench.baselines.regions import Components, body_mask, bounding_box, gr
 from tumorbench.errors import DataError
 from tumorbench.evaluation.metrics import (
     compute_dice,
+    compute_hd95,
     compute_iou,
     compute_precision,
     compute_sensitivity,
@@ -317,7 +319,9 @@ def segment_fold(method: str, train_rows: pd.DataFrame | Iterable[Mapping[str, A
         One row per scored case: ``case_id``, ``patient_id``, ``method``, dice, iou,
         sensitivity, precision, hd95 and the voxel counts ``tp``, ``fp``, ``fn`` (pool them
         per patient with :func:`patient_metrics`). ``attrs``: ``method``, ``fitted``
-        (the learnt parameters) and ``unscored`` (validation cases without a mask).
+        (the learnt parameters), ``unscored`` (validation cases without a mask) and, with
+        ``hd95``, ``patient_hd95``: each patient's HD95 on the volume its 2D slices stack
+        into (``slice_index`` order), as the deep models are scored; a 3D case's own HD95.
     """
     if method == "kmeans":
         params.setdefault("random_state", seed)
@@ -334,7 +338,7 @@ def segment_fold(method: str, train_rows: pd.DataFrame | Iterable[Mapping[str, A
     out_dir = Path(mask_dir) if mask_dir is not None else None
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    records, unscored = [], []
+    records, unscored, stacks = [], [], defaultdict(list)
     for row in as_records(val_rows):
         image, target, spacing = read_case(row)
         pred = model.predict([image])[0]
@@ -349,13 +353,36 @@ def segment_fold(method: str, train_rows: pd.DataFrame | Iterable[Mapping[str, A
         records.append({"case_id": row["case_id"], "patient_id": row["patient_id"], "method": method,
                         **_case_metrics(pred, target, spacing, hd95),
                         "tp": tp, "fp": int(pred.sum()) - tp, "fn": int(target.sum()) - tp})
+        if hd95 and pred.ndim == 2:
+            stacks[row["patient_id"]].append((_slice_index(row), str(row["case_id"]), pred, target))
     frame = pd.DataFrame(records)
     frame.attrs.update(method=method, fitted=model.fitted_params(), unscored=unscored)
+    if hd95:
+        frame.attrs["patient_hd95"] = _patient_hd95(frame, stacks)
     return frame
+
+
+def _slice_index(row: Mapping[str, Any]) -> int:
+    index = row.get("slice_index")
+    return int(index) if isinstance(index, (int, float, np.integer)) and np.isfinite(index) else -1
+
+
+def _patient_hd95(frame: pd.DataFrame, stacks: Mapping[str, list]) -> dict[str, float]:
+    """HD95 per patient: of the stacked slices (in voxels, like training's validation), else of its case(s)."""
+    out = {}
+    for patient, parts in stacks.items():
+        parts = sorted(parts, key=lambda part: part[:2])
+        out[patient] = compute_hd95(np.stack([p[2] for p in parts], axis=-1), np.stack([p[3] for p in parts], axis=-1))
+    if len(frame):
+        volumes = frame[~frame["patient_id"].isin(list(stacks))]
+        out |= volumes.groupby("patient_id")["hd95"].mean().to_dict()
+    return out
 
 
 def patient_metrics(frame: pd.DataFrame, *, empty_value: float = 1.0) -> pd.DataFrame:
     """Per-patient Dice, IoU, sensitivity and precision from pooled ``tp``/``fp``/``fn`` counts.
+
+    With ``attrs["patient_hd95"]`` (from :func:`segment_fold`) an ``hd95`` column too.
 
     The same numbers :class:`~tumorbench.evaluation.metrics.PatientDiceAccumulator` gives
     for the patients' masks: ``empty_value`` where prediction and target are empty
@@ -369,6 +396,9 @@ def patient_metrics(frame: pd.DataFrame, *, empty_value: float = 1.0) -> pd.Data
         out = np.divide(num, den, out=np.full(len(num), np.nan), where=den > 0)
         return np.where(empty, empty_value, out)
 
-    return pd.DataFrame({"patient_id": sums.index, "dice": ratio(2 * tp, 2 * tp + fp + fn),
-                         "iou": ratio(tp, tp + fp + fn), "sensitivity": ratio(tp, tp + fn),
-                         "precision": ratio(tp, tp + fp), "n_cases": frame.groupby("patient_id").size().to_numpy()})
+    out = pd.DataFrame({"patient_id": sums.index, "dice": ratio(2 * tp, 2 * tp + fp + fn),
+                        "iou": ratio(tp, tp + fp + fn), "sensitivity": ratio(tp, tp + fn),
+                        "precision": ratio(tp, tp + fp), "n_cases": frame.groupby("patient_id").size().to_numpy()})
+    if "patient_hd95" in frame.attrs:
+        out["hd95"] = out["patient_id"].map(frame.attrs["patient_hd95"]).astype(float)
+    return out

@@ -64,12 +64,8 @@ def baseline_fold(name: str, task: str, train: pd.DataFrame, val: pd.DataFrame, 
         if "y_score" in frame.columns:
             frame["y_true"] = (frame["y_true"] == 1).astype(int)
     else:
-        cases = segment_fold(name, train, val, seed=seed, **params)
-        per_patient = patient_metrics(cases)
-        hd95 = cases.groupby("patient_id")["hd95"].mean() if "hd95" in cases else None
+        per_patient = patient_metrics(segment_fold(name, train, val, seed=seed, **params))
         frame = per_patient.assign(case_id=per_patient["patient_id"])
-        if hd95 is not None:
-            frame["hd95"] = frame["patient_id"].map(hd95)
     return frame.assign(model=name, kind="baseline", fold=fold)
 
 

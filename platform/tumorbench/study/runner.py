@@ -136,6 +136,7 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     write_report(out, title=f"tumorbench: {study.name} ({preset})", task=study.task, primary=metric,
                  seed=study.seed)
     print(format_leaderboard(lb, study.task, stats=stats), flush=True)
+    print(f"[tumorbench] TensorBoard, every trial and fold: tensorboard --logdir {out / 'searches'}", flush=True)
     return {"leaderboard": lb, "stats": stats, "best": best, "out": out}
 
 
