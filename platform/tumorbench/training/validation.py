@@ -3,7 +3,8 @@
 Segmentation is scored per patient: the slices of a 2D dataset are stacked
 into the patient's volume (Buda et al.'s per-patient Dice), and a 3D case is
 predicted whole, by sliding-window inference (3D models) or slice by slice
-(2D models on volumes).
+(2D models on volumes). HD95 is in the source images' units at any training
+resolution (a resized slice's pixdim), as the classical baselines measure it.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ def segmentation_records(model: torch.nn.Module, dataset, *, data_dims: int, mod
     """One record per patient of this worker's validation cases."""
     model.eval()
     slices: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
+    slice_spacing: dict[str, tuple[float, float, float]] = {}
     records = []
     for item in dataset:
         target = np.asarray(item["mask"]) > 0.5
@@ -76,12 +78,16 @@ def segmentation_records(model: torch.nn.Module, dataset, *, data_dims: int, mod
         else:
             prob = torch.sigmoid(model(_to_device(item["image"], device)[None])[0].float()).cpu().numpy()
             slices[item["patient_id"]].append((int(item.get("slice_index", 0)), prob > threshold, target))
+            # A resized slice's pixels are larger than the file's: its pixdim says by how much, so
+            # HD95 comes out in the file's units (pixels or mm) at any training resolution.
+            pixdim = tuple(float(s) for s in item["image"].pixdim) if hasattr(item["image"], "pixdim") else (1.0, 1.0)
+            slice_spacing[item["patient_id"]] = (*pixdim[:2], 1.0)
     for patient, parts in slices.items():
         parts.sort(key=lambda part: part[0])
         pred = np.stack([p for _, p, _ in parts], axis=-1)
         target = np.stack([t for _, _, t in parts], axis=-1)
         records.append({"patient_id": patient, "case_id": patient, "n_slices": len(parts),
-                        **_case_metrics(pred, target, None, channel_names)})
+                        **_case_metrics(pred, target, slice_spacing[patient], channel_names)})
     return records
 
 

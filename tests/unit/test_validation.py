@@ -1,0 +1,50 @@
+"""Per-patient segmentation scoring of training's validation (stacked 2D slices)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
+
+
+class _Threshold(torch.nn.Module):
+    """Logits +10 where the first channel is above 0.5, -10 elsewhere: the prediction is the input's blob."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x[:, :1] > 0.5, 10.0, -10.0)
+
+
+def _slices(pixel_mm: float) -> list[dict]:
+    from monai.data import MetaTensor
+
+    items = []
+    for index in (1, 0):  # out of order: scoring must stack by slice_index
+        image = np.zeros((1, 24, 24), np.float32)
+        image[0, 6:14, 6:14 + index] = 1.0
+        target = np.zeros((1, 24, 24), np.float32)
+        target[0, 8:16, 9:17] = 1.0
+        affine = np.diag([pixel_mm, pixel_mm, 1.0, 1.0])
+        items.append({"image": MetaTensor(torch.from_numpy(image), affine=torch.from_numpy(affine)),
+                      "mask": target, "patient_id": "p", "case_id": f"p_{index}", "slice_index": index})
+    return items
+
+
+def test_patient_scores_use_stacked_slices_and_their_pixel_size():
+    from monai.metrics import compute_hausdorff_distance
+
+    from tumorbench.training.validation import segmentation_records
+
+    records = {mm: segmentation_records(_Threshold(), _slices(mm), data_dims=2, model_dims=2, roi_size=None,
+                                        device=torch.device("cpu"))[0] for mm in (1.0, 2.0)}
+    items = sorted(_slices(1.0), key=lambda item: item["slice_index"])
+    pred = np.stack([np.asarray(item["image"][0]) > 0.5 for item in items], axis=-1)
+    target = np.stack([item["mask"][0] > 0.5 for item in items], axis=-1)
+    tp = np.count_nonzero(pred & target)
+    assert records[1.0]["dice"] == pytest.approx(2 * tp / (pred.sum() + target.sum()))
+    for mm, record in records.items():
+        ref = compute_hausdorff_distance(pred[None, None], target[None, None], percentile=95, spacing=(mm, mm, 1.0))
+        assert record["hd95"] == pytest.approx(float(ref.reshape(-1)[0]))
+    assert records[2.0]["hd95"] > records[1.0]["hd95"] > 0
+    assert records[1.0]["n_slices"] == 2
