@@ -6,7 +6,8 @@
     ray submit cluster.yaml experiments/compare.py -- --preset full --study brats
     ray job submit --working-dir . -- python experiments/compare.py --preset smoke
 
-Connects to ``--address`` / ``RAY_ADDRESS`` when given, and starts a local Ray otherwise.
+Connects to ``--address`` / ``RAY_ADDRESS`` when given, else to the cluster ``ray start`` made on
+this machine (how ``ray submit`` runs it on the head), and starts a local Ray otherwise.
 Results (leaderboard, folds, predictions, statistics, manifest, report.html and the
 winning model package under ``best/<task>/``) go to ``--out``.
 """
@@ -63,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preset", default="default", choices=["smoke", "default", "full"])
     parser.add_argument("--data", default=None, help="Dataset root (overrides the study's; alone: generic study)")
     parser.add_argument("--out", default=None, help="Results folder (default: results/<study>-<preset>)")
-    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster (default: local)")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster (default: the one `ray start` made here, else a new local one)")
     parser.add_argument("--resume", action="store_true", help="Continue an interrupted study; finished trials stay")
     parser.add_argument("--seed", type=int, default=None, help="Override the study's seed")
     return parser.parse_args(argv)

@@ -140,8 +140,8 @@ def test_compare_smoke_runs_as_a_job_on_two_nodes(two_node_cluster, tmp_path):
     assert submit.returncode == 0, log[-5000:]
     assert "succeeded" in log, log[-5000:]
 
-    for name in ("leaderboard.csv", "folds.csv", "predictions.csv", "stats.csv", "manifest.json", "report.html",
-                 "best/segmentation/model.json"):
+    for name in ("leaderboard.csv", "folds.csv", "predictions.csv", "stats.csv", "trials.csv", "manifest.json",
+                 "report.html", "best/segmentation/model.json"):
         assert (out / name).is_file(), f"{name} missing; job log:\n{log[-3000:]}"
     board = pd.read_csv(out / "leaderboard.csv")
     assert {"unet", "attention_unet", "segresnet", "otsu", "kmeans"} <= set(board["model"])

@@ -6,6 +6,8 @@ rows of different models pair up case by case (patient by patient for segmentati
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +15,29 @@ import numpy as np
 import pandas as pd
 
 from tumorbench.data.splits import fold_frames
-from tumorbench.tuning.search import best_row, trial_rows
+from tumorbench.tuning.search import best_row
 from tumorbench.tuning.trial import read_state
 
 SEGMENTATION_COLUMNS = ("dice", "iou", "sensitivity", "precision", "hd95")
 
 
-def best_trial(grid, metric: str, mode: str, n_folds: int) -> dict[str, Any]:
-    """The search's best trial that finished every fold (trials cut by ASHA never win)."""
-    rows = trial_rows(grid, metric, n_folds)
+def best_trial(rows: list[dict[str, Any]], mode: str, n_folds: int) -> dict[str, Any]:
+    """The best of a search's trials (``trial_rows``) that finished every fold (trials cut by ASHA never win)."""
     best = best_row(rows, mode)
     if best is None:
         errors = [r["error"] for r in rows if r["error"]][:3]
         raise RuntimeError(f"no trial completed all {n_folds} folds" + (f"; errors: {errors}" if errors else ""))
     return best
+
+
+def trials_frame(rows: list[dict[str, Any]], model: str, searcher: str, metric: str) -> pd.DataFrame:
+    """``trials.csv`` rows of one search, in the order its searcher proposed them (``number`` from 1)."""
+    ordered = sorted(rows, key=lambda r: r["trial"])
+    return pd.DataFrame([{
+        "model": model, "searcher": searcher, "number": number, "trial": r["trial"], "status": r["status"],
+        "params": json.dumps({k: v for k, v in r["params"].items() if not k.startswith("__")}, default=str),
+        "folds_done": r["folds_done"], f"{metric}_mean": r["mean"], f"{metric}_sd": r["sd"],
+        "epochs_spent": r["epochs_spent"], "error": r["error"]} for number, r in enumerate(ordered, 1)])
 
 
 def dl_predictions(trial: dict[str, Any], model: str, task: str,

@@ -93,12 +93,22 @@ def package_best(winner: str, fold_records: dict[str, list], out: Path, task: st
             "note": "the best fold model of the winning configuration (not retrained on all folds)"}
 
 
+def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFrame) -> None:
+    found = int(table.loc[table["trial"] == best["trial"], "number"].iloc[0])
+    stopped = int((table["status"] == "stopped").sum())
+    failed = int((table["status"] == "error").sum())
+    params = {k: v for k, v in best["params"].items() if not k.startswith("__")}
+    print(f"[tumorbench] {candidate.name} ({candidate.searcher}): best {metric}_mean={best['mean']:.4f} "
+          f"± {best['sd']:.4f} with {params}, found at trial {found} of {len(table)} "
+          f"({stopped} stopped early, {failed} failed; {int(table['epochs_spent'].sum())} epochs)", flush=True)
+
+
 def run_study(study: Study, out: str | Path, *, preset: str = "default", resume: bool = False,
               address: str | None = None) -> dict[str, Any]:
     """Run every search and baseline of ``study``; write the results folder; return its summary."""
     from tumorbench.evaluation.leaderboard import format_leaderboard, summarize_results
     from tumorbench.reporting.report import write_report
-    from tumorbench.tuning.search import run_search
+    from tumorbench.tuning.search import run_search, trial_rows
 
     started = time.perf_counter()
     out = Path(out).resolve()
@@ -109,18 +119,21 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     class_names = sorted(frame["label"].dropna().unique()) if study.task == "classification" else None
     ensure_ray(address)
     print(f"[tumorbench] {describe_cluster()}", flush=True)
-    parts, fold_records, configs = [], {}, {}
+    parts, fold_records, configs, trials = [], {}, {}, []
     for candidate in study.candidates:
         grid = run_search(base_config(study, candidate, data, out, split_file), candidate.space,
                           searcher=candidate.searcher, scheduler=study.scheduler, num_samples=candidate.num_samples,
                           metric=metric, mode=mode, storage_path=out / "searches", name=candidate.name,
                           resume=resume, seed=study.seed, verbose=0)
-        best = results.best_trial(grid, metric, mode, len(doc["folds"]))
-        rows, fold_records[candidate.name] = results.dl_predictions(best, candidate.name, study.task, class_names)
-        parts.append(rows)
+        rows = trial_rows(grid, metric, len(doc["folds"]))
+        best = results.best_trial(rows, mode, len(doc["folds"]))
+        trials.append(results.trials_frame(rows, candidate.name, candidate.searcher, metric))
+        predictions, fold_records[candidate.name] = results.dl_predictions(best, candidate.name, study.task,
+                                                                           class_names)
+        parts.append(predictions)
         configs[candidate.name] = {k: v for k, v in best["params"].items() if not k.startswith("__")}
-        print(f"[tumorbench] {candidate.name}: best {metric}_mean={best['mean']:.4f} ± {best['sd']:.4f} "
-              f"with {configs[candidate.name]} ({len(grid)} trials)", flush=True)
+        _print_search(candidate, metric, best, trials[-1])
+    pd.concat(trials, ignore_index=True).to_csv(out / "trials.csv", index=False)
     parts.append(results.run_baselines(study, frame, doc, class_names))
     results.write_predictions(parts, out)
     (out / "configs.json").write_text(json.dumps(configs, indent=1, default=str))

@@ -1,0 +1,41 @@
+"""The study's per-search summary: best trial and the trials table."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from tumorbench.study.results import best_trial, trials_frame
+
+
+def _row(trial: str, status: str, mean: float, params: dict, epochs: int) -> dict:
+    return {"trial": trial, "status": status, "params": params, "folds_done": 3 if status == "done" else 1,
+            "mean": mean, "sd": 0.01, "folds": [], "epochs_spent": epochs, "path": "", "checkpoint": None,
+            "error": "boom" if status == "error" else None}
+
+
+ROWS = [  # as trial_rows returns them (Tune's result order, not the proposal order)
+    _row("trial_ab_00002", "done", 0.81, {"lr": 0.01, "__choice": 1}, 12),
+    _row("trial_ab_00000", "done", 0.74, {"lr": 0.001}, 12),
+    _row("trial_ab_00003", "error", math.nan, {"lr": 0.1}, 0),
+    _row("trial_ab_00001", "stopped", 0.95, {"lr": 0.003}, 4),  # a partial mean never wins
+]
+
+
+def test_best_trial_needs_every_fold():
+    assert best_trial(ROWS, "max", 3)["trial"] == "trial_ab_00002"
+    assert best_trial(ROWS, "min", 3)["trial"] == "trial_ab_00000"
+    with pytest.raises(RuntimeError, match="no trial completed all 3 folds.*boom"):
+        best_trial([r for r in ROWS if r["status"] != "done"], "max", 3)
+
+
+def test_trials_frame_in_proposal_order():
+    table = trials_frame(ROWS, "resnet18", "random", "auc")
+    assert table["number"].tolist() == [1, 2, 3, 4]
+    assert table["trial"].tolist() == ["trial_ab_00000", "trial_ab_00001", "trial_ab_00002", "trial_ab_00003"]
+    assert table["status"].tolist() == ["done", "stopped", "done", "error"]
+    assert json.loads(table.loc[2, "params"]) == {"lr": 0.01}  # searcher bookkeeping keys dropped
+    assert table["epochs_spent"].sum() == 28
+    assert {"model", "searcher", "auc_mean", "auc_sd", "folds_done", "error"} <= set(table.columns)
