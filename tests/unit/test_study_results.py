@@ -16,25 +16,25 @@ def _row(trial: str, status: str, mean: float, params: dict, epochs: int) -> dic
             "error": "boom" if status == "error" else None}
 
 
-ROWS = [  # as trial_rows returns them (Tune's result order, not the proposal order)
-    _row("trial_ab_00002", "done", 0.81, {"lr": 0.01, "__choice": 1}, 12),
-    _row("trial_ab_00000", "done", 0.74, {"lr": 0.001}, 12),
-    _row("trial_ab_00003", "error", math.nan, {"lr": 0.1}, 0),
-    _row("trial_ab_00001", "stopped", 0.95, {"lr": 0.003}, 4),  # a partial mean never wins
+ROWS = [  # as trial_rows returns them: proposal order; Optuna's trial names are random hashes
+    _row("trial_d027d0aa", "done", 0.74, {"lr": 0.001}, 12),
+    _row("trial_1d05d620", "stopped", 0.95, {"lr": 0.003}, 4),  # a partial mean never wins
+    _row("trial_0a9e1b2c", "done", 0.81, {"lr": 0.01, "__choice": 1}, 12),
+    _row("trial_f00dcafe", "error", math.nan, {"lr": 0.1}, 0),
 ]
 
 
 def test_best_trial_needs_every_fold():
-    assert best_trial(ROWS, "max", 3)["trial"] == "trial_ab_00002"
-    assert best_trial(ROWS, "min", 3)["trial"] == "trial_ab_00000"
+    assert best_trial(ROWS, "max", 3)["trial"] == "trial_0a9e1b2c"
+    assert best_trial(ROWS, "min", 3)["trial"] == "trial_d027d0aa"
     with pytest.raises(RuntimeError, match="no trial completed all 3 folds.*boom"):
         best_trial([r for r in ROWS if r["status"] != "done"], "max", 3)
 
 
 def test_trials_frame_in_proposal_order():
-    table = trials_frame(ROWS, "resnet18", "random", "auc")
+    table = trials_frame(ROWS, "resnet18", "bayes", "auc")
     assert table["number"].tolist() == [1, 2, 3, 4]
-    assert table["trial"].tolist() == ["trial_ab_00000", "trial_ab_00001", "trial_ab_00002", "trial_ab_00003"]
+    assert table["trial"].tolist() == [r["trial"] for r in ROWS]
     assert table["status"].tolist() == ["done", "stopped", "done", "error"]
     assert json.loads(table.loc[2, "params"]) == {"lr": 0.01}  # searcher bookkeeping keys dropped
     assert table["epochs_spent"].sum() == 28

@@ -31,13 +31,16 @@ def best_trial(rows: list[dict[str, Any]], mode: str, n_folds: int) -> dict[str,
 
 
 def trials_frame(rows: list[dict[str, Any]], model: str, searcher: str, metric: str) -> pd.DataFrame:
-    """``trials.csv`` rows of one search, in the order its searcher proposed them (``number`` from 1)."""
-    ordered = sorted(rows, key=lambda r: r["trial"])
+    """``trials.csv`` rows of one search; ``number`` counts from 1 in the order of ``rows``.
+
+    ``trial_rows`` keeps Tune's order, the order the searcher proposed the trials in
+    (trial names cannot give it: Optuna's are random hashes).
+    """
     return pd.DataFrame([{
         "model": model, "searcher": searcher, "number": number, "trial": r["trial"], "status": r["status"],
         "params": json.dumps({k: v for k, v in r["params"].items() if not k.startswith("__")}, default=str),
         "folds_done": r["folds_done"], f"{metric}_mean": r["mean"], f"{metric}_sd": r["sd"],
-        "epochs_spent": r["epochs_spent"], "error": r["error"]} for number, r in enumerate(ordered, 1)])
+        "epochs_spent": r["epochs_spent"], "error": r["error"]} for number, r in enumerate(rows, 1)])
 
 
 def dl_predictions(trial: dict[str, Any], model: str, task: str,
