@@ -39,3 +39,18 @@ def test_trials_frame_in_proposal_order():
     assert json.loads(table.loc[2, "params"]) == {"lr": 0.01}  # searcher bookkeeping keys dropped
     assert table["epochs_spent"].sum() == 28
     assert {"model", "searcher", "auc_mean", "auc_sd", "folds_done", "error"} <= set(table.columns)
+
+
+def test_code_version_is_this_checkout():
+    import subprocess
+    from pathlib import Path
+
+    from tumorbench.study.runner import _code_version
+
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                            capture_output=True, text=True).stdout
+    assert _code_version() == {"git_commit": head, "git_dirty": bool(status.strip())}

@@ -60,22 +60,29 @@ def prepare(study: Study, out: Path) -> tuple[pd.DataFrame, dict, Path, str]:
     return frame, doc, out / "splits.json", data
 
 
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+def _code_version() -> dict[str, Any]:
+    """The git commit of this package's checkout and whether it had uncommitted changes (None outside git)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
                               cwd=Path(__file__).parent).stdout.strip()
+
+    try:
+        return {"git_commit": git("rev-parse", "HEAD"),
+                "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return {"git_commit": None, "git_dirty": None}
 
 
-def write_manifest(study: Study, out: Path, preset: str, doc: dict, seconds: float, best: dict) -> None:
+def write_manifest(study: Study, out: Path, preset: str, doc: dict, seconds: float, best: dict,
+                   code: dict[str, Any]) -> None:
+    """``manifest.json``; ``code`` is :func:`_code_version` taken when the study started."""
     manifest = {"study": study.name, "preset": preset, "task": study.task, "seed": study.seed,
                 "data": doc["dataset"], "split": {"file": str(out / "splits.json"), "hash": doc["hash"],
                                                   "folds": len(doc["folds"])},
                 "candidates": [{"name": c.name, "searcher": c.searcher, "num_samples": c.num_samples}
                                for c in study.candidates],
                 "baselines": list(study.baselines), "scheduler": study.scheduler, "best": best,
-                "git_commit": _git_commit(), "versions": package_versions(), "seconds": round(seconds, 1)}
+                **code, "versions": package_versions(), "seconds": round(seconds, 1)}
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
 
 
@@ -110,7 +117,7 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     from tumorbench.reporting.report import write_report
     from tumorbench.tuning.search import run_search, trial_rows
 
-    started = time.perf_counter()
+    started, code = time.perf_counter(), _code_version()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     frame, doc, split_file, data = prepare(study, out)
@@ -145,7 +152,7 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
 
         predictions = pd.read_csv(out / "predictions.csv")
         write_overlays(predictions, dl_models[0], fold_records[dl_models[0]], frame, out)
-    write_manifest(study, out, preset, doc, time.perf_counter() - started, best)
+    write_manifest(study, out, preset, doc, time.perf_counter() - started, best, code)
     write_report(out, title=f"tumorbench: {study.name} ({preset})", task=study.task, primary=metric,
                  seed=study.seed)
     print(format_leaderboard(lb, study.task, stats=stats), flush=True)
