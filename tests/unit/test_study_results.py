@@ -54,3 +54,25 @@ def test_code_version_is_this_checkout():
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
                             capture_output=True, text=True).stdout
     assert _code_version() == {"git_commit": head, "git_dirty": bool(status.strip())}
+
+
+def test_trial_rows_in_start_order():
+    """A restored ResultGrid lists trials in another order; rows follow each trial's first report."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from tumorbench.tuning.search import trial_rows
+
+    def result(name: str, first: float | None, folds: int, error: Exception | None = None):
+        history = None if first is None else pd.DataFrame({"timestamp": [first, first + 60]})
+        metrics = {"folds_done": folds, "auc_mean": 0.8, "epochs_spent": 4 * folds} if first is not None else {}
+        return SimpleNamespace(path=f"/x/{name}", metrics=metrics, error=error, config={"lr": 0.1},
+                               checkpoint=None, metrics_dataframe=history)
+
+    grid = [result("trial_b", 200.0, 3), result("trial_err", None, 0, RuntimeError("x")),
+            result("trial_a", 100.0, 1), result("trial_c", 300.0, 3)]
+    rows = trial_rows(grid, "auc", 3)
+    assert [r["trial"] for r in rows] == ["trial_a", "trial_b", "trial_c", "trial_err"]
+    assert [r["status"] for r in rows] == ["stopped", "done", "done", "error"]
+    assert [r["epochs_spent"] for r in rows] == [4, 12, 12, 0]

@@ -33,8 +33,8 @@ def best_trial(rows: list[dict[str, Any]], mode: str, n_folds: int) -> dict[str,
 def trials_frame(rows: list[dict[str, Any]], model: str, searcher: str, metric: str) -> pd.DataFrame:
     """``trials.csv`` rows of one search; ``number`` counts from 1 in the order of ``rows``.
 
-    ``trial_rows`` keeps Tune's order, the order the searcher proposed the trials in
-    (trial names cannot give it: Optuna's are random hashes).
+    ``trial_rows`` gives the order the trials started in (the searcher's proposal order here,
+    where trials run one at a time; trial names cannot give it: Optuna's are random hashes).
     """
     return pd.DataFrame([{
         "model": model, "searcher": searcher, "number": number, "trial": r["trial"], "status": r["status"],

@@ -209,24 +209,30 @@ def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "ran
 
 
 def trial_rows(grid, metric: str, n_folds: int) -> list[dict[str, Any]]:
-    """One row per trial of a finished search: status, params, fold scores, epochs, folders.
+    """One row per trial of a finished search, in the order the trials started: status, params, scores, folders.
 
     ``status`` is ``done`` (all folds), ``stopped`` (cut by the scheduler) or ``error``;
-    ``checkpoint`` holds the trial's ``folds.json`` and ``oof_predictions.json``.
+    ``checkpoint`` holds the trial's ``folds.json`` and ``oof_predictions.json``. The
+    order is that of each trial's first report (the searcher's proposal order when
+    trials run one at a time): a restored ``ResultGrid`` lists them in another order,
+    and Optuna's trial names are random.
     """
     rows = []
     for result in grid:
         metrics = result.metrics or {}
         folds = int(metrics.get(TIME_ATTR, 0))
         status = "error" if result.error else "done" if folds >= n_folds else "stopped"
-        rows.append({"trial": Path(result.path).name, "status": status, "params": dict(result.config or {}),
+        history = result.metrics_dataframe
+        first = float(history["timestamp"].min()) if history is not None and "timestamp" in history else math.inf
+        rows.append({"trial": Path(result.path).name, "first_report": first, "status": status,
+                     "params": dict(result.config or {}),
                      "folds_done": folds, "mean": metrics.get(tune_metric(metric), float("nan")),
                      "sd": metrics.get(f"{metric}_sd", float("nan")),
                      "folds": [metrics.get(f"fold_{k}_{metric}") for k in range(folds)],
                      "epochs_spent": int(metrics.get("epochs_spent", 0)), "path": result.path,
                      "checkpoint": result.checkpoint.path if result.checkpoint else None,
                      "error": str(result.error) if result.error else None})
-    return rows
+    return sorted(rows, key=lambda row: (row["first_report"], row["trial"]))
 
 
 def best_row(rows: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
