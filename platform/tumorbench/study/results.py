@@ -7,7 +7,6 @@ rows of different models pair up case by case (patient by patient for segmentati
 from __future__ import annotations
 
 import json
-
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,11 @@ def best_trial(rows: list[dict[str, Any]], mode: str, n_folds: int) -> dict[str,
     return best
 
 
+def trial_params(row: dict[str, Any]) -> dict[str, Any]:
+    """A trial's configuration without the searcher's bookkeeping keys (``__*``)."""
+    return {k: v for k, v in row["params"].items() if not k.startswith("__")}
+
+
 def trials_frame(rows: list[dict[str, Any]], model: str, searcher: str, metric: str) -> pd.DataFrame:
     """``trials.csv`` rows of one search; ``number`` counts from 1 in the order of ``rows``.
 
@@ -38,7 +42,7 @@ def trials_frame(rows: list[dict[str, Any]], model: str, searcher: str, metric: 
     """
     return pd.DataFrame([{
         "model": model, "searcher": searcher, "number": number, "trial": r["trial"], "status": r["status"],
-        "params": json.dumps({k: v for k, v in r["params"].items() if not k.startswith("__")}, default=str),
+        "params": json.dumps(trial_params(r), default=str),
         "folds_done": r["folds_done"], f"{metric}_mean": r["mean"], f"{metric}_sd": r["sd"],
         "epochs_spent": r["epochs_spent"], "error": r["error"]} for number, r in enumerate(rows, 1)])
 

@@ -104,7 +104,7 @@ def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFr
     found = int(table.loc[table["trial"] == best["trial"], "number"].iloc[0])
     stopped = int((table["status"] == "stopped").sum())
     failed = int((table["status"] == "error").sum())
-    params = {k: v for k, v in best["params"].items() if not k.startswith("__")}
+    params = results.trial_params(best)
     print(f"[tumorbench] {candidate.name} ({candidate.searcher}): best {metric}_mean={best['mean']:.4f} "
           f"± {best['sd']:.4f} with {params}, found at trial {found} of {len(table)} "
           f"({stopped} stopped early, {failed} failed; {int(table['epochs_spent'].sum())} epochs)", flush=True)
@@ -138,7 +138,7 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
         predictions, fold_records[candidate.name] = results.dl_predictions(best, candidate.name, study.task,
                                                                            class_names)
         parts.append(predictions)
-        configs[candidate.name] = {k: v for k, v in best["params"].items() if not k.startswith("__")}
+        configs[candidate.name] = results.trial_params(best)
         _print_search(candidate, metric, best, trials[-1])
     pd.concat(trials, ignore_index=True).to_csv(out / "trials.csv", index=False)
     parts.append(results.run_baselines(study, frame, doc, class_names))
