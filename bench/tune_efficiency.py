@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     from tumorbench.training.config import TrainConfig
     from tumorbench.training.data import ensure_split_file, load_catalog, split_path
-    from tumorbench.training.tasks import METRIC_ORDER, PRIMARY_METRIC
+    from tumorbench.tasks import get_task
     from tumorbench.training.trainer import ensure_ray
     from tumorbench.transforms import PreprocessConfig
     from tumorbench.tuning.search import run_search, trial_rows
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                        preprocess=PreprocessConfig(spatial_size=(args.size, args.size), channels=1))
     ensure_split_file(base, load_catalog(base))  # one de-duplicated split for both searches
     base = base.replace(split_file=str(split_path(base)))
-    metric, mode = PRIMARY_METRIC[base.task], METRIC_ORDER[base.task]
+    metric, mode = base.selection_metric, get_task(base.task).mode()
     ensure_ray()
     summaries, trials = [], {}
     for scheduler in ("asha", "none"):

@@ -154,15 +154,12 @@ def train(**opts) -> None:
     best = result.best_checkpoints[-1] if result.best_checkpoints else None
     click.echo(f"finished: {config.out}/train")
     if best is not None:
-        checkpoint, metrics = max(result.best_checkpoints, key=lambda item: _score(config.task, item[1]))
+        from tumorbench.tasks import get_task
+
+        task, metric = get_task(config.task), config.selection_metric
+        checkpoint, metrics = min(result.best_checkpoints,
+                                  key=lambda item: task.sort_key(float(item[1].get(metric, "nan")), metric))
         click.echo(f"best checkpoint: {checkpoint.path} (epoch {metrics.get('epoch')})")
-
-
-def _score(task: str, metrics: dict) -> float:
-    from tumorbench.training.tasks import METRIC_ORDER, PRIMARY_METRIC
-
-    value = float(metrics.get(PRIMARY_METRIC[task], float("nan")))
-    return value if METRIC_ORDER[task] == "max" else -value
 
 
 def _train_config(opts: dict):

@@ -35,7 +35,7 @@ def test_config_round_trips_through_a_plain_dict(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"task": "detection"}, "task must be one of"),
+    ({"task": "detection"}, "unknown task .detection."),
     ({"fold": 5, "n_folds": 5}, "fold 5 not in 0..4"),
     ({"workers": 0}, "workers must be at least 1"),
     ({"synthetic_fraction": 0.5}, "synthetic_fraction needs gan_checkpoint"),

@@ -11,7 +11,7 @@ Every baseline is built by a lowercase name: :func:`list_baselines`, :func:`crea
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from tumorbench.baselines.classifiers import (
     CLASSIFIER_SEARCH_SPACES,
@@ -40,7 +40,7 @@ from tumorbench.baselines.segmentation import (
 from tumorbench.errors import TumorbenchError
 
 __all__ = [
-    "BASELINE_TASKS",
+    "BASELINES_BY_TASK",
     "CLASSIFIERS",
     "CLASSIFIER_SEARCH_SPACES",
     "FeatureCache",
@@ -65,8 +65,8 @@ __all__ = [
     "segment_fold",
 ]
 
-BaselineTask = Literal["classification", "segmentation"]
-BASELINE_TASKS: tuple[str, ...] = ("classification", "segmentation")
+# Baselines by the task they answer (a new task's baselines are one more entry).
+BASELINES_BY_TASK: dict[str, tuple[str, ...]] = {"classification": tuple(CLASSIFIERS), "segmentation": tuple(SEGMENTERS)}
 
 
 class UnknownBaselineError(TumorbenchError, KeyError):
@@ -76,15 +76,13 @@ class UnknownBaselineError(TumorbenchError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
-def list_baselines(task: BaselineTask | None = None) -> list[str]:
+def list_baselines(task: str | None = None) -> list[str]:
     """Names of the baselines for a task (all of them when ``task`` is None)."""
     if task is None:
-        return [*CLASSIFIERS, *SEGMENTERS]
-    if task == "classification":
-        return list(CLASSIFIERS)
-    if task == "segmentation":
-        return list(SEGMENTERS)
-    raise UnknownBaselineError(f"unknown task {task!r}; choose one of {', '.join(BASELINE_TASKS)}")
+        return [name for names in BASELINES_BY_TASK.values() for name in names]
+    if task not in BASELINES_BY_TASK:
+        raise UnknownBaselineError(f"unknown task {task!r}; choose one of {', '.join(BASELINES_BY_TASK)}")
+    return list(BASELINES_BY_TASK[task])
 
 
 def create_baseline(name: str, **params: Any) -> Any:

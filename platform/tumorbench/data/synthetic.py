@@ -31,7 +31,6 @@ from tumorbench.errors import DataError
 BRATS_MODALITIES = ("t1", "t1ce", "t2", "flair")
 LUNG_LABEL_COLUMNS = ("case_id", "patient_id", "series_dir", "mask", "label", "malignancy",
                       "nodule_center_ijk", "nodule_radius_mm")
-TASKS = ("brain-mri", "lung-ct")
 
 # Brain tissue classes and their relative signal per modality (WM on T1 ~ 0.85).
 # Mimics clinical contrast: edema bright on T2/FLAIR, enhancing rim bright on T1ce,
@@ -405,21 +404,23 @@ def make_lung_study(out_dir: str | Path, config: LungPhantomConfig = LungPhantom
     return out
 
 
-def make_study(task: Literal["brain-mri", "lung-ct"], out_dir: str | Path, *, cases: int | None = None,
+def make_study(kind: Literal["brain-mri", "lung-ct"], out_dir: str | Path, *, cases: int | None = None,
                seed: int | None = None, overwrite: bool = False) -> Path:
-    """Generate the default synthetic study for ``task`` (used by ``tumorbench data synth``).
+    """Generate the default synthetic study of one ``kind`` (used by ``tumorbench data synth``).
 
     Args:
-        task: ``brain-mri`` (BraTS-layout NIfTI) or ``lung-ct`` (DICOM + labels.csv).
+        kind: ``brain-mri`` (BraTS-layout NIfTI) or ``lung-ct`` (DICOM + labels.csv).
         out_dir: Target folder; must be empty unless ``overwrite``.
         cases: Number of cases; the config default when None.
         seed: Base seed; the config default when None.
         overwrite: Write into a non-empty folder (existing files with the same names are replaced).
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown synthetic task {task!r}; choose one of {', '.join(TASKS)}")
-    config = BrainPhantomConfig() if task == "brain-mri" else LungPhantomConfig()
-    config = replace(config, **{k: v for k, v in (("cases", cases), ("seed", seed)) if v is not None})
-    if task == "brain-mri":
-        return make_brain_study(out_dir, config, overwrite=overwrite)
-    return make_lung_study(out_dir, config, overwrite=overwrite)
+    if kind not in PHANTOMS:
+        raise ValueError(f"unknown synthetic task {kind!r}; choose one of {', '.join(PHANTOMS)}")
+    default, make = PHANTOMS[kind]
+    config = replace(default(), **{k: v for k, v in (("cases", cases), ("seed", seed)) if v is not None})
+    return make(out_dir, config, overwrite=overwrite)
+
+
+# Synthetic kinds -> (default config, writer).
+PHANTOMS = {"brain-mri": (BrainPhantomConfig, make_brain_study), "lung-ct": (LungPhantomConfig, make_lung_study)}

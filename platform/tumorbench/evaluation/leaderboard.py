@@ -48,20 +48,18 @@ from tumorbench.errors import DataError
 from tumorbench.evaluation.oof import (
     BINARY_METRIC_FNS,
     MULTICLASS_METRIC_FNS,
-    DEFAULT_PRIMARY,
     check_folds,
     check_predictions,
     classification_values,
     fold_metrics,
-    is_binary,
     lower_is_better,
-    metric_names,
     ranking,
     resolve,
     score_matrix,
 )
 from tumorbench.evaluation.paired import paired_statistics, primary_test
 from tumorbench.evaluation.stats import bootstrap_ci, bootstrap_metric_ci, delong_ci
+from tumorbench.tasks import get_task
 
 __all__ = [
     "fold_metrics",
@@ -71,11 +69,6 @@ __all__ = [
     "paired_statistics",
     "summarize_results",
 ]
-
-_KEY_METRICS = {
-    "classification": ("accuracy", "f1", "recall", "specificity"),
-    "segmentation": ("iou", "hd95", "sensitivity", "precision"),
-}
 
 
 def _mean_sd(values: pd.Series) -> tuple[float, float]:
@@ -122,19 +115,25 @@ def _delong_interval(g: pd.DataFrame, alpha: float) -> tuple[float, float]:
     return lo, hi
 
 
-def _pooled_row(g: pd.DataFrame, task: str, metrics: list[str], binary: bool,
-                n_boot: int, alpha: float, seed: int) -> dict[str, float]:
+def classification_pooled_row(g: pd.DataFrame, metrics: list[str], binary: bool, n_boot: int, alpha: float,
+                              seed: int) -> dict[str, float]:
+    """Each metric on the pooled cases with its patient-bootstrap CI; binary AUC adds DeLong's interval."""
     row: dict[str, float] = {}
-    pooled = classification_values(g, binary) if task == "classification" else {}
+    pooled = classification_values(g, binary)
     for m in metrics:
-        if task == "classification":
-            lo, hi = _classification_ci(g, m, binary, n_boot, alpha, seed)
-            est = pooled[m]
-        else:
-            est, lo, hi = _mean_ci(g, m, n_boot, alpha, seed)
-        row.update({f"{m}_pooled": est, f"{m}_ci_low": lo, f"{m}_ci_high": hi})
-    if task == "classification" and binary:
+        lo, hi = _classification_ci(g, m, binary, n_boot, alpha, seed)
+        row.update({f"{m}_pooled": pooled[m], f"{m}_ci_low": lo, f"{m}_ci_high": hi})
+    if binary:
         row["auc_delong_low"], row["auc_delong_high"] = _delong_interval(g, alpha)
+    return row
+
+
+def mean_pooled_row(g: pd.DataFrame, metrics: list[str], n_boot: int, alpha: float, seed: int) -> dict[str, float]:
+    """Each metric's mean per-case value with its patient-bootstrap CI (per-patient segmentation scores)."""
+    row: dict[str, float] = {}
+    for m in metrics:
+        est, lo, hi = _mean_ci(g, m, n_boot, alpha, seed)
+        row.update({f"{m}_pooled": est, f"{m}_ci_low": lo, f"{m}_ci_high": hi})
     return row
 
 
@@ -161,8 +160,9 @@ def leaderboard(predictions: pd.DataFrame, folds: pd.DataFrame | None = None, ta
     task, primary = resolve(predictions, task, primary)
     pred = check_predictions(predictions, task)
     folds = check_folds(fold_metrics(pred, task) if folds is None else folds, pred, task, primary)
-    metrics = [m for m in metric_names(task, pred) if m in folds.columns]
-    binary = task == "classification" and is_binary(pred)
+    spec = get_task(task)
+    metrics = [m for m in spec.metric_names(pred) if m in folds.columns]
+    binary = spec.is_binary(pred)
     rows = []
     for model, g in pred.groupby("model", sort=False):
         f = folds[folds["model"] == model]
@@ -170,9 +170,9 @@ def leaderboard(predictions: pd.DataFrame, folds: pd.DataFrame | None = None, ta
                                "n_patients": g["patient_id"].nunique(), "n_folds": f["fold"].nunique()}
         for m in metrics:
             row[f"{m}_mean"], row[f"{m}_sd"] = _mean_sd(f[m])
-        row.update(_pooled_row(g, task, metrics, binary, n_boot, alpha, seed))
+        row.update(spec.pooled_row(g, metrics, binary, n_boot, alpha, seed))
         rows.append(row)
-    order = ranking(folds, primary)
+    order = ranking(folds, primary, task)
     lb = pd.DataFrame(rows).set_index("model").loc[order].reset_index()
     lb.insert(0, "rank", np.arange(1, len(lb) + 1))
     lb.attrs.update(task=task, primary=primary)
@@ -221,8 +221,9 @@ def format_leaderboard(lb: pd.DataFrame, task: str, *, stats: pd.DataFrame | Non
     and the corrected resampled t-test on fold scores for every other metric (``*``:
     p_holm < 0.05).
     """
-    primary = primary or lb.attrs.get("primary") or DEFAULT_PRIMARY[task]
-    others = [m for m in _KEY_METRICS[task] if f"{m}_mean" in lb.columns and m != primary]
+    spec = get_task(task)
+    primary = spec.check_metric(primary or lb.attrs.get("primary"))
+    others = [m for m in spec.key_metrics if f"{m}_mean" in lb.columns and m != primary]
     header = ["#", "model", "kind", f"{primary} mean ± SD", "95% CI"] + others
     body = []
     for _, r in lb.iterrows():
@@ -237,7 +238,7 @@ def format_leaderboard(lb: pd.DataFrame, task: str, *, stats: pd.DataFrame | Non
     widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + body]
     n_folds = int(lb["n_folds"].max()) if len(lb) else 0
-    best = "lowest" if lower_is_better(primary) else "highest"
+    best = "lowest" if lower_is_better(primary, task) else "highest"
     intro = (f"Leaderboard ({task}; {primary} {best} first; mean ± SD over {n_folds} folds; "
              "95% CI: patient bootstrap of the pooled out-of-fold predictions; other metrics: fold means)")
     return "\n".join([intro, lines[0], "-" * len(lines[0])] + lines[1:])

@@ -16,20 +16,19 @@ import pandas as pd
 from scipy import stats as sps
 
 from tumorbench.errors import DataError
-from tumorbench.evaluation.metrics import BRATS_REGIONS, MetricWarning, classification_metrics
+from tumorbench.evaluation.metrics import MetricWarning, classification_metrics
+from tumorbench.tasks import Classification, Segmentation, Task, TaskError, get_task, list_tasks
 
-TASKS = ("classification", "segmentation")
 KINDS = ("dl", "baseline")
 KEYS = ("case_id", "patient_id")
-CLASSIFICATION_METRICS = ("auc", "accuracy", "precision", "recall", "specificity", "f1")
-SEGMENTATION_METRICS = ("dice", "iou", "hd95", "sensitivity", "precision")
-REGION_METRICS = tuple(f"{m}_{r}" for r in BRATS_REGIONS for m in SEGMENTATION_METRICS)
-DEFAULT_PRIMARY = {"classification": "auc", "segmentation": "dice"}
+CLASSIFICATION_METRICS = Classification.metrics
+SEGMENTATION_METRICS = Segmentation.metrics
+REGION_METRICS = tuple(f"{m}_{r}" for r in Segmentation.regions for m in SEGMENTATION_METRICS)
 
 
-def lower_is_better(metric: str) -> bool:
-    """True for distances (HD95 and its BraTS regions), where smaller is better."""
-    return metric.split("_")[0] == "hd95"
+def lower_is_better(metric: str, task: str | Task) -> bool:
+    """True where smaller is better (HD95 and its BraTS regions), as the task says."""
+    return get_task(task).mode(metric) == "min"
 
 
 def infer_task(predictions: pd.DataFrame, source: str = "predictions.csv") -> str:
@@ -44,9 +43,10 @@ def infer_task(predictions: pd.DataFrame, source: str = "predictions.csv") -> st
 def resolve(predictions: pd.DataFrame, task: str | None, primary: str | None) -> tuple[str, str]:
     """The task (inferred when None) and the primary metric (the task default when None)."""
     task = task or infer_task(predictions)
-    if task not in TASKS:
-        raise ValueError(f"task: {task!r} is not one of {list(TASKS)}")
-    return task, primary or DEFAULT_PRIMARY[task]
+    spec = get_task(task)
+    if spec.endpoint is None:  # no out-of-fold table (a GAN)
+        raise TaskError(f"task {task!r} has no leaderboard (choose from {list_tasks(servable=True)})")
+    return task, spec.check_metric(primary)
 
 
 def probability_columns(df: pd.DataFrame) -> list[str]:
@@ -68,12 +68,10 @@ def score_matrix(g: pd.DataFrame) -> np.ndarray:
 
 def metric_names(task: str, pred: pd.DataFrame) -> list[str]:
     """The metrics a leaderboard reports for this task and these columns."""
-    if task == "classification":
-        return list(CLASSIFICATION_METRICS)
-    return [m for m in SEGMENTATION_METRICS + REGION_METRICS if m in pred.columns]
+    return get_task(task).metric_names(pred)
 
 
-def _require(df: pd.DataFrame, columns: list[str], source: str) -> None:
+def require_columns(df: pd.DataFrame, columns: list[str], source: str) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(source, f"missing column(s) {missing}; found {[str(c) for c in df.columns]}")
@@ -95,8 +93,9 @@ def _check_models(df: pd.DataFrame, source: str) -> None:
         raise DataError(source, f"model(s) {mixed[mixed > 1].index.tolist()} listed with several kinds")
 
 
-def _check_classification(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    _require(df, ["y_true"], source)
+def check_classification(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Classification rows: integer labels, finite scores (``y_score`` or one ``p_<class>`` per class)."""
+    require_columns(df, ["y_true"], source)
     df["y_true"] = _integers(df["y_true"], source, "y_true")
     pcols = probability_columns(df)
     if "y_score" not in df.columns and not pcols:
@@ -117,7 +116,7 @@ def check_predictions(predictions: pd.DataFrame, task: str, source: str = "predi
     """A validated copy: ids as strings, integer folds and labels, ``y_pred`` filled in."""
     if not isinstance(predictions, pd.DataFrame) or predictions.empty:
         raise DataError(source, "no predictions (expected a non-empty table)")
-    _require(predictions, ["model", "kind", "fold", *KEYS], source)
+    require_columns(predictions, ["model", "kind", "fold", *KEYS], source)
     df = predictions.copy()
     for col in ("model", "kind", *KEYS):
         df[col] = df[col].astype(str)
@@ -127,10 +126,7 @@ def check_predictions(predictions: pd.DataFrame, task: str, source: str = "predi
     if len(dup):
         raise DataError(source, f"model {dup['model'].iloc[0]!r} has case {dup['case_id'].iloc[0]!r} more than "
                                 "once (expected one out-of-fold row per model and case)")
-    if task == "classification":
-        return _check_classification(df, source)
-    _require(df, ["dice"], source)
-    return df
+    return get_task(task).check_predictions(df, source)
 
 
 def check_folds(folds: pd.DataFrame, pred: pd.DataFrame, task: str, primary: str,
@@ -138,7 +134,7 @@ def check_folds(folds: pd.DataFrame, pred: pd.DataFrame, task: str, primary: str
     """A validated copy of the folds table, checked against the predictions' models."""
     if not isinstance(folds, pd.DataFrame) or folds.empty:
         raise DataError(source, "no folds (expected a non-empty table)")
-    _require(folds, ["model", "kind", "fold", "n_train", "n_test", primary], source)
+    require_columns(folds, ["model", "kind", "fold", "n_train", "n_test", primary], source)
     df = folds.copy()
     df["model"] = df["model"].astype(str)
     df["fold"] = _integers(df["fold"], source, "fold")
@@ -150,10 +146,11 @@ def check_folds(folds: pd.DataFrame, pred: pd.DataFrame, task: str, primary: str
     return df[df["model"].isin(set(pred["model"]))]
 
 
-def ranking(folds: pd.DataFrame, primary: str) -> list[str]:
-    """Models best first by the fold mean of ``primary``; NaN last, ties by name."""
+def ranking(folds: pd.DataFrame, primary: str, task: str | Task) -> list[str]:
+    """Models best first by the fold mean of ``primary`` in the task's direction; NaN last, ties by name."""
     means = folds.groupby("model")[primary].mean().sort_index()
-    return means.sort_values(ascending=lower_is_better(primary), na_position="last", kind="stable").index.tolist()
+    return means.sort_values(ascending=lower_is_better(primary, task), na_position="last",
+                             kind="stable").index.tolist()
 
 
 def classification_values(g: pd.DataFrame, binary: bool) -> dict[str, float]:
@@ -182,16 +179,14 @@ def fold_metrics(predictions: pd.DataFrame, task: str | None = None) -> pd.DataF
     """
     task, _ = resolve(predictions, task, None)
     pred = check_predictions(predictions, task)
-    metrics, binary = metric_names(task, pred), task == "classification" and is_binary(pred)
+    spec = get_task(task)
+    metrics, binary = spec.metric_names(pred), spec.is_binary(pred)
     totals = pred.groupby("model").size()
     rows = []
     for (model, fold), g in pred.groupby(["model", "fold"], sort=True):
         row = {"model": model, "kind": g["kind"].iloc[0], "fold": int(fold),
                "n_train": int(totals[model] - len(g)), "n_test": len(g)}
-        if task == "classification":
-            row.update(classification_values(g, binary))
-        else:
-            row.update({m: float(g[m].mean()) for m in metrics})
+        row.update(spec.fold_values(g, metrics, binary))
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -17,11 +17,12 @@ Tests, each on the pairs of one comparison:
 
 Holm's correction is applied per family, a family being one test across all models
 (e.g. every Wilcoxon comparison of the reference); each family answers its own question
-(one metric, one kind of evidence), so families are not pooled. ``difference`` is
-always reference minus model, on the paired cases: mean Dice difference (Wilcoxon),
-AUC difference (DeLong), accuracy difference (McNemar), mean fold-score difference
-(corrected t). Positive means the reference scores higher, which favours it except for
-lower-is-better metrics (HD95). ``significant`` is ``p_holm < 0.05``.
+(one metric, one kind of evidence), so families are not pooled. ``difference`` is the
+reference's advantage on the paired cases, in the metric's direction: reference minus
+model where higher is better (mean Dice difference for Wilcoxon, AUC difference for
+DeLong, accuracy difference for McNemar, mean fold-score difference for corrected t),
+model minus reference where lower is better (HD95). Positive always favours the
+reference. ``significant`` is ``p_holm < 0.05``.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from tumorbench.evaluation.oof import (
     ranking,
     resolve,
 )
+from tumorbench.tasks import get_task
 from tumorbench.evaluation.stats import (
     corrected_resampled_ttest,
     delong_test,
@@ -67,13 +69,15 @@ def primary_test(task: str, primary: str, stats: pd.DataFrame | None = None) -> 
     The per-case test of that very metric (DeLong for ``auc``, McNemar for ``accuracy``,
     Wilcoxon for Dice), else the corrected resampled t-test on its fold scores.
     """
-    if task == "classification":
-        test = {"auc": "delong", "accuracy": "mcnemar"}.get(primary, "corrected_t")
-    else:
-        test = "wilcoxon" if primary.startswith("dice") else "corrected_t"
+    test = get_task(task).primary_test(primary)
     if stats is not None and test not in set(stats["test"]):
         test = "corrected_t"
     return test
+
+
+def wilcoxon_case_test(metric: str) -> tuple[str, str, PairTest]:
+    """The Wilcoxon signed-rank test of a per-case metric (Dice per patient)."""
+    return "wilcoxon", metric, _wilcoxon(metric)
 
 
 def _wilcoxon(metric: str) -> PairTest:
@@ -97,10 +101,8 @@ def _mcnemar(pair: pd.DataFrame) -> tuple[float, float, float]:
     return stat, p, float(np.mean(a == y) - np.mean(b == y))
 
 
-def _case_tests(task: str, primary: str, pred: pd.DataFrame) -> list[tuple[str, str, PairTest]]:
-    if task == "segmentation":
-        metric = primary if primary.startswith("dice") and primary in pred.columns else "dice"
-        return [("wilcoxon", metric, _wilcoxon(metric))]
+def classification_case_tests(pred: pd.DataFrame) -> list[tuple[str, str, PairTest]]:
+    """McNemar on the decisions, and DeLong on the scores of a binary task."""
     tests: list[tuple[str, str, PairTest]] = [("mcnemar", "accuracy", _mcnemar)]
     if is_binary(pred):
         tests.insert(0, ("delong", "auc", _delong))
@@ -115,15 +117,12 @@ def _run(test: str, fn: PairTest, pair: pd.DataFrame, what: str) -> tuple[float,
         return math.nan, math.nan, math.nan
 
 
-def _pair_cases(ref: pd.DataFrame, other: pd.DataFrame, task: str, metric: str | None) -> pd.DataFrame:
-    pair = ref.merge(other, on=list(KEYS), suffixes=("_ref", "_other"))
-    if task == "classification":
-        clash = pair[pair["y_true_ref"] != pair["y_true_other"]]
-        if len(clash):
-            raise DataError("predictions.csv", f"models {ref['model'].iloc[0]!r} and {other['model'].iloc[0]!r} "
-                                               f"disagree on y_true of case {clash['case_id'].iloc[0]!r}")
-    elif metric is not None:
-        pair = pair[pair[f"{metric}_ref"].notna() & pair[f"{metric}_other"].notna()]
+def check_same_labels(pair: pd.DataFrame) -> pd.DataFrame:
+    """Paired classification rows must agree on the truth."""
+    clash = pair[pair["y_true_ref"] != pair["y_true_other"]]
+    if len(clash):
+        raise DataError("predictions.csv", f"models {pair['model_ref'].iloc[0]!r} and {pair['model_other'].iloc[0]!r}"
+                                           f" disagree on y_true of case {clash['case_id'].iloc[0]!r}")
     return pair
 
 
@@ -159,14 +158,19 @@ def _comparison_rows(pred: pd.DataFrame, folds: pd.DataFrame, task: str, primary
     base = {"reference": reference, "model": model, "kind": kind}
     ref, other = pred[pred["model"] == reference], pred[pred["model"] == model]
     rows = []
-    for test, metric, fn in _case_tests(task, primary, pred):
-        pair = _pair_cases(ref, other, task, metric if test == "wilcoxon" else None)
+    spec = get_task(task)
+    for test, metric, fn in spec.case_tests(primary, pred):
+        pair = spec.pair_cases(ref.merge(other, on=list(KEYS), suffixes=("_ref", "_other")),
+                               metric if test == "wilcoxon" else None)
         stat, p, diff = _run(test, fn, pair, f"{reference} vs {model}")
         rows.append({**base, "test": test, "metric": metric, "n": len(pair), "statistic": stat, "p": p,
                      "difference": diff})
     n, stat, p, diff = _fold_test(folds, reference, model, primary)
     rows.append({**base, "test": "corrected_t", "metric": primary, "n": n, "statistic": stat, "p": p,
                  "difference": diff})
+    for row in rows:  # the reference's advantage: positive favours it whichever way the metric improves
+        if spec.mode(row["metric"]) == "min":
+            row["difference"] = -row["difference"]
     return rows
 
 
@@ -187,7 +191,7 @@ def paired_statistics(predictions: pd.DataFrame, folds: pd.DataFrame | None = No
     task, primary = resolve(predictions, task, primary)
     pred = check_predictions(predictions, task)
     folds = check_folds(fold_metrics(pred, task) if folds is None else folds, pred, task, primary)
-    order = ranking(folds, primary)
+    order = ranking(folds, primary, task)
     kinds = pred.groupby("model")["kind"].first()
     if reference is None:
         reference = next((m for m in order if kinds[m] == "dl"), order[0])

@@ -10,14 +10,12 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Literal, Mapping, get_args
+from typing import Any, Callable, Mapping
 
 from torch import nn
 
 from tumorbench.errors import TumorbenchError
-
-Task = Literal["classification", "segmentation", "gan"]
-TASKS: tuple[str, ...] = get_args(Task)
+from tumorbench.tasks import TaskError, get_task
 
 Factory = Callable[..., nn.Module]
 
@@ -47,7 +45,7 @@ class ModelInfo:
     """
 
     name: str
-    task: Task
+    task: str
     description: str
     spatial_dims: tuple[int, ...]
     default_kwargs: Mapping[str, Any]
@@ -55,8 +53,10 @@ class ModelInfo:
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.lower():
             raise ModelConfigError(f"model name {self.name!r} must be non-empty and lowercase")
-        if self.task not in TASKS:
-            raise ModelConfigError(f"model {self.name!r}: task {self.task!r} is not one of {TASKS}")
+        try:
+            get_task(self.task)
+        except TaskError as exc:
+            raise ModelConfigError(f"model {self.name!r}: {exc}") from None
         if not self.spatial_dims or any(d not in (1, 2, 3) for d in self.spatial_dims):
             raise ModelConfigError(f"model {self.name!r}: spatial_dims {self.spatial_dims!r} must be from (1, 2, 3)")
 
@@ -79,7 +79,7 @@ def _factory_defaults(name: str, factory: Factory) -> Mapping[str, Any]:
 def register_model(
     name: str,
     *,
-    task: Task,
+    task: str,
     description: str,
     spatial_dims: tuple[int, ...] = (2,),
 ) -> Callable[[Factory], Factory]:
@@ -143,9 +143,13 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
 
 def list_models(task: str | None = None) -> list[str]:
     """Sorted registered names, optionally only those for ``task``."""
-    if task is not None and task not in TASKS:
-        raise ModelConfigError(f"task {task!r} is not one of {TASKS}")
-    return sorted(n for n, (info, _) in _REGISTRY.items() if task is None or info.task == task)
+    if task is None:
+        return sorted(_REGISTRY)
+    try:
+        wanted = get_task(task)
+    except TaskError as exc:
+        raise ModelConfigError(str(exc)) from None
+    return sorted(n for n, (info, _) in _REGISTRY.items() if wanted.owns(info.task))
 
 
 def model_info(name: str) -> ModelInfo:

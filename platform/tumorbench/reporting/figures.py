@@ -19,6 +19,7 @@ from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 from tumorbench.evaluation.metrics import compute_dice
 from tumorbench.evaluation.oof import lower_is_better
+from tumorbench.tasks import Segmentation
 
 __all__ = [
     "confusion_figure",
@@ -41,7 +42,7 @@ def figure_png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def forest_figure(lb: pd.DataFrame, primary: str) -> Figure:
+def forest_figure(lb: pd.DataFrame, primary: str, task: str) -> Figure:
     """Primary metric per model: pooled estimate with its 95% CI and the fold mean."""
     fig = Figure(figsize=(7, 0.45 * len(lb) + 1.4))
     ax = fig.add_subplot()
@@ -59,7 +60,7 @@ def forest_figure(lb: pd.DataFrame, primary: str) -> Figure:
     ax.set_ylim(-0.6, len(lb) - 0.4)
     ax.set_xlabel(f"{primary}: pooled estimate with patient-bootstrap 95% CI; | = mean over folds")
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title(f"Leaderboard by {primary} ({'lower' if lower_is_better(primary) else 'higher'} is better)")
+    ax.set_title(f"Leaderboard by {primary} ({'lower' if lower_is_better(primary, task) else 'higher'} is better)")
     return fig
 
 
@@ -155,7 +156,7 @@ def extreme_cases(pred: pd.DataFrame, model: str, *, metric: str = "dice", n: in
         Rows of ``pred`` with a ``which`` column (``"best"`` / ``"worst"``); best first.
     """
     g = pred[(pred["model"] == model) & pred[metric].notna()]
-    best_first = g.sort_values(metric, ascending=lower_is_better(metric), kind="stable")
+    best_first = g.sort_values(metric, ascending=lower_is_better(metric, Segmentation.name), kind="stable")
     best, worst = best_first.head(n), best_first.tail(min(n, max(len(g) - n, 0)))[::-1]
     return pd.concat([best.assign(which="best"), worst.assign(which="worst")])
 

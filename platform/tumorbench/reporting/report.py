@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from tumorbench.errors import DataError
+from tumorbench.tasks import get_task
 from tumorbench.evaluation.leaderboard import leaderboard, load_results
 from tumorbench.evaluation.oof import (
     check_folds,
@@ -135,7 +136,7 @@ def _leaderboard_section(lb: pd.DataFrame, stats: pd.DataFrame, task: str, prima
             "second table and the forest plot show those pooled estimates.")
     return (f"<h2>Leaderboard</h2>{_table(header, rows, text_cols=3)}<p class='note'>{note}</p>"
             f"<h3>Every metric: pooled estimate [95% CI]</h3>{_table(['model'] + [_esc(m) for m in metrics], pooled)}"
-            + _figure(forest_figure(lb, primary), "leaderboard forest plot"))
+            + _figure(forest_figure(lb, primary, task), "leaderboard forest plot"))
 
 
 def _stats_section(stats: pd.DataFrame) -> str:
@@ -167,7 +168,8 @@ def _folds_section(folds: pd.DataFrame, order: Sequence[str], primary: str) -> s
     return f"<h2>{_esc(primary)} per fold</h2>{_table(header, rows)}"
 
 
-def _classification_figures(pred: pd.DataFrame, lb: pd.DataFrame, reference: str, n_boot: int, seed: int) -> str:
+def classification_figures(pred: pd.DataFrame, lb: pd.DataFrame, reference: str, n_boot: int, seed: int) -> str:
+    """ROC curves (binary) and confusion matrices of the best DL model and the best baseline."""
     parts = []
     if is_binary(pred):
         parts.append(_figure(roc_figure(pred, lb["model"].tolist(), reference, n_boot=n_boot, seed=seed), "ROC curves"))
@@ -179,7 +181,8 @@ def _classification_figures(pred: pd.DataFrame, lb: pd.DataFrame, reference: str
     return "<h2>ROC curves and confusion matrices</h2>" + "".join(parts)
 
 
-def _segmentation_figures(pred: pd.DataFrame, lb: pd.DataFrame, reference: str, primary: str) -> str:
+def segmentation_figures(pred: pd.DataFrame, lb: pd.DataFrame, reference: str, primary: str) -> str:
+    """Per-patient Dice of every model and the reference's best and worst patients."""
     metric = primary if primary.startswith("dice") else "dice"
     parts = [_figure(dice_figure(pred, lb["model"].tolist(), metric), "per-patient Dice")]
     cases = extreme_cases(pred, reference, metric=metric, n=3)
@@ -259,8 +262,7 @@ def write_report(results_dir: str | Path, *, title: str = "tumorbench comparison
                     lambda: leaderboard(pred, folds, task, primary=primary, n_boot=n_boot, seed=seed))
     stats = _stored_or(root / "stats.csv", lambda: paired_statistics(pred, folds, task, primary=primary))
     reference = str(stats["reference"].iloc[0]) if len(stats) else str(lb["model"].iloc[0])
-    figures = (_classification_figures(pred, lb, reference, n_boot, seed) if task == "classification"
-               else _segmentation_figures(pred, lb, reference, primary))
+    figures = get_task(task).report_figures(pred, lb, reference, primary, n_boot, seed)
     summary = (f"{len(lb)} models and baselines, {folds['fold'].nunique()} folds, "
                f"{pred['case_id'].nunique()} cases of {pred['patient_id'].nunique()} patients; task {_esc(task)}; "
                f"primary metric {_esc(primary)}; metrics {_esc(', '.join(metric_names(task, pred)))}.")

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tumorbench.data.splits import fold_frames
+from tumorbench.tasks import get_task
 from tumorbench.tuning.search import best_row
 from tumorbench.tuning.trial import read_state
 
@@ -51,16 +52,19 @@ def dl_predictions(trial: dict[str, Any], model: str, task: str,
                    class_names: list[str] | None) -> tuple[pd.DataFrame, list]:
     """Out-of-fold rows of a trial (a ``trial_rows`` row), and its per-fold records (best checkpoints)."""
     folds, records = read_state(trial["checkpoint"])
-    if task == "segmentation":
-        rows = [{"case_id": r.get("case_id", r["patient_id"]), "patient_id": r["patient_id"], "fold": r["fold"],
-                 **{k: r[k] for k in r if k in SEGMENTATION_COLUMNS or k.startswith("dice_")}} for r in records]
-    else:
-        rows = [_classification_row(r, class_names or []) for r in records]
-    frame = pd.DataFrame(rows).assign(model=model, kind="dl")
+    frame = pd.DataFrame(get_task(task).oof_rows(records, class_names)).assign(model=model, kind="dl")
     return frame, folds
 
 
-def _classification_row(record: dict, class_names: list[str]) -> dict[str, Any]:
+def segmentation_row(record: dict) -> dict[str, Any]:
+    """A patient's out-of-fold row: its metrics (per BraTS region too, when the masks had regions)."""
+    return {"case_id": record.get("case_id", record["patient_id"]), "patient_id": record["patient_id"],
+            "fold": record["fold"],
+            **{k: record[k] for k in record if k in SEGMENTATION_COLUMNS or k.startswith("dice_")}}
+
+
+def classification_row(record: dict, class_names: list[str]) -> dict[str, Any]:
+    """A case's out-of-fold row: ``y_score`` for two classes, ``p_<k>`` per class otherwise."""
     probs = np.asarray(record["probs"], float)
     row = {"case_id": record["case_id"], "patient_id": record["patient_id"], "fold": record["fold"]}
     if len(probs) == 2:
@@ -71,19 +75,31 @@ def _classification_row(record: dict, class_names: list[str]) -> dict[str, Any]:
         {f"p_{k}": float(p) for k, p in enumerate(probs)}
 
 
+def classification_baseline_rows(name: str, train: pd.DataFrame, val: pd.DataFrame,
+                                 class_names: list[str] | None, seed: int, params: dict[str, Any]) -> pd.DataFrame:
+    """A classifier baseline fitted on a fold's training cases; rows for its validation cases."""
+    from tumorbench.baselines import fit_predict_fold
+
+    frame = fit_predict_fold(name, train, val, classes=class_names, seed=seed, **params)
+    frame = frame.drop(columns=[c for c in ("model",) if c in frame.columns])
+    if "y_score" in frame.columns:
+        frame["y_true"] = (frame["y_true"] == 1).astype(int)
+    return frame
+
+
+def segmentation_baseline_rows(name: str, train: pd.DataFrame, val: pd.DataFrame, seed: int,
+                               params: dict[str, Any]) -> pd.DataFrame:
+    """A segmentation baseline on a fold: one row per validation patient."""
+    from tumorbench.baselines import patient_metrics, segment_fold
+
+    per_patient = patient_metrics(segment_fold(name, train, val, seed=seed, **params))
+    return per_patient.assign(case_id=per_patient["patient_id"])
+
+
 def baseline_fold(name: str, task: str, train: pd.DataFrame, val: pd.DataFrame, fold: int,
                   class_names: list[str] | None, seed: int, params: dict[str, Any]) -> pd.DataFrame:
     """One baseline on one fold (runs as a Ray task): out-of-fold rows like the deep models'."""
-    from tumorbench.baselines import fit_predict_fold, patient_metrics, segment_fold
-
-    if task == "classification":
-        frame = fit_predict_fold(name, train, val, classes=class_names, seed=seed, **params)
-        frame = frame.drop(columns=[c for c in ("model",) if c in frame.columns])
-        if "y_score" in frame.columns:
-            frame["y_true"] = (frame["y_true"] == 1).astype(int)
-    else:
-        per_patient = patient_metrics(segment_fold(name, train, val, seed=seed, **params))
-        frame = per_patient.assign(case_id=per_patient["patient_id"])
+    frame = get_task(task).baseline_rows(name, train, val, class_names, seed, params)
     return frame.assign(model=name, kind="baseline", fold=fold)
 
 
@@ -91,15 +107,14 @@ def run_baselines(study, frame: pd.DataFrame, split_doc: dict, class_names: list
     """Every baseline on every fold, as Ray tasks on the cluster (1 CPU each)."""
     import ray
 
-    task = ray.remote(num_cpus=1)(baseline_fold)
+    remote = ray.remote(num_cpus=1)(baseline_fold)
+    task = get_task(study.task)
     pending = []
     for name in study.baselines:
         for fold in range(len(split_doc["folds"])):
-            train, val = fold_frames(frame, split_doc, fold)
-            if study.task == "classification":
-                train, val = train[train["label"].notna()], val[val["label"].notna()]
-            pending.append(task.remote(name, study.task, train, val, fold, class_names, study.seed,
-                                       study.baseline_params.get(name, {})))
+            train, val = (task.usable(part) for part in fold_frames(frame, split_doc, fold))
+            pending.append(remote.remote(name, study.task, train, val, fold, class_names, study.seed,
+                                         study.baseline_params.get(name, {})))
     return pd.concat(ray.get(pending), ignore_index=True) if pending else pd.DataFrame()
 
 

@@ -24,7 +24,7 @@ from tumorbench.study.spec import Study, StudyError
 from tumorbench.training.checkpoint import package_versions
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.data import ensure_split_file
-from tumorbench.training.tasks import METRIC_ORDER, PRIMARY_METRIC
+from tumorbench.tasks import get_task
 from tumorbench.training.trainer import describe_cluster, ensure_ray
 
 
@@ -88,9 +88,8 @@ def write_manifest(study: Study, out: Path, preset: str, doc: dict, seconds: flo
 
 def package_best(winner: str, fold_records: dict[str, list], out: Path, task: str, metric: str) -> dict:
     """Copy the winner's best fold model to ``best/<task>/`` (weights + model.json) for Serve."""
-    records = fold_records[winner]
-    order = 1 if METRIC_ORDER[task] == "max" else -1
-    chosen = max(records, key=lambda r: order * (r.score if r.score == r.score else -1e9))
+    rank = get_task(task)
+    chosen = min(fold_records[winner], key=lambda r: rank.sort_key(r.score, metric))
     target = out / "best" / task
     if target.exists():
         shutil.rmtree(target)
@@ -121,16 +120,15 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     frame, doc, split_file, data = prepare(study, out)
-    metric = study.primary or PRIMARY_METRIC[study.task]
-    mode = METRIC_ORDER[study.task]
-    class_names = sorted(frame["label"].dropna().unique()) if study.task == "classification" else None
+    task, metric, mode = get_task(study.task), study.metric, study.mode
+    class_names = task.class_names(frame)
     ensure_ray(address)
     print(f"[tumorbench] {describe_cluster()}", flush=True)
     parts, fold_records, configs, trials = [], {}, {}, []
     for candidate in study.candidates:
         grid = run_search(base_config(study, candidate, data, out, split_file), candidate.space,
                           searcher=candidate.searcher, scheduler=study.scheduler, num_samples=candidate.num_samples,
-                          metric=metric, mode=mode, storage_path=out / "searches", name=candidate.name,
+                          metric=metric, storage_path=out / "searches", name=candidate.name,
                           resume=resume, seed=study.seed, verbose=0)
         rows = trial_rows(grid, metric, len(doc["folds"]))
         best = results.best_trial(rows, mode, len(doc["folds"]))
@@ -147,7 +145,7 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     lb, stats = summarize_results(out, task=study.task, primary=metric, seed=study.seed)
     dl_models = [m for m in lb["model"] if m in fold_records]
     best = package_best(dl_models[0], fold_records, out, study.task, metric) if dl_models else {}
-    if dl_models and study.task == "segmentation":
+    if dl_models and task.with_mask:
         from tumorbench.study.overlays import write_overlays
 
         predictions = pd.read_csv(out / "predictions.csv")

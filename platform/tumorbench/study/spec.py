@@ -12,6 +12,7 @@ from typing import Any
 from tumorbench.baselines import list_baselines
 from tumorbench.errors import TumorbenchError
 from tumorbench.models import list_models, model_info
+from tumorbench.tasks import TaskError, get_task, list_tasks
 from tumorbench.tuning.search import SCHEDULERS
 from tumorbench.tuning.space import SEARCHERS
 
@@ -47,13 +48,14 @@ class Study:
 
     Args:
         name: Study name (results folder and manifest).
-        task: ``classification`` or ``segmentation``.
+        task: A task that ranks configurations (``tumorbench.tasks.list_tasks(rankable=True)``).
         data: Dataset root; ``None`` makes the synthetic study (``synthetic`` names which).
         candidates: Deep models with their search spaces.
         baselines: Classical baseline names (``tumorbench.baselines.list_baselines``).
         layout: Catalog layout or ``auto``.
         n_folds: Patient-level folds of the split file (every model and baseline uses them).
-        primary: Primary metric (default: AUC / per-patient Dice).
+        primary: Primary metric of the task (default: the task's, AUC / per-patient Dice), ranked in its
+            direction everywhere (HD95: lowest first).
         scheduler: ``asha`` or ``none``.
         config: ``TrainConfig`` fields shared by every candidate.
         baseline_params: Keyword arguments per baseline.
@@ -76,8 +78,14 @@ class Study:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.task not in ("classification", "segmentation"):
-            raise StudyError(f"study {self.name}: task must be classification or segmentation, got {self.task!r}")
+        try:
+            task = get_task(self.task)
+            task.check_metric(self.primary)
+        except TaskError as exc:
+            raise StudyError(f"study {self.name}: {exc}") from None
+        if not task.rankable:
+            raise StudyError(f"study {self.name}: a {task.name} study has no score to compare models by "
+                             f"(choose from {list_tasks(rankable=True)})")
         if not self.candidates:
             raise StudyError(f"study {self.name}: no candidate models")
         if self.scheduler not in SCHEDULERS:
@@ -94,12 +102,22 @@ class Study:
             raise StudyError(f"study {self.name}: unknown {self.task} baselines {unknown} "
                              f"(choose from {list_baselines(self.task)})")
 
+    @property
+    def metric(self) -> str:
+        """The primary metric (the study's, else its task's)."""
+        return get_task(self.task).check_metric(self.primary)
+
+    @property
+    def mode(self) -> str:
+        """``max`` or ``min``: the direction of :attr:`metric`."""
+        return get_task(self.task).mode(self.primary)
+
     def _check_candidate(self, candidate: Candidate) -> None:
         model = candidate.config.get("model")
         if model not in list_models():
             raise StudyError(f"study {self.name}: candidate {candidate.name} names unknown model {model!r} "
                              f"(choose from {list_models(self.task)})")
-        if model_info(model).task != self.task:
+        if not get_task(self.task).owns(model_info(model).task):
             raise StudyError(f"study {self.name}: {model} is a {model_info(model).task} model, the study is "
                              f"{self.task}")
         if candidate.searcher not in SEARCHERS:

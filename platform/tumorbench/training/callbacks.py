@@ -14,11 +14,7 @@ from typing import Any
 
 from ray.train import UserCallback
 
-_SHOWN = {
-    "classification": ("accuracy", "auc", "f1", "recall", "specificity"),
-    "segmentation": ("dice", "dice_sd", "iou", "hd95"),
-    "gan": ("d_loss", "g_loss", "d_real", "d_fake"),
-}
+from tumorbench.tasks import get_task
 
 
 def _fmt(value: Any) -> str:
@@ -35,7 +31,7 @@ def _true(value: Any) -> bool:
 
 def format_epoch(row: dict[str, Any], task: str) -> str:
     """The console line of one epoch (``row`` from a report or from ``history.csv``)."""
-    shown = " ".join(f"{k}={_fmt(row[k])}" for k in _SHOWN[task] if k in row)
+    shown = " ".join(f"{k}={_fmt(row[k])}" for k in get_task(task).shown if k in row)
     speed = float(row.get("images_per_second") or 0)
     loss = f"loss={_fmt(row['train_loss'])}  " if "train_loss" in row else ""  # a GAN has two, in ``shown``
     return (f"[tumorbench] epoch {int(float(row.get('epoch', -1))):3d}  {loss}"
@@ -59,7 +55,7 @@ class EpochLogger(UserCallback):
 
     def __init__(self, out: str | Path, task: str):
         self.out = str(out)
-        self.task = task
+        self.task = get_task(task)
         self._writer = None
 
     def _tensorboard(self):
@@ -76,9 +72,9 @@ class EpochLogger(UserCallback):
         writer = self._tensorboard()
         for key, value in row.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                validated = key in _SHOWN[self.task] and self.task != "gan"  # GAN losses are training losses
+                validated = key in self.task.shown and self.task.rankable  # GAN losses are training losses
                 writer.add_scalar(f"{'val' if validated else 'train'}/{key}", value, epoch)
-        if self.task == "gan" and checkpoint is not None:
+        if getattr(self.task, "logs_samples", False) and checkpoint is not None:
             _add_sample_grid(writer, checkpoint, epoch)
         writer.flush()
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from tumorbench.errors import TumorbenchError
+from tumorbench.tasks import TaskError, get_task
 from tumorbench.transforms import AugmentConfig, PreprocessConfig, SamplingConfig
 
-Task = Literal["classification", "segmentation", "gan"]
-TASKS = ("classification", "segmentation", "gan")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 # Layouts whose cases are volumes; the others hold 2D images.
 VOLUME_LAYOUTS = ("brats", "msd", "dicom")
@@ -26,7 +25,7 @@ class TrainConfig:
     """Everything one training run needs.
 
     Args:
-        task: ``classification``, ``segmentation`` or ``gan``.
+        task: A registered task (``tumorbench.tasks.list_tasks()``): ``classification``, ``segmentation``, ``gan``.
         model: Registered model name (``tumorbench.models.list_models()``).
         data: Dataset root.
         out: Run folder (checkpoints, TensorBoard events, history, split file).
@@ -62,9 +61,11 @@ class TrainConfig:
         max_failures: Worker-group restarts from the last checkpoint before the run fails.
         roi_size: Sliding-window size for 3D validation (default: the sampling patch size).
         foreground_prior: Segmentation output bias starts at this foreground probability (``None``: default init).
+        metric: Validation metric that picks the best epoch, ranks kept checkpoints and drives ``patience``
+            (default: the task's primary metric), in the task's direction (HD95: lowest).
     """
 
-    task: Task
+    task: str
     model: str
     data: str
     out: str
@@ -100,10 +101,14 @@ class TrainConfig:
     max_failures: int = 1
     roi_size: tuple[int, ...] | None = None
     foreground_prior: float | None = 0.02
+    metric: str | None = None
 
     def __post_init__(self) -> None:
+        try:
+            get_task(self.task).check_metric(self.metric)
+        except TaskError as exc:
+            raise TrainConfigError(str(exc)) from None
         checks = [
-            (self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}"),
             (self.amp in AMP_MODES, f"amp must be one of {AMP_MODES}, got {self.amp!r}"),
             (self.cache in ("none", "memory", "disk"), f"cache must be none, memory or disk, got {self.cache!r}"),
             (self.epochs >= 1 and self.batch_size >= 1, "epochs and batch_size must be at least 1"),
@@ -126,6 +131,16 @@ class TrainConfig:
             value = getattr(self, name)
             if value:
                 object.__setattr__(self, name, os.path.abspath(os.path.expanduser(value)))
+
+    @property
+    def selection_metric(self) -> str:
+        """The validation metric that selects epochs and checkpoints (``metric`` or the task's primary)."""
+        return get_task(self.task).check_metric(self.metric)
+
+    @property
+    def selection_mode(self) -> str:
+        """``max`` or ``min``: the direction of :attr:`selection_metric`."""
+        return get_task(self.task).mode(self.metric)
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-friendly dict (what Ray sends to each worker)."""

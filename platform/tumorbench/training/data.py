@@ -19,6 +19,7 @@ from tumorbench.data.catalog import scan
 from tumorbench.data.datasets import cases_from_catalog, make_dataset
 from tumorbench.data.splits import SplitConfig, fold_frames, load_splits, make_splits, write_splits
 from tumorbench.errors import DataError
+from tumorbench.tasks import TaskError, get_task
 from tumorbench.training.config import VOLUME_LAYOUTS, TrainConfig, TrainConfigError
 from tumorbench.transforms import build_transforms
 
@@ -43,16 +44,12 @@ def split_path(config: TrainConfig) -> Path:
 
 
 def load_catalog(config: TrainConfig) -> pd.DataFrame:
-    """The catalog for a task; classification keeps labelled cases only."""
+    """The catalog for a task, refused when it holds nothing the task can learn from."""
     frame = scan(config.data, config.layout)
-    if config.task in ("classification", "gan"):
-        if not frame["label"].notna().any():
-            raise TrainConfigError(
-                f"{config.data}: layout {frame.attrs['layout']!r} has no class labels, so it cannot train "
-                f"a {config.task} model (use a class-folder, LIDC or labelled DICOM dataset)")
-    elif not frame["mask"].notna().any():
-        raise TrainConfigError(f"{config.data}: layout {frame.attrs['layout']!r} has no masks, "
-                               f"so it cannot train a segmentation model")
+    try:
+        get_task(config.task).check_catalog(frame, config.data)
+    except TaskError as exc:
+        raise TrainConfigError(str(exc)) from None
     return frame
 
 
@@ -63,13 +60,9 @@ def ensure_split_file(config: TrainConfig, frame: pd.DataFrame) -> dict:
         return load_splits(path, frame)
     if config.split_file:
         raise DataError(path, "split file not found")
-    stratify = "label" if config.task != "segmentation" else "none"
-    if config.task == "segmentation":
-        from tumorbench.data.check import add_tumor_presence
-
-        frame, stratify = add_tumor_presence(frame), "has_tumor"
-    doc = make_splits(frame, SplitConfig(n_folds=config.n_folds, seed=config.seed, stratify=stratify,
-                                         dedupe=config.dedupe and config.task != "segmentation"))
+    task = get_task(config.task)
+    doc = make_splits(task.split_frame(frame), SplitConfig(n_folds=config.n_folds, seed=config.seed,
+                                                           stratify=task.stratify, dedupe=config.dedupe and task.dedupe))
     write_splits(doc, path)
     return doc
 
@@ -81,10 +74,8 @@ def fold_cases(config: TrainConfig) -> FoldCases:
     if len(doc["folds"]) <= config.fold:
         raise TrainConfigError(f"fold {config.fold} does not exist: {split_path(config)} has {len(doc['folds'])} folds")
     train, val = fold_frames(frame, doc, config.fold)
-    labelled = frame["label"].dropna()
-    class_names = sorted(labelled.unique()) if config.task != "segmentation" and len(labelled) else None
-    if config.task != "segmentation":
-        train, val = train[train["label"].notna()], val[val["label"].notna()]
+    task = get_task(config.task)
+    class_names, train, val = task.class_names(frame), task.usable(train), task.usable(val)
     return FoldCases(
         train=cases_from_catalog(train, class_names), val=cases_from_catalog(val, class_names),
         class_names=class_names, data_dims=3 if frame.attrs["layout"] in VOLUME_LAYOUTS else 2,
@@ -101,7 +92,7 @@ def shard(cases: list[dict], rank: int, world_size: int, seed: int) -> list[dict
 
 def transforms_for(config: TrainConfig, data_dims: int, *, train: bool, seed: int | None = None):
     return build_transforms(config.preprocess, config.augment if train else None, spatial_dims=data_dims,
-                            with_mask=config.task == "segmentation", train=train,
+                            with_mask=get_task(config.task).with_mask, train=train,
                             sampling=config.sampling if train else None, seed=seed)
 
 
@@ -137,6 +128,4 @@ def io_channels(config: TrainConfig, cases: FoldCases) -> tuple[int, int]:
     the number of classes otherwise.
     """
     sample: Any = transforms_for(config, cases.data_dims, train=False)(dict((cases.val or cases.train)[0]))
-    if config.task == "segmentation":
-        return int(sample["image"].shape[0]), int(sample["mask"].shape[0])
-    return int(sample["image"].shape[0]), len(cases.class_names or [])
+    return int(sample["image"].shape[0]), get_task(config.task).output_channels(sample, cases.class_names)

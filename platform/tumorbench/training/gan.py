@@ -15,7 +15,7 @@ GAN training:
 - Under DDP the generator and the discriminator are wrapped separately, so each
   backward all-reduces exactly the module whose forward ran through its wrapper.
 - Adversarial losses do not measure sample quality, so checkpoints are ranked by
-  ``epoch`` (``tasks.PRIMARY_METRIC``): the latest are kept, and patience never stops a GAN.
+  ``epoch`` (the ``gan`` task's primary metric): the latest are kept, and patience never stops a GAN.
 - Each epoch rank 0 writes a grid of samples from fixed noise (seeded by ``seed``;
   one row per class) as ``samples.png`` in the checkpoint and ``<out>/samples/epoch_XXXX.png``.
 
@@ -36,6 +36,7 @@ import torch
 from tumorbench.errors import DataError
 from tumorbench.models import model_info
 from tumorbench.models.gan import ConditionalGAN, discriminator_loss, generator_loss
+from tumorbench.tasks import Gan, get_task
 from tumorbench.training import data as fold_data
 from tumorbench.training.checkpoint import (
     ModelManifest,
@@ -82,9 +83,9 @@ def check_gan_source(config: TrainConfig, manifest: ModelManifest, class_names: 
     the driver checks what it can before the split file exists).
     """
     source = Path(config.gan_checkpoint or "")
-    if config.task != "classification":
+    if not getattr(get_task(config.task), "gan_augmented", False):
         raise TrainConfigError(f"gan_checkpoint augments classifiers only, not {config.task} training")
-    if manifest.task != "gan":
+    if not isinstance(get_task(manifest.task), Gan):
         raise DataError(source, f"is a {manifest.task} model, not a GAN")
     if config.preprocess.normalize not in ("zscore", "minmax"):
         raise TrainConfigError(f"generated images can only be normalized with zscore or minmax, "

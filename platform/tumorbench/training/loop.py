@@ -17,27 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from tumorbench.models.pretrained import freeze_backbone, param_groups
+from tumorbench.models.pretrained import freeze_backbone
+from tumorbench.tasks import get_task
+from tumorbench.tasks.classification import positive_index
+from tumorbench.tasks.segmentation import mask_channel_names
 from tumorbench.training import data as fold_data
 from tumorbench.training.checkpoint import ModelManifest, load_training_state, load_weights, save_checkpoint
 from tumorbench.training.config import TrainConfig
-from tumorbench.training.gan import synthetic_dataset, train_gan
-from tumorbench.training.tasks import (
-    METRIC_ORDER,
-    PRIMARY_METRIC,
-    Precision,
-    build_model,
-    lr_lambda,
-    make_loss,
-    train_epoch,
-)
-from tumorbench.training.validation import (
-    classification_records,
-    gather,
-    segmentation_records,
-    summarize_classification,
-    summarize_segmentation,
-)
+from tumorbench.training.gan import synthetic_dataset
+from tumorbench.training.tasks import Precision, build_model, lr_lambda, make_loss, train_epoch
 
 
 @dataclass
@@ -74,33 +62,13 @@ def _class_counts(cases: fold_data.FoldCases) -> np.ndarray | None:
 
 
 def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    core = getattr(model, "module", model)
-    # A lower backbone learning rate protects pretrained features; a random backbone gets the full rate.
-    multiplier = config.backbone_lr_mult if config.pretrained else 1.0
-    groups = param_groups(core, config.lr, multiplier) if config.task == "classification" \
-        else [{"params": [p for p in core.parameters() if p.requires_grad], "lr": config.lr}]
+    groups = get_task(config.task).param_groups(getattr(model, "module", model), config)
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def _validate(config, model, val_set, cases, device) -> tuple[dict[str, float], list[dict]]:
     core = getattr(model, "module", model)  # no DDP collectives during validation
-    if config.task == "segmentation":
-        records = gather(segmentation_records(core, val_set, data_dims=cases.data_dims,
-                                              model_dims=config.spatial_dims, roi_size=config.roi_size
-                                              or config.sampling.patch_size, device=device,
-                                              channel_names=_mask_channel_names(config)))
-        return summarize_segmentation(records), records
-    records = gather(classification_records(core, val_set, device=device))
-    return summarize_classification(records, _positive_index(config, cases)), records
-
-
-def _mask_channel_names(config: TrainConfig) -> list[str] | None:
-    return ["WT", "TC", "ET"] if config.preprocess.label_map == "brats" else None
-
-
-def _positive_index(config: TrainConfig, cases: fold_data.FoldCases) -> int:
-    names = cases.class_names or []
-    return names.index(config.positive_class) if config.positive_class in names else len(names) - 1
+    return get_task(config.task).validate(config, core, val_set, cases, device)
 
 
 def _manifest(config, cases, kwargs, in_ch, out_ch, metrics, epoch) -> ModelManifest:
@@ -108,8 +76,8 @@ def _manifest(config, cases, kwargs, in_ch, out_ch, metrics, epoch) -> ModelMani
         name=config.model, task=config.task, model_kwargs=kwargs, spatial_dims=config.spatial_dims,
         data_dims=cases.data_dims, in_channels=in_ch, out_channels=out_ch,
         preprocess=config.to_dict()["preprocess"], class_names=cases.class_names,
-        positive_class=(cases.class_names or [None])[_positive_index(config, cases)] if cases.class_names else None,
-        channel_names=_mask_channel_names(config),
+        positive_class=cases.class_names[positive_index(config, cases.class_names)] if cases.class_names else None,
+        channel_names=mask_channel_names(config),
         roi_size=list(config.roi_size or config.sampling.patch_size or []) or None,
         data={"root": config.data, "layout": cases.layout, "catalog_hash": cases.catalog_hash},
         split={"file": str(fold_data.split_path(config)), "hash": cases.split_hash, "fold": config.fold},
@@ -129,8 +97,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cases = fold_data.fold_cases(config)
     in_ch, out_ch = fold_data.io_channels(config, cases)
     model, kwargs = build_model(config, in_ch, out_ch)
-    if config.task == "gan":
-        return train_gan(config, model, cases, device, partial(_manifest, config, cases, kwargs, in_ch, out_ch))
+    own_loop = get_task(config.task).worker_loop()
+    if own_loop is not None:
+        return own_loop(config, model, cases, device, partial(_manifest, config, cases, kwargs, in_ch, out_ch))
     strategy = {"find_unused_parameters": True} if config.freeze_backbone_epochs else None
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=strategy)
     # Generated images join the training shard only; validation reads real cases alone.
@@ -145,14 +114,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     loss_fn = make_loss(config, _class_counts(cases))
     state = _resume(model, optimizer, scheduler, precision)
     for epoch in range(state.epoch + 1, config.epochs):
-        if config.task == "classification" and config.freeze_backbone_epochs:
+        if config.freeze_backbone_epochs:  # classifiers only (Task.check_config)
             freeze_backbone(getattr(model, "module", model), epoch < config.freeze_backbone_epochs)
         started = time.perf_counter()
         stats = train_epoch(model, loader, loss_fn, optimizer, scheduler, precision, config, device)
         train_seconds = time.perf_counter() - started
         metrics, records = _validate(config, model, val_set, cases, device)
-        primary = metrics.get(PRIMARY_METRIC[config.task], float("nan"))
-        improved = state.update(primary, epoch, METRIC_ORDER[config.task])
+        primary = metrics.get(config.selection_metric, float("nan"))
+        improved = state.update(primary, epoch, config.selection_mode)
         metrics |= stats | {"epoch": epoch, "lr": optimizer.param_groups[-1]["lr"], "improved": improved,
                             "train_seconds": train_seconds, "val_seconds": time.perf_counter() - started
                             - train_seconds, "images_per_second": stats["train_images"] * world / train_seconds,

@@ -1,7 +1,7 @@
 """Per-task pieces of the training loop: model sizing, loss, one training epoch.
 
-The loop itself (``loop.py``) is task-agnostic: it asks this module for the
-model keywords, the loss and the step, and asks ``validation.py`` for metrics.
+The loop itself (``loop.py``) is task-agnostic: what differs per task (sizes,
+loss, batch target, validation) is asked of the task's :class:`~tumorbench.tasks.Task`.
 """
 
 from __future__ import annotations
@@ -15,18 +15,15 @@ import numpy as np
 import torch
 
 from tumorbench.models import create_model, model_info
+from tumorbench.tasks import TaskError, get_task
 from tumorbench.training.config import TrainConfig, TrainConfigError
-from tumorbench.training.gan import check_gan_config
-
-# GAN losses do not track sample quality, so GAN checkpoints rank by recency (see training/gan.py).
-PRIMARY_METRIC = {"classification": "auc", "segmentation": "dice", "gan": "epoch"}
-METRIC_ORDER = {"classification": "max", "segmentation": "max", "gan": "max"}
 
 
 def check_model_for_task(config: TrainConfig, data_dims: int) -> None:
     """Refuse a model that cannot do the task or the dimensionality, before any worker starts."""
     info = model_info(config.model)  # unknown names raise here, listing the valid ones
-    if info.task != config.task:
+    task = get_task(config.task)
+    if not task.owns(info.task):
         raise TrainConfigError(f"model {config.model!r} is a {info.task} model; it cannot train for "
                                f"{config.task} (choose from the {config.task} models: tumorbench models)")
     if config.spatial_dims not in info.spatial_dims:
@@ -34,20 +31,16 @@ def check_model_for_task(config: TrainConfig, data_dims: int) -> None:
                                f"not {config.spatial_dims}")
     if config.spatial_dims > data_dims:
         raise TrainConfigError(f"a {config.spatial_dims}D model cannot train on {data_dims}D images")
-    if data_dims == 3 and config.spatial_dims == 2 and config.task == "segmentation" \
-            and config.sampling.mode != "slice2d":
-        raise TrainConfigError("a 2D model on volumes needs sampling mode 'slice2d'")
-    if config.task == "gan":
-        check_gan_config(config, data_dims)
+    try:
+        task.check_config(config, data_dims)
+    except TaskError as exc:
+        raise TrainConfigError(str(exc)) from None
 
 
 def model_kwargs(config: TrainConfig, in_channels: int, out_channels: int) -> dict[str, Any]:
     """The model's keywords: the config's extras plus input/output sizes named the model's way."""
     accepted = model_info(config.model).default_kwargs
-    sizes = {"in_chans": in_channels, "num_classes": out_channels, "in_channels": in_channels,
-             "out_channels": out_channels, "spatial_dims": config.spatial_dims}
-    if config.task == "gan":
-        sizes = {"out_channels": in_channels, "num_classes": out_channels}
+    sizes = get_task(config.task).model_sizes(config, in_channels, out_channels)
     kwargs = {k: v for k, v in sizes.items() if k in accepted}
     if "pretrained" in accepted:
         kwargs["pretrained"] = config.pretrained
@@ -60,40 +53,12 @@ def build_model(config: TrainConfig, in_channels: int, out_channels: int) -> tup
     """Create the model; returns it with the keywords that rebuild it (pretrained off: weights come from the package)."""
     kwargs = model_kwargs(config, in_channels, out_channels)
     model = create_model(config.model, **kwargs)
-    if config.task == "segmentation" and config.foreground_prior:
-        init_output_bias(model, out_channels, config.foreground_prior)
+    get_task(config.task).init_model(model, config, out_channels)
     return model, {k: v for k, v in kwargs.items() if k != "pretrained"}
 
 
-def init_output_bias(model: torch.nn.Module, out_channels: int, prior: float) -> bool:
-    """Start the output layer at the foreground prior (logit of ``prior``), as RetinaNet does.
-
-    Tumor is a few percent of the pixels; from the default bias (p = 0.5 everywhere)
-    Adam needs thousands of steps just to learn that most pixels are background.
-
-    Returns:
-        Whether an output convolution with a bias was found.
-    """
-    convs = (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
-    last = [m for m in model.modules() if isinstance(m, convs) and m.out_channels == out_channels
-            and m.bias is not None]
-    if not last:
-        return False
-    with torch.no_grad():
-        last[-1].bias.fill_(math.log(prior / (1 - prior)))
-    return True
-
-
 def make_loss(config: TrainConfig, class_counts: np.ndarray | None) -> torch.nn.Module:
-    if config.task == "segmentation":
-        from monai.losses import DiceCELoss
-
-        # Batch Dice: slices without tumor do not turn the Dice term into noise.
-        return DiceCELoss(sigmoid=True, batch=True)
-    weights = None
-    if class_counts is not None and (class_counts > 0).all():
-        weights = torch.as_tensor(class_counts.sum() / (len(class_counts) * class_counts), dtype=torch.float32)
-    return torch.nn.CrossEntropyLoss(weight=weights)
+    return get_task(config.task).loss(config, class_counts)
 
 
 def lr_lambda(total_steps: int, warmup_steps: int):
@@ -125,20 +90,15 @@ class Precision:
         return torch.autocast(device.type, dtype=self.dtype) if self.dtype else nullcontext()
 
 
-def _batch_target(config: TrainConfig, batch: dict, device: torch.device) -> torch.Tensor:
-    if config.task == "segmentation":
-        return batch["mask"].float().to(device)
-    return torch.as_tensor(batch["label"]).long().to(device)
-
-
 def train_epoch(model, loader, loss_fn, optimizer, scheduler, precision: Precision, config: TrainConfig,
                 device: torch.device) -> dict[str, float]:
     """One pass over this worker's shard; returns the mean loss and throughput."""
     model.train()
+    task = get_task(config.task)
     total, count = 0.0, 0
     for batch in loader:
         images = batch["image"].float().to(device)
-        target = _batch_target(config, batch, device)
+        target = task.batch_target(batch, device)
         with precision.autocast(device):
             logits = model(images)
         loss = loss_fn(logits.float(), target)  # the Dice terms stay in fp32

@@ -19,7 +19,7 @@ from tumorbench.errors import TumorbenchError
 from tumorbench.training import data as fold_data
 from tumorbench.training.callbacks import EpochLogger, format_epoch
 from tumorbench.training.config import VOLUME_LAYOUTS, TrainConfig, TrainConfigError
-from tumorbench.training.tasks import METRIC_ORDER, PRIMARY_METRIC, check_model_for_task
+from tumorbench.training.tasks import check_model_for_task
 
 RUN_NAME = "train"
 SNAPSHOT = "checkpoint_manager_snapshot.json"
@@ -130,7 +130,6 @@ def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None
         use_gpu = resources.get("GPU", 0) > 0
     Path(config.out).mkdir(parents=True, exist_ok=True)
     (Path(config.out) / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-    order = METRIC_ORDER[config.task]
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": config.to_dict()},
@@ -138,8 +137,8 @@ def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None
         run_config=RunConfig(
             name=RUN_NAME, storage_path=str(Path(config.out).resolve()),
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints,
-                                               checkpoint_score_attribute=PRIMARY_METRIC[config.task],
-                                               checkpoint_score_order=order),
+                                               checkpoint_score_attribute=config.selection_metric,
+                                               checkpoint_score_order=config.selection_mode),
             failure_config=FailureConfig(max_failures=config.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
             callbacks=[EpochLogger(config.out, config.task), *(callbacks or [])]),

@@ -16,7 +16,7 @@ from typing import Any
 
 from tumorbench.data.splits import load_splits
 from tumorbench.training.config import TrainConfig, TrainConfigError
-from tumorbench.training.tasks import METRIC_ORDER, PRIMARY_METRIC
+from tumorbench.tasks import TaskError, get_task
 from tumorbench.training.trainer import cluster_resources, ensure_ray, preflight, resolve_gpu
 from tumorbench.tuning.space import SearchSpaceError, check_domains, grid_size, searcher_space, validate_space
 from tumorbench.tuning.trial import TrialSetup, crossval_trial, trial_dirname, tune_metric
@@ -170,12 +170,19 @@ def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "ran
     """
     from ray import tune
 
-    if base.task == "gan":
-        raise TrainConfigError("a GAN has no validation score to rank configurations by; search its classifier")
-    metric = metric or PRIMARY_METRIC[base.task]
-    mode = mode or METRIC_ORDER[base.task]
-    if mode not in ("max", "min"):
-        raise TrainConfigError(f"mode must be max or min, got {mode!r}")
+    task = get_task(base.task)
+    if not task.rankable:
+        raise TrainConfigError(f"a {task.name} model has no validation score to rank configurations by; "
+                               "search its classifier")
+    try:
+        metric = task.check_metric(metric or base.metric)
+    except TaskError as exc:
+        raise TrainConfigError(str(exc)) from None
+    if mode is not None and mode != task.mode(metric):
+        raise TrainConfigError(f"{metric} improves towards {task.mode(metric)}, not {mode!r}")
+    mode = task.mode(metric)
+    # Every fold keeps the epoch that is best on the search's own metric, in its direction.
+    base = base.replace(metric=metric)
     validate_space(space, searcher, base)
     if scheduler not in SCHEDULERS:
         raise SearchSpaceError(f"unknown scheduler {scheduler!r}; choose from {', '.join(SCHEDULERS)}")
