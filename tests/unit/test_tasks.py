@@ -103,3 +103,20 @@ def test_task_registry_does_not_import_torch():
     code = "import sys, tumorbench.tasks; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_an_infinite_hd95_is_a_real_worst_score_and_nan_no_score():
+    from tumorbench.training.validation import summarize_segmentation
+    from tumorbench.tuning.search import best_row
+
+    inf, nan = float("inf"), float("nan")
+    rows = [{"status": "done", "mean": inf}, {"status": "done", "mean": 7.0}, {"status": "done", "mean": nan}]
+    assert best_row(rows, "min")["mean"] == 7.0
+    assert best_row(rows[:1], "min")["mean"] == inf  # every configuration missed a tumour: still a result
+    state = LoopState()
+    assert [state.update(v, e, "min") for e, v in enumerate([nan, inf, 5.0, inf])] == [False, True, True, False]
+    records = [{"patient_id": "a", "dice": 0.5, "hd95": 4.0}, {"patient_id": "b", "dice": 0.0, "hd95": inf},
+               {"patient_id": "c", "dice": 1.0, "hd95": nan}]
+    summary = summarize_segmentation(records)
+    assert summary["hd95"] == inf and summary["dice"] == pytest.approx(0.5)
+    assert summarize_segmentation(records[::2])["hd95"] == 4.0  # NaN (both masks empty) is skipped, as in folds.csv

@@ -40,8 +40,9 @@ class LoopState:
 
     def update(self, value: float, epoch: int, order: str) -> bool:
         """Record an epoch's primary metric; True when it is the best so far."""
+        # NaN never improves; inf (HD95 of a missed tumour) is a real, worst value that a later epoch can beat.
         better = self.best is None or (value > self.best if order == "max" else value < self.best)
-        if better and np.isfinite(value):
+        if better and not np.isnan(value):
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True
         self.bad_epochs += 1

@@ -244,7 +244,8 @@ def trial_rows(grid, metric: str, n_folds: int) -> list[dict[str, Any]]:
 
 def best_row(rows: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
     """The best trial that finished every fold (a stopped trial's partial mean does not compete)."""
-    done = [r for r in rows if r["status"] == "done" and math.isfinite(float(r["mean"]))]
+    # An infinite mean (HD95 with a missed tumour) is a real score that loses to every finite one; NaN is no score.
+    done = [r for r in rows if r["status"] == "done" and not math.isnan(float(r["mean"]))]
     if not done:
         return None
     return (max if mode == "max" else min)(done, key=lambda r: float(r["mean"]))

@@ -93,13 +93,14 @@ def summary_metrics(folds: list[FoldRecord], metric: str) -> dict[str, Any]:
 
 
 def _better(a: float, b: float, mode: str) -> bool:
-    if not math.isfinite(a):
+    """``a`` improves on ``b``: NaN never does, anything beats NaN, inf is a real (worst) distance."""
+    if math.isnan(a):
         return False
-    return not math.isfinite(b) or (a > b if mode == "max" else a < b)
+    return math.isnan(b) or (a > b if mode == "max" else a < b)
 
 
 def best_checkpoint(result, metric: str, mode: str) -> tuple[Path, dict[str, Any]]:
-    """The kept checkpoint of a Train run that scores best on ``metric`` (NaN never wins)."""
+    """The kept checkpoint of a Train run that scores best on ``metric`` (NaN never wins; ties: the first)."""
     best: tuple[Path, dict[str, Any]] | None = None
     for checkpoint, metrics in result.best_checkpoints or []:
         value = float(metrics.get(metric, float("nan")))
