@@ -73,6 +73,29 @@ def check(path: Path, layout: str, as_json: bool, no_duplicates: bool) -> None:
 
 
 @data.command()
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--date-shift", is_flag=True, help="Shift dates by a consistent per-patient offset instead of emptying them.")
+@click.option("--seed", envvar="TUMORBENCH_DEID_SEED", default=None,
+              help="Secret making UIDs, pseudonyms and shifts repeatable across runs (default: random per run).")
+@click.option("--keep-paths", is_flag=True, help="Keep source-relative paths (default: paths from the new UIDs).")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty destination.")
+def deid(src: Path, dst: Path, date_shift: bool, seed: str | None, keep_paths: bool, overwrite: bool) -> None:
+    """De-identify every DICOM file under SRC into DST (PS3.15 Annex E basic profile); SRC is only read.
+
+    Writes DST/deid_changes.csv (changed tags per file, never values) and lists images that
+    may carry burned-in text. Exits with status 1 when a file was skipped.
+    """
+    from tumorbench.data.deid import DeidConfig, deidentify_tree, format_report
+
+    report = deidentify_tree(src, dst, DeidConfig(date_shift=date_shift, seed=seed, keep_paths=keep_paths,
+                                                  overwrite=overwrite))
+    click.echo(format_report(report))
+    if report.skipped:
+        sys.exit(1)
+
+
+@data.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG file to write.")
 @click.option("--layout", type=click.Choice(LAYOUT_CHOICES), default="auto", show_default=True)

@@ -29,6 +29,7 @@ class CaseInfo:
 
     shape: tuple[int, ...] | None = None
     spacing: tuple[float, ...] | None = None
+    orientation: str | None = None
     n_channels: int | None = None
     has_tumor: bool | None = None
     mask_labels: tuple[int, ...] = ()
@@ -56,6 +57,7 @@ def inspect_case(row: dict[str, Any]) -> CaseInfo:
         channels += n
         if info.shape is None:
             info.shape, info.spacing = shape, tuple(round(float(s), 3) for s in image.spacing)
+            info.orientation = image.meta.get("orientation")
         elif shape != info.shape:
             info.problems.append(str(DataError(path, f"shape {shape} differs from the case's first image {info.shape}")))
         if not np.isfinite(image.array).all():
@@ -134,6 +136,7 @@ def check_dataset(root: str | Path, layout: str = "auto", *, lidc_policy: LidcPo
         "channel_counts": _count(int(n) for n in infos["n_channels"].dropna()),
         "shapes": _count("x".join(map(str, s)) for s in infos["shape"].dropna()),
         "spacings": _count("x".join(f"{v:g}" for v in s) for s in infos["spacing"].dropna()),
+        "orientations": _count(infos["orientation"].dropna()),
         "labels": _count("(none)" if not isinstance(v, str) else v for v in frame["label"]),
         "with_mask": int(with_mask.sum()),
         "with_tumor": int(tumor.sum()),
@@ -154,6 +157,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"channels  {_inline(report['channels'])}  (channels per case: {_inline(report['channel_counts'])})",
         f"shapes    {_inline(report['shapes'])}",
         f"spacing   {_inline(report['spacings'])} mm",
+        f"orient.   {_inline(report['orientations'])}",
         f"labels    {_inline(report['labels'])}",
     ]
     if report["with_mask"]:

@@ -1,0 +1,137 @@
+"""De-identification (PS3.15 Annex E basic profile) of DICOM trees carrying a fake identity."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+from pathlib import Path
+
+import pydicom
+import pytest
+from click.testing import CliRunner
+from dicom_phi import FAKE_PHI, FAKE_STUDY_DATE, file_has_phi, find_phi, inject_phi
+from pydicom.dataset import Dataset
+
+from tumorbench.cli import main
+from tumorbench.data.check import check_dataset
+from tumorbench.data.deid import DeidConfig, deidentify_tree, identifying_tags
+from tumorbench.data.synthetic import LungPhantomConfig, make_lung_study
+from tumorbench.errors import DataError
+
+N_FILES = 3 * 16  # three series of 16 slices
+
+
+def _digest(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture()
+def study(tmp_path: Path) -> Path:
+    """Two patients (the first with a follow-up series), fake PHI in every file, one image flagged burned-in."""
+    root = make_lung_study(tmp_path / "src", LungPhantomConfig(cases=3, shape=(16, 16, 16), repeat_scan_fraction=0.5))
+    files = sorted(root.rglob("*.dcm"))
+    for path in files:
+        inject_phi(path, patient=path.parts[-3][-1])
+    inject_phi(files[-1], burned_in=True, patient=files[-1].parts[-3][-1])
+    # A reference from one instance to another, which must follow the remapped UIDs.
+    ds = pydicom.dcmread(files[1])
+    ref = Dataset()
+    ref.ReferencedSOPClassUID = ds.SOPClassUID
+    ref.ReferencedSOPInstanceUID = pydicom.dcmread(files[0]).SOPInstanceUID
+    ds.ReferencedImageSequence = [ref]
+    ds.save_as(files[1])
+    return root
+
+
+def _by_source(src: Path, dst: Path) -> dict[Path, pydicom.Dataset]:
+    return {path: pydicom.dcmread(dst / path.relative_to(src)) for path in sorted(src.rglob("*.dcm"))}
+
+
+def test_deid_removes_every_fake_identifier_and_keeps_pixels_and_geometry(study: Path, tmp_path: Path) -> None:
+    before = _digest(study)
+    assert all(file_has_phi(p) for p in study.rglob("*.dcm"))  # the scan finds what was injected
+    report = deidentify_tree(study, tmp_path / "dst", DeidConfig(date_shift=True, keep_paths=True, seed="test"))
+    assert _digest(study) == before  # the source is only read
+    pairs = _by_source(study, tmp_path / "dst")
+    assert report.written == len(pairs) == N_FILES and not report.skipped
+    for src_path, out in pairs.items():
+        assert find_phi(out) == [] and file_has_phi(tmp_path / "dst" / src_path.relative_to(study)) == []
+        assert out.PixelData == pydicom.dcmread(src_path).PixelData
+        assert not any(element.tag.is_private for element in out.iterall())
+    flagged = {rel for rel, _ in report.review}
+    assert flagged == {sorted(study.rglob("*.dcm"))[-1].relative_to(study).as_posix()}
+    for src_path, out in pairs.items():
+        # Until someone has looked at its pixels, a flagged image's pseudonyms are not trusted either.
+        expected = ["PatientID", "PatientIdentityRemoved (not YES)", "PatientName"] if src_path.relative_to(study).as_posix() in flagged else []
+        assert identifying_tags(out) == expected
+    source_report = check_dataset(study, duplicates=False)
+    out_report = check_dataset(tmp_path / "dst", duplicates=False)
+    for key in ("cases", "shapes", "spacings", "orientations"):
+        assert out_report[key] == source_report[key], key
+    text = (tmp_path / "dst" / "deid_changes.csv").read_text()
+    assert not any(token.lower() in text.lower() for token in FAKE_PHI)
+
+
+def test_deid_remaps_uids_consistently_and_shifts_dates_per_patient(study: Path, tmp_path: Path) -> None:
+    deidentify_tree(study, tmp_path / "dst", DeidConfig(date_shift=True, keep_paths=True, seed="test"))
+    pairs = _by_source(study, tmp_path / "dst")
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "SOPInstanceUID"):
+        mapping: dict[str, set[str]] = {}
+        for src_path, out in pairs.items():
+            mapping.setdefault(str(pydicom.dcmread(src_path).get(keyword)), set()).add(str(out.get(keyword)))
+        assert all(len(new) == 1 for new in mapping.values()), keyword  # one old UID, one new UID
+        news = [next(iter(new)) for new in mapping.values()]
+        assert len(set(news)) == len(news) and not set(news) & set(mapping), keyword  # distinct and all new
+        assert all(len(uid) <= 64 and uid.replace(".", "").isdigit() for uid in news)
+    first, second = sorted(pairs)[:2]
+    assert pairs[second].ReferencedImageSequence[0].ReferencedSOPInstanceUID == pairs[first].SOPInstanceUID
+    assert pairs[first].file_meta.MediaStorageSOPInstanceUID == pairs[first].SOPInstanceUID
+    shifts: dict[str, set[int]] = {}
+    original = dt.datetime.strptime(FAKE_STUDY_DATE, "%Y%m%d")
+    for src_path, out in pairs.items():
+        days = (dt.datetime.strptime(out.StudyDate, "%Y%m%d") - original).days
+        shifts.setdefault(src_path.parts[-3], set()).add(days)
+        assert out.PatientBirthDate == "" and out.StudyTime == "120000"
+    assert all(len(days) == 1 and -730 <= next(iter(days)) <= -62 for days in shifts.values())
+    assert len({next(iter(d)) for d in shifts.values()}) == len(shifts)  # patients get their own shift
+    patients = {str(out.PatientID) for out in pairs.values()}
+    assert len(patients) == len(shifts)  # pseudonyms keep patients apart and together
+
+
+def test_deid_default_paths_come_from_new_uids_and_dates_are_emptied(study: Path, tmp_path: Path) -> None:
+    report = deidentify_tree(study, tmp_path / "dst", DeidConfig())
+    outputs = sorted((tmp_path / "dst").rglob("*.dcm"))
+    assert len(outputs) == report.written == N_FILES
+    for path in outputs:
+        ds = pydicom.dcmread(path)
+        assert path.relative_to(tmp_path / "dst").parts == (
+            ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID, f"{ds.SOPInstanceUID}.dcm")
+        assert ds.StudyDate == "" and ds.StudyTime == "" and ds.LongitudinalTemporalInformationModified == "REMOVED"
+    assert not any("SYNTH-LUNG" in p.as_posix() for p in outputs)  # source folder names carry patient IDs
+    with open(tmp_path / "dst" / "deid_changes.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == N_FILES and all(r["status"] == "written" for r in rows)
+    assert {"PatientName", "PatientID"} <= set(rows[0]["replaced"].split(";"))
+    assert {"InstitutionName", "OtherPatientIDsSequence", "DeviceSerialNumber"} <= set(rows[0]["removed"].split(";"))
+
+
+def test_deid_bad_input(study: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "no_dicom"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("nothing here")
+    with pytest.raises(DataError, match="no DICOM files found"):
+        deidentify_tree(empty, tmp_path / "out0")
+    with pytest.raises(DataError, match="outside the source"):
+        deidentify_tree(study, study / "inside")
+    broken = sorted(study.rglob("*.dcm"))[2]
+    broken.write_bytes(broken.read_bytes()[:400])  # header cut off mid-element
+    result = CliRunner().invoke(main, ["data", "deid", str(study), str(tmp_path / "out1")])
+    assert result.exit_code == 1, result.output
+    assert f"written {N_FILES - 1} DICOM files, skipped 1" in result.output
+    assert broken.relative_to(study).as_posix() in result.output
+    assert len(list((tmp_path / "out1").rglob("*.dcm"))) == N_FILES - 1
+    assert not any(token.lower() in result.output.lower() for token in FAKE_PHI)
+    result = CliRunner().invoke(main, ["data", "deid", str(empty), str(tmp_path / "out2")])
+    assert result.exit_code == 2 and "no DICOM files found" in result.output
