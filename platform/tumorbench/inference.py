@@ -159,8 +159,9 @@ class Preprocessor:
         """Channel-first array as the training loader lays it out, its affine, spacing per axis, spacing known."""
         fmt, array = image.meta.get("format"), image.array
         if self.manifest.data_dims == 2:
-            if fmt == "image2d":
-                return array, image.affine, (1.0, 1.0), False
+            if fmt == "image2d":  # a radiograph read from DICOM knows its pixel spacing (rows, columns)
+                known = bool(image.meta.get("spacing_known"))
+                return array, image.affine, (tuple(image.spacing) if known else (1.0, 1.0)), known
             if array.ndim == 3 and array.shape[2] == 1:  # one DICOM slice: (columns, rows, 1) -> (1, rows, columns)
                 return array[:, :, 0].T[None], np.eye(4), (image.spacing[1], image.spacing[0]), True
             raise UploadError(source, f"is a volume of shape {array.shape}; model {self.manifest.name} takes 2D "

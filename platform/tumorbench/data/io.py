@@ -24,6 +24,7 @@ from nibabel.orientations import (
     ornt_transform,
 )
 from PIL import Image, ImageFile
+from pydicom.pixels import get_decoder
 from pydicom.uid import MediaStorageDirectoryStorage
 
 from tumorbench.errors import DataError
@@ -33,6 +34,8 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _IOP_TOLERANCE = 1e-4  # direction cosines are stored with ~6 decimals
+# Projection radiography: a single image without ImageOrientationPatient is read as a 2D image.
+PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "RG", "DR"})
 _GREY_MODES = ("L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
 
 
@@ -244,17 +247,73 @@ def _floats(ds: Any, keyword: str, count: int, path: Path) -> np.ndarray:
     return np.asarray([float(v) for v in value], dtype=float)
 
 
+def _check_decodable(ds: Any, path: Path) -> None:
+    """Refuse, naming the transfer syntax, pixel data that no installed decoder can read."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is None or not syntax.is_compressed:
+        return
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise DataError(path, f"pixel data in transfer syntax {syntax.name} ({syntax}) cannot be decoded: "
+                              "no decoder exists for it") from None
+    if not decoder.is_available:
+        needs = "; ".join(decoder.missing_dependencies)
+        raise DataError(path, f"pixel data in transfer syntax {syntax.name} ({syntax}) needs a decoder plugin "
+                              f"that is not installed ({needs})")
+
+
+def _invert_monochrome1(ds: Any, pixels: np.ndarray) -> np.ndarray:
+    """MONOCHROME1 shows low values white: flip stored values within their range, so high means bright."""
+    if str(ds.get("PhotometricInterpretation", "")).upper() != "MONOCHROME1":
+        return pixels
+    bits = int(ds.get("BitsStored", 0) or ds.get("BitsAllocated", 16))
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    else:
+        low, high = 0, (1 << bits) - 1
+    return (low + high) - pixels.astype(np.int64)
+
+
 def _read_slice(path: Path) -> tuple[Any, np.ndarray]:
+    """Header and stored pixels of one single-frame greyscale file (compressed syntaxes decoded)."""
+    ds = None
     try:
         ds = pydicom.dcmread(path)
         if int(ds.get("NumberOfFrames", 1) or 1) > 1 or int(ds.get("SamplesPerPixel", 1)) != 1:
             raise DataError(path, "only single-frame greyscale DICOM slices are supported")
-        pixels = np.asarray(ds.pixel_array)
+        _check_decodable(ds, path)
+        pixels = _invert_monochrome1(ds, np.asarray(ds.pixel_array))
     except DataError:
         raise
-    except Exception as exc:  # truncated files, missing pixel data, undecodable syntaxes
-        raise DataError(path, f"unreadable or truncated DICOM file ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:  # truncated files, missing pixel data, corrupt compressed streams
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        where = f" in transfer syntax {syntax.name}" if syntax is not None else ""
+        raise DataError(path, f"unreadable or truncated DICOM file{where} ({type(exc).__name__}: {exc})") from exc
     return ds, pixels
+
+
+def _is_projection(paths: list[Path], datasets: list[Any]) -> bool:
+    """One radiograph (CR, DX...) without patient orientation: a 2D image, not a slice of a volume."""
+    ds = datasets[0]
+    return (len(paths) == 1 and str(ds.get("Modality", "")).upper() in PROJECTION_MODALITIES
+            and "ImageOrientationPatient" not in ds)
+
+
+def _projection_image(path: Path, ds: Any, pixels: np.ndarray) -> ImageData:
+    """A radiograph as a (1, rows, columns) 2D image with its detector or patient pixel spacing."""
+    spacing, source = (1.0, 1.0), None
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
+            spacing, source = (float(value[0]), float(value[1])), keyword
+            break
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    array = (pixels.astype(np.float64) * slope + intercept).astype(np.float32)[None]
+    meta = {"path": str(path), "format": "image2d", "orientation": None, "source": "dicom",
+            "modality": str(ds.get("Modality", "")), "spacing_known": source is not None, "spacing_source": source,
+            "series_uid": str(ds.get("SeriesInstanceUID", "")), "files": [str(path)]}
+    return ImageData(array=array, affine=np.eye(4), spacing=spacing, meta=meta)
 
 
 def _check_consistent(paths: list[Path], datasets: list[Any]) -> None:
@@ -318,29 +377,58 @@ def _series_affine(
     return _LPS_TO_RAS @ affine_lps, (float(col_spacing), float(row_spacing), float(step))
 
 
+def _select_series(source: str | Path | Sequence[str | Path],
+                   series_uid: str | None) -> tuple[str, str, str, list[Path]]:
+    """The source's label, the series' label, its UID and its files."""
+    if isinstance(source, (str, Path)):
+        origin = str(source)
+        series = find_dicom_series(source)
+    else:
+        origin = str(Path(source[0]).parent) if len(source) else "<no files>"
+        series = _group_files(source)
+    uid, paths = _choose_series(origin, series, series_uid)
+    return origin, f"{origin} (series {uid})", uid, paths
+
+
+def dicom_series_headers(source: str | Path | Sequence[str | Path], *, series_uid: str | None = None) -> list[Any]:
+    """Headers (no pixel data) of one series' files, in the order :func:`read_dicom_series` stacks along k.
+
+    A result at the series' geometry (a mask) maps slice k to ``headers[k]``; a radiograph read
+    as a 2D image gives its one header.
+    """
+    _, label, _, paths = _select_series(source, series_uid)
+    try:
+        datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    except Exception as exc:
+        raise DataError(label, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+    if _is_projection(paths, datasets):
+        return datasets
+    _check_consistent(paths, datasets)
+    order, _, _ = _slice_order(label, paths, datasets)
+    return [datasets[n] for n in order]
+
+
 def read_dicom_series(
     source: str | Path | Sequence[str | Path], *, series_uid: str | None = None
 ) -> ImageData:
     """Read one DICOM series into a float32 (I, J, K) volume with its RAS affine.
 
     Slices are ordered by ImagePositionPatient along the slice normal and rescaled to
-    modality units (e.g. HU) with each slice's RescaleSlope / RescaleIntercept.
+    modality units (e.g. HU) with each slice's RescaleSlope / RescaleIntercept. Compressed
+    transfer syntaxes are decoded by pydicom's pixel handlers (pylibjpeg plugins for JPEG,
+    JPEG-LS, JPEG 2000, RLE); MONOCHROME1 is inverted. One radiograph (CR, DX, ...) without
+    ImageOrientationPatient comes back as a 2D image (``format`` ``image2d``, ``(1, rows,
+    columns)``) with PixelSpacing, else ImagerPixelSpacing (``meta["spacing_known"]``).
 
     Args:
         source: A folder (searched recursively), one file, or a list of files.
         series_uid: The SeriesInstanceUID to read when the source holds several.
     """
-    if isinstance(source, (str, Path)):
-        label = str(source)
-        series = find_dicom_series(source)
-    else:
-        label = str(Path(source[0]).parent) if len(source) else "<no files>"
-        series = _group_files(source)
-    origin = label
-    uid, paths = _choose_series(label, series, series_uid)
-    label = f"{origin} (series {uid})"
+    origin, label, uid, paths = _select_series(source, series_uid)
     slices = [_read_slice(p) for p in paths]
     datasets = [ds for ds, _ in slices]
+    if _is_projection(paths, datasets):
+        return _projection_image(paths[0], *slices[0])
     _check_consistent(paths, datasets)
     order, normal, step = _slice_order(label, paths, datasets)
     rescale = []
