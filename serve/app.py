@@ -25,7 +25,7 @@ from typing import Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -227,9 +227,11 @@ class Ingress:
         return await self._predict(request, "classification", model)
 
     @api.post("/v1/segment", openapi_extra=UPLOAD_OPENAPI)
-    async def segment(self, request: Request, model: str | None = Query(None, description="model name")) -> Any:
-        """Tumor mask (base64 PNG for 2D, NIfTI for 3D) with area / volume, lesions and boxes."""
-        return await self._predict(request, "segmentation", model)
+    async def segment(self, request: Request, model: str | None = Query(None, description="model name"),
+                      output: str = Query("json", pattern="^(json|dicom-seg)$",
+                                          description="json, or dicom-seg: a DICOM Segmentation (DICOM uploads)")) -> Any:
+        """Tumor mask (base64 PNG for 2D, NIfTI for 3D) with area / volume, lesions and boxes; or a DICOM SEG."""
+        return await self._predict(request, "segmentation", model, output)
 
     def _authorize(self, request: Request) -> None:
         if self.api_key is None:
@@ -279,14 +281,31 @@ class Ingress:
             logger.exception("preprocessing failed")
             raise ApiError(422, f"upload cannot be preprocessed ({type(exc).__name__}: {exc})") from exc
 
-    async def _predict(self, request: Request, task: str, model: str | None) -> JSONResponse:
+    def _seg_sources(self, data: bytes) -> list[Any]:
+        from tumorbench.dicomseg import upload_sources
+        from tumorbench.uploads import UploadError
+
+        try:
+            return upload_sources(data, self.limits)
+        except UploadError as exc:
+            raise ApiError(exc.status, str(exc)) from exc
+
+    async def _predict(self, request: Request, task: str, model: str | None, output: str = "json") -> Response:
         start = time.perf_counter()
         self._authorize(request)
         body = await read_body(request, self.max_body)
         data = parse_upload(request.headers.get("content-type", ""), body)
+        sources = await asyncio.to_thread(self._seg_sources, data) if output == "dicom-seg" else None
         name, prepared, prepare_ms = await asyncio.to_thread(self._prepare, data, self._candidates(task, model))
         reply = await self.handles[name].predict.remote(prepared)
         result, card = reply["result"], self.cards[name]
+        if sources is not None:  # the mask as a DICOM Segmentation of the uploaded series (tumorbench.dicomseg)
+            from tumorbench.dicomseg import MEDIA_TYPE, result_to_dicom_seg
+
+            blob = await asyncio.to_thread(result_to_dicom_seg, result, sources, self.preprocessors[name].manifest,
+                                           card["version"])
+            logger.info("request %s dicom-seg model=%s bytes=%d", _request_id(request), name, len(blob))
+            return Response(blob, media_type=MEDIA_TYPE)
         payload = {"request_id": _request_id(request), "model": name, "version": card["version"],
                    **result.summary(), "input": {"format": prepared.input_format, "bytes": len(data)}}
         if task == "segmentation":

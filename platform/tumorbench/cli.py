@@ -212,6 +212,42 @@ def _train_config(opts: dict):
         raise TrainConfigError(str(exc)) from exc
 
 
+@main.command("predict")
+@click.option("--package", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+              help="Model package folder (model.json + model.pt).")
+@click.argument("source", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Mask file: .dcm writes a DICOM Segmentation (DICOM input), else PNG (2D) or .nii.gz (3D).")
+@click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True)
+def predict_command(package: Path, source: Path, out: Path | None, threshold: float) -> None:
+    """Predict one input offline (image, NIfTI, DICOM file, series folder or zip); print the JSON answer."""
+    from tumorbench.data.io import read_image
+    from tumorbench.inference import Predictor, mask_file
+
+    predictor = Predictor.from_package(package, threshold=threshold)
+    seg_sources = None
+    if out is not None and out.suffix.lower() == ".dcm":
+        from tumorbench.dicomseg import sources_for
+
+        seg_sources = sources_for(source)  # before the forward pass: a non-DICOM input fails at once
+    result = predictor.predict_image(read_image(source)) if source.is_dir() else predictor.predict_file(source)
+    summary = result.summary()
+    if out is not None:
+        if summary["task"] != "segmentation":
+            raise click.UsageError("--out writes a segmentation mask; this package is a classifier")
+        if seg_sources is not None:
+            from tumorbench.dicomseg import package_version, result_to_dicom_seg
+
+            blob = result_to_dicom_seg(result, seg_sources, predictor.manifest,
+                                       package_version(package, predictor.manifest))
+        else:
+            blob = mask_file(result)[1]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(blob)
+        summary["mask_file"] = str(out)
+    click.echo(json.dumps(summary, indent=1))
+
+
 @main.command("models")
 @click.option("--task", type=click.Choice(["classification", "segmentation", "gan"]), default=None)
 def list_models_command(task: str | None) -> None:

@@ -267,3 +267,29 @@ def test_reconfigure_changes_threshold_live(app, files):
     assert (before["threshold"], after["threshold"]) == (0.5, 0.9) and now["seg2d"]["max_batch_size"] == 4
     assert after["area_mm2"] < before["area_mm2"]
     assert {n: s["pid"] for n, s in now.items()} == {n: s["pid"] for n, s in stats.items()}  # nothing restarted
+
+
+def test_segment_dicom_seg_output_equals_the_json_mask(app, files):
+    import highdicom as hd
+
+    from tumorbench.data.io import dicom_series_headers
+    from tumorbench.dicomseg import mask_from_dicom_seg
+
+    json_body = _post(app, "/v1/segment", files["dicom_zip"], model="ct3d").json()
+    response = app["http"].post(app["url"] + "/v1/segment", params={"model": "ct3d", "output": "dicom-seg"},
+                                files={"file": ("upload", files["dicom_zip"].read_bytes())}, timeout=120)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/dicom"
+    sources = dicom_series_headers(sorted((app["root"] / "ct").glob("*.dcm")))
+    seg = hd.seg.segread(io.BytesIO(response.content))
+    np.testing.assert_array_equal(mask_from_dicom_seg(seg, sources), _mask(json_body))
+    referenced = seg.ReferencedSeriesSequence[0]
+    assert referenced.SeriesInstanceUID == sources[0].SeriesInstanceUID
+    assert {r.ReferencedSOPInstanceUID for r in referenced.ReferencedInstanceSequence} == {
+        str(ds.SOPInstanceUID) for ds in sources}
+    algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmVersion == json_body["version"]
+    refused = app["http"].post(app["url"] + "/v1/segment", params={"output": "dicom-seg"},
+                               files={"file": ("upload", files["nifti"].read_bytes())}, timeout=120)
+    assert refused.status_code == 422 and "needs a DICOM upload" in refused.json()["detail"]
+    assert app["http"].post(app["url"] + "/v1/segment", params={"output": "svg"},
+                            files={"file": ("upload", b"x")}, timeout=30).status_code == 422
