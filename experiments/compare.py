@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"), help="Ray cluster (default: the one `ray start` made here, else a new local one)")
     parser.add_argument("--resume", action="store_true", help="Continue an interrupted study; finished trials stay")
     parser.add_argument("--seed", type=int, default=None, help="Override the study's seed")
+    parser.add_argument("--require-deid", action="store_true",
+                        help="Refuse DICOM data still carrying identifying tags (run `tumorbench data deid` first)")
     return parser.parse_args(argv)
 
 
@@ -90,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                 study = replace(study, data=str(Path(args.data).resolve()), synthetic=None)
         if args.seed is not None:
             study = replace(study, seed=args.seed)
+        if args.require_deid:
+            study = replace(study, require_deid=True)
         out = Path(args.out or f"results/{study.name}-{args.preset}")
         run_study(study, out, preset=args.preset, resume=args.resume, address=args.address)
     except TumorbenchError as exc:

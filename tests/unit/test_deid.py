@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import hashlib
+import shutil
 from pathlib import Path
 
 import pydicom
@@ -135,3 +136,32 @@ def test_deid_bad_input(study: Path, tmp_path: Path) -> None:
     assert not any(token.lower() in result.output.lower() for token in FAKE_PHI)
     result = CliRunner().invoke(main, ["data", "deid", str(empty), str(tmp_path / "out2")])
     assert result.exit_code == 2 and "no DICOM files found" in result.output
+
+
+def test_require_deid_names_the_tags_never_the_values(study: Path, tmp_path: Path) -> None:
+    from tumorbench.study.runner import prepare
+    from tumorbench.study.spec import Candidate, Study
+
+    problems = check_dataset(study, duplicates=False, require_deid=True)["problems"]
+    assert len(problems) == N_FILES
+    assert all("not de-identified: carries" in p and "PatientName" in p and "InstitutionName" in p
+               and "private tags" in p for p in problems)
+    assert not any(token.lower() in " ".join(problems).lower() for token in FAKE_PHI)
+    result = CliRunner().invoke(main, ["data", "check", str(study), "--require-deid", "--no-duplicates"])
+    assert result.exit_code == 1 and "not de-identified" in result.output
+    deidentify_tree(study, tmp_path / "dst", DeidConfig(keep_paths=True))
+    left = check_dataset(tmp_path / "dst", duplicates=False, require_deid=True)["problems"]
+    assert len(left) == 1 and "PatientIdentityRemoved (not YES)" in left[0]  # the image flagged for review
+    flagged = sorted((tmp_path / "dst").rglob("*.dcm"))[-1]
+    ds = pydicom.dcmread(flagged)
+    ds.PatientIdentityRemoved = "YES"  # what a reviewer does after looking at the pixels
+    ds.save_as(flagged)
+    assert check_dataset(tmp_path / "dst", duplicates=False, require_deid=True)["problems"] == []
+    spec = dict(name="deid", task="classification", candidates=(Candidate("r", {"model": "resnet18_tiny"}),),
+                layout="dicom", n_folds=2, require_deid=True)
+    with pytest.raises(DataError, match=r"de-identified input required; .*carries .*PatientName.*\(and 47 more\)"):
+        prepare(Study(data=str(study), **spec), tmp_path / "run")
+    for extra in [study / "labels.csv", *study.rglob("*.nii.gz")]:  # labels and masks carry no DICOM header
+        shutil.copy(extra, tmp_path / "dst" / extra.relative_to(study))
+    frame, _, split_file, _ = prepare(Study(data=str(tmp_path / "dst"), **spec), tmp_path / "run2")
+    assert len(frame) == 3 and split_file.exists()

@@ -110,13 +110,14 @@ def _layout_details(frame: pd.DataFrame, infos: pd.DataFrame) -> dict[str, Any]:
 
 
 def check_dataset(root: str | Path, layout: str = "auto", *, lidc_policy: LidcPolicy | None = None,
-                  duplicates: bool = True) -> dict[str, Any]:
+                  duplicates: bool = True, require_deid: bool = False) -> dict[str, Any]:
     """Scan and read a whole dataset; summarize it and list every problem.
 
     Returns:
         A JSON-serializable report: layout (and why), case and patient counts,
         channels, shapes, spacings, labels, tumor presence, duplicate groups,
-        layout details and ``problems`` (empty when the dataset is clean).
+        layout details and ``problems`` (empty when the dataset is clean; with ``require_deid``
+        also every DICOM file that still carries identifying tags).
 
     Raises:
         DataError: The root is missing, empty or fits no layout (nothing to check).
@@ -124,6 +125,10 @@ def check_dataset(root: str | Path, layout: str = "auto", *, lidc_policy: LidcPo
     frame = scan(root, layout, strict=False, lidc_policy=lidc_policy)
     infos = inspect_cases(frame)
     problems = list(frame.attrs["problems"]) + [p for ps in infos["problems"] for p in ps]
+    if require_deid:  # DICOM files still carrying identifying tags (named, never their values)
+        from tumorbench.data.deid import deid_problems
+
+        problems += deid_problems(frame["image"])
     with_mask = frame["mask"].map(lambda m: isinstance(m, str))
     tumor = infos.loc[with_mask, "has_tumor"].dropna().astype(bool)
     report = {

@@ -20,7 +20,7 @@ import csv
 import datetime as dt
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +199,40 @@ def identifying_tags(ds: Dataset) -> list[str]:
     if not trusted:
         found.add("PatientIdentityRemoved (not YES)")
     return sorted(found)
+
+
+def _dicom_files(paths: Iterable[str | Path]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        yield from (p for p in candidates if _has_dicm(p))
+
+
+def deid_problems(images: Iterable[Iterable[str | Path]]) -> list[str]:
+    """One problem per DICOM file (in cases' image paths) that still carries identifying tags, naming the tags.
+
+    NIfTI and 2D image files carry no DICOM header and pass.
+    """
+    problems = []
+    for paths in images:
+        for path in _dicom_files([paths] if isinstance(paths, (str, Path)) else paths):
+            try:
+                tags = identifying_tags(pydicom.dcmread(path, stop_before_pixels=True))
+            except Exception as exc:  # damaged headers raise many types
+                problems.append(str(DataError(path, f"unreadable DICOM header ({type(exc).__name__})")))
+                continue
+            if tags:
+                problems.append(str(DataError(path, f"not de-identified: carries {', '.join(tags)}")))
+    return problems
+
+
+def require_deidentified(images: Iterable[Iterable[str | Path]], label: str | Path) -> None:
+    """Raise :class:`DataError` when any DICOM file of the cases is not de-identified (``--require-deid``)."""
+    problems = deid_problems(images)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DataError(label, f"de-identified input required; {problems[0]}{more}. "
+                               "Run `tumorbench data deid` first")
 
 
 def _flatten(ds: Dataset, prefix: str = "") -> dict[str, Any]:

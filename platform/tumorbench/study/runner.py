@@ -51,6 +51,10 @@ def prepare(study: Study, out: Path) -> tuple[pd.DataFrame, dict, Path, str]:
     """Catalog and split file (made once; every model and baseline reads it)."""
     data = _data_root(study, out)
     frame = scan(data, study.layout)
+    if study.require_deid:
+        from tumorbench.data.deid import require_deidentified
+
+        require_deidentified(frame["image"], data)
     patients = frame["patient_id"].nunique()
     if study.n_folds > patients:
         raise StudyError(f"study {study.name}: {study.n_folds} folds need at least {study.n_folds} patients; "

@@ -61,6 +61,7 @@ class Study:
         baseline_params: Keyword arguments per baseline.
         synthetic: ``brain-mri`` or ``lung-ct`` when ``data`` is None, and its case count.
         seed: Seed of the split, the searches and the baselines.
+        require_deid: Refuse DICOM input still carrying identifying tags (see ``tumorbench data deid``).
     """
 
     name: str
@@ -76,6 +77,7 @@ class Study:
     baseline_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     synthetic: tuple[str, int] | None = None
     seed: int = 0
+    require_deid: bool = False
 
     def __post_init__(self) -> None:
         try:
