@@ -127,9 +127,9 @@ def upload_sources(data: bytes, limits: UploadLimits = UploadLimits(), *, label:
             kind = "dicom" if all(sniff_format(f) == "dicom" for f in files) else "zip of other files"
             path = Path(tmp) / "unpacked"
         if kind != "dicom":
-            raise UploadError(label, f"output=dicom-seg needs a DICOM upload (one DICOM file or a zip of one DICOM "
-                                     f"series), got {kind or 'an unrecognised format'}: a DICOM Segmentation "
-                                     "references the DICOM instances it segments", 422)
+            raise UploadError(label, f"a DICOM Segmentation answer needs a DICOM input (one DICOM file or a zip of "
+                                     f"one DICOM series), got {kind or 'an unrecognised format'}: it references the "
+                                     "DICOM instances it segments", 422)
         try:
             return dicom_series_headers(path if path.is_dir() else [path])
         except DataError as exc:  # the problem may name temporary files or UIDs; the upload was read already

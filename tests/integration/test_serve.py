@@ -290,6 +290,6 @@ def test_segment_dicom_seg_output_equals_the_json_mask(app, files):
     assert algorithm.AlgorithmVersion == json_body["version"]
     refused = app["http"].post(app["url"] + "/v1/segment", params={"output": "dicom-seg"},
                                files={"file": ("upload", files["nifti"].read_bytes())}, timeout=120)
-    assert refused.status_code == 422 and "needs a DICOM upload" in refused.json()["detail"]
+    assert refused.status_code == 422 and "needs a DICOM input" in refused.json()["detail"]
     assert app["http"].post(app["url"] + "/v1/segment", params={"output": "svg"},
                             files={"file": ("upload", b"x")}, timeout=30).status_code == 422

@@ -104,12 +104,12 @@ def test_predict_cli_writes_dicom_seg_and_refuses_other_inputs(series: Path, pac
     assert np.array_equal(back, mask) and int(back.sum()) == answer["lesions"][0]["voxels"] + sum(
         lesion["voxels"] for lesion in answer["lesions"][1:])
     result = runner.invoke(main, ["predict", "--package", str(package), str(nii_out), "--out", str(tmp_path / "x.dcm")])
-    assert result.exit_code == 2 and "needs a DICOM upload" in result.output and "nifti" in result.output
+    assert result.exit_code == 2 and "needs a DICOM input" in result.output and "nifti" in result.output
 
 
 def test_upload_sources_refuses_non_dicom(tmp_path: Path, series: Path) -> None:
     png = synthetic_png(tmp_path / "a.png").read_bytes()
-    with pytest.raises(UploadError, match="needs a DICOM upload .* got png") as info:
+    with pytest.raises(UploadError, match="needs a DICOM input .* got png") as info:
         upload_sources(png)
     assert info.value.status == 422
     buffer = io.BytesIO()
