@@ -229,7 +229,7 @@ class Ingress:
     @api.post("/v1/segment", openapi_extra=UPLOAD_OPENAPI)
     async def segment(self, request: Request, model: str | None = Query(None, description="model name"),
                       output: str = Query("json", pattern="^(json|dicom-seg)$",
-                                          description="json, or dicom-seg: a DICOM Segmentation (DICOM uploads)")) -> Any:
+                                          description="json, or dicom-seg: a DICOM SEG (DICOM uploads)")) -> Any:
         """Tumor mask (base64 PNG for 2D, NIfTI for 3D) with area / volume, lesions and boxes; or a DICOM SEG."""
         return await self._predict(request, "segmentation", model, output)
 

@@ -76,7 +76,8 @@ def check(path: Path, layout: str, as_json: bool, no_duplicates: bool, require_d
 @data.command()
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--date-shift", is_flag=True, help="Shift dates by a consistent per-patient offset instead of emptying them.")
+@click.option("--date-shift", is_flag=True,
+              help="Shift dates by a consistent per-patient offset instead of emptying them.")
 @click.option("--seed", envvar="TUMORBENCH_DEID_SEED", default=None,
               help="Secret making UIDs, pseudonyms and shifts repeatable across runs (default: random per run).")
 @click.option("--keep-paths", is_flag=True, help="Keep source-relative paths (default: paths from the new UIDs).")

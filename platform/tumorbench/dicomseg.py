@@ -71,8 +71,9 @@ def to_dicom_seg(mask: np.ndarray, sources: Sequence[pydicom.Dataset], *, algori
     algorithm = hd.AlgorithmIdentificationSequence(name=algorithm_name, version=algorithm_version,
                                                    family=codes.cid7162.ArtificialIntelligence)
     segments = [hd.seg.SegmentDescription(
-        segment_number=n + 1, segment_label=name, segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
-        segmented_property_type=codes.SCT.Tumor, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        segment_number=n + 1, segment_label=name,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure, segmented_property_type=codes.SCT.Tumor,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm) for n, name in enumerate(names)]
     return hd.seg.Segmentation(
         source_images=list(sources), pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -112,7 +113,8 @@ def sources_for(path: str | Path, limits: UploadLimits = UploadLimits()) -> list
     return upload_sources(path.read_bytes(), limits, label=path.name)
 
 
-def upload_sources(data: bytes, limits: UploadLimits = UploadLimits(), *, label: str = "upload") -> list[pydicom.Dataset]:
+def upload_sources(data: bytes, limits: UploadLimits = UploadLimits(), *,
+                   label: str = "upload") -> list[pydicom.Dataset]:
     """Source headers (k order) of an uploaded DICOM file or zipped DICOM series.
 
     Raises:

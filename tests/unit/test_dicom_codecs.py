@@ -13,6 +13,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
+    UID,
     DigitalXRayImageStorageForPresentation,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
@@ -20,10 +21,8 @@ from pydicom.uid import (
     JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
-    UID,
     generate_uid,
 )
-
 from tumorbench.data.io import read_dicom_series, read_image
 from tumorbench.data.writers import write_dicom_series
 from tumorbench.errors import DataError
@@ -54,7 +53,8 @@ def jpeg_lossless_sv1(image: np.ndarray, precision: int = 16) -> bytes:
         if byte == 0xFF:
             data.append(0)  # byte stuffing
     rows, cols = img.shape
-    sof = bytes([0xFF, 0xC3, 0, 11, precision]) + rows.to_bytes(2, "big") + cols.to_bytes(2, "big") + bytes([1, 1, 0x11, 0])
+    size = rows.to_bytes(2, "big") + cols.to_bytes(2, "big")
+    sof = bytes([0xFF, 0xC3, 0, 11, precision]) + size + bytes([1, 1, 0x11, 0])
     dht = bytes([0xFF, 0xC4, 0, 36, 0x00]) + bytes([0, 0, 0, 0, 17] + [0] * 11) + bytes(range(17))
     sos = bytes([0xFF, 0xDA, 0, 8, 1, 1, 0x00, 1, 0, 0])
     return b"\xff\xd8" + sof + dht + sos + bytes(data) + b"\xff\xd9"

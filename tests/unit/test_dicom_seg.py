@@ -16,12 +16,17 @@ import pytest
 from click.testing import CliRunner
 from model_packages import CT3D, make_package, synthetic_png
 from pydicom.uid import SegmentationStorage
-
 from tumorbench.cli import main
 from tumorbench.data.io import dicom_series_headers, read_image
 from tumorbench.data.writers import write_dicom_series
-from tumorbench.dicomseg import mask_from_dicom_seg, package_version, result_to_dicom_seg, to_bytes, to_dicom_seg
-from tumorbench.dicomseg import upload_sources
+from tumorbench.dicomseg import (
+    mask_from_dicom_seg,
+    package_version,
+    result_to_dicom_seg,
+    to_bytes,
+    to_dicom_seg,
+    upload_sources,
+)
 from tumorbench.inference import Predictor, mask_file
 from tumorbench.uploads import UploadError
 

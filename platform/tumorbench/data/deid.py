@@ -63,7 +63,8 @@ REMOVED = frozenset({
     "RequestingPhysician", "RequestingService", "ResponsibleOrganization", "ResponsiblePerson",
     "ResultsComments", "ScheduledPerformingPhysicianName", "SeriesDescription", "SmokingStatus",
     "SourceApplicationEntityTitle", "SendingApplicationEntityTitle", "ReceivingApplicationEntityTitle",
-    "PrivateInformation", "PrivateInformationCreatorUID", "SpecialNeeds", "StationName", "StudyComments", "StudyDescription", "TextComments", "TextString",
+    "PrivateInformation", "PrivateInformationCreatorUID", "SpecialNeeds", "StationName", "StudyComments",
+    "StudyDescription", "TextComments", "TextString",
     "VisitComments",
 })
 # Type 2 in the image IODs: kept, with an empty value (Annex E "Z").
@@ -189,10 +190,8 @@ def identifying_tags(ds: Dataset) -> list[str]:
             found.add("private tags")
         elif element.value in (None, "", b"") or (element.VR == "SQ" and not len(element.value)):
             return
-        elif keyword in REMOVED or keyword in EMPTIED or _free_text(element) or (
-                element.VR == "PN" and keyword not in PSEUDONYMS):
-            found.add(keyword)
-        elif keyword in PSEUDONYMS and not trusted:
+        elif (keyword in REMOVED or keyword in EMPTIED or _free_text(element)
+              or (element.VR == "PN" and keyword not in PSEUDONYMS) or (keyword in PSEUDONYMS and not trusted)):
             found.add(keyword)
 
     ds.walk(visit)
@@ -396,8 +395,8 @@ def deidentify_tree(src: str | Path, dst: str | Path, config: DeidConfig = DeidC
 
 def format_report(report: DeidReport) -> str:
     """Text summary of a run: counts, the most common changes, skipped files and the review list."""
-    lines = [f"written {report.written} DICOM files, skipped {len(report.skipped)}, "
-             f"ignored {report.ignored} non-DICOM files; changes per file: {report.changes_csv}"]
+    lines = [(f"written {report.written} DICOM files, skipped {len(report.skipped)}, "
+              f"ignored {report.ignored} non-DICOM files; changes per file: {report.changes_csv}")]
     for name, count in sorted(report.tag_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:40]:
         lines.append(f"  {count:6d} x {name}")
     lines += [f"skipped {rel}: {why}" for rel, why in report.skipped]
