@@ -165,3 +165,27 @@ def test_require_deid_names_the_tags_never_the_values(study: Path, tmp_path: Pat
         shutil.copy(extra, tmp_path / "dst" / extra.relative_to(study))
     frame, _, split_file, _ = prepare(Study(data=str(tmp_path / "dst"), **spec), tmp_path / "run2")
     assert len(frame) == 3 and split_file.exists()
+
+
+def test_burned_in_review_reasons_and_seeded_runs_repeat(study: Path, tmp_path: Path) -> None:
+    from pydicom.uid import SecondaryCaptureImageStorage, UltrasoundImageStorage
+
+    from tumorbench.data.deid import burned_in_reason
+
+    def header(**values) -> Dataset:
+        ds = Dataset()
+        for key, value in values.items():
+            setattr(ds, key, value)
+        return ds
+
+    assert burned_in_reason(header(Modality="US", SOPClassUID=UltrasoundImageStorage)) == "modality US"
+    assert burned_in_reason(header(Modality="US", BurnedInAnnotation="NO")) is None  # the scanner says there is none
+    assert burned_in_reason(header(Modality="OT", SOPClassUID=SecondaryCaptureImageStorage)) == "modality OT"
+    assert burned_in_reason(header(Modality="CT", SOPClassUID=SecondaryCaptureImageStorage)) == "secondary capture"
+    assert burned_in_reason(header(Modality="CT", BurnedInAnnotation="YES")) == "BurnedInAnnotation=YES"
+    assert burned_in_reason(header(Modality="CT")) is None
+    runs = {}
+    for name, seed in (("a", "k1"), ("b", "k1"), ("c", "k2")):
+        deidentify_tree(study, tmp_path / name, DeidConfig(seed=seed, date_shift=True))
+        runs[name] = sorted(p.relative_to(tmp_path / name).as_posix() for p in (tmp_path / name).rglob("*.dcm"))
+    assert runs["a"] == runs["b"] and not set(runs["a"]) & set(runs["c"])  # same secret, same UIDs and IDs
