@@ -11,8 +11,9 @@ from pathlib import Path
 import pydicom
 import pytest
 from click.testing import CliRunner
-from dicom_phi import FAKE_PHI, FAKE_STUDY_DATE, file_has_phi, find_phi, inject_phi
 from pydicom.dataset import Dataset
+
+from dicom_phi import FAKE_PHI, FAKE_STUDY_DATE, file_has_phi, find_phi, inject_phi
 from tumorbench.cli import main
 from tumorbench.data.check import check_dataset
 from tumorbench.data.deid import DeidConfig, deidentify_tree, identifying_tags

@@ -23,6 +23,7 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
+
 from tumorbench.data.io import read_dicom_series, read_image
 from tumorbench.data.writers import write_dicom_series
 from tumorbench.errors import DataError

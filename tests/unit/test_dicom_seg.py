@@ -14,8 +14,9 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
-from model_packages import CT3D, make_package, synthetic_png
 from pydicom.uid import SegmentationStorage
+
+from model_packages import CT3D, make_package, synthetic_png
 from tumorbench.cli import main
 from tumorbench.data.io import dicom_series_headers, read_image
 from tumorbench.data.writers import write_dicom_series
