@@ -63,13 +63,14 @@ def _default_package(tmp: Path) -> Path:
     if DEFAULT_RUN.is_dir():
         return DEFAULT_RUN
     from tumorbench.models import create_model
-    from tumorbench.training.checkpoint import ModelManifest, save_checkpoint
+    from tumorbench.package import ModelManifest
+    from tumorbench.package.weights import save_package
 
     kwargs = {"spatial_dims": 2, "in_channels": 3, "out_channels": 1}
     manifest = ModelManifest(name="unet", task="segmentation", model_kwargs=kwargs, spatial_dims=2, data_dims=2,
                              in_channels=3, out_channels=1, preprocess={"spatial_size": [64, 64]},
                              data={"layout": "bench"})
-    return save_checkpoint(tmp / "unet64", create_model("unet", **kwargs), manifest)
+    return save_package(tmp / "unet64", create_model("unet", **kwargs), manifest)
 
 
 def _default_image(tmp: Path) -> Path:

@@ -1,41 +1,37 @@
-"""Which model packages an application serves: ``models`` entries -> names and package folders."""
+"""Which model packages an application serves: ``models`` entries -> names and package folders.
+
+Package folders, folders of packages and training runs are found by :mod:`tumorbench.package`
+(torch-free, so a Serve config's build step stays cheap); every manifest is validated here,
+before any Ray work starts.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+
+from tumorbench.package import PackageError, find_packages, read_manifest, task_info
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# Ranking of a run's checkpoints, as tumorbench.training.tasks (PRIMARY_METRIC, METRIC_ORDER); that module
-# imports torch, MONAI and timm, which the build step of a Serve config should not pay for.
-_PRIMARY_METRIC = {"classification": "auc", "segmentation": "dice"}
-MANIFEST = "model.json"
-
-
-def _manifest(package: Path) -> dict[str, Any]:
-    """``model.json`` read without torch; every replica validates it fully (``read_manifest``) when loading."""
-    try:
-        manifest = json.loads((package / MANIFEST).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{package / MANIFEST}: unreadable model manifest ({exc})") from exc
-    if manifest.get("task") not in _PRIMARY_METRIC:
-        raise ValueError(f"{package}: a {manifest.get('task')!r} package cannot be served")
-    return manifest
-
 
 def resolve_packages(entries: list[str]) -> dict[str, Path]:
-    """Model names -> package folders, from ``PATH``, ``NAME=PATH`` or ``${VAR:-default}`` entries."""
+    """Model names -> package folders, from ``PATH``, ``NAME=PATH`` or ``${VAR:-default}`` entries.
+
+    Raises:
+        PackageError: A package that cannot be read (unknown or newer format, invalid manifest)
+            or whose task cannot be served.
+    """
     found: dict[str, Path] = {}
     for entry in (path for item in entries for path in _expand(item)):
         name, _, raw = entry.rpartition("=") if "=" in entry else ("", "", entry)
-        for package in _packages_in(_existing(raw)):
-            manifest = _manifest(package)
-            layout = (manifest.get("data") or {}).get("layout")
-            default = f"{manifest.get('name')}_{layout}" if layout else str(manifest.get("name"))
+        for package in find_packages(_existing(raw)):
+            manifest = read_manifest(package)
+            if not task_info(manifest.task).servable:
+                raise PackageError(package, f"a {manifest.task} package cannot be served")
+            layout = manifest.data.get("layout")
+            default = f"{manifest.name}_{layout}" if layout else manifest.name
             base = re.sub(r"[^a-z0-9_-]+", "_", (name or default).lower()).strip("_") or "model"
             unique, n = base, 2
             while unique in found:
@@ -61,21 +57,3 @@ def _existing(raw: str) -> Path:
         if candidate.exists():
             return candidate.resolve()
     raise FileNotFoundError(f"model package {raw!r} not found (relative paths: from the working directory or {REPO_ROOT})")
-
-
-def _packages_in(path: Path) -> list[Path]:
-    """A package itself; the best ``checkpoint_*`` of a training run's folder; else the packages in it."""
-    if (path / MANIFEST).is_file():
-        return [path]
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: not a model package folder")
-    children = sorted(p for p in path.iterdir() if (p / MANIFEST).is_file())
-    if children and all(p.name.startswith("checkpoint_") for p in children):
-        def score(package: Path) -> tuple[float, str]:
-            manifest = _manifest(package)
-            value = manifest.get("metrics", {}).get(_PRIMARY_METRIC[manifest["task"]])
-            return (float(value) if isinstance(value, (int, float)) else float("-inf"), package.name)
-        return [max(children, key=score)]
-    if not children:
-        raise FileNotFoundError(f"{path}: no model package (a folder with model.json) in it")
-    return children

@@ -41,8 +41,8 @@ from scipy import ndimage
 
 from tumorbench.data.io import ImageData, to_canonical
 from tumorbench.errors import DataError
-from tumorbench.training.checkpoint import ModelManifest, load_model, read_manifest
-from tumorbench.training.validation import predict_volume
+from tumorbench.package import ModelManifest, read_manifest
+from tumorbench.package.weights import load_model
 from tumorbench.transforms import PreprocessConfig, build_transforms
 from tumorbench.uploads import UploadError, UploadLimits, read_upload
 
@@ -291,6 +291,23 @@ class Predictor:
         else:
             label = names[int(np.argmax(probs))]
         return ClassificationResult(label, {n: float(p) for n, p in zip(names, probs)}, threshold, positive)
+
+
+@torch.no_grad()
+def predict_volume(model: torch.nn.Module, image: torch.Tensor, *, model_dims: int,
+                   roi_size: Sequence[int] | None, device: torch.device) -> torch.Tensor:
+    """Foreground probabilities ``(C, I, J, K)`` of one volume ``(C_in, I, J, K)``."""
+    from monai.inferers import SliceInferer, sliding_window_inference
+
+    batch = torch.as_tensor(image).float().to(device)[None]
+    if model_dims == 2:
+        # A 2D model reads the volume one axial slice at a time.
+        inferer = SliceInferer(roi_size=tuple(batch.shape[2:4]), spatial_dim=2, sw_batch_size=8, progress=False)
+        logits = inferer(batch, model)
+    else:
+        roi = tuple(roi_size) if roi_size else tuple(min(s, 64) for s in batch.shape[2:])
+        logits = sliding_window_inference(batch, roi, sw_batch_size=2, predictor=model, overlap=0.25)
+    return torch.sigmoid(logits[0].float()).cpu()
 
 
 def measure_mask(mask: np.ndarray, unit: float, size_key: str) -> dict[str, Any]:

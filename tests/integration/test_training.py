@@ -12,7 +12,7 @@ import torch
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from tumorbench.data.synthetic import BrainPhantomConfig, make_brain_study
-from tumorbench.training.checkpoint import load_model
+from tumorbench.package.weights import load_model
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.data import fold_cases, transforms_for
 from tumorbench.training.trainer import fit

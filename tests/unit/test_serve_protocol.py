@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import pytest
 import requests
 from conftest import REPO_ROOT
+from model_packages import manifest_only
 
 sys.path.insert(0, str(REPO_ROOT))  # `serve` is a folder of the repository, not an installed package
 
@@ -46,10 +46,7 @@ def test_malformed_uploads(content_type, body, status, words):
 
 
 def _package(path, task, metrics, name="unet", layout="lgg"):
-    path.mkdir(parents=True)
-    (path / "model.json").write_text(json.dumps({"name": name, "task": task, "metrics": metrics,
-                                                 "data": {"layout": layout}}))
-    return path
+    return manifest_only(path, task, metrics, name, layout)
 
 
 def test_run_folder_serves_its_best_checkpoint_and_names_are_unique(tmp_path, monkeypatch):

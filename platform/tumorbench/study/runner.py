@@ -21,7 +21,7 @@ import pandas as pd
 from tumorbench.data.catalog import scan
 from tumorbench.study import results
 from tumorbench.study.spec import Study, StudyError
-from tumorbench.training.checkpoint import package_versions
+from tumorbench.package import package_versions
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.data import ensure_split_file
 from tumorbench.tasks import get_task

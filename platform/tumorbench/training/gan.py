@@ -38,13 +38,9 @@ from tumorbench.models import model_info
 from tumorbench.models.gan import ConditionalGAN, discriminator_loss, generator_loss
 from tumorbench.tasks import Gan, get_task
 from tumorbench.training import data as fold_data
-from tumorbench.training.checkpoint import (
-    ModelManifest,
-    load_training_state,
-    load_weights,
-    read_manifest,
-    save_checkpoint,
-)
+from tumorbench.package import ModelManifest, read_manifest
+from tumorbench.package.weights import load_weights
+from tumorbench.training.checkpoint import load_training_state, save_checkpoint
 from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.transforms import AugmentConfig, PreprocessConfig
 from tumorbench.transforms.custom import _LUMA  # the grey conversion real images get (LoadCased)
@@ -330,7 +326,7 @@ class SyntheticDataset(torch.utils.data.Dataset):
 def synthetic_dataset(config: TrainConfig, cases: fold_data.FoldCases, rank: int, world: int,
                       device: torch.device) -> SyntheticDataset | None:
     """This rank's generated training images (None when the fraction rounds to none)."""
-    from tumorbench.training.checkpoint import load_model
+    from tumorbench.package.weights import load_model
 
     check_gan_source(config, read_manifest(config.gan_checkpoint), cases.class_names, cases.split_hash)
     n = round(config.synthetic_fraction * len(fold_data.shard(cases.train, rank, world, config.seed)))

@@ -22,7 +22,9 @@ from tumorbench.tasks import get_task
 from tumorbench.tasks.classification import positive_index
 from tumorbench.tasks.segmentation import mask_channel_names
 from tumorbench.training import data as fold_data
-from tumorbench.training.checkpoint import ModelManifest, load_training_state, load_weights, save_checkpoint
+from tumorbench.package import ModelManifest
+from tumorbench.package.weights import load_weights
+from tumorbench.training.checkpoint import load_training_state, save_checkpoint
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.gan import synthetic_dataset
 from tumorbench.training.tasks import Precision, build_model, lr_lambda, make_loss, train_epoch

@@ -100,7 +100,7 @@ def preflight(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
     if config.fold >= len(doc["folds"]):
         raise TrainConfigError(f"fold {config.fold} does not exist in a {len(doc['folds'])}-fold split")
     if config.gan_checkpoint:
-        from tumorbench.training.checkpoint import read_manifest
+        from tumorbench.package import read_manifest
         from tumorbench.training.gan import check_gan_source
 
         classes = sorted(frame["label"].dropna().unique())
