@@ -35,12 +35,13 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
     The last is what ``ray submit`` relies on: its script runs on the head without an address.
     """
     import ray
-    from ray._private.services import canonicalize_bootstrap_address  # ray is pinned; no public equivalent
+
+    from tumorbench.raycompat import cluster_address
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = address or canonicalize_bootstrap_address(None)
+    address = address or cluster_address(None)
     # Worker errors come back as exceptions and progress is printed from history.csv,
     # so actor logs stay in Ray's log files instead of flooding the console.
     if address:
