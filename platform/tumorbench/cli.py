@@ -250,6 +250,15 @@ def predict_command(package: Path, source: Path, out: Path | None, threshold: fl
     click.echo(json.dumps(summary, indent=1))
 
 
+@main.command("compare", context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def compare_command(args: tuple[str, ...]) -> None:
+    """Run a comparison study (the options of experiments/compare.py; --help lists them)."""
+    from tumorbench.study.cli import main as compare_main
+
+    sys.exit(compare_main(list(args), prog="tumorbench compare"))
+
+
 @main.command("models")
 @click.option("--task", type=click.Choice(["classification", "segmentation", "gan"]), default=None)
 def list_models_command(task: str | None) -> None:
@@ -264,7 +273,8 @@ def list_models_command(task: str | None) -> None:
 
 @main.command("serve")
 @click.option("--models", "models", multiple=True, required=True, metavar="DIR",
-              help="Model package, folder of packages or training run's train/ folder; NAME=DIR names it.")
+              help="Model package, folder of packages, or a training run (--out of `tumorbench train`, or its "
+                   "train/): its best checkpoint; NAME=DIR names it.")
 @click.argument("more_models", nargs=-1, metavar="[DIR]...")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Listen address (loopback unless you say).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -281,15 +291,12 @@ def serve_command(models: tuple[str, ...], more_models: tuple[str, ...], host: s
                   batch_wait_ms: float, threshold: float, replicas: int, gpu_per_replica: float, api_key: str | None,
                   max_upload_mb: float, address: str | None) -> None:
     """Serve model packages over HTTP with Ray Serve until Ctrl-C / SIGTERM (see serve/config.yaml)."""
-    repo = Path(__file__).resolve().parents[2]
-    if not (repo / "serve" / "app.py").is_file():
-        raise click.ClickException(f"serve/app.py not found under {repo}: run from a checkout of tumorbench")
+    from tumorbench.serving.app import serve_forever
+
     entries = []
-    for entry in (*models, *more_models):  # absolute, as the server runs from the repository root
+    for entry in (*models, *more_models):  # absolute: Serve builds the application in another process
         name, sep, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
         entries.append(f"{name}{sep}{Path(path).expanduser().resolve()}")
-    sys.path.insert(0, str(repo))
-    from serve.app import serve_forever
 
     serve_forever({"models": entries, "max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_ms / 1000,
                    "threshold": threshold, "num_replicas": replicas, "gpu_per_replica": gpu_per_replica,

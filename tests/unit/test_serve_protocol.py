@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+import time
 
 import pytest
 import requests
-from conftest import REPO_ROOT
 from model_packages import manifest_only
 
-sys.path.insert(0, str(REPO_ROOT))  # `serve` is a folder of the repository, not an installed package
-
-from serve.packages import resolve_packages  # noqa: E402
-from serve.protocol import ApiError, parse_upload  # noqa: E402
+from tumorbench.serving.packages import resolve_packages
+from tumorbench.serving.protocol import ApiError, parse_upload
 
 
 def _multipart(files: dict) -> tuple[str, bytes]:
@@ -59,8 +59,24 @@ def test_run_folder_serves_its_best_checkpoint_and_names_are_unique(tmp_path, mo
     found = resolve_packages([str(run), "${TB_TEST_MODELS:-nowhere}", f"Mine={other}"])
     assert found == {"unet_lgg": run / "checkpoint_epoch_0002", "unet_lgg_2": other,
                      "resnet18_yes_no": classifier, "mine": other}
+    # The folder `tumorbench train --out` made (it holds train/, config.json, history.csv) serves the same checkpoint.
+    (run.parent / "history.csv").write_text("epoch,dice\n")
+    assert resolve_packages([str(run.parent)]) == {"unet_lgg": run / "checkpoint_epoch_0002"}
     _package(tmp_path / "gan", "gan", {})
     with pytest.raises(ValueError, match="cannot be served"):
         resolve_packages([str(tmp_path / "gan")])
     with pytest.raises(FileNotFoundError):
         resolve_packages([str(tmp_path / "missing")])
+
+
+def test_serve_refuses_a_newer_package_format_by_name_before_ray_starts(tmp_path):
+    package = manifest_only(tmp_path / "future_pkg", "segmentation", {"dice": 0.5})
+    manifest = json.loads((package / "model.json").read_text())
+    (package / "model.json").write_text(json.dumps(manifest | {"format": "tumorbench-model/9"}))
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "tumorbench.cli", "serve", "--models", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"error: {package / 'model.json'}: model package format tumorbench-model/9 is newer" in done.stderr
+    assert "Ray" not in done.stderr and "ray" not in done.stdout  # no local Ray was started
+    assert time.perf_counter() - started < 60

@@ -12,8 +12,7 @@ import re
 from pathlib import Path
 
 from tumorbench.package import PackageError, find_packages, read_manifest, task_info
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from tumorbench.paths import checkout_root
 
 
 def resolve_packages(entries: list[str]) -> dict[str, Path]:
@@ -52,8 +51,11 @@ def _expand(entry: str) -> list[str]:
 
 
 def _existing(raw: str) -> Path:
-    path = Path(raw).expanduser()
-    for candidate in (path, REPO_ROOT / path) if not path.is_absolute() else (path,):
+    """A relative path is taken from the working directory, else from the checkout's root (``runs/best``)."""
+    path, root = Path(raw).expanduser(), checkout_root()
+    candidates = (path, root / path) if not path.is_absolute() and root is not None else (path,)
+    for candidate in candidates:
         if candidate.exists():
             return candidate.resolve()
-    raise FileNotFoundError(f"model package {raw!r} not found (relative paths: from the working directory or {REPO_ROOT})")
+    where = f"the working directory or {root}" if root is not None else "the working directory"
+    raise FileNotFoundError(f"model package {raw!r} not found (relative paths: from {where})")
