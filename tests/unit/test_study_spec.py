@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
-from conftest import REPO_ROOT, write_blob_folders
+from conftest import write_blob_folders
+from tumorbench.study import presets as studies
 from tumorbench.study.runner import prepare
 from tumorbench.study.spec import Candidate, Study, StudyError
-
-sys.path.insert(0, str(REPO_ROOT / "experiments"))
-import studies  # noqa: E402
 
 
 def _study(**changes) -> Study:
@@ -47,3 +43,31 @@ def test_every_shipped_study_builds_at_every_preset():
     assert len(studies.synthetic("default").candidates) >= 3
     with pytest.raises(StudyError, match="unknown preset"):
         studies.lgg("huge")
+
+
+def test_shipped_studies_read_shared_data_from_the_environment_else_beside_the_checkout(monkeypatch, tmp_path):
+    from conftest import REPO_ROOT
+
+    monkeypatch.delenv("TUMORBENCH_SHARED_DATA", raising=False)
+    assert studies.lgg("smoke").data == str(REPO_ROOT.parent / "shared" / "data" / "lgg")
+    monkeypatch.setenv("TUMORBENCH_SHARED_DATA", str(tmp_path))
+    assert studies.brats("smoke").data == str(tmp_path / "brats")
+
+
+def test_compare_py_copied_alone_runs_from_the_installed_package(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    script = shutil.copy(REPO_ROOT / "experiments" / "compare.py", tmp_path / "compare.py")  # as `ray submit` does
+    done = subprocess.run([sys.executable, script, "--study", "nope", "--preset", "smoke"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "unknown study 'nope' (choose from synthetic, lgg" in done.stderr
+    from tumorbench.study.cli import build_study, parse_args
+
+    args = ["--study", "lidc", "--preset", "smoke", "--seed", "7", "--data", str(tmp_path), "--require-deid"]
+    study = build_study(parse_args(args))
+    assert (study.name, study.seed, study.data, study.synthetic, study.require_deid) == ("lidc", 7, str(tmp_path),
+                                                                                        None, True)

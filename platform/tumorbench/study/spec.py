@@ -1,6 +1,6 @@
 """What a comparison study is: data, task, candidate models with search spaces, baselines, budget.
 
-Studies are Python objects (``experiments/studies.py``) so that Tune search
+Studies are Python objects (``tumorbench.study.presets``) so that Tune search
 spaces are real ``tune`` domains; everything is validated before any trial starts.
 """
 
