@@ -101,11 +101,11 @@ def test_weights_round_trip(tmp_path):
     assert torch.equal(fresh(x), model(x))
 
 
-def test_reading_packages_and_importing_inference_do_not_import_torch_or_training(tmp_path):
+def test_reading_packages_imports_no_torch_and_inference_and_serving_import_no_training(tmp_path):
     package = _write(tmp_path / "p", V1)
     code = (f"import sys; from tumorbench.package import find_packages, read_manifest; read_manifest({str(package)!r}); "
             f"find_packages({str(tmp_path)!r}); print('torch' in sys.modules, 'tumorbench.training' in sys.modules); "
-            "import tumorbench.inference; print('tumorbench.training' in sys.modules)")
+            "import tumorbench.inference, tumorbench.serving.app; print('tumorbench.training' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(REPO_ROOT / "platform"), "PATH": "/usr/bin:/bin"}).stdout.split()
     assert out == ["False", "False", "False"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from tumorbench.package.manifest import PackageError, is_package, read_manifest, task_info
 
 CHECKPOINT_PREFIX = "checkpoint_"
-RUN_FOLDER = "train"  # tumorbench.training.trainer.RUN_NAME (not imported: training pulls in torch)
+RUN_FOLDER = "train"  # a run's Ray Train storage folder (tumorbench.training.trainer.RUN_NAME is this)
 
 
 def checkpoints(folder: str | Path) -> list[Path]:

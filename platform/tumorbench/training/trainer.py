@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from tumorbench.errors import TumorbenchError
+from tumorbench.package.locate import RUN_FOLDER
 from tumorbench.training import data as fold_data
 from tumorbench.training.callbacks import EpochLogger, format_epoch
 from tumorbench.training.config import VOLUME_LAYOUTS, TrainConfig, TrainConfigError
 from tumorbench.training.tasks import check_model_for_task
 
-RUN_NAME = "train"
+RUN_NAME = RUN_FOLDER  # where tumorbench.package looks for a run's checkpoints
 SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
