@@ -1,4 +1,4 @@
-"""The two Ray internals tumorbench uses because Ray has no public API for them; nothing else may import ``ray._private``.
+"""The two Ray internals tumorbench uses (Ray has no public API for them); nothing else imports ``ray._private``.
 
 - :func:`cluster_address`: the address ``ray.init()`` would join (``RAY_ADDRESS``, else the cluster
   ``ray start`` made on this machine), so that a local Ray is started with tumorbench's own settings

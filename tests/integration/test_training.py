@@ -11,6 +11,7 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, roc_auc_score
 
+from conftest import write_blob_folders  # noqa: E402
 from tumorbench.data.synthetic import BrainPhantomConfig, make_brain_study
 from tumorbench.package import find_packages
 from tumorbench.package.weights import load_model
@@ -18,8 +19,6 @@ from tumorbench.training.config import TrainConfig
 from tumorbench.training.data import fold_cases, transforms_for
 from tumorbench.training.trainer import fit
 from tumorbench.transforms import AugmentConfig, PreprocessConfig, SamplingConfig
-
-from conftest import write_blob_folders  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

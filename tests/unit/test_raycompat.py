@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 from conftest import REPO_ROOT
-
 from tumorbench.raycompat import cluster_address
 
 
@@ -21,8 +20,9 @@ def test_private_ray_symbols_and_signatures_are_where_raycompat_expects_them():
     assert "http_options" in inspect.signature(serve_start).parameters
     assert inspect.signature(serve_start).return_annotation in (ServeControllerClient, "ServeControllerClient")
     assert "config" in inspect.signature(ServeControllerClient.deploy_apps).parameters
-    schema = ServeDeploySchema(applications=[{"name": "a", "route_prefix": "/", "import_path": "x.y:z",
-                                              "args": {"models": ["p"]}}])
+    schema = ServeDeploySchema(
+        applications=[{"name": "a", "route_prefix": "/", "import_path": "x.y:z", "args": {"models": ["p"]}}]
+    )
     assert schema.applications[0].args == {"models": ["p"]}
 
 
@@ -39,6 +39,11 @@ def test_cluster_address_order(tmp_path, monkeypatch):
 
 
 def test_no_other_module_imports_ray_private_apis():
-    offenders = subprocess.run(["grep", "-rlE", r"ray\._private|ray\.serve\._private", "platform", "serve", "experiments"],
-                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.split()
+    pattern = r"ray\._private|ray\.serve\._private"
+    offenders = subprocess.run(
+        ["grep", "-rlE", "--include=*.py", pattern, "platform", "serve", "experiments"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
     assert offenders == [str(Path("platform/tumorbench/raycompat.py"))]

@@ -10,8 +10,8 @@ import time
 
 import pytest
 import requests
-from model_packages import manifest_only
 
+from model_packages import manifest_only
 from tumorbench.serving.packages import resolve_packages
 from tumorbench.serving.protocol import ApiError, parse_upload
 

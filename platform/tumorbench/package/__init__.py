@@ -19,10 +19,22 @@ from tumorbench.package.manifest import (
     is_package,
     package_versions,
     read_manifest,
-    task_info,
     write_manifest,
 )
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "MANIFEST", "READABLE_VERSIONS", "WEIGHTS", "ModelManifest", "PackageError",
-           "best_checkpoint", "checkpoints", "find_packages", "is_package", "package_versions", "read_manifest",
-           "task_info", "write_manifest"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "READABLE_VERSIONS",
+    "WEIGHTS",
+    "ModelManifest",
+    "PackageError",
+    "best_checkpoint",
+    "checkpoints",
+    "find_packages",
+    "is_package",
+    "package_versions",
+    "read_manifest",
+    "write_manifest",
+]

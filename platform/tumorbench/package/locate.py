@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from tumorbench.package.manifest import PackageError, is_package, read_manifest, task_info
+from tumorbench.package.manifest import PackageError, is_package, read_manifest
+from tumorbench.tasks import get_task
 
 CHECKPOINT_PREFIX = "checkpoint_"
 RUN_FOLDER = "train"  # a run's Ray Train storage folder (tumorbench.training.trainer.RUN_NAME is this)
@@ -37,8 +38,8 @@ def best_checkpoint(folder: str | Path, metric: str | None = None) -> Path:
 
     def score(package: Path) -> tuple[float, str]:
         manifest = read_manifest(package)
-        task = task_info(manifest.task)
-        name = metric or task.primary_metric
+        task = get_task(manifest.task)
+        name = task.check_metric(metric)
         value = manifest.metrics.get(name, float("nan")) if name != "epoch" else manifest.epoch
         value = float(value)
         if not math.isfinite(value):
@@ -61,6 +62,7 @@ def find_packages(path: str | Path) -> list[Path]:
     if not children and checkpoints(path / RUN_FOLDER):
         return [best_checkpoint(path / RUN_FOLDER)]
     if not children:
-        raise PackageError(path, "no model package (a folder with model.json) in it, nor a training run's "
-                                 "train/checkpoint_* folders")
+        raise PackageError(
+            path, "no model package (a folder with model.json) in it, nor a training run's train/checkpoint_* folders"
+        )
     return children

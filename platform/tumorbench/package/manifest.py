@@ -16,12 +16,13 @@ import json
 import platform as std_platform
 import re
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from tumorbench.errors import DataError
+from tumorbench.tasks import get_task
 
 MANIFEST = "model.json"
 WEIGHTS = "model.pt"
@@ -68,7 +69,7 @@ class ModelManifest:
     metrics: dict[str, float] = field(default_factory=dict)
     epoch: int = -1
     versions: dict[str, str] = field(default_factory=package_versions)
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     format: str = FORMAT
 
     def __post_init__(self) -> None:
@@ -81,21 +82,36 @@ class ModelManifest:
             raise ValueError(f"in_channels and out_channels must be >= 1, got {self.in_channels}, {self.out_channels}")
         if self.class_names is not None and self.positive_class not in (None, *self.class_names):
             raise ValueError(f"positive_class {self.positive_class!r} is not one of class_names {self.class_names}")
-        task_info(self.task)  # unknown tasks raise
+        get_task(self.task)  # unknown tasks raise TaskError (a ValueError)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True, default=float)
 
     @property
     def servable(self) -> bool:
-        return task_info(self.task).servable
+        """Whether Serve has an endpoint for the package's task."""
+        return get_task(self.task).endpoint is not None
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,), "task": (str,), "model_kwargs": (dict,), "spatial_dims": (int,), "data_dims": (int,),
-    "in_channels": (int,), "out_channels": (int,), "preprocess": (dict,), "class_names": (list, type(None)),
-    "positive_class": (str, type(None)), "channel_names": (list, type(None)), "roi_size": (list, type(None)),
-    "data": (dict,), "split": (dict,), "metrics": (dict,), "epoch": (int,), "versions": (dict,), "created": (str,),
+    "name": (str,),
+    "task": (str,),
+    "model_kwargs": (dict,),
+    "spatial_dims": (int,),
+    "data_dims": (int,),
+    "in_channels": (int,),
+    "out_channels": (int,),
+    "preprocess": (dict,),
+    "class_names": (list, type(None)),
+    "positive_class": (str, type(None)),
+    "channel_names": (list, type(None)),
+    "roi_size": (list, type(None)),
+    "data": (dict,),
+    "split": (dict,),
+    "metrics": (dict,),
+    "epoch": (int,),
+    "versions": (dict,),
+    "created": (str,),
     "format": (str,),
 }
 
@@ -111,47 +127,28 @@ def _check_types(manifest: ModelManifest) -> None:
         raise ValueError(f"metrics {bad} must be numbers")
 
 
-# TODO(tasks): replace with tumorbench.tasks.get_task once the task registry is on main.
-@dataclass(frozen=True)
-class _TaskInfo:
-    name: str
-    primary_metric: str
-    direction: str
-    servable: bool
-
-    def mode(self, metric: str) -> str:
-        return "min" if metric.startswith("hd") or metric.endswith("loss") else "max"
-
-
-_TASKS = {"classification": _TaskInfo("classification", "auc", "max", True),
-          "segmentation": _TaskInfo("segmentation", "dice", "max", True),
-          "gan": _TaskInfo("gan", "epoch", "max", False)}
-
-
-def task_info(name: str):
-    """The task a package names (its primary metric, direction and whether Serve can serve it)."""
-    try:
-        from tumorbench.tasks import get_task
-    except ImportError:  # TODO(tasks): the registry is not on this branch yet
-        if name not in _TASKS:
-            raise ValueError(f"unknown task {name!r} (choose from {', '.join(_TASKS)})") from None
-        return _TASKS[name]
-    return get_task(name)
-
-
 def format_version(value: Any, where: str | Path) -> int:
     """The version number of a ``format`` string; refuses what this tumorbench cannot read."""
     match = re.fullmatch(re.escape(FORMAT_PREFIX) + r"(\d+)", value) if isinstance(value, str) else None
     if match is None:
-        raise PackageError(where, f"unknown model package format {value!r} (this tumorbench reads "
-                                  f"{', '.join(FORMAT_PREFIX + str(v) for v in READABLE_VERSIONS)})")
+        raise PackageError(
+            where,
+            f"unknown model package format {value!r} (this tumorbench reads "
+            f"{', '.join(FORMAT_PREFIX + str(v) for v in READABLE_VERSIONS)})",
+        )
     version = int(match.group(1))
     if version > FORMAT_VERSION:
-        raise PackageError(where, f"model package format {value} is newer than this tumorbench reads ({FORMAT}); "
-                                  "upgrade tumorbench to use this package")
+        raise PackageError(
+            where,
+            f"model package format {value} is newer than this tumorbench reads ({FORMAT}); "
+            "upgrade tumorbench to use this package",
+        )
     if version not in READABLE_VERSIONS:
-        raise PackageError(where, f"model package format {value} is no longer readable (this tumorbench reads "
-                                  f"{', '.join(FORMAT_PREFIX + str(v) for v in READABLE_VERSIONS)})")
+        raise PackageError(
+            where,
+            f"model package format {value} is no longer readable (this tumorbench reads "
+            f"{', '.join(FORMAT_PREFIX + str(v) for v in READABLE_VERSIONS)})",
+        )
     return version
 
 

@@ -1,10 +1,11 @@
 """The tumorbench Ray Serve application: a FastAPI ingress and one batched deployment per model package.
 
 ``serve run serve/config.yaml`` or ``tumorbench serve --models DIR`` start it (import path
-``tumorbench.serving.app:build_app``; workers import it from the installed tumorbench). The ingress checks the API key and body size, parses the upload, decodes and
-validates it (format, declared size, dimensions, channels, finite values) and runs the
-package's own preprocessing (rebuilt from ``model.json``); the model deployment batches
-forward passes with ``@serve.batch`` and maps answers back to the input's geometry.
+``tumorbench.serving.app:build_app``; workers import it from the installed tumorbench).
+The ingress checks the API key and body size, parses the upload, decodes and validates it
+(format, declared size, dimensions, channels, finite values) and runs the package's own
+preprocessing (rebuilt from ``model.json``); the model deployment batches forward passes
+with ``@serve.batch`` and maps answers back to the input's geometry.
 Batch size, batch wait and threshold are ``user_config``: ``reconfigure`` applies them live.
 """
 

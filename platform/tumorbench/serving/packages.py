@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from tumorbench.package import PackageError, find_packages, read_manifest, task_info
+from tumorbench.package import PackageError, find_packages, read_manifest
 from tumorbench.paths import checkout_root
 
 
@@ -27,7 +27,7 @@ def resolve_packages(entries: list[str]) -> dict[str, Path]:
         name, _, raw = entry.rpartition("=") if "=" in entry else ("", "", entry)
         for package in find_packages(_existing(raw)):
             manifest = read_manifest(package)
-            if not task_info(manifest.task).servable:
+            if not manifest.servable:
                 raise PackageError(package, f"a {manifest.task} package cannot be served")
             layout = manifest.data.get("layout")
             default = f"{manifest.name}_{layout}" if layout else manifest.name

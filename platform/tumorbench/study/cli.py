@@ -31,23 +31,34 @@ def generic_study(data: str, preset: str):
     layout = frame.attrs["layout"]
     task = "classification" if frame["label"].notna().any() else "segmentation"
     print(f"[tumorbench] {data}: layout {layout} ({frame.attrs['layout_evidence']}), task {task}", flush=True)
-    template = presets.brain_yes_no(preset) if task == "classification" else (
-        presets.synthetic(preset) if layout in ("brats", "msd", "dicom") else presets.lgg(preset))
-    return replace(template, name=f"generic-{Path(data).name}", data=str(Path(data).resolve()), layout=layout,
-                   synthetic=None)
+    template = (
+        presets.brain_yes_no(preset)
+        if task == "classification"
+        else (presets.synthetic(preset) if layout in ("brats", "msd", "dicom") else presets.lgg(preset))
+    )
+    return replace(
+        template, name=f"generic-{Path(data).name}", data=str(Path(data).resolve()), layout=layout, synthetic=None
+    )
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description="Which model detects these tumors best, by how much, "
-                                     "and is the difference real?",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--study", default=None, help="synthetic (default without --data), lgg, brain_yes_no, "
-                                                      "lidc, brats")
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Which model detects these tumors best, by how much, and is the difference real?",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument(
+        "--study", default=None, help="synthetic (default without --data), lgg, brain_yes_no, lidc, brats"
+    )
     parser.add_argument("--preset", default="default", choices=["smoke", "default", "full"])
     parser.add_argument("--data", default=None, help="Dataset root (overrides the study's; alone: generic study)")
     parser.add_argument("--out", default=None, help="Results folder (default: results/<study>-<preset>)")
-    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                        help="Ray cluster (default: the one `ray start` made here, else a new local one)")
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster (default: the one `ray start` made here, else a new local one)",
+    )
     parser.add_argument("--resume", action="store_true", help="Continue an interrupted study; finished trials stay")
     parser.add_argument("--seed", type=int, default=None, help="Override the study's seed")
     parser.add_argument(

@@ -59,8 +59,9 @@ def lgg(preset: str) -> Study:
     shared = {"preprocess": {"spatial_size": size}, "batch_size": 8, "lr": 2e-3, "workers": 2,
               "epochs": {"smoke": 1, "default": 8, "full": 60}[preset], "augment": {"flip_axes": [0, 1], "prob": 0.5}}
     return Study(
-        name="lgg", task="segmentation", data=f"{shared_data()}/lgg", layout="lgg", n_folds=folds, config=shared,
-        baselines=("otsu", "kmeans"), baseline_params={"otsu": {"max_train_cases": 200}, "kmeans": {"max_train_cases": 200}},
+        name="lgg", task="segmentation", data=f"{shared_data()}/lgg", layout="lgg", n_folds=folds,
+        config=shared, baselines=("otsu", "kmeans"),
+        baseline_params={"otsu": {"max_train_cases": 200}, "kmeans": {"max_train_cases": 200}},
         candidates=(
             Candidate("unet", {"model": "unet"}, {}, "random", 1),
             Candidate("attention_unet", {"model": "attention_unet"}, {}, "random", 1),

@@ -36,10 +36,10 @@ import torch
 from tumorbench.errors import DataError
 from tumorbench.models import model_info
 from tumorbench.models.gan import ConditionalGAN, discriminator_loss, generator_loss
-from tumorbench.tasks import Gan, get_task
-from tumorbench.training import data as fold_data
 from tumorbench.package import ModelManifest, read_manifest
 from tumorbench.package.weights import load_weights
+from tumorbench.tasks import Gan, get_task
+from tumorbench.training import data as fold_data
 from tumorbench.training.checkpoint import load_training_state, save_checkpoint
 from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.transforms import AugmentConfig, PreprocessConfig

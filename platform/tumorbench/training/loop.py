@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from tumorbench.models.pretrained import freeze_backbone
+from tumorbench.package import ModelManifest
+from tumorbench.package.weights import load_weights
 from tumorbench.tasks import get_task
 from tumorbench.tasks.classification import positive_index
 from tumorbench.tasks.segmentation import mask_channel_names
 from tumorbench.training import data as fold_data
-from tumorbench.package import ModelManifest
-from tumorbench.package.weights import load_weights
 from tumorbench.training.checkpoint import load_training_state, save_checkpoint
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.gan import synthetic_dataset
