@@ -98,6 +98,16 @@ def test_invalid_manifests_are_refused(tmp_path, change, words):
     assert words in str(caught.value) and "bad/model.json" in str(caught.value)
 
 
+def test_tuples_are_kept_as_the_lists_json_reads_back(tmp_path):
+    from tumorbench.package import ModelManifest, write_manifest
+
+    fields = {k: v for k, v in V1.items() if k != "format"} | {"class_names": ("no", "yes"), "roi_size": (32, 32)}
+    manifest = ModelManifest(**fields)
+    assert manifest.class_names == ["no", "yes"] and manifest.roi_size == [32, 32]
+    write_manifest(tmp_path, manifest)
+    assert read_manifest(tmp_path) == manifest
+
+
 def test_missing_format_and_missing_manifest(tmp_path):
     with pytest.raises(PackageError, match="has no 'format'"):
         read_manifest(_write(tmp_path / "a", {k: v for k, v in V1.items() if k != "format"}))

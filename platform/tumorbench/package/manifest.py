@@ -75,6 +75,9 @@ class ModelManifest:
     def __post_init__(self) -> None:
         if self.format != FORMAT:
             raise ValueError(f"a manifest is built at format {FORMAT}, not {self.format!r} (read_manifest migrates)")
+        for name in ("class_names", "channel_names", "roi_size"):  # JSON has lists only: keep equality on read
+            if isinstance(getattr(self, name), tuple):
+                object.__setattr__(self, name, list(getattr(self, name)))
         _check_types(self)
         if self.spatial_dims not in (2, 3) or self.data_dims not in (2, 3):
             raise ValueError(f"spatial_dims and data_dims must be 2 or 3, got {self.spatial_dims}, {self.data_dims}")
