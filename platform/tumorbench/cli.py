@@ -163,7 +163,7 @@ def train(**opts) -> None:
 
 
 def _train_config(opts: dict):
-    from tumorbench.training.config import TrainConfig, TrainConfigError
+    from tumorbench.training.config import TrainConfig, TrainConfigError, merge_settings
     from tumorbench.transforms import AugmentConfig, PreprocessConfig
 
     spatial_dims = int(opts["spatial_dims"])
@@ -177,14 +177,15 @@ def _train_config(opts: dict):
                   seed=opts["seed"], preprocess=preprocess, synthetic_fraction=opts["synthetic_fraction"],
                   gan_checkpoint=str(opts["gan_checkpoint"]) if opts["gan_checkpoint"] else None,
                   augment=AugmentConfig.preset(opts["augment"], spatial_dims=2))
+    options = {}
     for option in opts["options"]:
         key, _, raw = option.partition("=")
         try:
-            values[key] = json.loads(raw)
+            options[key] = json.loads(raw)
         except json.JSONDecodeError:
-            values[key] = raw
-    try:
-        return TrainConfig.from_dict(values)
+            options[key] = raw
+    try:  # --option preprocess.contrast=clahe keeps the other preprocess flags (the one merge rule)
+        return TrainConfig.from_dict(merge_settings(values, options))
     except TypeError as exc:
         raise TrainConfigError(str(exc)) from exc
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import pytest
 from PIL import Image
 
 from tumorbench.models.registry import UnknownModelError
-from tumorbench.training.config import TrainConfig, TrainConfigError
+from tumorbench.training.config import TrainConfig, TrainConfigError, merge_settings
 from tumorbench.training.data import shard
 from tumorbench.training.tasks import lr_lambda, model_kwargs
 from tumorbench.training.trainer import preflight, worker_resources
+from tumorbench.transforms import AugmentConfig, PreprocessConfig
 
 
 def _config(tmp_path, **kw) -> TrainConfig:
@@ -32,6 +34,21 @@ def test_config_round_trips_through_a_plain_dict(tmp_path):
     assert again == config and again.roi_size == (32, 32, 16)
     with pytest.raises(TrainConfigError, match=r"unknown training settings \['epochz'\]"):
         TrainConfig.from_dict(config.to_dict() | {"epochz": 3})
+    with pytest.raises(TrainConfigError, match=r"unknown training settings \['sampling\.patch'\]"):
+        TrainConfig.from_dict(config.to_dict() | {"sampling.patch": 3})
+
+
+def test_merge_settings_is_one_deep_rule():
+    study = {"preprocess": {"spatial_size": [64, 64], "contrast": "none"}, "roi_size": [8, 8, 8],
+             "model_kwargs": {"a": 1, "b": {"x": 1}}}
+    candidate = {"preprocess": PreprocessConfig(contrast="clahe"), "roi_size": [4, 4, 4], "model_kwargs.b.y": 2}
+    merged = merge_settings(study, candidate, {"preprocess.contrast": False})
+    # A config object merges as all its fields (its own defaults included); lists replace, never append.
+    assert merged["preprocess"] == asdict(PreprocessConfig(contrast="none", spatial_size=None))
+    assert merged["roi_size"] == [4, 4, 4] and merged["model_kwargs"] == {"a": 1, "b": {"x": 1, "y": 2}}
+    assert study["model_kwargs"] == {"a": 1, "b": {"x": 1}}  # layers are never changed
+    three_d = merge_settings({"spatial_dims": 3}, {"augment": "medium", "augment.noise_std": 0.0})
+    assert three_d["augment"] == asdict(AugmentConfig.preset("medium", spatial_dims=3)) | {"noise_std": 0.0}
 
 
 @pytest.mark.parametrize("change, message", [

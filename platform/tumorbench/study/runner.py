@@ -42,9 +42,8 @@ def _data_root(study: Study, out: Path) -> str:
 
 
 def base_config(study: Study, candidate, data: str, out: Path, split_file: Path) -> TrainConfig:
-    values = {"task": study.task, "data": data, "layout": study.layout, "n_folds": study.n_folds,
-              "seed": study.seed, "split_file": str(split_file), "out": str(out / "searches" / candidate.name)}
-    return TrainConfig.from_dict(values | study.config | candidate.config)
+    return study.train_config(candidate, data=data, split_file=str(split_file),
+                              out=str(out / "searches" / candidate.name))
 
 
 def prepare(study: Study, out: Path) -> tuple[pd.DataFrame, dict, Path, str]:
