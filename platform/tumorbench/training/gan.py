@@ -46,6 +46,7 @@ from tumorbench.training.checkpoint import (
     save_checkpoint,
 )
 from tumorbench.training.config import TrainConfig, TrainConfigError
+from tumorbench.training.state import LoopState
 from tumorbench.transforms import AugmentConfig, PreprocessConfig
 from tumorbench.transforms.custom import _LUMA  # the grey conversion real images get (LoadCased)
 
@@ -222,8 +223,6 @@ def train_gan(config: TrainConfig, model: ConditionalGAN, cases: fold_data.FoldC
 
 def _resume(model: ConditionalGAN, opt_g, opt_d):
     import ray.train
-
-    from tumorbench.training.loop import LoopState  # loop.py imports this module
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:

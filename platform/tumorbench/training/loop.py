@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -25,28 +24,8 @@ from tumorbench.training import data as fold_data
 from tumorbench.training.checkpoint import ModelManifest, load_training_state, load_weights, save_checkpoint
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.gan import synthetic_dataset
+from tumorbench.training.state import LoopState
 from tumorbench.training.tasks import Precision, build_model, lr_lambda, make_loss, train_epoch
-
-
-@dataclass
-class LoopState:
-    """What resuming needs besides weights and optimizer."""
-
-    epoch: int = -1
-    best: float | None = None
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    def update(self, value: float, epoch: int, order: str) -> bool:
-        """Record an epoch's primary metric; True when it is the best so far."""
-        # NaN never improves; inf (HD95 of a missed tumour) is a real, worst value that a later epoch can beat.
-        better = self.best is None or (value > self.best if order == "max" else value < self.best)
-        if better and not np.isnan(value):
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-            return True
-        self.bad_epochs += 1
-        return False
 
 
 def seed_everything(seed: int) -> None:
