@@ -12,7 +12,6 @@ import json
 import shutil
 import subprocess
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -155,11 +154,3 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     print(format_leaderboard(lb, study.task, stats=stats), flush=True)
     print(f"[tumorbench] TensorBoard, every trial and fold: tensorboard --logdir {out / 'searches'}", flush=True)
     return {"leaderboard": lb, "stats": stats, "best": best, "out": out}
-
-
-def study_as_dict(study: Study) -> dict[str, Any]:
-    """A JSON-friendly view of a study (search spaces shown by their repr)."""
-    values = asdict(study)
-    for candidate in values["candidates"]:
-        candidate["space"] = {k: repr(v) for k, v in candidate["space"].items()}
-    return values
