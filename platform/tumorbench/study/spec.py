@@ -17,8 +17,6 @@ from tumorbench.training.config import TrainConfig, merge_settings
 from tumorbench.tuning.search import SCHEDULERS
 from tumorbench.tuning.space import SEARCHERS, validate_space
 
-PRESETS = ("smoke", "default", "full")
-
 
 class StudyError(TumorbenchError, ValueError):
     """A study that cannot run (reported before any trial starts)."""
