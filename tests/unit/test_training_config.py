@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -84,6 +85,46 @@ def test_warmup_then_cosine_schedule():
     # Half-way through the decay the cosine is at its midpoint: 0.01 + 0.99 * 0.5.
     assert factor(60) == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     assert factor(110) == pytest.approx(0.01)
+
+
+def _lrs(optimizer, scheduler, steps: int) -> list[float]:
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_warmup_cosine_schedule_values_and_resume(tmp_path):
+    import torch
+
+    from tumorbench.training.loop import warmup_cosine
+
+    config = _config(tmp_path, lr=1e-3, epochs=11, warmup_epochs=1)
+
+    def schedule():
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+        return optimizer, warmup_cosine(optimizer, config, steps_per_epoch=10)
+
+    optimizer, scheduler = schedule()
+    lrs = _lrs(optimizer, scheduler, 111)
+    # Warm-up over the first epoch's 10 steps: from a tenth of the peak, rising linearly, the peak at step 10.
+    assert lrs[0] == pytest.approx(1e-4) and lrs[10] == pytest.approx(1e-3)
+    assert np.allclose(np.diff(lrs[:11]), np.diff(lrs[:11])[0]) and np.diff(lrs[:11])[0] > 0
+    # Then a half cosine over the 100 remaining steps, floored at 1% of the peak.
+    decay = [max(1e-5, 1e-3 * 0.5 * (1 + math.cos(math.pi * (step - 10) / 100))) for step in range(10, 111)]
+    assert lrs[10:] == pytest.approx(decay)
+    assert lrs[60] == pytest.approx(0.5e-3) and lrs[110] == pytest.approx(1e-5) and min(lrs) >= 1e-5 * (1 - 1e-9)
+    # A resumed run continues the same schedule from the saved state.
+    optimizer, scheduler = schedule()
+    _lrs(optimizer, scheduler, 37)
+    state = scheduler.state_dict()
+    optimizer, scheduler = schedule()
+    scheduler.load_state_dict(state)
+    for group in optimizer.param_groups:
+        group["lr"] = scheduler.get_last_lr()[0]  # what optimizer.load_state_dict restores in the loop
+    assert _lrs(optimizer, scheduler, 74) == pytest.approx(lrs[37:])
 
 
 def test_worker_resources_fit_the_cluster_or_say_why():
