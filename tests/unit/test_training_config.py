@@ -11,7 +11,7 @@ from PIL import Image
 
 from tumorbench.models.registry import UnknownModelError
 from tumorbench.training.config import TrainConfig, TrainConfigError, merge_settings
-from tumorbench.training.data import shard
+from tumorbench.training.data import FoldCases, train_shard
 from tumorbench.training.tasks import model_kwargs
 from tumorbench.training.trainer import preflight, worker_resources
 from tumorbench.transforms import AugmentConfig, PreprocessConfig
@@ -72,11 +72,19 @@ def test_model_kwargs_use_each_models_own_names(tmp_path):
         model_kwargs(_config(tmp_path, task="segmentation", model="unet_tiny", pretrained=True), 1, 1)
 
 
-def test_shards_are_equal_sized_and_cover_every_case():
-    cases = [{"case_id": i} for i in range(7)]
-    shards = [shard(cases, rank, 3, seed=1) for rank in range(3)]
+def test_shards_are_equal_sized_and_cover_every_case(tmp_path):
+    cases = FoldCases(train=[{"case_id": i} for i in range(7)], val=[], class_names=None, data_dims=2,
+                      layout="image-folder", catalog_hash="", split_hash="")
+    config = _config(tmp_path, seed=1)
+    shards = [[c["case_id"] for c in train_shard(config, cases, rank, 3)] for rank in range(3)]
+    # 7 cases over 3 ranks: 3 each (DDP steps in lockstep), the 2 extra repeated from the shuffled order's start.
     assert [len(s) for s in shards] == [3, 3, 3]
-    assert {c["case_id"] for s in shards for c in s} == set(range(7))
+    flat = [shards[rank][k] for k in range(3) for rank in range(3)]  # the strided order back
+    assert sorted(flat[:7]) == list(range(7)) and flat[7:] == flat[:2]
+    assert shards == [[c["case_id"] for c in train_shard(config, cases, r, 3)] for r in range(3)]  # seeded
+    assert sorted(c["case_id"] for c in train_shard(config, cases, 0, 1)) == list(range(7))
+    assert [c["case_id"] for c in train_shard(config.replace(seed=2), cases, 0, 1)] != \
+        [c["case_id"] for c in train_shard(config, cases, 0, 1)]
 
 
 def _lrs(optimizer, scheduler, steps: int) -> list[float]:

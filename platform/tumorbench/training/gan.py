@@ -332,7 +332,7 @@ def synthetic_dataset(config: TrainConfig, cases: fold_data.FoldCases, rank: int
     from tumorbench.training.checkpoint import load_model
 
     check_gan_source(config, read_manifest(config.gan_checkpoint), cases.class_names, cases.split_hash)
-    n = round(config.synthetic_fraction * len(fold_data.shard(cases.train, rank, world, config.seed)))
+    n = round(config.synthetic_fraction * len(fold_data.train_shard(config, cases, rank, world)))
     if n == 0:
         return None
     gan, _ = load_model(config.gan_checkpoint, device)
