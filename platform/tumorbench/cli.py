@@ -148,18 +148,14 @@ def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: s
 def train(**opts) -> None:
     """Train one model on one fold with Ray Train; checkpoints are model packages."""
     from tumorbench.training.trainer import fit
+    from tumorbench.tuning.trial import best_checkpoint
 
     config = _train_config(opts)
     result = fit(config, resume=opts["resume"], address=opts["address"])
-    best = result.best_checkpoints[-1] if result.best_checkpoints else None
     click.echo(f"finished: {config.out}/train")
-    if best is not None:
-        from tumorbench.tasks import get_task
-
-        task, metric = get_task(config.task), config.selection_metric
-        checkpoint, metrics = min(result.best_checkpoints,
-                                  key=lambda item: task.sort_key(float(item[1].get(metric, "nan")), metric))
-        click.echo(f"best checkpoint: {checkpoint.path} (epoch {metrics.get('epoch')})")
+    if result.best_checkpoints:
+        checkpoint, metrics = best_checkpoint(result, config.selection_metric, config.selection_mode)
+        click.echo(f"best checkpoint: {checkpoint} (epoch {metrics.get('epoch')})")
 
 
 def _train_config(opts: dict):
