@@ -97,8 +97,8 @@ def preview(path: Path, out: Path, layout: str, n: int, seed: int) -> None:
               help="Drop byte-identical images before splitting.")
 def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: str, dedupe: bool) -> None:
     """Write a patient-level stratified k-fold split file."""
-    from tumorbench.data.check import add_tumor_presence
     from tumorbench.data.catalog import scan
+    from tumorbench.data.check import add_tumor_presence
     from tumorbench.data.splits import SplitConfig, make_splits, write_splits
 
     frame = scan(path, layout)
@@ -128,12 +128,16 @@ def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: s
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--gpus/--no-gpus", "use_gpu", default=None, help="Use a GPU per worker (default: if the cluster has them).")
+@click.option("--gpus/--no-gpus", "use_gpu", default=None,
+              help="Use a GPU per worker (default: if the cluster has them).")
 @click.option("--pretrained", is_flag=True, help="Start from ImageNet weights (classifiers).")
-@click.option("--image-size", type=int, multiple=True, help="Resize inputs (repeat per axis: --image-size 128 --image-size 128).")
-@click.option("--spatial-dims", type=click.Choice(["2", "3"]), default="2", show_default=True, help="Model dimensionality.")
+@click.option("--image-size", type=int, multiple=True,
+              help="Resize inputs (repeat per axis: --image-size 128 --image-size 128).")
+@click.option("--spatial-dims", type=click.Choice(["2", "3"]), default="2", show_default=True,
+              help="Model dimensionality.")
 @click.option("--augment", type=click.Choice(["none", "light", "medium", "strong"]), default="light", show_default=True)
-@click.option("--normalize", type=click.Choice(["zscore", "minmax", "ct_window", "none"]), default="zscore", show_default=True)
+@click.option("--normalize", type=click.Choice(["zscore", "minmax", "ct_window", "none"]), default="zscore",
+              show_default=True)
 @click.option("--channels", type=int, default=None, help="Force image channels (1 grey, 3 RGB) for mixed data.")
 @click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True, help="Early stopping (0: off).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -142,7 +146,9 @@ def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: s
 @click.option("--synthetic-fraction", type=click.FloatRange(0, 4), default=0.0, show_default=True,
               help="Generated images per real training image (needs --gan-checkpoint).")
 @click.option("--option", "options", multiple=True, metavar="KEY=JSON",
-              help="Any other training setting, e.g. --option freeze_backbone_epochs=2 --option model_kwargs='{\"width\": 8}'.")
+              help="Any other training setting, merged key by key onto the flags, e.g. "
+                   "--option freeze_backbone_epochs=2 --option preprocess.contrast=clahe "
+                   "--option model_kwargs='{\"width\": 8}'.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")
 def train(**opts) -> None:

@@ -64,7 +64,8 @@ __all__ = [
 ]
 
 # Baselines by the task they answer (a new task's baselines are one more entry).
-BASELINES_BY_TASK: dict[str, tuple[str, ...]] = {"classification": tuple(CLASSIFIERS), "segmentation": tuple(SEGMENTERS)}
+BASELINES_BY_TASK: dict[str, tuple[str, ...]] = {"classification": tuple(CLASSIFIERS),
+                                                  "segmentation": tuple(SEGMENTERS)}
 
 
 class UnknownBaselineError(TumorbenchError, KeyError):

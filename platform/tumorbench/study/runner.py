@@ -20,10 +20,10 @@ import pandas as pd
 from tumorbench.data.catalog import scan
 from tumorbench.study import results
 from tumorbench.study.spec import Study, StudyError
+from tumorbench.tasks import get_task
 from tumorbench.training.checkpoint import package_versions
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.data import ensure_split_file
-from tumorbench.tasks import get_task
 from tumorbench.training.trainer import describe_cluster, ensure_ray
 
 

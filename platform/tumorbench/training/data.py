@@ -60,8 +60,9 @@ def ensure_split_file(config: TrainConfig, frame: pd.DataFrame) -> dict:
     if config.split_file:
         raise DataError(path, "split file not found")
     task = get_task(config.task)
-    doc = make_splits(task.split_frame(frame), SplitConfig(n_folds=config.n_folds, seed=config.seed,
-                                                           stratify=task.stratify, dedupe=config.dedupe and task.dedupe))
+    split = SplitConfig(n_folds=config.n_folds, seed=config.seed, stratify=task.stratify,
+                        dedupe=config.dedupe and task.dedupe)
+    doc = make_splits(task.split_frame(frame), split)
     write_splits(doc, path)
     return doc
 

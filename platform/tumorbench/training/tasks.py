@@ -49,7 +49,7 @@ def model_kwargs(config: TrainConfig, in_channels: int, out_channels: int) -> di
 
 
 def build_model(config: TrainConfig, in_channels: int, out_channels: int) -> tuple[torch.nn.Module, dict]:
-    """Create the model; returns it with the keywords that rebuild it (pretrained off: weights come from the package)."""
+    """Create the model; returns it with the keywords that rebuild it (pretrained off: the package has the weights)."""
     kwargs = model_kwargs(config, in_channels, out_channels)
     model = create_model(config.model, **kwargs)
     get_task(config.task).init_model(model, config, out_channels)

@@ -75,8 +75,7 @@ def apply_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
 
 def domain_kind(value: Any) -> str:
     """The Tune function that made ``value`` (``constant`` for a plain value)."""
-    from ray.tune.search.sample import (Categorical, Float, Function, Integer, LogUniform, Normal,
-                                        Quantized)
+    from ray.tune.search.sample import Categorical, Float, Function, Integer, LogUniform, Normal, Quantized
 
     if isinstance(value, dict) and set(value) == {"grid_search"}:
         return "grid_search"
