@@ -122,8 +122,8 @@ def preview(path: Path, out: Path, layout: str, n: int, seed: int) -> None:
               help="Drop byte-identical images before splitting.")
 def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: str, dedupe: bool) -> None:
     """Write a patient-level stratified k-fold split file."""
-    from tumorbench.data.check import add_tumor_presence
     from tumorbench.data.catalog import scan
+    from tumorbench.data.check import add_tumor_presence
     from tumorbench.data.splits import SplitConfig, make_splits, write_splits
 
     frame = scan(path, layout)
@@ -153,12 +153,16 @@ def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: s
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--gpus/--no-gpus", "use_gpu", default=None, help="Use a GPU per worker (default: if the cluster has them).")
+@click.option("--gpus/--no-gpus", "use_gpu", default=None,
+              help="Use a GPU per worker (default: if the cluster has them).")
 @click.option("--pretrained", is_flag=True, help="Start from ImageNet weights (classifiers).")
-@click.option("--image-size", type=int, multiple=True, help="Resize inputs (repeat per axis: --image-size 128 --image-size 128).")
-@click.option("--spatial-dims", type=click.Choice(["2", "3"]), default="2", show_default=True, help="Model dimensionality.")
+@click.option("--image-size", type=int, multiple=True,
+              help="Resize inputs (repeat per axis: --image-size 128 --image-size 128).")
+@click.option("--spatial-dims", type=click.Choice(["2", "3"]), default="2", show_default=True,
+              help="Model dimensionality.")
 @click.option("--augment", type=click.Choice(["none", "light", "medium", "strong"]), default="light", show_default=True)
-@click.option("--normalize", type=click.Choice(["zscore", "minmax", "ct_window", "none"]), default="zscore", show_default=True)
+@click.option("--normalize", type=click.Choice(["zscore", "minmax", "ct_window", "none"]), default="zscore",
+              show_default=True)
 @click.option("--channels", type=int, default=None, help="Force image channels (1 grey, 3 RGB) for mixed data.")
 @click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True, help="Early stopping (0: off).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -167,28 +171,26 @@ def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: s
 @click.option("--synthetic-fraction", type=click.FloatRange(0, 4), default=0.0, show_default=True,
               help="Generated images per real training image (needs --gan-checkpoint).")
 @click.option("--option", "options", multiple=True, metavar="KEY=JSON",
-              help="Any other training setting, e.g. --option freeze_backbone_epochs=2 --option model_kwargs='{\"width\": 8}'.")
+              help="Any other training setting, merged key by key onto the flags, e.g. "
+                   "--option freeze_backbone_epochs=2 --option preprocess.contrast=clahe "
+                   "--option model_kwargs='{\"width\": 8}'.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")
 def train(**opts) -> None:
     """Train one model on one fold with Ray Train; checkpoints are model packages."""
     from tumorbench.training.trainer import fit
+    from tumorbench.tuning.trial import best_checkpoint
 
     config = _train_config(opts)
     result = fit(config, resume=opts["resume"], address=opts["address"])
-    best = result.best_checkpoints[-1] if result.best_checkpoints else None
     click.echo(f"finished: {config.out}/train")
-    if best is not None:
-        from tumorbench.tasks import get_task
-
-        task, metric = get_task(config.task), config.selection_metric
-        checkpoint, metrics = min(result.best_checkpoints,
-                                  key=lambda item: task.sort_key(float(item[1].get(metric, "nan")), metric))
-        click.echo(f"best checkpoint: {checkpoint.path} (epoch {metrics.get('epoch')})")
+    if result.best_checkpoints:
+        checkpoint, metrics = best_checkpoint(result, config.selection_metric, config.selection_mode)
+        click.echo(f"best checkpoint: {checkpoint} (epoch {metrics.get('epoch')})")
 
 
 def _train_config(opts: dict):
-    from tumorbench.training.config import TrainConfig, TrainConfigError
+    from tumorbench.training.config import TrainConfig, TrainConfigError, merge_settings
     from tumorbench.transforms import AugmentConfig, PreprocessConfig
 
     spatial_dims = int(opts["spatial_dims"])
@@ -202,14 +204,15 @@ def _train_config(opts: dict):
                   seed=opts["seed"], preprocess=preprocess, synthetic_fraction=opts["synthetic_fraction"],
                   gan_checkpoint=str(opts["gan_checkpoint"]) if opts["gan_checkpoint"] else None,
                   augment=AugmentConfig.preset(opts["augment"], spatial_dims=2))
+    options = {}
     for option in opts["options"]:
         key, _, raw = option.partition("=")
         try:
-            values[key] = json.loads(raw)
+            options[key] = json.loads(raw)
         except json.JSONDecodeError:
-            values[key] = raw
-    try:
-        return TrainConfig.from_dict(values)
+            options[key] = raw
+    try:  # --option preprocess.contrast=clahe keeps the other preprocess flags (the one merge rule)
+        return TrainConfig.from_dict(merge_settings(values, options))
     except TypeError as exc:
         raise TrainConfigError(str(exc)) from exc
 

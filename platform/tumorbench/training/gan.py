@@ -42,6 +42,7 @@ from tumorbench.tasks import Gan, get_task
 from tumorbench.training import data as fold_data
 from tumorbench.training.checkpoint import load_training_state, save_checkpoint
 from tumorbench.training.config import TrainConfig, TrainConfigError
+from tumorbench.training.state import LoopState
 from tumorbench.transforms import AugmentConfig, PreprocessConfig
 from tumorbench.transforms.custom import _LUMA  # the grey conversion real images get (LoadCased)
 
@@ -219,8 +220,6 @@ def train_gan(config: TrainConfig, model: ConditionalGAN, cases: fold_data.FoldC
 def _resume(model: ConditionalGAN, opt_g, opt_d):
     import ray.train
 
-    from tumorbench.training.loop import LoopState  # loop.py imports this module
-
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return LoopState()
@@ -329,7 +328,7 @@ def synthetic_dataset(config: TrainConfig, cases: fold_data.FoldCases, rank: int
     from tumorbench.package.weights import load_model
 
     check_gan_source(config, read_manifest(config.gan_checkpoint), cases.class_names, cases.split_hash)
-    n = round(config.synthetic_fraction * len(fold_data.shard(cases.train, rank, world, config.seed)))
+    n = round(config.synthetic_fraction * len(fold_data.train_shard(config, cases, rank, world)))
     if n == 0:
         return None
     gan, _ = load_model(config.gan_checkpoint, device)
