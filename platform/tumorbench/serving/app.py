@@ -34,6 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tumorbench.raycompat import serve_deploy_apps
 from tumorbench.serving.packages import resolve_packages
 from tumorbench.serving.protocol import UPLOAD_OPENAPI, ApiError, model_card, parse_upload, read_body
+from tumorbench.tasks import get_task
 
 logger = logging.getLogger("ray.serve")
 API_KEY_ENV = "TUMORBENCH_API_KEY"
@@ -310,7 +311,7 @@ class Ingress:
             return Response(blob, media_type=MEDIA_TYPE)
         payload = {"request_id": _request_id(request), "model": name, "version": card["version"],
                    **result.summary(), "input": {"format": prepared.input_format, "bytes": len(data)}}
-        if task == "segmentation":
+        if get_task(task).with_mask:
             from tumorbench.inference import mask_file
 
             media_type, blob = await asyncio.to_thread(mask_file, result)

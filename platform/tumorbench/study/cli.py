@@ -25,17 +25,20 @@ from pathlib import Path
 def generic_study(data: str, preset: str):
     """A sensible comparison for a dataset nobody configured: layout and task are detected."""
     from tumorbench.data.catalog import scan
+    from tumorbench.errors import TumorbenchError
     from tumorbench.study import presets
+    from tumorbench.tasks import get_task
 
     frame = scan(data)
     layout = frame.attrs["layout"]
-    task = "classification" if frame["label"].notna().any() else "segmentation"
+    # The first task whose target the catalog holds: class labels, else masks.
+    task = next((t for t in ("classification", "segmentation") if frame[get_task(t).target].notna().any()), None)
+    if task is None:
+        raise TumorbenchError(f"{data}: neither class labels nor masks found; nothing to compare models on")
     print(f"[tumorbench] {data}: layout {layout} ({frame.attrs['layout_evidence']}), task {task}", flush=True)
-    template = (
-        presets.brain_yes_no(preset)
-        if task == "classification"
-        else (presets.synthetic(preset) if layout in ("brats", "msd", "dicom") else presets.lgg(preset))
-    )
+    volumes = layout in ("brats", "msd", "dicom")
+    template = {"classification": presets.brain_yes_no, "segmentation": presets.synthetic if volumes else presets.lgg}
+    template = template[task](preset)
     return replace(
         template, name=f"generic-{Path(data).name}", data=str(Path(data).resolve()), layout=layout, synthetic=None
     )
