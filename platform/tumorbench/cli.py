@@ -60,14 +60,17 @@ def synth(task: str, out: Path, cases: int | None, seed: int | None, overwrite: 
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--no-duplicates", is_flag=True, help="Skip the content-hash duplicate search.")
 @click.option("--require-deid", is_flag=True, help="Count DICOM files still carrying identifying tags as problems.")
-def check(path: Path, layout: str, as_json: bool, no_duplicates: bool, require_deid: bool) -> None:
+@click.option("--no-fingerprint", is_flag=True, help="Skip the dataset fingerprint (sizes, intensities, balance).")
+def check(path: Path, layout: str, as_json: bool, no_duplicates: bool, require_deid: bool,
+          no_fingerprint: bool) -> None:
     """Read every case of a dataset; report it and every problem found.
 
     Exits with status 1 when any problem was found.
     """
     from tumorbench.data.check import check_dataset, format_report
 
-    report = check_dataset(path, layout, duplicates=not no_duplicates, require_deid=require_deid)
+    report = check_dataset(path, layout, duplicates=not no_duplicates, require_deid=require_deid,
+                           fingerprint=not no_fingerprint)
     click.echo(json.dumps(report, indent=1) if as_json else format_report(report))
     if report["problems"]:
         sys.exit(1)

@@ -110,13 +110,14 @@ def _layout_details(frame: pd.DataFrame, infos: pd.DataFrame) -> dict[str, Any]:
 
 
 def check_dataset(root: str | Path, layout: str = "auto", *, lidc_policy: LidcPolicy | None = None,
-                  duplicates: bool = True, require_deid: bool = False) -> dict[str, Any]:
+                  duplicates: bool = True, require_deid: bool = False, fingerprint: bool = True) -> dict[str, Any]:
     """Scan and read a whole dataset; summarize it and list every problem.
 
     Returns:
         A JSON-serializable report: layout (and why), case and patient counts,
         channels, shapes, spacings, labels, tumor presence, duplicate groups,
-        layout details and ``problems`` (empty when the dataset is clean; with ``require_deid``
+        layout details, the dataset ``fingerprint`` (:mod:`tumorbench.data.fingerprint`, sampled
+        on large sets) and ``problems`` (empty when the dataset is clean; with ``require_deid``
         also every DICOM file that still carries identifying tags).
 
     Raises:
@@ -150,7 +151,22 @@ def check_dataset(root: str | Path, layout: str = "auto", *, lidc_policy: LidcPo
         "details": _layout_details(frame, infos),
         "problems": problems,
     }
+    if fingerprint:
+        report["fingerprint"] = _fingerprint(frame, report["duplicate_groups"])
     return report
+
+
+def _fingerprint(frame: pd.DataFrame, groups: list[list[str]] | None) -> dict[str, Any] | None:
+    from tumorbench.data.fingerprint import FingerprintConfig, compute_fingerprint
+
+    try:
+        fp = compute_fingerprint(frame, FingerprintConfig(hash_duplicates=False))
+    except DataError:
+        return None  # every sampled case unreadable: the problems list says why
+    if groups is not None:  # the duplicate search above already hashed every file
+        fp["duplicates"] |= {"method": "sha256 of the image bytes", "groups": len(groups),
+                             "redundant_copies": sum(len(g) - 1 for g in groups)}
+    return fp
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -182,6 +198,10 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"duplicates {len(groups)} groups of identical images "
                      f"({sum(len(g) - 1 for g in groups)} redundant copies)")
         lines += [f"  {' = '.join(group)}" for group in groups]
+    if report.get("fingerprint"):
+        from tumorbench.data.fingerprint import format_fingerprint
+
+        lines.append(format_fingerprint(report["fingerprint"]))
     lines.append(f"problems  {len(report['problems'])}")
     lines += [f"  - {p}" for p in report["problems"]]
     return "\n".join(lines)

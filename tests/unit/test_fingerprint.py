@@ -1,0 +1,100 @@
+"""Dataset fingerprint: numbers checked against what the test wrote, sampling bounded, no identifiers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from tumorbench.data.catalog import scan
+from tumorbench.data.check import check_dataset, format_report
+from tumorbench.data.fingerprint import FingerprintConfig, compute_fingerprint, write_fingerprint
+
+
+def _class_folders(root):
+    """a/: three 8x8 grey images of value 10 (two byte-identical); b/: two 16x12 images of 200 and 100."""
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 10 if i < 2 else 11, np.uint8)).save(root / "a" / f"img{i}.png")
+    Image.fromarray(np.full((12, 16), 200, np.uint8)).save(root / "b" / "x.png")
+    Image.fromarray(np.full((12, 16), 100, np.uint8)).save(root / "b" / "y.png")
+    return root
+
+
+def _lgg(root, n=4):
+    """LGG layout: 8x8 RGB slices of value 50 with a 2x2 tumor of value 250 in every other slice."""
+    folder = root / "TCGA_AA_0001_20000101"
+    folder.mkdir(parents=True)
+    for k in range(1, n + 1):
+        image = np.full((8, 8, 3), 50, np.uint8)
+        mask = np.zeros((8, 8), np.uint8)
+        if k % 2:
+            image[2:4, 2:4] = 250
+            mask[2:4, 2:4] = 255
+        Image.fromarray(image).save(folder / f"TCGA_AA_0001_20000101_{k}.png")
+        Image.fromarray(mask).save(folder / f"TCGA_AA_0001_20000101_{k}_mask.png")
+    return root
+
+
+def test_class_folder_fingerprint_matches_the_written_images(tmp_path):
+    fp = compute_fingerprint(scan(_class_folders(tmp_path / "d")))
+    assert fp["task"] == "classification" and fp["cases"] == 5 and fp["patients"] == 5
+    assert fp["classes"] == {"a": 3, "b": 2}
+    assert fp["channels"] == 1 and fp["spatial_dims"] == 2
+    assert fp["shapes"] == {"8x8": 3, "12x16": 2}
+    assert fp["median_shape"] == [8, 8] and fp["max_shape"] == [12, 16]
+    assert fp["duplicates"]["groups"] == 1 and fp["duplicates"]["redundant_copies"] == 1
+    # whole-image intensities: every pixel of every image (64 + 64 + 64 + 192 + 192 values)
+    values = np.concatenate([np.full(64, 10), np.full(64, 10), np.full(64, 11), np.full(192, 200), np.full(192, 100)])
+    stats = fp["intensity"][0]
+    assert fp["intensity_region"] == "whole image" and stats["values"] == values.size
+    assert np.isclose(stats["mean"], values.mean()) and np.isclose(stats["std"], values.std())
+    assert np.isclose(stats["p50"], np.percentile(values, 50)) and np.isclose(stats["p99_5"], 200)
+    assert fp["foreground"] is None and not fp["sample"]["sampled"]
+    text = json.dumps(fp)
+    assert "img0" not in text and "x.png" not in text  # no file names or case ids in a fingerprint
+
+
+def test_segmentation_fingerprint_uses_foreground(tmp_path):
+    fp = compute_fingerprint(scan(_lgg(tmp_path / "lgg", n=4)))
+    assert fp["task"] == "segmentation" and fp["channels"] == 3
+    assert fp["images_per_patient"] == {"min": 4.0, "median": 4.0, "max": 4.0}
+    assert fp["foreground"]["cases_with_foreground"] == 0.5
+    assert np.isclose(fp["foreground"]["mean_fraction"], 0.5 * 4 / 64)
+    # slices with tumor: the 4 foreground pixels are 250 in every channel; empty slices: the whole image (50)
+    tumor_cases, empty_cases = 2, 2
+    values = np.concatenate([np.full(4 * tumor_cases, 250), np.full(64 * empty_cases, 50)])
+    assert np.isclose(fp["intensity"][1]["mean"], values.mean())
+
+
+def test_large_sets_are_sampled_and_say_so(tmp_path):
+    frame = scan(_class_folders(tmp_path / "d"))
+    fp = compute_fingerprint(frame, FingerprintConfig(max_cases=2, pixels_per_case=10, hash_duplicates=False))
+    assert fp["sample"]["read"] == 2 and fp["sample"]["sampled"] and "2 of 5" in fp["sample"]["note"]
+    assert fp["intensity"][0]["values"] == 20  # 10 values kept per case
+    assert fp["duplicates"]["groups"] is None and fp["cases"] == 5  # catalog numbers still cover every case
+
+
+def test_near_duplicate_hook_and_storage(tmp_path):
+    frame = scan(_class_folders(tmp_path / "d"))
+    seen = []
+
+    def phash_groups(catalog):
+        seen.append(len(catalog))
+        return [[0, 1, 2]]
+
+    fp = compute_fingerprint(frame, near_duplicates=phash_groups)
+    assert seen == [5]
+    assert fp["duplicates"]["near_duplicate_groups"] == 1 and fp["duplicates"]["near_duplicate_method"] == "phash_groups"
+    path = write_fingerprint(fp, tmp_path / "results")
+    assert json.loads(path.read_text())["classes"] == {"a": 3, "b": 2}
+
+
+def test_data_check_prints_the_fingerprint(tmp_path):
+    report = check_dataset(_class_folders(tmp_path / "d"))
+    assert report["fingerprint"]["duplicates"]["groups"] == 1
+    text = format_report(report)
+    assert "fingerprint (every case read)" in text and "classes a 3 (60%), b 2 (40%)" in text
+    assert "fingerprint" not in check_dataset(tmp_path / "d", fingerprint=False)
