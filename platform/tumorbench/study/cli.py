@@ -3,6 +3,8 @@
     tumorbench compare                                      # embedded synthetic study, local Ray
     tumorbench compare --study lgg --preset default
     tumorbench compare --data PATH                          # any dataset: layout and task detected
+    tumorbench compare --data PATH --budget 30              # planned to finish in 30 minutes
+    tumorbench compare --data PATH --dry-run                # the plan and its estimate only; Ray not started
     ray submit cluster.yaml experiments/compare.py -- --preset full --study brats
     ray job submit --working-dir . -- python experiments/compare.py --preset smoke
 
@@ -69,7 +71,24 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
         action="store_true",
         help="Refuse DICOM data still carrying identifying tags (run `tumorbench data deid` first)",
     )
+    parser.add_argument("--budget", type=float, default=None, metavar="MINUTES",
+                        help="Time budget: the planner sizes the study to it (default: the preset's cap, "
+                             "55 min for default) and the searches stop on time")
+    parser.add_argument("--dry-run", action="store_true", help="Print the plan (fingerprint, sizes, estimate) "
+                                                               "and exit without starting Ray")
     return parser.parse_args(argv)
+
+
+def _resources(args: argparse.Namespace):
+    """A named cluster's resources (it is joined: the study runs there anyway), else this machine's."""
+    from tumorbench.study.planner import Resources
+
+    if args.address and not args.dry_run:
+        from tumorbench.training.trainer import ensure_ray
+
+        ensure_ray(args.address)
+        return Resources.from_ray()
+    return Resources.local()
 
 
 def build_study(args: argparse.Namespace):
@@ -94,12 +113,23 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """Run a comparison study; 0 on success, 2 on a tumorbench error (printed on one line)."""
     args = parse_args(argv, prog)
     from tumorbench.errors import TumorbenchError
-    from tumorbench.study.runner import run_study
+    from tumorbench.study.runner import plan_study, run_study
 
     try:
         study = build_study(args)
         out = Path(args.out or f"results/{study.name}-{args.preset}")
-        run_study(study, out, preset=args.preset, resume=args.resume, address=args.address)
+        if args.budget is not None and args.budget <= 0:
+            raise SystemExit("error: --budget must be a positive number of minutes")
+        plan, fingerprint, planned = plan_study(study, out, budget_minutes=args.budget, preset=args.preset,
+                                                resources=_resources(args))
+        if args.dry_run:
+            from tumorbench.data.fingerprint import format_fingerprint
+
+            print(format_fingerprint(fingerprint))
+            print(plan.format(), flush=True)
+            return 0
+        run_study(planned, out, preset=args.preset, resume=args.resume, address=args.address, plan=plan,
+                  fingerprint=fingerprint)
     except TumorbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -76,7 +76,7 @@ def _code_version() -> dict[str, Any]:
 
 
 def write_manifest(study: Study, out: Path, preset: str, doc: dict, seconds: float, best: dict,
-                   code: dict[str, Any]) -> None:
+                   code: dict[str, Any], budget: dict[str, Any] | None = None) -> None:
     """``manifest.json``; ``code`` is :func:`_code_version` taken when the study started."""
     manifest = {"study": study.name, "preset": preset, "task": study.task, "seed": study.seed,
                 "data": doc["dataset"], "split": {"file": str(out / "splits.json"), "hash": doc["hash"],
@@ -85,6 +85,8 @@ def write_manifest(study: Study, out: Path, preset: str, doc: dict, seconds: flo
                                for c in study.candidates],
                 "baselines": list(study.baselines), "scheduler": study.scheduler, "best": best,
                 **code, "versions": package_versions(), "seconds": round(seconds, 1)}
+    if budget is not None:
+        manifest["budget"] = budget
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
 
 
@@ -111,9 +113,52 @@ def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFr
           f"({stopped} stopped early, {failed} failed; {int(table['epochs_spent'].sum())} epochs)", flush=True)
 
 
+def plan_study(study: Study, out: str | Path, *, budget_minutes: float | None = None, preset: str = "default",
+               resources=None):
+    """Fingerprint the study's data and plan it (:mod:`tumorbench.study.planner`); Ray is not started.
+
+    Returns:
+        The plan, the fingerprint and the study with the plan's numbers applied.
+    """
+    from tumorbench.data.fingerprint import compute_fingerprint
+    from tumorbench.study.planner import Resources, apply_plan, make_plan
+
+    out = Path(out).resolve()
+    fingerprint = compute_fingerprint(scan(_data_root(study, out), study.layout))
+    plan = make_plan(study, fingerprint, resources or Resources.local(), budget_minutes=budget_minutes,
+                     preset=preset, disk_free=shutil.disk_usage(next(p for p in (out, *out.parents) if p.exists())).free)
+    return plan, fingerprint, apply_plan(study, plan, cache_dir=str(out / "cache"))
+
+
+def _guard(plan, name: str, remaining: list[str], started: float, n_folds: int):
+    """The budget guard of one search: its share of what is left of the study's budget."""
+    if plan is None or plan.budget_seconds is None:
+        return None
+    from tumorbench.tuning.budget import BudgetGuard
+
+    left = plan.budget_seconds - (time.perf_counter() - started)
+    seconds = plan.search_budget(name, left, remaining)
+    fold = next(s.fold_seconds for s in plan.searches if s.name == name)
+    return BudgetGuard(seconds, n_folds, fold, grace=0.1 * seconds)
+
+
+def _budget_summary(plan, started: float, guards: dict[str, dict], cut: list[str]) -> dict[str, Any] | None:
+    if plan is None:
+        return None
+    actual = (time.perf_counter() - started) / 60
+    return {"budget_min": None if plan.budget_seconds is None else round(plan.budget_seconds / 60, 1),
+            "planned_min": round(plan.estimate_seconds / 60, 1), "actual_min": round(actual, 1),
+            "plan_notes": list(plan.notes), "searches": guards,
+            "cut_by_budget": cut, "note": "searches ended by the budget keep the trials that finished every fold"}
+
+
 def run_study(study: Study, out: str | Path, *, preset: str = "default", resume: bool = False,
-              address: str | None = None) -> dict[str, Any]:
-    """Run every search and baseline of ``study``; write the results folder; return its summary."""
+              address: str | None = None, plan=None, fingerprint: dict | None = None) -> dict[str, Any]:
+    """Run every search and baseline of ``study``; write the results folder; return its summary.
+
+    With a ``plan`` (:func:`plan_study`), trials run side by side as planned and each search
+    is held to its share of the plan's budget; ``fingerprint`` is stored as ``fingerprint.json``.
+    """
     from tumorbench.evaluation.leaderboard import format_leaderboard, summarize_results
     from tumorbench.reporting.report import write_report
     from tumorbench.tuning.search import run_search, trial_rows
@@ -126,13 +171,30 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     class_names = task.class_names(frame)
     ensure_ray(address)
     print(f"[tumorbench] {describe_cluster()}", flush=True)
-    parts, fold_records, configs, trials = [], {}, {}, []
-    for candidate in study.candidates:
+    if fingerprint is not None:
+        from tumorbench.data.fingerprint import write_fingerprint
+
+        write_fingerprint(fingerprint, out)
+    if plan is not None:
+        print(plan.format(), flush=True)
+        (out / "plan.json").write_text(json.dumps(asdict(plan), indent=1, default=str))
+    parts, fold_records, configs, trials, guards, cut = [], {}, {}, [], {}, []
+    names = [c.name for c in study.candidates]
+    for i, candidate in enumerate(study.candidates):
+        guard = _guard(plan, candidate.name, names[i:], started, len(doc["folds"]))
         grid = run_search(base_config(study, candidate, data, out, split_file), candidate.space,
                           searcher=candidate.searcher, scheduler=study.scheduler, num_samples=candidate.num_samples,
                           metric=metric, storage_path=out / "searches", name=candidate.name,
-                          resume=resume, seed=study.seed, verbose=0)
+                          resume=resume, seed=study.seed, verbose=0, stopper=guard,
+                          max_concurrent=plan.side_by_side if plan is not None else 1)
         rows = trial_rows(grid, metric, len(doc["folds"]))
+        if guard is not None:
+            guards[candidate.name] = guard.summary()
+        if not any(r["status"] == "done" for r in rows) and guard is not None and guard.ended_by:
+            cut.append(candidate.name)
+            print(f"[tumorbench] {candidate.name}: the budget ended the search before a trial finished every "
+                  f"fold; left out of the leaderboard", flush=True)
+            continue
         best = results.best_trial(rows, mode, len(doc["folds"]))
         trials.append(results.trials_frame(rows, candidate.name, candidate.searcher, metric))
         predictions, fold_records[candidate.name] = results.dl_predictions(best, candidate.name, study.task,
@@ -152,9 +214,14 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
 
         predictions = pd.read_csv(out / "predictions.csv")
         write_overlays(predictions, dl_models[0], fold_records[dl_models[0]], frame, out)
-    write_manifest(study, out, preset, doc, time.perf_counter() - started, best, code)
+    budget = _budget_summary(plan, started, guards, cut)
+    write_manifest(study, out, preset, doc, time.perf_counter() - started, best, code, budget)
     write_report(out, title=f"tumorbench: {study.name} ({preset})", task=study.task, primary=metric,
                  seed=study.seed)
     print(format_leaderboard(lb, study.task, stats=stats), flush=True)
     print(f"[tumorbench] TensorBoard, every trial and fold: tensorboard --logdir {out / 'searches'}", flush=True)
-    return {"leaderboard": lb, "stats": stats, "best": best, "out": out}
+    if budget is not None:
+        print(f"[tumorbench] time: planned {budget['planned_min']} min, actual {budget['actual_min']} min"
+              + (f" (budget {budget['budget_min']} min)" if budget["budget_min"] else "")
+              + (f"; cut by the budget: {', '.join(cut)}" if cut else ""), flush=True)
+    return {"leaderboard": lb, "stats": stats, "best": best, "out": out, "budget": budget}

@@ -116,6 +116,8 @@ class TrainConfig:
         sampling: How training samples are drawn from volumes.
         spatial_dims: Dimensionality the model works in (3D data may train 2D models on slices).
         cache: Dataset caching: ``none``, ``memory`` or ``disk``.
+        cache_dir: Folder of the disk cache (default ``<out>/cache``); a study points every trial
+            and fold at one folder, so each case is preprocessed once per preprocessing config.
         positive_class: Class name scored as positive for binary metrics (default: the last class).
         gan_checkpoint: A trained conditional GAN whose samples augment classifier training.
         synthetic_fraction: Generated images added per real training image (GAN-augmented classifier).
@@ -156,6 +158,7 @@ class TrainConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     spatial_dims: int = 2
     cache: str = "memory"
+    cache_dir: str | None = None
     positive_class: str | None = None
     gan_checkpoint: str | None = None
     synthetic_fraction: float = 0.0
@@ -189,7 +192,7 @@ class TrainConfig:
         if self.roi_size is not None:
             object.__setattr__(self, "roi_size", tuple(self.roi_size))
         # Workers run in another working directory: every path they read must be absolute.
-        for name in ("data", "out", "split_file", "gan_checkpoint"):
+        for name in ("data", "out", "split_file", "gan_checkpoint", "cache_dir"):
             value = getattr(self, name)
             if value:
                 object.__setattr__(self, name, os.path.abspath(os.path.expanduser(value)))

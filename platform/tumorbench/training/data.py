@@ -104,7 +104,7 @@ def train_loader(config: TrainConfig, cases: FoldCases, rank: int, world_size: i
 
     shard_cases = train_shard(config, cases, rank, world_size)
     transform = transforms_for(config, cases.data_dims, train=True, seed=config.seed + rank)
-    cache_dir = Path(config.out) / "cache" if config.cache == "disk" else None
+    cache_dir = Path(config.cache_dir or Path(config.out) / "cache") if config.cache == "disk" else None
     dataset: torch.utils.data.Dataset = make_dataset(shard_cases, transform, cache=config.cache, cache_dir=cache_dir)
     if extra is not None:
         dataset = torch.utils.data.ConcatDataset([dataset, extra])

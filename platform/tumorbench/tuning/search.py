@@ -123,7 +123,7 @@ def prepare_base(base: TrainConfig, experiment_dir: Path, n_folds: int | None) -
 
 def _new_tuner(trainable, tune_space: dict[str, Any], space: dict[str, Any], experiment: Path, *, searcher: str,
                scheduler: str, num_samples: int, n_folds: int, metric: str, mode: str, seed: int, concurrent: int,
-               verbose: int):
+               verbose: int, stopper=None):
     from ray import tune
 
     return tune.Tuner(
@@ -138,14 +138,16 @@ def _new_tuner(trainable, tune_space: dict[str, Any], space: dict[str, Any], exp
             max_concurrent_trials=concurrent if searcher.startswith("bayes") else None,
             trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=verbose,
-                                  failure_config=tune.FailureConfig(max_failures=0)))
+                                  failure_config=tune.FailureConfig(max_failures=0), stop=stopper,
+                                  # a budget guard is a Callback too: it watches trials start and end
+                                  callbacks=[stopper] if stopper is not None else None))
 
 
 def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "random", scheduler: str = "asha",
                num_samples: int = 8, n_folds: int | None = None, metric: str | None = None,
                mode: str | None = None, storage_path: str | Path, name: str, resume: bool = False,
                trial_cpus: float = 0.1, max_concurrent: int = 1, seed: int = 0, address: str | None = None,
-               verbose: int = 1):
+               verbose: int = 1, stopper=None):
     """Search ``space`` around ``base``; each trial cross-validates one configuration.
 
     Args:
@@ -164,6 +166,8 @@ def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "ran
         seed: Searcher seed.
         address: Ray cluster to connect to (default: ``RAY_ADDRESS`` or a local Ray).
         verbose: Tune's console verbosity (0 silent).
+        stopper: A :class:`~tumorbench.tuning.budget.BudgetGuard` (or any Tune stopper) ending the
+            search on time; not applied when resuming.
 
     Returns:
         Tune's ``ResultGrid`` (failed trials carry their error).
@@ -208,7 +212,7 @@ def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "ran
     else:
         tuner = _new_tuner(trainable, tune_space, space, experiment, searcher=searcher, scheduler=scheduler,
                            num_samples=num_samples, n_folds=n_folds, metric=metric, mode=mode, seed=seed,
-                           concurrent=plan.concurrent, verbose=verbose)
+                           concurrent=plan.concurrent, verbose=verbose, stopper=stopper)
     grid = tuner.fit()
     if verbose:
         print(f"[tumorbench] TensorBoard for every trial and fold: tensorboard --logdir {experiment}", flush=True)

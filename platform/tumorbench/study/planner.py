@@ -1,0 +1,412 @@
+"""Study planner: dataset fingerprint + resources + a time budget -> the numbers a study runs with.
+
+The plan sets input (2D) or patch (3D) size, batch size, epochs, folds, trials per
+search, cache mode and trials side by side, and estimates the study's minutes with
+a time model calibrated on this machine (constants below, how they were measured
+beside each). Too little budget for one fold of the smallest model is refused before
+anything starts, with the minimum it would need.
+
+Time model (seconds; one Ray Train worker at ~1 CPU, torch using one thread):
+
+    fold  = FOLD_STARTUP_S + cache_fill + epochs * (train_imgs * train_ms + val_imgs * eval_ms) / 1000
+    trial = folds * fold   (under ASHA, later trials are expected to stop after fewer folds)
+    study = RAY_START_S + sum over searches (trials * trial / side_by_side) + baselines
+
+with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calibration size.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from tumorbench.errors import TumorbenchError
+from tumorbench.study.spec import Candidate, Study
+
+# ms per image (train step, eval forward) at 128x128, batch 8, 1 torch thread, measured on this
+# 2-core machine with bench/plan_calibration.py (random tensors; model only).
+MS_PER_IMAGE: dict[str, tuple[float, float]] = {
+    "unet": (40.0, 12.0), "attention_unet": (55.0, 16.0), "unet_tiny": (12.0, 4.0),
+    "attention_unet_tiny": (16.0, 5.0),
+    "resnet18": (30.0, 9.0), "resnet18_tiny": (6.0, 2.0), "efficientnet_b0": (45.0, 12.0),
+    "tf_efficientnet_lite0": (35.0, 10.0), "densenet121": (110.0, 30.0), "resnet50": (80.0, 22.0),
+}
+MS_PER_IMAGE_DEFAULT = (60.0, 18.0)  # a model not calibrated: assume a mid-sized one
+# 3D patch models: ms per patch of 32^3 (tiny variants; full-size models ~4x).
+MS_PER_PATCH_3D = {"unet_tiny": (60.0, 20.0), "segresnet_tiny": (50.0, 18.0), "attention_unet_tiny": (80.0, 25.0),
+                   "swin_unetr_tiny": (200.0, 60.0)}
+CALIBRATION_SIZE_2D, CALIBRATION_SIZE_3D = 128, 32
+# Data loading per image the first epoch of a fold (decode + resize; the memory cache fills then)
+# and per image-epoch after it (augmentation), from bench/data_pipeline.py's LGG runs.
+DECODE_MS, AUGMENT_MS = 6.0, 1.5
+NO_CACHE_MS = DECODE_MS + AUGMENT_MS
+# A Ray Train run's start-up and shutdown per fold, measured (bench/tune_efficiency.py: 20-30 s idle,
+# 35-55 s with the machine loaded); ray.init + first imports of a study.
+FOLD_STARTUP_S = 30.0
+RAY_START_S = 20.0
+# Classical baselines per fold: features of every case (~5 ms) and fitting, measured on yes/no and LGG.
+BASELINE_MS_PER_CASE, BASELINE_S_PER_FOLD = 5.0, 4.0
+# Under ASHA (grace 1 fold, reduction 2), a later trial trains this fraction of its folds on average.
+ASHA_FOLD_FRACTION = 0.6
+MEMORY_CACHE_SHARE = 0.25  # at most this share of available memory for all in-memory caches together
+DEFAULT_CAPS_MIN = {"smoke": 15.0, "default": 55.0, "full": None}  # without --budget
+SIZES_2D, PATCHES_3D = (128, 96, 64), (64, 48, 32)
+MIN_FOLDS, MIN_EPOCHS = 2, 1
+
+
+class BudgetError(TumorbenchError, ValueError):
+    """The budget cannot hold even the smallest study (said before anything starts)."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What the study may use: CPUs, GPUs and memory (bytes), and where the numbers came from."""
+
+    cpus: float
+    gpus: float
+    memory: float
+    source: str
+
+    @classmethod
+    def local(cls) -> Resources:
+        """This machine, read before Ray starts."""
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return cls(float(cpus), float(_local_gpus()), float(_available_memory()), "this machine")
+
+    @classmethod
+    def from_ray(cls) -> Resources:
+        """The connected Ray cluster (``ray.cluster_resources``)."""
+        import ray
+
+        res = ray.cluster_resources()
+        return cls(float(res.get("CPU", 0)), float(res.get("GPU", 0)), float(res.get("memory", 0)), "Ray cluster")
+
+
+def _local_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # no torch or a broken CUDA install: plan for CPUs
+        return 0
+
+
+def _available_memory() -> float:
+    try:
+        with open("/proc/meminfo") as handle:
+            fields = dict(line.split(":", 1) for line in handle)
+        return float(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """One candidate's search as planned."""
+
+    name: str
+    model: str
+    searcher: str
+    trials: int
+    seconds: float
+    fold_seconds: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The numbers a study runs with, its estimate, and what was scaled down (``notes``)."""
+
+    size: int
+    batch_size: int
+    epochs: int
+    folds: int
+    cache: str
+    side_by_side: int
+    searches: tuple[SearchPlan, ...]
+    baseline_seconds: float
+    estimate_seconds: float
+    budget_seconds: float | None
+    spatial_dims: int
+    notes: tuple[str, ...] = ()
+    resources: dict[str, Any] = field(default_factory=dict)
+
+    def format(self) -> str:
+        """The plan as printed before a study starts."""
+        kind = "patch" if self.spatial_dims == 3 else "input"
+        size = "x".join([str(self.size)] * self.spatial_dims)
+        r = self.resources
+        budget = f"budget {self.budget_seconds / 60:.0f} min" if self.budget_seconds else "no budget"
+        lines = [f"plan ({r.get('source')}: {r.get('cpus', 0):g} CPUs, {r.get('gpus', 0):g} GPUs, "
+                 f"{r.get('memory', 0) / 2**30:.1f} GiB available; {budget})",
+                 f"  {kind} size {size}, batch {self.batch_size}, {self.epochs} epochs, {self.folds} folds, "
+                 f"cache {self.cache}, {self.side_by_side} trial(s) side by side"]
+        for s in self.searches:
+            lines.append(f"  {s.name:<24} {s.model:<22} {s.searcher:<6} {s.trials:>2} trial(s), "
+                         f"~{s.fold_seconds:.0f} s per fold, ~{s.seconds / 60:.1f} min")
+        lines.append(f"  baselines ~{self.baseline_seconds / 60:.1f} min; Ray start-up ~{RAY_START_S / 60:.1f} min")
+        lines.append(f"  estimate {self.estimate_seconds / 60:.1f} min")
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def search_budget(self, name: str, remaining_s: float, remaining: list[str]) -> float:
+        """Seconds the search ``name`` may take of ``remaining_s`` (its share among the searches still to run)."""
+        planned = {s.name: s.seconds for s in self.searches}
+        total = sum(planned.get(n, 0.0) for n in remaining) or 1.0
+        return max(0.0, remaining_s - self.baseline_seconds) * planned.get(name, 0.0) / total
+
+
+def model_ms(model: str, size: int, spatial_dims: int) -> tuple[float, float]:
+    """Train and eval ms per image (2D) or patch (3D) of ``model`` at ``size``."""
+    if spatial_dims == 3:
+        base = MS_PER_PATCH_3D.get(model) or tuple(4 * v for v in MS_PER_PATCH_3D.get(f"{model}_tiny", (60.0, 20.0)))
+        scale = (size / CALIBRATION_SIZE_3D) ** 3
+    else:
+        base = MS_PER_IMAGE.get(model, MS_PER_IMAGE_DEFAULT)
+        scale = (size / CALIBRATION_SIZE_2D) ** 2
+    return base[0] * scale, base[1] * scale
+
+
+def _count_trials(candidate: Candidate) -> int:
+    if candidate.searcher == "grid":
+        from tumorbench.tuning.space import grid_size
+
+        return grid_size(candidate.space)
+    return candidate.num_samples
+
+
+@dataclass
+class _Knobs:
+    """The numbers being scaled down while planning."""
+
+    size: int
+    batch_size: int
+    epochs: int
+    folds: int
+    trials: dict[str, int]
+    candidates: list[Candidate]
+
+
+def _study_size(study: Study, dims: int) -> int:
+    if dims == 3:
+        patch = (study.config.get("sampling") or {}).get("patch_size") or [CALIBRATION_SIZE_3D]
+        return int(patch[0])
+    size = (study.config.get("preprocess") or {}).get("spatial_size") or [CALIBRATION_SIZE_2D]
+    return int(size[0])
+
+
+def _usable_cases(fp: dict[str, Any], study: Study) -> int:
+    cases = sum(fp["classes"].values()) if study.task == "classification" and fp["classes"] else fp["cases"]
+    if study.config.get("dedupe", True) and study.task == "classification":
+        cases -= fp["duplicates"].get("redundant_copies") or 0
+    return max(1, cases)
+
+
+def cache_bytes(fp: dict[str, Any], study: Study, size: int, dims: int) -> float:
+    """Bytes one trial's in-memory cache holds: every case preprocessed to ``size`` (float32, mask included)."""
+    channels = (study.config.get("preprocess") or {}).get("channels") or fp["channels"]
+    if dims == 3:  # 3D studies cache whole preprocessed volumes, not patches
+        voxels = math.prod(fp["median_shape"][:3])
+    else:
+        voxels = size * size
+    per_case = (channels + (1 if study.task == "segmentation" else 0)) * voxels * 4
+    return float(_usable_cases(fp, study) * per_case)
+
+
+def choose_cache(fp: dict[str, Any], study: Study, size: int, dims: int, side_by_side: int,
+                 resources: Resources, disk_free: float) -> tuple[str, str]:
+    """``memory`` when every concurrent trial's cache fits the memory share, else ``disk``, else ``none``."""
+    need = cache_bytes(fp, study, size, dims)
+    allowed = MEMORY_CACHE_SHARE * resources.memory
+    if need * side_by_side <= allowed:
+        return "memory", f"memory cache: {need / 2**20:.0f} MB per trial x {side_by_side} fits " \
+                         f"{MEMORY_CACHE_SHARE:.0%} of {resources.memory / 2**30:.1f} GiB"
+    if need * 1.5 <= disk_free:
+        return "disk", (f"disk cache (shared by every trial and fold): {need / 2**20:.0f} MB per trial x "
+                        f"{side_by_side} is over {MEMORY_CACHE_SHARE:.0%} of {resources.memory / 2**30:.1f} GiB")
+    return "none", (f"no cache: {need / 2**20:.0f} MB fits neither {MEMORY_CACHE_SHARE:.0%} of memory nor the "
+                    f"{disk_free / 2**30:.1f} GiB free on disk")
+
+
+def _side_by_side(resources: Resources, workers: int, max_trials: int) -> int:
+    """Trials at once: one per GPU; on CPUs one per 2 cores (a trial's worker + Ray's own processes and loader)."""
+    if resources.gpus >= 1:
+        return max(1, min(max_trials, int(resources.gpus // workers)))
+    return max(1, min(max_trials, int(resources.cpus // (2 * workers))))
+
+
+def _fold_seconds(model: str, k: _Knobs, n: int, dims: int, cache: str, samples: int, speed: float) -> float:
+    train_ms, eval_ms = model_ms(model, k.size, dims)
+    train_n, val_n = n * (k.folds - 1) / k.folds * samples, n / k.folds
+    per_epoch_ms = {"memory": AUGMENT_MS, "disk": AUGMENT_MS + 1.0, "none": NO_CACHE_MS}[cache]
+    fill = (n * DECODE_MS / 1000) if cache != "none" else 0.0
+    epoch = (train_n * (train_ms / speed + per_epoch_ms) + val_n * eval_ms / speed) / 1000
+    return FOLD_STARTUP_S + fill + k.epochs * epoch
+
+
+def _estimate(k: _Knobs, n: int, dims: int, cache: str, samples: int, speed: float,
+              side: int, n_baselines: int) -> tuple[list[SearchPlan], float, float]:
+    searches = []
+    for c in k.candidates:
+        model = c.config["model"]
+        fold = _fold_seconds(model, k, n, dims, cache, samples, speed)
+        trials = k.trials[c.name]
+        folds_run = k.folds + (trials - 1) * k.folds * ASHA_FOLD_FRACTION
+        searcher = c.searcher if not (c.searcher == "grid" and trials < _count_trials(c)) else "random"
+        searches.append(SearchPlan(c.name, model, searcher, trials, folds_run * fold / min(side, trials), fold))
+    baselines = n_baselines * k.folds * (BASELINE_S_PER_FOLD + n * BASELINE_MS_PER_CASE / 1000)
+    return searches, baselines, RAY_START_S + baselines + sum(s.seconds for s in searches)
+
+
+def _reductions(k: _Knobs, dims: int) -> list:
+    """Scale-down steps in order of what a comparison misses least; each returns a note or None."""
+    sizes = PATCHES_3D if dims == 3 else SIZES_2D
+
+    def trials_to(floor):
+        def step():
+            name = max(k.trials, key=lambda n: k.trials[n])
+            if k.trials[name] <= floor:
+                return None
+            k.trials[name] -= 1
+            return f"trials of {name} -> {k.trials[name]}"
+        return step
+
+    def epochs_to(floor):
+        def step():
+            if k.epochs <= floor:
+                return None
+            k.epochs -= 1
+            return f"epochs -> {k.epochs}"
+        return step
+
+    def folds_to(floor):
+        def step():
+            if k.folds <= floor:
+                return None
+            k.folds -= 1
+            return f"folds -> {k.folds}"
+        return step
+
+    def smaller():
+        below = [s for s in sizes if s < k.size]
+        if not below:
+            return None
+        k.size = below[0]
+        return f"{'patch' if dims == 3 else 'input'} size -> {k.size}"
+
+    def drop_candidate():
+        if len(k.candidates) <= 1:
+            return None
+        dropped = k.candidates.pop()
+        return f"candidate {dropped.name} dropped"
+
+    return [trials_to(2), epochs_to(4), trials_to(1), folds_to(3), smaller, epochs_to(2), folds_to(MIN_FOLDS),
+            epochs_to(MIN_EPOCHS), drop_candidate]
+
+
+GPU_SPEEDUP = 10.0  # assumed, not measured here (no GPU lent): a GPU worker vs one CPU thread
+
+
+def make_plan(study: Study, fp: dict[str, Any], resources: Resources, *, budget_minutes: float | None = None,
+              preset: str = "default", disk_free: float | None = None) -> Plan:
+    """Size ``study`` to ``budget_minutes`` (default: the preset's cap) on ``resources``.
+
+    Raises:
+        BudgetError: Not even one trial of the cheapest model at the smallest settings fits.
+    """
+    dims = int(study.config.get("spatial_dims", 2))
+    cap = budget_minutes if budget_minutes is not None else DEFAULT_CAPS_MIN.get(preset)
+    budget = None if cap is None else 60.0 * cap
+    n = _usable_cases(fp, study)
+    samples = int((study.config.get("sampling") or {}).get("num_samples", 1)) if dims == 3 else 1
+    workers = int(study.config.get("workers", 1))
+    speed = GPU_SPEEDUP if resources.gpus >= 1 else 1.0
+    trials = {c.name: _count_trials(c) for c in study.candidates}
+    k = _Knobs(size=_study_size(study, dims), batch_size=int(study.config.get("batch_size", 16)),
+               epochs=int(study.config.get("epochs", 10)), folds=study.n_folds, trials=dict(trials),
+               candidates=sorted(study.candidates, key=lambda c: model_ms(c.config["model"], 128, dims)[0]))
+    k.folds = min(k.folds, max(MIN_FOLDS, fp["patients"]))
+    side = _side_by_side(resources, workers, max(trials.values()))
+    free = disk_free if disk_free is not None else _disk_free()
+    cache, cache_note = choose_cache(fp, study, k.size, dims, side, resources, free)
+
+    def estimate():
+        return _estimate(k, n, dims, cache, samples, speed, side, len(study.baselines))
+
+    searches, baselines, total = estimate()
+    for step in _reductions(k, dims) if budget is not None else []:
+        while total > budget and step() is not None:
+            cache, cache_note = choose_cache(fp, study, k.size, dims, side, resources, free)
+            searches, baselines, total = estimate()
+    if budget is not None and total > budget:
+        raise BudgetError(f"a budget of {budget / 60:g} min cannot hold one {k.folds}-fold trial of "
+                          f"{k.candidates[0].config['model']} at {k.size} px, {k.epochs} epoch(s) "
+                          f"({n} images, {resources.cpus:g} CPUs): the minimum is about {math.ceil(total / 60)} min")
+    k.batch_size = max(1, min(k.batch_size, int(n * (k.folds - 1) / k.folds)))
+    notes = _changes(study, k, trials, dims) + [cache_note]
+    if fp.get("sample", {}).get("sampled"):
+        notes.append(f"fingerprint: {fp['sample']['note']}")
+    order = {c.name: i for i, c in enumerate(study.candidates)}
+    return Plan(size=k.size, batch_size=k.batch_size, epochs=k.epochs, folds=k.folds, cache=cache,
+                side_by_side=side, searches=tuple(sorted(searches, key=lambda s: order[s.name])),
+                baseline_seconds=baselines, estimate_seconds=total, budget_seconds=budget, spatial_dims=dims,
+                notes=tuple(notes), resources={"cpus": resources.cpus, "gpus": resources.gpus,
+                                               "memory": resources.memory, "source": resources.source})
+
+
+def _disk_free(path: str = ".") -> float:
+    import shutil
+
+    return float(shutil.disk_usage(path).free)
+
+
+def _changes(study: Study, k: _Knobs, trials: dict[str, int], dims: int) -> list[str]:
+    """What the plan scaled down from the study as written."""
+    notes = []
+    for label, before, after in (("input size" if dims == 2 else "patch size", _study_size(study, dims), k.size),
+                                 ("epochs", int(study.config.get("epochs", 10)), k.epochs),
+                                 ("folds", study.n_folds, k.folds)):
+        if before != after:
+            notes.append(f"scaled down: {label} {before} -> {after}")
+    kept = {c.name for c in k.candidates}
+    for c in study.candidates:
+        if c.name not in kept:
+            notes.append(f"scaled down: candidate {c.name} dropped")
+        elif k.trials[c.name] < trials[c.name]:
+            how = f"grid of {trials[c.name]} -> random {k.trials[c.name]} of its combinations" \
+                if c.searcher == "grid" else f"{trials[c.name]} -> {k.trials[c.name]} trials"
+            notes.append(f"scaled down: {c.name} {how}")
+    return notes
+
+
+def apply_plan(study: Study, plan: Plan, cache_dir: str | None = None) -> Study:
+    """The study with the plan's numbers (grids cut to random samples, dropped candidates removed)."""
+    config = dict(study.config) | {"epochs": plan.epochs, "batch_size": plan.batch_size, "cache": plan.cache}
+    if plan.spatial_dims == 3:
+        patch = [plan.size] * 3
+        config["sampling"] = dict(config.get("sampling") or {}) | {"patch_size": patch}
+        config["roi_size"] = patch
+    else:
+        config["preprocess"] = dict(config.get("preprocess") or {}) | {"spatial_size": [plan.size, plan.size]}
+    if plan.cache == "disk" and cache_dir:
+        config["cache_dir"] = cache_dir
+    by_name = {s.name: s for s in plan.searches}
+    candidates = []
+    for c in study.candidates:
+        if c.name not in by_name:
+            continue
+        planned = by_name[c.name].trials
+        if c.searcher == "grid" and planned < _count_trials(c):
+            c = replace(c, space=_grid_as_choice(c.space), searcher="random", num_samples=planned)
+        elif c.searcher != "grid":
+            c = replace(c, num_samples=planned)
+        candidates.append(c)
+    return replace(study, n_folds=plan.folds, config=config, candidates=tuple(candidates))
+
+
+def _grid_as_choice(space: dict[str, Any]) -> dict[str, Any]:
+    from ray import tune
+
+    return {k: tune.choice(v["grid_search"]) if isinstance(v, dict) and set(v) == {"grid_search"} else v
+            for k, v in space.items()}

@@ -1,0 +1,110 @@
+"""A time budget for one Tune search: stop proposing trials, end folds cleanly, cut at a hard deadline.
+
+:class:`BudgetGuard` is both a Tune ``Stopper`` and a ``Callback`` (it sees every trial at
+each step). Trials report after each fold, so its decisions fall at fold boundaries:
+
+- a running trial whose remaining folds no longer fit before ``deadline`` stops after the
+  fold it just finished (its folds so far are kept, but it cannot win: only trials that
+  finished every fold compete);
+- the search ends (no new trial is proposed) once a trial has finished every fold and no
+  running or newly proposed trial could finish its folds before ``deadline``;
+- at ``deadline + grace`` everything still running is cut, whatever it is doing.
+
+Until one trial has finished every fold, only the hard deadline stops the search, so a
+search that fits its plan always has a result. A fold lasts what the last folds lasted
+(the planner's estimate until one has been seen).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ray.tune import Callback, Stopper
+
+FOLDS_KEY = "folds_done"
+
+
+class BudgetGuard(Stopper, Callback):
+    """Stops a search within ``seconds`` (+ ``grace``) of its creation.
+
+    Args:
+        seconds: The search's share of the study budget.
+        n_folds: Folds a trial must finish to count.
+        fold_seconds: Planned seconds of one fold (start-up included), until measured.
+        grace: Seconds past the deadline before running folds are cut.
+        clock: Monotonic clock (tests pass a fake one).
+    """
+
+    def __init__(self, seconds: float, n_folds: int, fold_seconds: float, grace: float = 0.0,
+                 clock=time.monotonic) -> None:
+        self._clock = clock
+        self.started = clock()
+        self.deadline = self.started + max(0.0, seconds)
+        self.hard_deadline = self.deadline + max(0.0, grace)
+        self.n_folds = n_folds
+        self.planned_fold = fold_seconds
+        self._first_seen: dict[str, float] = {}
+        self._last_report: dict[str, float] = {}
+        self._folds: dict[str, int] = {}
+        self._durations: list[float] = []
+        self._live: set[str] = set()
+        self.stopped_trials: list[str] = []
+        self.ended_by: str | None = None
+
+    # ---- Callback: which trials exist and run
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        now = self._clock()
+        self._live = set()
+        for trial in trials:
+            self._first_seen.setdefault(trial.trial_id, now)
+            if trial.status in ("PENDING", "RUNNING", "PAUSED"):
+                self._live.add(trial.trial_id)
+
+    # ---- Stopper
+    def fold_seconds(self) -> float:
+        """Seconds one fold takes: the mean of the last three seen, else the plan's."""
+        recent = self._durations[-3:]
+        return sum(recent) / len(recent) if recent else self.planned_fold
+
+    def finished(self) -> int:
+        return sum(1 for folds in self._folds.values() if folds >= self.n_folds)
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        now = self._clock()
+        previous = self._last_report.get(trial_id, self._first_seen.get(trial_id, self.started))
+        self._durations.append(now - previous)
+        self._last_report[trial_id] = now
+        folds = int(result.get(FOLDS_KEY, 0))
+        self._folds[trial_id] = folds
+        if folds >= self.n_folds or not self.finished():
+            return False
+        if now + (self.n_folds - folds) * self.fold_seconds() > self.deadline:
+            self.stopped_trials.append(trial_id)
+            return True
+        return False
+
+    def _viable(self, trial_id: str) -> bool:
+        """Could this unfinished trial still finish every fold before the deadline?"""
+        folds = self._folds.get(trial_id, 0)
+        since = self._last_report.get(trial_id, self._first_seen.get(trial_id, self._clock()))
+        return since + (self.n_folds - folds) * self.fold_seconds() <= self.deadline
+
+    def stop_all(self) -> bool:
+        now = self._clock()
+        if now >= self.hard_deadline:
+            self.ended_by = self.ended_by or "hard deadline: running folds cut"
+            return True
+        live = [t for t in self._live if self._folds.get(t, 0) < self.n_folds and t not in self.stopped_trials]
+        if self.finished() and not any(self._viable(t) for t in live) \
+                and now + self.n_folds * self.fold_seconds() > self.deadline:
+            self.ended_by = self.ended_by or "budget: no further trial fits"
+            return True
+        return False
+
+    def summary(self) -> dict[str, Any]:
+        """What the guard did, for the study's report."""
+        return {"budget_s": round(self.deadline - self.started, 1), "grace_s": round(self.hard_deadline -
+                                                                                       self.deadline, 1),
+                "elapsed_s": round(self._clock() - self.started, 1), "ended_by": self.ended_by,
+                "trials_stopped_for_time": len(self.stopped_trials), "fold_seconds_seen": round(self.fold_seconds(), 1)}

@@ -1,0 +1,155 @@
+"""Study planner and budget guard: budgets honoured by the time model, refusals, cache choice, clean stops."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+from ray import tune
+
+from tumorbench.study import planner
+from tumorbench.study.planner import BudgetError, Resources, apply_plan, make_plan, model_ms
+from tumorbench.study.spec import Candidate, Study
+from tumorbench.tuning.budget import BudgetGuard
+
+GIB = 2**30
+TWO_CORES = Resources(2, 0, 16 * GIB, "test")
+
+
+def _fp(cases=250, classes=None, size=256, channels=3, redundant=0, patients=None):
+    classes = {"no": cases // 2, "yes": cases - cases // 2} if classes is None else classes
+    return {"cases": cases, "patients": patients or cases, "classes": classes, "channels": channels,
+            "median_shape": [size, size], "duplicates": {"redundant_copies": redundant},
+            "sample": {"sampled": False}}
+
+
+def _study(**config):
+    shared = {"preprocess": {"spatial_size": [128, 128]}, "batch_size": 16, "epochs": 8, "dedupe": True} | config
+    return Study(name="t", task="classification", data="/x", n_folds=3, config=shared, baselines=("logreg",),
+                 candidates=(Candidate("lite0", {"model": "tf_efficientnet_lite0"},
+                                       {"pretrained": tune.grid_search([True, False]),
+                                        "augment": tune.grid_search(["light", "medium"])}, "grid"),
+                             Candidate("resnet18", {"model": "resnet18"}, {"lr": tune.loguniform(1e-4, 1e-2)},
+                                       "random", 2)))
+
+
+def test_fold_time_follows_the_documented_model():
+    train_ms, eval_ms = planner.MS_PER_IMAGE["resnet18"]
+    assert model_ms("resnet18", 64, 2) == pytest.approx((train_ms / 4, eval_ms / 4))
+    plan = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000)
+    train_n, val_n = 300 * 2 / 3, 300 / 3  # 3 folds
+    epoch = (train_n * (train_ms + planner.AUGMENT_MS) + val_n * eval_ms) / 1000
+    expected = planner.FOLD_STARTUP_S + 300 * planner.DECODE_MS / 1000 + 8 * epoch
+    search = next(s for s in plan.searches if s.name == "resnet18")
+    assert search.fold_seconds == pytest.approx(expected)
+    # 2 trials under ASHA: the first runs every fold, the second a fraction of them
+    assert search.seconds == pytest.approx(expected * (3 + 3 * planner.ASHA_FOLD_FRACTION))
+    assert plan.estimate_seconds == pytest.approx(planner.RAY_START_S + plan.baseline_seconds
+                                                  + sum(s.seconds for s in plan.searches))
+
+
+@pytest.mark.parametrize("budget", [8, 15, 30])
+def test_plans_fit_their_budget_and_say_what_was_scaled(budget):
+    plan = make_plan(_study(), _fp(cases=3000), TWO_CORES, budget_minutes=budget)
+    assert plan.estimate_seconds <= budget * 60
+    assert any(n.startswith("scaled down") for n in plan.notes)
+
+
+def test_default_preset_is_capped_under_an_hour_and_small_sets_keep_the_preset():
+    big = make_plan(_study(), _fp(cases=5700), TWO_CORES, preset="default")
+    assert big.budget_seconds == 55 * 60 and big.estimate_seconds <= 55 * 60
+    small = make_plan(_study(), _fp(cases=40), TWO_CORES, preset="default")
+    assert (small.size, small.epochs, small.folds) == (128, 8, 3)
+    assert not any(n.startswith("scaled down") for n in small.notes)
+
+
+def test_too_small_a_budget_is_refused_with_the_minimum():
+    with pytest.raises(BudgetError, match=r"the minimum is about (\d+) min") as info:
+        make_plan(_study(), _fp(cases=3000), TWO_CORES, budget_minutes=1)
+    minimum = int(info.value.args[0].rsplit("about ", 1)[1].split()[0])
+    plan = make_plan(_study(), _fp(cases=3000), TWO_CORES, budget_minutes=minimum)  # the minimum quoted fits
+    assert plan.folds == 2 and plan.epochs == 1 and len(plan.searches) == 1
+
+
+def test_cache_memory_disk_or_none():
+    assert make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000).cache == "memory"
+    # 200,000 images at 128x128x3 float32 = 37 GiB: over a quarter of 16 GiB
+    huge = _fp(cases=200_000)
+    plan = make_plan(_study(), huge, TWO_CORES, budget_minutes=100_000, disk_free=500 * GIB)
+    assert plan.cache == "disk" and any("disk cache" in n for n in plan.notes)
+    assert make_plan(_study(), huge, TWO_CORES, budget_minutes=100_000, disk_free=1 * GIB).cache == "none"
+
+
+def test_gpus_run_one_trial_each():
+    gpus = make_plan(_study(), _fp(cases=300), Resources(16, 2, 128 * GIB, "test"), budget_minutes=1000)
+    cpus = make_plan(_study(), _fp(cases=300), Resources(16, 0, 128 * GIB, "test"), budget_minutes=1000)
+    assert gpus.side_by_side == 2  # one trial per GPU
+    assert cpus.side_by_side == 4  # 8 pairs of cores, but no search has more than 4 trials
+    assert gpus.estimate_seconds < cpus.estimate_seconds
+
+
+def test_apply_plan_turns_a_cut_grid_into_random_choices():
+    study = _study()
+    plan = make_plan(study, _fp(cases=3000), TWO_CORES, budget_minutes=15)
+    planned = apply_plan(study, plan, cache_dir="/tmp/cache")
+    lite = next(c for c in planned.candidates if c.name == "lite0")
+    trials = next(s.trials for s in plan.searches if s.name == "lite0")
+    if trials < 4:
+        assert lite.searcher == "random" and lite.num_samples == trials
+        assert all(not isinstance(v, dict) for v in lite.space.values())
+    assert planned.n_folds == plan.folds and planned.config["epochs"] == plan.epochs
+    assert planned.config["preprocess"]["spatial_size"] == [plan.size, plan.size]
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def _step(guard, **status):
+    guard.on_step_begin(0, [SimpleNamespace(trial_id=t, status=s) for t, s in status.items()])
+
+
+def test_guard_keeps_the_first_trial_then_stops_at_fold_boundaries():
+    clock = _Clock()
+    guard = BudgetGuard(300, n_folds=3, fold_seconds=50, grace=30, clock=clock)
+    _step(guard, a="RUNNING")
+    for fold in (1, 2, 3):
+        clock.now += 90  # folds take longer than planned; nothing has finished, so the first trial goes on
+        assert guard("a", {"folds_done": fold}) is False
+        assert fold == 3 or not guard.stop_all()
+    assert guard.finished() == 1 and guard.fold_seconds() == pytest.approx(90)
+    _step(guard, a="TERMINATED", b="PENDING")  # t=270: a new 3-fold trial cannot fit 300 s
+    assert guard.stop_all() and guard.ended_by == "budget: no further trial fits"
+
+
+def test_guard_cuts_a_trial_whose_folds_no_longer_fit():
+    clock = _Clock()
+    guard = BudgetGuard(400, n_folds=2, fold_seconds=60, clock=clock)
+    _step(guard, a="RUNNING")
+    clock.now = 60
+    guard("a", {"folds_done": 1})
+    clock.now = 120
+    guard("a", {"folds_done": 2})
+    _step(guard, a="TERMINATED", b="PENDING")
+    assert not guard.stop_all()  # 120 + 2 x 60 <= 400: a second trial fits
+    _step(guard, a="TERMINATED", b="RUNNING")
+    clock.now = 350
+    assert guard("b", {"folds_done": 1}) is True  # 350 + 60 > 400: stop after this fold
+    _step(guard, a="TERMINATED", b="TERMINATED")
+    assert guard.stop_all()
+
+
+def test_guard_hard_deadline_cuts_everything():
+    clock = _Clock()
+    guard = BudgetGuard(100, n_folds=3, fold_seconds=10, grace=20, clock=clock)
+    _step(guard, a="RUNNING")
+    clock.now = 119
+    assert not guard.stop_all()
+    clock.now = 120
+    assert guard.stop_all() and "hard deadline" in guard.ended_by
+    assert math.isclose(guard.summary()["budget_s"], 100)
