@@ -4,7 +4,8 @@ For each model: build it as a study would (``tumorbench.models.create_model``), 
 ``--steps`` training steps (forward, DiceCE or cross-entropy, backward, AdamW) and as many
 evaluation forwards on random tensors at ``--size`` (2D) with ``--threads`` torch threads
 (a Ray Train worker holding ~1 CPU runs one: Ray sets ``OMP_NUM_THREADS`` to its CPUs).
-Prints train and eval ms per image at that size, the numbers ``tumorbench.study.planner``
+Prints train and eval ms per image at that size in CPU time (what an idle core gives; wall
+time beside it shows how loaded the machine was), the numbers ``tumorbench.study.planner``
 keeps in ``MS_PER_IMAGE`` (scaled by pixel count for other sizes).
 
     python bench/plan_calibration.py
@@ -28,8 +29,9 @@ def measure(name: str, size: int, batch: int, steps: int) -> dict:
     from tumorbench.models import create_model, model_info
 
     segmentation = model_info(name).task == "segmentation"
-    kwargs = {"spatial_dims": 2, "in_channels": 3, "out_channels": 1} if segmentation else \
-        {"in_channels": 3, "num_classes": 2}
+    accepted = model_info(name).default_kwargs  # named each model's way, as tasks.model_kwargs does
+    sizes = {"spatial_dims": 2, "in_channels": 3, "in_chans": 3, "out_channels": 1, "num_classes": 2}
+    kwargs = {k: v for k, v in sizes.items() if k in accepted}
     model = create_model(name, **kwargs)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     images = torch.randn(batch, 3, size, size)
@@ -46,21 +48,23 @@ def measure(name: str, size: int, batch: int, steps: int) -> dict:
         loss.backward()
         optimizer.step()
 
+    def timed(fn) -> tuple[float, float]:
+        fn()  # first-call set-up
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(steps):
+            fn()
+        scale = 1000 / (steps * batch)
+        return (time.perf_counter() - wall) * scale, (time.process_time() - cpu) * scale
+
     model.train()
-    step()  # first-call set-up
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    train_ms = 1000 * (time.perf_counter() - started) / (steps * batch)
+    train_wall, train_cpu = timed(step)
     model.eval()
     with torch.no_grad():
-        model(images)
-        started = time.perf_counter()
-        for _ in range(steps):
-            model(images)
-    eval_ms = 1000 * (time.perf_counter() - started) / (steps * batch)
-    return {"model": name, "size": size, "batch": batch, "train_ms_per_image": round(train_ms, 2),
-            "eval_ms_per_image": round(eval_ms, 2)}
+        eval_wall, eval_cpu = timed(lambda: model(images))
+    # CPU time of one thread is what an idle core gives; wall time shows how loaded the machine was
+    return {"model": name, "size": size, "batch": batch, "train_ms_per_image": round(train_cpu, 2),
+            "eval_ms_per_image": round(eval_cpu, 2), "train_wall_ms": round(train_wall, 2),
+            "eval_wall_ms": round(eval_wall, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         rows.append(measure(name, args.size, args.batch_size, args.steps))
-        print(f"{name:<24} train {rows[-1]['train_ms_per_image']:7.1f} ms/img   eval "
-              f"{rows[-1]['eval_ms_per_image']:6.1f} ms/img   ({args.size}x{args.size}, batch {args.batch_size}, "
-              f"{args.threads} thread(s))", flush=True)
+        r = rows[-1]
+        print(f"{name:<24} train {r['train_ms_per_image']:7.1f} ms/img   eval {r['eval_ms_per_image']:6.1f} ms/img "
+              f"CPU time (wall {r['train_wall_ms']:.1f} / {r['eval_wall_ms']:.1f})   ({args.size}x{args.size}, "
+              f"batch {args.batch_size}, {args.threads} thread(s))", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows}, indent=1))

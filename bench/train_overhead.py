@@ -204,8 +204,10 @@ def run_plain(cfg: OverheadConfig, launched: float) -> ModeResult:
 
 
 def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
-    """Ray Train on a fresh local Ray instance, driven from this (fresh) process."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    """Ray Train on a fresh local Ray instance, driven from this (fresh) process, set up as studies start it."""
+    from tumorbench.training.trainer import local_ray_env
+
+    local_ray_env()  # workers at normal priority, as tumorbench's own ray.init starts them
     import ray
     from ray.train import LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

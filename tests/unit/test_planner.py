@@ -21,6 +21,7 @@ def _fp(cases=250, classes=None, size=256, channels=3, redundant=0, patients=Non
     classes = {"no": cases // 2, "yes": cases - cases // 2} if classes is None else classes
     return {"cases": cases, "patients": patients or cases, "classes": classes, "channels": channels,
             "median_shape": [size, size], "duplicates": {"redundant_copies": redundant},
+            "decoded_bytes_per_case": 768 * 1024,
             "sample": {"sampled": False}}
 
 
@@ -40,7 +41,8 @@ def test_fold_time_follows_the_documented_model():
     plan = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000)
     train_n, val_n = 300 * 2 / 3, 300 / 3  # 3 folds
     epoch = (train_n * (train_ms + planner.AUGMENT_MS) + val_n * eval_ms) / 1000
-    expected = planner.FOLD_STARTUP_S + 300 * planner.DECODE_MS / 1000 + 8 * epoch
+    decode = planner.DECODE_MS_FIXED + planner.DECODE_MS_PER_MIB * 0.75  # 768 KiB per case
+    expected = planner.FOLD_STARTUP_S + 300 * decode / 1000 + 8 * epoch
     search = next(s for s in plan.searches if s.name == "resnet18")
     assert search.fold_seconds == pytest.approx(expected)
     # 2 trials under ASHA: the first runs every fold, the second a fraction of them

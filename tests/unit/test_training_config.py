@@ -129,7 +129,7 @@ def test_warmup_cosine_schedule_values_and_resume(tmp_path):
 
 def test_worker_resources_fit_the_cluster_or_say_why():
     config = TrainConfig(task="segmentation", model="unet_tiny", data="d", out="o", workers=2)
-    assert worker_resources(config, cpus=2, use_gpu=False) == {"CPU": 0.95}
+    assert worker_resources(config, cpus=2, use_gpu=False) == {"CPU": 0.95}  # 2 workers
     with pytest.raises(TrainConfigError, match="8 workers do not fit a cluster of 2 CPUs"):
         worker_resources(config.replace(workers=8), cpus=2, use_gpu=False)
 

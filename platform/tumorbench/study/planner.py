@@ -25,23 +25,27 @@ from typing import Any
 from tumorbench.errors import TumorbenchError
 from tumorbench.study.spec import Candidate, Study
 
-# ms per image (train step, eval forward) at 128x128, batch 8, 1 torch thread, measured on this
-# 2-core machine with bench/plan_calibration.py (random tensors; model only).
+# ms per image (train step, eval forward) at 128x128, batch 8, 1 torch thread, in CPU time, measured on
+# this 2-core machine with `python bench/plan_calibration.py` (random tensors, model and optimizer only;
+# 2026-12-02, torch 2.14.1): unet 21.0/5.9, attention_unet 61.1/16.4, resnet18 40.1/11.4,
+# resnet18_tiny 7.8/3.1, efficientnet_b0 40.2/7.6, tf_efficientnet_lite0 36.3/7.2.
+# The other entries are not measured: scaled from a measured relative by parameter count.
 MS_PER_IMAGE: dict[str, tuple[float, float]] = {
-    "unet": (40.0, 12.0), "attention_unet": (55.0, 16.0), "unet_tiny": (12.0, 4.0),
-    "attention_unet_tiny": (16.0, 5.0),
-    "resnet18": (30.0, 9.0), "resnet18_tiny": (6.0, 2.0), "efficientnet_b0": (45.0, 12.0),
-    "tf_efficientnet_lite0": (35.0, 10.0), "densenet121": (110.0, 30.0), "resnet50": (80.0, 22.0),
+    "unet": (21.0, 5.9), "attention_unet": (61.1, 16.4), "unet_tiny": (7.0, 2.0),
+    "attention_unet_tiny": (20.0, 5.5),
+    "resnet18": (40.1, 11.4), "resnet18_tiny": (7.8, 3.1), "efficientnet_b0": (40.2, 7.6),
+    "tf_efficientnet_lite0": (36.3, 7.2), "densenet121": (110.0, 30.0), "resnet50": (90.0, 25.0),
 }
 MS_PER_IMAGE_DEFAULT = (60.0, 18.0)  # a model not calibrated: assume a mid-sized one
-# 3D patch models: ms per patch of 32^3 (tiny variants; full-size models ~4x).
+# 3D patch models: ms per patch of 32^3 (tiny variants; full-size models ~4x). Estimated, not measured.
 MS_PER_PATCH_3D = {"unet_tiny": (60.0, 20.0), "segresnet_tiny": (50.0, 18.0), "attention_unet_tiny": (80.0, 25.0),
                    "swin_unetr_tiny": (200.0, 60.0)}
 CALIBRATION_SIZE_2D, CALIBRATION_SIZE_3D = 128, 32
-# Data loading per image the first epoch of a fold (decode + resize; the memory cache fills then)
-# and per image-epoch after it (augmentation), from bench/data_pipeline.py's LGG runs.
-DECODE_MS, AUGMENT_MS = 6.0, 1.5
-NO_CACHE_MS = DECODE_MS + AUGMENT_MS
+# Data loading per case, CPU time of the project's transform chain (2026-12-02, 60 cases each): the
+# deterministic part (read, decode, resize; once per fold with a cache) took 10.8 ms on LGG (768 KiB
+# decoded float32 per case) and 21.9 ms on yes/no (1833 KiB): ~2 ms + 11 ms per MiB decoded. The random
+# augmentation that runs every epoch on top took ~3 ms per case at 128x128.
+DECODE_MS_FIXED, DECODE_MS_PER_MIB, AUGMENT_MS = 2.0, 11.0, 3.0
 # A Ray Train run's start-up and shutdown per fold, measured (bench/tune_efficiency.py: 20-30 s idle,
 # 35-55 s with the machine loaded); ray.init + first imports of a study.
 FOLD_STARTUP_S = 30.0
@@ -236,21 +240,28 @@ def _side_by_side(resources: Resources, workers: int, max_trials: int) -> int:
     return max(1, min(max_trials, int(resources.cpus // (2 * workers))))
 
 
-def _fold_seconds(model: str, k: _Knobs, n: int, dims: int, cache: str, samples: int, speed: float) -> float:
+def decode_ms(fp: dict[str, Any]) -> float:
+    """CPU ms to read, decode and resize one case (the cached part of the transform chain)."""
+    return DECODE_MS_FIXED + DECODE_MS_PER_MIB * fp.get("decoded_bytes_per_case", 2**20) / 2**20
+
+
+def _fold_seconds(model: str, k: _Knobs, n: int, dims: int, cache: str, samples: int, speed: float,
+                  decode: float) -> float:
     train_ms, eval_ms = model_ms(model, k.size, dims)
     train_n, val_n = n * (k.folds - 1) / k.folds * samples, n / k.folds
-    per_epoch_ms = {"memory": AUGMENT_MS, "disk": AUGMENT_MS + 1.0, "none": NO_CACHE_MS}[cache]
-    fill = (n * DECODE_MS / 1000) if cache != "none" else 0.0
+    # disk: each epoch reads the cached case back (~1 ms); none: every epoch decodes every case again
+    per_epoch_ms = {"memory": AUGMENT_MS, "disk": AUGMENT_MS + 1.0, "none": AUGMENT_MS + decode}[cache]
+    fill = (n * decode / 1000) if cache != "none" else 0.0
     epoch = (train_n * (train_ms / speed + per_epoch_ms) + val_n * eval_ms / speed) / 1000
     return FOLD_STARTUP_S + fill + k.epochs * epoch
 
 
 def _estimate(k: _Knobs, n: int, dims: int, cache: str, samples: int, speed: float,
-              side: int, n_baselines: int) -> tuple[list[SearchPlan], float, float]:
+              side: int, n_baselines: int, decode: float) -> tuple[list[SearchPlan], float, float]:
     searches = []
     for c in k.candidates:
         model = c.config["model"]
-        fold = _fold_seconds(model, k, n, dims, cache, samples, speed)
+        fold = _fold_seconds(model, k, n, dims, cache, samples, speed, decode)
         trials = k.trials[c.name]
         folds_run = k.folds + (trials - 1) * k.folds * ASHA_FOLD_FRACTION
         searcher = c.searcher if not (c.searcher == "grid" and trials < _count_trials(c)) else "random"
@@ -332,7 +343,7 @@ def make_plan(study: Study, fp: dict[str, Any], resources: Resources, *, budget_
     cache, cache_note = choose_cache(fp, study, k.size, dims, side, resources, free)
 
     def estimate():
-        return _estimate(k, n, dims, cache, samples, speed, side, len(study.baselines))
+        return _estimate(k, n, dims, cache, samples, speed, side, len(study.baselines), decode_ms(fp))
 
     searches, baselines, total = estimate()
     for step in _reductions(k, dims) if budget is not None else []:

@@ -91,6 +91,34 @@ def train_shard(config: TrainConfig, cases: FoldCases, rank: int, world_size: in
                              even_divisible=True, drop_last=False)[rank]
 
 
+def worker_cpus() -> float:
+    """CPUs Ray assigned to this worker (1 outside Ray)."""
+    try:
+        import ray
+
+        return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
+    except Exception:  # not in a Ray worker
+        return 1.0
+
+
+def configure_threads(cpus: float | None = None) -> int:
+    """Torch intra-op threads = the CPUs this worker holds (rounded, at least 1); returns the count.
+
+    Ray sets ``OMP_NUM_THREADS=1`` in workers with fractional CPUs, so a worker holding 1.9 CPUs
+    would otherwise train on one thread while a plain loop uses every core.
+    """
+    threads = max(1, round(worker_cpus() if cpus is None else cpus))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def loader_workers(device: torch.device, cpus: float | None = None) -> int:
+    """DataLoader processes: on a GPU, the worker's CPUs but one (the training loop keeps it); none on CPU."""
+    if device.type != "cuda":
+        return 0  # on CPU the training step already uses every core the worker holds
+    return max(0, int(worker_cpus() if cpus is None else cpus) - 1)
+
+
 def transforms_for(config: TrainConfig, data_dims: int, *, train: bool, seed: int | None = None):
     return build_transforms(config.preprocess, config.augment if train else None, spatial_dims=data_dims,
                             with_mask=get_task(config.task).with_mask, train=train,
@@ -98,8 +126,12 @@ def transforms_for(config: TrainConfig, data_dims: int, *, train: bool, seed: in
 
 
 def train_loader(config: TrainConfig, cases: FoldCases, rank: int, world_size: int,
-                 extra: torch.utils.data.Dataset | None = None) -> torch.utils.data.DataLoader:
-    """A shuffled loader over this rank's training shard (plus optional generated samples)."""
+                 extra: torch.utils.data.Dataset | None = None,
+                 device: torch.device | None = None) -> torch.utils.data.DataLoader:
+    """A shuffled loader over this rank's training shard (plus optional generated samples).
+
+    On a GPU it uses :func:`loader_workers` processes and pinned memory (faster host-to-device copies).
+    """
     from monai.data import DataLoader
 
     shard_cases = train_shard(config, cases, rank, world_size)
@@ -109,8 +141,11 @@ def train_loader(config: TrainConfig, cases: FoldCases, rank: int, world_size: i
     if extra is not None:
         dataset = torch.utils.data.ConcatDataset([dataset, extra])
     generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=0,
-                      generator=generator, drop_last=len(dataset) > config.batch_size)
+    gpu = device is not None and device.type == "cuda"
+    workers = loader_workers(device) if gpu else 0
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=workers,
+                      generator=generator, drop_last=len(dataset) > config.batch_size, pin_memory=gpu,
+                      persistent_workers=workers > 0)
 
 
 def val_dataset(config: TrainConfig, cases: FoldCases, rank: int, world_size: int):

@@ -27,7 +27,7 @@ from tumorbench.training.checkpoint import load_training_state, save_checkpoint
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.gan import synthetic_dataset
 from tumorbench.training.state import LoopState
-from tumorbench.training.tasks import Precision, build_model, make_loss, train_epoch
+from tumorbench.training.tasks import Precision, build_model, channels_last, make_loss, train_epoch
 
 
 def seed_everything(seed: int) -> None:
@@ -86,10 +86,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     seed_everything(config.seed + rank)
+    fold_data.configure_threads()
     device = ray.train.torch.get_device()
     cases = fold_data.fold_cases(config)
     in_ch, out_ch = fold_data.io_channels(config, cases)
     model, kwargs = build_model(config, in_ch, out_ch)
+    model = channels_last(model, config, device)
     own_loop = get_task(config.task).worker_loop()
     if own_loop is not None:
         return own_loop(config, model, cases, device, partial(_manifest, config, cases, kwargs, in_ch, out_ch))
@@ -97,7 +99,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=strategy)
     # Generated images join the training shard only; validation reads real cases alone.
     extra = synthetic_dataset(config, cases, rank, world, device) if config.gan_checkpoint else None
-    loader = fold_data.train_loader(config, cases, rank, world, extra=extra)
+    loader = fold_data.train_loader(config, cases, rank, world, extra=extra, device=device)
     val_set = fold_data.val_dataset(config, cases, rank, world)
     optimizer = _optimizer(config, model)
     scheduler = warmup_cosine(optimizer, config, steps_per_epoch=max(1, len(loader)))
