@@ -1,23 +1,33 @@
-"""GPU check: training speed and memory of the 2D U-Net in fp32 and with the project's AMP path.
+"""GPU benchmark (<= 5 minutes): what the project's GPU path does on this GPU, as JSON.
 
-Trains ``create_model("unet", spatial_dims=2, in_channels=3, out_channels=1)`` on
-random tensors (batch 32, 256x256 by default) with the project's own training
-step (``tumorbench.training.tasks.train_epoch``: autocast and GradScaler from
-``Precision.for_device``, DiceCE in fp32, grad-norm clip, AdamW), once per
-precision mode, and prints images/s, the AMP-vs-fp32 speed-up and the peak GPU
-memory of each. Timing brackets the timed steps with ``torch.cuda.synchronize()``.
+Sections, each with the project's own code:
 
-    python scripts/gpu_check.py                      # fp32 ("off") vs "auto" (bf16, or fp16 + GradScaler)
-    python scripts/gpu_check.py --amp off,auto,fp16 --steps 100 --json runs/gpu_check.json
+1. ``amp``: the 2D U-Net (``create_model("unet", ...)``) on random 32x3x256x256 batches with
+   ``tumorbench.training.tasks.train_epoch`` (autocast + GradScaler from ``Precision.for_device``,
+   channels-last on CUDA), fp32 (``off``) vs ``auto`` (bf16, or fp16 + GradScaler): images/s,
+   ms/step, peak memory.
+2. ``lgg_epoch``: the real LGG pipeline (catalog -> split -> ``train_loader`` with the memory
+   cache, pinned memory and loader processes sized to the CPUs) training the 2D U-Net at 256x256
+   with AMP: seconds of the first epoch (cache fill) and of the second, and the GPU busy fraction
+   (``nvidia-smi`` utilization sampled every 100 ms during the second epoch).
+3. ``segresnet3d``: SegResNet 3D (4 -> 3 channels) on random 2x4x96x96x96 patches with AMP:
+   patches/s.
 
-Exits with status 2 when no CUDA GPU is usable.
+    python scripts/gpu_check.py --json runs/gpu_check.json
+    python scripts/gpu_check.py --dry-run            # what it would measure; exits 0 (no GPU needed)
+
+Exits with status 2 when no CUDA GPU is usable (``--dry-run`` never needs one).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -34,6 +44,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--amp", default="off,auto", help="precision modes, first is the reference (default: "
                         "%(default)s; choices: " + ",".join(AMP_CHOICES) + ")")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--lgg", type=Path, default=Path(os.environ.get("TUMORBENCH_SHARED_DATA", "../shared/data"))
+                        / "lgg", help="LGG folder for the epoch timing (section skipped when absent)")
+    parser.add_argument("--patch", type=int, default=96, help="3D patch side (default: %(default)s)")
+    parser.add_argument("--max-seconds", type=float, default=270, help="skip sections that would start later")
+    parser.add_argument("--dry-run", action="store_true", help="print what would be measured and exit 0")
     # runs the same code on the CPU at tiny sizes, to test this script where there is no GPU
     parser.add_argument("--cpu-smoke", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -59,7 +74,10 @@ def measure(mode: str, args: argparse.Namespace, device):
     config = TrainConfig(task="segmentation", model="unet", data=".", out=".", amp=mode, batch_size=args.batch_size)
     precision = Precision.for_device(mode, device)
     torch.manual_seed(0)
-    model = create_model("unet", spatial_dims=2, in_channels=3, out_channels=1).to(device)
+    from tumorbench.training.tasks import channels_last
+
+    model = channels_last(create_model("unet", spatial_dims=2, in_channels=3, out_channels=1).to(device), config,
+                          device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     loss_fn = make_loss(config, None)
@@ -119,8 +137,128 @@ def report(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+class BusySampler:
+    """GPU utilization (%) sampled by ``nvidia-smi`` every 100 ms while the block runs; None without it."""
+
+    def __enter__(self):
+        self.samples: list[float] = []
+        try:
+            self._proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,"
+                                           "nounits", "-i", "0", "-lms", "100"], stdout=subprocess.PIPE, text=True)
+        except OSError:
+            self._proc = None
+            return self
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        return self
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            try:
+                self.samples.append(float(line.strip()))
+            except ValueError:
+                pass
+
+    def __exit__(self, *exc) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            self._proc.wait(timeout=5)
+
+    def busy_fraction(self) -> float | None:
+        return sum(self.samples) / (100 * len(self.samples)) if self.samples else None
+
+
+def lgg_epoch(args: argparse.Namespace, device) -> dict:
+    """Two epochs of the real LGG pipeline (memory cache, pinned memory, loader processes) on the 2D U-Net."""
+    import torch
+
+    from tumorbench.training import data as fold_data
+    from tumorbench.training.config import TrainConfig
+    from tumorbench.training.tasks import Precision, build_model, channels_last, make_loss, train_epoch
+    from tumorbench.transforms import PreprocessConfig
+
+    if not args.lgg.is_dir():
+        return {"skipped": f"no LGG data at {args.lgg}"}
+    with tempfile.TemporaryDirectory(prefix="gpu-check-") as out:
+        config = TrainConfig(task="segmentation", model="unet", data=str(args.lgg), out=out, layout="lgg",
+                             batch_size=16, n_folds=5, preprocess=PreprocessConfig(spatial_size=(256, 256)), amp="auto")
+        fold_data.ensure_split_file(config, fold_data.load_catalog(config))
+        cases = fold_data.fold_cases(config)
+        loader = fold_data.train_loader(config, cases, 0, 1, device=device)
+        model = channels_last(build_model(config, 3, 1)[0].to(device), config, device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        precision, loss_fn = Precision.for_device("auto", device), make_loss(config, None)
+        times = []
+        with BusySampler() as busy:
+            for _ in range(2):
+                _sync(device)
+                started = time.perf_counter()
+                stats = train_epoch(model, loader, loss_fn, optimizer, scheduler, precision, config, device)
+                _sync(device)
+                times.append(time.perf_counter() - started)
+                busy.samples.clear() if len(times) == 1 else None  # busy fraction of the steady epoch only
+        return {"train_slices": stats["train_images"], "loader_workers": loader.num_workers,
+                "pin_memory": loader.pin_memory, "epoch1_s_cache_fill": times[0], "epoch2_s": times[1],
+                "epoch2_images_per_s": stats["train_images"] / times[1], "gpu_busy_fraction": busy.busy_fraction()}
+
+
+def segresnet3d(args: argparse.Namespace, device, steps: int = 20) -> dict:
+    """SegResNet 3D training throughput on random patches with AMP."""
+    import torch
+
+    from tumorbench.models import create_model
+    from tumorbench.training.tasks import Precision
+
+    model = create_model("segresnet", spatial_dims=3, in_channels=4, out_channels=3).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    precision = Precision.for_device("auto", device)
+    patch = (2, 4, args.patch, args.patch, args.patch)
+    images, target = torch.randn(patch, device=device), (torch.rand(2, 3, *patch[2:], device=device) > 0.9).float()
+
+    def step() -> None:
+        with precision.autocast(device):
+            logits = model(images)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target)
+        optimizer.zero_grad(set_to_none=True)
+        (precision.scaler.scale(loss) if precision.scaler else loss).backward()
+        if precision.scaler:
+            precision.scaler.step(optimizer)
+            precision.scaler.update()
+        else:
+            optimizer.step()
+
+    for _ in range(3):
+        step()
+    _sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    seconds = time.perf_counter() - started
+    return {"patch": list(patch), "steps": steps, "patches_per_s": steps * patch[0] / seconds,
+            "ms_per_step": 1000 * seconds / steps}
+
+
+def dry_run(args: argparse.Namespace) -> str:
+    """What a run would measure (no GPU needed)."""
+    return "\n".join([
+        "gpu_check dry run (no CUDA GPU here): on a GPU it would measure, within ~5 minutes:",
+        f"  1. amp: 2D U-Net train steps on random {args.batch_size}x3x{args.size}x{args.size}, {args.warmup} warm-up"
+        f" + {args.steps} timed, modes {','.join(args.amp)} (channels-last): images/s, ms/step, peak memory",
+        f"  2. lgg_epoch: real LGG slices from {args.lgg} at 256x256, batch 16, memory cache, pinned memory, "
+        f"loader processes = CPUs - 1 ({max(0, (os.cpu_count() or 1) - 1)} here), AMP: epoch 1 (cache fill) and "
+        f"epoch 2 seconds, GPU busy fraction (nvidia-smi every 100 ms)",
+        f"  3. segresnet3d: SegResNet 3D 4->3 on random 2x4x{args.patch}^3 patches, AMP: patches/s",
+        f"  JSON to {args.json or '(stdout only; pass --json)'}; sections starting after {args.max_seconds:g} s "
+        f"are skipped"])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.dry_run:
+        print(dry_run(args))
+        return 0
     import torch
 
     if args.cpu_smoke:
@@ -141,15 +279,23 @@ def main(argv: list[str] | None = None) -> int:
     header += (f"\nunet 2D 3->1, random {args.batch_size}x3x{args.size}x{args.size}, {args.warmup} warm-up + "
                f"{args.steps} timed steps per mode, tumorbench.training.tasks.train_epoch")
     print(header, flush=True)
-    results = []
+    started, results = time.perf_counter(), []
     for mode in args.amp:
         results.append(measure(mode, args, device))
         print(f"  {mode}: done", flush=True)
     print(report(results))
+    sections = {}
+    for name, run in (("lgg_epoch", lgg_epoch), ("segresnet3d", segresnet3d)):
+        if time.perf_counter() - started > args.max_seconds:
+            sections[name] = {"skipped": f"past --max-seconds {args.max_seconds:g}"}
+            continue
+        sections[name] = run(args, device)
+        print(f"  {name}: {json.dumps(sections[name], default=str)}", flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"header": header, "args": {k: v for k, v in vars(args).items()
-                                                                    if k != "json"}, "results": results}, indent=2))
+        args.json.write_text(json.dumps({"header": header, "args": {k: str(v) for k, v in vars(args).items()
+                                                                    if k != "json"}, "amp": results,
+                                         **sections, "seconds": time.perf_counter() - started}, indent=2))
         print(f"wrote {args.json}")
     return 0
 

@@ -66,6 +66,11 @@ def test_default_preset_is_capped_under_an_hour_and_small_sets_keep_the_preset()
     assert not any(n.startswith("scaled down") for n in small.notes)
 
 
+def test_inputs_are_never_upsampled():
+    plan = make_plan(_study(), _fp(cases=300, size=64), TWO_CORES, budget_minutes=1000)
+    assert plan.size == 64 and "scaled down: input size 128 -> 64" in plan.notes
+
+
 def test_too_small_a_budget_is_refused_with_the_minimum():
     with pytest.raises(BudgetError, match=r"the minimum is about (\d+) min") as info:
         make_plan(_study(), _fp(cases=3000), TWO_CORES, budget_minutes=1)

@@ -92,13 +92,15 @@ def train_shard(config: TrainConfig, cases: FoldCases, rank: int, world_size: in
 
 
 def worker_cpus() -> float:
-    """CPUs Ray assigned to this worker (1 outside Ray)."""
+    """CPUs Ray assigned to this worker (outside a Ray worker: the CPUs this process may use)."""
+    import os
+
     try:
         import ray
 
         return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
-    except Exception:  # not in a Ray worker
-        return 1.0
+    except Exception:  # not in a Ray worker (Ray asserts worker mode)
+        return float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def configure_threads(cpus: float | None = None) -> int:
