@@ -11,7 +11,7 @@ Printed per scheduler: trials, folds trained, epochs spent, the best
 mean Ray Train overhead per fold (fold wall time minus its training and
 validation time: actor start-up, checkpointing, shutdown).
 
-    python bench/tune_efficiency.py                                    # 6 trials x 2 folds x 4 epochs
+    python bench/tune_efficiency.py                                    # 12 trials x 3 folds x 4 epochs, ASHA rf 4
     python bench/tune_efficiency.py --num-samples 2 --epochs 1 --size 32   # smoke run
 """
 
@@ -35,8 +35,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", default=str(_SHARED / "brain_mri_yes_no"), help="class-folder dataset")
     parser.add_argument("--model", default="resnet18_tiny")
     parser.add_argument("--size", type=int, default=64, help="images are resized to size x size (grey)")
-    parser.add_argument("--num-samples", type=int, default=6, help="trials per search")
-    parser.add_argument("--folds", type=int, default=2)
+    parser.add_argument("--num-samples", type=int, default=12, help="trials per search")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--grace-period", type=int, default=None, help="ASHA grace period in folds (default: "
+                                                                        "the project's)")
+    parser.add_argument("--reduction-factor", type=float, default=None, help="ASHA reduction factor (default: "
+                                                                             "the project's)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0, help="searcher and training seed")
     parser.add_argument("--max-concurrent", type=int, default=1)
@@ -94,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     from tumorbench.tasks import get_task
     from tumorbench.training.trainer import ensure_ray
     from tumorbench.transforms import PreprocessConfig
-    from tumorbench.tuning.search import run_search, trial_rows
+    from tumorbench.tuning.search import (ASHA_GRACE_FOLDS, ASHA_REDUCTION_FACTOR, asha_fold_fraction, run_search,
+                                          trial_rows)
 
     out = Path(args.out) / datetime.now().strftime("%Y%m%d-%H%M%S")
     base = TrainConfig(task="classification", model=args.model, data=args.data, out=str(out), n_folds=args.folds,
@@ -103,13 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     ensure_split_file(base, load_catalog(base))  # one de-duplicated split for both searches
     base = base.replace(split_file=str(split_path(base)))
     metric, mode = base.selection_metric, get_task(base.task).mode()
+    asha = (args.grace_period or ASHA_GRACE_FOLDS, args.reduction_factor or ASHA_REDUCTION_FACTOR)
     ensure_ray()
     summaries, trials = [], {}
     for scheduler in ("asha", "none"):
         started = time.perf_counter()
         grid = run_search(base, _space(), searcher="random", scheduler=scheduler, num_samples=args.num_samples,
                           metric=metric, mode=mode, storage_path=out, name=scheduler, seed=args.seed,
-                          max_concurrent=args.max_concurrent, verbose=0)
+                          max_concurrent=args.max_concurrent, verbose=0, grace_period=asha[0],
+                          reduction_factor=asha[1])
         rows = trial_rows(grid, metric, args.folds)
         summaries.append(_summary(scheduler, rows, time.perf_counter() - started, mode))
         trials[scheduler] = rows
@@ -119,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{args.model} {args.size}x{args.size}, {args.folds} folds x {args.epochs} epochs, random search "
           f"seed {args.seed}, {args.num_samples} trials; same configurations in both: {same}; out {out}\n")
     print(_table(summaries, metric))
+    ratio = summaries[0]["epochs_spent"] / max(1, summaries[1]["epochs_spent"])
+    print(f"\nASHA grace {asha[0]} fold(s), reduction factor {asha[1]:g}: epochs asha / none = {ratio:.2f} "
+          f"(expected {asha_fold_fraction(args.folds, *asha):.2f} once rungs fill; target <= 0.40); best "
+          f"{metric}_mean asha - none = {summaries[0]['best_mean'] - summaries[1]['best_mean']:+.4f}")
     for s in summaries:
         print(f"best with {s['scheduler']}: {s['best_params']}")
     if args.json:

@@ -46,7 +46,7 @@ def test_fold_time_follows_the_documented_model():
     search = next(s for s in plan.searches if s.name == "resnet18")
     assert search.fold_seconds == pytest.approx(expected)
     # 2 trials under ASHA: the first runs every fold, the second a fraction of them
-    assert search.seconds == pytest.approx(expected * (3 + 3 * planner.ASHA_FOLD_FRACTION))
+    assert search.seconds == pytest.approx(expected * (3 + 3 * 0.5))  # ASHA, reduction 4, 3 folds: half
     assert plan.estimate_seconds == pytest.approx(planner.RAY_START_S + plan.baseline_seconds
                                                   + sum(s.seconds for s in plan.searches))
 
@@ -64,6 +64,14 @@ def test_default_preset_is_capped_under_an_hour_and_small_sets_keep_the_preset()
     small = make_plan(_study(), _fp(cases=40), TWO_CORES, preset="default")
     assert (small.size, small.epochs, small.folds) == (128, 8, 3)
     assert not any(n.startswith("scaled down") for n in small.notes)
+
+
+@pytest.mark.parametrize(("folds", "rf", "expected"), [(2, 2, 0.75), (2, 4, 0.625), (3, 4, 0.5),
+                                                      (5, 4, (1 + 3 / 4 + 1 / 16) / 5), (1, 4, 1.0)])
+def test_asha_fold_fraction(folds, rf, expected):
+    from tumorbench.tuning.search import asha_fold_fraction
+
+    assert asha_fold_fraction(folds, 1, rf) == pytest.approx(expected)
 
 
 def test_inputs_are_never_upsampled():

@@ -9,7 +9,7 @@ anything starts, with the minimum it would need.
 Time model (seconds; one Ray Train worker at ~1 CPU, torch using one thread):
 
     fold  = FOLD_STARTUP_S + cache_fill + epochs * (train_imgs * train_ms + val_imgs * eval_ms) / 1000
-    trial = folds * fold   (under ASHA, later trials are expected to stop after fewer folds)
+    trial = folds * fold   (later trials: folds * tuning.search.asha_fold_fraction(folds) under ASHA)
     study = RAY_START_S + sum over searches (trials * trial / side_by_side) + baselines
 
 with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calibration size.
@@ -24,6 +24,7 @@ from typing import Any
 
 from tumorbench.errors import TumorbenchError
 from tumorbench.study.spec import Candidate, Study
+from tumorbench.tuning.search import asha_fold_fraction
 
 # ms per image (train step, eval forward) at 128x128, batch 8, 1 torch thread, in CPU time, measured on
 # this 2-core machine with `python bench/plan_calibration.py` (random tensors, model and optimizer only;
@@ -52,8 +53,6 @@ FOLD_STARTUP_S = 30.0
 RAY_START_S = 20.0
 # Classical baselines per fold: features of every case (~5 ms) and fitting, measured on yes/no and LGG.
 BASELINE_MS_PER_CASE, BASELINE_S_PER_FOLD = 5.0, 4.0
-# Under ASHA (grace 1 fold, reduction 2), a later trial trains this fraction of its folds on average.
-ASHA_FOLD_FRACTION = 0.6
 MEMORY_CACHE_SHARE = 0.25  # at most this share of available memory for all in-memory caches together
 DEFAULT_CAPS_MIN = {"smoke": 15.0, "default": 55.0, "full": None}  # without --budget
 SIZES_2D, PATCHES_3D = (128, 96, 64), (64, 48, 32)
@@ -263,7 +262,8 @@ def _estimate(k: _Knobs, n: int, dims: int, cache: str, samples: int, speed: flo
         model = c.config["model"]
         fold = _fold_seconds(model, k, n, dims, cache, samples, speed, decode)
         trials = k.trials[c.name]
-        folds_run = k.folds + (trials - 1) * k.folds * ASHA_FOLD_FRACTION
+        # the first trial trains every fold; later ones what ASHA is expected to leave them
+        folds_run = k.folds + (trials - 1) * k.folds * asha_fold_fraction(k.folds)
         searcher = c.searcher if not (c.searcher == "grid" and trials < _count_trials(c)) else "random"
         searches.append(SearchPlan(c.name, model, searcher, trials, folds_run * fold / min(side, trials), fold))
     baselines = n_baselines * k.folds * (BASELINE_S_PER_FOLD + n * BASELINE_MS_PER_CASE / 1000)
