@@ -77,6 +77,7 @@ def test_asha_fold_fraction(folds, rf, expected):
 def test_inputs_are_never_upsampled():
     plan = make_plan(_study(), _fp(cases=300, size=64), TWO_CORES, budget_minutes=1000)
     assert plan.size == 64 and "scaled down: input size 128 -> 64" in plan.notes
+    assert make_plan(_study(), _fp(cases=300, size=50), TWO_CORES, budget_minutes=1000).size == 64  # stride 16
 
 
 def test_too_small_a_budget_is_refused_with_the_minimum():

@@ -338,8 +338,8 @@ def make_plan(study: Study, fp: dict[str, Any], resources: Resources, *, budget_
                epochs=int(study.config.get("epochs", 10)), folds=study.n_folds, trials=dict(trials),
                candidates=sorted(study.candidates, key=lambda c: model_ms(c.config["model"], 128, dims)[0]))
     k.folds = min(k.folds, max(MIN_FOLDS, fp["patients"]))
-    if dims == 2:  # never upsample: cap at the data's median size (a multiple of 16, the U-Nets' stride)
-        k.size = min(k.size, max(32, 16 * (min(fp["median_shape"][:2]) // 16)))
+    if dims == 2:  # no needless upsampling: the data's median size, rounded up to the U-Nets' stride of 16
+        k.size = min(k.size, max(32, 16 * math.ceil(min(fp["median_shape"][:2]) / 16)))
     side = _side_by_side(resources, workers, max(trials.values()))
     free = disk_free if disk_free is not None else _disk_free()
     cache, cache_note = choose_cache(fp, study, k.size, dims, side, resources, free)
