@@ -47,6 +47,7 @@ def ray_session():
     """One local Ray instance for every test marked ``ray`` in the session."""
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as tumorbench's ensure_ray: workers not starved by load
     if not ray.is_initialized():
         # "local": never join a cluster `ray start` left on this machine.
         ray.init(
