@@ -25,7 +25,6 @@ DEFAULT_MODELS = "unet,attention_unet,resnet18,resnet18_tiny,efficientnet_b0,tf_
 
 def measure(name: str, size: int, batch: int, steps: int) -> dict:
     import torch
-
     from tumorbench.models import create_model, model_info
 
     segmentation = model_info(name).task == "segmentation"

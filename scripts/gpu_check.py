@@ -66,7 +66,7 @@ def measure(mode: str, args: argparse.Namespace, device):
 
     from tumorbench.models import create_model
     from tumorbench.training.config import TrainConfig
-    from tumorbench.training.tasks import Precision, make_loss, train_epoch
+    from tumorbench.training.tasks import Precision, channels_last, make_loss, train_epoch
 
     if mode == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return {"mode": mode, "skipped": "bf16 not supported by this GPU"}
@@ -74,8 +74,6 @@ def measure(mode: str, args: argparse.Namespace, device):
     config = TrainConfig(task="segmentation", model="unet", data=".", out=".", amp=mode, batch_size=args.batch_size)
     precision = Precision.for_device(mode, device)
     torch.manual_seed(0)
-    from tumorbench.training.tasks import channels_last
-
     model = channels_last(create_model("unet", spatial_dims=2, in_channels=3, out_channels=1).to(device), config,
                           device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)

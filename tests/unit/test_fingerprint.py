@@ -6,10 +6,13 @@ import json
 
 import numpy as np
 from PIL import Image
-
 from tumorbench.data.catalog import scan
 from tumorbench.data.check import check_dataset, format_report
-from tumorbench.data.fingerprint import FingerprintConfig, compute_fingerprint, write_fingerprint
+from tumorbench.data.fingerprint import (
+    FingerprintConfig,
+    compute_fingerprint,
+    write_fingerprint,
+)
 
 
 def _class_folders(root):

@@ -7,9 +7,14 @@ from types import SimpleNamespace
 
 import pytest
 from ray import tune
-
 from tumorbench.study import planner
-from tumorbench.study.planner import BudgetError, Resources, apply_plan, make_plan, model_ms
+from tumorbench.study.planner import (
+    BudgetError,
+    Resources,
+    apply_plan,
+    make_plan,
+    model_ms,
+)
 from tumorbench.study.spec import Candidate, Study
 from tumorbench.tuning.budget import BudgetGuard
 

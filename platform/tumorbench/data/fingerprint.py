@@ -125,7 +125,7 @@ def _catalog_part(frame: pd.DataFrame) -> dict[str, Any]:
     task = "classification" if len(labels) else "segmentation"
     files = [Path(p) for paths in frame["image"] for p in paths]
     disk = sum(f.stat().st_size for f in files if f.is_file())
-    return {"layout": frame.attrs.get("layout"), "task": task, "cases": int(len(frame)),
+    return {"layout": frame.attrs.get("layout"), "task": task, "cases": len(frame),
             "patients": int(frame["patient_id"].nunique()), "images_per_patient": _summary(per_patient),
             "classes": {str(k): int(v) for k, v in sorted(Counter(labels).items())},
             "with_mask": int(frame["mask"].map(lambda m: isinstance(m, str)).sum()),
@@ -178,7 +178,7 @@ def compute_fingerprint(frame: pd.DataFrame, config: FingerprintConfig | None = 
                 float(np.mean([f for f in fractions if f > 0])) if any(fractions) else 0.0},
         "decoded_bytes_per_case": float(np.mean([r["bytes"] for r in reads])),
         "duplicates": _duplicates(frame, config.hash_duplicates, near_duplicates),
-        "sample": {"read": len(reads), "unreadable": unreadable, "of": int(len(frame)),
+        "sample": {"read": len(reads), "unreadable": unreadable, "of": len(frame),
                    "sampled": len(sample) < len(frame), "seed": config.seed,
                    "note": (f"sizes and intensities from a random sample of {len(sample)} of {len(frame)} cases"
                             if len(sample) < len(frame) else "every case read")},

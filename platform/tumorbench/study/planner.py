@@ -92,7 +92,7 @@ def _local_gpus() -> int:
         import torch
 
         return torch.cuda.device_count()
-    except Exception:  # no torch or a broken CUDA install: plan for CPUs
+    except (ImportError, RuntimeError):  # no torch or a broken CUDA install: plan for CPUs
         return 0
 
 

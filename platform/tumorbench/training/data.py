@@ -99,7 +99,7 @@ def worker_cpus() -> float:
         import ray
 
         return float(ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0))
-    except Exception:  # not in a Ray worker (Ray asserts worker mode)
+    except (ImportError, AssertionError, RuntimeError):  # not in a Ray worker (Ray asserts worker mode)
         return float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
