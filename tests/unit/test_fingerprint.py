@@ -90,7 +90,8 @@ def test_near_duplicate_hook_and_storage(tmp_path):
 
     fp = compute_fingerprint(frame, near_duplicates=phash_groups)
     assert seen == [5]
-    assert fp["duplicates"]["near_duplicate_groups"] == 1 and fp["duplicates"]["near_duplicate_method"] == "phash_groups"
+    assert fp["duplicates"]["near_duplicate_groups"] == 1
+    assert fp["duplicates"]["near_duplicate_method"] == "phash_groups"
     path = write_fingerprint(fp, tmp_path / "results")
     assert json.loads(path.read_text())["classes"] == {"a": 3, "b": 2}
 

@@ -126,7 +126,8 @@ def plan_study(study: Study, out: str | Path, *, budget_minutes: float | None = 
     out = Path(out).resolve()
     fingerprint = compute_fingerprint(scan(_data_root(study, out), study.layout))
     plan = make_plan(study, fingerprint, resources or Resources.local(), budget_minutes=budget_minutes,
-                     preset=preset, disk_free=shutil.disk_usage(next(p for p in (out, *out.parents) if p.exists())).free)
+                     preset=preset, disk_free=shutil.disk_usage(next(p for p in (out, *out.parents)
+                                                                     if p.exists())).free)
     return plan, fingerprint, apply_plan(study, plan, cache_dir=str(out / "cache"))
 
 
