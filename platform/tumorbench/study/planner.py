@@ -47,9 +47,10 @@ CALIBRATION_SIZE_2D, CALIBRATION_SIZE_3D = 128, 32
 # decoded float32 per case) and 21.9 ms on yes/no (1833 KiB): ~2 ms + 11 ms per MiB decoded. The random
 # augmentation that runs every epoch on top took ~3 ms per case at 128x128.
 DECODE_MS_FIXED, DECODE_MS_PER_MIB, AUGMENT_MS = 2.0, 11.0, 3.0
-# A Ray Train run's start-up and shutdown per fold, measured (bench/tune_efficiency.py: 20-30 s idle,
-# 35-55 s with the machine loaded); ray.init + first imports of a study.
-FOLD_STARTUP_S = 30.0
+# A Ray Train run's start-up, checkpointing and shutdown per fold: 23.8 s on average over the 20 folds of
+# `compare.py --study brain_yes_no --budget 15` (2026-12-02, workers at niceness 0; fold wall time minus
+# training and validation, FoldRecord.overhead_seconds); ray.init + first imports of a study.
+FOLD_STARTUP_S = 24.0
 RAY_START_S = 20.0
 # Classical baselines per fold: features of every case (~5 ms) and fitting, measured on yes/no and LGG.
 BASELINE_MS_PER_CASE, BASELINE_S_PER_FOLD = 5.0, 4.0
