@@ -396,3 +396,13 @@ def test_pretrained_lite0_recognises_a_cat(lite0_source):
         logits = model(torch.from_numpy(image).permute(2, 0, 1)[None].float())
     # ImageNet classes 281 tabby, 282 tiger cat, 285 Egyptian cat.
     assert int(logits.argmax()) in {281, 282, 285}
+
+
+def test_every_explainable_model_registers_an_existing_cam_layer():
+    """Grad-CAM's target layer is named where each model is registered, and exists in the built model."""
+    for name in list_models():
+        info = model_info(name)
+        if info.task == "gan":
+            assert info.cam_layer is None, name
+        elif name in CLASSIFIERS | SEGMENTERS or name.endswith("_tiny"):
+            assert info.cam_layer in dict(create_model(name).named_modules()), name

@@ -23,10 +23,17 @@ _TIMM_2D = {
     "efficientnet_b0": "EfficientNet-B0 (timm), 5.3M params",
     "tf_efficientnet_lite0": "EfficientNet-Lite0 (timm, TF padding); ImageNet weights ship offline",
 }
+# Grad-CAM target: the last convolutional feature map before global pooling (ResNet's last stage,
+# EfficientNet's head conv + BN-activation); the classic choice of Selvaraju et al.
+_TIMM_CAM_LAYER = {"resnet18": "layer4", "resnet50": "layer4", "efficientnet_b0": "bn2",
+                   "tf_efficientnet_lite0": "bn2"}
+# MONAI DenseNet: the ReLU after the last dense block's norm, before pooling (MONAI's own GradCAM example).
+_DENSENET_CAM_LAYER = "class_layers.relu"
 
 
 def _register_timm(name: str, description: str) -> None:
-    @register_model(name, task="classification", description=description, spatial_dims=(2,))
+    @register_model(name, task="classification", description=description, spatial_dims=(2,),
+                    cam_layer=_TIMM_CAM_LAYER[name])
     def factory(
         in_chans: int = 3, num_classes: int = 2, pretrained: bool = False, drop_rate: float = 0.0
     ) -> nn.Module:
@@ -55,6 +62,7 @@ _TINY_RESNET = dict(block=BasicBlock, layers=(1, 1, 1, 1), channels=(8, 16, 32, 
     task="classification",
     description="timm ResNet with 1 block per stage and widths 8-64 (~75k params), for tests",
     spatial_dims=(2,),
+    cam_layer="layer4",
 )
 def resnet18_tiny(
     in_chans: int = 3, num_classes: int = 2, pretrained: bool = False, drop_rate: float = 0.0
@@ -78,6 +86,7 @@ def resnet18_tiny(
     task="classification",
     description="DenseNet-121 (MONAI) for 3D volumes (or 2D), random init",
     spatial_dims=(3, 2),
+    cam_layer=_DENSENET_CAM_LAYER,
 )
 def densenet121(
     spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2, dropout_prob: float = 0.0
@@ -93,6 +102,7 @@ def densenet121(
     task="classification",
     description="MONAI DenseNet with 2 dense blocks of 2 layers, growth 4, for tests",
     spatial_dims=(3, 2),
+    cam_layer=_DENSENET_CAM_LAYER,
 )
 def densenet121_tiny(
     spatial_dims: int = 3, in_channels: int = 1, out_channels: int = 2, dropout_prob: float = 0.0

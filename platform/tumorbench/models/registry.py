@@ -42,6 +42,8 @@ class ModelInfo:
         description: One line for listings.
         spatial_dims: Spatial dimensionalities the model can be built for.
         default_kwargs: Every keyword the factory accepts, with its default.
+        cam_layer: Dotted module name (``named_modules``) whose activations Grad-CAM weighs, chosen
+            where the model is registered; None when the model has no sensible one (GANs).
     """
 
     name: str
@@ -49,6 +51,7 @@ class ModelInfo:
     description: str
     spatial_dims: tuple[int, ...]
     default_kwargs: Mapping[str, Any]
+    cam_layer: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or self.name != self.name.lower():
@@ -82,6 +85,7 @@ def register_model(
     task: str,
     description: str,
     spatial_dims: tuple[int, ...] = (2,),
+    cam_layer: str | None = None,
 ) -> Callable[[Factory], Factory]:
     """Register a factory ``fn(**kwargs) -> nn.Module`` under ``name``.
 
@@ -90,6 +94,7 @@ def register_model(
         task: ``classification``, ``segmentation`` or ``gan``.
         description: One line shown in listings.
         spatial_dims: Spatial dimensionalities the factory supports.
+        cam_layer: Grad-CAM target layer (a ``named_modules`` name valid at every supported size).
 
     Returns:
         A decorator that registers the factory and returns it unchanged.
@@ -98,7 +103,7 @@ def register_model(
     def decorator(factory: Factory) -> Factory:
         if name in _REGISTRY:
             raise ModelConfigError(f"model {name!r} is registered twice")
-        info = ModelInfo(name, task, description, tuple(spatial_dims), _factory_defaults(name, factory))
+        info = ModelInfo(name, task, description, tuple(spatial_dims), _factory_defaults(name, factory), cam_layer)
         _REGISTRY[name] = (info, factory)
         return factory
 

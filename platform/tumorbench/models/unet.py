@@ -19,6 +19,11 @@ from torch import nn
 from tumorbench.models.registry import ModelConfigError, register_model
 
 DIMS = (2, 3)
+# Grad-CAM targets of the segmentation nets: the last decoder features before the output convolution,
+# fine enough to localise a lesion (Vinogradova et al. 2020, Seg-Grad-CAM) and named the same at any depth.
+UNET_CAM = "model.1"  # MONAI UNet / AttentionUnet: the outermost skip level (decoder + encoder features)
+SEGRESNET_CAM = "conv_final.0"  # the GroupNorm over the last up-block's features
+SWIN_CAM = "decoder1"  # the full-resolution decoder block
 # SwinUNETR: patch size 2 then four 2x patch mergings, so each side must divide by 2**5.
 SWIN_DIVISOR = 32
 
@@ -37,7 +42,8 @@ def _unet(spatial_dims, in_channels, out_channels, channels, strides, num_res_un
     )
 
 
-@register_model("unet", task="segmentation", description="MONAI residual UNet, 16-256 channels", spatial_dims=DIMS)
+@register_model("unet", task="segmentation", description="MONAI residual UNet, 16-256 channels", spatial_dims=DIMS,
+                cam_layer=UNET_CAM)
 def unet(
     spatial_dims: int = 2,
     in_channels: int = 1,
@@ -51,7 +57,8 @@ def unet(
     return _unet(spatial_dims, in_channels, out_channels, channels, strides, num_res_units, dropout)
 
 
-@register_model("unet_tiny", task="segmentation", description="MONAI UNet, 4-16 channels, for tests", spatial_dims=DIMS)
+@register_model("unet_tiny", task="segmentation", description="MONAI UNet, 4-16 channels, for tests", spatial_dims=DIMS,
+                cam_layer=UNET_CAM)
 def unet_tiny(
     spatial_dims: int = 2,
     in_channels: int = 1,
@@ -81,7 +88,8 @@ def _attention_unet(spatial_dims, in_channels, out_channels, channels, strides, 
 
 
 @register_model(
-    "attention_unet", task="segmentation", description="MONAI Attention U-Net, 16-256 channels", spatial_dims=DIMS
+    "attention_unet", task="segmentation", description="MONAI Attention U-Net, 16-256 channels", spatial_dims=DIMS,
+    cam_layer=UNET_CAM,
 )
 def attention_unet(
     spatial_dims: int = 2,
@@ -96,7 +104,8 @@ def attention_unet(
 
 
 @register_model(
-    "attention_unet_tiny", task="segmentation", description="MONAI Attention U-Net, 4-16 channels", spatial_dims=DIMS
+    "attention_unet_tiny", task="segmentation", description="MONAI Attention U-Net, 4-16 channels", spatial_dims=DIMS,
+    cam_layer=UNET_CAM,
 )
 def attention_unet_tiny(
     spatial_dims: int = 2,
@@ -110,7 +119,8 @@ def attention_unet_tiny(
     return _attention_unet(spatial_dims, in_channels, out_channels, channels, strides, dropout)
 
 
-@register_model("segresnet", task="segmentation", description="MONAI SegResNet, 8 initial filters", spatial_dims=DIMS)
+@register_model("segresnet", task="segmentation", description="MONAI SegResNet, 8 initial filters", spatial_dims=DIMS,
+                cam_layer=SEGRESNET_CAM)
 def segresnet(
     spatial_dims: int = 2,
     in_channels: int = 1,
@@ -135,7 +145,8 @@ def segresnet(
 
 
 @register_model(
-    "segresnet_tiny", task="segmentation", description="MONAI SegResNet, 4 filters, 2 levels", spatial_dims=DIMS
+    "segresnet_tiny", task="segmentation", description="MONAI SegResNet, 4 filters, 2 levels", spatial_dims=DIMS,
+    cam_layer=SEGRESNET_CAM,
 )
 def segresnet_tiny(
     spatial_dims: int = 2,
@@ -207,7 +218,8 @@ def _swin(spatial_dims, in_channels, out_channels, feature_size, depths, num_hea
     )
 
 
-@register_model("swin_unetr", task="segmentation", description="MONAI SwinUNETR, feature size 24", spatial_dims=DIMS)
+@register_model("swin_unetr", task="segmentation", description="MONAI SwinUNETR, feature size 24", spatial_dims=DIMS,
+                cam_layer=SWIN_CAM)
 def swin_unetr(
     spatial_dims: int = 2,
     in_channels: int = 1,
@@ -227,7 +239,8 @@ def swin_unetr(
 
 
 @register_model(
-    "swin_unetr_tiny", task="segmentation", description="MONAI SwinUNETR, feature size 12, depth 1", spatial_dims=DIMS
+    "swin_unetr_tiny", task="segmentation", description="MONAI SwinUNETR, feature size 12, depth 1", spatial_dims=DIMS,
+    cam_layer=SWIN_CAM,
 )
 def swin_unetr_tiny(
     spatial_dims: int = 2,
