@@ -277,6 +277,28 @@ def list_models_command(task: str | None) -> None:
         click.echo(f"{name:24s} {info.task:15s} {dims:6s} {info.description}")
 
 
+@main.command("explain")
+@click.option("--package", "package", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Model package (model.json + model.pt).")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--method", type=click.Choice(["gradcam", "gradcampp", "occlusion"]), default="gradcam",
+              show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
+@click.option("--mask", "masks", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Truth mask per FILE, in the same order (adds pointing game and energy in tumor).")
+def explain_command(package: Path, files: tuple[Path, ...], method: str, out: Path, masks: tuple[Path, ...]) -> None:
+    """Heatmaps of a packaged model on FILEs: overlays (PNG), heatmaps on each file's grid, scores.csv."""
+    from tumorbench.explain.files import explain_files
+
+    if masks and len(masks) != len(files):
+        raise click.UsageError(f"{len(masks)} --mask for {len(files)} files: give one mask per file, in order")
+    table = explain_files(package, files, method=method, out=out, masks=masks or None)
+    click.echo(f"explained {len(files)} file(s) with {method}; wrote {out} (overlays, heatmaps, scores.csv)")
+    for column in ("pointing", "energy_in_tumor", "deletion_auc", "insertion_auc"):
+        if column in table.columns:
+            click.echo(f"  {column}: mean {table[column].mean():.3f}")
+
+
 @main.command("serve")
 @click.option("--models", "models", multiple=True, required=True, metavar="DIR",
               help="Model package, folder of packages, or a training run (--out of `tumorbench train`, or its "
