@@ -202,6 +202,33 @@ def _overlays_section(folder: Path) -> str:
             f"<div class='grid'>{items}</div>")
 
 
+def _explanations_section(root: Path) -> str:
+    """Explanation scores per model (``explanations.csv``) and the best / worst case overlays."""
+    from tumorbench.explain.study import explanation_summary
+
+    path = root / "explanations.csv"
+    if not path.is_file():
+        return ""
+    summary = explanation_summary(pd.read_csv(path).astype({"model": str}))
+    header = ["model", "cases", "pointing game", "energy in tumor", "deletion AUC (lower better)",
+              "insertion AUC (higher better)", "randomisation rank corr.", "randomisation SSIM", "flagged"]
+    rows = [[_esc(r["model"]), _esc(r["n_explained"]), _num(r["pointing"], 2), _num(r["energy_in_tumor"], 2),
+             _num(r["deletion_auc"]), _num(r["insertion_auc"]), _num(r["rand_rank_corr"]), _num(r["rand_ssim"]),
+             "<b>yes</b>" if bool(r["rand_flagged"]) else "no"] for _, r in summary.iterrows()]
+    pngs = sorted((root / "explanations").glob("*.png")) if (root / "explanations").is_dir() else []
+    items = "".join(f"<figure>{_img(p.read_bytes(), p.stem)}<figcaption>{_esc(p.stem)}</figcaption></figure>"
+                    for p in pngs)
+    note = ("Grad-CAM of each deep model's fold checkpoint on a bounded number of out-of-fold cases per fold. "
+            "Pointing game: share of cases whose heatmap peak lies inside the tumor mask; energy in tumor: share of "
+            "heatmap mass inside it (n/a without masks). Deletion / insertion AUC: the explained probability as the "
+            "most salient pixels are removed / revealed (faithful: low deletion, high insertion). Randomisation "
+            "(Adebayo et al. 2018): heatmaps of re-initialised copies compared with the trained model's; "
+            "<b>flagged</b> when rank correlation or SSIM exceeds 0.5, i.e. the explanation hardly depends on what "
+            "the model learned. Overlays: heatmap (jet) over the image, truth contour green.")
+    return (f"<h2>Explanations: does each model look at the tumor?</h2>{_table(header, rows)}"
+            f"<p class='note'>{note}</p><div class='grid'>{items}</div>")
+
+
 def _flatten(d: Any, prefix: str = "") -> list[tuple[str, str]]:
     if isinstance(d, dict):
         return [kv for k, v in d.items() for kv in _flatten(v, f"{prefix}{k}." if prefix or k else "")]
@@ -269,7 +296,7 @@ def write_report(results_dir: str | Path, *, title: str = "tumorbench comparison
     body = "".join([
         f"<h1>{_esc(title)}</h1><p>{summary}</p>",
         _leaderboard_section(lb, stats, task, primary), _stats_section(stats), figures,
-        _overlays_section(root / "overlays"), _folds_section(folds, lb["model"].tolist(), primary),
+        _overlays_section(root / "overlays"), _explanations_section(root), _folds_section(folds, lb["model"].tolist(), primary),
         _configs_section(configs), _key_values("Manifest", _read_json(root / "manifest.json")),
     ])
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'

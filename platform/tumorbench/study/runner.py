@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from tumorbench.data.catalog import scan
+from tumorbench.errors import TumorbenchError
 from tumorbench.study import results
 from tumorbench.study.spec import Study, StudyError
 from tumorbench.package import package_versions
@@ -215,6 +216,11 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
 
         predictions = pd.read_csv(out / "predictions.csv")
         write_overlays(predictions, dl_models[0], fold_records[dl_models[0]], frame, out)
+    if dl_models and study.explain_cases > 0:
+        if cut:  # the budget already ran out: explanations would only overrun it further
+            print("[tumorbench] explanations skipped: the time budget cut the searches", flush=True)
+        else:
+            lb = _explain(study, out, fold_records, frame, doc, dl_models, class_names, lb)
     budget = _budget_summary(plan, started, guards, cut)
     write_manifest(study, out, preset, doc, time.perf_counter() - started, best, code, budget)
     write_report(out, title=f"tumorbench: {study.name} ({preset})", task=study.task, primary=metric,
@@ -226,3 +232,20 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
               + (f" (budget {budget['budget_min']} min)" if budget["budget_min"] else "")
               + (f"; cut by the budget: {', '.join(cut)}" if cut else ""), flush=True)
     return {"leaderboard": lb, "stats": stats, "best": best, "out": out, "budget": budget}
+
+
+def _explain(study: Study, out: Path, fold_records: dict, frame: pd.DataFrame, doc: dict, dl_models: list[str],
+             class_names: list[str] | None, lb: pd.DataFrame) -> pd.DataFrame:
+    """``explanations.csv`` and its columns in ``leaderboard.csv``; a failure is reported, not fatal."""
+    from tumorbench.explain.study import merge_into_leaderboard, write_explanations
+
+    try:
+        table = write_explanations(out, study.task, fold_records, frame, doc, dl_models, study.explain_cases,
+                                   class_names)
+    except (TumorbenchError, RuntimeError, ValueError) as exc:
+        print(f"[tumorbench] explanations skipped: {exc}", flush=True)
+        return lb
+    lb = merge_into_leaderboard(lb, table)
+    lb.to_csv(out / "leaderboard.csv", index=False)
+    print(f"[tumorbench] explained {len(table)} out-of-fold cases (Grad-CAM): {out / 'explanations.csv'}", flush=True)
+    return lb

@@ -62,6 +62,8 @@ class Study:
         synthetic: ``brain-mri`` or ``lung-ct`` when ``data`` is None, and its case count.
         seed: Seed of the split, the searches and the baselines.
         require_deid: Refuse DICOM input still carrying identifying tags (see ``tumorbench data deid``).
+        explain_cases: Out-of-fold cases explained per fold and deep model (Grad-CAM scores in
+            ``explanations.csv`` and the leaderboard; 0 turns explanations off).
     """
 
     name: str
@@ -78,6 +80,7 @@ class Study:
     synthetic: tuple[str, int] | None = None
     seed: int = 0
     require_deid: bool = False
+    explain_cases: int = 4
 
     def __post_init__(self) -> None:
         try:
