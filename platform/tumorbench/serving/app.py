@@ -38,6 +38,7 @@ from tumorbench.tasks import get_task
 
 logger = logging.getLogger("ray.serve")
 API_KEY_ENV = "TUMORBENCH_API_KEY"
+EXPLAIN_HELP = "a heatmap on the upload's grid: gradcam, gradcampp or occlusion (default: none)"
 
 
 class ModelSettings(BaseModel):
@@ -122,6 +123,9 @@ class ModelServer:
         device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         self.name, self.settings = name, ModelSettings()
         self.predictor = Predictor.from_package(package, device=device, limits=UploadLimits(**limits))
+        from tumorbench.explain.serving import ServedExplanations
+
+        self.explanations = ServedExplanations(self.predictor)
         self.batch_sizes: dict[int, int] = {}
         self.requests = 0
 
@@ -146,6 +150,10 @@ class ModelServer:
         self.requests += 1
         return {"result": result, "inference_ms": 1000 * (forward - start),
                 "postprocess_ms": 1000 * (time.perf_counter() - forward)}
+
+    async def explain(self, prepared: Any, method: str) -> dict[str, Any]:
+        """The response's ``explanation`` (never raises: a failure says it is unavailable and why)."""
+        return await asyncio.to_thread(self.explanations.explain, prepared, method)
 
     def stats(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb(), "requests": self.requests,
@@ -225,16 +233,18 @@ class Ingress:
         return {"ingress": {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb()}, "models": models}
 
     @api.post("/v1/classify", openapi_extra=UPLOAD_OPENAPI)
-    async def classify(self, request: Request, model: str | None = Query(None, description="model name")) -> Any:
-        """Class probabilities and label of one uploaded image."""
-        return await self._predict(request, "classification", model)
+    async def classify(self, request: Request, model: str | None = Query(None, description="model name"),
+                       explain: str | None = Query(None, description=EXPLAIN_HELP)) -> Any:
+        """Class probabilities and label of one uploaded image (and a heatmap with ``explain``)."""
+        return await self._predict(request, "classification", model, explain=explain)
 
     @api.post("/v1/segment", openapi_extra=UPLOAD_OPENAPI)
     async def segment(self, request: Request, model: str | None = Query(None, description="model name"),
                       output: str = Query("json", pattern="^(json|dicom-seg)$",
-                                          description="json, or dicom-seg: a DICOM SEG (DICOM uploads)")) -> Any:
+                                          description="json, or dicom-seg: a DICOM SEG (DICOM uploads)"),
+                      explain: str | None = Query(None, description=EXPLAIN_HELP)) -> Any:
         """Tumor mask (base64 PNG for 2D, NIfTI for 3D) with area / volume, lesions and boxes; or a DICOM SEG."""
-        return await self._predict(request, "segmentation", model, output)
+        return await self._predict(request, "segmentation", model, output, explain=explain)
 
     def _authorize(self, request: Request) -> None:
         if self.api_key is None:
@@ -293,13 +303,19 @@ class Ingress:
         except UploadError as exc:
             raise ApiError(exc.status, str(exc)) from exc
 
-    async def _predict(self, request: Request, task: str, model: str | None, output: str = "json") -> Response:
+    async def _predict(self, request: Request, task: str, model: str | None, output: str = "json",
+                       explain: str | None = None) -> Response:
+        from tumorbench.explain.serving import explain_problem
+
         start = time.perf_counter()
         self._authorize(request)
         body = await read_body(request, self.max_body)
         data = parse_upload(request.headers.get("content-type", ""), body)
         sources = await asyncio.to_thread(self._seg_sources, data) if output == "dicom-seg" else None
         name, prepared, prepare_ms = await asyncio.to_thread(self._prepare, data, self._candidates(task, model))
+        problem = explain_problem(explain, self.preprocessors[name].manifest)
+        if problem is not None:  # before the prediction: a request that cannot be answered in full is refused
+            raise ApiError(*problem)
         reply = await self.handles[name].predict.remote(prepared)
         result, card = reply["result"], self.cards[name]
         if sources is not None:  # the mask as a DICOM Segmentation of the uploaded series (tumorbench.dicomseg)
@@ -317,6 +333,8 @@ class Ingress:
             media_type, blob = await asyncio.to_thread(mask_file, result)
             payload["mask"] = {"media_type": media_type, "encoding": "base64",
                                "data": base64.b64encode(blob).decode("ascii")}
+        if explain is not None:
+            payload["explanation"] = await self.handles[name].explain.remote(prepared, explain)
         total_ms = 1000 * (time.perf_counter() - start)
         payload["inference_ms"] = round(reply["inference_ms"], 3)
         payload["timing_ms"] = {"decode_and_preprocess": round(prepare_ms, 3), "inference": round(reply["inference_ms"], 3),
