@@ -137,6 +137,13 @@ def test_model_without_target_layer_and_unknown_method_are_named():
         ExplainConfig("shap")
 
 
+def test_volumes_over_the_voxel_cap_are_refused(monkeypatch):
+    monkeypatch.setattr("tumorbench.explain.methods.MAX_VOLUME_VOXELS", 1000)
+    explainer = Explainer(create_model("unet_tiny", spatial_dims=3), "unet_tiny", "segmentation")
+    with pytest.raises(ExplainError, match=r"\(12, 10, 10\) voxels is over the 1,000"):
+        explainer.heatmap(torch.zeros(1, 12, 10, 10))
+
+
 @pytest.mark.parametrize("name,dims,method", [("unet_tiny", 3, "gradcam"), ("segresnet_tiny", 2, "gradcampp"),
                                               ("unet_tiny", 2, "occlusion")])
 def test_segmentation_heatmaps_keep_the_input_grid(name, dims, method):

@@ -36,6 +36,9 @@ from tumorbench.errors import TumorbenchError
 
 METHODS = ("gradcam", "gradcampp", "occlusion")
 _DIVISOR = 32  # segmentation nets take sides that are multiples of 32 (as inference pads)
+# A 3D net is explained on the whole (padded) volume in one pass with gradients: its activations must fit in
+# memory. 160^3 voxels is a few GB for MONAI's full-width U-Net; larger volumes are refused, not run out of memory.
+MAX_VOLUME_VOXELS = 160**3
 
 
 class ExplainError(TumorbenchError, ValueError):
@@ -227,6 +230,9 @@ class Explainer:
         if x.ndim < 3:
             raise ExplainError(f"expected a (C, *spatial) input, got shape {tuple(x.shape)}")
         model_dims = _model_dims(self.model)
+        if model_dims == 3 and x[0].numel() > MAX_VOLUME_VOXELS:
+            raise ExplainError(f"volume of {tuple(x.shape[1:])} voxels is over the {MAX_VOLUME_VOXELS:,} voxels a 3D "
+                               "explanation runs on in one pass; crop or resample it")
         if model_dims == 2 and x.ndim == 4:  # a 2D net on a volume: slice by slice along the last axis
             maps = [self._raw(x[..., k][None])[0] for k in range(x.shape[-1])]
             return normalize_heatmap(np.stack(maps, axis=-1))
