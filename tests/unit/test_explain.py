@@ -128,6 +128,14 @@ def test_similarity_measures_by_hand():
     assert flat.rank_corr == 0.0 and not flat.flagged
 
 
+def test_segmentation_target_sums_the_segmented_logits_by_hand():
+    from tumorbench.explain.methods import foreground_logit_sum
+
+    logits = torch.tensor([[[[-1.0, 2.0], [3.0, -4.0]]], [[[-1.0, -2.0], [-3.0, -4.0]]]])
+    # Sample 0 segments two pixels (2 + 3); sample 1 none, so all its logits count.
+    assert foreground_logit_sum(logits).tolist() == [5.0, -10.0]
+
+
 # ---- registry target layers ------------------------------------------------------------------------
 
 def test_model_without_target_layer_and_unknown_method_are_named():

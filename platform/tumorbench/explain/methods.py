@@ -88,7 +88,7 @@ class _Hooks(ModelWithHooks):
 
     def class_score(self, logits: torch.Tensor, class_idx: int) -> torch.Tensor:
         if self.task == "segmentation":
-            return foreground_score(logits, int(class_idx), reduce="sum")
+            return foreground_logit_sum(logits, int(class_idx))
         # The class's log-odds, what softmax decides on: a raw logit also carries evidence shared by
         # every class, which can dominate its Grad-CAM (and does for a blob-vs-noise classifier).
         others = torch.cat([logits[:, :class_idx], logits[:, class_idx + 1 :]], dim=1)
@@ -103,19 +103,13 @@ class _Hooks(ModelWithHooks):
         return out
 
 
-def foreground_score(logits: torch.Tensor, channel: int = 0, reduce: str = "mean") -> torch.Tensor:
-    """Per-sample scalar of a segmentation output ``(B, C, *spatial)``.
-
-    The pixels the model segments (logit > 0) on each sample; all pixels when it segments none.
-    ``sum`` adds the logits there (Grad-CAM target); ``mean`` averages the sigmoid probabilities.
-    """
+def foreground_logit_sum(logits: torch.Tensor, channel: int = 0) -> torch.Tensor:
+    """Grad-CAM target of a segmentation output ``(B, C, *spatial)``: per sample, the logits of ``channel``
+    summed over the pixels the model segments (logit > 0), or over all pixels when it segments none."""
     channel_logits = logits[:, channel].flatten(1)
     mask = (channel_logits > 0).detach()
-    empty = ~mask.any(dim=1, keepdim=True)
-    mask = (mask | empty).to(channel_logits.dtype)
-    if reduce == "sum":
-        return (channel_logits * mask).sum(dim=1)
-    return (torch.sigmoid(channel_logits) * mask).sum(dim=1) / mask.sum(dim=1)
+    mask = (mask | ~mask.any(dim=1, keepdim=True)).to(channel_logits.dtype)
+    return (channel_logits * mask).sum(dim=1)
 
 
 class _TargetScore(nn.Module):
@@ -130,12 +124,7 @@ class _TargetScore(nn.Module):
         out = self.model(x)
         if self.task == "classification":
             return torch.softmax(out.float(), dim=1)[:, self.class_index : self.class_index + 1]
-        probs = torch.sigmoid(out[:, self.class_index].float()).flatten(1)
-        if self.reference is None:
-            return probs.mean(dim=1, keepdim=True)
-        mask = (self.reference[:, self.class_index].flatten(1) > 0).float()
-        mask = mask if mask.sum() > 0 else torch.ones_like(mask)
-        return ((probs * mask).sum(dim=1) / mask.sum(dim=1))[:, None]
+        return _score_logits(out, self)[:, None]
 
 
 def _pad(x: torch.Tensor, task: str) -> tuple[torch.Tensor, tuple[int, ...]]:
@@ -271,7 +260,10 @@ class Explainer:
 
 
 def _score_logits(logits: torch.Tensor, scorer: _TargetScore) -> torch.Tensor:
+    """Mean foreground probability over the pixels segmented on the clean input (all when none or no reference)."""
     probs = torch.sigmoid(logits[:, scorer.class_index].float()).flatten(1)
+    if scorer.reference is None:
+        return probs.mean(dim=1)
     mask = (scorer.reference[:, scorer.class_index].flatten(1) > 0).float()
     mask = mask if mask.sum() > 0 else torch.ones_like(mask)
     return (probs * mask).sum(dim=1) / mask.sum(dim=1)
