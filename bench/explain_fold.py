@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> None:
                                manifest.class_names)
     seconds = time.perf_counter() - start
     with pd.option_context("display.width", 160, "display.max_columns", 20):
-        print(table.drop(columns=["model", "method", "case_id"]).round(3).to_string(index=False))
+        # Patients are numbered, not named: identifiers stay in explanations.csv, out of logs.
+        shown = table.drop(columns=["model", "method", "case_id", "patient_id"])
+        shown.insert(1, "patient", [f"#{k}" for k in range(1, len(shown) + 1)])
+        print(shown.round(3).to_string(index=False))
         print(explanation_summary(table).round(3).to_string(index=False))
     print(f"{len(table)} cases explained in {seconds:.1f} s; wrote {args.out / 'explanations.csv'} and "
           f"{args.out / 'explanations'}")
