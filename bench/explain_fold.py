@@ -21,7 +21,7 @@ import pandas as pd
 
 from tumorbench.data.catalog import scan
 from tumorbench.explain.study import explanation_summary, write_explanations
-from tumorbench.training.checkpoint import read_manifest
+from tumorbench.package import read_manifest
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,11 +13,19 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import test_explain as t  # tests/unit on PYTHONPATH: the same data and model as the test
 import torch
 
-import test_explain as t  # tests/unit on PYTHONPATH: the same data and model as the test
-from tumorbench.explain import (ExplainConfig, Explainer, curve_auc, energy_in_mask, perturbation_curve,
-                                pointing_game, randomisation_check, randomized_copy)
+from tumorbench.explain import (
+    ExplainConfig,
+    Explainer,
+    curve_auc,
+    energy_in_mask,
+    perturbation_curve,
+    pointing_game,
+    randomisation_check,
+    randomized_copy,
+)
 
 
 def main() -> None:
@@ -38,7 +46,7 @@ def main() -> None:
         for h, i in zip(heat, positive):
             scorer = explainer.scorer(images[i][None])
             for mode in curves:
-                curve = perturbation_curve(lambda b: explainer.score(torch.as_tensor(b), scorer),
+                curve = perturbation_curve(lambda b, e=explainer, s=scorer: e.score(torch.as_tensor(b), s),
                                            images[i].numpy(), h, mode)
                 curves[mode].append(curve_auc(curve))
         randomised, hits = [], []

@@ -5,30 +5,25 @@ from __future__ import annotations
 import base64
 import io
 import socket
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from model_packages import CLS2D, SEG2D, make_package, synthetic_png
 from PIL import Image
 
+from model_packages import CLS2D, SEG2D, make_package, synthetic_png
 from tumorbench.explain.cases import explain_prepared, explainer_for
 from tumorbench.inference import Predictor
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def app(ray_session, tmp_path_factory):
     from ray import serve
 
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from serve.app import deploy
+    from tumorbench.serving.app import deploy
 
     root = tmp_path_factory.mktemp("serve_explain")
     packages = {name: make_package(root / name, spec) for name, spec in (("seg2d", SEG2D), ("cls2d", CLS2D))}

@@ -15,8 +15,8 @@ import torch
 
 from tumorbench.explain import (
     ExplainConfig,
-    ExplainError,
     Explainer,
+    ExplainError,
     cam_layer,
     curve_auc,
     energy_in_mask,
@@ -27,8 +27,7 @@ from tumorbench.explain import (
     rank_correlation,
     ssim,
 )
-from tumorbench.models import create_model, register_model
-from tumorbench.models import registry
+from tumorbench.models import create_model, register_model, registry
 
 SIZE, RADIUS = 48, 6
 BLOBNET = "test_blobnet"

@@ -13,16 +13,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from model_packages import CLS2D, CT3D, SEG2D, SEG3D, make_package, synthetic_png
 from PIL import Image
 
+from model_packages import CLS2D, CT3D, SEG2D, SEG3D, make_package, synthetic_png
 from tumorbench.data.writers import write_dicom_series, write_nifti
 from tumorbench.explain.cases import explain_prepared, explainer_for
 from tumorbench.explain.serving import ServedExplanations, explain_problem
 from tumorbench.inference import Predictor
-from tumorbench.models import register_model
-from tumorbench.models import registry
-from tumorbench.training.checkpoint import read_manifest
+from tumorbench.models import register_model, registry
+from tumorbench.package import read_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

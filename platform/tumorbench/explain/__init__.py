@@ -5,8 +5,8 @@ from __future__ import annotations
 from tumorbench.explain.methods import (
     METHODS,
     ExplainConfig,
-    ExplainError,
     Explainer,
+    ExplainError,
     cam_layer,
     normalize_heatmap,
     randomized_copy,

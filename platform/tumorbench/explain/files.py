@@ -9,8 +9,14 @@ import numpy as np
 import pandas as pd
 
 from tumorbench.errors import DataError
-from tumorbench.explain.cases import display_slice, explain_prepared, explainer_for, heatmap_file, overlay_png, \
-    picture_of
+from tumorbench.explain.cases import (
+    display_slice,
+    explain_prepared,
+    explainer_for,
+    heatmap_file,
+    overlay_png,
+    picture_of,
+)
 from tumorbench.uploads import read_upload
 
 

@@ -296,7 +296,8 @@ def write_report(results_dir: str | Path, *, title: str = "tumorbench comparison
     body = "".join([
         f"<h1>{_esc(title)}</h1><p>{summary}</p>",
         _leaderboard_section(lb, stats, task, primary), _stats_section(stats), figures,
-        _overlays_section(root / "overlays"), _explanations_section(root), _folds_section(folds, lb["model"].tolist(), primary),
+        _overlays_section(root / "overlays"), _explanations_section(root),
+        _folds_section(folds, lb["model"].tolist(), primary),
         _configs_section(configs), _key_values("Manifest", _read_json(root / "manifest.json")),
     ])
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
