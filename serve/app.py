@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -31,10 +31,11 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.packages import REPO_ROOT, resolve_packages
-from serve.protocol import UPLOAD_OPENAPI, ApiError, model_card, parse_upload, read_body
+from serve.protocol import UPLOAD_OPENAPI, ApiError, RequestOptions, model_card, receive_upload
 
 logger = logging.getLogger("ray.serve")
 API_KEY_ENV = "TUMORBENCH_API_KEY"
+UPLOAD_PREFIX = "tumorbench-upload-"  # + "<pid>-": folders of dead processes are swept at start
 
 
 class ModelSettings(BaseModel):
@@ -150,6 +151,27 @@ class ModelServer:
                 **self.settings.model_dump()}
 
 
+def request_options(model: str | None = Query(None, description="model name (GET /v1/models)"),
+                    output: str = Query("json", pattern="^(json|dicom-seg)$",
+                                        description="segment: json, or dicom-seg (a DICOM SEG of a DICOM upload)"),
+                    ) -> RequestOptions:
+    """Every query option of the prediction routes, parsed in one place."""
+    return RequestOptions(model=model, output=output)
+
+
+def sweep_stale_uploads(root: str | None = None) -> int:
+    """Remove upload folders of processes that no longer run (killed mid-request); returns how many."""
+    import shutil
+
+    removed = 0
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*"):
+        pid = folder.name[len(UPLOAD_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 api = FastAPI(title="tumorbench", version="1",
               description="Tumor classification and segmentation from PNG/JPEG, NIfTI and DICOM uploads.")
 
@@ -157,7 +179,7 @@ api = FastAPI(title="tumorbench", version="1",
 def _error_response(exc: ApiError, request: Request) -> JSONResponse:
     # Details name the upload generically ("upload: ..."), never client file names or DICOM tags.
     logger.info("request %s %s -> %d %s: %s", _request_id(request), request.url.path, exc.status, exc.error, exc.detail)
-    return JSONResponse(exc.body(_request_id(request)), status_code=exc.status)
+    return JSONResponse(exc.body(_request_id(request)), status_code=exc.status, headers=exc.headers)
 
 
 def _request_id(request: Request) -> str:
@@ -205,6 +227,8 @@ class Ingress:
         self.cards = {name: model_card(name, Path(path), self.preprocessors[name].manifest)
                       for name, path in packages.items()}
         self.handles = handles
+        if removed := sweep_stale_uploads():
+            logger.info("removed %d upload folder(s) left by killed processes", removed)
 
     @api.get("/healthz")
     def healthz(self) -> dict[str, Any]:
@@ -222,16 +246,14 @@ class Ingress:
         return {"ingress": {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb()}, "models": models}
 
     @api.post("/v1/classify", openapi_extra=UPLOAD_OPENAPI)
-    async def classify(self, request: Request, model: str | None = Query(None, description="model name")) -> Any:
+    async def classify(self, request: Request, options: RequestOptions = Depends(request_options)) -> Any:
         """Class probabilities and label of one uploaded image."""
-        return await self._predict(request, "classification", model)
+        return await self._predict(request, "classification", options)
 
     @api.post("/v1/segment", openapi_extra=UPLOAD_OPENAPI)
-    async def segment(self, request: Request, model: str | None = Query(None, description="model name"),
-                      output: str = Query("json", pattern="^(json|dicom-seg)$",
-                                          description="json, or dicom-seg: a DICOM SEG (DICOM uploads)")) -> Any:
+    async def segment(self, request: Request, options: RequestOptions = Depends(request_options)) -> Any:
         """Tumor mask (base64 PNG for 2D, NIfTI for 3D) with area / volume, lesions and boxes; or a DICOM SEG."""
-        return await self._predict(request, "segmentation", model, output)
+        return await self._predict(request, "segmentation", options)
 
     def _authorize(self, request: Request) -> None:
         if self.api_key is None:
@@ -256,16 +278,13 @@ class Ingress:
             raise ApiError(404, f"no {task} model is served")
         return names
 
-    def _prepare(self, data: bytes, names: list[str]) -> tuple[str, Any, float]:
-        """Decode once, then preprocess for the first candidate model the input fits."""
+    def _prepare(self, path: Path, names: list[str]) -> tuple[str, Any, float]:
+        """Decode once, then preprocess for the first candidate model the input fits (in a worker thread)."""
         from tumorbench.uploads import UploadError, read_upload
 
         start = time.perf_counter()
         try:
-            with tempfile.TemporaryDirectory(prefix="tumorbench-upload-") as tmp:
-                path = Path(tmp) / "upload"
-                path.write_bytes(data)
-                image = read_upload(path, self.limits, label="upload")
+            image = read_upload(path, self.limits, label="upload")
             errors = []
             for name in names:
                 try:
@@ -278,25 +297,30 @@ class Ingress:
         except ApiError:
             raise
         except Exception as exc:  # a decoded image the preprocessing cannot take is still the input's fault
-            logger.exception("preprocessing failed")
-            raise ApiError(422, f"upload cannot be preprocessed ({type(exc).__name__}: {exc})") from exc
+            logger.warning("request preprocessing failed (%s)", type(exc).__name__)
+            raise ApiError(422, f"upload cannot be preprocessed ({type(exc).__name__})") from exc
 
-    def _seg_sources(self, data: bytes) -> list[Any]:
+    def _seg_sources(self, path: Path) -> list[Any]:
         from tumorbench.dicomseg import upload_sources
         from tumorbench.uploads import UploadError
 
         try:
-            return upload_sources(data, self.limits)
+            return upload_sources(path.read_bytes(), self.limits)
         except UploadError as exc:
             raise ApiError(exc.status, str(exc)) from exc
 
-    async def _predict(self, request: Request, task: str, model: str | None, output: str = "json") -> Response:
+    async def _predict(self, request: Request, task: str, options: RequestOptions) -> Response:
         start = time.perf_counter()
         self._authorize(request)
-        body = await read_body(request, self.max_body)
-        data = parse_upload(request.headers.get("content-type", ""), body)
-        sources = await asyncio.to_thread(self._seg_sources, data) if output == "dicom-seg" else None
-        name, prepared, prepare_ms = await asyncio.to_thread(self._prepare, data, self._candidates(task, model))
+        names = self._candidates(task, options.model)
+        if options.output != "json" and task != "segmentation":
+            raise ApiError(400, f"output={options.output} is for /v1/segment only")
+        # Our own folder per request (named by pid, so a killed process's are swept at the next start).
+        with tempfile.TemporaryDirectory(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-") as tmp:
+            path = Path(tmp) / "upload"
+            size = await receive_upload(request, self.max_body, path)
+            sources = await asyncio.to_thread(self._seg_sources, path) if options.output == "dicom-seg" else None
+            name, prepared, prepare_ms = await asyncio.to_thread(self._prepare, path, names)
         reply = await self.handles[name].predict.remote(prepared)
         result, card = reply["result"], self.cards[name]
         if sources is not None:  # the mask as a DICOM Segmentation of the uploaded series (tumorbench.dicomseg)
@@ -307,7 +331,7 @@ class Ingress:
             logger.info("request %s dicom-seg model=%s bytes=%d", _request_id(request), name, len(blob))
             return Response(blob, media_type=MEDIA_TYPE)
         payload = {"request_id": _request_id(request), "model": name, "version": card["version"],
-                   **result.summary(), "input": {"format": prepared.input_format, "bytes": len(data)}}
+                   **result.summary(), "input": {"format": prepared.input_format, "bytes": size}}
         if task == "segmentation":
             from tumorbench.inference import mask_file
 
@@ -319,7 +343,7 @@ class Ingress:
         payload["timing_ms"] = {"decode_and_preprocess": round(prepare_ms, 3), "inference": round(reply["inference_ms"], 3),
                                 "postprocess": round(reply["postprocess_ms"], 3), "total": round(total_ms, 3)}
         logger.info("request %s %s model=%s format=%s bytes=%d total_ms=%.1f", _request_id(request), task, name,
-                    prepared.input_format, len(data), total_ms)
+                    prepared.input_format, size, total_ms)
         return JSONResponse(payload)  # Serve's proxy adds the x-request-id header
 
 
