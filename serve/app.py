@@ -65,6 +65,12 @@ class AppArgs(ModelSettings):
             cluster has them.
         torch_threads: ``torch.set_num_threads`` in each model replica (None: torch's default).
         max_ongoing_requests: Per model replica; at least ``max_batch_size`` (default twice it).
+        max_concurrent_requests: Uploads one ingress replica receives, decodes and waits on at once;
+            one more is answered 503 with ``Retry-After`` at once, never queued.
+        max_queued_requests: Requests Serve queues per deployment (ingress and each model) beyond
+            its ongoing ones; past that Serve answers 503 (backpressure) instead of queueing.
+        model_timeout_s: Longest wait for a model's answer; then 503 with ``Retry-After``.
+        retry_after_s: The ``Retry-After`` of a 503.
     """
 
     models: list[str] = Field(default_factory=lambda: ["runs/best"])
@@ -81,6 +87,10 @@ class AppArgs(ModelSettings):
     ingress_cpus: float = Field(0.25, ge=0)
     torch_threads: int | None = Field(None, ge=1)
     max_ongoing_requests: int | None = Field(None, ge=1)
+    max_concurrent_requests: int = Field(16, ge=1)
+    max_queued_requests: int = Field(64, ge=0)
+    model_timeout_s: float = Field(30.0, gt=0)
+    retry_after_s: int = Field(1, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> "AppArgs":
@@ -149,6 +159,10 @@ class ModelServer:
         return {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb(), "requests": self.requests,
                 "batch_sizes": dict(sorted(self.batch_sizes.items())), "device": str(self.predictor.device),
                 **self.settings.model_dump()}
+
+
+async def _awaited(response: Any) -> Any:
+    return await response
 
 
 def request_options(model: str | None = Query(None, description="model name (GET /v1/models)"),
@@ -227,6 +241,8 @@ class Ingress:
         self.cards = {name: model_card(name, Path(path), self.preprocessors[name].manifest)
                       for name, path in packages.items()}
         self.handles = handles
+        self.max_concurrent, self.inflight = int(settings["max_concurrent_requests"]), 0
+        self.model_timeout_s, self.retry_after = float(settings["model_timeout_s"]), str(settings["retry_after_s"])
         if removed := sweep_stale_uploads():
             logger.info("removed %d upload folder(s) left by killed processes", removed)
 
@@ -309,19 +325,56 @@ class Ingress:
         except UploadError as exc:
             raise ApiError(exc.status, str(exc)) from exc
 
+    def _busy(self, detail: str) -> ApiError:
+        return ApiError(503, detail, "overloaded", headers={"Retry-After": self.retry_after})
+
+    async def _call_model(self, name: str, prepared: Any) -> dict[str, Any]:
+        """The model deployment's answer, or 503 + Retry-After when it is full, slow, restarting or not ready."""
+        from ray.exceptions import RayActorError
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+        response = self.handles[name].predict.remote(prepared)
+        try:
+            reply = await asyncio.wait_for(_awaited(response), self.model_timeout_s)
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise self._busy(f"model {name} did not answer within {self.model_timeout_s:g} s") from None
+        except BackPressureError:
+            raise self._busy(f"model {name} has too many queued requests") from None
+        except (RayActorError, DeploymentUnavailableError) as exc:  # a replica died or restarts
+            logger.warning("model %s unavailable (%s)", name, type(exc).__name__)
+            raise self._busy(f"model {name} is restarting") from None
+        if "unavailable" in reply:
+            raise ApiError(503, f"model {name} is not ready: {reply['unavailable']}", "model_unavailable",
+                           headers={"Retry-After": self.retry_after})
+        if "failed" in reply:
+            raise ApiError(500, f"inference failed for this input ({reply['failed']}); other requests are unaffected",
+                           "inference_failed")
+        return reply
+
     async def _predict(self, request: Request, task: str, options: RequestOptions) -> Response:
-        start = time.perf_counter()
         self._authorize(request)
         names = self._candidates(task, options.model)
         if options.output != "json" and task != "segmentation":
             raise ApiError(400, f"output={options.output} is for /v1/segment only")
+        if self.inflight >= self.max_concurrent:  # shed now: queueing only delays the same answer
+            raise self._busy(f"server busy: {self.inflight} requests in progress")
+        self.inflight += 1
+        try:
+            return await self._predict_admitted(request, task, names, options)
+        finally:
+            self.inflight -= 1
+
+    async def _predict_admitted(self, request: Request, task: str, names: list[str], options: RequestOptions
+                                ) -> Response:
+        start = time.perf_counter()
         # Our own folder per request (named by pid, so a killed process's are swept at the next start).
         with tempfile.TemporaryDirectory(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-") as tmp:
             path = Path(tmp) / "upload"
             size = await receive_upload(request, self.max_body, path)
             sources = await asyncio.to_thread(self._seg_sources, path) if options.output == "dicom-seg" else None
             name, prepared, prepare_ms = await asyncio.to_thread(self._prepare, path, names)
-        reply = await self.handles[name].predict.remote(prepared)
+        reply = await self._call_model(name, prepared)
         result, card = reply["result"], self.cards[name]
         if sources is not None:  # the mask as a DICOM Segmentation of the uploaded series (tumorbench.dicomseg)
             from tumorbench.dicomseg import MEDIA_TYPE, result_to_dicom_seg
@@ -370,14 +423,19 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
         name: ModelServer.options(
             name=f"model_{name}", user_config=settings.model_settings(),
             max_ongoing_requests=settings.max_ongoing_requests or 2 * settings.max_batch_size,
+            max_queued_requests=settings.max_queued_requests,
             ray_actor_options={"num_cpus": settings.cpus_per_replica, "num_gpus": gpus}, **scaling,
         ).bind(str(path), name, limits, settings.torch_threads)
         for name, path in packages.items()
     }
     # The ingress gets only its own settings: a user_config override in a config's `deployments`
     # (batch size, wait, threshold) then reconfigures the model replicas in place.
-    front = {**limits, "max_upload_mb": settings.max_upload_mb, "api_key": settings.api_key}
-    ingress = Ingress.options(num_replicas=settings.ingress_replicas, max_ongoing_requests=256,
+    front = {**limits, **settings.model_dump(include={"max_upload_mb", "api_key", "max_concurrent_requests",
+                                                         "model_timeout_s", "retry_after_s"})}
+    # A few more than the ingress admits itself, so the surplus gets its quick 503 rather than Serve's queue.
+    ingress = Ingress.options(num_replicas=settings.ingress_replicas,
+                              max_ongoing_requests=settings.max_concurrent_requests + 8,
+                              max_queued_requests=settings.max_queued_requests,
                               ray_actor_options={"num_cpus": settings.ingress_cpus})
     return ingress.bind(front, {name: str(path) for name, path in packages.items()}, handles)
 
@@ -419,7 +477,7 @@ class _Stop(Exception):
 
 
 def serve_forever(args: dict[str, Any], *, host: str = "127.0.0.1", port: int = 8000,
-                  address: str | None = None) -> None:
+                  address: str | None = None, request_timeout_s: float = 60.0) -> None:
     """Start Ray (or join ``address``), run the application and block until SIGINT / SIGTERM."""
     import signal
 
@@ -440,7 +498,7 @@ def serve_forever(args: dict[str, Any], *, host: str = "127.0.0.1", port: int = 
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=False)
             install()  # Ray's core worker replaces the SIGTERM handler with a crash dump that skips clean-up
-        serve.start(http_options={"host": host, "port": port})
+        serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
         serve.run(build_app(settings), name="tumorbench", route_prefix="/")
         print(f"tumorbench serving on http://{host}:{port} (OpenAPI: /docs); Ctrl-C or SIGTERM stops it", flush=True)
         while True:
