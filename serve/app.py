@@ -16,35 +16,36 @@ import base64
 import hmac
 import logging
 import os
-import resource
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve.model_server import ModelServer, ModelSettings, peak_rss_mb
 from serve.packages import REPO_ROOT, resolve_packages
-from serve.protocol import UPLOAD_OPENAPI, ApiError, RequestOptions, model_card, receive_upload
+from serve.protocol import (
+    LOOPBACK_HOSTS,
+    UPLOAD_OPENAPI,
+    ApiError,
+    RequestOptions,
+    exposure_problem,
+    host_allowed,
+    is_loopback,
+    model_card,
+    receive_upload,
+)
 
 logger = logging.getLogger("ray.serve")
 API_KEY_ENV = "TUMORBENCH_API_KEY"
 UPLOAD_PREFIX = "tumorbench-upload-"  # + "<pid>-": folders of dead processes are swept at start
-
-
-class ModelSettings(BaseModel):
-    """A model deployment's ``user_config``: changed live through ``reconfigure``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    max_batch_size: int = Field(16, ge=1, le=512)
-    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0)
-    threshold: float = Field(0.5, gt=0.0, lt=1.0)
 
 
 class AppArgs(ModelSettings):
@@ -71,6 +72,10 @@ class AppArgs(ModelSettings):
             its ongoing ones; past that Serve answers 503 (backpressure) instead of queueing.
         model_timeout_s: Longest wait for a model's answer; then 503 with ``Retry-After``.
         retry_after_s: The ``Retry-After`` of a 503.
+        allowed_hosts: ``Host`` header names answered (port ignored); others get 421. Loopback
+            names by default (stops DNS rebinding); ``"*"`` or other names expose the app, which
+            then needs ``api_key`` unless ``insecure`` is true.
+        insecure: Serve an exposed app without an API key, deliberately.
     """
 
     models: list[str] = Field(default_factory=lambda: ["runs/best"])
@@ -91,74 +96,23 @@ class AppArgs(ModelSettings):
     max_queued_requests: int = Field(64, ge=0)
     model_timeout_s: float = Field(30.0, gt=0)
     retry_after_s: int = Field(1, ge=0)
+    allowed_hosts: list[str] = Field(default_factory=lambda: list(LOOPBACK_HOSTS), min_length=1)
+    insecure: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "AppArgs":
         if not self.models:
             raise ValueError("models: give at least one model package")
+        problem = exposure_problem(tuple(self.allowed_hosts), self.api_key or os.environ.get(API_KEY_ENV),
+                                   self.insecure)
+        if problem:
+            raise ValueError(problem)
         if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.max_batch_size:
             raise ValueError("max_ongoing_requests must be >= max_batch_size, or @serve.batch never fills a batch")
         return self
 
     def model_settings(self) -> dict[str, Any]:
         return ModelSettings(**self.model_dump(include=set(ModelSettings.model_fields))).model_dump()
-
-
-def peak_rss_mb() -> float:
-    try:  # VmHWM: this process's peak resident set
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-@serve.deployment
-class ModelServer:
-    """One model package: ``@serve.batch`` forward passes, post-processing per request."""
-
-    def __init__(self, package: str, name: str, limits: dict[str, int], torch_threads: int | None = None) -> None:
-        import ray
-        import torch
-
-        from tumorbench.inference import Predictor
-        from tumorbench.uploads import UploadLimits
-
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-        self.name, self.settings = name, ModelSettings()
-        self.predictor = Predictor.from_package(package, device=device, limits=UploadLimits(**limits))
-        self.batch_sizes: dict[int, int] = {}
-        self.requests = 0
-
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        settings = ModelSettings(**user_config)
-        self.infer.set_max_batch_size(settings.max_batch_size)
-        self.infer.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-        self.settings = settings
-        logger.info("model %s reconfigured: %s", self.name, settings.model_dump())
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def infer(self, images: list[Any]) -> list[Any]:
-        self.batch_sizes[len(images)] = self.batch_sizes.get(len(images), 0) + 1
-        return await asyncio.to_thread(self.predictor.predict_batch, images)
-
-    async def predict(self, prepared: Any) -> dict[str, Any]:
-        """Forward (batched with concurrent requests) and post-processing of one prepared input."""
-        start = time.perf_counter()
-        probabilities = await self.infer(prepared.image)
-        forward = time.perf_counter()
-        result = await asyncio.to_thread(self.predictor.postprocess, prepared, probabilities, self.settings.threshold)
-        self.requests += 1
-        return {"result": result, "inference_ms": 1000 * (forward - start),
-                "postprocess_ms": 1000 * (time.perf_counter() - forward)}
-
-    def stats(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb(), "requests": self.requests,
-                "batch_sizes": dict(sorted(self.batch_sizes.items())), "device": str(self.predictor.device),
-                **self.settings.model_dump()}
 
 
 async def _awaited(response: Any) -> Any:
@@ -186,6 +140,7 @@ def sweep_stale_uploads(root: str | None = None) -> int:
     return removed
 
 
+Options = Annotated[RequestOptions, Depends(request_options)]
 api = FastAPI(title="tumorbench", version="1",
               description="Tumor classification and segmentation from PNG/JPEG, NIfTI and DICOM uploads.")
 
@@ -201,6 +156,16 @@ def _request_id(request: Request) -> str:
     if not hasattr(request.state, "request_id"):
         request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     return request.state.request_id
+
+
+_ALLOWED_HOSTS: list[tuple[str, ...]] = [LOOPBACK_HOSTS]  # set by the Ingress of this process
+
+
+@api.middleware("http")
+async def _check_host(request: Request, call_next: Any) -> Any:
+    if not host_allowed(request.headers.get("host"), _ALLOWED_HOSTS[0]):
+        return _error_response(ApiError(421, "this server does not answer for that Host name"), request)
+    return await call_next(request)
 
 
 @api.exception_handler(ApiError)
@@ -237,6 +202,11 @@ class Ingress:
         self.limits = UploadLimits(**{k: settings[k] for k in ("max_pixels", "max_voxels", "max_unpacked_bytes")})
         self.max_body = int(settings["max_upload_mb"] * 1024**2) + 64 * 1024  # multipart headers on top
         self.api_key = settings["api_key"] or os.environ.get(API_KEY_ENV) or None
+        allowed = tuple(h.strip("[]").lower() for h in settings["allowed_hosts"])
+        problem = exposure_problem(allowed, self.api_key, settings["insecure"])
+        if problem:  # the key may be set only in the cluster's environment: checked again where it is read
+            raise ValueError(problem)
+        _ALLOWED_HOSTS[0] = allowed
         self.preprocessors = {name: Preprocessor.from_package(path, self.limits) for name, path in packages.items()}
         self.cards = {name: model_card(name, Path(path), self.preprocessors[name].manifest)
                       for name, path in packages.items()}
@@ -248,7 +218,23 @@ class Ingress:
 
     @api.get("/healthz")
     def healthz(self) -> dict[str, Any]:
+        """Liveness: the ingress answers."""
         return {"status": "ok", "models": len(self.cards)}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        """Readiness per model (loaded and warmed up); 503 naming the models that are not."""
+        async def one(name: str, handle: Any) -> dict[str, Any]:
+            try:
+                return await asyncio.wait_for(_awaited(handle.ready.remote()), 5.0)
+            except Exception as exc:  # a replica still starting, restarting or gone
+                return {"ready": False, "error": f"no answer ({type(exc).__name__})"}
+
+        states = await asyncio.gather(*(one(name, handle) for name, handle in self.handles.items()))
+        models = dict(zip(self.handles, states))
+        not_ready = sorted(name for name, state in models.items() if not state.get("ready"))
+        body = {"ready": not not_ready, "not_ready": not_ready, "models": models}
+        return JSONResponse(body, status_code=200 if not not_ready else 503)
 
     @api.get("/v1/models")
     def list_models(self, request: Request) -> dict[str, Any]:
@@ -262,12 +248,12 @@ class Ingress:
         return {"ingress": {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb()}, "models": models}
 
     @api.post("/v1/classify", openapi_extra=UPLOAD_OPENAPI)
-    async def classify(self, request: Request, options: RequestOptions = Depends(request_options)) -> Any:
+    async def classify(self, request: Request, options: Options) -> Any:
         """Class probabilities and label of one uploaded image."""
         return await self._predict(request, "classification", options)
 
     @api.post("/v1/segment", openapi_extra=UPLOAD_OPENAPI)
-    async def segment(self, request: Request, options: RequestOptions = Depends(request_options)) -> Any:
+    async def segment(self, request: Request, options: Options) -> Any:
         """Tumor mask (base64 PNG for 2D, NIfTI for 3D) with area / volume, lesions and boxes; or a DICOM SEG."""
         return await self._predict(request, "segmentation", options)
 
@@ -431,7 +417,8 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
     # The ingress gets only its own settings: a user_config override in a config's `deployments`
     # (batch size, wait, threshold) then reconfigures the model replicas in place.
     front = {**limits, **settings.model_dump(include={"max_upload_mb", "api_key", "max_concurrent_requests",
-                                                         "model_timeout_s", "retry_after_s"})}
+                                                         "model_timeout_s", "retry_after_s", "allowed_hosts",
+                                                         "insecure"})}
     # A few more than the ingress admits itself, so the surplus gets its quick 503 rather than Serve's queue.
     ingress = Ingress.options(num_replicas=settings.ingress_replicas,
                               max_ongoing_requests=settings.max_concurrent_requests + 8,
@@ -453,7 +440,9 @@ def deploy(args: dict[str, Any], *, deployments: list[dict[str, Any]] | None = N
         deployments: Per-deployment overrides, e.g. ``[{"name": "model_x", "user_config": {...}}]``.
         timeout_s: How long to wait for the application to run.
     """
-    from ray.serve._private.api import serve_start  # what the serve CLI uses; ray is pinned
+    from ray.serve._private.api import (
+        serve_start,  # what the serve CLI uses; ray is pinned
+    )
     from ray.serve.schema import ServeDeploySchema
 
     client = serve_start(http_options={"host": host, "port": port})
@@ -483,6 +472,8 @@ def serve_forever(args: dict[str, Any], *, host: str = "127.0.0.1", port: int = 
 
     import ray
 
+    if not is_loopback(host) and "allowed_hosts" not in args:
+        args = {**args, "allowed_hosts": ["*"]}  # listening beyond loopback: answer any name (API key required)
     settings = AppArgs(**args)
 
     def stop(signum: int, _frame: Any) -> None:

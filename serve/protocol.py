@@ -57,6 +57,46 @@ class RequestOptions:
     output: str = "json"  # segment: "json" or "dicom-seg"
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address or host name stays on this machine."""
+    import ipaddress
+
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def host_allowed(header: str | None, allowed: tuple[str, ...]) -> bool:
+    """Whether a request's ``Host`` header (port stripped) is in ``allowed`` (``"*"``: any).
+
+    A web page can reach a loopback service by DNS rebinding (its own name resolving to
+    127.0.0.1); its requests still carry that name as Host, so a loopback-only allow-list stops them.
+    """
+    if "*" in allowed:
+        return True
+    if not header:
+        return False
+    host = header.strip().lower()
+    host = host[1:host.index("]")] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
+    return host in allowed
+
+
+def exposure_problem(allowed_hosts: tuple[str, ...], api_key: str | None, insecure: bool) -> str | None:
+    """Why an application reachable from other machines may not start as configured, or None."""
+    exposed = [h for h in allowed_hosts if h == "*" or not is_loopback(h)]
+    if exposed and not api_key and not insecure:
+        return (f"allowed_hosts {exposed} reach beyond this machine but no API key is set: set api_key (or "
+                f"TUMORBENCH_API_KEY), or insecure: true to serve without one deliberately")
+    return None
+
+
 def _content_type(header: str) -> email.message.Message:
     message = email.message.Message()
     message["content-type"] = header
@@ -101,7 +141,7 @@ async def receive_upload(request: Any, limit: int, dest: Path) -> int:
     bounded = Request(request.scope, _bounded_receive(request, limit))
     if kind in RAW_TYPES:
         size = 0
-        with open(dest, "wb") as sink:  # chunks of the server's size (64 kB): short blocking writes
+        with open(dest, "wb") as sink:  # noqa: ASYNC230 - chunks of the server's size (64 kB): short writes
             async for chunk in bounded.stream():
                 sink.write(chunk)
                 size += len(chunk)

@@ -33,7 +33,11 @@ import pydicom
 from PIL import Image
 from pydicom.filereader import read_file_meta_info
 from pydicom.multival import MultiValue
-from pydicom.uid import DeflatedExplicitVRLittleEndian, MediaStorageDirectoryStorage, UncompressedTransferSyntaxes
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
+    UncompressedTransferSyntaxes,
+)
 
 from tumorbench.data.catalog import BRATS_CHANNELS
 from tumorbench.data.io import ImageData, has_second_frame, read_image

@@ -9,17 +9,18 @@ import sys
 import time
 import tracemalloc
 
+import attack_files
 import pytest
 import requests
 from conftest import REPO_ROOT
 from starlette.requests import Request
 
-import attack_files
-
 sys.path.insert(0, str(REPO_ROOT))  # `serve` is a folder of the repository, not an installed package
 
-from serve.packages import resolve_packages  # noqa: E402
-from serve.protocol import ApiError, receive_upload  # noqa: E402
+from serve.packages import resolve_packages
+from serve.protocol import LOOPBACK_HOSTS, ApiError, exposure_problem, host_allowed, receive_upload
+
+FILE_PART = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
 
 
 def _multipart(files: dict, data: dict | None = None) -> tuple[str, bytes]:
@@ -68,12 +69,10 @@ def test_multipart_file_bytes_survive_exactly(tmp_path):
     ("application/octet-stream", b"", 400, "empty upload"),
     ("text/plain", b"hello", 415, "unsupported content type 'text/plain'"),
     ("multipart/form-data", b"--b\r\n", 400, "malformed multipart body"),
-    ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\""
-     b"\r\n\r\nab", 400, ""),
-    ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=\"PATIENT_DOE\"\r\n\r\nab"
-     b"\r\n--b--\r\n", 400, "no file in the field 'file' (1 other field(s))"),
-    ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\""
-     b"\r\n\r\n\r\n--b--\r\n", 400, "empty upload"),
+    ("multipart/form-data; boundary=b", FILE_PART + b"ab", 400, ""),
+    ("multipart/form-data; boundary=b", b'--b\r\nContent-Disposition: form-data; name="PATIENT_DOE"\r\n\r\nab\r\n--b--',
+     400, "no file in the field 'file' (1 other field(s))"),
+    ("multipart/form-data; boundary=b", FILE_PART + b"\r\n--b--\r\n", 400, "empty upload"),
 ])
 def test_malformed_uploads(tmp_path, content_type, body, status, words):
     error = _refused(tmp_path, content_type, body)
@@ -131,3 +130,23 @@ def test_run_folder_serves_its_best_checkpoint_and_names_are_unique(tmp_path, mo
         resolve_packages([str(tmp_path / "gan")])
     with pytest.raises(FileNotFoundError):
         resolve_packages([str(tmp_path / "missing")])
+
+
+@pytest.mark.parametrize("header, allowed, ok", [
+    ("127.0.0.1:8000", LOOPBACK_HOSTS, True),
+    ("localhost", LOOPBACK_HOSTS, True),
+    ("[::1]:8000", LOOPBACK_HOSTS, True),
+    ("evil.example:8000", LOOPBACK_HOSTS, False),  # DNS rebinding: the attacker's name, resolved to 127.0.0.1
+    ("127.0.0.1.evil.example", LOOPBACK_HOSTS, False),
+    (None, LOOPBACK_HOSTS, False),
+    ("scanner.example.org", ("*",), True),
+])
+def test_host_allow_list(header, allowed, ok):
+    assert host_allowed(header, allowed) is ok
+
+
+def test_exposed_without_api_key_is_refused():
+    assert exposure_problem(LOOPBACK_HOSTS, None, False) is None
+    assert "no API key" in exposure_problem(("*",), None, False)
+    assert "no API key" in exposure_problem(("10.0.0.5",), None, False)
+    assert exposure_problem(("*",), "key", False) is None and exposure_problem(("*",), None, True) is None

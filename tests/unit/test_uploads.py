@@ -13,16 +13,21 @@ import zipfile
 import zlib
 from pathlib import Path
 
+import attack_files
 import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
-
-import attack_files
 from tumorbench.data.io import read_dicom_series, read_image_2d
 from tumorbench.data.writers import write_dicom_series, write_nifti
 from tumorbench.errors import DataError
-from tumorbench.uploads import UploadError, UploadLimits, quiet_pydicom, read_upload, sniff_format
+from tumorbench.uploads import (
+    UploadError,
+    UploadLimits,
+    quiet_pydicom,
+    read_upload,
+    sniff_format,
+)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -152,11 +157,11 @@ def test_gzip_that_is_not_nifti_is_unsupported(tmp_path):
 # ----------------------------------------------------------------------------- bounded work (issue 11)
 
 
-def _upload(tmp_path: Path, data: bytes, limits: UploadLimits = UploadLimits()) -> UploadError:
+def _upload(tmp_path: Path, data: bytes, limits: UploadLimits | None = None) -> UploadError:
     path = tmp_path / "upload"
     path.write_bytes(data)
     with pytest.raises(UploadError) as caught:
-        read_upload(path, limits, label="upload")
+        read_upload(path, limits or UploadLimits(), label="upload")
     return caught.value
 
 
