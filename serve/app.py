@@ -35,6 +35,7 @@ from serve.protocol import (
     UPLOAD_OPENAPI,
     ApiError,
     RequestOptions,
+    discard_body,
     exposure_problem,
     host_allowed,
     is_loopback,
@@ -284,6 +285,7 @@ class Ingress:
         if options.output != "json" and task != "segmentation":
             raise ApiError(400, f"output={options.output} is for /v1/segment only")
         if self.inflight >= self.max_concurrent:  # shed now: queueing only delays the same answer
+            await discard_body(request, self.max_body)  # network time only: a closed socket loses the answer
             raise self._busy(f"server busy: {self.inflight} requests in progress")
         self.inflight += 1
         try:

@@ -130,6 +130,15 @@ def _bounded_receive(request: Any, limit: int) -> Any:
     return receive
 
 
+async def discard_body(request: Any, limit: int) -> None:
+    """Read and drop the body (at most ``limit`` bytes) so an early answer reaches a client still sending."""
+    received = 0
+    async for chunk in request.stream():
+        received += len(chunk)
+        if received > limit:
+            return
+
+
 async def receive_upload(request: Any, limit: int, dest: Path) -> int:
     """Write the uploaded file (multipart field ``file`` or a raw body) to ``dest``; returns its size."""
     content_type = request.headers.get("content-type", "")
