@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from types import SimpleNamespace
 
@@ -92,3 +93,15 @@ def test_unloadable_package_is_not_ready_and_unhealthy_after_repeated_failures()
     server.failed_batches = 5
     with pytest.raises(RuntimeError, match="batches all failed"):
         server.check_health()
+
+
+def test_upload_folders_of_killed_processes_are_swept(tmp_path):
+    from serve.app import UPLOAD_PREFIX, sweep_stale_uploads
+
+    dead = tmp_path / f"{UPLOAD_PREFIX}999999999-abc"  # above pid_max: no such process
+    alive = tmp_path / f"{UPLOAD_PREFIX}{os.getpid()}-def"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "upload").write_bytes(b"DOE^JOHN")
+    assert sweep_stale_uploads(str(tmp_path)) == 1
+    assert not dead.exists() and (alive / "upload").exists()
