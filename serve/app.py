@@ -148,9 +148,14 @@ class Ingress:
             raise ValueError(problem)
         _ALLOWED_HOSTS[0] = allowed
         self.telemetry = _TELEMETRY[0] = Telemetry()
-        self.preprocessors = {name: Preprocessor.from_package(path, self.limits) for name, path in packages.items()}
-        self.cards = {name: model_card(name, Path(path), self.preprocessors[name].manifest)
-                      for name, path in packages.items()}
+        self.preprocessors, self.cards = {}, {}
+        for name, path in packages.items():
+            try:
+                self.preprocessors[name] = Preprocessor.from_package(path, self.limits)
+            except Exception as exc:  # its model deployment is not ready either: /readyz names it
+                logger.error("model %s: manifest unusable, not served (%s: %s)", name, type(exc).__name__, exc)
+                continue
+            self.cards[name] = model_card(name, Path(path), self.preprocessors[name].manifest)
         self.handles = handles
         self.max_concurrent, self.inflight = int(settings["max_concurrent_requests"]), 0
         self.model_timeout_s, self.retry_after = float(settings["model_timeout_s"]), str(settings["retry_after_s"])
