@@ -30,8 +30,9 @@ PHI = ("DOE", "JOHN", "MRN123456", "19610415", "1.2.826.")
 
 def _cases(small: bool) -> dict[str, tuple[str, object]]:
     """name -> (kind, bytes maker); kind: "file" for read_upload, a content type for receive_upload."""
-    import attack_files as af
     import numpy as np
+
+    import attack_files as af
 
     scale = 16 if small else 1
     return {
@@ -73,9 +74,8 @@ def _request(path: Path, content_type: str):
 
 def _measure(path: Path, kind: str, content_type: str) -> dict:
     """One call in this (fresh) process."""
-    from tumorbench.uploads import UploadError, read_upload
-
     from serve.protocol import ApiError, receive_upload
+    from tumorbench.uploads import UploadError, read_upload
 
     request = _request(path, content_type) if kind == "form" else None
     Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM to the current RSS
@@ -120,7 +120,8 @@ def main() -> None:
                    "phi_in_log": any(secret in out.stderr for secret in PHI)}
             rows.append(row)
             path.unlink()
-    print("| input | bytes | status | CPU s | peak RSS +MB | PHI in answer / log | answer |\n|---|---|---|---|---|---|---|")
+    print("| input | bytes | status | CPU s | peak RSS +MB | PHI in answer / log | answer |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         phi = f"{'yes' if r['phi_in_detail'] else 'no'} / {'yes' if r['phi_in_log'] else 'no'}"
         print(f"| {r['input']} | {r['bytes']:,} | {r['status']} | {r['cpu_s']:.3f} | {r['peak_rss_growth_mb']:.1f} | "

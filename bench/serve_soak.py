@@ -31,8 +31,9 @@ sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests"), str(REPO_ROOT / "platf
 
 
 def _bad_inputs() -> list[tuple[str, bytes]]:
-    import attack_files as af
     import numpy as np
+
+    import attack_files as af
 
     return [("deflated DICOM", af.deflated_dicom(16)), ("extra frames", af.extra_frames_dicom(8)),
             ("TIFF chain", af.tiff_chain(4096)), ("RGB PNG over max_pixels", af.rgb_png(8000, 5000)),
@@ -112,11 +113,11 @@ def main() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     import requests
-    from model_packages import SEG2D, make_package, synthetic_png
     from ray import serve
-    from tumorbench.inference import Predictor
 
+    from model_packages import SEG2D, make_package, synthetic_png
     from serve.app import deploy
+    from tumorbench.inference import Predictor
 
     tmp = Path(tempfile.mkdtemp(prefix="serve-soak-"))
     package = make_package(tmp / "seg2d", SEG2D)

@@ -268,7 +268,7 @@ class Ingress:
         response = self.handles[name].predict.remote(prepared)
         try:
             reply = await asyncio.wait_for(_awaited(response), self.model_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             response.cancel()
             raise self._busy(f"model {name} did not answer within {self.model_timeout_s:g} s") from None
         except BackPressureError:

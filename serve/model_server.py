@@ -45,6 +45,7 @@ def peak_rss_mb() -> float:
 def warm_up_image(manifest: Any) -> Any:
     """A small random input the package's preprocessing accepts (2D image or volume, its channels)."""
     import numpy as np
+
     from tumorbench.data.io import ImageData
 
     rng = np.random.default_rng(0)
@@ -71,6 +72,7 @@ class ModelServer:
     def __init__(self, package: str, name: str, limits: dict[str, int], torch_threads: int | None = None) -> None:
         import ray
         import torch
+
         from tumorbench.inference import Predictor
         from tumorbench.uploads import UploadLimits, quiet_pydicom
 

@@ -20,6 +20,7 @@ import pydicom
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_dataset, write_file_meta_info
 from pydicom.uid import DeflatedExplicitVRLittleEndian
+
 from tumorbench.data.writers import write_dicom_series
 
 FAKE_PHI = {"name": "DOE^JOHN", "mrn": "MRN123456", "birth_date": "19610415"}

@@ -22,12 +22,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import attack_files
 import requests
 import torch
-from model_packages import CLS2D, CT3D, SEG2D, SEG3D, make_package, synthetic_png
 from PIL import Image
 
+import attack_files
+from model_packages import CLS2D, CT3D, SEG2D, SEG3D, make_package, synthetic_png
 from tumorbench.data.writers import write_dicom_series, write_nifti
 from tumorbench.inference import Predictor
 

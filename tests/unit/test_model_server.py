@@ -8,6 +8,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
+
 from conftest import REPO_ROOT
 
 pytest.importorskip("ray.serve")

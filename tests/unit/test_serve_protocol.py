@@ -9,11 +9,12 @@ import sys
 import time
 import tracemalloc
 
-import attack_files
 import pytest
 import requests
-from conftest import REPO_ROOT
 from starlette.requests import Request
+
+import attack_files
+from conftest import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))  # `serve` is a folder of the repository, not an installed package
 

@@ -13,11 +13,12 @@ import zipfile
 import zlib
 from pathlib import Path
 
-import attack_files
 import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+
+import attack_files
 from tumorbench.data.io import read_dicom_series, read_image_2d
 from tumorbench.data.writers import write_dicom_series, write_nifti
 from tumorbench.errors import DataError
