@@ -74,7 +74,7 @@ def _request(path: Path, content_type: str):
 
 def _measure(path: Path, kind: str, content_type: str) -> dict:
     """One call in this (fresh) process."""
-    from serve.protocol import ApiError, receive_upload
+    from tumorbench.serving.protocol import ApiError, receive_upload
     from tumorbench.uploads import UploadError, read_upload
 
     request = _request(path, content_type) if kind == "form" else None

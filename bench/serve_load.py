@@ -1,6 +1,6 @@
 """Load benchmark of the Serve app: batched vs unbatched serving vs the raw forward pass, on loopback.
 
-Starts Ray and the app (``serve.app:build_app`` deployed from a config, as ``serve run``
+Starts Ray and the app (``tumorbench.serving.app:build_app`` deployed from a config, as ``serve run``
 does) with one model package, then for each setup drives ``POST /v1/<task>`` with the same
 file at several client concurrencies (asyncio + aiohttp), each level bounded by a request
 count and a time cap:
@@ -25,7 +25,6 @@ import asyncio
 import json
 import os
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 DEFAULT_RUN = REPO_ROOT / "runs" / "lgg_unet" / "train"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "lgg"
 _HEADERS: dict[str, str] = {}  # X-API-Key for --url apps that need one
@@ -63,13 +61,14 @@ def _default_package(tmp: Path) -> Path:
     if DEFAULT_RUN.is_dir():
         return DEFAULT_RUN
     from tumorbench.models import create_model
-    from tumorbench.training.checkpoint import ModelManifest, save_checkpoint
+    from tumorbench.package import ModelManifest
+    from tumorbench.package.weights import save_package
 
     kwargs = {"spatial_dims": 2, "in_channels": 3, "out_channels": 1}
     manifest = ModelManifest(name="unet", task="segmentation", model_kwargs=kwargs, spatial_dims=2, data_dims=2,
                              in_channels=3, out_channels=1, preprocess={"spatial_size": [64, 64]},
                              data={"layout": "bench"})
-    return save_checkpoint(tmp / "unet64", create_model("unet", **kwargs), manifest)
+    return save_package(tmp / "unet64", create_model("unet", **kwargs), manifest)
 
 
 def _default_image(tmp: Path) -> Path:
@@ -185,7 +184,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="serve_load_"))
     package = args.package or _default_package(tmp)
     image = args.image or _default_image(tmp)
-    from serve.app import peak_rss_mb, resolve_packages
+    from tumorbench.serving.app import peak_rss_mb, resolve_packages
 
     package = next(iter(resolve_packages([str(package)]).values()))  # a run folder -> its best checkpoint
     task = json.loads((package / "model.json").read_text())["task"]
@@ -197,9 +196,8 @@ def main() -> None:
     if url is None and {"batched", "unbatched"} & set(setups):
         import ray
 
-        from serve.app import deploy
+        from tumorbench.serving.app import deploy
 
-        os.chdir(REPO_ROOT)  # replicas import serve.app from the driver's working directory
         ray.init(include_dashboard=False, log_to_driver=False)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))

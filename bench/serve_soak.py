@@ -116,8 +116,8 @@ def main() -> None:
     from ray import serve
 
     from model_packages import SEG2D, make_package, synthetic_png
-    from serve.app import deploy
     from tumorbench.inference import Predictor
+    from tumorbench.serving.app import deploy
 
     tmp = Path(tempfile.mkdtemp(prefix="serve-soak-"))
     package = make_package(tmp / "seg2d", SEG2D)

@@ -1,1 +1,1 @@
-"""tumorbench's Ray Serve application (``serve run serve/config.yaml`` from the repository root)."""
+"""The Serve config (``serve run serve/config.yaml``) and the HTTP client; the application is ``tumorbench.serving``."""

@@ -2,7 +2,7 @@
 
 ``tests/`` is on ``sys.path`` through its ``conftest.py``, so test modules import this
 as ``model_packages``. No training: a seeded ``*_tiny`` model saved with
-``save_checkpoint``; the last layer's bias is shifted so masks hold both classes.
+``save_package``; the last layer's bias is shifted so masks hold both classes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from tumorbench.models import create_model
-from tumorbench.training.checkpoint import ModelManifest, save_checkpoint
+from tumorbench.package import ModelManifest
+from tumorbench.package.weights import save_package
 
 SEG2D = dict(name="unet_tiny", task="segmentation", spatial_dims=2, data_dims=2, in_channels=3, out_channels=1,
              preprocess={"spatial_size": [64, 64], "normalize": "zscore"}, data={"layout": "lgg"})
@@ -39,7 +40,7 @@ def make_package(directory: str | Path, spec: dict, *, seed: int = 0, metrics: d
         _spread_outputs(model)
     fields = {k: v for k, v in spec.items()}
     manifest = ModelManifest(model_kwargs=kwargs, metrics=metrics or {"dice": 0.5}, epoch=3, **fields)
-    return save_checkpoint(directory, model, manifest)
+    return save_package(directory, model, manifest)
 
 
 def _spread_outputs(model: torch.nn.Module) -> None:
@@ -60,4 +61,14 @@ def synthetic_png(path: Path, size: tuple[int, int] = (100, 120), seed: int = 0)
     image = rng.normal(60, 15, (*size, 3))
     image[(yy - size[0] // 2) ** 2 + (xx - size[1] // 3) ** 2 < (min(size) // 5) ** 2] += 120
     Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def manifest_only(path: Path, task: str, metrics: dict, name: str = "unet_tiny", layout: str = "lgg",
+                  epoch: int = 3) -> Path:
+    """A folder with a valid ``model.json`` and no weights: enough for package discovery."""
+    spec = {"segmentation": SEG2D, "classification": CLS2D}.get(task, dict(SEG2D, task=task))
+    fields = dict(spec, name=name, data={"layout": layout}, metrics=metrics, epoch=epoch, model_kwargs={})
+    path.mkdir(parents=True)
+    (path / "model.json").write_text(ModelManifest(**fields).to_json())
     return path

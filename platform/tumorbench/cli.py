@@ -122,8 +122,8 @@ def preview(path: Path, out: Path, layout: str, n: int, seed: int) -> None:
               help="Drop byte-identical images before splitting.")
 def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: str, dedupe: bool) -> None:
     """Write a patient-level stratified k-fold split file."""
-    from tumorbench.data.check import add_tumor_presence
     from tumorbench.data.catalog import scan
+    from tumorbench.data.check import add_tumor_presence
     from tumorbench.data.splits import SplitConfig, make_splits, write_splits
 
     frame = scan(path, layout)
@@ -153,12 +153,16 @@ def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: s
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--gpus/--no-gpus", "use_gpu", default=None, help="Use a GPU per worker (default: if the cluster has them).")
+@click.option("--gpus/--no-gpus", "use_gpu", default=None,
+              help="Use a GPU per worker (default: if the cluster has them).")
 @click.option("--pretrained", is_flag=True, help="Start from ImageNet weights (classifiers).")
-@click.option("--image-size", type=int, multiple=True, help="Resize inputs (repeat per axis: --image-size 128 --image-size 128).")
-@click.option("--spatial-dims", type=click.Choice(["2", "3"]), default="2", show_default=True, help="Model dimensionality.")
+@click.option("--image-size", type=int, multiple=True,
+              help="Resize inputs (repeat per axis: --image-size 128 --image-size 128).")
+@click.option("--spatial-dims", type=click.Choice(["2", "3"]), default="2", show_default=True,
+              help="Model dimensionality.")
 @click.option("--augment", type=click.Choice(["none", "light", "medium", "strong"]), default="light", show_default=True)
-@click.option("--normalize", type=click.Choice(["zscore", "minmax", "ct_window", "none"]), default="zscore", show_default=True)
+@click.option("--normalize", type=click.Choice(["zscore", "minmax", "ct_window", "none"]), default="zscore",
+              show_default=True)
 @click.option("--channels", type=int, default=None, help="Force image channels (1 grey, 3 RGB) for mixed data.")
 @click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True, help="Early stopping (0: off).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -167,28 +171,26 @@ def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: s
 @click.option("--synthetic-fraction", type=click.FloatRange(0, 4), default=0.0, show_default=True,
               help="Generated images per real training image (needs --gan-checkpoint).")
 @click.option("--option", "options", multiple=True, metavar="KEY=JSON",
-              help="Any other training setting, e.g. --option freeze_backbone_epochs=2 --option model_kwargs='{\"width\": 8}'.")
+              help="Any other training setting, merged key by key onto the flags, e.g. "
+                   "--option freeze_backbone_epochs=2 --option preprocess.contrast=clahe "
+                   "--option model_kwargs='{\"width\": 8}'.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")
 def train(**opts) -> None:
     """Train one model on one fold with Ray Train; checkpoints are model packages."""
     from tumorbench.training.trainer import fit
+    from tumorbench.tuning.trial import best_checkpoint
 
     config = _train_config(opts)
     result = fit(config, resume=opts["resume"], address=opts["address"])
-    best = result.best_checkpoints[-1] if result.best_checkpoints else None
     click.echo(f"finished: {config.out}/train")
-    if best is not None:
-        from tumorbench.tasks import get_task
-
-        task, metric = get_task(config.task), config.selection_metric
-        checkpoint, metrics = min(result.best_checkpoints,
-                                  key=lambda item: task.sort_key(float(item[1].get(metric, "nan")), metric))
-        click.echo(f"best checkpoint: {checkpoint.path} (epoch {metrics.get('epoch')})")
+    if result.best_checkpoints:
+        checkpoint, metrics = best_checkpoint(result, config.selection_metric, config.selection_mode)
+        click.echo(f"best checkpoint: {checkpoint} (epoch {metrics.get('epoch')})")
 
 
 def _train_config(opts: dict):
-    from tumorbench.training.config import TrainConfig, TrainConfigError
+    from tumorbench.training.config import TrainConfig, TrainConfigError, merge_settings
     from tumorbench.transforms import AugmentConfig, PreprocessConfig
 
     spatial_dims = int(opts["spatial_dims"])
@@ -202,14 +204,15 @@ def _train_config(opts: dict):
                   seed=opts["seed"], preprocess=preprocess, synthetic_fraction=opts["synthetic_fraction"],
                   gan_checkpoint=str(opts["gan_checkpoint"]) if opts["gan_checkpoint"] else None,
                   augment=AugmentConfig.preset(opts["augment"], spatial_dims=2))
+    options = {}
     for option in opts["options"]:
         key, _, raw = option.partition("=")
         try:
-            values[key] = json.loads(raw)
+            options[key] = json.loads(raw)
         except json.JSONDecodeError:
-            values[key] = raw
-    try:
-        return TrainConfig.from_dict(values)
+            options[key] = raw
+    try:  # --option preprocess.contrast=clahe keeps the other preprocess flags (the one merge rule)
+        return TrainConfig.from_dict(merge_settings(values, options))
     except TypeError as exc:
         raise TrainConfigError(str(exc)) from exc
 
@@ -250,6 +253,15 @@ def predict_command(package: Path, source: Path, out: Path | None, threshold: fl
     click.echo(json.dumps(summary, indent=1))
 
 
+@main.command("compare", context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def compare_command(args: tuple[str, ...]) -> None:
+    """Run a comparison study (the options of experiments/compare.py; --help lists them)."""
+    from tumorbench.study.cli import main as compare_main
+
+    sys.exit(compare_main(list(args), prog="tumorbench compare"))
+
+
 @main.command("models")
 @click.option("--task", type=click.Choice(["classification", "segmentation", "gan"]), default=None)
 def list_models_command(task: str | None) -> None:
@@ -264,7 +276,8 @@ def list_models_command(task: str | None) -> None:
 
 @main.command("serve")
 @click.option("--models", "models", multiple=True, required=True, metavar="DIR",
-              help="Model package, folder of packages or training run's train/ folder; NAME=DIR names it.")
+              help="Model package, folder of packages, or a training run (--out of `tumorbench train`, or its "
+                   "train/): its best checkpoint; NAME=DIR names it.")
 @click.argument("more_models", nargs=-1, metavar="[DIR]...")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Listen address (loopback unless you say).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -282,22 +295,21 @@ def serve_command(models: tuple[str, ...], more_models: tuple[str, ...], host: s
                   batch_wait_ms: float, threshold: float, replicas: int, gpu_per_replica: float, api_key: str | None,
                   max_upload_mb: float, address: str | None, insecure: bool) -> None:
     """Serve model packages over HTTP with Ray Serve until Ctrl-C / SIGTERM (see serve/config.yaml)."""
-    repo = Path(__file__).resolve().parents[2]
-    if not (repo / "serve" / "app.py").is_file():
-        raise click.ClickException(f"serve/app.py not found under {repo}: run from a checkout of tumorbench")
+    import pydantic
+
+    from tumorbench.serving.app import serve_forever
+
     entries = []
-    for entry in (*models, *more_models):  # absolute, as the server runs from the repository root
+    for entry in (*models, *more_models):  # absolute: Serve builds the application in another process
         name, sep, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
         entries.append(f"{name}{sep}{Path(path).expanduser().resolve()}")
-    sys.path.insert(0, str(repo))
-    from serve.app import serve_forever
 
     try:
         serve_forever({"models": entries, "max_batch_size": max_batch_size,
                        "batch_wait_timeout_s": batch_wait_ms / 1000, "threshold": threshold, "num_replicas": replicas,
                        "gpu_per_replica": gpu_per_replica, "api_key": api_key, "max_upload_mb": max_upload_mb,
                        "insecure": insecure}, host=host, port=port, address=address)
-    except ValueError as exc:  # settings refused before Ray starts (e.g. exposed without an API key)
+    except pydantic.ValidationError as exc:  # settings refused before Ray starts (e.g. exposed without an API key)
         raise click.ClickException(str(exc)) from None
 
 

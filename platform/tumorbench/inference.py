@@ -41,8 +41,9 @@ from scipy import ndimage
 
 from tumorbench.data.io import ImageData, to_canonical
 from tumorbench.errors import DataError
-from tumorbench.training.checkpoint import ModelManifest, load_model, read_manifest
-from tumorbench.training.validation import predict_volume
+from tumorbench.package import ModelManifest, read_manifest
+from tumorbench.package.weights import load_model
+from tumorbench.tasks import get_task
 from tumorbench.transforms import PreprocessConfig, build_transforms
 from tumorbench.uploads import UploadError, UploadLimits, read_upload
 
@@ -241,7 +242,7 @@ class Predictor:
         """
         plain = [x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x) for x in images]
         m = self.manifest
-        if m.task == "segmentation" and m.data_dims == 3:
+        if get_task(m.task).with_mask and m.data_dims == 3:
             return [predict_volume(self.model, x, model_dims=m.spatial_dims, roi_size=self._roi(x.shape[1:]),
                                    device=self.device) for x in plain]
         groups: dict[tuple, list[int]] = {}
@@ -260,7 +261,7 @@ class Predictor:
         return tuple(min(_ROI_CAP, _DIVISOR * math.ceil(s / _DIVISOR)) for s in spatial)
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.manifest.task == "classification":
+        if not get_task(self.manifest.task).with_mask:  # one probability per class
             return torch.softmax(self.model(batch).float(), dim=1)
         spatial = batch.shape[2:]
         pad = [(-s) % _DIVISOR for s in spatial]
@@ -272,7 +273,7 @@ class Predictor:
     def postprocess(self, prepared: Prepared, probabilities: torch.Tensor, threshold: float | None = None):
         """A :class:`ClassificationResult` or :class:`SegmentationResult` from ``predict_batch`` output."""
         threshold = self.threshold if threshold is None else float(threshold)
-        if self.manifest.task == "classification":
+        if not get_task(self.manifest.task).with_mask:
             return self._classification(np.asarray(probabilities, dtype=float), threshold)
         probs = self.preprocessor.restore(prepared, probabilities)
         mask = (probs > threshold).astype(np.uint8)
@@ -291,6 +292,23 @@ class Predictor:
         else:
             label = names[int(np.argmax(probs))]
         return ClassificationResult(label, {n: float(p) for n, p in zip(names, probs)}, threshold, positive)
+
+
+@torch.no_grad()
+def predict_volume(model: torch.nn.Module, image: torch.Tensor, *, model_dims: int,
+                   roi_size: Sequence[int] | None, device: torch.device) -> torch.Tensor:
+    """Foreground probabilities ``(C, I, J, K)`` of one volume ``(C_in, I, J, K)``."""
+    from monai.inferers import SliceInferer, sliding_window_inference
+
+    batch = torch.as_tensor(image).float().to(device)[None]
+    if model_dims == 2:
+        # A 2D model reads the volume one axial slice at a time.
+        inferer = SliceInferer(roi_size=tuple(batch.shape[2:4]), spatial_dim=2, sw_batch_size=8, progress=False)
+        logits = inferer(batch, model)
+    else:
+        roi = tuple(roi_size) if roi_size else tuple(min(s, 64) for s in batch.shape[2:])
+        logits = sliding_window_inference(batch, roi, sw_batch_size=2, predictor=model, overlap=0.25)
+    return torch.sigmoid(logits[0].float()).cpu()
 
 
 def measure_mask(mask: np.ndarray, unit: float, size_key: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import gzip
 import io
 import socket
 import struct
-import sys
 import time
 import zipfile
 import zlib
@@ -57,9 +56,7 @@ def _args(packages: dict[str, Path], **extra) -> dict:
 def app(ray_session, tmp_path_factory):
     from ray import serve
 
-    if str(REPO_ROOT) not in sys.path:  # `serve` is a folder of the repository, not an installed package
-        sys.path.insert(0, str(REPO_ROOT))
-    from serve.app import deploy
+    from tumorbench.serving.app import deploy
 
     root = tmp_path_factory.mktemp("serve")
     packages = {name: make_package(root / name, spec) for name, spec in

@@ -11,14 +11,14 @@ import pytest
 import torch
 from sklearn.metrics import accuracy_score, roc_auc_score
 
+from conftest import write_blob_folders  # noqa: E402
 from tumorbench.data.synthetic import BrainPhantomConfig, make_brain_study
-from tumorbench.training.checkpoint import load_model
+from tumorbench.package import find_packages
+from tumorbench.package.weights import load_model
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.data import fold_cases, transforms_for
 from tumorbench.training.trainer import fit
 from tumorbench.transforms import AugmentConfig, PreprocessConfig, SamplingConfig
-
-from conftest import write_blob_folders  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -64,6 +64,10 @@ def test_classification_package_resume_and_metrics(ray_session, tmp_path):
     last = _history(tmp_path / "run")[-1]
     assert float(last["accuracy"]) == pytest.approx(accuracy_score(y_true, np.asarray(scores) >= 0.5))
     assert float(last["auc"]) == pytest.approx(roc_auc_score(y_true, scores))
+    # `tumorbench serve --models RUN` serves the run's best checkpoint: highest AUC, the later epoch on ties.
+    kept = {int(p.name[-4:]) for p in (tmp_path / "run" / "train").glob("checkpoint_epoch_*")}
+    best = max((float(r["auc"]), int(r["epoch"])) for r in _history(tmp_path / "run") if int(r["epoch"]) in kept)[1]
+    assert find_packages(tmp_path / "run") == [tmp_path / "run" / "train" / f"checkpoint_epoch_{best:04d}"]
 
 
 def test_3d_segmentation_two_workers_sliding_window(ray_session, tmp_path):

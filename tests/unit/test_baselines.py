@@ -2,14 +2,13 @@
 
 References are computed independently here: numpy / scipy.stats for first-order
 statistics, skimage's GLCM and a hand-counted co-occurrence contrast, numpy pixel
-counts for shapes and Dice, sklearn metrics for accuracy and AUC, and
-PatientDiceAccumulator for per-patient pooling.
+counts for shapes and Dice, sklearn metrics for accuracy and AUC, and the metrics of all
+of a patient's voxels at once for per-patient pooling.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from PIL import Image
 from scipy import ndimage, stats
@@ -25,24 +24,31 @@ from tumorbench.baselines import (
     KMeansSegmenter,
     OtsuSegmenter,
     UnknownBaselineError,
-    create_baseline,
     fit_predict_fold,
     list_baselines,
     load_feature_inputs,
     make_classifier,
+    make_segmenter,
     patient_metrics,
     segment_fold,
 )
 from tumorbench.baselines.classifiers import _inner_cv
 from tumorbench.baselines.regions import fill_holes
 from tumorbench.errors import DataError
-from tumorbench.evaluation.metrics import PatientDiceAccumulator
+from tumorbench.evaluation.metrics import compute_dice, compute_precision
 
 ONLY_FIRST_ORDER = dict(glcm=False, lbp=False, hog=False, shape=False)
 
 
 def _dice(pred: np.ndarray, target: np.ndarray) -> float:
     return 2 * np.count_nonzero(pred & target) / (np.count_nonzero(pred) + np.count_nonzero(target))
+
+
+def _pooled(metric, preds, targets) -> float:
+    """``metric`` of all of a patient's voxels at once (one flat row of every case's mask)."""
+    def flat(masks):
+        return np.concatenate([np.ravel(m) for m in masks])[None]
+    return metric(flat(preds), flat(targets))
 
 
 def _named(features: HandcraftedFeatures, vector: np.ndarray) -> dict[str, float]:
@@ -253,10 +259,10 @@ def test_inner_cv_keeps_patients_together():
 def test_registry():
     assert list_baselines("classification") == ["logreg", "svm", "random_forest", "gradient_boosting"]
     assert list_baselines("segmentation") == ["otsu", "kmeans"]
-    assert isinstance(create_baseline("otsu", classes=2), OtsuSegmenter)
-    assert create_baseline("random_forest", n_estimators=7).get_params()["clf__n_estimators"] == 7
-    with pytest.raises(UnknownBaselineError, match="unknown baseline 'unet'.*logreg"):
-        create_baseline("unet")
+    assert isinstance(make_segmenter("otsu", classes=2), OtsuSegmenter)
+    assert make_classifier("random_forest", n_estimators=7).get_params()["clf__n_estimators"] == 7
+    with pytest.raises(ValueError, match="unknown segmentation method 'unet'"):
+        make_segmenter("unet")
     with pytest.raises(UnknownBaselineError):
         list_baselines("detection")
 
@@ -326,10 +332,9 @@ def test_training_score_is_mean_patient_dice():
     pairs = [_phantom((26 + 2 * n, 30), seed=n, lesion=n % 3 != 2) for n in range(6)]
     groups = ["a", "a", "b", "b", "c", "c"]
     model = OtsuSegmenter(min_size=0, min_contrast=0.0).fit([p[0] for p in pairs], [p[1] for p in pairs], groups)
-    accumulator = PatientDiceAccumulator()
-    for group, pred, (_, target) in zip(groups, model.predict([p[0] for p in pairs]), pairs):
-        accumulator.update([group], pred[None], target[None])
-    dice = [m["dice"] for m in accumulator.aggregate().values()]
+    preds = model.predict([p[0] for p in pairs])
+    dice = [_pooled(compute_dice, [preds[i] for i in (k, k + 1)], [pairs[i][1] for i in (k, k + 1)])
+            for k in (0, 2, 4)]  # patients a, b, c: two slices each
     assert model.train_score_ == pytest.approx(np.mean(dice))
 
 
@@ -366,16 +371,19 @@ def test_segment_fold_counts_and_patient_dice(phantom_rows, tmp_path):
     both_empty = tp + fp + fn == 0
     expected = np.where(both_empty, 1.0, 2 * tp / np.maximum(2 * tp + fp + fn, 1))
     assert np.allclose(out["dice"], expected)
-    accumulator = PatientDiceAccumulator()
+    masks: dict[str, tuple[list, list]] = {}
     for row in phantom_rows[6:]:
         target = np.asarray(Image.open(row["mask"])) > 0
         assert np.array_equal(np.load(tmp_path / f"{row['case_id']}.npz")["mask"], seen[row["case_id"]])
-        accumulator.update([row["patient_id"]], seen[row["case_id"]][None], target[None])
-    reference = accumulator.aggregate()
+        preds, targets = masks.setdefault(row["patient_id"], ([], []))
+        preds.append(seen[row["case_id"]])
+        targets.append(target)
     per_patient = patient_metrics(out).set_index("patient_id")
-    for pid, metrics in reference.items():
-        assert per_patient.loc[pid, "dice"] == pytest.approx(metrics["dice"])
-        assert per_patient.loc[pid, "precision"] == pytest.approx(metrics["precision"], nan_ok=True)
+    assert sorted(per_patient.index) == sorted(masks)
+    for pid, (preds, targets) in masks.items():
+        assert per_patient.loc[pid, "dice"] == pytest.approx(_pooled(compute_dice, preds, targets))
+        assert per_patient.loc[pid, "precision"] == pytest.approx(_pooled(compute_precision, preds, targets),
+                                                                  nan_ok=True)
     assert per_patient["dice"].mean() > 0.8
     assert out.attrs["fitted"]["channel"] == 0
 

@@ -167,7 +167,7 @@ def test_radiographs_without_orientation_read_as_2d_with_their_spacing(tmp_path:
 
 def test_radiograph_spacing_reaches_the_measurements(tmp_path: Path) -> None:
     from tumorbench.inference import Preprocessor
-    from tumorbench.training.checkpoint import ModelManifest
+    from tumorbench.package import ModelManifest
 
     _eight_bit(tmp_path / "dx.dcm", np.full((40, 40), 100, np.uint16), Modality="DX", ImagerPixelSpacing=[0.2, 0.3])
     manifest = ModelManifest(name="unet_tiny", task="segmentation", model_kwargs={}, spatial_dims=2, data_dims=2,

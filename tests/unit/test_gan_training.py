@@ -11,7 +11,8 @@ from PIL import Image
 
 from tumorbench.errors import DataError
 from tumorbench.models import create_model
-from tumorbench.training.checkpoint import ModelManifest, save_checkpoint
+from tumorbench.package import ModelManifest
+from tumorbench.training.checkpoint import save_checkpoint
 from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.training.data import ensure_split_file, fold_cases, load_catalog, train_loader
 from tumorbench.training.gan import (

@@ -17,7 +17,7 @@ from skimage.measure import regionprops
 
 from tumorbench.data.writers import write_dicom_series, write_nifti
 from tumorbench.inference import Predictor, Preprocessor, mask_file
-from tumorbench.training.checkpoint import read_manifest
+from tumorbench.package import read_manifest
 from tumorbench.transforms import PreprocessConfig, build_transforms
 from tumorbench.uploads import UploadError
 

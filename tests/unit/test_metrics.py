@@ -13,9 +13,6 @@ from sklearn import metrics as skm
 
 from tumorbench.evaluation.metrics import (
     MetricWarning,
-    PatientDiceAccumulator,
-    brats_region_masks,
-    brats_region_metrics,
     classification_metrics,
     compute_dice,
     compute_hd95,
@@ -152,92 +149,6 @@ def test_segmentation_metrics_bundle():
     assert out["dice"] == pytest.approx(8 / 11)
     assert out["iou"] == pytest.approx(4 / 7)
     assert out["hd95"] == pytest.approx(_scipy_hd95(pred, target, (1.0, 1.0)), rel=1e-5)
-
-
-# ---------------------------------------------------------------- BraTS regions
-
-
-def test_brats_regions_hand_computed():
-    target = np.array([[0, 1, 2], [4, 2, 1]])
-    pred = np.array([[0, 1, 1], [4, 4, 0]])
-    masks = brats_region_masks(target)
-    assert [int(masks[r].sum()) for r in ("WT", "TC", "ET")] == [5, 3, 1]
-    out = brats_region_metrics(pred, target)
-    # WT: P = 4 voxels, T = 5, overlap 4 -> 8/9; TC: P = 4, T = 3, overlap 2 -> 4/7; ET: P = 2, T = 1, overlap 1 -> 2/3
-    assert out["WT"]["dice"] == pytest.approx(8 / 9)
-    assert out["TC"]["dice"] == pytest.approx(4 / 7)
-    assert out["ET"]["dice"] == pytest.approx(2 / 3)
-    # 2023 convention: enhancing = 3
-    assert brats_region_metrics(np.where(pred == 4, 3, pred), np.where(target == 4, 3, target), 3) == out
-
-
-def test_brats_wrong_enhancing_label_raises():
-    with pytest.raises(ValueError, match="enhancing_label"):
-        brats_region_masks(np.array([[0, 1, 3]]), enhancing_label=4)
-
-
-@pytest.mark.realdata
-def test_brats_regions_on_real_segmentation(brats_root):
-    nib = pytest.importorskip("nibabel")
-    path = next(brats_root.rglob("BraTS2021_00006*_seg.nii.gz"))
-    img = nib.load(path)
-    seg = np.asarray(img.dataobj).astype(np.int16)
-    masks = brats_region_masks(seg)
-    assert masks["WT"].sum() == np.isin(seg, (1, 2, 4)).sum() > 0
-    assert masks["ET"].sum() == (seg == 4).sum() > 0
-    box = tuple(slice(i.min(), i.max() + 1) for i in np.nonzero(seg))  # the tumour's bounding box
-    seg = seg[box]
-    # Enhancing tumour mislabelled as necrosis: WT and TC unchanged, ET missed entirely.
-    pred = np.where(seg == 4, 1, seg)
-    out = brats_region_metrics(pred, seg, spacing=img.header.get_zooms()[:3])
-    assert out["WT"]["dice"] == 1.0 and out["WT"]["hd95"] == 0.0
-    assert out["TC"]["dice"] == 1.0 and out["TC"]["hd95"] == 0.0
-    assert out["ET"]["dice"] == 0.0 and out["ET"]["hd95"] == math.inf
-
-
-# ---------------------------------------------------------------- per-patient accumulator
-
-
-@pytest.mark.parametrize("as_torch", [False, True])
-def test_accumulator_equals_volume_metrics(as_torch):
-    rng = np.random.default_rng(3)
-    sizes = {"a": 5, "b": 3, "c": 4}
-    slices = {pid: (rng.random((n, 16, 16)) > 0.6, rng.random((n, 16, 16)) > 0.5) for pid, n in sizes.items()}
-    rows = [(pid, k) for pid, (p, _) in slices.items() for k in range(len(p))]
-    order = rng.permutation(len(rows))  # patients interleaved across batches
-    acc = PatientDiceAccumulator()
-    for batch in np.array_split(order, 4):
-        ids = [rows[i][0] for i in batch]
-        pred = np.stack([slices[rows[i][0]][0][rows[i][1]] for i in batch])[:, None]  # (B, 1, H, W)
-        target = np.stack([slices[rows[i][0]][1][rows[i][1]] for i in batch])[:, None]
-        if as_torch:
-            pred, target = torch.from_numpy(pred).float(), torch.from_numpy(target).long()
-        acc.update(ids, pred, target)
-    out = acc.aggregate()
-    assert set(out) == {"a", "b", "c"}
-    for pid, (p, t) in slices.items():
-        assert out[pid]["dice"] == pytest.approx(compute_dice(p, t))
-        assert out[pid]["iou"] == pytest.approx(compute_iou(p, t))
-        assert out[pid]["sensitivity"] == pytest.approx(compute_sensitivity(p, t))
-        assert out[pid]["precision"] == pytest.approx(compute_precision(p, t))
-    acc.reset()
-    assert acc.aggregate() == {}
-
-
-def test_accumulator_merge_empty_patient_and_errors():
-    empty = np.zeros((1, 4, 4), bool)
-    full = np.ones((1, 4, 4), bool)
-    a, b = PatientDiceAccumulator(), PatientDiceAccumulator()
-    a.update(["p1"], full, full)
-    b.update(["p1", "p2"], np.concatenate([empty, empty]), np.concatenate([full, empty]))
-    a.merge(b)
-    out = a.aggregate()
-    assert out["p1"]["dice"] == pytest.approx(2 * 16 / (16 + 32))
-    assert out["p2"]["dice"] == 1.0  # nothing anywhere: empty_value
-    with pytest.raises(ValueError, match="patient_ids"):
-        a.update(["p1"], np.concatenate([full, full]), np.concatenate([full, full]))
-    with pytest.raises(ValueError, match="binary"):
-        a.update(["p1"], torch.full((1, 4, 4), 0.3), torch.ones(1, 4, 4))
 
 
 # ---------------------------------------------------------------- classification

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import REPO_ROOT
-
 pytest.importorskip("ray.serve")
-sys.path.insert(0, str(REPO_ROOT))  # `serve` is a folder of the repository, not an installed package
 
-from serve.model_server import ModelServer, ModelSettings  # noqa: E402
+from tumorbench.serving.model_server import ModelServer, ModelSettings  # noqa: E402
 
 POISON = -1.0
 
@@ -97,7 +93,7 @@ def test_unloadable_package_is_not_ready_and_unhealthy_after_repeated_failures()
 
 
 def test_upload_folders_of_killed_processes_are_swept(tmp_path):
-    from serve.app import UPLOAD_PREFIX, sweep_stale_uploads
+    from tumorbench.serving.app import UPLOAD_PREFIX, sweep_stale_uploads
 
     dead = tmp_path / f"{UPLOAD_PREFIX}999999999-abc"  # above pid_max: no such process
     alive = tmp_path / f"{UPLOAD_PREFIX}{os.getpid()}-def"

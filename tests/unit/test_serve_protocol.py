@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -14,12 +15,9 @@ import requests
 from starlette.requests import Request
 
 import attack_files
-from conftest import REPO_ROOT
-
-sys.path.insert(0, str(REPO_ROOT))  # `serve` is a folder of the repository, not an installed package
-
-from serve.packages import resolve_packages
-from serve.protocol import LOOPBACK_HOSTS, ApiError, exposure_problem, host_allowed, receive_upload
+from model_packages import manifest_only
+from tumorbench.serving.packages import resolve_packages
+from tumorbench.serving.protocol import LOOPBACK_HOSTS, ApiError, exposure_problem, host_allowed, receive_upload
 
 FILE_PART = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
 
@@ -110,10 +108,7 @@ def test_body_limit_and_memory_while_receiving(tmp_path):
 
 
 def _package(path, task, metrics, name="unet", layout="lgg"):
-    path.mkdir(parents=True)
-    (path / "model.json").write_text(json.dumps({"name": name, "task": task, "metrics": metrics,
-                                                 "data": {"layout": layout}}))
-    return path
+    return manifest_only(path, task, metrics, name, layout)
 
 
 def test_run_folder_serves_its_best_checkpoint_and_names_are_unique(tmp_path, monkeypatch):
@@ -126,6 +121,9 @@ def test_run_folder_serves_its_best_checkpoint_and_names_are_unique(tmp_path, mo
     found = resolve_packages([str(run), "${TB_TEST_MODELS:-nowhere}", f"Mine={other}"])
     assert found == {"unet_lgg": run / "checkpoint_epoch_0002", "unet_lgg_2": other,
                      "resnet18_yes_no": classifier, "mine": other}
+    # The folder `tumorbench train --out` made (it holds train/, config.json, history.csv) serves the same checkpoint.
+    (run.parent / "history.csv").write_text("epoch,dice\n")
+    assert resolve_packages([str(run.parent)]) == {"unet_lgg": run / "checkpoint_epoch_0002"}
     _package(tmp_path / "gan", "gan", {})
     with pytest.raises(ValueError, match="cannot be served"):
         resolve_packages([str(tmp_path / "gan")])
@@ -151,3 +149,16 @@ def test_exposed_without_api_key_is_refused():
     assert "no API key" in exposure_problem(("*",), None, False)
     assert "no API key" in exposure_problem(("10.0.0.5",), None, False)
     assert exposure_problem(("*",), "key", False) is None and exposure_problem(("*",), None, True) is None
+
+
+def test_serve_refuses_a_newer_package_format_by_name_before_ray_starts(tmp_path):
+    package = manifest_only(tmp_path / "future_pkg", "segmentation", {"dice": 0.5})
+    manifest = json.loads((package / "model.json").read_text())
+    (package / "model.json").write_text(json.dumps(manifest | {"format": "tumorbench-model/9"}))
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "tumorbench.cli", "serve", "--models", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert f"error: {package / 'model.json'}: model package format tumorbench-model/9 is newer" in done.stderr
+    assert "Ray" not in done.stderr and "ray" not in done.stdout  # no local Ray was started
+    assert time.perf_counter() - started < 60

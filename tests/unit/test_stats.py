@@ -17,7 +17,6 @@ from tumorbench.evaluation.stats import (
     delong_test,
     holm_correction,
     mcnemar_test,
-    paired_comparison_table,
     wilcoxon_signed_rank,
 )
 
@@ -185,33 +184,3 @@ def test_holm_hand_computed():
     assert holm_correction([0.6, 0.5]) == pytest.approx([1.0, 1.0])
     with pytest.raises(ValueError, match="pvalues"):
         holm_correction([0.2, 1.5])
-
-
-# ---------------------------------------------------------------- comparison table
-
-
-def test_paired_comparison_table_aligns_by_case_id():
-    rng = np.random.default_rng(8)
-    ids = [f"p{i}" for i in range(20)]
-    ref = dict(zip(ids, rng.random(20)))
-    others = {"unet": dict(zip(reversed(ids), rng.random(20))), "segresnet": {k: v - 0.1 for k, v in ref.items()}}
-    table = paired_comparison_table(ref, others)
-    assert list(table.columns) == ["model", "test", "statistic", "p", "p_holm"]
-    refs = [sps.wilcoxon([ref[k] for k in ids], [others[m][k] for k in ids]).pvalue for m in ("unet", "segresnet")]
-    assert table["p"].tolist() == pytest.approx(refs)
-    assert table["p_holm"].tolist() == pytest.approx(holm_correction(refs).tolist())
-    with pytest.raises(ValueError, match="case ids"):
-        paired_comparison_table(ref, {"bad": dict(list(ref.items())[:5])})
-
-
-def test_paired_comparison_table_delong_and_mcnemar():
-    rng = np.random.default_rng(9)
-    y = rng.integers(0, 2, 50)
-    ref_s, other_s = rng.random(50) + 0.5 * y, rng.random(50) + 0.2 * y
-    t = paired_comparison_table(ref_s, {"cnn": other_s}, test="delong", y_true=y)
-    assert t.loc[0, "p"] == pytest.approx(delong_test(y, ref_s, other_s)[3])
-    ref_pred, other_pred = (ref_s > 0.7).astype(int), (other_s > 0.6).astype(int)
-    t = paired_comparison_table(ref_pred, {"cnn": other_pred}, test="mcnemar", y_true=y)
-    assert t.loc[0, "p"] == pytest.approx(mcnemar_test(y, ref_s > 0.7, other_s > 0.6)[1])
-    with pytest.raises(ValueError, match="y_true"):
-        paired_comparison_table(ref_s, {"cnn": other_s}, test="delong")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from tumorbench.models.registry import UnknownModelError
-from tumorbench.training.config import TrainConfig, TrainConfigError
-from tumorbench.training.data import shard
-from tumorbench.training.tasks import lr_lambda, model_kwargs
+from tumorbench.training.config import TrainConfig, TrainConfigError, merge_settings
+from tumorbench.training.data import FoldCases, train_shard
+from tumorbench.training.tasks import model_kwargs
 from tumorbench.training.trainer import preflight, worker_resources
+from tumorbench.transforms import AugmentConfig, PreprocessConfig
 
 
 def _config(tmp_path, **kw) -> TrainConfig:
@@ -32,6 +35,21 @@ def test_config_round_trips_through_a_plain_dict(tmp_path):
     assert again == config and again.roi_size == (32, 32, 16)
     with pytest.raises(TrainConfigError, match=r"unknown training settings \['epochz'\]"):
         TrainConfig.from_dict(config.to_dict() | {"epochz": 3})
+    with pytest.raises(TrainConfigError, match=r"unknown training settings \['sampling\.patch'\]"):
+        TrainConfig.from_dict(config.to_dict() | {"sampling.patch": 3})
+
+
+def test_merge_settings_is_one_deep_rule():
+    study = {"preprocess": {"spatial_size": [64, 64], "contrast": "none"}, "roi_size": [8, 8, 8],
+             "model_kwargs": {"a": 1, "b": {"x": 1}}}
+    candidate = {"preprocess": PreprocessConfig(contrast="clahe"), "roi_size": [4, 4, 4], "model_kwargs.b.y": 2}
+    merged = merge_settings(study, candidate, {"preprocess.contrast": False})
+    # A config object merges as all its fields (its own defaults included); lists replace, never append.
+    assert merged["preprocess"] == asdict(PreprocessConfig(contrast="none", spatial_size=None))
+    assert merged["roi_size"] == [4, 4, 4] and merged["model_kwargs"] == {"a": 1, "b": {"x": 1, "y": 2}}
+    assert study["model_kwargs"] == {"a": 1, "b": {"x": 1}}  # layers are never changed
+    three_d = merge_settings({"spatial_dims": 3}, {"augment": "medium", "augment.noise_std": 0.0})
+    assert three_d["augment"] == asdict(AugmentConfig.preset("medium", spatial_dims=3)) | {"noise_std": 0.0}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -54,19 +72,59 @@ def test_model_kwargs_use_each_models_own_names(tmp_path):
         model_kwargs(_config(tmp_path, task="segmentation", model="unet_tiny", pretrained=True), 1, 1)
 
 
-def test_shards_are_equal_sized_and_cover_every_case():
-    cases = [{"case_id": i} for i in range(7)]
-    shards = [shard(cases, rank, 3, seed=1) for rank in range(3)]
+def test_shards_are_equal_sized_and_cover_every_case(tmp_path):
+    cases = FoldCases(train=[{"case_id": i} for i in range(7)], val=[], class_names=None, data_dims=2,
+                      layout="image-folder", catalog_hash="", split_hash="")
+    config = _config(tmp_path, seed=1)
+    shards = [[c["case_id"] for c in train_shard(config, cases, rank, 3)] for rank in range(3)]
+    # 7 cases over 3 ranks: 3 each (DDP steps in lockstep), the 2 extra repeated from the shuffled order's start.
     assert [len(s) for s in shards] == [3, 3, 3]
-    assert {c["case_id"] for s in shards for c in s} == set(range(7))
+    flat = [shards[rank][k] for k in range(3) for rank in range(3)]  # the strided order back
+    assert sorted(flat[:7]) == list(range(7)) and flat[7:] == flat[:2]
+    assert shards == [[c["case_id"] for c in train_shard(config, cases, r, 3)] for r in range(3)]  # seeded
+    assert sorted(c["case_id"] for c in train_shard(config, cases, 0, 1)) == list(range(7))
+    assert [c["case_id"] for c in train_shard(config.replace(seed=2), cases, 0, 1)] != \
+        [c["case_id"] for c in train_shard(config, cases, 0, 1)]
 
 
-def test_warmup_then_cosine_schedule():
-    factor = lr_lambda(total_steps=110, warmup_steps=10)
-    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
-    # Half-way through the decay the cosine is at its midpoint: 0.01 + 0.99 * 0.5.
-    assert factor(60) == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert factor(110) == pytest.approx(0.01)
+def _lrs(optimizer, scheduler, steps: int) -> list[float]:
+    rates = []
+    for _ in range(steps):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return rates
+
+
+def test_warmup_cosine_schedule_values_and_resume(tmp_path):
+    import torch
+
+    from tumorbench.training.loop import warmup_cosine
+
+    config = _config(tmp_path, lr=1e-3, epochs=11, warmup_epochs=1)
+
+    def schedule():
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+        return optimizer, warmup_cosine(optimizer, config, steps_per_epoch=10)
+
+    optimizer, scheduler = schedule()
+    lrs = _lrs(optimizer, scheduler, 111)
+    # Warm-up over the first epoch's 10 steps: from a tenth of the peak, rising linearly, the peak at step 10.
+    assert lrs[0] == pytest.approx(1e-4) and lrs[10] == pytest.approx(1e-3)
+    assert np.allclose(np.diff(lrs[:11]), np.diff(lrs[:11])[0]) and np.diff(lrs[:11])[0] > 0
+    # Then a half cosine over the 100 remaining steps, floored at 1% of the peak.
+    decay = [max(1e-5, 1e-3 * 0.5 * (1 + math.cos(math.pi * (step - 10) / 100))) for step in range(10, 111)]
+    assert lrs[10:] == pytest.approx(decay)
+    assert lrs[60] == pytest.approx(0.5e-3) and lrs[110] == pytest.approx(1e-5) and min(lrs) >= 1e-5 * (1 - 1e-9)
+    # A resumed run continues the same schedule from the saved state.
+    optimizer, scheduler = schedule()
+    _lrs(optimizer, scheduler, 37)
+    state = scheduler.state_dict()
+    optimizer, scheduler = schedule()
+    scheduler.load_state_dict(state)
+    for group in optimizer.param_groups:
+        group["lr"] = scheduler.get_last_lr()[0]  # what optimizer.load_state_dict restores in the loop
+    assert _lrs(optimizer, scheduler, 74) == pytest.approx(lrs[37:])
 
 
 def test_worker_resources_fit_the_cluster_or_say_why():

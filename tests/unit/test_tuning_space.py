@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tumorbench.training.config import TrainConfig
+from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.transforms import AugmentConfig, PreprocessConfig
 from tumorbench.tuning.search import make_scheduler, make_searcher, plan_resources
 from tumorbench.tuning.space import (
@@ -18,7 +18,7 @@ from tumorbench.tuning.space import (
     searcher_space,
     validate_space,
 )
-from tumorbench.tuning.trial import FoldRecord, summary_metrics
+from tumorbench.tuning.trial import FoldRecord, best_checkpoint, summary_metrics
 
 tune = pytest.importorskip("ray.tune")
 
@@ -140,3 +140,24 @@ def test_summary_metrics_running_mean_and_sd():
     both = summary_metrics(folds, "auc")
     assert both["auc_mean"] == pytest.approx(0.7) and both["auc_sd"] == pytest.approx(math.sqrt(0.02))
     assert (both["epochs_spent"], both["fold_0_auc"], both["fold_1_auc"]) == (5, 0.8, 0.6)
+
+
+def test_best_checkpoint_by_rays_result_api_never_picks_nan(tmp_path):
+    from ray.train import Checkpoint, Result
+
+    def result(scores):
+        kept = []
+        for epoch, score in enumerate(scores):
+            (tmp_path / f"e{epoch}").mkdir(exist_ok=True)
+            kept.append((Checkpoint.from_directory(str(tmp_path / f"e{epoch}")), {"hd95": score, "epoch": epoch}))
+        return Result(metrics={}, checkpoint=None, error=None, path=str(tmp_path), best_checkpoints=kept)
+
+    # Listed first, a NaN would win Ray's own max/min: it is set aside; inf is a real (worst) distance.
+    run = result([math.nan, 4.0, 9.0, math.inf, 2.5, 2.5])
+    assert best_checkpoint(run, "hd95", "min") == (tmp_path / "e4", {"hd95": 2.5, "epoch": 4})  # ties: the first
+    assert best_checkpoint(run, "hd95", "max")[0] == tmp_path / "e3"
+    assert best_checkpoint(result([math.nan, math.inf]), "hd95", "min")[0] == tmp_path / "e1"
+    path, metrics = best_checkpoint(result([math.nan, math.nan]), "hd95", "max")
+    assert path == tmp_path / "e0" and math.isnan(metrics["hd95"])
+    with pytest.raises(TrainConfigError, match="kept no checkpoint"):
+        best_checkpoint(result([]), "hd95", "max")

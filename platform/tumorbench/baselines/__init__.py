@@ -6,12 +6,11 @@ boosting (:func:`make_classifier`, :func:`fit_predict_fold`). Segmentation: mult
 Otsu and k-means inside the body mask with learnt post-processing
 (:class:`OtsuSegmenter`, :class:`KMeansSegmenter`, :func:`segment_fold`).
 
-Every baseline is built by a lowercase name: :func:`list_baselines`, :func:`create_baseline`.
+Every baseline is named in lowercase (:func:`list_baselines`) and built by :func:`make_classifier` or
+:func:`make_segmenter`.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from tumorbench.baselines.classifiers import (
     CLASSIFIER_SEARCH_SPACES,
@@ -52,7 +51,6 @@ __all__ = [
     "as_records",
     "axial_slice",
     "body_mask",
-    "create_baseline",
     "encode_labels",
     "fill_holes",
     "fit_predict_fold",
@@ -66,7 +64,8 @@ __all__ = [
 ]
 
 # Baselines by the task they answer (a new task's baselines are one more entry).
-BASELINES_BY_TASK: dict[str, tuple[str, ...]] = {"classification": tuple(CLASSIFIERS), "segmentation": tuple(SEGMENTERS)}
+BASELINES_BY_TASK: dict[str, tuple[str, ...]] = {"classification": tuple(CLASSIFIERS),
+                                                  "segmentation": tuple(SEGMENTERS)}
 
 
 class UnknownBaselineError(TumorbenchError, KeyError):
@@ -84,17 +83,3 @@ def list_baselines(task: str | None = None) -> list[str]:
         raise UnknownBaselineError(f"unknown task {task!r}; choose one of {', '.join(BASELINES_BY_TASK)}")
     return list(BASELINES_BY_TASK[task])
 
-
-def create_baseline(name: str, **params: Any) -> Any:
-    """Build a baseline by name: a classifier Pipeline or a segmenter estimator (unfitted).
-
-    Args:
-        name: One of :func:`list_baselines` (``logreg``, ``svm``, ``random_forest``,
-            ``gradient_boosting``, ``otsu``, ``kmeans``).
-        **params: Passed to :func:`make_classifier` or the segmenter's constructor.
-    """
-    if name in CLASSIFIERS:
-        return make_classifier(name, **params)
-    if name in SEGMENTERS:
-        return make_segmenter(name, **params)
-    raise UnknownBaselineError(f"unknown baseline {name!r}; choose one of {', '.join(list_baselines())}")

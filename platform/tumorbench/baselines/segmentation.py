@@ -17,8 +17,8 @@ channels), and return boolean masks of the spatial shape. Per image:
 
 ``fit`` learns whatever is left as ``None`` / ``"auto"``: the channel, the polarity and
 the three component thresholds, by exhaustive search for the best mean training Dice
-(per group when ``groups`` is given: patients' pooled Dice over their slices, as
-:class:`~tumorbench.evaluation.metrics.PatientDiceAccumulator` scores LGG). Only the
+(per group when ``groups`` is given: patients' pooled Dice over their slices, the
+per-volume Dice of Buda et al. for LGG). Only the
 component statistics depend on the thresholds, so the search costs one thresholding
 per image and channel.
 """
@@ -384,9 +384,9 @@ def patient_metrics(frame: pd.DataFrame, *, empty_value: float = 1.0) -> pd.Data
 
     With ``attrs["patient_hd95"]`` (from :func:`segment_fold`) an ``hd95`` column too.
 
-    The same numbers :class:`~tumorbench.evaluation.metrics.PatientDiceAccumulator` gives
-    for the patients' masks: ``empty_value`` where prediction and target are empty
-    everywhere, NaN for a sensitivity (precision) with no target (predicted) voxel.
+    Dice is ``2·ΣTP / (Σ|P| + Σ|T|)`` over the patient's cases; ``empty_value`` where
+    prediction and target are empty everywhere, NaN for a sensitivity (precision) with no
+    target (predicted) voxel.
     """
     sums = frame.groupby("patient_id", sort=True)[["tp", "fp", "fn"]].sum()
     tp, fp, fn = (sums[c].to_numpy(np.float64) for c in ("tp", "fp", "fn"))

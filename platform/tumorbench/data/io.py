@@ -112,17 +112,6 @@ def _load_nifti(path: str | Path) -> nib.spatialimages.SpatialImage:
     return img
 
 
-def nifti_header_info(path: str | Path) -> dict[str, Any]:
-    """Return shape, spacing, orientation and dtype of a NIfTI file without reading voxels."""
-    img = _load_nifti(path)
-    return {
-        "shape": tuple(int(n) for n in img.shape),
-        "spacing": _spacing_from_affine(img.affine),
-        "orientation": _orientation(img.affine),
-        "dtype": str(img.get_data_dtype()),
-    }
-
-
 def read_nifti(path: str | Path, *, canonical: bool = False, dtype: Any = np.float32) -> ImageData:
     """Read a NIfTI volume (.nii / .nii.gz).
 

@@ -1,9 +1,7 @@
 """Evaluation: per-case metrics and the statistics that compare models.
 
 ``metrics`` holds pure ``compute_*`` functions (Dice, IoU, HD95 by MONAI, sensitivity,
-precision; classification metrics with ROC AUC), BraTS region metrics and
-:class:`PatientDiceAccumulator`, which turns slice batches into per-patient volume Dice
-as Buda et al. define it for LGG. ``stats`` holds patient-level bootstrap CIs, the
+precision; classification metrics with ROC AUC). ``stats`` holds patient-level bootstrap CIs, the
 Wilcoxon, DeLong and McNemar tests, the Nadeau-Bengio corrected resampled t-test and
 Holm's correction. Empty-mask and single-class conventions are documented in
 :mod:`tumorbench.evaluation.metrics`.
@@ -14,9 +12,6 @@ from __future__ import annotations
 from tumorbench.evaluation.metrics import (
     BRATS_REGIONS,
     MetricWarning,
-    PatientDiceAccumulator,
-    brats_region_masks,
-    brats_region_metrics,
     classification_metrics,
     compute_dice,
     compute_hd95,
@@ -33,18 +28,14 @@ from tumorbench.evaluation.stats import (
     delong_test,
     holm_correction,
     mcnemar_test,
-    paired_comparison_table,
     wilcoxon_signed_rank,
 )
 
 __all__ = [
     "BRATS_REGIONS",
     "MetricWarning",
-    "PatientDiceAccumulator",
     "bootstrap_ci",
     "bootstrap_metric_ci",
-    "brats_region_masks",
-    "brats_region_metrics",
     "classification_metrics",
     "compute_dice",
     "compute_hd95",
@@ -56,7 +47,6 @@ __all__ = [
     "delong_test",
     "holm_correction",
     "mcnemar_test",
-    "paired_comparison_table",
     "segmentation_metrics",
     "wilcoxon_signed_rank",
 ]

@@ -1,4 +1,4 @@
-"""Classification and segmentation metrics: pure ``compute_*`` functions and one accumulator.
+"""Classification and segmentation metrics: pure ``compute_*`` functions.
 
 Conventions (kept in one place so that every caller reports the same numbers):
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,9 +30,6 @@ from sklearn.metrics import roc_auc_score
 __all__ = [
     "BRATS_REGIONS",
     "MetricWarning",
-    "PatientDiceAccumulator",
-    "brats_region_masks",
-    "brats_region_metrics",
     "classification_metrics",
     "compute_dice",
     "compute_hd95",
@@ -192,101 +189,6 @@ def segmentation_metrics(
     out = _overlap_metrics(*_counts(pred, target), empty_value)
     out["hd95"] = compute_hd95(pred, target, spacing)
     return out
-
-
-def brats_region_masks(labels: Any, enhancing_label: int = 4) -> dict[str, np.ndarray]:
-    """Nested BraTS evaluation regions from a label map.
-
-    WT = {1, 2, ET}, TC = {1, ET}, ET = {ET}; ``enhancing_label`` is 4 up to BraTS 2021
-    and 3 from 2023. Any other label value raises, so that a 2023 map read with the
-    2021 convention (or vice versa) cannot silently drop the enhancing tumour.
-    """
-    lab = _to_numpy(labels)
-    allowed = (0, 1, 2, enhancing_label)
-    if not np.isin(lab, allowed).all():
-        found = sorted(set(np.unique(lab).tolist()) - set(allowed))
-        raise ValueError(f"labels: values {found} not in {list(allowed)} (is enhancing_label={enhancing_label} right?)")
-    return {
-        "WT": np.isin(lab, (1, 2, enhancing_label)),
-        "TC": np.isin(lab, (1, enhancing_label)),
-        "ET": lab == enhancing_label,
-    }
-
-
-def brats_region_metrics(
-    pred_labels: Any,
-    target_labels: Any,
-    enhancing_label: int = 4,
-    spacing: float | Sequence[float] | None = None,
-) -> dict[str, dict[str, float]]:
-    """:func:`segmentation_metrics` for each BraTS region, keyed ``WT``, ``TC``, ``ET``."""
-    pred = brats_region_masks(pred_labels, enhancing_label)
-    target = brats_region_masks(target_labels, enhancing_label)
-    return {r: segmentation_metrics(pred[r], target[r], spacing) for r in BRATS_REGIONS}
-
-
-def _batch_counts(pred: Any, target: Any) -> np.ndarray:
-    """(B, 3) int64 array of tp, fp, fn per item; computed on the tensors' own device."""
-    if isinstance(pred, torch.Tensor) or isinstance(target, torch.Tensor):
-        p = torch.as_tensor(pred)
-        t = torch.as_tensor(target, device=p.device)
-        if p.shape != t.shape:
-            raise ValueError(f"pred_batch: shape {tuple(p.shape)} differs from target_batch {tuple(t.shape)}")
-        for x, name in ((p, "pred_batch"), (t, "target_batch")):
-            if x.dtype != torch.bool and bool(((x != 0) & (x != 1)).any()):
-                raise ValueError(f"{name}: masks must be binary (bool or 0/1); threshold probabilities first")
-        p, t = p.bool().flatten(1), t.bool().flatten(1)
-        tp = (p & t).sum(1)
-        counts = torch.stack([tp, p.sum(1) - tp, t.sum(1) - tp], dim=1)
-        return counts.cpu().numpy().astype(np.int64)
-    p, t = _as_mask(pred, "pred_batch"), _as_mask(target, "target_batch")
-    if p.shape != t.shape:
-        raise ValueError(f"pred_batch: shape {p.shape} differs from target_batch {t.shape}")
-    p, t = p.reshape(len(p), -1), t.reshape(len(t), -1)
-    tp = np.count_nonzero(p & t, axis=1)
-    return np.stack([tp, np.count_nonzero(p, axis=1) - tp, np.count_nonzero(t, axis=1) - tp], axis=1)
-
-
-class PatientDiceAccumulator:
-    """Volume-level overlap per patient from slice (or patch) batches.
-
-    Stores only tp/fp/fn voxel counts per patient, so Dice per patient is
-    ``2·ΣTP / (Σ|P| + Σ|T|)`` over all that patient's slices — the per-volume Dice of
-    Buda et al. (2019) for the LGG set — not a mean of slice Dice values.
-
-    Args:
-        empty_value: Value for a patient whose prediction and target are empty everywhere.
-    """
-
-    def __init__(self, empty_value: float = 1.0) -> None:
-        self.empty_value = float(empty_value)
-        self._counts: dict[Hashable, np.ndarray] = {}
-
-    def update(self, patient_ids: Iterable[Hashable], pred_batch: Any, target_batch: Any) -> None:
-        """Add a batch of binary masks ``(B, ...)``, one patient id per item."""
-        ids = list(patient_ids)
-        counts = _batch_counts(pred_batch, target_batch)
-        if len(ids) != len(counts):
-            raise ValueError(f"patient_ids: {len(ids)} ids for a batch of {len(counts)} masks")
-        for pid, row in zip(ids, counts):
-            key = pid.item() if isinstance(pid, (np.generic, torch.Tensor)) else pid
-            self._counts[key] = self._counts.get(key, np.zeros(3, np.int64)) + row
-
-    def merge(self, other: PatientDiceAccumulator) -> None:
-        """Add another accumulator's counts (e.g. from another validation worker)."""
-        for pid, row in other._counts.items():
-            self._counts[pid] = self._counts.get(pid, np.zeros(3, np.int64)) + row
-
-    def aggregate(self) -> dict[Hashable, dict[str, float]]:
-        """Per patient id: dice, iou, sensitivity and precision of the whole volume."""
-        return {pid: _overlap_metrics(*(float(c) for c in row), self.empty_value) for pid, row in self._counts.items()}
-
-    def reset(self) -> None:
-        """Forget every patient."""
-        self._counts.clear()
-
-    def __len__(self) -> int:
-        return len(self._counts)
 
 
 def _auc_or_nan(y_bin: np.ndarray, score: np.ndarray, what: str) -> float:

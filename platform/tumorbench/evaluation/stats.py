@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy import stats as sps
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "delong_test",
     "holm_correction",
     "mcnemar_test",
-    "paired_comparison_table",
     "wilcoxon_signed_rank",
 ]
 
@@ -269,54 +267,3 @@ def holm_correction(pvalues: Any) -> np.ndarray:
     adjusted = np.empty_like(p)
     adjusted[order] = np.minimum(stepped, 1.0)
     return adjusted
-
-
-def _aligned(values: Any, keys: list | None, name: str) -> np.ndarray:
-    """Per-case values as an array, ordered by ``keys`` when they come as a mapping."""
-    if keys is None:
-        if isinstance(values, Mapping):
-            raise ValueError(f"{name}: a mapping needs the reference to be a mapping too")
-        return np.asarray(values)
-    if not isinstance(values, Mapping) or set(values) != set(keys):
-        raise ValueError(f"{name}: must map exactly the reference's case ids")
-    return np.asarray([values[k] for k in keys])
-
-
-_TESTS = {
-    "wilcoxon": lambda ref, other, y: wilcoxon_signed_rank(ref, other),
-    "delong": lambda ref, other, y: delong_test(y, ref, other)[2:],
-    "mcnemar": lambda ref, other, y: mcnemar_test(y, ref, other),
-}
-
-
-def paired_comparison_table(
-    reference: Any, others: Mapping[str, Any], *, test: str = "wilcoxon", y_true: Any = None
-) -> pd.DataFrame:
-    """Test each model against a reference on the same cases, with Holm-adjusted p-values.
-
-    Args:
-        reference: The reference model's per-case values: metric values (``wilcoxon``),
-            positive-class scores (``delong``) or predicted labels (``mcnemar``); an
-            array, or a mapping case id -> value (then ``others`` and ``y_true`` map the
-            same ids).
-        others: Model name -> per-case values like ``reference``.
-        test: ``"wilcoxon"``, ``"delong"`` or ``"mcnemar"``.
-        y_true: True labels, required by ``delong`` and ``mcnemar``.
-
-    Returns:
-        One row per model: ``model, test, statistic, p, p_holm`` (the statistic is z for DeLong).
-    """
-    if test not in _TESTS:
-        raise ValueError(f"test: {test!r} is not one of {sorted(_TESTS)}")
-    if test != "wilcoxon" and y_true is None:
-        raise ValueError(f"y_true: required by the {test} test")
-    keys = list(reference) if isinstance(reference, Mapping) else None
-    ref = _aligned(reference, keys, "reference")
-    y = None if y_true is None else _aligned(y_true, keys, "y_true")
-    rows = []
-    for name, values in others.items():
-        stat, p = _TESTS[test](ref, _aligned(values, keys, f"others[{name!r}]"), y)
-        rows.append({"model": name, "test": test, "statistic": float(stat), "p": float(p)})
-    table = pd.DataFrame(rows, columns=["model", "test", "statistic", "p"])
-    table["p_holm"] = holm_correction(table["p"].to_numpy()) if rows else []
-    return table

@@ -12,7 +12,6 @@ import json
 import shutil
 import subprocess
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +20,10 @@ import pandas as pd
 from tumorbench.data.catalog import scan
 from tumorbench.study import results
 from tumorbench.study.spec import Study, StudyError
-from tumorbench.training.checkpoint import package_versions
+from tumorbench.package import package_versions
+from tumorbench.tasks import get_task
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.data import ensure_split_file
-from tumorbench.tasks import get_task
 from tumorbench.training.trainer import describe_cluster, ensure_ray
 
 
@@ -42,9 +41,8 @@ def _data_root(study: Study, out: Path) -> str:
 
 
 def base_config(study: Study, candidate, data: str, out: Path, split_file: Path) -> TrainConfig:
-    values = {"task": study.task, "data": data, "layout": study.layout, "n_folds": study.n_folds,
-              "seed": study.seed, "split_file": str(split_file), "out": str(out / "searches" / candidate.name)}
-    return TrainConfig.from_dict(values | study.config | candidate.config)
+    return study.train_config(candidate, data=data, split_file=str(split_file),
+                              out=str(out / "searches" / candidate.name))
 
 
 def prepare(study: Study, out: Path) -> tuple[pd.DataFrame, dict, Path, str]:
@@ -160,11 +158,3 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     print(format_leaderboard(lb, study.task, stats=stats), flush=True)
     print(f"[tumorbench] TensorBoard, every trial and fold: tensorboard --logdir {out / 'searches'}", flush=True)
     return {"leaderboard": lb, "stats": stats, "best": best, "out": out}
-
-
-def study_as_dict(study: Study) -> dict[str, Any]:
-    """A JSON-friendly view of a study (search spaces shown by their repr)."""
-    values = asdict(study)
-    for candidate in values["candidates"]:
-        candidate["space"] = {k: repr(v) for k, v in candidate["space"].items()}
-    return values

@@ -1,6 +1,6 @@
 """What a comparison study is: data, task, candidate models with search spaces, baselines, budget.
 
-Studies are Python objects (``experiments/studies.py``) so that Tune search
+Studies are Python objects (``tumorbench.study.presets``) so that Tune search
 spaces are real ``tune`` domains; everything is validated before any trial starts.
 """
 
@@ -13,10 +13,9 @@ from tumorbench.baselines import list_baselines
 from tumorbench.errors import TumorbenchError
 from tumorbench.models import list_models, model_info
 from tumorbench.tasks import TaskError, get_task, list_tasks
+from tumorbench.training.config import TrainConfig, merge_settings
 from tumorbench.tuning.search import SCHEDULERS
-from tumorbench.tuning.space import SEARCHERS
-
-PRESETS = ("smoke", "default", "full")
+from tumorbench.tuning.space import SEARCHERS, validate_space
 
 
 class StudyError(TumorbenchError, ValueError):
@@ -29,7 +28,8 @@ class Candidate:
 
     Args:
         name: Leaderboard name (unique in the study).
-        config: ``TrainConfig`` fields for this model (``model`` at least).
+        config: ``TrainConfig`` settings for this model (``model`` at least), merged onto the study's
+            ``config`` key by key (``training.config.merge_settings``).
         space: Dotted keys -> Tune domains (``tumorbench.tuning.space``).
         searcher: ``grid``, ``random``, ``bayes`` or ``bayes-gp``.
         num_samples: Trials for random and Bayesian searches.
@@ -57,7 +57,7 @@ class Study:
         primary: Primary metric of the task (default: the task's, AUC / per-patient Dice), ranked in its
             direction everywhere (HD95: lowest first).
         scheduler: ``asha`` or ``none``.
-        config: ``TrainConfig`` fields shared by every candidate.
+        config: ``TrainConfig`` settings shared by every candidate (nested dicts or dotted keys).
         baseline_params: Keyword arguments per baseline.
         synthetic: ``brain-mri`` or ``lung-ct`` when ``data`` is None, and its case count.
         seed: Seed of the split, the searches and the baselines.
@@ -125,3 +125,15 @@ class Study:
         if candidate.searcher not in SEARCHERS:
             raise StudyError(f"study {self.name}: candidate {candidate.name}: unknown searcher "
                              f"{candidate.searcher!r} (choose from {SEARCHERS})")
+        # The settings and the space are typed now, not when the candidate's search starts.
+        try:
+            config = self.train_config(candidate, data=self.data or "synthetic", out=self.name)
+            validate_space(candidate.space, candidate.searcher, config)
+        except (TypeError, ValueError) as exc:
+            raise StudyError(f"study {self.name}: candidate {candidate.name}: {exc}") from exc
+
+    def train_config(self, candidate: Candidate, **run: Any) -> TrainConfig:
+        """The candidate's base ``TrainConfig``: study defaults -> ``run`` (data, out, split file) -> the
+        study's ``config`` -> the candidate's ``config``, merged by the one rule (``merge_settings``)."""
+        values = {"task": self.task, "layout": self.layout, "n_folds": self.n_folds, "seed": self.seed} | run
+        return TrainConfig.from_dict(merge_settings(values, self.config, candidate.config))

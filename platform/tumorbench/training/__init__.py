@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from tumorbench.training.checkpoint import ModelManifest, load_model, read_manifest
 from tumorbench.training.config import TrainConfig, TrainConfigError
 
-__all__ = ["ModelManifest", "TrainConfig", "TrainConfigError", "load_model", "read_manifest"]
+__all__ = ["TrainConfig", "TrainConfigError"]

@@ -1,9 +1,14 @@
-"""The training configuration: one frozen dataclass, validated once, sent to workers as a plain dict."""
+"""The training configuration: one frozen dataclass, validated once, sent to workers as a plain dict.
+
+Settings come in layers (study -> candidate -> search values, or CLI flags -> ``--option``), and every
+layer is merged into the one below by :func:`merge_settings`, the one merge rule of tumorbench.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +23,63 @@ VOLUME_LAYOUTS = ("brats", "msd", "dicom")
 
 class TrainConfigError(TumorbenchError, ValueError):
     """A training configuration that cannot run."""
+
+
+NESTED_CONFIGS = {"preprocess": PreprocessConfig, "augment": AugmentConfig, "sampling": SamplingConfig}
+AUGMENT_PRESETS = ("none", "light", "medium", "strong")
+
+
+def deep_merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers win; dicts (and config dataclasses) merge key by key, any other value (lists too) replaces."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            value = _plain(value)
+            if isinstance(value, Mapping):
+                below = merged.get(key)
+                merged[key] = deep_merge(below if isinstance(below, Mapping) else {}, value)
+            else:
+                merged[key] = value
+    return merged
+
+
+def _plain(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+
+
+def _layer(values: Mapping[str, Any], spatial_dims: int) -> dict[str, Any]:
+    """One layer as nested dicts: an augmentation preset name becomes its fields, then dotted keys merge onto it."""
+    whole = {key: value for key, value in values.items() if "." not in key}
+    preset = whole.get("augment")
+    if isinstance(preset, str):
+        if preset not in AUGMENT_PRESETS:
+            raise TrainConfigError(f"augment must be a preset name {AUGMENT_PRESETS} or a dict of AugmentConfig "
+                                   f"fields, got {preset!r}")
+        whole["augment"] = AugmentConfig.preset(preset, spatial_dims=spatial_dims)
+    dotted = []
+    for key, value in values.items():
+        if "." in key:
+            for part in reversed(key.split(".")):
+                value = {part: value}
+            dotted.append(value)
+    merged = deep_merge(whole, *dotted)
+    contrast = merged.get("preprocess", {}).get("contrast") if isinstance(merged.get("preprocess"), Mapping) else None
+    if isinstance(contrast, bool):  # CLAHE on/off (a search over True/False reads well)
+        merged["preprocess"]["contrast"] = "clahe" if contrast else "none"
+    return merged
+
+
+def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Training settings of several layers, later layers winning: THE merge rule of every config in tumorbench.
+
+    Each layer may use dotted keys (``{"preprocess.contrast": "clahe"}``) and nested dicts
+    (``{"preprocess": {"contrast": "clahe"}}``) alike; nested settings merge key by key, so a
+    candidate setting ``preprocess.contrast`` keeps the study's ``preprocess.spatial_size``.
+    ``augment`` may be a preset name (for the final ``spatial_dims``), which a later key such as
+    ``augment.prob`` then changes; ``preprocess.contrast`` may be ``True``/``False`` (CLAHE on/off).
+    """
+    dims = next((layer["spatial_dims"] for layer in reversed(layers) if "spatial_dims" in layer), 2)
+    return deep_merge(*(_layer(layer, dims) for layer in layers))
 
 
 @dataclass(frozen=True)
@@ -147,14 +209,23 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Rebuild a config from :meth:`to_dict` output (nested configs included)."""
-        values = dict(values)
-        for key, kind in (("preprocess", PreprocessConfig), ("augment", AugmentConfig), ("sampling", SamplingConfig)):
-            if isinstance(values.get(key), dict):
-                values[key] = kind(**values[key])
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """A config from plain settings: :meth:`to_dict` output, or any layer :func:`merge_settings` takes.
+
+        Raises:
+            TrainConfigError: An unknown setting (nested ones included), or a value a config refuses.
+        """
+        values = merge_settings(values)
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        for key, kind in NESTED_CONFIGS.items():
+            if isinstance(values.get(key), Mapping):
+                names = {f.name for f in dataclasses.fields(kind)}
+                unknown += sorted(f"{key}.{name}" for name in set(values[key]) - names)
+                if not unknown:
+                    try:
+                        values[key] = kind(**values[key])
+                    except ValueError as exc:
+                        raise TrainConfigError(f"{key}: {exc}") from exc
         if unknown:
             raise TrainConfigError(f"unknown training settings {unknown}")
         return cls(**values)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -61,8 +60,9 @@ def ensure_split_file(config: TrainConfig, frame: pd.DataFrame) -> dict:
     if config.split_file:
         raise DataError(path, "split file not found")
     task = get_task(config.task)
-    doc = make_splits(task.split_frame(frame), SplitConfig(n_folds=config.n_folds, seed=config.seed,
-                                                           stratify=task.stratify, dedupe=config.dedupe and task.dedupe))
+    split = SplitConfig(n_folds=config.n_folds, seed=config.seed, stratify=task.stratify,
+                        dedupe=config.dedupe and task.dedupe)
+    doc = make_splits(task.split_frame(frame), split)
     write_splits(doc, path)
     return doc
 
@@ -82,12 +82,13 @@ def fold_cases(config: TrainConfig) -> FoldCases:
         layout=frame.attrs["layout"], catalog_hash=doc["dataset"]["catalog_hash"], split_hash=doc["hash"])
 
 
-def shard(cases: list[dict], rank: int, world_size: int, seed: int) -> list[dict]:
-    """This rank's share of ``cases``, padded so every rank gets the same count."""
-    order = np.random.default_rng(seed).permutation(len(cases))
-    per_rank = -(-len(cases) // world_size)
-    padded = np.resize(order, per_rank * world_size)  # repeats from the start, like DistributedSampler
-    return [cases[i] for i in padded[rank::world_size]]
+def train_shard(config: TrainConfig, cases: FoldCases, rank: int, world_size: int) -> list[dict]:
+    """This rank's share of the training cases (MONAI's ``partition_dataset``: a seeded shuffle, every
+    ``world_size``-th case, padded from the start so every rank gets the same count, as DDP needs)."""
+    from monai.data import partition_dataset
+
+    return partition_dataset(cases.train, num_partitions=world_size, shuffle=True, seed=config.seed,
+                             even_divisible=True, drop_last=False)[rank]
 
 
 def transforms_for(config: TrainConfig, data_dims: int, *, train: bool, seed: int | None = None):
@@ -101,7 +102,7 @@ def train_loader(config: TrainConfig, cases: FoldCases, rank: int, world_size: i
     """A shuffled loader over this rank's training shard (plus optional generated samples)."""
     from monai.data import DataLoader
 
-    shard_cases = shard(cases.train, rank, world_size, config.seed)
+    shard_cases = train_shard(config, cases, rank, world_size)
     transform = transforms_for(config, cases.data_dims, train=True, seed=config.seed + rank)
     cache_dir = Path(config.out) / "cache" if config.cache == "disk" else None
     dataset: torch.utils.data.Dataset = make_dataset(shard_cases, transform, cache=config.cache, cache_dir=cache_dir)

@@ -36,16 +36,13 @@ import torch
 from tumorbench.errors import DataError
 from tumorbench.models import model_info
 from tumorbench.models.gan import ConditionalGAN, discriminator_loss, generator_loss
+from tumorbench.package import ModelManifest, read_manifest
+from tumorbench.package.weights import load_weights
 from tumorbench.tasks import Gan, get_task
 from tumorbench.training import data as fold_data
-from tumorbench.training.checkpoint import (
-    ModelManifest,
-    load_training_state,
-    load_weights,
-    read_manifest,
-    save_checkpoint,
-)
+from tumorbench.training.checkpoint import load_training_state, save_checkpoint
 from tumorbench.training.config import TrainConfig, TrainConfigError
+from tumorbench.training.state import LoopState
 from tumorbench.transforms import AugmentConfig, PreprocessConfig
 from tumorbench.transforms.custom import _LUMA  # the grey conversion real images get (LoadCased)
 
@@ -223,8 +220,6 @@ def train_gan(config: TrainConfig, model: ConditionalGAN, cases: fold_data.FoldC
 def _resume(model: ConditionalGAN, opt_g, opt_d):
     import ray.train
 
-    from tumorbench.training.loop import LoopState  # loop.py imports this module
-
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return LoopState()
@@ -330,10 +325,10 @@ class SyntheticDataset(torch.utils.data.Dataset):
 def synthetic_dataset(config: TrainConfig, cases: fold_data.FoldCases, rank: int, world: int,
                       device: torch.device) -> SyntheticDataset | None:
     """This rank's generated training images (None when the fraction rounds to none)."""
-    from tumorbench.training.checkpoint import load_model
+    from tumorbench.package.weights import load_model
 
     check_gan_source(config, read_manifest(config.gan_checkpoint), cases.class_names, cases.split_hash)
-    n = round(config.synthetic_fraction * len(fold_data.shard(cases.train, rank, world, config.seed)))
+    n = round(config.synthetic_fraction * len(fold_data.train_shard(config, cases, rank, world)))
     if n == 0:
         return None
     gan, _ = load_model(config.gan_checkpoint, device)

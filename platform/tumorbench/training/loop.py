@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import tempfile
 import time
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -18,35 +17,17 @@ import numpy as np
 import torch
 
 from tumorbench.models.pretrained import freeze_backbone
+from tumorbench.package import ModelManifest
+from tumorbench.package.weights import load_weights
 from tumorbench.tasks import get_task
 from tumorbench.tasks.classification import positive_index
 from tumorbench.tasks.segmentation import mask_channel_names
 from tumorbench.training import data as fold_data
-from tumorbench.training.checkpoint import ModelManifest, load_training_state, load_weights, save_checkpoint
+from tumorbench.training.checkpoint import load_training_state, save_checkpoint
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.gan import synthetic_dataset
-from tumorbench.training.tasks import Precision, build_model, lr_lambda, make_loss, train_epoch
-
-
-@dataclass
-class LoopState:
-    """What resuming needs besides weights and optimizer."""
-
-    epoch: int = -1
-    best: float | None = None
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    def update(self, value: float, epoch: int, order: str) -> bool:
-        """Record an epoch's primary metric; True when it is the best so far."""
-        # NaN never improves; inf (HD95 of a missed tumour) is a real, worst value that a later epoch can beat.
-        better = self.best is None or (value > self.best if order == "max" else value < self.best)
-        if better and not np.isnan(value):
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
-            return True
-        self.bad_epochs += 1
-        return False
+from tumorbench.training.state import LoopState
+from tumorbench.training.tasks import Precision, build_model, make_loss, train_epoch
 
 
 def seed_everything(seed: int) -> None:
@@ -65,6 +46,17 @@ def _class_counts(cases: fold_data.FoldCases) -> np.ndarray | None:
 def _optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     groups = get_task(config.task).param_groups(getattr(model, "module", model), config)
     return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """Per optimizer step: linear warm-up from ``1/W`` of the peak over ``W = warmup_epochs`` epochs, then
+    cosine decay to 1% of ``config.lr`` (MONAI's ``WarmupCosineSchedule``; its floor is one absolute rate,
+    so a pretrained backbone at ``backbone_lr_mult`` ends at ``0.01 * lr`` too)."""
+    from monai.optimizers import WarmupCosineSchedule
+
+    warmup = config.warmup_epochs * steps_per_epoch
+    return WarmupCosineSchedule(optimizer, warmup_steps=warmup, t_total=config.epochs * steps_per_epoch,
+                                end_lr=0.01 * config.lr, warmup_multiplier=1 / max(1, warmup))
 
 
 def _validate(config, model, val_set, cases, device) -> tuple[dict[str, float], list[dict]]:
@@ -108,9 +100,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     loader = fold_data.train_loader(config, cases, rank, world, extra=extra)
     val_set = fold_data.val_dataset(config, cases, rank, world)
     optimizer = _optimizer(config, model)
-    steps = max(1, len(loader))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(config.epochs * steps, config.warmup_epochs * steps))
+    scheduler = warmup_cosine(optimizer, config, steps_per_epoch=max(1, len(loader)))
     precision = Precision.for_device(config.amp, device)
     loss_fn = make_loss(config, _class_counts(cases))
     state = _resume(model, optimizer, scheduler, precision)

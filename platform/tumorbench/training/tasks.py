@@ -6,7 +6,6 @@ loss, batch target, validation) is asked of the task's :class:`~tumorbench.tasks
 
 from __future__ import annotations
 
-import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +49,7 @@ def model_kwargs(config: TrainConfig, in_channels: int, out_channels: int) -> di
 
 
 def build_model(config: TrainConfig, in_channels: int, out_channels: int) -> tuple[torch.nn.Module, dict]:
-    """Create the model; returns it with the keywords that rebuild it (pretrained off: weights come from the package)."""
+    """Create the model; returns it with the keywords that rebuild it (pretrained off: the package has the weights)."""
     kwargs = model_kwargs(config, in_channels, out_channels)
     model = create_model(config.model, **kwargs)
     get_task(config.task).init_model(model, config, out_channels)
@@ -59,16 +58,6 @@ def build_model(config: TrainConfig, in_channels: int, out_channels: int) -> tup
 
 def make_loss(config: TrainConfig, class_counts: np.ndarray | None) -> torch.nn.Module:
     return get_task(config.task).loss(config, class_counts)
-
-
-def lr_lambda(total_steps: int, warmup_steps: int):
-    """Linear warm-up then cosine decay to 1% of the peak, per optimizer step."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return factor
 
 
 @dataclass

@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from tumorbench.errors import TumorbenchError
+from tumorbench.package.locate import RUN_FOLDER
 from tumorbench.training import data as fold_data
 from tumorbench.training.callbacks import EpochLogger, format_epoch
 from tumorbench.training.config import VOLUME_LAYOUTS, TrainConfig, TrainConfigError
 from tumorbench.training.tasks import check_model_for_task
 
-RUN_NAME = "train"
+RUN_NAME = RUN_FOLDER  # where tumorbench.package looks for a run's checkpoints
 SNAPSHOT = "checkpoint_manager_snapshot.json"
 
 
@@ -35,12 +36,13 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
     The last is what ``ray submit`` relies on: its script runs on the head without an address.
     """
     import ray
-    from ray._private.services import canonicalize_bootstrap_address  # ray is pinned; no public equivalent
+
+    from tumorbench.raycompat import cluster_address
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    address = address or canonicalize_bootstrap_address(None)
+    address = address or cluster_address(None)
     # Worker errors come back as exceptions and progress is printed from history.csv,
     # so actor logs stay in Ray's log files instead of flooding the console.
     if address:
@@ -100,7 +102,7 @@ def preflight(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
     if config.fold >= len(doc["folds"]):
         raise TrainConfigError(f"fold {config.fold} does not exist in a {len(doc['folds'])}-fold split")
     if config.gan_checkpoint:
-        from tumorbench.training.checkpoint import read_manifest
+        from tumorbench.package import read_manifest
         from tumorbench.training.gan import check_gan_source
 
         classes = sorted(frame["label"].dropna().unique())

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from tumorbench.evaluation.metrics import classification_metrics, segmentation_metrics
+from tumorbench.inference import predict_volume
 
 
 def gather(records: list[dict]) -> list[dict]:
@@ -30,23 +31,6 @@ def gather(records: list[dict]) -> list[dict]:
 
 def _to_device(image: torch.Tensor, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(image).float().to(device)
-
-
-@torch.no_grad()
-def predict_volume(model: torch.nn.Module, image: torch.Tensor, *, model_dims: int,
-                   roi_size: Sequence[int] | None, device: torch.device) -> torch.Tensor:
-    """Foreground probabilities ``(C, I, J, K)`` of one volume ``(C_in, I, J, K)``."""
-    from monai.inferers import SliceInferer, sliding_window_inference
-
-    batch = _to_device(image, device)[None]
-    if model_dims == 2:
-        # A 2D model reads the volume one axial slice at a time.
-        inferer = SliceInferer(roi_size=tuple(batch.shape[2:4]), spatial_dim=2, sw_batch_size=8, progress=False)
-        logits = inferer(batch, model)
-    else:
-        roi = tuple(roi_size) if roi_size else tuple(min(s, 64) for s in batch.shape[2:])
-        logits = sliding_window_inference(batch, roi, sw_batch_size=2, predictor=model, overlap=0.25)
-    return torch.sigmoid(logits[0].float()).cpu()
 
 
 def _case_metrics(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None,

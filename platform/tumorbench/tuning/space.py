@@ -10,7 +10,7 @@ constants, keyed by the setting they change::
 ``augment`` takes a preset name (``AugmentConfig.preset``); ``preprocess.contrast``
 also takes ``True``/``False`` for CLAHE on/off. The space is checked against the
 searcher before any trial starts, and each trial turns its sample back into a
-``TrainConfig`` with :func:`apply_params`.
+``TrainConfig`` with :func:`apply_params` (the one merge rule, ``training.config.merge_settings``).
 """
 
 from __future__ import annotations
@@ -21,16 +21,14 @@ import math
 from typing import Any
 
 from tumorbench.errors import TumorbenchError
-from tumorbench.training.config import TrainConfig
-from tumorbench.transforms import AugmentConfig, PreprocessConfig, SamplingConfig
+from tumorbench.training.config import NESTED_CONFIGS as NESTED
+from tumorbench.training.config import TrainConfig, merge_settings
 
 SEARCHERS = ("grid", "random", "bayes", "bayes-gp")
-AUGMENT_PRESETS = ("none", "light", "medium", "strong")
 # Top-level settings a trial may change; data, task, folds, output and cluster layout stay the study's.
 SEARCHABLE = ("epochs", "batch_size", "lr", "weight_decay", "backbone_lr_mult", "freeze_backbone_epochs",
               "warmup_epochs", "grad_clip", "patience", "seed", "pretrained", "synthetic_fraction",
               "gan_checkpoint", "foreground_prior")
-NESTED = {"preprocess": PreprocessConfig, "augment": AugmentConfig, "sampling": SamplingConfig}
 # Model keywords the data sizes (or a top-level setting) decide.
 SIZED_KWARGS = ("in_chans", "num_classes", "in_channels", "out_channels", "spatial_dims", "pretrained")
 _CATEGORICAL = ("grid_search", "choice")
@@ -58,50 +56,26 @@ def _unknown_key(key: str, base: TrainConfig | None) -> SearchSpaceError:
 
 
 def apply_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
-    """``base`` with the dotted ``params`` of one trial applied (validated again).
+    """``base`` with the dotted ``params`` of one trial merged in (:func:`merge_settings`), validated again.
 
     Raises:
         SearchSpaceError: An unknown key, or a value the config refuses.
     """
-    top: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {head: {} for head in NESTED}
-    kwargs = dict(base.model_kwargs)
-    preset = None
-    for key, value in params.items():
+    for key in params:
         head, _, tail = key.partition(".")
-        if key == "augment":
-            preset = value
-        elif not tail and key in SEARCHABLE:
-            top[key] = value
-        elif head == "model_kwargs" and tail:
-            kwargs[tail] = value
-        elif head in NESTED and tail in {f.name for f in dataclasses.fields(NESTED[head])}:
-            nested[head][tail] = _contrast(value) if key == "preprocess.contrast" else value
-        else:
+        searchable = key == "augment" or (not tail and key in SEARCHABLE) or (head == "model_kwargs" and tail) \
+            or (head in NESTED and tail in {f.name for f in dataclasses.fields(NESTED[head])})
+        if not searchable:
             raise _unknown_key(key, None)
     try:
-        augment = base.augment
-        if preset is not None:
-            if preset not in AUGMENT_PRESETS:
-                raise ValueError(f"augment must be a preset name {AUGMENT_PRESETS}, got {preset!r}")
-            augment = AugmentConfig.preset(preset, spatial_dims=base.spatial_dims)
-        parts = {"augment": augment, "preprocess": base.preprocess, "sampling": base.sampling}
-        parts = {head: dataclasses.replace(part, **nested[head]) if nested[head] else part
-                 for head, part in parts.items()}
-        return base.replace(**top, **parts, model_kwargs=kwargs)
+        return TrainConfig.from_dict(merge_settings(base.to_dict(), params))
     except (TypeError, ValueError) as exc:
         raise SearchSpaceError(f"search parameters {params}: {exc}") from exc
 
 
-def _contrast(value: Any) -> Any:
-    """CLAHE on/off as a boolean, or any ``PreprocessConfig.contrast`` name."""
-    return {True: "clahe", False: "none"}.get(value, value) if isinstance(value, bool) else value
-
-
 def domain_kind(value: Any) -> str:
     """The Tune function that made ``value`` (``constant`` for a plain value)."""
-    from ray.tune.search.sample import (Categorical, Float, Function, Integer, LogUniform, Normal,
-                                        Quantized)
+    from ray.tune.search.sample import Categorical, Float, Function, Integer, LogUniform, Normal, Quantized
 
     if isinstance(value, dict) and set(value) == {"grid_search"}:
         return "grid_search"

@@ -15,7 +15,7 @@ import json
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,23 +92,21 @@ def summary_metrics(folds: list[FoldRecord], metric: str) -> dict[str, Any]:
     return report | {f"fold_{f.fold}_{metric}": f.score for f in folds}
 
 
-def _better(a: float, b: float, mode: str) -> bool:
-    """``a`` improves on ``b``: NaN never does, anything beats NaN, inf is a real (worst) distance."""
-    if math.isnan(a):
-        return False
-    return math.isnan(b) or (a > b if mode == "max" else a < b)
-
-
 def best_checkpoint(result, metric: str, mode: str) -> tuple[Path, dict[str, Any]]:
-    """The kept checkpoint of a Train run that scores best on ``metric`` (NaN never wins; ties: the first)."""
-    best: tuple[Path, dict[str, Any]] | None = None
-    for checkpoint, metrics in result.best_checkpoints or []:
-        value = float(metrics.get(metric, float("nan")))
-        if best is None or _better(value, float(best[1].get(metric, float("nan"))), mode):
-            best = (Path(checkpoint.path), metrics)
-    if best is None:
+    """The kept checkpoint of a Train run that scores best on ``metric``, by Ray's ``Result.get_best_checkpoint``
+    (ties: the first; inf is a real, worst distance).
+
+    Ray ranks a NaN like a number (a NaN listed first would win), so NaN scores are set aside first; a run
+    with no score but NaN gives its first kept checkpoint.
+    """
+    kept = result.best_checkpoints or []
+    if not kept:
         raise TrainConfigError(f"training in {result.path} kept no checkpoint to score")
-    return best
+    scored = [(c, m) for c, m in kept if not math.isnan(float(m.get(metric, math.nan)))]
+    if not scored:
+        return Path(kept[0][0].path), kept[0][1]
+    best = replace(result, best_checkpoints=scored).get_best_checkpoint(metric, mode)
+    return Path(best.path), next(m for c, m in scored if c.path == best.path)
 
 
 def run_fold(config: TrainConfig, setup: TrialSetup) -> tuple[FoldRecord, list[dict]]:

@@ -1,10 +1,11 @@
 """The tumorbench Ray Serve application: a FastAPI ingress and one batched deployment per model package.
 
-``serve run serve/config.yaml`` (from the repository root) or ``tumorbench serve --models DIR``
-start it. The ingress checks the API key and body size, parses the upload, decodes and
-validates it (format, declared size, dimensions, channels, finite values) and runs the
-package's own preprocessing (rebuilt from ``model.json``); the model deployment batches
-forward passes with ``@serve.batch`` and maps answers back to the input's geometry.
+``serve run serve/config.yaml`` or ``tumorbench serve --models DIR`` start it (import path
+``tumorbench.serving.app:build_app``; workers import it from the installed tumorbench).
+The ingress checks the API key and body size, parses the upload, decodes and validates it
+(format, declared size, dimensions, channels, finite values) and runs the package's own
+preprocessing (rebuilt from ``model.json``); the model deployment batches forward passes
+with ``@serve.batch`` and maps answers back to the input's geometry.
 Batch size, batch wait and threshold are ``user_config``: ``reconfigure`` applies them live.
 """
 
@@ -28,9 +29,10 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.model_server import ModelServer, peak_rss_mb
-from serve.packages import REPO_ROOT, resolve_packages
-from serve.protocol import (
+from tumorbench.raycompat import serve_deploy_apps
+from tumorbench.serving.model_server import ModelServer, peak_rss_mb
+from tumorbench.serving.packages import resolve_packages
+from tumorbench.serving.protocol import (
     LOOPBACK_HOSTS,
     UPLOAD_OPENAPI,
     ApiError,
@@ -42,8 +44,9 @@ from serve.protocol import (
     model_card,
     receive_upload,
 )
-from serve.settings import API_KEY_ENV, AppArgs
-from serve.telemetry import Telemetry
+from tumorbench.serving.settings import API_KEY_ENV, AppArgs
+from tumorbench.serving.telemetry import Telemetry
+from tumorbench.tasks import get_task
 
 logger = logging.getLogger("ray.serve")
 UPLOAD_PREFIX = "tumorbench-upload-"  # + "<pid>-": folders of dead processes are swept at start
@@ -318,7 +321,7 @@ class Ingress:
             return Response(blob, media_type=MEDIA_TYPE)
         payload = {"request_id": _request_id(request), "model": name, "version": card["version"],
                    **result.summary(), "input": {"format": prepared.input_format, "bytes": size}}
-        if task == "segmentation":
+        if get_task(task).with_mask:
             from tumorbench.inference import mask_file
 
             media_type, blob = await asyncio.to_thread(mask_file, result)
@@ -378,26 +381,20 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
 
 def deploy(args: dict[str, Any], *, deployments: list[dict[str, Any]] | None = None, host: str = "127.0.0.1",
            port: int = 8000, name: str = "tumorbench", timeout_s: float = 300.0) -> None:
-    """Deploy ``serve.app:build_app`` from a config, as ``serve run/deploy serve/config.yaml`` do.
+    """Deploy ``tumorbench.serving.app:build_app`` from a config, as ``serve run/deploy serve/config.yaml`` do.
 
     Unlike ``serve.run`` (a new code version every call, so every replica restarts), a config
     deploy that only changes ``deployments[].user_config`` calls ``reconfigure`` on the running
-    replicas. Needs Ray initialized with this repository as the working directory.
+    replicas. Needs Ray initialized.
 
     Args:
         args: :class:`AppArgs` fields.
         deployments: Per-deployment overrides, e.g. ``[{"name": "model_x", "user_config": {...}}]``.
         timeout_s: How long to wait for the application to run.
     """
-    from ray.serve._private.api import (
-        serve_start,  # what the serve CLI uses; ray is pinned
-    )
-    from ray.serve.schema import ServeDeploySchema
-
-    client = serve_start(http_options={"host": host, "port": port})
-    app = {"name": name, "route_prefix": "/", "import_path": "serve.app:build_app", "args": args,
+    app = {"name": name, "route_prefix": "/", "import_path": f"{__name__}:build_app", "args": args,
            "deployments": deployments or []}
-    client.deploy_apps(ServeDeploySchema(applications=[app]))
+    serve_deploy_apps([app], http_options={"host": host, "port": port})
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = serve.status().applications.get(name)
@@ -424,6 +421,9 @@ def serve_forever(args: dict[str, Any], *, host: str = "127.0.0.1", port: int = 
     if not is_loopback(host) and "allowed_hosts" not in args:
         args = {**args, "allowed_hosts": ["*"]}  # listening beyond loopback: answer any name (API key required)
     settings = AppArgs(**args)
+    # Every package is found and its manifest validated before Ray starts (a bad one fails here, by name).
+    packages = resolve_packages(settings.models)
+    settings = settings.model_copy(update={"models": [f"{name}={path}" for name, path in packages.items()]})
 
     def stop(signum: int, _frame: Any) -> None:
         raise _Stop(signal.Signals(signum).name)
@@ -433,7 +433,6 @@ def serve_forever(args: dict[str, Any], *, host: str = "127.0.0.1", port: int = 
             signal.signal(sig, stop)
 
     install()  # before Ray starts, so a stop during start-up still cleans up
-    os.chdir(REPO_ROOT)  # Ray puts the driver's working directory on the replicas' sys.path: serve.app imports
     try:
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=False)

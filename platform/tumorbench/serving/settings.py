@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from serve.model_server import ModelSettings
-from serve.protocol import LOOPBACK_HOSTS, exposure_problem
+from tumorbench.serving.model_server import ModelSettings
+from tumorbench.serving.protocol import LOOPBACK_HOSTS, exposure_problem
 
 API_KEY_ENV = "TUMORBENCH_API_KEY"
 
@@ -18,7 +18,7 @@ class AppArgs(ModelSettings):
 
     Attributes:
         models: Package folders (``model.json`` + ``model.pt``), folders of packages, or
-            ``NAME=PATH``; a training run's ``train/`` folder serves its best checkpoint;
+            ``NAME=PATH``; a training run's folder (or its ``train/``) serves its best checkpoint;
             ``${VAR:-default}`` reads paths (``:``-separated) from an environment variable.
         api_key: Required in ``X-API-Key`` (or ``Authorization: Bearer``) for ``/v1/*``;
             default ``$TUMORBENCH_API_KEY`` on the ingress, else no key.

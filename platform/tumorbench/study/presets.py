@@ -5,7 +5,9 @@
 - ``full``: the GPU-cluster study (more folds, epochs, trials, larger inputs).
 
 A study is a function of the preset returning a :class:`~tumorbench.study.spec.Study`;
-search spaces are real Ray Tune domains.
+search spaces are real Ray Tune domains. Real data sets are read from
+:func:`tumorbench.paths.shared_data` (``$TUMORBENCH_SHARED_DATA``, else ``../shared/data``
+beside the checkout).
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ from collections.abc import Callable
 
 from ray import tune
 
+from tumorbench.paths import shared_data
 from tumorbench.study.spec import Candidate, Study, StudyError
 
-SHARED_DATA = "../shared/data"
 _BUDGET = {  # preset -> (folds, epochs, trials per random/Bayesian search)
     "smoke": (2, 1, 1),
     "default": (3, 4, 2),
@@ -57,8 +59,9 @@ def lgg(preset: str) -> Study:
     shared = {"preprocess": {"spatial_size": size}, "batch_size": 8, "lr": 2e-3, "workers": 2,
               "epochs": {"smoke": 1, "default": 8, "full": 60}[preset], "augment": {"flip_axes": [0, 1], "prob": 0.5}}
     return Study(
-        name="lgg", task="segmentation", data=f"{SHARED_DATA}/lgg", layout="lgg", n_folds=folds, config=shared,
-        baselines=("otsu", "kmeans"), baseline_params={"otsu": {"max_train_cases": 200}, "kmeans": {"max_train_cases": 200}},
+        name="lgg", task="segmentation", data=f"{shared_data()}/lgg", layout="lgg", n_folds=folds,
+        config=shared, baselines=("otsu", "kmeans"),
+        baseline_params={"otsu": {"max_train_cases": 200}, "kmeans": {"max_train_cases": 200}},
         candidates=(
             Candidate("unet", {"model": "unet"}, {}, "random", 1),
             Candidate("attention_unet", {"model": "attention_unet"}, {}, "random", 1),
@@ -72,7 +75,7 @@ def brain_yes_no(preset: str) -> Study:
     shared = {"preprocess": {"spatial_size": size, "channels": 3}, "batch_size": 16, "workers": 2,
               "epochs": {"smoke": 1, "default": 8, "full": 30}[preset], "dedupe": True}
     return Study(
-        name="brain_yes_no", task="classification", data=f"{SHARED_DATA}/brain_mri_yes_no", layout="image-folder",
+        name="brain_yes_no", task="classification", data=f"{shared_data()}/brain_mri_yes_no", layout="image-folder",
         n_folds=folds, config=shared, baselines=("logreg", "svm", "random_forest", "gradient_boosting"),
         candidates=(
             # Transfer vs scratch and the augmentation strength, every combination.
@@ -94,7 +97,7 @@ def lidc(preset: str) -> Study:
     shared = {"preprocess": {"spatial_size": [64, 64], "normalize": "minmax"}, "batch_size": 16, "workers": 1,
               "epochs": {"smoke": 1, "default": 15, "full": 60}[preset]}
     return Study(
-        name="lidc", task="classification", data=f"{SHARED_DATA}/lidc_nodules", layout="lidc", n_folds=folds,
+        name="lidc", task="classification", data=f"{shared_data()}/lidc_nodules", layout="lidc", n_folds=folds,
         config=shared, baselines=("logreg", "random_forest"),
         candidates=(
             Candidate("resnet18", {"model": "resnet18"}, {"lr": tune.loguniform(1e-4, 3e-3)}, "random", samples),
@@ -111,7 +114,7 @@ def brats(preset: str) -> Study:
               "preprocess": {"label_map": "brats"},
               "sampling": {"mode": "patch3d", "patch_size": patch, "num_samples": 2}, "roi_size": patch}
     return Study(
-        name="brats", task="segmentation", data=f"{SHARED_DATA}/brats", layout="brats",
+        name="brats", task="segmentation", data=f"{shared_data()}/brats", layout="brats",
         n_folds=max(2, folds if preset == "full" else 2), config=shared, baselines=("otsu", "kmeans"),
         candidates=(
             Candidate("segresnet", {"model": "segresnet" if preset == "full" else "segresnet_tiny"}, {}, "random", 1),

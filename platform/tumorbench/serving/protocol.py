@@ -21,6 +21,8 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
+from tumorbench.tasks import get_task
+
 RAW_TYPES = ("application/octet-stream", "image/png", "image/jpeg", "image/tiff", "image/bmp", "application/dicom",
              "application/zip", "application/x-zip-compressed", "application/gzip", "application/x-gzip")
 FORM_FIELD = "file"
@@ -195,7 +197,7 @@ def model_card(name: str, package: Path, manifest: Any) -> dict[str, Any]:
     metrics = {k: v for k, v in manifest.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return {"name": name, "task": manifest.task, "version": f"{package.name}@{manifest.created}",
             "architecture": manifest.name, "created": manifest.created, "epoch": manifest.epoch,
-            "endpoint": "/v1/classify" if manifest.task == "classification" else "/v1/segment",
+            "endpoint": get_task(manifest.task).endpoint,
             "classes": manifest.class_names, "positive_class": manifest.positive_class,
             "output_channels": manifest.channel_names, "metrics": metrics, "inputs": inputs,
             "data": {"layout": manifest.data.get("layout"), "split_fold": manifest.split.get("fold")}}

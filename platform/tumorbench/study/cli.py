@@ -1,0 +1,111 @@
+"""The comparison study's command line: ``tumorbench compare`` and ``experiments/compare.py`` both run :func:`main`.
+
+    tumorbench compare                                      # embedded synthetic study, local Ray
+    tumorbench compare --study lgg --preset default
+    tumorbench compare --data PATH                          # any dataset: layout and task detected
+    ray submit cluster.yaml experiments/compare.py -- --preset full --study brats
+    ray job submit --working-dir . -- python experiments/compare.py --preset smoke
+
+Connects to ``--address`` / ``RAY_ADDRESS`` when given, else to the cluster ``ray start`` made on
+this machine (how ``ray submit`` runs it on the head), and starts a local Ray otherwise.
+Results (leaderboard, folds, predictions, statistics, manifest, report.html and the
+winning model package under ``best/<task>/``) go to ``--out``. Shipped studies read real data
+from ``$TUMORBENCH_SHARED_DATA`` (default: ``../shared/data`` beside the checkout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+
+def generic_study(data: str, preset: str):
+    """A sensible comparison for a dataset nobody configured: layout and task are detected."""
+    from tumorbench.data.catalog import scan
+    from tumorbench.errors import TumorbenchError
+    from tumorbench.study import presets
+    from tumorbench.tasks import get_task
+
+    frame = scan(data)
+    layout = frame.attrs["layout"]
+    # The first task whose target the catalog holds: class labels, else masks.
+    task = next((t for t in ("classification", "segmentation") if frame[get_task(t).target].notna().any()), None)
+    if task is None:
+        raise TumorbenchError(f"{data}: neither class labels nor masks found; nothing to compare models on")
+    print(f"[tumorbench] {data}: layout {layout} ({frame.attrs['layout_evidence']}), task {task}", flush=True)
+    volumes = layout in ("brats", "msd", "dicom")
+    template = {"classification": presets.brain_yes_no, "segmentation": presets.synthetic if volumes else presets.lgg}
+    template = template[task](preset)
+    return replace(
+        template, name=f"generic-{Path(data).name}", data=str(Path(data).resolve()), layout=layout, synthetic=None
+    )
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Which model detects these tumors best, by how much, and is the difference real?",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    parser.add_argument(
+        "--study", default=None, help="synthetic (default without --data), lgg, brain_yes_no, lidc, brats"
+    )
+    parser.add_argument("--preset", default="default", choices=["smoke", "default", "full"])
+    parser.add_argument("--data", default=None, help="Dataset root (overrides the study's; alone: generic study)")
+    parser.add_argument("--out", default=None, help="Results folder (default: results/<study>-<preset>)")
+    parser.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster (default: the one `ray start` made here, else a new local one)",
+    )
+    parser.add_argument("--resume", action="store_true", help="Continue an interrupted study; finished trials stay")
+    parser.add_argument("--seed", type=int, default=None, help="Override the study's seed")
+    parser.add_argument(
+        "--require-deid",
+        action="store_true",
+        help="Refuse DICOM data still carrying identifying tags (run `tumorbench data deid` first)",
+    )
+    return parser.parse_args(argv)
+
+
+def build_study(args: argparse.Namespace):
+    """The study the arguments name (a shipped one, or the generic study of ``--data``)."""
+    from tumorbench.study import presets
+
+    if args.study is None and args.data:
+        study = generic_study(args.data, args.preset)
+    else:
+        name = args.study or "synthetic"
+        if name not in presets.STUDIES:
+            raise SystemExit(f"error: unknown study {name!r} (choose from {', '.join(presets.STUDIES)})")
+        study = presets.STUDIES[name](args.preset)
+        if args.data:
+            study = replace(study, data=str(Path(args.data).resolve()), synthetic=None)
+    if args.seed is not None:
+        study = replace(study, seed=args.seed)
+    return replace(study, require_deid=True) if args.require_deid else study
+
+
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """Run a comparison study; 0 on success, 2 on a tumorbench error (printed on one line)."""
+    args = parse_args(argv, prog)
+    from tumorbench.errors import TumorbenchError
+    from tumorbench.study.runner import run_study
+
+    try:
+        study = build_study(args)
+        out = Path(args.out or f"results/{study.name}-{args.preset}")
+        run_study(study, out, preset=args.preset, resume=args.resume, address=args.address)
+    except TumorbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"[tumorbench] results in {out.resolve()} (open report.html)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""tumorbench.raycompat: the Ray internals it wraps still exist and behave as it assumes (fails when Ray moves them)."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+from pathlib import Path
+
+from conftest import REPO_ROOT
+from tumorbench.raycompat import cluster_address
+
+
+def test_private_ray_symbols_and_signatures_are_where_raycompat_expects_them():
+    from ray._private.services import canonicalize_bootstrap_address
+    from ray.serve._private.api import serve_start
+    from ray.serve._private.client import ServeControllerClient
+    from ray.serve.schema import ServeDeploySchema
+
+    assert list(inspect.signature(canonicalize_bootstrap_address).parameters)[:2] == ["addr", "temp_dir"]
+    assert "http_options" in inspect.signature(serve_start).parameters
+    assert inspect.signature(serve_start).return_annotation in (ServeControllerClient, "ServeControllerClient")
+    assert "config" in inspect.signature(ServeControllerClient.deploy_apps).parameters
+    schema = ServeDeploySchema(
+        applications=[{"name": "a", "route_prefix": "/", "import_path": "x.y:z", "args": {"models": ["p"]}}]
+    )
+    assert schema.applications[0].args == {"models": ["p"]}
+
+
+def test_cluster_address_order(tmp_path, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cluster_address(None, temp_dir=str(tmp_path)) is None  # nothing to join: start a local Ray
+    (tmp_path / "ray_current_cluster").write_text("10.0.0.5:6390\n")  # what `ray start` leaves behind
+    assert cluster_address(None, temp_dir=str(tmp_path)) == "10.0.0.5:6390"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6391")
+    assert cluster_address(None, temp_dir=str(tmp_path)) == "10.0.0.5:6391"
+    assert cluster_address("10.0.0.5:6392", temp_dir=str(tmp_path)) == "10.0.0.5:6392"
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert cluster_address(None, temp_dir=str(tmp_path)) is None
+
+
+def test_no_other_module_imports_ray_private_apis():
+    pattern = r"ray\._private|ray\.serve\._private"
+    offenders = subprocess.run(
+        ["grep", "-rlE", "--include=*.py", pattern, "platform", "serve", "experiments"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert offenders == [str(Path("platform/tumorbench/raycompat.py"))]
