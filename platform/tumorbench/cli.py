@@ -315,10 +315,13 @@ def explain_command(package: Path, files: tuple[Path, ...], method: str, out: Pa
 @click.option("--api-key", envvar="TUMORBENCH_API_KEY", default=None, help="Require this key (X-API-Key) on /v1/*.")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True)
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a new local Ray).")
+@click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without an API key.")
 def serve_command(models: tuple[str, ...], more_models: tuple[str, ...], host: str, port: int, max_batch_size: int,
                   batch_wait_ms: float, threshold: float, replicas: int, gpu_per_replica: float, api_key: str | None,
-                  max_upload_mb: float, address: str | None) -> None:
+                  max_upload_mb: float, address: str | None, insecure: bool) -> None:
     """Serve model packages over HTTP with Ray Serve until Ctrl-C / SIGTERM (see serve/config.yaml)."""
+    import pydantic
+
     from tumorbench.serving.app import serve_forever
 
     entries = []
@@ -326,10 +329,13 @@ def serve_command(models: tuple[str, ...], more_models: tuple[str, ...], host: s
         name, sep, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
         entries.append(f"{name}{sep}{Path(path).expanduser().resolve()}")
 
-    serve_forever({"models": entries, "max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_ms / 1000,
-                   "threshold": threshold, "num_replicas": replicas, "gpu_per_replica": gpu_per_replica,
-                   "api_key": api_key, "max_upload_mb": max_upload_mb},
-                  host=host, port=port, address=address)
+    try:
+        serve_forever({"models": entries, "max_batch_size": max_batch_size,
+                       "batch_wait_timeout_s": batch_wait_ms / 1000, "threshold": threshold, "num_replicas": replicas,
+                       "gpu_per_replica": gpu_per_replica, "api_key": api_key, "max_upload_mb": max_upload_mb,
+                       "insecure": insecure}, host=host, port=port, address=address)
+    except pydantic.ValidationError as exc:  # settings refused before Ray starts (e.g. exposed without an API key)
+        raise click.ClickException(str(exc)) from None
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ here and zipped (synthetic stand-ins when ../shared/data is absent).
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import gzip
 import io
 import socket
@@ -22,9 +23,10 @@ import numpy as np
 import pytest
 import requests
 import torch
-from model_packages import CLS2D, CT3D, SEG2D, SEG3D, make_package, synthetic_png
 from PIL import Image
 
+import attack_files
+from model_packages import CLS2D, CT3D, SEG2D, SEG3D, make_package, synthetic_png
 from tumorbench.data.writers import write_dicom_series, write_nifti
 from tumorbench.inference import Predictor
 
@@ -34,6 +36,7 @@ SHARED = REPO_ROOT.parent / "shared" / "data"
 API_KEY = "test-key"
 MAX_UPLOAD_MB = 4
 MAX_UNPACKED_MB = 16
+MAX_CONCURRENT = 3
 
 
 def _free_port() -> int:
@@ -45,7 +48,8 @@ def _free_port() -> int:
 def _args(packages: dict[str, Path], **extra) -> dict:
     return {"models": [f"{name}={path}" for name, path in packages.items()], "api_key": API_KEY,
             "max_upload_mb": MAX_UPLOAD_MB, "cpus_per_replica": 0.1, "ingress_cpus": 0.1, "torch_threads": 1,
-            "max_pixels": 10_000_000, "max_unpacked_mb": MAX_UNPACKED_MB, **extra}
+            "max_pixels": 10_000_000, "max_unpacked_mb": MAX_UNPACKED_MB, "max_concurrent_requests": MAX_CONCURRENT,
+            **extra}
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +60,8 @@ def app(ray_session, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("serve")
     packages = {name: make_package(root / name, spec) for name, spec in
-                (("seg2d", SEG2D), ("cls2d", CLS2D), ("brats3d", SEG3D), ("ct3d", CT3D))}
+                (("seg2d", SEG2D), ("cls2d", CLS2D), ("brats3d", SEG3D), ("ct3d", CT3D), ("broken", CLS2D))}
+    (packages["broken"] / "model.pt").write_bytes(b"not a torch file")  # a corrupt package among good ones
     port = _free_port()
     deploy(_args(packages), port=port)  # as `serve run serve/config.yaml` does
     session = requests.Session()
@@ -117,14 +122,14 @@ def _mask(body: dict) -> np.ndarray:
 @pytest.fixture(scope="module")
 def offline(app):
     torch.set_num_threads(1)  # as the replicas, so float sums run in the same order
-    return {name: Predictor.from_package(path) for name, path in app["packages"].items()}
+    return {name: Predictor.from_package(path) for name, path in app["packages"].items() if name != "broken"}
 
 
 def test_health_models_and_openapi(app):
     assert requests.get(app["url"] + "/healthz", timeout=10).json()["status"] == "ok"
     assert requests.get(app["url"] + "/v1/models", timeout=10).status_code == 401
     cards = {card["name"]: card for card in app["http"].get(app["url"] + "/v1/models", timeout=10).json()["models"]}
-    assert set(cards) == {"seg2d", "cls2d", "brats3d", "ct3d"}
+    assert set(cards) == {"seg2d", "cls2d", "brats3d", "ct3d", "broken"}
     assert cards["cls2d"]["task"] == "classification" and cards["cls2d"]["classes"] == ["no", "yes"]
     assert cards["brats3d"]["inputs"]["channel_order"] == ["t1", "t1ce", "t2", "flair"]
     assert cards["seg2d"]["version"].startswith("seg2d@") and cards["seg2d"]["metrics"] == {"dice": 0.5}
@@ -290,3 +295,91 @@ def test_segment_dicom_seg_output_equals_the_json_mask(app, files):
     assert refused.status_code == 422 and "needs a DICOM input" in refused.json()["detail"]
     assert app["http"].post(app["url"] + "/v1/segment", params={"output": "svg"},
                             files={"file": ("upload", b"x")}, timeout=30).status_code == 422
+
+
+def test_bad_user_config_is_rejected_while_the_model_keeps_answering(app, files):
+    before = app["http"].get(app["url"] + "/v1/stats", timeout=30).json()["models"]["seg2d"]
+    bad = {"name": "model_seg2d", "user_config": {"threshold": 2.0, "max_batch_size": 0}}
+    app["deploy"](_args(app["packages"]), deployments=[bad], port=app["port"])
+    deadline = time.monotonic() + 60
+    while not (now := app["http"].get(app["url"] + "/v1/stats", timeout=30).json()["models"]["seg2d"])["config_error"]:
+        assert time.monotonic() < deadline, "the bad user_config never reached the replica"
+        time.sleep(0.5)
+    response = _post(app, "/v1/segment", files["png"])
+    assert response.status_code == 200 and response.json()["threshold"] == before["threshold"]
+    assert now["pid"] == before["pid"] and now["threshold"] == before["threshold"]
+    assert "previous settings kept" in now["config_error"] and "threshold" in now["config_error"]
+    print("stats after a bad user_config:", {k: now[k] for k in ("pid", "threshold", "config_error")})
+
+
+def test_readyz_names_the_corrupt_package_and_the_others_serve(app, files):
+    assert requests.get(app["url"] + "/healthz", timeout=10).status_code == 200
+    response = requests.get(app["url"] + "/readyz", timeout=30)
+    body = response.json()
+    print("/readyz:", response.status_code, body)
+    assert response.status_code == 503 and body["not_ready"] == ["broken"]
+    assert all(body["models"][name]["ready"] for name in ("seg2d", "cls2d", "brats3d", "ct3d"))
+    assert "cannot be loaded" in body["models"]["broken"]["error"]
+    broken = _post(app, "/v1/classify", files["png"], model="broken")
+    assert broken.status_code == 503 and broken.json()["error"] == "model_unavailable"
+    assert _post(app, "/v1/classify", files["png"]).json()["model"] == "cls2d"
+
+
+def test_host_header_allow_list(app):
+    evil = requests.get(app["url"] + "/healthz", headers={"Host": "rebind.example:8000"}, timeout=10)
+    assert evil.status_code == 421
+    assert requests.get(app["url"] + "/healthz", headers={"Host": "localhost:1"}, timeout=10).status_code == 200
+
+
+def test_overload_is_shed_quickly_with_retry_after(app, files):
+    volume = files["nifti"].read_bytes()  # 3D sliding-window inference: slow enough to fill the ingress
+
+    def one(_: int) -> tuple[int, float, str | None]:
+        start = time.perf_counter()
+        response = _post(app, "/v1/segment", content=volume, model="brats3d")
+        return response.status_code, time.perf_counter() - start, response.headers.get("retry-after")
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(one, range(12)))
+    shed = [r for r in results if r[0] == 503]
+    print("overload:", sorted((code, round(seconds, 2)) for code, seconds, _ in results))
+    assert {code for code, _, _ in results} <= {200, 503} and shed and len(shed) < len(results)
+    assert all(retry == "1" and seconds < 1.0 for _, seconds, retry in shed)
+    assert _post(app, "/v1/segment", files["png"]).status_code == 200
+
+
+def test_no_phi_in_responses_or_logs(app, ray_session):
+    uploads = {"duplicate slices": attack_files.phi_dicom_zip(duplicate=True),
+               "two series": attack_files.phi_dicom_zip(two_series=True),
+               "malformed UID": attack_files.phi_dicom_zip(bad_uid=True)}
+    texts = []
+    for name, data in uploads.items():
+        response = app["http"].post(app["url"] + "/v1/segment", files={"file": ("DOE_JOHN_MRN123456_001.zip", data)},
+                                    timeout=120)
+        texts.append(f"{name}: {response.status_code} {response.text}")
+        assert response.status_code in (200, 422), texts[-1]
+    logs = Path(ray_session._private.worker._global_node.get_logs_dir_path())
+    log_text = "\n".join(p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file()
+                         and p.suffix in (".log", ".out", ".err"))
+    secrets = ("DOE^JOHN", "DOE_JOHN", "MRN123456", "19610415")  # the malformed UID carries the MRN
+    leaks = [(s, where) for s in secrets for where, text in (("responses", "\n".join(texts)), ("logs", log_text))
+             if s in text]
+    print("PHI grep:", len(texts), "responses,", len(log_text), "log characters,", "leaks:", leaks)
+    print("\n".join(t[:200] for t in texts))
+    assert leaks == [] and len(log_text) > 0
+
+
+def test_prometheus_metrics(app, ray_session, files):
+    assert _post(app, "/v1/classify", files["png"]).status_code == 200
+    node = ray_session._private.worker._global_node
+    url = f"http://127.0.0.1:{node.metrics_export_port}/metrics"
+    deadline, text = time.monotonic() + 40, ""
+    while time.monotonic() < deadline and "tumorbench_inference_ms" not in text:
+        time.sleep(2)  # Ray's agent exports every few seconds
+        text = requests.get(url, timeout=10).text
+    lines = [line for line in text.splitlines() if "tumorbench_" in line and not line.startswith("#")]
+    print("metrics:", len(lines), "tumorbench lines, e.g.", lines[:3])
+    assert any("tumorbench_requests" in line and 'route="/v1/classify"' in line and 'status="200"' in line
+               for line in lines)
+    assert any("tumorbench_decode_ms_bucket" in line for line in lines)
+    assert "ray_serve_num_http_requests" in text  # Serve's own

@@ -1,48 +1,110 @@
-"""The Serve app's HTTP helpers and package discovery, without Ray: multipart parsing, model names."""
+"""The Serve app's HTTP helpers and package discovery, without Ray: bounded upload receiving, model names."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
+import tracemalloc
 
 import pytest
 import requests
+from starlette.requests import Request
 
+import attack_files
 from model_packages import manifest_only
 from tumorbench.serving.packages import resolve_packages
-from tumorbench.serving.protocol import ApiError, parse_upload
+from tumorbench.serving.protocol import LOOPBACK_HOSTS, ApiError, exposure_problem, host_allowed, receive_upload
+
+FILE_PART = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
 
 
-def _multipart(files: dict) -> tuple[str, bytes]:
-    prepared = requests.Request("POST", "http://x/", files=files).prepare()
+def _multipart(files: dict, data: dict | None = None) -> tuple[str, bytes]:
+    prepared = requests.Request("POST", "http://x/", files=files, data=data).prepare()
     return prepared.headers["Content-Type"], prepared.body
 
 
-def test_multipart_file_bytes_survive_exactly():
-    data = os.urandom(3000) + b"\r\n--boundary-lookalike\r\n\r\n" + os.urandom(500) + b"\r\n"
-    content_type, body = _multipart({"note": ("n.txt", b"hi"), "file": ("scan.nii.gz", data)})
-    assert parse_upload(content_type, body) == data
-    assert parse_upload("application/octet-stream", data) == data  # raw bodies pass as they are
+def _request(content_type: str, body: bytes, *, declare_length: bool = True) -> Request:
+    """A Starlette request whose body arrives in 64 kB chunks, as from the server."""
+    chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)] or [b""]
+    messages = [{"type": "http.request", "body": c, "more_body": n < len(chunks) - 1} for n, c in enumerate(chunks)]
+
+    async def receive() -> dict:
+        return messages.pop(0)
+
+    headers = [(b"content-type", content_type.encode())]
+    if declare_length:
+        headers.append((b"content-length", str(len(body)).encode()))
+    return Request({"type": "http", "method": "POST", "path": "/", "query_string": b"", "headers": headers}, receive)
+
+
+def _receive(tmp_path, content_type: str, body: bytes, limit: int = 1 << 30, **kwargs) -> bytes:
+    dest = tmp_path / "upload"
+    size = asyncio.run(receive_upload(_request(content_type, body, **kwargs), limit, dest))
+    assert size == dest.stat().st_size
+    return dest.read_bytes()
+
+
+def _refused(tmp_path, content_type: str, body: bytes, limit: int = 1 << 30, **kwargs) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        _receive(tmp_path, content_type, body, limit, **kwargs)
+    return caught.value
+
+
+def test_multipart_file_bytes_survive_exactly(tmp_path):
+    data = os.urandom(300_000) + b"\r\n--boundary-lookalike\r\n\r\n" + os.urandom(500) + b"\r\n"
+    content_type, body = _multipart({"file": ("scan.nii.gz", data)}, {"note": "hi"})
+    assert _receive(tmp_path, content_type, body) == data
+    content_type, body = _multipart({"other": ("n.txt", b"hi"), "file": ("scan.nii.gz", data)})
+    assert _refused(tmp_path, content_type, body).detail.endswith("Too many files. Maximum number of files is 1.")
+    assert _receive(tmp_path, "application/octet-stream", data) == data  # raw bodies pass as they are
 
 
 @pytest.mark.parametrize("content_type, body, status, words", [
-    ("multipart/form-data; boundary=b", b"", 400, "empty request body"),
-    ("text/plain", b"hello", 415, "unsupported content type"),
-    ("multipart/form-data", b"--b\r\n", 400, "without a boundary"),
-    ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nab", 400,
-     "closing boundary missing"),
-    ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=\"img\"\r\n\r\nab\r\n--b--\r\n",
-     400, "no field 'file' (fields: img)"),
-    ("multipart/form-data; boundary=b", b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n\r\n--b--\r\n",
-     400, "is empty"),
+    ("multipart/form-data; boundary=b", b"", 400, "no file in the field 'file'"),
+    ("application/octet-stream", b"", 400, "empty upload"),
+    ("text/plain", b"hello", 415, "unsupported content type 'text/plain'"),
+    ("multipart/form-data", b"--b\r\n", 400, "malformed multipart body"),
+    ("multipart/form-data; boundary=b", FILE_PART + b"ab", 400, ""),
+    ("multipart/form-data; boundary=b", b'--b\r\nContent-Disposition: form-data; name="PATIENT_DOE"\r\n\r\nab\r\n--b--',
+     400, "no file in the field 'file' (1 other field(s))"),
+    ("multipart/form-data; boundary=b", FILE_PART + b"\r\n--b--\r\n", 400, "empty upload"),
 ])
-def test_malformed_uploads(content_type, body, status, words):
-    with pytest.raises(ApiError) as caught:
-        parse_upload(content_type, body)
-    assert caught.value.status == status and words in caught.value.detail
+def test_malformed_uploads(tmp_path, content_type, body, status, words):
+    error = _refused(tmp_path, content_type, body)
+    assert error.status == status and words in error.detail and "PATIENT_DOE" not in error.detail
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: attack_files.multipart_many_parts(50_000), "Too many fields"),
+    (lambda: attack_files.multipart_many_headers(500_000), "Invalid multipart data"),  # over 8 header lines
+])
+def test_hostile_forms_are_refused_cheaply(tmp_path, make, words):
+    content_type, body = make()
+    assert len(body) > 2_500_000
+    start = time.process_time()
+    error = _refused(tmp_path, content_type, body)
+    assert error.status == 400 and words in error.detail
+    assert time.process_time() - start < 0.2  # the hand-written parser took > 1 s on these
+
+
+def test_body_limit_and_memory_while_receiving(tmp_path):
+    data = os.urandom(16 * 1024**2)
+    content_type, body = attack_files.multipart_file(data)
+    assert _refused(tmp_path, content_type, body, limit=1_000_000).status == 413  # declared length
+    assert _refused(tmp_path, content_type, body, limit=1_000_000, declare_length=False).status == 413  # streamed
+    request = _request(content_type, body)
+    tracemalloc.start()
+    try:
+        asyncio.run(receive_upload(request, 1 << 30, tmp_path / "upload"))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (tmp_path / "upload").read_bytes() == data
+    assert peak < 4 * 1024**2  # spooled to disk, never held whole (the old parser: twice the body)
 
 
 def _package(path, task, metrics, name="unet", layout="lgg"):
@@ -67,6 +129,26 @@ def test_run_folder_serves_its_best_checkpoint_and_names_are_unique(tmp_path, mo
         resolve_packages([str(tmp_path / "gan")])
     with pytest.raises(FileNotFoundError):
         resolve_packages([str(tmp_path / "missing")])
+
+
+@pytest.mark.parametrize("header, allowed, ok", [
+    ("127.0.0.1:8000", LOOPBACK_HOSTS, True),
+    ("localhost", LOOPBACK_HOSTS, True),
+    ("[::1]:8000", LOOPBACK_HOSTS, True),
+    ("evil.example:8000", LOOPBACK_HOSTS, False),  # DNS rebinding: the attacker's name, resolved to 127.0.0.1
+    ("127.0.0.1.evil.example", LOOPBACK_HOSTS, False),
+    (None, LOOPBACK_HOSTS, False),
+    ("scanner.example.org", ("*",), True),
+])
+def test_host_allow_list(header, allowed, ok):
+    assert host_allowed(header, allowed) is ok
+
+
+def test_exposed_without_api_key_is_refused():
+    assert exposure_problem(LOOPBACK_HOSTS, None, False) is None
+    assert "no API key" in exposure_problem(("*",), None, False)
+    assert "no API key" in exposure_problem(("10.0.0.5",), None, False)
+    assert exposure_problem(("*",), "key", False) is None and exposure_problem(("*",), None, True) is None
 
 
 def test_serve_refuses_a_newer_package_format_by_name_before_ray_starts(tmp_path):

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import struct
+import tempfile
+import time
+import tracemalloc
+import warnings
 import zipfile
 import zlib
 from pathlib import Path
@@ -13,9 +18,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tumorbench.data.io import read_dicom_series
+import attack_files
+from tumorbench.data.io import read_dicom_series, read_image_2d
 from tumorbench.data.writers import write_dicom_series, write_nifti
-from tumorbench.uploads import UploadError, UploadLimits, read_upload, sniff_format
+from tumorbench.errors import DataError
+from tumorbench.uploads import (
+    UploadError,
+    UploadLimits,
+    quiet_pydicom,
+    read_upload,
+    sniff_format,
+)
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -140,3 +153,95 @@ def test_gzip_that_is_not_nifti_is_unsupported(tmp_path):
     with pytest.raises(UploadError) as caught:
         read_upload(tmp_path / "x.gz")
     assert caught.value.status == 415
+
+
+# ----------------------------------------------------------------------------- bounded work (issue 11)
+
+
+def _upload(tmp_path: Path, data: bytes, limits: UploadLimits | None = None) -> UploadError:
+    path = tmp_path / "upload"
+    path.write_bytes(data)
+    with pytest.raises(UploadError) as caught:
+        read_upload(path, limits or UploadLimits(), label="upload")
+    return caught.value
+
+
+def test_deflated_dicom_is_refused_without_inflating(tmp_path):
+    data = attack_files.deflated_dicom(inflated_mb=64)
+    assert len(data) < 200_000
+    tracemalloc.start()
+    try:
+        error = _upload(tmp_path, data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert error.status == 415 and "Deflated" in error.problem
+    assert peak < 4 * 1024**2  # inflating would allocate 64 MB
+
+
+def test_dicom_pixel_data_must_match_the_declared_size(tmp_path):
+    extra = _upload(tmp_path, attack_files.extra_frames_dicom(8))
+    assert extra.status == 422 and "holds 4,096 bytes" in extra.problem and "= 512 bytes" in extra.problem
+    good = attack_files.dicom_with()
+    end = good.rindex(b"\xe0\x7f\x10\x00") + 12  # PixelData element header: tag, VR, reserved, length
+    short = good[:end - 4] + struct.pack("<I", 256) + good[end:end + 256]
+    assert _upload(tmp_path, short).status == 422
+    frames = _upload(tmp_path, attack_files.dicom_with(NumberOfFrames=8))
+    assert frames.status == 422 and "single-frame" in frames.problem
+
+
+def test_max_pixels_counts_channels(tmp_path):
+    limits = UploadLimits(max_pixels=2000)
+    error = _upload(tmp_path, attack_files.rgb_png(30, 30), limits)  # 2,700 values
+    assert error.status == 413 and "30 x 30 x 3" in error.problem and "2,700" in error.problem
+    Image.fromarray(np.zeros((30, 30), np.uint8)).save(tmp_path / "grey.png")
+    assert read_upload(tmp_path / "grey.png", limits).array.shape == (1, 30, 30)  # 900 values
+
+
+def test_multi_frame_tiff_found_with_one_seek(tmp_path):
+    data = attack_files.tiff_chain(16_384)  # walking the chain (n_frames) took seconds
+    start = time.process_time()
+    error = _upload(tmp_path, data)
+    (tmp_path / "chain.tif").write_bytes(data)
+    with pytest.raises(DataError, match="multi-frame"):
+        read_image_2d(tmp_path / "chain.tif")
+    assert error.status == 422 and "multi-frame" in error.problem
+    assert time.process_time() - start < 0.5
+    single = attack_files.tiff_chain(1)
+    (tmp_path / "one.tif").write_bytes(single)
+    assert read_upload(tmp_path / "one.tif").array.shape == (1, 1, 1)
+
+
+@pytest.mark.parametrize("make, status, words", [
+    (lambda: attack_files.dicom_with(PixelSpacing=[0, 0]), 422, "PixelSpacing must be finite and positive"),
+    (lambda: attack_files.dicom_with(SliceThickness="NaN"), 422, "SliceThickness must be finite"),
+    (lambda: attack_files.dicom_with(RescaleSlope="inf"), 422, "RescaleSlope must be finite"),
+    (lambda: attack_files.nifti_bytes(np.zeros((4, 4, 4, 3)), dtype_code=128), 415, "voxel type RGB"),
+    (lambda: attack_files.nifti_bytes(np.zeros((4, 4, 4), np.complex64)), 415, "voxel type complex64"),
+    (lambda: attack_files.nifti_bytes(np.zeros((4, 4, 4), np.float32), zooms=(np.nan, 1, 1)), 422, "pixdim"),
+])
+def test_malformed_geometry_is_a_clear_upload_error(tmp_path, make, status, words):
+    error = _upload(tmp_path, make())
+    assert (error.status, words in error.problem) == (status, True), error.problem
+
+
+def test_no_phi_in_messages_logs_or_warnings(tmp_path, caplog, monkeypatch):
+    uploads = [attack_files.phi_dicom_zip(**kwargs) for kwargs in ({"duplicate": True}, {"two_series": True},
+                                                                     {"bad_uid": True})]
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # only this test's temporary files
+    (tmp_path / "tmp").mkdir()
+    caplog.set_level(logging.DEBUG)
+    dropped = quiet_pydicom()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        messages = [_upload(tmp_path, data) for data in uploads[:2]]
+        (tmp_path / "ok.zip").write_bytes(uploads[2])
+        assert read_upload(tmp_path / "ok.zip").array.shape == (16, 16, 4)
+    assert [m.status for m in messages] == [422, 422]
+    assert "duplicate slice position" in messages[0].problem and "2 DICOM series (4, 4 files)" in messages[1].problem
+    seen = "\n".join([m.problem for m in messages] + [r.getMessage() for r in caplog.records]
+                     + [str(w.message) for w in caught])
+    for secret in ("DOE", "JOHN", "MRN123456", "19610415", "1.2.826."):
+        assert secret not in seen, secret
+    assert quiet_pydicom() > dropped  # the malformed UID was reported to pydicom's logger: dropped, counted
+    assert list((tmp_path / "tmp").iterdir()) == []  # every temporary folder removed, errors included

@@ -464,6 +464,20 @@ def _to_channels(img: Image.Image) -> np.ndarray:
     return np.moveaxis(np.asarray(rgb), -1, 0).astype(np.float32)
 
 
+def has_second_frame(img: Image.Image) -> bool:
+    """Whether an opened image has a second frame, found with one ``seek(1)``.
+
+    ``n_frames`` walks a TIFF's whole chain of frame directories (seconds for a small file
+    chaining thousands of one-pixel frames); ``seek(1)`` reads one. After True the image
+    is left on frame 1: callers refuse it.
+    """
+    try:
+        img.seek(1)
+    except EOFError:
+        return False
+    return True
+
+
 def read_image_2d(path: str | Path) -> ImageData:
     """Read a PNG / JPEG / TIFF / BMP image as a (C, H, W) float32 array (C = 1 or 3)."""
     path = Path(path)
@@ -471,8 +485,8 @@ def read_image_2d(path: str | Path) -> ImageData:
         raise DataError(path, "file not found")
     try:
         with _strict_truncation(), Image.open(path) as img:
-            if getattr(img, "n_frames", 1) > 1:
-                raise DataError(path, f"multi-frame image ({img.n_frames} frames) is not supported")
+            if has_second_frame(img):
+                raise DataError(path, "multi-frame image (2 or more frames) is not supported")
             img.load()
             mode, kind, array = img.mode, img.format, _to_channels(img)
         if kind == "PNG":

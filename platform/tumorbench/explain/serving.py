@@ -18,6 +18,7 @@ from typing import Any
 
 from tumorbench.explain.cases import explain_prepared, explainer_for, heatmap_file
 from tumorbench.explain.methods import METHODS, Explainer
+from tumorbench.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def explain_problem(method: str | None, manifest: Any) -> tuple[int, str] | None
         return None
     if method not in METHODS:
         return 400, f"unknown explain method {method!r}; choose from {', '.join(METHODS)}"
-    if manifest.task not in ("classification", "segmentation"):
+    if get_task(manifest.task).endpoint is None:  # not a servable task (a GAN)
         return 422, f"model {manifest.name!r} is a {manifest.task} model and cannot be explained"
     if method != "occlusion":
         from tumorbench.models import UnknownModelError, model_info

@@ -17,150 +17,70 @@ import base64
 import hmac
 import logging
 import os
-import resource
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tumorbench.explain.serving import explain_problem
 from tumorbench.raycompat import serve_deploy_apps
+from tumorbench.serving.model_server import ModelServer, peak_rss_mb
 from tumorbench.serving.packages import resolve_packages
-from tumorbench.serving.protocol import UPLOAD_OPENAPI, ApiError, model_card, parse_upload, read_body
+from tumorbench.serving.protocol import (
+    LOOPBACK_HOSTS,
+    UPLOAD_OPENAPI,
+    ApiError,
+    RequestOptions,
+    discard_body,
+    exposure_problem,
+    host_allowed,
+    is_loopback,
+    model_card,
+    receive_upload,
+)
+from tumorbench.serving.settings import API_KEY_ENV, AppArgs
+from tumorbench.serving.telemetry import Telemetry
 from tumorbench.tasks import get_task
 
 logger = logging.getLogger("ray.serve")
-API_KEY_ENV = "TUMORBENCH_API_KEY"
-EXPLAIN_HELP = "a heatmap on the upload's grid: gradcam, gradcampp or occlusion (default: none)"
+UPLOAD_PREFIX = "tumorbench-upload-"  # + "<pid>-": folders of dead processes are swept at start
 
 
-class ModelSettings(BaseModel):
-    """A model deployment's ``user_config``: changed live through ``reconfigure``."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    max_batch_size: int = Field(16, ge=1, le=512)
-    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0)
-    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+async def _awaited(response: Any) -> Any:
+    return await response
 
 
-class AppArgs(ModelSettings):
-    """Arguments of :func:`build_app` (the ``args`` of a Serve config).
-
-    Attributes:
-        models: Package folders (``model.json`` + ``model.pt``), folders of packages, or
-            ``NAME=PATH``; a training run's folder (or its ``train/``) serves its best checkpoint;
-            ``${VAR:-default}`` reads paths (``:``-separated) from an environment variable.
-        api_key: Required in ``X-API-Key`` (or ``Authorization: Bearer``) for ``/v1/*``;
-            default ``$TUMORBENCH_API_KEY`` on the ingress, else no key.
-        max_upload_mb: Largest request body.
-        max_pixels / max_voxels: Largest declared 2D image / volume (values x channels).
-        max_unpacked_mb: Largest total unpacked size of a zip upload.
-        num_replicas / autoscaling: Replicas per model deployment (a Serve ``autoscaling_config``
-            replaces ``num_replicas``).
-        cpus_per_replica / gpu_per_replica: Resources per model replica; GPUs only when the
-            cluster has them.
-        torch_threads: ``torch.set_num_threads`` in each model replica (None: torch's default).
-        max_ongoing_requests: Per model replica; at least ``max_batch_size`` (default twice it).
-    """
-
-    models: list[str] = Field(default_factory=lambda: ["runs/best"])
-    api_key: str | None = None
-    max_upload_mb: float = Field(64.0, gt=0)
-    max_pixels: int = Field(40_000_000, ge=1)
-    max_voxels: int = Field(128 * 1024**2, ge=1)
-    max_unpacked_mb: float = Field(1024.0, gt=0)
-    num_replicas: int = Field(1, ge=1)
-    autoscaling: dict[str, Any] | None = None
-    cpus_per_replica: float = Field(0.5, ge=0)
-    gpu_per_replica: float = Field(0.0, ge=0)
-    ingress_replicas: int = Field(1, ge=1)
-    ingress_cpus: float = Field(0.25, ge=0)
-    torch_threads: int | None = Field(None, ge=1)
-    max_ongoing_requests: int | None = Field(None, ge=1)
-
-    @model_validator(mode="after")
-    def _check(self) -> "AppArgs":
-        if not self.models:
-            raise ValueError("models: give at least one model package")
-        if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.max_batch_size:
-            raise ValueError("max_ongoing_requests must be >= max_batch_size, or @serve.batch never fills a batch")
-        return self
-
-    def model_settings(self) -> dict[str, Any]:
-        return ModelSettings(**self.model_dump(include=set(ModelSettings.model_fields))).model_dump()
+def request_options(model: str | None = Query(None, description="model name (GET /v1/models)"),
+                    output: str = Query("json", pattern="^(json|dicom-seg)$",
+                                        description="segment: json, or dicom-seg (a DICOM SEG of a DICOM upload)"),
+                    explain: str | None = Query(None, description="a heatmap on the upload's grid: gradcam, "
+                                                                  "gradcampp or occlusion (default: none)"),
+                    ) -> RequestOptions:
+    """Every query option of the prediction routes, parsed in one place."""
+    return RequestOptions(model=model, output=output, explain=explain)
 
 
-def peak_rss_mb() -> float:
-    try:  # VmHWM: this process's peak resident set
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def sweep_stale_uploads(root: str | None = None) -> int:
+    """Remove upload folders of processes that no longer run (killed mid-request); returns how many."""
+    import shutil
+
+    removed = 0
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*"):
+        pid = folder.name[len(UPLOAD_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+    return removed
 
 
-@serve.deployment
-class ModelServer:
-    """One model package: ``@serve.batch`` forward passes, post-processing per request."""
-
-    def __init__(self, package: str, name: str, limits: dict[str, int], torch_threads: int | None = None) -> None:
-        import ray
-        import torch
-
-        from tumorbench.inference import Predictor
-        from tumorbench.uploads import UploadLimits
-
-        if torch_threads:
-            torch.set_num_threads(torch_threads)
-        device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-        self.name, self.settings = name, ModelSettings()
-        self.predictor = Predictor.from_package(package, device=device, limits=UploadLimits(**limits))
-        from tumorbench.explain.serving import ServedExplanations
-
-        self.explanations = ServedExplanations(self.predictor)
-        self.batch_sizes: dict[int, int] = {}
-        self.requests = 0
-
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        settings = ModelSettings(**user_config)
-        self.infer.set_max_batch_size(settings.max_batch_size)
-        self.infer.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-        self.settings = settings
-        logger.info("model %s reconfigured: %s", self.name, settings.model_dump())
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def infer(self, images: list[Any]) -> list[Any]:
-        self.batch_sizes[len(images)] = self.batch_sizes.get(len(images), 0) + 1
-        return await asyncio.to_thread(self.predictor.predict_batch, images)
-
-    async def predict(self, prepared: Any) -> dict[str, Any]:
-        """Forward (batched with concurrent requests) and post-processing of one prepared input."""
-        start = time.perf_counter()
-        probabilities = await self.infer(prepared.image)
-        forward = time.perf_counter()
-        result = await asyncio.to_thread(self.predictor.postprocess, prepared, probabilities, self.settings.threshold)
-        self.requests += 1
-        return {"result": result, "inference_ms": 1000 * (forward - start),
-                "postprocess_ms": 1000 * (time.perf_counter() - forward)}
-
-    async def explain(self, prepared: Any, method: str) -> dict[str, Any]:
-        """The response's ``explanation`` (never raises: a failure says it is unavailable and why)."""
-        return await asyncio.to_thread(self.explanations.explain, prepared, method)
-
-    def stats(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb(), "requests": self.requests,
-                "batch_sizes": dict(sorted(self.batch_sizes.items())), "device": str(self.predictor.device),
-                **self.settings.model_dump()}
-
-
+Options = Annotated[RequestOptions, Depends(request_options)]
 api = FastAPI(title="tumorbench", version="1",
               description="Tumor classification and segmentation from PNG/JPEG, NIfTI and DICOM uploads.")
 
@@ -168,7 +88,7 @@ api = FastAPI(title="tumorbench", version="1",
 def _error_response(exc: ApiError, request: Request) -> JSONResponse:
     # Details name the upload generically ("upload: ..."), never client file names or DICOM tags.
     logger.info("request %s %s -> %d %s: %s", _request_id(request), request.url.path, exc.status, exc.error, exc.detail)
-    return JSONResponse(exc.body(_request_id(request)), status_code=exc.status)
+    return JSONResponse(exc.body(_request_id(request)), status_code=exc.status, headers=exc.headers)
 
 
 def _request_id(request: Request) -> str:
@@ -176,6 +96,22 @@ def _request_id(request: Request) -> str:
     if not hasattr(request.state, "request_id"):
         request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
     return request.state.request_id
+
+
+_ALLOWED_HOSTS: list[tuple[str, ...]] = [LOOPBACK_HOSTS]  # set by the Ingress of this process
+_TELEMETRY: list[Any] = [None]  # likewise: metrics exist only inside a replica
+
+
+@api.middleware("http")
+async def _guard(request: Request, call_next: Any) -> Any:
+    """Host allow-list first, then count the answer by route and status."""
+    if not host_allowed(request.headers.get("host"), _ALLOWED_HOSTS[0]):
+        response = _error_response(ApiError(421, "this server does not answer for that Host name"), request)
+    else:
+        response = await call_next(request)
+    if _TELEMETRY[0] is not None:
+        _TELEMETRY[0].count(request.url.path, response.status_code)
+    return response
 
 
 @api.exception_handler(ApiError)
@@ -212,14 +148,45 @@ class Ingress:
         self.limits = UploadLimits(**{k: settings[k] for k in ("max_pixels", "max_voxels", "max_unpacked_bytes")})
         self.max_body = int(settings["max_upload_mb"] * 1024**2) + 64 * 1024  # multipart headers on top
         self.api_key = settings["api_key"] or os.environ.get(API_KEY_ENV) or None
-        self.preprocessors = {name: Preprocessor.from_package(path, self.limits) for name, path in packages.items()}
-        self.cards = {name: model_card(name, Path(path), self.preprocessors[name].manifest)
-                      for name, path in packages.items()}
+        allowed = tuple(h.strip("[]").lower() for h in settings["allowed_hosts"])
+        problem = exposure_problem(allowed, self.api_key, settings["insecure"])
+        if problem:  # the key may be set only in the cluster's environment: checked again where it is read
+            raise ValueError(problem)
+        _ALLOWED_HOSTS[0] = allowed
+        self.telemetry = _TELEMETRY[0] = Telemetry()
+        self.preprocessors, self.cards = {}, {}
+        for name, path in packages.items():
+            try:
+                self.preprocessors[name] = Preprocessor.from_package(path, self.limits)
+            except Exception as exc:  # its model deployment is not ready either: /readyz names it
+                logger.error("model %s: manifest unusable, not served (%s: %s)", name, type(exc).__name__, exc)
+                continue
+            self.cards[name] = model_card(name, Path(path), self.preprocessors[name].manifest)
         self.handles = handles
+        self.max_concurrent, self.inflight = int(settings["max_concurrent_requests"]), 0
+        self.model_timeout_s, self.retry_after = float(settings["model_timeout_s"]), str(settings["retry_after_s"])
+        if removed := sweep_stale_uploads():
+            logger.info("removed %d upload folder(s) left by killed processes", removed)
 
     @api.get("/healthz")
     def healthz(self) -> dict[str, Any]:
+        """Liveness: the ingress answers."""
         return {"status": "ok", "models": len(self.cards)}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        """Readiness per model (loaded and warmed up); 503 naming the models that are not."""
+        async def one(name: str, handle: Any) -> dict[str, Any]:
+            try:
+                return await asyncio.wait_for(_awaited(handle.ready.remote()), 5.0)
+            except Exception as exc:  # a replica still starting, restarting or gone
+                return {"ready": False, "error": f"no answer ({type(exc).__name__})"}
+
+        states = await asyncio.gather(*(one(name, handle) for name, handle in self.handles.items()))
+        models = dict(zip(self.handles, states))
+        not_ready = sorted(name for name, state in models.items() if not state.get("ready"))
+        body = {"ready": not not_ready, "not_ready": not_ready, "models": models}
+        return JSONResponse(body, status_code=200 if not not_ready else 503)
 
     @api.get("/v1/models")
     def list_models(self, request: Request) -> dict[str, Any]:
@@ -233,18 +200,14 @@ class Ingress:
         return {"ingress": {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb()}, "models": models}
 
     @api.post("/v1/classify", openapi_extra=UPLOAD_OPENAPI)
-    async def classify(self, request: Request, model: str | None = Query(None, description="model name"),
-                       explain: str | None = Query(None, description=EXPLAIN_HELP)) -> Any:
-        """Class probabilities and label of one uploaded image (and a heatmap with ``explain``)."""
-        return await self._predict(request, "classification", model, explain=explain)
+    async def classify(self, request: Request, options: Options) -> Any:
+        """Class probabilities and label of one uploaded image."""
+        return await self._predict(request, "classification", options)
 
     @api.post("/v1/segment", openapi_extra=UPLOAD_OPENAPI)
-    async def segment(self, request: Request, model: str | None = Query(None, description="model name"),
-                      output: str = Query("json", pattern="^(json|dicom-seg)$",
-                                          description="json, or dicom-seg: a DICOM SEG (DICOM uploads)"),
-                      explain: str | None = Query(None, description=EXPLAIN_HELP)) -> Any:
+    async def segment(self, request: Request, options: Options) -> Any:
         """Tumor mask (base64 PNG for 2D, NIfTI for 3D) with area / volume, lesions and boxes; or a DICOM SEG."""
-        return await self._predict(request, "segmentation", model, output, explain=explain)
+        return await self._predict(request, "segmentation", options)
 
     def _authorize(self, request: Request) -> None:
         if self.api_key is None:
@@ -269,16 +232,13 @@ class Ingress:
             raise ApiError(404, f"no {task} model is served")
         return names
 
-    def _prepare(self, data: bytes, names: list[str]) -> tuple[str, Any, float]:
-        """Decode once, then preprocess for the first candidate model the input fits."""
+    def _prepare(self, path: Path, names: list[str]) -> tuple[str, Any, float]:
+        """Decode once, then preprocess for the first candidate model the input fits (in a worker thread)."""
         from tumorbench.uploads import UploadError, read_upload
 
         start = time.perf_counter()
         try:
-            with tempfile.TemporaryDirectory(prefix="tumorbench-upload-") as tmp:
-                path = Path(tmp) / "upload"
-                path.write_bytes(data)
-                image = read_upload(path, self.limits, label="upload")
+            image = read_upload(path, self.limits, label="upload")
             errors = []
             for name in names:
                 try:
@@ -291,32 +251,72 @@ class Ingress:
         except ApiError:
             raise
         except Exception as exc:  # a decoded image the preprocessing cannot take is still the input's fault
-            logger.exception("preprocessing failed")
-            raise ApiError(422, f"upload cannot be preprocessed ({type(exc).__name__}: {exc})") from exc
+            logger.warning("request preprocessing failed (%s)", type(exc).__name__)
+            raise ApiError(422, f"upload cannot be preprocessed ({type(exc).__name__})") from exc
 
-    def _seg_sources(self, data: bytes) -> list[Any]:
+    def _seg_sources(self, path: Path) -> list[Any]:
         from tumorbench.dicomseg import upload_sources
         from tumorbench.uploads import UploadError
 
         try:
-            return upload_sources(data, self.limits)
+            return upload_sources(path.read_bytes(), self.limits)
         except UploadError as exc:
             raise ApiError(exc.status, str(exc)) from exc
 
-    async def _predict(self, request: Request, task: str, model: str | None, output: str = "json",
-                       explain: str | None = None) -> Response:
-        from tumorbench.explain.serving import explain_problem
+    def _busy(self, detail: str) -> ApiError:
+        return ApiError(503, detail, "overloaded", headers={"Retry-After": self.retry_after})
 
-        start = time.perf_counter()
+    async def _call_model(self, name: str, prepared: Any) -> dict[str, Any]:
+        """The model deployment's answer, or 503 + Retry-After when it is full, slow, restarting or not ready."""
+        from ray.exceptions import RayActorError
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+        response = self.handles[name].predict.remote(prepared)
+        try:
+            reply = await asyncio.wait_for(_awaited(response), self.model_timeout_s)
+        except TimeoutError:
+            response.cancel()
+            raise self._busy(f"model {name} did not answer within {self.model_timeout_s:g} s") from None
+        except BackPressureError:
+            raise self._busy(f"model {name} has too many queued requests") from None
+        except (RayActorError, DeploymentUnavailableError) as exc:  # a replica died or restarts
+            logger.warning("model %s unavailable (%s)", name, type(exc).__name__)
+            raise self._busy(f"model {name} is restarting") from None
+        if "unavailable" in reply:
+            raise ApiError(503, f"model {name} is not ready: {reply['unavailable']}", "model_unavailable",
+                           headers={"Retry-After": self.retry_after})
+        if "failed" in reply:
+            raise ApiError(500, f"inference failed for this input ({reply['failed']}); other requests are unaffected",
+                           "inference_failed")
+        return reply
+
+    async def _predict(self, request: Request, task: str, options: RequestOptions) -> Response:
         self._authorize(request)
-        body = await read_body(request, self.max_body)
-        data = parse_upload(request.headers.get("content-type", ""), body)
-        sources = await asyncio.to_thread(self._seg_sources, data) if output == "dicom-seg" else None
-        name, prepared, prepare_ms = await asyncio.to_thread(self._prepare, data, self._candidates(task, model))
-        problem = explain_problem(explain, self.preprocessors[name].manifest)
+        names = self._candidates(task, options.model)
+        if options.output != "json" and not get_task(task).with_mask:
+            raise ApiError(400, f"output={options.output} is for /v1/segment only")
+        if self.inflight >= self.max_concurrent:  # shed now: queueing only delays the same answer
+            await discard_body(request, self.max_body)  # network time only: a closed socket loses the answer
+            raise self._busy(f"server busy: {self.inflight} requests in progress")
+        self.inflight += 1
+        try:
+            return await self._predict_admitted(request, task, names, options)
+        finally:
+            self.inflight -= 1
+
+    async def _predict_admitted(self, request: Request, task: str, names: list[str], options: RequestOptions
+                                ) -> Response:
+        start = time.perf_counter()
+        # Our own folder per request (named by pid, so a killed process's are swept at the next start).
+        with tempfile.TemporaryDirectory(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-") as tmp:
+            path = Path(tmp) / "upload"
+            size = await receive_upload(request, self.max_body, path)
+            sources = await asyncio.to_thread(self._seg_sources, path) if options.output == "dicom-seg" else None
+            name, prepared, prepare_ms = await asyncio.to_thread(self._prepare, path, names)
+        problem = explain_problem(options.explain, self.preprocessors[name].manifest)
         if problem is not None:  # before the prediction: a request that cannot be answered in full is refused
             raise ApiError(*problem)
-        reply = await self.handles[name].predict.remote(prepared)
+        reply = await self._call_model(name, prepared)
         result, card = reply["result"], self.cards[name]
         if sources is not None:  # the mask as a DICOM Segmentation of the uploaded series (tumorbench.dicomseg)
             from tumorbench.dicomseg import MEDIA_TYPE, result_to_dicom_seg
@@ -326,21 +326,23 @@ class Ingress:
             logger.info("request %s dicom-seg model=%s bytes=%d", _request_id(request), name, len(blob))
             return Response(blob, media_type=MEDIA_TYPE)
         payload = {"request_id": _request_id(request), "model": name, "version": card["version"],
-                   **result.summary(), "input": {"format": prepared.input_format, "bytes": len(data)}}
+                   **result.summary(), "input": {"format": prepared.input_format, "bytes": size}}
         if get_task(task).with_mask:
             from tumorbench.inference import mask_file
 
             media_type, blob = await asyncio.to_thread(mask_file, result)
             payload["mask"] = {"media_type": media_type, "encoding": "base64",
                                "data": base64.b64encode(blob).decode("ascii")}
-        if explain is not None:
-            payload["explanation"] = await self.handles[name].explain.remote(prepared, explain)
+        if options.explain is not None:
+            payload["explanation"] = await self.handles[name].explain.remote(prepared, options.explain)
         total_ms = 1000 * (time.perf_counter() - start)
+        self.telemetry.observe(name, decode=prepare_ms, inference=reply["inference_ms"],
+                               postprocess=reply["postprocess_ms"])
         payload["inference_ms"] = round(reply["inference_ms"], 3)
         payload["timing_ms"] = {"decode_and_preprocess": round(prepare_ms, 3), "inference": round(reply["inference_ms"], 3),
                                 "postprocess": round(reply["postprocess_ms"], 3), "total": round(total_ms, 3)}
         logger.info("request %s %s model=%s format=%s bytes=%d total_ms=%.1f", _request_id(request), task, name,
-                    prepared.input_format, len(data), total_ms)
+                    prepared.input_format, size, total_ms)
         return JSONResponse(payload)  # Serve's proxy adds the x-request-id header
 
 
@@ -367,14 +369,20 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
         name: ModelServer.options(
             name=f"model_{name}", user_config=settings.model_settings(),
             max_ongoing_requests=settings.max_ongoing_requests or 2 * settings.max_batch_size,
+            max_queued_requests=settings.max_queued_requests,
             ray_actor_options={"num_cpus": settings.cpus_per_replica, "num_gpus": gpus}, **scaling,
         ).bind(str(path), name, limits, settings.torch_threads)
         for name, path in packages.items()
     }
     # The ingress gets only its own settings: a user_config override in a config's `deployments`
     # (batch size, wait, threshold) then reconfigures the model replicas in place.
-    front = {**limits, "max_upload_mb": settings.max_upload_mb, "api_key": settings.api_key}
-    ingress = Ingress.options(num_replicas=settings.ingress_replicas, max_ongoing_requests=256,
+    front = {**limits, **settings.model_dump(include={"max_upload_mb", "api_key", "max_concurrent_requests",
+                                                         "model_timeout_s", "retry_after_s", "allowed_hosts",
+                                                         "insecure"})}
+    # A few more than the ingress admits itself, so the surplus gets its quick 503 rather than Serve's queue.
+    ingress = Ingress.options(num_replicas=settings.ingress_replicas,
+                              max_ongoing_requests=settings.max_concurrent_requests + 8,
+                              max_queued_requests=settings.max_queued_requests,
                               ray_actor_options={"num_cpus": settings.ingress_cpus})
     return ingress.bind(front, {name: str(path) for name, path in packages.items()}, handles)
 
@@ -412,12 +420,14 @@ class _Stop(Exception):
 
 
 def serve_forever(args: dict[str, Any], *, host: str = "127.0.0.1", port: int = 8000,
-                  address: str | None = None) -> None:
+                  address: str | None = None, request_timeout_s: float = 60.0) -> None:
     """Start Ray (or join ``address``), run the application and block until SIGINT / SIGTERM."""
     import signal
 
     import ray
 
+    if not is_loopback(host) and "allowed_hosts" not in args:
+        args = {**args, "allowed_hosts": ["*"]}  # listening beyond loopback: answer any name (API key required)
     settings = AppArgs(**args)
     # Every package is found and its manifest validated before Ray starts (a bad one fails here, by name).
     packages = resolve_packages(settings.models)
@@ -435,7 +445,7 @@ def serve_forever(args: dict[str, Any], *, host: str = "127.0.0.1", port: int = 
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=False)
             install()  # Ray's core worker replaces the SIGTERM handler with a crash dump that skips clean-up
-        serve.start(http_options={"host": host, "port": port})
+        serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
         serve.run(build_app(settings), name="tumorbench", route_prefix="/")
         print(f"tumorbench serving on http://{host}:{port} (OpenAPI: /docs); Ctrl-C or SIGTERM stops it", flush=True)
         while True:

@@ -1,0 +1,156 @@
+"""Soak and fault test of the Serve app on loopback: mixed good and hostile uploads, then a killed model replica.
+
+Starts a local Ray and the app with one untrained 2D segmentation package (``tests/model_packages.py``),
+then sends ``--requests`` uploads from ``--clients`` threads, ``--bad`` of them malformed or hostile
+(``tests/attack_files.py``: the rows of issue 11's table, small versions). Checks: no 5xx but
+deliberate 503s, every good answer's mask equal to the offline ``Predictor``'s, replica RSS growth
+(``/v1/stats``), no upload folders left in the temporary directory. Then kills the model replica
+(``ray.kill``) while requests are in flight: they get 503 quickly, Serve restarts the replica, and
+the requests after the restart succeed. Run it under the machine's heavy-work lock:
+
+    flock /tmp/tumorbench-heavy.lock timeout 900 python bench/serve_soak.py --requests 1000 --clients 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import collections
+import concurrent.futures
+import io
+import os
+import random
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests"), str(REPO_ROOT / "platform")]
+
+
+def _bad_inputs() -> list[tuple[str, bytes]]:
+    import numpy as np
+
+    import attack_files as af
+
+    return [("deflated DICOM", af.deflated_dicom(16)), ("extra frames", af.extra_frames_dicom(8)),
+            ("TIFF chain", af.tiff_chain(4096)), ("RGB PNG over max_pixels", af.rgb_png(8000, 5000)),
+            ("PHI zip, duplicate", af.phi_dicom_zip(duplicate=True)), ("PHI zip, two series",
+                                                                       af.phi_dicom_zip(two_series=True)),
+            ("NIfTI RGB24", af.nifti_bytes(np.zeros((8, 8, 8, 3)), dtype_code=128)),
+            ("PixelSpacing 0", af.dicom_with(PixelSpacing=[0, 0])), ("not an image", b"hello" * 100),
+            ("truncated PNG", af.rgb_png(64, 64)[:80])]
+
+
+def _post(session, url: str, data: bytes) -> tuple[int, float, dict]:
+    start = time.perf_counter()
+    try:
+        response = session.post(url + "/v1/segment", files={"file": ("DOE_JOHN_MRN123456.bin", data)}, timeout=120)
+        body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+        return response.status_code, time.perf_counter() - start, body
+    except (OSError, ValueError) as exc:  # requests errors are OSErrors: a dropped connection is reported
+        return -1, time.perf_counter() - start, {"exception": type(exc).__name__}
+
+
+def _mask(body: dict):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(body["mask"]["data"])))) > 0
+
+
+def _soak(url: str, good: bytes, expected, args) -> dict:
+    import requests
+
+    bad = _bad_inputs()
+    rng = random.Random(0)
+    plan = [("good", good) if rng.random() >= args.bad else rng.choice(bad) for _ in range(args.requests)]
+    session = requests.Session()
+    with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
+        results = list(pool.map(lambda item: (item[0], *_post(session, url, item[1])), plan))
+    codes = collections.Counter((name == "good", code) for name, code, _, _ in results)
+    wrong = sum(1 for name, code, _, body in results if name == "good" and code == 200
+                and not (_mask(body) == expected).all())
+    server_errors = [(name, code, body) for name, code, _, body in results if code >= 500 and code != 503 or code < 0]
+    phi = sum(1 for _, _, _, body in results if any(s in str(body) for s in ("DOE", "MRN123456")))
+    return {"codes": {f"{'good' if g else 'bad'} {c}": n for (g, c), n in sorted(codes.items())},
+            "wrong_masks": wrong, "5xx_not_503": server_errors[:5], "n_5xx_not_503": len(server_errors),
+            "responses_with_phi": phi}
+
+
+def _kill_model(url: str, good: bytes, clients: int) -> dict:
+    import ray
+    import requests
+
+    session = requests.Session()
+    names = [(n["name"], n["namespace"]) for n in ray.util.list_named_actors(all_namespaces=True)
+             if "SERVE_REPLICA" in n["name"] and "model_" in n["name"]]
+    with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+        futures = [pool.submit(_post, session, url, good) for _ in range(clients * 4)]
+        time.sleep(0.3)
+        ray.kill(ray.get_actor(*names[0]), no_restart=False)
+        during = [f.result() for f in futures]
+    deadline, after = time.monotonic() + 120, (0, 0.0, {})
+    while time.monotonic() < deadline:  # until Serve has a new replica
+        after = _post(session, url, good)
+        if after[0] == 200:
+            break
+        time.sleep(1)
+    later = [_post(session, url, good)[0] for _ in range(20)]
+    return {"killed": names[0][0], "during": dict(collections.Counter(code for code, _, _ in during)),
+            "slowest_503_s": round(max([s for c, s, _ in during if c == 503], default=0.0), 2),
+            "recovered_after_s": round(time.monotonic() - deadline + 120, 1), "later": dict(collections.Counter(later))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--bad", type=float, default=0.3, help="share of malformed / hostile uploads")
+    args = parser.parse_args()
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    import requests
+    from ray import serve
+
+    from model_packages import SEG2D, make_package, synthetic_png
+    from tumorbench.inference import Predictor
+    from tumorbench.serving.app import deploy
+
+    tmp = Path(tempfile.mkdtemp(prefix="serve-soak-"))
+    package = make_package(tmp / "seg2d", SEG2D)
+    good = synthetic_png(tmp / "slice.png").read_bytes()
+    expected = Predictor.from_package(package).predict_file(tmp / "slice.png").mask[0] > 0
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    before_folders = set(Path(tempfile.gettempdir()).glob("tumorbench-upload-*"))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=512 * 1024**2)
+    try:
+        os.chdir(REPO_ROOT)
+        deploy({"models": [f"seg2d={package}"], "cpus_per_replica": 0.1, "ingress_cpus": 0.1, "torch_threads": 1,
+                "max_concurrent_requests": args.clients}, port=port)
+        url = f"http://127.0.0.1:{port}"
+        stats = requests.get(url + "/v1/stats", timeout=30).json()
+        start = time.perf_counter()
+        soak = _soak(url, good, expected, args)
+        after = requests.get(url + "/v1/stats", timeout=30).json()
+        growth = {"ingress": after["ingress"]["peak_rss_mb"] - stats["ingress"]["peak_rss_mb"],
+                  **{n: m["peak_rss_mb"] - stats["models"][n]["peak_rss_mb"] for n, m in after["models"].items()}}
+        left = set(Path(tempfile.gettempdir()).glob("tumorbench-upload-*")) - before_folders
+        print(f"soak: {args.requests} requests, {args.clients} clients, {args.bad:.0%} bad, "
+              f"{time.perf_counter() - start:.1f} s")
+        print(f"  codes {soak['codes']}\n  wrong masks {soak['wrong_masks']}, 5xx other than 503: "
+              f"{soak['n_5xx_not_503']} {soak['5xx_not_503']}, responses with PHI {soak['responses_with_phi']}")
+        print(f"  peak RSS growth MB {({k: round(v, 1) for k, v in growth.items()})}, upload folders left {len(left)}")
+        print("fault:", _kill_model(url, good, min(args.clients, 8)))
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""One model package as a Serve deployment: batched forward passes, readiness, validated live settings.
+
+Isolation: a package that cannot be loaded leaves its replica running but not ready (the
+other models keep serving and ``/readyz`` names it); an input whose forward pass fails
+fails alone, not the requests batched with it; a bad ``user_config`` is rejected and the
+previous settings keep serving (Serve would stop a replica whose ``reconfigure`` raised).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+
+logger = logging.getLogger("ray.serve")
+FAILED_BATCHES_UNHEALTHY = 5  # consecutive batches failing whole: check_health asks Serve for a new replica
+
+
+class ModelSettings(BaseModel):
+    """A model deployment's ``user_config``: changed live through ``reconfigure``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_batch_size: int = Field(16, ge=1, le=512)
+    batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0)
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+
+
+def peak_rss_mb() -> float:
+    try:  # VmHWM: this process's peak resident set
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def warm_up_image(manifest: Any) -> Any:
+    """A small random input the package's preprocessing accepts (2D image or volume, its channels)."""
+    import numpy as np
+
+    from tumorbench.data.io import ImageData
+
+    rng = np.random.default_rng(0)
+    channels = manifest.in_channels
+    if manifest.data_dims == 2:
+        array = rng.uniform(0, 255, (channels, 48, 48)).astype(np.float32)
+        return ImageData(array, np.eye(4), (1.0, 1.0), {"format": "image2d", "path": "warm-up"})
+    shape = (24, 24, 12) if channels == 1 else (24, 24, 12, channels)
+    array = rng.uniform(0, 255, shape).astype(np.float32)
+    return ImageData(array, np.eye(4), (1.0, 1.0, 1.0), {"format": "nifti", "path": "warm-up"})
+
+
+class _Failed:
+    """One batch member's failure, answered to that request only."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.reason = type(exc).__name__
+
+
+@serve.deployment
+class ModelServer:
+    """One model package: ``@serve.batch`` forward passes, post-processing per request."""
+
+    def __init__(self, package: str, name: str, limits: dict[str, int], torch_threads: int | None = None) -> None:
+        import ray
+        import torch
+
+        from tumorbench.inference import Predictor
+        from tumorbench.uploads import UploadLimits, quiet_pydicom
+
+        quiet_pydicom()
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.name, self.settings, self.config_error = name, ModelSettings(), None
+        self.batch_sizes: dict[int, int] = {}
+        self.requests = self.failed_batches = 0
+        self.predictor, self.error, self.warm_up_ms = None, None, None
+        device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+        try:
+            self.predictor = Predictor.from_package(package, device=device, limits=UploadLimits(**limits))
+            from tumorbench.explain.serving import ServedExplanations
+
+            self.explanations = ServedExplanations(self.predictor)
+            start = time.perf_counter()
+            self.predictor.predict_image(warm_up_image(self.predictor.manifest))  # first call pays the set-up
+            self.warm_up_ms = 1000 * (time.perf_counter() - start)
+        except Exception as exc:  # stay up, not ready: the other models keep serving
+            self.predictor, self.error = None, f"package cannot be loaded or run ({type(exc).__name__})"
+            logger.error("model %s: %s: %s", name, self.error, exc)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        try:
+            settings = ModelSettings(**(user_config or {}))
+        except ValidationError as exc:
+            fields = ", ".join(".".join(map(str, e["loc"])) + f" ({e['msg']})" for e in exc.errors())
+            self.config_error = f"user_config rejected, previous settings kept: {fields}"
+            logger.error("model %s: %s", self.name, self.config_error)
+            return
+        self.infer.set_max_batch_size(settings.max_batch_size)
+        self.infer.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self.settings, self.config_error = settings, None
+        logger.info("model %s reconfigured: %s", self.name, settings.model_dump())
+
+    def check_health(self) -> None:
+        if self.failed_batches >= FAILED_BATCHES_UNHEALTHY:
+            raise RuntimeError(f"model {self.name}: the last {self.failed_batches} batches all failed")
+
+    def ready(self) -> dict[str, Any]:
+        """Readiness: loaded and warmed up; the rejected ``user_config``, if any."""
+        return {"ready": self.predictor is not None, "error": self.error, "config_error": self.config_error,
+                "warm_up_ms": None if self.warm_up_ms is None else round(self.warm_up_ms, 1)}
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def infer(self, images: list[Any]) -> list[Any]:
+        self.batch_sizes[len(images)] = self.batch_sizes.get(len(images), 0) + 1
+        try:
+            out = await asyncio.to_thread(self.predictor.predict_batch, images)
+            self.failed_batches = 0
+            return out
+        except Exception:
+            if len(images) == 1:
+                self.failed_batches += 1
+                raise
+        return await asyncio.to_thread(self._one_by_one, images)  # find the input that fails
+
+    def _one_by_one(self, images: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for image in images:
+            try:
+                out.append(self.predictor.predict_batch([image])[0])
+            except Exception as exc:
+                out.append(_Failed(exc))
+        self.failed_batches = self.failed_batches + 1 if all(isinstance(o, _Failed) for o in out) else 0
+        return out
+
+    async def predict(self, prepared: Any) -> dict[str, Any]:
+        """Forward (batched with concurrent requests) and post-processing of one prepared input.
+
+        ``{"unavailable": why}`` when the package is not loaded, ``{"failed": why}`` when this
+        input's forward pass or post-processing raised (its batch-mates are answered).
+        """
+        if self.predictor is None:
+            return {"unavailable": self.error}
+        start = time.perf_counter()
+        try:
+            probabilities = await self.infer(prepared.image)
+        except Exception as exc:
+            return {"failed": type(exc).__name__}
+        if isinstance(probabilities, _Failed):
+            return {"failed": probabilities.reason}
+        forward = time.perf_counter()
+        try:
+            result = await asyncio.to_thread(self.predictor.postprocess, prepared, probabilities,
+                                             self.settings.threshold)
+        except Exception as exc:
+            logger.warning("model %s: post-processing failed (%s)", self.name, type(exc).__name__)
+            return {"failed": type(exc).__name__}
+        self.requests += 1
+        return {"result": result, "inference_ms": 1000 * (forward - start),
+                "postprocess_ms": 1000 * (time.perf_counter() - forward)}
+
+    async def explain(self, prepared: Any, method: str) -> dict[str, Any]:
+        """The response's ``explanation`` (never raises: a failure says it is unavailable and why)."""
+        if self.predictor is None:
+            return {"method": method, "available": False, "reason": self.error}
+        return await asyncio.to_thread(self.explanations.explain, prepared, method)
+
+    def stats(self) -> dict[str, Any]:
+        device = str(self.predictor.device) if self.predictor is not None else None
+        return {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb(), "requests": self.requests,
+                "batch_sizes": dict(sorted(self.batch_sizes.items())), "device": device,
+                **self.settings.model_dump(), **self.ready()}

@@ -1,0 +1,80 @@
+"""The ``args`` of the Serve application (``serve/config.yaml``), validated before anything starts."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from tumorbench.serving.model_server import ModelSettings
+from tumorbench.serving.protocol import LOOPBACK_HOSTS, exposure_problem
+
+API_KEY_ENV = "TUMORBENCH_API_KEY"
+
+
+class AppArgs(ModelSettings):
+    """Arguments of :func:`build_app` (the ``args`` of a Serve config).
+
+    Attributes:
+        models: Package folders (``model.json`` + ``model.pt``), folders of packages, or
+            ``NAME=PATH``; a training run's folder (or its ``train/``) serves its best checkpoint;
+            ``${VAR:-default}`` reads paths (``:``-separated) from an environment variable.
+        api_key: Required in ``X-API-Key`` (or ``Authorization: Bearer``) for ``/v1/*``;
+            default ``$TUMORBENCH_API_KEY`` on the ingress, else no key.
+        max_upload_mb: Largest request body.
+        max_pixels / max_voxels: Largest declared 2D image / volume (values x channels).
+        max_unpacked_mb: Largest total unpacked size of a zip upload.
+        num_replicas / autoscaling: Replicas per model deployment (a Serve ``autoscaling_config``
+            replaces ``num_replicas``).
+        cpus_per_replica / gpu_per_replica: Resources per model replica; GPUs only when the
+            cluster has them.
+        torch_threads: ``torch.set_num_threads`` in each model replica (None: torch's default).
+        max_ongoing_requests: Per model replica; at least ``max_batch_size`` (default twice it).
+        max_concurrent_requests: Uploads one ingress replica receives, decodes and waits on at once;
+            one more is answered 503 with ``Retry-After`` at once, never queued.
+        max_queued_requests: Requests Serve queues per deployment (ingress and each model) beyond
+            its ongoing ones; past that Serve answers 503 (backpressure) instead of queueing.
+        model_timeout_s: Longest wait for a model's answer; then 503 with ``Retry-After``.
+        retry_after_s: The ``Retry-After`` of a 503.
+        allowed_hosts: ``Host`` header names answered (port ignored); others get 421. Loopback
+            names by default (stops DNS rebinding); ``"*"`` or other names expose the app, which
+            then needs ``api_key`` unless ``insecure`` is true.
+        insecure: Serve an exposed app without an API key, deliberately.
+    """
+
+    models: list[str] = Field(default_factory=lambda: ["runs/best"])
+    api_key: str | None = None
+    max_upload_mb: float = Field(64.0, gt=0)
+    max_pixels: int = Field(40_000_000, ge=1)
+    max_voxels: int = Field(128 * 1024**2, ge=1)
+    max_unpacked_mb: float = Field(1024.0, gt=0)
+    num_replicas: int = Field(1, ge=1)
+    autoscaling: dict[str, Any] | None = None
+    cpus_per_replica: float = Field(0.5, ge=0)
+    gpu_per_replica: float = Field(0.0, ge=0)
+    ingress_replicas: int = Field(1, ge=1)
+    ingress_cpus: float = Field(0.25, ge=0)
+    torch_threads: int | None = Field(None, ge=1)
+    max_ongoing_requests: int | None = Field(None, ge=1)
+    max_concurrent_requests: int = Field(16, ge=1)
+    max_queued_requests: int = Field(64, ge=0)
+    model_timeout_s: float = Field(30.0, gt=0)
+    retry_after_s: int = Field(1, ge=0)
+    allowed_hosts: list[str] = Field(default_factory=lambda: list(LOOPBACK_HOSTS), min_length=1)
+    insecure: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> AppArgs:
+        if not self.models:
+            raise ValueError("models: give at least one model package")
+        problem = exposure_problem(tuple(self.allowed_hosts), self.api_key or os.environ.get(API_KEY_ENV),
+                                   self.insecure)
+        if problem:
+            raise ValueError(problem)
+        if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError("max_ongoing_requests must be >= max_batch_size, or @serve.batch never fills a batch")
+        return self
+
+    def model_settings(self) -> dict[str, Any]:
+        return ModelSettings(**self.model_dump(include=set(ModelSettings.model_fields))).model_dump()

@@ -1,0 +1,104 @@
+"""The model deployment's isolation logic without Ray's cluster: batch-mates, bad user_config, readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from types import SimpleNamespace
+
+import pytest
+
+pytest.importorskip("ray.serve")
+
+from tumorbench.serving.model_server import ModelServer, ModelSettings  # noqa: E402
+
+POISON = -1.0
+
+
+class _Predictor:
+    """Doubles each input; an input equal to POISON raises, as a forward pass that fails would."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+
+    def predict_batch(self, images):
+        self.batches.append(len(images))
+        if POISON in images:
+            raise RuntimeError("forward failed")
+        return [2 * x for x in images]
+
+    def postprocess(self, prepared, probabilities, threshold):
+        return {"value": probabilities, "threshold": threshold}
+
+
+@pytest.fixture(autouse=True)
+def _outside_a_replica(monkeypatch):
+    # @serve.batch reads the replica's max_ongoing_requests for a warning; there is no replica here.
+    from ray.serve import batching
+
+    monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests",
+                        lambda self: None)
+    lazy = ModelServer.func_or_class.infer.set_max_batch_size.__self__
+    lazy._queue = None  # one queue per decorated method, bound to the event loop that first used it
+    yield
+    lazy._queue = None
+
+
+def _server() -> object:
+    server = object.__new__(ModelServer.func_or_class)
+    server.name, server.settings, server.config_error, server.error = "m", ModelSettings(), None, None
+    server.batch_sizes, server.requests, server.failed_batches = {}, 0, 0
+    server.predictor, server.warm_up_ms = _Predictor(), 1.0
+    return server
+
+
+def test_a_failing_input_fails_alone():
+    server = _server()
+
+    async def run():
+        server.reconfigure({"max_batch_size": 8, "batch_wait_timeout_s": 0.2})
+        inputs = [1.0, 2.0, POISON, 3.0]
+        return await asyncio.gather(*(server.predict(SimpleNamespace(image=x)) for x in inputs))
+
+    replies = asyncio.run(run())
+    assert server.predictor.batches[0] == 4  # one batch of four, then one by one
+    assert [r.get("result", {}).get("value") for r in replies] == [2.0, 4.0, None, 6.0]
+    assert replies[2] == {"failed": "RuntimeError"} and server.failed_batches == 0
+    server.check_health()  # one bad input does not make the replica unhealthy
+
+
+def test_bad_user_config_is_rejected_and_old_settings_keep_serving():
+    server = _server()
+
+    async def run():  # in one event loop, as in a replica: the batch queue belongs to it
+        server.reconfigure({"threshold": 0.7, "max_batch_size": 4})
+        server.reconfigure({"threshold": 1.5, "max_batch_size": 0, "typo": 1})
+        return await server.predict(SimpleNamespace(image=5.0))
+
+    reply = asyncio.run(run())
+    assert server.settings.threshold == 0.7 and server.settings.max_batch_size == 4
+    assert "previous settings kept" in server.config_error and "threshold" in server.config_error
+    assert reply["result"] == {"value": 10.0, "threshold": 0.7}
+    assert server.ready()["ready"] and server.ready()["config_error"] == server.config_error
+
+
+def test_unloadable_package_is_not_ready_and_unhealthy_after_repeated_failures():
+    server = _server()
+    server.predictor, server.error = None, "package cannot be loaded or run (UnpicklingError)"
+    assert asyncio.run(server.predict(SimpleNamespace(image=1.0))) == {"unavailable": server.error}
+    assert server.ready()["ready"] is False
+    server.failed_batches = 5
+    with pytest.raises(RuntimeError, match="batches all failed"):
+        server.check_health()
+
+
+def test_upload_folders_of_killed_processes_are_swept(tmp_path):
+    from tumorbench.serving.app import UPLOAD_PREFIX, sweep_stale_uploads
+
+    dead = tmp_path / f"{UPLOAD_PREFIX}999999999-abc"  # above pid_max: no such process
+    alive = tmp_path / f"{UPLOAD_PREFIX}{os.getpid()}-def"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "upload").write_bytes(b"DOE^JOHN")
+    assert sweep_stale_uploads(str(tmp_path)) == 1
+    assert not dead.exists() and (alive / "upload").exists()
