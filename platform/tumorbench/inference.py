@@ -211,7 +211,7 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, manifest: ModelManifest, *, device: str | torch.device = "cpu",
                  threshold: float = 0.5, limits: UploadLimits = UploadLimits()) -> None:
-        if manifest.task not in ("classification", "segmentation"):
+        if get_task(manifest.task).endpoint is None:
             raise ValueError(f"cannot serve a {manifest.task} model {manifest.name!r}")
         self.model, self.manifest = model.eval(), manifest
         self.device, self.threshold = torch.device(device), float(threshold)

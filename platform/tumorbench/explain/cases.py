@@ -29,6 +29,7 @@ from tumorbench.explain.scores import (
     pointing_game,
     randomisation_check,
 )
+from tumorbench.tasks import get_task
 
 SCORE_COLUMNS = ("pointing", "energy_in_tumor", "deletion_auc", "insertion_auc")
 CURVE_STEPS = 16  # deletion / insertion: 17 model evaluations per case
@@ -76,7 +77,7 @@ def explain_prepared(predictor, explainer: Explainer, prepared, mask: np.ndarray
 
 def faithfulness(explainer: Explainer, image: torch.Tensor, heatmap: np.ndarray) -> dict[str, float]:
     """Deletion and insertion AUC on the model's grid; removed pixels become 0 (the mean of a z-scored input)."""
-    if explainer.task == "segmentation" and image.ndim == 4 and heatmap.ndim == 3 and _is_2d(explainer):
+    if get_task(explainer.task).with_mask and image.ndim == 4 and heatmap.ndim == 3 and _is_2d(explainer):
         return {"deletion_auc": math.nan, "insertion_auc": math.nan}  # a 2D net on a volume: not defined here
     scorer = explainer.scorer(image[None])
 

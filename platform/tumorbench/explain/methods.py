@@ -33,6 +33,7 @@ from monai.visualize.class_activation_maps import ModelWithHooks
 from torch import nn
 
 from tumorbench.errors import TumorbenchError
+from tumorbench.tasks import get_task
 
 METHODS = ("gradcam", "gradcampp", "occlusion")
 _DIVISOR = 32  # segmentation nets take sides that are multiples of 32 (as inference pads)
@@ -87,7 +88,7 @@ class _Hooks(ModelWithHooks):
         self.task = task
 
     def class_score(self, logits: torch.Tensor, class_idx: int) -> torch.Tensor:
-        if self.task == "segmentation":
+        if get_task(self.task).with_mask:
             return foreground_logit_sum(logits, int(class_idx))
         # The class's log-odds, what softmax decides on: a raw logit also carries evidence shared by
         # every class, which can dominate its Grad-CAM (and does for a blob-vs-noise classifier).
@@ -122,7 +123,7 @@ class _TargetScore(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.model(x)
-        if self.task == "classification":
+        if not get_task(self.task).with_mask:
             return torch.softmax(out.float(), dim=1)[:, self.class_index : self.class_index + 1]
         return _score_logits(out, self)[:, None]
 
@@ -130,7 +131,7 @@ class _TargetScore(nn.Module):
 def _pad(x: torch.Tensor, task: str) -> tuple[torch.Tensor, tuple[int, ...]]:
     """Zero-pad a segmentation input to sides divisible by 32 (inference does the same); returns the old sides."""
     spatial = tuple(x.shape[2:])
-    pad = [(-s) % _DIVISOR for s in spatial] if task == "segmentation" else [0] * len(spatial)
+    pad = [(-s) % _DIVISOR for s in spatial] if get_task(task).with_mask else [0] * len(spatial)
     if any(pad):
         x = F.pad(x, [p for extra in reversed(pad) for p in (0, extra)])
     return x, spatial
@@ -160,7 +161,7 @@ class Explainer:
 
     def __init__(self, model: nn.Module, model_name: str, task: str, config: ExplainConfig = ExplainConfig(),
                  positive_index: int | None = None) -> None:
-        if task not in ("classification", "segmentation"):
+        if get_task(task).endpoint is None:
             raise ExplainError(f"model {model_name!r} is a {task} model; only classifiers and segmentation "
                                "nets can be explained")
         self.model_name, self.task, self.config = model_name, task, config
@@ -186,7 +187,7 @@ class Explainer:
 
     def class_index(self, x: torch.Tensor) -> int:
         """The class explained for a batch ``x`` (segmentation: channel 0)."""
-        if self.task == "segmentation":
+        if get_task(self.task).with_mask:
             return 0
         if self.config.class_index is not None:
             return int(self.config.class_index)
@@ -198,7 +199,7 @@ class Explainer:
     def scorer(self, x: torch.Tensor) -> _TargetScore:
         """The model reduced to the explained score, for occlusion and deletion / insertion curves of ``x``."""
         reference = None
-        if self.task == "segmentation":
+        if get_task(self.task).with_mask:
             padded, spatial = _pad(x.to(self.device).float(), self.task)
             with torch.no_grad():
                 reference = _crop(self.model(padded), spatial)
@@ -208,7 +209,7 @@ class Explainer:
         """``(B,)`` explained scores of ``images`` (``(B, C, *spatial)``)."""
         padded, spatial = _pad(images.to(self.device).float(), self.task)
         with torch.no_grad():
-            if self.task == "segmentation":
+            if get_task(self.task).with_mask:
                 logits = _crop(self.model(padded), spatial)
                 return _score_logits(logits, scorer).cpu().numpy()
             return scorer(padded)[:, 0].cpu().numpy()
@@ -233,7 +234,7 @@ class Explainer:
         if self._cam is None:
             return np.stack([self._occlusion(x[i : i + 1]) for i in range(len(x))])
         padded, spatial = _pad(x, self.task)
-        class_idx = self.class_index(x) if self.task == "classification" else 0
+        class_idx = self.class_index(x) if not get_task(self.task).with_mask else 0
         with torch.enable_grad(), warnings.catch_warnings():
             # The input needs no gradient, which torch mentions for every full backward hook.
             warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)

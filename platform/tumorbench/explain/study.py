@@ -28,6 +28,7 @@ from tumorbench.explain.cases import (
     picture_of,
     randomisation,
 )
+from tumorbench.tasks import get_task
 
 PER_FOLD = 4  # explained cases per fold and model (the study's ``explain_cases``)
 METHOD = "gradcam"
@@ -39,7 +40,7 @@ def pick_cases(val: pd.DataFrame, task: str, n: int, class_names: list[str] | No
     """Up to ``n`` cases of a fold's validation rows, as described in the module docstring."""
     if n <= 0 or val.empty:
         return []
-    if task == "classification":
+    if not get_task(task).with_mask:
         positive = class_names[-1] if class_names else None
         ordered = pd.concat([val[val["label"] == positive], val[val["label"] != positive]]) if positive else val
         return ordered.head(n).to_dict("records")

@@ -24,6 +24,7 @@ from typing import Any
 
 from tumorbench.errors import TumorbenchError
 from tumorbench.study.spec import Candidate, Study
+from tumorbench.tasks import get_task
 from tumorbench.tuning.search import asha_fold_fraction
 
 # ms per image (train step, eval forward) at 128x128, batch 8, 1 torch thread, in CPU time, measured on
@@ -201,8 +202,8 @@ def _study_size(study: Study, dims: int) -> int:
 
 
 def _usable_cases(fp: dict[str, Any], study: Study) -> int:
-    cases = sum(fp["classes"].values()) if study.task == "classification" and fp["classes"] else fp["cases"]
-    if study.config.get("dedupe", True) and study.task == "classification":
+    cases = sum(fp["classes"].values()) if not get_task(study.task).with_mask and fp["classes"] else fp["cases"]
+    if study.config.get("dedupe", True) and not get_task(study.task).with_mask:
         cases -= fp["duplicates"].get("redundant_copies") or 0
     return max(1, cases)
 
@@ -214,7 +215,7 @@ def cache_bytes(fp: dict[str, Any], study: Study, size: int, dims: int) -> float
         voxels = math.prod(fp["median_shape"][:3])
     else:
         voxels = size * size
-    per_case = (channels + (1 if study.task == "segmentation" else 0)) * voxels * 4
+    per_case = (channels + (1 if get_task(study.task).with_mask else 0)) * voxels * 4
     return float(_usable_cases(fp, study) * per_case)
 
 
