@@ -195,7 +195,8 @@ def test_search_and_multiclass_scores(blob_rows, blob_cache):
     rows = [dict(r, label="maybe" if n % 3 == 0 else r["label"]) for n, r in enumerate(blob_rows)]
     out = fit_predict_fold("logreg", rows[:45], rows[45:], classes=["no", "yes", "maybe"], cache=blob_cache,
                            features=SMALL, search=True, inner_folds=2)
-    scores = out[["y_score_0", "y_score_1", "y_score_2"]].to_numpy()
+    scores = out[["p_0", "p_1", "p_2"]].to_numpy()
+    assert "y_score" not in out.columns  # one schema: p_<class> for every classifier, y_score only for two
     assert np.allclose(scores.sum(axis=1), 1.0)
     assert (scores.argmax(axis=1) == out["y_pred"]).all()
     assert set(out.attrs["best_params"]) == set(CLASSIFIER_SEARCH_SPACES["logreg"])

@@ -29,6 +29,7 @@ from sklearn.svm import SVC
 
 from tumorbench.baselines.features import HandcraftedFeatures, as_records, load_feature_inputs
 from tumorbench.errors import DataError
+from tumorbench.evaluation.oof import score_columns
 
 ClassifierName = Literal["logreg", "svm", "random_forest", "gradient_boosting"]
 CLASSIFIERS: tuple[str, ...] = ("logreg", "svm", "random_forest", "gradient_boosting")
@@ -202,8 +203,8 @@ def fit_predict_fold(name: ClassifierName, train_rows: pd.DataFrame | Iterable[M
 
     Returns:
         One row per validation case: ``case_id``, ``patient_id``, ``model``, ``y_true``
-        and ``y_pred`` (class indices), and ``y_score`` (probability of ``classes[1]``)
-        for two classes or ``y_score_<k>`` per class otherwise. ``attrs`` holds
+        and ``y_pred`` (class indices), ``p_<k>`` per class index and, for two classes,
+        ``y_score`` (probability of ``classes[1]``): :func:`~tumorbench.evaluation.oof.score_columns`. ``attrs`` holds
         ``classes``, ``model`` and the chosen ``best_params``.
     """
     pipe = make_classifier(name, random_state=seed, **params)
@@ -227,10 +228,7 @@ def fit_predict_fold(name: ClassifierName, train_rows: pd.DataFrame | Iterable[M
     proba = model.predict_proba(cache.matrix(val))
     frame = pd.DataFrame({"case_id": [r["case_id"] for r in val], "patient_id": [r["patient_id"] for r in val],
                           "model": name, "y_true": y_val, "y_pred": proba.argmax(axis=1)})
-    if len(classes) == 2:
-        frame["y_score"] = proba[:, 1]
-    else:
-        for k in range(len(classes)):
-            frame[f"y_score_{k}"] = proba[:, k]
+    for column, values in score_columns(proba).items():
+        frame[column] = values
     frame.attrs.update(classes=list(classes), model=name, best_params=best)
     return frame

@@ -53,6 +53,7 @@ from tumorbench.evaluation.oof import (
     classification_values,
     fold_metrics,
     lower_is_better,
+    per_class_values,
     ranking,
     resolve,
     score_matrix,
@@ -125,6 +126,8 @@ def classification_pooled_row(g: pd.DataFrame, metrics: list[str], binary: bool,
         row.update({f"{m}_pooled": pooled[m], f"{m}_ci_low": lo, f"{m}_ci_high": hi})
     if binary:
         row["auc_delong_low"], row["auc_delong_high"] = _delong_interval(g, alpha)
+    elif task == "classification":
+        row.update(per_class_values(g))  # macro AUC alone hides a class the model never gets right
     return row
 
 
@@ -154,7 +157,8 @@ def leaderboard(predictions: pd.DataFrame, folds: pd.DataFrame | None = None, ta
         ``<m>_sd`` (over folds, ddof=1), ``<m>_pooled`` (classification: on all pooled
         out-of-fold cases; segmentation: mean per-patient value) with its percentile
         bootstrap CI ``<m>_ci_low``/``<m>_ci_high`` (whole patients resampled);
-        binary AUC adds the DeLong interval ``auc_delong_low``/``auc_delong_high``.
+        binary AUC adds the DeLong interval ``auc_delong_low``/``auc_delong_high``; multi-class adds the
+        pooled one-vs-rest ``auc_class<k>`` and ``sensitivity_class<k>`` per class index k.
         Sorted by ``<primary>_mean``; ``attrs`` hold ``task`` and ``primary``.
     """
     task, primary = resolve(predictions, task, primary)

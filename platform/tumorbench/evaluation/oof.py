@@ -7,6 +7,7 @@ file and the problem) and computes the per-fold table.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Callable
@@ -55,6 +56,18 @@ def probability_columns(df: pd.DataFrame) -> list[str]:
     if all(re.fullmatch(r"p_\d+", c) for c in cols):
         cols.sort(key=lambda c: int(c[2:]))
     return cols
+
+
+def score_columns(proba: np.ndarray) -> dict[str, np.ndarray]:
+    """The one prediction schema of every classifier (deep or classical): ``p_<k>`` per class index k,
+    plus ``y_score`` (= ``p_1``, the positive class) for two classes.
+
+    Args:
+        proba: ``(N, K)`` class probabilities (rows sum to 1), or ``(K,)`` for one case.
+    """
+    proba = np.asarray(proba, float)
+    columns = {f"p_{k}": proba[..., k] for k in range(proba.shape[-1])}
+    return columns | ({"y_score": proba[..., 1]} if proba.shape[-1] == 2 else {})
 
 
 def is_binary(pred: pd.DataFrame) -> bool:
@@ -253,3 +266,16 @@ def _multiclass_metric(metric: str) -> Callable[[np.ndarray, np.ndarray], float]
 
 
 MULTICLASS_METRIC_FNS = {m: _multiclass_metric(m) for m in CLASSIFICATION_METRICS}
+
+
+def per_class_values(g: pd.DataFrame) -> dict[str, float]:
+    """Multi-class: one-vs-rest ROC AUC ``auc_class<k>`` and sensitivity ``sensitivity_class<k>`` per class index
+    (NaN where class k is absent, or is every case, so AUC is undefined)."""
+    y, scores, pred = g["y_true"].to_numpy(), score_matrix(g), g["y_pred"].to_numpy()
+    out: dict[str, float] = {}
+    for k in range(scores.shape[1]):
+        truth = y == k
+        both = 0 < truth.sum() < len(y)
+        out[f"auc_class{k}"] = _rank_auc(truth.astype(int), scores[:, k]) if both else math.nan
+        out[f"sensitivity_class{k}"] = float(np.mean(pred[truth] == k)) if truth.any() else math.nan
+    return out

@@ -178,7 +178,18 @@ def classification_figures(pred: pd.DataFrame, lb: pd.DataFrame, reference: str,
     if baselines:
         pairs.append(("best baseline", baselines[0]))
     parts.append(_figure(confusion_figure(pred, pairs), "confusion matrices"))
-    return "<h2>ROC curves and confusion matrices</h2>" + "".join(parts)
+    return "<h2>ROC curves and confusion matrices</h2>" + "".join(parts) + _per_class_section(lb)
+
+
+def _per_class_section(lb: pd.DataFrame) -> str:
+    """Multi-class: one-vs-rest AUC and sensitivity of every class, pooled out-of-fold (absent for binary)."""
+    cols = sorted((c for c in lb.columns if c.startswith(("auc_class", "sensitivity_class"))),
+                  key=lambda c: (int(c.rsplit("class", 1)[1]), c))
+    if not cols:
+        return ""
+    rows = [[_esc(r["model"])] + [_num(r[c]) for c in cols] for _, r in lb.iterrows()]
+    return ("<h3>Per class (one-vs-rest AUC, sensitivity; pooled out-of-fold)</h3>"
+            + _table(["model"] + [_esc(c) for c in cols], rows))
 
 
 def segmentation_figures(pred: pd.DataFrame, lb: pd.DataFrame, reference: str, primary: str) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tumorbench.data.splits import fold_frames
+from tumorbench.evaluation.oof import score_columns
 from tumorbench.tasks import get_task
 from tumorbench.tuning.search import best_row
 from tumorbench.tuning.trial import read_state
@@ -64,15 +65,14 @@ def segmentation_row(record: dict) -> dict[str, Any]:
 
 
 def classification_row(record: dict, class_names: list[str]) -> dict[str, Any]:
-    """A case's out-of-fold row: ``y_score`` for two classes, ``p_<k>`` per class otherwise."""
+    """A case's out-of-fold row: ``p_<k>`` per class (the one schema), plus ``y_score`` for two classes."""
     probs = np.asarray(record["probs"], float)
     row = {"case_id": record["case_id"], "patient_id": record["patient_id"], "fold": record["fold"]}
+    scores = {k: float(v) for k, v in score_columns(probs).items()}
     if len(probs) == 2:
         # The positive class is the last class name (tumor "yes", "malignant"), as in training.
-        return row | {"y_true": int(record["y_true"] == 1), "y_score": float(probs[1]),
-                      "y_pred": int(probs[1] >= 0.5)}
-    return row | {"y_true": int(record["y_true"]), "y_pred": int(probs.argmax())} | \
-        {f"p_{k}": float(p) for k, p in enumerate(probs)}
+        return row | {"y_true": int(record["y_true"] == 1), "y_pred": int(probs[1] >= 0.5)} | scores
+    return row | {"y_true": int(record["y_true"]), "y_pred": int(probs.argmax())} | scores
 
 
 def classification_baseline_rows(name: str, train: pd.DataFrame, val: pd.DataFrame,
