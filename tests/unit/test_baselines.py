@@ -239,7 +239,7 @@ def test_mask_derived_labels_refuse_masks(blob_rows):
     rows = [dict(r, has_tumor=r["label"] == "yes") for r in blob_rows]
     with pytest.raises(ValueError, match="use_masks=False"):
         fit_predict_fold("logreg", rows[:40], rows[40:], classes=[False, True], label_column="has_tumor",
-                         cache=FeatureCache(SMALL), features=SMALL, search=False)
+                         cache=FeatureCache(SMALL, use_masks=True), features=SMALL, search=False)
     out = fit_predict_fold("logreg", rows[:40], rows[40:], classes=[False, True], label_column="has_tumor",
                            cache=FeatureCache(SMALL, use_masks=False), features=SMALL, search=False)
     assert len(out) == 20
@@ -456,3 +456,35 @@ def test_logreg_fold_on_yes_no(yes_no_root):
     out = fit_predict_fold("logreg", train, val, classes=["no", "yes"], search=False, features=features)
     auc = roc_auc_score(out["y_true"], out["y_score"])
     assert len(out) == len(val) and auc > 0.6  # measured 0.78 on this fold
+
+
+def test_classifier_baselines_never_read_masks(blob_rows, tmp_path):
+    """Masks only on positive cases (LIDC reader outlines, shape_has_mask): the baseline must not see them."""
+    mask = tmp_path / "m.png"
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(mask)
+    with_masks = [dict(r, mask=str(mask) if r["label"] == "yes" else None) for r in blob_rows]
+    a = fit_predict_fold("logreg", with_masks[:40], with_masks[40:], classes=["no", "yes"], features=SMALL,
+                         search=False)
+    b = fit_predict_fold("logreg", blob_rows[:40], blob_rows[40:], classes=["no", "yes"], features=SMALL,
+                         search=False)
+    np.testing.assert_allclose(a["y_score"], b["y_score"])
+
+
+def test_svm_calibration_folds_keep_patients_together(monkeypatch):
+    from tumorbench.baselines import classifiers
+
+    seen = []
+    real = classifiers.CalibratedClassifierCV
+
+    def spy(*args, cv, **kwargs):
+        seen.append(cv)
+        return real(*args, cv=cv, **kwargs)
+
+    monkeypatch.setattr(classifiers, "CalibratedClassifierCV", spy)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(48, 4)), np.array([0, 1] * 24)
+    groups = np.repeat(np.arange(12), 4)  # 4 cases per patient, both classes
+    make_classifier("svm", features=SMALL)[1:].fit(X, y, clf__groups=groups)
+    assert seen and isinstance(seen[0], list)
+    for train, test in seen[0]:
+        assert not set(groups[train]) & set(groups[test])
