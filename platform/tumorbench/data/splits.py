@@ -69,6 +69,33 @@ def catalog_hash(frame: pd.DataFrame) -> str:
     return _json_hash(records)
 
 
+def content_hash(frame: pd.DataFrame) -> str:
+    """Hash of the data itself: every case's image and mask bytes with its id, patient and label.
+
+    ``catalog_hash`` (names, checked on every read) misses a file replaced under the same name;
+    this one reads every byte, so it is taken once per split file and per study run.
+    """
+    from tumorbench.data.io import image_content_hash
+
+    def digest(path: Any) -> str | None:
+        return image_content_hash(path) if isinstance(path, (str, Path)) else None
+
+    records = [[row["case_id"], row["patient_id"], [digest(p) for p in row["image"]], digest(row["mask"]),
+                row["label"] if isinstance(row["label"], str) else None]
+               for row in frame.sort_values("case_id").to_dict("records")]
+    return _json_hash(records)
+
+
+def check_content(doc: dict, frame: pd.DataFrame, path: str | Path) -> str:
+    """The data's content hash, refused when the split file recorded another (files changed since)."""
+    current = content_hash(frame)
+    recorded = doc["dataset"].get("content_hash")
+    if recorded is not None and recorded != current:
+        raise DataError(path, "the data's content changed since this split file was made (same file names, "
+                              "other bytes): make a new split file")
+    return current
+
+
 def find_duplicates(frame: pd.DataFrame) -> list[list[str]]:
     """Groups of case ids whose image files are byte-identical (groups of two or more)."""
     from tumorbench.data.io import image_content_hash
@@ -100,11 +127,10 @@ def _assign_folds(frame: pd.DataFrame, config: SplitConfig, key: str | None) -> 
                          f"the catalog has {n_patients}")
     folds = np.full(len(frame), -1)
     if key is None:
-        # GroupKFold does not shuffle; permuting patients first makes the seed matter.
-        order = np.random.default_rng(config.seed).permutation(len(frame))
-        splitter = GroupKFold(n_splits=config.n_folds)
-        for fold, (_, val) in enumerate(splitter.split(order, groups=groups[order])):
-            folds[order[val]] = fold
+        # Plain GroupKFold ignores row order for equal-sized groups, so only its own shuffle makes the seed matter.
+        splitter = GroupKFold(n_splits=config.n_folds, shuffle=True, random_state=config.seed)
+        for fold, (_, val) in enumerate(splitter.split(np.zeros(len(frame)), groups=groups)):
+            folds[val] = fold
         return folds
     y = frame[key].astype(str).to_numpy()
     splitter = StratifiedGroupKFold(n_splits=config.n_folds, shuffle=True, random_state=config.seed)
@@ -113,8 +139,10 @@ def _assign_folds(frame: pd.DataFrame, config: SplitConfig, key: str | None) -> 
     return folds
 
 
-def make_splits(frame: pd.DataFrame, config: SplitConfig = SplitConfig()) -> dict:
+def make_splits(frame: pd.DataFrame, config: SplitConfig = SplitConfig(), *, content: str | None = None) -> dict:
     """Split a catalog into patient-level, stratified folds.
+
+    ``content`` (:func:`content_hash`, when the caller took it) is recorded with the dataset.
 
     Rows whose stratification value is missing (e.g. LIDC nodules excluded by
     the malignancy policy) are left out and listed under ``excluded``.
@@ -144,7 +172,7 @@ def make_splits(frame: pd.DataFrame, config: SplitConfig = SplitConfig()) -> dic
         "version": SPLIT_FORMAT_VERSION,
         "config": asdict(config) | {"stratify_column": key},
         "dataset": {"root": frame.attrs.get("root"), "layout": frame.attrs.get("layout"),
-                    "n_cases": int(len(frame)), "catalog_hash": catalog_hash(frame)},
+                    "n_cases": int(len(frame)), "catalog_hash": catalog_hash(frame), "content_hash": content},
         "excluded": dict(sorted(excluded.items())),
         "duplicates": duplicates,
         "folds": fold_docs,

@@ -274,7 +274,7 @@ def load_results(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | 
 
 
 def summarize_results(results_dir: str | Path, *, task: str | None = None, primary: str | None = None,
-                      n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Compute and write ``leaderboard.csv``, ``stats.csv`` (and ``folds.csv`` when absent).
 
     Returns:
@@ -286,7 +286,7 @@ def summarize_results(results_dir: str | Path, *, task: str | None = None, prima
     if folds is None:
         folds = fold_metrics(predictions, task)
         folds.to_csv(root / "folds.csv", index=False)
-    lb = leaderboard(predictions, folds, task, primary=primary, n_boot=n_boot, seed=seed)
+    lb = leaderboard(predictions, folds, task, primary=primary, n_boot=n_boot, alpha=alpha, seed=seed)
     stats = paired_statistics(predictions, folds, task, primary=primary)
     lb.to_csv(root / "leaderboard.csv", index=False)
     stats.to_csv(root / "stats.csv", index=False)

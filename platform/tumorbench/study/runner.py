@@ -24,6 +24,7 @@ from tumorbench.study.spec import Study, StudyError
 from tumorbench.package import package_versions
 from tumorbench.tasks import get_task
 from tumorbench.training.config import TrainConfig
+from tumorbench.data.splits import check_content
 from tumorbench.training.data import ensure_split_file
 from tumorbench.training.trainer import describe_cluster, ensure_ray
 
@@ -60,6 +61,8 @@ def prepare(study: Study, out: Path) -> tuple[pd.DataFrame, dict, Path, str]:
                          f"{data} has {patients}")
     probe = base_config(study, study.candidates[0], data, out, out / "splits.json").replace(split_file=None)
     doc = ensure_split_file(probe.replace(out=str(out)), frame)
+    # Files replaced under the same names since the split file was made are refused here, once.
+    doc["dataset"]["content_hash"] = check_content(doc, frame, out / "splits.json")  # in memory: the manifest's
     return frame, doc, out / "splits.json", data
 
 
@@ -76,12 +79,18 @@ def _code_version() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None}
 
 
+# The statistics every leaderboard of a study is computed with (recorded in manifest.json).
+N_BOOT, ALPHA = 2000, 0.05
+
+
 def write_manifest(study: Study, out: Path, preset: str, doc: dict, seconds: float, best: dict,
                    code: dict[str, Any], budget: dict[str, Any] | None = None) -> None:
     """``manifest.json``; ``code`` is :func:`_code_version` taken when the study started."""
     manifest = {"study": study.name, "preset": preset, "task": study.task, "seed": study.seed,
                 "data": doc["dataset"], "split": {"file": str(out / "splits.json"), "hash": doc["hash"],
-                                                  "folds": len(doc["folds"])},
+                                        "folds": len(doc["folds"])},
+                "statistics": {"n_boot": N_BOOT, "alpha": ALPHA, "bootstrap": "patients resampled"},
+                "spec": study_as_dict(study),
                 "candidates": [{"name": c.name, "searcher": c.searcher, "num_samples": c.num_samples}
                                for c in study.candidates],
                 "baselines": list(study.baselines), "scheduler": study.scheduler, "best": best,
@@ -208,7 +217,7 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     parts.append(results.run_baselines(study, frame, doc, class_names))
     results.write_predictions(parts, out)
     (out / "configs.json").write_text(json.dumps(configs, indent=1, default=str))
-    lb, stats = summarize_results(out, task=study.task, primary=metric, seed=study.seed)
+    lb, stats = summarize_results(out, task=study.task, primary=metric, seed=study.seed, n_boot=N_BOOT, alpha=ALPHA)
     dl_models = [m for m in lb["model"] if m in fold_records]
     best = package_best(dl_models[0], fold_records, out, study.task, metric) if dl_models else {}
     if dl_models and task.with_mask:

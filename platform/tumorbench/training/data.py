@@ -16,7 +16,7 @@ import torch
 
 from tumorbench.data.catalog import scan
 from tumorbench.data.datasets import cases_from_catalog, make_dataset
-from tumorbench.data.splits import SplitConfig, fold_frames, load_splits, make_splits, write_splits
+from tumorbench.data.splits import SplitConfig, content_hash, fold_frames, load_splits, make_splits, write_splits
 from tumorbench.errors import DataError
 from tumorbench.tasks import TaskError, get_task
 from tumorbench.training.config import VOLUME_LAYOUTS, TrainConfig, TrainConfigError
@@ -62,7 +62,7 @@ def ensure_split_file(config: TrainConfig, frame: pd.DataFrame) -> dict:
     task = get_task(config.task)
     split = SplitConfig(n_folds=config.n_folds, seed=config.seed, stratify=task.stratify,
                         dedupe=config.dedupe and task.dedupe)
-    doc = make_splits(task.split_frame(frame), split)
+    doc = make_splits(task.split_frame(frame), split, content=content_hash(frame))
     write_splits(doc, path)
     return doc
 
