@@ -166,6 +166,24 @@ def ranking(folds: pd.DataFrame, primary: str, task: str | Task) -> list[str]:
                              kind="stable").index.tolist()
 
 
+def pooled_primary(pred: pd.DataFrame, task: str, primary: str) -> pd.Series:
+    """Each model's pooled out-of-fold estimate of ``primary`` (what the leaderboard's CI is about):
+    classification on all its pooled cases, segmentation the mean per-patient value (NaN skipped)."""
+    binary = task == "classification" and is_binary(pred)
+    values = {}
+    for model, g in pred.groupby("model", sort=True):
+        values[model] = classification_values(g, binary)[primary] if task == "classification" \
+            else float(g[primary].mean())
+    return pd.Series(values, dtype=float)
+
+
+def pooled_ranking(pred: pd.DataFrame, task: str, primary: str) -> list[str]:
+    """Models best first by the pooled estimate of ``primary`` (the number tested and given a CI); NaN last."""
+    values = pooled_primary(pred, task, primary).sort_index()
+    return values.sort_values(ascending=lower_is_better(primary, task), na_position="last",
+                              kind="stable").index.tolist()
+
+
 def classification_values(g: pd.DataFrame, binary: bool) -> dict[str, float]:
     """Pooled metrics of a set of cases by :func:`classification_metrics`."""
     y = g["y_true"].to_numpy()
