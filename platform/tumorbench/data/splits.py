@@ -2,7 +2,7 @@
 
 A split file is JSON: the folds (validation case ids and patients per fold),
 how they were made (folds, seed, stratification key), the dataset it belongs
-to (layout, case count, catalog hash), the duplicates that were dropped, and a
+to (layout, case count, catalog hash), the duplicates that were dropped, the near-duplicate groups kept in one fold, and a
 ``hash`` over all of that, checked whenever the file is read. Every deep model
 and every classical baseline trains and scores on exactly these folds.
 """
@@ -40,16 +40,23 @@ class SplitConfig:
             when present) or ``none``.
         dedupe: Drop byte-identical images (keeping the first of each group)
             before splitting, so a copy cannot sit in train and validation.
+        near_duplicates: ``on``: near-duplicate images (perceptual hash, see
+            :mod:`tumorbench.data.near_duplicates`) share one group, so they never cross folds;
+            ``auto`` (default): on where the layout has no patient IDs (every case its own
+            patient, as in class folders); ``off``.
     """
 
     n_folds: int = 5
     seed: int = 0
     stratify: str = "auto"
     dedupe: bool = False
+    near_duplicates: str = "auto"
 
     def __post_init__(self) -> None:
         if self.n_folds < 2:
             raise SplitError(f"n_folds must be at least 2, got {self.n_folds}")
+        if self.near_duplicates not in ("auto", "on", "off"):
+            raise SplitError(f"near_duplicates must be auto, on or off, got {self.near_duplicates!r}")
 
 
 def _json_hash(payload: Any) -> str:
@@ -119,12 +126,24 @@ def _stratify_key(frame: pd.DataFrame, stratify: str) -> str | None:
     return stratify
 
 
-def _assign_folds(frame: pd.DataFrame, config: SplitConfig, key: str | None) -> np.ndarray:
-    groups = frame["patient_id"].to_numpy()
+def _uses_near_duplicates(frame: pd.DataFrame, config: SplitConfig) -> bool:
+    from tumorbench.data.near_duplicates import supported
+
+    if config.near_duplicates == "off" or not supported(frame):
+        return False
+    no_patient_ids = bool((frame["patient_id"].astype(str) == frame["case_id"].astype(str)).all())
+    return config.near_duplicates == "on" or no_patient_ids
+
+
+def _assign_folds(frame: pd.DataFrame, config: SplitConfig, key: str | None,
+                  groups: np.ndarray | None = None) -> np.ndarray:
+    """Fold of each row; ``groups`` (default: the patients) are never split across folds."""
+    merged = groups is not None
+    groups = frame["patient_id"].to_numpy() if groups is None else groups
     n_patients = len(np.unique(groups))
     if config.n_folds > n_patients:
         raise SplitError(f"{config.n_folds} folds need at least {config.n_folds} patients; "
-                         f"the catalog has {n_patients}")
+                         f"the catalog has {n_patients}" + (" (near-duplicates merged)" if merged else ""))
     folds = np.full(len(frame), -1)
     if key is None:
         # Plain GroupKFold ignores row order for equal-sized groups, so only its own shuffle makes the seed matter.
@@ -162,7 +181,12 @@ def make_splits(frame: pd.DataFrame, config: SplitConfig = SplitConfig(), *, con
     if key is not None:
         excluded.update({cid: f"no {key}" for cid in frame.loc[frame[key].isna(), "case_id"]})
     kept = frame[~frame["case_id"].isin(excluded)].reset_index(drop=True)
-    folds = _assign_folds(kept, config, key)
+    near: list[list[str]] = []
+    if _uses_near_duplicates(kept, config):
+        from tumorbench.data.near_duplicates import find_near_duplicates, split_groups
+
+        near = find_near_duplicates(kept)
+    folds = _assign_folds(kept, config, key, split_groups(kept, near) if near else None)
     fold_docs = []
     for fold in range(config.n_folds):
         val = kept[folds == fold]
@@ -175,6 +199,7 @@ def make_splits(frame: pd.DataFrame, config: SplitConfig = SplitConfig(), *, con
                     "n_cases": int(len(frame)), "catalog_hash": catalog_hash(frame), "content_hash": content},
         "excluded": dict(sorted(excluded.items())),
         "duplicates": duplicates,
+        "near_duplicates": near,
         "folds": fold_docs,
     }
     doc["hash"] = _json_hash(doc)
