@@ -108,9 +108,10 @@ def package_best(winner: str, fold_records: dict[str, list], out: Path, task: st
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(chosen.checkpoint, target, ignore=shutil.ignore_patterns("training_state.pt"))
-    return {"model": winner, "fold": chosen.fold, "epoch": chosen.best_epoch, metric: chosen.score,
-            "source": chosen.checkpoint, "package": str(target),
-            "note": "the best fold model of the winning configuration (not retrained on all folds)"}
+    return {"model": winner, "fold": chosen.fold, "epoch": chosen.best_epoch, f"inner_{metric}": chosen.score,
+            f"outer_{metric}": chosen.outer.get(metric), "source": chosen.checkpoint, "package": str(target),
+            "note": "the fold model with the best inner-validation score (not retrained on all folds); the "
+                    "study's estimate of it is the leaderboard's outer-fold row, not this fold's score"}
 
 
 def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFrame) -> None:
@@ -118,7 +119,7 @@ def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFr
     stopped = int((table["status"] == "stopped").sum())
     failed = int((table["status"] == "error").sum())
     params = results.trial_params(best)
-    print(f"[tumorbench] {candidate.name} ({candidate.searcher}): best {metric}_mean={best['mean']:.4f} "
+    print(f"[tumorbench] {candidate.name} ({candidate.searcher}): best inner-validation {metric}_mean={best['mean']:.4f} "
           f"± {best['sd']:.4f} with {params}, found at trial {found} of {len(table)} "
           f"({stopped} stopped early, {failed} failed; {int(table['epochs_spent'].sum())} epochs)", flush=True)
 
