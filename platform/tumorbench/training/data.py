@@ -164,6 +164,12 @@ def val_dataset(config: TrainConfig, cases: FoldCases, rank: int, world_size: in
     patients = sorted({case["patient_id"] for case in chosen})
     mine = set(patients[rank::world_size])
     own = [case for case in chosen if case["patient_id"] in mine]
+    if outer and cases.data_dims == 2 and config.preprocess.spatial_size and get_task(config.task).with_mask:
+        # The outer fold is what the leaderboard reports: scored on the mask files' own grid, like the baselines.
+        from tumorbench.training.validation import NATIVE_MASK
+
+        own = [dict(case, **{NATIVE_MASK: case["mask"]}) if isinstance(case.get("mask"), str) else case
+               for case in own]
     cache = "memory" if config.cache != "none" else "none"
     return make_dataset(own, transforms_for(config, cases.data_dims, train=False), cache=cache)
 
