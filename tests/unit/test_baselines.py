@@ -488,3 +488,23 @@ def test_svm_calibration_folds_keep_patients_together(monkeypatch):
     assert seen and isinstance(seen[0], list)
     for train, test in seen[0]:
         assert not set(groups[train]) & set(groups[test])
+
+
+def test_brats_baseline_rows_carry_the_deep_models_region_columns(tmp_path):
+    from tumorbench.data.catalog import scan
+    from tumorbench.data.synthetic import BrainPhantomConfig, make_brain_study
+    from tumorbench.data.io import read_image
+
+    make_brain_study(tmp_path / "brats", BrainPhantomConfig(cases=3, shape=(32, 32, 20)))
+    rows = scan(tmp_path / "brats").to_dict("records")
+    preds = {}
+    frame = segment_fold("otsu", rows[:2], rows[2:], hd95=False, brats_regions=4,
+                         on_prediction=lambda row, pred: preds.update({row["case_id"]: pred}))
+    per_patient = patient_metrics(frame)
+    row = per_patient.iloc[0]
+    labels = np.rint(read_image(rows[2]["mask"], canonical=True).array).astype(int)
+    pred = preds[rows[2]["case_id"]]
+    regions = {"WT": np.isin(labels, [1, 2, 4]), "TC": np.isin(labels, [1, 4]), "ET": labels == 4}
+    for name, target in regions.items():
+        assert row[f"dice_{name}"] == pytest.approx(_dice(pred, target))
+    assert row["dice"] == pytest.approx(np.mean([row[f"dice_{n}"] for n in regions]))

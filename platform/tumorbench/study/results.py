@@ -103,6 +103,14 @@ def baseline_fold(name: str, task: str, train: pd.DataFrame, val: pd.DataFrame, 
     return frame.assign(model=name, kind="baseline", fold=fold)
 
 
+def region_params(study) -> dict[str, Any]:
+    """Baselines of a study whose masks are BraTS regions are scored per region too (as its deep models are)."""
+    preprocess = study.config.get("preprocess", {}) or {}
+    if preprocess.get("label_map") != "brats":
+        return {}
+    return {"brats_regions": int(preprocess.get("enhancing_label", 4))}
+
+
 def run_baselines(study, frame: pd.DataFrame, split_doc: dict, class_names: list[str] | None) -> pd.DataFrame:
     """Every baseline on every fold, as Ray tasks on the cluster (1 CPU each)."""
     import ray
@@ -114,7 +122,7 @@ def run_baselines(study, frame: pd.DataFrame, split_doc: dict, class_names: list
         for fold in range(len(split_doc["folds"])):
             train, val = (task.usable(part) for part in fold_frames(frame, split_doc, fold))
             pending.append(remote.remote(name, study.task, train, val, fold, class_names, study.seed,
-                                         study.baseline_params.get(name, {})))
+                                         study.baseline_params.get(name, {}) | region_params(study)))
     return pd.concat(ray.get(pending), ignore_index=True) if pending else pd.DataFrame()
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tumorbench.evaluation.metrics import classification_metrics, segmentation_metrics
+from tumorbench.evaluation.metrics import classification_metrics, region_case_metrics, segmentation_metrics
 from tumorbench.inference import predict_volume
 
 
@@ -35,12 +35,8 @@ def _to_device(image: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def _case_metrics(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None,
                   channel_names: Sequence[str] | None) -> dict[str, float]:
-    """Metrics of one patient; multi-channel masks (BraTS regions) averaged over channels."""
-    per_channel = [segmentation_metrics(p, t, spacing) for p, t in zip(pred, target)]
-    merged = {key: float(np.mean([m[key] for m in per_channel])) for key in per_channel[0]}
-    if channel_names and len(per_channel) > 1:
-        merged |= {f"dice_{name}": m["dice"] for name, m in zip(channel_names, per_channel)}
-    return merged
+    """Metrics of one patient; multi-channel masks (BraTS regions) averaged over channels (baselines too)."""
+    return region_case_metrics(pred, target, spacing, channel_names)
 
 
 NATIVE_MASK = "native_mask"  # a case key: score this 2D case against the mask file at its own size
