@@ -1,0 +1,40 @@
+"""A --test set sharing a patient, an image or a near-duplicate with the training data is refused, naming them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tumorbench.data.catalog import scan
+from tumorbench.data.locked_test import check_locked_test, locked_test_overlaps
+from tumorbench.errors import DataError
+
+
+def _image(seed: int) -> Image.Image:
+    from scipy import ndimage
+
+    field = ndimage.gaussian_filter(np.random.default_rng(seed).normal(size=(96, 96)), 6)
+    return Image.fromarray((255 * (field - field.min()) / np.ptp(field)).astype(np.uint8))
+
+
+def _folder(root, seeds):
+    for cls in ("no", "yes"):
+        (root / cls).mkdir(parents=True)
+    for i, seed in enumerate(seeds):
+        _image(seed).save(root / ("yes" if i % 2 else "no") / f"s{seed}.png")
+
+
+def test_clean_test_set_passes_and_overlaps_are_named(tmp_path):
+    _folder(tmp_path / "train", range(8))
+    _folder(tmp_path / "test", range(100, 104))
+    train, test = scan(tmp_path / "train"), scan(tmp_path / "test")
+    assert locked_test_overlaps(train, test) == []
+    check_locked_test(train, test, "test")
+    _image(3).resize((80, 80)).save(tmp_path / "test" / "no" / "copy.png")  # a rescaled training image
+    _image(5).save(tmp_path / "test" / "yes" / "same.png")  # a byte-identical one
+    problems = locked_test_overlaps(train, scan(tmp_path / "test"))
+    assert "identical images: test:yes/same.png ~ train:yes/s5.png" in problems
+    assert "near-duplicates: test:no/copy.png ~ train:yes/s3.png" in problems
+    with pytest.raises(DataError, match=r"overlaps the training data \(3\)"):
+        check_locked_test(train, scan(tmp_path / "test"), "test")
