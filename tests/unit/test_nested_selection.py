@@ -59,3 +59,9 @@ def test_inner_split_is_patient_level_and_stratified():
     assert not set(train["patient_id"]) & set(val["patient_id"])
     assert len(train) + len(val) == 40 and val["patient_id"].nunique() == 5
     assert set(val["label"]) == {"yes", "no"}
+
+
+def test_one_training_patient_leaves_the_inner_set_empty():
+    rows = pd.DataFrame([{"case_id": f"c{i}", "patient_id": "p0", "label": None} for i in range(3)])
+    train, val = inner_split(rows, 0.2, seed=0)
+    assert len(train) == 3 and val.empty

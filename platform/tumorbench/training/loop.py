@@ -137,7 +137,8 @@ def fit_fold(config: TrainConfig, cases: fold_data.FoldCases, model: torch.nn.Mo
         stats = train_epoch(model, loader, loss_fn, optimizer, scheduler, precision, config, device)
         train_seconds = time.perf_counter() - started
         metrics, records = _validate(config, model, val_set, cases, device)
-        primary = metrics.get(config.selection_metric, float("nan"))
+        metrics.setdefault(config.selection_metric, float("nan"))  # an empty inner set still reports the key
+        primary = metrics[config.selection_metric]
         improved = state.update(primary, epoch, config.selection_mode)
         if improved and cases.test:
             chosen = _keep_chosen(config.out, model, rank)

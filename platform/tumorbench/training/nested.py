@@ -19,12 +19,13 @@ def inner_split(train: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Dat
     """``(inner_train, inner_val)``: about ``fraction`` of the outer training patients validate.
 
     Stratified by ``label`` when every class has enough patients; whole patients only; at least one
-    patient on each side. The same rows and seed give the same split.
+    patient on each side. The same rows and seed give the same split. With a single training patient the
+    inner set is empty: nothing is chosen, the last epoch's model is scored (still never the outer fold).
     """
     groups = train["patient_id"].astype(str).to_numpy()
     n_patients = len(np.unique(groups))
     if n_patients < 2:
-        raise ValueError(f"an inner validation split needs at least 2 training patients, got {n_patients}")
+        return train.reset_index(drop=True), train.iloc[:0].reset_index(drop=True)
     n_splits = int(min(n_patients, max(2, round(1 / fraction))))
     labels = train["label"] if "label" in train.columns else pd.Series([None] * len(train))
     y = labels.astype(str).to_numpy()
