@@ -38,3 +38,31 @@ def test_clean_test_set_passes_and_overlaps_are_named(tmp_path):
     assert "near-duplicates: test:no/copy.png ~ train:yes/s3.png" in problems
     with pytest.raises(DataError, match=r"overlaps the training data \(3\)"):
         check_locked_test(train, scan(tmp_path / "test"), "test")
+
+
+def test_final_model_trains_on_every_training_case_and_scores_the_test_set_once(tmp_path):
+    import torch
+
+    from conftest import write_blob_folders
+    from tumorbench.training import data as fold_data
+    from tumorbench.training.config import TrainConfig
+    from tumorbench.training.loop import fit_fold, seed_everything
+    from tumorbench.training.tasks import build_model
+
+    write_blob_folders(tmp_path / "data", n=10)
+    write_blob_folders(tmp_path / "test", n=3)  # same generator seed: byte copies of the first training images
+    config = TrainConfig.from_dict({
+        "task": "classification", "model": "resnet18_tiny", "data": str(tmp_path / "data"),
+        "out": str(tmp_path / "run"), "n_folds": 3, "epochs": 2, "batch_size": 8, "workers": 1,
+        "test_data": str(tmp_path / "test"), "preprocess": {"spatial_size": [32, 32]}})
+    frame = fold_data.load_catalog(config)
+    fold_data.ensure_split_file(config, frame)
+    cases = fold_data.fold_cases(config)
+    assert len(cases.train) + len(cases.val) == len(frame) == 20  # every training case, no fold held out
+    assert sorted(c["case_id"] for c in cases.test) == sorted(scan(tmp_path / "test")["case_id"])
+    seed_everything(0)
+    model, _ = build_model(config, *fold_data.io_channels(config, cases))
+    metrics, records = fit_fold(config, cases, model, torch.device("cpu"), 0, 1, lambda *_: None)
+    assert len(records) == 6 and 0.0 <= metrics["auc"] <= 1.0
+    with pytest.raises(DataError, match="overlaps the training data"):  # the same images: refused
+        check_locked_test(frame, scan(tmp_path / "test"), "test")

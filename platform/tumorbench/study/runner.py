@@ -20,6 +20,7 @@ import pandas as pd
 from tumorbench.data.catalog import scan
 from tumorbench.errors import TumorbenchError
 from tumorbench.study import results
+from tumorbench.study.final import load_test_frame, run_locked_test
 from tumorbench.study.spec import Study, StudyError
 from tumorbench.package import package_versions
 from tumorbench.tasks import get_task
@@ -114,6 +115,25 @@ def package_best(winner: str, fold_records: dict[str, list], out: Path, task: st
                     "study's estimate of it is the leaderboard's outer-fold row, not this fold's score"}
 
 
+def package_final(winner: str, final: dict, lb: pd.DataFrame, out: Path, task: str, metric: str) -> dict:
+    """The winner's final model (retrained on every training patient) as ``best/<task>/``; its metrics are the
+    outer-CV estimate and the locked test score, each a pooled estimate with its CI."""
+    target = out / "best" / task
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(final["checkpoints"][winner], target, ignore=shutil.ignore_patterns("training_state.pt"))
+
+    def estimate(table: pd.DataFrame) -> dict[str, float]:
+        row = table.set_index("model").loc[winner]
+        return {metric: float(row[f"{metric}_pooled"]), "ci_low": float(row[f"{metric}_ci_low"]),
+                "ci_high": float(row[f"{metric}_ci_high"])}
+
+    return {"model": winner, "package": str(target), "source": final["checkpoints"][winner],
+            "cv_estimate": estimate(lb), "test": estimate(final["leaderboard"]),
+            "note": "the winning configuration retrained on every training patient (its inner split chose the "
+                    "epoch); metrics: the outer-CV estimate and the locked test set, scored once"}
+
+
 def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFrame) -> None:
     found = int(table.loc[table["trial"] == best["trial"], "number"].iloc[0])
     stopped = int((table["status"] == "stopped").sum())
@@ -181,6 +201,7 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     frame, doc, split_file, data = prepare(study, out)
     task, metric, mode = get_task(study.task), study.metric, study.mode
     class_names = task.class_names(frame)
+    test = load_test_frame(study, frame) if study.test else None  # overlaps refused before Ray starts
     ensure_ray(address)
     print(f"[tumorbench] {describe_cluster()}", flush=True)
     if fingerprint is not None:
@@ -190,7 +211,7 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     if plan is not None:
         print(plan.format(), flush=True)
         (out / "plan.json").write_text(json.dumps(asdict(plan), indent=1, default=str))
-    parts, fold_records, configs, trials, guards, cut = [], {}, {}, [], {}, []
+    parts, fold_records, configs, trials, guards, cut, bests = [], {}, {}, [], {}, [], {}
     names = [c.name for c in study.candidates]
     for i, candidate in enumerate(study.candidates):
         guard = _guard(plan, candidate.name, names[i:], started, len(doc["folds"]))
@@ -207,7 +228,7 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
             print(f"[tumorbench] {candidate.name}: the budget ended the search before a trial finished every "
                   f"fold; left out of the leaderboard", flush=True)
             continue
-        best = results.best_trial(rows, mode, len(doc["folds"]))
+        best = bests[candidate.name] = results.best_trial(rows, mode, len(doc["folds"]))
         trials.append(results.trials_frame(rows, candidate.name, candidate.searcher, metric))
         predictions, fold_records[candidate.name] = results.dl_predictions(best, candidate.name, study.task,
                                                                            class_names)
@@ -221,6 +242,10 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     lb, stats = summarize_results(out, task=study.task, primary=metric, seed=study.seed, n_boot=N_BOOT, alpha=ALPHA)
     dl_models = [m for m in lb["model"] if m in fold_records]
     best = package_best(dl_models[0], fold_records, out, study.task, metric) if dl_models else {}
+    if test is not None and dl_models:
+        final = run_locked_test(study, {c.name: base_config(study, c, data, out, split_file) for c in study.candidates},
+                                bests, frame, doc, test, class_names, out, metric, N_BOOT, ALPHA)
+        best = package_final(dl_models[0], final, lb, out, study.task, metric)
     if dl_models and task.with_mask:
         from tumorbench.study.overlays import write_overlays
 

@@ -97,6 +97,8 @@ class TrainConfig:
         n_folds: Folds when the split file is made by this run.
         split_file: An existing split file (default: ``<out>/splits.json``, made on first use).
         dedupe: Drop byte-identical images before splitting (when the split is made here).
+        test_data: A locked test set (a dataset root of the same layout): train on every case of the split file
+            (the inner split still chooses the epoch) and score these cases once, as the outer set.
         inner_val_fraction: Share of the fold's training patients held out as the inner validation set that
             picks the epoch, drives ``patience`` and ASHA and ranks configurations; the fold itself is then
             scored once, by the chosen model (``training/nested.py``). 0 validates on the fold itself
@@ -144,6 +146,7 @@ class TrainConfig:
     split_file: str | None = None
     dedupe: bool = True
     inner_val_fraction: float = 0.2
+    test_data: str | None = None
     epochs: int = 10
     batch_size: int = 16
     lr: float = 1e-3
@@ -198,7 +201,7 @@ class TrainConfig:
         if self.roi_size is not None:
             object.__setattr__(self, "roi_size", tuple(self.roi_size))
         # Workers run in another working directory: every path they read must be absolute.
-        for name in ("data", "out", "split_file", "gan_checkpoint", "cache_dir"):
+        for name in ("data", "out", "split_file", "gan_checkpoint", "cache_dir", "test_data"):
             value = getattr(self, name)
             if value:
                 object.__setattr__(self, name, os.path.abspath(os.path.expanduser(value)))

@@ -77,9 +77,12 @@ def fold_cases(config: TrainConfig) -> FoldCases:
         raise TrainConfigError(f"fold {config.fold} does not exist: {split_path(config)} has {len(doc['folds'])} folds")
     train, val = fold_frames(frame, doc, config.fold)
     task = get_task(config.task)
+    if config.test_data:  # the final model: every training case; the locked test set is scored once
+        train = pd.concat([train, val], ignore_index=True)
+        val = scan(config.test_data, config.layout)
     class_names, train, val = task.class_names(frame), task.usable(train), task.usable(val)
     test: list[dict] = []
-    if config.inner_val_fraction > 0 and task.worker_loop() is None:
+    if (config.inner_val_fraction > 0 or config.test_data) and task.worker_loop() is None:
         # The outer fold becomes the test set, scored once; the inner patients do all the choosing.
         test = cases_from_catalog(val, class_names)
         train, val = inner_split(train, config.inner_val_fraction, config.seed * 1000 + config.fold)

@@ -24,7 +24,7 @@ def inner_split(train: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.Dat
     """
     groups = train["patient_id"].astype(str).to_numpy()
     n_patients = len(np.unique(groups))
-    if n_patients < 2:
+    if n_patients < 2 or fraction <= 0:
         return train.reset_index(drop=True), train.iloc[:0].reset_index(drop=True)
     n_splits = int(min(n_patients, max(2, round(1 / fraction))))
     labels = train["label"] if "label" in train.columns else pd.Series([None] * len(train))
