@@ -78,7 +78,7 @@ def test_3d_segmentation_two_workers_sliding_window(ray_session, tmp_path):
     make_brain_study(tmp_path / "brain", BrainPhantomConfig(cases=4, shape=(32, 32, 24)))
     config = TrainConfig(task="segmentation", model="unet_tiny", data=str(tmp_path / "brain"),
                          out=str(tmp_path / "run"), n_folds=2, epochs=2, batch_size=2, workers=2,
-                         spatial_dims=3, preprocess=PreprocessConfig(), augment=AugmentConfig(),
+                         spatial_dims=3, preprocess=PreprocessConfig(label_map="binary"), augment=AugmentConfig(),
                          sampling=SamplingConfig(mode="patch3d", patch_size=(16, 16, 16), num_samples=2),
                          inner_val_fraction=0.0)  # 2 training patients: no room for an inner split
     result = fit(config, verbose=False)
