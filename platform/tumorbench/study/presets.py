@@ -49,12 +49,12 @@ def synthetic(preset: str) -> Study:
               "lr": 3e-3, "workers": 2 if preset == "full" else 1, "augment": {},
               "preprocess": {"label_map": "binary"},
               "sampling": {"mode": "patch3d", "patch_size": patch, "num_samples": 4}, "roi_size": patch}
-    lr_space = {"lr": tune.choice([3e-3, 1e-2])} if preset != "smoke" else {}
+    lr_space = {"lr": tune.grid_search([3e-3, 1e-2])} if preset != "smoke" else {}
     return Study(
         name="synthetic", task="segmentation", data=None, synthetic=("brain-mri", 12 if preset != "full" else 40),
         n_folds=folds, config=shared, baselines=("otsu", "kmeans"),
         candidates=(
-            Candidate("unet", {"model": f"unet{suffix}"}, lr_space, "random", samples),
+            Candidate("unet", {"model": f"unet{suffix}"}, lr_space, "grid" if lr_space else "random", samples),
             Candidate("attention_unet", {"model": f"attention_unet{suffix}", "lr": 1e-2}, {}, "random", 1),
             Candidate("segresnet", {"model": f"segresnet{suffix}"}, {}, "random", 1),
         ))
