@@ -492,8 +492,8 @@ def test_svm_calibration_folds_keep_patients_together(monkeypatch):
 
 def test_brats_baseline_rows_carry_the_deep_models_region_columns(tmp_path):
     from tumorbench.data.catalog import scan
-    from tumorbench.data.synthetic import BrainPhantomConfig, make_brain_study
     from tumorbench.data.io import read_image
+    from tumorbench.data.synthetic import BrainPhantomConfig, make_brain_study
 
     make_brain_study(tmp_path / "brats", BrainPhantomConfig(cases=3, shape=(32, 32, 20)))
     rows = scan(tmp_path / "brats").to_dict("records")

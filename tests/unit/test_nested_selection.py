@@ -16,7 +16,8 @@ from tumorbench.training.tasks import build_model
 
 def _config(tmp_path) -> TrainConfig:
     return TrainConfig.from_dict({
-        "task": "classification", "model": "resnet18_tiny", "data": str(tmp_path / "data"), "out": str(tmp_path / "run"),
+        "task": "classification", "model": "resnet18_tiny", "data": str(tmp_path / "data"),
+        "out": str(tmp_path / "run"),
         "n_folds": 3, "fold": 1, "epochs": 4, "batch_size": 8, "lr": 3e-3, "workers": 1, "seed": 3,
         "inner_val_fraction": 0.3, "preprocess": {"spatial_size": [32, 32]}})
 

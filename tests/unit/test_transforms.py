@@ -215,7 +215,8 @@ def test_brats_regions_for_both_conventions(tmp_path, enhancing, wt, tc, et):
 
 def test_binary_label_map_is_the_whole_tumor(tmp_path):
     labels = np.array([0, 1, 2, 4, 3, 0], np.uint8).reshape(6, 1, 1)
-    case = _case(_nifti(tmp_path / "t1.nii.gz", np.ones((6, 1, 1), np.float32)), _nifti(tmp_path / "seg.nii.gz", labels))
+    image = _nifti(tmp_path / "t1.nii.gz", np.ones((6, 1, 1), np.float32))
+    case = _case(image, _nifti(tmp_path / "seg.nii.gz", labels))
     out = build_transforms(PreprocessConfig(normalize="none", label_map="binary"), spatial_dims=3)(case)["mask"]
     np.testing.assert_array_equal(out.numpy()[0, :, 0, 0], [0, 1, 1, 1, 1, 0])
 

@@ -2,9 +2,10 @@
 
 A split file is JSON: the folds (validation case ids and patients per fold),
 how they were made (folds, seed, stratification key), the dataset it belongs
-to (layout, case count, catalog hash), the duplicates that were dropped, the near-duplicate groups kept in one fold, and a
-``hash`` over all of that, checked whenever the file is read. Every deep model
-and every classical baseline trains and scores on exactly these folds.
+to (layout, case count, catalog and content hashes), the duplicates that were
+dropped, the near-duplicate groups kept in one fold, and a ``hash`` over all
+of that, checked whenever the file is read. Every deep model and every
+classical baseline trains and scores on exactly these folds.
 """
 
 from __future__ import annotations

@@ -130,7 +130,8 @@ def _leaderboard_section(lb: pd.DataFrame, stats: pd.DataFrame, task: str, prima
     rows = []
     for i, (_, r) in enumerate(lb.iterrows()):
         row = [_esc(r["rank"]), f"<b>{_esc(r['model'])}</b>", _esc(r["kind"]),
-               f"<b>{_num(r[f'{primary}_pooled'])}</b> [{_num(r[f'{primary}_ci_low'])}, {_num(r[f'{primary}_ci_high'])}]",
+               f"<b>{_num(r[f'{primary}_pooled'])}</b> "
+               f"[{_num(r[f'{primary}_ci_low'])}, {_num(r[f'{primary}_ci_high'])}]",
                f"{_num(r[f'{primary}_mean'])} ± {_num(r[f'{primary}_sd'])}"]
         if delong:
             row.append(f"[{_num(r['auc_delong_low'])}, {_num(r['auc_delong_high'])}]")
@@ -158,7 +159,8 @@ def _stats_section(stats: pd.DataFrame) -> str:
         sig = bool(r["significant"])
         rows.append([_esc(r["reference"]), _esc(r["model"]), _esc(r["kind"]), _esc(r["test"]), _esc(r["metric"]),
                      _esc(r["n"]), _num(r["statistic"]), _num(r["difference"], 4),
-                     f"[{_num(r.get('diff_ci_low'), 4)}, {_num(r.get('diff_ci_high'), 4)}]", _p(r["p"]), _p(r["p_holm"]),
+                     f"[{_num(r.get('diff_ci_low'), 4)}, {_num(r.get('diff_ci_high'), 4)}]", _p(r["p"]),
+                     _p(r["p_holm"]),
                      "yes" if sig else "no"])
         classes.append("sig" if sig else "")
     note = ("Each comparison pairs the reference (best DL model) with another model on the cases both scored "

@@ -139,7 +139,8 @@ def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFr
     stopped = int((table["status"] == "stopped").sum())
     failed = int((table["status"] == "error").sum())
     params = results.trial_params(best)
-    print(f"[tumorbench] {candidate.name} ({candidate.searcher}): best inner-validation {metric}_mean={best['mean']:.4f} "
+    print(f"[tumorbench] {candidate.name} ({candidate.searcher}): best inner-validation "
+          f"{metric}_mean={best['mean']:.4f} "
           f"± {best['sd']:.4f} with {params}, found at trial {found} of {len(table)} "
           f"({stopped} stopped early, {failed} failed; {int(table['epochs_spent'].sum())} epochs)", flush=True)
 

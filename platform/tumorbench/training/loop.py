@@ -11,8 +11,9 @@ import json
 import random
 import tempfile
 import time
-from pathlib import Path
 from functools import partial
+from pathlib import Path
+from pathlib import Path
 from typing import Any
 
 import numpy as np
