@@ -179,6 +179,11 @@ def _score_outer(config, model, cases, device, rank, world, chosen, state) -> tu
     core = getattr(model, "module", model)
     if chosen is not None:
         core.load_state_dict(chosen)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # BatchNorm statistics drift apart per rank after DDP's last buffer broadcast: every rank scores with
+        # rank 0's weights and buffers, the exact model its checkpoint (the package) holds.
+        for tensor in core.state_dict().values():
+            torch.distributed.broadcast(tensor, src=0)
     metrics, records = _validate(config, model, fold_data.val_dataset(config, cases, rank, world, outer=True),
                                  cases, device)
     epoch = state.best_epoch if chosen is not None else state.epoch
