@@ -12,20 +12,21 @@ import json
 import shutil
 import subprocess
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from tumorbench.data.catalog import scan
+from tumorbench.data.splits import check_content
 from tumorbench.errors import TumorbenchError
+from tumorbench.package import package_versions
 from tumorbench.study import results
 from tumorbench.study.final import load_test_frame, run_locked_test
 from tumorbench.study.spec import Study, StudyError
-from tumorbench.package import package_versions
 from tumorbench.tasks import get_task
 from tumorbench.training.config import TrainConfig
-from tumorbench.data.splits import check_content
 from tumorbench.training.data import ensure_split_file
 from tumorbench.training.trainer import describe_cluster, ensure_ray
 
@@ -285,3 +286,11 @@ def _explain(study: Study, out: Path, fold_records: dict, frame: pd.DataFrame, d
     lb.to_csv(out / "leaderboard.csv", index=False)
     print(f"[tumorbench] explained {len(table)} out-of-fold cases (Grad-CAM): {out / 'explanations.csv'}", flush=True)
     return lb
+
+
+def study_as_dict(study: Study) -> dict[str, Any]:
+    """A JSON-friendly view of a study for ``manifest.json`` (search spaces shown by their repr)."""
+    values = asdict(study)
+    for candidate in values["candidates"]:
+        candidate["space"] = {k: repr(v) for k, v in candidate["space"].items()}
+    return values

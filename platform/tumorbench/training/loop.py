@@ -13,7 +13,6 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
-from pathlib import Path
 from typing import Any
 
 import numpy as np

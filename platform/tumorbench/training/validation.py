@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tumorbench.evaluation.metrics import classification_metrics, region_case_metrics, segmentation_metrics
+from tumorbench.evaluation.metrics import classification_metrics, region_case_metrics
 from tumorbench.inference import predict_volume
 
 
