@@ -54,6 +54,10 @@ def test_classification_package_resume_and_metrics(ray_session, tmp_path):
     transform = transforms_for(config, 2, train=False)
     by_case = {r["case_id"]: r for r in records}
     assert set(by_case) == {c["case_id"] for c in cases.val}
+    # Nested selection: the outer fold, scored once after training by the inner-chosen epoch's weights.
+    outer = json.loads((tmp_path / "run" / "outer" / "predictions.json").read_text())
+    assert sorted(r["case_id"] for r in outer) == sorted(c["case_id"] for c in cases.test)
+    assert not {c["patient_id"] for c in cases.test} & {c["patient_id"] for c in cases.train + cases.val}
     for case in cases.val:
         image = transform(dict(case))["image"][None].float()
         probs = torch.softmax(model(image), dim=1)[0].detach().numpy()
@@ -74,8 +78,9 @@ def test_3d_segmentation_two_workers_sliding_window(ray_session, tmp_path):
     make_brain_study(tmp_path / "brain", BrainPhantomConfig(cases=4, shape=(32, 32, 24)))
     config = TrainConfig(task="segmentation", model="unet_tiny", data=str(tmp_path / "brain"),
                          out=str(tmp_path / "run"), n_folds=2, epochs=2, batch_size=2, workers=2,
-                         spatial_dims=3, preprocess=PreprocessConfig(), augment=AugmentConfig(),
-                         sampling=SamplingConfig(mode="patch3d", patch_size=(16, 16, 16), num_samples=2))
+                         spatial_dims=3, preprocess=PreprocessConfig(label_map="binary"), augment=AugmentConfig(),
+                         sampling=SamplingConfig(mode="patch3d", patch_size=(16, 16, 16), num_samples=2),
+                         inner_val_fraction=0.0)  # 2 training patients: no room for an inner split
     result = fit(config, verbose=False)
     records = json.loads((_latest_checkpoint(tmp_path / "run") / "val_predictions.json").read_text())
     # Both workers' patients are gathered: the fold's two validation patients, each scored once.

@@ -76,9 +76,11 @@ def test_grid_search_crossval_trials_oof_and_resume(ray_session, data_root, tmp_
         for fold in (0, 1):
             part = [r for r in oof if r["fold"] == fold]
             assert sorted(r["case_id"] for r in part) == sorted(split["folds"][fold]["val"])
-            # Each fold's score is sklearn's AUC on that fold's saved predictions ('yes' is class 1).
+            # The fold's reported (outer) AUC is sklearn's on its saved predictions ('yes' is class 1); the
+            # score the trial ranks by is the inner validation's, which never saw these cases.
             auc = roc_auc_score([r["y_true"] for r in part], [r["probs"][1] for r in part])
-            assert folds[fold] == pytest.approx(auc)
+            assert fold_records[fold].outer["auc"] == pytest.approx(auc)
+            assert folds[fold] == pytest.approx(fold_records[fold].score)
             assert Path(fold_records[fold].checkpoint, "model.json").is_file()
             assert list(Path(result.path, f"fold_{fold}", "tensorboard").glob("events.out.tfevents.*"))
         assert list(Path(result.path).glob("events.out.tfevents.*"))  # Tune's per-trial TensorBoard log

@@ -195,7 +195,8 @@ def test_search_and_multiclass_scores(blob_rows, blob_cache):
     rows = [dict(r, label="maybe" if n % 3 == 0 else r["label"]) for n, r in enumerate(blob_rows)]
     out = fit_predict_fold("logreg", rows[:45], rows[45:], classes=["no", "yes", "maybe"], cache=blob_cache,
                            features=SMALL, search=True, inner_folds=2)
-    scores = out[["y_score_0", "y_score_1", "y_score_2"]].to_numpy()
+    scores = out[["p_0", "p_1", "p_2"]].to_numpy()
+    assert "y_score" not in out.columns  # one schema: p_<class> for every classifier, y_score only for two
     assert np.allclose(scores.sum(axis=1), 1.0)
     assert (scores.argmax(axis=1) == out["y_pred"]).all()
     assert set(out.attrs["best_params"]) == set(CLASSIFIER_SEARCH_SPACES["logreg"])
@@ -238,7 +239,7 @@ def test_mask_derived_labels_refuse_masks(blob_rows):
     rows = [dict(r, has_tumor=r["label"] == "yes") for r in blob_rows]
     with pytest.raises(ValueError, match="use_masks=False"):
         fit_predict_fold("logreg", rows[:40], rows[40:], classes=[False, True], label_column="has_tumor",
-                         cache=FeatureCache(SMALL), features=SMALL, search=False)
+                         cache=FeatureCache(SMALL, use_masks=True), features=SMALL, search=False)
     out = fit_predict_fold("logreg", rows[:40], rows[40:], classes=[False, True], label_column="has_tumor",
                            cache=FeatureCache(SMALL, use_masks=False), features=SMALL, search=False)
     assert len(out) == 20
@@ -455,3 +456,55 @@ def test_logreg_fold_on_yes_no(yes_no_root):
     out = fit_predict_fold("logreg", train, val, classes=["no", "yes"], search=False, features=features)
     auc = roc_auc_score(out["y_true"], out["y_score"])
     assert len(out) == len(val) and auc > 0.6  # measured 0.78 on this fold
+
+
+def test_classifier_baselines_never_read_masks(blob_rows, tmp_path):
+    """Masks only on positive cases (LIDC reader outlines, shape_has_mask): the baseline must not see them."""
+    mask = tmp_path / "m.png"
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(mask)
+    with_masks = [dict(r, mask=str(mask) if r["label"] == "yes" else None) for r in blob_rows]
+    a = fit_predict_fold("logreg", with_masks[:40], with_masks[40:], classes=["no", "yes"], features=SMALL,
+                         search=False)
+    b = fit_predict_fold("logreg", blob_rows[:40], blob_rows[40:], classes=["no", "yes"], features=SMALL,
+                         search=False)
+    np.testing.assert_allclose(a["y_score"], b["y_score"])
+
+
+def test_svm_calibration_folds_keep_patients_together(monkeypatch):
+    from tumorbench.baselines import classifiers
+
+    seen = []
+    real = classifiers.CalibratedClassifierCV
+
+    def spy(*args, cv, **kwargs):
+        seen.append(cv)
+        return real(*args, cv=cv, **kwargs)
+
+    monkeypatch.setattr(classifiers, "CalibratedClassifierCV", spy)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(48, 4)), np.array([0, 1] * 24)
+    groups = np.repeat(np.arange(12), 4)  # 4 cases per patient, both classes
+    make_classifier("svm", features=SMALL)[1:].fit(X, y, clf__groups=groups)
+    assert seen and isinstance(seen[0], list)
+    for train, test in seen[0]:
+        assert not set(groups[train]) & set(groups[test])
+
+
+def test_brats_baseline_rows_carry_the_deep_models_region_columns(tmp_path):
+    from tumorbench.data.catalog import scan
+    from tumorbench.data.io import read_image
+    from tumorbench.data.synthetic import BrainPhantomConfig, make_brain_study
+
+    make_brain_study(tmp_path / "brats", BrainPhantomConfig(cases=3, shape=(32, 32, 20)))
+    rows = scan(tmp_path / "brats").to_dict("records")
+    preds = {}
+    frame = segment_fold("otsu", rows[:2], rows[2:], hd95=False, brats_regions=4,
+                         on_prediction=lambda row, pred: preds.update({row["case_id"]: pred}))
+    per_patient = patient_metrics(frame)
+    row = per_patient.iloc[0]
+    labels = np.rint(read_image(rows[2]["mask"], canonical=True).array).astype(int)
+    pred = preds[rows[2]["case_id"]]
+    regions = {"WT": np.isin(labels, [1, 2, 4]), "TC": np.isin(labels, [1, 4]), "ET": labels == 4}
+    for name, target in regions.items():
+        assert row[f"dice_{name}"] == pytest.approx(_dice(pred, target))
+    assert row["dice"] == pytest.approx(np.mean([row[f"dice_{n}"] for n in regions]))

@@ -264,12 +264,15 @@ def test_format_leaderboard_shows_rank_ci_and_adjusted_p(cls):
     _, lb, stats = cls
     text = format_leaderboard(lb, "classification", stats=stats)
     lines = text.splitlines()
-    assert "p_holm vs good (delong)" in lines[1]
+    assert "p_holm vs good (delong)" in lines[1] and "auc pooled [95% CI]" in lines[1]
+    assert "auc fold mean ± SD" in lines[1] and "Δauc (ref − model) [95% CI]" in lines[1]
     body = lines[3:]
     assert [line.split()[1] for line in body] == ["good", "fair", "random"]
     good = lb.iloc[0]
     assert f"{good['auc_mean']:.3f} ± {good['auc_sd']:.3f}" in body[0]
-    assert f"[{good['auc_ci_low']:.3f}, {good['auc_ci_high']:.3f}]" in body[0]
+    assert f"{good['auc_pooled']:.3f} [{good['auc_ci_low']:.3f}, {good['auc_ci_high']:.3f}]" in body[0]
+    worst = stats[(stats["test"] == "delong") & (stats["model"] == "random")].iloc[0]
+    assert f"{worst['difference']:.3f} [{worst['diff_ci_low']:.3f}, {worst['diff_ci_high']:.3f}]" in body[2]
     assert body[0].endswith("ref") and body[2].endswith("<0.001*")
 
 
@@ -300,3 +303,32 @@ def test_bad_inputs_name_the_file_and_the_problem(cls):
     clash.loc[clash.index[-1], "y_true"] = 1 - clash.loc[clash.index[-1], "y_true"]
     with pytest.raises(DataError, match="disagree on y_true"):
         paired_statistics(clash)
+
+
+def _seg_rows(model: str, values: list[float], folds: list[int]) -> list[dict]:
+    return [{"model": model, "kind": "dl" if model == "a" else "baseline", "fold": f, "case_id": f"c{i}",
+             "patient_id": f"p{i}", "dice": v} for i, (v, f) in enumerate(zip(values, folds))]
+
+
+def test_rows_ranked_by_the_pooled_estimate_not_the_fold_mean():
+    folds = [0, 1, 1, 1]  # unequal folds: fold mean and pooled mean disagree
+    pred = pd.DataFrame(_seg_rows("a", [1.0, 0.4, 0.4, 0.4], folds) + _seg_rows("b", [0.2, 0.7, 0.7, 0.7], folds))
+    lb = leaderboard(pred, task="segmentation", n_boot=200).set_index("model")
+    assert lb.loc["a", "dice_mean"] == pytest.approx(0.7) and lb.loc["b", "dice_mean"] == pytest.approx(0.45)
+    assert lb.loc["a", "dice_pooled"] == pytest.approx(0.55) and lb.loc["b", "dice_pooled"] == pytest.approx(0.575)
+    assert lb.index.tolist() == ["b", "a"]
+    assert paired_statistics(pred, task="segmentation")["reference"].iloc[0] == "a"  # the only DL model
+
+
+def test_paired_difference_ci_matches_the_normal_approximation():
+    rng = np.random.default_rng(0)
+    n = 60
+    a, b = rng.uniform(0.6, 0.9, n), rng.uniform(0.5, 0.8, n)
+    folds = [i % 3 for i in range(n)]
+    pred = pd.DataFrame(_seg_rows("a", a.tolist(), folds) + _seg_rows("b", b.tolist(), folds))
+    row = paired_statistics(pred, task="segmentation").set_index("test").loc["wilcoxon"]
+    diff = a - b
+    se = diff.std(ddof=1) / np.sqrt(n)
+    assert row["difference"] == pytest.approx(diff.mean())
+    assert row["diff_ci_low"] == pytest.approx(diff.mean() - 1.96 * se, abs=0.25 * se)
+    assert row["diff_ci_high"] == pytest.approx(diff.mean() + 1.96 * se, abs=0.25 * se)

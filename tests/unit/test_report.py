@@ -44,7 +44,8 @@ def test_classification_report_embeds_figures_and_tables(tmp_path):
                  "5pl1th45h", "versions.torch", "&quot;lr&quot;: 0.001"):
         assert text in page, text
     images = _images(page)
-    assert len(images) == 3  # forest plot, ROC curves, confusion matrices
+    assert len(images) == 4  # forest plot, ROC curves, confusion matrices, reliability diagram
+    assert "Calibration" in page and "ECE" in page and "95% CI of the difference" in page
     assert all(img.startswith(b"\x89PNG\r\n\x1a\n") for img in images)
     # Leaderboard order: the better model's row comes first.
     assert page.index("<b>good</b>") < page.index("<b>fair</b>") < page.index("<b>random</b>")

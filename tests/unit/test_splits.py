@@ -13,6 +13,9 @@ from tumorbench.data.catalog import scan
 from tumorbench.data.splits import (
     SplitConfig,
     SplitError,
+    catalog_hash,
+    check_content,
+    content_hash,
     find_duplicates,
     fold_frames,
     load_splits,
@@ -70,6 +73,28 @@ def test_same_seed_same_split_and_different_seed_differs():
     c = make_splits(frame, SplitConfig(n_folds=3, seed=2))
     assert a == b and a["hash"] == b["hash"]
     assert a["folds"] != c["folds"]
+
+
+def test_stratify_none_honours_the_seed():
+    frame = _frame(n_patients=30, slices=1)  # equal-sized groups: plain GroupKFold ignored any shuffling
+    a, b = (make_splits(frame, SplitConfig(n_folds=3, seed=s, stratify="none")) for s in (1, 2))
+    assert a == make_splits(frame, SplitConfig(n_folds=3, seed=1, stratify="none"))
+    assert [f["val"] for f in a["folds"]] != [f["val"] for f in b["folds"]]
+
+
+def test_content_hash_sees_bytes_not_names(tmp_path):
+    for cls in ("yes", "no"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.new("L", (4, 4), 10 * i + (cls == "yes")).save(tmp_path / cls / f"{i}.png")
+    frame = scan(tmp_path)
+    doc = make_splits(frame, SplitConfig(n_folds=2), content=content_hash(frame))
+    assert check_content(doc, frame, "splits.json") == doc["dataset"]["content_hash"]
+    Image.new("L", (4, 4), 200).save(tmp_path / "no" / "1.png")  # same name, other pixels
+    changed = scan(tmp_path)
+    assert catalog_hash(changed) == doc["dataset"]["catalog_hash"]
+    with pytest.raises(DataError, match="content changed"):
+        check_content(doc, changed, "splits.json")
 
 
 def test_more_folds_than_patients_is_refused():

@@ -101,3 +101,19 @@ def test_study_candidate_and_search_values_merge_by_one_rule(tmp_path):
     dotted = _study(config={"preprocess.spatial_size": [64, 64], "preprocess.normalize": "minmax", "augment": "light",
                             "lr": 2e-3, "model_kwargs.drop_rate": 0.1}, candidates=(candidate,))
     assert dotted.train_config(candidate, data=str(tmp_path / "d"), out=str(tmp_path / "o")) == config
+
+
+def test_manifest_records_spec_statistics_and_data_content(tmp_path):
+    import json
+
+    from tumorbench.data.splits import content_hash
+    from tumorbench.study.runner import ALPHA, N_BOOT, write_manifest
+
+    write_blob_folders(tmp_path / "data", n=4)
+    study = _study(data=str(tmp_path / "data"))
+    frame, doc, _, _ = prepare(study, tmp_path / "out")
+    write_manifest(study, tmp_path / "out", "smoke", doc, 1.0, {}, {"git_commit": None, "git_dirty": None})
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["statistics"]["n_boot"] == N_BOOT == 2000 and manifest["statistics"]["alpha"] == ALPHA == 0.05
+    assert manifest["spec"]["n_folds"] == 2 and manifest["spec"]["candidates"][0]["config"]["model"] == "resnet18_tiny"
+    assert manifest["data"]["content_hash"] == content_hash(frame)

@@ -213,6 +213,14 @@ def test_brats_regions_for_both_conventions(tmp_path, enhancing, wt, tc, et):
     np.testing.assert_array_equal(via_case[:, :, 0, 0], np.array([wt, tc, et], np.float32))
 
 
+def test_binary_label_map_is_the_whole_tumor(tmp_path):
+    labels = np.array([0, 1, 2, 4, 3, 0], np.uint8).reshape(6, 1, 1)
+    image = _nifti(tmp_path / "t1.nii.gz", np.ones((6, 1, 1), np.float32))
+    case = _case(image, _nifti(tmp_path / "seg.nii.gz", labels))
+    out = build_transforms(PreprocessConfig(normalize="none", label_map="binary"), spatial_dims=3)(case)["mask"]
+    np.testing.assert_array_equal(out.numpy()[0, :, 0, 0], [0, 1, 1, 1, 1, 0])
+
+
 def _volume_case(tmp_path: Path, positive=(3, 7)) -> dict:
     rng = np.random.default_rng(2)
     vol = rng.uniform(1, 2, size=(8, 8, 10)).astype(np.float32)

@@ -48,3 +48,25 @@ def test_patient_scores_use_stacked_slices_and_their_pixel_size():
         assert record["hd95"] == pytest.approx(float(ref.reshape(-1)[0]))
     assert records[2.0]["hd95"] > records[1.0]["hd95"] > 0
     assert records[1.0]["n_slices"] == 2
+
+
+def test_outer_scoring_uses_the_native_mask_grid(tmp_path):
+    """LGG-style: trained and predicted at 32 px, scored against the 64 px mask file as the baselines are."""
+    from PIL import Image
+
+    from tumorbench.evaluation.metrics import compute_dice
+    from tumorbench.training.validation import NATIVE_MASK, segmentation_records, to_grid
+
+    yy, xx = np.mgrid[:64, :64]
+    native = ((yy - 30.5) ** 2 + (xx - 33.5) ** 2 < 11.3 ** 2)  # a disc whose edge the 32 px grid cannot follow
+    Image.fromarray(native.astype(np.uint8) * 255).save(tmp_path / "m.png")
+    small = torch.nn.functional.interpolate(torch.from_numpy(native[None, None].astype(np.float32)), size=(32, 32),
+                                            mode="area")[0]
+    item = {"image": small, "mask": (small > 0.5).float(), "patient_id": "p", "case_id": "p_0", "slice_index": 0}
+    scored = {key: segmentation_records(_Threshold(), [dict(item, **extra)], data_dims=2, model_dims=2,
+                                        roi_size=None, device=torch.device("cpu"))[0]["dice"]
+              for key, extra in (("grid", {}), ("native", {NATIVE_MASK: str(tmp_path / "m.png")}))}
+    assert scored["grid"] == pytest.approx(1.0)  # perfect at the training resolution...
+    prob = torch.sigmoid(_Threshold()(small[None])[0])
+    expected = float(compute_dice(to_grid(prob, (64, 64)).numpy()[0] > 0.5, native))
+    assert scored["native"] == pytest.approx(expected) and expected < 0.99  # ...not on the native mask

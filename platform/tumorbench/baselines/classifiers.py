@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -29,6 +29,7 @@ from sklearn.svm import SVC
 
 from tumorbench.baselines.features import HandcraftedFeatures, as_records, load_feature_inputs
 from tumorbench.errors import DataError
+from tumorbench.evaluation.oof import score_columns
 
 ClassifierName = Literal["logreg", "svm", "random_forest", "gradient_boosting"]
 CLASSIFIERS: tuple[str, ...] = ("logreg", "svm", "random_forest", "gradient_boosting")
@@ -44,13 +45,40 @@ CLASSIFIER_SEARCH_SPACES: Mapping[str, Mapping[str, list]] = MappingProxyType({
 MASK_DERIVED_LABELS = ("has_tumor",)
 
 
+class GroupedCalibratedClassifier(ClassifierMixin, BaseEstimator):
+    """Sigmoid (Platt) calibration whose held-out folds keep each patient's cases together.
+
+    ``CalibratedClassifierCV(cv=3)`` splits rows, so a patient's other nodules calibrate the scores of
+    its own; ``fit(X, y, groups=...)`` uses ``StratifiedGroupKFold`` instead (rows when groups is None).
+    """
+
+    def __init__(self, estimator: Any = None, *, n_splits: int = 3, random_state: int = 0) -> None:
+        self.estimator, self.n_splits, self.random_state = estimator, n_splits, random_state
+
+    def fit(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> GroupedCalibratedClassifier:
+        y = np.asarray(y)
+        groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+        cv = _inner_cv(y, groups, self.n_splits, self.random_state)
+        splits = list(cv.split(X, y, groups)) if cv is not None else 2
+        self.calibrated_ = CalibratedClassifierCV(clone(self.estimator), method="sigmoid", cv=splits,
+                                                  ensemble=False).fit(X, y)
+        self.classes_ = self.calibrated_.classes_
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.calibrated_.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.calibrated_.predict(X)
+
+
 def _estimator(name: str, random_state: int) -> Any:
     if name == "logreg":
         return LogisticRegression(max_iter=5000, class_weight="balanced")
     if name == "svm":
         # Platt scaling fitted on held-out predictions: scikit-learn's replacement for SVC(probability=True).
         svc = SVC(kernel="rbf", class_weight="balanced", random_state=random_state)
-        return CalibratedClassifierCV(svc, method="sigmoid", cv=3, ensemble=False)
+        return GroupedCalibratedClassifier(svc, random_state=random_state)
     if name == "random_forest":
         return RandomForestClassifier(n_estimators=300, class_weight="balanced", random_state=random_state)
     if name == "gradient_boosting":
@@ -93,12 +121,13 @@ class FeatureCache:
 
     Args:
         features: The extractor whose parameters fix what is cached; default ``HandcraftedFeatures()``.
-        use_masks: Give the extractor the cases' masks (see :func:`load_feature_inputs`).
+        use_masks: Give the extractor the cases' masks (see :func:`load_feature_inputs`); off by default:
+            masks are annotations a model has no access to at test time.
         chunk_size: Cases read and featurized together (bounds memory for large images).
         n_jobs: Chunks featurized in parallel (joblib semantics).
     """
 
-    def __init__(self, features: HandcraftedFeatures | None = None, *, use_masks: bool = True,
+    def __init__(self, features: HandcraftedFeatures | None = None, *, use_masks: bool = False,
                  chunk_size: int = 32, n_jobs: int | None = None) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
@@ -169,12 +198,14 @@ def _fit_head(head: Pipeline, X: np.ndarray, y: np.ndarray, groups: np.ndarray, 
     if search and cv is None:
         warnings.warn(f"{name}: too few patients per class for an inner search; default parameters used",
                       stacklevel=3)
+    # The SVM's calibration folds are patient-grouped too (GroupedCalibratedClassifier).
+    fit_groups = {"clf__groups": groups} if isinstance(head.named_steps["clf"], GroupedCalibratedClassifier) else {}
     if cv is None:
-        return head.fit(X, y), {}
+        return head.fit(X, y, **fit_groups), {}
     scoring = "roc_auc" if len(np.unique(y)) == 2 else "roc_auc_ovr"
     grid = GridSearchCV(head, dict(CLASSIFIER_SEARCH_SPACES[name]), scoring=scoring, cv=cv, refit=True,
                         n_jobs=n_jobs, error_score="raise")
-    grid.fit(X, y, groups=groups)
+    grid.fit(X, y, groups=groups, **fit_groups)
     return grid.best_estimator_, dict(grid.best_params_)
 
 
@@ -202,14 +233,16 @@ def fit_predict_fold(name: ClassifierName, train_rows: pd.DataFrame | Iterable[M
 
     Returns:
         One row per validation case: ``case_id``, ``patient_id``, ``model``, ``y_true``
-        and ``y_pred`` (class indices), and ``y_score`` (probability of ``classes[1]``)
-        for two classes or ``y_score_<k>`` per class otherwise. ``attrs`` holds
+        and ``y_pred`` (class indices), ``p_<k>`` per class index and, for two classes,
+        ``y_score`` (probability of ``classes[1]``): :func:`~tumorbench.evaluation.oof.score_columns`. ``attrs`` holds
         ``classes``, ``model`` and the chosen ``best_params``.
     """
     pipe = make_classifier(name, random_state=seed, **params)
     extractor = pipe.named_steps["features"]
     if cache is None:
-        cache = FeatureCache(extractor, use_masks=label_column not in MASK_DERIVED_LABELS)
+        # Masks are annotations (a reader's outline): a deep classifier never sees them at test time, nor does
+        # this baseline (where only positive cases have masks, shape_has_mask would equal the label).
+        cache = FeatureCache(extractor, use_masks=False)
     elif cache.features.get_params() != extractor.get_params():
         raise ValueError("the feature cache was built with other HandcraftedFeatures parameters than the pipeline")
     if cache.use_masks and label_column in MASK_DERIVED_LABELS:
@@ -227,10 +260,7 @@ def fit_predict_fold(name: ClassifierName, train_rows: pd.DataFrame | Iterable[M
     proba = model.predict_proba(cache.matrix(val))
     frame = pd.DataFrame({"case_id": [r["case_id"] for r in val], "patient_id": [r["patient_id"] for r in val],
                           "model": name, "y_true": y_val, "y_pred": proba.argmax(axis=1)})
-    if len(classes) == 2:
-        frame["y_score"] = proba[:, 1]
-    else:
-        for k in range(len(classes)):
-            frame[f"y_score_{k}"] = proba[:, k]
+    for column, values in score_columns(proba).items():
+        frame[column] = values
     frame.attrs.update(classes=list(classes), model=name, best_params=best)
     return frame

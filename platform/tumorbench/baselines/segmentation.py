@@ -43,6 +43,7 @@ from threadpoolctl import ThreadpoolController
 
 from tumorbench.baselines.features import as_records, read_case
 from tumorbench.baselines.regions import Components, body_mask, bounding_box, grid_search, relative_depth
+from tumorbench.data import io
 from tumorbench.errors import DataError
 from tumorbench.evaluation.metrics import (
     compute_dice,
@@ -294,6 +295,17 @@ def _case_metrics(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]
             "hd95": np.nan}
 
 
+def _region_scores(row: Mapping[str, Any], pred: np.ndarray, spacing: Sequence[float],
+                   enhancing_label: int) -> dict[str, float]:
+    """One binary prediction scored against the BraTS regions of the case's label map, as the deep models are."""
+    from tumorbench.evaluation.metrics import BRATS_REGIONS, brats_region_masks, region_case_metrics
+
+    labels = np.rint(io.read_image(row["mask"], canonical=True).array).astype(int)  # volumes: (I, J, K)
+    regions = brats_region_masks(labels, enhancing_label)
+    targets = np.stack([regions[name] for name in BRATS_REGIONS])
+    return region_case_metrics(np.stack([pred] * len(BRATS_REGIONS)), targets, spacing, BRATS_REGIONS)
+
+
 def _safe_name(case_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", str(case_id))
 
@@ -301,7 +313,8 @@ def _safe_name(case_id: str) -> str:
 def segment_fold(method: str, train_rows: pd.DataFrame | Iterable[Mapping[str, Any]],
                  val_rows: pd.DataFrame | Iterable[Mapping[str, Any]], *, max_train_cases: int | None = None,
                  seed: int = 0, hd95: bool = True, mask_dir: str | Path | None = None,
-                 on_prediction: Callable[[dict, np.ndarray], None] | None = None, **params: Any) -> pd.DataFrame:
+                 on_prediction: Callable[[dict, np.ndarray], None] | None = None,
+                 brats_regions: int | None = None, **params: Any) -> pd.DataFrame:
     """Fit a segmenter on one fold's training rows and score its validation rows.
 
     Args:
@@ -313,6 +326,10 @@ def segment_fold(method: str, train_rows: pd.DataFrame | Iterable[Mapping[str, A
         hd95: Compute HD95 (in spacing units, mm for volumes) as well.
         mask_dir: Save each prediction as ``<case_id>.npz`` (key ``mask``) there.
         on_prediction: Called with each validation row and its predicted mask.
+        brats_regions: The enhancing-tumour label (4, or 3 for BraTS 2023) of a BraTS study: the one
+            predicted mask is then scored against WT, TC and ET, and ``dice``/``iou``/... are their means
+            with ``dice_WT``/``dice_TC``/``dice_ET`` beside them, exactly as the deep models' rows
+            (:func:`~tumorbench.evaluation.metrics.region_case_metrics`).
         **params: Segmenter parameters.
 
     Returns:
@@ -350,8 +367,9 @@ def segment_fold(method: str, train_rows: pd.DataFrame | Iterable[Mapping[str, A
             unscored.append(row["case_id"])
             continue
         tp = int(np.count_nonzero(pred & target))
-        records.append({"case_id": row["case_id"], "patient_id": row["patient_id"], "method": method,
-                        **_case_metrics(pred, target, spacing, hd95),
+        scores = _case_metrics(pred, target, spacing, hd95) if brats_regions is None \
+            else _region_scores(row, pred, spacing, brats_regions)
+        records.append({"case_id": row["case_id"], "patient_id": row["patient_id"], "method": method, **scores,
                         "tp": tp, "fp": int(pred.sum()) - tp, "fn": int(target.sum()) - tp})
         if hd95 and pred.ndim == 2:
             stacks[row["patient_id"]].append((_slice_index(row), str(row["case_id"]), pred, target))
@@ -360,6 +378,16 @@ def segment_fold(method: str, train_rows: pd.DataFrame | Iterable[Mapping[str, A
     if hd95:
         frame.attrs["patient_hd95"] = _patient_hd95(frame, stacks)
     return frame
+
+
+def _region_patient_metrics(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-patient means of the region-averaged case metrics (a BraTS patient is one volume)."""
+    columns = [c for c in ("dice", "iou", "sensitivity", "precision", "hd95", "dice_WT", "dice_TC", "dice_ET")
+               if c in frame.columns]
+    grouped = frame.groupby("patient_id", sort=True)
+    out = grouped[columns].mean().reset_index()
+    out["n_cases"] = grouped.size().to_numpy()
+    return out
 
 
 def _slice_index(row: Mapping[str, Any]) -> int:
@@ -388,6 +416,8 @@ def patient_metrics(frame: pd.DataFrame, *, empty_value: float = 1.0) -> pd.Data
     prediction and target are empty everywhere, NaN for a sensitivity (precision) with no
     target (predicted) voxel.
     """
+    if "dice_WT" in frame.columns:  # BraTS regions (segment_fold's brats_regions): one volume per patient
+        return _region_patient_metrics(frame)
     sums = frame.groupby("patient_id", sort=True)[["tp", "fp", "fn"]].sum()
     tp, fp, fn = (sums[c].to_numpy(np.float64) for c in ("tp", "fp", "fn"))
     empty = (tp + fp + fn) == 0

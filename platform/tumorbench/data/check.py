@@ -17,6 +17,7 @@ import pandas as pd
 
 from tumorbench.data import io
 from tumorbench.data.catalog import LidcPolicy, scan
+from tumorbench.data.near_duplicates import MAX_DISTANCE, find_near_duplicates
 from tumorbench.data.splits import find_duplicates
 from tumorbench.errors import DataError
 
@@ -148,6 +149,7 @@ def check_dataset(root: str | Path, layout: str = "auto", *, lidc_policy: LidcPo
         "with_tumor": int(tumor.sum()),
         "tumor_fraction": float(tumor.mean()) if len(tumor) else None,
         "duplicate_groups": find_duplicates(frame) if duplicates else None,
+        "near_duplicate_groups": find_near_duplicates(frame, strict=False) if duplicates else None,
         "details": _layout_details(frame, infos),
         "problems": problems,
     }
@@ -198,6 +200,11 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"duplicates {len(groups)} groups of identical images "
                      f"({sum(len(g) - 1 for g in groups)} redundant copies)")
         lines += [f"  {' = '.join(group)}" for group in groups]
+    near = report.get("near_duplicate_groups")
+    if near is not None:
+        lines.append(f"near-duplicates {len(near)} groups, {sum(map(len, near))} images (pHash distance <= "
+                     f"{MAX_DISTANCE} bits; split together: they never cross folds)")
+        lines += [f"  {' ~ '.join(group)}" for group in near]
     if report.get("fingerprint"):
         from tumorbench.data.fingerprint import format_fingerprint
 

@@ -2,9 +2,10 @@
 
 A split file is JSON: the folds (validation case ids and patients per fold),
 how they were made (folds, seed, stratification key), the dataset it belongs
-to (layout, case count, catalog hash), the duplicates that were dropped, and a
-``hash`` over all of that, checked whenever the file is read. Every deep model
-and every classical baseline trains and scores on exactly these folds.
+to (layout, case count, catalog and content hashes), the duplicates that were
+dropped, the near-duplicate groups kept in one fold, and a ``hash`` over all
+of that, checked whenever the file is read. Every deep model and every
+classical baseline trains and scores on exactly these folds.
 """
 
 from __future__ import annotations
@@ -40,16 +41,23 @@ class SplitConfig:
             when present) or ``none``.
         dedupe: Drop byte-identical images (keeping the first of each group)
             before splitting, so a copy cannot sit in train and validation.
+        near_duplicates: ``on``: near-duplicate images (perceptual hash, see
+            :mod:`tumorbench.data.near_duplicates`) share one group, so they never cross folds;
+            ``auto`` (default): on where the layout has no patient IDs (every case its own
+            patient, as in class folders); ``off``.
     """
 
     n_folds: int = 5
     seed: int = 0
     stratify: str = "auto"
     dedupe: bool = False
+    near_duplicates: str = "auto"
 
     def __post_init__(self) -> None:
         if self.n_folds < 2:
             raise SplitError(f"n_folds must be at least 2, got {self.n_folds}")
+        if self.near_duplicates not in ("auto", "on", "off"):
+            raise SplitError(f"near_duplicates must be auto, on or off, got {self.near_duplicates!r}")
 
 
 def _json_hash(payload: Any) -> str:
@@ -67,6 +75,33 @@ def catalog_hash(frame: pd.DataFrame) -> str:
                 _file_name(row["mask"]), row["label"] if isinstance(row["label"], str) else None]
                for row in frame.sort_values("case_id").to_dict("records")]
     return _json_hash(records)
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """Hash of the data itself: every case's image and mask bytes with its id, patient and label.
+
+    ``catalog_hash`` (names, checked on every read) misses a file replaced under the same name;
+    this one reads every byte, so it is taken once per split file and per study run.
+    """
+    from tumorbench.data.io import image_content_hash
+
+    def digest(path: Any) -> str | None:
+        return image_content_hash(path) if isinstance(path, (str, Path)) else None
+
+    records = [[row["case_id"], row["patient_id"], [digest(p) for p in row["image"]], digest(row["mask"]),
+                row["label"] if isinstance(row["label"], str) else None]
+               for row in frame.sort_values("case_id").to_dict("records")]
+    return _json_hash(records)
+
+
+def check_content(doc: dict, frame: pd.DataFrame, path: str | Path) -> str:
+    """The data's content hash, refused when the split file recorded another (files changed since)."""
+    current = content_hash(frame)
+    recorded = doc["dataset"].get("content_hash")
+    if recorded is not None and recorded != current:
+        raise DataError(path, "the data's content changed since this split file was made (same file names, "
+                              "other bytes): make a new split file")
+    return current
 
 
 def find_duplicates(frame: pd.DataFrame) -> list[list[str]]:
@@ -92,19 +127,30 @@ def _stratify_key(frame: pd.DataFrame, stratify: str) -> str | None:
     return stratify
 
 
-def _assign_folds(frame: pd.DataFrame, config: SplitConfig, key: str | None) -> np.ndarray:
-    groups = frame["patient_id"].to_numpy()
+def _uses_near_duplicates(frame: pd.DataFrame, config: SplitConfig) -> bool:
+    from tumorbench.data.near_duplicates import supported
+
+    if config.near_duplicates == "off" or not supported(frame):
+        return False
+    no_patient_ids = bool((frame["patient_id"].astype(str) == frame["case_id"].astype(str)).all())
+    return config.near_duplicates == "on" or no_patient_ids
+
+
+def _assign_folds(frame: pd.DataFrame, config: SplitConfig, key: str | None,
+                  groups: np.ndarray | None = None) -> np.ndarray:
+    """Fold of each row; ``groups`` (default: the patients) are never split across folds."""
+    merged = groups is not None
+    groups = frame["patient_id"].to_numpy() if groups is None else groups
     n_patients = len(np.unique(groups))
     if config.n_folds > n_patients:
         raise SplitError(f"{config.n_folds} folds need at least {config.n_folds} patients; "
-                         f"the catalog has {n_patients}")
+                         f"the catalog has {n_patients}" + (" (near-duplicates merged)" if merged else ""))
     folds = np.full(len(frame), -1)
     if key is None:
-        # GroupKFold does not shuffle; permuting patients first makes the seed matter.
-        order = np.random.default_rng(config.seed).permutation(len(frame))
-        splitter = GroupKFold(n_splits=config.n_folds)
-        for fold, (_, val) in enumerate(splitter.split(order, groups=groups[order])):
-            folds[order[val]] = fold
+        # Plain GroupKFold ignores row order for equal-sized groups, so only its own shuffle makes the seed matter.
+        splitter = GroupKFold(n_splits=config.n_folds, shuffle=True, random_state=config.seed)
+        for fold, (_, val) in enumerate(splitter.split(np.zeros(len(frame)), groups=groups)):
+            folds[val] = fold
         return folds
     y = frame[key].astype(str).to_numpy()
     splitter = StratifiedGroupKFold(n_splits=config.n_folds, shuffle=True, random_state=config.seed)
@@ -113,8 +159,10 @@ def _assign_folds(frame: pd.DataFrame, config: SplitConfig, key: str | None) -> 
     return folds
 
 
-def make_splits(frame: pd.DataFrame, config: SplitConfig = SplitConfig()) -> dict:
+def make_splits(frame: pd.DataFrame, config: SplitConfig = SplitConfig(), *, content: str | None = None) -> dict:
     """Split a catalog into patient-level, stratified folds.
+
+    ``content`` (:func:`content_hash`, when the caller took it) is recorded with the dataset.
 
     Rows whose stratification value is missing (e.g. LIDC nodules excluded by
     the malignancy policy) are left out and listed under ``excluded``.
@@ -134,7 +182,12 @@ def make_splits(frame: pd.DataFrame, config: SplitConfig = SplitConfig()) -> dic
     if key is not None:
         excluded.update({cid: f"no {key}" for cid in frame.loc[frame[key].isna(), "case_id"]})
     kept = frame[~frame["case_id"].isin(excluded)].reset_index(drop=True)
-    folds = _assign_folds(kept, config, key)
+    near: list[list[str]] = []
+    if _uses_near_duplicates(kept, config):
+        from tumorbench.data.near_duplicates import find_near_duplicates, split_groups
+
+        near = find_near_duplicates(kept)
+    folds = _assign_folds(kept, config, key, split_groups(kept, near) if near else None)
     fold_docs = []
     for fold in range(config.n_folds):
         val = kept[folds == fold]
@@ -144,9 +197,10 @@ def make_splits(frame: pd.DataFrame, config: SplitConfig = SplitConfig()) -> dic
         "version": SPLIT_FORMAT_VERSION,
         "config": asdict(config) | {"stratify_column": key},
         "dataset": {"root": frame.attrs.get("root"), "layout": frame.attrs.get("layout"),
-                    "n_cases": int(len(frame)), "catalog_hash": catalog_hash(frame)},
+                    "n_cases": int(len(frame)), "catalog_hash": catalog_hash(frame), "content_hash": content},
         "excluded": dict(sorted(excluded.items())),
         "duplicates": duplicates,
+        "near_duplicates": near,
         "folds": fold_docs,
     }
     doc["hash"] = _json_hash(doc)

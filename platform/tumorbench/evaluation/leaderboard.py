@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from tumorbench.errors import DataError
+from tumorbench.evaluation.calibration import calibration_values
 from tumorbench.evaluation.oof import (
     BINARY_METRIC_FNS,
     MULTICLASS_METRIC_FNS,
@@ -53,7 +54,7 @@ from tumorbench.evaluation.oof import (
     classification_values,
     fold_metrics,
     lower_is_better,
-    ranking,
+    per_class_values,
     resolve,
     score_matrix,
 )
@@ -123,8 +124,12 @@ def classification_pooled_row(g: pd.DataFrame, metrics: list[str], binary: bool,
     for m in metrics:
         lo, hi = _classification_ci(g, m, binary, n_boot, alpha, seed)
         row.update({f"{m}_pooled": pooled[m], f"{m}_ci_low": lo, f"{m}_ci_high": hi})
+    scores = g["y_score"].to_numpy(float) if binary else score_matrix(g)
+    row.update(calibration_values(g["y_true"].to_numpy(), scores))
     if binary:
         row["auc_delong_low"], row["auc_delong_high"] = _delong_interval(g, alpha)
+    else:
+        row.update(per_class_values(g))  # macro AUC alone hides a class the model never gets right
     return row
 
 
@@ -154,8 +159,12 @@ def leaderboard(predictions: pd.DataFrame, folds: pd.DataFrame | None = None, ta
         ``<m>_sd`` (over folds, ddof=1), ``<m>_pooled`` (classification: on all pooled
         out-of-fold cases; segmentation: mean per-patient value) with its percentile
         bootstrap CI ``<m>_ci_low``/``<m>_ci_high`` (whole patients resampled);
-        binary AUC adds the DeLong interval ``auc_delong_low``/``auc_delong_high``.
-        Sorted by ``<primary>_mean``; ``attrs`` hold ``task`` and ``primary``.
+        binary AUC adds the DeLong interval ``auc_delong_low``/``auc_delong_high``; multi-class adds the
+        pooled one-vs-rest ``auc_class<k>`` and ``sensitivity_class<k>`` per class index k. Classification
+        adds the calibration of the pooled probabilities: ``brier`` and ``ece``
+        (:mod:`~tumorbench.evaluation.calibration`).
+        Sorted by ``<primary>_pooled`` (the estimate the CI and the paired tests are about; ties by name);
+        ``attrs`` hold ``task`` and ``primary``.
     """
     task, primary = resolve(predictions, task, primary)
     pred = check_predictions(predictions, task)
@@ -172,8 +181,10 @@ def leaderboard(predictions: pd.DataFrame, folds: pd.DataFrame | None = None, ta
             row[f"{m}_mean"], row[f"{m}_sd"] = _mean_sd(f[m])
         row.update(spec.pooled_row(g, metrics, binary, n_boot, alpha, seed))
         rows.append(row)
-    order = ranking(folds, primary, task)
-    lb = pd.DataFrame(rows).set_index("model").loc[order].reset_index()
+    lb = pd.DataFrame(rows).sort_values("model", kind="stable")
+    lb = lb.sort_values(f"{primary}_pooled", ascending=lower_is_better(primary, task), na_position="last",
+                        kind="stable")
+    lb = lb.reset_index(drop=True)
     lb.insert(0, "rank", np.arange(1, len(lb) + 1))
     lb.attrs.update(task=task, primary=primary)
     return lb
@@ -193,54 +204,62 @@ def _fmt_p(p: float, significant: bool) -> str:
     return text + ("*" if significant else "")
 
 
-def _p_column(lb: pd.DataFrame, stats: pd.DataFrame | None, task: str, primary: str) -> tuple[str, list[str]]:
+def _p_column(lb: pd.DataFrame, stats: pd.DataFrame | None, task: str, primary: str,
+              digits: int = 3) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells of the difference to the reference [paired bootstrap CI] and its adjusted p-value."""
     if stats is None or stats.empty:
-        return "", []
+        return [], []
     test = primary_test(task, primary, stats)
     rows = stats[stats["test"] == test].set_index("model")
     reference = str(stats["reference"].iloc[0])
+    metric = str(rows["metric"].iloc[0]) if len(rows) else primary
     cells = []
     for model in lb["model"]:
         if model == reference:
-            cells.append("ref")
+            cells.append(["ref", "ref"])
         elif model in rows.index:
-            cells.append(_fmt_p(rows.at[model, "p_holm"], bool(rows.at[model, "significant"])))
+            r = rows.loc[model]
+            delta = (f"{_fmt(r['difference'], digits)} [{_fmt(r.get('diff_ci_low', math.nan), digits)}, "
+                     f"{_fmt(r.get('diff_ci_high', math.nan), digits)}]")
+            cells.append([delta, _fmt_p(r["p_holm"], bool(r["significant"]))])
         else:
-            cells.append("n/a")
-    return f"p_holm vs {reference} ({test})", cells
+            cells.append(["n/a", "n/a"])
+    return [f"Δ{metric} (ref − model) [95% CI]", f"p_holm vs {reference} ({test})"], cells
 
 
 def format_leaderboard(lb: pd.DataFrame, task: str, *, stats: pd.DataFrame | None = None,
                        primary: str | None = None, digits: int = 3) -> str:
     """The leaderboard as an aligned text table for the console.
 
-    Columns: rank, model, kind, primary ``mean ± SD`` over folds, its 95% CI (patient
-    bootstrap of the pooled out-of-fold estimate), fold means of the task's key metrics
-    and, given ``stats``, the Holm-adjusted p-value against the reference from the
-    primary metric's own test: DeLong for AUC, McNemar for accuracy, Wilcoxon for Dice,
-    and the corrected resampled t-test on fold scores for every other metric (``*``:
-    p_holm < 0.05).
+    Columns: rank, model, kind, the primary metric's pooled out-of-fold estimate with its 95% CI
+    (patient bootstrap; rows are ranked by it), its fold mean ± SD (a second, different estimate),
+    fold means of the task's key metrics and, given ``stats``, the difference to the reference with
+    its paired bootstrap CI and the Holm-adjusted p-value of the primary metric's own test: DeLong
+    for AUC, McNemar for accuracy, Wilcoxon for Dice, and the corrected resampled t-test on fold
+    scores for every other metric (``*``: p_holm < 0.05).
     """
     spec = get_task(task)
     primary = spec.check_metric(primary or lb.attrs.get("primary"))
     others = [m for m in spec.key_metrics if f"{m}_mean" in lb.columns and m != primary]
-    header = ["#", "model", "kind", f"{primary} mean ± SD", "95% CI"] + others
+    header = ["#", "model", "kind", f"{primary} pooled [95% CI]", f"{primary} fold mean ± SD"] + others
     body = []
     for _, r in lb.iterrows():
         body.append([str(r["rank"]), str(r["model"]), str(r["kind"]),
-                     f"{_fmt(r[f'{primary}_mean'], digits)} ± {_fmt(r[f'{primary}_sd'], digits)}",
-                     f"[{_fmt(r[f'{primary}_ci_low'], digits)}, {_fmt(r[f'{primary}_ci_high'], digits)}]"]
+                     f"{_fmt(r[f'{primary}_pooled'], digits)} [{_fmt(r[f'{primary}_ci_low'], digits)}, "
+                     f"{_fmt(r[f'{primary}_ci_high'], digits)}]",
+                     f"{_fmt(r[f'{primary}_mean'], digits)} ± {_fmt(r[f'{primary}_sd'], digits)}"]
                     + [_fmt(r[f"{m}_mean"], digits) for m in others])
-    p_title, p_cells = _p_column(lb, stats, task, primary)
+    p_titles, p_cells = _p_column(lb, stats, task, primary, digits)
     if p_cells:
-        header.append(p_title)
-        body = [b + [c] for b, c in zip(body, p_cells)]
+        header += p_titles
+        body = [b + c for b, c in zip(body, p_cells)]
     widths = [max(len(row[i]) for row in [header] + body) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + body]
     n_folds = int(lb["n_folds"].max()) if len(lb) else 0
     best = "lowest" if lower_is_better(primary, task) else "highest"
-    intro = (f"Leaderboard ({task}; {primary} {best} first; mean ± SD over {n_folds} folds; "
-             "95% CI: patient bootstrap of the pooled out-of-fold predictions; other metrics: fold means)")
+    intro = (f"Leaderboard ({task}; ranked by the pooled {primary}, {best} first; pooled: all out-of-fold "
+             f"predictions, 95% CI by patient bootstrap; fold mean ± SD over {n_folds} folds; "
+             "other metrics: fold means)")
     return "\n".join([intro, lines[0], "-" * len(lines[0])] + lines[1:])
 
 
@@ -270,7 +289,7 @@ def load_results(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | 
 
 
 def summarize_results(results_dir: str | Path, *, task: str | None = None, primary: str | None = None,
-                      n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                      n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Compute and write ``leaderboard.csv``, ``stats.csv`` (and ``folds.csv`` when absent).
 
     Returns:
@@ -282,7 +301,7 @@ def summarize_results(results_dir: str | Path, *, task: str | None = None, prima
     if folds is None:
         folds = fold_metrics(predictions, task)
         folds.to_csv(root / "folds.csv", index=False)
-    lb = leaderboard(predictions, folds, task, primary=primary, n_boot=n_boot, seed=seed)
+    lb = leaderboard(predictions, folds, task, primary=primary, n_boot=n_boot, alpha=alpha, seed=seed)
     stats = paired_statistics(predictions, folds, task, primary=primary)
     lb.to_csv(root / "leaderboard.csv", index=False)
     stats.to_csv(root / "stats.csv", index=False)

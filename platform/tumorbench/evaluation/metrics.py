@@ -191,6 +191,36 @@ def segmentation_metrics(
     return out
 
 
+def region_case_metrics(pred: Any, target: Any, spacing: Sequence[float] | None,
+                        channel_names: Sequence[str] | None) -> dict[str, float]:
+    """One patient's metrics over mask channels ``(C, ...)``: each metric the mean over channels, plus
+    ``dice_<name>`` per channel when there are several (BraTS WT/TC/ET). Deep models and baselines alike."""
+    per_channel = [segmentation_metrics(p, t, spacing) for p, t in zip(pred, target)]
+    merged = {key: float(np.mean([m[key] for m in per_channel])) for key in per_channel[0]}
+    if channel_names and len(per_channel) > 1:
+        merged |= {f"dice_{name}": m["dice"] for name, m in zip(channel_names, per_channel)}
+    return merged
+
+
+def brats_region_masks(labels: Any, enhancing_label: int = 4) -> dict[str, np.ndarray]:
+    """Nested BraTS evaluation regions from a label map.
+
+    WT = {1, 2, ET}, TC = {1, ET}, ET = {ET}; ``enhancing_label`` is 4 up to BraTS 2021
+    and 3 from 2023. Any other label value raises, so that a 2023 map read with the
+    2021 convention (or vice versa) cannot silently drop the enhancing tumour.
+    """
+    lab = _to_numpy(labels)
+    allowed = (0, 1, 2, enhancing_label)
+    if not np.isin(lab, allowed).all():
+        found = sorted(set(np.unique(lab).tolist()) - set(allowed))
+        raise ValueError(f"labels: values {found} not in {list(allowed)} (is enhancing_label={enhancing_label} right?)")
+    return {
+        "WT": np.isin(lab, (1, 2, enhancing_label)),
+        "TC": np.isin(lab, (1, enhancing_label)),
+        "ET": lab == enhancing_label,
+    }
+
+
 def _auc_or_nan(y_bin: np.ndarray, score: np.ndarray, what: str) -> float:
     if y_bin.all() or not y_bin.any():
         warnings.warn(f"ROC AUC of {what} undefined: y_true holds a single class", MetricWarning, stacklevel=3)

@@ -7,6 +7,7 @@ file and the problem) and computes the per-fold table.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections.abc import Callable
@@ -55,6 +56,18 @@ def probability_columns(df: pd.DataFrame) -> list[str]:
     if all(re.fullmatch(r"p_\d+", c) for c in cols):
         cols.sort(key=lambda c: int(c[2:]))
     return cols
+
+
+def score_columns(proba: np.ndarray) -> dict[str, np.ndarray]:
+    """The one prediction schema of every classifier (deep or classical): ``p_<k>`` per class index k,
+    plus ``y_score`` (= ``p_1``, the positive class) for two classes.
+
+    Args:
+        proba: ``(N, K)`` class probabilities (rows sum to 1), or ``(K,)`` for one case.
+    """
+    proba = np.asarray(proba, float)
+    columns = {f"p_{k}": proba[..., k] for k in range(proba.shape[-1])}
+    return columns | ({"y_score": proba[..., 1]} if proba.shape[-1] == 2 else {})
 
 
 def is_binary(pred: pd.DataFrame) -> bool:
@@ -151,6 +164,24 @@ def ranking(folds: pd.DataFrame, primary: str, task: str | Task) -> list[str]:
     means = folds.groupby("model")[primary].mean().sort_index()
     return means.sort_values(ascending=lower_is_better(primary, task), na_position="last",
                              kind="stable").index.tolist()
+
+
+def pooled_primary(pred: pd.DataFrame, task: str, primary: str) -> pd.Series:
+    """Each model's pooled out-of-fold estimate of ``primary`` (what the leaderboard's CI is about):
+    classification on all its pooled cases, segmentation the mean per-patient value (NaN skipped)."""
+    binary = task == "classification" and is_binary(pred)
+    values = {}
+    for model, g in pred.groupby("model", sort=True):
+        values[model] = classification_values(g, binary)[primary] if task == "classification" \
+            else float(g[primary].mean())
+    return pd.Series(values, dtype=float)
+
+
+def pooled_ranking(pred: pd.DataFrame, task: str, primary: str) -> list[str]:
+    """Models best first by the pooled estimate of ``primary`` (the number tested and given a CI); NaN last."""
+    values = pooled_primary(pred, task, primary).sort_index()
+    return values.sort_values(ascending=lower_is_better(primary, task), na_position="last",
+                              kind="stable").index.tolist()
 
 
 def classification_values(g: pd.DataFrame, binary: bool) -> dict[str, float]:
@@ -253,3 +284,16 @@ def _multiclass_metric(metric: str) -> Callable[[np.ndarray, np.ndarray], float]
 
 
 MULTICLASS_METRIC_FNS = {m: _multiclass_metric(m) for m in CLASSIFICATION_METRICS}
+
+
+def per_class_values(g: pd.DataFrame) -> dict[str, float]:
+    """Multi-class: one-vs-rest ROC AUC ``auc_class<k>`` and sensitivity ``sensitivity_class<k>`` per class index
+    (NaN where class k is absent, or is every case, so AUC is undefined)."""
+    y, scores, pred = g["y_true"].to_numpy(), score_matrix(g), g["y_pred"].to_numpy()
+    out: dict[str, float] = {}
+    for k in range(scores.shape[1]):
+        truth = y == k
+        both = 0 < truth.sum() < len(y)
+        out[f"auc_class{k}"] = _rank_auc(truth.astype(int), scores[:, k]) if both else math.nan
+        out[f"sensitivity_class{k}"] = float(np.mean(pred[truth] == k)) if truth.any() else math.nan
+    return out

@@ -1,6 +1,6 @@
 """Paired tests of a reference model against every other model and baseline.
 
-The reference is the best DL model by the fold mean of the primary metric (the best
+The reference is the best DL model by the pooled estimate of the primary metric (the best
 model overall when no DL model exists). Each comparison uses only the cases both
 models scored: rows are inner-joined on ``case_id`` and ``patient_id`` and ``n`` says
 how many were paired (folds for the corrected t-test).
@@ -22,7 +22,9 @@ reference's advantage on the paired cases, in the metric's direction: reference 
 model where higher is better (mean Dice difference for Wilcoxon, AUC difference for
 DeLong, accuracy difference for McNemar, mean fold-score difference for corrected t),
 model minus reference where lower is better (HD95). Positive always favours the
-reference. ``significant`` is ``p_holm < 0.05``.
+reference. ``significant`` is ``p_holm < 0.05``. ``diff_ci_low``/``diff_ci_high``: a paired
+patient-bootstrap 95% CI of that difference in the row's metric on the paired cases (for
+``corrected_t``: of the pooled primary metric), so every p-value comes with the size of the effect.
 """
 
 from __future__ import annotations
@@ -36,16 +38,20 @@ import pandas as pd
 
 from tumorbench.errors import DataError
 from tumorbench.evaluation.oof import (
+    BINARY_METRIC_FNS,
     KEYS,
+    MULTICLASS_METRIC_FNS,
     check_folds,
     check_predictions,
     fold_metrics,
     is_binary,
-    ranking,
+    pooled_ranking,
     resolve,
 )
 from tumorbench.tasks import get_task
 from tumorbench.evaluation.stats import (
+    bootstrap_ci,
+    bootstrap_metric_ci,
     corrected_resampled_ttest,
     delong_test,
     holm_correction,
@@ -56,7 +62,8 @@ from tumorbench.evaluation.stats import (
 __all__ = ["STATS_COLUMNS", "paired_statistics", "primary_test"]
 
 STATS_COLUMNS = ["reference", "model", "kind", "test", "metric", "n", "statistic", "p", "p_holm",
-                 "difference", "significant"]
+                 "difference", "diff_ci_low", "diff_ci_high", "significant"]
+N_BOOT = 2000
 ALPHA = 0.05
 
 # A test on paired rows returns (statistic, p, difference).
@@ -153,24 +160,73 @@ def _holm_by_family(table: pd.DataFrame) -> pd.DataFrame:
     return table[STATS_COLUMNS]
 
 
+def delta_ci(pair: pd.DataFrame, metric: str, binary: bool, *, n_boot: int = N_BOOT,
+             alpha: float = ALPHA, seed: int = 0) -> tuple[float, float]:
+    """Paired patient-bootstrap CI of ``metric(reference) - metric(model)`` on the paired cases (ΔAUC, ΔDice).
+
+    Both models are scored on the same resampled patients, so their shared difficulty cancels. Pairs with
+    ``y_true`` are classified cases (the metric recomputed on each resample); otherwise per-patient values.
+    """
+    groups = pair["patient_id"].to_numpy()
+    grouped = groups if pair["patient_id"].duplicated().any() else None
+    try:
+        if "y_true_ref" not in pair.columns:
+            diff = (pair[f"{metric}_ref"] - pair[f"{metric}_other"]).to_numpy(float)
+            ok = ~np.isnan(diff)
+            if not ok.any() or not np.isfinite(diff[ok]).all():
+                return math.nan, math.nan
+            _, lo, hi = bootstrap_ci(diff[ok], np.mean, n_boot=n_boot, alpha=alpha,
+                                     groups=None if grouped is None else groups[ok], seed=seed)
+            return lo, hi
+        ref, other = _paired_scores(pair, metric, binary)
+        fn = (BINARY_METRIC_FNS if binary else MULTICLASS_METRIC_FNS)[metric]
+        k = ref.shape[1] if ref.ndim == 2 else 0
+        stacked = np.column_stack([ref, other])
+
+        def delta(y: np.ndarray, s: np.ndarray) -> float:
+            a, b = (s[:, :k], s[:, k:]) if k else (s[:, 0], s[:, 1])
+            return fn(y, a) - fn(y, b)
+
+        _, lo, hi = bootstrap_metric_ci(pair["y_true_ref"].to_numpy(), stacked, delta, grouped, n_boot=n_boot,
+                                        alpha=alpha, seed=seed)
+    except ValueError:  # one class among the paired cases: the metric is undefined
+        return math.nan, math.nan
+    return lo, hi
+
+
+def _paired_scores(pair: pd.DataFrame, metric: str, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    if binary:
+        column = "y_score" if metric == "auc" else "y_pred"
+        return pair[f"{column}_ref"].to_numpy(float), pair[f"{column}_other"].to_numpy(float)
+    cols = [c[: -len("_ref")] for c in pair.columns if c.startswith("p_") and c.endswith("_ref")]
+    cols.sort(key=lambda c: int(c[2:]) if c[2:].isdigit() else c)
+    return (pair[[f"{c}_ref" for c in cols]].to_numpy(float), pair[[f"{c}_other" for c in cols]].to_numpy(float))
+
+
 def _comparison_rows(pred: pd.DataFrame, folds: pd.DataFrame, task: str, primary: str, reference: str,
                      model: str, kind: str) -> list[dict]:
     base = {"reference": reference, "model": model, "kind": kind}
     ref, other = pred[pred["model"] == reference], pred[pred["model"] == model]
+    binary = task == "classification" and is_binary(pred)
     rows = []
     spec = get_task(task)
     for test, metric, fn in spec.case_tests(primary, pred):
         pair = spec.pair_cases(ref.merge(other, on=list(KEYS), suffixes=("_ref", "_other")),
                                metric if test == "wilcoxon" else None)
         stat, p, diff = _run(test, fn, pair, f"{reference} vs {model}")
+        lo, hi = delta_ci(pair, metric, binary)
         rows.append({**base, "test": test, "metric": metric, "n": len(pair), "statistic": stat, "p": p,
-                     "difference": diff})
+                     "difference": diff, "diff_ci_low": lo, "diff_ci_high": hi})
     n, stat, p, diff = _fold_test(folds, reference, model, primary)
+    # The fold test's difference is a mean over folds; its CI is the paired bootstrap of the pooled primary.
+    merged = ref.merge(other, on=list(KEYS), suffixes=("_ref", "_other"))
+    lo, hi = delta_ci(spec.pair_cases(merged, None if "y_true" in pred.columns else primary), primary, binary)
     rows.append({**base, "test": "corrected_t", "metric": primary, "n": n, "statistic": stat, "p": p,
-                 "difference": diff})
+                 "difference": diff, "diff_ci_low": lo, "diff_ci_high": hi})
     for row in rows:  # the reference's advantage: positive favours it whichever way the metric improves
         if spec.mode(row["metric"]) == "min":
             row["difference"] = -row["difference"]
+            row["diff_ci_low"], row["diff_ci_high"] = -row["diff_ci_high"], -row["diff_ci_low"]
     return rows
 
 
@@ -191,7 +247,7 @@ def paired_statistics(predictions: pd.DataFrame, folds: pd.DataFrame | None = No
     task, primary = resolve(predictions, task, primary)
     pred = check_predictions(predictions, task)
     folds = check_folds(fold_metrics(pred, task) if folds is None else folds, pred, task, primary)
-    order = ranking(folds, primary, task)
+    order = pooled_ranking(pred, task, primary)
     kinds = pred.groupby("model")["kind"].first()
     if reference is None:
         reference = next((m for m in order if kinds[m] == "dl"), order[0])

@@ -111,6 +111,30 @@ def roc_figure(pred: pd.DataFrame, order: Sequence[str], best: str, *, n_boot: i
     return fig
 
 
+def reliability_figure(pred: pd.DataFrame, order: Sequence[str]) -> Figure:
+    """Reliability diagram of every classifier (pooled out-of-fold): observed frequency vs predicted probability
+    per bin, point size the bin's share; binary on p(positive), multi-class on the top-label confidence."""
+    from tumorbench.evaluation.calibration import reliability_bins
+    from tumorbench.evaluation.oof import is_binary, score_matrix
+
+    fig = Figure(figsize=(6.2, 5.6))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="perfect calibration")
+    binary = is_binary(pred)
+    for model in order:
+        g = pred[pred["model"] == model]
+        scores = g["y_score"].to_numpy(float) if binary else score_matrix(g)
+        bins = reliability_bins(g["y_true"].to_numpy(), scores)
+        ls = "-" if g["kind"].iloc[0] == "dl" else "-."
+        ax.plot(bins["predicted"], bins["observed"], ls=ls, marker="o", lw=1.2, ms=3, label=model)
+    what = "predicted p(positive)" if binary else "top-label confidence"
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=what, ylabel="observed frequency" if binary else "accuracy",
+           title="Reliability diagram, pooled out-of-fold predictions (10 bins)")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper left", fontsize=8)
+    return fig
+
+
 def confusion_figure(pred: pd.DataFrame, models: Sequence[tuple[str, str]]) -> Figure:
     """Confusion matrices (rows truth, columns prediction) of ``(label, model)`` pairs."""
     labels = np.unique(np.concatenate([pred["y_true"].to_numpy(), pred["y_pred"].to_numpy()]))

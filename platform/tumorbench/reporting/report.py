@@ -35,6 +35,7 @@ from tumorbench.reporting.figures import (
     extreme_cases,
     figure_png,
     forest_figure,
+    reliability_figure,
     roc_figure,
 )
 
@@ -58,6 +59,8 @@ def _esc(x: Any) -> str:
 
 
 def _num(x: Any, digits: int = 3) -> str:
+    if x is None:
+        return "n/a"
     try:
         v = float(x)
     except (TypeError, ValueError):
@@ -95,45 +98,52 @@ def _figure(fig: Figure, alt: str) -> str:
     return f'<div class="fig">{_img(figure_png(fig), alt)}</div>'
 
 
-def _p_cells(lb: pd.DataFrame, stats: pd.DataFrame, task: str, primary: str) -> tuple[str, list[str]]:
-    """Header and cells of the adjusted p-value of the primary metric's test vs the reference."""
+def _p_cells(lb: pd.DataFrame, stats: pd.DataFrame, task: str, primary: str) -> tuple[list[str], list[list[str]]]:
+    """Headers and cells: difference to the reference [paired bootstrap CI] and the adjusted p-value."""
     if stats.empty:
-        return "", []
+        return [], []
     test = primary_test(task, primary, stats)
     rows = stats[stats["test"] == test].set_index("model")
     reference = stats["reference"].iloc[0]
+    metric = str(rows["metric"].iloc[0]) if len(rows) else primary
     cells = []
     for m in lb["model"]:
         if m == reference or m not in rows.index:
-            cells.append("reference" if m == reference else "n/a")
+            cells.append(["reference" if m == reference else "n/a"] * 2)
         else:
-            text = _p(rows.at[m, "p_holm"])
-            cells.append(f"<b>{text}</b>" if bool(rows.at[m, "significant"]) else text)
-    return f"p<sub>Holm</sub> vs {_esc(reference)} ({_esc(test)}; bold: &lt; 0.05)", cells
+            r = rows.loc[m]
+            text = _p(r["p_holm"])
+            delta = f"{_num(r['difference'])} [{_num(r.get('diff_ci_low'))}, {_num(r.get('diff_ci_high'))}]"
+            cells.append([delta, f"<b>{text}</b>" if bool(r["significant"]) else text])
+    return [f"Δ{_esc(metric)} (reference − model) [95% CI, paired bootstrap]",
+            f"p<sub>Holm</sub> vs {_esc(reference)} ({_esc(test)}; bold: &lt; 0.05)"], cells
 
 
 def _leaderboard_section(lb: pd.DataFrame, stats: pd.DataFrame, task: str, primary: str) -> str:
     metrics = [c[: -len("_mean")] for c in lb.columns if c.endswith("_mean")]
     others = [m for m in metrics if m != primary]
     delong = primary == "auc" and "auc_delong_low" in lb.columns
-    p_header, p_cells = _p_cells(lb, stats, task, primary)
-    header = ["#", "model", "kind", f"<b>{_esc(primary)}</b> mean ± SD", "95% CI (bootstrap)"]
-    header += ["95% CI (DeLong)"] * delong + [p_header] * bool(p_cells) + [f"{_esc(m)} mean ± SD" for m in others]
+    p_headers, p_cells = _p_cells(lb, stats, task, primary)
+    header = ["#", "model", "kind", f"<b>{_esc(primary)}</b> pooled [95% CI, bootstrap]",
+              f"{_esc(primary)} fold mean ± SD"]
+    header += ["95% CI (DeLong)"] * delong + p_headers + [f"{_esc(m)} fold mean ± SD" for m in others]
     rows = []
     for i, (_, r) in enumerate(lb.iterrows()):
         row = [_esc(r["rank"]), f"<b>{_esc(r['model'])}</b>", _esc(r["kind"]),
-               f"<b>{_num(r[f'{primary}_mean'])}</b> ± {_num(r[f'{primary}_sd'])}",
-               f"[{_num(r[f'{primary}_ci_low'])}, {_num(r[f'{primary}_ci_high'])}]"]
+               f"<b>{_num(r[f'{primary}_pooled'])}</b> "
+               f"[{_num(r[f'{primary}_ci_low'])}, {_num(r[f'{primary}_ci_high'])}]",
+               f"{_num(r[f'{primary}_mean'])} ± {_num(r[f'{primary}_sd'])}"]
         if delong:
             row.append(f"[{_num(r['auc_delong_low'])}, {_num(r['auc_delong_high'])}]")
-        row += p_cells[i : i + 1] + [f"{_num(r[f'{m}_mean'])} ± {_num(r[f'{m}_sd'])}" for m in others]
+        row += (p_cells[i] if p_cells else []) + [f"{_num(r[f'{m}_mean'])} ± {_num(r[f'{m}_sd'])}" for m in others]
         rows.append(row)
     pooled = [[_esc(r["model"])] + [f"{_num(r[f'{m}_pooled'])} [{_num(r[f'{m}_ci_low'])}, {_num(r[f'{m}_ci_high'])}]"
                                     for m in metrics] for _, r in lb.iterrows()]
-    note = ("Mean ± SD over folds (SD with ddof=1), best first by the fold mean of the primary metric. "
-            "The 95% CIs are percentile bootstraps resampling whole patients, of the metric on the pooled "
-            "out-of-fold predictions (classification) or of the mean per-patient value (segmentation); the "
-            "second table and the forest plot show those pooled estimates.")
+    note = ("Two different estimates, side by side. Pooled [95% CI]: the metric on all pooled out-of-fold "
+            "predictions (classification) or the mean per-patient value (segmentation), with a percentile "
+            "bootstrap resampling whole patients; rows are ranked by it, and the paired tests are about it. "
+            "Fold mean ± SD: the mean of the per-fold values (SD with ddof=1). Δ: reference minus model on the "
+            "cases both scored, with a paired patient-bootstrap CI.")
     return (f"<h2>Leaderboard</h2>{_table(header, rows, text_cols=3)}<p class='note'>{note}</p>"
             f"<h3>Every metric: pooled estimate [95% CI]</h3>{_table(['model'] + [_esc(m) for m in metrics], pooled)}"
             + _figure(forest_figure(lb, primary, task), "leaderboard forest plot"))
@@ -143,12 +153,14 @@ def _stats_section(stats: pd.DataFrame) -> str:
     if stats.empty:
         return "<h2>Paired statistics</h2><p>Only one model: nothing to compare.</p>"
     header = ["reference", "model", "kind", "test", "metric", "n paired", "statistic", "difference (ref − model)",
-              "p", "p<sub>Holm</sub>", "significant"]
+              "95% CI of the difference", "p", "p<sub>Holm</sub>", "significant"]
     rows, classes = [], []
     for _, r in stats.iterrows():
         sig = bool(r["significant"])
         rows.append([_esc(r["reference"]), _esc(r["model"]), _esc(r["kind"]), _esc(r["test"]), _esc(r["metric"]),
-                     _esc(r["n"]), _num(r["statistic"]), _num(r["difference"], 4), _p(r["p"]), _p(r["p_holm"]),
+                     _esc(r["n"]), _num(r["statistic"]), _num(r["difference"], 4),
+                     f"[{_num(r.get('diff_ci_low'), 4)}, {_num(r.get('diff_ci_high'), 4)}]", _p(r["p"]),
+                     _p(r["p_holm"]),
                      "yes" if sig else "no"])
         classes.append("sig" if sig else "")
     note = ("Each comparison pairs the reference (best DL model) with another model on the cases both scored "
@@ -178,7 +190,32 @@ def classification_figures(pred: pd.DataFrame, lb: pd.DataFrame, reference: str,
     if baselines:
         pairs.append(("best baseline", baselines[0]))
     parts.append(_figure(confusion_figure(pred, pairs), "confusion matrices"))
-    return "<h2>ROC curves and confusion matrices</h2>" + "".join(parts)
+    return ("<h2>ROC curves and confusion matrices</h2>" + "".join(parts) + _per_class_section(lb)
+            + _calibration_section(pred, lb))
+
+
+def _calibration_section(pred: pd.DataFrame, lb: pd.DataFrame) -> str:
+    """Brier score, ECE and the reliability diagram of every classifier."""
+    if "brier" not in lb.columns:
+        return ""
+    rows = [[_esc(r["model"]), _esc(r["kind"]), _num(r["brier"]), _num(r["ece"])] for _, r in lb.iterrows()]
+    note = ("Brier: mean squared error of the probabilities (lower is better; multi-class: summed over classes). "
+            "ECE: expected calibration error over 10 equal-width bins, |observed − predicted| weighted by the "
+            "bin's share of the cases (binary: p(positive); multi-class: top-label confidence).")
+    return ("<h2>Calibration</h2>" + _table(["model", "kind", "Brier", "ECE"], rows, text_cols=2)
+            + f"<p class='note'>{note}</p>" + _figure(reliability_figure(pred, lb["model"].tolist()),
+                                                       "reliability diagram"))
+
+
+def _per_class_section(lb: pd.DataFrame) -> str:
+    """Multi-class: one-vs-rest AUC and sensitivity of every class, pooled out-of-fold (absent for binary)."""
+    cols = sorted((c for c in lb.columns if c.startswith(("auc_class", "sensitivity_class"))),
+                  key=lambda c: (int(c.rsplit("class", 1)[1]), c))
+    if not cols:
+        return ""
+    rows = [[_esc(r["model"])] + [_num(r[c]) for c in cols] for _, r in lb.iterrows()]
+    return ("<h3>Per class (one-vs-rest AUC, sensitivity; pooled out-of-fold)</h3>"
+            + _table(["model"] + [_esc(c) for c in cols], rows))
 
 
 def segmentation_figures(pred: pd.DataFrame, lb: pd.DataFrame, reference: str, primary: str) -> str:

@@ -76,6 +76,8 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                              "55 min for default) and the searches stop on time")
     parser.add_argument("--dry-run", action="store_true", help="Print the plan (fingerprint, sizes, estimate) "
                                                                "and exit without starting Ray")
+    parser.add_argument("--test", default=None, help="A locked test set (same layout): final models retrained on "
+                                                     "every training patient are scored on it once")
     return parser.parse_args(argv)
 
 
@@ -106,6 +108,8 @@ def build_study(args: argparse.Namespace):
             study = replace(study, data=str(Path(args.data).resolve()), synthetic=None)
     if args.seed is not None:
         study = replace(study, seed=args.seed)
+    if args.test:
+        study = replace(study, test=str(Path(args.test).resolve()))
     return replace(study, require_deid=True) if args.require_deid else study
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from tumorbench.data.splits import fold_frames
+from tumorbench.evaluation.oof import score_columns
 from tumorbench.tasks import get_task
 from tumorbench.tuning.search import best_row
 from tumorbench.tuning.trial import read_state
@@ -64,15 +65,14 @@ def segmentation_row(record: dict) -> dict[str, Any]:
 
 
 def classification_row(record: dict, class_names: list[str]) -> dict[str, Any]:
-    """A case's out-of-fold row: ``y_score`` for two classes, ``p_<k>`` per class otherwise."""
+    """A case's out-of-fold row: ``p_<k>`` per class (the one schema), plus ``y_score`` for two classes."""
     probs = np.asarray(record["probs"], float)
     row = {"case_id": record["case_id"], "patient_id": record["patient_id"], "fold": record["fold"]}
+    scores = {k: float(v) for k, v in score_columns(probs).items()}
     if len(probs) == 2:
         # The positive class is the last class name (tumor "yes", "malignant"), as in training.
-        return row | {"y_true": int(record["y_true"] == 1), "y_score": float(probs[1]),
-                      "y_pred": int(probs[1] >= 0.5)}
-    return row | {"y_true": int(record["y_true"]), "y_pred": int(probs.argmax())} | \
-        {f"p_{k}": float(p) for k, p in enumerate(probs)}
+        return row | {"y_true": int(record["y_true"] == 1), "y_pred": int(probs[1] >= 0.5)} | scores
+    return row | {"y_true": int(record["y_true"]), "y_pred": int(probs.argmax())} | scores
 
 
 def classification_baseline_rows(name: str, train: pd.DataFrame, val: pd.DataFrame,
@@ -103,6 +103,14 @@ def baseline_fold(name: str, task: str, train: pd.DataFrame, val: pd.DataFrame, 
     return frame.assign(model=name, kind="baseline", fold=fold)
 
 
+def region_params(study) -> dict[str, Any]:
+    """Baselines of a study whose masks are BraTS regions are scored per region too (as its deep models are)."""
+    preprocess = study.config.get("preprocess", {}) or {}
+    if preprocess.get("label_map") != "brats":
+        return {}
+    return {"brats_regions": int(preprocess.get("enhancing_label", 4))}
+
+
 def run_baselines(study, frame: pd.DataFrame, split_doc: dict, class_names: list[str] | None) -> pd.DataFrame:
     """Every baseline on every fold, as Ray tasks on the cluster (1 CPU each)."""
     import ray
@@ -114,7 +122,7 @@ def run_baselines(study, frame: pd.DataFrame, split_doc: dict, class_names: list
         for fold in range(len(split_doc["folds"])):
             train, val = (task.usable(part) for part in fold_frames(frame, split_doc, fold))
             pending.append(remote.remote(name, study.task, train, val, fold, class_names, study.seed,
-                                         study.baseline_params.get(name, {})))
+                                         study.baseline_params.get(name, {}) | region_params(study)))
     return pd.concat(ray.get(pending), ignore_index=True) if pending else pd.DataFrame()
 
 

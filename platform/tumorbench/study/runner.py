@@ -12,16 +12,19 @@ import json
 import shutil
 import subprocess
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from tumorbench.data.catalog import scan
+from tumorbench.data.splits import check_content
 from tumorbench.errors import TumorbenchError
-from tumorbench.study import results
-from tumorbench.study.spec import Study, StudyError
 from tumorbench.package import package_versions
+from tumorbench.study import results
+from tumorbench.study.final import load_test_frame, run_locked_test
+from tumorbench.study.spec import Study, StudyError
 from tumorbench.tasks import get_task
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.data import ensure_split_file
@@ -60,6 +63,8 @@ def prepare(study: Study, out: Path) -> tuple[pd.DataFrame, dict, Path, str]:
                          f"{data} has {patients}")
     probe = base_config(study, study.candidates[0], data, out, out / "splits.json").replace(split_file=None)
     doc = ensure_split_file(probe.replace(out=str(out)), frame)
+    # Files replaced under the same names since the split file was made are refused here, once.
+    doc["dataset"]["content_hash"] = check_content(doc, frame, out / "splits.json")  # in memory: the manifest's
     return frame, doc, out / "splits.json", data
 
 
@@ -76,12 +81,18 @@ def _code_version() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty": None}
 
 
+# The statistics every leaderboard of a study is computed with (recorded in manifest.json).
+N_BOOT, ALPHA = 2000, 0.05
+
+
 def write_manifest(study: Study, out: Path, preset: str, doc: dict, seconds: float, best: dict,
                    code: dict[str, Any], budget: dict[str, Any] | None = None) -> None:
     """``manifest.json``; ``code`` is :func:`_code_version` taken when the study started."""
     manifest = {"study": study.name, "preset": preset, "task": study.task, "seed": study.seed,
                 "data": doc["dataset"], "split": {"file": str(out / "splits.json"), "hash": doc["hash"],
-                                                  "folds": len(doc["folds"])},
+                                        "folds": len(doc["folds"])},
+                "statistics": {"n_boot": N_BOOT, "alpha": ALPHA, "bootstrap": "patients resampled"},
+                "spec": study_as_dict(study),
                 "candidates": [{"name": c.name, "searcher": c.searcher, "num_samples": c.num_samples}
                                for c in study.candidates],
                 "baselines": list(study.baselines), "scheduler": study.scheduler, "best": best,
@@ -99,9 +110,29 @@ def package_best(winner: str, fold_records: dict[str, list], out: Path, task: st
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(chosen.checkpoint, target, ignore=shutil.ignore_patterns("training_state.pt"))
-    return {"model": winner, "fold": chosen.fold, "epoch": chosen.best_epoch, metric: chosen.score,
-            "source": chosen.checkpoint, "package": str(target),
-            "note": "the best fold model of the winning configuration (not retrained on all folds)"}
+    return {"model": winner, "fold": chosen.fold, "epoch": chosen.best_epoch, f"inner_{metric}": chosen.score,
+            f"outer_{metric}": chosen.outer.get(metric), "source": chosen.checkpoint, "package": str(target),
+            "note": "the fold model with the best inner-validation score (not retrained on all folds); the "
+                    "study's estimate of it is the leaderboard's outer-fold row, not this fold's score"}
+
+
+def package_final(winner: str, final: dict, lb: pd.DataFrame, out: Path, task: str, metric: str) -> dict:
+    """The winner's final model (retrained on every training patient) as ``best/<task>/``; its metrics are the
+    outer-CV estimate and the locked test score, each a pooled estimate with its CI."""
+    target = out / "best" / task
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(final["checkpoints"][winner], target, ignore=shutil.ignore_patterns("training_state.pt"))
+
+    def estimate(table: pd.DataFrame) -> dict[str, float]:
+        row = table.set_index("model").loc[winner]
+        return {metric: float(row[f"{metric}_pooled"]), "ci_low": float(row[f"{metric}_ci_low"]),
+                "ci_high": float(row[f"{metric}_ci_high"])}
+
+    return {"model": winner, "package": str(target), "source": final["checkpoints"][winner],
+            "cv_estimate": estimate(lb), "test": estimate(final["leaderboard"]),
+            "note": "the winning configuration retrained on every training patient (its inner split chose the "
+                    "epoch); metrics: the outer-CV estimate and the locked test set, scored once"}
 
 
 def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFrame) -> None:
@@ -109,7 +140,8 @@ def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFr
     stopped = int((table["status"] == "stopped").sum())
     failed = int((table["status"] == "error").sum())
     params = results.trial_params(best)
-    print(f"[tumorbench] {candidate.name} ({candidate.searcher}): best {metric}_mean={best['mean']:.4f} "
+    print(f"[tumorbench] {candidate.name} ({candidate.searcher}): best inner-validation "
+          f"{metric}_mean={best['mean']:.4f} "
           f"± {best['sd']:.4f} with {params}, found at trial {found} of {len(table)} "
           f"({stopped} stopped early, {failed} failed; {int(table['epochs_spent'].sum())} epochs)", flush=True)
 
@@ -171,6 +203,7 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     frame, doc, split_file, data = prepare(study, out)
     task, metric, mode = get_task(study.task), study.metric, study.mode
     class_names = task.class_names(frame)
+    test = load_test_frame(study, frame) if study.test else None  # overlaps refused before Ray starts
     ensure_ray(address)
     print(f"[tumorbench] {describe_cluster()}", flush=True)
     if fingerprint is not None:
@@ -180,7 +213,7 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     if plan is not None:
         print(plan.format(), flush=True)
         (out / "plan.json").write_text(json.dumps(asdict(plan), indent=1, default=str))
-    parts, fold_records, configs, trials, guards, cut = [], {}, {}, [], {}, []
+    parts, fold_records, configs, trials, guards, cut, bests = [], {}, {}, [], {}, [], {}
     names = [c.name for c in study.candidates]
     for i, candidate in enumerate(study.candidates):
         guard = _guard(plan, candidate.name, names[i:], started, len(doc["folds"]))
@@ -197,7 +230,7 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
             print(f"[tumorbench] {candidate.name}: the budget ended the search before a trial finished every "
                   f"fold; left out of the leaderboard", flush=True)
             continue
-        best = results.best_trial(rows, mode, len(doc["folds"]))
+        best = bests[candidate.name] = results.best_trial(rows, mode, len(doc["folds"]))
         trials.append(results.trials_frame(rows, candidate.name, candidate.searcher, metric))
         predictions, fold_records[candidate.name] = results.dl_predictions(best, candidate.name, study.task,
                                                                            class_names)
@@ -208,9 +241,13 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     parts.append(results.run_baselines(study, frame, doc, class_names))
     results.write_predictions(parts, out)
     (out / "configs.json").write_text(json.dumps(configs, indent=1, default=str))
-    lb, stats = summarize_results(out, task=study.task, primary=metric, seed=study.seed)
+    lb, stats = summarize_results(out, task=study.task, primary=metric, seed=study.seed, n_boot=N_BOOT, alpha=ALPHA)
     dl_models = [m for m in lb["model"] if m in fold_records]
     best = package_best(dl_models[0], fold_records, out, study.task, metric) if dl_models else {}
+    if test is not None and dl_models:
+        final = run_locked_test(study, {c.name: base_config(study, c, data, out, split_file) for c in study.candidates},
+                                bests, frame, doc, test, class_names, out, metric, N_BOOT, ALPHA)
+        best = package_final(dl_models[0], final, lb, out, study.task, metric)
     if dl_models and task.with_mask:
         from tumorbench.study.overlays import write_overlays
 
@@ -249,3 +286,11 @@ def _explain(study: Study, out: Path, fold_records: dict, frame: pd.DataFrame, d
     lb.to_csv(out / "leaderboard.csv", index=False)
     print(f"[tumorbench] explained {len(table)} out-of-fold cases (Grad-CAM): {out / 'explanations.csv'}", flush=True)
     return lb
+
+
+def study_as_dict(study: Study) -> dict[str, Any]:
+    """A JSON-friendly view of a study for ``manifest.json`` (search spaces shown by their repr)."""
+    values = asdict(study)
+    for candidate in values["candidates"]:
+        candidate["space"] = {k: repr(v) for k, v in candidate["space"].items()}
+    return values

@@ -64,6 +64,8 @@ class Study:
         require_deid: Refuse DICOM input still carrying identifying tags (see ``tumorbench data deid``).
         explain_cases: Out-of-fold cases explained per fold and deep model (Grad-CAM scores in
             ``explanations.csv`` and the leaderboard; 0 turns explanations off).
+        test: A locked test set (dataset root, same layout): final models retrained on every training
+            patient are scored on it once (``study/final.py``).
     """
 
     name: str
@@ -81,6 +83,7 @@ class Study:
     seed: int = 0
     require_deid: bool = False
     explain_cases: int = 4
+    test: str | None = None
 
     def __post_init__(self) -> None:
         try:

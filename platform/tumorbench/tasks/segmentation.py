@@ -43,7 +43,9 @@ class Segmentation(Task):
         return DiceCELoss(sigmoid=True, batch=True)
 
     def batch_target(self, batch: dict, device: Any):
-        return batch["mask"].float().to(device)
+        mask = batch["mask"].float()
+        check_binary_mask(mask)
+        return mask.to(device)
 
     def validate(self, config: Any, model: Any, val_set: Any, cases: Any, device: Any):
         """Per-patient metrics of every rank's patients (2D slices stacked per patient) and their means."""
@@ -109,6 +111,16 @@ class Segmentation(Task):
         from tumorbench.study.results import segmentation_baseline_rows
 
         return segmentation_baseline_rows(name, train, val, seed, params)
+
+
+def check_binary_mask(mask: Any) -> None:
+    """Sigmoid Dice+CE is bounded only for targets in [0, 1]: raw label maps ({0,1,2,4}) must be mapped first."""
+    import torch
+
+    if mask.numel() and (float(mask.min()) < 0 or float(mask.max()) > 1):
+        found = sorted({float(v) for v in torch.unique(mask)[:8]})
+        raise TaskError(f"segmentation masks hold labels {found}; the sigmoid loss needs {{0, 1}} targets: "
+                        f"set preprocess.label_map to 'binary' (any label is tumor) or 'brats' (WT/TC/ET)")
 
 
 def mask_channel_names(config: Any) -> list[str] | None:

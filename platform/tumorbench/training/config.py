@@ -97,6 +97,12 @@ class TrainConfig:
         n_folds: Folds when the split file is made by this run.
         split_file: An existing split file (default: ``<out>/splits.json``, made on first use).
         dedupe: Drop byte-identical images before splitting (when the split is made here).
+        test_data: A locked test set (a dataset root of the same layout): train on every case of the split file
+            (the inner split still chooses the epoch) and score these cases once, as the outer set.
+        inner_val_fraction: Share of the fold's training patients held out as the inner validation set that
+            picks the epoch, drives ``patience`` and ASHA and ranks configurations; the fold itself is then
+            scored once, by the chosen model (``training/nested.py``). 0 validates on the fold itself
+            (selection on the reported cases: optimistic, for quick looks only).
         epochs: Epochs to train.
         batch_size: Per-worker batch size.
         lr: Peak learning rate (head learning rate for transfer learning).
@@ -139,6 +145,8 @@ class TrainConfig:
     n_folds: int = 5
     split_file: str | None = None
     dedupe: bool = True
+    inner_val_fraction: float = 0.2
+    test_data: str | None = None
     epochs: int = 10
     batch_size: int = 16
     lr: float = 1e-3
@@ -184,6 +192,7 @@ class TrainConfig:
             (0.0 <= self.synthetic_fraction <= 4.0, "synthetic_fraction must be within [0, 4]"),
             (self.synthetic_fraction == 0 or self.gan_checkpoint, "synthetic_fraction needs gan_checkpoint"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1"),
+            (0.0 <= self.inner_val_fraction < 1.0, "inner_val_fraction must be within [0, 1)"),
             (self.foreground_prior is None or 0 < self.foreground_prior < 1, "foreground_prior must be in (0, 1)"),
         ]
         for ok, message in checks:
@@ -192,7 +201,7 @@ class TrainConfig:
         if self.roi_size is not None:
             object.__setattr__(self, "roi_size", tuple(self.roi_size))
         # Workers run in another working directory: every path they read must be absolute.
-        for name in ("data", "out", "split_file", "gan_checkpoint", "cache_dir"):
+        for name in ("data", "out", "split_file", "gan_checkpoint", "cache_dir", "test_data"):
             value = getattr(self, name)
             if value:
                 object.__setattr__(self, name, os.path.abspath(os.path.expanduser(value)))

@@ -7,7 +7,7 @@ of steps and DDP never waits on a rank that ran out of data).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,11 @@ import torch
 
 from tumorbench.data.catalog import scan
 from tumorbench.data.datasets import cases_from_catalog, make_dataset
-from tumorbench.data.splits import SplitConfig, fold_frames, load_splits, make_splits, write_splits
+from tumorbench.data.splits import SplitConfig, content_hash, fold_frames, load_splits, make_splits, write_splits
 from tumorbench.errors import DataError
 from tumorbench.tasks import TaskError, get_task
 from tumorbench.training.config import VOLUME_LAYOUTS, TrainConfig, TrainConfigError
+from tumorbench.training.nested import inner_split
 from tumorbench.transforms import build_transforms
 
 SPLIT_FILE_NAME = "splits.json"
@@ -36,6 +37,7 @@ class FoldCases:
     layout: str
     catalog_hash: str
     split_hash: str
+    test: list[dict] = field(default_factory=list)  # the outer fold under nested selection (scored once)
 
 
 def split_path(config: TrainConfig) -> Path:
@@ -62,7 +64,7 @@ def ensure_split_file(config: TrainConfig, frame: pd.DataFrame) -> dict:
     task = get_task(config.task)
     split = SplitConfig(n_folds=config.n_folds, seed=config.seed, stratify=task.stratify,
                         dedupe=config.dedupe and task.dedupe)
-    doc = make_splits(task.split_frame(frame), split)
+    doc = make_splits(task.split_frame(frame), split, content=content_hash(frame))
     write_splits(doc, path)
     return doc
 
@@ -75,11 +77,20 @@ def fold_cases(config: TrainConfig) -> FoldCases:
         raise TrainConfigError(f"fold {config.fold} does not exist: {split_path(config)} has {len(doc['folds'])} folds")
     train, val = fold_frames(frame, doc, config.fold)
     task = get_task(config.task)
+    if config.test_data:  # the final model: every training case; the locked test set is scored once
+        train = pd.concat([train, val], ignore_index=True)
+        val = scan(config.test_data, config.layout)
     class_names, train, val = task.class_names(frame), task.usable(train), task.usable(val)
+    test: list[dict] = []
+    if (config.inner_val_fraction > 0 or config.test_data) and task.worker_loop() is None:
+        # The outer fold becomes the test set, scored once; the inner patients do all the choosing.
+        test = cases_from_catalog(val, class_names)
+        train, val = inner_split(train, config.inner_val_fraction, config.seed * 1000 + config.fold)
     return FoldCases(
         train=cases_from_catalog(train, class_names), val=cases_from_catalog(val, class_names),
         class_names=class_names, data_dims=3 if frame.attrs["layout"] in VOLUME_LAYOUTS else 2,
-        layout=frame.attrs["layout"], catalog_hash=doc["dataset"]["catalog_hash"], split_hash=doc["hash"])
+        layout=frame.attrs["layout"], catalog_hash=doc["dataset"]["catalog_hash"], split_hash=doc["hash"],
+        test=test)
 
 
 def train_shard(config: TrainConfig, cases: FoldCases, rank: int, world_size: int) -> list[dict]:
@@ -150,11 +161,18 @@ def train_loader(config: TrainConfig, cases: FoldCases, rank: int, world_size: i
                       persistent_workers=workers > 0)
 
 
-def val_dataset(config: TrainConfig, cases: FoldCases, rank: int, world_size: int):
-    """This rank's validation cases, whole patients per rank (each case scored exactly once)."""
-    patients = sorted({case["patient_id"] for case in cases.val})
+def val_dataset(config: TrainConfig, cases: FoldCases, rank: int, world_size: int, *, outer: bool = False):
+    """This rank's validation cases (``outer``: the outer fold's), whole patients per rank (each scored once)."""
+    chosen = cases.test if outer else cases.val
+    patients = sorted({case["patient_id"] for case in chosen})
     mine = set(patients[rank::world_size])
-    own = [case for case in cases.val if case["patient_id"] in mine]
+    own = [case for case in chosen if case["patient_id"] in mine]
+    if outer and cases.data_dims == 2 and config.preprocess.spatial_size and get_task(config.task).with_mask:
+        # The outer fold is what the leaderboard reports: scored on the mask files' own grid, like the baselines.
+        from tumorbench.training.validation import NATIVE_MASK
+
+        own = [dict(case, **{NATIVE_MASK: case["mask"]}) if isinstance(case.get("mask"), str) else case
+               for case in own]
     cache = "memory" if config.cache != "none" else "none"
     return make_dataset(own, transforms_for(config, cases.data_dims, train=False), cache=cache)
 

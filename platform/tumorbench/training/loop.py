@@ -7,10 +7,12 @@ attaches the checkpoint (weights + ``model.json`` + training state).
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from tumorbench.training import data as fold_data
 from tumorbench.training.checkpoint import load_training_state, save_checkpoint
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.gan import synthetic_dataset
+from tumorbench.training.nested import OUTER_DIR
 from tumorbench.training.state import LoopState
 from tumorbench.training.tasks import Precision, build_model, channels_last, make_loss, train_epoch
 
@@ -97,6 +100,26 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         return own_loop(config, model, cases, device, partial(_manifest, config, cases, kwargs, in_ch, out_ch))
     strategy = {"find_unused_parameters": True} if config.freeze_backbone_epochs else None
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=strategy)
+
+    def report(metrics, state, records, optimizer, scheduler, precision) -> None:
+        _report(rank, metrics, model, optimizer, scheduler, precision, state,
+                _manifest(config, cases, kwargs, in_ch, out_ch, metrics, metrics["epoch"]), records)
+
+    outer = fit_fold(config, cases, model, device, rank, world, report, resume=_resume)
+    if outer is not None and rank == 0:
+        write_outer(config.out, *outer)
+
+
+def fit_fold(config: TrainConfig, cases: fold_data.FoldCases, model: torch.nn.Module, device: torch.device,
+             rank: int, world: int, report, *, resume=None) -> tuple[dict, list[dict]] | None:
+    """Train one fold: every epoch is validated on ``cases.val`` and passed to ``report``; then, under nested
+    selection (``cases.test``), the weights of the epoch the inner validation chose score the outer fold once.
+
+    Runs without Ray (``report`` any callable, one rank): the unit tests drive it in-process.
+
+    Returns:
+        ``(metrics, records)`` of the outer fold, or None without nested selection.
+    """
     # Generated images join the training shard only; validation reads real cases alone.
     extra = synthetic_dataset(config, cases, rank, world, device) if config.gan_checkpoint else None
     loader = fold_data.train_loader(config, cases, rank, world, extra=extra, device=device)
@@ -105,7 +128,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     scheduler = warmup_cosine(optimizer, config, steps_per_epoch=max(1, len(loader)))
     precision = Precision.for_device(config.amp, device)
     loss_fn = make_loss(config, _class_counts(cases))
-    state = _resume(model, optimizer, scheduler, precision)
+    state = resume(model, optimizer, scheduler, precision) if resume else LoopState()
+    chosen = _load_chosen(config.out) if cases.test else None  # a resumed run's inner choice so far
     for epoch in range(state.epoch + 1, config.epochs):
         if config.freeze_backbone_epochs:  # classifiers only (Task.check_config)
             freeze_backbone(getattr(model, "module", model), epoch < config.freeze_backbone_epochs)
@@ -113,8 +137,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         stats = train_epoch(model, loader, loss_fn, optimizer, scheduler, precision, config, device)
         train_seconds = time.perf_counter() - started
         metrics, records = _validate(config, model, val_set, cases, device)
-        primary = metrics.get(config.selection_metric, float("nan"))
+        metrics.setdefault(config.selection_metric, float("nan"))  # an empty inner set still reports the key
+        primary = metrics[config.selection_metric]
         improved = state.update(primary, epoch, config.selection_mode)
+        if improved and cases.test:
+            chosen = _keep_chosen(config.out, model, rank)
         metrics |= stats | {"epoch": epoch, "lr": optimizer.param_groups[-1]["lr"], "improved": improved,
                             "train_seconds": train_seconds, "val_seconds": time.perf_counter() - started
                             - train_seconds, "images_per_second": stats["train_images"] * world / train_seconds,
@@ -122,10 +149,52 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         state.epoch = epoch
         state.history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))})
         stop = bool(config.patience) and state.bad_epochs >= config.patience
-        _report(rank, metrics | {"early_stop": stop}, model, optimizer, scheduler, precision, state,
-                _manifest(config, cases, kwargs, in_ch, out_ch, metrics, epoch), records)
+        report(metrics | {"early_stop": stop}, state, records, optimizer, scheduler, precision)
         if stop:
             break
+    if not cases.test:
+        return None
+    return _score_outer(config, model, cases, device, rank, world, chosen, state)
+
+
+def _keep_chosen(out: str, model: torch.nn.Module, rank: int) -> dict[str, torch.Tensor]:
+    """The inner-chosen weights: in memory, and on disk (rank 0) so a resumed run still has them."""
+    core = getattr(model, "module", model)
+    weights = {k: v.detach().clone() for k, v in core.state_dict().items()}
+    if rank == 0:
+        path = Path(out) / OUTER_DIR
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(weights, path / "chosen_weights.pt")
+    return weights
+
+
+def _load_chosen(out: str) -> dict[str, torch.Tensor] | None:
+    path = Path(out) / OUTER_DIR / "chosen_weights.pt"
+    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+
+
+def _score_outer(config, model, cases, device, rank, world, chosen, state) -> tuple[dict, list[dict]]:
+    """The outer fold scored once, by the weights of the inner-chosen epoch (the last one if none improved)."""
+    core = getattr(model, "module", model)
+    if chosen is not None:
+        core.load_state_dict(chosen)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # BatchNorm statistics drift apart per rank after DDP's last buffer broadcast: every rank scores with
+        # rank 0's weights and buffers, the exact model its checkpoint (the package) holds.
+        for tensor in core.state_dict().values():
+            torch.distributed.broadcast(tensor, src=0)
+    metrics, records = _validate(config, model, fold_data.val_dataset(config, cases, rank, world, outer=True),
+                                 cases, device)
+    epoch = state.best_epoch if chosen is not None else state.epoch
+    return metrics | {"epoch": epoch, "inner_best": state.best}, records
+
+
+def write_outer(out: str, metrics: dict, records: list[dict]) -> None:
+    """``<out>/outer/metrics.json`` and ``predictions.json``: what the study reports for this fold."""
+    path = Path(out) / OUTER_DIR
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "metrics.json").write_text(json.dumps(metrics, default=float))
+    (path / "predictions.json").write_text(json.dumps(records, default=float))
 
 
 def _resume(model, optimizer, scheduler, precision: Precision) -> LoopState:

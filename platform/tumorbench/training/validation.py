@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tumorbench.evaluation.metrics import classification_metrics, segmentation_metrics
+from tumorbench.evaluation.metrics import classification_metrics, region_case_metrics
 from tumorbench.inference import predict_volume
 
 
@@ -35,12 +35,27 @@ def _to_device(image: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 def _case_metrics(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None,
                   channel_names: Sequence[str] | None) -> dict[str, float]:
-    """Metrics of one patient; multi-channel masks (BraTS regions) averaged over channels."""
-    per_channel = [segmentation_metrics(p, t, spacing) for p, t in zip(pred, target)]
-    merged = {key: float(np.mean([m[key] for m in per_channel])) for key in per_channel[0]}
-    if channel_names and len(per_channel) > 1:
-        merged |= {f"dice_{name}": m["dice"] for name, m in zip(channel_names, per_channel)}
-    return merged
+    """Metrics of one patient; multi-channel masks (BraTS regions) averaged over channels (baselines too)."""
+    return region_case_metrics(pred, target, spacing, channel_names)
+
+
+NATIVE_MASK = "native_mask"  # a case key: score this 2D case against the mask file at its own size
+
+
+def native_mask_2d(path: str) -> np.ndarray:
+    """A 2D mask file as ``(H, W)`` booleans, read as ``LoadCased`` reads it (8-bit 0/255 masks at 128)."""
+    from tumorbench.data.io import read_image
+
+    arr = np.asarray(read_image(path).array, float)
+    arr = arr[0] if arr.ndim == 3 else arr
+    return arr >= 128 if arr.size and arr.max() > 127 else arr > 0.5
+
+
+def to_grid(prob: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Foreground probabilities ``(C, h, w)`` resampled (bilinear) to ``size``, the source image's grid."""
+    if tuple(prob.shape[-2:]) == tuple(size):
+        return prob
+    return torch.nn.functional.interpolate(prob[None], size=tuple(size), mode="bilinear", align_corners=False)[0]
 
 
 @torch.no_grad()
@@ -60,11 +75,16 @@ def segmentation_records(model: torch.nn.Module, dataset, *, data_dims: int, mod
             records.append({"patient_id": item["patient_id"], "case_id": item["case_id"],
                             **_case_metrics(prob.numpy() > threshold, target, spacing, channel_names)})
         else:
-            prob = torch.sigmoid(model(_to_device(item["image"], device)[None])[0].float()).cpu().numpy()
-            slices[item["patient_id"]].append((int(item.get("slice_index", 0)), prob > threshold, target))
+            prob = torch.sigmoid(model(_to_device(item["image"], device)[None])[0].float()).cpu()
             # A resized slice's pixels are larger than the file's: its pixdim says by how much, so
             # HD95 comes out in the file's units (pixels or mm) at any training resolution.
             pixdim = tuple(float(s) for s in item["image"].pixdim) if hasattr(item["image"], "pixdim") else (1.0, 1.0)
+            if isinstance(item.get(NATIVE_MASK), str) and prob.shape[0] == 1:
+                # Scored as the baselines are: the prediction mapped back to the file's grid, the file's mask.
+                target = native_mask_2d(item[NATIVE_MASK])[None]
+                prob = to_grid(prob, target.shape[-2:])
+                pixdim = (1.0, 1.0)
+            slices[item["patient_id"]].append((int(item.get("slice_index", 0)), prob.numpy() > threshold, target))
             slice_spacing[item["patient_id"]] = (*pixdim[:2], 1.0)
     for patient, parts in slices.items():
         parts.sort(key=lambda part: part[0])

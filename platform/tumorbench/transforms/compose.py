@@ -69,6 +69,8 @@ def _preprocess(pre: PreprocessConfig, dims: int, keys: list[str], slice2d: bool
                              channels=pre.channels)]
     if pre.label_map == "brats" and with_mask:
         steps.append(ConvertToBratsRegionsd(MASK, pre.enhancing_label))
+    elif pre.label_map == "binary" and with_mask:
+        steps.append(mt.ThresholdIntensityd(MASK, threshold=0.5, above=False, cval=1.0))  # labels >= 1 -> 1
     modes = ["bilinear", "nearest"][: len(keys)]
     if pre.spacing is not None:
         # scale_extent: keep the field of view (voxel edges), so 2 mm -> 1 mm doubles the shape

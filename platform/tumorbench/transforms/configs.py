@@ -38,7 +38,9 @@ class PreprocessConfig:
         canonical: Reorient 3D volumes and their masks to RAS.
         channels: Force this many image channels, for sets mixing grey and colour files:
             one channel is repeated, RGB becomes grey (ITU-R 601 luma, as Pillow's "L").
-        label_map: ``brats`` turns BraTS label maps into WT/TC/ET channels.
+        label_map: ``brats`` turns BraTS label maps into WT/TC/ET channels; ``binary`` makes every
+            non-zero label foreground (the whole tumor of a BraTS label map); ``none`` keeps the
+            labels as stored (sigmoid training refuses masks outside {0, 1}).
         enhancing_label: BraTS enhancing-tumour label (4 up to 2021, 3 in 2023) when a
             case carries no ``enhancing_label`` of its own.
     """
@@ -55,13 +57,13 @@ class PreprocessConfig:
     spatial_size: tuple[int, ...] | None = None
     canonical: bool = True
     channels: int | None = None
-    label_map: Literal["none", "brats"] = "none"
+    label_map: Literal["none", "brats", "binary"] = "none"
     enhancing_label: int = 4
 
     def __post_init__(self) -> None:
         _tuples(self, "ct_window", "spacing", "spatial_size")
         choices = {"normalize": ("zscore", "minmax", "ct_window", "none"), "denoise": ("none", "gaussian", "median"),
-                   "contrast": ("none", "clahe", "histeq"), "label_map": ("none", "brats")}
+                   "contrast": ("none", "clahe", "histeq"), "label_map": ("none", "brats", "binary")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

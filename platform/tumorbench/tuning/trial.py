@@ -64,6 +64,9 @@ def trial_dirname_for(trial_id: str) -> str:
 class FoldRecord:
     """The outcome of one fold: its best epoch's score and where that checkpoint lies.
 
+    Under nested selection ``score`` and ``best_epoch`` come from the inner validation patients
+    (what ranks configurations, drives ASHA and picks the package), and ``outer`` holds the fold's
+    own metrics, scored once by the chosen model (what the leaderboard reports).
     ``seconds`` is the fold's Ray Train run end to end; ``overhead_seconds`` what of it
     was not training or validating (actor start-up, checkpointing, shutdown).
     """
@@ -76,6 +79,7 @@ class FoldRecord:
     metrics: dict[str, float]
     seconds: float = 0.0
     overhead_seconds: float = 0.0
+    outer: dict[str, float] = field(default_factory=dict)
 
 
 def tune_metric(metric: str) -> str:
@@ -121,15 +125,31 @@ def run_fold(config: TrainConfig, setup: TrialSetup) -> tuple[FoldRecord, list[d
     work = sum(float(row.get("train_seconds") or 0) + float(row.get("val_seconds") or 0)
                for row in read_history(config.out))
     path, metrics = best_checkpoint(result, setup.metric, setup.mode)
-    records = json.loads((path / "val_predictions.json").read_text())
+    outer, records = read_outer(config.out)
+    if records is None:  # no nested selection: the fold validated itself
+        records = json.loads((path / "val_predictions.json").read_text())
     for record in records:
         record["fold"] = config.fold
-    numbers = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     record = FoldRecord(fold=config.fold, score=float(metrics.get(setup.metric, float("nan"))),
                         best_epoch=int(metrics.get("epoch", -1)), epochs=int(result.metrics["epoch"]) + 1,
-                        checkpoint=str(path), metrics=numbers, seconds=seconds,
-                        overhead_seconds=max(0.0, seconds - work) if not resume else float("nan"))
+                        checkpoint=str(path), metrics=_numbers(metrics), seconds=seconds,
+                        overhead_seconds=max(0.0, seconds - work) if not resume else float("nan"),
+                        outer=_numbers(outer or {}))
     return record, records
+
+
+def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def read_outer(out: str | Path) -> tuple[dict | None, list[dict] | None]:
+    """A fold's outer metrics and predictions (``training.loop.write_outer``), or ``(None, None)``."""
+    from tumorbench.training.nested import OUTER_DIR
+
+    path = Path(out) / OUTER_DIR
+    if not (path / "predictions.json").exists():
+        return None, None
+    return json.loads((path / "metrics.json").read_text()), json.loads((path / "predictions.json").read_text())
 
 
 def write_state(directory: str | Path, folds: list[FoldRecord], oof: list[dict]) -> None:

@@ -1,0 +1,40 @@
+"""A locked test set must share nothing with the training data: no patient, no image, no near-duplicate.
+
+Groundwork for ``compare.py --test PATH``: :func:`check_locked_test` refuses such a set before
+anything trains, naming each overlap (case ids, as ``data check`` lists duplicates).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from tumorbench.data.near_duplicates import find_near_duplicates
+from tumorbench.data.splits import find_duplicates
+from tumorbench.errors import DataError
+
+
+def _tagged(frame: pd.DataFrame, side: str) -> pd.DataFrame:
+    out = frame.copy()
+    out["case_id"] = side + ":" + out["case_id"].astype(str)
+    return out
+
+
+def locked_test_overlaps(train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
+    """Every way ``test`` overlaps ``train``: shared patients, identical images, near-duplicate images."""
+    problems = [f"patient {p} is in both" for p in sorted(set(train["patient_id"].astype(str))
+                                                          & set(test["patient_id"].astype(str)))]
+    both = pd.concat([_tagged(train, "train"), _tagged(test, "test")], ignore_index=True)
+    for kind, groups in (("identical images", find_duplicates(both)), ("near-duplicates", find_near_duplicates(both))):
+        for group in groups:
+            sides = {case.split(":", 1)[0] for case in group}
+            if sides == {"train", "test"}:
+                problems.append(f"{kind}: {' ~ '.join(group)}")
+    return problems
+
+
+def check_locked_test(train: pd.DataFrame, test: pd.DataFrame, source: str) -> None:
+    """Raise :class:`DataError` naming every overlap of the test set ``source`` with the training data."""
+    problems = locked_test_overlaps(train, test)
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; ... {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise DataError(source, f"the test set overlaps the training data ({len(problems)}): {shown}")

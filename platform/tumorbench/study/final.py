@@ -1,0 +1,89 @@
+"""A locked test set (``compare.py --test PATH``): final models retrained on every training patient, scored once.
+
+The cross-validated leaderboard chooses and estimates; the test set only confirms. Each deep
+model's winning configuration is retrained on all training patients (its inner split still picks
+the epoch), each baseline is refitted on them, and the test cases are scored once, into their own
+results folder ``<out>/test/`` (predictions, leaderboard, paired statistics, report).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tumorbench.data.catalog import scan
+from tumorbench.data.locked_test import check_locked_test
+from tumorbench.tasks import get_task
+
+
+def load_test_frame(study, frame: pd.DataFrame) -> pd.DataFrame:
+    """The test catalog, refused (before Ray starts) if it shares a patient or an image with the training data."""
+    test = scan(study.test, study.layout)
+    check_locked_test(frame, test, study.test)
+    return test
+
+
+def final_config(base, candidate, best: dict[str, Any], test: str, out: Path):
+    """The candidate's winning configuration, trained on every training case and scored on ``test``."""
+    from tumorbench.study.results import trial_params
+    from tumorbench.tuning.space import apply_params, decode_params, searcher_space
+
+    _, choices = searcher_space(candidate.space, candidate.searcher)
+    config = apply_params(base, decode_params(trial_params(best), choices))
+    return config.replace(test_data=test, fold=0, out=str(out / "final" / candidate.name))
+
+
+def final_dl_rows(config, model: str, task: str, class_names: list[str] | None) -> tuple[pd.DataFrame, str]:
+    """Train the final model (Ray Train) and return its test rows and the chosen checkpoint's folder."""
+    from tumorbench.training.trainer import fit
+    from tumorbench.tuning.trial import best_checkpoint, read_outer
+
+    result = fit(config, verbose=False)
+    path, _ = best_checkpoint(result, config.selection_metric, config.selection_mode)
+    _, records = read_outer(config.out)
+    rows = get_task(task).oof_rows([dict(r, fold=0) for r in records or []], class_names)
+    return pd.DataFrame(rows).assign(model=model, kind="dl"), str(path)
+
+
+def final_baseline_rows(study, frame: pd.DataFrame, split_doc: dict, test: pd.DataFrame,
+                        class_names: list[str] | None) -> pd.DataFrame:
+    """Every baseline refitted on all training cases and scored on the test cases (Ray tasks)."""
+    import ray
+
+    from tumorbench.study.results import baseline_fold, region_params
+
+    spec = get_task(study.task)
+    train = spec.usable(frame[~frame["case_id"].isin(split_doc["excluded"])])
+    remote = ray.remote(num_cpus=1)(baseline_fold)
+    pending = [remote.remote(name, study.task, train, spec.usable(test), 0, class_names, study.seed,
+                             study.baseline_params.get(name, {}) | region_params(study)) for name in study.baselines]
+    return pd.concat(ray.get(pending), ignore_index=True) if pending else pd.DataFrame()
+
+
+def run_locked_test(study, base_configs: dict, bests: dict, frame: pd.DataFrame, split_doc: dict,
+                    test: pd.DataFrame, class_names: list[str] | None, out: Path, metric: str, n_boot: int,
+                    alpha: float) -> dict[str, Any]:
+    """Final models and baselines on the test set; ``<out>/test/`` results; what the package manifest needs."""
+    from tumorbench.evaluation.leaderboard import format_leaderboard, summarize_results
+    from tumorbench.reporting.report import write_report
+    from tumorbench.study.results import write_predictions
+
+    folder = out / "test"
+    folder.mkdir(parents=True, exist_ok=True)
+    parts, checkpoints = [], {}
+    for candidate in (c for c in study.candidates if c.name in bests):  # a budget may have cut a search
+        config = final_config(base_configs[candidate.name], candidate, bests[candidate.name], study.test, out)
+        rows, checkpoints[candidate.name] = final_dl_rows(config, candidate.name, study.task, class_names)
+        parts.append(rows)
+    parts.append(final_baseline_rows(study, frame, split_doc, test, class_names))
+    write_predictions(parts, folder)
+    lb, stats = summarize_results(folder, task=study.task, primary=metric, seed=study.seed, n_boot=n_boot,
+                                  alpha=alpha)
+    write_report(folder, title=f"tumorbench: {study.name}, locked test set (final models, scored once)",
+                 task=study.task, primary=metric, seed=study.seed)
+    print("[tumorbench] locked test set (final models retrained on every training patient, scored once):",
+          flush=True)
+    print(format_leaderboard(lb, study.task, stats=stats), flush=True)
+    return {"leaderboard": lb, "checkpoints": checkpoints}

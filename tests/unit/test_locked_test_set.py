@@ -1,0 +1,68 @@
+"""A --test set sharing a patient, an image or a near-duplicate with the training data is refused, naming them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tumorbench.data.catalog import scan
+from tumorbench.data.locked_test import check_locked_test, locked_test_overlaps
+from tumorbench.errors import DataError
+
+
+def _image(seed: int) -> Image.Image:
+    from scipy import ndimage
+
+    field = ndimage.gaussian_filter(np.random.default_rng(seed).normal(size=(96, 96)), 6)
+    return Image.fromarray((255 * (field - field.min()) / np.ptp(field)).astype(np.uint8))
+
+
+def _folder(root, seeds):
+    for cls in ("no", "yes"):
+        (root / cls).mkdir(parents=True)
+    for i, seed in enumerate(seeds):
+        _image(seed).save(root / ("yes" if i % 2 else "no") / f"s{seed}.png")
+
+
+def test_clean_test_set_passes_and_overlaps_are_named(tmp_path):
+    _folder(tmp_path / "train", range(8))
+    _folder(tmp_path / "test", range(100, 104))
+    train, test = scan(tmp_path / "train"), scan(tmp_path / "test")
+    assert locked_test_overlaps(train, test) == []
+    check_locked_test(train, test, "test")
+    _image(3).resize((80, 80)).save(tmp_path / "test" / "no" / "copy.png")  # a rescaled training image
+    _image(5).save(tmp_path / "test" / "yes" / "same.png")  # a byte-identical one
+    problems = locked_test_overlaps(train, scan(tmp_path / "test"))
+    assert "identical images: test:yes/same.png ~ train:yes/s5.png" in problems
+    assert "near-duplicates: test:no/copy.png ~ train:yes/s3.png" in problems
+    with pytest.raises(DataError, match=r"overlaps the training data \(3\)"):
+        check_locked_test(train, scan(tmp_path / "test"), "test")
+
+
+def test_final_model_trains_on_every_training_case_and_scores_the_test_set_once(tmp_path):
+    import torch
+
+    from conftest import write_blob_folders
+    from tumorbench.training import data as fold_data
+    from tumorbench.training.config import TrainConfig
+    from tumorbench.training.loop import fit_fold, seed_everything
+    from tumorbench.training.tasks import build_model
+
+    write_blob_folders(tmp_path / "data", n=10)
+    write_blob_folders(tmp_path / "test", n=3)  # same generator seed: byte copies of the first training images
+    config = TrainConfig.from_dict({
+        "task": "classification", "model": "resnet18_tiny", "data": str(tmp_path / "data"),
+        "out": str(tmp_path / "run"), "n_folds": 3, "epochs": 2, "batch_size": 8, "workers": 1,
+        "test_data": str(tmp_path / "test"), "preprocess": {"spatial_size": [32, 32]}})
+    frame = fold_data.load_catalog(config)
+    fold_data.ensure_split_file(config, frame)
+    cases = fold_data.fold_cases(config)
+    assert len(cases.train) + len(cases.val) == len(frame) == 20  # every training case, no fold held out
+    assert sorted(c["case_id"] for c in cases.test) == sorted(scan(tmp_path / "test")["case_id"])
+    seed_everything(0)
+    model, _ = build_model(config, *fold_data.io_channels(config, cases))
+    metrics, records = fit_fold(config, cases, model, torch.device("cpu"), 0, 1, lambda *_: None)
+    assert len(records) == 6 and 0.0 <= metrics["auc"] <= 1.0
+    with pytest.raises(DataError, match="overlaps the training data"):  # the same images: refused
+        check_locked_test(frame, scan(tmp_path / "test"), "test")
