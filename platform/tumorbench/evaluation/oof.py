@@ -169,11 +169,9 @@ def ranking(folds: pd.DataFrame, primary: str, task: str | Task) -> list[str]:
 def pooled_primary(pred: pd.DataFrame, task: str, primary: str) -> pd.Series:
     """Each model's pooled out-of-fold estimate of ``primary`` (what the leaderboard's CI is about):
     classification on all its pooled cases, segmentation the mean per-patient value (NaN skipped)."""
-    binary = task == "classification" and is_binary(pred)
-    values = {}
-    for model, g in pred.groupby("model", sort=True):
-        values[model] = classification_values(g, binary)[primary] if task == "classification" \
-            else float(g[primary].mean())
+    spec = get_task(task)
+    binary = spec.is_binary(pred)
+    values = {model: spec.fold_values(g, [primary], binary)[primary] for model, g in pred.groupby("model", sort=True)}
     return pd.Series(values, dtype=float)
 
 

@@ -207,9 +207,9 @@ def _comparison_rows(pred: pd.DataFrame, folds: pd.DataFrame, task: str, primary
                      model: str, kind: str) -> list[dict]:
     base = {"reference": reference, "model": model, "kind": kind}
     ref, other = pred[pred["model"] == reference], pred[pred["model"] == model]
-    binary = task == "classification" and is_binary(pred)
-    rows = []
     spec = get_task(task)
+    binary = spec.is_binary(pred)
+    rows = []
     for test, metric, fn in spec.case_tests(primary, pred):
         pair = spec.pair_cases(ref.merge(other, on=list(KEYS), suffixes=("_ref", "_other")),
                                metric if test == "wilcoxon" else None)
