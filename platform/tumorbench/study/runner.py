@@ -9,7 +9,7 @@ winner as a model package under ``best/<task>/``.
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from tumorbench import storage
 from tumorbench.data.catalog import scan
 from tumorbench.study import results
 from tumorbench.study.spec import Study, StudyError
@@ -25,6 +26,13 @@ from tumorbench.tasks import get_task
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.data import ensure_split_file
 from tumorbench.training.trainer import describe_cluster, ensure_ray
+from tumorbench.tuning.resources import Resources
+
+COMMIT_ENV = "TUMORBENCH_GIT_COMMIT"
+COMMIT_FILE = ".tumorbench-commit"  # written at submit time beside pyproject.toml: clusters get no .git
+RESULT_FILES = ("leaderboard.csv", "folds.csv", "predictions.csv", "stats.csv", "trials.csv", "configs.json",
+                "manifest.json", "report.html", "splits.json")
+TRIAL_RETRIES = 2  # a trial on a lost node restarts (from its last fold checkpoint) this many times
 
 
 def _data_root(study: Study, out: Path) -> str:
@@ -63,16 +71,29 @@ def prepare(study: Study, out: Path) -> tuple[pd.DataFrame, dict, Path, str]:
 
 
 def _code_version() -> dict[str, Any]:
-    """The git commit of this package's checkout and whether it had uncommitted changes (None outside git)."""
+    """The git commit of this package's checkout and whether it had uncommitted changes.
+
+    Outside git (a cluster node gets the files without ``.git``) the commit recorded at submit
+    time: ``$TUMORBENCH_GIT_COMMIT``, else ``.tumorbench-commit`` at the repository root
+    (``<commit>`` or ``<commit> dirty``); ``None`` when neither exists.
+    """
+    here = Path(__file__).resolve().parent
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=here).stdout.strip()
 
     try:
         return {"git_commit": git("rev-parse", "HEAD"),
                 "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
     except (OSError, subprocess.CalledProcessError):
-        return {"git_commit": None, "git_dirty": None}
+        pass
+    recorded = os.environ.get(COMMIT_ENV, "")
+    file = here.parents[2] / COMMIT_FILE
+    if not recorded and file.is_file():
+        recorded = file.read_text()
+    words = recorded.split()
+    return {"git_commit": words[0] if words else None,
+            "git_dirty": ("dirty" in words[1:]) if words else None}
 
 
 def write_manifest(study: Study, out: Path, preset: str, doc: dict, seconds: float, best: dict,
@@ -93,9 +114,7 @@ def package_best(winner: str, fold_records: dict[str, list], out: Path, task: st
     rank = get_task(task)
     chosen = min(fold_records[winner], key=lambda r: rank.sort_key(r.score, metric))
     target = out / "best" / task
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(chosen.checkpoint, target, ignore=shutil.ignore_patterns("training_state.pt"))
+    storage.download(chosen.checkpoint, target, skip=("training_state.pt",))
     return {"model": winner, "fold": chosen.fold, "epoch": chosen.best_epoch, metric: chosen.score,
             "source": chosen.checkpoint, "package": str(target),
             "note": "the best fold model of the winning configuration (not retrained on all folds)"}
@@ -112,8 +131,14 @@ def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFr
 
 
 def run_study(study: Study, out: str | Path, *, preset: str = "default", resume: bool = False,
-              address: str | None = None) -> dict[str, Any]:
-    """Run every search and baseline of ``study``; write the results folder; return its summary."""
+              address: str | None = None, storage_uri: str | None = None,
+              resources: Resources | None = None) -> dict[str, Any]:
+    """Run every search and baseline of ``study``; write the results folder; return its summary.
+
+    ``storage_uri`` (default ``$TUMORBENCH_STORAGE``, else ``out``) receives every trial record and
+    checkpoint, and a copy of the results (leaderboard, report, best package); ``out`` holds the results
+    on this machine. On a cluster of several nodes it must be object storage or a folder every node sees.
+    """
     from tumorbench.evaluation.leaderboard import format_leaderboard, summarize_results
     from tumorbench.reporting.report import write_report
     from tumorbench.tuning.search import run_search, trial_rows
@@ -121,17 +146,20 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     started, code = time.perf_counter(), _code_version()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    root = storage.choose(storage_uri, out)
     frame, doc, split_file, data = prepare(study, out)
     task, metric, mode = get_task(study.task), study.metric, study.mode
     class_names = task.class_names(frame)
     ensure_ray(address)
-    print(f"[tumorbench] {describe_cluster()}", flush=True)
+    print(f"[tumorbench] {describe_cluster()}; storage {root}", flush=True)
+    storage.check_reachable(root)
     parts, fold_records, configs, trials = [], {}, {}, []
     for candidate in study.candidates:
         grid = run_search(base_config(study, candidate, data, out, split_file), candidate.space,
                           searcher=candidate.searcher, scheduler=study.scheduler, num_samples=candidate.num_samples,
-                          metric=metric, storage_path=out / "searches", name=candidate.name,
-                          resume=resume, seed=study.seed, verbose=0)
+                          metric=metric, storage_path=storage.join(root, "searches"), name=candidate.name,
+                          workdir=out / "searches", resume=resume, seed=study.seed, verbose=0,
+                          resources=resources, trial_retries=TRIAL_RETRIES)
         rows = trial_rows(grid, metric, len(doc["folds"]))
         best = results.best_trial(rows, mode, len(doc["folds"]))
         trials.append(results.trials_frame(rows, candidate.name, candidate.searcher, metric))
@@ -151,10 +179,39 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
         from tumorbench.study.overlays import write_overlays
 
         predictions = pd.read_csv(out / "predictions.csv")
-        write_overlays(predictions, dl_models[0], fold_records[dl_models[0]], frame, out)
-    write_manifest(study, out, preset, doc, time.perf_counter() - started, best, code)
+        write_overlays(predictions, dl_models[0], _local_records(fold_records[dl_models[0]], out / "checkpoints"),
+                       frame, out)
+    write_manifest(study, out, preset, doc, time.perf_counter() - started, best, code | {"storage": root})
     write_report(out, title=f"tumorbench: {study.name} ({preset})", task=study.task, primary=metric,
                  seed=study.seed)
+    copy_results(out, root)
     print(format_leaderboard(lb, study.task, stats=stats), flush=True)
-    print(f"[tumorbench] TensorBoard, every trial and fold: tensorboard --logdir {out / 'searches'}", flush=True)
-    return {"leaderboard": lb, "stats": stats, "best": best, "out": out}
+    print(f"[tumorbench] TensorBoard, every trial and fold: tensorboard --logdir {storage.join(root, 'searches')}",
+          flush=True)
+    return {"leaderboard": lb, "stats": stats, "best": best, "out": out, "storage": root}
+
+
+def _local_records(records: list, folder: Path) -> list:
+    """Fold records whose checkpoints are local folders (remote ones are downloaded under ``folder``)."""
+    from dataclasses import replace
+
+    local = []
+    for record in records:
+        if storage.is_remote(record.checkpoint):
+            target = folder / f"fold_{record.fold}"
+            storage.download(record.checkpoint, target, skip=("training_state.pt",))
+            record = replace(record, checkpoint=str(target))
+        local.append(record)
+    return local
+
+
+def copy_results(out: Path, root: str) -> None:
+    """The results (tables, report, figures, best package) beside the searches on storage, when that is elsewhere."""
+    if not storage.is_remote(root) and Path(root).resolve() == out:
+        return
+    for name in RESULT_FILES:
+        if (out / name).is_file():
+            storage.upload(out / name, storage.join(root, name))
+    for folder in ("best", "figures", "overlays"):
+        if (out / folder).is_dir():
+            storage.upload(out / folder, storage.join(root, folder))

@@ -86,7 +86,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     seed_everything(config.seed + rank)
+    fold_data.materialize_split(config, loop_config.get("split"))
     device = ray.train.torch.get_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        device = torch.device("cpu")  # a GPU declared on a node without CUDA (a test cluster): train on CPU
     cases = fold_data.fold_cases(config)
     in_ch, out_ch = fold_data.io_channels(config, cases)
     model, kwargs = build_model(config, in_ch, out_ch)
@@ -94,7 +97,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if own_loop is not None:
         return own_loop(config, model, cases, device, partial(_manifest, config, cases, kwargs, in_ch, out_ch))
     strategy = {"find_unused_parameters": True} if config.freeze_backbone_epochs else None
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=strategy)
+    model = ray.train.torch.prepare_model(model, move_to_device=device, parallel_strategy_kwargs=strategy)
     # Generated images join the training shard only; validation reads real cases alone.
     extra = synthetic_dataset(config, cases, rank, world, device) if config.gan_checkpoint else None
     loader = fold_data.train_loader(config, cases, rank, world, extra=extra)

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tumorbench import storage
 from tumorbench.errors import TumorbenchError
 from tumorbench.package.locate import RUN_FOLDER
 from tumorbench.training import data as fold_data
@@ -87,16 +88,27 @@ def worker_resources(config: TrainConfig, cpus: float, use_gpu: bool) -> dict[st
     return {"CPU": round(per_worker, 2)}
 
 
+def run_storage(config: TrainConfig) -> str:
+    """Ray Train's ``storage_path`` for ``config``: its ``storage``, else its ``out`` (the run is ``<it>/train``)."""
+    return storage.normalize(config.storage or config.out)
+
+
+def has_snapshot(config: TrainConfig) -> bool:
+    """Whether the run's storage holds a Train snapshot (a run to resume)."""
+    return storage.exists(storage.join(run_storage(config), RUN_NAME, SNAPSHOT))
+
+
 def preflight(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
     """All the checks that must pass before any worker starts; makes the split file if needed."""
     frame = fold_data.load_catalog(config)
     data_dims = 3 if frame.attrs["layout"] in VOLUME_LAYOUTS else 2
     check_model_for_task(config, data_dims)
-    run_dir = Path(config.out) / RUN_NAME
-    if (run_dir / SNAPSHOT).exists() and not resume:
+    run_dir = storage.join(run_storage(config), RUN_NAME)
+    snapshot = has_snapshot(config)
+    if snapshot and not resume:
         raise TrainConfigError(f"{run_dir} already holds a training run: pass --resume to continue it, "
                                f"or choose another --out")
-    if resume and not (run_dir / SNAPSHOT).exists():
+    if resume and not snapshot:
         raise TrainConfigError(f"nothing to resume: {run_dir} has no checkpoints yet")
     doc = fold_data.ensure_split_file(config, frame)
     if config.fold >= len(doc["folds"]):
@@ -118,7 +130,7 @@ def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None
     whole cluster: a Tune trial passes its share, since other trials may hold the rest.
     """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from tumorbench.training.loop import train_loop_per_worker
 
@@ -130,14 +142,18 @@ def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None
         resources = worker_resources(config, cpus, use_gpu)
     else:
         use_gpu = resources.get("GPU", 0) > 0
+    # A GPU declared on a node without CUDA (a test cluster) trains on CPU: NCCL would refuse to start.
+    backend = None if not use_gpu or gpus_have_cuda(resources) else "gloo"
     Path(config.out).mkdir(parents=True, exist_ok=True)
     (Path(config.out) / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": config.to_dict()},
+        # The split file travels with the config: workers on other nodes may not see the driver's disk.
+        train_loop_config={"train": config.to_dict(), "split": fold_data.split_path(config).read_text()},
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        torch_config=TorchConfig(backend=backend),
         run_config=RunConfig(
-            name=RUN_NAME, storage_path=str(Path(config.out).resolve()),
+            name=RUN_NAME, storage_path=run_storage(config),
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints,
                                                checkpoint_score_attribute=config.selection_metric,
                                                checkpoint_score_order=config.selection_mode),
@@ -153,6 +169,18 @@ def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None
             return trainer.fit()
         except Exception as exc:  # Ray wraps worker errors; keep the cause readable
             raise TrainingFailed(f"training in {config.out} failed: {exc}") from exc
+
+
+def _has_cuda() -> bool:
+    return os.path.exists("/dev/nvidiactl")  # the NVIDIA driver's control device; no torch import needed
+
+
+def gpus_have_cuda(resources: dict[str, float]) -> bool:
+    """Whether a node that can hold a worker of ``resources`` has an NVIDIA device (asked there, in a task)."""
+    import ray
+
+    probe = ray.remote(num_cpus=0, num_gpus=resources["GPU"])(_has_cuda)
+    return bool(ray.get(probe.remote()))
 
 
 @contextmanager
