@@ -20,12 +20,30 @@ from pathlib import Path
 from tumorbench.errors import TumorbenchError
 
 ENV = "TUMORBENCH_STORAGE"
+# Object-storage settings that Ray's worker processes need as much as the driver (see worker_env).
+_ENDPOINT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
+                 "AWS_EC2_METADATA_DISABLED")
+_KEY_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # pyarrow's type names -> URI schemes (its GCS filesystem is called "gcs", its URIs "gs://").
 _SCHEMES = {"s3": "s3", "gcs": "gs"}
 
 
 class StorageError(TumorbenchError, ValueError):
     """A storage location that cannot be used."""
+
+
+def worker_env() -> dict[str, str]:
+    """This process's S3 endpoint and region settings, for the Ray job's workers (its runtime env).
+
+    Trials, Train controllers and workers resolve the storage URI themselves, so an endpoint set
+    only in the driver's shell (MinIO, a local test server) must reach them. Keys go along only
+    with a custom endpoint (such stores have no instance profile); on AWS, nodes use their
+    instance profiles and no key is copied into Ray (whose dashboard shows a job's runtime env).
+    """
+    env = {k: os.environ[k] for k in _ENDPOINT_ENV if os.environ.get(k)}
+    if "AWS_ENDPOINT_URL" in env or "AWS_ENDPOINT_URL_S3" in env:
+        env |= {k: os.environ[k] for k in _KEY_ENV if os.environ.get(k)}
+    return env
 
 
 def is_remote(location: str | os.PathLike) -> bool:

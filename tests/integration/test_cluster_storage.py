@@ -22,6 +22,24 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 tune = pytest.importorskip("ray.tune")
 
 
+@pytest.fixture()
+def ray_with_s3(local_s3):
+    """Ray started by ``ensure_ray`` with the S3 endpoint in the environment (it goes to the workers).
+
+    The session's Ray was started without it, so it is replaced for this test and restored after.
+    """
+    import ray
+    from tumorbench.training.trainer import ensure_ray
+
+    ray.shutdown()
+    ensure_ray(address="local", num_cpus=2)
+    assert ray.get_runtime_context().runtime_env["env_vars"]["AWS_ENDPOINT_URL"] == local_s3[0].endpoint
+    yield local_s3
+    ray.shutdown()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             object_store_memory=512 * 1024**2)
+
+
 def _base(tmp_path) -> TrainConfig:
     data = tmp_path / "data"
     write_blob_folders(data, n=8)
@@ -29,8 +47,8 @@ def _base(tmp_path) -> TrainConfig:
                        n_folds=2, epochs=1, batch_size=8, warmup_epochs=0, augment=AugmentConfig(), max_failures=0)
 
 
-def test_search_on_s3_keeps_checkpoints_there_and_resumes_from_them(ray_session, local_s3, tmp_path):
-    _, bucket = local_s3
+def test_search_on_s3_keeps_checkpoints_there_and_resumes_from_them(ray_session, ray_with_s3, tmp_path):
+    _, bucket = ray_with_s3
     base, root = _base(tmp_path), f"{bucket}/searches"
     kwargs = {"searcher": "random", "scheduler": "none", "num_samples": 1, "storage_path": root, "name": "s3",
               "workdir": tmp_path / "work", "verbose": 0}

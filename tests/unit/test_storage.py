@@ -88,3 +88,14 @@ def test_commit_recorded_at_submit_time_without_git(monkeypatch, tmp_path):
     file = runner.Path(runner.__file__).resolve().parents[3] / runner.COMMIT_FILE
     if not file.exists():
         assert runner._code_version() == {"git_commit": None, "git_dirty": None}
+
+
+def test_gpu_node_types_come_from_the_heads_autoscaling_config(tmp_path):
+    from tests.conftest import REPO_ROOT
+    from tumorbench.tuning.resources import autoscaler_gpus
+
+    # cluster.yaml's GPU worker type declares one A10G; `ray up` puts that file on the head.
+    assert autoscaler_gpus(REPO_ROOT / "cluster.yaml") == 1.0
+    assert autoscaler_gpus(tmp_path / "missing.yaml") is None  # plain `ray start`: nothing can be added
+    (tmp_path / "cpu.yaml").write_text("available_node_types:\n  w: {resources: {CPU: 4}}\n")
+    assert autoscaler_gpus(tmp_path / "cpu.yaml") == 0.0

@@ -8,6 +8,7 @@ has the workers and GPUs asked for.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import threading
@@ -46,11 +47,13 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
     address = address or cluster_address(None)
     # Worker errors come back as exceptions and progress is printed from history.csv,
     # so actor logs stay in Ray's log files instead of flooding the console.
+    # Workers resolve s3:// storage themselves: an endpoint set in this shell must reach them.
+    runtime_env = {"env_vars": storage.worker_env()} if storage.worker_env() else None
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=512 * 1024**2)
+                 object_store_memory=512 * 1024**2, runtime_env=runtime_env)
 
 
 def describe_cluster() -> str:
@@ -177,9 +180,14 @@ def _has_cuda() -> bool:
 
 def gpus_have_cuda(resources: dict[str, float]) -> bool:
     """Whether a node that can hold a worker of ``resources`` has an NVIDIA device (asked there, in a task)."""
+    return _gpus_have_cuda(float(resources["GPU"]))
+
+
+@functools.lru_cache(maxsize=4)  # once per trial process, not once per fold
+def _gpus_have_cuda(gpus: float) -> bool:
     import ray
 
-    probe = ray.remote(num_cpus=0, num_gpus=resources["GPU"])(_has_cuda)
+    probe = ray.remote(num_cpus=0, num_gpus=gpus)(_has_cuda)
     return bool(ray.get(probe.remote()))
 
 

@@ -6,8 +6,8 @@ Left unset, trials are sized from the cluster as it is (a laptop, a fixed
 cluster). Set, trials ask for exactly that: on an autoscaling cluster the
 request is what starts GPU workers (Ray's autoscaler launches nodes for
 pending resource demands; :func:`ensure_gpus` also tells it up front with
-``request_resources``). A cluster that has no GPUs and no autoscaler to add
-any is refused with a clear message instead of leaving trials pending forever.
+``request_resources``). A cluster that has no GPUs and no autoscaler node type
+with GPUs is refused with a clear message instead of leaving trials pending forever.
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from tumorbench.training.config import TrainConfig, TrainConfigError
 
 MIN_WORKER_CPU = 0.5
 GPU_WAIT_ENV = "TUMORBENCH_GPU_WAIT_S"
+AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` puts the head's autoscaler config
+AUTOSCALING_CONFIG_ENV = "TUMORBENCH_AUTOSCALING_CONFIG"
 AUTOSCALER_GPU_WAIT_S = 900.0  # a GPU node's boot, image pull and setup take 5-10 minutes
 
 
@@ -34,7 +37,7 @@ class Resources:
         concurrent_trials: Trials running at once (default 1; when sized from the cluster, the most that fit).
         trial_cpus: CPU the trial function itself holds (its workers get the rest).
         gpu_wait_s: How long to wait for GPU nodes to join (default: ``$TUMORBENCH_GPU_WAIT_S``, else
-            15 minutes when an autoscaler runs and 0 without one).
+            15 minutes when the head's autoscaling config has a GPU node type, and 0 otherwise).
     """
 
     gpus_per_trial: float | None = None
@@ -118,14 +121,20 @@ def plan_for(config: TrainConfig, resources: Resources, cpus: float, gpus: float
                           max_concurrent=resources.concurrent_trials or 1)
 
 
-def autoscaler_running() -> bool:
-    """Whether an autoscaler serves this cluster (it publishes its status in the GCS key-value store)."""
-    from ray._private.ray_constants import (
-        DEBUG_AUTOSCALING_STATUS,  # ray is pinned; no public equivalent
-    )
-    from ray.experimental.internal_kv import _internal_kv_get
+def autoscaler_gpus(config_path: str | os.PathLike | None = None) -> float | None:
+    """The most GPUs any node type of the autoscaling config brings, or None without a config.
 
-    return _internal_kv_get(DEBUG_AUTOSCALING_STATUS) is not None
+    ``ray up`` starts the head with ``--autoscaling-config=~/ray_bootstrap_config.yaml``; drivers
+    (``ray submit``, Ray jobs) run on the head and read it there. A plain ``ray start`` or local
+    Ray has none (its monitor only watches), so no node with GPUs can ever be added.
+    """
+    import yaml
+
+    path = Path(config_path or os.environ.get(AUTOSCALING_CONFIG_ENV) or AUTOSCALING_CONFIG).expanduser()
+    if not path.is_file():
+        return None
+    types = (yaml.safe_load(path.read_text()) or {}).get("available_node_types") or {}
+    return max((float((t.get("resources") or {}).get("GPU", 0)) for t in types.values()), default=0.0)
 
 
 def _node_gpus() -> list[float]:
@@ -145,7 +154,8 @@ def ensure_gpus(plan: ResourcePlan, resources: Resources, *, poll_s: float = 5.0
     need = plan.worker.get("GPU", 0.0)
     if need <= 0 or any(gpus >= need for gpus in _node_gpus()):
         return
-    autoscaling = autoscaler_running()
+    can_add = autoscaler_gpus()
+    autoscaling = can_add is not None and can_add >= need
     wait = resources.gpu_wait_s
     if wait is None:
         wait = float(os.environ.get(GPU_WAIT_ENV, AUTOSCALER_GPU_WAIT_S if autoscaling else 0))
@@ -157,9 +167,10 @@ def ensure_gpus(plan: ResourcePlan, resources: Resources, *, poll_s: float = 5.0
             return
         time.sleep(poll_s)
     have = max(_node_gpus(), default=0.0)
-    how = (f"the autoscaler added none within {wait:g} s (check the worker node types' GPU resources, "
-           f"max_workers and cloud quota; `ray status`, `ray monitor cluster.yaml`)" if autoscaling else
-           "no autoscaler runs here to add GPU nodes")
+    how = (f"the autoscaler added none within {wait:g} s (check max_workers and the cloud's GPU quota: "
+           f"`ray status`, `ray monitor cluster.yaml`)" if autoscaling else
+           "no autoscaler runs here to add GPU nodes" if can_add is None else
+           f"no node type of the autoscaling config declares {need:g} GPU")
     raise TrainConfigError(
         f"each trial worker needs {need:g} GPU, but no node of this cluster has that many (at most {have:g}) "
         f"and {how}; use --gpus-per-trial 0 to train on CPUs, or start the cluster with GPU workers")
