@@ -80,7 +80,8 @@ def test_search_on_s3_keeps_checkpoints_there_and_resumes_from_them(ray_session,
 
 def test_gpu_request_on_a_cluster_that_cannot_get_gpus_is_refused(ray_session, tmp_path):
     started = time.perf_counter()
-    with pytest.raises(TrainConfigError, match=r"needs 1 GPU, but no node .* no autoscaler runs here") as error:
+    expected = r"needs 1 CPU \+ 1 GPU, but no node .* \(at most 2 CPU \+ 0 GPU\) and no autoscaler runs here"
+    with pytest.raises(TrainConfigError, match=expected) as error:
         run_search(_base(tmp_path), {}, storage_path=tmp_path / "searches", name="gpu", verbose=0,
                    resources=Resources(gpus_per_trial=1))
     assert "--gpus-per-trial 0" in str(error.value)

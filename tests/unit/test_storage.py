@@ -91,11 +91,31 @@ def test_commit_recorded_at_submit_time_without_git(monkeypatch, tmp_path):
 
 
 def test_gpu_node_types_come_from_the_heads_autoscaling_config(tmp_path):
-    from tests.conftest import REPO_ROOT
     from tumorbench.tuning.resources import autoscaler_gpus
+
+    from tests.conftest import REPO_ROOT
 
     # cluster.yaml's GPU worker type declares one A10G; `ray up` puts that file on the head.
     assert autoscaler_gpus(REPO_ROOT / "cluster.yaml") == 1.0
     assert autoscaler_gpus(tmp_path / "missing.yaml") is None  # plain `ray start`: nothing can be added
     (tmp_path / "cpu.yaml").write_text("available_node_types:\n  w: {resources: {CPU: 4}}\n")
     assert autoscaler_gpus(tmp_path / "cpu.yaml") == 0.0
+
+
+def test_workers_that_fit_no_node_are_refused_not_left_pending(monkeypatch, tmp_path):
+    import ray.autoscaler.sdk
+    from tumorbench.tuning import resources as module
+    from tumorbench.tuning.resources import ResourcePlan, ensure_feasible
+
+    asked = []
+    monkeypatch.setattr(ray.autoscaler.sdk, "request_resources", lambda bundles: asked.append(bundles))
+    monkeypatch.setattr(module, "_nodes", lambda: [{"CPU": 8.0, "memory": 1e9}, {"CPU": 4.0, "GPU": 1.0}])
+    monkeypatch.setattr(module, "autoscaler_node_types", lambda: None)
+    ensure_feasible(ResourcePlan(1, {"CPU": 4.0, "GPU": 1.0}, 0.1), Resources())  # fits the second node
+    with pytest.raises(TrainConfigError, match=r"needs 16 CPU, .* \(at most 8 CPU\) and no autoscaler .* fewer --cpus"):
+        ensure_feasible(ResourcePlan(1, {"CPU": 16.0}, 0.1), Resources())
+    # A node type of the autoscaling config fits: the request goes out, then the (here zero) wait ends.
+    monkeypatch.setattr(module, "autoscaler_node_types", lambda: [{"CPU": 4.0, "GPU": 4.0}])
+    with pytest.raises(TrainConfigError, match=r"needs 1 CPU \+ 2 GPU, .* the autoscaler added none within 0 s"):
+        ensure_feasible(ResourcePlan(3, {"CPU": 1.0, "GPU": 2.0}, 0.1), Resources(gpu_wait_s=0))
+    assert asked[-1] == [{"CPU": 1.0, "GPU": 2.0}] * 3

@@ -5,7 +5,7 @@
 Left unset, trials are sized from the cluster as it is (a laptop, a fixed
 cluster). Set, trials ask for exactly that: on an autoscaling cluster the
 request is what starts GPU workers (Ray's autoscaler launches nodes for
-pending resource demands; :func:`ensure_gpus` also tells it up front with
+pending resource demands; :func:`ensure_feasible` also tells it up front with
 ``request_resources``). A cluster that has no GPUs and no autoscaler node type
 with GPUs is refused with a clear message instead of leaving trials pending forever.
 """
@@ -121,12 +121,12 @@ def plan_for(config: TrainConfig, resources: Resources, cpus: float, gpus: float
                           max_concurrent=resources.concurrent_trials or 1)
 
 
-def autoscaler_gpus(config_path: str | os.PathLike | None = None) -> float | None:
-    """The most GPUs any node type of the autoscaling config brings, or None without a config.
+def autoscaler_node_types(config_path: str | os.PathLike | None = None) -> list[dict[str, float]] | None:
+    """The resources of each node type the autoscaler may add, or None without an autoscaling config.
 
     ``ray up`` starts the head with ``--autoscaling-config=~/ray_bootstrap_config.yaml``; drivers
     (``ray submit``, Ray jobs) run on the head and read it there. A plain ``ray start`` or local
-    Ray has none (its monitor only watches), so no node with GPUs can ever be added.
+    Ray has none (its monitor only watches), so no node can ever be added.
     """
     import yaml
 
@@ -134,43 +134,61 @@ def autoscaler_gpus(config_path: str | os.PathLike | None = None) -> float | Non
     if not path.is_file():
         return None
     types = (yaml.safe_load(path.read_text()) or {}).get("available_node_types") or {}
-    return max((float((t.get("resources") or {}).get("GPU", 0)) for t in types.values()), default=0.0)
+    return [{k: float(v) for k, v in (t.get("resources") or {}).items()} for t in types.values()]
 
 
-def _node_gpus() -> list[float]:
+def autoscaler_gpus(config_path: str | os.PathLike | None = None) -> float | None:
+    """The most GPUs any node type of the autoscaling config brings, or None without a config."""
+    types = autoscaler_node_types(config_path)
+    return None if types is None else max((t.get("GPU", 0.0) for t in types), default=0.0)
+
+
+def _fits(bundle: dict[str, float], capacity: dict[str, float]) -> bool:
+    return all(float(capacity.get(key, 0)) >= value for key, value in bundle.items())
+
+
+def _nodes() -> list[dict[str, float]]:
     import ray
 
-    return [float(node["Resources"].get("GPU", 0)) for node in ray.nodes() if node["Alive"]]
+    return [node["Resources"] for node in ray.nodes() if node["Alive"]]
 
 
-def ensure_gpus(plan: ResourcePlan, resources: Resources, *, poll_s: float = 5.0) -> None:
-    """Make sure a node can hold a GPU worker of ``plan``: ask the autoscaler, wait for one, or refuse.
+def _describe(bundle: dict[str, float]) -> str:
+    return " + ".join(f"{value:g} {key}" for key, value in bundle.items())
+
+
+def ensure_feasible(plan: ResourcePlan, resources: Resources, *, poll_s: float = 5.0) -> None:
+    """Make sure some node can hold a Train worker of ``plan``: it does, the autoscaler adds one, or refuse.
+
+    Explicit requests are not sized from the cluster, so a worker that fits no node (no GPU node,
+    more CPUs than any machine has) would leave its trial pending forever.
 
     Raises:
-        TrainConfigError: No node has enough GPUs and none joined in time (immediately without an autoscaler).
+        TrainConfigError: No node fits and none can be added (at once), or none joined in time.
     """
     from ray.autoscaler.sdk import request_resources
 
-    need = plan.worker.get("GPU", 0.0)
-    if need <= 0 or any(gpus >= need for gpus in _node_gpus()):
+    bundle = dict(plan.worker)
+    if any(_fits(bundle, node) for node in _nodes()):
         return
-    can_add = autoscaler_gpus()
-    autoscaling = can_add is not None and can_add >= need
+    types = autoscaler_node_types()
+    autoscaling = types is not None and any(_fits(bundle, t) for t in types)
     wait = resources.gpu_wait_s
     if wait is None:
         wait = float(os.environ.get(GPU_WAIT_ENV, AUTOSCALER_GPU_WAIT_S if autoscaling else 0))
     # Persistent hint: the autoscaler keeps enough nodes for these bundles until the next call.
-    request_resources(bundles=[dict(plan.worker)] * max(1, plan.concurrent))
+    request_resources(bundles=[bundle] * max(1, plan.concurrent))
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        if any(gpus >= need for gpus in _node_gpus()):
+        if any(_fits(bundle, node) for node in _nodes()):
             return
         time.sleep(poll_s)
-    have = max(_node_gpus(), default=0.0)
-    how = (f"the autoscaler added none within {wait:g} s (check max_workers and the cloud's GPU quota: "
+    largest = {key: max((float(node.get(key, 0)) for node in _nodes()), default=0.0) for key in bundle}
+    how = (f"the autoscaler added none within {wait:g} s (check max_workers and the cloud's quota: "
            f"`ray status`, `ray monitor cluster.yaml`)" if autoscaling else
-           "no autoscaler runs here to add GPU nodes" if can_add is None else
-           f"no node type of the autoscaling config declares {need:g} GPU")
-    raise TrainConfigError(
-        f"each trial worker needs {need:g} GPU, but no node of this cluster has that many (at most {have:g}) "
-        f"and {how}; use --gpus-per-trial 0 to train on CPUs, or start the cluster with GPU workers")
+           "no autoscaler runs here to add nodes" if types is None else
+           "no node type of the autoscaling config has that much")
+    fix = ("use --gpus-per-trial 0 to train on CPUs, or start the cluster with GPU workers" if "GPU" in bundle
+           else "ask for fewer --cpus-per-trial")
+    raise TrainConfigError(f"each trial worker needs {_describe(bundle)}, but no node of this cluster has that "
+                           f"much (at most {_describe(largest)}) and {how}; {fix}")

@@ -18,7 +18,7 @@ from tumorbench.data.splits import load_splits
 from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.tasks import TaskError, get_task
 from tumorbench.training.trainer import cluster_resources, ensure_ray, preflight
-from tumorbench.tuning.resources import ResourcePlan, Resources, ensure_gpus, plan_for, plan_resources
+from tumorbench.tuning.resources import ResourcePlan, Resources, ensure_feasible, plan_for, plan_resources
 from tumorbench.tuning.space import SearchSpaceError, check_domains, grid_size, searcher_space, validate_space
 from tumorbench.tuning.trial import TrialSetup, crossval_trial, trial_dirname, tune_metric
 
@@ -165,7 +165,7 @@ def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "ran
     ensure_ray(address)
     resources = resources or Resources(trial_cpus=trial_cpus, concurrent_trials=max_concurrent)
     plan = plan_for(base, resources, *cluster_resources())
-    ensure_gpus(plan, resources)
+    ensure_feasible(plan, resources)
     tune_space, choices = searcher_space(space, searcher)
     setup = TrialSetup(base=base.to_dict(), n_folds=n_folds, metric=metric, mode=mode,
                        worker_resources=plan.worker, experiment=str(local), choices=choices,
