@@ -1,7 +1,7 @@
 """Cluster checks on one machine, too long for the test suite: S3 storage, private disks, GPUs, node loss.
 
-    python scripts/cluster_checks.py s3-study      # smoke study on S3 (moto), --resume from a new --out, bucket listing
-    python scripts/cluster_checks.py private-fs    # 2 nodes, the worker's results folder private: local refused, S3 works
+    python scripts/cluster_checks.py s3-study      # smoke study on S3 (moto), --resume from a new --out, listing
+    python scripts/cluster_checks.py private-fs    # 2 nodes, the worker's results folder private; local refused, S3 ok
     python scripts/cluster_checks.py gpu           # trials placed on a node with a declared GPU; no-GPU message
     python scripts/cluster_checks.py node-loss     # the worker node's raylet killed mid-fold; the fold resumes
 
@@ -26,14 +26,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "platform"), str(REPO / "tests")]
 
-from tests.integration.test_cluster import (
+from tests.integration.test_cluster import (  # noqa: E402 (after the sys.path lines)
     _cluster_pids,
     _free_port,
     _ray,
     _ray_env,
     _stop_cluster,
 )
-from tests.object_store import start_local_s3, stop_local_s3
+from tests.object_store import start_local_s3, stop_local_s3  # noqa: E402
 
 PYTHON = sys.executable
 COMPARE = str(REPO / "experiments" / "compare.py")

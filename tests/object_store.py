@@ -1,4 +1,4 @@
-"""A local S3 for tests: ``moto_server`` on loopback, found beside this python, on PATH or at ``$TUMORBENCH_MOTO_SERVER``.
+"""A local S3 for tests: ``moto_server`` on loopback (beside this python, on PATH or ``$TUMORBENCH_MOTO_SERVER``).
 
 ``env()`` holds what a client needs (dummy credentials, ``AWS_ENDPOINT_URL``): pyarrow,
 and so Ray Train/Tune, read them from the environment of each process.
@@ -33,7 +33,8 @@ class LocalS3:
         self.process, self.port = process, port
         self.endpoint = f"http://127.0.0.1:{port}"
         self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                    "AWS_EC2_METADATA_DISABLED": "true"}
 
     def make_bucket(self, name: str) -> str:
         import pyarrow.fs

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from conftest import write_blob_folders
 from tumorbench import storage
 from tumorbench.training.config import TrainConfig, TrainConfigError
@@ -29,6 +30,7 @@ def ray_with_s3(local_s3):
     The session's Ray was started without it, so it is replaced for this test and restored after.
     """
     import ray
+
     from tumorbench.training.trainer import ensure_ray
 
     ray.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from tumorbench import storage
 from tumorbench.study import runner
 from tumorbench.training.config import TrainConfig, TrainConfigError
@@ -91,9 +92,9 @@ def test_commit_recorded_at_submit_time_without_git(monkeypatch, tmp_path):
 
 
 def test_gpu_node_types_come_from_the_heads_autoscaling_config(tmp_path):
-    from tumorbench.tuning.resources import autoscaler_gpus
-
     from tests.conftest import REPO_ROOT
+
+    from tumorbench.tuning.resources import autoscaler_gpus
 
     # cluster.yaml's GPU worker type declares one A10G; `ray up` puts that file on the head.
     assert autoscaler_gpus(REPO_ROOT / "cluster.yaml") == 1.0
@@ -104,6 +105,7 @@ def test_gpu_node_types_come_from_the_heads_autoscaling_config(tmp_path):
 
 def test_workers_that_fit_no_node_are_refused_not_left_pending(monkeypatch, tmp_path):
     import ray.autoscaler.sdk
+
     from tumorbench.tuning import resources as module
     from tumorbench.tuning.resources import ResourcePlan, ensure_feasible
 
