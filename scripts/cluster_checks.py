@@ -190,7 +190,7 @@ def check_gpu(work: Path) -> None:
     with cluster([{"cpus": 1}, {"cpus": 1, "gpus": 1}], env) as state:
         say("head without GPU + a node started with --num-gpus 1 (declared; no CUDA here): --gpus-per-trial 1")
         done = run([PYTHON, "-c", _gpu_search(state["gcs"], work, 1)], env, timeout=900)
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0 and "[check] trial done" in done.stdout, done.stderr[-3000:]
     say("a cluster with no GPU and no autoscaler: compare.py --gpus-per-trial 1")
     refused = run([PYTHON, COMPARE, "--preset", "smoke", "--out", str(work / "nogpu"), "--gpus-per-trial", "1"],
                   env, timeout=600)

@@ -186,8 +186,11 @@ def gpus_have_cuda(resources: dict[str, float]) -> bool:
 @functools.lru_cache(maxsize=4)  # once per trial process, not once per fold
 def _gpus_have_cuda(gpus: float) -> bool:
     import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-    probe = ray.remote(num_cpus=0, num_gpus=gpus)(_has_cuda)
+    # Out of the Tune trial's placement group (which holds no GPU): anywhere a GPU is.
+    probe = ray.remote(num_cpus=0, num_gpus=gpus)(_has_cuda).options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
     return bool(ray.get(probe.remote()))
 
 
