@@ -57,6 +57,7 @@ def run(cmd: list[str], env: dict[str, str], timeout: float = 1500) -> subproces
 @contextmanager
 def local_s3():
     s3 = start_local_s3()
+    os.environ.update(s3.env)  # this script lists the bucket too
     try:
         yield s3, s3.make_bucket("tumorbench-checks")
     finally:
