@@ -227,10 +227,11 @@ def check_node_loss(work: Path) -> None:
         reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
         reader.start()
         target, deadline = None, time.time() + 900
+        # Polled every 0.2 s: the kill lands within the next epoch (each takes a few seconds here).
         while target is None and time.time() < deadline and proc.poll() is None:
             found = sorted(searches.glob("loss/trial_*/fold_1/train/checkpoint_epoch_0001"))
             target = found[0] if found else None
-            time.sleep(1)
+            time.sleep(0.2)
         assert target is not None, "".join(lines)[-3000:]
         print(f"[check] {target.relative_to(searches)} written: killing node 1 (its raylet and workers)", flush=True)
         _kill_node(state, 1)
@@ -238,11 +239,27 @@ def check_node_loss(work: Path) -> None:
         start_node(state, 2, {"cpus": 1})
         proc.wait(timeout=900)
         reader.join(timeout=10)
+        _print_restart_evidence(Path(state["dirs"][0]) / "session_latest" / "logs")
         print("".join(line for line in lines if line.startswith("[check]")), flush=True)
         fold = target.parents[1]
         print(f"[check] {fold.relative_to(searches)}/history.csv:\n" + (fold / "history.csv").read_text()[:2000])
         print(f"[check] checkpoints of that fold: {storage.listing(fold / 'train')[:40]}")
         assert proc.returncode == 0
+
+
+def _print_restart_evidence(logs: Path) -> None:
+    """What Ray Train and Tune logged on the head about the lost worker and the restart."""
+    needles = ("restor", "Restor", "resum", "Resum", "fail", "Fail", "died", "retry", "Retry")
+    shown = 0
+    for path in sorted(logs.rglob("*")):
+        if not path.is_file() or path.suffix not in (".out", ".err", ".log") or shown >= 25:
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            if any(n in line for n in needles) and ("rain" in line or "rial" in line or "orker" in line):
+                print(f"[check] {path.name}: {line.strip()[:300]}", flush=True)
+                shown += 1
+                if shown >= 25:
+                    break
 
 
 def _node_loss_search(gcs: str, data: str, searches: Path) -> str:
@@ -252,10 +269,10 @@ from tumorbench.training.config import TrainConfig
 from tumorbench.tuning.resources import Resources
 from tumorbench.tuning.search import run_search, trial_rows
 ray.init(address={gcs!r}, log_to_driver=False)
-patch = [32, 32, 32]  # the synthetic study's smoke settings, 4 epochs: a fold lasts long enough to be hit
+patch = [32, 32, 32]  # 16 patches per case, 6 epochs: a fold lasts long enough to be hit mid-way
 base = TrainConfig.from_dict({{"task": "segmentation", "model": "unet_tiny", "data": {data!r},
-    "out": {data!r} + "-unused", "n_folds": 2, "epochs": 4, "batch_size": 2, "lr": 3e-3, "spatial_dims": 3,
-    "sampling": {{"mode": "patch3d", "patch_size": patch, "num_samples": 2}}, "roi_size": patch,
+    "out": {data!r} + "-unused", "n_folds": 2, "epochs": 6, "batch_size": 2, "lr": 3e-3, "spatial_dims": 3,
+    "sampling": {{"mode": "patch3d", "patch_size": patch, "num_samples": 16}}, "roi_size": patch,
     "augment": {{}}, "max_failures": 2, "keep_checkpoints": 5}})
 grid = run_search(base, {{}}, searcher="random", scheduler="none", num_samples=1, storage_path={str(searches)!r},
                   name="loss", verbose=0, trial_retries=2, resources=Resources(cpus_per_trial=1.0))
