@@ -76,3 +76,20 @@ def write_blob_folders(root: Path, n: int = 12) -> None:
                 cy, cx = rng.integers(10, 22, 2)
                 image[(yy - cy) ** 2 + (xx - cx) ** 2 < 25] += 120
             Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / cls / f"{cls}{i}.png")
+
+
+@pytest.fixture()
+def local_s3(monkeypatch):
+    """A moto S3 server on loopback with one bucket; its client settings are in this process's environment.
+
+    Yields (server, ``s3://bucket`` URI).
+    """
+    from tests.object_store import start_local_s3, stop_local_s3
+
+    s3 = start_local_s3()
+    try:
+        for key, value in s3.env.items():
+            monkeypatch.setenv(key, value)
+        yield s3, s3.make_bucket("tumorbench-test")
+    finally:
+        stop_local_s3(s3)

@@ -27,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_YAML = REPO_ROOT / "cluster.yaml"
 CONSTRAINTS = REPO_ROOT / "requirements" / "constraints.txt"
 SCHEMA_PATH = Path(ray.autoscaler.__file__).parent / "ray-schema.json"
+DOCKERFILE = REPO_ROOT / "docker" / "Dockerfile"
 
 
 @pytest.fixture(scope="module")
@@ -141,16 +142,30 @@ def test_every_pip_install_uses_the_constraints(raw):
         assert _option(args, "-c") is not None, args
 
 
-def test_images_match_the_pinned_ray(raw):
+def test_image_is_built_from_the_pinned_ray(raw):
     docker = raw["docker"]
     images = [docker[k] for k in ("image", "head_image", "worker_image") if k in docker]
-    assert images
-    pattern = r"rayproject/ray:(\d+\.\d+\.\d+)-(py\d+)-(cpu|gpu|cu\d+)"
-    tags = [re.fullmatch(pattern, image) for image in images]
-    assert all(tags), images
-    assert {t.group(1) for t in tags} == {_pinned("ray")}
-    assert len({t.group(2) for t in tags}) == 1, "head and workers must share one Python"
-    assert re.search(r"-(gpu|cu\d+)$", docker.get("worker_image", docker.get("image", "")))
+    assert len(images) == 1, "one image for every node"
+    # Our image (docker/Dockerfile) in ECR, tagged with the Ray version and Python it is built from.
+    tag = re.fullmatch(r"[\w.-]+\.dkr\.ecr\.([\w-]+)\.amazonaws\.com/tumorbench:(\d+\.\d+\.\d+)-(py\d+)-gpu", images[0])
+    assert tag, images
+    assert tag.group(1) == raw["provider"]["region"]
+    base = re.search(r"^FROM rayproject/ray:(\d+\.\d+\.\d+)-(py\d+)-gpu$", DOCKERFILE.read_text(), re.M)
+    assert base, f"{DOCKERFILE}: no FROM rayproject/ray:<version>-<py>-gpu"
+    assert base.group(1) == tag.group(2) == _pinned("ray") and base.group(2) == tag.group(3)
+    # The image holds the dependencies (CUDA torch): setup only links the repository.
+    assert "-c /tmp/tumorbench/requirements/constraints.txt" in DOCKERFILE.read_text()
+
+
+def test_storage_and_data_do_not_go_through_the_laptop(raw):
+    # No data folder in file_mounts (`ray up` would rsync it laptop -> head -> every worker).
+    assert all("data" not in local for local in raw["file_mounts"].values()), raw["file_mounts"]
+    setup = " ; ".join(raw["setup_commands"])
+    assert "s3://" in setup and "/home/ray/data" in setup
+    # GPU workers write checkpoints to the S3 storage: they carry an instance profile.
+    for name, node in _worker_types(raw).items():
+        assert node["node_config"]["IamInstanceProfile"]["Arn"].startswith("arn:aws:iam::"), name
+    assert "--storage s3://" in CLUSTER_YAML.read_text() and ".tumorbench-commit" in CLUSTER_YAML.read_text()
 
 
 def test_start_commands_follow_ray_layout(raw):

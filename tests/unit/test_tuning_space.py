@@ -154,10 +154,11 @@ def test_best_checkpoint_by_rays_result_api_never_picks_nan(tmp_path):
 
     # Listed first, a NaN would win Ray's own max/min: it is set aside; inf is a real (worst) distance.
     run = result([math.nan, 4.0, 9.0, math.inf, 2.5, 2.5])
-    assert best_checkpoint(run, "hd95", "min") == (tmp_path / "e4", {"hd95": 2.5, "epoch": 4})  # ties: the first
-    assert best_checkpoint(run, "hd95", "max")[0] == tmp_path / "e3"
-    assert best_checkpoint(result([math.nan, math.inf]), "hd95", "min")[0] == tmp_path / "e1"
+    # Locations are strings: a local path, or a URI when storage is s3:// / gs://.
+    assert best_checkpoint(run, "hd95", "min") == (str(tmp_path / "e4"), {"hd95": 2.5, "epoch": 4})  # ties: first
+    assert best_checkpoint(run, "hd95", "max")[0] == str(tmp_path / "e3")
+    assert best_checkpoint(result([math.nan, math.inf]), "hd95", "min")[0] == str(tmp_path / "e1")
     path, metrics = best_checkpoint(result([math.nan, math.nan]), "hd95", "max")
-    assert path == tmp_path / "e0" and math.isnan(metrics["hd95"])
+    assert path == str(tmp_path / "e0") and math.isnan(metrics["hd95"])
     with pytest.raises(TrainConfigError, match="kept no checkpoint"):
         best_checkpoint(result([]), "hd95", "max")

@@ -5,13 +5,18 @@
     tumorbench compare --data PATH                          # any dataset: layout and task detected
     tumorbench compare --data PATH --budget 30              # planned to finish in 30 minutes
     tumorbench compare --data PATH --dry-run                # the plan and its estimate only; Ray not started
-    ray submit cluster.yaml experiments/compare.py -- --preset full --study brats
     ray job submit --working-dir . -- python experiments/compare.py --preset smoke
+    tumorbench compare --preset smoke --storage s3://BUCKET/runs/smoke
+    ray submit --tmux cluster.yaml experiments/compare.py -- --study brats --preset full --gpus-per-trial 2 \\
+        --data /home/ray/data/brats --storage s3://BUCKET/runs/brats-full --out /home/ray/results/brats-full
 
 Connects to ``--address`` / ``RAY_ADDRESS`` when given, else to the cluster ``ray start`` made on
 this machine (how ``ray submit`` runs it on the head), and starts a local Ray otherwise.
 Results (leaderboard, folds, predictions, statistics, manifest, report.html and the
-winning model package under ``best/<task>/``) go to ``--out``. Shipped studies read real data
+winning model package under ``best/<task>/``) go to ``--out``. Trial records and every
+checkpoint go to ``--storage`` (default ``$TUMORBENCH_STORAGE``, else ``--out``), which also
+gets a copy of the results: on a cluster of several nodes it must be object storage
+(``s3://``, ``gs://``) or a folder on a mount every node shares. Shipped studies read real data
 from ``$TUMORBENCH_SHARED_DATA`` (default: ``../shared/data`` beside the checkout).
 """
 
@@ -78,6 +83,16 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
                                                                "and exit without starting Ray")
     parser.add_argument("--test", default=None, help="A locked test set (same layout): final models retrained on "
                                                      "every training patient are scored on it once")
+    parser.add_argument("--storage", default=None,
+                        help="Checkpoints, trial records and a copy of the results: a folder every node sees or "
+                             "s3://bucket/prefix, gs://bucket/prefix (default: $TUMORBENCH_STORAGE, else --out)")
+    group = parser.add_argument_group("resources per trial (default: sized from the cluster as it is)")
+    group.add_argument("--gpus-per-trial", type=float, default=None,
+                       help="GPUs each trial's workers hold together; asks an autoscaler for GPU nodes (0: CPU only)")
+    group.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs each trial's workers hold together")
+    group.add_argument("--concurrent-trials", type=int, default=None, help="Trials running at once")
+    group.add_argument("--gpu-wait", type=float, default=None, metavar="SECONDS",
+                       help="How long to wait for GPU nodes to join (default: 900 with an autoscaler, 0 without)")
     return parser.parse_args(argv)
 
 
@@ -91,6 +106,15 @@ def _resources(args: argparse.Namespace):
         ensure_ray(args.address)
         return Resources.from_ray()
     return Resources.local()
+
+
+
+def resources_from(args: argparse.Namespace):
+    """The per-trial ``Resources`` the options ask for (unset: sized from the cluster)."""
+    from tumorbench.tuning.resources import Resources
+
+    return Resources(gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+                     concurrent_trials=args.concurrent_trials, gpu_wait_s=args.gpu_wait)
 
 
 def build_study(args: argparse.Namespace):
@@ -132,12 +156,12 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             print(format_fingerprint(fingerprint))
             print(plan.format(), flush=True)
             return 0
-        run_study(planned, out, preset=args.preset, resume=args.resume, address=args.address, plan=plan,
-                  fingerprint=fingerprint)
+        summary = run_study(planned, out, preset=args.preset, resume=args.resume, address=args.address, plan=plan,
+                            fingerprint=fingerprint, storage_uri=args.storage, resources=resources_from(args))
     except TumorbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"[tumorbench] results in {out.resolve()} (open report.html)", flush=True)
+    print(f"[tumorbench] results in {out.resolve()} (open report.html); storage {summary['storage']}", flush=True)
     return 0
 
 

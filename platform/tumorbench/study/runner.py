@@ -9,6 +9,7 @@ winner as a model package under ``best/<task>/``.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from tumorbench import storage
 from tumorbench.data.catalog import scan
 from tumorbench.data.splits import check_content
 from tumorbench.errors import TumorbenchError
@@ -29,6 +31,13 @@ from tumorbench.tasks import get_task
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.data import ensure_split_file
 from tumorbench.training.trainer import describe_cluster, ensure_ray
+from tumorbench.tuning.resources import Resources
+
+COMMIT_ENV = "TUMORBENCH_GIT_COMMIT"
+COMMIT_FILE = ".tumorbench-commit"  # written at submit time beside pyproject.toml: clusters get no .git
+RESULT_FILES = ("leaderboard.csv", "folds.csv", "predictions.csv", "stats.csv", "trials.csv", "configs.json",
+                "manifest.json", "report.html", "splits.json")
+TRIAL_RETRIES = 2  # a trial on a lost node restarts (from its last fold checkpoint) this many times
 
 
 def _data_root(study: Study, out: Path) -> str:
@@ -69,16 +78,29 @@ def prepare(study: Study, out: Path) -> tuple[pd.DataFrame, dict, Path, str]:
 
 
 def _code_version() -> dict[str, Any]:
-    """The git commit of this package's checkout and whether it had uncommitted changes (None outside git)."""
+    """The git commit of this package's checkout and whether it had uncommitted changes.
+
+    Outside git (a cluster node gets the files without ``.git``) the commit recorded at submit
+    time: ``$TUMORBENCH_GIT_COMMIT``, else ``.tumorbench-commit`` at the repository root
+    (``<commit>`` or ``<commit> dirty``); ``None`` when neither exists.
+    """
+    here = Path(__file__).resolve().parent
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=here).stdout.strip()
 
     try:
         return {"git_commit": git("rev-parse", "HEAD"),
                 "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
     except (OSError, subprocess.CalledProcessError):
-        return {"git_commit": None, "git_dirty": None}
+        pass
+    recorded = os.environ.get(COMMIT_ENV, "")
+    file = here.parents[2] / COMMIT_FILE
+    if not recorded and file.is_file():
+        recorded = file.read_text()
+    words = recorded.split()
+    return {"git_commit": words[0] if words else None,
+            "git_dirty": ("dirty" in words[1:]) if words else None}
 
 
 # The statistics every leaderboard of a study is computed with (recorded in manifest.json).
@@ -107,9 +129,7 @@ def package_best(winner: str, fold_records: dict[str, list], out: Path, task: st
     rank = get_task(task)
     chosen = min(fold_records[winner], key=lambda r: rank.sort_key(r.score, metric))
     target = out / "best" / task
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(chosen.checkpoint, target, ignore=shutil.ignore_patterns("training_state.pt"))
+    storage.download(chosen.checkpoint, target, skip=("training_state.pt",))
     return {"model": winner, "fold": chosen.fold, "epoch": chosen.best_epoch, f"inner_{metric}": chosen.score,
             f"outer_{metric}": chosen.outer.get(metric), "source": chosen.checkpoint, "package": str(target),
             "note": "the fold model with the best inner-validation score (not retrained on all folds); the "
@@ -187,11 +207,15 @@ def _budget_summary(plan, started: float, guards: dict[str, dict], cut: list[str
 
 
 def run_study(study: Study, out: str | Path, *, preset: str = "default", resume: bool = False,
-              address: str | None = None, plan=None, fingerprint: dict | None = None) -> dict[str, Any]:
+              address: str | None = None, plan=None, fingerprint: dict | None = None,
+              storage_uri: str | None = None, resources: Resources | None = None) -> dict[str, Any]:
     """Run every search and baseline of ``study``; write the results folder; return its summary.
 
     With a ``plan`` (:func:`plan_study`), trials run side by side as planned and each search
     is held to its share of the plan's budget; ``fingerprint`` is stored as ``fingerprint.json``.
+    ``storage_uri`` (default ``$TUMORBENCH_STORAGE``, else ``out``) receives every trial record and
+    checkpoint, and a copy of the results (leaderboard, report, best package); ``out`` holds the results
+    on this machine. On a cluster of several nodes it must be object storage or a folder every node sees.
     """
     from tumorbench.evaluation.leaderboard import format_leaderboard, summarize_results
     from tumorbench.reporting.report import write_report
@@ -200,12 +224,14 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     started, code = time.perf_counter(), _code_version()
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    root = storage.choose(storage_uri, out)
     frame, doc, split_file, data = prepare(study, out)
     task, metric, mode = get_task(study.task), study.metric, study.mode
     class_names = task.class_names(frame)
     test = load_test_frame(study, frame) if study.test else None  # overlaps refused before Ray starts
     ensure_ray(address)
-    print(f"[tumorbench] {describe_cluster()}", flush=True)
+    print(f"[tumorbench] {describe_cluster()}; storage {root}", flush=True)
+    storage.check_reachable(root)
     if fingerprint is not None:
         from tumorbench.data.fingerprint import write_fingerprint
 
@@ -219,9 +245,10 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
         guard = _guard(plan, candidate.name, names[i:], started, len(doc["folds"]))
         grid = run_search(base_config(study, candidate, data, out, split_file), candidate.space,
                           searcher=candidate.searcher, scheduler=study.scheduler, num_samples=candidate.num_samples,
-                          metric=metric, storage_path=out / "searches", name=candidate.name,
-                          resume=resume, seed=study.seed, verbose=0, stopper=guard,
-                          max_concurrent=plan.side_by_side if plan is not None else 1)
+                          metric=metric, storage_path=storage.join(root, "searches"), name=candidate.name,
+                          workdir=out / "searches", resume=resume, seed=study.seed, verbose=0, stopper=guard,
+                          max_concurrent=plan.side_by_side if plan is not None else 1, resources=resources,
+                          trial_retries=TRIAL_RETRIES)
         rows = trial_rows(grid, metric, len(doc["folds"]))
         if guard is not None:
             guards[candidate.name] = guard.summary()
@@ -252,23 +279,27 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
         from tumorbench.study.overlays import write_overlays
 
         predictions = pd.read_csv(out / "predictions.csv")
-        write_overlays(predictions, dl_models[0], fold_records[dl_models[0]], frame, out)
+        write_overlays(predictions, dl_models[0], _local_records(fold_records[dl_models[0]], out / "checkpoints"
+                                                                 / dl_models[0]), frame, out)
     if dl_models and study.explain_cases > 0:
         if cut:  # the budget already ran out: explanations would only overrun it further
             print("[tumorbench] explanations skipped: the time budget cut the searches", flush=True)
         else:
-            lb = _explain(study, out, fold_records, frame, doc, dl_models, class_names, lb)
+            local = {m: _local_records(fold_records[m], out / "checkpoints" / m) for m in dl_models}
+            lb = _explain(study, out, local, frame, doc, dl_models, class_names, lb)
     budget = _budget_summary(plan, started, guards, cut)
-    write_manifest(study, out, preset, doc, time.perf_counter() - started, best, code, budget)
+    write_manifest(study, out, preset, doc, time.perf_counter() - started, best, code | {"storage": root}, budget)
     write_report(out, title=f"tumorbench: {study.name} ({preset})", task=study.task, primary=metric,
                  seed=study.seed)
+    copy_results(out, root)
     print(format_leaderboard(lb, study.task, stats=stats), flush=True)
-    print(f"[tumorbench] TensorBoard, every trial and fold: tensorboard --logdir {out / 'searches'}", flush=True)
+    print(f"[tumorbench] TensorBoard, every trial and fold: tensorboard --logdir {storage.join(root, 'searches')}",
+          flush=True)
     if budget is not None:
         print(f"[tumorbench] time: planned {budget['planned_min']} min, actual {budget['actual_min']} min"
               + (f" (budget {budget['budget_min']} min)" if budget["budget_min"] else "")
               + (f"; cut by the budget: {', '.join(cut)}" if cut else ""), flush=True)
-    return {"leaderboard": lb, "stats": stats, "best": best, "out": out, "budget": budget}
+    return {"leaderboard": lb, "stats": stats, "best": best, "out": out, "budget": budget, "storage": root}
 
 
 def _explain(study: Study, out: Path, fold_records: dict, frame: pd.DataFrame, doc: dict, dl_models: list[str],
@@ -294,3 +325,29 @@ def study_as_dict(study: Study) -> dict[str, Any]:
     for candidate in values["candidates"]:
         candidate["space"] = {k: repr(v) for k, v in candidate["space"].items()}
     return values
+
+
+def _local_records(records: list, folder: Path) -> list:
+    """Fold records whose checkpoints are local folders (remote ones are downloaded under ``folder``)."""
+    from dataclasses import replace
+
+    local = []
+    for record in records:
+        if storage.is_remote(record.checkpoint):
+            target = folder / f"fold_{record.fold}"
+            storage.download(record.checkpoint, target, skip=("training_state.pt",))
+            record = replace(record, checkpoint=str(target))
+        local.append(record)
+    return local
+
+
+def copy_results(out: Path, root: str) -> None:
+    """The results (tables, report, figures, best package) beside the searches on storage, when that is elsewhere."""
+    if not storage.is_remote(root) and Path(root).resolve() == out:
+        return
+    for name in RESULT_FILES:
+        if (out / name).is_file():
+            storage.upload(out / name, storage.join(root, name))
+    for folder in ("best", "figures", "overlays"):
+        if (out / folder).is_dir():
+            storage.upload(out / folder, storage.join(root, folder))

@@ -90,7 +90,9 @@ class TrainConfig:
         task: A registered task (``tumorbench.tasks.list_tasks()``): ``classification``, ``segmentation``, ``gan``.
         model: Registered model name (``tumorbench.models.list_models()``).
         data: Dataset root.
-        out: Run folder (checkpoints, TensorBoard events, history, split file).
+        out: Run folder on this node (TensorBoard events, history, split file; checkpoints unless ``storage``).
+        storage: Where Ray Train keeps the run's checkpoints (``<storage>/train``): a path every node
+            can reach or an ``s3://``/``gs://`` URI (``tumorbench.storage``); default ``out``.
         layout: Catalog layout, or ``auto``.
         model_kwargs: Extra model keywords (channels, widths); input/output sizes are set from the data.
         fold: Validation fold of the split file.
@@ -175,6 +177,7 @@ class TrainConfig:
     roi_size: tuple[int, ...] | None = None
     foreground_prior: float | None = 0.02
     metric: str | None = None
+    storage: str | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -205,6 +208,10 @@ class TrainConfig:
             value = getattr(self, name)
             if value:
                 object.__setattr__(self, name, os.path.abspath(os.path.expanduser(value)))
+        if self.storage:
+            from tumorbench.storage import normalize
+
+            object.__setattr__(self, "storage", normalize(self.storage))
 
     @property
     def selection_metric(self) -> str:

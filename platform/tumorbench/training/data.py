@@ -7,6 +7,7 @@ of steps and DDP never waits on a rank that ran out of data).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,17 @@ class FoldCases:
 
 def split_path(config: TrainConfig) -> Path:
     return Path(config.split_file) if config.split_file else Path(config.out) / SPLIT_FILE_NAME
+
+
+def materialize_split(config: TrainConfig, text: str | None) -> None:
+    """Write the split file's ``text`` at its path on this node when the node does not have it (other disk)."""
+    path = split_path(config)
+    if text is None or path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(f".{path.name}.{os.getpid()}")
+    scratch.write_text(text)
+    scratch.replace(path)  # atomic: workers of one node may race here
 
 
 def load_catalog(config: TrainConfig) -> pd.DataFrame:

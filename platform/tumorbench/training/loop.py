@@ -90,7 +90,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     seed_everything(config.seed + rank)
     fold_data.configure_threads()
+    fold_data.materialize_split(config, loop_config.get("split"))
     device = ray.train.torch.get_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        device = torch.device("cpu")  # a GPU declared on a node without CUDA (a test cluster): train on CPU
     cases = fold_data.fold_cases(config)
     in_ch, out_ch = fold_data.io_channels(config, cases)
     model, kwargs = build_model(config, in_ch, out_ch)
@@ -99,7 +102,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if own_loop is not None:
         return own_loop(config, model, cases, device, partial(_manifest, config, cases, kwargs, in_ch, out_ch))
     strategy = {"find_unused_parameters": True} if config.freeze_backbone_epochs else None
-    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=strategy)
+    model = ray.train.torch.prepare_model(model, move_to_device=device, parallel_strategy_kwargs=strategy)
 
     def report(metrics, state, records, optimizer, scheduler, precision) -> None:
         _report(rank, metrics, model, optimizer, scheduler, precision, state,

@@ -8,6 +8,7 @@ has the workers and GPUs asked for.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import threading
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tumorbench import storage
 from tumorbench.errors import TumorbenchError
 from tumorbench.package.locate import RUN_FOLDER
 from tumorbench.training import data as fold_data
@@ -45,11 +47,13 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
     address = address or cluster_address(None)
     # Worker errors come back as exceptions and progress is printed from history.csv,
     # so actor logs stay in Ray's log files instead of flooding the console.
+    # Workers resolve s3:// storage themselves: an endpoint set in this shell must reach them.
+    runtime_env = {"env_vars": storage.worker_env()} if storage.worker_env() else None
     if address:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=512 * 1024**2)
+                 object_store_memory=512 * 1024**2, runtime_env=runtime_env)
 
 
 def local_ray_env() -> None:
@@ -100,16 +104,27 @@ def worker_resources(config: TrainConfig, cpus: float, use_gpu: bool) -> dict[st
     return {"CPU": round(per_worker, 2)}
 
 
+def run_storage(config: TrainConfig) -> str:
+    """Ray Train's ``storage_path`` for ``config``: its ``storage``, else its ``out`` (the run is ``<it>/train``)."""
+    return storage.normalize(config.storage or config.out)
+
+
+def has_snapshot(config: TrainConfig) -> bool:
+    """Whether the run's storage holds a Train snapshot (a run to resume)."""
+    return storage.exists(storage.join(run_storage(config), RUN_NAME, SNAPSHOT))
+
+
 def preflight(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
     """All the checks that must pass before any worker starts; makes the split file if needed."""
     frame = fold_data.load_catalog(config)
     data_dims = 3 if frame.attrs["layout"] in VOLUME_LAYOUTS else 2
     check_model_for_task(config, data_dims)
-    run_dir = Path(config.out) / RUN_NAME
-    if (run_dir / SNAPSHOT).exists() and not resume:
+    run_dir = storage.join(run_storage(config), RUN_NAME)
+    snapshot = has_snapshot(config)
+    if snapshot and not resume:
         raise TrainConfigError(f"{run_dir} already holds a training run: pass --resume to continue it, "
                                f"or choose another --out")
-    if resume and not (run_dir / SNAPSHOT).exists():
+    if resume and not snapshot:
         raise TrainConfigError(f"nothing to resume: {run_dir} has no checkpoints yet")
     doc = fold_data.ensure_split_file(config, frame)
     if config.fold >= len(doc["folds"]):
@@ -131,7 +146,7 @@ def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None
     whole cluster: a Tune trial passes its share, since other trials may hold the rest.
     """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train.torch import TorchConfig, TorchTrainer
 
     from tumorbench.training.loop import train_loop_per_worker
 
@@ -143,14 +158,18 @@ def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None
         resources = worker_resources(config, cpus, use_gpu)
     else:
         use_gpu = resources.get("GPU", 0) > 0
+    # A GPU declared on a node without CUDA (a test cluster) trains on CPU: NCCL would refuse to start.
+    backend = None if not use_gpu or gpus_have_cuda(resources) else "gloo"
     Path(config.out).mkdir(parents=True, exist_ok=True)
     (Path(config.out) / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"train": config.to_dict()},
+        # The split file travels with the config: workers on other nodes may not see the driver's disk.
+        train_loop_config={"train": config.to_dict(), "split": fold_data.split_path(config).read_text()},
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        torch_config=TorchConfig(backend=backend),
         run_config=RunConfig(
-            name=RUN_NAME, storage_path=str(Path(config.out).resolve()),
+            name=RUN_NAME, storage_path=run_storage(config),
             checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints,
                                                checkpoint_score_attribute=config.selection_metric,
                                                checkpoint_score_order=config.selection_mode),
@@ -166,6 +185,26 @@ def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None
             return trainer.fit()
         except Exception as exc:  # Ray wraps worker errors; keep the cause readable
             raise TrainingFailed(f"training in {config.out} failed: {exc}") from exc
+
+
+def _has_cuda() -> bool:
+    return os.path.exists("/dev/nvidiactl")  # the NVIDIA driver's control device; no torch import needed
+
+
+def gpus_have_cuda(resources: dict[str, float]) -> bool:
+    """Whether a node that can hold a worker of ``resources`` has an NVIDIA device (asked there, in a task)."""
+    return _gpus_have_cuda(float(resources["GPU"]))
+
+
+@functools.lru_cache(maxsize=4)  # once per trial process, not once per fold
+def _gpus_have_cuda(gpus: float) -> bool:
+    import ray
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    # Out of the Tune trial's placement group (which holds no GPU): anywhere a GPU is.
+    probe = ray.remote(num_cpus=0, num_gpus=gpus)(_has_cuda).options(
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    return bool(ray.get(probe.remote()))
 
 
 @contextmanager

@@ -10,20 +10,22 @@ continues an interrupted search without redoing finished trials.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tumorbench import storage
 from tumorbench.data.splits import load_splits
-from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.tasks import TaskError, get_task
-from tumorbench.training.trainer import cluster_resources, ensure_ray, preflight, resolve_gpu
+from tumorbench.training.config import TrainConfig, TrainConfigError
+from tumorbench.training.trainer import cluster_resources, ensure_ray, preflight
+from tumorbench.tuning.resources import ResourcePlan, Resources, ensure_feasible, plan_for, plan_resources
 from tumorbench.tuning.space import SearchSpaceError, check_domains, grid_size, searcher_space, validate_space
 from tumorbench.tuning.trial import TrialSetup, crossval_trial, trial_dirname, tune_metric
 
 SCHEDULERS = ("asha", "none")
 TIME_ATTR = "folds_done"
-MIN_WORKER_CPU = 0.5
+__all__ = ["ResourcePlan", "Resources", "best_row", "plan_resources", "run_search", "trial_rows"]
 
 
 def make_searcher(kind: str, space: dict[str, Any], metric: str, mode: str, seed: int, num_samples: int,
@@ -96,43 +98,6 @@ def make_scheduler(kind: str, *, max_t: int, metric: str, mode: str, grace_perio
                          grace_period=grace_period, reduction_factor=reduction_factor)
 
 
-@dataclass(frozen=True)
-class ResourcePlan:
-    """How trials share the cluster: trials at once, and each Train worker's resources."""
-
-    concurrent: int
-    worker: dict[str, float]
-    trial_cpus: float
-
-    def describe(self, workers: int) -> str:
-        return (f"up to {self.concurrent} trial(s) at once, each {self.trial_cpus:g} CPU + "
-                f"{workers} worker(s) x {self.worker}")
-
-
-def plan_resources(config: TrainConfig, cpus: float, gpus: float, *, trial_cpus: float = 0.1,
-                   max_concurrent: int = 1) -> ResourcePlan:
-    """The most trials (up to ``max_concurrent``) whose workers fit ``cpus``/``gpus`` together.
-
-    Raises:
-        TrainConfigError: Not even one trial fits (so nothing waits forever for resources).
-    """
-    if trial_cpus <= 0 or max_concurrent < 1:
-        raise TrainConfigError("trial_cpus must be > 0 (Tune refuses 0) and max_concurrent >= 1")
-    use_gpu = resolve_gpu(config, gpus)
-    for concurrent in range(max_concurrent, 0, -1):
-        if use_gpu and gpus < concurrent * config.workers:
-            continue
-        free = cpus - concurrent * trial_cpus
-        per_worker = math.floor(min(4.0 if use_gpu else 1.0, free / (concurrent * config.workers)) * 100) / 100
-        if per_worker >= MIN_WORKER_CPU:
-            worker = {"CPU": per_worker} | ({"GPU": 1.0} if use_gpu else {})
-            return ResourcePlan(concurrent=concurrent, worker=worker, trial_cpus=trial_cpus)
-    need = f"{trial_cpus:g} CPU + {config.workers} worker(s) x >= {MIN_WORKER_CPU} CPU" + \
-        (" and 1 GPU" if use_gpu else "")
-    raise TrainConfigError(f"one trial needs {need}; the cluster has {cpus:g} CPUs and {gpus:g} GPUs "
-                           f"(use fewer workers)")
-
-
 def prepare_base(base: TrainConfig, experiment_dir: Path, n_folds: int | None) -> tuple[TrainConfig, int]:
     """Check data, model and split file; the base config pinned to its split file, and the folds to run.
 
@@ -149,9 +114,10 @@ def prepare_base(base: TrainConfig, experiment_dir: Path, n_folds: int | None) -
     return base.replace(split_file=str(split), n_folds=total, fold=0), n_folds
 
 
-def _new_tuner(trainable, tune_space: dict[str, Any], space: dict[str, Any], experiment: Path, *, searcher: str,
+def _new_tuner(trainable, tune_space: dict[str, Any], space: dict[str, Any], experiment: str, *, searcher: str,
                scheduler: str, num_samples: int, n_folds: int, metric: str, mode: str, seed: int, concurrent: int,
-               verbose: int, stopper=None, asha: tuple[int, float] = (ASHA_GRACE_FOLDS, ASHA_REDUCTION_FACTOR)):
+               verbose: int, stopper=None, asha: tuple[int, float] = (ASHA_GRACE_FOLDS, ASHA_REDUCTION_FACTOR),
+               trial_retries: int = 0):
     from ray import tune
 
     return tune.Tuner(
@@ -166,8 +132,9 @@ def _new_tuner(trainable, tune_space: dict[str, Any], space: dict[str, Any], exp
             # Tune would start more trials than there are CPUs for their workers.
             max_concurrent_trials=concurrent if searcher.startswith("bayes") else None,
             trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(name=experiment.name, storage_path=str(experiment.parent), verbose=verbose,
-                                  failure_config=tune.FailureConfig(max_failures=0), stop=stopper,
+        run_config=tune.RunConfig(name=experiment.rsplit("/", 1)[1], storage_path=experiment.rsplit("/", 1)[0],
+                                  verbose=verbose, failure_config=tune.FailureConfig(max_failures=trial_retries),
+                                  stop=stopper,
                                   # a budget guard is a Callback too: it watches trials start and end
                                   callbacks=[stopper] if stopper is not None else None))
 
@@ -177,7 +144,8 @@ def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "ran
                mode: str | None = None, storage_path: str | Path, name: str, resume: bool = False,
                trial_cpus: float = 0.1, max_concurrent: int = 1, seed: int = 0, address: str | None = None,
                verbose: int = 1, stopper=None, grace_period: int = ASHA_GRACE_FOLDS,
-               reduction_factor: float = ASHA_REDUCTION_FACTOR):
+               reduction_factor: float = ASHA_REDUCTION_FACTOR, resources: Resources | None = None,
+               workdir: str | Path | None = None, trial_retries: int = 0):
     """Search ``space`` around ``base``; each trial cross-validates one configuration.
 
     Args:
@@ -189,7 +157,8 @@ def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "ran
         n_folds: Folds per trial (default: all of the split file).
         metric: Per-fold metric (default: the task's primary); trials are ranked by ``<metric>_mean``.
         mode: ``max``/``min`` (default: the task's order).
-        storage_path, name: The experiment folder is ``storage_path/name``.
+        storage_path, name: The experiment is ``storage_path/name`` (a path or an ``s3://``/``gs://`` URI):
+            Tune's trial records and every checkpoint go there.
         resume: Continue the experiment there (finished trials are kept, not rerun).
         trial_cpus: CPU the trial function itself holds (its Train workers get the rest).
         max_concurrent: Trials at once, lowered to what the cluster fits.
@@ -199,6 +168,10 @@ def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "ran
         grace_period, reduction_factor: ASHA's, in folds (see :func:`make_scheduler`).
         stopper: A :class:`~tumorbench.tuning.budget.BudgetGuard` (or any Tune stopper) ending the
             search on time; not applied when resuming.
+        resources: Per-trial requests (overrides ``trial_cpus``/``max_concurrent``; see ``tuning.resources``).
+        workdir: Local working folder of the experiment (split file, fold histories before they are
+            copied to storage); default ``storage_path/name`` when that is a path, else a temporary folder.
+        trial_retries: Times Tune restarts a failed trial (a lost node) from its last fold checkpoint.
 
     Returns:
         Tune's ``ResultGrid`` (failed trials carry their error).
@@ -221,17 +194,22 @@ def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "ran
     validate_space(space, searcher, base)
     if scheduler not in SCHEDULERS:
         raise SearchSpaceError(f"unknown scheduler {scheduler!r}; choose from {', '.join(SCHEDULERS)}")
-    experiment = Path(storage_path).expanduser().resolve() / name
+    experiment = storage.join(storage_path, name)
+    local = Path(workdir) / name if workdir else _workdir(experiment)
     restoring = resume and tune.Tuner.can_restore(experiment)
     if not resume and tune.Tuner.can_restore(experiment):
         raise TrainConfigError(f"{experiment} already holds a search: pass resume to continue it, or another name")
-    base, n_folds = prepare_base(base, experiment, n_folds)
+    base, n_folds = prepare_base(base, local, n_folds)
     ensure_ray(address)
-    cpus, gpus = cluster_resources()
-    plan = plan_resources(base, cpus, gpus, trial_cpus=trial_cpus, max_concurrent=max_concurrent)
+    resources = resources or Resources(trial_cpus=trial_cpus)
+    if resources.concurrent_trials is None:  # the planner's trials side by side, unless asked for explicitly
+        resources = replace(resources, concurrent_trials=max_concurrent)
+    plan = plan_for(base, resources, *cluster_resources())
+    ensure_feasible(plan, resources)
     tune_space, choices = searcher_space(space, searcher)
     setup = TrialSetup(base=base.to_dict(), n_folds=n_folds, metric=metric, mode=mode,
-                       worker_resources=plan.worker, experiment=str(experiment), choices=choices)
+                       worker_resources=plan.worker, experiment=str(local), choices=choices,
+                       storage=experiment, split=Path(base.split_file).read_text())
     trainable = tune.with_resources(tune.with_parameters(crossval_trial, setup=setup), {"cpu": plan.trial_cpus})
     if verbose:
         trials = grid_size(space) if searcher == "grid" else num_samples
@@ -244,11 +222,19 @@ def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "ran
         tuner = _new_tuner(trainable, tune_space, space, experiment, searcher=searcher, scheduler=scheduler,
                            num_samples=num_samples, n_folds=n_folds, metric=metric, mode=mode, seed=seed,
                            concurrent=plan.concurrent, verbose=verbose, stopper=stopper,
-                           asha=(grace_period, reduction_factor))
+                           asha=(grace_period, reduction_factor), trial_retries=trial_retries)
     grid = tuner.fit()
     if verbose:
         print(f"[tumorbench] TensorBoard for every trial and fold: tensorboard --logdir {experiment}", flush=True)
     return grid
+
+
+def _workdir(experiment: str) -> Path:
+    if not storage.is_remote(experiment):
+        return Path(experiment)
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / "tumorbench" / experiment.split("://", 1)[1]
 
 
 def trial_rows(grid, metric: str, n_folds: int) -> list[dict[str, Any]]:
@@ -273,7 +259,8 @@ def trial_rows(grid, metric: str, n_folds: int) -> list[dict[str, Any]]:
                      "sd": metrics.get(f"{metric}_sd", float("nan")),
                      "folds": [metrics.get(f"fold_{k}_{metric}") for k in range(folds)],
                      "epochs_spent": int(metrics.get("epochs_spent", 0)), "path": result.path,
-                     "checkpoint": result.checkpoint.path if result.checkpoint else None,
+                     "checkpoint": storage.uri_of(result.checkpoint.filesystem, result.checkpoint.path)
+                     if result.checkpoint else None,
                      "error": str(result.error) if result.error else None})
     return sorted(rows, key=lambda row: (row["first_report"], row["trial"]))
 

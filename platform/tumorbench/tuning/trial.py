@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from tumorbench import storage
 from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.tuning.space import apply_params, decode_params
 
@@ -38,8 +39,11 @@ class TrialSetup:
         metric: Per-fold metric (a key of the validation metrics, e.g. ``auc``, ``dice``).
         mode: ``max`` or ``min``.
         worker_resources: Ray resources of each Train worker (what one trial may use).
-        experiment: The experiment folder on storage (``storage_path/name``).
+        experiment: The experiment's working folder on the trial's node (fold histories, TensorBoard).
         choices: Decode table of labelled categorical values (``space.searcher_space``).
+        storage: The experiment on storage (``storage_path/name``), where checkpoints go and fold
+            records are copied; default ``experiment``.
+        split: The split file's text, written on nodes that do not have it.
     """
 
     base: dict[str, Any]
@@ -49,6 +53,8 @@ class TrialSetup:
     worker_resources: dict[str, float]
     experiment: str
     choices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    storage: str | None = None
+    split: str | None = None
 
 
 def trial_dirname(trial) -> str:
@@ -62,7 +68,7 @@ def trial_dirname_for(trial_id: str) -> str:
 
 @dataclass
 class FoldRecord:
-    """The outcome of one fold: its best epoch's score and where that checkpoint lies.
+    """The outcome of one fold: its best epoch's score and where that checkpoint lies (a path or URI).
 
     Under nested selection ``score`` and ``best_epoch`` come from the inner validation patients
     (what ranks configurations, drives ASHA and picks the package), and ``outer`` holds the fold's
@@ -96,9 +102,9 @@ def summary_metrics(folds: list[FoldRecord], metric: str) -> dict[str, Any]:
     return report | {f"fold_{f.fold}_{metric}": f.score for f in folds}
 
 
-def best_checkpoint(result, metric: str, mode: str) -> tuple[Path, dict[str, Any]]:
+def best_checkpoint(result, metric: str, mode: str) -> tuple[str, dict[str, Any]]:
     """The kept checkpoint of a Train run that scores best on ``metric``, by Ray's ``Result.get_best_checkpoint``
-    (ties: the first; inf is a real, worst distance).
+    (ties: the first; inf is a real, worst distance), as a path or URI (``tumorbench.storage``).
 
     Ray ranks a NaN like a number (a NaN listed first would win), so NaN scores are set aside first; a run
     with no score but NaN gives its first kept checkpoint.
@@ -108,17 +114,17 @@ def best_checkpoint(result, metric: str, mode: str) -> tuple[Path, dict[str, Any
         raise TrainConfigError(f"training in {result.path} kept no checkpoint to score")
     scored = [(c, m) for c, m in kept if not math.isnan(float(m.get(metric, math.nan)))]
     if not scored:
-        return Path(kept[0][0].path), kept[0][1]
+        return storage.uri_of(kept[0][0].filesystem, kept[0][0].path), kept[0][1]
     best = replace(result, best_checkpoints=scored).get_best_checkpoint(metric, mode)
-    return Path(best.path), next(m for c, m in scored if c.path == best.path)
+    return storage.uri_of(best.filesystem, best.path), next(m for c, m in scored if c.path == best.path)
 
 
 def run_fold(config: TrainConfig, setup: TrialSetup) -> tuple[FoldRecord, list[dict]]:
     """Train one fold through Ray Train; its best epoch's score and out-of-fold predictions."""
-    from tumorbench.training.trainer import RUN_NAME, SNAPSHOT, fit, read_history
+    from tumorbench.training.trainer import fit, has_snapshot, read_history
 
-    # A fold cut short by a crash continues from its own Train snapshot.
-    resume = (Path(config.out) / RUN_NAME / SNAPSHOT).exists()
+    # A fold cut short by a crash (or a lost node) continues from its own Train snapshot.
+    resume = has_snapshot(config)
     started = time.perf_counter()
     result = fit(config, resume=resume, resources=setup.worker_resources, verbose=False)
     seconds = time.perf_counter() - started
@@ -127,12 +133,12 @@ def run_fold(config: TrainConfig, setup: TrialSetup) -> tuple[FoldRecord, list[d
     path, metrics = best_checkpoint(result, setup.metric, setup.mode)
     outer, records = read_outer(config.out)
     if records is None:  # no nested selection: the fold validated itself
-        records = json.loads((path / "val_predictions.json").read_text())
+        records = json.loads(storage.read_text(storage.join(path, "val_predictions.json")))
     for record in records:
         record["fold"] = config.fold
     record = FoldRecord(fold=config.fold, score=float(metrics.get(setup.metric, float("nan"))),
                         best_epoch=int(metrics.get("epoch", -1)), epochs=int(result.metrics["epoch"]) + 1,
-                        checkpoint=str(path), metrics=_numbers(metrics), seconds=seconds,
+                        checkpoint=path, metrics=_numbers(metrics), seconds=seconds,
                         overhead_seconds=max(0.0, seconds - work) if not resume else float("nan"),
                         outer=_numbers(outer or {}))
     return record, records
@@ -159,11 +165,10 @@ def write_state(directory: str | Path, folds: list[FoldRecord], oof: list[dict])
     (directory / OOF_FILE).write_text(json.dumps(oof, default=float))
 
 
-def read_state(directory: str | Path) -> tuple[list[FoldRecord], list[dict]]:
-    """Folds done and out-of-fold predictions from a trial checkpoint folder."""
-    directory = Path(directory)
-    folds = [FoldRecord(**f) for f in json.loads((directory / FOLDS_FILE).read_text())]
-    return folds, json.loads((directory / OOF_FILE).read_text())
+def read_state(location: str | Path) -> tuple[list[FoldRecord], list[dict]]:
+    """Folds done and out-of-fold predictions from a trial checkpoint folder (a path or URI)."""
+    folds = [FoldRecord(**f) for f in json.loads(storage.read_text(storage.join(location, FOLDS_FILE)))]
+    return folds, json.loads(storage.read_text(storage.join(location, OOF_FILE)))
 
 
 def crossval_trial(params: dict[str, Any], setup: TrialSetup) -> None:
@@ -171,17 +176,27 @@ def crossval_trial(params: dict[str, Any], setup: TrialSetup) -> None:
     from ray import tune
 
     config = apply_params(TrainConfig.from_dict(setup.base), decode_params(params, setup.choices))
-    # Not get_trial_dir(): that is a staging folder on the driver that Tune copies to storage
-    # at every sync; folds write to storage directly, where other nodes' workers can reach too.
-    trial_dir = Path(setup.experiment) / trial_dirname_for(tune.get_context().get_trial_id())
+    # Not get_trial_dir(): that is a staging folder on the driver that Tune copies to storage at
+    # every sync. Folds checkpoint to storage directly (other nodes' workers reach it, and a retried
+    # trial on another node resumes from it); their histories start in a folder on this node.
+    trial = trial_dirname_for(tune.get_context().get_trial_id())
+    trial_dir = Path(setup.experiment) / trial
+    trial_storage = storage.join(setup.storage or setup.experiment, trial)
     folds: list[FoldRecord] = []
     oof: list[dict] = []
     restored = tune.get_checkpoint()
     if restored is not None:
         with restored.as_directory() as directory:
             folds, oof = read_state(directory)
+    from tumorbench.training.data import materialize_split
+
+    materialize_split(config, setup.split)  # this node may not see the driver's disk
     for fold in range(len(folds), setup.n_folds):
-        record, records = run_fold(config.replace(fold=fold, out=str(trial_dir / f"fold_{fold}")), setup)
+        name = f"fold_{fold}"
+        fold_config = config.replace(fold=fold, out=str(trial_dir / name), storage=storage.join(trial_storage, name))
+        record, records = run_fold(fold_config, setup)
+        # The fold's history and TensorBoard events join its checkpoints (a no-op when storage is this folder).
+        storage.upload(fold_config.out, fold_config.storage)
         folds.append(record)
         oof.extend(records)
         with tempfile.TemporaryDirectory() as directory:
