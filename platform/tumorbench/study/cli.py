@@ -30,25 +30,10 @@ from pathlib import Path
 
 
 def generic_study(data: str, preset: str):
-    """A sensible comparison for a dataset nobody configured: layout and task are detected."""
-    from tumorbench.data.catalog import scan
-    from tumorbench.errors import TumorbenchError
-    from tumorbench.study import presets
-    from tumorbench.tasks import get_task
+    """A sensible comparison for a dataset nobody configured: layout, 2D/3D and task detected (study/generic.py)."""
+    from tumorbench.study.generic import generic_study as detect_and_build
 
-    frame = scan(data)
-    layout = frame.attrs["layout"]
-    # The first task whose target the catalog holds: class labels, else masks.
-    task = next((t for t in ("classification", "segmentation") if frame[get_task(t).target].notna().any()), None)
-    if task is None:
-        raise TumorbenchError(f"{data}: neither class labels nor masks found; nothing to compare models on")
-    print(f"[tumorbench] {data}: layout {layout} ({frame.attrs['layout_evidence']}), task {task}", flush=True)
-    volumes = layout in ("brats", "msd", "dicom")
-    template = {"classification": presets.brain_yes_no, "segmentation": presets.synthetic if volumes else presets.lgg}
-    template = template[task](preset)
-    return replace(
-        template, name=f"generic-{Path(data).name}", data=str(Path(data).resolve()), layout=layout, synthetic=None
-    )
+    return detect_and_build(data, preset)
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:

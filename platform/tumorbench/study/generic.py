@@ -1,0 +1,144 @@
+"""The study ``--data PATH`` runs on a dataset nobody configured: layout, dimensions, task and template detected.
+
+Detection reads the catalog (no Ray, no training) and at most one mask header and array, so it says
+what it will run, or why it cannot, before anything starts:
+
+- layout: :func:`tumorbench.data.catalog.detect_layout`;
+- 2D or 3D: volumes for ``brats`` and ``msd``, for ``dicom`` when a series has more than one slice;
+  images for ``image-folder``, ``lgg`` and ``lidc``;
+- task: classification when the catalog has class labels, else segmentation when it has masks;
+- template: BraTS label maps (labels within {0, 1, 2, 3, 4}, more than one tumor label) get the BraTS
+  regions study (WT/TC/ET); other masks a whole-lesion study in 2D or 3D; labels a 2D or 3D classifier study.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from tumorbench.errors import TumorbenchError
+
+VOLUME_LAYOUTS = ("brats", "msd")
+BRATS_LABELS = {0, 1, 2, 3, 4}
+
+
+@dataclass(frozen=True)
+class Detection:
+    """What ``--data`` found: layout (and why), dimensions, task and the study template."""
+
+    layout: str
+    evidence: str
+    spatial_dims: int
+    task: str
+    template: str
+    cases: int
+    why: str
+
+    def describe(self) -> str:
+        return (f"layout {self.layout} ({self.evidence}), {self.cases} cases, {self.spatial_dims}D, task {self.task}, "
+                f"study template {self.template} ({self.why})")
+
+
+def spatial_dims(frame: pd.DataFrame) -> int:
+    """3 for volume layouts and multi-slice DICOM series, else 2."""
+    layout = frame.attrs["layout"]
+    if layout in VOLUME_LAYOUTS:
+        return 3
+    if layout == "dicom":
+        return 3 if int(frame.get("n_slices", pd.Series([1])).max()) > 1 else 2
+    return 2
+
+
+def mask_labels(frame: pd.DataFrame) -> set[int]:
+    """The label values of the first non-empty mask of the catalog (one file read)."""
+    import numpy as np
+
+    from tumorbench.data import io
+
+    for path in frame["mask"].dropna():
+        values = np.unique(io.read_image(path, dtype=np.int16).array)
+        if len(values) > 1:
+            return {int(v) for v in values}
+    return set()
+
+
+def detect(frame: pd.DataFrame, labels_of_mask=mask_labels) -> Detection:
+    """Decide dimensions, task and template for a scanned catalog.
+
+    Raises:
+        TumorbenchError: Neither class labels nor masks, or a combination no template fits.
+    """
+    layout, evidence, cases = frame.attrs["layout"], frame.attrs.get("layout_evidence", "given"), len(frame)
+    dims = spatial_dims(frame)
+    if frame["label"].notna().any():
+        if frame["label"].dropna().nunique() < 2:
+            raise TumorbenchError(f"layout {layout}: one class only ({frame['label'].dropna().iloc[0]!r}); "
+                                  "a classifier needs at least two")
+        template = "classification-3d" if dims == 3 else "classification-2d"
+        return Detection(layout, evidence, dims, "classification", template, cases, "class labels found")
+    if frame["mask"].notna().any():
+        if layout == "brats":
+            values = labels_of_mask(frame)
+            if values <= BRATS_LABELS and len(values - {0}) > 1:
+                return Detection(layout, evidence, 3, "segmentation", "brats", cases,
+                                 f"BraTS label map {sorted(values)}: WT/TC/ET regions")
+        template = "segmentation-3d" if dims == 3 else "segmentation-2d"
+        return Detection(layout, evidence, dims, "segmentation", template, cases, "masks found, no class labels")
+    raise TumorbenchError(f"layout {layout}: neither class labels nor masks found; nothing to compare models on "
+                          "(see docs/data.md)")
+
+
+def fit_patch(frame: pd.DataFrame, patch: list[int]) -> list[int]:
+    """Shrink a 3D patch to the smallest axis of the first NIfTI volume, in multiples of 16 (phantoms are small)."""
+    import nibabel as nib
+
+    path = frame["image"].iloc[0][0]
+    if not str(path).endswith((".nii", ".nii.gz")):
+        return list(patch)
+    smallest = min(nib.load(path).shape[:3])
+    return [max(16, min(p, smallest // 16 * 16)) for p in patch]
+
+
+def _classification_3d(preset: str, modality: str):
+    """3D classifiers (MONAI DenseNet-121) on whole resized volumes vs feature baselines on the key slice."""
+    from tumorbench.study import presets
+    from tumorbench.study.spec import Candidate, Study
+
+    folds, epochs, samples = presets._budget(preset)
+    size = {"smoke": [32, 32, 16], "default": [64, 64, 32], "full": [96, 96, 64]}[preset]
+    normalize = "ct_window" if modality == "ct" else "zscore"
+    shared = {"spatial_dims": 3, "preprocess": {"spatial_size": size, "normalize": normalize}, "batch_size": 4,
+              "workers": 1, "epochs": {"smoke": 1, "default": 10, "full": 40}[preset]}
+    model = "densenet121_tiny" if preset == "smoke" else "densenet121"
+    return Study(name="generic", task="classification", data=None, n_folds=folds, config=shared,
+                 baselines=("logreg", "random_forest"),
+                 candidates=(Candidate("densenet121", {"model": model}, {}, "random", 1),))
+
+
+def build(detection: Detection, frame: pd.DataFrame, preset: str):
+    """The study template of a detection (a :class:`~tumorbench.study.spec.Study` without data set)."""
+    from tumorbench.study import presets
+
+    if detection.template == "brats":
+        study = presets.brats(preset)
+        patch = fit_patch(frame, study.config["sampling"]["patch_size"])
+        sampling = {**study.config["sampling"], "patch_size": patch}
+        return replace(study, config={**study.config, "sampling": sampling, "roi_size": patch})
+    if detection.template == "classification-3d":
+        return _classification_3d(preset, frame["channels"].iloc[0][0])
+    return {"classification-2d": presets.brain_yes_no, "segmentation-3d": presets.synthetic,
+            "segmentation-2d": presets.lgg}[detection.template](preset)
+
+
+def generic_study(data: str, preset: str):
+    """Scan ``data``, print what was detected and return the study to run on it."""
+    from tumorbench.data.catalog import scan
+
+    frame = scan(data, strict=False)
+    detection = detect(frame)
+    print(f"[tumorbench] {data}: {detection.describe()}", flush=True)
+    study = build(detection, frame, preset)
+    return replace(study, name=f"generic-{Path(data).name}", data=str(Path(data).resolve()),
+                   layout=detection.layout, synthetic=None)

@@ -1,0 +1,65 @@
+"""`--data PATH`: layout, 2D/3D, task and study template detected from the data (no Ray, no training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import write_blob_folders
+from tumorbench.data.catalog import scan
+from tumorbench.data.synthetic import BrainPhantomConfig, LungPhantomConfig, make_brain_study, make_lung_study
+from tumorbench.data.writers import write_nifti
+from tumorbench.errors import TumorbenchError
+from tumorbench.study.generic import detect, generic_study
+
+
+def test_labelled_dicom_volumes_get_a_3d_classification_study(tmp_path, capsys):
+    root = make_lung_study(tmp_path / "lung", LungPhantomConfig(cases=4, shape=(16, 16, 16)))
+    study = generic_study(str(root), "smoke")
+    assert (study.task, study.layout, study.config["spatial_dims"]) == ("classification", "dicom", 3)
+    assert study.config["preprocess"]["spatial_size"] == [32, 32, 16]
+    assert study.config["preprocess"]["normalize"] == "ct_window"  # the series are CT
+    assert [c.config["model"] for c in study.candidates] == ["densenet121_tiny"]
+    assert "3D, task classification, study template classification-3d" in capsys.readouterr().out
+
+
+def test_unlabelled_dicom_volumes_with_masks_get_3d_segmentation(tmp_path):
+    root = make_lung_study(tmp_path / "lung", LungPhantomConfig(cases=3, shape=(16, 16, 16)))
+    (root / "labels.csv").write_text((root / "labels.csv").read_text().replace("malignant", "").replace("benign", ""))
+    found = detect(scan(root))
+    assert (found.spatial_dims, found.task, found.template) == (3, "segmentation", "segmentation-3d")
+
+
+def test_brats_label_maps_get_the_regions_study_with_a_patch_that_fits(tmp_path):
+    root = make_brain_study(tmp_path / "brain", BrainPhantomConfig(cases=2, shape=(48, 48, 40)))
+    study = generic_study(str(root), "smoke")
+    assert study.config["preprocess"]["label_map"] == "brats"  # WT/TC/ET channels
+    assert study.config["sampling"]["patch_size"] == [32, 32, 32]  # 64 does not fit 40 slices
+    assert study.config["roi_size"] == [32, 32, 32]
+
+
+def test_binary_masks_in_brats_naming_stay_whole_tumor(tmp_path):
+    root = make_brain_study(tmp_path / "brain", BrainPhantomConfig(cases=2, shape=(32, 32, 32)))
+    for seg in root.glob("*/*_seg.nii.gz"):
+        import nibabel as nib
+
+        image = nib.load(seg)
+        write_nifti(seg, (np.asarray(image.dataobj) > 0).astype(np.uint8), image.affine, dtype=np.uint8)
+    found = detect(scan(root))
+    assert (found.task, found.template) == ("segmentation", "segmentation-3d")
+
+
+def test_class_folders_get_2d_classification(tmp_path):
+    write_blob_folders(tmp_path / "set", n=3)
+    found = detect(scan(tmp_path / "set"))
+    assert (found.layout, found.spatial_dims, found.task, found.template) == (
+        "image-folder", 2, "classification", "classification-2d")
+
+
+def test_one_class_only_is_refused_before_starting(tmp_path):
+    write_blob_folders(tmp_path / "set", n=2)
+    for path in (tmp_path / "set" / "no").iterdir():
+        path.unlink()
+    (tmp_path / "set" / "no").rmdir()
+    with pytest.raises(TumorbenchError, match="one class only"):
+        detect(scan(tmp_path / "set"))
