@@ -209,17 +209,38 @@ def _scan_lgg(root: Path, problems: _Problems, **_) -> list[dict]:
 
 # --- class folders ---------------------------------------------------------
 
+def _read_image_patients(path: Path) -> dict[str, str]:
+    """``patients.csv`` of a class-folder set: image (path relative to the root, or file name) -> patient id."""
+    if not path.exists():
+        return {}
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    image_column = next((c for c in ("image", "path", "file") if c in frame.columns), None)
+    if image_column is None or "patient_id" not in frame.columns:
+        raise DataError(path, f"needs an image (or path) column and a patient_id column, has {list(frame.columns)}")
+    keys = frame[image_column].str.strip().str.replace("\\", "/", regex=False)
+    if keys.duplicated().any():
+        raise DataError(path, f"{int(keys.duplicated().sum())} image(s) listed twice")
+    if (frame["patient_id"].str.strip() == "").any():
+        raise DataError(path, f"{int((frame['patient_id'].str.strip() == '').sum())} row(s) without a patient_id")
+    return dict(zip(keys, frame["patient_id"].str.strip(), strict=True))
+
+
 def _scan_image_folder(root: Path, problems: _Problems, **_) -> list[dict]:
-    rows = []
+    patients = _read_image_patients(root / "patients.csv")
+    rows, unmapped = [], 0
     for class_dir in _visible_dirs(root):
         images = sorted(p for p in class_dir.iterdir() if _is_image(p))
         if not images:
             problems.add(class_dir, "class folder without images")
         for path in images:
             case_id = f"{class_dir.name}/{path.name}"
-            # No patient information in a class-folder set: each image is its own patient.
-            rows.append(_row(case_id, case_id, "image-folder", [path], ("image",),
+            # Without patients.csv, each image is its own patient (slices of one patient can leak across folds).
+            patient = patients.get(case_id, patients.get(path.name))
+            unmapped += bool(patients) and patient is None
+            rows.append(_row(case_id, patient or case_id, "image-folder", [path], ("image",),
                              label=class_dir.name))
+    if unmapped:
+        problems.add(root / "patients.csv", f"{unmapped} image(s) not listed: each is its own patient")
     return rows
 
 
@@ -346,7 +367,8 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
             return "lgg", f"slices with _mask files in {sub.name}/"
     for path in root.rglob("*"):
         if path.is_file() and _looks_like_dicom(path):
-            return "dicom", f"DICOM file {path.relative_to(root)}"
+            # Name no file: DICOM paths often carry patient names or IDs.
+            return "dicom", "DICOM files (.dcm suffix or DICM preamble)"
     if subdirs and any(_is_image(p) for sub in subdirs for p in sub.iterdir()):
         return "image-folder", "one subfolder of images per class"
     raise DataError(root, f"cannot detect a layout (known: {', '.join(LAYOUTS)}); pass --layout")

@@ -81,14 +81,21 @@ def inspect_case(row: dict[str, Any]) -> CaseInfo:
 
 
 def inspect_cases(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per-case :class:`CaseInfo` as a DataFrame indexed like ``frame``."""
-    return pd.DataFrame([asdict(inspect_case(row)) for row in frame.to_dict("records")], index=frame.index)
+    """Per-case :class:`CaseInfo` as a DataFrame indexed like ``frame`` (a progress bar on stderr for large sets)."""
+    from tqdm import tqdm
+
+    rows = tqdm(frame.to_dict("records"), desc="reading cases", unit="case", leave=False,
+                disable=len(frame) < PROGRESS_MIN_CASES, mininterval=2.0)
+    return pd.DataFrame([asdict(inspect_case(row)) for row in rows], index=frame.index)
 
 
 def add_tumor_presence(frame: pd.DataFrame) -> pd.DataFrame:
     """Return the catalog with a ``has_tumor`` column read from the masks (``None`` without mask)."""
     infos = inspect_cases(frame)
     return frame.assign(has_tumor=infos["has_tumor"].to_numpy())
+
+
+PROGRESS_MIN_CASES = 200  # below this a check takes seconds: no bar
 
 
 def _count(values) -> dict[str, int]:
@@ -107,6 +114,9 @@ def _layout_details(frame: pd.DataFrame, infos: pd.DataFrame) -> dict[str, Any]:
         details["slices_per_patient"] = _count(frame["patient_id"])
     if layout == "lidc":
         details["malignancy_policy"] = frame.attrs.get("lidc_policy")
+    if layout == "image-folder" and frame["patient_id"].nunique() == len(frame):
+        details["patients_note"] = ("each image is its own patient: images of one patient can fall into different "
+                                    "folds; map images to patients with patients.csv (docs/data.md)")
     return details
 
 
@@ -193,6 +203,8 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"  case {case['case_id']}: BraTS {case['naming']} naming, {state}")
     if len(cases) > _MAX_LISTED:
         lines.append(f"  ... {len(cases) - _MAX_LISTED} more cases (see --json)")
+    if report["details"].get("patients_note"):
+        lines.append(f"patients  {report['details']['patients_note']}")
     if report["details"].get("malignancy_policy"):
         lines.append(f"policy    {report['details']['malignancy_policy']}")
     groups = report["duplicate_groups"]
