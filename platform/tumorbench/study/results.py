@@ -16,6 +16,7 @@ import pandas as pd
 from tumorbench.data.splits import fold_frames
 from tumorbench.evaluation.oof import score_columns
 from tumorbench.tasks import get_task
+from tumorbench.tuning.progress import wait_with_progress
 from tumorbench.tuning.search import best_row
 from tumorbench.tuning.trial import read_state
 
@@ -117,13 +118,14 @@ def run_baselines(study, frame: pd.DataFrame, split_doc: dict, class_names: list
 
     remote = ray.remote(num_cpus=1)(baseline_fold)
     task = get_task(study.task)
-    pending = []
+    pending, labels = [], []
     for name in study.baselines:
         for fold in range(len(split_doc["folds"])):
             train, val = (task.usable(part) for part in fold_frames(frame, split_doc, fold))
             pending.append(remote.remote(name, study.task, train, val, fold, class_names, study.seed,
                                          study.baseline_params.get(name, {}) | region_params(study)))
-    return pd.concat(ray.get(pending), ignore_index=True) if pending else pd.DataFrame()
+            labels.append(f"{name} fold {fold + 1}/{len(split_doc['folds'])}")
+    return pd.concat(wait_with_progress(pending, labels), ignore_index=True) if pending else pd.DataFrame()
 
 
 def write_predictions(parts: list[pd.DataFrame], out: Path) -> pd.DataFrame:

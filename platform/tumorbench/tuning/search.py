@@ -120,6 +120,11 @@ def _new_tuner(trainable, tune_space: dict[str, Any], space: dict[str, Any], exp
                trial_retries: int = 0):
     from ray import tune
 
+    from tumorbench.tuning.progress import SearchProgress
+
+    trials = grid_size(space) if searcher == "grid" else num_samples
+    # Live lines per fold on the driver, whatever Tune's own verbosity (the study runs Tune silent).
+    progress = SearchProgress(experiment.name, metric, n_folds, trials, list(space))
     return tune.Tuner(
         trainable, param_space=tune_space,
         tune_config=tune.TuneConfig(
@@ -136,7 +141,7 @@ def _new_tuner(trainable, tune_space: dict[str, Any], space: dict[str, Any], exp
                                   verbose=verbose, failure_config=tune.FailureConfig(max_failures=trial_retries),
                                   stop=stopper,
                                   # a budget guard is a Callback too: it watches trials start and end
-                                  callbacks=[stopper] if stopper is not None else None))
+                                  callbacks=[progress] + ([stopper] if stopper is not None else [])))
 
 
 def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "random", scheduler: str = "asha",

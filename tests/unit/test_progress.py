@@ -1,0 +1,53 @@
+"""Live progress lines of a search (Tune callback, driven here by hand: no Ray started) and the serve link."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from tumorbench.study.publish import best_note, link_best
+from tumorbench.tuning.progress import SearchProgress, format_duration, remaining_estimate
+
+
+def test_durations_and_remaining_time():
+    assert [format_duration(s) for s in (0, 59.6, 75, 3725)] == ["0s", "1m00s", "1m15s", "1h02m"]
+    assert remaining_estimate(30.0, 0, 6) is None
+    assert remaining_estimate(30.0, 2, 6) == 60.0  # 15 s per fold, 4 folds to go
+
+
+def test_a_line_per_fold_with_score_mean_elapsed_and_time_left():
+    lines, now = [], [0.0]
+    progress = SearchProgress("unet", "dice", n_folds=3, num_trials=2, keys=["lr"], clock=lambda: now[0],
+                              echo=lambda text, flush: lines.append(text))
+    trial = SimpleNamespace(trial_id="a", config={"lr": 0.003, "other": 1}, status="RUNNING")
+    progress.on_trial_start(0, [trial], trial)
+    now[0] = 40.0
+    progress.on_trial_result(1, [trial], trial, {"folds_done": 1, "fold_0_dice": 0.5, "dice_mean": 0.5,
+                                                 "epochs_spent": 4})
+    now[0] = 80.0
+    progress.on_trial_result(2, [trial], trial, {"folds_done": 2, "fold_1_dice": 0.7, "dice_mean": 0.6,
+                                                 "epochs_spent": 7})
+    assert lines == [
+        "[search unet] trial 1/2 {lr=0.003} started; elapsed 0s",
+        "[search unet] trial 1/2 {lr=0.003} fold 1/3: epochs 4, dice=0.5000 (mean 0.5000); elapsed 40s, ~3m20s left",
+        "[search unet] trial 1/2 {lr=0.003} fold 2/3: epochs 3, dice=0.7000 (mean 0.6000); elapsed 1m20s, ~2m40s left",
+    ]
+    now[0] = 200.0
+    progress.on_step_end(3, [trial])  # no fold for two minutes: a heartbeat
+    assert lines[-1] == "[search unet] 1 trial(s) training, 2 of ~6 folds done; elapsed 3m20s, ~6m40s left"
+
+
+def test_best_note_is_honest_when_a_baseline_leads():
+    best = {"model": "unet"}
+    assert "first place is kmeans" in best_note("kmeans", best)
+    assert "first place" not in best_note("unet", best)
+
+
+def test_link_best_points_runs_best_task_at_the_latest_package(tmp_path):
+    first, second = tmp_path / "a" / "best" / "segmentation", tmp_path / "b" / "best" / "segmentation"
+    first.mkdir(parents=True), second.mkdir(parents=True)
+    root = tmp_path / "runs" / "best"
+    assert link_best(first, "segmentation", root).resolve() == first.resolve()
+    assert link_best(second, "segmentation", root).resolve() == second.resolve()
+    (root / "classification").mkdir()  # a real folder someone put there is never replaced
+    assert link_best(first, "classification", root) is None
+    assert sorted(p.name for p in root.iterdir()) == ["classification", "segmentation"]
