@@ -26,6 +26,7 @@ from tumorbench.errors import TumorbenchError
 from tumorbench.package import package_versions
 from tumorbench.study import results
 from tumorbench.study.final import load_test_frame, run_locked_test
+from tumorbench.study.publish import best_note, link_best
 from tumorbench.study.spec import Study, StudyError
 from tumorbench.tasks import get_task
 from tumorbench.training.config import TrainConfig
@@ -275,6 +276,9 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
         final = run_locked_test(study, {c.name: base_config(study, c, data, out, split_file) for c in study.candidates},
                                 bests, frame, doc, test, class_names, out, metric, N_BOOT, ALPHA)
         best = package_final(dl_models[0], final, lb, out, study.task, metric)
+    if best:
+        best["note"] = best_note(lb["model"].iloc[0], best)
+        best["serve_link"] = str(link_best(out / "best" / study.task, study.task))
     if dl_models and task.with_mask:
         from tumorbench.study.overlays import write_overlays
 
@@ -293,6 +297,9 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
                  seed=study.seed)
     copy_results(out, root)
     print(format_leaderboard(lb, study.task, stats=stats), flush=True)
+    if best:
+        print(f"[tumorbench] best/{study.task}: {best['note']}; serve it: serve run serve/config.yaml "
+              f"(runs/best/{study.task} -> {out / 'best' / study.task})", flush=True)
     print(f"[tumorbench] TensorBoard, every trial and fold: tensorboard --logdir {storage.join(root, 'searches')}",
           flush=True)
     if budget is not None:
