@@ -5,7 +5,7 @@ patient-level folds stratified by tumour presence. Classification (brain MRI yes
 ROC AUC and accuracy of every classifier over de-duplicated patient-level folds, with
 the inner parameter search on. Usage::
 
-    python bench/baselines_cv.py --data ../shared/data --folds 5 --max-train-cases 300
+    python bench/baselines_cv.py --folds 5 --max-train-cases 300
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from tumorbench.baselines import CLASSIFIERS, SEGMENTERS, FeatureCache, fit_pred
 from tumorbench.data.catalog import scan
 from tumorbench.data.check import add_tumor_presence
 from tumorbench.data.splits import SplitConfig, fold_frames, make_splits
+from tumorbench.paths import shared_data
 
 
 def segmentation(root: Path, folds: int, max_train_cases: int | None, methods: list[str]) -> dict:
@@ -67,7 +68,8 @@ def classification(root: Path, folds: int, classifiers: list[str], n_jobs: int |
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=shared_data(),
+                        help="shared data folder (default: $TUMORBENCH_SHARED_DATA)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--max-train-cases", type=int, default=None, help="segmenter training sample per fold")
     parser.add_argument("--segmenters", nargs="*", default=list(SEGMENTERS))

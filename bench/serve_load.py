@@ -31,9 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
+from tumorbench.paths import shared_data
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUN = REPO_ROOT / "runs" / "lgg_unet" / "train"
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "lgg"
+DEFAULT_DATA = shared_data() / "lgg"  # $TUMORBENCH_SHARED_DATA, else ../shared/data beside the checkout
 _HEADERS: dict[str, str] = {}  # X-API-Key for --url apps that need one
 
 
