@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from tests.conftest import write_blob_folders
+
 from tumorbench.data.catalog import scan
 from tumorbench.data.synthetic import BrainPhantomConfig, LungPhantomConfig, make_brain_study, make_lung_study
 from tumorbench.data.writers import write_nifti

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from tests.conftest import write_blob_folders
+
 from tumorbench.data.catalog import scan
 from tumorbench.data.check import check_dataset
 from tumorbench.data.splits import SplitConfig, fold_frames, make_splits
@@ -36,7 +36,8 @@ def test_patients_csv_keeps_a_patients_images_in_one_fold(tmp_path):
     doc = make_splits(frame, SplitConfig(n_folds=3, seed=0, dedupe=False))
     for fold in range(3):
         train, val = fold_frames(frame, doc, fold)
-        assert len(val) == 4 and not set(train["patient_id"]) & set(val["patient_id"])  # one patient per fold: 2 images x 2 classes
+        # one patient per fold: 2 images x 2 classes
+        assert len(val) == 4 and not set(train["patient_id"]) & set(val["patient_id"])
 
 
 def test_unlisted_images_are_reported_and_bad_files_name_the_problem(tmp_path):
