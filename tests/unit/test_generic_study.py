@@ -63,3 +63,9 @@ def test_one_class_only_is_refused_before_starting(tmp_path):
     (tmp_path / "set" / "no").rmdir()
     with pytest.raises(TumorbenchError, match="one class only"):
         detect(scan(tmp_path / "set"))
+
+
+def test_lidc_crops_get_the_lidc_study_settings(lidc_root):
+    frame = scan(lidc_root)
+    found = detect(frame)
+    assert (found.layout, found.spatial_dims, found.template) == ("lidc", 2, "lidc")

@@ -8,7 +8,8 @@ what it will run, or why it cannot, before anything starts:
   images for ``image-folder``, ``lgg`` and ``lidc``;
 - task: classification when the catalog has class labels, else segmentation when it has masks;
 - template: BraTS label maps (labels within {0, 1, 2, 3, 4}, more than one tumor label) get the BraTS
-  regions study (WT/TC/ET); other masks a whole-lesion study in 2D or 3D; labels a 2D or 3D classifier study.
+  regions study (WT/TC/ET); other masks a whole-lesion study in 2D or 3D; labels a 2D or 3D classifier study
+  (LIDC crops: the shipped LIDC study's settings).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def detect(frame: pd.DataFrame, labels_of_mask=mask_labels) -> Detection:
         if frame["label"].dropna().nunique() < 2:
             raise TumorbenchError(f"layout {layout}: one class only ({frame['label'].dropna().iloc[0]!r}); "
                                   "a classifier needs at least two")
-        template = "classification-3d" if dims == 3 else "classification-2d"
+        template = "classification-3d" if dims == 3 else "lidc" if layout == "lidc" else "classification-2d"
         return Detection(layout, evidence, dims, "classification", template, cases, "class labels found")
     if frame["mask"].notna().any():
         if layout == "brats":
@@ -128,7 +129,7 @@ def build(detection: Detection, frame: pd.DataFrame, preset: str):
         return replace(study, config={**study.config, "sampling": sampling, "roi_size": patch})
     if detection.template == "classification-3d":
         return _classification_3d(preset, frame["channels"].iloc[0][0])
-    return {"classification-2d": presets.brain_yes_no, "segmentation-3d": presets.synthetic,
+    return {"classification-2d": presets.brain_yes_no, "lidc": presets.lidc, "segmentation-3d": presets.synthetic,
             "segmentation-2d": presets.lgg}[detection.template](preset)
 
 
