@@ -102,7 +102,7 @@ def measure(mode: str, args: argparse.Namespace, device):
     if device.type == "cuda":
         result |= {"peak_allocated_mb": torch.cuda.max_memory_allocated(device) / 2**20,
                    "peak_reserved_mb": torch.cuda.max_memory_reserved(device) / 2**20}
-    del model, optimizer, batch
+    model = optimizer = batch = None  # free GPU memory before the next mode (the closure holds the cells)
     return result
 
 

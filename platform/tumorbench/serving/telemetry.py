@@ -22,14 +22,15 @@ class Telemetry:
         from ray.serve import metrics
 
         self.requests = metrics.Counter("tumorbench_requests", "HTTP requests by route and status code",
-                                        tag_keys=("route", "status"))
+                                        tag_keys=("path", "status"))
         self.latency = {stage: metrics.Histogram(f"tumorbench_{stage}_ms", f"{stage} time of a prediction request "
                                                  "in milliseconds", boundaries=BOUNDARIES_MS, tag_keys=("model",))
                         for stage in STAGES}
 
     def count(self, path: str, status: int) -> None:
         # Unknown paths share one tag: a scanner's random paths must not grow the series without bound.
-        self.requests.inc(tags={"route": path if path in ROUTES else "other", "status": str(status)})
+        # "path", not "route": Serve fills its own "route" tag (the app's route prefix) in every replica metric.
+        self.requests.inc(tags={"path": path if path in ROUTES else "other", "status": str(status)})
 
     def observe(self, model: str, **stages_ms: Any) -> None:
         for stage, value in stages_ms.items():
