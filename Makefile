@@ -33,6 +33,8 @@ data-demo: $(STAMP)
 	$(VENV)/bin/tumorbench data preview $(DEMO_DIR)/lung --out $(DEMO_DIR)/lung_preview.png
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 bench-data: $(STAMP)

@@ -38,8 +38,13 @@ def segmentation(root: Path, folds: int, max_train_cases: int | None, methods: l
             patients.append(patient_metrics(cases))
             fitted.append(cases.attrs["fitted"])
         dice = pd.concat(patients)["dice"]
-        out[method] = {"patient_dice_mean": float(dice.mean()), "patient_dice_median": float(dice.median()),
-                       "patients": int(len(dice)), "seconds": round(time.time() - started, 1), "fitted": fitted}
+        out[method] = {
+            "patient_dice_mean": float(dice.mean()),
+            "patient_dice_median": float(dice.median()),
+            "patients": int(len(dice)),
+            "seconds": round(time.time() - started, 1),
+            "fitted": fitted,
+        }
         print(method, json.dumps(out[method], default=str), flush=True)
     return out
 
@@ -58,18 +63,24 @@ def classification(root: Path, folds: int, classifiers: list[str], n_jobs: int |
             aucs.append(roc_auc_score(pred["y_true"], pred["y_score"]))
             accs.append(accuracy_score(pred["y_true"], pred["y_pred"]))
             best.append(pred.attrs["best_params"])
-        out[name] = {"auc_mean": float(np.mean(aucs)), "auc_sd": float(np.std(aucs, ddof=1)),
-                     "accuracy_mean": float(np.mean(accs)), "aucs": [round(a, 3) for a in aucs],
-                     "cases": int(len(frame) - len(doc["excluded"])), "seconds": round(time.time() - started, 1),
-                     "best_params": best}
+        out[name] = {
+            "auc_mean": float(np.mean(aucs)),
+            "auc_sd": float(np.std(aucs, ddof=1)),
+            "accuracy_mean": float(np.mean(accs)),
+            "aucs": [round(a, 3) for a in aucs],
+            "cases": int(len(frame) - len(doc["excluded"])),
+            "seconds": round(time.time() - started, 1),
+            "best_params": best,
+        }
         print(name, json.dumps(out[name], default=str), flush=True)
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=shared_data(),
-                        help="shared data folder (default: $TUMORBENCH_SHARED_DATA)")
+    parser.add_argument(
+        "--data", type=Path, default=shared_data(), help="shared data folder (default: $TUMORBENCH_SHARED_DATA)"
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--max-train-cases", type=int, default=None, help="segmenter training sample per fold")
     parser.add_argument("--segmenters", nargs="*", default=list(SEGMENTERS))
@@ -80,8 +91,9 @@ def main() -> None:
     if args.segmenters:
         results["lgg_segmentation"] = segmentation(args.data / "lgg", args.folds, args.max_train_cases, args.segmenters)
     if args.classifiers:
-        results["yes_no_classification"] = classification(args.data / "brain_mri_yes_no", args.folds,
-                                                          args.classifiers, args.n_jobs)
+        results["yes_no_classification"] = classification(
+            args.data / "brain_mri_yes_no", args.folds, args.classifiers, args.n_jobs
+        )
     print(json.dumps(results, indent=1, default=str))
 
 

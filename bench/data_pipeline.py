@@ -115,8 +115,13 @@ def _pipeline(cfg: BenchConfig) -> tuple[list[dict], object]:
 
     cases = cases_from_catalog(scan(cfg.data, "lgg"))[: cfg.cases]
     size = None if cfg.spatial_size is None else (cfg.spatial_size, cfg.spatial_size)
-    chain = build_transforms(PreprocessConfig(normalize="zscore", spatial_size=size),
-                             AugmentConfig.preset(cfg.augment), spatial_dims=2, train=True, seed=cfg.seed)
+    chain = build_transforms(
+        PreprocessConfig(normalize="zscore", spatial_size=size),
+        AugmentConfig.preset(cfg.augment),
+        spatial_dims=2,
+        train=True,
+        seed=cfg.seed,
+    )
     chain(cases[0])  # lazy imports and first-call set-up are not what is being measured
     return cases, chain
 
@@ -139,10 +144,17 @@ def run_mode(mode: str, cfg: BenchConfig) -> ModeResult:
     with tempfile.TemporaryDirectory(prefix="tumorbench-bench-") as cache_dir:
         shapes: dict = {}
         start = _clocks()
-        dataset = make_dataset(cases, chain, cache=mode, cache_dir=cache_dir if mode == "disk" else None,
-                               num_workers=cfg.workers)
-        loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.workers,
-                            multiprocessing_context=context, generator=torch.Generator().manual_seed(cfg.seed))
+        dataset = make_dataset(
+            cases, chain, cache=mode, cache_dir=cache_dir if mode == "disk" else None, num_workers=cfg.workers
+        )
+        loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            num_workers=cfg.workers,
+            multiprocessing_context=context,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
         samples = _epoch(loader, shapes)
         epoch1 = _since(start)
         start = _clocks()
@@ -151,9 +163,23 @@ def run_mode(mode: str, cfg: BenchConfig) -> ModeResult:
         disk_mb = _folder_mb(Path(cache_dir)) if mode == "disk" else None
     peak = _max_rss_mb()
     workers_peak = _max_rss_mb(resource.RUSAGE_CHILDREN) if cfg.workers else None
-    return ModeResult(mode, samples, epoch1[0], epoch2[0], epoch1[1], epoch2[1], samples / epoch1[0],
-                      samples / epoch2[0], samples / epoch2[1], baseline, peak, peak - baseline, workers_peak,
-                      disk_mb, shapes)
+    return ModeResult(
+        mode,
+        samples,
+        epoch1[0],
+        epoch2[0],
+        epoch1[1],
+        epoch2[1],
+        samples / epoch1[0],
+        samples / epoch2[0],
+        samples / epoch2[1],
+        baseline,
+        peak,
+        peak - baseline,
+        workers_peak,
+        disk_mb,
+        shapes,
+    )
 
 
 def run_isolated(mode: str, cfg: BenchConfig) -> ModeResult:
@@ -165,13 +191,29 @@ def run_isolated(mode: str, cfg: BenchConfig) -> ModeResult:
 def format_table(results: list[ModeResult]) -> str:
     """The results as a Markdown table; speed-up compares epoch 2 with mode ``none``."""
     ref = next((r.epoch2_samples_per_s for r in results if r.mode == "none"), None)
-    head = ("mode", "epoch1 samples/s", "epoch2 samples/s", "speed-up vs none", "peak RSS MB", "RSS over baseline MB",
-            "epoch2 samples/CPU-s")
+    head = (
+        "mode",
+        "epoch1 samples/s",
+        "epoch2 samples/s",
+        "speed-up vs none",
+        "peak RSS MB",
+        "RSS over baseline MB",
+        "epoch2 samples/CPU-s",
+    )
     rows = [head, tuple("---" for _ in head)]
     for r in results:
         speedup = f"{r.epoch2_samples_per_s / ref:.2f}x" if ref else "n/a"
-        rows.append((r.mode, f"{r.epoch1_samples_per_s:.1f}", f"{r.epoch2_samples_per_s:.1f}", speedup,
-                     f"{r.peak_rss_mb:.0f}", f"{r.rss_over_baseline_mb:.0f}", f"{r.epoch2_samples_per_cpu_s:.1f}"))
+        rows.append(
+            (
+                r.mode,
+                f"{r.epoch1_samples_per_s:.1f}",
+                f"{r.epoch2_samples_per_s:.1f}",
+                speedup,
+                f"{r.peak_rss_mb:.0f}",
+                f"{r.rss_over_baseline_mb:.0f}",
+                f"{r.epoch2_samples_per_cpu_s:.1f}",
+            )
+        )
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
@@ -194,8 +236,16 @@ def _parse(argv: list[str] | None) -> tuple[argparse.Namespace, BenchConfig]:
     if not args.data.is_dir():
         parser.exit(2, f"error: LGG data not found at {args.data}; pass --data PATH or set TUMORBENCH_SHARED_DATA\n")
     try:
-        cfg = BenchConfig(str(args.data), args.cases, args.batch_size, args.workers, args.spatial_size,
-                          args.augment, args.threads, args.seed)
+        cfg = BenchConfig(
+            str(args.data),
+            args.cases,
+            args.batch_size,
+            args.workers,
+            args.spatial_size,
+            args.augment,
+            args.threads,
+            args.seed,
+        )
     except ValueError as err:
         parser.error(str(err))
     return args, cfg
@@ -205,20 +255,25 @@ def main(argv: list[str] | None = None) -> int:
     """Run every requested mode, print the table, optionally write JSON."""
     args, cfg = _parse(argv)
     size = f"{cfg.spatial_size}x{cfg.spatial_size}" if cfg.spatial_size else "256x256 (native)"
-    print(f"LGG {cfg.data}: cases={cfg.cases or 'all'} batch={cfg.batch_size} workers={cfg.workers} size={size} "
-          f"augment={cfg.augment} threads={cfg.threads} cpus={os.cpu_count()} python={platform.python_version()}",
-          flush=True)
+    print(
+        f"LGG {cfg.data}: cases={cfg.cases or 'all'} batch={cfg.batch_size} workers={cfg.workers} size={size} "
+        f"augment={cfg.augment} threads={cfg.threads} cpus={os.cpu_count()} python={platform.python_version()}",
+        flush=True,
+    )
     results = []
     for mode in args.modes:
         started = time.perf_counter()
         results.append(run_isolated(mode, cfg))
-        print(f"  {mode}: done in {time.perf_counter() - started:.1f} s (process start and imports included)",
-              flush=True)
+        print(
+            f"  {mode}: done in {time.perf_counter() - started:.1f} s (process start and imports included)", flush=True
+        )
     print()
     print(format_table(results))
-    print("\nepoch 1 includes filling the cache; speed-up is epoch 2 over mode none; baseline RSS is the peak "
-          "after imports, catalog scan and one warm-up sample;\nsamples/CPU-s divides by the CPU time of the "
-          "process and its loader workers, which other jobs on the machine do not inflate as they do wall time")
+    print(
+        "\nepoch 1 includes filling the cache; speed-up is epoch 2 over mode none; baseline RSS is the peak "
+        "after imports, catalog scan and one warm-up sample;\nsamples/CPU-s divides by the CPU time of the "
+        "process and its loader workers, which other jobs on the machine do not inflate as they do wall time"
+    )
     for r in results:
         if r.disk_cache_mb is not None:
             print(f"disk cache: {r.disk_cache_mb:.0f} MB for {r.samples} cases")

@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     records = {manifest.name: [SimpleNamespace(fold=args.fold, checkpoint=str(args.package))]}
-    table = write_explanations(args.out, manifest.task, records, frame, doc, [manifest.name], args.cases,
-                               manifest.class_names)
+    table = write_explanations(
+        args.out, manifest.task, records, frame, doc, [manifest.name], args.cases, manifest.class_names
+    )
     seconds = time.perf_counter() - start
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         # Patients are numbered, not named: identifiers stay in explanations.csv, out of logs.
@@ -49,8 +50,10 @@ def main(argv: list[str] | None = None) -> None:
         shown.insert(1, "patient", [f"#{k}" for k in range(1, len(shown) + 1)])
         print(shown.round(3).to_string(index=False))
         print(explanation_summary(table).round(3).to_string(index=False))
-    print(f"{len(table)} cases explained in {seconds:.1f} s; wrote {args.out / 'explanations.csv'} and "
-          f"{args.out / 'explanations'}")
+    print(
+        f"{len(table)} cases explained in {seconds:.1f} s; wrote {args.out / 'explanations.csv'} and "
+        f"{args.out / 'explanations'}"
+    )
 
 
 if __name__ == "__main__":

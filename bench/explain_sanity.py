@@ -46,8 +46,9 @@ def main() -> None:
         for h, i in zip(heat, positive):
             scorer = explainer.scorer(images[i][None])
             for mode in curves:
-                curve = perturbation_curve(lambda b, e=explainer, s=scorer: e.score(torch.as_tensor(b), s),
-                                           images[i].numpy(), h, mode)
+                curve = perturbation_curve(
+                    lambda b, e=explainer, s=scorer: e.score(torch.as_tensor(b), s), images[i].numpy(), h, mode
+                )
                 curves[mode].append(curve_auc(curve))
         randomised, hits = [], []
         for seed in range(3):
@@ -56,15 +57,19 @@ def main() -> None:
             randomised += maps
             hits += [pointing_game(h, masks[i]) for h, i in zip(maps, positive)]
         check = randomisation_check(heat * 3, randomised)
-        print(f"{method:9s} pointing {np.mean([pointing_game(h, masks[i]) for h, i in zip(heat, positive)]):.2f}  "
-              f"energy in disc {np.mean([energy_in_mask(h, masks[i]) for h, i in zip(heat, positive)]):.2f}  "
-              f"deletion AUC {np.mean(curves['deletion']):.3f}  insertion AUC {np.mean(curves['insertion']):.3f}  | "
-              f"randomised: pointing {np.mean(hits):.2f}, rank corr {check.rank_corr:.3f}, SSIM {check.ssim:.3f}, "
-              f"flagged {check.flagged}")
+        print(
+            f"{method:9s} pointing {np.mean([pointing_game(h, masks[i]) for h, i in zip(heat, positive)]):.2f}  "
+            f"energy in disc {np.mean([energy_in_mask(h, masks[i]) for h, i in zip(heat, positive)]):.2f}  "
+            f"deletion AUC {np.mean(curves['deletion']):.3f}  insertion AUC {np.mean(curves['insertion']):.3f}  | "
+            f"randomised: pointing {np.mean(hits):.2f}, rank corr {check.rank_corr:.3f}, SSIM {check.ssim:.3f}, "
+            f"flagged {check.flagged}"
+        )
     brightness = [np.clip(images[i, 0].numpy(), 0, None) for i in positive]
     control = randomisation_check(brightness, brightness)
-    print(f"control (image brightness as the 'explanation'): rank corr {control.rank_corr:.3f}, "
-          f"SSIM {control.ssim:.3f}, flagged {control.flagged}")
+    print(
+        f"control (image brightness as the 'explanation'): rank corr {control.rank_corr:.3f}, "
+        f"SSIM {control.ssim:.3f}, flagged {control.flagged}"
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ DEFAULT_MODELS = "unet,attention_unet,resnet18,resnet18_tiny,efficientnet_b0,tf_
 
 def measure(name: str, size: int, batch: int, steps: int) -> dict:
     import torch
+
     from tumorbench.models import create_model, model_info
 
     segmentation = model_info(name).task == "segmentation"
@@ -61,9 +62,15 @@ def measure(name: str, size: int, batch: int, steps: int) -> dict:
     with torch.no_grad():
         eval_wall, eval_cpu = timed(lambda: model(images))
     # CPU time of one thread is what an idle core gives; wall time shows how loaded the machine was
-    return {"model": name, "size": size, "batch": batch, "train_ms_per_image": round(train_cpu, 2),
-            "eval_ms_per_image": round(eval_cpu, 2), "train_wall_ms": round(train_wall, 2),
-            "eval_wall_ms": round(eval_wall, 2)}
+    return {
+        "model": name,
+        "size": size,
+        "batch": batch,
+        "train_ms_per_image": round(train_cpu, 2),
+        "eval_ms_per_image": round(eval_cpu, 2),
+        "train_wall_ms": round(train_wall, 2),
+        "eval_wall_ms": round(eval_wall, 2),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in [m.strip() for m in args.models.split(",") if m.strip()]:
         rows.append(measure(name, args.size, args.batch_size, args.steps))
         r = rows[-1]
-        print(f"{name:<24} train {r['train_ms_per_image']:7.1f} ms/img   eval {r['eval_ms_per_image']:6.1f} ms/img "
-              f"CPU time (wall {r['train_wall_ms']:.1f} / {r['eval_wall_ms']:.1f})   ({args.size}x{args.size}, "
-              f"batch {args.batch_size}, {args.threads} thread(s))", flush=True)
+        print(
+            f"{name:<24} train {r['train_ms_per_image']:7.1f} ms/img   eval {r['eval_ms_per_image']:6.1f} ms/img "
+            f"CPU time (wall {r['train_wall_ms']:.1f} / {r['eval_wall_ms']:.1f})   ({args.size}x{args.size}, "
+            f"batch {args.batch_size}, {args.threads} thread(s))",
+            flush=True,
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows}, indent=1))

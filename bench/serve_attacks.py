@@ -91,9 +91,14 @@ def _measure(path: Path, kind: str, content_type: str) -> dict:
                 detail = f"decoded {image.array.shape}"
     except (UploadError, ApiError) as exc:
         status, detail = exc.status, str(exc)
-    return {"status": status, "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall,
-            "peak_rss_growth_mb": _status_mb("VmHWM:") - rss, "detail": detail,
-            "phi_in_detail": any(secret in detail for secret in PHI)}
+    return {
+        "status": status,
+        "cpu_s": time.process_time() - cpu,
+        "wall_s": time.perf_counter() - wall,
+        "peak_rss_growth_mb": _status_mb("VmHWM:") - rss,
+        "detail": detail,
+        "phi_in_detail": any(secret in detail for secret in PHI),
+    }
 
 
 def main() -> None:
@@ -114,18 +119,28 @@ def main() -> None:
             path = Path(tmp) / f"input{n}"
             path.write_bytes(data)
             del made, data
-            out = subprocess.run([sys.executable, __file__, "--one", str(path), kind, content_type],
-                                 capture_output=True, text=True, check=True)
-            row = {"input": name, "bytes": path.stat().st_size, **json.loads(out.stdout.strip().splitlines()[-1]),
-                   "phi_in_log": any(secret in out.stderr for secret in PHI)}
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", str(path), kind, content_type],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            row = {
+                "input": name,
+                "bytes": path.stat().st_size,
+                **json.loads(out.stdout.strip().splitlines()[-1]),
+                "phi_in_log": any(secret in out.stderr for secret in PHI),
+            }
             rows.append(row)
             path.unlink()
     print("| input | bytes | status | CPU s | peak RSS +MB | PHI in answer / log | answer |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         phi = f"{'yes' if r['phi_in_detail'] else 'no'} / {'yes' if r['phi_in_log'] else 'no'}"
-        print(f"| {r['input']} | {r['bytes']:,} | {r['status']} | {r['cpu_s']:.3f} | {r['peak_rss_growth_mb']:.1f} | "
-              f"{phi} | {r['detail'][:110]} |")
+        print(
+            f"| {r['input']} | {r['bytes']:,} | {r['status']} | {r['cpu_s']:.3f} | {r['peak_rss_growth_mb']:.1f} | "
+            f"{phi} | {r['detail'][:110]} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -41,11 +41,23 @@ _HEADERS: dict[str, str] = {}  # X-API-Key for --url apps that need one
 
 def _parse() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--package", type=Path, default=None,
-                        help=f"model package or run folder (default: {DEFAULT_RUN} if present, else a 64x64 2D unet)")
-    parser.add_argument("--image", type=Path, default=None, help="file to upload (default: an LGG slice or a synthetic PNG)")
-    parser.add_argument("--url", default=None, help="measure a running app at this URL (loopback) instead of starting one")
-    parser.add_argument("--api-key", default=os.environ.get("TUMORBENCH_API_KEY"), help="sent as X-API-Key (default: $TUMORBENCH_API_KEY)")
+    parser.add_argument(
+        "--package",
+        type=Path,
+        default=None,
+        help=f"model package or run folder (default: {DEFAULT_RUN} if present, else a 64x64 2D unet)",
+    )
+    parser.add_argument(
+        "--image", type=Path, default=None, help="file to upload (default: an LGG slice or a synthetic PNG)"
+    )
+    parser.add_argument(
+        "--url", default=None, help="measure a running app at this URL (loopback) instead of starting one"
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get("TUMORBENCH_API_KEY"),
+        help="sent as X-API-Key (default: $TUMORBENCH_API_KEY)",
+    )
     parser.add_argument("--levels", default="1,8,32,64", help="client concurrencies")
     parser.add_argument("--requests", type=int, default=200, help="requests per level")
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per level at most")
@@ -67,9 +79,17 @@ def _default_package(tmp: Path) -> Path:
     from tumorbench.package.weights import save_package
 
     kwargs = {"spatial_dims": 2, "in_channels": 3, "out_channels": 1}
-    manifest = ModelManifest(name="unet", task="segmentation", model_kwargs=kwargs, spatial_dims=2, data_dims=2,
-                             in_channels=3, out_channels=1, preprocess={"spatial_size": [64, 64]},
-                             data={"layout": "bench"})
+    manifest = ModelManifest(
+        name="unet",
+        task="segmentation",
+        model_kwargs=kwargs,
+        spatial_dims=2,
+        data_dims=2,
+        in_channels=3,
+        out_channels=1,
+        preprocess={"spatial_size": [64, 64]},
+        data={"layout": "bench"},
+    )
     return save_package(tmp / "unet64", create_model("unet", **kwargs), manifest)
 
 
@@ -99,8 +119,10 @@ async def _drive(url: str, route: str, payload: bytes, clients: int, total: int,
     errors = 0
     sent = 0
     connector = aiohttp.TCPConnector(limit=clients)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120),
-                                     headers=_HEADERS) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=120), headers=_HEADERS
+    ) as session:
+
         async def one() -> bool:
             form = aiohttp.FormData()
             form.add_field("file", payload, filename="upload", content_type="application/octet-stream")
@@ -116,7 +138,7 @@ async def _drive(url: str, route: str, payload: bytes, clients: int, total: int,
                 sent += 1
                 try:
                     errors += 0 if await one() else 1
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     errors += 1
 
         for _ in range(min(clients, 8)):  # warm-up, not counted
@@ -125,8 +147,13 @@ async def _drive(url: str, route: str, payload: bytes, clients: int, total: int,
         start = time.perf_counter()
         await asyncio.gather(*(loop(start + cap_s) for _ in range(clients)))
         elapsed = time.perf_counter() - start
-    return {"clients": clients, "requests": len(latencies), "errors": errors,
-            "req_per_s": len(latencies) / elapsed if elapsed else 0.0, **_percentiles(latencies)}
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors,
+        "req_per_s": len(latencies) / elapsed if elapsed else 0.0,
+        **_percentiles(latencies),
+    }
 
 
 def _raw(predictor, image: Path, clients: int, total: int, cap_s: float, max_batch: int) -> dict:
@@ -164,11 +191,15 @@ def _wait_for_batch_size(url: str, size: int, timeout_s: float = 120) -> None:
 
 
 def _print(rows: list[dict]) -> None:
-    print(f"\n{'setup':10s} {'clients':>7s} {'requests':>8s} {'errors':>6s} {'req/s':>8s} {'p50 ms':>8s} "
-          f"{'p95 ms':>8s} {'p99 ms':>8s}  peak RSS")
+    print(
+        f"\n{'setup':10s} {'clients':>7s} {'requests':>8s} {'errors':>6s} {'req/s':>8s} {'p50 ms':>8s} "
+        f"{'p95 ms':>8s} {'p99 ms':>8s}  peak RSS"
+    )
     for r in rows:
-        print(f"{r['setup']:10s} {r['clients']:7d} {r['requests']:8d} {r['errors']:6d} {r['req_per_s']:8.1f} "
-              f"{r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f}  {r.get('peak', '')}")
+        print(
+            f"{r['setup']:10s} {r['clients']:7d} {r['requests']:8d} {r['errors']:6d} {r['req_per_s']:8.1f} "
+            f"{r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f}  {r.get('peak', '')}"
+        )
     by = {(r["setup"], r["clients"]): r["req_per_s"] for r in rows}
     levels = sorted({r["clients"] for r in rows})
     at = 32 if 32 in levels else levels[-1]
@@ -206,33 +237,54 @@ def main() -> None:
             port = sock.getsockname()[1]
         url = f"http://127.0.0.1:{port}"
         # Admission above the largest client level: this measures throughput, not load shedding.
-        app_args = {"models": [f"bench={package}"], "max_batch_size": args.max_batch_size,
-                    "batch_wait_timeout_s": args.batch_wait_ms / 1000, "max_upload_mb": 64,
-                    "max_concurrent_requests": max(levels) + 8}
+        app_args = {
+            "models": [f"bench={package}"],
+            "max_batch_size": args.max_batch_size,
+            "batch_wait_timeout_s": args.batch_wait_ms / 1000,
+            "max_upload_mb": 64,
+            "max_concurrent_requests": max(levels) + 8,
+        }
         deploy(app_args, port=port)
         for setup, size in (("batched", args.max_batch_size), ("unbatched", 1)):
             if setup not in setups:
                 continue
-            override = {"name": "model_bench", "user_config": {"max_batch_size": size,
-                                                               "batch_wait_timeout_s": args.batch_wait_ms / 1000}}
+            override = {
+                "name": "model_bench",
+                "user_config": {"max_batch_size": size, "batch_wait_timeout_s": args.batch_wait_ms / 1000},
+            }
             deploy(app_args, deployments=[override], port=port)  # reconfigure in place, same replicas
             _wait_for_batch_size(url, size)
             for clients in levels:
-                rows.append({"setup": setup, **asyncio.run(_drive(url, route, payload, clients, args.requests,
-                                                                  args.time_cap)), "peak": _peak(_stats(url))})
+                rows.append(
+                    {
+                        "setup": setup,
+                        **asyncio.run(_drive(url, route, payload, clients, args.requests, args.time_cap)),
+                        "peak": _peak(_stats(url)),
+                    }
+                )
                 print(rows[-1], flush=True)
     elif url is not None:
         for clients in levels:
-            rows.append({"setup": "batched", **asyncio.run(_drive(url, route, payload, clients, args.requests,
-                                                              args.time_cap)), "peak": _peak(_stats(url))})
+            rows.append(
+                {
+                    "setup": "batched",
+                    **asyncio.run(_drive(url, route, payload, clients, args.requests, args.time_cap)),
+                    "peak": _peak(_stats(url)),
+                }
+            )
             print(rows[-1], flush=True)
     if "raw" in setups:
         from tumorbench.inference import Predictor
 
         predictor = Predictor.from_package(package)
         for clients in levels:
-            rows.append({"setup": "raw", **_raw(predictor, image, clients, args.requests, args.time_cap,
-                                                args.max_batch_size), "peak": f"{peak_rss_mb():.0f} MB (this process)"})
+            rows.append(
+                {
+                    "setup": "raw",
+                    **_raw(predictor, image, clients, args.requests, args.time_cap, args.max_batch_size),
+                    "peak": f"{peak_rss_mb():.0f} MB (this process)",
+                }
+            )
             print(rows[-1], flush=True)
     if args.url is None and {"batched", "unbatched"} & set(setups):
         from ray import serve

@@ -35,13 +35,18 @@ def _bad_inputs() -> list[tuple[str, bytes]]:
 
     import attack_files as af
 
-    return [("deflated DICOM", af.deflated_dicom(16)), ("extra frames", af.extra_frames_dicom(8)),
-            ("TIFF chain", af.tiff_chain(4096)), ("RGB PNG over max_pixels", af.rgb_png(8000, 5000)),
-            ("PHI zip, duplicate", af.phi_dicom_zip(duplicate=True)), ("PHI zip, two series",
-                                                                       af.phi_dicom_zip(two_series=True)),
-            ("NIfTI RGB24", af.nifti_bytes(np.zeros((8, 8, 8, 3)), dtype_code=128)),
-            ("PixelSpacing 0", af.dicom_with(PixelSpacing=[0, 0])), ("not an image", b"hello" * 100),
-            ("truncated PNG", af.rgb_png(64, 64)[:80])]
+    return [
+        ("deflated DICOM", af.deflated_dicom(16)),
+        ("extra frames", af.extra_frames_dicom(8)),
+        ("TIFF chain", af.tiff_chain(4096)),
+        ("RGB PNG over max_pixels", af.rgb_png(8000, 5000)),
+        ("PHI zip, duplicate", af.phi_dicom_zip(duplicate=True)),
+        ("PHI zip, two series", af.phi_dicom_zip(two_series=True)),
+        ("NIfTI RGB24", af.nifti_bytes(np.zeros((8, 8, 8, 3)), dtype_code=128)),
+        ("PixelSpacing 0", af.dicom_with(PixelSpacing=[0, 0])),
+        ("not an image", b"hello" * 100),
+        ("truncated PNG", af.rgb_png(64, 64)[:80]),
+    ]
 
 
 def _post(session, url: str, data: bytes) -> tuple[int, float, dict]:
@@ -71,13 +76,18 @@ def _soak(url: str, good: bytes, expected, args) -> dict:
     with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
         results = list(pool.map(lambda item: (item[0], *_post(session, url, item[1])), plan))
     codes = collections.Counter((name == "good", code) for name, code, _, _ in results)
-    wrong = sum(1 for name, code, _, body in results if name == "good" and code == 200
-                and not (_mask(body) == expected).all())
+    wrong = sum(
+        1 for name, code, _, body in results if name == "good" and code == 200 and not (_mask(body) == expected).all()
+    )
     server_errors = [(name, code, body) for name, code, _, body in results if code >= 500 and code != 503 or code < 0]
     phi = sum(1 for _, _, _, body in results if any(s in str(body) for s in ("DOE", "MRN123456")))
-    return {"codes": {f"{'good' if g else 'bad'} {c}": n for (g, c), n in sorted(codes.items())},
-            "wrong_masks": wrong, "5xx_not_503": server_errors[:5], "n_5xx_not_503": len(server_errors),
-            "responses_with_phi": phi}
+    return {
+        "codes": {f"{'good' if g else 'bad'} {c}": n for (g, c), n in sorted(codes.items())},
+        "wrong_masks": wrong,
+        "5xx_not_503": server_errors[:5],
+        "n_5xx_not_503": len(server_errors),
+        "responses_with_phi": phi,
+    }
 
 
 def _kill_model(url: str, good: bytes, clients: int) -> dict:
@@ -85,8 +95,11 @@ def _kill_model(url: str, good: bytes, clients: int) -> dict:
     import requests
 
     session = requests.Session()
-    names = [(n["name"], n["namespace"]) for n in ray.util.list_named_actors(all_namespaces=True)
-             if "SERVE_REPLICA" in n["name"] and "model_" in n["name"]]
+    names = [
+        (n["name"], n["namespace"])
+        for n in ray.util.list_named_actors(all_namespaces=True)
+        if "SERVE_REPLICA" in n["name"] and "model_" in n["name"]
+    ]
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
         futures = [pool.submit(_post, session, url, good) for _ in range(clients * 4)]
         time.sleep(0.3)
@@ -99,9 +112,13 @@ def _kill_model(url: str, good: bytes, clients: int) -> dict:
             break
         time.sleep(1)
     later = [_post(session, url, good)[0] for _ in range(20)]
-    return {"killed": names[0][0], "during": dict(collections.Counter(code for code, _, _ in during)),
-            "slowest_503_s": round(max([s for c, s, _ in during if c == 503], default=0.0), 2),
-            "recovered_after_s": round(time.monotonic() - deadline + 120, 1), "later": dict(collections.Counter(later))}
+    return {
+        "killed": names[0][0],
+        "during": dict(collections.Counter(code for code, _, _ in during)),
+        "slowest_503_s": round(max([s for c, s, _ in during if c == 503], default=0.0), 2),
+        "recovered_after_s": round(time.monotonic() - deadline + 120, 1),
+        "later": dict(collections.Counter(later)),
+    }
 
 
 def main() -> None:
@@ -127,25 +144,42 @@ def main() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     before_folders = set(Path(tempfile.gettempdir()).glob("tumorbench-upload-*"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=512 * 1024**2)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=512 * 1024**2
+    )
     try:
         os.chdir(REPO_ROOT)
-        deploy({"models": [f"seg2d={package}"], "cpus_per_replica": 0.1, "ingress_cpus": 0.1, "torch_threads": 1,
-                "max_concurrent_requests": args.clients}, port=port)
+        deploy(
+            {
+                "models": [f"seg2d={package}"],
+                "cpus_per_replica": 0.1,
+                "ingress_cpus": 0.1,
+                "torch_threads": 1,
+                "max_concurrent_requests": args.clients,
+            },
+            port=port,
+        )
         url = f"http://127.0.0.1:{port}"
         stats = requests.get(url + "/v1/stats", timeout=30).json()
         start = time.perf_counter()
         soak = _soak(url, good, expected, args)
         after = requests.get(url + "/v1/stats", timeout=30).json()
-        growth = {"ingress": after["ingress"]["peak_rss_mb"] - stats["ingress"]["peak_rss_mb"],
-                  **{n: m["peak_rss_mb"] - stats["models"][n]["peak_rss_mb"] for n, m in after["models"].items()}}
+        growth = {
+            "ingress": after["ingress"]["peak_rss_mb"] - stats["ingress"]["peak_rss_mb"],
+            **{n: m["peak_rss_mb"] - stats["models"][n]["peak_rss_mb"] for n, m in after["models"].items()},
+        }
         left = set(Path(tempfile.gettempdir()).glob("tumorbench-upload-*")) - before_folders
-        print(f"soak: {args.requests} requests, {args.clients} clients, {args.bad:.0%} bad, "
-              f"{time.perf_counter() - start:.1f} s")
-        print(f"  codes {soak['codes']}\n  wrong masks {soak['wrong_masks']}, 5xx other than 503: "
-              f"{soak['n_5xx_not_503']} {soak['5xx_not_503']}, responses with PHI {soak['responses_with_phi']}")
-        print(f"  peak RSS growth MB {({k: round(v, 1) for k, v in growth.items()})}, upload folders left {len(left)}")
+        print(
+            f"soak: {args.requests} requests, {args.clients} clients, {args.bad:.0%} bad, "
+            f"{time.perf_counter() - start:.1f} s"
+        )
+        print(
+            f"  codes {soak['codes']}\n  wrong masks {soak['wrong_masks']}, 5xx other than 503: "
+            f"{soak['n_5xx_not_503']} {soak['5xx_not_503']}, responses with PHI {soak['responses_with_phi']}"
+        )
+        print(
+            f"  peak RSS growth MB { ({k: round(v, 1) for k, v in growth.items()}) }, upload folders left {len(left)}"
+        )
         print("fault:", _kill_model(url, good, min(args.clients, 8)))
     finally:
         serve.shutdown()

@@ -133,7 +133,7 @@ def _batches(n: int, cfg: OverheadConfig, rank: int, world: int):
         while len(order) < cfg.batch_size:
             order = torch.cat([order, shard[torch.randperm(len(shard), generator=generator)]])
         yield order[: cfg.batch_size]
-        order = order[cfg.batch_size:]
+        order = order[cfg.batch_size :]
 
 
 # ---------------------------------------------------------------- the training run itself
@@ -169,9 +169,18 @@ def train_steps(cfg: OverheadConfig, threads: int, rank: int = 0, world: int = 1
         if step == cfg.warmup - 1:
             steady_start = time.perf_counter()
     steady = time.perf_counter() - steady_start
-    return {"rank": rank, "pid": os.getpid(), "threads": torch.get_num_threads(), "first_step_time": first_step,
-            "last_step_time": time.time(), "steady_s": steady, "images": cfg.steps * cfg.batch_size,
-            "final_loss": value, "peak_rss_mb": _max_rss_mb(), "rss_after_imports_mb": after_imports}
+    return {
+        "rank": rank,
+        "pid": os.getpid(),
+        "threads": torch.get_num_threads(),
+        "first_step_time": first_step,
+        "last_step_time": time.time(),
+        "steady_s": steady,
+        "images": cfg.steps * cfg.batch_size,
+        "final_loss": value,
+        "peak_rss_mb": _max_rss_mb(),
+        "rss_after_imports_mb": after_imports,
+    }
 
 
 def ray_worker(loop_config: dict) -> None:
@@ -197,10 +206,17 @@ def ray_worker(loop_config: dict) -> None:
 def run_plain(cfg: OverheadConfig, launched: float) -> ModeResult:
     """The plain loop, in this (fresh) process; ``launched`` is when the parent started it."""
     record = train_steps(cfg, cfg.threads_for(1))
-    return ModeResult("plain", 1, record["threads"], record["first_step_time"] - launched,
-                      record["images"] / record["steady_s"], record["peak_rss_mb"],
-                      {"plain": record["peak_rss_mb"]}, final_loss=record["final_loss"],
-                      rss_after_imports_mb={"plain": record["rss_after_imports_mb"]})
+    return ModeResult(
+        "plain",
+        1,
+        record["threads"],
+        record["first_step_time"] - launched,
+        record["images"] / record["steady_s"],
+        record["peak_rss_mb"],
+        {"plain": record["peak_rss_mb"]},
+        final_loss=record["final_loss"],
+        rss_after_imports_mb={"plain": record["rss_after_imports_mb"]},
+    )
 
 
 def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
@@ -213,16 +229,24 @@ def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
     from ray.train.torch import TorchTrainer
 
     started = time.perf_counter()
-    ray.init(address="local", num_cpus=RAY_CPUS, include_dashboard=False, log_to_driver=False,
-             object_store_memory=512 * 1024**2)
+    ray.init(
+        address="local",
+        num_cpus=RAY_CPUS,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=512 * 1024**2,
+    )
     ray_init_s = time.perf_counter() - started
     try:
         with tempfile.TemporaryDirectory(prefix="tumorbench-overhead-") as storage:
             trainer = TorchTrainer(
-                ray_worker, train_loop_config={"cfg": asdict(cfg), "threads": cfg.threads_for(workers)},
+                ray_worker,
+                train_loop_config={"cfg": asdict(cfg), "threads": cfg.threads_for(workers)},
                 scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": CPU_PER_WORKER}),
-                run_config=RunConfig(name="overhead", storage_path=storage,
-                                     logging_config=LoggingConfig(log_level="WARNING")))
+                run_config=RunConfig(
+                    name="overhead", storage_path=storage, logging_config=LoggingConfig(log_level="WARNING")
+                ),
+            )
             fit_called = time.time()
             result = trainer.fit()
             fit_returned = time.time()
@@ -233,13 +257,21 @@ def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
     rss = {"driver": _max_rss_mb()} | {f"worker{r['rank']}": r["peak_rss_mb"] for r in records}
     images = sum(r["images"] for r in records)
     return ModeResult(
-        f"ray-{workers}", workers, records[0]["threads"], max(r["first_step_time"] for r in records) - fit_called,
-        images / max(r["steady_s"] for r in records), sum(rss.values()), rss, ray_init_s=ray_init_s,
+        f"ray-{workers}",
+        workers,
+        records[0]["threads"],
+        max(r["first_step_time"] for r in records) - fit_called,
+        images / max(r["steady_s"] for r in records),
+        sum(rss.values()),
+        rss,
+        ray_init_s=ray_init_s,
         teardown_s=fit_returned - max(r["last_step_time"] for r in records),
-        ray_daemons_hwm_mb=sum(daemons.values()) if daemons else None, ray_daemons_by_name=daemons,
+        ray_daemons_hwm_mb=sum(daemons.values()) if daemons else None,
+        ray_daemons_by_name=daemons,
         rss_after_imports_mb={f"worker{r['rank']}": r["rss_after_imports_mb"] for r in records},
         sum_worker_images_per_s=sum(r["images"] / r["steady_s"] for r in records),
-        final_loss=records[0]["final_loss"])
+        final_loss=records[0]["final_loss"],
+    )
 
 
 def _descendants_hwm_mb(root: int, exclude: set[int]) -> dict[str, float]:
@@ -274,8 +306,18 @@ def _descendants_hwm_mb(root: int, exclude: set[int]) -> dict[str, float]:
 def launch(mode: str, cfg: OverheadConfig, workdir: Path, timeout: float) -> ModeResult:
     """Run one mode as a fresh ``python`` process and read its result file."""
     out = workdir / f"{mode}.json"
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--child-config",
-               json.dumps(asdict(cfg)), "--child-out", str(out), "--child-launched", repr(time.time())]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        mode,
+        "--child-config",
+        json.dumps(asdict(cfg)),
+        "--child-out",
+        str(out),
+        "--child-launched",
+        repr(time.time()),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0 or not out.exists():
         tail = "\n".join((done.stdout + done.stderr).splitlines()[-40:])
@@ -285,8 +327,9 @@ def launch(mode: str, cfg: OverheadConfig, workdir: Path, timeout: float) -> Mod
 
 def child_main(args: argparse.Namespace) -> int:
     cfg = OverheadConfig(**json.loads(args.child_config))
-    result = run_plain(cfg, args.child_launched) if args.child == "plain" else \
-        run_ray(cfg, int(args.child.split("-")[1]))
+    result = (
+        run_plain(cfg, args.child_launched) if args.child == "plain" else run_ray(cfg, int(args.child.split("-")[1]))
+    )
     Path(args.child_out).write_text(json.dumps(asdict(result)))
     return 0
 
@@ -294,17 +337,36 @@ def child_main(args: argparse.Namespace) -> int:
 def format_table(results: list[ModeResult]) -> str:
     """The results as a Markdown table; speed-up is steady img/s over the plain loop's."""
     ref = next((r.steady_images_per_s for r in results if r.mode == "plain"), None)
-    head = ("mode", "processes x threads", "start-up s", "steady img/s", "speed-up vs plain", "peak RSS MB (sum)",
-            "ray.init s", "teardown s", "Ray daemons MB")
+    head = (
+        "mode",
+        "processes x threads",
+        "start-up s",
+        "steady img/s",
+        "speed-up vs plain",
+        "peak RSS MB (sum)",
+        "ray.init s",
+        "teardown s",
+        "Ray daemons MB",
+    )
     rows = [head, tuple("---" for _ in head)]
 
     def num(value, spec):
         return "-" if value is None else format(value, spec)
 
     for r in results:
-        rows.append((r.mode, f"{r.workers} x {r.threads}", f"{r.startup_s:.1f}", f"{r.steady_images_per_s:.1f}",
-                     f"{r.steady_images_per_s / ref:.2f}x" if ref else "n/a", f"{r.peak_rss_mb:.0f}",
-                     num(r.ray_init_s, ".1f"), num(r.teardown_s, ".1f"), num(r.ray_daemons_hwm_mb, ".0f")))
+        rows.append(
+            (
+                r.mode,
+                f"{r.workers} x {r.threads}",
+                f"{r.startup_s:.1f}",
+                f"{r.steady_images_per_s:.1f}",
+                f"{r.steady_images_per_s / ref:.2f}x" if ref else "n/a",
+                f"{r.peak_rss_mb:.0f}",
+                num(r.ray_init_s, ".1f"),
+                num(r.teardown_s, ".1f"),
+                num(r.ray_daemons_hwm_mb, ".0f"),
+            )
+        )
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
@@ -315,8 +377,10 @@ def ratios(results: list[ModeResult]) -> list[str]:
     for a, b in (("ray-1", "plain"), ("ray-2", "plain"), ("ray-2", "ray-1")):
         if a in by_mode and b in by_mode:
             x, y = by_mode[a], by_mode[b]
-            lines.append(f"{a} / {b}: steady img/s {x.steady_images_per_s / y.steady_images_per_s:.2f}x, "
-                         f"start-up {x.startup_s / y.startup_s:.2f}x, peak RSS {x.peak_rss_mb / y.peak_rss_mb:.2f}x")
+            lines.append(
+                f"{a} / {b}: steady img/s {x.steady_images_per_s / y.steady_images_per_s:.2f}x, "
+                f"start-up {x.startup_s / y.startup_s:.2f}x, peak RSS {x.peak_rss_mb / y.peak_rss_mb:.2f}x"
+            )
     return lines
 
 
@@ -328,8 +392,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=40, help="timed steps per process (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first, >= 1 (default: %(default)s)")
     parser.add_argument("--slices", type=int, default=256, help="slices preloaded (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per training process (default: cores / training processes)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per training process (default: cores / training processes)",
+    )
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of %(default)s")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per mode (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
@@ -345,8 +413,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     if args.slices < 1:
         parser.error("--slices must be >= 1")
     try:
-        args.cfg = OverheadConfig("", args.size, args.batch_size, args.steps, args.warmup, args.threads,
-                                  seed=args.seed)
+        args.cfg = OverheadConfig("", args.size, args.batch_size, args.steps, args.warmup, args.threads, seed=args.seed)
     except ValueError as err:
         parser.error(str(err))
     return args
@@ -366,11 +433,18 @@ def main(argv: list[str] | None = None) -> int:
         cfg = OverheadConfig(str(data_file), **{k: v for k, v in asdict(args.cfg).items() if k != "data_file"})
         threads = {m: cfg.threads_for(1 if m == "plain" else int(m[-1])) for m in args.modes}
         print(f"data: {source}; {tuple(tensors['image'].shape)} images in memory", flush=True)
-        print(f"unet 2D 3->1, DiceCE, AdamW; batch {cfg.batch_size} per process, {cfg.warmup} warm-up + {cfg.steps} "
-              f"timed steps; cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f} torch={torch.__version__} "
-              f"python={platform.python_version()}", flush=True)
-        print("torch threads per training process: " + ", ".join(f"{m}={t}" for m, t in threads.items()) +
-              f"; Ray: num_cpus={RAY_CPUS}, {CPU_PER_WORKER} CPU per worker", flush=True)
+        print(
+            f"unet 2D 3->1, DiceCE, AdamW; batch {cfg.batch_size} per process, {cfg.warmup} warm-up + {cfg.steps} "
+            f"timed steps; cpus={os.cpu_count()} load={os.getloadavg()[0]:.1f} torch={torch.__version__} "
+            f"python={platform.python_version()}",
+            flush=True,
+        )
+        print(
+            "torch threads per training process: "
+            + ", ".join(f"{m}={t}" for m, t in threads.items())
+            + f"; Ray: num_cpus={RAY_CPUS}, {CPU_PER_WORKER} CPU per worker",
+            flush=True,
+        )
         results = []
         for mode in args.modes:
             started = time.perf_counter()
@@ -380,14 +454,25 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(results))
     print()
     print("\n".join(ratios(results)))
-    print("\nstart-up: plain = process launch -> first step done; ray = fit() called -> first step done on all "
-          "workers (ray.init apart). Peak RSS sums the training processes and the Ray driver; the Ray daemons "
-          "(VmHWM, after fit) are not in the sum.")
+    print(
+        "\nstart-up: plain = process launch -> first step done; ray = fit() called -> first step done on all "
+        "workers (ray.init apart). Peak RSS sums the training processes and the Ray driver; the Ray daemons "
+        "(VmHWM, after fit) are not in the sum."
+    )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"config": asdict(cfg) | {"data_file": None}, "data": source,
-                                         "threads": threads, "cpus": os.cpu_count(),
-                                         "results": [asdict(r) for r in results]}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "config": asdict(cfg) | {"data_file": None},
+                    "data": source,
+                    "threads": threads,
+                    "cpus": os.cpu_count(),
+                    "results": [asdict(r) for r in results],
+                },
+                indent=2,
+            )
+        )
         print(f"wrote {args.json}")
     return 0
 

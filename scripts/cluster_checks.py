@@ -82,20 +82,48 @@ def cluster(nodes: list[dict], env: dict[str, str]):
 
 
 def start_node(state: dict, index: int, node: dict) -> None:
-    common = ["--num-cpus", str(node.get("cpus", 1)), "--num-gpus", str(node.get("gpus", 0)),
-              "--node-ip-address", "127.0.0.1", "--disable-usage-stats", "--temp-dir", state["dirs"][index],
-              "--dashboard-agent-listen-port", str(_free_port())]
+    common = [
+        "--num-cpus",
+        str(node.get("cpus", 1)),
+        "--num-gpus",
+        str(node.get("gpus", 0)),
+        "--node-ip-address",
+        "127.0.0.1",
+        "--disable-usage-stats",
+        "--temp-dir",
+        state["dirs"][index],
+        "--dashboard-agent-listen-port",
+        str(_free_port()),
+    ]
     if index == 0:
-        args = ["start", "--head", "--port", state["gcs"].split(":")[1], "--include-dashboard", "true",
-                "--dashboard-host", "127.0.0.1", "--dashboard-port", str(_free_port()),
-                "--ray-client-server-port", str(_free_port()), *common]
+        args = [
+            "start",
+            "--head",
+            "--port",
+            state["gcs"].split(":")[1],
+            "--include-dashboard",
+            "true",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(_free_port()),
+            "--ray-client-server-port",
+            str(_free_port()),
+            *common,
+        ]
     else:
         args = ["start", "--address", state["gcs"], *common]
     if node.get("wrap"):
         ray_cli = str(Path(PYTHON).parent / "ray")
         script = node["wrap"] + " && exec " + " ".join([ray_cli, *args])
-        done = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-                              env=state["env"], capture_output=True, text=True, timeout=180, check=False)
+        done = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+            env=state["env"],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
     else:
         done = _ray(*args, env=state["env"])
     assert done.returncode == 0, done.stdout + done.stderr
@@ -128,8 +156,9 @@ def check_s3_study(work: Path) -> None:
         first = run([PYTHON, COMPARE, "--preset", "smoke", "--out", str(work / "first"), "--storage", uri], env)
         assert first.returncode == 0
         say("driver restarted elsewhere: --resume with a new --out reads the finished trials from S3")
-        again = run([PYTHON, COMPARE, "--preset", "smoke", "--out", str(work / "second"), "--storage", uri,
-                     "--resume"], env)
+        again = run(
+            [PYTHON, COMPARE, "--preset", "smoke", "--out", str(work / "second"), "--storage", uri, "--resume"], env
+        )
         assert again.returncode == 0
         listing_summary(uri)
 
@@ -159,7 +188,7 @@ def _gpu_search(gcs: str, work: Path, gpus: float) -> str:
     """A one-trial search asking for ``gpus`` per trial; returns the node ids its Train workers ran on."""
     code = f"""
 import ray, sys
-sys.path[:0] = {[str(REPO), str(REPO / 'platform'), str(REPO / 'tests')]!r}
+sys.path[:0] = {[str(REPO), str(REPO / "platform"), str(REPO / "tests")]!r}
 from conftest import write_blob_folders
 from pathlib import Path
 from ray import tune
@@ -169,12 +198,12 @@ from tumorbench.transforms import AugmentConfig
 from tumorbench.tuning.resources import Resources
 from tumorbench.tuning.search import run_search, trial_rows
 ray.init(address={gcs!r}, log_to_driver=False)
-data = Path({str(work / 'blobs')!r})
+data = Path({str(work / "blobs")!r})
 if not data.exists():
     write_blob_folders(data, n=8)
 base = TrainConfig(task="classification", model="resnet18_tiny", data=str(data), out=str(data) + "-unused",
                    n_folds=2, epochs=1, batch_size=8, warmup_epochs=0, augment=AugmentConfig())
-grid = run_search(base, {{}}, storage_path={str(work / 'searches')!r}, name="gpu{gpus:g}", verbose=0,
+grid = run_search(base, {{}}, storage_path={str(work / "searches")!r}, name="gpu{gpus:g}", verbose=0,
                   resources=Resources(gpus_per_trial={gpus}, cpus_per_trial=0.5))
 rows = trial_rows(grid, "auc", 2)
 print("[check] trial", rows[0]["status"], "auc_mean", round(rows[0]["mean"], 4), "error", rows[0]["error"])
@@ -193,8 +222,9 @@ def check_gpu(work: Path) -> None:
         done = run([PYTHON, "-c", _gpu_search(state["gcs"], work, 1)], env, timeout=900)
         assert done.returncode == 0 and "[check] trial done" in done.stdout, done.stderr[-3000:]
     say("a cluster with no GPU and no autoscaler: compare.py --gpus-per-trial 1")
-    refused = run([PYTHON, COMPARE, "--preset", "smoke", "--out", str(work / "nogpu"), "--gpus-per-trial", "1"],
-                  env, timeout=600)
+    refused = run(
+        [PYTHON, COMPARE, "--preset", "smoke", "--out", str(work / "nogpu"), "--gpus-per-trial", "1"], env, timeout=600
+    )
     print(refused.stderr.strip().splitlines()[-1] if refused.stderr.strip() else "", flush=True)
     assert refused.returncode == 2
 
@@ -221,8 +251,9 @@ def check_node_loss(work: Path) -> None:
     searches = work / "searches"
     with cluster([{"cpus": 1}, {"cpus": 1}], env) as state:
         code = _node_loss_search(state["gcs"], data, searches)
-        proc = subprocess.Popen([PYTHON, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+        proc = subprocess.Popen(
+            [PYTHON, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
         reader.start()

@@ -38,7 +38,9 @@ class TumorbenchClient:
         timeout_s: Per-request timeout.
     """
 
-    def __init__(self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout_s: float = 300.0) -> None:
+    def __init__(
+        self, url: str = "http://127.0.0.1:8000", api_key: str | None = None, timeout_s: float = 300.0
+    ) -> None:
         self.url, self.timeout_s = url.rstrip("/"), timeout_s
         self.session = requests.Session()
         key = api_key or os.environ.get("TUMORBENCH_API_KEY")
@@ -65,8 +67,9 @@ class TumorbenchClient:
         path = Path(path)
         params = {k: v for k, v in (("model", model), ("explain", explain)) if v}
         with path.open("rb") as handle:
-            response = self.session.post(f"{self.url}{route}", files={"file": (path.name, handle)},
-                                         params=params or None, timeout=self.timeout_s)
+            response = self.session.post(
+                f"{self.url}{route}", files={"file": (path.name, handle)}, params=params or None, timeout=self.timeout_s
+            )
         return self._answer(response)
 
     def classify(self, path: str | Path, model: str | None = None, explain: str | None = None) -> dict[str, Any]:
@@ -109,8 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=None, help="default: $TUMORBENCH_API_KEY")
     parser.add_argument("--model", default=None, help="model name, when several of the task are served")
     parser.add_argument("--mask-out", default=None, help="segment: write the mask file here")
-    parser.add_argument("--explain", default=None, choices=["gradcam", "gradcampp", "occlusion"],
-                        help="also return a heatmap made with this method")
+    parser.add_argument(
+        "--explain",
+        default=None,
+        choices=["gradcam", "gradcampp", "occlusion"],
+        help="also return a heatmap made with this method",
+    )
     parser.add_argument("--explanation-out", default=None, help="write the heatmap file here (with --explain)")
     args = parser.parse_args(argv)
     client = TumorbenchClient(args.url, args.api_key)

@@ -37,8 +37,12 @@ def rgb_png(width: int, height: int) -> bytes:
         parts.append(compressor.compress(row))
     parts.append(compressor.flush())
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", b"".join(parts))
-            + _png_chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", b"".join(parts))
+        + _png_chunk(b"IEND", b"")
+    )
 
 
 def tiff_chain(frames: int) -> bytes:
@@ -49,8 +53,16 @@ def tiff_chain(frames: int) -> bytes:
     out = bytearray(b"II*\x00" + struct.pack("<I", 12) + b"\x00\x00\x00\x00")
     for n in range(frames):
         start = 12 + n * ifd_size
-        tags = [(256, 3, 1, 1), (257, 3, 1, 1), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
-                (273, 4, 1, data_offset), (278, 3, 1, 1), (279, 4, 1, 1)]
+        tags = [
+            (256, 3, 1, 1),
+            (257, 3, 1, 1),
+            (258, 3, 1, 8),
+            (259, 3, 1, 1),
+            (262, 3, 1, 1),
+            (273, 4, 1, data_offset),
+            (278, 3, 1, 1),
+            (279, 4, 1, 1),
+        ]
         out += struct.pack("<H", entries)
         for tag, kind, count, value in tags:
             out += struct.pack("<HHII", tag, kind, count, value)
@@ -135,8 +147,9 @@ def phi_dicom_zip(*, duplicate: bool = False, two_series: bool = False, bad_uid:
         volume = np.random.default_rng(0).normal(-800, 50, (16, 16, 4))
         seeds = ("a", "b") if two_series else ("a",)
         for seed in seeds:
-            files = write_dicom_series(Path(tmp) / seed, volume, np.diag([0.8, 0.8, 2.5, 1.0]),
-                                       patient_id=FAKE_PHI["mrn"], uid_seed=seed)
+            files = write_dicom_series(
+                Path(tmp) / seed, volume, np.diag([0.8, 0.8, 2.5, 1.0]), patient_id=FAKE_PHI["mrn"], uid_seed=seed
+            )
             for k, file in enumerate(files):
                 ds = pydicom.dcmread(file)
                 ds.PatientName, ds.PatientBirthDate = FAKE_PHI["name"], FAKE_PHI["birth_date"]
@@ -156,7 +169,7 @@ def multipart_many_parts(parts: int, boundary: str = "b0undary") -> tuple[str, b
 
 def multipart_many_headers(lines: int, boundary: str = "b0undary") -> tuple[str, bytes]:
     """One file part preceded by ``lines`` header lines (500k lines: ~4 MB)."""
-    head = f'--{boundary}\r\n'.encode() + b"X-A: b\r\n" * lines
+    head = f"--{boundary}\r\n".encode() + b"X-A: b\r\n" * lines
     head += b'Content-Disposition: form-data; name="file"; filename="x"\r\n\r\n'
     return f"multipart/form-data; boundary={boundary}", head + b"\x89PNG" + f"\r\n--{boundary}--\r\n".encode()
 

@@ -21,8 +21,18 @@ FAKE_SERIAL = "SN-99ZX-4410"
 FAKE_COMMENT = "follow-up for Zeldorina, call 555-0199"
 FAKE_STUDY_DATE = "20240115"
 # Strings that must appear nowhere in a de-identified file (bytes scanned too).
-FAKE_PHI = ("QWERTYSON", "ZELDORINA", FAKE_MRN, FAKE_BIRTH, "Zyxwick", "PLOVEROSKI", FAKE_SERIAL, "555-0199",
-            "Zeldorina", FAKE_STUDY_DATE)
+FAKE_PHI = (
+    "QWERTYSON",
+    "ZELDORINA",
+    FAKE_MRN,
+    FAKE_BIRTH,
+    "Zyxwick",
+    "PLOVEROSKI",
+    FAKE_SERIAL,
+    "555-0199",
+    "Zeldorina",
+    FAKE_STUDY_DATE,
+)
 
 
 def inject_phi(path: str | Path, *, burned_in: bool = False, patient: str = "") -> Path:

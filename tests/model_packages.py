@@ -16,25 +16,60 @@ from tumorbench.models import create_model
 from tumorbench.package import ModelManifest
 from tumorbench.package.weights import save_package
 
-SEG2D = dict(name="unet_tiny", task="segmentation", spatial_dims=2, data_dims=2, in_channels=3, out_channels=1,
-             preprocess={"spatial_size": [64, 64], "normalize": "zscore"}, data={"layout": "lgg"})
-CLS2D = dict(name="resnet18_tiny", task="classification", spatial_dims=2, data_dims=2, in_channels=3, out_channels=2,
-             preprocess={"spatial_size": [64, 64], "normalize": "zscore", "channels": 3},
-             class_names=["no", "yes"], positive_class="yes", data={"layout": "image-folder"})
-SEG3D = dict(name="unet_tiny", task="segmentation", spatial_dims=3, data_dims=3, in_channels=4, out_channels=3,
-             preprocess={"normalize": "zscore", "label_map": "brats"}, channel_names=["WT", "TC", "ET"],
-             roi_size=[32, 32, 32], data={"layout": "brats"})
-CT3D = dict(name="unet_tiny", task="segmentation", spatial_dims=3, data_dims=3, in_channels=1, out_channels=1,
-            preprocess={"normalize": "ct_window", "ct_window": [-600.0, 1500.0], "spatial_size": [32, 32, 16]},
-            data={"layout": "dicom"})
+SEG2D = dict(
+    name="unet_tiny",
+    task="segmentation",
+    spatial_dims=2,
+    data_dims=2,
+    in_channels=3,
+    out_channels=1,
+    preprocess={"spatial_size": [64, 64], "normalize": "zscore"},
+    data={"layout": "lgg"},
+)
+CLS2D = dict(
+    name="resnet18_tiny",
+    task="classification",
+    spatial_dims=2,
+    data_dims=2,
+    in_channels=3,
+    out_channels=2,
+    preprocess={"spatial_size": [64, 64], "normalize": "zscore", "channels": 3},
+    class_names=["no", "yes"],
+    positive_class="yes",
+    data={"layout": "image-folder"},
+)
+SEG3D = dict(
+    name="unet_tiny",
+    task="segmentation",
+    spatial_dims=3,
+    data_dims=3,
+    in_channels=4,
+    out_channels=3,
+    preprocess={"normalize": "zscore", "label_map": "brats"},
+    channel_names=["WT", "TC", "ET"],
+    roi_size=[32, 32, 32],
+    data={"layout": "brats"},
+)
+CT3D = dict(
+    name="unet_tiny",
+    task="segmentation",
+    spatial_dims=3,
+    data_dims=3,
+    in_channels=1,
+    out_channels=1,
+    preprocess={"normalize": "ct_window", "ct_window": [-600.0, 1500.0], "spatial_size": [32, 32, 16]},
+    data={"layout": "dicom"},
+)
 
 
 def make_package(directory: str | Path, spec: dict, *, seed: int = 0, metrics: dict | None = None) -> Path:
     """Save a seeded, untrained package described by ``spec`` (one of the dicts above)."""
     torch.manual_seed(seed)
-    kwargs = {"spatial_dims": spec["spatial_dims"], "in_channels": spec["in_channels"],
-              "out_channels": spec["out_channels"]} if spec["task"] == "segmentation" else {
-        "in_chans": spec["in_channels"], "num_classes": spec["out_channels"]}
+    kwargs = (
+        {"spatial_dims": spec["spatial_dims"], "in_channels": spec["in_channels"], "out_channels": spec["out_channels"]}
+        if spec["task"] == "segmentation"
+        else {"in_chans": spec["in_channels"], "num_classes": spec["out_channels"]}
+    )
     model = create_model(spec["name"], **kwargs).eval()
     if spec["task"] == "segmentation":
         _spread_outputs(model)
@@ -46,8 +81,11 @@ def make_package(directory: str | Path, spec: dict, *, seed: int = 0, metrics: d
 def _spread_outputs(model: torch.nn.Module) -> None:
     # Random weights give probabilities within ~0.01 of 0.5; scaling the last conv spreads them,
     # so a threshold at 0.5 is far from almost every pixel.
-    last = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose2d,
-                                                          torch.nn.ConvTranspose3d))][-1]
+    last = [
+        m
+        for m in model.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d))
+    ][-1]
     with torch.no_grad():
         last.weight.mul_(20.0)
 
@@ -64,8 +102,9 @@ def synthetic_png(path: Path, size: tuple[int, int] = (100, 120), seed: int = 0)
     return path
 
 
-def manifest_only(path: Path, task: str, metrics: dict, name: str = "unet_tiny", layout: str = "lgg",
-                  epoch: int = 3) -> Path:
+def manifest_only(
+    path: Path, task: str, metrics: dict, name: str = "unet_tiny", layout: str = "lgg", epoch: int = 3
+) -> Path:
     """A folder with a valid ``model.json`` and no weights: enough for package discovery."""
     spec = {"segmentation": SEG2D, "classification": CLS2D}.get(task, dict(SEG2D, task=task))
     fields = dict(spec, name=name, data={"layout": layout}, metrics=metrics, epoch=epoch, model_kwargs={})

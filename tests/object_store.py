@@ -19,8 +19,11 @@ import pytest
 
 
 def moto_server_path() -> str | None:
-    for candidate in (os.environ.get("TUMORBENCH_MOTO_SERVER"), str(Path(sys.executable).parent / "moto_server"),
-                      shutil.which("moto_server")):
+    for candidate in (
+        os.environ.get("TUMORBENCH_MOTO_SERVER"),
+        str(Path(sys.executable).parent / "moto_server"),
+        shutil.which("moto_server"),
+    ):
         if candidate and Path(candidate).is_file():
             return candidate
     return None
@@ -32,15 +35,25 @@ class LocalS3:
     def __init__(self, process: subprocess.Popen, port: int):
         self.process, self.port = process, port
         self.endpoint = f"http://127.0.0.1:{port}"
-        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                    "AWS_EC2_METADATA_DISABLED": "true"}
+        self.env = {
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def make_bucket(self, name: str) -> str:
         import pyarrow.fs
 
-        fs = pyarrow.fs.S3FileSystem(endpoint_override=self.endpoint, access_key="testing", secret_key="testing",
-                                     region="us-east-1", scheme="http", allow_bucket_creation=True)
+        fs = pyarrow.fs.S3FileSystem(
+            endpoint_override=self.endpoint,
+            access_key="testing",
+            secret_key="testing",
+            region="us-east-1",
+            scheme="http",
+            allow_bucket_creation=True,
+        )
         fs.create_dir(name)
         return f"s3://{name}"
 
@@ -52,8 +65,9 @@ def start_local_s3(timeout_s: float = 60) -> LocalS3:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    process = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [server, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         try:

@@ -40,8 +40,12 @@ def data() -> None:
 
 
 @data.command()
-@click.option("--task", type=click.Choice(["brain-mri", "lung-ct"]), required=True,
-              help="brain-mri: BraTS-layout NIfTI phantoms; lung-ct: DICOM CT series with nodules.")
+@click.option(
+    "--task",
+    type=click.Choice(["brain-mri", "lung-ct"]),
+    required=True,
+    help="brain-mri: BraTS-layout NIfTI phantoms; lung-ct: DICOM CT series with nodules.",
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
 @click.option("--cases", type=click.IntRange(min=1), default=None, help="Number of cases (default: the phantom's).")
 @click.option("--seed", type=int, default=None, help="Random seed (same seed, same files).")
@@ -61,16 +65,18 @@ def synth(task: str, out: Path, cases: int | None, seed: int | None, overwrite: 
 @click.option("--no-duplicates", is_flag=True, help="Skip the content-hash duplicate search.")
 @click.option("--require-deid", is_flag=True, help="Count DICOM files still carrying identifying tags as problems.")
 @click.option("--no-fingerprint", is_flag=True, help="Skip the dataset fingerprint (sizes, intensities, balance).")
-def check(path: Path, layout: str, as_json: bool, no_duplicates: bool, require_deid: bool,
-          no_fingerprint: bool) -> None:
+def check(
+    path: Path, layout: str, as_json: bool, no_duplicates: bool, require_deid: bool, no_fingerprint: bool
+) -> None:
     """Read every case of a dataset; report it and every problem found.
 
     Exits with status 1 when any problem was found.
     """
     from tumorbench.data.check import check_dataset, format_report
 
-    report = check_dataset(path, layout, duplicates=not no_duplicates, require_deid=require_deid,
-                           fingerprint=not no_fingerprint)
+    report = check_dataset(
+        path, layout, duplicates=not no_duplicates, require_deid=require_deid, fingerprint=not no_fingerprint
+    )
     click.echo(json.dumps(report, indent=1) if as_json else format_report(report))
     if report["problems"]:
         sys.exit(1)
@@ -79,10 +85,15 @@ def check(path: Path, layout: str, as_json: bool, no_duplicates: bool, require_d
 @data.command()
 @click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--date-shift", is_flag=True,
-              help="Shift dates by a consistent per-patient offset instead of emptying them.")
-@click.option("--seed", envvar="TUMORBENCH_DEID_SEED", default=None,
-              help="Secret making UIDs, pseudonyms and shifts repeatable across runs (default: random per run).")
+@click.option(
+    "--date-shift", is_flag=True, help="Shift dates by a consistent per-patient offset instead of emptying them."
+)
+@click.option(
+    "--seed",
+    envvar="TUMORBENCH_DEID_SEED",
+    default=None,
+    help="Secret making UIDs, pseudonyms and shifts repeatable across runs (default: random per run).",
+)
 @click.option("--keep-paths", is_flag=True, help="Keep source-relative paths (default: paths from the new UIDs).")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty destination.")
 def deid(src: Path, dst: Path, date_shift: bool, seed: str | None, keep_paths: bool, overwrite: bool) -> None:
@@ -93,8 +104,9 @@ def deid(src: Path, dst: Path, date_shift: bool, seed: str | None, keep_paths: b
     """
     from tumorbench.data.deid import DeidConfig, deidentify_tree, format_report
 
-    report = deidentify_tree(src, dst, DeidConfig(date_shift=date_shift, seed=seed, keep_paths=keep_paths,
-                                                  overwrite=overwrite))
+    report = deidentify_tree(
+        src, dst, DeidConfig(date_shift=date_shift, seed=seed, keep_paths=keep_paths, overwrite=overwrite)
+    )
     click.echo(format_report(report))
     if report.skipped:
         sys.exit(1)
@@ -119,10 +131,12 @@ def preview(path: Path, out: Path, layout: str, n: int, seed: int) -> None:
 @click.option("--layout", type=click.Choice(LAYOUT_CHOICES), default="auto", show_default=True)
 @click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--stratify", default="auto", show_default=True,
-              help="Column to stratify on: auto, label, has_tumor or none.")
-@click.option("--dedupe/--no-dedupe", default=False, show_default=True,
-              help="Drop byte-identical images before splitting.")
+@click.option(
+    "--stratify", default="auto", show_default=True, help="Column to stratify on: auto, label, has_tumor or none."
+)
+@click.option(
+    "--dedupe/--no-dedupe", default=False, show_default=True, help="Drop byte-identical images before splitting."
+)
 def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: str, dedupe: bool) -> None:
     """Write a patient-level stratified k-fold split file."""
     from tumorbench.data.catalog import scan
@@ -134,9 +148,11 @@ def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: s
         frame = add_tumor_presence(frame)
     doc = make_splits(frame, SplitConfig(n_folds=folds, seed=seed, stratify=stratify, dedupe=dedupe))
     write_splits(doc, out)
-    click.echo(f"{len(frame)} cases, {frame['patient_id'].nunique()} patients, "
-               f"stratified by {doc['config']['stratify_column'] or 'nothing'}, "
-               f"{len(doc['excluded'])} excluded; {folds} folds:")
+    click.echo(
+        f"{len(frame)} cases, {frame['patient_id'].nunique()} patients, "
+        f"stratified by {doc['config']['stratify_column'] or 'nothing'}, "
+        f"{len(doc['excluded'])} excluded; {folds} folds:"
+    )
     for fold in doc["folds"]:
         click.echo(f"  fold {fold['fold']}: {len(fold['val'])} cases, {len(fold['val_patients'])} patients")
     click.echo(f"wrote {out} (hash {doc['hash'][:12]})")
@@ -150,33 +166,55 @@ def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: s
 @click.option("--layout", type=click.Choice(LAYOUT_CHOICES), default="auto", show_default=True)
 @click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True, help="Validation fold.")
 @click.option("--folds", "n_folds", type=click.IntRange(min=2), default=5, show_default=True)
-@click.option("--split-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Existing split file (default: <out>/splits.json, made on first use).")
+@click.option(
+    "--split-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Existing split file (default: <out>/splits.json, made on first use).",
+)
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--gpus/--no-gpus", "use_gpu", default=None,
-              help="Use a GPU per worker (default: if the cluster has them).")
+@click.option(
+    "--gpus/--no-gpus", "use_gpu", default=None, help="Use a GPU per worker (default: if the cluster has them)."
+)
 @click.option("--pretrained", is_flag=True, help="Start from ImageNet weights (classifiers).")
-@click.option("--image-size", type=int, multiple=True,
-              help="Resize inputs (repeat per axis: --image-size 128 --image-size 128).")
-@click.option("--spatial-dims", type=click.Choice(["2", "3"]), default="2", show_default=True,
-              help="Model dimensionality.")
+@click.option(
+    "--image-size", type=int, multiple=True, help="Resize inputs (repeat per axis: --image-size 128 --image-size 128)."
+)
+@click.option(
+    "--spatial-dims", type=click.Choice(["2", "3"]), default="2", show_default=True, help="Model dimensionality."
+)
 @click.option("--augment", type=click.Choice(["none", "light", "medium", "strong"]), default="light", show_default=True)
-@click.option("--normalize", type=click.Choice(["zscore", "minmax", "ct_window", "none"]), default="zscore",
-              show_default=True)
+@click.option(
+    "--normalize", type=click.Choice(["zscore", "minmax", "ct_window", "none"]), default="zscore", show_default=True
+)
 @click.option("--channels", type=int, default=None, help="Force image channels (1 grey, 3 RGB) for mixed data.")
 @click.option("--patience", type=click.IntRange(min=0), default=0, show_default=True, help="Early stopping (0: off).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--gan-checkpoint", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="A trained GAN checkpoint whose samples augment classifier training (same split file and fold).")
-@click.option("--synthetic-fraction", type=click.FloatRange(0, 4), default=0.0, show_default=True,
-              help="Generated images per real training image (needs --gan-checkpoint).")
-@click.option("--option", "options", multiple=True, metavar="KEY=JSON",
-              help="Any other training setting, merged key by key onto the flags, e.g. "
-                   "--option freeze_backbone_epochs=2 --option preprocess.contrast=clahe "
-                   "--option model_kwargs='{\"width\": 8}'.")
+@click.option(
+    "--gan-checkpoint",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="A trained GAN checkpoint whose samples augment classifier training (same split file and fold).",
+)
+@click.option(
+    "--synthetic-fraction",
+    type=click.FloatRange(0, 4),
+    default=0.0,
+    show_default=True,
+    help="Generated images per real training image (needs --gan-checkpoint).",
+)
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=JSON",
+    help="Any other training setting, merged key by key onto the flags, e.g. "
+    "--option freeze_backbone_epochs=2 --option preprocess.contrast=clahe "
+    "--option model_kwargs='{\"width\": 8}'.",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its latest checkpoint.")
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a local Ray).")
 def train(**opts) -> None:
@@ -197,16 +235,32 @@ def _train_config(opts: dict):
     from tumorbench.transforms import AugmentConfig, PreprocessConfig
 
     spatial_dims = int(opts["spatial_dims"])
-    preprocess = PreprocessConfig(normalize=opts["normalize"], spatial_size=tuple(opts["image_size"]) or None,
-                                  channels=opts["channels"])
-    values = dict(task=opts["task"], model=opts["model"], data=str(opts["data"]), out=str(opts["out"]),
-                  layout=opts["layout"], fold=opts["fold"], n_folds=opts["n_folds"],
-                  split_file=str(opts["split_file"]) if opts["split_file"] else None, epochs=opts["epochs"],
-                  batch_size=opts["batch_size"], lr=opts["lr"], workers=opts["workers"], use_gpu=opts["use_gpu"],
-                  pretrained=opts["pretrained"], spatial_dims=spatial_dims, patience=opts["patience"],
-                  seed=opts["seed"], preprocess=preprocess, synthetic_fraction=opts["synthetic_fraction"],
-                  gan_checkpoint=str(opts["gan_checkpoint"]) if opts["gan_checkpoint"] else None,
-                  augment=AugmentConfig.preset(opts["augment"], spatial_dims=2))
+    preprocess = PreprocessConfig(
+        normalize=opts["normalize"], spatial_size=tuple(opts["image_size"]) or None, channels=opts["channels"]
+    )
+    values = dict(
+        task=opts["task"],
+        model=opts["model"],
+        data=str(opts["data"]),
+        out=str(opts["out"]),
+        layout=opts["layout"],
+        fold=opts["fold"],
+        n_folds=opts["n_folds"],
+        split_file=str(opts["split_file"]) if opts["split_file"] else None,
+        epochs=opts["epochs"],
+        batch_size=opts["batch_size"],
+        lr=opts["lr"],
+        workers=opts["workers"],
+        use_gpu=opts["use_gpu"],
+        pretrained=opts["pretrained"],
+        spatial_dims=spatial_dims,
+        patience=opts["patience"],
+        seed=opts["seed"],
+        preprocess=preprocess,
+        synthetic_fraction=opts["synthetic_fraction"],
+        gan_checkpoint=str(opts["gan_checkpoint"]) if opts["gan_checkpoint"] else None,
+        augment=AugmentConfig.preset(opts["augment"], spatial_dims=2),
+    )
     options = {}
     for option in opts["options"]:
         key, _, raw = option.partition("=")
@@ -221,11 +275,19 @@ def _train_config(opts: dict):
 
 
 @main.command("predict")
-@click.option("--package", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="Model package folder (model.json + model.pt).")
+@click.option(
+    "--package",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Model package folder (model.json + model.pt).",
+)
 @click.argument("source", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Mask file: .dcm writes a DICOM Segmentation (DICOM input), else PNG (2D) or .nii.gz (3D).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Mask file: .dcm writes a DICOM Segmentation (DICOM input), else PNG (2D) or .nii.gz (3D).",
+)
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True)
 def predict_command(package: Path, source: Path, out: Path | None, threshold: float) -> None:
     """Predict one input offline (image, NIfTI, DICOM file, series folder or zip); print the JSON answer."""
@@ -246,8 +308,9 @@ def predict_command(package: Path, source: Path, out: Path | None, threshold: fl
         if seg_sources is not None:
             from tumorbench.dicomseg import package_version, result_to_dicom_seg
 
-            blob = result_to_dicom_seg(result, seg_sources, predictor.manifest,
-                                       package_version(package, predictor.manifest))
+            blob = result_to_dicom_seg(
+                result, seg_sources, predictor.manifest, package_version(package, predictor.manifest)
+            )
         else:
             blob = mask_file(result)[1]
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -278,14 +341,25 @@ def list_models_command(task: str | None) -> None:
 
 
 @main.command("explain")
-@click.option("--package", "package", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Model package (model.json + model.pt).")
+@click.option(
+    "--package",
+    "package",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Model package (model.json + model.pt).",
+)
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--method", type=click.Choice(["gradcam", "gradcampp", "occlusion"]), default="gradcam",
-              show_default=True)
+@click.option(
+    "--method", type=click.Choice(["gradcam", "gradcampp", "occlusion"]), default="gradcam", show_default=True
+)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--mask", "masks", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Truth mask per FILE, in the same order (adds pointing game and energy in tumor).")
+@click.option(
+    "--mask",
+    "masks",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Truth mask per FILE, in the same order (adds pointing game and energy in tumor).",
+)
 def explain_command(package: Path, files: tuple[Path, ...], method: str, out: Path, masks: tuple[Path, ...]) -> None:
     """Heatmaps of a packaged model on FILEs: overlays (PNG), heatmaps on each file's grid, scores.csv."""
     from tumorbench.explain.files import explain_files
@@ -300,9 +374,15 @@ def explain_command(package: Path, files: tuple[Path, ...], method: str, out: Pa
 
 
 @main.command("serve")
-@click.option("--models", "models", multiple=True, required=True, metavar="DIR",
-              help="Model package, folder of packages, or a training run (--out of `tumorbench train`, or its "
-                   "train/): its best checkpoint; NAME=DIR names it.")
+@click.option(
+    "--models",
+    "models",
+    multiple=True,
+    required=True,
+    metavar="DIR",
+    help="Model package, folder of packages, or a training run (--out of `tumorbench train`, or its "
+    "train/): its best checkpoint; NAME=DIR names it.",
+)
 @click.argument("more_models", nargs=-1, metavar="[DIR]...")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Listen address (loopback unless you say).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True)
@@ -310,15 +390,32 @@ def explain_command(package: Path, files: tuple[Path, ...], method: str, out: Pa
 @click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=10.0, show_default=True)
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True)
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="Replicas per model.")
-@click.option("--gpu-per-replica", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="GPU fraction per model replica, used when the cluster has GPUs.")
+@click.option(
+    "--gpu-per-replica",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="GPU fraction per model replica, used when the cluster has GPUs.",
+)
 @click.option("--api-key", envvar="TUMORBENCH_API_KEY", default=None, help="Require this key (X-API-Key) on /v1/*.")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True)
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a new local Ray).")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without an API key.")
-def serve_command(models: tuple[str, ...], more_models: tuple[str, ...], host: str, port: int, max_batch_size: int,
-                  batch_wait_ms: float, threshold: float, replicas: int, gpu_per_replica: float, api_key: str | None,
-                  max_upload_mb: float, address: str | None, insecure: bool) -> None:
+def serve_command(
+    models: tuple[str, ...],
+    more_models: tuple[str, ...],
+    host: str,
+    port: int,
+    max_batch_size: int,
+    batch_wait_ms: float,
+    threshold: float,
+    replicas: int,
+    gpu_per_replica: float,
+    api_key: str | None,
+    max_upload_mb: float,
+    address: str | None,
+    insecure: bool,
+) -> None:
     """Serve model packages over HTTP with Ray Serve until Ctrl-C / SIGTERM (see serve/config.yaml)."""
     import pydantic
 
@@ -330,10 +427,22 @@ def serve_command(models: tuple[str, ...], more_models: tuple[str, ...], host: s
         entries.append(f"{name}{sep}{Path(path).expanduser().resolve()}")
 
     try:
-        serve_forever({"models": entries, "max_batch_size": max_batch_size,
-                       "batch_wait_timeout_s": batch_wait_ms / 1000, "threshold": threshold, "num_replicas": replicas,
-                       "gpu_per_replica": gpu_per_replica, "api_key": api_key, "max_upload_mb": max_upload_mb,
-                       "insecure": insecure}, host=host, port=port, address=address)
+        serve_forever(
+            {
+                "models": entries,
+                "max_batch_size": max_batch_size,
+                "batch_wait_timeout_s": batch_wait_ms / 1000,
+                "threshold": threshold,
+                "num_replicas": replicas,
+                "gpu_per_replica": gpu_per_replica,
+                "api_key": api_key,
+                "max_upload_mb": max_upload_mb,
+                "insecure": insecure,
+            },
+            host=host,
+            port=port,
+            address=address,
+        )
     except pydantic.ValidationError as exc:  # settings refused before Ray starts (e.g. exposed without an API key)
         raise click.ClickException(str(exc)) from None
 

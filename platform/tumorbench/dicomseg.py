@@ -47,13 +47,21 @@ def _frames(mask: np.ndarray, sources: Sequence[pydicom.Dataset]) -> np.ndarray:
         raise ValueError(f"mask of shape {mask.shape} is neither (C, I, J, K) nor (C, rows, columns)")
     rows, columns = int(sources[0].Rows), int(sources[0].Columns)
     if frames.shape[:3] != (len(sources), rows, columns):
-        raise ValueError(f"mask gives {frames.shape[0]} frames of {frames.shape[1]}x{frames.shape[2]}, the source "
-                         f"has {len(sources)} images of {rows}x{columns}")
+        raise ValueError(
+            f"mask gives {frames.shape[0]} frames of {frames.shape[1]}x{frames.shape[2]}, the source "
+            f"has {len(sources)} images of {rows}x{columns}"
+        )
     return np.ascontiguousarray(frames, dtype=np.uint8)
 
 
-def to_dicom_seg(mask: np.ndarray, sources: Sequence[pydicom.Dataset], *, algorithm_name: str,
-                 algorithm_version: str, segment_names: Sequence[str] | None = None) -> hd.seg.Segmentation:
+def to_dicom_seg(
+    mask: np.ndarray,
+    sources: Sequence[pydicom.Dataset],
+    *,
+    algorithm_name: str,
+    algorithm_version: str,
+    segment_names: Sequence[str] | None = None,
+) -> hd.seg.Segmentation:
     """A binary DICOM Segmentation of ``mask`` over the source images.
 
     Args:
@@ -68,20 +76,37 @@ def to_dicom_seg(mask: np.ndarray, sources: Sequence[pydicom.Dataset], *, algori
     names = list(segment_names or (["tumor"] if count == 1 else [f"channel{c}" for c in range(count)]))
     if len(names) != count:
         raise ValueError(f"{len(names)} segment names for {count} mask channels")
-    algorithm = hd.AlgorithmIdentificationSequence(name=algorithm_name, version=algorithm_version,
-                                                   family=codes.cid7162.ArtificialIntelligence)
-    segments = [hd.seg.SegmentDescription(
-        segment_number=n + 1, segment_label=name,
-        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure, segmented_property_type=codes.SCT.Tumor,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=algorithm) for n, name in enumerate(names)]
+    algorithm = hd.AlgorithmIdentificationSequence(
+        name=algorithm_name, version=algorithm_version, family=codes.cid7162.ArtificialIntelligence
+    )
+    segments = [
+        hd.seg.SegmentDescription(
+            segment_number=n + 1,
+            segment_label=name,
+            segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+            segmented_property_type=codes.SCT.Tumor,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+        )
+        for n, name in enumerate(names)
+    ]
     return hd.seg.Segmentation(
-        source_images=list(sources), pixel_array=frames, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=SERIES_NUMBER,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="tumorbench",
-        manufacturer_model_name=algorithm_name[:64], software_versions=_software_version(),
-        device_serial_number="none", series_description=f"tumorbench {algorithm_name}"[:64],
-        content_label="TUMOR", content_description="Automatic tumor segmentation")
+        source_images=list(sources),
+        pixel_array=frames,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments,
+        series_instance_uid=hd.UID(),
+        series_number=SERIES_NUMBER,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="tumorbench",
+        manufacturer_model_name=algorithm_name[:64],
+        software_versions=_software_version(),
+        device_serial_number="none",
+        series_description=f"tumorbench {algorithm_name}"[:64],
+        content_label="TUMOR",
+        content_description="Automatic tumor segmentation",
+    )
 
 
 def to_bytes(seg: hd.seg.Segmentation) -> bytes:
@@ -91,12 +116,16 @@ def to_bytes(seg: hd.seg.Segmentation) -> bytes:
     return buffer.getvalue()
 
 
-def result_to_dicom_seg(result: Any, sources: Sequence[pydicom.Dataset], manifest: Any,
-                        package_version: str) -> bytes:
+def result_to_dicom_seg(result: Any, sources: Sequence[pydicom.Dataset], manifest: Any, package_version: str) -> bytes:
     """A :class:`~tumorbench.inference.SegmentationResult` as DICOM SEG file bytes (segments named as the channels)."""
     names = manifest.channel_names or (["tumor"] if len(result.mask) == 1 else None)
-    seg = to_dicom_seg(result.mask, sources, algorithm_name=f"tumorbench {manifest.name}",
-                       algorithm_version=package_version, segment_names=names)
+    seg = to_dicom_seg(
+        result.mask,
+        sources,
+        algorithm_name=f"tumorbench {manifest.name}",
+        algorithm_version=package_version,
+        segment_names=names,
+    )
     return to_bytes(seg)
 
 
@@ -113,8 +142,9 @@ def sources_for(path: str | Path, limits: UploadLimits = UploadLimits()) -> list
     return upload_sources(path.read_bytes(), limits, label=path.name)
 
 
-def upload_sources(data: bytes, limits: UploadLimits = UploadLimits(), *,
-                   label: str = "upload") -> list[pydicom.Dataset]:
+def upload_sources(
+    data: bytes, limits: UploadLimits = UploadLimits(), *, label: str = "upload"
+) -> list[pydicom.Dataset]:
     """Source headers (k order) of an uploaded DICOM file or zipped DICOM series.
 
     Raises:
@@ -129,9 +159,13 @@ def upload_sources(data: bytes, limits: UploadLimits = UploadLimits(), *,
             kind = "dicom" if all(sniff_format(f) == "dicom" for f in files) else "zip of other files"
             path = Path(tmp) / "unpacked"
         if kind != "dicom":
-            raise UploadError(label, f"a DICOM Segmentation answer needs a DICOM input (one DICOM file or a zip of "
-                                     f"one DICOM series), got {kind or 'an unrecognised format'}: it references the "
-                                     "DICOM instances it segments", 422)
+            raise UploadError(
+                label,
+                f"a DICOM Segmentation answer needs a DICOM input (one DICOM file or a zip of "
+                f"one DICOM series), got {kind or 'an unrecognised format'}: it references the "
+                "DICOM instances it segments",
+                422,
+            )
         try:
             return dicom_series_headers(path if path.is_dir() else [path])
         except DataError as exc:  # the problem may name temporary files or UIDs; the upload was read already
@@ -141,9 +175,11 @@ def upload_sources(data: bytes, limits: UploadLimits = UploadLimits(), *,
 def mask_from_dicom_seg(seg: hd.seg.Segmentation, sources: Sequence[pydicom.Dataset], dims: int = 3) -> np.ndarray:
     """Read a SEG back through highdicom: ``(C, I, J, K)``, or ``(C, rows, columns)`` when ``dims`` is 2."""
     uids = [str(ds.SOPInstanceUID) for ds in sources]
-    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
-                                               segment_numbers=list(seg.get_segment_numbers()),
-                                               assert_missing_frames_are_empty=True)  # (K, rows, columns, C)
+    pixels = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids,
+        segment_numbers=list(seg.get_segment_numbers()),
+        assert_missing_frames_are_empty=True,
+    )  # (K, rows, columns, C)
     if dims == 2:
         return np.transpose(pixels[0], (2, 0, 1)).astype(np.uint8)
     return np.transpose(pixels, (3, 2, 1, 0)).astype(np.uint8)

@@ -85,8 +85,13 @@ class ClassificationResult:
     positive_class: str | None = None
 
     def summary(self) -> dict[str, Any]:
-        return {"task": "classification", "label": self.label, "probabilities": dict(self.probabilities),
-                "positive_class": self.positive_class, "threshold": self.threshold}
+        return {
+            "task": "classification",
+            "label": self.label,
+            "probabilities": dict(self.probabilities),
+            "positive_class": self.positive_class,
+            "threshold": self.threshold,
+        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,9 +116,16 @@ class SegmentationResult:
         """JSON-ready measurements; the top level describes channel 0 (whole tumour for BraTS regions)."""
         first = {k: v for k, v in self.regions[0].items() if k != "name"}
         notes = [] if self.spacing_known else ["pixel spacing unknown (image file): 1 mm per pixel assumed"]
-        out = {"task": "segmentation", "dims": self.mask.ndim - 1, "shape": list(self.mask.shape[1:]),
-               "spacing_mm": [float(s) for s in self.spacing], "spacing_known": self.spacing_known,
-               "threshold": self.threshold, **first, "notes": notes}
+        out = {
+            "task": "segmentation",
+            "dims": self.mask.ndim - 1,
+            "shape": list(self.mask.shape[1:]),
+            "spacing_mm": [float(s) for s in self.spacing],
+            "spacing_known": self.spacing_known,
+            "threshold": self.threshold,
+            **first,
+            "notes": notes,
+        }
         if len(self.regions) > 1:
             out["channels"] = self.regions
         return out
@@ -147,14 +159,27 @@ class Preprocessor:
         except DataError as exc:
             raise UploadError(source, exc.problem, 422) from exc
         if array.shape[0] != self.manifest.in_channels:
-            raise UploadError(source, f"has {array.shape[0]} channels; model {self.manifest.name} takes "
-                                      f"{self.manifest.in_channels}", 422)
-        loaded = MetaTensor(torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)),
-                            affine=torch.as_tensor(loaded_affine, dtype=torch.float64), meta={"filename_or_obj": source})
+            raise UploadError(
+                source,
+                f"has {array.shape[0]} channels; model {self.manifest.name} takes {self.manifest.in_channels}",
+                422,
+            )
+        loaded = MetaTensor(
+            torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)),
+            affine=torch.as_tensor(loaded_affine, dtype=torch.float64),
+            meta={"filename_or_obj": source},
+        )
         prepared = self._rest({"image": loaded})["image"]
         shape = tuple(int(s) for s in (array.shape[1:] if self.manifest.data_dims == 2 else image.array.shape[:3]))
-        return Prepared(prepared, shape, np.asarray(image.affine, float), tuple(float(s) for s in spacing), known,
-                        self.manifest.data_dims == 3 and self.config.canonical, str(image.meta.get("format", "")))
+        return Prepared(
+            prepared,
+            shape,
+            np.asarray(image.affine, float),
+            tuple(float(s) for s in spacing),
+            known,
+            self.manifest.data_dims == 3 and self.config.canonical,
+            str(image.meta.get("format", "")),
+        )
 
     def _layout(self, image: ImageData, source: str) -> tuple[np.ndarray, np.ndarray, tuple, bool]:
         """Channel-first array as the training loader lays it out, its affine, spacing per axis, spacing known."""
@@ -165,11 +190,19 @@ class Preprocessor:
                 return array, image.affine, (tuple(image.spacing) if known else (1.0, 1.0)), known
             if array.ndim == 3 and array.shape[2] == 1:  # one DICOM slice: (columns, rows, 1) -> (1, rows, columns)
                 return array[:, :, 0].T[None], np.eye(4), (image.spacing[1], image.spacing[0]), True
-            raise UploadError(source, f"is a volume of shape {array.shape}; model {self.manifest.name} takes 2D "
-                                      "images (PNG, JPEG or one DICOM slice)", 422)
+            raise UploadError(
+                source,
+                f"is a volume of shape {array.shape}; model {self.manifest.name} takes 2D "
+                "images (PNG, JPEG or one DICOM slice)",
+                422,
+            )
         if fmt == "image2d":
-            raise UploadError(source, f"is a 2D image; model {self.manifest.name} takes 3D volumes (NIfTI, a zipped "
-                                      "DICOM series or zipped NIfTI modalities)", 422)
+            raise UploadError(
+                source,
+                f"is a 2D image; model {self.manifest.name} takes 3D volumes (NIfTI, a zipped "
+                "DICOM series or zipped NIfTI modalities)",
+                422,
+            )
         if array.ndim not in (3, 4):
             raise UploadError(source, f"unsupported volume shape {array.shape}", 422)
         loaded = to_canonical(image) if self.config.canonical else image
@@ -179,8 +212,11 @@ class Preprocessor:
     def restore(self, prepared: Prepared, probabilities: torch.Tensor) -> np.ndarray:
         """Map a ``(C, *model_spatial)`` probability map back onto the input's voxel grid."""
         source = prepared.image
-        pred = MetaTensor(torch.as_tensor(probabilities, dtype=torch.float32), meta=dict(source.meta),
-                          applied_operations=_portable(copy.deepcopy(source.applied_operations)))
+        pred = MetaTensor(
+            torch.as_tensor(probabilities, dtype=torch.float32),
+            meta=dict(source.meta),
+            applied_operations=_portable(copy.deepcopy(source.applied_operations)),
+        )
         out = self._rest.inverse({"image": pred})["image"] if source.applied_operations else pred
         array = out.as_tensor().numpy() if isinstance(out, MetaTensor) else np.asarray(out)
         if prepared.canonical:
@@ -209,8 +245,15 @@ def _portable(value: Any) -> Any:
 class Predictor:
     """A packaged model with its preprocessing: ``predict_file`` / ``predict_image`` / ``predict_batch``."""
 
-    def __init__(self, model: torch.nn.Module, manifest: ModelManifest, *, device: str | torch.device = "cpu",
-                 threshold: float = 0.5, limits: UploadLimits = UploadLimits()) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        manifest: ModelManifest,
+        *,
+        device: str | torch.device = "cpu",
+        threshold: float = 0.5,
+        limits: UploadLimits = UploadLimits(),
+    ) -> None:
         if get_task(manifest.task).endpoint is None:
             raise ValueError(f"cannot serve a {manifest.task} model {manifest.name!r}")
         self.model, self.manifest = model.eval(), manifest
@@ -243,8 +286,12 @@ class Predictor:
         plain = [x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x) for x in images]
         m = self.manifest
         if get_task(m.task).with_mask and m.data_dims == 3:
-            return [predict_volume(self.model, x, model_dims=m.spatial_dims, roi_size=self._roi(x.shape[1:]),
-                                   device=self.device) for x in plain]
+            return [
+                predict_volume(
+                    self.model, x, model_dims=m.spatial_dims, roi_size=self._roi(x.shape[1:]), device=self.device
+                )
+                for x in plain
+            ]
         groups: dict[tuple, list[int]] = {}
         for i, x in enumerate(plain):
             groups.setdefault(tuple(x.shape), []).append(i)
@@ -278,9 +325,13 @@ class Predictor:
         probs = self.preprocessor.restore(prepared, probabilities)
         mask = (probs > threshold).astype(np.uint8)
         unit = float(np.prod(prepared.spacing)) / (1.0 if mask.ndim == 3 else 1000.0)  # mm^2, or mL
-        names = self.manifest.channel_names or (["tumor"] if len(mask) == 1 else [f"channel{c}" for c in range(len(mask))])
-        regions = [{"name": name, **measure_mask(channel, unit, "area_mm2" if mask.ndim == 3 else "volume_ml")}
-                   for name, channel in zip(names, mask)]
+        names = self.manifest.channel_names or (
+            ["tumor"] if len(mask) == 1 else [f"channel{c}" for c in range(len(mask))]
+        )
+        regions = [
+            {"name": name, **measure_mask(channel, unit, "area_mm2" if mask.ndim == 3 else "volume_ml")}
+            for name, channel in zip(names, mask)
+        ]
         return SegmentationResult(mask, prepared.affine, prepared.spacing, prepared.spacing_known, threshold, regions)
 
     def _classification(self, probs: np.ndarray, threshold: float) -> ClassificationResult:
@@ -295,8 +346,14 @@ class Predictor:
 
 
 @torch.no_grad()
-def predict_volume(model: torch.nn.Module, image: torch.Tensor, *, model_dims: int,
-                   roi_size: Sequence[int] | None, device: torch.device) -> torch.Tensor:
+def predict_volume(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    *,
+    model_dims: int,
+    roi_size: Sequence[int] | None,
+    device: torch.device,
+) -> torch.Tensor:
     """Foreground probabilities ``(C, I, J, K)`` of one volume ``(C_in, I, J, K)``."""
     from monai.inferers import SliceInferer, sliding_window_inference
 
@@ -322,9 +379,15 @@ def measure_mask(mask: np.ndarray, unit: float, size_key: str) -> dict[str, Any]
     labels, count = ndimage.label(mask)
     voxels = np.bincount(labels.ravel(), minlength=count + 1)[1:]
     boxes = ndimage.find_objects(labels)
-    lesions = [{"bbox_min": [int(s.start) for s in boxes[i]], "bbox_max": [int(s.stop) for s in boxes[i]],
-                "voxels": int(voxels[i]), size_key: float(voxels[i] * unit)}
-               for i in np.argsort(-voxels, kind="stable")[:MAX_LESIONS]]
+    lesions = [
+        {
+            "bbox_min": [int(s.start) for s in boxes[i]],
+            "bbox_max": [int(s.stop) for s in boxes[i]],
+            "voxels": int(voxels[i]),
+            size_key: float(voxels[i] * unit),
+        }
+        for i in np.argsort(-voxels, kind="stable")[:MAX_LESIONS]
+    ]
     return {size_key: float(voxels.sum() * unit), "lesion_count": int(count), "lesions": lesions}
 
 

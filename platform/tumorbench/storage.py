@@ -21,8 +21,13 @@ from tumorbench.errors import TumorbenchError
 
 ENV = "TUMORBENCH_STORAGE"
 # Object-storage settings that Ray's worker processes need as much as the driver (see worker_env).
-_ENDPOINT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION",
-                 "AWS_EC2_METADATA_DISABLED")
+_ENDPOINT_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_EC2_METADATA_DISABLED",
+)
 _KEY_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # pyarrow's type names -> URI schemes (its GCS filesystem is called "gcs", its URIs "gs://").
 _SCHEMES = {"s3": "s3", "gcs": "gs"}
@@ -121,7 +126,7 @@ def listing(location: str | os.PathLike) -> list[str]:
 
     filesystem, path = resolve(location)
     infos = filesystem.get_file_info(pyarrow.fs.FileSelector(path, recursive=True, allow_not_found=True))
-    return sorted(info.path[len(path):].lstrip("/") for info in infos if info.type == pyarrow.fs.FileType.File)
+    return sorted(info.path[len(path) :].lstrip("/") for info in infos if info.type == pyarrow.fs.FileType.File)
 
 
 def upload(local: str | os.PathLike, location: str | os.PathLike) -> None:
@@ -136,8 +141,9 @@ def upload(local: str | os.PathLike, location: str | os.PathLike) -> None:
         filesystem.create_dir(path, recursive=True)
     else:
         filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    pyarrow.fs.copy_files(str(local), path, source_filesystem=pyarrow.fs.LocalFileSystem(),
-                          destination_filesystem=filesystem)
+    pyarrow.fs.copy_files(
+        str(local), path, source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=filesystem
+    )
 
 
 def download(location: str | os.PathLike, local: str | os.PathLike, *, skip: tuple[str, ...] = ()) -> Path:
@@ -198,8 +204,15 @@ def check_reachable(location: str | os.PathLike, *, timeout_s: float = 120.0) ->
     marker.write_text(token)
     probe = ray.remote(num_cpus=0)(_sees)
     try:
-        seen = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False))
-                        .remote(str(marker), token) for node in nodes], timeout=timeout_s)
+        seen = ray.get(
+            [
+                probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)).remote(
+                    str(marker), token
+                )
+                for node in nodes
+            ],
+            timeout=timeout_s,
+        )
     finally:
         marker.unlink(missing_ok=True)
     blind = [node["NodeManagerAddress"] for node, ok in zip(nodes, seen) if not ok]
@@ -207,4 +220,5 @@ def check_reachable(location: str | os.PathLike, *, timeout_s: float = 120.0) ->
         raise StorageError(
             f"storage {folder} is a folder on this machine that {len(blind)} of the cluster's {len(nodes)} nodes "
             f"cannot see ({', '.join(blind)}): their checkpoints would be lost. Pass --storage s3://<bucket>/<prefix> "
-            f"(or gs://...), or a folder on a mount every node shares (e.g. EFS at /mnt/efs), or set {ENV}")
+            f"(or gs://...), or a folder on a mount every node shares (e.g. EFS at /mnt/efs), or set {ENV}"
+        )

@@ -44,8 +44,16 @@ from tumorbench.data.io import ImageData, has_second_frame, read_image
 from tumorbench.errors import DataError
 
 # Suffix the readers in tumorbench.data.io dispatch on, per sniffed format.
-SUFFIXES = {"png": ".png", "jpeg": ".jpg", "tiff": ".tif", "bmp": ".bmp", "nifti": ".nii", "nifti-gz": ".nii.gz",
-            "dicom": ".dcm", "zip": ".zip"}
+SUFFIXES = {
+    "png": ".png",
+    "jpeg": ".jpg",
+    "tiff": ".tif",
+    "bmp": ".bmp",
+    "nifti": ".nii",
+    "nifti-gz": ".nii.gz",
+    "dicom": ".dcm",
+    "zip": ".zip",
+}
 _BRATS_SUFFIXES = {"t1": ("t1", "t1n"), "t1ce": ("t1ce", "t1c"), "t2": ("t2", "t2w"), "flair": ("flair", "t2f")}
 _AFFINE_TOLERANCE_MM = 1e-2  # as LoadCased: channels of one case must share their grid
 _PIXEL_TAGS = {"PixelData": None, "FloatPixelData": 32, "DoubleFloatPixelData": 64}  # tag -> forced bits
@@ -162,8 +170,12 @@ def read_upload(path: str | Path, limits: UploadLimits = UploadLimits(), *, labe
     quiet_pydicom()
     kind = sniff_format(path)
     if kind is None:
-        raise UploadError(label, "unsupported or unrecognised file format (expected PNG, JPEG, TIFF, BMP, NIfTI, "
-                                 "DICOM or a zip of a DICOM series / NIfTI volumes)", 415)
+        raise UploadError(
+            label,
+            "unsupported or unrecognised file format (expected PNG, JPEG, TIFF, BMP, NIfTI, "
+            "DICOM or a zip of a DICOM series / NIfTI volumes)",
+            415,
+        )
     uids: set[str] = set()  # DICOM UIDs seen: hashed out of any message
     with tempfile.TemporaryDirectory(prefix="tumorbench-read-") as tmp:
         work = Path(tmp)
@@ -251,8 +263,12 @@ def _check_nifti(path: Path, limits: UploadLimits, label: str) -> int:
         raise UploadError(label, f"unreadable NIfTI header ({type(exc).__name__}: {exc})", 422) from exc
     if dtype.fields is not None or dtype.kind not in "biuf":
         name = img.header.get_value_label("datatype") if hasattr(img.header, "get_value_label") else str(dtype)
-        raise UploadError(label, f"NIfTI voxel type {name} is not supported: store real integer or float values "
-                                 f"(colour or modalities as a 4th axis)", 415)
+        raise UploadError(
+            label,
+            f"NIfTI voxel type {name} is not supported: store real integer or float values "
+            f"(colour or modalities as a 4th axis)",
+            415,
+        )
     count = int(np.prod(shape, dtype=object))
     if count > limits.max_voxels:
         raise _too_big(label, f"shape {tuple(shape)}", count, limits.max_voxels)
@@ -273,8 +289,12 @@ def _check_dicom(path: Path, limits: UploadLimits, label: str, uids: set[str]) -
         return 0, None  # a DICOMDIR index beside the series; the reader skips it
     syntax = meta.get("TransferSyntaxUID")
     if syntax == DeflatedExplicitVRLittleEndian:  # inflated whole before any size could be checked
-        raise UploadError(label, "Deflated Explicit VR Little Endian DICOM is not accepted: send the file "
-                                 "uncompressed (or JPEG / RLE encapsulated)", 415)
+        raise UploadError(
+            label,
+            "Deflated Explicit VR Little Endian DICOM is not accepted: send the file "
+            "uncompressed (or JPEG / RLE encapsulated)",
+            415,
+        )
     if syntax is None:
         raise UploadError(label, "DICOM file meta has no TransferSyntaxUID", 422)
     try:
@@ -291,19 +311,28 @@ def _check_dicom(path: Path, limits: UploadLimits, label: str, uids: set[str]) -
         uids.add(series)
     count = rows * columns * frames * samples
     if min(rows, columns, frames, samples) < 1:
-        raise UploadError(label, f"DICOM header declares {rows} x {columns} pixels x {frames} frame(s) x "
-                                 f"{samples} sample(s)", 422)
+        raise UploadError(
+            label, f"DICOM header declares {rows} x {columns} pixels x {frames} frame(s) x {samples} sample(s)", 422
+        )
     if count > limits.max_voxels:
         raise _too_big(label, "rows x columns x frames x samples", count, limits.max_voxels)
     if frames != 1 or samples != 1:
-        raise UploadError(label, f"only single-frame greyscale DICOM slices are supported (the header declares "
-                                 f"{frames} frame(s) of {samples} sample(s) per pixel)", 422)
+        raise UploadError(
+            label,
+            f"only single-frame greyscale DICOM slices are supported (the header declares "
+            f"{frames} frame(s) of {samples} sample(s) per pixel)",
+            422,
+        )
     if pixel_tag is None or bits not in (1, 8, 16, 32, 64):
         raise UploadError(label, "DICOM file has no pixel data or an unsupported BitsAllocated", 422)
     expected = math.ceil(count * bits / 8)
     if syntax in UncompressedTransferSyntaxes and not expected <= length <= expected + 1:  # +1: even-length pad
-        raise UploadError(label, f"DICOM pixel data holds {length:,} bytes but the header declares {rows} x {columns} "
-                                 f"x {frames} frame(s) x {samples} sample(s) x {bits} bits = {expected:,} bytes", 422)
+        raise UploadError(
+            label,
+            f"DICOM pixel data holds {length:,} bytes but the header declares {rows} x {columns} "
+            f"x {frames} frame(s) x {samples} sample(s) x {bits} bits = {expected:,} bytes",
+            422,
+        )
     _check_dicom_geometry(ds, label)
     return count, series
 
@@ -317,9 +346,15 @@ def _dicom_numbers(ds: pydicom.Dataset, keyword: str) -> list[float] | None:
 
 def _check_dicom_geometry(ds: pydicom.Dataset, label: str) -> None:
     """Spacing, position and rescale values that are present must be finite (spacings positive)."""
-    for keyword, positive in (("PixelSpacing", True), ("ImagePositionPatient", False),
-                              ("ImageOrientationPatient", False), ("SliceThickness", False),
-                              ("SpacingBetweenSlices", False), ("RescaleSlope", False), ("RescaleIntercept", False)):
+    for keyword, positive in (
+        ("PixelSpacing", True),
+        ("ImagePositionPatient", False),
+        ("ImageOrientationPatient", False),
+        ("SliceThickness", False),
+        ("SpacingBetweenSlices", False),
+        ("RescaleSlope", False),
+        ("RescaleIntercept", False),
+    ):
         try:
             values = _dicom_numbers(ds, keyword)
         except (TypeError, ValueError):
@@ -396,8 +431,11 @@ def _read_zip(path: Path, work: Path, limits: UploadLimits, label: str, uids: se
             if series:
                 sizes[series] = sizes.get(series, 0) + 1
         if len(sizes) > 1:
-            raise UploadError(label, f"zip holds {len(sizes)} DICOM series ({', '.join(map(str, sizes.values()))} "
-                                     f"files): upload one series", 422)
+            raise UploadError(
+                label,
+                f"zip holds {len(sizes)} DICOM series ({', '.join(map(str, sizes.values()))} files): upload one series",
+                422,
+            )
         return read_image(work)
     if all(kind in ("nifti", "nifti-gz") for kind in kinds.values()):
         return _stack_nifti(files, kinds, limits, label)
@@ -414,8 +452,12 @@ def _channel_order(files: list[Path], label: str) -> list[Path]:
         pattern = re.compile(rf"[_-]({'|'.join(_BRATS_SUFFIXES[channel])})\.nii(\.gz)?$", re.IGNORECASE)
         matches = [file for file in files if pattern.search(file.name)]
         if len(matches) != 1:
-            raise UploadError(label, f"cannot order {len(files)} NIfTI files as channels: name them *_t1, *_t1ce, "
-                                     f"*_t2, *_flair (or BraTS 2023 -t1n -t1c -t2w -t2f), or upload one 4D NIfTI", 422)
+            raise UploadError(
+                label,
+                f"cannot order {len(files)} NIfTI files as channels: name them *_t1, *_t1ce, "
+                f"*_t2, *_flair (or BraTS 2023 -t1n -t1c -t2w -t2f), or upload one 4D NIfTI",
+                422,
+            )
         order.append(matches[0])
     if len(order) != len(files):
         raise UploadError(label, f"zip holds {len(files)} NIfTI files, expected the 4 BraTS modalities", 422)
@@ -423,8 +465,12 @@ def _channel_order(files: list[Path], label: str) -> list[Path]:
 
 
 def _stack_nifti(files: list[Path], kinds: dict, limits: UploadLimits, label: str) -> ImageData:
-    files = [file.rename(file.with_name(file.name + SUFFIXES[kinds[file]])) if not file.name.lower().endswith(
-        (".nii", ".nii.gz")) else file for file in files]
+    files = [
+        file.rename(file.with_name(file.name + SUFFIXES[kinds[file]]))
+        if not file.name.lower().endswith((".nii", ".nii.gz"))
+        else file
+        for file in files
+    ]
     files = _channel_order(files, label)
     count = sum(_check_nifti(file, limits, label) for file in files)
     if count > limits.max_voxels:
@@ -432,8 +478,9 @@ def _stack_nifti(files: list[Path], kinds: dict, limits: UploadLimits, label: st
     volumes = [read_image(file) for file in files]
     first = volumes[0]
     for file, volume in zip(files[1:], volumes[1:]):
-        if volume.array.shape != first.array.shape or not np.allclose(volume.affine, first.affine,
-                                                                       atol=_AFFINE_TOLERANCE_MM):
+        if volume.array.shape != first.array.shape or not np.allclose(
+            volume.affine, first.affine, atol=_AFFINE_TOLERANCE_MM
+        ):
             raise UploadError(label, f"{file.name[6:]} does not share the voxel grid of {files[0].name[6:]}", 422)
     array = first.array if len(volumes) == 1 else np.stack([v.array for v in volumes], axis=-1)
     return ImageData(array, first.affine, first.spacing, {**first.meta, "channels": len(volumes)})

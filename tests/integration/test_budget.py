@@ -6,12 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from conftest import write_blob_folders  # noqa: E402
 from tumorbench.training.config import TrainConfig
 from tumorbench.transforms import AugmentConfig
 from tumorbench.tuning.budget import BudgetGuard
 from tumorbench.tuning.search import run_search, trial_rows
-
-from conftest import write_blob_folders  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 tune = pytest.importorskip("ray.tune")
@@ -20,12 +19,31 @@ tune = pytest.importorskip("ray.tune")
 def test_budget_ends_the_search_after_the_first_complete_trial(ray_session, tmp_path):
     data = tmp_path / "data"
     write_blob_folders(data)
-    base = TrainConfig(task="classification", model="resnet18_tiny", data=str(data), out=str(tmp_path / "unused"),
-                       n_folds=2, epochs=1, batch_size=8, warmup_epochs=0, augment=AugmentConfig(), max_failures=0)
+    base = TrainConfig(
+        task="classification",
+        model="resnet18_tiny",
+        data=str(data),
+        out=str(tmp_path / "unused"),
+        n_folds=2,
+        epochs=1,
+        batch_size=8,
+        warmup_epochs=0,
+        augment=AugmentConfig(),
+        max_failures=0,
+    )
     # 1 s of budget: the first trial still finishes (a search always gets one result), then nothing fits
     guard = BudgetGuard(1.0, n_folds=2, fold_seconds=20.0, grace=900.0)
-    grid = run_search(base, {"lr": tune.loguniform(1e-3, 1e-2)}, searcher="random", scheduler="none",
-                      num_samples=4, storage_path=tmp_path, name="budget", verbose=0, stopper=guard)
+    grid = run_search(
+        base,
+        {"lr": tune.loguniform(1e-3, 1e-2)},
+        searcher="random",
+        scheduler="none",
+        num_samples=4,
+        storage_path=tmp_path,
+        name="budget",
+        verbose=0,
+        stopper=guard,
+    )
     rows = trial_rows(grid, "auc", 2)
     assert [r["status"] for r in rows].count("done") == 1
     assert all(r["folds_done"] == 0 for r in rows if r["status"] != "done")  # later trials cut at once, if started

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from tests.conftest import REPO_ROOT
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -105,13 +104,38 @@ def two_node_cluster():
     gcs_port, dash_port = _free_port(), _free_port()
     common = ["--num-cpus", "1", "--num-gpus", "0", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
     try:
-        head = _ray("start", "--head", "--port", str(gcs_port), "--temp-dir", head_dir,
-                    "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                    "--dashboard-port", str(dash_port), "--dashboard-agent-listen-port", str(_free_port()),
-                    "--ray-client-server-port", str(_free_port()), *common, env=env)
+        head = _ray(
+            "start",
+            "--head",
+            "--port",
+            str(gcs_port),
+            "--temp-dir",
+            head_dir,
+            "--include-dashboard",
+            "true",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dash_port),
+            "--dashboard-agent-listen-port",
+            str(_free_port()),
+            "--ray-client-server-port",
+            str(_free_port()),
+            *common,
+            env=env,
+        )
         assert head.returncode == 0, head.stdout + head.stderr
-        worker = _ray("start", "--address", f"127.0.0.1:{gcs_port}", "--temp-dir", worker_dir,
-                      "--dashboard-agent-listen-port", str(_free_port()), *common, env=env)
+        worker = _ray(
+            "start",
+            "--address",
+            f"127.0.0.1:{gcs_port}",
+            "--temp-dir",
+            worker_dir,
+            "--dashboard-agent-listen-port",
+            str(_free_port()),
+            *common,
+            env=env,
+        )
         assert worker.returncode == 0, worker.stdout + worker.stderr
         yield f"http://127.0.0.1:{dash_port}", f"127.0.0.1:{gcs_port}", env
     finally:
@@ -121,8 +145,10 @@ def two_node_cluster():
 
 
 def _alive_nodes(gcs_address: str, env: dict[str, str]) -> int:
-    probe = ("import ray; ray.init(address=%r, log_to_driver=False); "
-             "print(sum(n['Alive'] for n in ray.nodes()))" % gcs_address)
+    probe = (
+        f"import ray; ray.init(address={gcs_address!r}, log_to_driver=False); "
+        "print(sum(n['Alive'] for n in ray.nodes()))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return int(out.stdout.strip().splitlines()[-1])
@@ -133,15 +159,37 @@ def test_compare_smoke_runs_as_a_job_on_two_nodes(two_node_cluster, tmp_path):
     assert _alive_nodes(gcs_address, env) == 2
 
     out = tmp_path / "results"
-    submit = _ray("job", "submit", "--address", dashboard, "--working-dir", str(REPO_ROOT), "--",
-                  "python", "experiments/compare.py", "--preset", "smoke", "--out", str(out),
-                  env=env, timeout=JOB_TIMEOUT_S)
+    submit = _ray(
+        "job",
+        "submit",
+        "--address",
+        dashboard,
+        "--working-dir",
+        str(REPO_ROOT),
+        "--",
+        "python",
+        "experiments/compare.py",
+        "--preset",
+        "smoke",
+        "--out",
+        str(out),
+        env=env,
+        timeout=JOB_TIMEOUT_S,
+    )
     log = submit.stdout + submit.stderr
     assert submit.returncode == 0, log[-5000:]
     assert "succeeded" in log, log[-5000:]
 
-    for name in ("leaderboard.csv", "folds.csv", "predictions.csv", "stats.csv", "trials.csv", "manifest.json",
-                 "report.html", "best/segmentation/model.json"):
+    for name in (
+        "leaderboard.csv",
+        "folds.csv",
+        "predictions.csv",
+        "stats.csv",
+        "trials.csv",
+        "manifest.json",
+        "report.html",
+        "best/segmentation/model.json",
+    ):
         assert (out / name).is_file(), f"{name} missing; job log:\n{log[-3000:]}"
     board = pd.read_csv(out / "leaderboard.csv")
     assert {"unet", "attention_unet", "segresnet", "otsu", "kmeans"} <= set(board["model"])

@@ -38,22 +38,40 @@ def ray_with_s3(local_s3):
     assert ray.get_runtime_context().runtime_env["env_vars"]["AWS_ENDPOINT_URL"] == local_s3[0].endpoint
     yield local_s3
     ray.shutdown()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             object_store_memory=512 * 1024**2)
+    ray.init(
+        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=512 * 1024**2
+    )
 
 
 def _base(tmp_path) -> TrainConfig:
     data = tmp_path / "data"
     write_blob_folders(data, n=8)
-    return TrainConfig(task="classification", model="resnet18_tiny", data=str(data), out=str(tmp_path / "unused"),
-                       n_folds=2, epochs=1, batch_size=8, warmup_epochs=0, augment=AugmentConfig(), max_failures=0)
+    return TrainConfig(
+        task="classification",
+        model="resnet18_tiny",
+        data=str(data),
+        out=str(tmp_path / "unused"),
+        n_folds=2,
+        epochs=1,
+        batch_size=8,
+        warmup_epochs=0,
+        augment=AugmentConfig(),
+        max_failures=0,
+    )
 
 
 def test_search_on_s3_keeps_checkpoints_there_and_resumes_from_them(ray_session, ray_with_s3, tmp_path):
     _, bucket = ray_with_s3
     base, root = _base(tmp_path), f"{bucket}/searches"
-    kwargs = {"searcher": "random", "scheduler": "none", "num_samples": 1, "storage_path": root, "name": "s3",
-              "workdir": tmp_path / "work", "verbose": 0}
+    kwargs = {
+        "searcher": "random",
+        "scheduler": "none",
+        "num_samples": 1,
+        "storage_path": root,
+        "name": "s3",
+        "workdir": tmp_path / "work",
+        "verbose": 0,
+    }
     grid = run_search(base, {"lr": tune.choice([3e-3])}, **kwargs)
     assert not grid.errors
     [row] = trial_rows(grid, "auc", 2)
@@ -84,7 +102,13 @@ def test_gpu_request_on_a_cluster_that_cannot_get_gpus_is_refused(ray_session, t
     started = time.perf_counter()
     expected = r"needs 1 CPU \+ 1 GPU, but no node .* \(at most 2 CPU \+ 0 GPU\) and no autoscaler runs here"
     with pytest.raises(TrainConfigError, match=expected) as error:
-        run_search(_base(tmp_path), {}, storage_path=tmp_path / "searches", name="gpu", verbose=0,
-                   resources=Resources(gpus_per_trial=1))
+        run_search(
+            _base(tmp_path),
+            {},
+            storage_path=tmp_path / "searches",
+            name="gpu",
+            verbose=0,
+            resources=Resources(gpus_per_trial=1),
+        )
     assert "--gpus-per-trial 0" in str(error.value)
     assert time.perf_counter() - started < 30  # refused, not left pending

@@ -46,10 +46,18 @@ def _free_port() -> int:
 
 
 def _args(packages: dict[str, Path], **extra) -> dict:
-    return {"models": [f"{name}={path}" for name, path in packages.items()], "api_key": API_KEY,
-            "max_upload_mb": MAX_UPLOAD_MB, "cpus_per_replica": 0.1, "ingress_cpus": 0.1, "torch_threads": 1,
-            "max_pixels": 10_000_000, "max_unpacked_mb": MAX_UNPACKED_MB, "max_concurrent_requests": MAX_CONCURRENT,
-            **extra}
+    return {
+        "models": [f"{name}={path}" for name, path in packages.items()],
+        "api_key": API_KEY,
+        "max_upload_mb": MAX_UPLOAD_MB,
+        "cpus_per_replica": 0.1,
+        "ingress_cpus": 0.1,
+        "torch_threads": 1,
+        "max_pixels": 10_000_000,
+        "max_unpacked_mb": MAX_UNPACKED_MB,
+        "max_concurrent_requests": MAX_CONCURRENT,
+        **extra,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -59,15 +67,23 @@ def app(ray_session, tmp_path_factory):
     from tumorbench.serving.app import deploy
 
     root = tmp_path_factory.mktemp("serve")
-    packages = {name: make_package(root / name, spec) for name, spec in
-                (("seg2d", SEG2D), ("cls2d", CLS2D), ("brats3d", SEG3D), ("ct3d", CT3D), ("broken", CLS2D))}
+    packages = {
+        name: make_package(root / name, spec)
+        for name, spec in (("seg2d", SEG2D), ("cls2d", CLS2D), ("brats3d", SEG3D), ("ct3d", CT3D), ("broken", CLS2D))
+    }
     (packages["broken"] / "model.pt").write_bytes(b"not a torch file")  # a corrupt package among good ones
     port = _free_port()
     deploy(_args(packages), port=port)  # as `serve run serve/config.yaml` does
     session = requests.Session()
     session.headers["X-API-Key"] = API_KEY
-    yield {"url": f"http://127.0.0.1:{port}", "port": port, "packages": packages, "http": session, "root": root,
-           "deploy": deploy}
+    yield {
+        "url": f"http://127.0.0.1:{port}",
+        "port": port,
+        "packages": packages,
+        "http": session,
+        "root": root,
+        "deploy": deploy,
+    }
     serve.shutdown()
 
 
@@ -104,8 +120,9 @@ def files(app):
     return {"png": png, "nifti": nifti, "modalities": modalities, "dicom_zip": dicom_zip}
 
 
-def _post(app, route: str, path: Path | None = None, *, content: bytes | None = None, model: str | None = None,
-          **kwargs) -> requests.Response:
+def _post(
+    app, route: str, path: Path | None = None, *, content: bytes | None = None, model: str | None = None, **kwargs
+) -> requests.Response:
     upload = {"file": (path.name if path else "upload", path.read_bytes() if path else content)}
     params = {"model": model} if model else None
     return app["http"].post(app["url"] + route, files=upload, params=params, timeout=120, **kwargs)
@@ -154,8 +171,9 @@ def test_classify_png_equals_offline(app, files, offline):
     body = _post(app, "/v1/classify", files["png"]).json()
     expected = offline["cls2d"].predict_file(files["png"])
     assert body["label"] == expected.label and body["model"] == "cls2d"
-    np.testing.assert_allclose([body["probabilities"][c] for c in ("no", "yes")],
-                               [expected.probabilities[c] for c in ("no", "yes")], rtol=1e-5)
+    np.testing.assert_allclose(
+        [body["probabilities"][c] for c in ("no", "yes")], [expected.probabilities[c] for c in ("no", "yes")], rtol=1e-5
+    )
 
 
 def test_segment_brats_nifti_and_zipped_modalities(app, files, offline):
@@ -183,8 +201,13 @@ def test_segment_zipped_dicom_series_routes_to_the_model_that_fits(app, files, o
 def _bomb_png() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 5000, 5000, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 5000, 5000, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _bad_inputs(files: dict, root: Path) -> list[tuple[str, str, dict, int]]:
@@ -212,8 +235,12 @@ def _bad_inputs(files: dict, root: Path) -> list[tuple[str, str, dict, int]]:
         ("no body", "/v1/segment", {"raw": b"", **raw}, 400),
         ("wrong content type", "/v1/segment", {"raw": b"hello", "headers": {"content-type": "text/plain"}}, 415),
         ("no file field", "/v1/segment", {"field": "image", "content": png}, 400),
-        ("unclosed multipart", "/v1/segment", {"raw": b"--xyz\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nab",
-                                               **raw}, 400),
+        (
+            "unclosed multipart",
+            "/v1/segment",
+            {"raw": b'--xyz\r\nContent-Disposition: form-data; name="file"\r\n\r\nab', **raw},
+            400,
+        ),
         ("not an image", "/v1/segment", {"content": b"hello, I am text"}, 415),
         ("truncated PNG", "/v1/segment", {"content": png[: len(png) // 3]}, 422),
         ("truncated NIfTI", "/v1/segment", {"content": gz[: len(gz) // 2]}, 422),
@@ -278,8 +305,12 @@ def test_segment_dicom_seg_output_equals_the_json_mask(app, files):
     from tumorbench.dicomseg import mask_from_dicom_seg
 
     json_body = _post(app, "/v1/segment", files["dicom_zip"], model="ct3d").json()
-    response = app["http"].post(app["url"] + "/v1/segment", params={"model": "ct3d", "output": "dicom-seg"},
-                                files={"file": ("upload", files["dicom_zip"].read_bytes())}, timeout=120)
+    response = app["http"].post(
+        app["url"] + "/v1/segment",
+        params={"model": "ct3d", "output": "dicom-seg"},
+        files={"file": ("upload", files["dicom_zip"].read_bytes())},
+        timeout=120,
+    )
     assert response.status_code == 200 and response.headers["content-type"] == "application/dicom"
     sources = dicom_series_headers(sorted((app["root"] / "ct").glob("*.dcm")))
     seg = hd.seg.segread(io.BytesIO(response.content))
@@ -287,14 +318,23 @@ def test_segment_dicom_seg_output_equals_the_json_mask(app, files):
     referenced = seg.ReferencedSeriesSequence[0]
     assert referenced.SeriesInstanceUID == sources[0].SeriesInstanceUID
     assert {r.ReferencedSOPInstanceUID for r in referenced.ReferencedInstanceSequence} == {
-        str(ds.SOPInstanceUID) for ds in sources}
+        str(ds.SOPInstanceUID) for ds in sources
+    }
     algorithm = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
     assert algorithm.AlgorithmVersion == json_body["version"]
-    refused = app["http"].post(app["url"] + "/v1/segment", params={"output": "dicom-seg"},
-                               files={"file": ("upload", files["nifti"].read_bytes())}, timeout=120)
+    refused = app["http"].post(
+        app["url"] + "/v1/segment",
+        params={"output": "dicom-seg"},
+        files={"file": ("upload", files["nifti"].read_bytes())},
+        timeout=120,
+    )
     assert refused.status_code == 422 and "needs a DICOM input" in refused.json()["detail"]
-    assert app["http"].post(app["url"] + "/v1/segment", params={"output": "svg"},
-                            files={"file": ("upload", b"x")}, timeout=30).status_code == 422
+    assert (
+        app["http"]
+        .post(app["url"] + "/v1/segment", params={"output": "svg"}, files={"file": ("upload", b"x")}, timeout=30)
+        .status_code
+        == 422
+    )
 
 
 def test_bad_user_config_is_rejected_while_the_model_keeps_answering(app, files):
@@ -349,21 +389,29 @@ def test_overload_is_shed_quickly_with_retry_after(app, files):
 
 
 def test_no_phi_in_responses_or_logs(app, ray_session):
-    uploads = {"duplicate slices": attack_files.phi_dicom_zip(duplicate=True),
-               "two series": attack_files.phi_dicom_zip(two_series=True),
-               "malformed UID": attack_files.phi_dicom_zip(bad_uid=True)}
+    uploads = {
+        "duplicate slices": attack_files.phi_dicom_zip(duplicate=True),
+        "two series": attack_files.phi_dicom_zip(two_series=True),
+        "malformed UID": attack_files.phi_dicom_zip(bad_uid=True),
+    }
     texts = []
     for name, data in uploads.items():
-        response = app["http"].post(app["url"] + "/v1/segment", files={"file": ("DOE_JOHN_MRN123456_001.zip", data)},
-                                    timeout=120)
+        response = app["http"].post(
+            app["url"] + "/v1/segment", files={"file": ("DOE_JOHN_MRN123456_001.zip", data)}, timeout=120
+        )
         texts.append(f"{name}: {response.status_code} {response.text}")
         assert response.status_code in (200, 422), texts[-1]
     logs = Path(ray_session._private.worker._global_node.get_logs_dir_path())
-    log_text = "\n".join(p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file()
-                         and p.suffix in (".log", ".out", ".err"))
+    log_text = "\n".join(
+        p.read_text(errors="replace") for p in logs.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err")
+    )
     secrets = ("DOE^JOHN", "DOE_JOHN", "MRN123456", "19610415")  # the malformed UID carries the MRN
-    leaks = [(s, where) for s in secrets for where, text in (("responses", "\n".join(texts)), ("logs", log_text))
-             if s in text]
+    leaks = [
+        (s, where)
+        for s in secrets
+        for where, text in (("responses", "\n".join(texts)), ("logs", log_text))
+        if s in text
+    ]
     print("PHI grep:", len(texts), "responses,", len(log_text), "log characters,", "leaks:", leaks)
     print("\n".join(t[:200] for t in texts))
     assert leaks == [] and len(log_text) > 0

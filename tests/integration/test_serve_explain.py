@@ -30,8 +30,16 @@ def app(ray_session, tmp_path_factory):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    deploy({"models": [f"{n}={p}" for n, p in packages.items()], "cpus_per_replica": 0.1, "ingress_cpus": 0.1,
-            "torch_threads": 1}, port=port, name="explain")
+    deploy(
+        {
+            "models": [f"{n}={p}" for n, p in packages.items()],
+            "cpus_per_replica": 0.1,
+            "ingress_cpus": 0.1,
+            "torch_threads": 1,
+        },
+        port=port,
+        name="explain",
+    )
     yield {"url": f"http://127.0.0.1:{port}", "packages": packages, "root": root}
     serve.shutdown()
 
@@ -50,8 +58,9 @@ def test_served_gradcam_equals_offline_and_default_is_off(app):
     assert explanation["available"] and explanation["method"] == "gradcam"
     served = np.asarray(Image.open(io.BytesIO(base64.b64decode(explanation["data"]))))
     predictor = Predictor.from_package(app["packages"]["seg2d"])
-    offline = explain_prepared(predictor, explainer_for(predictor), predictor.preprocessor.prepare_file(png),
-                               curves=False).heatmap
+    offline = explain_prepared(
+        predictor, explainer_for(predictor), predictor.preprocessor.prepare_file(png), curves=False
+    ).heatmap
     assert served.shape == (90, 110)
     np.testing.assert_array_equal(served, np.round(offline * 255).astype(np.uint8))
     classified = _post(app, "/v1/classify", png, explain="occlusion").json()

@@ -17,13 +17,30 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def test_hd95_study_selects_the_lowest_hd95(ray_session, tmp_path):
     patch = [32, 32, 32]
     study = Study(
-        name="hd95", task="segmentation", data=None, synthetic=("brain-mri", 6), n_folds=2, primary="hd95",
-        scheduler="none", baselines=("otsu",),
-        config={"spatial_dims": 3, "epochs": 1, "batch_size": 2, "workers": 1, "augment": {}, "warmup_epochs": 0,
-                "preprocess": {"label_map": "binary"},
-                "sampling": {"mode": "patch3d", "patch_size": patch, "num_samples": 1}, "roi_size": patch},
-        candidates=(Candidate("unet", {"model": "unet_tiny"}, {"lr": tune.grid_search([1e-2, 1e-4])}, "grid"),
-                    Candidate("segresnet", {"model": "segresnet_tiny"})))
+        name="hd95",
+        task="segmentation",
+        data=None,
+        synthetic=("brain-mri", 6),
+        n_folds=2,
+        primary="hd95",
+        scheduler="none",
+        baselines=("otsu",),
+        config={
+            "spatial_dims": 3,
+            "epochs": 1,
+            "batch_size": 2,
+            "workers": 1,
+            "augment": {},
+            "warmup_epochs": 0,
+            "preprocess": {"label_map": "binary"},
+            "sampling": {"mode": "patch3d", "patch_size": patch, "num_samples": 1},
+            "roi_size": patch,
+        },
+        candidates=(
+            Candidate("unet", {"model": "unet_tiny"}, {"lr": tune.grid_search([1e-2, 1e-4])}, "grid"),
+            Candidate("segresnet", {"model": "segresnet_tiny"}),
+        ),
+    )
     result = run_study(study, tmp_path / "out", preset="smoke")
     out = tmp_path / "out"
 

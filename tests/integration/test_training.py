@@ -34,9 +34,18 @@ def _latest_checkpoint(out: Path) -> Path:
 
 def test_classification_package_resume_and_metrics(ray_session, tmp_path):
     write_blob_folders(tmp_path / "data")
-    config = TrainConfig(task="classification", model="resnet18_tiny", data=str(tmp_path / "data"),
-                         out=str(tmp_path / "run"), n_folds=3, epochs=2, batch_size=8, lr=3e-3,
-                         augment=AugmentConfig(), warmup_epochs=0)
+    config = TrainConfig(
+        task="classification",
+        model="resnet18_tiny",
+        data=str(tmp_path / "data"),
+        out=str(tmp_path / "run"),
+        n_folds=3,
+        epochs=2,
+        batch_size=8,
+        lr=3e-3,
+        augment=AugmentConfig(),
+        warmup_epochs=0,
+    )
     fit(config, verbose=False)
     assert [int(r["epoch"]) for r in _history(tmp_path / "run")] == [0, 1]
     # Resume: a longer run over the same folder continues at the next epoch, not from scratch.
@@ -76,11 +85,21 @@ def test_classification_package_resume_and_metrics(ray_session, tmp_path):
 
 def test_3d_segmentation_two_workers_sliding_window(ray_session, tmp_path):
     make_brain_study(tmp_path / "brain", BrainPhantomConfig(cases=4, shape=(32, 32, 24)))
-    config = TrainConfig(task="segmentation", model="unet_tiny", data=str(tmp_path / "brain"),
-                         out=str(tmp_path / "run"), n_folds=2, epochs=2, batch_size=2, workers=2,
-                         spatial_dims=3, preprocess=PreprocessConfig(label_map="binary"), augment=AugmentConfig(),
-                         sampling=SamplingConfig(mode="patch3d", patch_size=(16, 16, 16), num_samples=2),
-                         inner_val_fraction=0.0)  # 2 training patients: no room for an inner split
+    config = TrainConfig(
+        task="segmentation",
+        model="unet_tiny",
+        data=str(tmp_path / "brain"),
+        out=str(tmp_path / "run"),
+        n_folds=2,
+        epochs=2,
+        batch_size=2,
+        workers=2,
+        spatial_dims=3,
+        preprocess=PreprocessConfig(label_map="binary"),
+        augment=AugmentConfig(),
+        sampling=SamplingConfig(mode="patch3d", patch_size=(16, 16, 16), num_samples=2),
+        inner_val_fraction=0.0,
+    )  # 2 training patients: no room for an inner split
     result = fit(config, verbose=False)
     records = json.loads((_latest_checkpoint(tmp_path / "run") / "val_predictions.json").read_text())
     # Both workers' patients are gathered: the fold's two validation patients, each scored once.
@@ -91,9 +110,17 @@ def test_3d_segmentation_two_workers_sliding_window(ray_session, tmp_path):
 
 def test_gan_samples_then_gan_augmented_classifier(ray_session, tmp_path):
     write_blob_folders(tmp_path / "data")
-    gan_config = TrainConfig(task="gan", model="dcgan_tiny", data=str(tmp_path / "data"), out=str(tmp_path / "gan"),
-                             n_folds=3, epochs=1, batch_size=8, lr=2e-4,
-                             preprocess=PreprocessConfig(spatial_size=(64, 64), normalize="minmax", channels=1))
+    gan_config = TrainConfig(
+        task="gan",
+        model="dcgan_tiny",
+        data=str(tmp_path / "data"),
+        out=str(tmp_path / "gan"),
+        n_folds=3,
+        epochs=1,
+        batch_size=8,
+        lr=2e-4,
+        preprocess=PreprocessConfig(spatial_size=(64, 64), normalize="minmax", channels=1),
+    )
     fit(gan_config, verbose=False)
     assert (tmp_path / "gan" / "samples" / "epoch_0000.png").is_file()
     checkpoint = _latest_checkpoint(tmp_path / "gan")
@@ -104,10 +131,18 @@ def test_gan_samples_then_gan_augmented_classifier(ray_session, tmp_path):
     assert np.isfinite(float(row["d_loss"])) and np.isfinite(float(row["g_loss"]))
     assert 0 < float(row["d_real"]) < 1 and 0 < float(row["d_fake"]) < 1
 
-    classifier = TrainConfig(task="classification", model="resnet18_tiny", data=str(tmp_path / "data"),
-                             out=str(tmp_path / "clf"), n_folds=3, split_file=str(tmp_path / "gan" / "splits.json"),
-                             epochs=1, gan_checkpoint=str(checkpoint), synthetic_fraction=1.0,
-                             preprocess=PreprocessConfig(spatial_size=(32, 32)))
+    classifier = TrainConfig(
+        task="classification",
+        model="resnet18_tiny",
+        data=str(tmp_path / "data"),
+        out=str(tmp_path / "clf"),
+        n_folds=3,
+        split_file=str(tmp_path / "gan" / "splits.json"),
+        epochs=1,
+        gan_checkpoint=str(checkpoint),
+        synthetic_fraction=1.0,
+        preprocess=PreprocessConfig(spatial_size=(32, 32)),
+    )
     cases = fold_cases(classifier)
     fit(classifier.replace(batch_size=2 * len(cases.train)), verbose=False)  # one batch: nothing dropped
     records = json.loads((_latest_checkpoint(tmp_path / "clf") / "val_predictions.json").read_text())

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from conftest import write_blob_folders  # noqa: E402
 from tumorbench.data.catalog import scan
 from tumorbench.training.config import TrainConfig
 from tumorbench.transforms import AugmentConfig
@@ -17,8 +18,6 @@ from tumorbench.tuning import search as search_module
 from tumorbench.tuning.search import run_search
 from tumorbench.tuning.space import SearchSpaceError
 from tumorbench.tuning.trial import read_state
-
-from conftest import write_blob_folders  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 tune = pytest.importorskip("ray.tune")
@@ -32,8 +31,18 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def _base(data: Path, out: Path) -> TrainConfig:
-    return TrainConfig(task="classification", model="resnet18_tiny", data=str(data), out=str(out), n_folds=2,
-                       epochs=1, batch_size=8, warmup_epochs=0, augment=AugmentConfig(), max_failures=0)
+    return TrainConfig(
+        task="classification",
+        model="resnet18_tiny",
+        data=str(data),
+        out=str(out),
+        n_folds=2,
+        epochs=1,
+        batch_size=8,
+        warmup_epochs=0,
+        augment=AugmentConfig(),
+        max_failures=0,
+    )
 
 
 def test_refused_space_raises_before_ray_starts(data_root, tmp_path, monkeypatch):
@@ -42,8 +51,14 @@ def test_refused_space_raises_before_ray_starts(data_root, tmp_path, monkeypatch
 
     monkeypatch.setattr(search_module, "ensure_ray", no_ray)
     with pytest.raises(SearchSpaceError, match="grid search needs grid_search/choice values, got uniform for lr"):
-        run_search(_base(data_root, tmp_path / "out"), {"lr": tune.uniform(1e-4, 1e-2)}, searcher="grid",
-                   storage_path=tmp_path, name="refused", verbose=0)
+        run_search(
+            _base(data_root, tmp_path / "out"),
+            {"lr": tune.uniform(1e-4, 1e-2)},
+            searcher="grid",
+            storage_path=tmp_path,
+            name="refused",
+            verbose=0,
+        )
     assert not (tmp_path / "refused").exists()
 
 
@@ -97,7 +112,14 @@ def test_grid_search_crossval_trials_oof_and_resume(ray_session, data_root, tmp_
 def test_failed_trials_are_recorded_and_the_search_goes_on(ray_session, data_root, tmp_path):
     # A GAN checkpoint that does not exist fails each trial at its start, before any Train run.
     missing = [str(tmp_path / "no_gan_a"), str(tmp_path / "no_gan_b")]
-    grid = run_search(_base(data_root, tmp_path / "unused"), {"gan_checkpoint": tune.grid_search(missing)},
-                      searcher="grid", scheduler="none", storage_path=tmp_path, name="failing", verbose=0)
+    grid = run_search(
+        _base(data_root, tmp_path / "unused"),
+        {"gan_checkpoint": tune.grid_search(missing)},
+        searcher="grid",
+        scheduler="none",
+        storage_path=tmp_path,
+        name="failing",
+        verbose=0,
+    )
     assert len(grid) == 2 and len(grid.errors) == 2
     assert all("model.json" in str(error) for error in grid.errors)

@@ -46,8 +46,10 @@ def _dice(pred: np.ndarray, target: np.ndarray) -> float:
 
 def _pooled(metric, preds, targets) -> float:
     """``metric`` of all of a patient's voxels at once (one flat row of every case's mask)."""
+
     def flat(masks):
         return np.concatenate([np.ravel(m) for m in masks])[None]
+
     return metric(flat(preds), flat(targets))
 
 
@@ -88,8 +90,17 @@ def test_first_order_uses_foreground_without_mask():
 def test_glcm_contrast_matches_skimage_and_hand_count():
     rng = np.random.default_rng(1)
     image = rng.random((32, 32))
-    features = HandcraftedFeatures(first_order=False, lbp=False, hog=False, shape=False, size=32, crop=False,
-                                   glcm_levels=8, glcm_distances=(1, 2), clip_percentiles=(0, 100)).fit()
+    features = HandcraftedFeatures(
+        first_order=False,
+        lbp=False,
+        hog=False,
+        shape=False,
+        size=32,
+        crop=False,
+        glcm_levels=8,
+        glcm_distances=(1, 2),
+        clip_percentiles=(0, 100),
+    ).fit()
     got = _named(features, features.transform([image])[0])
     x = (image - image.min()) / (image.max() - image.min())
     q = np.minimum((x * 8).astype(int), 7).astype(np.uint8)
@@ -121,8 +132,12 @@ def test_shape_features_from_mask():
 
 def test_fixed_length_for_mixed_sizes_and_channels():
     rng = np.random.default_rng(2)
-    images = [rng.random((20, 30)), rng.random((1, 100, 60)), rng.random((3, 64, 64)) * 255,
-              {"image": rng.random((3, 17, 45)), "mask": rng.random((17, 45)) > 0.5}]
+    images = [
+        rng.random((20, 30)),
+        rng.random((1, 100, 60)),
+        rng.random((3, 64, 64)) * 255,
+        {"image": rng.random((3, 17, 45)), "mask": rng.random((17, 45)) > 0.5},
+    ]
     features = HandcraftedFeatures().fit()
     out = features.transform(images)
     assert out.shape == (4, len(features.get_feature_names_out()))
@@ -181,8 +196,9 @@ def blob_cache() -> FeatureCache:
 
 @pytest.mark.parametrize("name", ["logreg", "svm", "random_forest", "gradient_boosting"])
 def test_classifiers_separate_blobs(blob_rows, blob_cache, name):
-    out = fit_predict_fold(name, blob_rows[:40], blob_rows[40:], classes=["no", "yes"], cache=blob_cache,
-                           search=False, features=SMALL)
+    out = fit_predict_fold(
+        name, blob_rows[:40], blob_rows[40:], classes=["no", "yes"], cache=blob_cache, search=False, features=SMALL
+    )
     truth = [int(r["label"] == "yes") for r in blob_rows[40:]]
     assert out["case_id"].tolist() == [r["case_id"] for r in blob_rows[40:]]
     assert out["y_true"].tolist() == truth
@@ -193,8 +209,16 @@ def test_classifiers_separate_blobs(blob_rows, blob_cache, name):
 
 def test_search_and_multiclass_scores(blob_rows, blob_cache):
     rows = [dict(r, label="maybe" if n % 3 == 0 else r["label"]) for n, r in enumerate(blob_rows)]
-    out = fit_predict_fold("logreg", rows[:45], rows[45:], classes=["no", "yes", "maybe"], cache=blob_cache,
-                           features=SMALL, search=True, inner_folds=2)
+    out = fit_predict_fold(
+        "logreg",
+        rows[:45],
+        rows[45:],
+        classes=["no", "yes", "maybe"],
+        cache=blob_cache,
+        features=SMALL,
+        search=True,
+        inner_folds=2,
+    )
     scores = out[["p_0", "p_1", "p_2"]].to_numpy()
     assert "y_score" not in out.columns  # one schema: p_<class> for every classifier, y_score only for two
     assert np.allclose(scores.sum(axis=1), 1.0)
@@ -206,8 +230,10 @@ def test_feature_cache_computes_each_case_once(blob_rows, monkeypatch):
     cache = FeatureCache(SMALL)
     first = cache.matrix(blob_rows[:5])
     calls = []
-    monkeypatch.setattr("tumorbench.baselines.classifiers.load_feature_inputs",
-                        lambda rows, **kw: calls.append(len(rows)) or load_feature_inputs(rows, **kw))
+    monkeypatch.setattr(
+        "tumorbench.baselines.classifiers.load_feature_inputs",
+        lambda rows, **kw: calls.append(len(rows)) or load_feature_inputs(rows, **kw),
+    )
     again = cache.matrix(blob_rows[:6][::-1])
     assert calls == [1] and len(cache) == 6
     assert np.array_equal(again[::-1][:5], first)
@@ -238,14 +264,36 @@ def test_pipeline_follows_estimator_rules():
 def test_mask_derived_labels_refuse_masks(blob_rows):
     rows = [dict(r, has_tumor=r["label"] == "yes") for r in blob_rows]
     with pytest.raises(ValueError, match="use_masks=False"):
-        fit_predict_fold("logreg", rows[:40], rows[40:], classes=[False, True], label_column="has_tumor",
-                         cache=FeatureCache(SMALL, use_masks=True), features=SMALL, search=False)
-    out = fit_predict_fold("logreg", rows[:40], rows[40:], classes=[False, True], label_column="has_tumor",
-                           cache=FeatureCache(SMALL, use_masks=False), features=SMALL, search=False)
+        fit_predict_fold(
+            "logreg",
+            rows[:40],
+            rows[40:],
+            classes=[False, True],
+            label_column="has_tumor",
+            cache=FeatureCache(SMALL, use_masks=True),
+            features=SMALL,
+            search=False,
+        )
+    out = fit_predict_fold(
+        "logreg",
+        rows[:40],
+        rows[40:],
+        classes=[False, True],
+        label_column="has_tumor",
+        cache=FeatureCache(SMALL, use_masks=False),
+        features=SMALL,
+        search=False,
+    )
     assert len(out) == 20
     with pytest.raises(DataError, match="c0: label 'maybe'"):
-        fit_predict_fold("logreg", [dict(rows[0], label="maybe")] + rows[1:40], rows[40:], classes=["no", "yes"],
-                         features=SMALL, search=False)
+        fit_predict_fold(
+            "logreg",
+            [dict(rows[0], label="maybe")] + rows[1:40],
+            rows[40:],
+            classes=["no", "yes"],
+            features=SMALL,
+            search=False,
+        )
 
 
 def test_inner_cv_keeps_patients_together():
@@ -271,16 +319,18 @@ def test_registry():
 # ----------------------------------------------------------------------------- segmentation
 
 
-def _phantom(center: tuple[int, ...], shape: tuple[int, ...] = (64, 64), radius: float = 7.0, seed: int = 0,
-             lesion: bool = True):
+def _phantom(
+    center: tuple[int, ...], shape: tuple[int, ...] = (64, 64), radius: float = 7.0, seed: int = 0, lesion: bool = True
+):
     """A bright disk (ball) inside a darker ellipse (ellipsoid) 'brain' on a black background."""
     rng = np.random.default_rng(seed)
     grid = np.indices(shape).astype(float)
     mid = np.array(shape, float)[:, None] / 2
     semi = np.array(shape, float)[:, None] * 0.4
     brain = (((grid.reshape(len(shape), -1) - mid) / semi) ** 2).sum(0).reshape(shape) <= 1
-    disk = (((grid.reshape(len(shape), -1) - np.array(center, float)[:, None]) ** 2).sum(0).reshape(shape)
-            <= radius**2) & lesion
+    disk = (
+        ((grid.reshape(len(shape), -1) - np.array(center, float)[:, None]) ** 2).sum(0).reshape(shape) <= radius**2
+    ) & lesion
     image = 0.05 * rng.standard_normal(shape) + 0.4 * brain + 0.5 * disk
     return image[None], disk
 
@@ -296,8 +346,9 @@ def test_segmenters_find_bright_disk(segmenter):
     assert model.polarity_ == "bright" and model.channel_ == 0
 
 
-@pytest.mark.parametrize("segmenter", [OtsuSegmenter(opening_radius=0), KMeansSegmenter(opening_radius=0)],
-                         ids=["otsu", "kmeans"])
+@pytest.mark.parametrize(
+    "segmenter", [OtsuSegmenter(opening_radius=0), KMeansSegmenter(opening_radius=0)], ids=["otsu", "kmeans"]
+)
 def test_segmenters_on_volumes(segmenter):
     image, lesion = _phantom((16, 15, 12), shape=(32, 32, 24), radius=5)
     model = clone(segmenter).fit([(image, lesion)])
@@ -334,8 +385,9 @@ def test_training_score_is_mean_patient_dice():
     groups = ["a", "a", "b", "b", "c", "c"]
     model = OtsuSegmenter(min_size=0, min_contrast=0.0).fit([p[0] for p in pairs], [p[1] for p in pairs], groups)
     preds = model.predict([p[0] for p in pairs])
-    dice = [_pooled(compute_dice, [preds[i] for i in (k, k + 1)], [pairs[i][1] for i in (k, k + 1)])
-            for k in (0, 2, 4)]  # patients a, b, c: two slices each
+    dice = [
+        _pooled(compute_dice, [preds[i] for i in (k, k + 1)], [pairs[i][1] for i in (k, k + 1)]) for k in (0, 2, 4)
+    ]  # patients a, b, c: two slices each
     assert model.train_score_ == pytest.approx(np.mean(dice))
 
 
@@ -358,15 +410,22 @@ def phantom_rows(tmp_path_factory) -> list[dict]:
         image_path, mask_path = root / f"s{n}.png", root / f"s{n}_mask.png"
         Image.fromarray((np.clip(image[0], 0, 1) * 255).astype(np.uint8)).save(image_path)
         Image.fromarray(lesion.astype(np.uint8) * 255).save(mask_path)
-        rows.append({"case_id": f"s{n}", "patient_id": f"p{n % 3}", "image": (str(image_path),),
-                     "mask": str(mask_path)})
+        rows.append(
+            {"case_id": f"s{n}", "patient_id": f"p{n % 3}", "image": (str(image_path),), "mask": str(mask_path)}
+        )
     return rows
 
 
 def test_segment_fold_counts_and_patient_dice(phantom_rows, tmp_path):
     seen: dict[str, np.ndarray] = {}
-    out = segment_fold("otsu", phantom_rows[:6], phantom_rows[6:], mask_dir=tmp_path, hd95=False,
-                       on_prediction=lambda row, mask: seen.__setitem__(row["case_id"], mask))
+    out = segment_fold(
+        "otsu",
+        phantom_rows[:6],
+        phantom_rows[6:],
+        mask_dir=tmp_path,
+        hd95=False,
+        on_prediction=lambda row, mask: seen.__setitem__(row["case_id"], mask),
+    )
     assert out["case_id"].tolist() == [r["case_id"] for r in phantom_rows[6:]]
     tp, fp, fn = (out[c].to_numpy(float) for c in ("tp", "fp", "fn"))
     both_empty = tp + fp + fn == 0
@@ -383,8 +442,9 @@ def test_segment_fold_counts_and_patient_dice(phantom_rows, tmp_path):
     assert sorted(per_patient.index) == sorted(masks)
     for pid, (preds, targets) in masks.items():
         assert per_patient.loc[pid, "dice"] == pytest.approx(_pooled(compute_dice, preds, targets))
-        assert per_patient.loc[pid, "precision"] == pytest.approx(_pooled(compute_precision, preds, targets),
-                                                                  nan_ok=True)
+        assert per_patient.loc[pid, "precision"] == pytest.approx(
+            _pooled(compute_precision, preds, targets), nan_ok=True
+        )
     assert per_patient["dice"].mean() > 0.8
     assert out.attrs["fitted"]["channel"] == 0
 
@@ -395,8 +455,12 @@ def test_segment_fold_hd95(phantom_rows):
     from monai.metrics import compute_hausdorff_distance
 
     seen: dict[str, np.ndarray] = {}
-    out = segment_fold("kmeans", phantom_rows[:6], phantom_rows[6:8],
-                       on_prediction=lambda row, mask: seen.__setitem__(row["case_id"], mask))
+    out = segment_fold(
+        "kmeans",
+        phantom_rows[:6],
+        phantom_rows[6:8],
+        on_prediction=lambda row, mask: seen.__setitem__(row["case_id"], mask),
+    )
     for row, hd95 in zip(phantom_rows[6:8], out["hd95"]):
         target = np.asarray(Image.open(row["mask"])) > 0
         ref = compute_hausdorff_distance(seen[row["case_id"]][None, None], target[None, None], percentile=95)
@@ -463,10 +527,10 @@ def test_classifier_baselines_never_read_masks(blob_rows, tmp_path):
     mask = tmp_path / "m.png"
     Image.fromarray(np.full((32, 32), 255, np.uint8)).save(mask)
     with_masks = [dict(r, mask=str(mask) if r["label"] == "yes" else None) for r in blob_rows]
-    a = fit_predict_fold("logreg", with_masks[:40], with_masks[40:], classes=["no", "yes"], features=SMALL,
-                         search=False)
-    b = fit_predict_fold("logreg", blob_rows[:40], blob_rows[40:], classes=["no", "yes"], features=SMALL,
-                         search=False)
+    a = fit_predict_fold(
+        "logreg", with_masks[:40], with_masks[40:], classes=["no", "yes"], features=SMALL, search=False
+    )
+    b = fit_predict_fold("logreg", blob_rows[:40], blob_rows[40:], classes=["no", "yes"], features=SMALL, search=False)
     np.testing.assert_allclose(a["y_score"], b["y_score"])
 
 
@@ -498,8 +562,14 @@ def test_brats_baseline_rows_carry_the_deep_models_region_columns(tmp_path):
     make_brain_study(tmp_path / "brats", BrainPhantomConfig(cases=3, shape=(32, 32, 20)))
     rows = scan(tmp_path / "brats").to_dict("records")
     preds = {}
-    frame = segment_fold("otsu", rows[:2], rows[2:], hd95=False, brats_regions=4,
-                         on_prediction=lambda row, pred: preds.update({row["case_id"]: pred}))
+    frame = segment_fold(
+        "otsu",
+        rows[:2],
+        rows[2:],
+        hd95=False,
+        brats_regions=4,
+        on_prediction=lambda row, pred: preds.update({row["case_id"]: pred}),
+    )
     per_patient = patient_metrics(frame)
     row = per_patient.iloc[0]
     labels = np.rint(read_image(rows[2]["mask"], canonical=True).array).astype(int)

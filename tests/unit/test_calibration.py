@@ -13,7 +13,7 @@ from tumorbench.evaluation.calibration import brier_score, expected_calibration_
 def test_binary_brier_and_reliability_match_sklearn():
     rng = np.random.default_rng(0)
     p = rng.uniform(0, 1, 500)
-    y = (rng.uniform(0, 1, 500) < p ** 2).astype(int)  # over-confident scores
+    y = (rng.uniform(0, 1, 500) < p**2).astype(int)  # over-confident scores
     assert brier_score(y, p) == pytest.approx(brier_score_loss(y, p))
     observed, predicted = calibration_curve(y, p, n_bins=10, strategy="uniform")
     bins = reliability_bins(y, p)

@@ -44,8 +44,11 @@ def test_brats_both_namings_channel_order_and_unlabelled_case(tmp_path):
     assert old["channels"] == new["channels"] == ("t1", "t1ce", "t2", "flair")
     # Channel order is the canonical one, not the file system's.
     assert [Path(p).name for p in new["image"]] == [
-        "BraTS-GLI-00002-000-t1n.nii.gz", "BraTS-GLI-00002-000-t1c.nii.gz",
-        "BraTS-GLI-00002-000-t2w.nii.gz", "BraTS-GLI-00002-000-t2f.nii.gz"]
+        "BraTS-GLI-00002-000-t1n.nii.gz",
+        "BraTS-GLI-00002-000-t1c.nii.gz",
+        "BraTS-GLI-00002-000-t2w.nii.gz",
+        "BraTS-GLI-00002-000-t2f.nii.gz",
+    ]
     assert old["naming"] == "2018" and new["naming"] == "2023"
     assert old["enhancing_label"] == 4 and new["enhancing_label"] == 3
     assert old["mask"].endswith("Brats18_X_1_seg.nii.gz") and new["mask"] is None
@@ -90,7 +93,7 @@ def test_lidc_policy_binarizes_mean_malignancy(tmp_path):
     rows = [f"{i},{p},{s},{n}," + ",".join(["1.0"] * 25) + f",{m}" for i, ((p, s, n), m) in enumerate(ratings.items())]
     (tmp_path / "files").mkdir()
     (tmp_path / "files" / "malignancy.csv").write_text("\n".join(rows) + "\n")
-    for (patient, scan_id, nodule) in ratings:
+    for patient, scan_id, nodule in ratings:
         stem = f"LIDC-IDRI-{patient:04d}_{nodule}_{scan_id}"
         _png(tmp_path / f"{stem}.png", 100)
         _png(tmp_path / f"{stem}_union.png", 255)
@@ -108,10 +111,15 @@ def test_msd_dataset_json(tmp_path):
     _nifti(tmp_path / "imagesTr" / "BRATS_001.nii.gz", shape=(4, 4, 4, 2))
     _nifti(tmp_path / "labelsTr" / "BRATS_001.nii.gz")
     _nifti(tmp_path / "imagesTs" / "BRATS_900.nii.gz", shape=(4, 4, 4, 2))
-    (tmp_path / "dataset.json").write_text(json.dumps({
-        "modality": {"0": "FLAIR", "1": "T1w"},
-        "training": [{"image": "./imagesTr/BRATS_001.nii.gz", "label": "./labelsTr/BRATS_001.nii.gz"}],
-        "test": ["./imagesTs/BRATS_900.nii.gz"]}))
+    (tmp_path / "dataset.json").write_text(
+        json.dumps(
+            {
+                "modality": {"0": "FLAIR", "1": "T1w"},
+                "training": [{"image": "./imagesTr/BRATS_001.nii.gz", "label": "./labelsTr/BRATS_001.nii.gz"}],
+                "test": ["./imagesTs/BRATS_900.nii.gz"],
+            }
+        )
+    )
     frame = scan(tmp_path).set_index("case_id")
     assert frame.attrs["layout"] == "msd"
     assert frame.loc["BRATS_001", "channels"] == ("FLAIR", "T1w")

@@ -31,14 +31,17 @@ def _lgg_like(root, slices):
 
 
 def test_check_collects_every_problem_and_exits_nonzero(tmp_path):
-    folder = _lgg_like(tmp_path, {
-        "TCGA_AA_0001_20000101_1": ((8, 8), (8, 8), True),
-        "TCGA_AA_0001_20000101_2": ((8, 8), (6, 8), False),   # mask shape mismatch (PIL sizes are width, height)
-        "TCGA_AA_0001_20000101_3": ((8, 8), None, False),     # mask missing
-        "TCGA_AA_0001_20000101_4": ((8, 8), (8, 8), False),
-    })
+    folder = _lgg_like(
+        tmp_path,
+        {
+            "TCGA_AA_0001_20000101_1": ((8, 8), (8, 8), True),
+            "TCGA_AA_0001_20000101_2": ((8, 8), (6, 8), False),  # mask shape mismatch (PIL sizes are width, height)
+            "TCGA_AA_0001_20000101_3": ((8, 8), None, False),  # mask missing
+            "TCGA_AA_0001_20000101_4": ((8, 8), (8, 8), False),
+        },
+    )
     corrupt = folder / "TCGA_AA_0001_20000101_4.png"
-    corrupt.write_bytes(corrupt.read_bytes()[:40])            # truncated
+    corrupt.write_bytes(corrupt.read_bytes()[:40])  # truncated
     result = _run("data", "check", str(tmp_path))
     assert result.exit_code == 1
     assert "problems  3" in result.output

@@ -17,10 +17,9 @@ from typing import Any
 
 import jsonschema
 import pytest
-import yaml
-
 import ray
 import ray.autoscaler
+import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -121,9 +120,7 @@ def test_setup_installs_this_repository_with_constraints(raw):
     remote = repo_mounts[0].rstrip("/")
     installs = _pip_installs(raw["setup_commands"])
     constraints = f"{remote}/requirements/constraints.txt"
-    assert any(
-        _option(args, "-c") == constraints and _option(args, "-e") == remote for args in installs
-    ), installs
+    assert any(_option(args, "-c") == constraints and _option(args, "-e") == remote for args in installs), installs
     assert CONSTRAINTS.is_file()
     # setup_commands run on every node: Ray prepends them to head and worker setup.
     prepared = _ray_check(raw)
@@ -134,9 +131,7 @@ def test_setup_installs_this_repository_with_constraints(raw):
 def test_every_pip_install_uses_the_constraints(raw):
     commands = raw["setup_commands"] + raw["head_setup_commands"] + raw["worker_setup_commands"]
     for args in _pip_installs(commands):
-        targets = [
-            a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] not in ("-c", "-e")
-        ]
+        targets = [a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] not in ("-c", "-e")]
         if targets and all(re.match(r"pip\b", t) for t in targets):
             continue  # upgrading pip itself needs no constraints
         assert _option(args, "-c") is not None, args

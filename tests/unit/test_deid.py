@@ -24,8 +24,11 @@ N_FILES = 3 * 16  # three series of 16 slices
 
 
 def _digest(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture()
@@ -109,7 +112,11 @@ def test_deid_default_paths_come_from_new_uids_and_dates_are_emptied(study: Path
     for path in outputs:
         ds = pydicom.dcmread(path)
         assert path.relative_to(tmp_path / "dst").parts == (
-            ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID, f"{ds.SOPInstanceUID}.dcm")
+            ds.PatientID,
+            ds.StudyInstanceUID,
+            ds.SeriesInstanceUID,
+            f"{ds.SOPInstanceUID}.dcm",
+        )
         assert ds.StudyDate == "" and ds.StudyTime == "" and ds.LongitudinalTemporalInformationModified == "REMOVED"
     assert not any("SYNTH-LUNG" in p.as_posix() for p in outputs)  # source folder names carry patient IDs
     with open(tmp_path / "dst" / "deid_changes.csv") as handle:
@@ -145,8 +152,10 @@ def test_require_deid_names_the_tags_never_the_values(study: Path, tmp_path: Pat
 
     problems = check_dataset(study, duplicates=False, require_deid=True)["problems"]
     assert len(problems) == N_FILES
-    assert all("not de-identified: carries" in p and "PatientName" in p and "InstitutionName" in p
-               and "private tags" in p for p in problems)
+    assert all(
+        "not de-identified: carries" in p and "PatientName" in p and "InstitutionName" in p and "private tags" in p
+        for p in problems
+    )
     assert not any(token.lower() in " ".join(problems).lower() for token in FAKE_PHI)
     result = CliRunner().invoke(main, ["data", "check", str(study), "--require-deid", "--no-duplicates"])
     assert result.exit_code == 1 and "not de-identified" in result.output
@@ -158,8 +167,14 @@ def test_require_deid_names_the_tags_never_the_values(study: Path, tmp_path: Pat
     ds.PatientIdentityRemoved = "YES"  # what a reviewer does after looking at the pixels
     ds.save_as(flagged)
     assert check_dataset(tmp_path / "dst", duplicates=False, require_deid=True)["problems"] == []
-    spec = dict(name="deid", task="classification", candidates=(Candidate("r", {"model": "resnet18_tiny"}),),
-                layout="dicom", n_folds=2, require_deid=True)
+    spec = dict(
+        name="deid",
+        task="classification",
+        candidates=(Candidate("r", {"model": "resnet18_tiny"}),),
+        layout="dicom",
+        n_folds=2,
+        require_deid=True,
+    )
     with pytest.raises(DataError, match=r"de-identified input required; .*carries .*PatientName.*\(and 47 more\)"):
         prepare(Study(data=str(study), **spec), tmp_path / "run")
     for extra in [study / "labels.csv", *study.rglob("*.nii.gz")]:  # labels and masks carry no DICOM header

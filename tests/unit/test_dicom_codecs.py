@@ -49,7 +49,7 @@ def jpeg_lossless_sv1(image: np.ndarray, precision: int = 16) -> bytes:
     stream += "1" * (-len(stream) % 8)
     data = bytearray()
     for n in range(0, len(stream), 8):
-        byte = int(stream[n:n + 8], 2)
+        byte = int(stream[n : n + 8], 2)
         data.append(byte)
         if byte == 0xFF:
             data.append(0)  # byte stuffing
@@ -93,8 +93,11 @@ def _recompress(series: Path, out: Path, syntax: UID) -> Path:
     return out
 
 
-@pytest.mark.parametrize("syntax", [RLELossless, JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1],
-                         ids=["rle", "jpeg-ls", "jpeg2000", "jpeg-lossless-sv1"])
+@pytest.mark.parametrize(
+    "syntax",
+    [RLELossless, JPEGLSLossless, JPEG2000Lossless, JPEGLosslessSV1],
+    ids=["rle", "jpeg-ls", "jpeg2000", "jpeg-lossless-sv1"],
+)
 def test_lossless_syntaxes_decode_to_the_uncompressed_pixels(series: Path, tmp_path: Path, syntax: UID) -> None:
     plain = read_dicom_series(series)
     packed = _recompress(series, tmp_path / "packed", syntax)
@@ -149,15 +152,30 @@ def test_missing_decoder_names_the_syntax(series: Path, tmp_path: Path) -> None:
 def test_radiographs_without_orientation_read_as_2d_with_their_spacing(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     stored = rng.integers(0, 4096, size=(30, 50)).astype(np.uint16)
-    _eight_bit(tmp_path / "cr.dcm", stored, Modality="CR", BitsStored=12, HighBit=11,
-               PhotometricInterpretation="MONOCHROME1", ImagerPixelSpacing=[0.2, 0.15],
-               RescaleSlope=2, RescaleIntercept=-10)
+    _eight_bit(
+        tmp_path / "cr.dcm",
+        stored,
+        Modality="CR",
+        BitsStored=12,
+        HighBit=11,
+        PhotometricInterpretation="MONOCHROME1",
+        ImagerPixelSpacing=[0.2, 0.15],
+        RescaleSlope=2,
+        RescaleIntercept=-10,
+    )
     image = read_image(tmp_path / "cr.dcm")
     assert image.meta["format"] == "image2d" and image.array.shape == (1, 30, 50)
     assert image.spacing == (0.2, 0.15) and image.meta["spacing_source"] == "ImagerPixelSpacing"
     assert np.array_equal(image.array[0], (4095 - stored.astype(np.float32)) * 2 - 10)  # inverted, then rescaled
-    _eight_bit(tmp_path / "dx.dcm", stored, Modality="DX", BitsStored=12, HighBit=11,
-               PixelSpacing=[0.1, 0.1], ImagerPixelSpacing=[0.12, 0.12])
+    _eight_bit(
+        tmp_path / "dx.dcm",
+        stored,
+        Modality="DX",
+        BitsStored=12,
+        HighBit=11,
+        PixelSpacing=[0.1, 0.1],
+        ImagerPixelSpacing=[0.12, 0.12],
+    )
     image = read_image(tmp_path / "dx.dcm")
     assert image.spacing == (0.1, 0.1) and np.array_equal(image.array[0], stored.astype(np.float32))
     _eight_bit(tmp_path / "ct.dcm", stored, Modality="CT")  # a CT slice without orientation stays an error
@@ -170,7 +188,15 @@ def test_radiograph_spacing_reaches_the_measurements(tmp_path: Path) -> None:
     from tumorbench.package import ModelManifest
 
     _eight_bit(tmp_path / "dx.dcm", np.full((40, 40), 100, np.uint16), Modality="DX", ImagerPixelSpacing=[0.2, 0.3])
-    manifest = ModelManifest(name="unet_tiny", task="segmentation", model_kwargs={}, spatial_dims=2, data_dims=2,
-                             in_channels=1, out_channels=1, preprocess={"spatial_size": [32, 32]})
+    manifest = ModelManifest(
+        name="unet_tiny",
+        task="segmentation",
+        model_kwargs={},
+        spatial_dims=2,
+        data_dims=2,
+        in_channels=1,
+        out_channels=1,
+        preprocess={"spatial_size": [32, 32]},
+    )
     prepared = Preprocessor(manifest).prepare_file(tmp_path / "dx.dcm")
     assert prepared.spacing_known and prepared.spacing == (0.2, 0.3) and prepared.shape == (40, 40)

@@ -56,14 +56,24 @@ def test_frames_land_on_the_instances_at_their_world_position(series: Path) -> N
     ii, jj, kk = np.meshgrid(*(np.arange(n) for n in image.array.shape), indexing="ij")
     world = np.einsum("ab,bijk->aijk", image.affine[:3], np.stack([ii, jj, kk, np.ones_like(ii)]))
     mask = np.stack([(world[0] < 5.0), (world[2] > 40.0) & (world[1] > 0.0)]).astype(np.uint8)  # RAS x, z and y
-    seg = hd.seg.segread(io.BytesIO(to_bytes(to_dicom_seg(mask, sources, algorithm_name="test", algorithm_version="1",
-                                                            segment_names=["left", "upper"]))))
+    seg = hd.seg.segread(
+        io.BytesIO(
+            to_bytes(
+                to_dicom_seg(
+                    mask, sources, algorithm_name="test", algorithm_version="1", segment_names=["left", "upper"]
+                )
+            )
+        )
+    )
     for ds in sources:
         frame = seg.get_pixels_by_source_instance([str(ds.SOPInstanceUID)], segment_numbers=[1, 2])[0]
         ipp, iop = np.array(ds.ImagePositionPatient, float), np.array(ds.ImageOrientationPatient, float)
         rows, cols = np.mgrid[: ds.Rows, : ds.Columns]
-        lps = (ipp[:, None, None] + iop[:3, None, None] * cols * float(ds.PixelSpacing[1])
-               + iop[3:, None, None] * rows * float(ds.PixelSpacing[0]))
+        lps = (
+            ipp[:, None, None]
+            + iop[:3, None, None] * cols * float(ds.PixelSpacing[1])
+            + iop[3:, None, None] * rows * float(ds.PixelSpacing[0])
+        )
         assert np.array_equal(frame[..., 0], (-lps[0] < 5.0).astype(np.uint8))  # RAS x = -LPS x
         assert np.array_equal(frame[..., 1], ((lps[2] > 40.0) & (-lps[1] > 0.0)).astype(np.uint8))
     assert [s.SegmentLabel for s in seg.SegmentSequence] == ["left", "upper"]
@@ -86,7 +96,8 @@ def test_prediction_as_dicom_seg_equals_the_nifti_answer(series: Path, package: 
     referenced = seg.ReferencedSeriesSequence[0]
     assert referenced.SeriesInstanceUID == sources[0].SeriesInstanceUID
     assert {r.ReferencedSOPInstanceUID for r in referenced.ReferencedInstanceSequence} == {
-        str(ds.SOPInstanceUID) for ds in sources}
+        str(ds.SOPInstanceUID) for ds in sources
+    }
     segment = seg.SegmentSequence[0]
     algorithm = segment.SegmentationAlgorithmIdentificationSequence[0]
     assert segment.SegmentLabel == "tumor" and segment.SegmentedPropertyTypeCodeSequence[0].CodeValue == "108369006"
@@ -108,7 +119,8 @@ def test_predict_cli_writes_dicom_seg_and_refuses_other_inputs(series: Path, pac
     mask = np.asarray(nib.load(nii_out).dataobj)
     back = mask_from_dicom_seg(hd.seg.segread(seg_out), dicom_series_headers(series))[0]
     assert np.array_equal(back, mask) and int(back.sum()) == answer["lesions"][0]["voxels"] + sum(
-        lesion["voxels"] for lesion in answer["lesions"][1:])
+        lesion["voxels"] for lesion in answer["lesions"][1:]
+    )
     result = runner.invoke(main, ["predict", "--package", str(package), str(nii_out), "--out", str(tmp_path / "x.dcm")])
     assert result.exit_code == 2 and "needs a DICOM input" in result.output and "nifti" in result.output
 

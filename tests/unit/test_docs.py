@@ -64,7 +64,7 @@ def _compare_args(command: list[str]) -> list[str] | None:
         return command[2:]
     for i, token in enumerate(command):
         if token.endswith("experiments/compare.py"):
-            args = command[i + 1:]
+            args = command[i + 1 :]
             return args[1:] if args[:1] == ["--"] else args
     return None
 
@@ -124,8 +124,12 @@ def test_every_make_target_exists():
 
 
 def test_every_env_var_is_read_by_the_code():
-    code = "\n".join(_text(p) for d in CODE_DIRS for p in (ROOT / d).rglob("*")
-                     if p.is_file() and p.suffix in (".py", ".yaml", ".sh"))
+    code = "\n".join(
+        _text(p)
+        for d in CODE_DIRS
+        for p in (ROOT / d).rglob("*")
+        if p.is_file() and p.suffix in (".py", ".yaml", ".sh")
+    )
     code += _text(ROOT / "Makefile")
     for path in DOCS:
         for name in sorted(set(re.findall(r"\bTUMORBENCH_[A-Z_]+\b", _text(path)))):
@@ -175,12 +179,19 @@ def test_every_http_endpoint_is_a_route_of_the_serve_app():
 
 def test_the_checker_catches_what_it_should():
     # The extraction itself: env assignments dropped, && split, continuation lines joined, comments removed.
-    block = ("```bash\nFOO=1 tumorbench data check x --json && make demo  # note\n"
-             "tumorbench train --task a \\\n  --lr 1\n```")
-    assert shell_commands(block) == [["tumorbench", "data", "check", "x", "--json"], ["make", "demo"],
-                                     ["tumorbench", "train", "--task", "a", "--lr", "1"]]
+    block = (
+        "```bash\nFOO=1 tumorbench data check x --json && make demo  # note\n"
+        "tumorbench train --task a \\\n  --lr 1\n```"
+    )
+    assert shell_commands(block) == [
+        ["tumorbench", "data", "check", "x", "--json"],
+        ["make", "demo"],
+        ["tumorbench", "train", "--task", "a", "--lr", "1"],
+    ]
     assert _compare_args(["ray", "submit", "cluster.yaml", "experiments/compare.py", "--", "--preset", "full"]) == [
-        "--preset", "full"]
+        "--preset",
+        "full",
+    ]
     from tumorbench.cli import main
 
     assert "--no-such-flag" not in _click_options(main.commands["data"].commands["check"])

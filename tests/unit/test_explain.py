@@ -57,8 +57,14 @@ def blobnet():
     def factory(in_channels: int = 1, num_classes: int = 2) -> torch.nn.Module:
         conv = lambda i, o, s: [torch.nn.Conv2d(i, o, 3, s, 1), torch.nn.BatchNorm2d(o), torch.nn.ReLU()]  # noqa: E731
         features = torch.nn.Sequential(*conv(in_channels, 8, 2), *conv(8, 16, 2), *conv(16, 16, 1))
-        return torch.nn.Sequential(OrderedDict(features=features, pool=torch.nn.AdaptiveMaxPool2d(1),
-                                               flat=torch.nn.Flatten(), fc=torch.nn.Linear(16, num_classes)))
+        return torch.nn.Sequential(
+            OrderedDict(
+                features=features,
+                pool=torch.nn.AdaptiveMaxPool2d(1),
+                flat=torch.nn.Flatten(),
+                fc=torch.nn.Linear(16, num_classes),
+            )
+        )
 
     yield BLOBNET
     registry._REGISTRY.pop(BLOBNET, None)
@@ -81,6 +87,7 @@ def trained(blobnet):
 
 
 # ---- scores against hand-computed values ------------------------------------------------------------
+
 
 def test_pointing_game_and_energy_by_hand():
     mask = np.zeros((4, 4), bool)
@@ -137,6 +144,7 @@ def test_segmentation_target_sums_the_segmented_logits_by_hand():
 
 # ---- registry target layers ------------------------------------------------------------------------
 
+
 def test_model_without_target_layer_and_unknown_method_are_named():
     with pytest.raises(ExplainError, match="'dcgan_tiny'.*cam_layer"):
         cam_layer("dcgan_tiny")
@@ -151,8 +159,9 @@ def test_volumes_over_the_voxel_cap_are_refused(monkeypatch):
         explainer.heatmap(torch.zeros(1, 12, 10, 10))
 
 
-@pytest.mark.parametrize("name,dims,method", [("unet_tiny", 3, "gradcam"), ("segresnet_tiny", 2, "gradcampp"),
-                                              ("unet_tiny", 2, "occlusion")])
+@pytest.mark.parametrize(
+    "name,dims,method", [("unet_tiny", 3, "gradcam"), ("segresnet_tiny", 2, "gradcampp"), ("unet_tiny", 2, "occlusion")]
+)
 def test_segmentation_heatmaps_keep_the_input_grid(name, dims, method):
     torch.manual_seed(0)
     model = create_model(name, spatial_dims=dims)
@@ -163,6 +172,7 @@ def test_segmentation_heatmaps_keep_the_input_grid(name, dims, method):
 
 
 # ---- trained tiny classifier -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("method", ["gradcam", "gradcampp", "occlusion"])
 def test_trained_classifier_points_at_the_blob(trained, method):
@@ -185,7 +195,7 @@ def test_randomisation_check_separates_trained_from_randomised(trained):
     for seed in range(3):  # three re-initialisations: one random net can happen to resemble the trained one
         copy = Explainer(randomized_copy(trained, seed), BLOBNET, "classification", positive_index=1)
         randomised += [copy.heatmap(images[i]) for i in positive]
-        hits += [pointing_game(h, masks[i]) for h, i in zip(randomised[-len(positive):], positive)]
+        hits += [pointing_game(h, masks[i]) for h, i in zip(randomised[-len(positive) :], positive)]
     result = randomisation_check(heatmaps * 3, randomised)
     assert not result.flagged and result.rank_corr < 0.3 and result.ssim < 0.3
     assert np.mean(hits) < 0.7  # the randomised nets mostly no longer point at the disc

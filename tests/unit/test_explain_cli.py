@@ -19,8 +19,9 @@ from tumorbench.data.writers import write_nifti
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
     root = tmp_path_factory.mktemp("packages")
-    return {name: make_package(root / name, spec) for name, spec in
-            (("seg2d", SEG2D), ("cls2d", CLS2D), ("seg3d", SEG3D))}
+    return {
+        name: make_package(root / name, spec) for name, spec in (("seg2d", SEG2D), ("cls2d", CLS2D), ("seg3d", SEG3D))
+    }
 
 
 def _disc_mask(path, size=(100, 120)):
@@ -33,8 +34,9 @@ def _disc_mask(path, size=(100, 120)):
 def test_explain_png_with_mask_writes_overlay_heatmap_and_scores(packages, tmp_path):
     png, mask = synthetic_png(tmp_path / "a.png"), _disc_mask(tmp_path / "a_mask.png")
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["explain", "--package", str(packages["seg2d"]), str(png), "--mask", str(mask),
-                                       "--out", str(out)])
+    result = CliRunner().invoke(
+        main, ["explain", "--package", str(packages["seg2d"]), str(png), "--mask", str(mask), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     scores = pd.read_csv(out / "scores.csv")
     assert list(scores["file"]) == ["a.png"]
@@ -48,8 +50,9 @@ def test_explain_png_with_mask_writes_overlay_heatmap_and_scores(packages, tmp_p
 def test_explain_classifier_occlusion_without_mask(packages, tmp_path):
     png = synthetic_png(tmp_path / "b.png", seed=2)
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["explain", "--package", str(packages["cls2d"]), str(png), "--method",
-                                       "occlusion", "--out", str(out)])
+    result = CliRunner().invoke(
+        main, ["explain", "--package", str(packages["cls2d"]), str(png), "--method", "occlusion", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     scores = pd.read_csv(out / "scores.csv")
     assert "pointing" not in scores.columns and scores["deletion_auc"].between(0, 1).all()
@@ -69,11 +72,26 @@ def test_explain_volume_writes_nifti_heatmap_on_the_input_grid(packages, tmp_pat
 
 def test_explain_rejects_mismatched_masks(packages, tmp_path):
     png = synthetic_png(tmp_path / "c.png")
-    result = CliRunner().invoke(main, ["explain", "--package", str(packages["seg2d"]), str(png), "--mask",
-                                       str(png), "--mask", str(png), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "explain",
+            "--package",
+            str(packages["seg2d"]),
+            str(png),
+            "--mask",
+            str(png),
+            "--mask",
+            str(png),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+    )
     assert result.exit_code == 2 and "2 --mask for 1 files" in result.output
     small = tmp_path / "small.png"
     Image.fromarray(np.zeros((10, 10), np.uint8)).save(small)
-    result = CliRunner().invoke(main, ["explain", "--package", str(packages["seg2d"]), str(png), "--mask",
-                                       str(small), "--out", str(tmp_path / "o")])
+    result = CliRunner().invoke(
+        main,
+        ["explain", "--package", str(packages["seg2d"]), str(png), "--mask", str(small), "--out", str(tmp_path / "o")],
+    )
     assert result.exit_code == 2 and "mask shape (10, 10) differs" in result.output

@@ -29,8 +29,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
     root = tmp_path_factory.mktemp("packages")
-    return {name: make_package(root / name, spec) for name, spec in
-            (("seg2d", SEG2D), ("cls2d", CLS2D), ("seg3d", SEG3D), ("ct3d", CT3D))}
+    return {
+        name: make_package(root / name, spec)
+        for name, spec in (("seg2d", SEG2D), ("cls2d", CLS2D), ("seg3d", SEG3D), ("ct3d", CT3D))
+    }
 
 
 def _served(package, path, method="gradcam"):
@@ -90,8 +92,10 @@ def test_a_failing_explanation_is_reported_not_raised(packages, tmp_path, monkey
     png = synthetic_png(tmp_path / "a.png")
     predictor = Predictor.from_package(packages["cls2d"])
     served = ServedExplanations(predictor)
-    monkeypatch.setattr("tumorbench.explain.serving.explain_prepared",
-                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    monkeypatch.setattr(
+        "tumorbench.explain.serving.explain_prepared",
+        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("out of memory")),
+    )
     answer = served.explain(predictor.preprocessor.prepare_file(png), "gradcam")
     assert answer == {"method": "gradcam", "available": False, "reason": "RuntimeError: out of memory"}
 
@@ -103,5 +107,6 @@ def test_client_saves_the_explanation(tmp_path):
     answer = {"explanation": {"method": "gradcam", "available": True, "data": base64.b64encode(b"png").decode()}}
     assert TumorbenchClient.save_explanation(answer, tmp_path / "h.png").read_bytes() == b"png"
     with pytest.raises(TumorbenchError, match="out of memory"):
-        TumorbenchClient.save_explanation({"explanation": {"available": False, "reason": "out of memory"}},
-                                          tmp_path / "x.png")
+        TumorbenchClient.save_explanation(
+            {"explanation": {"available": False, "reason": "out of memory"}}, tmp_path / "x.png"
+        )

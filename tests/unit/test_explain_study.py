@@ -27,8 +27,16 @@ def test_classification_study_explanations_are_bounded_and_merged(tmp_path):
     frame = scan(tmp_path / "data", "image-folder")
     doc = make_splits(frame, SplitConfig(n_folds=2, seed=0))
     package = make_package(tmp_path / "cls", CLS2D)
-    table = write_explanations(tmp_path, "classification", {"cnn": _records(package, 2)}, frame, doc, ["cnn"],
-                               per_fold=3, class_names=["no", "yes"])
+    table = write_explanations(
+        tmp_path,
+        "classification",
+        {"cnn": _records(package, 2)},
+        frame,
+        doc,
+        ["cnn"],
+        per_fold=3,
+        class_names=["no", "yes"],
+    )
     assert len(table) == 6 and sorted(table["fold"].unique()) == [0, 1]
     by_id = frame.set_index("case_id")["label"]
     assert (by_id[table["case_id"]] == "yes").all()  # positive cases first (each fold has 3 of them)
@@ -50,8 +58,9 @@ def test_segmentation_study_scores_pointing_and_energy_per_patient(tmp_path):
     frame = scan(root, "brats")
     doc = make_splits(frame, SplitConfig(n_folds=2, seed=0))
     package = make_package(tmp_path / "seg", SEG3D)
-    table = write_explanations(tmp_path, "segmentation", {"unet": _records(package, 2)}, frame, doc, ["unet"],
-                               per_fold=1)
+    table = write_explanations(
+        tmp_path, "segmentation", {"unet": _records(package, 2)}, frame, doc, ["unet"], per_fold=1
+    )
     assert len(table) == 2 and set(table["patient_id"]) == set(frame["patient_id"])
     assert table["pointing"].isin([0.0, 1.0]).all() and table["energy_in_tumor"].between(0, 1).all()
     summary = explanation_summary(table)

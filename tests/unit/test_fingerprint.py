@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 from PIL import Image
+
 from tumorbench.data.catalog import scan
 from tumorbench.data.check import check_dataset, format_report
 from tumorbench.data.fingerprint import (

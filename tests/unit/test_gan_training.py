@@ -44,11 +44,20 @@ def _bce(logits: np.ndarray, target: float) -> float:
 
 
 def test_gan_config_must_produce_minmax_images_of_the_gan_size(tmp_path):
-    base = TrainConfig(task="gan", model="dcgan_tiny", data=str(tmp_path), out=str(tmp_path / "o"),
-                       preprocess=PreprocessConfig(spatial_size=(64, 64), normalize="minmax", channels=1))
+    base = TrainConfig(
+        task="gan",
+        model="dcgan_tiny",
+        data=str(tmp_path),
+        out=str(tmp_path / "o"),
+        preprocess=PreprocessConfig(spatial_size=(64, 64), normalize="minmax", channels=1),
+    )
     check_gan_config(base, data_dims=2)
-    check_gan_config(base.replace(model_kwargs={"image_size": 32},
-                                  preprocess=PreprocessConfig(spatial_size=(32, 32), normalize="minmax")), 2)
+    check_gan_config(
+        base.replace(
+            model_kwargs={"image_size": 32}, preprocess=PreprocessConfig(spatial_size=(32, 32), normalize="minmax")
+        ),
+        2,
+    )
     with pytest.raises(TrainConfigError, match=r"set spatial_size to \(64, 64\)"):
         check_gan_config(base.replace(preprocess=PreprocessConfig(spatial_size=(32, 32), normalize="minmax")), 2)
     with pytest.raises(TrainConfigError, match="normalize='minmax'"):
@@ -61,8 +70,10 @@ def test_generated_images_get_the_same_transforms_as_real_images(tmp_path):
     picture = _disc_image()
     Image.fromarray(picture).save(tmp_path / "real.png")
     generated = torch.as_tensor(picture / 255.0 * 2 - 1, dtype=torch.float32)[None, None]
-    for pre in (PreprocessConfig(normalize="zscore", spatial_size=(40, 40), channels=3),
-                PreprocessConfig(normalize="minmax", spatial_size=(40, 40), channels=1)):
+    for pre in (
+        PreprocessConfig(normalize="zscore", spatial_size=(40, 40), channels=3),
+        PreprocessConfig(normalize="minmax", spatial_size=(40, 40), channels=1),
+    ):
         real = build_transforms(pre, spatial_dims=2, with_mask=False)({"image": [str(tmp_path / "real.png")]})
         mapped = generated_to_input(generated, pre, (40, 40), pre.channels)
         assert mapped.shape == (1, pre.channels, 40, 40)
@@ -126,10 +137,18 @@ def test_sample_grid_is_reproducible_and_labelled(tmp_path):
 
 
 def _manifest(class_names, split_hash, fold=0, task="gan") -> ModelManifest:
-    return ModelManifest(name="dcgan_tiny", task=task, model_kwargs={"image_size": 16, "width": 4, "z_dim": 8},
-                         spatial_dims=2, data_dims=2, in_channels=1, out_channels=2,
-                         preprocess={"normalize": "minmax", "denoise": "none", "contrast": "none"},
-                         class_names=class_names, split={"hash": split_hash, "fold": fold})
+    return ModelManifest(
+        name="dcgan_tiny",
+        task=task,
+        model_kwargs={"image_size": 16, "width": 4, "z_dim": 8},
+        spatial_dims=2,
+        data_dims=2,
+        in_channels=1,
+        out_channels=2,
+        preprocess={"normalize": "minmax", "denoise": "none", "contrast": "none"},
+        class_names=class_names,
+        split={"hash": split_hash, "fold": fold},
+    )
 
 
 def _classifier(tmp_path, **kw) -> TrainConfig:
@@ -139,9 +158,18 @@ def _classifier(tmp_path, **kw) -> TrainConfig:
         (data / cls).mkdir(parents=True, exist_ok=True)
         for i in range(count):
             Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(data / cls / f"{i}.png")
-    config = TrainConfig(task="classification", model="resnet18_tiny", data=str(data), out=str(tmp_path / "out"),
-                         n_folds=3, batch_size=4, gan_checkpoint=str(tmp_path / "gan"), synthetic_fraction=0.5,
-                         preprocess=PreprocessConfig(spatial_size=(24, 24), channels=3), **kw)
+    config = TrainConfig(
+        task="classification",
+        model="resnet18_tiny",
+        data=str(data),
+        out=str(tmp_path / "out"),
+        n_folds=3,
+        batch_size=4,
+        gan_checkpoint=str(tmp_path / "gan"),
+        synthetic_fraction=0.5,
+        preprocess=PreprocessConfig(spatial_size=(24, 24), channels=3),
+        **kw,
+    )
     ensure_split_file(config, load_catalog(config))
     return config
 
@@ -149,8 +177,11 @@ def _classifier(tmp_path, **kw) -> TrainConfig:
 def test_generated_training_data_joins_the_real_shard(tmp_path):
     config = _classifier(tmp_path)
     cases = fold_cases(config)
-    save_checkpoint(tmp_path / "gan", create_model("dcgan_tiny", image_size=16, width=4, z_dim=8),
-                    _manifest(["no", "yes"], cases.split_hash))
+    save_checkpoint(
+        tmp_path / "gan",
+        create_model("dcgan_tiny", image_size=16, width=4, z_dim=8),
+        _manifest(["no", "yes"], cases.split_hash),
+    )
     synthetic = synthetic_dataset(config, cases, rank=0, world=1, device=torch.device("cpu"))
     n_real = len(cases.train)
     assert len(synthetic) == round(0.5 * n_real)
@@ -166,12 +197,15 @@ def test_generated_training_data_joins_the_real_shard(tmp_path):
     assert seen == n_real + len(synthetic)
 
 
-@pytest.mark.parametrize("manifest_change, message", [
-    ({"class_names": ["benign", "malignant"]}, "GAN classes"),
-    ({"split_hash": "0" * 64}, "could leak validation"),
-    ({"fold": 1}, "trained on fold 1"),
-    ({"task": "classification"}, "not a GAN"),
-])
+@pytest.mark.parametrize(
+    "manifest_change, message",
+    [
+        ({"class_names": ["benign", "malignant"]}, "GAN classes"),
+        ({"split_hash": "0" * 64}, "could leak validation"),
+        ({"fold": 1}, "trained on fold 1"),
+        ({"task": "classification"}, "not a GAN"),
+    ],
+)
 def test_a_gan_that_does_not_fit_the_classifier_is_refused(tmp_path, manifest_change, message):
     config = _classifier(tmp_path)
     cases = fold_cases(config)
@@ -197,15 +231,52 @@ def test_cli_gan_settings_reach_the_config_and_bad_ones_fail_before_ray(tmp_path
     from tumorbench.training.trainer import preflight
 
     config = _classifier(tmp_path)
-    args = ["--task", "gan", "--model", "dcgan", "--data", config.data, "--out", str(tmp_path / "gan"), "--folds", "3",
-            "--image-size", "64", "--image-size", "64", "--normalize", "minmax", "--channels", "1"]
+    args = [
+        "--task",
+        "gan",
+        "--model",
+        "dcgan",
+        "--data",
+        config.data,
+        "--out",
+        str(tmp_path / "gan"),
+        "--folds",
+        "3",
+        "--image-size",
+        "64",
+        "--image-size",
+        "64",
+        "--normalize",
+        "minmax",
+        "--channels",
+        "1",
+    ]
     gan_config = _train_config(train.make_context("train", list(args)).params)
-    assert (gan_config.task, gan_config.preprocess.spatial_size, gan_config.preprocess.normalize) == \
-        ("gan", (64, 64), "minmax")
+    assert (gan_config.task, gan_config.preprocess.spatial_size, gan_config.preprocess.normalize) == (
+        "gan",
+        (64, 64),
+        "minmax",
+    )
     assert preflight(gan_config, resume=False)["layout"] == "image-folder"
-    clf = _train_config(train.make_context("train", [
-        "--task", "classification", "--model", "resnet18_tiny", "--data", config.data, "--out", str(tmp_path / "c"),
-        "--gan-checkpoint", str(tmp_path / "gan"), "--synthetic-fraction", "0.5"]).params)
+    clf = _train_config(
+        train.make_context(
+            "train",
+            [
+                "--task",
+                "classification",
+                "--model",
+                "resnet18_tiny",
+                "--data",
+                config.data,
+                "--out",
+                str(tmp_path / "c"),
+                "--gan-checkpoint",
+                str(tmp_path / "gan"),
+                "--synthetic-fraction",
+                "0.5",
+            ],
+        ).params
+    )
     assert (clf.gan_checkpoint, clf.synthetic_fraction) == (str(tmp_path / "gan"), 0.5)
     bad = [a if a != "64" else "32" for a in args]
     result = CliRunner().invoke(main, ["train", *bad])

@@ -53,7 +53,11 @@ def test_class_folders_get_2d_classification(tmp_path):
     write_blob_folders(tmp_path / "set", n=3)
     found = detect(scan(tmp_path / "set"))
     assert (found.layout, found.spatial_dims, found.task, found.template) == (
-        "image-folder", 2, "classification", "classification-2d")
+        "image-folder",
+        2,
+        "classification",
+        "classification-2d",
+    )
 
 
 def test_one_class_only_is_refused_before_starting(tmp_path):

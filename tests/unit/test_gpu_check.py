@@ -20,8 +20,12 @@ def _module():
 
 
 def test_dry_run_says_what_it_would_measure_and_exits_0(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--dry-run", "--json",
-                           str(tmp_path / "g.json")], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gpu_check.py"), "--dry-run", "--json", str(tmp_path / "g.json")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     for section in ("amp:", "lgg_epoch:", "segresnet3d:", "GPU busy fraction"):
         assert section in done.stdout

@@ -21,10 +21,17 @@ def test_without_patients_csv_each_image_is_its_own_patient_and_check_says_so(tm
 def test_patients_csv_groups_images_by_relative_path_or_file_name(tmp_path):
     write_blob_folders(tmp_path, n=3)
     (tmp_path / "patients.csv").write_text(
-        "image,patient_id\nyes/yes0.png,P1\nno/no0.png,P1\nyes1.png,P2\nno\\no1.png,P2\nyes/yes2.png,P3\nno/no2.png,P3\n")
+        "image,patient_id\nyes/yes0.png,P1\nno/no0.png,P1\nyes1.png,P2\nno\\no1.png,P2\nyes/yes2.png,P3\nno/no2.png,P3\n"
+    )
     frame = scan(tmp_path).set_index("case_id")
-    assert frame["patient_id"].to_dict() == {"no/no0.png": "P1", "no/no1.png": "P2", "no/no2.png": "P3",
-                                             "yes/yes0.png": "P1", "yes/yes1.png": "P2", "yes/yes2.png": "P3"}
+    assert frame["patient_id"].to_dict() == {
+        "no/no0.png": "P1",
+        "no/no1.png": "P2",
+        "no/no2.png": "P3",
+        "yes/yes0.png": "P1",
+        "yes/yes1.png": "P2",
+        "yes/yes2.png": "P3",
+    }
     assert "patients_note" not in check_dataset(tmp_path, duplicates=False)["details"]
 
 

@@ -68,6 +68,9 @@ def test_no_cycle_at_import_time():
 @pytest.mark.parametrize("subpackage", SUBPACKAGES)
 def test_no_cycle_inside_a_subpackage(subpackage):
     prefix = f"tumorbench.{subpackage}."
-    inside = {name: {t for t in targets if t.startswith(prefix)}
-              for name, targets in import_graph().items() if name.startswith(prefix)}
+    inside = {
+        name: {t for t in targets if t.startswith(prefix)}
+        for name, targets in import_graph().items()
+        if name.startswith(prefix)
+    }
     assert find_cycle(inside) is None

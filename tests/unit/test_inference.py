@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from model_packages import CLS2D, CT3D, SEG2D, SEG3D, make_package, synthetic_png
 from PIL import Image
 from skimage.measure import label as sk_label
 from skimage.measure import regionprops
 
+from model_packages import CLS2D, CT3D, SEG2D, SEG3D, make_package, synthetic_png
 from tumorbench.data.writers import write_dicom_series, write_nifti
 from tumorbench.inference import Predictor, Preprocessor, mask_file
 from tumorbench.package import read_manifest
@@ -25,8 +25,10 @@ from tumorbench.uploads import UploadError
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
     root = tmp_path_factory.mktemp("packages")
-    return {name: make_package(root / name, spec) for name, spec in
-            (("seg2d", SEG2D), ("cls2d", CLS2D), ("seg3d", SEG3D), ("ct3d", CT3D))}
+    return {
+        name: make_package(root / name, spec)
+        for name, spec in (("seg2d", SEG2D), ("cls2d", CLS2D), ("seg3d", SEG3D), ("ct3d", CT3D))
+    }
 
 
 def _lps_volume(path, shape=(20, 18, 12, 4), seed=0):
@@ -37,8 +39,9 @@ def _lps_volume(path, shape=(20, 18, 12, 4), seed=0):
 
 
 def _training_chain(package, dims):
-    return build_transforms(PreprocessConfig(**read_manifest(package).preprocess), None, spatial_dims=dims,
-                            with_mask=False, train=False)
+    return build_transforms(
+        PreprocessConfig(**read_manifest(package).preprocess), None, spatial_dims=dims, with_mask=False, train=False
+    )
 
 
 def test_preprocessing_is_the_training_chain(packages, tmp_path):
@@ -129,8 +132,12 @@ def test_inputs_that_do_not_fit_the_model(packages, tmp_path):
     grey = tmp_path / "grey.png"
     Image.fromarray(np.full((32, 32), 9, np.uint8)).save(grey)
     nifti, _, _ = _lps_volume(tmp_path / "v.nii.gz", shape=(8, 8, 8))
-    cases = ((packages["seg2d"], grey, "has 1 channels"), (packages["seg2d"], nifti, "takes 2D images"),
-             (packages["seg3d"], grey, "takes 3D volumes"), (packages["seg3d"], nifti, "has 1 channels"))
+    cases = (
+        (packages["seg2d"], grey, "has 1 channels"),
+        (packages["seg2d"], nifti, "takes 2D images"),
+        (packages["seg3d"], grey, "takes 3D volumes"),
+        (packages["seg3d"], nifti, "has 1 channels"),
+    )
     for package, path, words in cases:
         with pytest.raises(UploadError) as caught:
             Preprocessor.from_package(package).prepare_file(path)

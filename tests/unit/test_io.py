@@ -101,8 +101,9 @@ def _write_series(folder: Path, positions: list[float], uid: str | None = None) 
     files = []
     for n, k in enumerate(write_order):  # file name and InstanceNumber disagree with space
         path = folder / f"img{n:03d}.dcm"
-        _write_slice(path, pixels=_slice_pixels(int(k)), ipp=_ipp(positions[k]), series_uid=uid,
-                     instance=int(len(positions) - n))
+        _write_slice(
+            path, pixels=_slice_pixels(int(k)), ipp=_ipp(positions[k]), series_uid=uid, instance=int(len(positions) - n)
+        )
         files.append(path)
     return uid, files
 
@@ -294,7 +295,7 @@ def test_truncated_nifti_names_the_file(tmp_path):
 
 def test_2d_modes_channels_and_values(tmp_path):
     grey = np.arange(6 * 7, dtype=np.uint8).reshape(6, 7)
-    deep = (np.arange(6 * 7, dtype=np.uint16).reshape(6, 7) * 1000)  # up to 41000
+    deep = np.arange(6 * 7, dtype=np.uint16).reshape(6, 7) * 1000  # up to 41000
     rgb = np.stack([grey, grey + 50, grey + 100], axis=-1).astype(np.uint8)
     Image.fromarray(grey, mode="L").save(tmp_path / "l.png")
     Image.fromarray(deep).save(tmp_path / "i16.png")

@@ -22,4 +22,6 @@ def test_stdlib_platform_module_is_the_real_one():
 
 def test_package_imports_from_platform_folder():
     module = importlib.import_module("tumorbench")
-    assert (REPO_ROOT / "platform" / "tumorbench").resolve() == __import__("pathlib").Path(module.__file__).parent.resolve()
+    assert (REPO_ROOT / "platform" / "tumorbench").resolve() == __import__("pathlib").Path(
+        module.__file__
+    ).parent.resolve()

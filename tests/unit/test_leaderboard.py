@@ -9,7 +9,6 @@ from scipy import stats as sps
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from tumorbench.errors import DataError
-from tumorbench.evaluation.metrics import classification_metrics
 from tumorbench.evaluation.leaderboard import (
     fold_metrics,
     format_leaderboard,
@@ -17,6 +16,7 @@ from tumorbench.evaluation.leaderboard import (
     paired_statistics,
     summarize_results,
 )
+from tumorbench.evaluation.metrics import classification_metrics
 from tumorbench.evaluation.oof import BINARY_METRIC_FNS, MULTICLASS_METRIC_FNS
 from tumorbench.evaluation.stats import (
     bootstrap_ci,
@@ -39,10 +39,20 @@ def classification_predictions(seed: int = 0) -> pd.DataFrame:
     frames = []
     for model, kind, separation in [("good", "dl", 2.5), ("fair", "dl", 0.8), ("random", "baseline", 0.0)]:
         score = 1 / (1 + np.exp(-(separation * (2 * y - 1) + rng.normal(size=n))))
-        frames.append(pd.DataFrame({
-            "model": model, "kind": kind, "fold": np.repeat(np.arange(N_FOLDS), PER_FOLD),
-            "case_id": [f"c{i:03d}" for i in range(n)], "patient_id": [f"p{i:03d}" for i in range(n)],
-            "y_true": y, "y_score": score, "y_pred": (score >= 0.5).astype(int)}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": model,
+                    "kind": kind,
+                    "fold": np.repeat(np.arange(N_FOLDS), PER_FOLD),
+                    "case_id": [f"c{i:03d}" for i in range(n)],
+                    "patient_id": [f"p{i:03d}" for i in range(n)],
+                    "y_true": y,
+                    "y_score": score,
+                    "y_pred": (score >= 0.5).astype(int),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -52,11 +62,22 @@ def segmentation_predictions(seed: int = 0) -> pd.DataFrame:
     frames = []
     for model, kind, mu in [("unet", "dl", 0.85), ("segresnet", "dl", 0.82), ("otsu", "baseline", 0.5)]:
         dice = np.clip(rng.normal(mu, 0.08, n), 0, 1)
-        frames.append(pd.DataFrame({
-            "model": model, "kind": kind, "fold": np.repeat(np.arange(N_FOLDS), PER_FOLD),
-            "case_id": [f"p{i:03d}" for i in range(n)], "patient_id": [f"p{i:03d}" for i in range(n)],
-            "dice": dice, "iou": dice / (2 - dice), "hd95": rng.gamma(2.0, 10 * (1 - dice) + 0.5),
-            "sensitivity": np.clip(dice + rng.normal(0, 0.03, n), 0, 1), "precision": dice}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": model,
+                    "kind": kind,
+                    "fold": np.repeat(np.arange(N_FOLDS), PER_FOLD),
+                    "case_id": [f"p{i:03d}" for i in range(n)],
+                    "patient_id": [f"p{i:03d}" for i in range(n)],
+                    "dice": dice,
+                    "iou": dice / (2 - dice),
+                    "hd95": rng.gamma(2.0, 10 * (1 - dice) + 0.5),
+                    "sensitivity": np.clip(dice + rng.normal(0, 0.03, n), 0, 1),
+                    "precision": dice,
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -76,9 +97,14 @@ def seg():
 
 def _sklearn_fold(g: pd.DataFrame) -> dict[str, float]:
     y, p = g["y_true"], g["y_pred"]
-    return {"accuracy": accuracy_score(y, p), "precision": precision_score(y, p, zero_division=0),
-            "recall": recall_score(y, p), "specificity": recall_score(y, p, pos_label=0),
-            "f1": f1_score(y, p), "auc": roc_auc_score(y, g["y_score"])}
+    return {
+        "accuracy": accuracy_score(y, p),
+        "precision": precision_score(y, p, zero_division=0),
+        "recall": recall_score(y, p),
+        "specificity": recall_score(y, p, pos_label=0),
+        "f1": f1_score(y, p),
+        "auc": roc_auc_score(y, g["y_score"]),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +175,9 @@ def test_bootstrap_resamples_whole_patients_when_they_have_several_cases():
     pred["patient_id"] = pred["case_id"].str[1:].astype(int).floordiv(2).astype(str)  # two cases per patient
     lb = leaderboard(pred, task="classification", n_boot=N_BOOT, seed=1).set_index("model")
     g = pred[pred["model"] == "fair"]
-    _, lo, hi = bootstrap_metric_ci(g["y_true"].to_numpy(), g["y_score"].to_numpy(), mw_auc, g["patient_id"],
-                                    n_boot=N_BOOT, seed=1)
+    _, lo, hi = bootstrap_metric_ci(
+        g["y_true"].to_numpy(), g["y_score"].to_numpy(), mw_auc, g["patient_id"], n_boot=N_BOOT, seed=1
+    )
     assert (lb.at["fair", "auc_ci_low"], lb.at["fair", "auc_ci_high"]) == pytest.approx((lo, hi))
     assert lb.at["fair", "n_patients"] == N_FOLDS * PER_FOLD // 2
 
@@ -247,9 +274,21 @@ def test_multiclass_is_supported_best_effort():
     for model, kind, gain in [("cnn", "dl", 3.0), ("svm", "baseline", 0.3)]:
         logits = rng.normal(size=(n, 3)) + gain * np.eye(3)[y]
         p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-        frames.append(pd.DataFrame({"model": model, "kind": kind, "fold": np.arange(n) % 3,
-                                    "case_id": np.arange(n), "patient_id": np.arange(n), "y_true": y,
-                                    "p_0": p[:, 0], "p_1": p[:, 1], "p_2": p[:, 2]}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "model": model,
+                    "kind": kind,
+                    "fold": np.arange(n) % 3,
+                    "case_id": np.arange(n),
+                    "patient_id": np.arange(n),
+                    "y_true": y,
+                    "p_0": p[:, 0],
+                    "p_1": p[:, 1],
+                    "p_2": p[:, 2],
+                }
+            )
+        )
     pred = pd.concat(frames, ignore_index=True)
     lb = leaderboard(pred, task="classification", primary="accuracy", n_boot=50).set_index("model")
     g = pred[pred["model"] == "svm"]
@@ -306,8 +345,17 @@ def test_bad_inputs_name_the_file_and_the_problem(cls):
 
 
 def _seg_rows(model: str, values: list[float], folds: list[int]) -> list[dict]:
-    return [{"model": model, "kind": "dl" if model == "a" else "baseline", "fold": f, "case_id": f"c{i}",
-             "patient_id": f"p{i}", "dice": v} for i, (v, f) in enumerate(zip(values, folds))]
+    return [
+        {
+            "model": model,
+            "kind": "dl" if model == "a" else "baseline",
+            "fold": f,
+            "case_id": f"c{i}",
+            "patient_id": f"p{i}",
+            "dice": v,
+        }
+        for i, (v, f) in enumerate(zip(values, folds))
+    ]
 
 
 def test_rows_ranked_by_the_pooled_estimate_not_the_fold_mean():

@@ -51,10 +51,20 @@ def test_final_model_trains_on_every_training_case_and_scores_the_test_set_once(
 
     write_blob_folders(tmp_path / "data", n=10)
     write_blob_folders(tmp_path / "test", n=3)  # same generator seed: byte copies of the first training images
-    config = TrainConfig.from_dict({
-        "task": "classification", "model": "resnet18_tiny", "data": str(tmp_path / "data"),
-        "out": str(tmp_path / "run"), "n_folds": 3, "epochs": 2, "batch_size": 8, "workers": 1,
-        "test_data": str(tmp_path / "test"), "preprocess": {"spatial_size": [32, 32]}})
+    config = TrainConfig.from_dict(
+        {
+            "task": "classification",
+            "model": "resnet18_tiny",
+            "data": str(tmp_path / "data"),
+            "out": str(tmp_path / "run"),
+            "n_folds": 3,
+            "epochs": 2,
+            "batch_size": 8,
+            "workers": 1,
+            "test_data": str(tmp_path / "test"),
+            "preprocess": {"spatial_size": [32, 32]},
+        }
+    )
     frame = fold_data.load_catalog(config)
     fold_data.ensure_split_file(config, frame)
     cases = fold_data.fold_cases(config)

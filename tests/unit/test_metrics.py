@@ -122,9 +122,7 @@ def _blob(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.
     return ndimage.gaussian_filter(rng.standard_normal(shape), sigma) > 0.05
 
 
-@pytest.mark.parametrize(
-    ("shape", "spacing"), [((40, 36), (0.9, 1.7)), ((14, 20, 18), (2.5, 0.8, 1.1))]
-)
+@pytest.mark.parametrize(("shape", "spacing"), [((40, 36), (0.9, 1.7)), ((14, 20, 18), (2.5, 0.8, 1.1))])
 def test_hd95_matches_scipy_reference(shape, spacing):
     rng = np.random.default_rng(7)
     pred, target = _blob(rng, shape, 3.0), _blob(rng, shape, 3.0)

@@ -36,8 +36,7 @@ def _outside_a_replica(monkeypatch):
     # @serve.batch reads the replica's max_ongoing_requests for a warning; there is no replica here.
     from ray.serve import batching
 
-    monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests",
-                        lambda self: None)
+    monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
     lazy = ModelServer.func_or_class.infer.set_max_batch_size.__self__
     lazy._queue = None  # one queue per decorated method, bound to the event loop that first used it
     yield

@@ -21,13 +21,20 @@ from tumorbench.models import (
     model_info,
     param_groups,
     register_model,
+    registry,
 )
 from tumorbench.models import pretrained as pt
-from tumorbench.models import registry
 from tumorbench.models.gan import discriminator_loss, generator_loss
 
-CLASSIFIERS = {"resnet18", "resnet50", "efficientnet_b0", "tf_efficientnet_lite0", "resnet18_tiny",
-               "densenet121", "densenet121_tiny"}
+CLASSIFIERS = {
+    "resnet18",
+    "resnet50",
+    "efficientnet_b0",
+    "tf_efficientnet_lite0",
+    "resnet18_tiny",
+    "densenet121",
+    "densenet121_tiny",
+}
 SEGMENTERS = {"unet", "attention_unet", "segresnet", "swin_unetr"}
 
 
@@ -103,6 +110,7 @@ def test_register_model_rejects_duplicates_catch_alls_and_uppercase():
 def test_registered_factory_is_built_with_its_kwargs():
     name = "test_linear_model"
     try:
+
         @register_model(name, task="classification", description="a linear layer", spatial_dims=(1,))
         def _factory(width: int = 3) -> nn.Module:
             return nn.Linear(width, 1)
@@ -246,7 +254,9 @@ def test_freeze_backbone_leaves_only_the_head_trainable():
     assert all(p.requires_grad for p in model.parameters())
     dense = freeze_backbone(create_model("densenet121_tiny"), True)
     assert {n for n, p in dense.named_parameters() if p.requires_grad} == {
-        "class_layers.out.weight", "class_layers.out.bias"}
+        "class_layers.out.weight",
+        "class_layers.out.bias",
+    }
 
 
 def test_param_groups_give_the_backbone_a_scaled_lr():

@@ -40,8 +40,18 @@ def _dl_rows(train: pd.DataFrame, val: pd.DataFrame, fold: int) -> list[dict]:
     for _, case in val.iterrows():
         k = CLASSES.index(case["label"])
         probs = np.full(3, 0.1) + 0.7 * (np.arange(3) == k) if k < 2 else np.array([0.3, 0.3, 0.4])
-        rows.append(results.classification_row({"case_id": case["case_id"], "patient_id": case["patient_id"],
-                                                 "fold": fold, "y_true": k, "probs": probs.tolist()}, CLASSES))
+        rows.append(
+            results.classification_row(
+                {
+                    "case_id": case["case_id"],
+                    "patient_id": case["patient_id"],
+                    "fold": fold,
+                    "y_true": k,
+                    "probs": probs.tolist(),
+                },
+                CLASSES,
+            )
+        )
     return rows
 
 
@@ -53,8 +63,7 @@ def test_multiclass_study_tables_with_baselines(tmp_path):
     parts, dl = [], []
     for fold in range(3):
         train, val = fold_frames(frame, doc, fold)
-        parts.append(results.baseline_fold("logreg", "classification", train, val, fold, CLASSES, 0,
-                                           {"search": False}))
+        parts.append(results.baseline_fold("logreg", "classification", train, val, fold, CLASSES, 0, {"search": False}))
         dl += _dl_rows(train, val, fold)
     parts.append(pd.DataFrame(dl).assign(model="cnn", kind="dl"))
     out = tmp_path / "out"

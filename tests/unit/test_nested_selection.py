@@ -15,11 +15,23 @@ from tumorbench.training.tasks import build_model
 
 
 def _config(tmp_path) -> TrainConfig:
-    return TrainConfig.from_dict({
-        "task": "classification", "model": "resnet18_tiny", "data": str(tmp_path / "data"),
-        "out": str(tmp_path / "run"),
-        "n_folds": 3, "fold": 1, "epochs": 4, "batch_size": 8, "lr": 3e-3, "workers": 1, "seed": 3,
-        "inner_val_fraction": 0.3, "preprocess": {"spatial_size": [32, 32]}})
+    return TrainConfig.from_dict(
+        {
+            "task": "classification",
+            "model": "resnet18_tiny",
+            "data": str(tmp_path / "data"),
+            "out": str(tmp_path / "run"),
+            "n_folds": 3,
+            "fold": 1,
+            "epochs": 4,
+            "batch_size": 8,
+            "lr": 3e-3,
+            "workers": 1,
+            "seed": 3,
+            "inner_val_fraction": 0.3,
+            "preprocess": {"spatial_size": [32, 32]},
+        }
+    )
 
 
 def _train(config: TrainConfig, cases: fold_data.FoldCases):
@@ -54,8 +66,9 @@ def test_permuting_outer_labels_cannot_change_what_is_selected(tmp_path):
 
 
 def test_inner_split_is_patient_level_and_stratified():
-    rows = [{"case_id": f"c{i}", "patient_id": f"p{i // 2}", "label": "yes" if (i // 2) % 2 else "no"}
-            for i in range(40)]
+    rows = [
+        {"case_id": f"c{i}", "patient_id": f"p{i // 2}", "label": "yes" if (i // 2) % 2 else "no"} for i in range(40)
+    ]
     train, val = inner_split(pd.DataFrame(rows), 0.25, seed=0)
     assert not set(train["patient_id"]) & set(val["patient_id"])
     assert len(train) + len(val) == 40 and val["patient_id"].nunique() == 5

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 from ray import tune
+
 from tumorbench.study import planner
 from tumorbench.study.planner import (
     BudgetError,
@@ -24,20 +25,37 @@ TWO_CORES = Resources(2, 0, 16 * GIB, "test")
 
 def _fp(cases=250, classes=None, size=256, channels=3, redundant=0, patients=None):
     classes = {"no": cases // 2, "yes": cases - cases // 2} if classes is None else classes
-    return {"cases": cases, "patients": patients or cases, "classes": classes, "channels": channels,
-            "median_shape": [size, size], "duplicates": {"redundant_copies": redundant},
-            "decoded_bytes_per_case": 768 * 1024,
-            "sample": {"sampled": False}}
+    return {
+        "cases": cases,
+        "patients": patients or cases,
+        "classes": classes,
+        "channels": channels,
+        "median_shape": [size, size],
+        "duplicates": {"redundant_copies": redundant},
+        "decoded_bytes_per_case": 768 * 1024,
+        "sample": {"sampled": False},
+    }
 
 
 def _study(**config):
     shared = {"preprocess": {"spatial_size": [128, 128]}, "batch_size": 16, "epochs": 8, "dedupe": True} | config
-    return Study(name="t", task="classification", data="/x", n_folds=3, config=shared, baselines=("logreg",),
-                 candidates=(Candidate("lite0", {"model": "tf_efficientnet_lite0"},
-                                       {"pretrained": tune.grid_search([True, False]),
-                                        "augment": tune.grid_search(["light", "medium"])}, "grid"),
-                             Candidate("resnet18", {"model": "resnet18"}, {"lr": tune.loguniform(1e-4, 1e-2)},
-                                       "random", 2)))
+    return Study(
+        name="t",
+        task="classification",
+        data="/x",
+        n_folds=3,
+        config=shared,
+        baselines=("logreg",),
+        candidates=(
+            Candidate(
+                "lite0",
+                {"model": "tf_efficientnet_lite0"},
+                {"pretrained": tune.grid_search([True, False]), "augment": tune.grid_search(["light", "medium"])},
+                "grid",
+            ),
+            Candidate("resnet18", {"model": "resnet18"}, {"lr": tune.loguniform(1e-4, 1e-2)}, "random", 2),
+        ),
+    )
 
 
 def test_fold_time_follows_the_documented_model():
@@ -52,8 +70,9 @@ def test_fold_time_follows_the_documented_model():
     assert search.fold_seconds == pytest.approx(expected)
     # 2 trials under ASHA: the first runs every fold, the second a fraction of them
     assert search.seconds == pytest.approx(expected * (3 + 3 * 0.5))  # ASHA, reduction 4, 3 folds: half
-    assert plan.estimate_seconds == pytest.approx(planner.RAY_START_S + plan.baseline_seconds
-                                                  + sum(s.seconds for s in plan.searches))
+    assert plan.estimate_seconds == pytest.approx(
+        planner.RAY_START_S + plan.baseline_seconds + sum(s.seconds for s in plan.searches)
+    )
 
 
 @pytest.mark.parametrize("budget", [8, 15, 30])
@@ -71,8 +90,10 @@ def test_default_preset_is_capped_under_an_hour_and_small_sets_keep_the_preset()
     assert not any(n.startswith("scaled down") for n in small.notes)
 
 
-@pytest.mark.parametrize(("folds", "rf", "expected"), [(2, 2, 0.75), (2, 4, 0.625), (3, 4, 0.5),
-                                                      (5, 4, (1 + 3 / 4 + 1 / 16) / 5), (1, 4, 1.0)])
+@pytest.mark.parametrize(
+    ("folds", "rf", "expected"),
+    [(2, 2, 0.75), (2, 4, 0.625), (3, 4, 0.5), (5, 4, (1 + 3 / 4 + 1 / 16) / 5), (1, 4, 1.0)],
+)
 def test_asha_fold_fraction(folds, rf, expected):
     from tumorbench.tuning.search import asha_fold_fraction
 

@@ -16,16 +16,25 @@ def test_durations_and_remaining_time():
 
 def test_a_line_per_fold_with_score_mean_elapsed_and_time_left():
     lines, now = [], [0.0]
-    progress = SearchProgress("unet", "dice", n_folds=3, num_trials=2, keys=["lr"], clock=lambda: now[0],
-                              echo=lambda text, flush: lines.append(text))
+    progress = SearchProgress(
+        "unet",
+        "dice",
+        n_folds=3,
+        num_trials=2,
+        keys=["lr"],
+        clock=lambda: now[0],
+        echo=lambda text, flush: lines.append(text),
+    )
     trial = SimpleNamespace(trial_id="a", config={"lr": 0.003, "other": 1}, status="RUNNING")
     progress.on_trial_start(0, [trial], trial)
     now[0] = 40.0
-    progress.on_trial_result(1, [trial], trial, {"folds_done": 1, "fold_0_dice": 0.5, "dice_mean": 0.5,
-                                                 "epochs_spent": 4})
+    progress.on_trial_result(
+        1, [trial], trial, {"folds_done": 1, "fold_0_dice": 0.5, "dice_mean": 0.5, "epochs_spent": 4}
+    )
     now[0] = 80.0
-    progress.on_trial_result(2, [trial], trial, {"folds_done": 2, "fold_1_dice": 0.7, "dice_mean": 0.6,
-                                                 "epochs_spent": 7})
+    progress.on_trial_result(
+        2, [trial], trial, {"folds_done": 2, "fold_1_dice": 0.7, "dice_mean": 0.6, "epochs_spent": 7}
+    )
     assert lines == [
         "[search unet] trial 1/2 {lr=0.003} started; elapsed 0s",
         "[search unet] trial 1/2 {lr=0.003} fold 1/3: epochs 4, dice=0.5000 (mean 0.5000); elapsed 40s, ~3m20s left",

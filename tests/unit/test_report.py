@@ -9,15 +9,21 @@ import re
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from test_leaderboard import classification_predictions, segmentation_predictions
 
 from tumorbench.errors import DataError
 from tumorbench.evaluation.leaderboard import summarize_results
 from tumorbench.reporting import extreme_cases, write_overlay, write_report
 
-from test_leaderboard import classification_predictions, segmentation_predictions
-
-MANIFEST = {"study": "synthetic", "preset": "smoke", "git_commit": "0123abcd", "data_hash": "d4t4h45h",
-            "split_hash": "5pl1th45h", "seeds": [0, 1], "versions": {"torch": "2.14.1", "ray": "2.60.0"}}
+MANIFEST = {
+    "study": "synthetic",
+    "preset": "smoke",
+    "git_commit": "0123abcd",
+    "data_hash": "d4t4h45h",
+    "split_hash": "5pl1th45h",
+    "seeds": [0, 1],
+    "versions": {"torch": "2.14.1", "ray": "2.60.0"},
+}
 
 
 def _images(page: str) -> list[bytes]:
@@ -40,8 +46,19 @@ def test_classification_report_embeds_figures_and_tables(tmp_path):
     assert path == tmp_path / "report.html" and path.is_file()
     page = path.read_text(encoding="utf-8")
     _assert_self_contained(page)
-    for text in ("Yes/no study", "good", "fair", "random", "delong", "mcnemar", "corrected_t", "0123abcd",
-                 "5pl1th45h", "versions.torch", "&quot;lr&quot;: 0.001"):
+    for text in (
+        "Yes/no study",
+        "good",
+        "fair",
+        "random",
+        "delong",
+        "mcnemar",
+        "corrected_t",
+        "0123abcd",
+        "5pl1th45h",
+        "versions.torch",
+        "&quot;lr&quot;: 0.001",
+    ):
         assert text in page, text
     images = _images(page)
     assert len(images) == 4  # forest plot, ROC curves, confusion matrices, reliability diagram

@@ -29,7 +29,7 @@ def _multipart(files: dict, data: dict | None = None) -> tuple[str, bytes]:
 
 def _request(content_type: str, body: bytes, *, declare_length: bool = True) -> Request:
     """A Starlette request whose body arrives in 64 kB chunks, as from the server."""
-    chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)] or [b""]
+    chunks = [body[i : i + 65536] for i in range(0, len(body), 65536)] or [b""]
     messages = [{"type": "http.request", "body": c, "more_body": n < len(chunks) - 1} for n, c in enumerate(chunks)]
 
     async def receive() -> dict:
@@ -63,25 +63,35 @@ def test_multipart_file_bytes_survive_exactly(tmp_path):
     assert _receive(tmp_path, "application/octet-stream", data) == data  # raw bodies pass as they are
 
 
-@pytest.mark.parametrize("content_type, body, status, words", [
-    ("multipart/form-data; boundary=b", b"", 400, "no file in the field 'file'"),
-    ("application/octet-stream", b"", 400, "empty upload"),
-    ("text/plain", b"hello", 415, "unsupported content type 'text/plain'"),
-    ("multipart/form-data", b"--b\r\n", 400, "malformed multipart body"),
-    ("multipart/form-data; boundary=b", FILE_PART + b"ab", 400, ""),
-    ("multipart/form-data; boundary=b", b'--b\r\nContent-Disposition: form-data; name="PATIENT_DOE"\r\n\r\nab\r\n--b--',
-     400, "no file in the field 'file' (1 other field(s))"),
-    ("multipart/form-data; boundary=b", FILE_PART + b"\r\n--b--\r\n", 400, "empty upload"),
-])
+@pytest.mark.parametrize(
+    "content_type, body, status, words",
+    [
+        ("multipart/form-data; boundary=b", b"", 400, "no file in the field 'file'"),
+        ("application/octet-stream", b"", 400, "empty upload"),
+        ("text/plain", b"hello", 415, "unsupported content type 'text/plain'"),
+        ("multipart/form-data", b"--b\r\n", 400, "malformed multipart body"),
+        ("multipart/form-data; boundary=b", FILE_PART + b"ab", 400, ""),
+        (
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; name="PATIENT_DOE"\r\n\r\nab\r\n--b--',
+            400,
+            "no file in the field 'file' (1 other field(s))",
+        ),
+        ("multipart/form-data; boundary=b", FILE_PART + b"\r\n--b--\r\n", 400, "empty upload"),
+    ],
+)
 def test_malformed_uploads(tmp_path, content_type, body, status, words):
     error = _refused(tmp_path, content_type, body)
     assert error.status == status and words in error.detail and "PATIENT_DOE" not in error.detail
 
 
-@pytest.mark.parametrize("make, words", [
-    (lambda: attack_files.multipart_many_parts(50_000), "Too many fields"),
-    (lambda: attack_files.multipart_many_headers(500_000), "Invalid multipart data"),  # over 8 header lines
-])
+@pytest.mark.parametrize(
+    "make, words",
+    [
+        (lambda: attack_files.multipart_many_parts(50_000), "Too many fields"),
+        (lambda: attack_files.multipart_many_headers(500_000), "Invalid multipart data"),  # over 8 header lines
+    ],
+)
 def test_hostile_forms_are_refused_cheaply(tmp_path, make, words):
     content_type, body = make()
     assert len(body) > 2_500_000
@@ -119,8 +129,12 @@ def test_run_folder_serves_its_best_checkpoint_and_names_are_unique(tmp_path, mo
     classifier = _package(tmp_path / "best" / "classification", "classification", {"auc": 0.8}, "resnet18", "yes no")
     monkeypatch.setenv("TB_TEST_MODELS", f"{other}{os.pathsep}{tmp_path / 'best'}")
     found = resolve_packages([str(run), "${TB_TEST_MODELS:-nowhere}", f"Mine={other}"])
-    assert found == {"unet_lgg": run / "checkpoint_epoch_0002", "unet_lgg_2": other,
-                     "resnet18_yes_no": classifier, "mine": other}
+    assert found == {
+        "unet_lgg": run / "checkpoint_epoch_0002",
+        "unet_lgg_2": other,
+        "resnet18_yes_no": classifier,
+        "mine": other,
+    }
     # The folder `tumorbench train --out` made (it holds train/, config.json, history.csv) serves the same checkpoint.
     (run.parent / "history.csv").write_text("epoch,dice\n")
     assert resolve_packages([str(run.parent)]) == {"unet_lgg": run / "checkpoint_epoch_0002"}
@@ -131,15 +145,18 @@ def test_run_folder_serves_its_best_checkpoint_and_names_are_unique(tmp_path, mo
         resolve_packages([str(tmp_path / "missing")])
 
 
-@pytest.mark.parametrize("header, allowed, ok", [
-    ("127.0.0.1:8000", LOOPBACK_HOSTS, True),
-    ("localhost", LOOPBACK_HOSTS, True),
-    ("[::1]:8000", LOOPBACK_HOSTS, True),
-    ("evil.example:8000", LOOPBACK_HOSTS, False),  # DNS rebinding: the attacker's name, resolved to 127.0.0.1
-    ("127.0.0.1.evil.example", LOOPBACK_HOSTS, False),
-    (None, LOOPBACK_HOSTS, False),
-    ("scanner.example.org", ("*",), True),
-])
+@pytest.mark.parametrize(
+    "header, allowed, ok",
+    [
+        ("127.0.0.1:8000", LOOPBACK_HOSTS, True),
+        ("localhost", LOOPBACK_HOSTS, True),
+        ("[::1]:8000", LOOPBACK_HOSTS, True),
+        ("evil.example:8000", LOOPBACK_HOSTS, False),  # DNS rebinding: the attacker's name, resolved to 127.0.0.1
+        ("127.0.0.1.evil.example", LOOPBACK_HOSTS, False),
+        (None, LOOPBACK_HOSTS, False),
+        ("scanner.example.org", ("*",), True),
+    ],
+)
 def test_host_allow_list(header, allowed, ok):
     assert host_allowed(header, allowed) is ok
 
@@ -156,8 +173,12 @@ def test_serve_refuses_a_newer_package_format_by_name_before_ray_starts(tmp_path
     manifest = json.loads((package / "model.json").read_text())
     (package / "model.json").write_text(json.dumps(manifest | {"format": "tumorbench-model/9"}))
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "tumorbench.cli", "serve", "--models", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "tumorbench.cli", "serve", "--models", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr
     assert f"error: {package / 'model.json'}: model package format tumorbench-model/9 is newer" in done.stderr
     assert "Ray" not in done.stderr and "ray" not in done.stdout  # no local Ray was started

@@ -31,8 +31,17 @@ def _frame(n_patients=20, slices=5, seed=0) -> pd.DataFrame:
     for p in range(n_patients):
         label = "tumor" if p % 3 else "healthy"
         for s in range(int(rng.integers(1, slices + 1))):
-            rows.append({"case_id": f"p{p}_s{s}", "patient_id": f"p{p}", "layout": "x",
-                         "image": (f"/d/p{p}_{s}.png",), "channels": ("image",), "mask": None, "label": label})
+            rows.append(
+                {
+                    "case_id": f"p{p}_s{s}",
+                    "patient_id": f"p{p}",
+                    "layout": "x",
+                    "image": (f"/d/p{p}_{s}.png",),
+                    "channels": ("image",),
+                    "mask": None,
+                    "label": label,
+                }
+            )
     return pd.DataFrame(rows)
 
 

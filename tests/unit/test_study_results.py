@@ -11,9 +11,19 @@ from tumorbench.study.results import best_trial, trials_frame
 
 
 def _row(trial: str, status: str, mean: float, params: dict, epochs: int) -> dict:
-    return {"trial": trial, "status": status, "params": params, "folds_done": 3 if status == "done" else 1,
-            "mean": mean, "sd": 0.01, "folds": [], "epochs_spent": epochs, "path": "", "checkpoint": None,
-            "error": "boom" if status == "error" else None}
+    return {
+        "trial": trial,
+        "status": status,
+        "params": params,
+        "folds_done": 3 if status == "done" else 1,
+        "mean": mean,
+        "sd": 0.01,
+        "folds": [],
+        "epochs_spent": epochs,
+        "path": "",
+        "checkpoint": None,
+        "error": "boom" if status == "error" else None,
+    }
 
 
 ROWS = [  # as trial_rows returns them: proposal order; Optuna's trial names are random hashes
@@ -51,8 +61,9 @@ def test_code_version_is_this_checkout():
     if not (repo / ".git").exists():
         pytest.skip("not a git checkout")
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                            capture_output=True, text=True).stdout
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
+    ).stdout
     assert _code_version() == {"git_commit": head, "git_dirty": bool(status.strip())}
 
 
@@ -67,11 +78,21 @@ def test_trial_rows_in_start_order():
     def result(name: str, first: float | None, folds: int, error: Exception | None = None):
         history = None if first is None else pd.DataFrame({"timestamp": [first, first + 60]})
         metrics = {"folds_done": folds, "auc_mean": 0.8, "epochs_spent": 4 * folds} if first is not None else {}
-        return SimpleNamespace(path=f"/x/{name}", metrics=metrics, error=error, config={"lr": 0.1},
-                               checkpoint=None, metrics_dataframe=history)
+        return SimpleNamespace(
+            path=f"/x/{name}",
+            metrics=metrics,
+            error=error,
+            config={"lr": 0.1},
+            checkpoint=None,
+            metrics_dataframe=history,
+        )
 
-    grid = [result("trial_b", 200.0, 3), result("trial_err", None, 0, RuntimeError("x")),
-            result("trial_a", 100.0, 1), result("trial_c", 300.0, 3)]
+    grid = [
+        result("trial_b", 200.0, 3),
+        result("trial_err", None, 0, RuntimeError("x")),
+        result("trial_a", 100.0, 1),
+        result("trial_c", 300.0, 3),
+    ]
     rows = trial_rows(grid, "auc", 3)
     assert [r["trial"] for r in rows] == ["trial_a", "trial_b", "trial_c", "trial_err"]
     assert [r["status"] for r in rows] == ["stopped", "done", "done", "error"]

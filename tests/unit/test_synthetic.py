@@ -35,10 +35,9 @@ COS30, SIN30 = np.sqrt(3) / 2, 0.5
 
 def _oblique_affine() -> np.ndarray:
     """RAS affine: i = 0.8 mm along (cos30, sin30, 0), j = 0.6 mm along (-sin30, cos30, 0), k = 2 mm up."""
-    return np.array([[0.8 * COS30, -0.6 * SIN30, 0, 10.0],
-                     [0.8 * SIN30, 0.6 * COS30, 0, -20.0],
-                     [0, 0, 2.0, 30.0],
-                     [0, 0, 0, 1]])
+    return np.array(
+        [[0.8 * COS30, -0.6 * SIN30, 0, 10.0], [0.8 * SIN30, 0.6 * COS30, 0, -20.0], [0, 0, 2.0, 30.0], [0, 0, 0, 1]]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +76,9 @@ def test_dicom_writer_geometry_matches_hand_computation(tmp_path):
         assert ds.SOPClassUID == pydicom.uid.CTImageStorage
         assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
         # RAS -> LPS negates x and y: i along (-cos30, -sin30, 0), j along (sin30, -cos30, 0).
-        np.testing.assert_allclose([float(v) for v in ds.ImageOrientationPatient],
-                                   [-COS30, -SIN30, 0, SIN30, -COS30, 0], atol=1e-9)
+        np.testing.assert_allclose(
+            [float(v) for v in ds.ImageOrientationPatient], [-COS30, -SIN30, 0, SIN30, -COS30, 0], atol=1e-9
+        )
         np.testing.assert_allclose([float(v) for v in ds.PixelSpacing], [0.6, 0.8])
         np.testing.assert_allclose([float(v) for v in ds.ImagePositionPatient], [-10.0, 20.0, 30.0 + 2.0 * k])
         assert float(ds.SliceThickness) == pytest.approx(2.0) and ds.InstanceNumber == k + 1
@@ -147,8 +147,10 @@ def test_brain_layout_labels_and_lps_affine(brain_root):
 def test_brain_regions_nest_and_show_clinical_contrast(brain_root):
     stats = {k: [] for k in ("enclosed", "flair", "t2", "t1ce", "t1")}
     for case_dir in sorted(brain_root.iterdir()):
-        load = {m: np.asarray(nib.load(case_dir / f"{case_dir.name}_{m}.nii.gz").dataobj)
-                for m in ("t1", "t1ce", "t2", "flair", "seg")}
+        load = {
+            m: np.asarray(nib.load(case_dir / f"{case_dir.name}_{m}.nii.gz").dataobj)
+            for m in ("t1", "t1ce", "t2", "flair", "seg")
+        }
         seg = load["seg"]
         core = np.isin(seg, (1, 4))
         stats["enclosed"].append((seg[ndimage.binary_dilation(core)] > 0).mean())
@@ -182,8 +184,16 @@ def test_brain_is_deterministic_and_tumor_free_fraction(tmp_path):
 
 def test_lung_labels_match_files_and_dicom(lung_root):
     rows = _labels(lung_root)
-    assert list(rows[0]) == ["case_id", "patient_id", "series_dir", "mask", "label", "malignancy",
-                             "nodule_center_ijk", "nodule_radius_mm"]
+    assert list(rows[0]) == [
+        "case_id",
+        "patient_id",
+        "series_dir",
+        "mask",
+        "label",
+        "malignancy",
+        "nodule_center_ijk",
+        "nodule_radius_mm",
+    ]
     assert len(rows) == LUNG.cases and len({r["case_id"] for r in rows}) == LUNG.cases
     assert sorted(r["label"] for r in rows) == ["benign", "benign", "malignant", "malignant"]
     for row in rows:

@@ -80,9 +80,17 @@ def _hd95_predictions() -> pd.DataFrame:
     rows = []
     for model, offset in (("near", 2.0), ("far", 9.0), ("mid", 5.0)):
         for p in range(12):
-            rows.append({"model": model, "kind": "dl" if model != "mid" else "baseline", "fold": p % 3,
-                         "case_id": f"p{p}", "patient_id": f"p{p}", "dice": 0.9 - offset / 20,
-                         "hd95": offset + rng.normal(0, 0.5)})
+            rows.append(
+                {
+                    "model": model,
+                    "kind": "dl" if model != "mid" else "baseline",
+                    "fold": p % 3,
+                    "case_id": f"p{p}",
+                    "patient_id": f"p{p}",
+                    "dice": 0.9 - offset / 20,
+                    "hd95": offset + rng.normal(0, 0.5),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -101,8 +109,10 @@ def test_hd95_leaderboard_ranks_lowest_first_and_differences_favour_the_referenc
 
 def test_task_registry_does_not_import_torch():
     code = "import sys, tumorbench.tasks; print('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+        == "False"
+    )
 
 
 def test_an_infinite_hd95_is_a_real_worst_score_and_nan_no_score():
@@ -115,8 +125,11 @@ def test_an_infinite_hd95_is_a_real_worst_score_and_nan_no_score():
     assert best_row(rows[:1], "min")["mean"] == inf  # every configuration missed a tumour: still a result
     state = LoopState()
     assert [state.update(v, e, "min") for e, v in enumerate([nan, inf, 5.0, inf])] == [False, True, True, False]
-    records = [{"patient_id": "a", "dice": 0.5, "hd95": 4.0}, {"patient_id": "b", "dice": 0.0, "hd95": inf},
-               {"patient_id": "c", "dice": 1.0, "hd95": nan}]
+    records = [
+        {"patient_id": "a", "dice": 0.5, "hd95": 4.0},
+        {"patient_id": "b", "dice": 0.0, "hd95": inf},
+        {"patient_id": "c", "dice": 1.0, "hd95": nan},
+    ]
     summary = summarize_segmentation(records)
     assert summary["hd95"] == inf and summary["dice"] == pytest.approx(0.5)
     assert summarize_segmentation(records[::2])["hd95"] == 4.0  # NaN (both masks empty) is skipped, as in folds.csv

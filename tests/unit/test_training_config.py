@@ -40,8 +40,11 @@ def test_config_round_trips_through_a_plain_dict(tmp_path):
 
 
 def test_merge_settings_is_one_deep_rule():
-    study = {"preprocess": {"spatial_size": [64, 64], "contrast": "none"}, "roi_size": [8, 8, 8],
-             "model_kwargs": {"a": 1, "b": {"x": 1}}}
+    study = {
+        "preprocess": {"spatial_size": [64, 64], "contrast": "none"},
+        "roi_size": [8, 8, 8],
+        "model_kwargs": {"a": 1, "b": {"x": 1}},
+    }
     candidate = {"preprocess": PreprocessConfig(contrast="clahe"), "roi_size": [4, 4, 4], "model_kwargs.b.y": 2}
     merged = merge_settings(study, candidate, {"preprocess.contrast": False})
     # A config object merges as all its fields (its own defaults included); lists replace, never append.
@@ -52,12 +55,15 @@ def test_merge_settings_is_one_deep_rule():
     assert three_d["augment"] == asdict(AugmentConfig.preset("medium", spatial_dims=3)) | {"noise_std": 0.0}
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"task": "detection"}, "unknown task .detection."),
-    ({"fold": 5, "n_folds": 5}, "fold 5 not in 0..4"),
-    ({"workers": 0}, "workers must be at least 1"),
-    ({"synthetic_fraction": 0.5}, "synthetic_fraction needs gan_checkpoint"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"task": "detection"}, "unknown task .detection."),
+        ({"fold": 5, "n_folds": 5}, "fold 5 not in 0..4"),
+        ({"workers": 0}, "workers must be at least 1"),
+        ({"synthetic_fraction": 0.5}, "synthetic_fraction needs gan_checkpoint"),
+    ],
+)
 def test_invalid_configs_are_refused(tmp_path, change, message):
     with pytest.raises(TrainConfigError, match=message):
         _config(tmp_path, **change)
@@ -73,8 +79,15 @@ def test_model_kwargs_use_each_models_own_names(tmp_path):
 
 
 def test_shards_are_equal_sized_and_cover_every_case(tmp_path):
-    cases = FoldCases(train=[{"case_id": i} for i in range(7)], val=[], class_names=None, data_dims=2,
-                      layout="image-folder", catalog_hash="", split_hash="")
+    cases = FoldCases(
+        train=[{"case_id": i} for i in range(7)],
+        val=[],
+        class_names=None,
+        data_dims=2,
+        layout="image-folder",
+        catalog_hash="",
+        split_hash="",
+    )
     config = _config(tmp_path, seed=1)
     shards = [[c["case_id"] for c in train_shard(config, cases, rank, 3)] for rank in range(3)]
     # 7 cases over 3 ranks: 3 each (DDP steps in lockstep), the 2 extra repeated from the shuffled order's start.
@@ -83,8 +96,9 @@ def test_shards_are_equal_sized_and_cover_every_case(tmp_path):
     assert sorted(flat[:7]) == list(range(7)) and flat[7:] == flat[:2]
     assert shards == [[c["case_id"] for c in train_shard(config, cases, r, 3)] for r in range(3)]  # seeded
     assert sorted(c["case_id"] for c in train_shard(config, cases, 0, 1)) == list(range(7))
-    assert [c["case_id"] for c in train_shard(config.replace(seed=2), cases, 0, 1)] != \
-        [c["case_id"] for c in train_shard(config, cases, 0, 1)]
+    assert [c["case_id"] for c in train_shard(config.replace(seed=2), cases, 0, 1)] != [
+        c["case_id"] for c in train_shard(config, cases, 0, 1)
+    ]
 
 
 def _lrs(optimizer, scheduler, steps: int) -> list[float]:

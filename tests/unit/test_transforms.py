@@ -116,7 +116,9 @@ def test_canonical_moves_lps_image_and_mask_together(tmp_path):
     vol = np.zeros((5, 4, 3), np.float32)
     vol[0, 1, 2] = 9.0
     ref = nib.as_closest_canonical(nib.Nifti1Image(vol, affine))
-    case = _case(_nifti(tmp_path / "v.nii.gz", vol, affine), _nifti(tmp_path / "m.nii.gz", (vol > 0).astype(np.uint8), affine))
+    case = _case(
+        _nifti(tmp_path / "v.nii.gz", vol, affine), _nifti(tmp_path / "m.nii.gz", (vol > 0).astype(np.uint8), affine)
+    )
     out = build_transforms(NONE, spatial_dims=3)(case)
     np.testing.assert_array_equal(out["image"].numpy()[0], np.asarray(ref.dataobj))
     np.testing.assert_array_equal(out["mask"].numpy()[0], np.asarray(ref.dataobj) > 0)
@@ -201,7 +203,9 @@ def test_missing_mask_is_an_error_and_none_label_is_dropped(tmp_path):
 )
 def test_brats_regions_for_both_conventions(tmp_path, enhancing, wt, tc, et):
     labels = np.array([0, 1, 2, 4, 3], np.uint8).reshape(5, 1, 1)
-    case = _case(_nifti(tmp_path / "t1.nii.gz", np.ones((5, 1, 1), np.float32)), _nifti(tmp_path / "seg.nii.gz", labels))
+    case = _case(
+        _nifti(tmp_path / "t1.nii.gz", np.ones((5, 1, 1), np.float32)), _nifti(tmp_path / "seg.nii.gz", labels)
+    )
     pre = PreprocessConfig(normalize="none", label_map="brats", enhancing_label=enhancing)
     out = build_transforms(pre, spatial_dims=3)(case)["mask"].numpy()
     assert out.shape == (3, 5, 1, 1) and out.dtype == np.float32
@@ -256,7 +260,9 @@ def test_patch3d_returns_patch_size_with_foreground(tmp_path):
 def test_patch3d_samples_edema_only_foreground_of_region_masks(tmp_path):
     labels = np.zeros((12, 12, 12), np.uint8)
     labels[1:3, 1:3, 1:3] = 2  # edema only: WT set, TC/ET empty (MONAI alone would see no foreground)
-    case = _case(_nifti(tmp_path / "t1.nii.gz", np.ones((12, 12, 12), np.float32)), _nifti(tmp_path / "seg.nii.gz", labels))
+    case = _case(
+        _nifti(tmp_path / "t1.nii.gz", np.ones((12, 12, 12), np.float32)), _nifti(tmp_path / "seg.nii.gz", labels)
+    )
     pre = PreprocessConfig(normalize="none", label_map="brats")
     sampling = SamplingConfig("patch3d", patch_size=(4, 4, 4), pos_fraction=1.0, num_samples=4)
     for s in build_transforms(pre, spatial_dims=3, train=True, sampling=sampling, seed=0)(case):
@@ -296,8 +302,12 @@ def test_datasets_cache_modes_match_uncached(tmp_path):
     cases = []
     for n in range(2):
         img = (np.arange(100).reshape(10, 10) * (n + 1)) % 256
-        cases.append(dict(_case(_png(tmp_path / f"i{n}.png", img), _png(tmp_path / f"i{n}_m.png", (img > 120) * 255)),
-                          case_id=f"c{n}"))
+        cases.append(
+            dict(
+                _case(_png(tmp_path / f"i{n}.png", img), _png(tmp_path / f"i{n}_m.png", (img > 120) * 255)),
+                case_id=f"c{n}",
+            )
+        )
     chain = build_transforms(PreprocessConfig(normalize="minmax", spatial_size=(6, 6)))
     plain = make_dataset(cases, chain, cache="none")
     memory = make_dataset(cases, chain, cache="memory")
@@ -317,12 +327,16 @@ def test_datasets_cache_modes_match_uncached(tmp_path):
 
 
 def test_cases_from_catalog_maps_labels_and_missing_values():
-    frame = pd.DataFrame({
-        "case_id": ["a", "b", "c"], "patient_id": ["p1", "p1", "p2"],
-        "image": [("x/a1.nii.gz", "x/a2.nii.gz"), "x/b.png", ["x/c.png"]],
-        "mask": ["x/a_seg.nii.gz", np.nan, None], "label": ["yes", None, "no"],
-        "enhancing_label": [4, np.nan, 3],
-    })
+    frame = pd.DataFrame(
+        {
+            "case_id": ["a", "b", "c"],
+            "patient_id": ["p1", "p1", "p2"],
+            "image": [("x/a1.nii.gz", "x/a2.nii.gz"), "x/b.png", ["x/c.png"]],
+            "mask": ["x/a_seg.nii.gz", np.nan, None],
+            "label": ["yes", None, "no"],
+            "enhancing_label": [4, np.nan, 3],
+        }
+    )
     cases = cases_from_catalog(frame, class_names=["no", "yes"])
     assert [c["image"] for c in cases] == [["x/a1.nii.gz", "x/a2.nii.gz"], ["x/b.png"], ["x/c.png"]]
     assert [c["mask"] for c in cases] == ["x/a_seg.nii.gz", None, None]

@@ -25,14 +25,29 @@ tune = pytest.importorskip("ray.tune")
 
 @pytest.fixture
 def base(tmp_path) -> TrainConfig:
-    return TrainConfig(task="classification", model="resnet18_tiny", data=str(tmp_path / "d"),
-                       out=str(tmp_path / "o"), lr=1e-3, preprocess=PreprocessConfig(normalize="zscore"))
+    return TrainConfig(
+        task="classification",
+        model="resnet18_tiny",
+        data=str(tmp_path / "d"),
+        out=str(tmp_path / "o"),
+        lr=1e-3,
+        preprocess=PreprocessConfig(normalize="zscore"),
+    )
 
 
 def test_apply_params_overrides_top_level_nested_and_presets(base):
-    config = apply_params(base, {"lr": 0.02, "batch_size": 4, "pretrained": True, "preprocess.contrast": True,
-                                 "preprocess.normalize": "minmax", "augment": "strong",
-                                 "model_kwargs.drop_rate": 0.3})
+    config = apply_params(
+        base,
+        {
+            "lr": 0.02,
+            "batch_size": 4,
+            "pretrained": True,
+            "preprocess.contrast": True,
+            "preprocess.normalize": "minmax",
+            "augment": "strong",
+            "model_kwargs.drop_rate": 0.3,
+        },
+    )
     assert (config.lr, config.batch_size, config.pretrained) == (0.02, 4, True)
     assert (config.preprocess.contrast, config.preprocess.normalize) == ("clahe", "minmax")
     assert config.preprocess.denoise == base.preprocess.denoise  # untouched fields kept
@@ -61,12 +76,25 @@ def test_apply_params_refuses_unknown_keys_and_bad_values(base):
 
 
 def test_domain_kinds_and_grid_size():
-    space = {"lr": tune.loguniform(1e-4, 1e-2), "wd": tune.uniform(0, 1), "n": tune.randint(1, 4),
-             "a": tune.choice(["none", "light", "strong"]), "g": tune.grid_search([1, 2]), "c": 5,
-             "q": tune.quniform(0, 1, 0.1)}
+    space = {
+        "lr": tune.loguniform(1e-4, 1e-2),
+        "wd": tune.uniform(0, 1),
+        "n": tune.randint(1, 4),
+        "a": tune.choice(["none", "light", "strong"]),
+        "g": tune.grid_search([1, 2]),
+        "c": 5,
+        "q": tune.quniform(0, 1, 0.1),
+    }
     kinds = {k: domain_kind(v) for k, v in space.items()}
-    assert kinds == {"lr": "loguniform", "wd": "uniform", "n": "randint", "a": "choice", "g": "grid_search",
-                     "c": "constant", "q": "quniform"}
+    assert kinds == {
+        "lr": "loguniform",
+        "wd": "uniform",
+        "n": "randint",
+        "a": "choice",
+        "g": "grid_search",
+        "c": "constant",
+        "q": "quniform",
+    }
     assert grid_size({"a": space["a"], "g": space["g"], "c": 5}) == 3 * 2
 
 
@@ -84,23 +112,32 @@ def test_validate_space_per_searcher(base):
         validate_space({"lr": tune.uniform(-0.1, 0.1)}, "bayes", base)
     with pytest.raises(SearchSpaceError, match="unknown searcher 'hyperband'"):
         validate_space({}, "hyperband", base)
-    good = {"lr": tune.loguniform(1e-4, 1e-2), "augment": tune.choice(["none", "medium"]),
-            "preprocess.contrast": tune.choice([True, False]), "model_kwargs.drop_rate": tune.uniform(0.0, 0.5)}
+    good = {
+        "lr": tune.loguniform(1e-4, 1e-2),
+        "augment": tune.choice(["none", "medium"]),
+        "preprocess.contrast": tune.choice([True, False]),
+        "model_kwargs.drop_rate": tune.uniform(0.0, 0.5),
+    }
     for searcher in ("random", "bayes", "bayes-gp"):
         validate_space(good, searcher, base)
     validate_space({"augment": tune.grid_search(["none", "light"]), "lr": 1e-3}, "grid", base)
 
 
 def test_searcher_space_enumerates_grids_and_labels_tuples():
-    space = {"a": tune.choice(["x", "y"]), "g": tune.grid_search([1, 2]),
-             "model_kwargs.channels": tune.choice([(4, 8), (8, 16)])}
+    space = {
+        "a": tune.choice(["x", "y"]),
+        "g": tune.grid_search([1, 2]),
+        "model_kwargs.channels": tune.choice([(4, 8), (8, 16)]),
+    }
     grid, table = searcher_space(space, "grid")
     assert grid["a"] == {"grid_search": ["x", "y"]} and grid["g"] == {"grid_search": [1, 2]}
     assert table == {"model_kwargs.channels": {"[4, 8]": (4, 8), "[8, 16]": (8, 16)}}
     random_space, _ = searcher_space(space, "random")
     assert domain_kind(random_space["g"]) == "choice" and random_space["g"].categories == [1, 2]
-    assert decode_params({"model_kwargs.channels": "[8, 16]", "a": "x"}, table) == \
-        {"model_kwargs.channels": (8, 16), "a": "x"}
+    assert decode_params({"model_kwargs.channels": "[8, 16]", "a": "x"}, table) == {
+        "model_kwargs.channels": (8, 16),
+        "a": "x",
+    }
 
 
 def test_searchers_and_schedulers():

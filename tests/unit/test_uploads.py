@@ -39,7 +39,9 @@ def _bomb_png(path: Path, width: int, height: int) -> Path:
     """A valid PNG header declaring a huge image, with one tiny compressed row of data."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -60,8 +62,18 @@ def test_sniff_format_reads_bytes_not_names(tmp_path):
         archive.write(tmp_path / "a.png", "a.png")
     (tmp_path / "f.png").write_bytes(b"not an image at all")
     renamed = (tmp_path / "a.png").rename(tmp_path / "misleading.dcm")
-    found = [sniff_format(p) for p in (renamed, tmp_path / "b.jpg", tmp_path / "c.nii", tmp_path / "d.nii.gz",
-                                       dicom, tmp_path / "e.zip", tmp_path / "f.png")]
+    found = [
+        sniff_format(p)
+        for p in (
+            renamed,
+            tmp_path / "b.jpg",
+            tmp_path / "c.nii",
+            tmp_path / "d.nii.gz",
+            dicom,
+            tmp_path / "e.zip",
+            tmp_path / "f.png",
+        )
+    ]
     assert found == ["png", "jpeg", "nifti", "nifti-gz", "dicom", "zip", None]
 
 
@@ -184,7 +196,7 @@ def test_dicom_pixel_data_must_match_the_declared_size(tmp_path):
     assert extra.status == 422 and "holds 4,096 bytes" in extra.problem and "= 512 bytes" in extra.problem
     good = attack_files.dicom_with()
     end = good.rindex(b"\xe0\x7f\x10\x00") + 12  # PixelData element header: tag, VR, reserved, length
-    short = good[:end - 4] + struct.pack("<I", 256) + good[end:end + 256]
+    short = good[: end - 4] + struct.pack("<I", 256) + good[end : end + 256]
     assert _upload(tmp_path, short).status == 422
     frames = _upload(tmp_path, attack_files.dicom_with(NumberOfFrames=8))
     assert frames.status == 422 and "single-frame" in frames.problem
@@ -212,22 +224,27 @@ def test_multi_frame_tiff_found_with_one_seek(tmp_path):
     assert read_upload(tmp_path / "one.tif").array.shape == (1, 1, 1)
 
 
-@pytest.mark.parametrize("make, status, words", [
-    (lambda: attack_files.dicom_with(PixelSpacing=[0, 0]), 422, "PixelSpacing must be finite and positive"),
-    (lambda: attack_files.dicom_with(SliceThickness="NaN"), 422, "SliceThickness must be finite"),
-    (lambda: attack_files.dicom_with(RescaleSlope="inf"), 422, "RescaleSlope must be finite"),
-    (lambda: attack_files.nifti_bytes(np.zeros((4, 4, 4, 3)), dtype_code=128), 415, "voxel type RGB"),
-    (lambda: attack_files.nifti_bytes(np.zeros((4, 4, 4), np.complex64)), 415, "voxel type complex64"),
-    (lambda: attack_files.nifti_bytes(np.zeros((4, 4, 4), np.float32), zooms=(np.nan, 1, 1)), 422, "pixdim"),
-])
+@pytest.mark.parametrize(
+    "make, status, words",
+    [
+        (lambda: attack_files.dicom_with(PixelSpacing=[0, 0]), 422, "PixelSpacing must be finite and positive"),
+        (lambda: attack_files.dicom_with(SliceThickness="NaN"), 422, "SliceThickness must be finite"),
+        (lambda: attack_files.dicom_with(RescaleSlope="inf"), 422, "RescaleSlope must be finite"),
+        (lambda: attack_files.nifti_bytes(np.zeros((4, 4, 4, 3)), dtype_code=128), 415, "voxel type RGB"),
+        (lambda: attack_files.nifti_bytes(np.zeros((4, 4, 4), np.complex64)), 415, "voxel type complex64"),
+        (lambda: attack_files.nifti_bytes(np.zeros((4, 4, 4), np.float32), zooms=(np.nan, 1, 1)), 422, "pixdim"),
+    ],
+)
 def test_malformed_geometry_is_a_clear_upload_error(tmp_path, make, status, words):
     error = _upload(tmp_path, make())
     assert (error.status, words in error.problem) == (status, True), error.problem
 
 
 def test_no_phi_in_messages_logs_or_warnings(tmp_path, caplog, monkeypatch):
-    uploads = [attack_files.phi_dicom_zip(**kwargs) for kwargs in ({"duplicate": True}, {"two_series": True},
-                                                                     {"bad_uid": True})]
+    uploads = [
+        attack_files.phi_dicom_zip(**kwargs)
+        for kwargs in ({"duplicate": True}, {"two_series": True}, {"bad_uid": True})
+    ]
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # only this test's temporary files
     (tmp_path / "tmp").mkdir()
     caplog.set_level(logging.DEBUG)
@@ -239,8 +256,9 @@ def test_no_phi_in_messages_logs_or_warnings(tmp_path, caplog, monkeypatch):
         assert read_upload(tmp_path / "ok.zip").array.shape == (16, 16, 4)
     assert [m.status for m in messages] == [422, 422]
     assert "duplicate slice position" in messages[0].problem and "2 DICOM series (4, 4 files)" in messages[1].problem
-    seen = "\n".join([m.problem for m in messages] + [r.getMessage() for r in caplog.records]
-                     + [str(w.message) for w in caught])
+    seen = "\n".join(
+        [m.problem for m in messages] + [r.getMessage() for r in caplog.records] + [str(w.message) for w in caught]
+    )
     for secret in ("DOE", "JOHN", "MRN123456", "19610415", "1.2.826."):
         assert secret not in seen, secret
     assert quiet_pydicom() > dropped  # the malformed UID was reported to pydicom's logger: dropped, counted

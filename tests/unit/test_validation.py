@@ -22,12 +22,19 @@ def _slices(pixel_mm: float) -> list[dict]:
     items = []
     for index in (1, 0):  # out of order: scoring must stack by slice_index
         image = np.zeros((1, 24, 24), np.float32)
-        image[0, 6:14, 6:14 + index] = 1.0
+        image[0, 6:14, 6 : 14 + index] = 1.0
         target = np.zeros((1, 24, 24), np.float32)
         target[0, 8:16, 9:17] = 1.0
         affine = np.diag([pixel_mm, pixel_mm, 1.0, 1.0])
-        items.append({"image": MetaTensor(torch.from_numpy(image), affine=torch.from_numpy(affine)),
-                      "mask": target, "patient_id": "p", "case_id": f"p_{index}", "slice_index": index})
+        items.append(
+            {
+                "image": MetaTensor(torch.from_numpy(image), affine=torch.from_numpy(affine)),
+                "mask": target,
+                "patient_id": "p",
+                "case_id": f"p_{index}",
+                "slice_index": index,
+            }
+        )
     return items
 
 
@@ -36,8 +43,12 @@ def test_patient_scores_use_stacked_slices_and_their_pixel_size():
 
     from tumorbench.training.validation import segmentation_records
 
-    records = {mm: segmentation_records(_Threshold(), _slices(mm), data_dims=2, model_dims=2, roi_size=None,
-                                        device=torch.device("cpu"))[0] for mm in (1.0, 2.0)}
+    records = {
+        mm: segmentation_records(
+            _Threshold(), _slices(mm), data_dims=2, model_dims=2, roi_size=None, device=torch.device("cpu")
+        )[0]
+        for mm in (1.0, 2.0)
+    }
     items = sorted(_slices(1.0), key=lambda item: item["slice_index"])
     pred = np.stack([np.asarray(item["image"][0]) > 0.5 for item in items], axis=-1)
     target = np.stack([item["mask"][0] > 0.5 for item in items], axis=-1)
@@ -58,14 +69,18 @@ def test_outer_scoring_uses_the_native_mask_grid(tmp_path):
     from tumorbench.training.validation import NATIVE_MASK, segmentation_records, to_grid
 
     yy, xx = np.mgrid[:64, :64]
-    native = ((yy - 30.5) ** 2 + (xx - 33.5) ** 2 < 11.3 ** 2)  # a disc whose edge the 32 px grid cannot follow
+    native = (yy - 30.5) ** 2 + (xx - 33.5) ** 2 < 11.3**2  # a disc whose edge the 32 px grid cannot follow
     Image.fromarray(native.astype(np.uint8) * 255).save(tmp_path / "m.png")
-    small = torch.nn.functional.interpolate(torch.from_numpy(native[None, None].astype(np.float32)), size=(32, 32),
-                                            mode="area")[0]
+    small = torch.nn.functional.interpolate(
+        torch.from_numpy(native[None, None].astype(np.float32)), size=(32, 32), mode="area"
+    )[0]
     item = {"image": small, "mask": (small > 0.5).float(), "patient_id": "p", "case_id": "p_0", "slice_index": 0}
-    scored = {key: segmentation_records(_Threshold(), [dict(item, **extra)], data_dims=2, model_dims=2,
-                                        roi_size=None, device=torch.device("cpu"))[0]["dice"]
-              for key, extra in (("grid", {}), ("native", {NATIVE_MASK: str(tmp_path / "m.png")}))}
+    scored = {
+        key: segmentation_records(
+            _Threshold(), [dict(item, **extra)], data_dims=2, model_dims=2, roi_size=None, device=torch.device("cpu")
+        )[0]["dice"]
+        for key, extra in (("grid", {}), ("native", {NATIVE_MASK: str(tmp_path / "m.png")}))
+    }
     assert scored["grid"] == pytest.approx(1.0)  # perfect at the training resolution...
     prob = torch.sigmoid(_Threshold()(small[None])[0])
     expected = float(compute_dice(to_grid(prob, (64, 64)).numpy()[0] > 0.5, native))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.data import configure_threads, loader_workers
 from tumorbench.training.tasks import channels_last, to_device

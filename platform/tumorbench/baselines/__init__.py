@@ -64,8 +64,10 @@ __all__ = [
 ]
 
 # Baselines by the task they answer (a new task's baselines are one more entry).
-BASELINES_BY_TASK: dict[str, tuple[str, ...]] = {"classification": tuple(CLASSIFIERS),
-                                                  "segmentation": tuple(SEGMENTERS)}
+BASELINES_BY_TASK: dict[str, tuple[str, ...]] = {
+    "classification": tuple(CLASSIFIERS),
+    "segmentation": tuple(SEGMENTERS),
+}
 
 
 class UnknownBaselineError(TumorbenchError, KeyError):
@@ -82,4 +84,3 @@ def list_baselines(task: str | None = None) -> list[str]:
     if task not in BASELINES_BY_TASK:
         raise UnknownBaselineError(f"unknown task {task!r}; choose one of {', '.join(BASELINES_BY_TASK)}")
     return list(BASELINES_BY_TASK[task])
-

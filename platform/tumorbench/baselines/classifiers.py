@@ -35,12 +35,14 @@ ClassifierName = Literal["logreg", "svm", "random_forest", "gradient_boosting"]
 CLASSIFIERS: tuple[str, ...] = ("logreg", "svm", "random_forest", "gradient_boosting")
 
 # Small grids: the folds hold tens to hundreds of cases, and four models x k folds run per dataset.
-CLASSIFIER_SEARCH_SPACES: Mapping[str, Mapping[str, list]] = MappingProxyType({
-    "logreg": {"clf__C": [0.01, 0.1, 1.0, 10.0]},
-    "svm": {"clf__estimator__C": [0.1, 1.0, 10.0, 100.0]},
-    "random_forest": {"clf__n_estimators": [100, 300], "clf__max_depth": [None, 8]},
-    "gradient_boosting": {"clf__n_estimators": [100, 300], "clf__max_depth": [2, 3]},
-})
+CLASSIFIER_SEARCH_SPACES: Mapping[str, Mapping[str, list]] = MappingProxyType(
+    {
+        "logreg": {"clf__C": [0.01, 0.1, 1.0, 10.0]},
+        "svm": {"clf__estimator__C": [0.1, 1.0, 10.0, 100.0]},
+        "random_forest": {"clf__n_estimators": [100, 300], "clf__max_depth": [None, 8]},
+        "gradient_boosting": {"clf__n_estimators": [100, 300], "clf__max_depth": [2, 3]},
+    }
+)
 # Labels that are computed from the masks: giving the extractor those masks would leak the label.
 MASK_DERIVED_LABELS = ("has_tumor",)
 
@@ -60,8 +62,9 @@ class GroupedCalibratedClassifier(ClassifierMixin, BaseEstimator):
         groups = np.arange(len(y)) if groups is None else np.asarray(groups)
         cv = _inner_cv(y, groups, self.n_splits, self.random_state)
         splits = list(cv.split(X, y, groups)) if cv is not None else 2
-        self.calibrated_ = CalibratedClassifierCV(clone(self.estimator), method="sigmoid", cv=splits,
-                                                  ensemble=False).fit(X, y)
+        self.calibrated_ = CalibratedClassifierCV(
+            clone(self.estimator), method="sigmoid", cv=splits, ensemble=False
+        ).fit(X, y)
         self.classes_ = self.calibrated_.classes_
         return self
 
@@ -87,8 +90,9 @@ def _estimator(name: str, random_state: int) -> Any:
     raise ValueError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
 
 
-def make_classifier(name: ClassifierName, *, features: HandcraftedFeatures | None = None,
-                    random_state: int = 0, **params: Any) -> Pipeline:
+def make_classifier(
+    name: ClassifierName, *, features: HandcraftedFeatures | None = None, random_state: int = 0, **params: Any
+) -> Pipeline:
     """Build ``HandcraftedFeatures -> StandardScaler -> estimator`` for a named classifier.
 
     Args:
@@ -101,8 +105,7 @@ def make_classifier(name: ClassifierName, *, features: HandcraftedFeatures | Non
             parameters with a step prefix (``features__hog=False``, ``clf__max_depth=3``).
     """
     extractor = clone(features) if features is not None else HandcraftedFeatures()
-    pipe = Pipeline([("features", extractor), ("scaler", StandardScaler()),
-                     ("clf", _estimator(name, random_state))])
+    pipe = Pipeline([("features", extractor), ("scaler", StandardScaler()), ("clf", _estimator(name, random_state))])
     if params:
         prefix = "clf__estimator__" if name == "svm" else "clf__"
         pipe.set_params(**{(k if "__" in k else prefix + k): v for k, v in params.items()})
@@ -127,8 +130,14 @@ class FeatureCache:
         n_jobs: Chunks featurized in parallel (joblib semantics).
     """
 
-    def __init__(self, features: HandcraftedFeatures | None = None, *, use_masks: bool = False,
-                 chunk_size: int = 32, n_jobs: int | None = None) -> None:
+    def __init__(
+        self,
+        features: HandcraftedFeatures | None = None,
+        *,
+        use_masks: bool = False,
+        chunk_size: int = 32,
+        n_jobs: int | None = None,
+    ) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.features = (clone(features) if features is not None else HandcraftedFeatures()).fit()
@@ -157,12 +166,13 @@ class FeatureCache:
             if known is None:
                 todo[row["case_id"]] = row
         pending = list(todo.values())
-        chunks = [pending[i:i + self.chunk_size] for i in range(0, len(pending), self.chunk_size)]
+        chunks = [pending[i : i + self.chunk_size] for i in range(0, len(pending), self.chunk_size)]
         if self.n_jobs in (None, 1) or len(chunks) < 2:
             blocks = [_featurize(self.features, chunk, self.use_masks) for chunk in chunks]
         else:
             blocks = Parallel(n_jobs=self.n_jobs)(
-                delayed(_featurize)(self.features, chunk, self.use_masks) for chunk in chunks)
+                delayed(_featurize)(self.features, chunk, self.use_masks) for chunk in chunks
+            )
         for chunk, block in zip(chunks, blocks):
             for row, vector in zip(chunk, block):
                 self._vectors[row["case_id"]] = vector
@@ -192,28 +202,53 @@ def _inner_cv(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> St
     return StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed) if n >= 2 else None
 
 
-def _fit_head(head: Pipeline, X: np.ndarray, y: np.ndarray, groups: np.ndarray, name: str, *,
-              search: bool, inner_folds: int, seed: int, n_jobs: int | None) -> tuple[Pipeline, dict]:
+def _fit_head(
+    head: Pipeline,
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    name: str,
+    *,
+    search: bool,
+    inner_folds: int,
+    seed: int,
+    n_jobs: int | None,
+) -> tuple[Pipeline, dict]:
     cv = _inner_cv(y, groups, inner_folds, seed) if search else None
     if search and cv is None:
-        warnings.warn(f"{name}: too few patients per class for an inner search; default parameters used",
-                      stacklevel=3)
+        warnings.warn(f"{name}: too few patients per class for an inner search; default parameters used", stacklevel=3)
     # The SVM's calibration folds are patient-grouped too (GroupedCalibratedClassifier).
     fit_groups = {"clf__groups": groups} if isinstance(head.named_steps["clf"], GroupedCalibratedClassifier) else {}
     if cv is None:
         return head.fit(X, y, **fit_groups), {}
     scoring = "roc_auc" if len(np.unique(y)) == 2 else "roc_auc_ovr"
-    grid = GridSearchCV(head, dict(CLASSIFIER_SEARCH_SPACES[name]), scoring=scoring, cv=cv, refit=True,
-                        n_jobs=n_jobs, error_score="raise")
+    grid = GridSearchCV(
+        head,
+        dict(CLASSIFIER_SEARCH_SPACES[name]),
+        scoring=scoring,
+        cv=cv,
+        refit=True,
+        n_jobs=n_jobs,
+        error_score="raise",
+    )
     grid.fit(X, y, groups=groups, **fit_groups)
     return grid.best_estimator_, dict(grid.best_params_)
 
 
-def fit_predict_fold(name: ClassifierName, train_rows: pd.DataFrame | Iterable[Mapping[str, Any]],
-                     val_rows: pd.DataFrame | Iterable[Mapping[str, Any]], *, classes: Sequence[Any],
-                     label_column: str = "label", search: bool = True, seed: int = 0,
-                     cache: FeatureCache | None = None, inner_folds: int = 3, n_jobs: int | None = None,
-                     **params: Any) -> pd.DataFrame:
+def fit_predict_fold(
+    name: ClassifierName,
+    train_rows: pd.DataFrame | Iterable[Mapping[str, Any]],
+    val_rows: pd.DataFrame | Iterable[Mapping[str, Any]],
+    *,
+    classes: Sequence[Any],
+    label_column: str = "label",
+    search: bool = True,
+    seed: int = 0,
+    cache: FeatureCache | None = None,
+    inner_folds: int = 3,
+    n_jobs: int | None = None,
+    **params: Any,
+) -> pd.DataFrame:
     """Train a classifier on one fold's training rows and score its validation rows.
 
     Args:
@@ -255,11 +290,27 @@ def fit_predict_fold(name: ClassifierName, train_rows: pd.DataFrame | Iterable[M
     if absent:
         raise ValueError(f"the training rows hold no case of class {absent}")
     groups = np.asarray([str(row["patient_id"]) for row in train])
-    model, best = _fit_head(Pipeline(pipe.steps[1:]), cache.matrix(train), y_train, groups, name,
-                            search=search, inner_folds=inner_folds, seed=seed, n_jobs=n_jobs)
+    model, best = _fit_head(
+        Pipeline(pipe.steps[1:]),
+        cache.matrix(train),
+        y_train,
+        groups,
+        name,
+        search=search,
+        inner_folds=inner_folds,
+        seed=seed,
+        n_jobs=n_jobs,
+    )
     proba = model.predict_proba(cache.matrix(val))
-    frame = pd.DataFrame({"case_id": [r["case_id"] for r in val], "patient_id": [r["patient_id"] for r in val],
-                          "model": name, "y_true": y_val, "y_pred": proba.argmax(axis=1)})
+    frame = pd.DataFrame(
+        {
+            "case_id": [r["case_id"] for r in val],
+            "patient_id": [r["patient_id"] for r in val],
+            "model": name,
+            "y_true": y_val,
+            "y_pred": proba.argmax(axis=1),
+        }
+    )
     for column, values in score_columns(proba).items():
         frame[column] = values
     frame.attrs.update(classes=list(classes), model=name, best_params=best)

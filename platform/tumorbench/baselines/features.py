@@ -41,8 +41,7 @@ from tumorbench.errors import DataError
 
 GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
 GLCM_ANGLES = (0.0, np.pi / 4, np.pi / 2, 3 * np.pi / 4)
-SHAPE_PROPS = ("area", "perimeter", "eccentricity", "solidity", "extent",
-               "axis_major_length", "axis_minor_length")
+SHAPE_PROPS = ("area", "perimeter", "eccentricity", "solidity", "extent", "axis_major_length", "axis_minor_length")
 _HOG = {"orientations": 9, "pixels_per_cell": (16, 16), "cells_per_block": (2, 2)}
 _MIN_REGION = 4  # fewer pixels than this give no meaningful statistics
 
@@ -61,9 +60,14 @@ def first_order_features(values: np.ndarray, percentiles: Sequence[float], bins:
     hist = np.histogram(v, bins=bins, range=(0.0, 1.0))[0]
     p = hist[hist > 0] / hist.sum()
     flat = np.ptp(v) == 0  # skewness and kurtosis are undefined for a constant region
-    return [float(v.mean()), float(v.std()),
-            0.0 if flat else float(stats.skew(v)), 0.0 if flat else float(stats.kurtosis(v)),
-            *np.percentile(v, percentiles).tolist(), float(-(p * np.log2(p)).sum())]
+    return [
+        float(v.mean()),
+        float(v.std()),
+        0.0 if flat else float(stats.skew(v)),
+        0.0 if flat else float(stats.kurtosis(v)),
+        *np.percentile(v, percentiles).tolist(),
+        float(-(p * np.log2(p)).sum()),
+    ]
 
 
 def glcm_features(q: np.ndarray, distances: Sequence[int], levels: int) -> list[float]:
@@ -71,8 +75,9 @@ def glcm_features(q: np.ndarray, distances: Sequence[int], levels: int) -> list[
 
     Ordered property-major: ``contrast`` at every distance, then ``dissimilarity``...
     """
-    matrix = graycomatrix(q, distances=list(distances), angles=list(GLCM_ANGLES), levels=levels,
-                          symmetric=True, normed=True)
+    matrix = graycomatrix(
+        q, distances=list(distances), angles=list(GLCM_ANGLES), levels=levels, symmetric=True, normed=True
+    )
     return [float(v) for prop in GLCM_PROPS for v in graycoprops(matrix, prop).mean(axis=1)]
 
 
@@ -149,13 +154,28 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
         n_jobs: Parallel jobs for ``transform`` (joblib semantics).
     """
 
-    def __init__(self, first_order: bool = True, glcm: bool = True, lbp: bool = True, hog: bool = True,
-                 shape: bool = True, channels: tuple[int, ...] | None = None, size: int = 128,
-                 hog_size: int = 64, glcm_levels: int = 32, glcm_distances: tuple[int, ...] = (1, 2, 4),
-                 lbp_points: int = 8, lbp_radius: float = 1.0, hist_bins: int = 32,
-                 percentiles: tuple[float, ...] = (10, 25, 50, 75, 90),
-                 clip_percentiles: tuple[float, float] = (1.0, 99.0), foreground_threshold: float = 0.05,
-                 use_mask: bool = True, crop: bool = True, n_jobs: int | None = None) -> None:
+    def __init__(
+        self,
+        first_order: bool = True,
+        glcm: bool = True,
+        lbp: bool = True,
+        hog: bool = True,
+        shape: bool = True,
+        channels: tuple[int, ...] | None = None,
+        size: int = 128,
+        hog_size: int = 64,
+        glcm_levels: int = 32,
+        glcm_distances: tuple[int, ...] = (1, 2, 4),
+        lbp_points: int = 8,
+        lbp_radius: float = 1.0,
+        hist_bins: int = 32,
+        percentiles: tuple[float, ...] = (10, 25, 50, 75, 90),
+        clip_percentiles: tuple[float, float] = (1.0, 99.0),
+        foreground_threshold: float = 0.05,
+        use_mask: bool = True,
+        crop: bool = True,
+        n_jobs: int | None = None,
+    ) -> None:
         self.first_order = first_order
         self.glcm = glcm
         self.lbp = lbp
@@ -194,8 +214,14 @@ class HandcraftedFeatures(TransformerMixin, BaseEstimator):
     def _names(self) -> list[str]:
         plane: list[str] = []
         if self.first_order:
-            plane += ["first_order_mean", "first_order_std", "first_order_skewness", "first_order_kurtosis",
-                      *(f"first_order_p{p:g}" for p in self.percentiles), "first_order_entropy"]
+            plane += [
+                "first_order_mean",
+                "first_order_std",
+                "first_order_skewness",
+                "first_order_kurtosis",
+                *(f"first_order_p{p:g}" for p in self.percentiles),
+                "first_order_entropy",
+            ]
         if self.glcm:
             plane += [f"glcm_{prop}_d{d}" for prop in GLCM_PROPS for d in self.glcm_distances]
         if self.lbp:
@@ -326,8 +352,9 @@ def axial_slice(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray,
     return image[..., k], None if mask is None else mask[..., k], k
 
 
-def load_feature_inputs(frame_rows: pd.DataFrame | Iterable[Mapping[str, Any]], *,
-                        with_masks: bool = True) -> list[dict[str, Any]]:
+def load_feature_inputs(
+    frame_rows: pd.DataFrame | Iterable[Mapping[str, Any]], *, with_masks: bool = True
+) -> list[dict[str, Any]]:
     """Read catalog rows into :class:`HandcraftedFeatures` inputs.
 
     2D layouts (image-folder, lgg, lidc) give their image as is. A 3D volume (brats,

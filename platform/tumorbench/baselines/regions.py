@@ -76,9 +76,17 @@ class Components:
         box: Where the crop lies in the full image; ``shape``: the full image's shape.
     """
 
-    def __init__(self, x: np.ndarray, inner: np.ndarray, depth_map: np.ndarray | None,
-                 candidate: np.ndarray | None, polarity: str, opening_radius: int,
-                 box: tuple[slice, ...], shape: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        x: np.ndarray,
+        inner: np.ndarray,
+        depth_map: np.ndarray | None,
+        candidate: np.ndarray | None,
+        polarity: str,
+        opening_radius: int,
+        box: tuple[slice, ...],
+        shape: tuple[int, ...],
+    ) -> None:
         self.box, self.shape = box, shape
         self.labels = np.zeros(x.shape, dtype=np.int32)
         self.size = self.contrast = self.depth = np.zeros(0)
@@ -124,8 +132,9 @@ class ComponentScores(NamedTuple):
     target: int
 
 
-def grid_search(scores: Sequence[ComponentScores], group_ids: np.ndarray,
-                grids: tuple[Sequence[float], ...]) -> tuple[float, tuple[float, float, float]]:
+def grid_search(
+    scores: Sequence[ComponentScores], group_ids: np.ndarray, grids: tuple[Sequence[float], ...]
+) -> tuple[float, tuple[float, float, float]]:
     """Best mean per-group Dice over the (min_size, min_contrast, min_depth) grid, and those thresholds.
 
     A group's Dice pools its images' voxel counts (``2 sum TP / (sum |P| + sum |T|)``);
@@ -134,8 +143,9 @@ def grid_search(scores: Sequence[ComponentScores], group_ids: np.ndarray,
     n_groups = int(group_ids.max()) + 1
     target = np.bincount(group_ids, weights=[s.target for s in scores], minlength=n_groups)
     comp_group = np.concatenate([np.full(len(s.size), g, dtype=np.int64) for g, s in zip(group_ids, scores)])
-    size, contrast, depth, tp = (np.concatenate([getattr(s, f) for s in scores])
-                                 for f in ("size", "contrast", "depth", "tp"))
+    size, contrast, depth, tp = (
+        np.concatenate([getattr(s, f) for s in scores]) for f in ("size", "contrast", "depth", "tp")
+    )
     best = (-np.inf, (0.0, 0.0, 0.0))
     for min_size in grids[0]:
         for min_contrast in grids[1]:

@@ -85,8 +85,14 @@ class _ThresholdSegmenter(BaseEstimator):
             raise ValueError("opening_radius must be >= 0, foreground_level and rim in [0, 1)")
 
     def _grids(self) -> tuple[Sequence[float], ...]:
-        return tuple(g if v is None else (v,) for v, g in (
-            (self.min_size, MIN_SIZE_GRID), (self.min_contrast, MIN_CONTRAST_GRID), (self.min_depth, MIN_DEPTH_GRID)))
+        return tuple(
+            g if v is None else (v,)
+            for v, g in (
+                (self.min_size, MIN_SIZE_GRID),
+                (self.min_contrast, MIN_CONTRAST_GRID),
+                (self.min_depth, MIN_DEPTH_GRID),
+            )
+        )
 
     def _components(self, x: np.ndarray) -> dict[str, Components]:
         shape, body = x.shape, body_mask(x, self.foreground_level)
@@ -99,8 +105,12 @@ class _ThresholdSegmenter(BaseEstimator):
         # The rim (scalp and skull when not skull-stripped) is left out of the thresholds and the candidates.
         inner = depth >= self.rim if self.rim > 0 else body
         candidates = self._candidates(x, inner) if inner.sum() > 1 else None
-        return {pol: Components(x, inner, depth, None if candidates is None else candidates[pol], pol,
-                                self.opening_radius, box, shape) for pol in POLARITIES}
+        return {
+            pol: Components(
+                x, inner, depth, None if candidates is None else candidates[pol], pol, self.opening_radius, box, shape
+            )
+            for pol in POLARITIES
+        }
 
     def fit(self, X: Sequence[Any], y: Sequence[Any] | None = None, groups: Sequence[Any] | None = None):
         """Learn channel, polarity and component thresholds from images and their masks.
@@ -120,8 +130,9 @@ class _ThresholdSegmenter(BaseEstimator):
             if m.shape != img.shape[1:]:
                 raise DataError(f"y[{i}]", f"mask shape {m.shape} differs from image shape {img.shape[1:]}")
         n_channels = min(img.shape[0] for img in images)
-        group_ids = np.unique(np.asarray(groups if groups is not None else np.arange(len(images)), dtype=str),
-                              return_inverse=True)[1].ravel()
+        group_ids = np.unique(
+            np.asarray(groups if groups is not None else np.arange(len(images)), dtype=str), return_inverse=True
+        )[1].ravel()
         if len(group_ids) != len(images):
             raise ValueError(f"groups: {len(group_ids)} groups for {len(images)} images")
         channels = range(n_channels) if self.channel is None else [self.channel]
@@ -159,8 +170,14 @@ class _ThresholdSegmenter(BaseEstimator):
     def fitted_params(self) -> dict[str, Any]:
         """What ``fit`` chose, as plain values (for reports)."""
         check_is_fitted(self, "channel_")
-        return {"channel": int(self.channel_), "polarity": self.polarity_, "min_size": self.min_size_,
-                "min_contrast": self.min_contrast_, "min_depth": self.min_depth_, "train_dice": self.train_score_}
+        return {
+            "channel": int(self.channel_),
+            "polarity": self.polarity_,
+            "min_size": self.min_size_,
+            "min_contrast": self.min_contrast_,
+            "min_depth": self.min_depth_,
+            "train_dice": self.train_score_,
+        }
 
 
 class OtsuSegmenter(_ThresholdSegmenter):
@@ -180,9 +197,18 @@ class OtsuSegmenter(_ThresholdSegmenter):
             such as BraTS lose lesion voxels at the brain's edge with the default).
     """
 
-    def __init__(self, classes: int = 3, channel: int | None = None, polarity: str = "auto",
-                 min_size: float | None = None, min_contrast: float | None = None, min_depth: float | None = None,
-                 opening_radius: int = 1, foreground_level: float = 0.1, rim: float = 0.15) -> None:
+    def __init__(
+        self,
+        classes: int = 3,
+        channel: int | None = None,
+        polarity: str = "auto",
+        min_size: float | None = None,
+        min_contrast: float | None = None,
+        min_depth: float | None = None,
+        opening_radius: int = 1,
+        foreground_level: float = 0.1,
+        rim: float = 0.15,
+    ) -> None:
         self.classes = classes
         self.channel = channel
         self.polarity = polarity
@@ -228,10 +254,21 @@ class KMeansSegmenter(_ThresholdSegmenter):
             As for :class:`OtsuSegmenter`.
     """
 
-    def __init__(self, n_clusters: int = 3, smooth_sigma: float = 1.0, max_samples: int = 5000,
-                 random_state: int = 0, channel: int | None = None, polarity: str = "auto",
-                 min_size: float | None = None, min_contrast: float | None = None, min_depth: float | None = None,
-                 opening_radius: int = 1, foreground_level: float = 0.1, rim: float = 0.15) -> None:
+    def __init__(
+        self,
+        n_clusters: int = 3,
+        smooth_sigma: float = 1.0,
+        max_samples: int = 5000,
+        random_state: int = 0,
+        channel: int | None = None,
+        polarity: str = "auto",
+        min_size: float | None = None,
+        min_contrast: float | None = None,
+        min_depth: float | None = None,
+        opening_radius: int = 1,
+        foreground_level: float = 0.1,
+        rim: float = 0.15,
+    ) -> None:
         self.n_clusters = n_clusters
         self.smooth_sigma = smooth_sigma
         self.max_samples = max_samples
@@ -290,13 +327,18 @@ def make_segmenter(method: str, **params: Any) -> _ThresholdSegmenter:
 def _case_metrics(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float], hd95: bool) -> dict[str, float]:
     if hd95:
         return segmentation_metrics(pred, target, spacing)
-    return {"dice": compute_dice(pred, target), "iou": compute_iou(pred, target),
-            "sensitivity": compute_sensitivity(pred, target), "precision": compute_precision(pred, target),
-            "hd95": np.nan}
+    return {
+        "dice": compute_dice(pred, target),
+        "iou": compute_iou(pred, target),
+        "sensitivity": compute_sensitivity(pred, target),
+        "precision": compute_precision(pred, target),
+        "hd95": np.nan,
+    }
 
 
-def _region_scores(row: Mapping[str, Any], pred: np.ndarray, spacing: Sequence[float],
-                   enhancing_label: int) -> dict[str, float]:
+def _region_scores(
+    row: Mapping[str, Any], pred: np.ndarray, spacing: Sequence[float], enhancing_label: int
+) -> dict[str, float]:
     """One binary prediction scored against the BraTS regions of the case's label map, as the deep models are."""
     from tumorbench.evaluation.metrics import BRATS_REGIONS, brats_region_masks, region_case_metrics
 
@@ -310,11 +352,19 @@ def _safe_name(case_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", str(case_id))
 
 
-def segment_fold(method: str, train_rows: pd.DataFrame | Iterable[Mapping[str, Any]],
-                 val_rows: pd.DataFrame | Iterable[Mapping[str, Any]], *, max_train_cases: int | None = None,
-                 seed: int = 0, hd95: bool = True, mask_dir: str | Path | None = None,
-                 on_prediction: Callable[[dict, np.ndarray], None] | None = None,
-                 brats_regions: int | None = None, **params: Any) -> pd.DataFrame:
+def segment_fold(
+    method: str,
+    train_rows: pd.DataFrame | Iterable[Mapping[str, Any]],
+    val_rows: pd.DataFrame | Iterable[Mapping[str, Any]],
+    *,
+    max_train_cases: int | None = None,
+    seed: int = 0,
+    hd95: bool = True,
+    mask_dir: str | Path | None = None,
+    on_prediction: Callable[[dict, np.ndarray], None] | None = None,
+    brats_regions: int | None = None,
+    **params: Any,
+) -> pd.DataFrame:
     """Fit a segmenter on one fold's training rows and score its validation rows.
 
     Args:
@@ -367,10 +417,22 @@ def segment_fold(method: str, train_rows: pd.DataFrame | Iterable[Mapping[str, A
             unscored.append(row["case_id"])
             continue
         tp = int(np.count_nonzero(pred & target))
-        scores = _case_metrics(pred, target, spacing, hd95) if brats_regions is None \
+        scores = (
+            _case_metrics(pred, target, spacing, hd95)
+            if brats_regions is None
             else _region_scores(row, pred, spacing, brats_regions)
-        records.append({"case_id": row["case_id"], "patient_id": row["patient_id"], "method": method, **scores,
-                        "tp": tp, "fp": int(pred.sum()) - tp, "fn": int(target.sum()) - tp})
+        )
+        records.append(
+            {
+                "case_id": row["case_id"],
+                "patient_id": row["patient_id"],
+                "method": method,
+                **scores,
+                "tp": tp,
+                "fp": int(pred.sum()) - tp,
+                "fn": int(target.sum()) - tp,
+            }
+        )
         if hd95 and pred.ndim == 2:
             stacks[row["patient_id"]].append((_slice_index(row), str(row["case_id"]), pred, target))
     frame = pd.DataFrame(records)
@@ -382,8 +444,11 @@ def segment_fold(method: str, train_rows: pd.DataFrame | Iterable[Mapping[str, A
 
 def _region_patient_metrics(frame: pd.DataFrame) -> pd.DataFrame:
     """Per-patient means of the region-averaged case metrics (a BraTS patient is one volume)."""
-    columns = [c for c in ("dice", "iou", "sensitivity", "precision", "hd95", "dice_WT", "dice_TC", "dice_ET")
-               if c in frame.columns]
+    columns = [
+        c
+        for c in ("dice", "iou", "sensitivity", "precision", "hd95", "dice_WT", "dice_TC", "dice_ET")
+        if c in frame.columns
+    ]
     grouped = frame.groupby("patient_id", sort=True)
     out = grouped[columns].mean().reset_index()
     out["n_cases"] = grouped.size().to_numpy()
@@ -426,9 +491,16 @@ def patient_metrics(frame: pd.DataFrame, *, empty_value: float = 1.0) -> pd.Data
         out = np.divide(num, den, out=np.full(len(num), np.nan), where=den > 0)
         return np.where(empty, empty_value, out)
 
-    out = pd.DataFrame({"patient_id": sums.index, "dice": ratio(2 * tp, 2 * tp + fp + fn),
-                        "iou": ratio(tp, tp + fp + fn), "sensitivity": ratio(tp, tp + fn),
-                        "precision": ratio(tp, tp + fp), "n_cases": frame.groupby("patient_id").size().to_numpy()})
+    out = pd.DataFrame(
+        {
+            "patient_id": sums.index,
+            "dice": ratio(2 * tp, 2 * tp + fp + fn),
+            "iou": ratio(tp, tp + fp + fn),
+            "sensitivity": ratio(tp, tp + fn),
+            "precision": ratio(tp, tp + fp),
+            "n_cases": frame.groupby("patient_id").size().to_numpy(),
+        }
+    )
     if "patient_hd95" in frame.attrs:
         out["hd95"] = out["patient_id"].map(frame.attrs["patient_hd95"]).astype(float)
     return out

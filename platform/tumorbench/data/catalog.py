@@ -78,8 +78,10 @@ class LidcPolicy:
         return None
 
     def describe(self) -> str:
-        return (f"mean malignancy <= {self.benign_max:g} benign, >= {self.malignant_min:g} malignant, "
-                f"between excluded; {self.mask} mask")
+        return (
+            f"mean malignancy <= {self.benign_max:g} benign, >= {self.malignant_min:g} malignant, "
+            f"between excluded; {self.mask} mask"
+        )
 
 
 class _Problems:
@@ -105,12 +107,20 @@ def _visible_dirs(root: Path) -> list[Path]:
 
 
 def _row(case_id, patient_id, layout, image, channels, mask=None, label=None, **extra) -> dict:
-    return {"case_id": case_id, "patient_id": patient_id, "layout": layout,
-            "image": tuple(str(p) for p in image), "channels": tuple(channels),
-            "mask": None if mask is None else str(mask), "label": label, **extra}
+    return {
+        "case_id": case_id,
+        "patient_id": patient_id,
+        "layout": layout,
+        "image": tuple(str(p) for p in image),
+        "channels": tuple(channels),
+        "mask": None if mask is None else str(mask),
+        "label": label,
+        **extra,
+    }
 
 
 # --- BraTS -----------------------------------------------------------------
+
 
 def _brats_naming(case_dir: Path) -> str | None:
     for scheme, (suffixes, _, sep) in _BRATS_SCHEMES.items():
@@ -146,13 +156,23 @@ def _scan_brats(root: Path, problems: _Problems, **_) -> list[dict]:
             problems.add(case_dir, f"missing modality {', '.join(missing)} (expected {names})")
             continue
         seg = case_dir / f"{case_dir.name}{sep}{seg_suffix}.nii.gz"
-        rows.append(_row(case_dir.name, case_dir.name, "brats", paths.values(), BRATS_CHANNELS,
-                         mask=seg if seg.exists() else None, naming=_brats_year(case_dir.name, scheme),
-                         enhancing_label=3 if scheme == "2023" else 4))
+        rows.append(
+            _row(
+                case_dir.name,
+                case_dir.name,
+                "brats",
+                paths.values(),
+                BRATS_CHANNELS,
+                mask=seg if seg.exists() else None,
+                naming=_brats_year(case_dir.name, scheme),
+                enhancing_label=3 if scheme == "2023" else 4,
+            )
+        )
     return rows
 
 
 # --- Medical Segmentation Decathlon ---------------------------------------
+
 
 def _scan_msd(root: Path, problems: _Problems, **_) -> list[dict]:
     spec_path = root / "dataset.json"
@@ -181,6 +201,7 @@ def _scan_msd(root: Path, problems: _Problems, **_) -> list[dict]:
 
 # --- LGG (Buda et al.) ----------------------------------------------------
 
+
 def _lgg_patient(folder_name: str) -> str:
     # Folders are TCGA_<site>_<patient>_<scan date>; one patient may have several dates.
     parts = folder_name.split("_")
@@ -191,7 +212,7 @@ def _scan_lgg(root: Path, problems: _Problems, **_) -> list[dict]:
     rows = []
     for folder in _visible_dirs(root):
         files = {p.name: p for p in folder.iterdir() if _is_image(p)}
-        for name, path in sorted(files.items()):
+        for _, path in sorted(files.items()):
             if path.stem.endswith("_mask"):
                 if path.name.replace("_mask", "") not in files:
                     problems.add(path, "mask without its image")
@@ -201,13 +222,23 @@ def _scan_lgg(root: Path, problems: _Problems, **_) -> list[dict]:
                 problems.add(path, f"slice without its mask (expected {mask.name})")
                 continue
             index = path.stem.rsplit("_", 1)[-1]
-            rows.append(_row(path.stem, _lgg_patient(folder.name), "lgg", [path], LGG_CHANNELS,
-                             mask=mask, slice_index=int(index) if index.isdigit() else -1,
-                             study=folder.name))
+            rows.append(
+                _row(
+                    path.stem,
+                    _lgg_patient(folder.name),
+                    "lgg",
+                    [path],
+                    LGG_CHANNELS,
+                    mask=mask,
+                    slice_index=int(index) if index.isdigit() else -1,
+                    study=folder.name,
+                )
+            )
     return rows
 
 
 # --- class folders ---------------------------------------------------------
+
 
 def _read_image_patients(path: Path) -> dict[str, str]:
     """``patients.csv`` of a class-folder set: image (path relative to the root, or file name) -> patient id."""
@@ -237,14 +268,14 @@ def _scan_image_folder(root: Path, problems: _Problems, **_) -> list[dict]:
             # Without patients.csv, each image is its own patient (slices of one patient can leak across folds).
             patient = patients.get(case_id, patients.get(path.name))
             unmapped += bool(patients) and patient is None
-            rows.append(_row(case_id, patient or case_id, "image-folder", [path], ("image",),
-                             label=class_dir.name))
+            rows.append(_row(case_id, patient or case_id, "image-folder", [path], ("image",), label=class_dir.name))
     if unmapped:
         problems.add(root / "patients.csv", f"{unmapped} image(s) not listed: each is its own patient")
     return rows
 
 
 # --- LIDC nodule crops ------------------------------------------------------
+
 
 def _read_lidc_ratings(path: Path) -> dict[tuple[int, int, int], float]:
     ratings = {}
@@ -277,13 +308,25 @@ def _scan_lidc(root: Path, problems: _Problems, lidc_policy: LidcPolicy | None =
         rating = ratings.get((patient, scan, nodule))
         if ratings and rating is None:
             problems.add(path, f"no malignancy rating for patient {patient}, scan {scan}, nodule {nodule}")
-        rows.append(_row(path.stem, f"LIDC-IDRI-{patient:04d}", "lidc", [path], ("ct",), mask=mask,
-                         label=None if rating is None else policy.classify(rating),
-                         malignancy=rating, nodule=nodule, scan=scan))
+        rows.append(
+            _row(
+                path.stem,
+                f"LIDC-IDRI-{patient:04d}",
+                "lidc",
+                [path],
+                ("ct",),
+                mask=mask,
+                label=None if rating is None else policy.classify(rating),
+                malignancy=rating,
+                nodule=nodule,
+                scan=scan,
+            )
+        )
     return rows
 
 
 # --- DICOM trees -------------------------------------------------------------
+
 
 def _scan_dicom(root: Path, problems: _Problems, **_) -> list[dict]:
     from tumorbench.data import io
@@ -302,9 +345,19 @@ def _scan_dicom(root: Path, problems: _Problems, **_) -> list[dict]:
             if not mask.exists():
                 problems.add(mask, f"mask of series {rel} listed in labels.csv but missing")
                 mask = None
-        rows.append(_row(extra.get("case_id", rel), extra.get("patient_id") or header.get("patient_id") or rel,
-                         "dicom", [series_dir], (header.get("modality", "image").lower(),),
-                         mask=mask, label=extra.get("label") or None, series_uid=uid, n_slices=len(files)))
+        rows.append(
+            _row(
+                extra.get("case_id", rel),
+                extra.get("patient_id") or header.get("patient_id") or rel,
+                "dicom",
+                [series_dir],
+                (header.get("modality", "image").lower(),),
+                mask=mask,
+                label=extra.get("label") or None,
+                series_uid=uid,
+                n_slices=len(files),
+            )
+        )
     return rows
 
 
@@ -329,6 +382,7 @@ def _read_series_labels(path: Path) -> dict[str, dict]:
 
 
 # --- detection ---------------------------------------------------------------
+
 
 def _looks_like_dicom(path: Path) -> bool:
     if path.suffix.lower() in {".dcm", ".dicom"}:
@@ -375,13 +429,18 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
 
 
 _SCANNERS: dict[str, Callable[..., list[dict]]] = {
-    "brats": _scan_brats, "msd": _scan_msd, "lgg": _scan_lgg,
-    "image-folder": _scan_image_folder, "lidc": _scan_lidc, "dicom": _scan_dicom,
+    "brats": _scan_brats,
+    "msd": _scan_msd,
+    "lgg": _scan_lgg,
+    "image-folder": _scan_image_folder,
+    "lidc": _scan_lidc,
+    "dicom": _scan_dicom,
 }
 
 
-def scan(root: str | Path, layout: str = "auto", *, strict: bool = True,
-         lidc_policy: LidcPolicy | None = None) -> pd.DataFrame:
+def scan(
+    root: str | Path, layout: str = "auto", *, strict: bool = True, lidc_policy: LidcPolicy | None = None
+) -> pd.DataFrame:
     """Scan a dataset root into a catalog, one row per case.
 
     Args:
@@ -410,8 +469,9 @@ def scan(root: str | Path, layout: str = "auto", *, strict: bool = True,
     problems = _Problems(strict)
     rows = _SCANNERS[layout](root, problems, lidc_policy=lidc_policy)
     if not rows:
-        raise DataError(root, f"no cases found for layout {layout!r}"
-                        + (f" ({problems.items[0]})" if problems.items else ""))
+        raise DataError(
+            root, f"no cases found for layout {layout!r}" + (f" ({problems.items[0]})" if problems.items else "")
+        )
     frame = pd.DataFrame(rows)
     frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]]
     for column in ("mask", "label"):
@@ -420,7 +480,11 @@ def scan(root: str | Path, layout: str = "auto", *, strict: bool = True,
     duplicated = frame["case_id"][frame["case_id"].duplicated()].tolist()
     if duplicated:
         raise DataError(root, f"case ids not unique: {duplicated[:5]}")
-    frame.attrs.update(root=str(root), layout=layout, layout_evidence=evidence,
-                       problems=problems.items,
-                       lidc_policy=(lidc_policy or LidcPolicy()).describe() if layout == "lidc" else None)
+    frame.attrs.update(
+        root=str(root),
+        layout=layout,
+        layout_evidence=evidence,
+        problems=problems.items,
+        lidc_policy=(lidc_policy or LidcPolicy()).describe() if layout == "lidc" else None,
+    )
     return frame.reset_index(drop=True)

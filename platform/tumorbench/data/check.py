@@ -60,7 +60,9 @@ def inspect_case(row: dict[str, Any]) -> CaseInfo:
             info.shape, info.spacing = shape, tuple(round(float(s), 3) for s in image.spacing)
             info.orientation = image.meta.get("orientation")
         elif shape != info.shape:
-            info.problems.append(str(DataError(path, f"shape {shape} differs from the case's first image {info.shape}")))
+            info.problems.append(
+                str(DataError(path, f"shape {shape} differs from the case's first image {info.shape}"))
+            )
         if not np.isfinite(image.array).all():
             info.problems.append(str(DataError(path, "contains NaN or infinite values")))
     info.n_channels = channels or None
@@ -73,7 +75,9 @@ def inspect_case(row: dict[str, Any]) -> CaseInfo:
             return info
         mask_shape, _ = _spatial(mask)
         if info.shape is not None and mask_shape != info.shape:
-            info.problems.append(str(DataError(mask_path, f"mask shape {mask_shape} does not match image shape {info.shape}")))
+            info.problems.append(
+                str(DataError(mask_path, f"mask shape {mask_shape} does not match image shape {info.shape}"))
+            )
         values = np.unique(mask.array)
         info.mask_labels = tuple(int(v) for v in values[:32])
         info.has_tumor = bool((values > 0).any())
@@ -84,8 +88,14 @@ def inspect_cases(frame: pd.DataFrame) -> pd.DataFrame:
     """Per-case :class:`CaseInfo` as a DataFrame indexed like ``frame`` (a progress bar on stderr for large sets)."""
     from tqdm import tqdm
 
-    rows = tqdm(frame.to_dict("records"), desc="reading cases", unit="case", leave=False,
-                disable=len(frame) < PROGRESS_MIN_CASES, mininterval=2.0)
+    rows = tqdm(
+        frame.to_dict("records"),
+        desc="reading cases",
+        unit="case",
+        leave=False,
+        disable=len(frame) < PROGRESS_MIN_CASES,
+        mininterval=2.0,
+    )
     return pd.DataFrame([asdict(inspect_case(row)) for row in rows], index=frame.index)
 
 
@@ -107,21 +117,35 @@ def _layout_details(frame: pd.DataFrame, infos: pd.DataFrame) -> dict[str, Any]:
     details: dict[str, Any] = {}
     if layout == "brats":
         details["cases"] = [
-            {"case_id": r.case_id, "naming": r.naming, "labelled": isinstance(r.mask, str),
-             "mask_labels": list(infos.loc[i, "mask_labels"])}
-            for i, r in zip(frame.index, frame.itertuples())]
+            {
+                "case_id": r.case_id,
+                "naming": r.naming,
+                "labelled": isinstance(r.mask, str),
+                "mask_labels": list(infos.loc[i, "mask_labels"]),
+            }
+            for i, r in zip(frame.index, frame.itertuples())
+        ]
     if layout == "lgg":
         details["slices_per_patient"] = _count(frame["patient_id"])
     if layout == "lidc":
         details["malignancy_policy"] = frame.attrs.get("lidc_policy")
     if layout == "image-folder" and frame["patient_id"].nunique() == len(frame):
-        details["patients_note"] = ("each image is its own patient: images of one patient can fall into different "
-                                    "folds; map images to patients with patients.csv (docs/data.md)")
+        details["patients_note"] = (
+            "each image is its own patient: images of one patient can fall into different "
+            "folds; map images to patients with patients.csv (docs/data.md)"
+        )
     return details
 
 
-def check_dataset(root: str | Path, layout: str = "auto", *, lidc_policy: LidcPolicy | None = None,
-                  duplicates: bool = True, require_deid: bool = False, fingerprint: bool = True) -> dict[str, Any]:
+def check_dataset(
+    root: str | Path,
+    layout: str = "auto",
+    *,
+    lidc_policy: LidcPolicy | None = None,
+    duplicates: bool = True,
+    require_deid: bool = False,
+    fingerprint: bool = True,
+) -> dict[str, Any]:
     """Scan and read a whole dataset; summarize it and list every problem.
 
     Returns:
@@ -176,8 +200,11 @@ def _fingerprint(frame: pd.DataFrame, groups: list[list[str]] | None) -> dict[st
     except DataError:
         return None  # every sampled case unreadable: the problems list says why
     if groups is not None:  # the duplicate search above already hashed every file
-        fp["duplicates"] |= {"method": "sha256 of the image bytes", "groups": len(groups),
-                             "redundant_copies": sum(len(g) - 1 for g in groups)}
+        fp["duplicates"] |= {
+            "method": "sha256 of the image bytes",
+            "groups": len(groups),
+            "redundant_copies": sum(len(g) - 1 for g in groups),
+        }
     return fp
 
 
@@ -195,8 +222,10 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     if report["with_mask"]:
         fraction = report["tumor_fraction"]
-        lines.append(f"masks     {report['with_mask']} cases with a mask, {report['with_tumor']} with tumor"
-                     + (f" ({fraction:.1%})" if fraction is not None else ""))
+        lines.append(
+            f"masks     {report['with_mask']} cases with a mask, {report['with_tumor']} with tumor"
+            + (f" ({fraction:.1%})" if fraction is not None else "")
+        )
     cases = report["details"].get("cases", [])
     for case in cases[:_MAX_LISTED]:
         state = f"labelled, mask labels {case['mask_labels']}" if case["labelled"] else "no segmentation"
@@ -209,13 +238,16 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"policy    {report['details']['malignancy_policy']}")
     groups = report["duplicate_groups"]
     if groups is not None:
-        lines.append(f"duplicates {len(groups)} groups of identical images "
-                     f"({sum(len(g) - 1 for g in groups)} redundant copies)")
+        lines.append(
+            f"duplicates {len(groups)} groups of identical images ({sum(len(g) - 1 for g in groups)} redundant copies)"
+        )
         lines += [f"  {' = '.join(group)}" for group in groups]
     near = report.get("near_duplicate_groups")
     if near is not None:
-        lines.append(f"near-duplicates {len(near)} groups, {sum(map(len, near))} images (pHash distance <= "
-                     f"{MAX_DISTANCE} bits; split together: they never cross folds)")
+        lines.append(
+            f"near-duplicates {len(near)} groups, {sum(map(len, near))} images (pHash distance <= "
+            f"{MAX_DISTANCE} bits; split together: they never cross folds)"
+        )
         lines += [f"  {' ~ '.join(group)}" for group in near]
     if report.get("fingerprint"):
         from tumorbench.data.fingerprint import format_fingerprint

@@ -74,9 +74,13 @@ def cases_from_catalog(df: pd.DataFrame, class_names: Sequence[str] | None = Non
     for row in df.to_dict("records"):
         case_id = str(row["case_id"])
         mask = row.get("mask")
-        case = {"case_id": case_id, "patient_id": str(row.get("patient_id") or case_id),
-                "image": _paths(row["image"], case_id), "mask": None if _is_missing(mask) else str(mask),
-                "label": _label_index(row.get("label"), class_names, case_id)}
+        case = {
+            "case_id": case_id,
+            "patient_id": str(row.get("patient_id") or case_id),
+            "image": _paths(row["image"], case_id),
+            "mask": None if _is_missing(mask) else str(mask),
+            "label": _label_index(row.get("label"), class_names, case_id),
+        }
         for column in _PASSTHROUGH:
             if column in row and not _is_missing(row[column]):
                 value = row[column]
@@ -121,4 +125,3 @@ def make_dataset(
         raise ValueError("cache='disk' needs cache_dir: the folder where preprocessed cases are stored")
     # hash the cached transforms too, so a changed preprocessing config never reads stale files
     return PersistentDataset(data, transform, cache_dir=Path(cache_dir), hash_transform=pickle_hashing)
-

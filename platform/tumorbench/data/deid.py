@@ -37,39 +37,116 @@ CHANGES_CSV = "deid_changes.csv"
 CSV_COLUMNS = ["file", "status", "removed", "emptied", "replaced", "added", "review"]
 
 # Annex E "X" (and "Z"/"D" elements with no pseudonym use): removed wholesale, sequences included.
-REMOVED = frozenset({
-    "AcquisitionComments", "AdditionalPatientHistory", "AdmissionID", "AdmittingDiagnosesCodeSequence",
-    "AdmittingDiagnosesDescription", "Allergies", "AuthorObserverSequence", "BranchOfService",
-    "CommentsOnThePerformedProcedureStep", "ConfidentialityConstraintOnPatientDataDescription",
-    "ContentCreatorIdentificationCodeSequence", "CountryOfResidence", "CurrentPatientLocation",
-    "DerivationDescription", "DetectorID", "DeviceDescription", "DeviceSerialNumber", "DigitalSignaturesSequence",
-    "EthnicGroup", "FrameComments", "GantryID", "IconImageSequence", "IdentifyingComments", "ImageComments",
-    "ImagePresentationComments", "InstitutionAddress", "InstitutionCodeSequence", "InstitutionName",
-    "InstitutionalDepartmentName", "InstitutionalDepartmentTypeCodeSequence", "IssuerOfAdmissionID",
-    "IssuerOfPatientID", "IssuerOfPatientIDQualifiersSequence", "MedicalAlerts", "MedicalRecordLocator",
-    "MilitaryRank", "ModifiedAttributesSequence", "NameOfPhysiciansReadingStudy", "Occupation",
-    "OperatorIdentificationSequence", "OperatorsName", "OriginalAttributesSequence", "OtherPatientIDs",
-    "OtherPatientIDsSequence", "OtherPatientNames", "OverlayComments", "OverlayData", "PatientAddress",
-    "PatientAge", "PatientBirthName", "PatientBirthTime", "PatientComments", "PatientInsurancePlanCodeSequence",
-    "PatientMotherBirthName", "PatientReligiousPreference", "PatientSize", "PatientState",
-    "PatientTelecomInformation", "PatientTelephoneNumbers", "PatientWeight", "PerformedLocation",
-    "PerformedProcedureStepDescription", "PerformedStationName", "PerformingPhysicianIdentificationSequence",
-    "PerformingPhysicianName", "PersonAddress", "PersonTelephoneNumbers", "PhysiciansOfRecord",
-    "PhysiciansOfRecordIdentificationSequence", "PhysiciansReadingStudyIdentificationSequence",
-    "PregnancyStatus", "ProtocolName", "ReasonForStudy", "ReasonForTheRequestedProcedure",
-    "ReferencedPatientPhotoSequence", "ReferencedPatientSequence", "ReferringPhysicianAddress",
-    "ReferringPhysicianIdentificationSequence", "ReferringPhysicianTelephoneNumbers",
-    "RequestAttributesSequence", "RequestedProcedureComments", "RequestedProcedureDescription",
-    "RequestingPhysician", "RequestingService", "ResponsibleOrganization", "ResponsiblePerson",
-    "ResultsComments", "ScheduledPerformingPhysicianName", "SeriesDescription", "SmokingStatus",
-    "SourceApplicationEntityTitle", "SendingApplicationEntityTitle", "ReceivingApplicationEntityTitle",
-    "PrivateInformation", "PrivateInformationCreatorUID", "SpecialNeeds", "StationName", "StudyComments",
-    "StudyDescription", "TextComments", "TextString",
-    "VisitComments",
-})
+REMOVED = frozenset(
+    {
+        "AcquisitionComments",
+        "AdditionalPatientHistory",
+        "AdmissionID",
+        "AdmittingDiagnosesCodeSequence",
+        "AdmittingDiagnosesDescription",
+        "Allergies",
+        "AuthorObserverSequence",
+        "BranchOfService",
+        "CommentsOnThePerformedProcedureStep",
+        "ConfidentialityConstraintOnPatientDataDescription",
+        "ContentCreatorIdentificationCodeSequence",
+        "CountryOfResidence",
+        "CurrentPatientLocation",
+        "DerivationDescription",
+        "DetectorID",
+        "DeviceDescription",
+        "DeviceSerialNumber",
+        "DigitalSignaturesSequence",
+        "EthnicGroup",
+        "FrameComments",
+        "GantryID",
+        "IconImageSequence",
+        "IdentifyingComments",
+        "ImageComments",
+        "ImagePresentationComments",
+        "InstitutionAddress",
+        "InstitutionCodeSequence",
+        "InstitutionName",
+        "InstitutionalDepartmentName",
+        "InstitutionalDepartmentTypeCodeSequence",
+        "IssuerOfAdmissionID",
+        "IssuerOfPatientID",
+        "IssuerOfPatientIDQualifiersSequence",
+        "MedicalAlerts",
+        "MedicalRecordLocator",
+        "MilitaryRank",
+        "ModifiedAttributesSequence",
+        "NameOfPhysiciansReadingStudy",
+        "Occupation",
+        "OperatorIdentificationSequence",
+        "OperatorsName",
+        "OriginalAttributesSequence",
+        "OtherPatientIDs",
+        "OtherPatientIDsSequence",
+        "OtherPatientNames",
+        "OverlayComments",
+        "OverlayData",
+        "PatientAddress",
+        "PatientAge",
+        "PatientBirthName",
+        "PatientBirthTime",
+        "PatientComments",
+        "PatientInsurancePlanCodeSequence",
+        "PatientMotherBirthName",
+        "PatientReligiousPreference",
+        "PatientSize",
+        "PatientState",
+        "PatientTelecomInformation",
+        "PatientTelephoneNumbers",
+        "PatientWeight",
+        "PerformedLocation",
+        "PerformedProcedureStepDescription",
+        "PerformedStationName",
+        "PerformingPhysicianIdentificationSequence",
+        "PerformingPhysicianName",
+        "PersonAddress",
+        "PersonTelephoneNumbers",
+        "PhysiciansOfRecord",
+        "PhysiciansOfRecordIdentificationSequence",
+        "PhysiciansReadingStudyIdentificationSequence",
+        "PregnancyStatus",
+        "ProtocolName",
+        "ReasonForStudy",
+        "ReasonForTheRequestedProcedure",
+        "ReferencedPatientPhotoSequence",
+        "ReferencedPatientSequence",
+        "ReferringPhysicianAddress",
+        "ReferringPhysicianIdentificationSequence",
+        "ReferringPhysicianTelephoneNumbers",
+        "RequestAttributesSequence",
+        "RequestedProcedureComments",
+        "RequestedProcedureDescription",
+        "RequestingPhysician",
+        "RequestingService",
+        "ResponsibleOrganization",
+        "ResponsiblePerson",
+        "ResultsComments",
+        "ScheduledPerformingPhysicianName",
+        "SeriesDescription",
+        "SmokingStatus",
+        "SourceApplicationEntityTitle",
+        "SendingApplicationEntityTitle",
+        "ReceivingApplicationEntityTitle",
+        "PrivateInformation",
+        "PrivateInformationCreatorUID",
+        "SpecialNeeds",
+        "StationName",
+        "StudyComments",
+        "StudyDescription",
+        "TextComments",
+        "TextString",
+        "VisitComments",
+    }
+)
 # Type 2 in the image IODs: kept, with an empty value (Annex E "Z").
-EMPTIED = frozenset({"PatientBirthDate", "PatientSex", "ReferringPhysicianName", "AccessionNumber", "StudyID",
-                     "ContentCreatorName"})
+EMPTIED = frozenset(
+    {"PatientBirthDate", "PatientSex", "ReferringPhysicianName", "AccessionNumber", "StudyID", "ContentCreatorName"}
+)
 # Replaced by run-consistent pseudonyms (dicognito); acceptable only when PatientIdentityRemoved is YES.
 PSEUDONYMS = frozenset({"PatientName", "PatientID"})
 _FREE_TEXT = re.compile(r"(Comments?|Description|Address|TelephoneNumbers)$")
@@ -190,8 +267,13 @@ def identifying_tags(ds: Dataset) -> list[str]:
             found.add("private tags")
         elif element.value in (None, "", b"") or (element.VR == "SQ" and not len(element.value)):
             return
-        elif (keyword in REMOVED or keyword in EMPTIED or _free_text(element)
-              or (element.VR == "PN" and keyword not in PSEUDONYMS) or (keyword in PSEUDONYMS and not trusted)):
+        elif (
+            keyword in REMOVED
+            or keyword in EMPTIED
+            or _free_text(element)
+            or (element.VR == "PN" and keyword not in PSEUDONYMS)
+            or (keyword in PSEUDONYMS and not trusted)
+        ):
             found.add(keyword)
 
     ds.walk(visit)
@@ -230,8 +312,7 @@ def require_deidentified(images: Iterable[Iterable[str | Path]], label: str | Pa
     problems = deid_problems(images)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise DataError(label, f"de-identified input required; {problems[0]}{more}. "
-                               "Run `tumorbench data deid` first")
+        raise DataError(label, f"de-identified input required; {problems[0]}{more}. Run `tumorbench data deid` first")
 
 
 def _flatten(ds: Dataset, prefix: str = "") -> dict[str, Any]:
@@ -253,7 +334,7 @@ def _changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, list[st
     kinds: dict[str, set[str]] = {"removed": set(), "emptied": set(), "replaced": set(), "added": set()}
 
     def inside_removed(key: str) -> bool:  # items of a removed sequence are covered by the sequence
-        return any(key[:m.start()] not in after for m in re.finditer(r"\[", key))
+        return any(key[: m.start()] not in after for m in re.finditer(r"\[", key))
 
     for key, value in before.items():
         if key not in after:
@@ -382,8 +463,14 @@ def deidentify_tree(src: str | Path, dst: str | Path, config: DeidConfig = DeidC
         for kind in ("removed", "emptied", "replaced", "added"):
             for name in changes[kind]:
                 report.tag_counts[f"{kind} {name}"] = report.tag_counts.get(f"{kind} {name}", 0) + 1
-        rows.append({"file": out_rel, "status": "written", "review": reason,
-                     **{kind: ";".join(names) for kind, names in changes.items()}})
+        rows.append(
+            {
+                "file": out_rel,
+                "status": "written",
+                "review": reason,
+                **{kind: ";".join(names) for kind, names in changes.items()},
+            }
+        )
     report.changes_csv = dst / CHANGES_CSV
     dst.mkdir(parents=True, exist_ok=True)
     with open(report.changes_csv, "w", newline="") as handle:
@@ -395,8 +482,12 @@ def deidentify_tree(src: str | Path, dst: str | Path, config: DeidConfig = DeidC
 
 def format_report(report: DeidReport) -> str:
     """Text summary of a run: counts, the most common changes, skipped files and the review list."""
-    lines = [(f"written {report.written} DICOM files, skipped {len(report.skipped)}, "
-              f"ignored {report.ignored} non-DICOM files; changes per file: {report.changes_csv}")]
+    lines = [
+        (
+            f"written {report.written} DICOM files, skipped {len(report.skipped)}, "
+            f"ignored {report.ignored} non-DICOM files; changes per file: {report.changes_csv}"
+        )
+    ]
     for name, count in sorted(report.tag_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:40]:
         lines.append(f"  {count:6d} x {name}")
     lines += [f"skipped {rel}: {why}" for rel, why in report.skipped]

@@ -66,8 +66,11 @@ def _read_case(row: dict[str, Any], keep: int, rng: np.random.Generator) -> dict
     arrays, shape, spacing = [], None, None
     for path in row["image"]:
         image = io.read_image(path)
-        array = image.array if image.meta.get("format") == "image2d" else \
-            (np.moveaxis(image.array, -1, 0) if image.array.ndim == 4 else image.array[None])
+        array = (
+            image.array
+            if image.meta.get("format") == "image2d"
+            else (np.moveaxis(image.array, -1, 0) if image.array.ndim == 4 else image.array[None])
+        )
         shape = shape or tuple(int(s) for s in array.shape[1:])
         spacing = spacing or tuple(float(s) for s in image.spacing)
         arrays.extend(array)
@@ -84,8 +87,14 @@ def _read_case(row: dict[str, Any], keep: int, rng: np.random.Generator) -> dict
         if values.size > keep:
             values = values[rng.choice(values.size, keep, replace=False)]
         samples.append(values.astype(np.float32))
-    return {"shape": shape, "spacing": spacing, "channels": len(arrays), "fraction": fraction,
-            "samples": samples, "bytes": int(sum(a.size for a in arrays) * 4)}
+    return {
+        "shape": shape,
+        "spacing": spacing,
+        "channels": len(arrays),
+        "fraction": fraction,
+        "samples": samples,
+        "bytes": int(sum(a.size for a in arrays) * 4),
+    }
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -98,8 +107,16 @@ def _intensity(per_case: list[list[np.ndarray]], channels: int) -> list[dict[str
     for c in range(channels):
         values = np.concatenate([case[c] for case in per_case if len(case) > c] or [np.zeros(1, np.float32)])
         p = np.percentile(values, PERCENTILES)
-        stats.append({"mean": float(values.mean()), "std": float(values.std()), "p00_5": float(p[0]),
-                      "p50": float(p[1]), "p99_5": float(p[2]), "values": int(values.size)})
+        stats.append(
+            {
+                "mean": float(values.mean()),
+                "std": float(values.std()),
+                "p00_5": float(p[0]),
+                "p50": float(p[1]),
+                "p99_5": float(p[2]),
+                "values": int(values.size),
+            }
+        )
     return stats
 
 
@@ -111,11 +128,15 @@ def _duplicates(frame: pd.DataFrame, hash_files: bool, near: NearDuplicateFinder
         "method": "sha256 of the image bytes" if hash_files else "not computed",
         "groups": None if groups is None else len(groups),
         "redundant_copies": None if groups is None else sum(len(g) - 1 for g in groups),
-        "near_duplicate_groups": None, "near_duplicate_method": None}
+        "near_duplicate_groups": None,
+        "near_duplicate_method": None,
+    }
     if near is not None:
         near_groups = near(frame)
-        result |= {"near_duplicate_groups": len(near_groups),
-                   "near_duplicate_method": getattr(near, "__name__", type(near).__name__)}
+        result |= {
+            "near_duplicate_groups": len(near_groups),
+            "near_duplicate_method": getattr(near, "__name__", type(near).__name__),
+        }
     return result
 
 
@@ -125,15 +146,21 @@ def _catalog_part(frame: pd.DataFrame) -> dict[str, Any]:
     task = "classification" if len(labels) else "segmentation"
     files = [Path(p) for paths in frame["image"] for p in paths]
     disk = sum(f.stat().st_size for f in files if f.is_file())
-    return {"layout": frame.attrs.get("layout"), "task": task, "cases": len(frame),
-            "patients": int(frame["patient_id"].nunique()), "images_per_patient": _summary(per_patient),
-            "classes": {str(k): int(v) for k, v in sorted(Counter(labels).items())},
-            "with_mask": int(frame["mask"].map(lambda m: isinstance(m, str)).sum()),
-            "disk_bytes": int(disk)}
+    return {
+        "layout": frame.attrs.get("layout"),
+        "task": task,
+        "cases": len(frame),
+        "patients": int(frame["patient_id"].nunique()),
+        "images_per_patient": _summary(per_patient),
+        "classes": {str(k): int(v) for k, v in sorted(Counter(labels).items())},
+        "with_mask": int(frame["mask"].map(lambda m: isinstance(m, str)).sum()),
+        "disk_bytes": int(disk),
+    }
 
 
-def compute_fingerprint(frame: pd.DataFrame, config: FingerprintConfig | None = None, *,
-                        near_duplicates: NearDuplicateFinder | None = None) -> dict[str, Any]:
+def compute_fingerprint(
+    frame: pd.DataFrame, config: FingerprintConfig | None = None, *, near_duplicates: NearDuplicateFinder | None = None
+) -> dict[str, Any]:
     """The fingerprint of a scanned catalog (a JSON-serializable dict).
 
     Args:
@@ -166,22 +193,33 @@ def compute_fingerprint(frame: pd.DataFrame, config: FingerprintConfig | None = 
         "channels": int(channels),
         "shapes": {"x".join(map(str, k)): v for k, v in Counter(r["shape"] for r in reads).most_common(10)},
         "median_shape": [int(v) for v in np.median(shapes, axis=0)],
-        "min_shape": [int(v) for v in shapes.min(axis=0)], "max_shape": [int(v) for v in shapes.max(axis=0)],
+        "min_shape": [int(v) for v in shapes.min(axis=0)],
+        "max_shape": [int(v) for v in shapes.max(axis=0)],
         "median_spacing": [float(v) for v in np.median([r["spacing"] for r in reads], axis=0)],
         # with masks, only masked cases' foreground counts (a case without its mask would mix in background)
-        "intensity": _intensity([r["samples"] for r in reads if r["fraction"] is not None or not fractions],
-                                channels),
+        "intensity": _intensity([r["samples"] for r in reads if r["fraction"] is not None or not fractions], channels),
         "intensity_region": "foreground (mask > 0)" if fractions else "whole image",
-        "foreground": None if not fractions else {
+        "foreground": None
+        if not fractions
+        else {
             "cases_with_foreground": float(np.mean([f > 0 for f in fractions])),
-            "mean_fraction": float(np.mean(fractions)), "mean_fraction_when_present":
-                float(np.mean([f for f in fractions if f > 0])) if any(fractions) else 0.0},
+            "mean_fraction": float(np.mean(fractions)),
+            "mean_fraction_when_present": float(np.mean([f for f in fractions if f > 0])) if any(fractions) else 0.0,
+        },
         "decoded_bytes_per_case": float(np.mean([r["bytes"] for r in reads])),
         "duplicates": _duplicates(frame, config.hash_duplicates, near_duplicates),
-        "sample": {"read": len(reads), "unreadable": unreadable, "of": len(frame),
-                   "sampled": len(sample) < len(frame), "seed": config.seed,
-                   "note": (f"sizes and intensities from a random sample of {len(sample)} of {len(frame)} cases"
-                            if len(sample) < len(frame) else "every case read")},
+        "sample": {
+            "read": len(reads),
+            "unreadable": unreadable,
+            "of": len(frame),
+            "sampled": len(sample) < len(frame),
+            "seed": config.seed,
+            "note": (
+                f"sizes and intensities from a random sample of {len(sample)} of {len(frame)} cases"
+                if len(sample) < len(frame)
+                else "every case read"
+            ),
+        },
         "config": asdict(config),
     }
 
@@ -206,18 +244,23 @@ def format_fingerprint(fp: dict[str, Any]) -> str:
         f"  on disk {fp['disk_bytes'] / 2**20:.1f} MB, decoded ~{fp['decoded_bytes_per_case'] / 2**10:.0f} KiB/case",
     ]
     for c, s in enumerate(fp["intensity"]):
-        lines.append(f"  intensity ch{c} ({fp['intensity_region']}): mean {s['mean']:.4g} sd {s['std']:.4g}, "
-                     f"p0.5 {s['p00_5']:.4g} p50 {s['p50']:.4g} p99.5 {s['p99_5']:.4g}")
+        lines.append(
+            f"  intensity ch{c} ({fp['intensity_region']}): mean {s['mean']:.4g} sd {s['std']:.4g}, "
+            f"p0.5 {s['p00_5']:.4g} p50 {s['p50']:.4g} p99.5 {s['p99_5']:.4g}"
+        )
     if fp["classes"]:
         total = sum(fp["classes"].values())
         lines.append("  classes " + ", ".join(f"{k} {v} ({v / total:.0%})" for k, v in fp["classes"].items()))
     if fp["foreground"]:
         f = fp["foreground"]
-        lines.append(f"  foreground in {f['cases_with_foreground']:.0%} of cases, {f['mean_fraction']:.2%} of "
-                     f"pixels on average ({f['mean_fraction_when_present']:.2%} where present)")
+        lines.append(
+            f"  foreground in {f['cases_with_foreground']:.0%} of cases, {f['mean_fraction']:.2%} of "
+            f"pixels on average ({f['mean_fraction_when_present']:.2%} where present)"
+        )
     d = fp["duplicates"]
     if d["groups"] is not None:
         near = "" if d["near_duplicate_groups"] is None else f"; {d['near_duplicate_groups']} near-duplicate groups"
-        lines.append(f"  duplicates {d['groups']} groups, {d['redundant_copies']} redundant copies ({d['method']})"
-                     + near)
+        lines.append(
+            f"  duplicates {d['groups']} groups, {d['redundant_copies']} redundant copies ({d['method']})" + near
+        )
     return "\n".join(lines)

@@ -244,12 +244,16 @@ def _check_decodable(ds: Any, path: Path) -> None:
     try:
         decoder = get_decoder(syntax)
     except NotImplementedError:
-        raise DataError(path, f"pixel data in transfer syntax {syntax.name} ({syntax}) cannot be decoded: "
-                              "no decoder exists for it") from None
+        raise DataError(
+            path, f"pixel data in transfer syntax {syntax.name} ({syntax}) cannot be decoded: no decoder exists for it"
+        ) from None
     if not decoder.is_available:
         needs = "; ".join(decoder.missing_dependencies)
-        raise DataError(path, f"pixel data in transfer syntax {syntax.name} ({syntax}) needs a decoder plugin "
-                              f"that is not installed ({needs})")
+        raise DataError(
+            path,
+            f"pixel data in transfer syntax {syntax.name} ({syntax}) needs a decoder plugin "
+            f"that is not installed ({needs})",
+        )
 
 
 def _invert_monochrome1(ds: Any, pixels: np.ndarray) -> np.ndarray:
@@ -285,8 +289,11 @@ def _read_slice(path: Path) -> tuple[Any, np.ndarray]:
 def _is_projection(paths: list[Path], datasets: list[Any]) -> bool:
     """One radiograph (CR, DX...) without patient orientation: a 2D image, not a slice of a volume."""
     ds = datasets[0]
-    return (len(paths) == 1 and str(ds.get("Modality", "")).upper() in PROJECTION_MODALITIES
-            and "ImageOrientationPatient" not in ds)
+    return (
+        len(paths) == 1
+        and str(ds.get("Modality", "")).upper() in PROJECTION_MODALITIES
+        and "ImageOrientationPatient" not in ds
+    )
 
 
 def _projection_image(path: Path, ds: Any, pixels: np.ndarray) -> ImageData:
@@ -299,9 +306,17 @@ def _projection_image(path: Path, ds: Any, pixels: np.ndarray) -> ImageData:
             break
     slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
     array = (pixels.astype(np.float64) * slope + intercept).astype(np.float32)[None]
-    meta = {"path": str(path), "format": "image2d", "orientation": None, "source": "dicom",
-            "modality": str(ds.get("Modality", "")), "spacing_known": source is not None, "spacing_source": source,
-            "series_uid": str(ds.get("SeriesInstanceUID", "")), "files": [str(path)]}
+    meta = {
+        "path": str(path),
+        "format": "image2d",
+        "orientation": None,
+        "source": "dicom",
+        "modality": str(ds.get("Modality", "")),
+        "spacing_known": source is not None,
+        "spacing_source": source,
+        "series_uid": str(ds.get("SeriesInstanceUID", "")),
+        "files": [str(path)],
+    }
     return ImageData(array=array, affine=np.eye(4), spacing=spacing, meta=meta)
 
 
@@ -352,9 +367,7 @@ def _slice_order(label: str, paths: list[Path], datasets: list[Any]) -> tuple[np
     return order, normal, step
 
 
-def _series_affine(
-    first: Any, path: Path, normal: np.ndarray, step: float
-) -> tuple[np.ndarray, tuple[float, ...]]:
+def _series_affine(first: Any, path: Path, normal: np.ndarray, step: float) -> tuple[np.ndarray, tuple[float, ...]]:
     """RAS affine and (i, j, k) spacing from the first slice in spatial order."""
     iop = _floats(first, "ImageOrientationPatient", 6, path)
     row_spacing, col_spacing = _floats(first, "PixelSpacing", 2, path)
@@ -366,8 +379,9 @@ def _series_affine(
     return _LPS_TO_RAS @ affine_lps, (float(col_spacing), float(row_spacing), float(step))
 
 
-def _select_series(source: str | Path | Sequence[str | Path],
-                   series_uid: str | None) -> tuple[str, str, str, list[Path]]:
+def _select_series(
+    source: str | Path | Sequence[str | Path], series_uid: str | None
+) -> tuple[str, str, str, list[Path]]:
     """The source's label, the series' label, its UID and its files."""
     if isinstance(source, (str, Path)):
         origin = str(source)
@@ -397,9 +411,7 @@ def dicom_series_headers(source: str | Path | Sequence[str | Path], *, series_ui
     return [datasets[n] for n in order]
 
 
-def read_dicom_series(
-    source: str | Path | Sequence[str | Path], *, series_uid: str | None = None
-) -> ImageData:
+def read_dicom_series(source: str | Path | Sequence[str | Path], *, series_uid: str | None = None) -> ImageData:
     """Read one DICOM series into a float32 (I, J, K) volume with its RAS affine.
 
     Slices are ordered by ImagePositionPatient along the slice normal and rescaled to

@@ -21,8 +21,10 @@ def _tagged(frame: pd.DataFrame, side: str) -> pd.DataFrame:
 
 def locked_test_overlaps(train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
     """Every way ``test`` overlaps ``train``: shared patients, identical images, near-duplicate images."""
-    problems = [f"patient {p} is in both" for p in sorted(set(train["patient_id"].astype(str))
-                                                          & set(test["patient_id"].astype(str)))]
+    problems = [
+        f"patient {p} is in both"
+        for p in sorted(set(train["patient_id"].astype(str)) & set(test["patient_id"].astype(str)))
+    ]
     both = pd.concat([_tagged(train, "train"), _tagged(test, "test")], ignore_index=True)
     for kind, groups in (("identical images", find_duplicates(both)), ("near-duplicates", find_near_duplicates(both))):
         for group in groups:

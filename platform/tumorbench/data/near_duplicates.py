@@ -25,7 +25,8 @@ def supported(frame: pd.DataFrame) -> bool:
     """Perceptual hashing applies to 2D image files (not volumes, series or DICOM)."""
     return bool(len(frame)) and all(
         len(paths) >= 1 and isinstance(paths[0], (str, Path)) and Path(paths[0]).suffix.lower() in _PLAIN_IMAGES
-        for paths in frame["image"])
+        for paths in frame["image"]
+    )
 
 
 def perceptual_hashes(frame: pd.DataFrame, *, strict: bool = True) -> np.ndarray:
@@ -73,13 +74,14 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int = MAX_DISTANCE) -
     packed = np.packbits(hashes, axis=1)
     pairs = []
     for i in range(len(packed) - 1):  # one row at a time: memory stays O(n)
-        distance = np.unpackbits(packed[i] ^ packed[i + 1:], axis=1).sum(axis=1)
+        distance = np.unpackbits(packed[i] ^ packed[i + 1 :], axis=1).sum(axis=1)
         pairs += [(i, i + 1 + j) for j in np.flatnonzero(distance <= max_distance)]
     return np.asarray(pairs, dtype=int).reshape(-1, 2)
 
 
-def find_near_duplicates(frame: pd.DataFrame, max_distance: int = MAX_DISTANCE, *,
-                         strict: bool = True) -> list[list[str]]:
+def find_near_duplicates(
+    frame: pd.DataFrame, max_distance: int = MAX_DISTANCE, *, strict: bool = True
+) -> list[list[str]]:
     """Groups (two or more case ids) of near-duplicate images, sorted; ``[]`` where hashing does not apply.
 
     ``strict=False`` (``data check``, which reports unreadable files itself) skips unreadable images.
@@ -102,8 +104,12 @@ def split_groups(frame: pd.DataFrame, near_duplicates: list[list[str]]) -> np.nd
     patients = frame["patient_id"].astype(str).to_numpy()
     index = {p: i for i, p in enumerate(dict.fromkeys(patients))}
     case_patient = dict(zip(frame["case_id"].astype(str), patients))
-    pairs = [(index[case_patient[a]], index[case_patient[b]]) for group in near_duplicates
-             for a, b in zip(group, group[1:]) if a in case_patient and b in case_patient]
+    pairs = [
+        (index[case_patient[a]], index[case_patient[b]])
+        for group in near_duplicates
+        for a, b in zip(group, group[1:])
+        if a in case_patient and b in case_patient
+    ]
     labels = _components(len(index), np.asarray(pairs, dtype=int).reshape(-1, 2))
     names = list(index)
     return np.array([names[labels[index[p]]] for p in patients])

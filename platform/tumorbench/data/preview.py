@@ -50,8 +50,11 @@ def case_picture(row: dict) -> tuple[np.ndarray, np.ndarray | None, str]:
     if mask_path:
         mask_image = io.read_image(mask_path)
         mask_volume = to_display(mask_image.array, mask_image.affine) > 0
-    k = int(mask_volume.sum(axis=(0, 1)).argmax()) if mask_volume is not None and mask_volume.any() \
+    k = (
+        int(mask_volume.sum(axis=(0, 1)).argmax())
+        if mask_volume is not None and mask_volume.any()
         else volume.shape[2] // 2
+    )
     mask = mask_volume[:, :, k].T if mask_volume is not None else None
     return _normalize(volume[:, :, k].T), mask, f"{row['case_id']} z={k}"
 
@@ -74,8 +77,7 @@ def _pick_cases(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_preview(root: str | Path, out: str | Path, *, layout: str = "auto", n: int = 8,
-                  seed: int = 0) -> Path:
+def write_preview(root: str | Path, out: str | Path, *, layout: str = "auto", n: int = 8, seed: int = 0) -> Path:
     """Write a PNG montage of ``n`` cases with mask outlines in red.
 
     Returns:
@@ -100,8 +102,11 @@ def write_preview(root: str | Path, out: str | Path, *, layout: str = "auto", n:
             ax.contour(mask.astype(float), levels=[0.5], colors="red", linewidths=1.0)
         label = row["label"] if isinstance(row["label"], str) else ""
         ax.set_title(f"{caption}\n{label}".strip(), fontsize=7)
-    fig.suptitle(f"{frame.attrs['layout']}: {Path(frame.attrs['root']).name} "
-                 f"({len(frame)} cases, {frame['patient_id'].nunique()} patients)", fontsize=9)
+    fig.suptitle(
+        f"{frame.attrs['layout']}: {Path(frame.attrs['root']).name} "
+        f"({len(frame)} cases, {frame['patient_id'].nunique()} patients)",
+        fontsize=9,
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

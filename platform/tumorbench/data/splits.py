@@ -71,9 +71,16 @@ def _file_name(path: Any) -> str | None:
 
 def catalog_hash(frame: pd.DataFrame) -> str:
     """Hash of what identifies a catalog's cases: ids, patients, file names and labels."""
-    records = [[row["case_id"], row["patient_id"], [_file_name(p) for p in row["image"]],
-                _file_name(row["mask"]), row["label"] if isinstance(row["label"], str) else None]
-               for row in frame.sort_values("case_id").to_dict("records")]
+    records = [
+        [
+            row["case_id"],
+            row["patient_id"],
+            [_file_name(p) for p in row["image"]],
+            _file_name(row["mask"]),
+            row["label"] if isinstance(row["label"], str) else None,
+        ]
+        for row in frame.sort_values("case_id").to_dict("records")
+    ]
     return _json_hash(records)
 
 
@@ -88,9 +95,16 @@ def content_hash(frame: pd.DataFrame) -> str:
     def digest(path: Any) -> str | None:
         return image_content_hash(path) if isinstance(path, (str, Path)) else None
 
-    records = [[row["case_id"], row["patient_id"], [digest(p) for p in row["image"]], digest(row["mask"]),
-                row["label"] if isinstance(row["label"], str) else None]
-               for row in frame.sort_values("case_id").to_dict("records")]
+    records = [
+        [
+            row["case_id"],
+            row["patient_id"],
+            [digest(p) for p in row["image"]],
+            digest(row["mask"]),
+            row["label"] if isinstance(row["label"], str) else None,
+        ]
+        for row in frame.sort_values("case_id").to_dict("records")
+    ]
     return _json_hash(records)
 
 
@@ -99,8 +113,11 @@ def check_content(doc: dict, frame: pd.DataFrame, path: str | Path) -> str:
     current = content_hash(frame)
     recorded = doc["dataset"].get("content_hash")
     if recorded is not None and recorded != current:
-        raise DataError(path, "the data's content changed since this split file was made (same file names, "
-                              "other bytes): make a new split file")
+        raise DataError(
+            path,
+            "the data's content changed since this split file was made (same file names, "
+            "other bytes): make a new split file",
+        )
     return current
 
 
@@ -136,15 +153,18 @@ def _uses_near_duplicates(frame: pd.DataFrame, config: SplitConfig) -> bool:
     return config.near_duplicates == "on" or no_patient_ids
 
 
-def _assign_folds(frame: pd.DataFrame, config: SplitConfig, key: str | None,
-                  groups: np.ndarray | None = None) -> np.ndarray:
+def _assign_folds(
+    frame: pd.DataFrame, config: SplitConfig, key: str | None, groups: np.ndarray | None = None
+) -> np.ndarray:
     """Fold of each row; ``groups`` (default: the patients) are never split across folds."""
     merged = groups is not None
     groups = frame["patient_id"].to_numpy() if groups is None else groups
     n_patients = len(np.unique(groups))
     if config.n_folds > n_patients:
-        raise SplitError(f"{config.n_folds} folds need at least {config.n_folds} patients; "
-                         f"the catalog has {n_patients}" + (" (near-duplicates merged)" if merged else ""))
+        raise SplitError(
+            f"{config.n_folds} folds need at least {config.n_folds} patients; "
+            f"the catalog has {n_patients}" + (" (near-duplicates merged)" if merged else "")
+        )
     folds = np.full(len(frame), -1)
     if key is None:
         # Plain GroupKFold ignores row order for equal-sized groups, so only its own shuffle makes the seed matter.
@@ -191,13 +211,19 @@ def make_splits(frame: pd.DataFrame, config: SplitConfig = SplitConfig(), *, con
     fold_docs = []
     for fold in range(config.n_folds):
         val = kept[folds == fold]
-        fold_docs.append({"fold": fold, "val": sorted(val["case_id"]),
-                          "val_patients": sorted(val["patient_id"].unique())})
+        fold_docs.append(
+            {"fold": fold, "val": sorted(val["case_id"]), "val_patients": sorted(val["patient_id"].unique())}
+        )
     doc = {
         "version": SPLIT_FORMAT_VERSION,
         "config": asdict(config) | {"stratify_column": key},
-        "dataset": {"root": frame.attrs.get("root"), "layout": frame.attrs.get("layout"),
-                    "n_cases": int(len(frame)), "catalog_hash": catalog_hash(frame), "content_hash": content},
+        "dataset": {
+            "root": frame.attrs.get("root"),
+            "layout": frame.attrs.get("layout"),
+            "n_cases": int(len(frame)),
+            "catalog_hash": catalog_hash(frame),
+            "content_hash": content,
+        },
         "excluded": dict(sorted(excluded.items())),
         "duplicates": duplicates,
         "near_duplicates": near,

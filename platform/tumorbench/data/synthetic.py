@@ -29,17 +29,25 @@ from tumorbench.data.writers import write_dicom_series, write_nifti
 from tumorbench.errors import DataError
 
 BRATS_MODALITIES = ("t1", "t1ce", "t2", "flair")
-LUNG_LABEL_COLUMNS = ("case_id", "patient_id", "series_dir", "mask", "label", "malignancy",
-                      "nodule_center_ijk", "nodule_radius_mm")
+LUNG_LABEL_COLUMNS = (
+    "case_id",
+    "patient_id",
+    "series_dir",
+    "mask",
+    "label",
+    "malignancy",
+    "nodule_center_ijk",
+    "nodule_radius_mm",
+)
 
 # Brain tissue classes and their relative signal per modality (WM on T1 ~ 0.85).
 # Mimics clinical contrast: edema bright on T2/FLAIR, enhancing rim bright on T1ce,
 # necrosis dark on T1ce, the whole tumor slightly dark on T1, CSF nulled on FLAIR.
 _AIR, _SCALP, _BONE, _CSF, _GM, _WM, _EDEMA, _NECROSIS, _ENHANCING = range(9)
 _BRAIN_SIGNAL = {
-    "t1":    (0.0, 0.95, 0.15, 0.25, 0.62, 0.85, 0.55, 0.35, 0.60),
-    "t1ce":  (0.0, 0.95, 0.15, 0.25, 0.63, 0.85, 0.57, 0.28, 1.25),
-    "t2":    (0.0, 0.55, 0.10, 1.00, 0.62, 0.42, 0.92, 1.05, 0.70),
+    "t1": (0.0, 0.95, 0.15, 0.25, 0.62, 0.85, 0.55, 0.35, 0.60),
+    "t1ce": (0.0, 0.95, 0.15, 0.25, 0.63, 0.85, 0.57, 0.28, 1.25),
+    "t2": (0.0, 0.55, 0.10, 1.00, 0.62, 0.42, 0.92, 1.05, 0.70),
     "flair": (0.0, 0.70, 0.10, 0.12, 0.62, 0.48, 1.00, 0.55, 0.82),
 }
 _BRATS_LABEL = {_EDEMA: 2, _NECROSIS: 1, _ENHANCING: 4}
@@ -159,10 +167,15 @@ def _prepare_out(out_dir: str | Path, overwrite: bool) -> Path:
 def brats_affine(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> np.ndarray:
     """LPS-stored affine like real BraTS (x = -i, y = -j) with a non-zero centre offset."""
     (ni, nj, nk), (si, sj, sk) = shape, spacing
-    return np.array([[-si, 0, 0, si * (ni - 1) / 2],
-                     [0, -sj, 0, sj * (nj - 1) / 2 + 18.0],
-                     [0, 0, sk, -sk * (nk - 1) / 2 + 12.0],
-                     [0, 0, 0, 1]], dtype=float)
+    return np.array(
+        [
+            [-si, 0, 0, si * (ni - 1) / 2],
+            [0, -sj, 0, sj * (nj - 1) / 2 + 18.0],
+            [0, 0, sk, -sk * (nk - 1) / 2 + 12.0],
+            [0, 0, 0, 1],
+        ],
+        dtype=float,
+    )
 
 
 def _head_classes(rng: np.random.Generator, cfg: BrainPhantomConfig, grid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -235,8 +248,9 @@ def brain_case(config: BrainPhantomConfig, index: int) -> dict[str, np.ndarray]:
     return case
 
 
-def make_brain_study(out_dir: str | Path, config: BrainPhantomConfig = BrainPhantomConfig(), *,
-                     overwrite: bool = False) -> Path:
+def make_brain_study(
+    out_dir: str | Path, config: BrainPhantomConfig = BrainPhantomConfig(), *, overwrite: bool = False
+) -> Path:
     """Write ``out/SynthBraTS_NNNNN/SynthBraTS_NNNNN_{t1,t1ce,t2,flair,seg}.nii.gz``.
 
     Returns:
@@ -344,10 +358,12 @@ def _nodule_mask(cfg: LungPhantomConfig, grid, nodule: _Nodule, growth: float, r
 def _lung_affine(rng: np.random.Generator, cfg: LungPhantomConfig) -> np.ndarray:
     """Axial RAS affine whose DICOM (LPS) origin sits at a scanner-like table position."""
     (si, sj, sk), fov = cfg.spacing, np.array(cfg.shape) * np.array(cfg.spacing)
-    origin_lps = np.array([-fov[0] / 2 + rng.uniform(-10, 10), -fov[1] / 2 + rng.uniform(-10, 30),
-                           rng.uniform(-350, -150)])
-    return np.array([[-si, 0, 0, -origin_lps[0]], [0, -sj, 0, -origin_lps[1]],
-                     [0, 0, sk, origin_lps[2]], [0, 0, 0, 1]], dtype=float)
+    origin_lps = np.array(
+        [-fov[0] / 2 + rng.uniform(-10, 10), -fov[1] / 2 + rng.uniform(-10, 30), rng.uniform(-350, -150)]
+    )
+    return np.array(
+        [[-si, 0, 0, -origin_lps[0]], [0, -sj, 0, -origin_lps[1]], [0, 0, sk, origin_lps[2]], [0, 0, 0, 1]], dtype=float
+    )
 
 
 def lung_case(config: LungPhantomConfig, patient: int, scan: int, malignant: bool) -> dict:
@@ -366,13 +382,19 @@ def lung_case(config: LungPhantomConfig, patient: int, scan: int, malignant: boo
     hu = ndimage.gaussian_filter(hu, 0.5) + config.noise * scan_rng.standard_normal(config.shape, dtype=np.float32)
     centre_ijk = np.rint(nodule.centre_mm / np.array(config.spacing) + (np.array(config.shape) - 1) / 2).astype(int)
     rating = (5 if nodule.radius_mm > 8 else 4) if malignant else (2 if nodule.radius_mm > 5.5 else 1)
-    return {"hu": np.clip(hu, -1024, 3071).astype(np.float32), "mask": mask.astype(np.uint8),
-            "affine": _lung_affine(scan_rng, config), "centre_ijk": [int(v) for v in centre_ijk],
-            "radius_mm": round(nodule.radius_mm * growth, 2), "malignancy": rating}
+    return {
+        "hu": np.clip(hu, -1024, 3071).astype(np.float32),
+        "mask": mask.astype(np.uint8),
+        "affine": _lung_affine(scan_rng, config),
+        "centre_ijk": [int(v) for v in centre_ijk],
+        "radius_mm": round(nodule.radius_mm * growth, 2),
+        "malignancy": rating,
+    }
 
 
-def make_lung_study(out_dir: str | Path, config: LungPhantomConfig = LungPhantomConfig(), *,
-                    overwrite: bool = False) -> Path:
+def make_lung_study(
+    out_dir: str | Path, config: LungPhantomConfig = LungPhantomConfig(), *, overwrite: bool = False
+) -> Path:
     """Write ``<patient>/scan_<s>/slice_XXX.dcm``, ``<patient>/scan_<s>_nodule_mask.nii.gz``, ``labels.csv``.
 
     Returns:
@@ -387,16 +409,28 @@ def make_lung_study(out_dir: str | Path, config: LungPhantomConfig = LungPhantom
     for patient, scan in plan:
         patient_id, series = f"SYNTH-LUNG-{patient:04d}", f"scan_{scan}"
         case = lung_case(config, patient, scan, patient in malignant)
-        write_dicom_series(out / patient_id / series, case["hu"], case["affine"], patient_id=patient_id,
-                           series_description=f"synthetic chest CT {series}",
-                           uid_seed=f"{config.seed}/{patient}/{scan}")
+        write_dicom_series(
+            out / patient_id / series,
+            case["hu"],
+            case["affine"],
+            patient_id=patient_id,
+            series_description=f"synthetic chest CT {series}",
+            uid_seed=f"{config.seed}/{patient}/{scan}",
+        )
         mask_rel = f"{patient_id}/{series}_nodule_mask.nii.gz"
         write_nifti(out / mask_rel, case["mask"], case["affine"], dtype=np.uint8)
-        rows.append({"case_id": f"{patient_id}_{series}", "patient_id": patient_id,
-                     "series_dir": f"{patient_id}/{series}",
-                     "mask": mask_rel, "label": "malignant" if patient in malignant else "benign",
-                     "malignancy": case["malignancy"], "nodule_center_ijk": json.dumps(case["centre_ijk"]),
-                     "nodule_radius_mm": case["radius_mm"]})
+        rows.append(
+            {
+                "case_id": f"{patient_id}_{series}",
+                "patient_id": patient_id,
+                "series_dir": f"{patient_id}/{series}",
+                "mask": mask_rel,
+                "label": "malignant" if patient in malignant else "benign",
+                "malignancy": case["malignancy"],
+                "nodule_center_ijk": json.dumps(case["centre_ijk"]),
+                "nodule_radius_mm": case["radius_mm"],
+            }
+        )
     with open(out / "labels.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=LUNG_LABEL_COLUMNS)
         writer.writeheader()
@@ -404,8 +438,14 @@ def make_lung_study(out_dir: str | Path, config: LungPhantomConfig = LungPhantom
     return out
 
 
-def make_study(kind: Literal["brain-mri", "lung-ct"], out_dir: str | Path, *, cases: int | None = None,
-               seed: int | None = None, overwrite: bool = False) -> Path:
+def make_study(
+    kind: Literal["brain-mri", "lung-ct"],
+    out_dir: str | Path,
+    *,
+    cases: int | None = None,
+    seed: int | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Generate the default synthetic study of one ``kind`` (used by ``tumorbench data synth``).
 
     Args:

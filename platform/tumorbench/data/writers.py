@@ -70,8 +70,10 @@ def _stored_dtype(out_dir: Path, stored: np.ndarray) -> np.dtype:
         return np.dtype(np.uint16)
     if low >= np.iinfo(np.int16).min and high <= np.iinfo(np.int16).max:
         return np.dtype(np.int16)
-    raise DataError(out_dir, f"values map to stored pixels {low:.0f}..{high:.0f}, outside 16 bits; "
-                             "change rescale_slope / rescale_intercept")
+    raise DataError(
+        out_dir,
+        f"values map to stored pixels {low:.0f}..{high:.0f}, outside 16 bits; change rescale_slope / rescale_intercept",
+    )
 
 
 def _geometry(out_dir: Path, affine_ras: np.ndarray) -> dict[str, Any]:
@@ -102,8 +104,15 @@ def _uid(uid_seed: str | None, *parts: object) -> str:
 
 
 def _series_header(
-    modality: str, patient_id: str, study_uid: str, series_uid: str, frame_uid: str,
-    series_description: str, geometry: dict[str, Any], slope: float, intercept: float,
+    modality: str,
+    patient_id: str,
+    study_uid: str,
+    series_uid: str,
+    frame_uid: str,
+    series_description: str,
+    geometry: dict[str, Any],
+    slope: float,
+    intercept: float,
     unsigned: bool,
 ) -> Dataset:
     ds = Dataset()
@@ -190,16 +199,31 @@ def write_dicom_series(
     dtype = _stored_dtype(out_dir, stored)
     stored = stored.astype(dtype)
     header = _series_header(
-        modality, patient_id, study_uid or _uid(uid_seed, "study"), series_uid or _uid(uid_seed, "series"),
-        _uid(uid_seed, "frame"), series_description, geometry, rescale_slope, rescale_intercept,
+        modality,
+        patient_id,
+        study_uid or _uid(uid_seed, "study"),
+        series_uid or _uid(uid_seed, "series"),
+        _uid(uid_seed, "frame"),
+        series_description,
+        geometry,
+        rescale_slope,
+        rescale_intercept,
         unsigned=dtype == np.uint16,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     width = max(3, len(str(volume.shape[2] - 1)))
     paths = []
     for k in range(volume.shape[2]):
-        paths.append(_write_slice(out_dir / f"slice_{k:0{width}d}.dcm", header, stored[:, :, k], k,
-                                  geometry["lps"], _uid(uid_seed, "sop", header.SeriesInstanceUID, k)))
+        paths.append(
+            _write_slice(
+                out_dir / f"slice_{k:0{width}d}.dcm",
+                header,
+                stored[:, :, k],
+                k,
+                geometry["lps"],
+                _uid(uid_seed, "sop", header.SeriesInstanceUID, k),
+            )
+        )
     return paths
 
 

@@ -36,8 +36,16 @@ def reliability_bins(y: np.ndarray, proba: np.ndarray, n_bins: int = N_BINS) -> 
     """Equal-width probability bins: ``count``, mean ``predicted`` and ``observed`` frequency (empty bins dropped)."""
     p, outcome = _as_binary_or_top(y, proba)
     index = np.clip((p * n_bins).astype(int), 0, n_bins - 1)  # p = 1.0 joins the last bin
-    rows = [{"bin": b, "count": int((index == b).sum()), "predicted": float(p[index == b].mean()),
-             "observed": float(outcome[index == b].mean())} for b in range(n_bins) if (index == b).any()]
+    rows = [
+        {
+            "bin": b,
+            "count": int((index == b).sum()),
+            "predicted": float(p[index == b].mean()),
+            "observed": float(outcome[index == b].mean()),
+        }
+        for b in range(n_bins)
+        if (index == b).any()
+    ]
     return pd.DataFrame(rows, columns=["bin", "count", "predicted", "observed"])
 
 

@@ -90,8 +90,9 @@ def _mean_ci(g: pd.DataFrame, metric: str, n_boot: int, alpha: float, seed: int)
     return bootstrap_ci(values, np.mean, n_boot=n_boot, alpha=alpha, groups=grouped, seed=seed)
 
 
-def _classification_ci(g: pd.DataFrame, metric: str, binary: bool, n_boot: int, alpha: float,
-                       seed: int) -> tuple[float, float]:
+def _classification_ci(
+    g: pd.DataFrame, metric: str, binary: bool, n_boot: int, alpha: float, seed: int
+) -> tuple[float, float]:
     """Patient bootstrap CI of a pooled classification metric (NaN when undefined)."""
     y = g["y_true"].to_numpy()
     groups = g["patient_id"].to_numpy()
@@ -116,8 +117,9 @@ def _delong_interval(g: pd.DataFrame, alpha: float) -> tuple[float, float]:
     return lo, hi
 
 
-def classification_pooled_row(g: pd.DataFrame, metrics: list[str], binary: bool, n_boot: int, alpha: float,
-                              seed: int) -> dict[str, float]:
+def classification_pooled_row(
+    g: pd.DataFrame, metrics: list[str], binary: bool, n_boot: int, alpha: float, seed: int
+) -> dict[str, float]:
     """Each metric on the pooled cases with its patient-bootstrap CI; binary AUC adds DeLong's interval."""
     row: dict[str, float] = {}
     pooled = classification_values(g, binary)
@@ -142,9 +144,16 @@ def mean_pooled_row(g: pd.DataFrame, metrics: list[str], n_boot: int, alpha: flo
     return row
 
 
-def leaderboard(predictions: pd.DataFrame, folds: pd.DataFrame | None = None, task: str | None = None, *,
-                primary: str | None = None, n_boot: int = 2000, alpha: float = 0.05,
-                seed: int = 0) -> pd.DataFrame:
+def leaderboard(
+    predictions: pd.DataFrame,
+    folds: pd.DataFrame | None = None,
+    task: str | None = None,
+    *,
+    primary: str | None = None,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> pd.DataFrame:
     """One row per model and baseline, best first.
 
     Args:
@@ -175,15 +184,21 @@ def leaderboard(predictions: pd.DataFrame, folds: pd.DataFrame | None = None, ta
     rows = []
     for model, g in pred.groupby("model", sort=False):
         f = folds[folds["model"] == model]
-        row: dict[str, Any] = {"model": model, "kind": g["kind"].iloc[0], "n_cases": len(g),
-                               "n_patients": g["patient_id"].nunique(), "n_folds": f["fold"].nunique()}
+        row: dict[str, Any] = {
+            "model": model,
+            "kind": g["kind"].iloc[0],
+            "n_cases": len(g),
+            "n_patients": g["patient_id"].nunique(),
+            "n_folds": f["fold"].nunique(),
+        }
         for m in metrics:
             row[f"{m}_mean"], row[f"{m}_sd"] = _mean_sd(f[m])
         row.update(spec.pooled_row(g, metrics, binary, n_boot, alpha, seed))
         rows.append(row)
     lb = pd.DataFrame(rows).sort_values("model", kind="stable")
-    lb = lb.sort_values(f"{primary}_pooled", ascending=lower_is_better(primary, task), na_position="last",
-                        kind="stable")
+    lb = lb.sort_values(
+        f"{primary}_pooled", ascending=lower_is_better(primary, task), na_position="last", kind="stable"
+    )
     lb = lb.reset_index(drop=True)
     lb.insert(0, "rank", np.arange(1, len(lb) + 1))
     lb.attrs.update(task=task, primary=primary)
@@ -204,8 +219,9 @@ def _fmt_p(p: float, significant: bool) -> str:
     return text + ("*" if significant else "")
 
 
-def _p_column(lb: pd.DataFrame, stats: pd.DataFrame | None, task: str, primary: str,
-              digits: int = 3) -> tuple[list[str], list[list[str]]]:
+def _p_column(
+    lb: pd.DataFrame, stats: pd.DataFrame | None, task: str, primary: str, digits: int = 3
+) -> tuple[list[str], list[list[str]]]:
     """Headers and cells of the difference to the reference [paired bootstrap CI] and its adjusted p-value."""
     if stats is None or stats.empty:
         return [], []
@@ -219,16 +235,19 @@ def _p_column(lb: pd.DataFrame, stats: pd.DataFrame | None, task: str, primary: 
             cells.append(["ref", "ref"])
         elif model in rows.index:
             r = rows.loc[model]
-            delta = (f"{_fmt(r['difference'], digits)} [{_fmt(r.get('diff_ci_low', math.nan), digits)}, "
-                     f"{_fmt(r.get('diff_ci_high', math.nan), digits)}]")
+            delta = (
+                f"{_fmt(r['difference'], digits)} [{_fmt(r.get('diff_ci_low', math.nan), digits)}, "
+                f"{_fmt(r.get('diff_ci_high', math.nan), digits)}]"
+            )
             cells.append([delta, _fmt_p(r["p_holm"], bool(r["significant"]))])
         else:
             cells.append(["n/a", "n/a"])
     return [f"Δ{metric} (ref − model) [95% CI]", f"p_holm vs {reference} ({test})"], cells
 
 
-def format_leaderboard(lb: pd.DataFrame, task: str, *, stats: pd.DataFrame | None = None,
-                       primary: str | None = None, digits: int = 3) -> str:
+def format_leaderboard(
+    lb: pd.DataFrame, task: str, *, stats: pd.DataFrame | None = None, primary: str | None = None, digits: int = 3
+) -> str:
     """The leaderboard as an aligned text table for the console.
 
     Columns: rank, model, kind, the primary metric's pooled out-of-fold estimate with its 95% CI
@@ -244,11 +263,17 @@ def format_leaderboard(lb: pd.DataFrame, task: str, *, stats: pd.DataFrame | Non
     header = ["#", "model", "kind", f"{primary} pooled [95% CI]", f"{primary} fold mean ± SD"] + others
     body = []
     for _, r in lb.iterrows():
-        body.append([str(r["rank"]), str(r["model"]), str(r["kind"]),
-                     f"{_fmt(r[f'{primary}_pooled'], digits)} [{_fmt(r[f'{primary}_ci_low'], digits)}, "
-                     f"{_fmt(r[f'{primary}_ci_high'], digits)}]",
-                     f"{_fmt(r[f'{primary}_mean'], digits)} ± {_fmt(r[f'{primary}_sd'], digits)}"]
-                    + [_fmt(r[f"{m}_mean"], digits) for m in others])
+        body.append(
+            [
+                str(r["rank"]),
+                str(r["model"]),
+                str(r["kind"]),
+                f"{_fmt(r[f'{primary}_pooled'], digits)} [{_fmt(r[f'{primary}_ci_low'], digits)}, "
+                f"{_fmt(r[f'{primary}_ci_high'], digits)}]",
+                f"{_fmt(r[f'{primary}_mean'], digits)} ± {_fmt(r[f'{primary}_sd'], digits)}",
+            ]
+            + [_fmt(r[f"{m}_mean"], digits) for m in others]
+        )
     p_titles, p_cells = _p_column(lb, stats, task, primary, digits)
     if p_cells:
         header += p_titles
@@ -257,9 +282,11 @@ def format_leaderboard(lb: pd.DataFrame, task: str, *, stats: pd.DataFrame | Non
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + body]
     n_folds = int(lb["n_folds"].max()) if len(lb) else 0
     best = "lowest" if lower_is_better(primary, task) else "highest"
-    intro = (f"Leaderboard ({task}; ranked by the pooled {primary}, {best} first; pooled: all out-of-fold "
-             f"predictions, 95% CI by patient bootstrap; fold mean ± SD over {n_folds} folds; "
-             "other metrics: fold means)")
+    intro = (
+        f"Leaderboard ({task}; ranked by the pooled {primary}, {best} first; pooled: all out-of-fold "
+        f"predictions, 95% CI by patient bootstrap; fold mean ± SD over {n_folds} folds; "
+        "other metrics: fold means)"
+    )
     return "\n".join([intro, lines[0], "-" * len(lines[0])] + lines[1:])
 
 
@@ -288,8 +315,15 @@ def load_results(results_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame | 
     return predictions, folds, configs
 
 
-def summarize_results(results_dir: str | Path, *, task: str | None = None, primary: str | None = None,
-                      n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+def summarize_results(
+    results_dir: str | Path,
+    *,
+    task: str | None = None,
+    primary: str | None = None,
+    n_boot: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Compute and write ``leaderboard.csv``, ``stats.csv`` (and ``folds.csv`` when absent).
 
     Returns:

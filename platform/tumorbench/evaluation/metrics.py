@@ -191,8 +191,9 @@ def segmentation_metrics(
     return out
 
 
-def region_case_metrics(pred: Any, target: Any, spacing: Sequence[float] | None,
-                        channel_names: Sequence[str] | None) -> dict[str, float]:
+def region_case_metrics(
+    pred: Any, target: Any, spacing: Sequence[float] | None, channel_names: Sequence[str] | None
+) -> dict[str, float]:
     """One patient's metrics over mask channels ``(C, ...)``: each metric the mean over channels, plus
     ``dice_<name>`` per channel when there are several (BraTS WT/TC/ET). Deep models and baselines alike."""
     per_channel = [segmentation_metrics(p, t, spacing) for p, t in zip(pred, target)]
@@ -281,9 +282,7 @@ def _multiclass_classification(y_true: np.ndarray, scores: np.ndarray) -> dict:
     }
 
 
-def classification_metrics(
-    y_true: Any, y_score: Any, *, threshold: float = 0.5, positive: Any = 1
-) -> dict[str, float]:
+def classification_metrics(y_true: Any, y_score: Any, *, threshold: float = 0.5, positive: Any = 1) -> dict[str, float]:
     """Accuracy, precision, recall (sensitivity), specificity, F1, ROC AUC and confusion counts.
 
     Args:

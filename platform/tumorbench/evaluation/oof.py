@@ -119,8 +119,9 @@ def check_classification(df: pd.DataFrame, source: str) -> pd.DataFrame:
     if not np.isfinite(df[scores].to_numpy(float)).all():
         raise DataError(source, f"scores {scores} must be finite (found NaN or inf)")
     if "y_pred" not in df.columns:
-        df["y_pred"] = ((df["y_score"] >= 0.5).astype(np.int64) if scores == ["y_score"]
-                        else score_matrix(df).argmax(axis=1))
+        df["y_pred"] = (
+            (df["y_score"] >= 0.5).astype(np.int64) if scores == ["y_score"] else score_matrix(df).argmax(axis=1)
+        )
     df["y_pred"] = _integers(df["y_pred"], source, "y_pred")
     return df
 
@@ -137,13 +138,17 @@ def check_predictions(predictions: pd.DataFrame, task: str, source: str = "predi
     _check_models(df, source)
     dup = df[df.duplicated(["model", "case_id"])]
     if len(dup):
-        raise DataError(source, f"model {dup['model'].iloc[0]!r} has case {dup['case_id'].iloc[0]!r} more than "
-                                "once (expected one out-of-fold row per model and case)")
+        raise DataError(
+            source,
+            f"model {dup['model'].iloc[0]!r} has case {dup['case_id'].iloc[0]!r} more than "
+            "once (expected one out-of-fold row per model and case)",
+        )
     return get_task(task).check_predictions(df, source)
 
 
-def check_folds(folds: pd.DataFrame, pred: pd.DataFrame, task: str, primary: str,
-                source: str = "folds.csv") -> pd.DataFrame:
+def check_folds(
+    folds: pd.DataFrame, pred: pd.DataFrame, task: str, primary: str, source: str = "folds.csv"
+) -> pd.DataFrame:
     """A validated copy of the folds table, checked against the predictions' models."""
     if not isinstance(folds, pd.DataFrame) or folds.empty:
         raise DataError(source, "no folds (expected a non-empty table)")
@@ -162,8 +167,7 @@ def check_folds(folds: pd.DataFrame, pred: pd.DataFrame, task: str, primary: str
 def ranking(folds: pd.DataFrame, primary: str, task: str | Task) -> list[str]:
     """Models best first by the fold mean of ``primary`` in the task's direction; NaN last, ties by name."""
     means = folds.groupby("model")[primary].mean().sort_index()
-    return means.sort_values(ascending=lower_is_better(primary, task), na_position="last",
-                             kind="stable").index.tolist()
+    return means.sort_values(ascending=lower_is_better(primary, task), na_position="last", kind="stable").index.tolist()
 
 
 def pooled_primary(pred: pd.DataFrame, task: str, primary: str) -> pd.Series:
@@ -178,8 +182,9 @@ def pooled_primary(pred: pd.DataFrame, task: str, primary: str) -> pd.Series:
 def pooled_ranking(pred: pd.DataFrame, task: str, primary: str) -> list[str]:
     """Models best first by the pooled estimate of ``primary`` (the number tested and given a CI); NaN last."""
     values = pooled_primary(pred, task, primary).sort_index()
-    return values.sort_values(ascending=lower_is_better(primary, task), na_position="last",
-                              kind="stable").index.tolist()
+    return values.sort_values(
+        ascending=lower_is_better(primary, task), na_position="last", kind="stable"
+    ).index.tolist()
 
 
 def classification_values(g: pd.DataFrame, binary: bool) -> dict[str, float]:
@@ -213,8 +218,13 @@ def fold_metrics(predictions: pd.DataFrame, task: str | None = None) -> pd.DataF
     totals = pred.groupby("model").size()
     rows = []
     for (model, fold), g in pred.groupby(["model", "fold"], sort=True):
-        row = {"model": model, "kind": g["kind"].iloc[0], "fold": int(fold),
-               "n_train": int(totals[model] - len(g)), "n_test": len(g)}
+        row = {
+            "model": model,
+            "kind": g["kind"].iloc[0],
+            "fold": int(fold),
+            "n_train": int(totals[model] - len(g)),
+            "n_test": len(g),
+        }
         row.update(spec.fold_values(g, metrics, binary))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -270,11 +280,16 @@ def _multiclass_metric(metric: str) -> Callable[[np.ndarray, np.ndarray], float]
         if metric == "accuracy":
             return float(tp.sum() / n)
         if metric == "auc":
-            aucs = [_rank_auc((y == c).astype(int), scores[:, c]) for c in range(k)
-                    if seen[c] and 0 < np.sum(y == c) < n]
+            aucs = [
+                _rank_auc((y == c).astype(int), scores[:, c]) for c in range(k) if seen[c] and 0 < np.sum(y == c) < n
+            ]
             return float(np.mean(aucs)) if aucs else float("nan")
-        num, den = {"precision": (tp, tp + fp), "recall": (tp, tp + fn_),
-                    "specificity": (n - tp - fp - fn_, n - tp - fn_), "f1": (2 * tp, 2 * tp + fp + fn_)}[metric]
+        num, den = {
+            "precision": (tp, tp + fp),
+            "recall": (tp, tp + fn_),
+            "specificity": (n - tp - fp - fn_, n - tp - fn_),
+            "f1": (2 * tp, 2 * tp + fp + fn_),
+        }[metric]
         ratio = np.divide(num, den, out=np.zeros_like(num), where=den > 0)
         return float(ratio[seen].mean())
 

@@ -48,7 +48,6 @@ from tumorbench.evaluation.oof import (
     pooled_ranking,
     resolve,
 )
-from tumorbench.tasks import get_task
 from tumorbench.evaluation.stats import (
     bootstrap_ci,
     bootstrap_metric_ci,
@@ -58,11 +57,25 @@ from tumorbench.evaluation.stats import (
     mcnemar_test,
     wilcoxon_signed_rank,
 )
+from tumorbench.tasks import get_task
 
 __all__ = ["STATS_COLUMNS", "paired_statistics", "primary_test"]
 
-STATS_COLUMNS = ["reference", "model", "kind", "test", "metric", "n", "statistic", "p", "p_holm",
-                 "difference", "diff_ci_low", "diff_ci_high", "significant"]
+STATS_COLUMNS = [
+    "reference",
+    "model",
+    "kind",
+    "test",
+    "metric",
+    "n",
+    "statistic",
+    "p",
+    "p_holm",
+    "difference",
+    "diff_ci_low",
+    "diff_ci_high",
+    "significant",
+]
 N_BOOT = 2000
 ALPHA = 0.05
 
@@ -128,16 +141,20 @@ def check_same_labels(pair: pd.DataFrame) -> pd.DataFrame:
     """Paired classification rows must agree on the truth."""
     clash = pair[pair["y_true_ref"] != pair["y_true_other"]]
     if len(clash):
-        raise DataError("predictions.csv", f"models {pair['model_ref'].iloc[0]!r} and {pair['model_other'].iloc[0]!r}"
-                                           f" disagree on y_true of case {clash['case_id'].iloc[0]!r}")
+        raise DataError(
+            "predictions.csv",
+            f"models {pair['model_ref'].iloc[0]!r} and {pair['model_other'].iloc[0]!r}"
+            f" disagree on y_true of case {clash['case_id'].iloc[0]!r}",
+        )
     return pair
 
 
 def _fold_test(folds: pd.DataFrame, reference: str, model: str, primary: str) -> tuple[int, float, float, float]:
     ref = folds[folds["model"] == reference][["fold", primary, "n_train", "n_test"]]
     other = folds[folds["model"] == model][["fold", primary]]
-    pair = ref.merge(other, on="fold", suffixes=("_ref", "_other")).dropna(subset=[f"{primary}_ref",
-                                                                                    f"{primary}_other"])
+    pair = ref.merge(other, on="fold", suffixes=("_ref", "_other")).dropna(
+        subset=[f"{primary}_ref", f"{primary}_other"]
+    )
     a, b = pair[f"{primary}_ref"].to_numpy(float), pair[f"{primary}_other"].to_numpy(float)
 
     def run(_: pd.DataFrame) -> tuple[float, float, float]:
@@ -160,8 +177,9 @@ def _holm_by_family(table: pd.DataFrame) -> pd.DataFrame:
     return table[STATS_COLUMNS]
 
 
-def delta_ci(pair: pd.DataFrame, metric: str, binary: bool, *, n_boot: int = N_BOOT,
-             alpha: float = ALPHA, seed: int = 0) -> tuple[float, float]:
+def delta_ci(
+    pair: pd.DataFrame, metric: str, binary: bool, *, n_boot: int = N_BOOT, alpha: float = ALPHA, seed: int = 0
+) -> tuple[float, float]:
     """Paired patient-bootstrap CI of ``metric(reference) - metric(model)`` on the paired cases (ΔAUC, ΔDice).
 
     Both models are scored on the same resampled patients, so their shared difficulty cancels. Pairs with
@@ -175,8 +193,9 @@ def delta_ci(pair: pd.DataFrame, metric: str, binary: bool, *, n_boot: int = N_B
             ok = ~np.isnan(diff)
             if not ok.any() or not np.isfinite(diff[ok]).all():
                 return math.nan, math.nan
-            _, lo, hi = bootstrap_ci(diff[ok], np.mean, n_boot=n_boot, alpha=alpha,
-                                     groups=None if grouped is None else groups[ok], seed=seed)
+            _, lo, hi = bootstrap_ci(
+                diff[ok], np.mean, n_boot=n_boot, alpha=alpha, groups=None if grouped is None else groups[ok], seed=seed
+            )
             return lo, hi
         ref, other = _paired_scores(pair, metric, binary)
         fn = (BINARY_METRIC_FNS if binary else MULTICLASS_METRIC_FNS)[metric]
@@ -187,8 +206,9 @@ def delta_ci(pair: pd.DataFrame, metric: str, binary: bool, *, n_boot: int = N_B
             a, b = (s[:, :k], s[:, k:]) if k else (s[:, 0], s[:, 1])
             return fn(y, a) - fn(y, b)
 
-        _, lo, hi = bootstrap_metric_ci(pair["y_true_ref"].to_numpy(), stacked, delta, grouped, n_boot=n_boot,
-                                        alpha=alpha, seed=seed)
+        _, lo, hi = bootstrap_metric_ci(
+            pair["y_true_ref"].to_numpy(), stacked, delta, grouped, n_boot=n_boot, alpha=alpha, seed=seed
+        )
     except ValueError:  # one class among the paired cases: the metric is undefined
         return math.nan, math.nan
     return lo, hi
@@ -203,26 +223,50 @@ def _paired_scores(pair: pd.DataFrame, metric: str, binary: bool) -> tuple[np.nd
     return (pair[[f"{c}_ref" for c in cols]].to_numpy(float), pair[[f"{c}_other" for c in cols]].to_numpy(float))
 
 
-def _comparison_rows(pred: pd.DataFrame, folds: pd.DataFrame, task: str, primary: str, reference: str,
-                     model: str, kind: str) -> list[dict]:
+def _comparison_rows(
+    pred: pd.DataFrame, folds: pd.DataFrame, task: str, primary: str, reference: str, model: str, kind: str
+) -> list[dict]:
     base = {"reference": reference, "model": model, "kind": kind}
     ref, other = pred[pred["model"] == reference], pred[pred["model"] == model]
     spec = get_task(task)
     binary = spec.is_binary(pred)
     rows = []
     for test, metric, fn in spec.case_tests(primary, pred):
-        pair = spec.pair_cases(ref.merge(other, on=list(KEYS), suffixes=("_ref", "_other")),
-                               metric if test == "wilcoxon" else None)
+        pair = spec.pair_cases(
+            ref.merge(other, on=list(KEYS), suffixes=("_ref", "_other")), metric if test == "wilcoxon" else None
+        )
         stat, p, diff = _run(test, fn, pair, f"{reference} vs {model}")
         lo, hi = delta_ci(pair, metric, binary)
-        rows.append({**base, "test": test, "metric": metric, "n": len(pair), "statistic": stat, "p": p,
-                     "difference": diff, "diff_ci_low": lo, "diff_ci_high": hi})
+        rows.append(
+            {
+                **base,
+                "test": test,
+                "metric": metric,
+                "n": len(pair),
+                "statistic": stat,
+                "p": p,
+                "difference": diff,
+                "diff_ci_low": lo,
+                "diff_ci_high": hi,
+            }
+        )
     n, stat, p, diff = _fold_test(folds, reference, model, primary)
     # The fold test's difference is a mean over folds; its CI is the paired bootstrap of the pooled primary.
     merged = ref.merge(other, on=list(KEYS), suffixes=("_ref", "_other"))
     lo, hi = delta_ci(spec.pair_cases(merged, None if "y_true" in pred.columns else primary), primary, binary)
-    rows.append({**base, "test": "corrected_t", "metric": primary, "n": n, "statistic": stat, "p": p,
-                 "difference": diff, "diff_ci_low": lo, "diff_ci_high": hi})
+    rows.append(
+        {
+            **base,
+            "test": "corrected_t",
+            "metric": primary,
+            "n": n,
+            "statistic": stat,
+            "p": p,
+            "difference": diff,
+            "diff_ci_low": lo,
+            "diff_ci_high": hi,
+        }
+    )
     for row in rows:  # the reference's advantage: positive favours it whichever way the metric improves
         if spec.mode(row["metric"]) == "min":
             row["difference"] = -row["difference"]
@@ -230,8 +274,14 @@ def _comparison_rows(pred: pd.DataFrame, folds: pd.DataFrame, task: str, primary
     return rows
 
 
-def paired_statistics(predictions: pd.DataFrame, folds: pd.DataFrame | None = None, task: str | None = None,
-                      *, primary: str | None = None, reference: str | None = None) -> pd.DataFrame:
+def paired_statistics(
+    predictions: pd.DataFrame,
+    folds: pd.DataFrame | None = None,
+    task: str | None = None,
+    *,
+    primary: str | None = None,
+    reference: str | None = None,
+) -> pd.DataFrame:
     """Paired tests of the reference against every other model, with Holm per test family.
 
     Args:

@@ -58,8 +58,9 @@ class Explained:
     scores: dict[str, float]
 
 
-def explain_prepared(predictor, explainer: Explainer, prepared, mask: np.ndarray | None = None, *,
-                     curves: bool = True) -> Explained:
+def explain_prepared(
+    predictor, explainer: Explainer, prepared, mask: np.ndarray | None = None, *, curves: bool = True
+) -> Explained:
     """Explain one preprocessed input (``Preprocessor.prepare_*``); ``mask`` on the input's grid."""
     image = torch.as_tensor(prepared.image.as_tensor() if hasattr(prepared.image, "as_tensor") else prepared.image)
     model_heat = explainer.heatmap(image)
@@ -85,22 +86,33 @@ def faithfulness(explainer: Explainer, image: torch.Tensor, heatmap: np.ndarray)
         return explainer.score(torch.from_numpy(batch), scorer)
 
     values = image.numpy()
-    return {f"{mode}_auc": curve_auc(perturbation_curve(score, values, heatmap, mode, steps=CURVE_STEPS))
-            for mode in ("deletion", "insertion")}
+    return {
+        f"{mode}_auc": curve_auc(perturbation_curve(score, values, heatmap, mode, steps=CURVE_STEPS))
+        for mode in ("deletion", "insertion")
+    }
 
 
 def _is_2d(explainer: Explainer) -> bool:
     return any(isinstance(m, torch.nn.Conv2d) for m in explainer.model.modules())
 
 
-def randomisation(explainer: Explainer, images: list[torch.Tensor], seeds: tuple[int, ...] = (0, 1, 2),
-                  heatmaps: list[np.ndarray] | None = None) -> RandomisationResult:
+def randomisation(
+    explainer: Explainer,
+    images: list[torch.Tensor],
+    seeds: tuple[int, ...] = (0, 1, 2),
+    heatmaps: list[np.ndarray] | None = None,
+) -> RandomisationResult:
     """Adebayo's check over ``images``: the explainer's heatmaps vs those of re-initialised copies."""
     trained = heatmaps if heatmaps is not None else [explainer.heatmap(x) for x in images]
     randomised: list[np.ndarray] = []
     for seed in seeds:
-        copy = Explainer(randomized_copy(explainer.model, seed), explainer.model_name, explainer.task,
-                         explainer.config, explainer.positive_index)
+        copy = Explainer(
+            randomized_copy(explainer.model, seed),
+            explainer.model_name,
+            explainer.task,
+            explainer.config,
+            explainer.positive_index,
+        )
         randomised += [copy.heatmap(x) for x in images]
     return randomisation_check(list(trained) * len(seeds), randomised)
 
@@ -117,8 +129,9 @@ def display_slice(picture: np.ndarray, heatmap: np.ndarray, truth: np.ndarray | 
     return picture[..., k], heatmap[..., k], None if truth is None else truth[..., k]
 
 
-def overlay_png(picture: np.ndarray, heatmap: np.ndarray, truth: np.ndarray | None = None,
-                title: str | None = None) -> bytes:
+def overlay_png(
+    picture: np.ndarray, heatmap: np.ndarray, truth: np.ndarray | None = None, title: str | None = None
+) -> bytes:
     """PNG of the image and of the heatmap over it, with the truth contour (green) when given.
 
     Args:

@@ -33,8 +33,9 @@ def _truth(path: Path, shape: tuple[int, ...], limits) -> np.ndarray:
     return array > 0
 
 
-def explain_files(package: str | Path, files: Sequence[Path], *, method: str, out: Path,
-                  masks: Sequence[Path] | None = None) -> pd.DataFrame:
+def explain_files(
+    package: str | Path, files: Sequence[Path], *, method: str, out: Path, masks: Sequence[Path] | None = None
+) -> pd.DataFrame:
     """Explain each file; write ``<out>/<stem>_<method>.png`` overlays, heatmaps and ``scores.csv``.
 
     Heatmaps are written on each file's own grid: ``<stem>_<method>_heatmap.png`` (8-bit) for 2D

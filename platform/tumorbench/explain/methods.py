@@ -75,8 +75,10 @@ def cam_layer(model_name: str) -> str:
 
     layer = model_info(model_name).cam_layer
     if layer is None:
-        raise ExplainError(f"model {model_name!r} has no registered Grad-CAM target layer (cam_layer); "
-                           "use method 'occlusion', or register the model with cam_layer=...")
+        raise ExplainError(
+            f"model {model_name!r} has no registered Grad-CAM target layer (cam_layer); "
+            "use method 'occlusion', or register the model with cam_layer=..."
+        )
     return layer
 
 
@@ -159,11 +161,18 @@ class Explainer:
         positive_index: Class explained by default for two-class classifiers.
     """
 
-    def __init__(self, model: nn.Module, model_name: str, task: str, config: ExplainConfig = ExplainConfig(),
-                 positive_index: int | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        model_name: str,
+        task: str,
+        config: ExplainConfig = ExplainConfig(),
+        positive_index: int | None = None,
+    ) -> None:
         if get_task(task).endpoint is None:
-            raise ExplainError(f"model {model_name!r} is a {task} model; only classifiers and segmentation "
-                               "nets can be explained")
+            raise ExplainError(
+                f"model {model_name!r} is a {task} model; only classifiers and segmentation nets can be explained"
+            )
         self.model_name, self.task, self.config = model_name, task, config
         self.positive_index = positive_index
         self.model = copy.deepcopy(getattr(model, "module", model)).eval()
@@ -175,8 +184,10 @@ class Explainer:
     def _build_cam(self) -> GradCAM:
         layer = cam_layer(self.model_name)
         if layer not in dict(self.model.named_modules()):
-            raise ExplainError(f"model {self.model_name!r}: registered Grad-CAM layer {layer!r} is not a module "
-                               "of this instance (changed model keywords?)")
+            raise ExplainError(
+                f"model {self.model_name!r}: registered Grad-CAM layer {layer!r} is not a module "
+                "of this instance (changed model keywords?)"
+            )
         cls = GradCAMpp if self.config.method == "gradcampp" else GradCAM
         identity = lambda m: m  # noqa: E731  (MONAI's default normaliser flips the map; we scale it ourselves)
         return cls(nn_module=_Hooks(self.model, layer, self.task), target_layers=layer, postprocessing=identity)
@@ -221,8 +232,10 @@ class Explainer:
             raise ExplainError(f"expected a (C, *spatial) input, got shape {tuple(x.shape)}")
         model_dims = _model_dims(self.model)
         if model_dims == 3 and x[0].numel() > MAX_VOLUME_VOXELS:
-            raise ExplainError(f"volume of {tuple(x.shape[1:])} voxels is over the {MAX_VOLUME_VOXELS:,} voxels a 3D "
-                               "explanation runs on in one pass; crop or resample it")
+            raise ExplainError(
+                f"volume of {tuple(x.shape[1:])} voxels is over the {MAX_VOLUME_VOXELS:,} voxels a 3D "
+                "explanation runs on in one pass; crop or resample it"
+            )
         if model_dims == 2 and x.ndim == 4:  # a 2D net on a volume: slice by slice along the last axis
             maps = [self._raw(x[..., k][None])[0] for k in range(x.shape[-1])]
             return normalize_heatmap(np.stack(maps, axis=-1))
@@ -249,8 +262,15 @@ class Explainer:
                 scorer.reference = self.model(padded)
         sides = padded.shape[2:]
         mask = [max(2, int(round(s * self.config.occlusion_fraction))) for s in sides]
-        occlusion = OcclusionSensitivity(scorer, mask_size=mask, n_batch=16, verbose=False, mode="mean_img",
-                                         overlap=self.config.occlusion_overlap, activate=False)
+        occlusion = OcclusionSensitivity(
+            scorer,
+            mask_size=mask,
+            n_batch=16,
+            verbose=False,
+            mode="mean_img",
+            overlap=self.config.occlusion_overlap,
+            activate=False,
+        )
         with torch.no_grad(), warnings.catch_warnings():
             # MONAI 1.6 indexes with lists, which torch deprecates; nothing for us to act on.
             warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)

@@ -58,8 +58,15 @@ def energy_in_mask(heatmap: np.ndarray, mask: np.ndarray) -> float:
     return float(heatmap[mask].sum() / total)
 
 
-def perturbation_curve(score: Callable[[np.ndarray], np.ndarray], image: np.ndarray, heatmap: np.ndarray,
-                       mode: str, *, steps: int = 16, baseline: float | np.ndarray = 0.0) -> np.ndarray:
+def perturbation_curve(
+    score: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    mode: str,
+    *,
+    steps: int = 16,
+    baseline: float | np.ndarray = 0.0,
+) -> np.ndarray:
     """Scores of ``steps + 1`` images as the most salient pixels are deleted or inserted.
 
     Args:
@@ -138,8 +145,13 @@ class RandomisationResult:
     n: int
 
 
-def randomisation_check(trained: Sequence[np.ndarray], randomised: Sequence[np.ndarray], *,
-                        rank_limit: float = RANK_CORR_LIMIT, ssim_limit: float = SSIM_LIMIT) -> RandomisationResult:
+def randomisation_check(
+    trained: Sequence[np.ndarray],
+    randomised: Sequence[np.ndarray],
+    *,
+    rank_limit: float = RANK_CORR_LIMIT,
+    ssim_limit: float = SSIM_LIMIT,
+) -> RandomisationResult:
     """Compare heatmaps pairwise (same images, trained vs randomised model) and flag survivors.
 
     A constant randomised (or trained) map shares no ranking with the other: its undefined rank

@@ -39,8 +39,7 @@ def explain_problem(method: str | None, manifest: Any) -> tuple[int, str] | None
         except UnknownModelError:
             layer = None
         if layer is None:
-            return 422, (f"model {manifest.name!r} has no registered Grad-CAM target layer; "
-                         "use explain=occlusion")
+            return 422, (f"model {manifest.name!r} has no registered Grad-CAM target layer; use explain=occlusion")
     return None
 
 
@@ -64,6 +63,12 @@ class ServedExplanations:
         except Exception as exc:  # an explanation must never fail the prediction it accompanies
             logger.exception("explanation %s failed", method)
             return {"method": method, "available": False, "reason": f"{type(exc).__name__}: {exc}"}
-        return {"method": method, "available": True, "media_type": media_type, "encoding": "base64",
-                "shape": list(result.heatmap.shape), "data": base64.b64encode(blob).decode("ascii"),
-                "explain_ms": round(1000 * (time.perf_counter() - start), 3)}
+        return {
+            "method": method,
+            "available": True,
+            "media_type": media_type,
+            "encoding": "base64",
+            "shape": list(result.heatmap.shape),
+            "data": base64.b64encode(blob).decode("ascii"),
+            "explain_ms": round(1000 * (time.perf_counter() - start), 3),
+        }

@@ -32,8 +32,15 @@ from tumorbench.tasks import get_task
 
 PER_FOLD = 4  # explained cases per fold and model (the study's ``explain_cases``)
 METHOD = "gradcam"
-COLUMNS = ("pointing", "energy_in_tumor", "deletion_auc", "insertion_auc", "rand_rank_corr", "rand_ssim",
-           "rand_flagged")
+COLUMNS = (
+    "pointing",
+    "energy_in_tumor",
+    "deletion_auc",
+    "insertion_auc",
+    "rand_rank_corr",
+    "rand_ssim",
+    "rand_flagged",
+)
 
 
 def pick_cases(val: pd.DataFrame, task: str, n: int, class_names: list[str] | None = None) -> list[dict]:
@@ -49,8 +56,7 @@ def pick_cases(val: pd.DataFrame, task: str, n: int, class_names: list[str] | No
         cases = val[val["patient_id"] == patient]
         masks = [m for m in cases["mask"] if isinstance(m, str)]
         if len(cases) > 1 and masks:
-            areas = [float((io.read_image(m).array > 0).sum()) if isinstance(m, str) else -1.0
-                     for m in cases["mask"]]
+            areas = [float((io.read_image(m).array > 0).sum()) if isinstance(m, str) else -1.0 for m in cases["mask"]]
             picked.append(cases.iloc[int(np.argmax(areas))].to_dict())
         else:
             picked.append(cases.iloc[0].to_dict())
@@ -81,8 +87,16 @@ def explain_fold(checkpoint: str, cases: list[dict], model: str, fold: int) -> t
         result = explain_prepared(predictor, explainer, prepared, truth)
         inputs.append(prepared.image.as_tensor())
         heatmaps.append(result.model_heatmap)
-        row = {"model": model, "fold": fold, "case_id": case["case_id"], "patient_id": case["patient_id"],
-               "method": METHOD, "pointing": math.nan, "energy_in_tumor": math.nan, **result.scores}
+        row = {
+            "model": model,
+            "fold": fold,
+            "case_id": case["case_id"],
+            "patient_id": case["patient_id"],
+            "method": METHOD,
+            "pointing": math.nan,
+            "energy_in_tumor": math.nan,
+            **result.scores,
+        }
         rows.append(row)
         shown.append((row, picture_of(image), result.heatmap, truth))
     if inputs:
@@ -92,9 +106,16 @@ def explain_fold(checkpoint: str, cases: list[dict], model: str, fold: int) -> t
     return rows, shown
 
 
-def write_explanations(out: Path, task: str, fold_records: dict[str, list], frame: pd.DataFrame, doc: dict,
-                       models: list[str], per_fold: int = PER_FOLD,
-                       class_names: list[str] | None = None) -> pd.DataFrame:
+def write_explanations(
+    out: Path,
+    task: str,
+    fold_records: dict[str, list],
+    frame: pd.DataFrame,
+    doc: dict,
+    models: list[str],
+    per_fold: int = PER_FOLD,
+    class_names: list[str] | None = None,
+) -> pd.DataFrame:
     """``explanations.csv`` and the best / worst overlays of every deep model (see the module docstring)."""
     out = Path(out)
     rows: list[dict] = []
@@ -102,8 +123,9 @@ def write_explanations(out: Path, task: str, fold_records: dict[str, list], fram
         shown: list[tuple] = []
         for record in fold_records[model]:
             _, val = fold_frames(frame, doc, int(record.fold))
-            fold_rows, fold_shown = explain_fold(record.checkpoint, pick_cases(val, task, per_fold, class_names),
-                                                 model, int(record.fold))
+            fold_rows, fold_shown = explain_fold(
+                record.checkpoint, pick_cases(val, task, per_fold, class_names), model, int(record.fold)
+            )
             rows += fold_rows
             shown += fold_shown
         _write_extremes(out / "explanations", model, shown)
@@ -125,8 +147,10 @@ def _write_extremes(folder: Path, model: str, shown: list[tuple]) -> None:
     ranked = sorted(scored, key=key, reverse=True)
     for which, (row, picture, heat, truth) in (("best", ranked[0]), ("worst", ranked[-1])):
         view = display_slice(picture, heat, truth)
-        title = (f"{model}, {which}: case {row['case_id']} (fold {row['fold']}); pointing {row['pointing']:.0f}, "
-                 f"energy in tumor {row['energy_in_tumor']:.2f}, deletion AUC {row['deletion_auc']:.2f}")
+        title = (
+            f"{model}, {which}: case {row['case_id']} (fold {row['fold']}); pointing {row['pointing']:.0f}, "
+            f"energy in tumor {row['energy_in_tumor']:.2f}, deletion AUC {row['deletion_auc']:.2f}"
+        )
         (folder / f"{model}_{which}.png").write_bytes(overlay_png(*view, title=title))
 
 
@@ -135,12 +159,16 @@ def explanation_summary(table: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame(columns=["model", "n_explained", *COLUMNS])
     folds = table.groupby(["model", "fold"], sort=False)[["rand_rank_corr", "rand_ssim", "rand_flagged"]].first()
-    per_model = folds.groupby("model", sort=False).agg(rand_rank_corr=("rand_rank_corr", "mean"),
-                                                       rand_ssim=("rand_ssim", "mean"),
-                                                       rand_flagged=("rand_flagged", "any"))
+    per_model = folds.groupby("model", sort=False).agg(
+        rand_rank_corr=("rand_rank_corr", "mean"), rand_ssim=("rand_ssim", "mean"), rand_flagged=("rand_flagged", "any")
+    )
     scores = table.groupby("model", sort=False).agg(
-        n_explained=("case_id", "size"), pointing=("pointing", "mean"), energy_in_tumor=("energy_in_tumor", "mean"),
-        deletion_auc=("deletion_auc", "mean"), insertion_auc=("insertion_auc", "mean"))
+        n_explained=("case_id", "size"),
+        pointing=("pointing", "mean"),
+        energy_in_tumor=("energy_in_tumor", "mean"),
+        deletion_auc=("deletion_auc", "mean"),
+        insertion_auc=("insertion_auc", "mean"),
+    )
     return scores.join(per_model).reset_index()
 
 

@@ -25,18 +25,16 @@ _TIMM_2D = {
 }
 # Grad-CAM target: the last convolutional feature map before global pooling (ResNet's last stage,
 # EfficientNet's head conv + BN-activation); the classic choice of Selvaraju et al.
-_TIMM_CAM_LAYER = {"resnet18": "layer4", "resnet50": "layer4", "efficientnet_b0": "bn2",
-                   "tf_efficientnet_lite0": "bn2"}
+_TIMM_CAM_LAYER = {"resnet18": "layer4", "resnet50": "layer4", "efficientnet_b0": "bn2", "tf_efficientnet_lite0": "bn2"}
 # MONAI DenseNet: the ReLU after the last dense block's norm, before pooling (MONAI's own GradCAM example).
 _DENSENET_CAM_LAYER = "class_layers.relu"
 
 
 def _register_timm(name: str, description: str) -> None:
-    @register_model(name, task="classification", description=description, spatial_dims=(2,),
-                    cam_layer=_TIMM_CAM_LAYER[name])
-    def factory(
-        in_chans: int = 3, num_classes: int = 2, pretrained: bool = False, drop_rate: float = 0.0
-    ) -> nn.Module:
+    @register_model(
+        name, task="classification", description=description, spatial_dims=(2,), cam_layer=_TIMM_CAM_LAYER[name]
+    )
+    def factory(in_chans: int = 3, num_classes: int = 2, pretrained: bool = False, drop_rate: float = 0.0) -> nn.Module:
         return build_timm(
             name,
             partial(timm.create_model, name),

@@ -309,4 +309,3 @@ def param_groups(model: nn.Module, lr: float, backbone_lr_mult: float = 0.1) -> 
 
 def _trainable(params: list[nn.Parameter]) -> list[nn.Parameter]:
     return [p for p in params if p.requires_grad]
-

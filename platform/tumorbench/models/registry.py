@@ -8,9 +8,10 @@ configs can name a model as a plain string.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from torch import nn
 
@@ -114,9 +115,7 @@ def _lookup(name: str) -> tuple[ModelInfo, Factory]:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownModelError(
-            f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}"
-        ) from None
+        raise UnknownModelError(f"unknown model {name!r}; valid names: {', '.join(sorted(_REGISTRY))}") from None
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:
@@ -137,8 +136,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     unknown = sorted(set(kwargs) - set(info.default_kwargs))
     if unknown:
         raise ModelConfigError(
-            f"model {name!r} does not accept {', '.join(unknown)}; "
-            f"accepted keywords: {', '.join(info.default_kwargs)}"
+            f"model {name!r} does not accept {', '.join(unknown)}; accepted keywords: {', '.join(info.default_kwargs)}"
         )
     dims = kwargs.get("spatial_dims")
     if dims is not None and dims not in info.spatial_dims:

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-
 from monai.networks.nets import AttentionUnet, SegResNet, SwinUNETR, UNet
 from torch import nn
 
@@ -42,8 +41,13 @@ def _unet(spatial_dims, in_channels, out_channels, channels, strides, num_res_un
     )
 
 
-@register_model("unet", task="segmentation", description="MONAI residual UNet, 16-256 channels", spatial_dims=DIMS,
-                cam_layer=UNET_CAM)
+@register_model(
+    "unet",
+    task="segmentation",
+    description="MONAI residual UNet, 16-256 channels",
+    spatial_dims=DIMS,
+    cam_layer=UNET_CAM,
+)
 def unet(
     spatial_dims: int = 2,
     in_channels: int = 1,
@@ -57,8 +61,13 @@ def unet(
     return _unet(spatial_dims, in_channels, out_channels, channels, strides, num_res_units, dropout)
 
 
-@register_model("unet_tiny", task="segmentation", description="MONAI UNet, 4-16 channels, for tests", spatial_dims=DIMS,
-                cam_layer=UNET_CAM)
+@register_model(
+    "unet_tiny",
+    task="segmentation",
+    description="MONAI UNet, 4-16 channels, for tests",
+    spatial_dims=DIMS,
+    cam_layer=UNET_CAM,
+)
 def unet_tiny(
     spatial_dims: int = 2,
     in_channels: int = 1,
@@ -74,9 +83,7 @@ def unet_tiny(
 
 def _attention_unet(spatial_dims, in_channels, out_channels, channels, strides, dropout) -> nn.Module:
     if len(strides) != len(channels) - 1:
-        raise ModelConfigError(
-            f"attention_unet needs len(strides) == len(channels) - 1, got {strides} and {channels}"
-        )
+        raise ModelConfigError(f"attention_unet needs len(strides) == len(channels) - 1, got {strides} and {channels}")
     return AttentionUnet(
         spatial_dims=spatial_dims,
         in_channels=in_channels,
@@ -88,7 +95,10 @@ def _attention_unet(spatial_dims, in_channels, out_channels, channels, strides, 
 
 
 @register_model(
-    "attention_unet", task="segmentation", description="MONAI Attention U-Net, 16-256 channels", spatial_dims=DIMS,
+    "attention_unet",
+    task="segmentation",
+    description="MONAI Attention U-Net, 16-256 channels",
+    spatial_dims=DIMS,
     cam_layer=UNET_CAM,
 )
 def attention_unet(
@@ -104,7 +114,10 @@ def attention_unet(
 
 
 @register_model(
-    "attention_unet_tiny", task="segmentation", description="MONAI Attention U-Net, 4-16 channels", spatial_dims=DIMS,
+    "attention_unet_tiny",
+    task="segmentation",
+    description="MONAI Attention U-Net, 4-16 channels",
+    spatial_dims=DIMS,
     cam_layer=UNET_CAM,
 )
 def attention_unet_tiny(
@@ -119,8 +132,13 @@ def attention_unet_tiny(
     return _attention_unet(spatial_dims, in_channels, out_channels, channels, strides, dropout)
 
 
-@register_model("segresnet", task="segmentation", description="MONAI SegResNet, 8 initial filters", spatial_dims=DIMS,
-                cam_layer=SEGRESNET_CAM)
+@register_model(
+    "segresnet",
+    task="segmentation",
+    description="MONAI SegResNet, 8 initial filters",
+    spatial_dims=DIMS,
+    cam_layer=SEGRESNET_CAM,
+)
 def segresnet(
     spatial_dims: int = 2,
     in_channels: int = 1,
@@ -145,7 +163,10 @@ def segresnet(
 
 
 @register_model(
-    "segresnet_tiny", task="segmentation", description="MONAI SegResNet, 4 filters, 2 levels", spatial_dims=DIMS,
+    "segresnet_tiny",
+    task="segmentation",
+    description="MONAI SegResNet, 4 filters, 2 levels",
+    spatial_dims=DIMS,
     cam_layer=SEGRESNET_CAM,
 )
 def segresnet_tiny(
@@ -218,8 +239,13 @@ def _swin(spatial_dims, in_channels, out_channels, feature_size, depths, num_hea
     )
 
 
-@register_model("swin_unetr", task="segmentation", description="MONAI SwinUNETR, feature size 24", spatial_dims=DIMS,
-                cam_layer=SWIN_CAM)
+@register_model(
+    "swin_unetr",
+    task="segmentation",
+    description="MONAI SwinUNETR, feature size 24",
+    spatial_dims=DIMS,
+    cam_layer=SWIN_CAM,
+)
 def swin_unetr(
     spatial_dims: int = 2,
     in_channels: int = 1,
@@ -239,7 +265,10 @@ def swin_unetr(
 
 
 @register_model(
-    "swin_unetr_tiny", task="segmentation", description="MONAI SwinUNETR, feature size 12, depth 1", spatial_dims=DIMS,
+    "swin_unetr_tiny",
+    task="segmentation",
+    description="MONAI SwinUNETR, feature size 12, depth 1",
+    spatial_dims=DIMS,
     cam_layer=SWIN_CAM,
 )
 def swin_unetr_tiny(

@@ -64,8 +64,9 @@ def forest_figure(lb: pd.DataFrame, primary: str, task: str) -> Figure:
     return fig
 
 
-def _roc_band(y: np.ndarray, score: np.ndarray, groups: np.ndarray, grid: np.ndarray, n_boot: int,
-              seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _roc_band(
+    y: np.ndarray, score: np.ndarray, groups: np.ndarray, grid: np.ndarray, n_boot: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Pointwise 95% band of TPR on an FPR grid, resampling whole patients."""
     rng = np.random.default_rng(seed)
     _, inverse = np.unique(groups, return_inverse=True)
@@ -84,8 +85,7 @@ def _roc_band(y: np.ndarray, score: np.ndarray, groups: np.ndarray, grid: np.nda
     return lo, hi
 
 
-def roc_figure(pred: pd.DataFrame, order: Sequence[str], best: str, *, n_boot: int = 500,
-               seed: int = 0) -> Figure:
+def roc_figure(pred: pd.DataFrame, order: Sequence[str], best: str, *, n_boot: int = 500, seed: int = 0) -> Figure:
     """Pooled out-of-fold ROC curve of every model (binary), with a CI band for ``best``."""
     fig = Figure(figsize=(6.2, 5.6))
     ax = fig.add_subplot()
@@ -97,15 +97,27 @@ def roc_figure(pred: pd.DataFrame, order: Sequence[str], best: str, *, n_boot: i
             continue
         fpr, tpr, _ = roc_curve(y, s)
         is_best = model == best
-        line = ax.plot(fpr, tpr, lw=2.4 if is_best else 1.2, ls="-" if g["kind"].iloc[0] == "dl" else "-.",
-                       label=f"{model} (AUC {roc_auc_score(y, s):.3f})", zorder=3 if is_best else 2)
+        line = ax.plot(
+            fpr,
+            tpr,
+            lw=2.4 if is_best else 1.2,
+            ls="-" if g["kind"].iloc[0] == "dl" else "-.",
+            label=f"{model} (AUC {roc_auc_score(y, s):.3f})",
+            zorder=3 if is_best else 2,
+        )
         if is_best:
             grid = np.linspace(0, 1, 101)
             lo, hi = _roc_band(y, s, g["patient_id"].to_numpy(), grid, n_boot, seed)
-            ax.fill_between(grid, lo, hi, color=line[0].get_color(), alpha=0.2, lw=0,
-                            label=f"{model}: 95% band (patient bootstrap)")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity (false positive rate)",
-           ylabel="sensitivity (true positive rate)", title="ROC curves, pooled out-of-fold predictions")
+            ax.fill_between(
+                grid, lo, hi, color=line[0].get_color(), alpha=0.2, lw=0, label=f"{model}: 95% band (patient bootstrap)"
+            )
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel="1 - specificity (false positive rate)",
+        ylabel="sensitivity (true positive rate)",
+        title="ROC curves, pooled out-of-fold predictions",
+    )
     ax.set_aspect("equal")
     ax.legend(loc="lower right", fontsize=8)
     return fig
@@ -128,8 +140,13 @@ def reliability_figure(pred: pd.DataFrame, order: Sequence[str]) -> Figure:
         ls = "-" if g["kind"].iloc[0] == "dl" else "-."
         ax.plot(bins["predicted"], bins["observed"], ls=ls, marker="o", lw=1.2, ms=3, label=model)
     what = "predicted p(positive)" if binary else "top-label confidence"
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel=what, ylabel="observed frequency" if binary else "accuracy",
-           title="Reliability diagram, pooled out-of-fold predictions (10 bins)")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        xlabel=what,
+        ylabel="observed frequency" if binary else "accuracy",
+        title="Reliability diagram, pooled out-of-fold predictions (10 bins)",
+    )
     ax.set_aspect("equal")
     ax.legend(loc="upper left", fontsize=8)
     return fig
@@ -161,8 +178,7 @@ def dice_figure(pred: pd.DataFrame, order: Sequence[str], metric: str = "dice", 
     rng = np.random.default_rng(seed)
     data = [pred.loc[pred["model"] == m, metric].dropna().to_numpy(float) for m in order]
     finite = [d[np.isfinite(d)] for d in data]
-    ax.boxplot(finite, positions=range(len(order)), widths=0.55, showfliers=False,
-               medianprops={"color": "black"})
+    ax.boxplot(finite, positions=range(len(order)), widths=0.55, showfliers=False, medianprops={"color": "black"})
     for i, (m, d) in enumerate(zip(order, finite)):
         kind = pred.loc[pred["model"] == m, "kind"].iloc[0]
         ax.scatter(i + rng.uniform(-0.18, 0.18, len(d)), d, s=9, alpha=0.6, color=KIND_COLORS.get(kind, "gray"))
@@ -194,8 +210,7 @@ def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
     return (img[..., :3], None) if rgb else (img, "gray")
 
 
-def write_overlay(image2d: Any, truth_mask: Any, pred_mask: Any, path: str | Path,
-                  title: str | None = None) -> Path:
+def write_overlay(image2d: Any, truth_mask: Any, pred_mask: Any, path: str | Path, title: str | None = None) -> Path:
     """Write a PNG of one slice: truth (green contour), prediction (red), and both.
 
     Args:
@@ -212,11 +227,16 @@ def write_overlay(image2d: Any, truth_mask: Any, pred_mask: Any, path: str | Pat
     truth, pred = np.asarray(truth_mask).astype(bool), np.asarray(pred_mask).astype(bool)
     img, cmap = _display(np.asarray(image2d))
     if img.ndim not in (2, 3) or truth.shape != img.shape[:2] or pred.shape != img.shape[:2]:
-        raise ValueError(f"image2d {np.shape(image2d)}, truth_mask {truth.shape} and pred_mask {pred.shape}: "
-                         "need an (H, W) or (H, W, 3) image and two (H, W) masks")
+        raise ValueError(
+            f"image2d {np.shape(image2d)}, truth_mask {truth.shape} and pred_mask {pred.shape}: "
+            "need an (H, W) or (H, W, 3) image and two (H, W) masks"
+        )
     fig = Figure(figsize=(9.6, 3.6))
-    panels = [("ground truth", [(truth, "lime")]), ("prediction", [(pred, "red")]),
-              ("both: truth green, prediction red", [(truth, "lime"), (pred, "red")])]
+    panels = [
+        ("ground truth", [(truth, "lime")]),
+        ("prediction", [(pred, "red")]),
+        ("both: truth green, prediction red", [(truth, "lime"), (pred, "red")]),
+    ]
     for i, (caption, contours) in enumerate(panels):
         ax = fig.add_subplot(1, 3, i + 1)
         ax.imshow(img, cmap=cmap, interpolation="nearest")

@@ -57,12 +57,15 @@ async def _awaited(response: Any) -> Any:
     return await response
 
 
-def request_options(model: str | None = Query(None, description="model name (GET /v1/models)"),
-                    output: str = Query("json", pattern="^(json|dicom-seg)$",
-                                        description="segment: json, or dicom-seg (a DICOM SEG of a DICOM upload)"),
-                    explain: str | None = Query(None, description="a heatmap on the upload's grid: gradcam, "
-                                                                  "gradcampp or occlusion (default: none)"),
-                    ) -> RequestOptions:
+def request_options(
+    model: str | None = Query(None, description="model name (GET /v1/models)"),
+    output: str = Query(
+        "json", pattern="^(json|dicom-seg)$", description="segment: json, or dicom-seg (a DICOM SEG of a DICOM upload)"
+    ),
+    explain: str | None = Query(
+        None, description="a heatmap on the upload's grid: gradcam, gradcampp or occlusion (default: none)"
+    ),
+) -> RequestOptions:
     """Every query option of the prediction routes, parsed in one place."""
     return RequestOptions(model=model, output=output, explain=explain)
 
@@ -73,7 +76,7 @@ def sweep_stale_uploads(root: str | None = None) -> int:
 
     removed = 0
     for folder in Path(root or tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*"):
-        pid = folder.name[len(UPLOAD_PREFIX):].split("-", 1)[0]
+        pid = folder.name[len(UPLOAD_PREFIX) :].split("-", 1)[0]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(folder, ignore_errors=True)
             removed += 1
@@ -81,8 +84,11 @@ def sweep_stale_uploads(root: str | None = None) -> int:
 
 
 Options = Annotated[RequestOptions, Depends(request_options)]
-api = FastAPI(title="tumorbench", version="1",
-              description="Tumor classification and segmentation from PNG/JPEG, NIfTI and DICOM uploads.")
+api = FastAPI(
+    title="tumorbench",
+    version="1",
+    description="Tumor classification and segmentation from PNG/JPEG, NIfTI and DICOM uploads.",
+)
 
 
 def _error_response(exc: ApiError, request: Request) -> JSONResponse:
@@ -126,7 +132,9 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
 
 @api.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return _error_response(ApiError(422, "; ".join(str(e.get("msg")) for e in exc.errors()), "invalid_request"), request)
+    return _error_response(
+        ApiError(422, "; ".join(str(e.get("msg")) for e in exc.errors()), "invalid_request"), request
+    )
 
 
 @api.exception_handler(Exception)
@@ -176,6 +184,7 @@ class Ingress:
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:
         """Readiness per model (loaded and warmed up); 503 naming the models that are not."""
+
         async def one(name: str, handle: Any) -> dict[str, Any]:
             try:
                 return await asyncio.wait_for(_awaited(handle.ready.remote()), 5.0)
@@ -224,8 +233,11 @@ class Ingress:
             if model not in self.cards:
                 raise ApiError(404, f"unknown model {model!r}; served: {', '.join(self.cards)}")
             if self.cards[model]["task"] != task:
-                raise ApiError(400, f"model {model!r} is a {self.cards[model]['task']} model; "
-                                    f"use {self.cards[model]['endpoint']}", "wrong_task")
+                raise ApiError(
+                    400,
+                    f"model {model!r} is a {self.cards[model]['task']} model; use {self.cards[model]['endpoint']}",
+                    "wrong_task",
+                )
             return [model]
         names = [name for name, card in self.cards.items() if card["task"] == task]
         if not names:
@@ -283,11 +295,18 @@ class Ingress:
             logger.warning("model %s unavailable (%s)", name, type(exc).__name__)
             raise self._busy(f"model {name} is restarting") from None
         if "unavailable" in reply:
-            raise ApiError(503, f"model {name} is not ready: {reply['unavailable']}", "model_unavailable",
-                           headers={"Retry-After": self.retry_after})
+            raise ApiError(
+                503,
+                f"model {name} is not ready: {reply['unavailable']}",
+                "model_unavailable",
+                headers={"Retry-After": self.retry_after},
+            )
         if "failed" in reply:
-            raise ApiError(500, f"inference failed for this input ({reply['failed']}); other requests are unaffected",
-                           "inference_failed")
+            raise ApiError(
+                500,
+                f"inference failed for this input ({reply['failed']}); other requests are unaffected",
+                "inference_failed",
+            )
         return reply
 
     async def _predict(self, request: Request, task: str, options: RequestOptions) -> Response:
@@ -304,8 +323,9 @@ class Ingress:
         finally:
             self.inflight -= 1
 
-    async def _predict_admitted(self, request: Request, task: str, names: list[str], options: RequestOptions
-                                ) -> Response:
+    async def _predict_admitted(
+        self, request: Request, task: str, names: list[str], options: RequestOptions
+    ) -> Response:
         start = time.perf_counter()
         # Our own folder per request (named by pid, so a killed process's are swept at the next start).
         with tempfile.TemporaryDirectory(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-") as tmp:
@@ -321,28 +341,49 @@ class Ingress:
         if sources is not None:  # the mask as a DICOM Segmentation of the uploaded series (tumorbench.dicomseg)
             from tumorbench.dicomseg import MEDIA_TYPE, result_to_dicom_seg
 
-            blob = await asyncio.to_thread(result_to_dicom_seg, result, sources, self.preprocessors[name].manifest,
-                                           card["version"])
+            blob = await asyncio.to_thread(
+                result_to_dicom_seg, result, sources, self.preprocessors[name].manifest, card["version"]
+            )
             logger.info("request %s dicom-seg model=%s bytes=%d", _request_id(request), name, len(blob))
             return Response(blob, media_type=MEDIA_TYPE)
-        payload = {"request_id": _request_id(request), "model": name, "version": card["version"],
-                   **result.summary(), "input": {"format": prepared.input_format, "bytes": size}}
+        payload = {
+            "request_id": _request_id(request),
+            "model": name,
+            "version": card["version"],
+            **result.summary(),
+            "input": {"format": prepared.input_format, "bytes": size},
+        }
         if get_task(task).with_mask:
             from tumorbench.inference import mask_file
 
             media_type, blob = await asyncio.to_thread(mask_file, result)
-            payload["mask"] = {"media_type": media_type, "encoding": "base64",
-                               "data": base64.b64encode(blob).decode("ascii")}
+            payload["mask"] = {
+                "media_type": media_type,
+                "encoding": "base64",
+                "data": base64.b64encode(blob).decode("ascii"),
+            }
         if options.explain is not None:
             payload["explanation"] = await self.handles[name].explain.remote(prepared, options.explain)
         total_ms = 1000 * (time.perf_counter() - start)
-        self.telemetry.observe(name, decode=prepare_ms, inference=reply["inference_ms"],
-                               postprocess=reply["postprocess_ms"])
+        self.telemetry.observe(
+            name, decode=prepare_ms, inference=reply["inference_ms"], postprocess=reply["postprocess_ms"]
+        )
         payload["inference_ms"] = round(reply["inference_ms"], 3)
-        payload["timing_ms"] = {"decode_and_preprocess": round(prepare_ms, 3), "inference": round(reply["inference_ms"], 3),
-                                "postprocess": round(reply["postprocess_ms"], 3), "total": round(total_ms, 3)}
-        logger.info("request %s %s model=%s format=%s bytes=%d total_ms=%.1f", _request_id(request), task, name,
-                    prepared.input_format, size, total_ms)
+        payload["timing_ms"] = {
+            "decode_and_preprocess": round(prepare_ms, 3),
+            "inference": round(reply["inference_ms"], 3),
+            "postprocess": round(reply["postprocess_ms"], 3),
+            "total": round(total_ms, 3),
+        }
+        logger.info(
+            "request %s %s model=%s format=%s bytes=%d total_ms=%.1f",
+            _request_id(request),
+            task,
+            name,
+            prepared.input_format,
+            size,
+            total_ms,
+        )
         return JSONResponse(payload)  # Serve's proxy adds the x-request-id header
 
 
@@ -361,34 +402,62 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
     settings = args if isinstance(args, AppArgs) else AppArgs(**args)
     packages = resolve_packages(settings.models)
     gpus = settings.gpu_per_replica if settings.gpu_per_replica > 0 and _cluster_has_gpus() else 0
-    limits = {"max_pixels": settings.max_pixels, "max_voxels": settings.max_voxels,
-              "max_unpacked_bytes": int(settings.max_unpacked_mb * 1024**2)}
-    scaling = ({"autoscaling_config": settings.autoscaling} if settings.autoscaling
-               else {"num_replicas": settings.num_replicas})
+    limits = {
+        "max_pixels": settings.max_pixels,
+        "max_voxels": settings.max_voxels,
+        "max_unpacked_bytes": int(settings.max_unpacked_mb * 1024**2),
+    }
+    scaling = (
+        {"autoscaling_config": settings.autoscaling}
+        if settings.autoscaling
+        else {"num_replicas": settings.num_replicas}
+    )
     handles = {
         name: ModelServer.options(
-            name=f"model_{name}", user_config=settings.model_settings(),
+            name=f"model_{name}",
+            user_config=settings.model_settings(),
             max_ongoing_requests=settings.max_ongoing_requests or 2 * settings.max_batch_size,
             max_queued_requests=settings.max_queued_requests,
-            ray_actor_options={"num_cpus": settings.cpus_per_replica, "num_gpus": gpus}, **scaling,
+            ray_actor_options={"num_cpus": settings.cpus_per_replica, "num_gpus": gpus},
+            **scaling,
         ).bind(str(path), name, limits, settings.torch_threads)
         for name, path in packages.items()
     }
     # The ingress gets only its own settings: a user_config override in a config's `deployments`
     # (batch size, wait, threshold) then reconfigures the model replicas in place.
-    front = {**limits, **settings.model_dump(include={"max_upload_mb", "api_key", "max_concurrent_requests",
-                                                         "model_timeout_s", "retry_after_s", "allowed_hosts",
-                                                         "insecure"})}
+    front = {
+        **limits,
+        **settings.model_dump(
+            include={
+                "max_upload_mb",
+                "api_key",
+                "max_concurrent_requests",
+                "model_timeout_s",
+                "retry_after_s",
+                "allowed_hosts",
+                "insecure",
+            }
+        ),
+    }
     # A few more than the ingress admits itself, so the surplus gets its quick 503 rather than Serve's queue.
-    ingress = Ingress.options(num_replicas=settings.ingress_replicas,
-                              max_ongoing_requests=settings.max_concurrent_requests + 8,
-                              max_queued_requests=settings.max_queued_requests,
-                              ray_actor_options={"num_cpus": settings.ingress_cpus})
+    ingress = Ingress.options(
+        num_replicas=settings.ingress_replicas,
+        max_ongoing_requests=settings.max_concurrent_requests + 8,
+        max_queued_requests=settings.max_queued_requests,
+        ray_actor_options={"num_cpus": settings.ingress_cpus},
+    )
     return ingress.bind(front, {name: str(path) for name, path in packages.items()}, handles)
 
 
-def deploy(args: dict[str, Any], *, deployments: list[dict[str, Any]] | None = None, host: str = "127.0.0.1",
-           port: int = 8000, name: str = "tumorbench", timeout_s: float = 300.0) -> None:
+def deploy(
+    args: dict[str, Any],
+    *,
+    deployments: list[dict[str, Any]] | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    name: str = "tumorbench",
+    timeout_s: float = 300.0,
+) -> None:
     """Deploy ``tumorbench.serving.app:build_app`` from a config, as ``serve run/deploy serve/config.yaml`` do.
 
     Unlike ``serve.run`` (a new code version every call, so every replica restarts), a config
@@ -400,14 +469,22 @@ def deploy(args: dict[str, Any], *, deployments: list[dict[str, Any]] | None = N
         deployments: Per-deployment overrides, e.g. ``[{"name": "model_x", "user_config": {...}}]``.
         timeout_s: How long to wait for the application to run.
     """
-    app = {"name": name, "route_prefix": "/", "import_path": f"{__name__}:build_app", "args": args,
-           "deployments": deployments or []}
+    app = {
+        "name": name,
+        "route_prefix": "/",
+        "import_path": f"{__name__}:build_app",
+        "args": args,
+        "deployments": deployments or [],
+    }
     serve_deploy_apps([app], http_options={"host": host, "port": port})
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = serve.status().applications.get(name)
-        if status is not None and status.status == "RUNNING" and all(
-                d.status == "HEALTHY" for d in status.deployments.values()):
+        if (
+            status is not None
+            and status.status == "RUNNING"
+            and all(d.status == "HEALTHY" for d in status.deployments.values())
+        ):
             return
         if status is not None and status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
             raise RuntimeError(f"application {name} failed: {status.message}")
@@ -419,8 +496,14 @@ class _Stop(Exception):
     """Raised by the SIGINT / SIGTERM handler of :func:`serve_forever`."""
 
 
-def serve_forever(args: dict[str, Any], *, host: str = "127.0.0.1", port: int = 8000,
-                  address: str | None = None, request_timeout_s: float = 60.0) -> None:
+def serve_forever(
+    args: dict[str, Any],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    address: str | None = None,
+    request_timeout_s: float = 60.0,
+) -> None:
     """Start Ray (or join ``address``), run the application and block until SIGINT / SIGTERM."""
     import signal
 

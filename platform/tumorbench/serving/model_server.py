@@ -115,8 +115,12 @@ class ModelServer:
 
     def ready(self) -> dict[str, Any]:
         """Readiness: loaded and warmed up; the rejected ``user_config``, if any."""
-        return {"ready": self.predictor is not None, "error": self.error, "config_error": self.config_error,
-                "warm_up_ms": None if self.warm_up_ms is None else round(self.warm_up_ms, 1)}
+        return {
+            "ready": self.predictor is not None,
+            "error": self.error,
+            "config_error": self.config_error,
+            "warm_up_ms": None if self.warm_up_ms is None else round(self.warm_up_ms, 1),
+        }
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def infer(self, images: list[Any]) -> list[Any]:
@@ -158,14 +162,18 @@ class ModelServer:
             return {"failed": probabilities.reason}
         forward = time.perf_counter()
         try:
-            result = await asyncio.to_thread(self.predictor.postprocess, prepared, probabilities,
-                                             self.settings.threshold)
+            result = await asyncio.to_thread(
+                self.predictor.postprocess, prepared, probabilities, self.settings.threshold
+            )
         except Exception as exc:
             logger.warning("model %s: post-processing failed (%s)", self.name, type(exc).__name__)
             return {"failed": type(exc).__name__}
         self.requests += 1
-        return {"result": result, "inference_ms": 1000 * (forward - start),
-                "postprocess_ms": 1000 * (time.perf_counter() - forward)}
+        return {
+            "result": result,
+            "inference_ms": 1000 * (forward - start),
+            "postprocess_ms": 1000 * (time.perf_counter() - forward),
+        }
 
     async def explain(self, prepared: Any, method: str) -> dict[str, Any]:
         """The response's ``explanation`` (never raises: a failure says it is unavailable and why)."""
@@ -175,6 +183,12 @@ class ModelServer:
 
     def stats(self) -> dict[str, Any]:
         device = str(self.predictor.device) if self.predictor is not None else None
-        return {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb(), "requests": self.requests,
-                "batch_sizes": dict(sorted(self.batch_sizes.items())), "device": device,
-                **self.settings.model_dump(), **self.ready()}
+        return {
+            "pid": os.getpid(),
+            "peak_rss_mb": peak_rss_mb(),
+            "requests": self.requests,
+            "batch_sizes": dict(sorted(self.batch_sizes.items())),
+            "device": device,
+            **self.settings.model_dump(),
+            **self.ready(),
+        }

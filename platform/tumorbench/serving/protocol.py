@@ -23,26 +23,52 @@ from starlette.requests import Request
 
 from tumorbench.tasks import get_task
 
-RAW_TYPES = ("application/octet-stream", "image/png", "image/jpeg", "image/tiff", "image/bmp", "application/dicom",
-             "application/zip", "application/x-zip-compressed", "application/gzip", "application/x-gzip")
+RAW_TYPES = (
+    "application/octet-stream",
+    "image/png",
+    "image/jpeg",
+    "image/tiff",
+    "image/bmp",
+    "application/dicom",
+    "application/zip",
+    "application/x-zip-compressed",
+    "application/gzip",
+    "application/x-gzip",
+)
 FORM_FIELD = "file"
 MAX_FORM_FIELDS = 8  # besides the file; browsers and clients send none
 MAX_FIELD_BYTES = 64 * 1024
-ERROR_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-               413: "payload_too_large", 415: "unsupported_media_type", 421: "misdirected_request",
-               422: "invalid_input", 429: "too_many_requests", 500: "internal_error", 503: "unavailable",
-               504: "timeout"}
-FORMATS = {2: ["PNG", "JPEG", "TIFF", "BMP", "DICOM (one slice)"],
-           3: ["NIfTI (.nii / .nii.gz; 4D for several channels)", "zip of one DICOM series",
-               "zip of per-channel NIfTI files in BraTS naming"]}
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    421: "misdirected_request",
+    422: "invalid_input",
+    429: "too_many_requests",
+    500: "internal_error",
+    503: "unavailable",
+    504: "timeout",
+}
+FORMATS = {
+    2: ["PNG", "JPEG", "TIFF", "BMP", "DICOM (one slice)"],
+    3: [
+        "NIfTI (.nii / .nii.gz; 4D for several channels)",
+        "zip of one DICOM series",
+        "zip of per-channel NIfTI files in BraTS naming",
+    ],
+}
 BRATS_ORDER = ["t1", "t1ce", "t2", "flair"]
 
 
 class ApiError(Exception):
     """An error answered as ``{"error": code, "detail": text}`` with an HTTP status (and optional headers)."""
 
-    def __init__(self, status: int, detail: str, error: str | None = None, headers: dict[str, str] | None = None
-                 ) -> None:
+    def __init__(
+        self, status: int, detail: str, error: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status, self.detail, self.headers = status, detail, headers or {}
         self.error = error or ERROR_CODES.get(status, "error")
@@ -87,7 +113,7 @@ def host_allowed(header: str | None, allowed: tuple[str, ...]) -> bool:
     if not header:
         return False
     host = header.strip().lower()
-    host = host[1:host.index("]")] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
+    host = host[1 : host.index("]")] if host.startswith("[") and "]" in host else host.rsplit(":", 1)[0]
     return host in allowed
 
 
@@ -95,8 +121,10 @@ def exposure_problem(allowed_hosts: tuple[str, ...], api_key: str | None, insecu
     """Why an application reachable from other machines may not start as configured, or None."""
     exposed = [h for h in allowed_hosts if h == "*" or not is_loopback(h)]
     if exposed and not api_key and not insecure:
-        return (f"allowed_hosts {exposed} reach beyond this machine but no API key is set: set api_key (or "
-                f"TUMORBENCH_API_KEY), or insecure: true to serve without one deliberately")
+        return (
+            f"allowed_hosts {exposed} reach beyond this machine but no API key is set: set api_key (or "
+            f"TUMORBENCH_API_KEY), or insecure: true to serve without one deliberately"
+        )
     return None
 
 
@@ -147,8 +175,11 @@ async def receive_upload(request: Any, limit: int, dest: Path) -> int:
     content_type = request.headers.get("content-type", "")
     kind = _content_type(content_type).get_content_type() if content_type else ""
     if kind not in RAW_TYPES and kind != "multipart/form-data":
-        raise ApiError(415, f"unsupported content type {kind or '(none)'!r}: send multipart/form-data with a "
-                            f"'{FORM_FIELD}' field, or the raw file as one of {', '.join(RAW_TYPES)}")
+        raise ApiError(
+            415,
+            f"unsupported content type {kind or '(none)'!r}: send multipart/form-data with a "
+            f"'{FORM_FIELD}' field, or the raw file as one of {', '.join(RAW_TYPES)}",
+        )
     _check_declared_length(request, limit)
     bounded = Request(request.scope, _bounded_receive(request, limit))
     if kind in RAW_TYPES:
@@ -172,8 +203,7 @@ async def _receive_form(request: Request, dest: Path) -> int:
     try:
         upload = form.get(FORM_FIELD)
         if not isinstance(upload, UploadFile):  # field names are the client's text: not echoed
-            raise ApiError(400, f"multipart form has no file in the field '{FORM_FIELD}' "
-                                f"({len(form)} other field(s))")
+            raise ApiError(400, f"multipart form has no file in the field '{FORM_FIELD}' ({len(form)} other field(s))")
 
         def copy() -> int:
             upload.file.seek(0)
@@ -189,22 +219,47 @@ async def _receive_form(request: Request, dest: Path) -> int:
 def model_card(name: str, package: Path, manifest: Any) -> dict[str, Any]:
     """What ``GET /v1/models`` says about one served package."""
     preprocess = manifest.preprocess
-    inputs = {"dims": manifest.data_dims, "channels": manifest.in_channels, "formats": FORMATS[manifest.data_dims],
-              "resized_to": preprocess.get("spatial_size"), "normalize": preprocess.get("normalize")}
+    inputs = {
+        "dims": manifest.data_dims,
+        "channels": manifest.in_channels,
+        "formats": FORMATS[manifest.data_dims],
+        "resized_to": preprocess.get("spatial_size"),
+        "normalize": preprocess.get("normalize"),
+    }
     if manifest.data.get("layout") in ("brats", "msd") and manifest.in_channels == 4:
         inputs["channel_order"] = BRATS_ORDER
     if preprocess.get("channels"):
         inputs["channels_fitted"] = f"grey and colour inputs are converted to {preprocess['channels']} channel(s)"
     metrics = {k: v for k, v in manifest.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return {"name": name, "task": manifest.task, "version": f"{package.name}@{manifest.created}",
-            "architecture": manifest.name, "created": manifest.created, "epoch": manifest.epoch,
-            "endpoint": get_task(manifest.task).endpoint,
-            "classes": manifest.class_names, "positive_class": manifest.positive_class,
-            "output_channels": manifest.channel_names, "metrics": metrics, "inputs": inputs,
-            "data": {"layout": manifest.data.get("layout"), "split_fold": manifest.split.get("fold")}}
+    return {
+        "name": name,
+        "task": manifest.task,
+        "version": f"{package.name}@{manifest.created}",
+        "architecture": manifest.name,
+        "created": manifest.created,
+        "epoch": manifest.epoch,
+        "endpoint": get_task(manifest.task).endpoint,
+        "classes": manifest.class_names,
+        "positive_class": manifest.positive_class,
+        "output_channels": manifest.channel_names,
+        "metrics": metrics,
+        "inputs": inputs,
+        "data": {"layout": manifest.data.get("layout"), "split_fold": manifest.split.get("fold")},
+    }
 
 
-UPLOAD_OPENAPI = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "required": [FORM_FIELD],
-                                       "properties": {FORM_FIELD: {"type": "string", "format": "binary"}}}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+UPLOAD_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": [FORM_FIELD],
+                    "properties": {FORM_FIELD: {"type": "string", "format": "binary"}},
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}

@@ -68,8 +68,9 @@ class AppArgs(ModelSettings):
     def _check(self) -> AppArgs:
         if not self.models:
             raise ValueError("models: give at least one model package")
-        problem = exposure_problem(tuple(self.allowed_hosts), self.api_key or os.environ.get(API_KEY_ENV),
-                                   self.insecure)
+        problem = exposure_problem(
+            tuple(self.allowed_hosts), self.api_key or os.environ.get(API_KEY_ENV), self.insecure
+        )
         if problem:
             raise ValueError(problem)
         if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.max_batch_size:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-ROUTES = ("/healthz", "/readyz", "/v1/models", "/v1/stats", "/v1/classify", "/v1/segment", "/docs",
-          "/openapi.json")
+ROUTES = ("/healthz", "/readyz", "/v1/models", "/v1/stats", "/v1/classify", "/v1/segment", "/docs", "/openapi.json")
 BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000]
 STAGES = ("decode", "inference", "postprocess")
 
@@ -21,11 +20,18 @@ class Telemetry:
     def __init__(self) -> None:
         from ray.serve import metrics
 
-        self.requests = metrics.Counter("tumorbench_requests", "HTTP requests by route and status code",
-                                        tag_keys=("path", "status"))
-        self.latency = {stage: metrics.Histogram(f"tumorbench_{stage}_ms", f"{stage} time of a prediction request "
-                                                 "in milliseconds", boundaries=BOUNDARIES_MS, tag_keys=("model",))
-                        for stage in STAGES}
+        self.requests = metrics.Counter(
+            "tumorbench_requests", "HTTP requests by route and status code", tag_keys=("path", "status")
+        )
+        self.latency = {
+            stage: metrics.Histogram(
+                f"tumorbench_{stage}_ms",
+                f"{stage} time of a prediction request in milliseconds",
+                boundaries=BOUNDARIES_MS,
+                tag_keys=("model",),
+            )
+            for stage in STAGES
+        }
 
     def count(self, path: str, status: int) -> None:
         # Unknown paths share one tag: a scanner's random paths must not grow the series without bound.

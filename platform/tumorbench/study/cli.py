@@ -61,23 +61,46 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
         action="store_true",
         help="Refuse DICOM data still carrying identifying tags (run `tumorbench data deid` first)",
     )
-    parser.add_argument("--budget", type=float, default=None, metavar="MINUTES",
-                        help="Time budget: the planner sizes the study to it (default: the preset's cap, "
-                             "55 min for default) and the searches stop on time")
-    parser.add_argument("--dry-run", action="store_true", help="Print the plan (fingerprint, sizes, estimate) "
-                                                               "and exit without starting Ray")
-    parser.add_argument("--test", default=None, help="A locked test set (same layout): final models retrained on "
-                                                     "every training patient are scored on it once")
-    parser.add_argument("--storage", default=None,
-                        help="Checkpoints, trial records and a copy of the results: a folder every node sees or "
-                             "s3://bucket/prefix, gs://bucket/prefix (default: $TUMORBENCH_STORAGE, else --out)")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="MINUTES",
+        help="Time budget: the planner sizes the study to it (default: the preset's cap, "
+        "55 min for default) and the searches stop on time",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="Print the plan (fingerprint, sizes, estimate) and exit without starting Ray",
+    )
+    parser.add_argument(
+        "--test",
+        default=None,
+        help="A locked test set (same layout): final models retrained on every training patient are scored on it once",
+    )
+    parser.add_argument(
+        "--storage",
+        default=None,
+        help="Checkpoints, trial records and a copy of the results: a folder every node sees or "
+        "s3://bucket/prefix, gs://bucket/prefix (default: $TUMORBENCH_STORAGE, else --out)",
+    )
     group = parser.add_argument_group("resources per trial (default: sized from the cluster as it is)")
-    group.add_argument("--gpus-per-trial", type=float, default=None,
-                       help="GPUs each trial's workers hold together; asks an autoscaler for GPU nodes (0: CPU only)")
+    group.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="GPUs each trial's workers hold together; asks an autoscaler for GPU nodes (0: CPU only)",
+    )
     group.add_argument("--cpus-per-trial", type=float, default=None, help="CPUs each trial's workers hold together")
     group.add_argument("--concurrent-trials", type=int, default=None, help="Trials running at once")
-    group.add_argument("--gpu-wait", type=float, default=None, metavar="SECONDS",
-                       help="How long to wait for GPU nodes to join (default: 900 with an autoscaler, 0 without)")
+    group.add_argument(
+        "--gpu-wait",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="How long to wait for GPU nodes to join (default: 900 with an autoscaler, 0 without)",
+    )
     return parser.parse_args(argv)
 
 
@@ -93,13 +116,16 @@ def _resources(args: argparse.Namespace):
     return Resources.local()
 
 
-
 def resources_from(args: argparse.Namespace):
     """The per-trial ``Resources`` the options ask for (unset: sized from the cluster)."""
     from tumorbench.tuning.resources import Resources
 
-    return Resources(gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
-                     concurrent_trials=args.concurrent_trials, gpu_wait_s=args.gpu_wait)
+    return Resources(
+        gpus_per_trial=args.gpus_per_trial,
+        cpus_per_trial=args.cpus_per_trial,
+        concurrent_trials=args.concurrent_trials,
+        gpu_wait_s=args.gpu_wait,
+    )
 
 
 def build_study(args: argparse.Namespace):
@@ -133,16 +159,26 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         out = Path(args.out or f"results/{study.name}-{args.preset}")
         if args.budget is not None and args.budget <= 0:
             raise SystemExit("error: --budget must be a positive number of minutes")
-        plan, fingerprint, planned = plan_study(study, out, budget_minutes=args.budget, preset=args.preset,
-                                                resources=_resources(args))
+        plan, fingerprint, planned = plan_study(
+            study, out, budget_minutes=args.budget, preset=args.preset, resources=_resources(args)
+        )
         if args.dry_run:
             from tumorbench.data.fingerprint import format_fingerprint
 
             print(format_fingerprint(fingerprint))
             print(plan.format(), flush=True)
             return 0
-        summary = run_study(planned, out, preset=args.preset, resume=args.resume, address=args.address, plan=plan,
-                            fingerprint=fingerprint, storage_uri=args.storage, resources=resources_from(args))
+        summary = run_study(
+            planned,
+            out,
+            preset=args.preset,
+            resume=args.resume,
+            address=args.address,
+            plan=plan,
+            fingerprint=fingerprint,
+            storage_uri=args.storage,
+            resources=resources_from(args),
+        )
     except TumorbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -47,8 +47,9 @@ def final_dl_rows(config, model: str, task: str, class_names: list[str] | None) 
     return pd.DataFrame(rows).assign(model=model, kind="dl"), str(path)
 
 
-def final_baseline_rows(study, frame: pd.DataFrame, split_doc: dict, test: pd.DataFrame,
-                        class_names: list[str] | None) -> pd.DataFrame:
+def final_baseline_rows(
+    study, frame: pd.DataFrame, split_doc: dict, test: pd.DataFrame, class_names: list[str] | None
+) -> pd.DataFrame:
     """Every baseline refitted on all training cases and scored on the test cases (Ray tasks)."""
     import ray
 
@@ -57,14 +58,35 @@ def final_baseline_rows(study, frame: pd.DataFrame, split_doc: dict, test: pd.Da
     spec = get_task(study.task)
     train = spec.usable(frame[~frame["case_id"].isin(split_doc["excluded"])])
     remote = ray.remote(num_cpus=1)(baseline_fold)
-    pending = [remote.remote(name, study.task, train, spec.usable(test), 0, class_names, study.seed,
-                             study.baseline_params.get(name, {}) | region_params(study)) for name in study.baselines]
+    pending = [
+        remote.remote(
+            name,
+            study.task,
+            train,
+            spec.usable(test),
+            0,
+            class_names,
+            study.seed,
+            study.baseline_params.get(name, {}) | region_params(study),
+        )
+        for name in study.baselines
+    ]
     return pd.concat(ray.get(pending), ignore_index=True) if pending else pd.DataFrame()
 
 
-def run_locked_test(study, base_configs: dict, bests: dict, frame: pd.DataFrame, split_doc: dict,
-                    test: pd.DataFrame, class_names: list[str] | None, out: Path, metric: str, n_boot: int,
-                    alpha: float) -> dict[str, Any]:
+def run_locked_test(
+    study,
+    base_configs: dict,
+    bests: dict,
+    frame: pd.DataFrame,
+    split_doc: dict,
+    test: pd.DataFrame,
+    class_names: list[str] | None,
+    out: Path,
+    metric: str,
+    n_boot: int,
+    alpha: float,
+) -> dict[str, Any]:
     """Final models and baselines on the test set; ``<out>/test/`` results; what the package manifest needs."""
     from tumorbench.evaluation.leaderboard import format_leaderboard, summarize_results
     from tumorbench.reporting.report import write_report
@@ -79,11 +101,14 @@ def run_locked_test(study, base_configs: dict, bests: dict, frame: pd.DataFrame,
         parts.append(rows)
     parts.append(final_baseline_rows(study, frame, split_doc, test, class_names))
     write_predictions(parts, folder)
-    lb, stats = summarize_results(folder, task=study.task, primary=metric, seed=study.seed, n_boot=n_boot,
-                                  alpha=alpha)
-    write_report(folder, title=f"tumorbench: {study.name}, locked test set (final models, scored once)",
-                 task=study.task, primary=metric, seed=study.seed)
-    print("[tumorbench] locked test set (final models retrained on every training patient, scored once):",
-          flush=True)
+    lb, stats = summarize_results(folder, task=study.task, primary=metric, seed=study.seed, n_boot=n_boot, alpha=alpha)
+    write_report(
+        folder,
+        title=f"tumorbench: {study.name}, locked test set (final models, scored once)",
+        task=study.task,
+        primary=metric,
+        seed=study.seed,
+    )
+    print("[tumorbench] locked test set (final models retrained on every training patient, scored once):", flush=True)
     print(format_leaderboard(lb, study.task, stats=stats), flush=True)
     return {"leaderboard": lb, "checkpoints": checkpoints}

@@ -38,8 +38,10 @@ class Detection:
     why: str
 
     def describe(self) -> str:
-        return (f"layout {self.layout} ({self.evidence}), {self.cases} cases, {self.spatial_dims}D, task {self.task}, "
-                f"study template {self.template} ({self.why})")
+        return (
+            f"layout {self.layout} ({self.evidence}), {self.cases} cases, {self.spatial_dims}D, task {self.task}, "
+            f"study template {self.template} ({self.why})"
+        )
 
 
 def spatial_dims(frame: pd.DataFrame) -> int:
@@ -75,20 +77,30 @@ def detect(frame: pd.DataFrame, labels_of_mask=mask_labels) -> Detection:
     dims = spatial_dims(frame)
     if frame["label"].notna().any():
         if frame["label"].dropna().nunique() < 2:
-            raise TumorbenchError(f"layout {layout}: one class only ({frame['label'].dropna().iloc[0]!r}); "
-                                  "a classifier needs at least two")
+            raise TumorbenchError(
+                f"layout {layout}: one class only ({frame['label'].dropna().iloc[0]!r}); "
+                "a classifier needs at least two"
+            )
         template = "classification-3d" if dims == 3 else "lidc" if layout == "lidc" else "classification-2d"
         return Detection(layout, evidence, dims, "classification", template, cases, "class labels found")
     if frame["mask"].notna().any():
         if layout == "brats":
             values = labels_of_mask(frame)
             if values <= BRATS_LABELS and len(values - {0}) > 1:
-                return Detection(layout, evidence, 3, "segmentation", "brats", cases,
-                                 f"BraTS label map {sorted(values)}: WT/TC/ET regions")
+                return Detection(
+                    layout,
+                    evidence,
+                    3,
+                    "segmentation",
+                    "brats",
+                    cases,
+                    f"BraTS label map {sorted(values)}: WT/TC/ET regions",
+                )
         template = "segmentation-3d" if dims == 3 else "segmentation-2d"
         return Detection(layout, evidence, dims, "segmentation", template, cases, "masks found, no class labels")
-    raise TumorbenchError(f"layout {layout}: neither class labels nor masks found; nothing to compare models on "
-                          "(see docs/data.md)")
+    raise TumorbenchError(
+        f"layout {layout}: neither class labels nor masks found; nothing to compare models on (see docs/data.md)"
+    )
 
 
 def fit_patch(frame: pd.DataFrame, patch: list[int]) -> list[int]:
@@ -110,12 +122,23 @@ def _classification_3d(preset: str, modality: str):
     folds, epochs, samples = presets._budget(preset)
     size = {"smoke": [32, 32, 16], "default": [64, 64, 32], "full": [96, 96, 64]}[preset]
     normalize = "ct_window" if modality == "ct" else "zscore"
-    shared = {"spatial_dims": 3, "preprocess": {"spatial_size": size, "normalize": normalize}, "batch_size": 4,
-              "workers": 1, "epochs": {"smoke": 1, "default": 10, "full": 40}[preset]}
+    shared = {
+        "spatial_dims": 3,
+        "preprocess": {"spatial_size": size, "normalize": normalize},
+        "batch_size": 4,
+        "workers": 1,
+        "epochs": {"smoke": 1, "default": 10, "full": 40}[preset],
+    }
     model = "densenet121_tiny" if preset == "smoke" else "densenet121"
-    return Study(name="generic", task="classification", data=None, n_folds=folds, config=shared,
-                 baselines=("logreg", "random_forest"),
-                 candidates=(Candidate("densenet121", {"model": model}, {}, "random", 1),))
+    return Study(
+        name="generic",
+        task="classification",
+        data=None,
+        n_folds=folds,
+        config=shared,
+        baselines=("logreg", "random_forest"),
+        candidates=(Candidate("densenet121", {"model": model}, {}, "random", 1),),
+    )
 
 
 def build(detection: Detection, frame: pd.DataFrame, preset: str):
@@ -129,8 +152,12 @@ def build(detection: Detection, frame: pd.DataFrame, preset: str):
         return replace(study, config={**study.config, "sampling": sampling, "roi_size": patch})
     if detection.template == "classification-3d":
         return _classification_3d(preset, frame["channels"].iloc[0][0])
-    return {"classification-2d": presets.brain_yes_no, "lidc": presets.lidc, "segmentation-3d": presets.synthetic,
-            "segmentation-2d": presets.lgg}[detection.template](preset)
+    return {
+        "classification-2d": presets.brain_yes_no,
+        "lidc": presets.lidc,
+        "segmentation-3d": presets.synthetic,
+        "segmentation-2d": presets.lgg,
+    }[detection.template](preset)
 
 
 def generic_study(data: str, preset: str):
@@ -141,5 +168,10 @@ def generic_study(data: str, preset: str):
     detection = detect(frame)
     print(f"[tumorbench] {data}: {detection.describe()}", flush=True)
     study = build(detection, frame, preset)
-    return replace(study, name=f"generic-{Path(data).name}", data=str(Path(data).resolve()),
-                   layout=detection.layout, synthetic=None)
+    return replace(
+        study,
+        name=f"generic-{Path(data).name}",
+        data=str(Path(data).resolve()),
+        layout=detection.layout,
+        synthetic=None,
+    )

@@ -22,8 +22,12 @@ def _case_image(row: dict) -> io.ImageData:
     if len(images) == 1:
         return images[0]
     first = images[0]
-    return io.ImageData(np.stack([im.array for im in images], axis=-1), first.affine, first.spacing,
-                        {**first.meta, "path": row["case_id"]})
+    return io.ImageData(
+        np.stack([im.array for im in images], axis=-1),
+        first.affine,
+        first.spacing,
+        {**first.meta, "path": row["case_id"]},
+    )
 
 
 def _slice(image: io.ImageData, truth: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -45,8 +49,9 @@ def _pick_case(frame: pd.DataFrame, patient: str) -> dict:
     return cases.iloc[int(np.argmax(areas))].to_dict()
 
 
-def write_overlays(predictions: pd.DataFrame, model: str, fold_records: list, frame: pd.DataFrame,
-                   out: Path) -> list[Path]:
+def write_overlays(
+    predictions: pd.DataFrame, model: str, fold_records: list, frame: pd.DataFrame, out: Path
+) -> list[Path]:
     """``out/overlays/<best|worst>_<model>_<patient>.png`` for the model's best and worst patient."""
     from tumorbench.inference import Predictor
     from tumorbench.reporting.figures import extreme_cases, write_overlay
@@ -63,7 +68,13 @@ def write_overlays(predictions: pd.DataFrame, model: str, fold_records: list, fr
         truth = (truth[0] if truth.ndim == 3 and image.meta.get("format") == "image2d" else truth) > 0
         picture, truth2d, pred2d = _slice(image, truth, result.mask[0] > 0)
         path = out / "overlays" / f"{row['which']}_{model}_{row['patient_id']}.png"
-        written.append(write_overlay(picture, truth2d, pred2d, path,
-                                     title=f"{model}, {row['which']} patient {row['patient_id']} "
-                                           f"(patient Dice {row['dice']:.3f})"))
+        written.append(
+            write_overlay(
+                picture,
+                truth2d,
+                pred2d,
+                path,
+                title=f"{model}, {row['which']} patient {row['patient_id']} (patient Dice {row['dice']:.3f})",
+            )
+        )
     return written

@@ -33,15 +33,25 @@ from tumorbench.tuning.search import asha_fold_fraction
 # resnet18_tiny 7.8/3.1, efficientnet_b0 40.2/7.6, tf_efficientnet_lite0 36.3/7.2.
 # The other entries are not measured: scaled from a measured relative by parameter count.
 MS_PER_IMAGE: dict[str, tuple[float, float]] = {
-    "unet": (21.0, 5.9), "attention_unet": (61.1, 16.4), "unet_tiny": (7.0, 2.0),
+    "unet": (21.0, 5.9),
+    "attention_unet": (61.1, 16.4),
+    "unet_tiny": (7.0, 2.0),
     "attention_unet_tiny": (20.0, 5.5),
-    "resnet18": (40.1, 11.4), "resnet18_tiny": (7.8, 3.1), "efficientnet_b0": (40.2, 7.6),
-    "tf_efficientnet_lite0": (36.3, 7.2), "densenet121": (110.0, 30.0), "resnet50": (90.0, 25.0),
+    "resnet18": (40.1, 11.4),
+    "resnet18_tiny": (7.8, 3.1),
+    "efficientnet_b0": (40.2, 7.6),
+    "tf_efficientnet_lite0": (36.3, 7.2),
+    "densenet121": (110.0, 30.0),
+    "resnet50": (90.0, 25.0),
 }
 MS_PER_IMAGE_DEFAULT = (60.0, 18.0)  # a model not calibrated: assume a mid-sized one
 # 3D patch models: ms per patch of 32^3 (tiny variants; full-size models ~4x). Estimated, not measured.
-MS_PER_PATCH_3D = {"unet_tiny": (60.0, 20.0), "segresnet_tiny": (50.0, 18.0), "attention_unet_tiny": (80.0, 25.0),
-                   "swin_unetr_tiny": (200.0, 60.0)}
+MS_PER_PATCH_3D = {
+    "unet_tiny": (60.0, 20.0),
+    "segresnet_tiny": (50.0, 18.0),
+    "attention_unet_tiny": (80.0, 25.0),
+    "swin_unetr_tiny": (200.0, 60.0),
+}
 CALIBRATION_SIZE_2D, CALIBRATION_SIZE_3D = 128, 32
 # Data loading per case, CPU time of the project's transform chain (2026-12-02, 60 cases each): the
 # deterministic part (read, decode, resize; once per fold with a cache) took 10.8 ms on LGG (768 KiB
@@ -143,13 +153,17 @@ class Plan:
         size = "x".join([str(self.size)] * self.spatial_dims)
         r = self.resources
         budget = f"budget {self.budget_seconds / 60:.0f} min" if self.budget_seconds else "no budget"
-        lines = [f"plan ({r.get('source')}: {r.get('cpus', 0):g} CPUs, {r.get('gpus', 0):g} GPUs, "
-                 f"{r.get('memory', 0) / 2**30:.1f} GiB available; {budget})",
-                 f"  {kind} size {size}, batch {self.batch_size}, {self.epochs} epochs, {self.folds} folds, "
-                 f"cache {self.cache}, {self.side_by_side} trial(s) side by side"]
+        lines = [
+            f"plan ({r.get('source')}: {r.get('cpus', 0):g} CPUs, {r.get('gpus', 0):g} GPUs, "
+            f"{r.get('memory', 0) / 2**30:.1f} GiB available; {budget})",
+            f"  {kind} size {size}, batch {self.batch_size}, {self.epochs} epochs, {self.folds} folds, "
+            f"cache {self.cache}, {self.side_by_side} trial(s) side by side",
+        ]
         for s in self.searches:
-            lines.append(f"  {s.name:<24} {s.model:<22} {s.searcher:<6} {s.trials:>2} trial(s), "
-                         f"~{s.fold_seconds:.0f} s per fold, ~{s.seconds / 60:.1f} min")
+            lines.append(
+                f"  {s.name:<24} {s.model:<22} {s.searcher:<6} {s.trials:>2} trial(s), "
+                f"~{s.fold_seconds:.0f} s per fold, ~{s.seconds / 60:.1f} min"
+            )
         lines.append(f"  baselines ~{self.baseline_seconds / 60:.1f} min; Ray start-up ~{RAY_START_S / 60:.1f} min")
         lines.append(f"  estimate {self.estimate_seconds / 60:.1f} min")
         lines += [f"  note: {n}" for n in self.notes]
@@ -219,19 +233,27 @@ def cache_bytes(fp: dict[str, Any], study: Study, size: int, dims: int) -> float
     return float(_usable_cases(fp, study) * per_case)
 
 
-def choose_cache(fp: dict[str, Any], study: Study, size: int, dims: int, side_by_side: int,
-                 resources: Resources, disk_free: float) -> tuple[str, str]:
+def choose_cache(
+    fp: dict[str, Any], study: Study, size: int, dims: int, side_by_side: int, resources: Resources, disk_free: float
+) -> tuple[str, str]:
     """``memory`` when every concurrent trial's cache fits the memory share, else ``disk``, else ``none``."""
     need = cache_bytes(fp, study, size, dims)
     allowed = MEMORY_CACHE_SHARE * resources.memory
     if need * side_by_side <= allowed:
-        return "memory", f"memory cache: {need / 2**20:.0f} MB per trial x {side_by_side} fits " \
-                         f"{MEMORY_CACHE_SHARE:.0%} of {resources.memory / 2**30:.1f} GiB"
+        return (
+            "memory",
+            f"memory cache: {need / 2**20:.0f} MB per trial x {side_by_side} fits "
+            f"{MEMORY_CACHE_SHARE:.0%} of {resources.memory / 2**30:.1f} GiB",
+        )
     if need * 1.5 <= disk_free:
-        return "disk", (f"disk cache (shared by every trial and fold): {need / 2**20:.0f} MB per trial x "
-                        f"{side_by_side} is over {MEMORY_CACHE_SHARE:.0%} of {resources.memory / 2**30:.1f} GiB")
-    return "none", (f"no cache: {need / 2**20:.0f} MB fits neither {MEMORY_CACHE_SHARE:.0%} of memory nor the "
-                    f"{disk_free / 2**30:.1f} GiB free on disk")
+        return "disk", (
+            f"disk cache (shared by every trial and fold): {need / 2**20:.0f} MB per trial x "
+            f"{side_by_side} is over {MEMORY_CACHE_SHARE:.0%} of {resources.memory / 2**30:.1f} GiB"
+        )
+    return "none", (
+        f"no cache: {need / 2**20:.0f} MB fits neither {MEMORY_CACHE_SHARE:.0%} of memory nor the "
+        f"{disk_free / 2**30:.1f} GiB free on disk"
+    )
 
 
 def _side_by_side(resources: Resources, workers: int, max_trials: int) -> int:
@@ -246,8 +268,9 @@ def decode_ms(fp: dict[str, Any]) -> float:
     return DECODE_MS_FIXED + DECODE_MS_PER_MIB * fp.get("decoded_bytes_per_case", 2**20) / 2**20
 
 
-def _fold_seconds(model: str, k: _Knobs, n: int, dims: int, cache: str, samples: int, speed: float,
-                  decode: float) -> float:
+def _fold_seconds(
+    model: str, k: _Knobs, n: int, dims: int, cache: str, samples: int, speed: float, decode: float
+) -> float:
     train_ms, eval_ms = model_ms(model, k.size, dims)
     train_n, val_n = n * (k.folds - 1) / k.folds * samples, n / k.folds
     # disk: each epoch reads the cached case back (~1 ms); none: every epoch decodes every case again
@@ -257,8 +280,9 @@ def _fold_seconds(model: str, k: _Knobs, n: int, dims: int, cache: str, samples:
     return FOLD_STARTUP_S + fill + k.epochs * epoch
 
 
-def _estimate(k: _Knobs, n: int, dims: int, cache: str, samples: int, speed: float,
-              side: int, n_baselines: int, decode: float) -> tuple[list[SearchPlan], float, float]:
+def _estimate(
+    k: _Knobs, n: int, dims: int, cache: str, samples: int, speed: float, side: int, n_baselines: int, decode: float
+) -> tuple[list[SearchPlan], float, float]:
     searches = []
     for c in k.candidates:
         model = c.config["model"]
@@ -283,6 +307,7 @@ def _reductions(k: _Knobs, dims: int) -> list:
                 return None
             k.trials[name] -= 1
             return f"trials of {name} -> {k.trials[name]}"
+
         return step
 
     def epochs_to(floor):
@@ -291,6 +316,7 @@ def _reductions(k: _Knobs, dims: int) -> list:
                 return None
             k.epochs -= 1
             return f"epochs -> {k.epochs}"
+
         return step
 
     def folds_to(floor):
@@ -299,6 +325,7 @@ def _reductions(k: _Knobs, dims: int) -> list:
                 return None
             k.folds -= 1
             return f"folds -> {k.folds}"
+
         return step
 
     def smaller():
@@ -314,15 +341,31 @@ def _reductions(k: _Knobs, dims: int) -> list:
         dropped = k.candidates.pop()
         return f"candidate {dropped.name} dropped"
 
-    return [trials_to(2), epochs_to(4), trials_to(1), folds_to(3), smaller, epochs_to(2), folds_to(MIN_FOLDS),
-            epochs_to(MIN_EPOCHS), drop_candidate]
+    return [
+        trials_to(2),
+        epochs_to(4),
+        trials_to(1),
+        folds_to(3),
+        smaller,
+        epochs_to(2),
+        folds_to(MIN_FOLDS),
+        epochs_to(MIN_EPOCHS),
+        drop_candidate,
+    ]
 
 
 GPU_SPEEDUP = 10.0  # assumed, not measured here (no GPU lent): a GPU worker vs one CPU thread
 
 
-def make_plan(study: Study, fp: dict[str, Any], resources: Resources, *, budget_minutes: float | None = None,
-              preset: str = "default", disk_free: float | None = None) -> Plan:
+def make_plan(
+    study: Study,
+    fp: dict[str, Any],
+    resources: Resources,
+    *,
+    budget_minutes: float | None = None,
+    preset: str = "default",
+    disk_free: float | None = None,
+) -> Plan:
     """Size ``study`` to ``budget_minutes`` (default: the preset's cap) on ``resources``.
 
     Raises:
@@ -336,9 +379,14 @@ def make_plan(study: Study, fp: dict[str, Any], resources: Resources, *, budget_
     workers = int(study.config.get("workers", 1))
     speed = GPU_SPEEDUP if resources.gpus >= 1 else 1.0
     trials = {c.name: _count_trials(c) for c in study.candidates}
-    k = _Knobs(size=_study_size(study, dims), batch_size=int(study.config.get("batch_size", 16)),
-               epochs=int(study.config.get("epochs", 10)), folds=study.n_folds, trials=dict(trials),
-               candidates=sorted(study.candidates, key=lambda c: model_ms(c.config["model"], 128, dims)[0]))
+    k = _Knobs(
+        size=_study_size(study, dims),
+        batch_size=int(study.config.get("batch_size", 16)),
+        epochs=int(study.config.get("epochs", 10)),
+        folds=study.n_folds,
+        trials=dict(trials),
+        candidates=sorted(study.candidates, key=lambda c: model_ms(c.config["model"], 128, dims)[0]),
+    )
     k.folds = min(k.folds, max(MIN_FOLDS, fp["patients"]))
     if dims == 2:  # no needless upsampling: the data's median size, rounded up to the U-Nets' stride of 16
         k.size = min(k.size, max(32, 16 * math.ceil(min(fp["median_shape"][:2]) / 16)))
@@ -355,19 +403,36 @@ def make_plan(study: Study, fp: dict[str, Any], resources: Resources, *, budget_
             cache, cache_note = choose_cache(fp, study, k.size, dims, side, resources, free)
             searches, baselines, total = estimate()
     if budget is not None and total > budget:
-        raise BudgetError(f"a budget of {budget / 60:g} min cannot hold one {k.folds}-fold trial of "
-                          f"{k.candidates[0].config['model']} at {k.size} px, {k.epochs} epoch(s) "
-                          f"({n} images, {resources.cpus:g} CPUs): the minimum is about {math.ceil(total / 60)} min")
+        raise BudgetError(
+            f"a budget of {budget / 60:g} min cannot hold one {k.folds}-fold trial of "
+            f"{k.candidates[0].config['model']} at {k.size} px, {k.epochs} epoch(s) "
+            f"({n} images, {resources.cpus:g} CPUs): the minimum is about {math.ceil(total / 60)} min"
+        )
     k.batch_size = max(1, min(k.batch_size, int(n * (k.folds - 1) / k.folds)))
     notes = _changes(study, k, trials, dims) + [cache_note]
     if fp.get("sample", {}).get("sampled"):
         notes.append(f"fingerprint: {fp['sample']['note']}")
     order = {c.name: i for i, c in enumerate(study.candidates)}
-    return Plan(size=k.size, batch_size=k.batch_size, epochs=k.epochs, folds=k.folds, cache=cache,
-                side_by_side=side, searches=tuple(sorted(searches, key=lambda s: order[s.name])),
-                baseline_seconds=baselines, estimate_seconds=total, budget_seconds=budget, spatial_dims=dims,
-                notes=tuple(notes), resources={"cpus": resources.cpus, "gpus": resources.gpus,
-                                               "memory": resources.memory, "source": resources.source})
+    return Plan(
+        size=k.size,
+        batch_size=k.batch_size,
+        epochs=k.epochs,
+        folds=k.folds,
+        cache=cache,
+        side_by_side=side,
+        searches=tuple(sorted(searches, key=lambda s: order[s.name])),
+        baseline_seconds=baselines,
+        estimate_seconds=total,
+        budget_seconds=budget,
+        spatial_dims=dims,
+        notes=tuple(notes),
+        resources={
+            "cpus": resources.cpus,
+            "gpus": resources.gpus,
+            "memory": resources.memory,
+            "source": resources.source,
+        },
+    )
 
 
 def _disk_free(path: str = ".") -> float:
@@ -379,9 +444,11 @@ def _disk_free(path: str = ".") -> float:
 def _changes(study: Study, k: _Knobs, trials: dict[str, int], dims: int) -> list[str]:
     """What the plan scaled down from the study as written."""
     notes = []
-    for label, before, after in (("input size" if dims == 2 else "patch size", _study_size(study, dims), k.size),
-                                 ("epochs", int(study.config.get("epochs", 10)), k.epochs),
-                                 ("folds", study.n_folds, k.folds)):
+    for label, before, after in (
+        ("input size" if dims == 2 else "patch size", _study_size(study, dims), k.size),
+        ("epochs", int(study.config.get("epochs", 10)), k.epochs),
+        ("folds", study.n_folds, k.folds),
+    ):
         if before != after:
             notes.append(f"scaled down: {label} {before} -> {after}")
     kept = {c.name for c in k.candidates}
@@ -389,8 +456,11 @@ def _changes(study: Study, k: _Knobs, trials: dict[str, int], dims: int) -> list
         if c.name not in kept:
             notes.append(f"scaled down: candidate {c.name} dropped")
         elif k.trials[c.name] < trials[c.name]:
-            how = f"grid of {trials[c.name]} -> random {k.trials[c.name]} of its combinations" \
-                if c.searcher == "grid" else f"{trials[c.name]} -> {k.trials[c.name]} trials"
+            how = (
+                f"grid of {trials[c.name]} -> random {k.trials[c.name]} of its combinations"
+                if c.searcher == "grid"
+                else f"{trials[c.name]} -> {k.trials[c.name]} trials"
+            )
             notes.append(f"scaled down: {c.name} {how}")
     return notes
 
@@ -423,5 +493,7 @@ def apply_plan(study: Study, plan: Plan, cache_dir: str | None = None) -> Study:
 def _grid_as_choice(space: dict[str, Any]) -> dict[str, Any]:
     from ray import tune
 
-    return {k: tune.choice(v["grid_search"]) if isinstance(v, dict) and set(v) == {"grid_search"} else v
-            for k, v in space.items()}
+    return {
+        k: tune.choice(v["grid_search"]) if isinstance(v, dict) and set(v) == {"grid_search"} else v
+        for k, v in space.items()
+    }

@@ -45,92 +45,170 @@ def synthetic(preset: str) -> Study:
     # Default: 12 epochs of 4 patches per case. Measured in-process on fold 0 (8 training phantoms): unet
     # 0.43 Dice after the old 6 epochs x 2 patches, 0.72 after 12 x 4; attention_unet needs lr 1e-2 (0.39 at
     # 3e-3, 0.90 at 1e-2); segresnet 0.81 already at 6 x 2.
-    shared = {"spatial_dims": 3, "epochs": {"smoke": epochs, "default": 12, "full": epochs}[preset], "batch_size": 2,
-              "lr": 3e-3, "workers": 2 if preset == "full" else 1, "augment": {},
-              "preprocess": {"label_map": "binary"},
-              "sampling": {"mode": "patch3d", "patch_size": patch, "num_samples": 4}, "roi_size": patch}
+    shared = {
+        "spatial_dims": 3,
+        "epochs": {"smoke": epochs, "default": 12, "full": epochs}[preset],
+        "batch_size": 2,
+        "lr": 3e-3,
+        "workers": 2 if preset == "full" else 1,
+        "augment": {},
+        "preprocess": {"label_map": "binary"},
+        "sampling": {"mode": "patch3d", "patch_size": patch, "num_samples": 4},
+        "roi_size": patch,
+    }
     lr_space = {"lr": tune.grid_search([3e-3, 1e-2])} if preset != "smoke" else {}
     return Study(
-        name="synthetic", task="segmentation", data=None, synthetic=("brain-mri", 12 if preset != "full" else 40),
-        n_folds=folds, config=shared, baselines=("otsu", "kmeans"),
+        name="synthetic",
+        task="segmentation",
+        data=None,
+        synthetic=("brain-mri", 12 if preset != "full" else 40),
+        n_folds=folds,
+        config=shared,
+        baselines=("otsu", "kmeans"),
         candidates=(
             Candidate("unet", {"model": f"unet{suffix}"}, lr_space, "grid" if lr_space else "random", samples),
             Candidate("attention_unet", {"model": f"attention_unet{suffix}", "lr": 1e-2}, {}, "random", 1),
             Candidate("segresnet", {"model": f"segresnet{suffix}"}, {}, "random", 1),
-        ))
+        ),
+    )
 
 
 def lgg(preset: str) -> Study:
     """LGG FLAIR-abnormality segmentation on 2D slices (Buda et al.), per-patient Dice."""
     folds, epochs, samples = _budget(preset)
     size = [128, 128] if preset != "full" else [256, 256]
-    shared = {"preprocess": {"spatial_size": size}, "batch_size": 8, "lr": 2e-3, "workers": 2,
-              "epochs": {"smoke": 1, "default": 8, "full": 60}[preset], "augment": {"flip_axes": [0, 1], "prob": 0.5}}
+    shared = {
+        "preprocess": {"spatial_size": size},
+        "batch_size": 8,
+        "lr": 2e-3,
+        "workers": 2,
+        "epochs": {"smoke": 1, "default": 8, "full": 60}[preset],
+        "augment": {"flip_axes": [0, 1], "prob": 0.5},
+    }
     return Study(
-        name="lgg", task="segmentation", data=f"{shared_data()}/lgg", layout="lgg", n_folds=folds,
-        config=shared, baselines=("otsu", "kmeans"),
+        name="lgg",
+        task="segmentation",
+        data=f"{shared_data()}/lgg",
+        layout="lgg",
+        n_folds=folds,
+        config=shared,
+        baselines=("otsu", "kmeans"),
         baseline_params={"otsu": {"max_train_cases": 200}, "kmeans": {"max_train_cases": 200}},
         candidates=(
             Candidate("unet", {"model": "unet"}, {}, "random", 1),
             Candidate("attention_unet", {"model": "attention_unet"}, {}, "random", 1),
-        ))
+        ),
+    )
 
 
 def brain_yes_no(preset: str) -> Study:
     """Brain MRI yes/no (de-duplicated): CNNs under grid, random and Bayesian search vs feature baselines."""
     folds, epochs, samples = _budget(preset)
     size = [128, 128] if preset != "full" else [224, 224]
-    shared = {"preprocess": {"spatial_size": size, "channels": 3}, "batch_size": 16, "workers": 2,
-              "epochs": {"smoke": 1, "default": 8, "full": 30}[preset], "dedupe": True}
+    shared = {
+        "preprocess": {"spatial_size": size, "channels": 3},
+        "batch_size": 16,
+        "workers": 2,
+        "epochs": {"smoke": 1, "default": 8, "full": 30}[preset],
+        "dedupe": True,
+    }
     return Study(
-        name="brain_yes_no", task="classification", data=f"{shared_data()}/brain_mri_yes_no", layout="image-folder",
-        n_folds=folds, config=shared, baselines=("logreg", "svm", "random_forest", "gradient_boosting"),
+        name="brain_yes_no",
+        task="classification",
+        data=f"{shared_data()}/brain_mri_yes_no",
+        layout="image-folder",
+        n_folds=folds,
+        config=shared,
+        baselines=("logreg", "svm", "random_forest", "gradient_boosting"),
         candidates=(
             # Transfer vs scratch and the augmentation strength, every combination.
-            Candidate("tf_efficientnet_lite0", {"model": "tf_efficientnet_lite0"},
-                      {"pretrained": tune.grid_search([True, False]),
-                       "augment": tune.grid_search(["light", "medium"] if preset != "smoke" else ["light"])}, "grid"),
-            Candidate("resnet18", {"model": "resnet18"},
-                      {"lr": tune.loguniform(1e-4, 3e-3), "augment": tune.choice(["none", "light", "medium"])},
-                      "random", samples),
-            Candidate("efficientnet_b0", {"model": "efficientnet_b0"},
-                      {"lr": tune.loguniform(1e-4, 3e-3), "preprocess.contrast": tune.choice(["none", "clahe"])},
-                      "bayes", samples),
-        ))
+            Candidate(
+                "tf_efficientnet_lite0",
+                {"model": "tf_efficientnet_lite0"},
+                {
+                    "pretrained": tune.grid_search([True, False]),
+                    "augment": tune.grid_search(["light", "medium"] if preset != "smoke" else ["light"]),
+                },
+                "grid",
+            ),
+            Candidate(
+                "resnet18",
+                {"model": "resnet18"},
+                {"lr": tune.loguniform(1e-4, 3e-3), "augment": tune.choice(["none", "light", "medium"])},
+                "random",
+                samples,
+            ),
+            Candidate(
+                "efficientnet_b0",
+                {"model": "efficientnet_b0"},
+                {"lr": tune.loguniform(1e-4, 3e-3), "preprocess.contrast": tune.choice(["none", "clahe"])},
+                "bayes",
+                samples,
+            ),
+        ),
+    )
 
 
 def lidc(preset: str) -> Study:
     """LIDC nodule malignancy (mean rating <=2 benign, >=4 malignant, 3 excluded) on 50x50 crops."""
     folds, epochs, samples = _budget(preset)
-    shared = {"preprocess": {"spatial_size": [64, 64], "normalize": "minmax"}, "batch_size": 16, "workers": 1,
-              "epochs": {"smoke": 1, "default": 15, "full": 60}[preset]}
+    shared = {
+        "preprocess": {"spatial_size": [64, 64], "normalize": "minmax"},
+        "batch_size": 16,
+        "workers": 1,
+        "epochs": {"smoke": 1, "default": 15, "full": 60}[preset],
+    }
     return Study(
-        name="lidc", task="classification", data=f"{shared_data()}/lidc_nodules", layout="lidc", n_folds=folds,
-        config=shared, baselines=("logreg", "random_forest"),
+        name="lidc",
+        task="classification",
+        data=f"{shared_data()}/lidc_nodules",
+        layout="lidc",
+        n_folds=folds,
+        config=shared,
+        baselines=("logreg", "random_forest"),
         candidates=(
             Candidate("resnet18", {"model": "resnet18"}, {"lr": tune.loguniform(1e-4, 3e-3)}, "random", samples),
             Candidate("resnet18_tiny", {"model": "resnet18_tiny"}, {}, "random", 1),
             Candidate("efficientnet_b0", {"model": "efficientnet_b0"}, {}, "random", 1),
-        ))
+        ),
+    )
 
 
 def brats(preset: str) -> Study:
     """BraTS 3D multi-region segmentation (WT/TC/ET): a GPU-cluster study; 3 local cases only check the plumbing."""
     folds, epochs, samples = _budget(preset)
     patch = [96, 96, 96] if preset == "full" else [64, 64, 64]
-    shared = {"spatial_dims": 3, "epochs": epochs, "batch_size": 2, "workers": 2 if preset == "full" else 1,
-              "preprocess": {"label_map": "brats"},
-              "sampling": {"mode": "patch3d", "patch_size": patch, "num_samples": 2}, "roi_size": patch}
+    shared = {
+        "spatial_dims": 3,
+        "epochs": epochs,
+        "batch_size": 2,
+        "workers": 2 if preset == "full" else 1,
+        "preprocess": {"label_map": "brats"},
+        "sampling": {"mode": "patch3d", "patch_size": patch, "num_samples": 2},
+        "roi_size": patch,
+    }
     return Study(
-        name="brats", task="segmentation", data=f"{shared_data()}/brats", layout="brats",
-        n_folds=max(2, folds if preset == "full" else 2), config=shared, baselines=("otsu", "kmeans"),
+        name="brats",
+        task="segmentation",
+        data=f"{shared_data()}/brats",
+        layout="brats",
+        n_folds=max(2, folds if preset == "full" else 2),
+        config=shared,
+        baselines=("otsu", "kmeans"),
         candidates=(
             Candidate("segresnet", {"model": "segresnet" if preset == "full" else "segresnet_tiny"}, {}, "random", 1),
             Candidate("unet", {"model": "unet" if preset == "full" else "unet_tiny"}, {}, "random", 1),
-            Candidate("swin_unetr", {"model": "swin_unetr" if preset == "full" else "swin_unetr_tiny"}, {}, "random", 1),
-        ))
+            Candidate(
+                "swin_unetr", {"model": "swin_unetr" if preset == "full" else "swin_unetr_tiny"}, {}, "random", 1
+            ),
+        ),
+    )
 
 
 STUDIES: dict[str, Callable[[str], Study]] = {
-    "synthetic": synthetic, "lgg": lgg, "brain_yes_no": brain_yes_no, "lidc": lidc, "brats": brats,
+    "synthetic": synthetic,
+    "lgg": lgg,
+    "brain_yes_no": brain_yes_no,
+    "lidc": lidc,
+    "brats": brats,
 }

@@ -43,15 +43,29 @@ def trials_frame(rows: list[dict[str, Any]], model: str, searcher: str, metric: 
     ``trial_rows`` gives the order the trials started in (the searcher's proposal order here,
     where trials run one at a time; trial names cannot give it: Optuna's are random hashes).
     """
-    return pd.DataFrame([{
-        "model": model, "searcher": searcher, "number": number, "trial": r["trial"], "status": r["status"],
-        "params": json.dumps(trial_params(r), default=str),
-        "folds_done": r["folds_done"], f"{metric}_mean": r["mean"], f"{metric}_sd": r["sd"],
-        "epochs_spent": r["epochs_spent"], "error": r["error"]} for number, r in enumerate(rows, 1)])
+    return pd.DataFrame(
+        [
+            {
+                "model": model,
+                "searcher": searcher,
+                "number": number,
+                "trial": r["trial"],
+                "status": r["status"],
+                "params": json.dumps(trial_params(r), default=str),
+                "folds_done": r["folds_done"],
+                f"{metric}_mean": r["mean"],
+                f"{metric}_sd": r["sd"],
+                "epochs_spent": r["epochs_spent"],
+                "error": r["error"],
+            }
+            for number, r in enumerate(rows, 1)
+        ]
+    )
 
 
-def dl_predictions(trial: dict[str, Any], model: str, task: str,
-                   class_names: list[str] | None) -> tuple[pd.DataFrame, list]:
+def dl_predictions(
+    trial: dict[str, Any], model: str, task: str, class_names: list[str] | None
+) -> tuple[pd.DataFrame, list]:
     """Out-of-fold rows of a trial (a ``trial_rows`` row), and its per-fold records (best checkpoints)."""
     folds, records = read_state(trial["checkpoint"])
     frame = pd.DataFrame(get_task(task).oof_rows(records, class_names)).assign(model=model, kind="dl")
@@ -60,9 +74,12 @@ def dl_predictions(trial: dict[str, Any], model: str, task: str,
 
 def segmentation_row(record: dict) -> dict[str, Any]:
     """A patient's out-of-fold row: its metrics (per BraTS region too, when the masks had regions)."""
-    return {"case_id": record.get("case_id", record["patient_id"]), "patient_id": record["patient_id"],
-            "fold": record["fold"],
-            **{k: record[k] for k in record if k in SEGMENTATION_COLUMNS or k.startswith("dice_")}}
+    return {
+        "case_id": record.get("case_id", record["patient_id"]),
+        "patient_id": record["patient_id"],
+        "fold": record["fold"],
+        **{k: record[k] for k in record if k in SEGMENTATION_COLUMNS or k.startswith("dice_")},
+    }
 
 
 def classification_row(record: dict, class_names: list[str]) -> dict[str, Any]:
@@ -76,8 +93,9 @@ def classification_row(record: dict, class_names: list[str]) -> dict[str, Any]:
     return row | {"y_true": int(record["y_true"]), "y_pred": int(probs.argmax())} | scores
 
 
-def classification_baseline_rows(name: str, train: pd.DataFrame, val: pd.DataFrame,
-                                 class_names: list[str] | None, seed: int, params: dict[str, Any]) -> pd.DataFrame:
+def classification_baseline_rows(
+    name: str, train: pd.DataFrame, val: pd.DataFrame, class_names: list[str] | None, seed: int, params: dict[str, Any]
+) -> pd.DataFrame:
     """A classifier baseline fitted on a fold's training cases; rows for its validation cases."""
     from tumorbench.baselines import fit_predict_fold
 
@@ -88,8 +106,9 @@ def classification_baseline_rows(name: str, train: pd.DataFrame, val: pd.DataFra
     return frame
 
 
-def segmentation_baseline_rows(name: str, train: pd.DataFrame, val: pd.DataFrame, seed: int,
-                               params: dict[str, Any]) -> pd.DataFrame:
+def segmentation_baseline_rows(
+    name: str, train: pd.DataFrame, val: pd.DataFrame, seed: int, params: dict[str, Any]
+) -> pd.DataFrame:
     """A segmentation baseline on a fold: one row per validation patient."""
     from tumorbench.baselines import patient_metrics, segment_fold
 
@@ -97,8 +116,16 @@ def segmentation_baseline_rows(name: str, train: pd.DataFrame, val: pd.DataFrame
     return per_patient.assign(case_id=per_patient["patient_id"])
 
 
-def baseline_fold(name: str, task: str, train: pd.DataFrame, val: pd.DataFrame, fold: int,
-                  class_names: list[str] | None, seed: int, params: dict[str, Any]) -> pd.DataFrame:
+def baseline_fold(
+    name: str,
+    task: str,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    fold: int,
+    class_names: list[str] | None,
+    seed: int,
+    params: dict[str, Any],
+) -> pd.DataFrame:
     """One baseline on one fold (runs as a Ray task): out-of-fold rows like the deep models'."""
     frame = get_task(task).baseline_rows(name, train, val, class_names, seed, params)
     return frame.assign(model=name, kind="baseline", fold=fold)
@@ -122,8 +149,18 @@ def run_baselines(study, frame: pd.DataFrame, split_doc: dict, class_names: list
     for name in study.baselines:
         for fold in range(len(split_doc["folds"])):
             train, val = (task.usable(part) for part in fold_frames(frame, split_doc, fold))
-            pending.append(remote.remote(name, study.task, train, val, fold, class_names, study.seed,
-                                         study.baseline_params.get(name, {}) | region_params(study)))
+            pending.append(
+                remote.remote(
+                    name,
+                    study.task,
+                    train,
+                    val,
+                    fold,
+                    class_names,
+                    study.seed,
+                    study.baseline_params.get(name, {}) | region_params(study),
+                )
+            )
             labels.append(f"{name} fold {fold + 1}/{len(split_doc['folds'])}")
     return pd.concat(wait_with_progress(pending, labels), ignore_index=True) if pending else pd.DataFrame()
 

@@ -36,8 +36,17 @@ from tumorbench.tuning.resources import Resources
 
 COMMIT_ENV = "TUMORBENCH_GIT_COMMIT"
 COMMIT_FILE = ".tumorbench-commit"  # written at submit time beside pyproject.toml: clusters get no .git
-RESULT_FILES = ("leaderboard.csv", "folds.csv", "predictions.csv", "stats.csv", "trials.csv", "configs.json",
-                "manifest.json", "report.html", "splits.json")
+RESULT_FILES = (
+    "leaderboard.csv",
+    "folds.csv",
+    "predictions.csv",
+    "stats.csv",
+    "trials.csv",
+    "configs.json",
+    "manifest.json",
+    "report.html",
+    "splits.json",
+)
 TRIAL_RETRIES = 2  # a trial on a lost node restarts (from its last fold checkpoint) this many times
 
 
@@ -55,8 +64,9 @@ def _data_root(study: Study, out: Path) -> str:
 
 
 def base_config(study: Study, candidate, data: str, out: Path, split_file: Path) -> TrainConfig:
-    return study.train_config(candidate, data=data, split_file=str(split_file),
-                              out=str(out / "searches" / candidate.name))
+    return study.train_config(
+        candidate, data=data, split_file=str(split_file), out=str(out / "searches" / candidate.name)
+    )
 
 
 def prepare(study: Study, out: Path) -> tuple[pd.DataFrame, dict, Path, str]:
@@ -69,8 +79,9 @@ def prepare(study: Study, out: Path) -> tuple[pd.DataFrame, dict, Path, str]:
         require_deidentified(frame["image"], data)
     patients = frame["patient_id"].nunique()
     if study.n_folds > patients:
-        raise StudyError(f"study {study.name}: {study.n_folds} folds need at least {study.n_folds} patients; "
-                         f"{data} has {patients}")
+        raise StudyError(
+            f"study {study.name}: {study.n_folds} folds need at least {study.n_folds} patients; {data} has {patients}"
+        )
     probe = base_config(study, study.candidates[0], data, out, out / "splits.json").replace(split_file=None)
     doc = ensure_split_file(probe.replace(out=str(out)), frame)
     # Files replaced under the same names since the split file was made are refused here, once.
@@ -91,8 +102,10 @@ def _code_version() -> dict[str, Any]:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=here).stdout.strip()
 
     try:
-        return {"git_commit": git("rev-parse", "HEAD"),
-                "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        return {
+            "git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        }
     except (OSError, subprocess.CalledProcessError):
         pass
     recorded = os.environ.get(COMMIT_ENV, "")
@@ -100,26 +113,43 @@ def _code_version() -> dict[str, Any]:
     if not recorded and file.is_file():
         recorded = file.read_text()
     words = recorded.split()
-    return {"git_commit": words[0] if words else None,
-            "git_dirty": ("dirty" in words[1:]) if words else None}
+    return {"git_commit": words[0] if words else None, "git_dirty": ("dirty" in words[1:]) if words else None}
 
 
 # The statistics every leaderboard of a study is computed with (recorded in manifest.json).
 N_BOOT, ALPHA = 2000, 0.05
 
 
-def write_manifest(study: Study, out: Path, preset: str, doc: dict, seconds: float, best: dict,
-                   code: dict[str, Any], budget: dict[str, Any] | None = None) -> None:
+def write_manifest(
+    study: Study,
+    out: Path,
+    preset: str,
+    doc: dict,
+    seconds: float,
+    best: dict,
+    code: dict[str, Any],
+    budget: dict[str, Any] | None = None,
+) -> None:
     """``manifest.json``; ``code`` is :func:`_code_version` taken when the study started."""
-    manifest = {"study": study.name, "preset": preset, "task": study.task, "seed": study.seed,
-                "data": doc["dataset"], "split": {"file": str(out / "splits.json"), "hash": doc["hash"],
-                                        "folds": len(doc["folds"])},
-                "statistics": {"n_boot": N_BOOT, "alpha": ALPHA, "bootstrap": "patients resampled"},
-                "spec": study_as_dict(study),
-                "candidates": [{"name": c.name, "searcher": c.searcher, "num_samples": c.num_samples}
-                               for c in study.candidates],
-                "baselines": list(study.baselines), "scheduler": study.scheduler, "best": best,
-                **code, "versions": package_versions(), "seconds": round(seconds, 1)}
+    manifest = {
+        "study": study.name,
+        "preset": preset,
+        "task": study.task,
+        "seed": study.seed,
+        "data": doc["dataset"],
+        "split": {"file": str(out / "splits.json"), "hash": doc["hash"], "folds": len(doc["folds"])},
+        "statistics": {"n_boot": N_BOOT, "alpha": ALPHA, "bootstrap": "patients resampled"},
+        "spec": study_as_dict(study),
+        "candidates": [
+            {"name": c.name, "searcher": c.searcher, "num_samples": c.num_samples} for c in study.candidates
+        ],
+        "baselines": list(study.baselines),
+        "scheduler": study.scheduler,
+        "best": best,
+        **code,
+        "versions": package_versions(),
+        "seconds": round(seconds, 1),
+    }
     if budget is not None:
         manifest["budget"] = budget
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, default=str))
@@ -131,10 +161,17 @@ def package_best(winner: str, fold_records: dict[str, list], out: Path, task: st
     chosen = min(fold_records[winner], key=lambda r: rank.sort_key(r.score, metric))
     target = out / "best" / task
     storage.download(chosen.checkpoint, target, skip=("training_state.pt",))
-    return {"model": winner, "fold": chosen.fold, "epoch": chosen.best_epoch, f"inner_{metric}": chosen.score,
-            f"outer_{metric}": chosen.outer.get(metric), "source": chosen.checkpoint, "package": str(target),
-            "note": "the fold model with the best inner-validation score (not retrained on all folds); the "
-                    "study's estimate of it is the leaderboard's outer-fold row, not this fold's score"}
+    return {
+        "model": winner,
+        "fold": chosen.fold,
+        "epoch": chosen.best_epoch,
+        f"inner_{metric}": chosen.score,
+        f"outer_{metric}": chosen.outer.get(metric),
+        "source": chosen.checkpoint,
+        "package": str(target),
+        "note": "the fold model with the best inner-validation score (not retrained on all folds); the "
+        "study's estimate of it is the leaderboard's outer-fold row, not this fold's score",
+    }
 
 
 def package_final(winner: str, final: dict, lb: pd.DataFrame, out: Path, task: str, metric: str) -> dict:
@@ -147,13 +184,21 @@ def package_final(winner: str, final: dict, lb: pd.DataFrame, out: Path, task: s
 
     def estimate(table: pd.DataFrame) -> dict[str, float]:
         row = table.set_index("model").loc[winner]
-        return {metric: float(row[f"{metric}_pooled"]), "ci_low": float(row[f"{metric}_ci_low"]),
-                "ci_high": float(row[f"{metric}_ci_high"])}
+        return {
+            metric: float(row[f"{metric}_pooled"]),
+            "ci_low": float(row[f"{metric}_ci_low"]),
+            "ci_high": float(row[f"{metric}_ci_high"]),
+        }
 
-    return {"model": winner, "package": str(target), "source": final["checkpoints"][winner],
-            "cv_estimate": estimate(lb), "test": estimate(final["leaderboard"]),
-            "note": "the winning configuration retrained on every training patient (its inner split chose the "
-                    "epoch); metrics: the outer-CV estimate and the locked test set, scored once"}
+    return {
+        "model": winner,
+        "package": str(target),
+        "source": final["checkpoints"][winner],
+        "cv_estimate": estimate(lb),
+        "test": estimate(final["leaderboard"]),
+        "note": "the winning configuration retrained on every training patient (its inner split chose the "
+        "epoch); metrics: the outer-CV estimate and the locked test set, scored once",
+    }
 
 
 def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFrame) -> None:
@@ -161,14 +206,18 @@ def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFr
     stopped = int((table["status"] == "stopped").sum())
     failed = int((table["status"] == "error").sum())
     params = results.trial_params(best)
-    print(f"[tumorbench] {candidate.name} ({candidate.searcher}): best inner-validation "
-          f"{metric}_mean={best['mean']:.4f} "
-          f"± {best['sd']:.4f} with {params}, found at trial {found} of {len(table)} "
-          f"({stopped} stopped early, {failed} failed; {int(table['epochs_spent'].sum())} epochs)", flush=True)
+    print(
+        f"[tumorbench] {candidate.name} ({candidate.searcher}): best inner-validation "
+        f"{metric}_mean={best['mean']:.4f} "
+        f"± {best['sd']:.4f} with {params}, found at trial {found} of {len(table)} "
+        f"({stopped} stopped early, {failed} failed; {int(table['epochs_spent'].sum())} epochs)",
+        flush=True,
+    )
 
 
-def plan_study(study: Study, out: str | Path, *, budget_minutes: float | None = None, preset: str = "default",
-               resources=None):
+def plan_study(
+    study: Study, out: str | Path, *, budget_minutes: float | None = None, preset: str = "default", resources=None
+):
     """Fingerprint the study's data and plan it (:mod:`tumorbench.study.planner`); Ray is not started.
 
     Returns:
@@ -179,9 +228,14 @@ def plan_study(study: Study, out: str | Path, *, budget_minutes: float | None = 
 
     out = Path(out).resolve()
     fingerprint = compute_fingerprint(scan(_data_root(study, out), study.layout))
-    plan = make_plan(study, fingerprint, resources or Resources.local(), budget_minutes=budget_minutes,
-                     preset=preset, disk_free=shutil.disk_usage(next(p for p in (out, *out.parents)
-                                                                     if p.exists())).free)
+    plan = make_plan(
+        study,
+        fingerprint,
+        resources or Resources.local(),
+        budget_minutes=budget_minutes,
+        preset=preset,
+        disk_free=shutil.disk_usage(next(p for p in (out, *out.parents) if p.exists())).free,
+    )
     return plan, fingerprint, apply_plan(study, plan, cache_dir=str(out / "cache"))
 
 
@@ -201,15 +255,29 @@ def _budget_summary(plan, started: float, guards: dict[str, dict], cut: list[str
     if plan is None:
         return None
     actual = (time.perf_counter() - started) / 60
-    return {"budget_min": None if plan.budget_seconds is None else round(plan.budget_seconds / 60, 1),
-            "planned_min": round(plan.estimate_seconds / 60, 1), "actual_min": round(actual, 1),
-            "plan_notes": list(plan.notes), "searches": guards,
-            "cut_by_budget": cut, "note": "searches ended by the budget keep the trials that finished every fold"}
+    return {
+        "budget_min": None if plan.budget_seconds is None else round(plan.budget_seconds / 60, 1),
+        "planned_min": round(plan.estimate_seconds / 60, 1),
+        "actual_min": round(actual, 1),
+        "plan_notes": list(plan.notes),
+        "searches": guards,
+        "cut_by_budget": cut,
+        "note": "searches ended by the budget keep the trials that finished every fold",
+    }
 
 
-def run_study(study: Study, out: str | Path, *, preset: str = "default", resume: bool = False,
-              address: str | None = None, plan=None, fingerprint: dict | None = None,
-              storage_uri: str | None = None, resources: Resources | None = None) -> dict[str, Any]:
+def run_study(
+    study: Study,
+    out: str | Path,
+    *,
+    preset: str = "default",
+    resume: bool = False,
+    address: str | None = None,
+    plan=None,
+    fingerprint: dict | None = None,
+    storage_uri: str | None = None,
+    resources: Resources | None = None,
+) -> dict[str, Any]:
     """Run every search and baseline of ``study``; write the results folder; return its summary.
 
     With a ``plan`` (:func:`plan_study`), trials run side by side as planned and each search
@@ -244,24 +312,40 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     names = [c.name for c in study.candidates]
     for i, candidate in enumerate(study.candidates):
         guard = _guard(plan, candidate.name, names[i:], started, len(doc["folds"]))
-        grid = run_search(base_config(study, candidate, data, out, split_file), candidate.space,
-                          searcher=candidate.searcher, scheduler=study.scheduler, num_samples=candidate.num_samples,
-                          metric=metric, storage_path=storage.join(root, "searches"), name=candidate.name,
-                          workdir=out / "searches", resume=resume, seed=study.seed, verbose=0, stopper=guard,
-                          max_concurrent=plan.side_by_side if plan is not None else 1, resources=resources,
-                          trial_retries=TRIAL_RETRIES)
+        grid = run_search(
+            base_config(study, candidate, data, out, split_file),
+            candidate.space,
+            searcher=candidate.searcher,
+            scheduler=study.scheduler,
+            num_samples=candidate.num_samples,
+            metric=metric,
+            storage_path=storage.join(root, "searches"),
+            name=candidate.name,
+            workdir=out / "searches",
+            resume=resume,
+            seed=study.seed,
+            verbose=0,
+            stopper=guard,
+            max_concurrent=plan.side_by_side if plan is not None else 1,
+            resources=resources,
+            trial_retries=TRIAL_RETRIES,
+        )
         rows = trial_rows(grid, metric, len(doc["folds"]))
         if guard is not None:
             guards[candidate.name] = guard.summary()
         if not any(r["status"] == "done" for r in rows) and guard is not None and guard.ended_by:
             cut.append(candidate.name)
-            print(f"[tumorbench] {candidate.name}: the budget ended the search before a trial finished every "
-                  f"fold; left out of the leaderboard", flush=True)
+            print(
+                f"[tumorbench] {candidate.name}: the budget ended the search before a trial finished every "
+                f"fold; left out of the leaderboard",
+                flush=True,
+            )
             continue
         best = bests[candidate.name] = results.best_trial(rows, mode, len(doc["folds"]))
         trials.append(results.trials_frame(rows, candidate.name, candidate.searcher, metric))
-        predictions, fold_records[candidate.name] = results.dl_predictions(best, candidate.name, study.task,
-                                                                           class_names)
+        predictions, fold_records[candidate.name] = results.dl_predictions(
+            best, candidate.name, study.task, class_names
+        )
         parts.append(predictions)
         configs[candidate.name] = results.trial_params(best)
         _print_search(candidate, metric, best, trials[-1])
@@ -273,8 +357,19 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
     dl_models = [m for m in lb["model"] if m in fold_records]
     best = package_best(dl_models[0], fold_records, out, study.task, metric) if dl_models else {}
     if test is not None and dl_models:
-        final = run_locked_test(study, {c.name: base_config(study, c, data, out, split_file) for c in study.candidates},
-                                bests, frame, doc, test, class_names, out, metric, N_BOOT, ALPHA)
+        final = run_locked_test(
+            study,
+            {c.name: base_config(study, c, data, out, split_file) for c in study.candidates},
+            bests,
+            frame,
+            doc,
+            test,
+            class_names,
+            out,
+            metric,
+            N_BOOT,
+            ALPHA,
+        )
         best = package_final(dl_models[0], final, lb, out, study.task, metric)
     if best:
         best["note"] = best_note(lb["model"].iloc[0], best)
@@ -283,8 +378,13 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
         from tumorbench.study.overlays import write_overlays
 
         predictions = pd.read_csv(out / "predictions.csv")
-        write_overlays(predictions, dl_models[0], _local_records(fold_records[dl_models[0]], out / "checkpoints"
-                                                                 / dl_models[0]), frame, out)
+        write_overlays(
+            predictions,
+            dl_models[0],
+            _local_records(fold_records[dl_models[0]], out / "checkpoints" / dl_models[0]),
+            frame,
+            out,
+        )
     if dl_models and study.explain_cases > 0:
         if cut:  # the budget already ran out: explanations would only overrun it further
             print("[tumorbench] explanations skipped: the time budget cut the searches", flush=True)
@@ -293,30 +393,46 @@ def run_study(study: Study, out: str | Path, *, preset: str = "default", resume:
             lb = _explain(study, out, local, frame, doc, dl_models, class_names, lb)
     budget = _budget_summary(plan, started, guards, cut)
     write_manifest(study, out, preset, doc, time.perf_counter() - started, best, code | {"storage": root}, budget)
-    write_report(out, title=f"tumorbench: {study.name} ({preset})", task=study.task, primary=metric,
-                 seed=study.seed)
+    write_report(out, title=f"tumorbench: {study.name} ({preset})", task=study.task, primary=metric, seed=study.seed)
     copy_results(out, root)
     print(format_leaderboard(lb, study.task, stats=stats), flush=True)
     if best:
-        print(f"[tumorbench] best/{study.task}: {best['note']}; serve it: serve run serve/config.yaml "
-              f"(runs/best/{study.task} -> {out / 'best' / study.task})", flush=True)
-    print(f"[tumorbench] TensorBoard, every trial and fold: tensorboard --logdir {storage.join(root, 'searches')}",
-          flush=True)
+        print(
+            f"[tumorbench] best/{study.task}: {best['note']}; serve it: serve run serve/config.yaml "
+            f"(runs/best/{study.task} -> {out / 'best' / study.task})",
+            flush=True,
+        )
+    print(
+        f"[tumorbench] TensorBoard, every trial and fold: tensorboard --logdir {storage.join(root, 'searches')}",
+        flush=True,
+    )
     if budget is not None:
-        print(f"[tumorbench] time: planned {budget['planned_min']} min, actual {budget['actual_min']} min"
-              + (f" (budget {budget['budget_min']} min)" if budget["budget_min"] else "")
-              + (f"; cut by the budget: {', '.join(cut)}" if cut else ""), flush=True)
+        print(
+            f"[tumorbench] time: planned {budget['planned_min']} min, actual {budget['actual_min']} min"
+            + (f" (budget {budget['budget_min']} min)" if budget["budget_min"] else "")
+            + (f"; cut by the budget: {', '.join(cut)}" if cut else ""),
+            flush=True,
+        )
     return {"leaderboard": lb, "stats": stats, "best": best, "out": out, "budget": budget, "storage": root}
 
 
-def _explain(study: Study, out: Path, fold_records: dict, frame: pd.DataFrame, doc: dict, dl_models: list[str],
-             class_names: list[str] | None, lb: pd.DataFrame) -> pd.DataFrame:
+def _explain(
+    study: Study,
+    out: Path,
+    fold_records: dict,
+    frame: pd.DataFrame,
+    doc: dict,
+    dl_models: list[str],
+    class_names: list[str] | None,
+    lb: pd.DataFrame,
+) -> pd.DataFrame:
     """``explanations.csv`` and its columns in ``leaderboard.csv``; a failure is reported, not fatal."""
     from tumorbench.explain.study import merge_into_leaderboard, write_explanations
 
     try:
-        table = write_explanations(out, study.task, fold_records, frame, doc, dl_models, study.explain_cases,
-                                   class_names)
+        table = write_explanations(
+            out, study.task, fold_records, frame, doc, dl_models, study.explain_cases, class_names
+        )
     except (TumorbenchError, RuntimeError, ValueError) as exc:
         print(f"[tumorbench] explanations skipped: {exc}", flush=True)
         return lb

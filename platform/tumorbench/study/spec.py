@@ -92,8 +92,10 @@ class Study:
         except TaskError as exc:
             raise StudyError(f"study {self.name}: {exc}") from None
         if not task.rankable:
-            raise StudyError(f"study {self.name}: a {task.name} study has no score to compare models by "
-                             f"(choose from {list_tasks(rankable=True)})")
+            raise StudyError(
+                f"study {self.name}: a {task.name} study has no score to compare models by "
+                f"(choose from {list_tasks(rankable=True)})"
+            )
         if not self.candidates:
             raise StudyError(f"study {self.name}: no candidate models")
         if self.scheduler not in SCHEDULERS:
@@ -107,8 +109,9 @@ class Study:
             self._check_candidate(candidate)
         unknown = sorted(set(self.baselines) - set(list_baselines(self.task)))
         if unknown:
-            raise StudyError(f"study {self.name}: unknown {self.task} baselines {unknown} "
-                             f"(choose from {list_baselines(self.task)})")
+            raise StudyError(
+                f"study {self.name}: unknown {self.task} baselines {unknown} (choose from {list_baselines(self.task)})"
+            )
 
     @property
     def metric(self) -> str:
@@ -123,14 +126,19 @@ class Study:
     def _check_candidate(self, candidate: Candidate) -> None:
         model = candidate.config.get("model")
         if model not in list_models():
-            raise StudyError(f"study {self.name}: candidate {candidate.name} names unknown model {model!r} "
-                             f"(choose from {list_models(self.task)})")
+            raise StudyError(
+                f"study {self.name}: candidate {candidate.name} names unknown model {model!r} "
+                f"(choose from {list_models(self.task)})"
+            )
         if not get_task(self.task).owns(model_info(model).task):
-            raise StudyError(f"study {self.name}: {model} is a {model_info(model).task} model, the study is "
-                             f"{self.task}")
+            raise StudyError(
+                f"study {self.name}: {model} is a {model_info(model).task} model, the study is {self.task}"
+            )
         if candidate.searcher not in SEARCHERS:
-            raise StudyError(f"study {self.name}: candidate {candidate.name}: unknown searcher "
-                             f"{candidate.searcher!r} (choose from {SEARCHERS})")
+            raise StudyError(
+                f"study {self.name}: candidate {candidate.name}: unknown searcher "
+                f"{candidate.searcher!r} (choose from {SEARCHERS})"
+            )
         # The settings and the space are typed now, not when the candidate's search starts.
         try:
             config = self.train_config(candidate, data=self.data or "synthetic", out=self.name)

@@ -1,4 +1,4 @@
-"""The :class:`Task` interface and its registry (``register_task`` / ``get_task``), as models/registry.py does for models.
+"""The :class:`Task` interface and its registry (``register_task`` / ``get_task``), as models/registry.py has models.
 
 A task owns everything that used to be ``if task == ...`` branches: its metric panel,
 primary metric and direction, catalog requirements, the stratification key, the loss,
@@ -90,10 +90,15 @@ class Task:
     def check_catalog(self, frame: Any, root: str) -> None:
         """Refuse a catalog with nothing to learn, naming the dataset and its layout."""
         if not frame[self.target].notna().any():
-            what = ("class labels", " (use a class-folder, LIDC or labelled DICOM dataset)") \
-                if self.target == "label" else ("masks", "")
-            raise TaskError(f"{root}: layout {frame.attrs.get('layout')!r} has no {what[0]}, so it cannot train "
-                            f"a {self.name} model{what[1]}")
+            what = (
+                ("class labels", " (use a class-folder, LIDC or labelled DICOM dataset)")
+                if self.target == "label"
+                else ("masks", "")
+            )
+            raise TaskError(
+                f"{root}: layout {frame.attrs.get('layout')!r} has no {what[0]}, so it cannot train "
+                f"a {self.name} model{what[1]}"
+            )
 
     def class_names(self, frame: Any) -> list[str] | None:
         """Sorted class names for tasks that learn labels, else None."""
@@ -117,8 +122,13 @@ class Task:
 
     def model_sizes(self, config: Any, in_channels: int, out_channels: int) -> dict[str, int]:
         """Input/output sizes under every name the registered models use for them."""
-        return {"in_chans": in_channels, "num_classes": out_channels, "in_channels": in_channels,
-                "out_channels": out_channels, "spatial_dims": config.spatial_dims}
+        return {
+            "in_chans": in_channels,
+            "num_classes": out_channels,
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+            "spatial_dims": config.spatial_dims,
+        }
 
     def init_model(self, model: Any, config: Any, out_channels: int) -> None:
         """Adjust a freshly built model (e.g. the output bias); nothing by default."""

@@ -73,8 +73,9 @@ class Classification(Task):
 
         return classification_values(g, binary)
 
-    def pooled_row(self, g: Any, metrics: list[str], binary: bool, n_boot: int, alpha: float,
-                   seed: int) -> dict[str, float]:
+    def pooled_row(
+        self, g: Any, metrics: list[str], binary: bool, n_boot: int, alpha: float, seed: int
+    ) -> dict[str, float]:
         from tumorbench.evaluation.leaderboard import classification_pooled_row
 
         return classification_pooled_row(g, metrics, binary, n_boot, alpha, seed)
@@ -103,8 +104,9 @@ class Classification(Task):
 
         return [classification_row(r, class_names or []) for r in records]
 
-    def baseline_rows(self, name: str, train: Any, val: Any, class_names: list[str] | None, seed: int,
-                      params: dict[str, Any]) -> Any:
+    def baseline_rows(
+        self, name: str, train: Any, val: Any, class_names: list[str] | None, seed: int, params: dict[str, Any]
+    ) -> Any:
         from tumorbench.study.results import classification_baseline_rows
 
         return classification_baseline_rows(name, train, val, class_names, seed, params)

@@ -51,10 +51,17 @@ class Segmentation(Task):
         """Per-patient metrics of every rank's patients (2D slices stacked per patient) and their means."""
         from tumorbench.training.validation import gather, segmentation_records, summarize_segmentation
 
-        records = gather(segmentation_records(
-            model, val_set, data_dims=cases.data_dims, model_dims=config.spatial_dims,
-            roi_size=config.roi_size or config.sampling.patch_size, device=device,
-            channel_names=mask_channel_names(config)))
+        records = gather(
+            segmentation_records(
+                model,
+                val_set,
+                data_dims=cases.data_dims,
+                model_dims=config.spatial_dims,
+                roi_size=config.roi_size or config.sampling.patch_size,
+                device=device,
+                channel_names=mask_channel_names(config),
+            )
+        )
         return summarize_segmentation(records), records
 
     def output_channels(self, sample: dict, class_names: list[str] | None) -> int:
@@ -76,8 +83,9 @@ class Segmentation(Task):
         """The fold's mean per-patient value of each metric (NaN skipped)."""
         return {m: float(g[m].mean()) for m in metrics}
 
-    def pooled_row(self, g: Any, metrics: list[str], binary: bool, n_boot: int, alpha: float,
-                   seed: int) -> dict[str, float]:
+    def pooled_row(
+        self, g: Any, metrics: list[str], binary: bool, n_boot: int, alpha: float, seed: int
+    ) -> dict[str, float]:
         from tumorbench.evaluation.leaderboard import mean_pooled_row
 
         return mean_pooled_row(g, metrics, n_boot, alpha, seed)
@@ -106,8 +114,9 @@ class Segmentation(Task):
 
         return [segmentation_row(r) for r in records]
 
-    def baseline_rows(self, name: str, train: Any, val: Any, class_names: list[str] | None, seed: int,
-                      params: dict[str, Any]) -> Any:
+    def baseline_rows(
+        self, name: str, train: Any, val: Any, class_names: list[str] | None, seed: int, params: dict[str, Any]
+    ) -> Any:
         from tumorbench.study.results import segmentation_baseline_rows
 
         return segmentation_baseline_rows(name, train, val, seed, params)
@@ -119,8 +128,10 @@ def check_binary_mask(mask: Any) -> None:
 
     if mask.numel() and (float(mask.min()) < 0 or float(mask.max()) > 1):
         found = sorted({float(v) for v in torch.unique(mask)[:8]})
-        raise TaskError(f"segmentation masks hold labels {found}; the sigmoid loss needs {{0, 1}} targets: "
-                        f"set preprocess.label_map to 'binary' (any label is tumor) or 'brats' (WT/TC/ET)")
+        raise TaskError(
+            f"segmentation masks hold labels {found}; the sigmoid loss needs {{0, 1}} targets: "
+            f"set preprocess.label_map to 'binary' (any label is tumor) or 'brats' (WT/TC/ET)"
+        )
 
 
 def mask_channel_names(config: Any) -> list[str] | None:
@@ -140,8 +151,9 @@ def init_output_bias(model: Any, out_channels: int, prior: float) -> bool:
     import torch
 
     convs = (torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)
-    last = [m for m in model.modules() if isinstance(m, convs) and m.out_channels == out_channels
-            and m.bias is not None]
+    last = [
+        m for m in model.modules() if isinstance(m, convs) and m.out_channels == out_channels and m.bias is not None
+    ]
     if not last:
         return False
     with torch.no_grad():

@@ -34,9 +34,11 @@ def format_epoch(row: dict[str, Any], task: str) -> str:
     shown = " ".join(f"{k}={_fmt(row[k])}" for k in get_task(task).shown if k in row)
     speed = float(row.get("images_per_second") or 0)
     loss = f"loss={_fmt(row['train_loss'])}  " if "train_loss" in row else ""  # a GAN has two, in ``shown``
-    return (f"[tumorbench] epoch {int(float(row.get('epoch', -1))):3d}  {loss}"
-            f"{shown}  {speed:.1f} img/s{'  *best*' if _true(row.get('improved')) else ''}"
-            f"{'  early stop' if _true(row.get('early_stop')) else ''}")
+    return (
+        f"[tumorbench] epoch {int(float(row.get('epoch', -1))):3d}  {loss}"
+        f"{shown}  {speed:.1f} img/s{'  *best*' if _true(row.get('improved')) else ''}"
+        f"{'  early stop' if _true(row.get('early_stop')) else ''}"
+    )
 
 
 def _add_sample_grid(writer, checkpoint, epoch: int) -> None:

@@ -18,8 +18,9 @@ from tumorbench.package.weights import save_package
 TRAINING_STATE = "training_state.pt"
 
 
-def save_checkpoint(directory: str | Path, model: torch.nn.Module, manifest: ModelManifest,
-                    training_state: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    directory: str | Path, model: torch.nn.Module, manifest: ModelManifest, training_state: dict[str, Any] | None = None
+) -> Path:
     """Write the package (weights + manifest) and, optionally, the training state into ``directory``."""
     directory = save_package(directory, model, manifest)
     if training_state is not None:

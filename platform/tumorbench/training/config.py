@@ -53,8 +53,9 @@ def _layer(values: Mapping[str, Any], spatial_dims: int) -> dict[str, Any]:
     preset = whole.get("augment")
     if isinstance(preset, str):
         if preset not in AUGMENT_PRESETS:
-            raise TrainConfigError(f"augment must be a preset name {AUGMENT_PRESETS} or a dict of AugmentConfig "
-                                   f"fields, got {preset!r}")
+            raise TrainConfigError(
+                f"augment must be a preset name {AUGMENT_PRESETS} or a dict of AugmentConfig fields, got {preset!r}"
+            )
         whole["augment"] = AugmentConfig.preset(preset, spatial_dims=spatial_dims)
     dotted = []
     for key, value in values.items():

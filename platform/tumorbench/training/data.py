@@ -74,8 +74,9 @@ def ensure_split_file(config: TrainConfig, frame: pd.DataFrame) -> dict:
     if config.split_file:
         raise DataError(path, "split file not found")
     task = get_task(config.task)
-    split = SplitConfig(n_folds=config.n_folds, seed=config.seed, stratify=task.stratify,
-                        dedupe=config.dedupe and task.dedupe)
+    split = SplitConfig(
+        n_folds=config.n_folds, seed=config.seed, stratify=task.stratify, dedupe=config.dedupe and task.dedupe
+    )
     doc = make_splits(task.split_frame(frame), split, content=content_hash(frame))
     write_splits(doc, path)
     return doc
@@ -99,10 +100,15 @@ def fold_cases(config: TrainConfig) -> FoldCases:
         test = cases_from_catalog(val, class_names)
         train, val = inner_split(train, config.inner_val_fraction, config.seed * 1000 + config.fold)
     return FoldCases(
-        train=cases_from_catalog(train, class_names), val=cases_from_catalog(val, class_names),
-        class_names=class_names, data_dims=3 if frame.attrs["layout"] in VOLUME_LAYOUTS else 2,
-        layout=frame.attrs["layout"], catalog_hash=doc["dataset"]["catalog_hash"], split_hash=doc["hash"],
-        test=test)
+        train=cases_from_catalog(train, class_names),
+        val=cases_from_catalog(val, class_names),
+        class_names=class_names,
+        data_dims=3 if frame.attrs["layout"] in VOLUME_LAYOUTS else 2,
+        layout=frame.attrs["layout"],
+        catalog_hash=doc["dataset"]["catalog_hash"],
+        split_hash=doc["hash"],
+        test=test,
+    )
 
 
 def train_shard(config: TrainConfig, cases: FoldCases, rank: int, world_size: int) -> list[dict]:
@@ -110,8 +116,9 @@ def train_shard(config: TrainConfig, cases: FoldCases, rank: int, world_size: in
     ``world_size``-th case, padded from the start so every rank gets the same count, as DDP needs)."""
     from monai.data import partition_dataset
 
-    return partition_dataset(cases.train, num_partitions=world_size, shuffle=True, seed=config.seed,
-                             even_divisible=True, drop_last=False)[rank]
+    return partition_dataset(
+        cases.train, num_partitions=world_size, shuffle=True, seed=config.seed, even_divisible=True, drop_last=False
+    )[rank]
 
 
 def worker_cpus() -> float:
@@ -145,14 +152,25 @@ def loader_workers(device: torch.device, cpus: float | None = None) -> int:
 
 
 def transforms_for(config: TrainConfig, data_dims: int, *, train: bool, seed: int | None = None):
-    return build_transforms(config.preprocess, config.augment if train else None, spatial_dims=data_dims,
-                            with_mask=get_task(config.task).with_mask, train=train,
-                            sampling=config.sampling if train else None, seed=seed)
+    return build_transforms(
+        config.preprocess,
+        config.augment if train else None,
+        spatial_dims=data_dims,
+        with_mask=get_task(config.task).with_mask,
+        train=train,
+        sampling=config.sampling if train else None,
+        seed=seed,
+    )
 
 
-def train_loader(config: TrainConfig, cases: FoldCases, rank: int, world_size: int,
-                 extra: torch.utils.data.Dataset | None = None,
-                 device: torch.device | None = None) -> torch.utils.data.DataLoader:
+def train_loader(
+    config: TrainConfig,
+    cases: FoldCases,
+    rank: int,
+    world_size: int,
+    extra: torch.utils.data.Dataset | None = None,
+    device: torch.device | None = None,
+) -> torch.utils.data.DataLoader:
     """A shuffled loader over this rank's training shard (plus optional generated samples).
 
     On a GPU it uses :func:`loader_workers` processes and pinned memory (faster host-to-device copies).
@@ -168,9 +186,16 @@ def train_loader(config: TrainConfig, cases: FoldCases, rank: int, world_size: i
     generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
     gpu = device is not None and device.type == "cuda"
     workers = loader_workers(device) if gpu else 0
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=workers,
-                      generator=generator, drop_last=len(dataset) > config.batch_size, pin_memory=gpu,
-                      persistent_workers=workers > 0)
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        generator=generator,
+        drop_last=len(dataset) > config.batch_size,
+        pin_memory=gpu,
+        persistent_workers=workers > 0,
+    )
 
 
 def val_dataset(config: TrainConfig, cases: FoldCases, rank: int, world_size: int, *, outer: bool = False):
@@ -183,8 +208,7 @@ def val_dataset(config: TrainConfig, cases: FoldCases, rank: int, world_size: in
         # The outer fold is what the leaderboard reports: scored on the mask files' own grid, like the baselines.
         from tumorbench.training.validation import NATIVE_MASK
 
-        own = [dict(case, **{NATIVE_MASK: case["mask"]}) if isinstance(case.get("mask"), str) else case
-               for case in own]
+        own = [dict(case, **{NATIVE_MASK: case["mask"]}) if isinstance(case.get("mask"), str) else case for case in own]
     cache = "memory" if config.cache != "none" else "none"
     return make_dataset(own, transforms_for(config, cases.data_dims, train=False), cache=cache)
 

@@ -64,16 +64,23 @@ def check_gan_config(config: TrainConfig, data_dims: int) -> None:
     if data_dims != 2:
         raise TrainConfigError(f"{config.data}: a GAN trains on 2D images, this dataset holds volumes")
     if config.preprocess.spatial_size != (size, size):
-        raise TrainConfigError(f"model {config.model!r} makes {size}x{size} images: set spatial_size to "
-                               f"({size}, {size}) (--image-size {size} --image-size {size}), "
-                               f"got {config.preprocess.spatial_size}")
+        raise TrainConfigError(
+            f"model {config.model!r} makes {size}x{size} images: set spatial_size to "
+            f"({size}, {size}) (--image-size {size} --image-size {size}), "
+            f"got {config.preprocess.spatial_size}"
+        )
     if config.preprocess.normalize != "minmax":
-        raise TrainConfigError(f"a GAN needs normalize='minmax' (its tanh output is [-1, 1]), "
-                               f"got {config.preprocess.normalize!r}")
+        raise TrainConfigError(
+            f"a GAN needs normalize='minmax' (its tanh output is [-1, 1]), got {config.preprocess.normalize!r}"
+        )
 
 
-def check_gan_source(config: TrainConfig, manifest: ModelManifest, class_names: Sequence[str] | None = None,
-                     split_hash: str | None = None) -> None:
+def check_gan_source(
+    config: TrainConfig,
+    manifest: ModelManifest,
+    class_names: Sequence[str] | None = None,
+    split_hash: str | None = None,
+) -> None:
     """Refuse a GAN that cannot augment this classifier, or that saw its validation cases.
 
     ``class_names`` and ``split_hash`` are checked when given (the worker knows them;
@@ -85,29 +92,39 @@ def check_gan_source(config: TrainConfig, manifest: ModelManifest, class_names: 
     if not isinstance(get_task(manifest.task), Gan):
         raise DataError(source, f"is a {manifest.task} model, not a GAN")
     if config.preprocess.normalize not in ("zscore", "minmax"):
-        raise TrainConfigError(f"generated images can only be normalized with zscore or minmax, "
-                               f"not {config.preprocess.normalize!r}")
+        raise TrainConfigError(
+            f"generated images can only be normalized with zscore or minmax, not {config.preprocess.normalize!r}"
+        )
     for step in ("denoise", "contrast"):
         if manifest.preprocess.get(step, "none") != getattr(config.preprocess, step):
-            raise DataError(source, f"GAN images were made with {step}={manifest.preprocess.get(step)!r}, "
-                                    f"the classifier uses {getattr(config.preprocess, step)!r}")
+            raise DataError(
+                source,
+                f"GAN images were made with {step}={manifest.preprocess.get(step)!r}, "
+                f"the classifier uses {getattr(config.preprocess, step)!r}",
+            )
     if class_names is not None and list(manifest.class_names or []) != list(class_names):
         raise DataError(source, f"GAN classes {manifest.class_names} differ from the classifier's {list(class_names)}")
     if split_hash is not None and (manifest.split.get("hash"), manifest.split.get("fold")) != (split_hash, config.fold):
-        raise DataError(source, f"GAN was trained on fold {manifest.split.get('fold')} of split "
-                                f"{str(manifest.split.get('hash'))[:12]}, the classifier validates on fold "
-                                f"{config.fold} of split {split_hash[:12]}: its images could leak validation "
-                                f"cases (train the GAN with the classifier's split file and fold)")
+        raise DataError(
+            source,
+            f"GAN was trained on fold {manifest.split.get('fold')} of split "
+            f"{str(manifest.split.get('hash'))[:12]}, the classifier validates on fold "
+            f"{config.fold} of split {split_hash[:12]}: its images could leak validation "
+            f"cases (train the GAN with the classifier's split file and fold)",
+        )
 
 
 def gan_optimizers(model: ConditionalGAN, lr: float) -> tuple[torch.optim.Adam, torch.optim.Adam]:
     """Generator and discriminator optimizers (DCGAN's Adam betas)."""
-    return (torch.optim.Adam(model.generator.parameters(), lr=lr, betas=BETAS),
-            torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=BETAS))
+    return (
+        torch.optim.Adam(model.generator.parameters(), lr=lr, betas=BETAS),
+        torch.optim.Adam(model.discriminator.parameters(), lr=lr, betas=BETAS),
+    )
 
 
-def gan_step(generator, discriminator, opt_g, opt_d, real: torch.Tensor, labels: torch.Tensor,
-             z_dim: int) -> dict[str, float]:
+def gan_step(
+    generator, discriminator, opt_g, opt_d, real: torch.Tensor, labels: torch.Tensor, z_dim: int
+) -> dict[str, float]:
     """One discriminator step then one generator step; returns sums over the batch.
 
     Args:
@@ -128,8 +145,13 @@ def gan_step(generator, discriminator, opt_g, opt_d, real: torch.Tensor, labels:
     g_loss.backward()
     opt_g.step()
     probs = torch.sigmoid(logits.detach().float())
-    return {"d_loss": float(d_loss.detach()) * n, "g_loss": float(g_loss.detach()) * n,
-            "d_real": float(probs[:n].sum()), "d_fake": float(probs[n:].sum()), "images": n}
+    return {
+        "d_loss": float(d_loss.detach()) * n,
+        "g_loss": float(g_loss.detach()) * n,
+        "d_real": float(probs[:n].sum()),
+        "d_fake": float(probs[n:].sum()),
+        "images": n,
+    }
 
 
 def gan_epoch(generator, discriminator, opt_g, opt_d, loader, z_dim: int, device: torch.device) -> dict[str, float]:
@@ -162,8 +184,9 @@ def fixed_samples(model: ConditionalGAN, seed: int, per_class: int = SAMPLES_PER
     return images
 
 
-def write_sample_grid(images: torch.Tensor, class_names: Sequence[str], paths: Sequence[str | Path],
-                      title: str = "") -> None:
+def write_sample_grid(
+    images: torch.Tensor, class_names: Sequence[str], paths: Sequence[str | Path], title: str = ""
+) -> None:
     """Save generator output ([-1, 1], class-major) as one labelled row per class to every path."""
     import matplotlib
 
@@ -189,8 +212,13 @@ def write_sample_grid(images: torch.Tensor, class_names: Sequence[str], paths: S
     plt.close(fig)
 
 
-def train_gan(config: TrainConfig, model: ConditionalGAN, cases: fold_data.FoldCases, device: torch.device,
-              manifest_for: Callable[[dict, int], ModelManifest]) -> None:
+def train_gan(
+    config: TrainConfig,
+    model: ConditionalGAN,
+    cases: fold_data.FoldCases,
+    device: torch.device,
+    manifest_for: Callable[[dict, int], ModelManifest],
+) -> None:
     """The ``gan`` task's worker loop; ``manifest_for(metrics, epoch)`` describes a checkpoint."""
     import ray.train
     import ray.train.torch
@@ -209,12 +237,22 @@ def train_gan(config: TrainConfig, model: ConditionalGAN, cases: fold_data.FoldC
         seconds = time.perf_counter() - started
         state.update(float(epoch), epoch, "max")  # the latest is the best: see the module docstring
         state.epoch = epoch
-        metrics = stats | {"epoch": epoch, "lr": config.lr, "train_seconds": seconds,
-                           "images_per_second": stats["train_images"] * world / seconds}
+        metrics = stats | {
+            "epoch": epoch,
+            "lr": config.lr,
+            "train_seconds": seconds,
+            "images_per_second": stats["train_images"] * world / seconds,
+        }
         state.history.append(dict(metrics))
-        _report(config, rank, metrics, model, cases.class_names or [], {
-            "optimizer_g": opt_g.state_dict(), "optimizer_d": opt_d.state_dict(), "loop": vars(state)},
-            manifest_for(metrics, epoch))
+        _report(
+            config,
+            rank,
+            metrics,
+            model,
+            cases.class_names or [],
+            {"optimizer_g": opt_g.state_dict(), "optimizer_d": opt_d.state_dict(), "loop": vars(state)},
+            manifest_for(metrics, epoch),
+        )
 
 
 def _resume(model: ConditionalGAN, opt_g, opt_d):
@@ -240,11 +278,17 @@ def _report(config, rank, metrics, model, class_names, training_state, manifest)
     epoch = metrics["epoch"]
     with tempfile.TemporaryDirectory() as directory:
         save_checkpoint(directory, model, manifest, training_state)
-        write_sample_grid(fixed_samples(model, config.seed), class_names,
-                          [Path(directory) / SAMPLE_GRID, Path(config.out) / "samples" / f"epoch_{epoch:04d}.png"],
-                          title=f"{config.model} epoch {epoch}")
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                         checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}")
+        write_sample_grid(
+            fixed_samples(model, config.seed),
+            class_names,
+            [Path(directory) / SAMPLE_GRID, Path(config.out) / "samples" / f"epoch_{epoch:04d}.png"],
+            title=f"{config.model} epoch {epoch}",
+        )
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(directory),
+            checkpoint_dir_name=f"checkpoint_epoch_{epoch:04d}",
+        )
 
 
 # --- GAN-augmented classifier -------------------------------------------------------------------
@@ -265,8 +309,9 @@ def synthetic_labels(class_counts: Sequence[float], n: int, seed: int) -> np.nda
     return np.random.default_rng(seed).permutation(labels)
 
 
-def generated_to_input(images: torch.Tensor, preprocess: PreprocessConfig, size: Sequence[int],
-                       channels: int) -> torch.Tensor:
+def generated_to_input(
+    images: torch.Tensor, preprocess: PreprocessConfig, size: Sequence[int], channels: int
+) -> torch.Tensor:
     """Map generator output into a classifier's input space, as the real images are mapped.
 
     The GAN learned min-max images, so [-1, 1] -> [0, 1] recovers one (pixels within
@@ -292,8 +337,11 @@ def generated_to_input(images: torch.Tensor, preprocess: PreprocessConfig, size:
             x = torch.einsum("c,nchw->nhw", torch.as_tensor(_LUMA), x)[:, None]
         else:
             raise TrainConfigError(f"generated images have {x.shape[1]} channels, the classifier needs {channels}")
-    steps = [mt.Resize(tuple(size), mode="bilinear", align_corners=False, anti_aliasing=True)] \
-        if tuple(x.shape[2:]) != tuple(size) else []
+    steps = (
+        [mt.Resize(tuple(size), mode="bilinear", align_corners=False, anti_aliasing=True)]
+        if tuple(x.shape[2:]) != tuple(size)
+        else []
+    )
     if preprocess.normalize == "zscore":
         steps.append(mt.NormalizeIntensity(nonzero=True, channel_wise=True))
     elif preprocess.normalize == "minmax":
@@ -317,13 +365,18 @@ class SyntheticDataset(torch.utils.data.Dataset):
         from monai.data import MetaTensor
 
         # A MetaTensor, like the real images, so a batch mixing both collates.
-        return {"image": MetaTensor(self.images[index]), "label": self.labels[index],
-                "case_id": f"synthetic-{self.first_index + index:06d}", "patient_id": "synthetic"}
+        return {
+            "image": MetaTensor(self.images[index]),
+            "label": self.labels[index],
+            "case_id": f"synthetic-{self.first_index + index:06d}",
+            "patient_id": "synthetic",
+        }
 
 
 @torch.no_grad()
-def synthetic_dataset(config: TrainConfig, cases: fold_data.FoldCases, rank: int, world: int,
-                      device: torch.device) -> SyntheticDataset | None:
+def synthetic_dataset(
+    config: TrainConfig, cases: fold_data.FoldCases, rank: int, world: int, device: torch.device
+) -> SyntheticDataset | None:
     """This rank's generated training images (None when the fraction rounds to none)."""
     from tumorbench.package.weights import load_model
 
@@ -335,9 +388,9 @@ def synthetic_dataset(config: TrainConfig, cases: fold_data.FoldCases, rank: int
     counts = np.bincount([case["label"] for case in cases.train], minlength=len(cases.class_names or []))
     labels = synthetic_labels(counts, n, seed=config.seed + rank)
     noise = torch.Generator().manual_seed(config.seed * 1000 + rank)
-    images = torch.cat([gan.sample(torch.as_tensor(part), generator=noise).cpu()
-                        for part in np.array_split(labels, max(1, n // 64))])
+    images = torch.cat(
+        [gan.sample(torch.as_tensor(part), generator=noise).cpu() for part in np.array_split(labels, max(1, n // 64))]
+    )
     reference = fold_data.transforms_for(config, cases.data_dims, train=False)(dict(cases.train[0]))["image"]
     images = generated_to_input(images, config.preprocess, tuple(reference.shape[1:]), int(reference.shape[0]))
     return SyntheticDataset(images, labels, first_index=rank * n)
-

@@ -58,8 +58,13 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_p
     from monai.optimizers import WarmupCosineSchedule
 
     warmup = config.warmup_epochs * steps_per_epoch
-    return WarmupCosineSchedule(optimizer, warmup_steps=warmup, t_total=config.epochs * steps_per_epoch,
-                                end_lr=0.01 * config.lr, warmup_multiplier=1 / max(1, warmup))
+    return WarmupCosineSchedule(
+        optimizer,
+        warmup_steps=warmup,
+        t_total=config.epochs * steps_per_epoch,
+        end_lr=0.01 * config.lr,
+        warmup_multiplier=1 / max(1, warmup),
+    )
 
 
 def _validate(config, model, val_set, cases, device) -> tuple[dict[str, float], list[dict]]:
@@ -69,15 +74,23 @@ def _validate(config, model, val_set, cases, device) -> tuple[dict[str, float], 
 
 def _manifest(config, cases, kwargs, in_ch, out_ch, metrics, epoch) -> ModelManifest:
     return ModelManifest(
-        name=config.model, task=config.task, model_kwargs=kwargs, spatial_dims=config.spatial_dims,
-        data_dims=cases.data_dims, in_channels=in_ch, out_channels=out_ch,
-        preprocess=config.to_dict()["preprocess"], class_names=cases.class_names,
+        name=config.model,
+        task=config.task,
+        model_kwargs=kwargs,
+        spatial_dims=config.spatial_dims,
+        data_dims=cases.data_dims,
+        in_channels=in_ch,
+        out_channels=out_ch,
+        preprocess=config.to_dict()["preprocess"],
+        class_names=cases.class_names,
         positive_class=cases.class_names[positive_index(config, cases.class_names)] if cases.class_names else None,
         channel_names=mask_channel_names(config),
         roi_size=list(config.roi_size or config.sampling.patch_size or []) or None,
         data={"root": config.data, "layout": cases.layout, "catalog_hash": cases.catalog_hash},
         split={"file": str(fold_data.split_path(config)), "hash": cases.split_hash, "fold": config.fold},
-        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))}, epoch=epoch)
+        metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+        epoch=epoch,
+    )
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -105,16 +118,34 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(model, move_to_device=device, parallel_strategy_kwargs=strategy)
 
     def report(metrics, state, records, optimizer, scheduler, precision) -> None:
-        _report(rank, metrics, model, optimizer, scheduler, precision, state,
-                _manifest(config, cases, kwargs, in_ch, out_ch, metrics, metrics["epoch"]), records)
+        _report(
+            rank,
+            metrics,
+            model,
+            optimizer,
+            scheduler,
+            precision,
+            state,
+            _manifest(config, cases, kwargs, in_ch, out_ch, metrics, metrics["epoch"]),
+            records,
+        )
 
     outer = fit_fold(config, cases, model, device, rank, world, report, resume=_resume)
     if outer is not None and rank == 0:
         write_outer(config.out, *outer)
 
 
-def fit_fold(config: TrainConfig, cases: fold_data.FoldCases, model: torch.nn.Module, device: torch.device,
-             rank: int, world: int, report, *, resume=None) -> tuple[dict, list[dict]] | None:
+def fit_fold(
+    config: TrainConfig,
+    cases: fold_data.FoldCases,
+    model: torch.nn.Module,
+    device: torch.device,
+    rank: int,
+    world: int,
+    report,
+    *,
+    resume=None,
+) -> tuple[dict, list[dict]] | None:
     """Train one fold: every epoch is validated on ``cases.val`` and passed to ``report``; then, under nested
     selection (``cases.test``), the weights of the epoch the inner validation chose score the outer fold once.
 
@@ -145,10 +176,16 @@ def fit_fold(config: TrainConfig, cases: fold_data.FoldCases, model: torch.nn.Mo
         improved = state.update(primary, epoch, config.selection_mode)
         if improved and cases.test:
             chosen = _keep_chosen(config.out, model, rank)
-        metrics |= stats | {"epoch": epoch, "lr": optimizer.param_groups[-1]["lr"], "improved": improved,
-                            "train_seconds": train_seconds, "val_seconds": time.perf_counter() - started
-                            - train_seconds, "images_per_second": stats["train_images"] * world / train_seconds,
-                            "best": state.best, "best_epoch": state.best_epoch}
+        metrics |= stats | {
+            "epoch": epoch,
+            "lr": optimizer.param_groups[-1]["lr"],
+            "improved": improved,
+            "train_seconds": train_seconds,
+            "val_seconds": time.perf_counter() - started - train_seconds,
+            "images_per_second": stats["train_images"] * world / train_seconds,
+            "best": state.best,
+            "best_epoch": state.best_epoch,
+        }
         state.epoch = epoch
         state.history.append({k: v for k, v in metrics.items() if isinstance(v, (int, float, bool))})
         stop = bool(config.patience) and state.bad_epochs >= config.patience
@@ -186,8 +223,9 @@ def _score_outer(config, model, cases, device, rank, world, chosen, state) -> tu
         # rank 0's weights and buffers, the exact model its checkpoint (the package) holds.
         for tensor in core.state_dict().values():
             torch.distributed.broadcast(tensor, src=0)
-    metrics, records = _validate(config, model, fold_data.val_dataset(config, cases, rank, world, outer=True),
-                                 cases, device)
+    metrics, records = _validate(
+        config, model, fold_data.val_dataset(config, cases, rank, world, outer=True), cases, device
+    )
     epoch = state.best_epoch if chosen is not None else state.epoch
     return metrics | {"epoch": epoch, "inner_best": state.best}, records
 
@@ -226,10 +264,21 @@ def _report(rank, metrics, model, optimizer, scheduler, precision, state, manife
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as directory:
-        save_checkpoint(directory, model, manifest, {
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": precision.scaler.state_dict() if precision.scaler else None, "loop": vars(state)})
+        save_checkpoint(
+            directory,
+            model,
+            manifest,
+            {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": precision.scaler.state_dict() if precision.scaler else None,
+                "loop": vars(state),
+            },
+        )
         with open(f"{directory}/val_predictions.json", "w") as handle:
             json.dump(records, handle, default=float)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                         checkpoint_dir_name=f"checkpoint_epoch_{metrics['epoch']:04d}")
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(directory),
+            checkpoint_dir_name=f"checkpoint_epoch_{metrics['epoch']:04d}",
+        )

@@ -23,11 +23,14 @@ def check_model_for_task(config: TrainConfig, data_dims: int) -> None:
     info = model_info(config.model)  # unknown names raise here, listing the valid ones
     task = get_task(config.task)
     if not task.owns(info.task):
-        raise TrainConfigError(f"model {config.model!r} is a {info.task} model; it cannot train for "
-                               f"{config.task} (choose from the {config.task} models: tumorbench models)")
+        raise TrainConfigError(
+            f"model {config.model!r} is a {info.task} model; it cannot train for "
+            f"{config.task} (choose from the {config.task} models: tumorbench models)"
+        )
     if config.spatial_dims not in info.spatial_dims:
-        raise TrainConfigError(f"model {config.model!r} supports spatial_dims {info.spatial_dims}, "
-                               f"not {config.spatial_dims}")
+        raise TrainConfigError(
+            f"model {config.model!r} supports spatial_dims {info.spatial_dims}, not {config.spatial_dims}"
+        )
     if config.spatial_dims > data_dims:
         raise TrainConfigError(f"a {config.spatial_dims}D model cannot train on {data_dims}D images")
     try:
@@ -94,8 +97,9 @@ def to_device(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images
 
 
-def train_epoch(model, loader, loss_fn, optimizer, scheduler, precision: Precision, config: TrainConfig,
-                device: torch.device) -> dict[str, float]:
+def train_epoch(
+    model, loader, loss_fn, optimizer, scheduler, precision: Precision, config: TrainConfig, device: torch.device
+) -> dict[str, float]:
     """One pass over this worker's shard; returns the mean loss and throughput."""
     model.train()
     task = get_task(config.task)

@@ -52,8 +52,14 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
     if address:
         ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=512 * 1024**2, runtime_env=runtime_env)
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=512 * 1024**2,
+            runtime_env=runtime_env,
+        )
 
 
 def local_ray_env() -> None:
@@ -99,8 +105,10 @@ def worker_resources(config: TrainConfig, cpus: float, use_gpu: bool) -> dict[st
     # every CPU but a sliver: the worker trains on as many threads as it holds (data.configure_threads)
     per_worker = (cpus - 0.1) / config.workers
     if per_worker < 0.5:
-        raise TrainConfigError(f"{config.workers} workers do not fit a cluster of {cpus:g} CPUs; "
-                               f"use --workers {max(1, int(cpus))} or fewer")
+        raise TrainConfigError(
+            f"{config.workers} workers do not fit a cluster of {cpus:g} CPUs; "
+            f"use --workers {max(1, int(cpus))} or fewer"
+        )
     return {"CPU": round(per_worker, 2)}
 
 
@@ -122,8 +130,9 @@ def preflight(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
     run_dir = storage.join(run_storage(config), RUN_NAME)
     snapshot = has_snapshot(config)
     if snapshot and not resume:
-        raise TrainConfigError(f"{run_dir} already holds a training run: pass --resume to continue it, "
-                               f"or choose another --out")
+        raise TrainConfigError(
+            f"{run_dir} already holds a training run: pass --resume to continue it, or choose another --out"
+        )
     if resume and not snapshot:
         raise TrainConfigError(f"nothing to resume: {run_dir} has no checkpoints yet")
     doc = fold_data.ensure_split_file(config, frame)
@@ -138,8 +147,15 @@ def preflight(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
     return {"layout": frame.attrs["layout"], "cases": len(frame), "data_dims": data_dims}
 
 
-def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None,
-        callbacks: list | None = None, verbose: bool = True, resources: dict[str, float] | None = None):
+def fit(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    address: str | None = None,
+    callbacks: list | None = None,
+    verbose: bool = True,
+    resources: dict[str, float] | None = None,
+):
     """Train ``config`` on Ray; returns Ray's ``Result`` (checkpoints under ``<out>/train``).
 
     ``resources`` (per worker, e.g. ``{"CPU": 0.95}``) replaces sizing the workers from the
@@ -169,17 +185,24 @@ def fit(config: TrainConfig, *, resume: bool = False, address: str | None = None
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend=backend),
         run_config=RunConfig(
-            name=RUN_NAME, storage_path=run_storage(config),
-            checkpoint_config=CheckpointConfig(num_to_keep=config.keep_checkpoints,
-                                               checkpoint_score_attribute=config.selection_metric,
-                                               checkpoint_score_order=config.selection_mode),
+            name=RUN_NAME,
+            storage_path=run_storage(config),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=config.keep_checkpoints,
+                checkpoint_score_attribute=config.selection_metric,
+                checkpoint_score_order=config.selection_mode,
+            ),
             failure_config=FailureConfig(max_failures=config.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
-            callbacks=[EpochLogger(config.out, config.task), *(callbacks or [])]),
+            callbacks=[EpochLogger(config.out, config.task), *(callbacks or [])],
+        ),
     )
     if verbose:
-        print(f"[tumorbench] {config.task} {config.model} on {info['layout']} ({info['cases']} cases), "
-              f"fold {config.fold}, {config.workers} worker(s) x {resources}, out {config.out}", flush=True)
+        print(
+            f"[tumorbench] {config.task} {config.model} on {info['layout']} ({info['cases']} cases), "
+            f"fold {config.fold}, {config.workers} worker(s) x {resources}, out {config.out}",
+            flush=True,
+        )
     with _print_new_epochs(config, enabled=bool(verbose)):
         try:
             return trainer.fit()
@@ -203,7 +226,8 @@ def _gpus_have_cuda(gpus: float) -> bool:
 
     # Out of the Tune trial's placement group (which holds no GPU): anywhere a GPU is.
     probe = ray.remote(num_cpus=0, num_gpus=gpus)(_has_cuda).options(
-        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None)
+    )
     return bool(ray.get(probe.remote()))
 
 

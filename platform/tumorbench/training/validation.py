@@ -33,8 +33,9 @@ def _to_device(image: torch.Tensor, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(image).float().to(device)
 
 
-def _case_metrics(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None,
-                  channel_names: Sequence[str] | None) -> dict[str, float]:
+def _case_metrics(
+    pred: np.ndarray, target: np.ndarray, spacing: Sequence[float] | None, channel_names: Sequence[str] | None
+) -> dict[str, float]:
     """Metrics of one patient; multi-channel masks (BraTS regions) averaged over channels (baselines too)."""
     return region_case_metrics(pred, target, spacing, channel_names)
 
@@ -59,9 +60,17 @@ def to_grid(prob: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def segmentation_records(model: torch.nn.Module, dataset, *, data_dims: int, model_dims: int,
-                         roi_size: Sequence[int] | None, device: torch.device,
-                         channel_names: Sequence[str] | None = None, threshold: float = 0.5) -> list[dict]:
+def segmentation_records(
+    model: torch.nn.Module,
+    dataset,
+    *,
+    data_dims: int,
+    model_dims: int,
+    roi_size: Sequence[int] | None,
+    device: torch.device,
+    channel_names: Sequence[str] | None = None,
+    threshold: float = 0.5,
+) -> list[dict]:
     """One record per patient of this worker's validation cases."""
     model.eval()
     slices: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
@@ -72,8 +81,13 @@ def segmentation_records(model: torch.nn.Module, dataset, *, data_dims: int, mod
         if data_dims == 3:
             prob = predict_volume(model, item["image"], model_dims=model_dims, roi_size=roi_size, device=device)
             spacing = tuple(float(s) for s in item["image"].pixdim) if hasattr(item["image"], "pixdim") else None
-            records.append({"patient_id": item["patient_id"], "case_id": item["case_id"],
-                            **_case_metrics(prob.numpy() > threshold, target, spacing, channel_names)})
+            records.append(
+                {
+                    "patient_id": item["patient_id"],
+                    "case_id": item["case_id"],
+                    **_case_metrics(prob.numpy() > threshold, target, spacing, channel_names),
+                }
+            )
         else:
             prob = torch.sigmoid(model(_to_device(item["image"], device)[None])[0].float()).cpu()
             # A resized slice's pixels are larger than the file's: its pixdim says by how much, so
@@ -90,8 +104,14 @@ def segmentation_records(model: torch.nn.Module, dataset, *, data_dims: int, mod
         parts.sort(key=lambda part: part[0])
         pred = np.stack([p for _, p, _ in parts], axis=-1)
         target = np.stack([t for _, _, t in parts], axis=-1)
-        records.append({"patient_id": patient, "case_id": patient, "n_slices": len(parts),
-                        **_case_metrics(pred, target, slice_spacing[patient], channel_names)})
+        records.append(
+            {
+                "patient_id": patient,
+                "case_id": patient,
+                "n_slices": len(parts),
+                **_case_metrics(pred, target, slice_spacing[patient], channel_names),
+            }
+        )
     return records
 
 
@@ -113,8 +133,9 @@ def summarize_segmentation(records: list[dict]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def classification_records(model: torch.nn.Module, dataset, *, device: torch.device,
-                           batch_size: int = 32) -> list[dict]:
+def classification_records(
+    model: torch.nn.Module, dataset, *, device: torch.device, batch_size: int = 32
+) -> list[dict]:
     """One record per validation case: true label and class probabilities."""
     from monai.data import DataLoader
 
@@ -123,8 +144,14 @@ def classification_records(model: torch.nn.Module, dataset, *, device: torch.dev
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
         probs = torch.softmax(model(_to_device(batch["image"], device)).float(), dim=1).cpu().numpy()
         for i, case_id in enumerate(batch["case_id"]):
-            records.append({"case_id": case_id, "patient_id": batch["patient_id"][i],
-                            "y_true": int(batch["label"][i]), "probs": probs[i].tolist()})
+            records.append(
+                {
+                    "case_id": case_id,
+                    "patient_id": batch["patient_id"][i],
+                    "y_true": int(batch["label"][i]),
+                    "probs": probs[i].tolist(),
+                }
+            )
     return records
 
 

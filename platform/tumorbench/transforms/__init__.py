@@ -28,6 +28,17 @@ from tumorbench.transforms.custom import (
 )
 
 __all__ = [
-    "BRATS_REGIONS", "IMAGE", "LABEL", "MASK", "AugmentConfig", "CLAHEd", "ConvertToBratsRegionsd", "LoadCased",
-    "PreprocessConfig", "RandAffineFracd", "RandSliceSampled", "SamplingConfig", "build_transforms",
+    "BRATS_REGIONS",
+    "IMAGE",
+    "LABEL",
+    "MASK",
+    "AugmentConfig",
+    "CLAHEd",
+    "ConvertToBratsRegionsd",
+    "LoadCased",
+    "PreprocessConfig",
+    "RandAffineFracd",
+    "RandSliceSampled",
+    "SamplingConfig",
+    "build_transforms",
 ]

@@ -65,8 +65,9 @@ def _intensity(pre: PreprocessConfig) -> list:
 
 def _preprocess(pre: PreprocessConfig, dims: int, keys: list[str], slice2d: bool) -> list:
     with_mask = MASK in keys
-    steps: list = [LoadCased(IMAGE, MASK if with_mask else None, spatial_dims=dims, canonical=pre.canonical,
-                             channels=pre.channels)]
+    steps: list = [
+        LoadCased(IMAGE, MASK if with_mask else None, spatial_dims=dims, canonical=pre.canonical, channels=pre.channels)
+    ]
     if pre.label_map == "brats" and with_mask:
         steps.append(ConvertToBratsRegionsd(MASK, pre.enhancing_label))
     elif pre.label_map == "binary" and with_mask:
@@ -76,12 +77,21 @@ def _preprocess(pre: PreprocessConfig, dims: int, keys: list[str], slice2d: bool
         # scale_extent: keep the field of view (voxel edges), so 2 mm -> 1 mm doubles the shape
         steps.append(mt.Spacingd(keys, pixdim=pre.spacing, mode=modes, scale_extent=True, align_corners=True))
     if pre.crop_foreground:
-        steps.append(mt.CropForegroundd(keys, IMAGE, select_fn=_above_minimum, start_coord_key=None, end_coord_key=None))
+        steps.append(
+            mt.CropForegroundd(keys, IMAGE, select_fn=_above_minimum, start_coord_key=None, end_coord_key=None)
+        )
     if pre.spatial_size is not None:
         size = tuple(pre.spatial_size) + ((-1,) if slice2d and len(pre.spatial_size) == 2 else ())
         linear = "bilinear" if dims == 2 else "trilinear"
-        steps.append(mt.Resized(keys, size, mode=[linear, "nearest"][: len(keys)],
-                                align_corners=[False, None][: len(keys)], anti_aliasing=[True, False][: len(keys)]))
+        steps.append(
+            mt.Resized(
+                keys,
+                size,
+                mode=[linear, "nearest"][: len(keys)],
+                align_corners=[False, None][: len(keys)],
+                anti_aliasing=[True, False][: len(keys)],
+            )
+        )
     return steps + _intensity(pre)
 
 
@@ -92,10 +102,19 @@ def _sampling(sampling: SamplingConfig, keys: list[str]) -> list:
             steps.append(mt.ResizeWithPadOrCropd(keys, sampling.patch_size))
         return steps
     # multi-channel region masks: MONAI would treat channel 0 as background, so crop on their union
-    return [mt.SpatialPadd(keys, sampling.patch_size), _UnionForegroundd(MASK, _FG),
-            mt.RandCropByPosNegLabeld([*keys, _FG], _FG, sampling.patch_size, pos=sampling.pos_fraction,
-                                      neg=1.0 - sampling.pos_fraction, num_samples=sampling.num_samples),
-            mt.DeleteItemsd(_FG)]
+    return [
+        mt.SpatialPadd(keys, sampling.patch_size),
+        _UnionForegroundd(MASK, _FG),
+        mt.RandCropByPosNegLabeld(
+            [*keys, _FG],
+            _FG,
+            sampling.patch_size,
+            pos=sampling.pos_fraction,
+            neg=1.0 - sampling.pos_fraction,
+            num_samples=sampling.num_samples,
+        ),
+        mt.DeleteItemsd(_FG),
+    ]
 
 
 def _augment(aug: AugmentConfig, keys: list[str], dims: int) -> list:
@@ -105,10 +124,17 @@ def _augment(aug: AugmentConfig, keys: list[str], dims: int) -> list:
     steps: list = []
     if aug.rotate_deg or aug.translate_frac or aug.scale:
         rotate = math.radians(aug.rotate_deg)
-        steps.append(RandAffineFracd(
-            keys, aug.translate_frac, prob=aug.prob, rotate_range=(rotate,) * (1 if dims == 2 else 3) if rotate else None,
-            scale_range=(aug.scale,) * dims if aug.scale else None, mode=["bilinear", "nearest"][: len(keys)],
-            padding_mode="zeros"))
+        steps.append(
+            RandAffineFracd(
+                keys,
+                aug.translate_frac,
+                prob=aug.prob,
+                rotate_range=(rotate,) * (1 if dims == 2 else 3) if rotate else None,
+                scale_range=(aug.scale,) * dims if aug.scale else None,
+                mode=["bilinear", "nearest"][: len(keys)],
+                padding_mode="zeros",
+            )
+        )
     steps += [mt.RandFlipd(keys, prob=aug.prob, spatial_axis=axis) for axis in aug.flip_axes]
     if aug.intensity_shift:
         steps.append(mt.RandShiftIntensityd(IMAGE, offsets=aug.intensity_shift, prob=aug.prob))
@@ -119,9 +145,16 @@ def _augment(aug: AugmentConfig, keys: list[str], dims: int) -> list:
     return steps
 
 
-def build_transforms(pre: PreprocessConfig, aug: AugmentConfig | None = None, *, spatial_dims: int = 2,
-                     with_mask: bool = True, train: bool = False, sampling: SamplingConfig | None = None,
-                     seed: int | None = None) -> mt.Compose:
+def build_transforms(
+    pre: PreprocessConfig,
+    aug: AugmentConfig | None = None,
+    *,
+    spatial_dims: int = 2,
+    with_mask: bool = True,
+    train: bool = False,
+    sampling: SamplingConfig | None = None,
+    seed: int | None = None,
+) -> mt.Compose:
     """Build the chain for one split.
 
     Args:
@@ -145,8 +178,10 @@ def build_transforms(pre: PreprocessConfig, aug: AugmentConfig | None = None, *,
     if sampling.mode != "none" and (spatial_dims != 3 or not with_mask):
         raise ValueError(f"{sampling.mode} sampling needs 3D inputs (spatial_dims=3) with masks (with_mask=True)")
     slice2d = sampling.mode == "slice2d"
-    for name, value, lengths in (("spacing", pre.spacing, (spatial_dims,)),
-                                 ("spatial_size", pre.spatial_size, (2, 3) if slice2d else (spatial_dims,))):
+    for name, value, lengths in (
+        ("spacing", pre.spacing, (spatial_dims,)),
+        ("spatial_size", pre.spatial_size, (2, 3) if slice2d else (spatial_dims,)),
+    ):
         if value is not None and len(value) not in lengths:
             raise ValueError(f"{name} {value} does not fit {spatial_dims}D inputs")
     keys = [IMAGE, MASK] if with_mask else [IMAGE]

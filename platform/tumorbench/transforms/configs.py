@@ -62,8 +62,12 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         _tuples(self, "ct_window", "spacing", "spatial_size")
-        choices = {"normalize": ("zscore", "minmax", "ct_window", "none"), "denoise": ("none", "gaussian", "median"),
-                   "contrast": ("none", "clahe", "histeq"), "label_map": ("none", "brats", "binary")}
+        choices = {
+            "normalize": ("zscore", "minmax", "ct_window", "none"),
+            "denoise": ("none", "gaussian", "median"),
+            "contrast": ("none", "clahe", "histeq"),
+            "label_map": ("none", "brats", "binary"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -142,8 +146,17 @@ class AugmentConfig:
 
     @property
     def active(self) -> bool:
-        return self.prob > 0 and any((self.rotate_deg, self.translate_frac, self.scale, self.flip_axes,
-                                      self.intensity_shift, self.intensity_scale, self.noise_std))
+        return self.prob > 0 and any(
+            (
+                self.rotate_deg,
+                self.translate_frac,
+                self.scale,
+                self.flip_axes,
+                self.intensity_shift,
+                self.intensity_scale,
+                self.noise_std,
+            )
+        )
 
 
 @dataclass(frozen=True)

@@ -36,8 +36,16 @@ class LoadCased(mt.MapTransform):
     A ``None`` mask/label key is dropped so batches collate.
     """
 
-    def __init__(self, image_key: str = IMAGE, mask_key: str | None = MASK, *, spatial_dims: int = 2,
-                 canonical: bool = True, channels: int | None = None, label_key: str = LABEL) -> None:
+    def __init__(
+        self,
+        image_key: str = IMAGE,
+        mask_key: str | None = MASK,
+        *,
+        spatial_dims: int = 2,
+        canonical: bool = True,
+        channels: int | None = None,
+        label_key: str = LABEL,
+    ) -> None:
         super().__init__([image_key] + ([mask_key] if mask_key else []))
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
@@ -52,8 +60,11 @@ class LoadCased(mt.MapTransform):
                 raise DataError(path, "2D image where a 3D volume is expected (spatial_dims=3)")
             return arr, data.affine, fmt
         if self.spatial_dims != 3:
-            raise DataError(path, f"volume of shape {arr.shape} where a 2D image is expected; use spatial_dims=3 "
-                                  "(with slice2d sampling for 2D models)")
+            raise DataError(
+                path,
+                f"volume of shape {arr.shape} where a 2D image is expected; use spatial_dims=3 "
+                "(with slice2d sampling for 2D models)",
+            )
         if arr.ndim not in (3, 4):
             raise DataError(path, f"unsupported volume shape {arr.shape}")
         return (arr[None] if arr.ndim == 3 else np.moveaxis(arr, -1, 0)), data.affine, fmt
@@ -62,9 +73,13 @@ class LoadCased(mt.MapTransform):
     def _check_grid(path: str, shape: tuple, affine: np.ndarray, ref: tuple[str, tuple, np.ndarray], what: str) -> None:
         ref_path, ref_shape, ref_affine = ref
         if tuple(shape[1:]) != tuple(ref_shape[1:]):
-            raise DataError(path, f"{what} shape {tuple(shape[1:])} does not match shape {tuple(ref_shape[1:])} of {ref_path}")
+            raise DataError(
+                path, f"{what} shape {tuple(shape[1:])} does not match shape {tuple(ref_shape[1:])} of {ref_path}"
+            )
         if not np.allclose(affine, ref_affine, atol=_AFFINE_TOLERANCE_MM):
-            raise DataError(path, f"{what} voxel-to-world affine differs from that of {ref_path}; it would be misaligned")
+            raise DataError(
+                path, f"{what} voxel-to-world affine differs from that of {ref_path}; it would be misaligned"
+            )
 
     def _load_image(self, paths: list[str], series_uid: str | None) -> tuple[MetaTensor, tuple]:
         arrays, ref = [], None
@@ -75,8 +90,11 @@ class LoadCased(mt.MapTransform):
             else:
                 self._check_grid(path, arr.shape, affine, ref, "image channel")
             arrays.append(arr)
-        image = MetaTensor(self._fit_channels(np.concatenate(arrays), paths[0]).astype(np.float32), affine=torch.as_tensor(ref[2], dtype=torch.float64),
-                           meta={"filename_or_obj": paths[0]})
+        image = MetaTensor(
+            self._fit_channels(np.concatenate(arrays), paths[0]).astype(np.float32),
+            affine=torch.as_tensor(ref[2], dtype=torch.float64),
+            meta={"filename_or_obj": paths[0]},
+        )
         return image, ref
 
     def _fit_channels(self, arr: np.ndarray, path: str) -> np.ndarray:
@@ -99,13 +117,18 @@ class LoadCased(mt.MapTransform):
         if not np.allclose(arr, np.rint(arr), atol=1e-3):
             raise DataError(path, "mask holds non-integer values; expected a label map")
         self._check_grid(path, arr.shape, affine, ref, "mask")
-        return MetaTensor(np.rint(arr).astype(np.float32), affine=torch.as_tensor(affine, dtype=torch.float64),
-                          meta={"filename_or_obj": path})
+        return MetaTensor(
+            np.rint(arr).astype(np.float32),
+            affine=torch.as_tensor(affine, dtype=torch.float64),
+            meta={"filename_or_obj": path},
+        )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         raw = d.get(self.image_key)
-        paths = [str(raw)] if isinstance(raw, (str, bytes)) or hasattr(raw, "__fspath__") else [str(p) for p in raw or ()]
+        paths = (
+            [str(raw)] if isinstance(raw, (str, bytes)) or hasattr(raw, "__fspath__") else [str(p) for p in raw or ()]
+        )
         if not paths:
             raise DataError(str(d.get("case_id", "<case>")), "case has no image paths")
         d[self.image_key], ref = self._load_image(paths, d.pop("series_uid", None))
@@ -132,8 +155,14 @@ class ConvertToBratsRegionsd(mt.MapTransform):
     3 (2023); a case's own ``enhancing_label_key`` entry, when present, wins.
     """
 
-    def __init__(self, keys: KeysCollection, enhancing_label: int = 4, *,
-                 enhancing_label_key: str | None = "enhancing_label", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        enhancing_label: int = 4,
+        *,
+        enhancing_label_key: str | None = "enhancing_label",
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.enhancing_label, self.enhancing_label_key = enhancing_label, enhancing_label_key
 
@@ -143,7 +172,9 @@ class ConvertToBratsRegionsd(mt.MapTransform):
         et = self.enhancing_label if _missing(case_label) else int(case_label)
         for key in self.key_iterator(d):
             if d[key].shape[0] != 1:
-                raise ValueError(f"{key}: BraTS regions need a single-channel label map, got shape {tuple(d[key].shape)}")
+                raise ValueError(
+                    f"{key}: BraTS regions need a single-channel label map, got shape {tuple(d[key].shape)}"
+                )
             tc_wt_et = mt.ConvertToMultiChannelBasedOnBratsClasses(et_label=et)(d[key][0])  # MONAI order TC, WT, ET
             regions = tc_wt_et[[1, 0, 2]].float()
             d[key] = convert_to_dst_type(regions, d[key], dtype=torch.float32)[0]
@@ -187,8 +218,14 @@ class RandSliceSampled(mt.Randomizable, mt.MapTransform):
     the other is used. Returns a list of ``num_samples`` dicts with ``slice_index``.
     """
 
-    def __init__(self, keys: KeysCollection, label_key: str = MASK, pos_fraction: float = 0.5,
-                 num_samples: int = 1, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        label_key: str = MASK,
+        pos_fraction: float = 0.5,
+        num_samples: int = 1,
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.label_key, self.pos_fraction, self.num_samples = label_key, pos_fraction, num_samples
         self._indices: list[int] = []
@@ -228,5 +265,6 @@ class RandAffineFracd(mt.RandAffined):
         if self.translate_frac:
             shape = data[self.first_key(dict(data))].shape[1:]
             self.rand_affine.rand_affine_grid.translate_range = tuple(
-                (-self.translate_frac * s, self.translate_frac * s) for s in shape)
+                (-self.translate_frac * s, self.translate_frac * s) for s in shape
+            )
         return super().__call__(data, lazy=lazy)

@@ -36,8 +36,9 @@ class BudgetGuard(Stopper, Callback):
         clock: Monotonic clock (tests pass a fake one).
     """
 
-    def __init__(self, seconds: float, n_folds: int, fold_seconds: float, grace: float = 0.0,
-                 clock=time.monotonic) -> None:
+    def __init__(
+        self, seconds: float, n_folds: int, fold_seconds: float, grace: float = 0.0, clock=time.monotonic
+    ) -> None:
         self._clock = clock
         self.started = clock()
         self.deadline = self.started + max(0.0, seconds)
@@ -96,15 +97,22 @@ class BudgetGuard(Stopper, Callback):
             self.ended_by = self.ended_by or "hard deadline: running folds cut"
             return True
         live = [t for t in self._live if self._folds.get(t, 0) < self.n_folds and t not in self.stopped_trials]
-        if self.finished() and not any(self._viable(t) for t in live) \
-                and now + self.n_folds * self.fold_seconds() > self.deadline:
+        if (
+            self.finished()
+            and not any(self._viable(t) for t in live)
+            and now + self.n_folds * self.fold_seconds() > self.deadline
+        ):
             self.ended_by = self.ended_by or "budget: no further trial fits"
             return True
         return False
 
     def summary(self) -> dict[str, Any]:
         """What the guard did, for the study's report."""
-        return {"budget_s": round(self.deadline - self.started, 1), "grace_s": round(self.hard_deadline -
-                                                                                       self.deadline, 1),
-                "elapsed_s": round(self._clock() - self.started, 1), "ended_by": self.ended_by,
-                "trials_stopped_for_time": len(self.stopped_trials), "fold_seconds_seen": round(self.fold_seconds(), 1)}
+        return {
+            "budget_s": round(self.deadline - self.started, 1),
+            "grace_s": round(self.hard_deadline - self.deadline, 1),
+            "elapsed_s": round(self._clock() - self.started, 1),
+            "ended_by": self.ended_by,
+            "trials_stopped_for_time": len(self.stopped_trials),
+            "fold_seconds_seen": round(self.fold_seconds(), 1),
+        }

@@ -47,8 +47,17 @@ class SearchProgress(tune.Callback):
         heartbeat_s: Seconds between "still running" lines while no fold finishes.
     """
 
-    def __init__(self, name: str, metric: str, n_folds: int, num_trials: int, keys: list[str],
-                 heartbeat_s: float = 60.0, clock=time.monotonic, echo=print) -> None:
+    def __init__(
+        self,
+        name: str,
+        metric: str,
+        n_folds: int,
+        num_trials: int,
+        keys: list[str],
+        heartbeat_s: float = 60.0,
+        clock=time.monotonic,
+        echo=print,
+    ) -> None:
         self.name, self.metric, self.n_folds, self.num_trials = name, metric, n_folds, max(1, num_trials)
         self.keys, self.heartbeat_s, self.clock, self.echo = keys, heartbeat_s, clock, echo
         self.started = clock()
@@ -87,8 +96,10 @@ class SearchProgress(tune.Callback):
         epochs, self.epochs[trial.trial_id] = spent - self.epochs.get(trial.trial_id, 0), spent
         score = result.get(f"fold_{done - 1}_{self.metric}", math.nan)
         mean = result.get(tune_metric(self.metric), math.nan)
-        self._say(f"trial {number}/{self.num_trials} {self._params(trial.config)} fold {done}/{self.n_folds}: "
-                  f"epochs {epochs}, {self.metric}={score:.4f} (mean {mean:.4f}); {self._timing()}")
+        self._say(
+            f"trial {number}/{self.num_trials} {self._params(trial.config)} fold {done}/{self.n_folds}: "
+            f"epochs {epochs}, {self.metric}={score:.4f} (mean {mean:.4f}); {self._timing()}"
+        )
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         done = self.folds.get(trial.trial_id, 0)
@@ -101,12 +112,15 @@ class SearchProgress(tune.Callback):
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         if self.clock() - self.last_line >= self.heartbeat_s:
             running = sum(1 for t in trials if t.status == "RUNNING")
-            self._say(f"{running} trial(s) training, {sum(self.folds.values())} of ~{self.num_trials * self.n_folds} "
-                      f"folds done; {self._timing()}")
+            self._say(
+                f"{running} trial(s) training, {sum(self.folds.values())} of ~{self.num_trials * self.n_folds} "
+                f"folds done; {self._timing()}"
+            )
 
 
-def wait_with_progress(refs: list, labels: list[str], *, what: str = "baselines", clock=time.monotonic,
-                       echo=print) -> list:
+def wait_with_progress(
+    refs: list, labels: list[str], *, what: str = "baselines", clock=time.monotonic, echo=print
+) -> list:
     """``ray.get(refs)`` in order, printing a line as each task completes (label, k/N, elapsed, time left)."""
     import ray
 
@@ -115,6 +129,9 @@ def wait_with_progress(refs: list, labels: list[str], *, what: str = "baselines"
         ready, pending = ray.wait(pending, num_returns=1)
         elapsed = clock() - started
         left = remaining_estimate(elapsed, done, len(refs))
-        echo(f"[{what}] {names[ready[0]]} done ({done}/{len(refs)}); elapsed {format_duration(elapsed)}"
-             + (f", ~{format_duration(left)} left" if done < len(refs) else ""), flush=True)
+        echo(
+            f"[{what}] {names[ready[0]]} done ({done}/{len(refs)}); elapsed {format_duration(elapsed)}"
+            + (f", ~{format_duration(left)} left" if done < len(refs) else ""),
+            flush=True,
+        )
     return ray.get(list(refs))

@@ -73,12 +73,15 @@ class ResourcePlan:
     trial_cpus: float
 
     def describe(self, workers: int) -> str:
-        return (f"up to {self.concurrent} trial(s) at once, each {self.trial_cpus:g} CPU + "
-                f"{workers} worker(s) x {self.worker}")
+        return (
+            f"up to {self.concurrent} trial(s) at once, each {self.trial_cpus:g} CPU + "
+            f"{workers} worker(s) x {self.worker}"
+        )
 
 
-def plan_resources(config: TrainConfig, cpus: float, gpus: float, *, trial_cpus: float = 0.1,
-                   max_concurrent: int = 1) -> ResourcePlan:
+def plan_resources(
+    config: TrainConfig, cpus: float, gpus: float, *, trial_cpus: float = 0.1, max_concurrent: int = 1
+) -> ResourcePlan:
     """The most trials (up to ``max_concurrent``) whose workers fit ``cpus``/``gpus`` together.
 
     Raises:
@@ -97,10 +100,12 @@ def plan_resources(config: TrainConfig, cpus: float, gpus: float, *, trial_cpus:
         if per_worker >= MIN_WORKER_CPU:
             worker = {"CPU": per_worker} | ({"GPU": 1.0} if use_gpu else {})
             return ResourcePlan(concurrent=concurrent, worker=worker, trial_cpus=trial_cpus)
-    need = f"{trial_cpus:g} CPU + {config.workers} worker(s) x >= {MIN_WORKER_CPU} CPU" + \
-        (" and 1 GPU" if use_gpu else "")
-    raise TrainConfigError(f"one trial needs {need}; the cluster has {cpus:g} CPUs and {gpus:g} GPUs "
-                           f"(use fewer workers)")
+    need = f"{trial_cpus:g} CPU + {config.workers} worker(s) x >= {MIN_WORKER_CPU} CPU" + (
+        " and 1 GPU" if use_gpu else ""
+    )
+    raise TrainConfigError(
+        f"one trial needs {need}; the cluster has {cpus:g} CPUs and {gpus:g} GPUs (use fewer workers)"
+    )
 
 
 def explicit_plan(config: TrainConfig, resources: Resources) -> ResourcePlan:
@@ -117,8 +122,9 @@ def plan_for(config: TrainConfig, resources: Resources, cpus: float, gpus: float
     """:func:`explicit_plan` for set amounts, else :func:`plan_resources` on the cluster as it is."""
     if resources.explicit:
         return explicit_plan(config, resources)
-    return plan_resources(config, cpus, gpus, trial_cpus=resources.trial_cpus,
-                          max_concurrent=resources.concurrent_trials or 1)
+    return plan_resources(
+        config, cpus, gpus, trial_cpus=resources.trial_cpus, max_concurrent=resources.concurrent_trials or 1
+    )
 
 
 def autoscaler_node_types(config_path: str | os.PathLike | None = None) -> list[dict[str, float]] | None:
@@ -184,11 +190,20 @@ def ensure_feasible(plan: ResourcePlan, resources: Resources, *, poll_s: float =
             return
         time.sleep(poll_s)
     largest = {key: max((float(node.get(key, 0)) for node in _nodes()), default=0.0) for key in bundle}
-    how = (f"the autoscaler added none within {wait:g} s (check max_workers and the cloud's quota: "
-           f"`ray status`, `ray monitor cluster.yaml`)" if autoscaling else
-           "no autoscaler runs here to add nodes" if types is None else
-           "no node type of the autoscaling config has that much")
-    fix = ("use --gpus-per-trial 0 to train on CPUs, or start the cluster with GPU workers" if "GPU" in bundle
-           else "ask for fewer --cpus-per-trial")
-    raise TrainConfigError(f"each trial worker needs {_describe(bundle)}, but no node of this cluster has that "
-                           f"much (at most {_describe(largest)}) and {how}; {fix}")
+    how = (
+        f"the autoscaler added none within {wait:g} s (check max_workers and the cloud's quota: "
+        f"`ray status`, `ray monitor cluster.yaml`)"
+        if autoscaling
+        else "no autoscaler runs here to add nodes"
+        if types is None
+        else "no node type of the autoscaling config has that much"
+    )
+    fix = (
+        "use --gpus-per-trial 0 to train on CPUs, or start the cluster with GPU workers"
+        if "GPU" in bundle
+        else "ask for fewer --cpus-per-trial"
+    )
+    raise TrainConfigError(
+        f"each trial worker needs {_describe(bundle)}, but no node of this cluster has that "
+        f"much (at most {_describe(largest)}) and {how}; {fix}"
+    )

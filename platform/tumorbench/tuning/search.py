@@ -28,8 +28,9 @@ TIME_ATTR = "folds_done"
 __all__ = ["ResourcePlan", "Resources", "best_row", "plan_resources", "run_search", "trial_rows"]
 
 
-def make_searcher(kind: str, space: dict[str, Any], metric: str, mode: str, seed: int, num_samples: int,
-                  max_concurrent: int = 0):
+def make_searcher(
+    kind: str, space: dict[str, Any], metric: str, mode: str, seed: int, num_samples: int, max_concurrent: int = 0
+):
     """A Tune search algorithm for ``kind`` (``grid``, ``random``, ``bayes``, ``bayes-gp``).
 
     Grid and random search are Tune's ``BasicVariantGenerator`` (random draws
@@ -48,8 +49,11 @@ def make_searcher(kind: str, space: dict[str, Any], metric: str, mode: str, seed
     from ray.tune.search.optuna import OptunaSearch
 
     startup = max(1, min(10, num_samples // 3))
-    sampler = (optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup) if kind == "bayes"
-               else optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup))
+    sampler = (
+        optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+        if kind == "bayes"
+        else optuna.samplers.GPSampler(seed=seed, n_startup_trials=startup)
+    )
     return OptunaSearch(metric=metric, mode=mode, sampler=sampler)
 
 
@@ -57,8 +61,9 @@ ASHA_GRACE_FOLDS = 1
 ASHA_REDUCTION_FACTOR = 4
 
 
-def asha_fold_fraction(n_folds: int, grace_period: int = ASHA_GRACE_FOLDS,
-                       reduction_factor: float = ASHA_REDUCTION_FACTOR) -> float:
+def asha_fold_fraction(
+    n_folds: int, grace_period: int = ASHA_GRACE_FOLDS, reduction_factor: float = ASHA_REDUCTION_FACTOR
+) -> float:
     """Expected share of its folds a trial trains under ASHA, if each rung keeps its best ``1/reduction_factor``.
 
     Rungs sit at ``grace * rf**i`` folds below ``n_folds``; every trial trains to the first.
@@ -79,8 +84,15 @@ def asha_fold_fraction(n_folds: int, grace_period: int = ASHA_GRACE_FOLDS,
     return folds / n_folds
 
 
-def make_scheduler(kind: str, *, max_t: int, metric: str, mode: str, grace_period: int = ASHA_GRACE_FOLDS,
-                   reduction_factor: float = ASHA_REDUCTION_FACTOR):
+def make_scheduler(
+    kind: str,
+    *,
+    max_t: int,
+    metric: str,
+    mode: str,
+    grace_period: int = ASHA_GRACE_FOLDS,
+    reduction_factor: float = ASHA_REDUCTION_FACTOR,
+):
     """ASHA over folds (time attribute ``folds_done``), or FIFO for ``none``.
 
     Trials report once per fold, so a trial always trains ``grace_period`` folds and the
@@ -94,8 +106,14 @@ def make_scheduler(kind: str, *, max_t: int, metric: str, mode: str, grace_perio
         return FIFOScheduler()
     if kind != "asha":
         raise SearchSpaceError(f"unknown scheduler {kind!r}; choose from {', '.join(SCHEDULERS)}")
-    return ASHAScheduler(time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=max_t,
-                         grace_period=grace_period, reduction_factor=reduction_factor)
+    return ASHAScheduler(
+        time_attr=TIME_ATTR,
+        metric=metric,
+        mode=mode,
+        max_t=max_t,
+        grace_period=grace_period,
+        reduction_factor=reduction_factor,
+    )
 
 
 def prepare_base(base: TrainConfig, experiment_dir: Path, n_folds: int | None) -> tuple[TrainConfig, int]:
@@ -114,10 +132,25 @@ def prepare_base(base: TrainConfig, experiment_dir: Path, n_folds: int | None) -
     return base.replace(split_file=str(split), n_folds=total, fold=0), n_folds
 
 
-def _new_tuner(trainable, tune_space: dict[str, Any], space: dict[str, Any], experiment: str, *, searcher: str,
-               scheduler: str, num_samples: int, n_folds: int, metric: str, mode: str, seed: int, concurrent: int,
-               verbose: int, stopper=None, asha: tuple[int, float] = (ASHA_GRACE_FOLDS, ASHA_REDUCTION_FACTOR),
-               trial_retries: int = 0):
+def _new_tuner(
+    trainable,
+    tune_space: dict[str, Any],
+    space: dict[str, Any],
+    experiment: str,
+    *,
+    searcher: str,
+    scheduler: str,
+    num_samples: int,
+    n_folds: int,
+    metric: str,
+    mode: str,
+    seed: int,
+    concurrent: int,
+    verbose: int,
+    stopper=None,
+    asha: tuple[int, float] = (ASHA_GRACE_FOLDS, ASHA_REDUCTION_FACTOR),
+    trial_retries: int = 0,
+):
     from ray import tune
 
     from tumorbench.tuning.progress import SearchProgress
@@ -126,31 +159,63 @@ def _new_tuner(trainable, tune_space: dict[str, Any], space: dict[str, Any], exp
     # Live lines per fold on the driver, whatever Tune's own verbosity (the study runs Tune silent).
     progress = SearchProgress(experiment.name, metric, n_folds, trials, list(space))
     return tune.Tuner(
-        trainable, param_space=tune_space,
+        trainable,
+        param_space=tune_space,
         tune_config=tune.TuneConfig(
-            search_alg=make_searcher(searcher, space, tune_metric(metric), mode, seed, num_samples,
-                                     max_concurrent=concurrent),
-            scheduler=make_scheduler(scheduler, max_t=n_folds, metric=tune_metric(metric), mode=mode,
-                                     grace_period=asha[0], reduction_factor=asha[1]),
+            search_alg=make_searcher(
+                searcher, space, tune_metric(metric), mode, seed, num_samples, max_concurrent=concurrent
+            ),
+            scheduler=make_scheduler(
+                scheduler,
+                max_t=n_folds,
+                metric=tune_metric(metric),
+                mode=mode,
+                grace_period=asha[0],
+                reduction_factor=asha[1],
+            ),
             num_samples=1 if searcher == "grid" else num_samples,
             # A trial holds a sliver of CPU and its workers ask for the rest later: without this cap,
             # Tune would start more trials than there are CPUs for their workers.
             max_concurrent_trials=concurrent if searcher.startswith("bayes") else None,
-            trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(name=experiment.rsplit("/", 1)[1], storage_path=experiment.rsplit("/", 1)[0],
-                                  verbose=verbose, failure_config=tune.FailureConfig(max_failures=trial_retries),
-                                  stop=stopper,
-                                  # a budget guard is a Callback too: it watches trials start and end
-                                  callbacks=[progress] + ([stopper] if stopper is not None else [])))
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment.rsplit("/", 1)[1],
+            storage_path=experiment.rsplit("/", 1)[0],
+            verbose=verbose,
+            failure_config=tune.FailureConfig(max_failures=trial_retries),
+            stop=stopper,
+            # a budget guard is a Callback too: it watches trials start and end
+            callbacks=[progress] + ([stopper] if stopper is not None else []),
+        ),
+    )
 
 
-def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "random", scheduler: str = "asha",
-               num_samples: int = 8, n_folds: int | None = None, metric: str | None = None,
-               mode: str | None = None, storage_path: str | Path, name: str, resume: bool = False,
-               trial_cpus: float = 0.1, max_concurrent: int = 1, seed: int = 0, address: str | None = None,
-               verbose: int = 1, stopper=None, grace_period: int = ASHA_GRACE_FOLDS,
-               reduction_factor: float = ASHA_REDUCTION_FACTOR, resources: Resources | None = None,
-               workdir: str | Path | None = None, trial_retries: int = 0):
+def run_search(
+    base: TrainConfig,
+    space: dict[str, Any],
+    *,
+    searcher: str = "random",
+    scheduler: str = "asha",
+    num_samples: int = 8,
+    n_folds: int | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    storage_path: str | Path,
+    name: str,
+    resume: bool = False,
+    trial_cpus: float = 0.1,
+    max_concurrent: int = 1,
+    seed: int = 0,
+    address: str | None = None,
+    verbose: int = 1,
+    stopper=None,
+    grace_period: int = ASHA_GRACE_FOLDS,
+    reduction_factor: float = ASHA_REDUCTION_FACTOR,
+    resources: Resources | None = None,
+    workdir: str | Path | None = None,
+    trial_retries: int = 0,
+):
     """Search ``space`` around ``base``; each trial cross-validates one configuration.
 
     Args:
@@ -185,8 +250,9 @@ def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "ran
 
     task = get_task(base.task)
     if not task.rankable:
-        raise TrainConfigError(f"a {task.name} model has no validation score to rank configurations by; "
-                               "search its classifier")
+        raise TrainConfigError(
+            f"a {task.name} model has no validation score to rank configurations by; search its classifier"
+        )
     try:
         metric = task.check_metric(metric or base.metric)
     except TaskError as exc:
@@ -212,22 +278,47 @@ def run_search(base: TrainConfig, space: dict[str, Any], *, searcher: str = "ran
     plan = plan_for(base, resources, *cluster_resources())
     ensure_feasible(plan, resources)
     tune_space, choices = searcher_space(space, searcher)
-    setup = TrialSetup(base=base.to_dict(), n_folds=n_folds, metric=metric, mode=mode,
-                       worker_resources=plan.worker, experiment=str(local), choices=choices,
-                       storage=experiment, split=Path(base.split_file).read_text())
+    setup = TrialSetup(
+        base=base.to_dict(),
+        n_folds=n_folds,
+        metric=metric,
+        mode=mode,
+        worker_resources=plan.worker,
+        experiment=str(local),
+        choices=choices,
+        storage=experiment,
+        split=Path(base.split_file).read_text(),
+    )
     trainable = tune.with_resources(tune.with_parameters(crossval_trial, setup=setup), {"cpu": plan.trial_cpus})
     if verbose:
         trials = grid_size(space) if searcher == "grid" else num_samples
-        print(f"[tumorbench] search {name}: {searcher} ({trials} trials), scheduler {scheduler}, "
-              f"{n_folds} folds per trial, ranked by {tune_metric(metric)} ({mode}); "
-              f"{plan.describe(base.workers)}; {'resuming ' if restoring else ''}{experiment}", flush=True)
+        print(
+            f"[tumorbench] search {name}: {searcher} ({trials} trials), scheduler {scheduler}, "
+            f"{n_folds} folds per trial, ranked by {tune_metric(metric)} ({mode}); "
+            f"{plan.describe(base.workers)}; {'resuming ' if restoring else ''}{experiment}",
+            flush=True,
+        )
     if restoring:
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=False)
     else:
-        tuner = _new_tuner(trainable, tune_space, space, experiment, searcher=searcher, scheduler=scheduler,
-                           num_samples=num_samples, n_folds=n_folds, metric=metric, mode=mode, seed=seed,
-                           concurrent=plan.concurrent, verbose=verbose, stopper=stopper,
-                           asha=(grace_period, reduction_factor), trial_retries=trial_retries)
+        tuner = _new_tuner(
+            trainable,
+            tune_space,
+            space,
+            experiment,
+            searcher=searcher,
+            scheduler=scheduler,
+            num_samples=num_samples,
+            n_folds=n_folds,
+            metric=metric,
+            mode=mode,
+            seed=seed,
+            concurrent=plan.concurrent,
+            verbose=verbose,
+            stopper=stopper,
+            asha=(grace_period, reduction_factor),
+            trial_retries=trial_retries,
+        )
     grid = tuner.fit()
     if verbose:
         print(f"[tumorbench] TensorBoard for every trial and fold: tensorboard --logdir {experiment}", flush=True)
@@ -258,15 +349,24 @@ def trial_rows(grid, metric: str, n_folds: int) -> list[dict[str, Any]]:
         status = "error" if result.error else "done" if folds >= n_folds else "stopped"
         history = result.metrics_dataframe
         first = float(history["timestamp"].min()) if history is not None and "timestamp" in history else math.inf
-        rows.append({"trial": Path(result.path).name, "first_report": first, "status": status,
-                     "params": dict(result.config or {}),
-                     "folds_done": folds, "mean": metrics.get(tune_metric(metric), float("nan")),
-                     "sd": metrics.get(f"{metric}_sd", float("nan")),
-                     "folds": [metrics.get(f"fold_{k}_{metric}") for k in range(folds)],
-                     "epochs_spent": int(metrics.get("epochs_spent", 0)), "path": result.path,
-                     "checkpoint": storage.uri_of(result.checkpoint.filesystem, result.checkpoint.path)
-                     if result.checkpoint else None,
-                     "error": str(result.error) if result.error else None})
+        rows.append(
+            {
+                "trial": Path(result.path).name,
+                "first_report": first,
+                "status": status,
+                "params": dict(result.config or {}),
+                "folds_done": folds,
+                "mean": metrics.get(tune_metric(metric), float("nan")),
+                "sd": metrics.get(f"{metric}_sd", float("nan")),
+                "folds": [metrics.get(f"fold_{k}_{metric}") for k in range(folds)],
+                "epochs_spent": int(metrics.get("epochs_spent", 0)),
+                "path": result.path,
+                "checkpoint": storage.uri_of(result.checkpoint.filesystem, result.checkpoint.path)
+                if result.checkpoint
+                else None,
+                "error": str(result.error) if result.error else None,
+            }
+        )
     return sorted(rows, key=lambda row: (row["first_report"], row["trial"]))
 
 

@@ -26,9 +26,22 @@ from tumorbench.training.config import TrainConfig, merge_settings
 
 SEARCHERS = ("grid", "random", "bayes", "bayes-gp")
 # Top-level settings a trial may change; data, task, folds, output and cluster layout stay the study's.
-SEARCHABLE = ("epochs", "batch_size", "lr", "weight_decay", "backbone_lr_mult", "freeze_backbone_epochs",
-              "warmup_epochs", "grad_clip", "patience", "seed", "pretrained", "synthetic_fraction",
-              "gan_checkpoint", "foreground_prior")
+SEARCHABLE = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "backbone_lr_mult",
+    "freeze_backbone_epochs",
+    "warmup_epochs",
+    "grad_clip",
+    "patience",
+    "seed",
+    "pretrained",
+    "synthetic_fraction",
+    "gan_checkpoint",
+    "foreground_prior",
+)
 # Model keywords the data sizes (or a top-level setting) decide.
 SIZED_KWARGS = ("in_chans", "num_classes", "in_channels", "out_channels", "spatial_dims", "pretrained")
 _CATEGORICAL = ("grid_search", "choice")
@@ -63,8 +76,12 @@ def apply_params(base: TrainConfig, params: dict[str, Any]) -> TrainConfig:
     """
     for key in params:
         head, _, tail = key.partition(".")
-        searchable = key == "augment" or (not tail and key in SEARCHABLE) or (head == "model_kwargs" and tail) \
+        searchable = (
+            key == "augment"
+            or (not tail and key in SEARCHABLE)
+            or (head == "model_kwargs" and tail)
             or (head in NESTED and tail in {f.name for f in dataclasses.fields(NESTED[head])})
+        )
         if not searchable:
             raise _unknown_key(key, None)
     try:
@@ -112,8 +129,9 @@ def _check_kind(key: str, kind: str, searcher: str) -> None:
         raise SearchSpaceError(f"grid search needs grid_search/choice values, got {kind} for {key}")
     if searcher.startswith("bayes"):
         if kind == "grid_search":
-            raise SearchSpaceError(f"Bayesian search (Optuna) cannot take grid_search values, got grid_search "
-                                   f"for {key}: use tune.choice")
+            raise SearchSpaceError(
+                f"Bayesian search (Optuna) cannot take grid_search values, got grid_search for {key}: use tune.choice"
+            )
         if kind in ("sample_from", "randn", "qrandn"):
             raise SearchSpaceError(f"Bayesian search (Optuna) cannot take {kind} values, got {kind} for {key}")
 
@@ -196,4 +214,3 @@ def searcher_space(space: dict[str, Any], searcher: str) -> tuple[dict[str, Any]
 def decode_params(params: dict[str, Any], table: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A trial's sampled params with labelled categorical values turned back into their values."""
     return {key: table[key][value] if key in table else value for key, value in params.items()}
-

@@ -96,9 +96,12 @@ def tune_metric(metric: str) -> str:
 def summary_metrics(folds: list[FoldRecord], metric: str) -> dict[str, Any]:
     """What a trial reports after a fold: running mean and SD (ddof=1; NaN for one fold) and each fold."""
     scores = np.asarray([f.score for f in folds], float)
-    report = {"folds_done": len(folds), tune_metric(metric): float(np.mean(scores)),
-              f"{metric}_sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan"),
-              "epochs_spent": int(sum(f.epochs for f in folds))}
+    report = {
+        "folds_done": len(folds),
+        tune_metric(metric): float(np.mean(scores)),
+        f"{metric}_sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan"),
+        "epochs_spent": int(sum(f.epochs for f in folds)),
+    }
     return report | {f"fold_{f.fold}_{metric}": f.score for f in folds}
 
 
@@ -128,19 +131,26 @@ def run_fold(config: TrainConfig, setup: TrialSetup) -> tuple[FoldRecord, list[d
     started = time.perf_counter()
     result = fit(config, resume=resume, resources=setup.worker_resources, verbose=False)
     seconds = time.perf_counter() - started
-    work = sum(float(row.get("train_seconds") or 0) + float(row.get("val_seconds") or 0)
-               for row in read_history(config.out))
+    work = sum(
+        float(row.get("train_seconds") or 0) + float(row.get("val_seconds") or 0) for row in read_history(config.out)
+    )
     path, metrics = best_checkpoint(result, setup.metric, setup.mode)
     outer, records = read_outer(config.out)
     if records is None:  # no nested selection: the fold validated itself
         records = json.loads(storage.read_text(storage.join(path, "val_predictions.json")))
     for record in records:
         record["fold"] = config.fold
-    record = FoldRecord(fold=config.fold, score=float(metrics.get(setup.metric, float("nan"))),
-                        best_epoch=int(metrics.get("epoch", -1)), epochs=int(result.metrics["epoch"]) + 1,
-                        checkpoint=path, metrics=_numbers(metrics), seconds=seconds,
-                        overhead_seconds=max(0.0, seconds - work) if not resume else float("nan"),
-                        outer=_numbers(outer or {}))
+    record = FoldRecord(
+        fold=config.fold,
+        score=float(metrics.get(setup.metric, float("nan"))),
+        best_epoch=int(metrics.get("epoch", -1)),
+        epochs=int(result.metrics["epoch"]) + 1,
+        checkpoint=path,
+        metrics=_numbers(metrics),
+        seconds=seconds,
+        overhead_seconds=max(0.0, seconds - work) if not resume else float("nan"),
+        outer=_numbers(outer or {}),
+    )
     return record, records
 
 
