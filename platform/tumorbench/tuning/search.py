@@ -157,7 +157,7 @@ def _new_tuner(
 
     trials = grid_size(space) if searcher == "grid" else num_samples
     # Live lines per fold on the driver, whatever Tune's own verbosity (the study runs Tune silent).
-    progress = SearchProgress(experiment.name, metric, n_folds, trials, list(space))
+    progress = SearchProgress(experiment.rsplit("/", 1)[-1], metric, n_folds, trials, list(space))
     return tune.Tuner(
         trainable,
         param_space=tune_space,
