@@ -56,7 +56,7 @@ class SearchProgress(tune.Callback):
         keys: list[str],
         heartbeat_s: float = 60.0,
         clock=time.monotonic,
-        echo=print,
+        echo=None,
     ) -> None:
         self.name, self.metric, self.n_folds, self.num_trials = name, metric, n_folds, max(1, num_trials)
         self.keys, self.heartbeat_s, self.clock, self.echo = keys, heartbeat_s, clock, echo
@@ -77,7 +77,9 @@ class SearchProgress(tune.Callback):
 
     def _say(self, text: str) -> None:
         self.last_line = self.clock()
-        self.echo(f"[search {self.name}] {text}", flush=True)
+        # print looked up at call time: Tune pickles this callback with the tuner, and a stored print
+        # (replaced by pytest's capture, or any wrapper) is not picklable.
+        (self.echo or print)(f"[search {self.name}] {text}", flush=True)
 
     def _number(self, trial) -> int:
         if trial.trial_id not in self.numbers:
