@@ -5,13 +5,17 @@ does) with one model package, then for each setup drives ``POST /v1/<task>`` wit
 file at several client concurrencies (asyncio + aiohttp), each level bounded by a request
 count and a time cap:
 
-- ``batched``: ``@serve.batch`` with ``--max-batch-size`` (default 16);
+- ``legacy``: ``@serve.batch`` as ``batched`` but ``fast_path: false``: every request preprocessed
+  alone in the ingress by the package's MONAI chain (the path before issue 11), for comparison;
+- ``batched``: ``@serve.batch`` with ``--max-batch-size`` (default 16); 2D resize + normalization
+  batched in the model deployment (``fast_path: true``, the default);
 - ``unbatched``: the same replicas reconfigured live to a batch size of 1 (user_config);
 - ``raw``: ``Predictor.predict_batch`` on the preprocessed input in this process, batches of
   ``min(clients, max batch size)``; latency is the batch's forward time.
 
 Prints requests/s, p50/p95/p99 latency, errors, the replicas' peak RSS (``/v1/stats``), and the
-ratios batched/raw and batched/unbatched at 32 clients (or the largest level run).
+ratios batched/legacy, batched/unbatched, batched/raw and batched p99/p50 at 32 clients (or the
+largest level run).
 ``--url`` measures an app that is already running (its current settings) instead.
 
     python bench/serve_load.py                                   # full run: a few minutes
@@ -63,7 +67,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per level at most")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
-    parser.add_argument("--setups", default="batched,unbatched,raw")
+    parser.add_argument("--setups", default="legacy,batched,unbatched,raw")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
@@ -182,11 +186,20 @@ def _peak(stats: dict) -> str:
     return f"{models} MB (ingress {stats['ingress']['peak_rss_mb']:.0f} MB)"
 
 
-def _wait_for_batch_size(url: str, size: int, timeout_s: float = 120) -> None:
+def _wait_for(url: str, size: int, fast: bool, timeout_s: float = 120) -> None:
+    """Until the replicas run the batch size and request path asked for (a redeploy replaces them)."""
     deadline = time.monotonic() + timeout_s
-    while any(m["max_batch_size"] != size for m in _stats(url)["models"].values()):
+    while True:
+        try:
+            stats = _stats(url)
+            if bool(stats["ingress"]["batched_models"]) == fast and all(
+                m["max_batch_size"] == size for m in stats["models"].values()
+            ):
+                return
+        except (ValueError, KeyError, OSError):  # replicas being replaced
+            pass
         if time.monotonic() > deadline:
-            raise TimeoutError(f"replicas never reported max_batch_size {size}")
+            raise TimeoutError(f"replicas never reported max_batch_size {size}, fast path {fast}")
         time.sleep(0.5)
 
 
@@ -200,12 +213,16 @@ def _print(rows: list[dict]) -> None:
             f"{r['setup']:10s} {r['clients']:7d} {r['requests']:8d} {r['errors']:6d} {r['req_per_s']:8.1f} "
             f"{r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f}  {r.get('peak', '')}"
         )
-    by = {(r["setup"], r["clients"]): r["req_per_s"] for r in rows}
+    by = {(r["setup"], r["clients"]): r for r in rows}
     levels = sorted({r["clients"] for r in rows})
     at = 32 if 32 in levels else levels[-1]
-    for other in ("raw", "unbatched"):
-        if ("batched", at) in by and (other, at) in by and by[(other, at)]:
-            print(f"batched / {other} at {at} clients: {by[('batched', at)] / by[(other, at)]:.2f}x")
+    for other in ("legacy", "unbatched", "raw"):
+        if ("batched", at) in by and (other, at) in by and by[(other, at)]["req_per_s"]:
+            ratio = by[("batched", at)]["req_per_s"] / by[(other, at)]["req_per_s"]
+            print(f"batched / {other} req/s at {at} clients: {ratio:.2f}x")
+    for setup in ("legacy", "batched"):
+        if (setup, at) in by and by[(setup, at)]["p50_ms"]:
+            print(f"{setup} p99 / p50 at {at} clients: {by[(setup, at)]['p99_ms'] / by[(setup, at)]['p50_ms']:.2f}")
 
 
 def main() -> None:
@@ -226,7 +243,7 @@ def main() -> None:
     print(f"package {package} ({task}), upload {image} ({len(payload):,} bytes), {os.cpu_count()} CPUs")
     rows: list[dict] = []
     url = args.url
-    if url is None and {"batched", "unbatched"} & set(setups):
+    if url is None and {"legacy", "batched", "unbatched"} & set(setups):
         import ray
 
         from tumorbench.serving.app import deploy
@@ -245,15 +262,20 @@ def main() -> None:
             "max_concurrent_requests": max(levels) + 8,
         }
         deploy(app_args, port=port)
-        for setup, size in (("batched", args.max_batch_size), ("unbatched", 1)):
+        for setup, fast, size in (
+            ("legacy", False, args.max_batch_size),
+            ("batched", True, args.max_batch_size),
+            ("unbatched", True, 1),
+        ):
             if setup not in setups:
                 continue
             override = {
                 "name": "model_bench",
                 "user_config": {"max_batch_size": size, "batch_wait_timeout_s": args.batch_wait_ms / 1000},
             }
-            deploy(app_args, deployments=[override], port=port)  # reconfigure in place, same replicas
-            _wait_for_batch_size(url, size)
+            # A new fast_path replaces the replicas; a new user_config reconfigures them in place.
+            deploy({**app_args, "fast_path": fast}, deployments=[override], port=port)
+            _wait_for(url, size, fast)
             for clients in levels:
                 rows.append(
                     {
@@ -286,7 +308,7 @@ def main() -> None:
                 }
             )
             print(rows[-1], flush=True)
-    if args.url is None and {"batched", "unbatched"} & set(setups):
+    if args.url is None and {"legacy", "batched", "unbatched"} & set(setups):
         from ray import serve
 
         serve.shutdown()

@@ -165,6 +165,11 @@ def test_segment_png_equals_offline(app, files, offline):
     assert body["area_mm2"] == summary["area_mm2"] and body["lesion_count"] == summary["lesion_count"]
     assert body["lesions"] == summary["lesions"] and body["notes"] and not body["spacing_known"]
     assert body["timing_ms"]["total"] >= body["inference_ms"] > 0
+    upload, url = {"file": files["png"].read_bytes()}, app["url"] + "/v1/segment"
+    rle = app["http"].post(url, files=upload, params={"mask": "rle"}, timeout=120).json()["mask"]
+    counts = rle["counts"][0]
+    decoded = np.repeat(np.arange(len(counts)) % 2, counts).reshape(rle["shape"])
+    np.testing.assert_array_equal(decoded[None], expected.mask)
 
 
 def test_classify_png_equals_offline(app, files, offline):
@@ -422,12 +427,12 @@ def test_prometheus_metrics(app, ray_session, files):
     node = ray_session._private.worker._global_node
     url = f"http://127.0.0.1:{node.metrics_export_port}/metrics"
     deadline, text = time.monotonic() + 40, ""
-    while time.monotonic() < deadline and "tumorbench_inference_ms" not in text:
+    while time.monotonic() < deadline and not ("tumorbench_inference_ms" in text and "tumorbench_requests" in text):
         time.sleep(2)  # Ray's agent exports every few seconds
         text = requests.get(url, timeout=10).text
     lines = [line for line in text.splitlines() if "tumorbench_" in line and not line.startswith("#")]
     print("metrics:", len(lines), "tumorbench lines, e.g.", [line for line in lines if "requests" in line][:3])
-    # The per-path request counter (tumorbench_requests) is not exported yet (open in issue 11's note);
-    # the latency histograms and Serve's own request counters are.
     assert any("tumorbench_decode_ms_bucket" in line for line in lines)
+    counted = [line for line in lines if "tumorbench_requests" in line and 'path="/v1/classify"' in line]
+    assert any('status="200"' in line and float(line.rsplit(" ", 1)[1]) >= 1 for line in counted), counted
     assert "ray_serve_num_http_requests" in text  # Serve's own

@@ -13,7 +13,6 @@ Batch size, batch wait and threshold are ``user_config``: ``reconfigure`` applie
 # at runtime, and Serve's class-based views hide this module's globals from string annotations.
 
 import asyncio
-import base64
 import hmac
 import logging
 import os
@@ -42,6 +41,7 @@ from tumorbench.serving.protocol import (
     exposure_problem,
     host_allowed,
     is_loopback,
+    mask_payload,
     model_card,
     receive_upload,
 )
@@ -65,9 +65,14 @@ def request_options(
     explain: str | None = Query(
         None, description="a heatmap on the upload's grid: gradcam, gradcampp or occlusion (default: none)"
     ),
+    mask: str = Query(
+        "png",
+        pattern="^(png|rle|none)$",
+        description="segment, JSON output: the mask as base64 PNG / NIfTI (png), run lengths (rle) or left out (none)",
+    ),
 ) -> RequestOptions:
     """Every query option of the prediction routes, parsed in one place."""
-    return RequestOptions(model=model, output=output, explain=explain)
+    return RequestOptions(model=model, output=output, explain=explain, mask=mask)
 
 
 def sweep_stale_uploads(root: str | None = None) -> int:
@@ -104,19 +109,29 @@ def _request_id(request: Request) -> str:
     return request.state.request_id
 
 
-_ALLOWED_HOSTS: list[tuple[str, ...]] = [LOOPBACK_HOSTS]  # set by the Ingress of this process
-_TELEMETRY: list[Any] = [None]  # likewise: metrics exist only inside a replica
+def _ingress() -> Any:
+    """This replica's :class:`Ingress`, or None outside a replica.
+
+    Not a module global set by ``Ingress.__init__``: Serve ships the class by value, so its methods
+    write their own copy of this module's globals while this middleware reads the imported module's.
+    """
+    try:
+        return serve.get_replica_context().servable_object
+    except Exception:  # RayServeException outside a replica
+        return None
 
 
 @api.middleware("http")
 async def _guard(request: Request, call_next: Any) -> Any:
     """Host allow-list first, then count the answer by route and status."""
-    if not host_allowed(request.headers.get("host"), _ALLOWED_HOSTS[0]):
+    ingress = _ingress()
+    allowed = getattr(ingress, "allowed_hosts", LOOPBACK_HOSTS)
+    if not host_allowed(request.headers.get("host"), allowed):
         response = _error_response(ApiError(421, "this server does not answer for that Host name"), request)
     else:
         response = await call_next(request)
-    if _TELEMETRY[0] is not None:
-        _TELEMETRY[0].count(request.url.path, response.status_code)
+    if getattr(ingress, "telemetry", None) is not None:
+        ingress.telemetry.count(request.url.path, response.status_code)
     return response
 
 
@@ -151,6 +166,7 @@ class Ingress:
 
     def __init__(self, settings: dict[str, Any], packages: dict[str, str], handles: dict[str, Any]) -> None:
         from tumorbench.inference import Preprocessor
+        from tumorbench.serving.fastpath import supported
         from tumorbench.uploads import UploadLimits
 
         self.limits = UploadLimits(**{k: settings[k] for k in ("max_pixels", "max_voxels", "max_unpacked_bytes")})
@@ -160,9 +176,8 @@ class Ingress:
         problem = exposure_problem(allowed, self.api_key, settings["insecure"])
         if problem:  # the key may be set only in the cluster's environment: checked again where it is read
             raise ValueError(problem)
-        _ALLOWED_HOSTS[0] = allowed
-        self.telemetry = _TELEMETRY[0] = Telemetry()
-        self.preprocessors, self.cards = {}, {}
+        self.allowed_hosts, self.telemetry = allowed, Telemetry()
+        self.preprocessors, self.cards, self.batched = {}, {}, set()
         for name, path in packages.items():
             try:
                 self.preprocessors[name] = Preprocessor.from_package(path, self.limits)
@@ -170,6 +185,8 @@ class Ingress:
                 logger.error("model %s: manifest unusable, not served (%s: %s)", name, type(exc).__name__, exc)
                 continue
             self.cards[name] = model_card(name, Path(path), self.preprocessors[name].manifest)
+            if settings["fast_path"] and supported(self.preprocessors[name].config, self.cards[name]["inputs"]["dims"]):
+                self.batched.add(name)  # preprocessing runs batched in the model deployment
         self.handles = handles
         self.max_concurrent, self.inflight = int(settings["max_concurrent_requests"]), 0
         self.model_timeout_s, self.retry_after = float(settings["model_timeout_s"]), str(settings["retry_after_s"])
@@ -206,7 +223,8 @@ class Ingress:
     async def stats(self, request: Request) -> dict[str, Any]:
         self._authorize(request)
         models = {name: await handle.stats.remote() for name, handle in self.handles.items()}
-        return {"ingress": {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb()}, "models": models}
+        ingress = {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb(), "batched_models": sorted(self.batched)}
+        return {"ingress": ingress, "models": models}
 
     @api.post("/v1/classify", openapi_extra=UPLOAD_OPENAPI)
     async def classify(self, request: Request, options: Options) -> Any:
@@ -244,8 +262,12 @@ class Ingress:
             raise ApiError(404, f"no {task} model is served")
         return names
 
-    def _prepare(self, path: Path, names: list[str]) -> tuple[str, Any, float]:
-        """Decode once, then preprocess for the first candidate model the input fits (in a worker thread)."""
+    def _prepare(self, path: Path, names: list[str], batched: bool) -> tuple[str, Any, float]:
+        """Decode once, then preprocess for the first candidate model the input fits (in a worker thread).
+
+        ``batched``: models with batched preprocessing get a :class:`RawInput` (laid out, not resized).
+        """
+        from tumorbench.serving.fastpath import raw_input
         from tumorbench.uploads import UploadError, read_upload
 
         start = time.perf_counter()
@@ -253,8 +275,10 @@ class Ingress:
             image = read_upload(path, self.limits, label="upload")
             errors = []
             for name in names:
+                pre = self.preprocessors[name]
                 try:
-                    return name, self.preprocessors[name].prepare_image(image), 1000 * (time.perf_counter() - start)
+                    prepared = raw_input(pre, image) if batched and name in self.batched else pre.prepare_image(image)
+                    return name, prepared, 1000 * (time.perf_counter() - start)
                 except UploadError as exc:
                     errors.append(f"{name}: {exc.problem}" if len(names) > 1 else exc.problem)
             raise ApiError(422, "upload " + "; ".join(errors))
@@ -332,7 +356,9 @@ class Ingress:
             path = Path(tmp) / "upload"
             size = await receive_upload(request, self.max_body, path)
             sources = await asyncio.to_thread(self._seg_sources, path) if options.output == "dicom-seg" else None
-            name, prepared, prepare_ms = await asyncio.to_thread(self._prepare, path, names)
+            # The batched path answers plain JSON; DICOM SEG and explanations need the MONAI chain's record.
+            batched = options.output == "json" and options.explain is None
+            name, prepared, prepare_ms = await asyncio.to_thread(self._prepare, path, names, batched)
         problem = explain_problem(options.explain, self.preprocessors[name].manifest)
         if problem is not None:  # before the prediction: a request that cannot be answered in full is refused
             raise ApiError(*problem)
@@ -353,15 +379,8 @@ class Ingress:
             **result.summary(),
             "input": {"format": prepared.input_format, "bytes": size},
         }
-        if get_task(task).with_mask:
-            from tumorbench.inference import mask_file
-
-            media_type, blob = await asyncio.to_thread(mask_file, result)
-            payload["mask"] = {
-                "media_type": media_type,
-                "encoding": "base64",
-                "data": base64.b64encode(blob).decode("ascii"),
-            }
+        if get_task(task).with_mask and options.mask != "none":
+            payload["mask"] = await asyncio.to_thread(mask_payload, result, options.mask)
         if options.explain is not None:
             payload["explanation"] = await self.handles[name].explain.remote(prepared, options.explain)
         total_ms = 1000 * (time.perf_counter() - start)
@@ -436,6 +455,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
                 "retry_after_s",
                 "allowed_hosts",
                 "insecure",
+                "fast_path",
             }
         ),
     }

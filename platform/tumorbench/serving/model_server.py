@@ -74,6 +74,7 @@ class ModelServer:
         import torch
 
         from tumorbench.inference import Predictor
+        from tumorbench.serving.fastpath import BatchPath, supported
         from tumorbench.uploads import UploadLimits, quiet_pydicom
 
         quiet_pydicom()
@@ -82,7 +83,7 @@ class ModelServer:
         self.name, self.settings, self.config_error = name, ModelSettings(), None
         self.batch_sizes: dict[int, int] = {}
         self.requests = self.failed_batches = 0
-        self.predictor, self.error, self.warm_up_ms = None, None, None
+        self.predictor, self.error, self.warm_up_ms, self.batch_path = None, None, None, None
         device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         try:
             self.predictor = Predictor.from_package(package, device=device, limits=UploadLimits(**limits))
@@ -91,6 +92,8 @@ class ModelServer:
             self.explanations = ServedExplanations(self.predictor)
             start = time.perf_counter()
             self.predictor.predict_image(warm_up_image(self.predictor.manifest))  # first call pays the set-up
+            if supported(self.predictor.preprocessor.config, self.predictor.manifest.data_dims):
+                self.batch_path = BatchPath(self.predictor)  # for RawInput requests (the ingress's fast path)
             self.warm_up_ms = 1000 * (time.perf_counter() - start)
         except Exception as exc:  # stay up, not ready: the other models keep serving
             self.predictor, self.error = None, f"package cannot be loaded or run ({type(exc).__name__})"
@@ -126,7 +129,7 @@ class ModelServer:
     async def infer(self, images: list[Any]) -> list[Any]:
         self.batch_sizes[len(images)] = self.batch_sizes.get(len(images), 0) + 1
         try:
-            out = await asyncio.to_thread(self.predictor.predict_batch, images)
+            out = await asyncio.to_thread(self._forward, images)
             self.failed_batches = 0
             return out
         except Exception:
@@ -135,11 +138,28 @@ class ModelServer:
                 raise
         return await asyncio.to_thread(self._one_by_one, images)  # find the input that fails
 
+    def _forward(self, items: list[Any]) -> list[Any]:
+        """Probabilities of a batch: preprocessed tensors (per-request path) and :class:`RawInput` (batched)."""
+        from tumorbench.serving.fastpath import RawInput
+
+        raw = [i for i, item in enumerate(items) if isinstance(item, RawInput)]
+        if raw and self.batch_path is None:
+            raise ValueError(f"model {self.name} has no batched preprocessing for raw inputs")
+        rest = sorted(set(range(len(items))) - set(raw))
+        out: list[Any] = [None] * len(items)
+        if raw:
+            for i, probs in zip(raw, self.batch_path.run([items[i] for i in raw])):
+                out[i] = probs
+        if rest:
+            for i, probs in zip(rest, self.predictor.predict_batch([items[i] for i in rest])):
+                out[i] = probs
+        return out
+
     def _one_by_one(self, images: list[Any]) -> list[Any]:
         out: list[Any] = []
         for image in images:
             try:
-                out.append(self.predictor.predict_batch([image])[0])
+                out.append(self._forward([image])[0])
             except Exception as exc:
                 out.append(_Failed(exc))
         self.failed_batches = self.failed_batches + 1 if all(isinstance(o, _Failed) for o in out) else 0
@@ -148,23 +168,28 @@ class ModelServer:
     async def predict(self, prepared: Any) -> dict[str, Any]:
         """Forward (batched with concurrent requests) and post-processing of one prepared input.
 
+        ``prepared``: a :class:`~tumorbench.inference.Prepared` (preprocessed by the ingress), or a
+        :class:`~tumorbench.serving.fastpath.RawInput` (preprocessed here, with its whole batch).
+
         ``{"unavailable": why}`` when the package is not loaded, ``{"failed": why}`` when this
         input's forward pass or post-processing raised (its batch-mates are answered).
         """
+        from tumorbench.serving.fastpath import RawInput
+
         if self.predictor is None:
             return {"unavailable": self.error}
         start = time.perf_counter()
+        raw = isinstance(prepared, RawInput)
         try:
-            probabilities = await self.infer(prepared.image)
+            probabilities = await self.infer(prepared if raw else prepared.image)
         except Exception as exc:
             return {"failed": type(exc).__name__}
         if isinstance(probabilities, _Failed):
             return {"failed": probabilities.reason}
         forward = time.perf_counter()
         try:
-            result = await asyncio.to_thread(
-                self.predictor.postprocess, prepared, probabilities, self.settings.threshold
-            )
+            finish = self.batch_path.finish if raw else self.predictor.postprocess
+            result = await asyncio.to_thread(finish, prepared, probabilities, self.settings.threshold)
         except Exception as exc:
             logger.warning("model %s: post-processing failed (%s)", self.name, type(exc).__name__)
             return {"failed": type(exc).__name__}

@@ -11,6 +11,7 @@ per part), so no upload is ever held in memory whole and a hostile form costs li
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.message
 import shutil
 from dataclasses import dataclass
@@ -84,6 +85,7 @@ class RequestOptions:
     model: str | None = None
     output: str = "json"  # segment: "json" or "dicom-seg"
     explain: str | None = None  # a heatmap method (tumorbench.explain), off by default
+    mask: str = "png"  # segment's JSON: "png" (base64 PNG / NIfTI file), "rle" (run lengths) or "none"
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -214,6 +216,34 @@ async def _receive_form(request: Request, dest: Path) -> int:
         return await asyncio.to_thread(copy)
     finally:
         await form.close()
+
+
+def mask_payload(result: Any, encoding: str) -> dict[str, Any]:
+    """The ``mask`` of a segment response: the mask file in base64 (``png``) or run lengths (``rle``).
+
+    ``rle``: per channel, the lengths of alternating runs of 0 and 1 over the mask in C order
+    (row-major, array index order), starting with a run of 0 (possibly empty); ``shape`` gives the grid.
+    """
+    if encoding == "rle":
+        return {
+            "encoding": "rle",
+            "shape": list(result.mask.shape[1:]),
+            "counts": [run_lengths(c) for c in result.mask],
+        }
+    from tumorbench.inference import mask_file
+
+    media_type, blob = mask_file(result)
+    return {"media_type": media_type, "encoding": "base64", "data": base64.b64encode(blob).decode("ascii")}
+
+
+def run_lengths(mask: Any) -> list[int]:
+    """Lengths of alternating runs of 0 and non-0 in ``mask`` (C order), the first a run of 0."""
+    import numpy as np
+
+    flat = np.asarray(mask).ravel() != 0
+    edges = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    counts = np.diff(np.concatenate(([0], edges, [flat.size])))
+    return ([0] if flat.size and flat[0] else []) + counts.tolist()
 
 
 def model_card(name: str, package: Path, manifest: Any) -> dict[str, Any]:

@@ -41,6 +41,9 @@ class AppArgs(ModelSettings):
             names by default (stops DNS rebinding); ``"*"`` or other names expose the app, which
             then needs ``api_key`` unless ``insecure`` is true.
         insecure: Serve an exposed app without an API key, deliberately.
+        fast_path: 2D models whose preprocessing is resize + intensity normalization get it
+            batched in the model deployment (the ingress only decodes); false: every request is
+            preprocessed alone in the ingress by the package's MONAI chain (the older, slower path).
     """
 
     models: list[str] = Field(default_factory=lambda: ["runs/best"])
@@ -63,6 +66,7 @@ class AppArgs(ModelSettings):
     retry_after_s: int = Field(1, ge=0)
     allowed_hosts: list[str] = Field(default_factory=lambda: list(LOOPBACK_HOSTS), min_length=1)
     insecure: bool = False
+    fast_path: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> AppArgs:
