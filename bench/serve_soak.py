@@ -121,6 +121,15 @@ def _kill_model(url: str, good: bytes, clients: int) -> dict:
     }
 
 
+def _grep_logs(ray) -> dict:
+    """Occurrences of the fake patient's name / MRN in every log file of this Ray session."""
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    files = [p for p in logs.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err")]
+    text = "\n".join(p.read_text(errors="replace") for p in files)
+    hits = {s: text.count(s) for s in ("DOE_JOHN", "DOE^JOHN", "MRN123456", "19610415")}
+    return {"log_files": len(files), "characters": len(text), "hits": hits}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
@@ -181,6 +190,7 @@ def main() -> None:
             f"  peak RSS growth MB { ({k: round(v, 1) for k, v in growth.items()}) }, upload folders left {len(left)}"
         )
         print("fault:", _kill_model(url, good, min(args.clients, 8)))
+        print("PHI grep of the logs:", _grep_logs(ray))
     finally:
         serve.shutdown()
         ray.shutdown()

@@ -18,145 +18,47 @@ import logging
 import os
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tumorbench.explain.serving import explain_problem
-from tumorbench.raycompat import serve_deploy_apps
+from tumorbench.serving.http import UPLOAD_PREFIX, Options, api, request_id, sweep_stale_uploads
 from tumorbench.serving.model_server import ModelServer, peak_rss_mb
 from tumorbench.serving.packages import resolve_packages
 from tumorbench.serving.protocol import (
-    LOOPBACK_HOSTS,
     UPLOAD_OPENAPI,
     ApiError,
     RequestOptions,
     discard_body,
     exposure_problem,
-    host_allowed,
-    is_loopback,
     mask_payload,
     model_card,
     receive_upload,
 )
+from tumorbench.serving.runner import deploy, serve_forever
 from tumorbench.serving.settings import API_KEY_ENV, AppArgs
 from tumorbench.serving.telemetry import Telemetry
 from tumorbench.tasks import get_task
 
+__all__ = [
+    "UPLOAD_PREFIX",
+    "Ingress",
+    "api",
+    "build_app",
+    "deploy",
+    "peak_rss_mb",
+    "serve_forever",
+    "sweep_stale_uploads",
+]
 logger = logging.getLogger("ray.serve")
-UPLOAD_PREFIX = "tumorbench-upload-"  # + "<pid>-": folders of dead processes are swept at start
 
 
 async def _awaited(response: Any) -> Any:
     return await response
-
-
-def request_options(
-    model: str | None = Query(None, description="model name (GET /v1/models)"),
-    output: str = Query(
-        "json", pattern="^(json|dicom-seg)$", description="segment: json, or dicom-seg (a DICOM SEG of a DICOM upload)"
-    ),
-    explain: str | None = Query(
-        None, description="a heatmap on the upload's grid: gradcam, gradcampp or occlusion (default: none)"
-    ),
-    mask: str = Query(
-        "png",
-        pattern="^(png|rle|none)$",
-        description="segment, JSON output: the mask as base64 PNG / NIfTI (png), run lengths (rle) or left out (none)",
-    ),
-) -> RequestOptions:
-    """Every query option of the prediction routes, parsed in one place."""
-    return RequestOptions(model=model, output=output, explain=explain, mask=mask)
-
-
-def sweep_stale_uploads(root: str | None = None) -> int:
-    """Remove upload folders of processes that no longer run (killed mid-request); returns how many."""
-    import shutil
-
-    removed = 0
-    for folder in Path(root or tempfile.gettempdir()).glob(f"{UPLOAD_PREFIX}*"):
-        pid = folder.name[len(UPLOAD_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            removed += 1
-    return removed
-
-
-Options = Annotated[RequestOptions, Depends(request_options)]
-api = FastAPI(
-    title="tumorbench",
-    version="1",
-    description="Tumor classification and segmentation from PNG/JPEG, NIfTI and DICOM uploads.",
-)
-
-
-def _error_response(exc: ApiError, request: Request) -> JSONResponse:
-    # Details name the upload generically ("upload: ..."), never client file names or DICOM tags.
-    logger.info("request %s %s -> %d %s: %s", _request_id(request), request.url.path, exc.status, exc.error, exc.detail)
-    return JSONResponse(exc.body(_request_id(request)), status_code=exc.status, headers=exc.headers)
-
-
-def _request_id(request: Request) -> str:
-    # Serve's proxy puts its request id (the client's X-Request-ID, or a new one) in the headers.
-    if not hasattr(request.state, "request_id"):
-        request.state.request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    return request.state.request_id
-
-
-def _ingress() -> Any:
-    """This replica's :class:`Ingress`, or None outside a replica.
-
-    Not a module global set by ``Ingress.__init__``: Serve ships the class by value, so its methods
-    write their own copy of this module's globals while this middleware reads the imported module's.
-    """
-    try:
-        return serve.get_replica_context().servable_object
-    except Exception:  # RayServeException outside a replica
-        return None
-
-
-@api.middleware("http")
-async def _guard(request: Request, call_next: Any) -> Any:
-    """Host allow-list first, then count the answer by route and status."""
-    ingress = _ingress()
-    allowed = getattr(ingress, "allowed_hosts", LOOPBACK_HOSTS)
-    if not host_allowed(request.headers.get("host"), allowed):
-        response = _error_response(ApiError(421, "this server does not answer for that Host name"), request)
-    else:
-        response = await call_next(request)
-    if getattr(ingress, "telemetry", None) is not None:
-        ingress.telemetry.count(request.url.path, response.status_code)
-    return response
-
-
-@api.exception_handler(ApiError)
-async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return _error_response(exc, request)
-
-
-@api.exception_handler(StarletteHTTPException)
-async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-    return _error_response(ApiError(exc.status_code, str(exc.detail)), request)
-
-
-@api.exception_handler(RequestValidationError)
-async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    return _error_response(
-        ApiError(422, "; ".join(str(e.get("msg")) for e in exc.errors()), "invalid_request"), request
-    )
-
-
-@api.exception_handler(Exception)
-async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    request_id = _request_id(request)
-    logger.exception("request %s failed", request_id)
-    return _error_response(ApiError(500, f"internal error; see the server log for request {request_id}"), request)
 
 
 @serve.deployment
@@ -370,10 +272,10 @@ class Ingress:
             blob = await asyncio.to_thread(
                 result_to_dicom_seg, result, sources, self.preprocessors[name].manifest, card["version"]
             )
-            logger.info("request %s dicom-seg model=%s bytes=%d", _request_id(request), name, len(blob))
+            logger.info("request %s dicom-seg model=%s bytes=%d", request_id(request), name, len(blob))
             return Response(blob, media_type=MEDIA_TYPE)
         payload = {
-            "request_id": _request_id(request),
+            "request_id": request_id(request),
             "model": name,
             "version": card["version"],
             **result.summary(),
@@ -396,7 +298,7 @@ class Ingress:
         }
         logger.info(
             "request %s %s model=%s format=%s bytes=%d total_ms=%.1f",
-            _request_id(request),
+            request_id(request),
             task,
             name,
             prepared.input_format,
@@ -467,95 +369,3 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
         ray_actor_options={"num_cpus": settings.ingress_cpus},
     )
     return ingress.bind(front, {name: str(path) for name, path in packages.items()}, handles)
-
-
-def deploy(
-    args: dict[str, Any],
-    *,
-    deployments: list[dict[str, Any]] | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    name: str = "tumorbench",
-    timeout_s: float = 300.0,
-) -> None:
-    """Deploy ``tumorbench.serving.app:build_app`` from a config, as ``serve run/deploy serve/config.yaml`` do.
-
-    Unlike ``serve.run`` (a new code version every call, so every replica restarts), a config
-    deploy that only changes ``deployments[].user_config`` calls ``reconfigure`` on the running
-    replicas. Needs Ray initialized.
-
-    Args:
-        args: :class:`AppArgs` fields.
-        deployments: Per-deployment overrides, e.g. ``[{"name": "model_x", "user_config": {...}}]``.
-        timeout_s: How long to wait for the application to run.
-    """
-    app = {
-        "name": name,
-        "route_prefix": "/",
-        "import_path": f"{__name__}:build_app",
-        "args": args,
-        "deployments": deployments or [],
-    }
-    serve_deploy_apps([app], http_options={"host": host, "port": port})
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = serve.status().applications.get(name)
-        if (
-            status is not None
-            and status.status == "RUNNING"
-            and all(d.status == "HEALTHY" for d in status.deployments.values())
-        ):
-            return
-        if status is not None and status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
-            raise RuntimeError(f"application {name} failed: {status.message}")
-        time.sleep(0.5)
-    raise TimeoutError(f"application {name} not running after {timeout_s:.0f} s")
-
-
-class _Stop(Exception):
-    """Raised by the SIGINT / SIGTERM handler of :func:`serve_forever`."""
-
-
-def serve_forever(
-    args: dict[str, Any],
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    address: str | None = None,
-    request_timeout_s: float = 60.0,
-) -> None:
-    """Start Ray (or join ``address``), run the application and block until SIGINT / SIGTERM."""
-    import signal
-
-    import ray
-
-    if not is_loopback(host) and "allowed_hosts" not in args:
-        args = {**args, "allowed_hosts": ["*"]}  # listening beyond loopback: answer any name (API key required)
-    settings = AppArgs(**args)
-    # Every package is found and its manifest validated before Ray starts (a bad one fails here, by name).
-    packages = resolve_packages(settings.models)
-    settings = settings.model_copy(update={"models": [f"{name}={path}" for name, path in packages.items()]})
-
-    def stop(signum: int, _frame: Any) -> None:
-        raise _Stop(signal.Signals(signum).name)
-
-    def install() -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, stop)
-
-    install()  # before Ray starts, so a stop during start-up still cleans up
-    try:
-        if not ray.is_initialized():
-            ray.init(address=address, log_to_driver=False)
-            install()  # Ray's core worker replaces the SIGTERM handler with a crash dump that skips clean-up
-        serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
-        serve.run(build_app(settings), name="tumorbench", route_prefix="/")
-        print(f"tumorbench serving on http://{host}:{port} (OpenAPI: /docs); Ctrl-C or SIGTERM stops it", flush=True)
-        while True:
-            time.sleep(3600)
-    except (_Stop, KeyboardInterrupt) as exc:
-        print(f"{exc or 'interrupted'}: shutting down", flush=True)
-    finally:
-        if ray.is_initialized():
-            serve.shutdown()
-            ray.shutdown()
