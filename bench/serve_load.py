@@ -68,6 +68,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
     parser.add_argument("--setups", default="legacy,batched,unbatched,raw")
+    parser.add_argument("--ingress-replicas", type=int, default=1, help="ingress replicas (e.g. one per CPU)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
@@ -260,6 +261,7 @@ def main() -> None:
             "batch_wait_timeout_s": args.batch_wait_ms / 1000,
             "max_upload_mb": 64,
             "max_concurrent_requests": max(levels) + 8,
+            "ingress_replicas": args.ingress_replicas,
         }
         deploy(app_args, port=port)
         for setup, fast, size in (
