@@ -46,6 +46,9 @@ class RawInput:
         return tuple(int(s) for s in self.array.shape[1:])
 
 
+MAX_VALUES = 4 * 1024**2  # larger laid-out uploads (16 MB as float32) are resized in the ingress, not shipped
+
+
 def supported(config: PreprocessConfig, data_dims: int) -> bool:
     """Whether a package's preprocessing is one the batched path reproduces exactly."""
     return (
@@ -124,7 +127,7 @@ def resize_antialiased(batch: torch.Tensor, size: tuple[int, ...]) -> torch.Tens
     return rows @ batch.float() @ cols.T
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=64)  # (m, n) floats each: small
 def _resize_matrix(n: int, m: int) -> torch.Tensor:
     """``(m, n)``: one axis of MONAI's anti-aliased linear resize from ``n`` to ``m`` samples."""
     from monai.networks.layers.convutils import gaussian_1d
@@ -134,11 +137,9 @@ def _resize_matrix(n: int, m: int) -> torch.Tensor:
     if n <= m:  # MONAI smooths only the axes it shrinks, with skimage's sigma (factor - 1) / 2
         return interp.contiguous()
     kernel = gaussian_1d(torch.tensor((n / m - 1) / 2), truncated=4.0, approx="erf").float()
-    radius = (len(kernel) - 1) // 2
-    smooth = torch.zeros(n, n)
-    for offset, weight in zip(range(-radius, radius + 1), kernel):  # zero padding: taps past the edges drop
-        smooth += weight * torch.diag(torch.ones(n - abs(offset)), offset)
-    return (interp @ smooth).contiguous()
+    # interp @ (zero-padded convolution matrix) = each interpolation row convolved with the symmetric kernel
+    smoothed = F.conv1d(interp[:, None, :], kernel.view(1, 1, -1), padding=(len(kernel) - 1) // 2)
+    return smoothed[:, 0, :].contiguous()
 
 
 def normalize(batch: torch.Tensor, config: PreprocessConfig) -> torch.Tensor:
