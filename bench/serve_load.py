@@ -121,6 +121,7 @@ async def _drive(url: str, route: str, payload: bytes, clients: int, total: int,
     import aiohttp
 
     latencies: list[float] = []
+    server: list[dict] = []  # the answers' timing_ms: where the time goes inside the app
     errors = 0
     sent = 0
     connector = aiohttp.TCPConnector(limit=clients)
@@ -132,9 +133,11 @@ async def _drive(url: str, route: str, payload: bytes, clients: int, total: int,
             form = aiohttp.FormData()
             form.add_field("file", payload, filename="upload", content_type="application/octet-stream")
             start = time.perf_counter()
-            async with session.post(url + route, data=form) as response:
-                await response.read()
+            async with session.post(url + route, data=form, params={"mask": "png"}) as response:
+                body = await response.read()
                 latencies.append(time.perf_counter() - start)
+                if response.status == 200 and len(server) < 2000:
+                    server.append(json.loads(body).get("timing_ms", {}))
                 return response.status == 200
 
         async def loop(deadline: float) -> None:
@@ -149,6 +152,7 @@ async def _drive(url: str, route: str, payload: bytes, clients: int, total: int,
         for _ in range(min(clients, 8)):  # warm-up, not counted
             await one()
         latencies.clear()
+        server.clear()
         start = time.perf_counter()
         await asyncio.gather(*(loop(start + cap_s) for _ in range(clients)))
         elapsed = time.perf_counter() - start
@@ -158,6 +162,9 @@ async def _drive(url: str, route: str, payload: bytes, clients: int, total: int,
         "errors": errors,
         "req_per_s": len(latencies) / elapsed if elapsed else 0.0,
         **_percentiles(latencies),
+        "server_ms": {
+            k: round(float(np.mean([t[k] for t in server if k in t])), 1) for k in (server[0] if server else {})
+        },
     }
 
 
@@ -180,6 +187,10 @@ def _stats(url: str) -> dict:
     import requests
 
     return requests.get(url + "/v1/stats", headers=_HEADERS, timeout=60).json()
+
+
+def _batches(stats: dict) -> dict:
+    return {n: m["batch_sizes"] for n, m in stats["models"].items()}
 
 
 def _peak(stats: dict) -> str:
@@ -283,7 +294,8 @@ def main() -> None:
                     {
                         "setup": setup,
                         **asyncio.run(_drive(url, route, payload, clients, args.requests, args.time_cap)),
-                        "peak": _peak(_stats(url)),
+                        "peak": _peak(stats := _stats(url)),
+                        "batch_sizes": _batches(stats),
                     }
                 )
                 print(rows[-1], flush=True)

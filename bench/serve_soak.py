@@ -90,7 +90,8 @@ def _soak(url: str, good: bytes, expected, args) -> dict:
     }
 
 
-def _kill_model(url: str, good: bytes, clients: int) -> dict:
+def _kill_model(url: str, good: bytes, clients: int, seconds: float = 8.0, kill_after: float = 2.0) -> dict:
+    """Clients upload without pause for ``seconds``; the model replica is killed ``kill_after`` seconds in."""
     import ray
     import requests
 
@@ -100,24 +101,36 @@ def _kill_model(url: str, good: bytes, clients: int) -> dict:
         for n in ray.util.list_named_actors(all_namespaces=True)
         if "SERVE_REPLICA" in n["name"] and "model_" in n["name"]
     ]
+    pid_before = next(iter(requests.get(url + "/v1/stats", timeout=30).json()["models"].values()))["pid"]
+    begin = time.monotonic()
+    kill_at, stop = begin + kill_after, begin + seconds
+
+    def client() -> list[tuple[float, int, float]]:
+        out = []
+        while time.monotonic() < stop:
+            sent = time.monotonic()
+            code, took, _ = _post(session, url, good)
+            out.append((sent - kill_at, code, took))  # sent relative to the kill
+        return out
+
     with concurrent.futures.ThreadPoolExecutor(clients) as pool:
-        futures = [pool.submit(_post, session, url, good) for _ in range(clients * 4)]
-        time.sleep(0.3)
+        futures = [pool.submit(client) for _ in range(clients)]
+        time.sleep(max(0.0, kill_at - time.monotonic()))
         ray.kill(ray.get_actor(*names[0]), no_restart=False)
-        during = [f.result() for f in futures]
-    deadline, after = time.monotonic() + 120, (0, 0.0, {})
-    while time.monotonic() < deadline:  # until Serve has a new replica
-        after = _post(session, url, good)
-        if after[0] == 200:
-            break
-        time.sleep(1)
-    later = [_post(session, url, good)[0] for _ in range(20)]
+        results = [r for f in futures for r in f.result()]
+    in_flight = [(code, took) for sent, code, took in results if sent < 0 < sent + took]
+    after = sorted((sent, code) for sent, code, _ in results if sent >= 0)
+    first_ok = next((sent for sent, code in after if code == 200), None)
+    recovered = first_ok is not None and all(code == 200 for sent, code in after if sent >= first_ok + 1.0)
+    pid_after = next(iter(requests.get(url + "/v1/stats", timeout=30).json()["models"].values()))["pid"]
     return {
         "killed": names[0][0],
-        "during": dict(collections.Counter(code for code, _, _ in during)),
-        "slowest_503_s": round(max([s for c, s, _ in during if c == 503], default=0.0), 2),
-        "recovered_after_s": round(time.monotonic() - deadline + 120, 1),
-        "later": dict(collections.Counter(later)),
+        "replica_pid": f"{pid_before} -> {pid_after}",
+        "in_flight_at_kill": dict(collections.Counter(code for code, _ in in_flight)),
+        "slowest_in_flight_s": round(max((t for _, t in in_flight), default=0.0), 2),
+        "sent_after_kill": dict(collections.Counter(code for _, code in after)),
+        "first_200_after_kill_s": None if first_ok is None else round(first_ok, 2),
+        "all_200_from_1s_after_that": recovered,
     }
 
 
