@@ -10,6 +10,8 @@ count and a time cap:
 - ``batched``: ``@serve.batch`` with ``--max-batch-size`` (default 16); 2D resize + normalization
   batched in the model deployment (``fast_path: true``, the default);
 - ``unbatched``: the same replicas reconfigured live to a batch size of 1 (user_config);
+- ``floor``: ``GET /healthz`` on the same app: Serve's proxy and the ingress without an upload or a
+  model, the ceiling of any request path on this machine;
 - ``raw``: ``Predictor.predict_batch`` on the preprocessed input in this process, batches of
   ``min(clients, max batch size)``; latency is the batch's forward time.
 
@@ -67,7 +69,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per level at most")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
-    parser.add_argument("--setups", default="legacy,batched,unbatched,raw")
+    parser.add_argument("--setups", default="legacy,batched,unbatched,raw,floor")
     parser.add_argument("--ingress-replicas", type=int, default=1, help="ingress replicas (e.g. one per CPU)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
@@ -133,7 +135,8 @@ async def _drive(url: str, route: str, payload: bytes, clients: int, total: int,
             form = aiohttp.FormData()
             form.add_field("file", payload, filename="upload", content_type="application/octet-stream")
             start = time.perf_counter()
-            async with session.post(url + route, data=form, params={"mask": "png"}) as response:
+            call = session.get(url + route) if route == "/healthz" else session.post(url + route, data=form)
+            async with call as response:
                 body = await response.read()
                 latencies.append(time.perf_counter() - start)
                 if response.status == 200 and len(server) < 2000:
@@ -255,7 +258,7 @@ def main() -> None:
     print(f"package {package} ({task}), upload {image} ({len(payload):,} bytes), {os.cpu_count()} CPUs")
     rows: list[dict] = []
     url = args.url
-    if url is None and {"legacy", "batched", "unbatched"} & set(setups):
+    if url is None and {"legacy", "batched", "unbatched", "floor"} & set(setups):
         import ray
 
         from tumorbench.serving.app import deploy
@@ -275,10 +278,12 @@ def main() -> None:
             "ingress_replicas": args.ingress_replicas,
         }
         deploy(app_args, port=port)
+        limits = (args.requests, args.time_cap)
         for setup, fast, size in (
             ("legacy", False, args.max_batch_size),
             ("batched", True, args.max_batch_size),
             ("unbatched", True, 1),
+            ("floor", True, args.max_batch_size),
         ):
             if setup not in setups:
                 continue
@@ -293,7 +298,9 @@ def main() -> None:
                 rows.append(
                     {
                         "setup": setup,
-                        **asyncio.run(_drive(url, route, payload, clients, args.requests, args.time_cap)),
+                        **asyncio.run(
+                            _drive(url, "/healthz" if setup == "floor" else route, payload, clients, *limits)
+                        ),
                         "peak": _peak(stats := _stats(url)),
                         "batch_sizes": _batches(stats),
                     }
@@ -322,7 +329,7 @@ def main() -> None:
                 }
             )
             print(rows[-1], flush=True)
-    if args.url is None and {"legacy", "batched", "unbatched"} & set(setups):
+    if args.url is None and {"legacy", "batched", "unbatched", "floor"} & set(setups):
         from ray import serve
 
         serve.shutdown()
