@@ -183,3 +183,20 @@ def test_serve_refuses_a_newer_package_format_by_name_before_ray_starts(tmp_path
     assert f"error: {package / 'model.json'}: model package format tumorbench-model/9 is newer" in done.stderr
     assert "Ray" not in done.stderr and "ray" not in done.stdout  # no local Ray was started
     assert time.perf_counter() - started < 60
+
+
+@pytest.mark.parametrize("allowed, status", [(("*",), 404), (LOOPBACK_HOSTS, 421)])
+def test_middleware_reads_this_replicas_hosts_and_counts(monkeypatch, allowed, status):
+    # Serve ships the Ingress class by value: the middleware must find the replica's own settings and
+    # counter through Serve (a module global written by Ingress.__init__ was a copy it never saw).
+    from types import SimpleNamespace
+
+    from starlette.testclient import TestClient
+
+    from tumorbench.serving import http
+
+    counted = []
+    ingress = SimpleNamespace(allowed_hosts=allowed, telemetry=SimpleNamespace(count=lambda *a: counted.append(a)))
+    monkeypatch.setattr(http.serve, "get_replica_context", lambda: SimpleNamespace(servable_object=ingress))
+    response = TestClient(http.api, base_url="http://public.example").get("/no-such-route")
+    assert response.status_code == status and counted == [("/no-such-route", status)]
