@@ -147,10 +147,13 @@ def _write_extremes(folder: Path, model: str, shown: list[tuple]) -> None:
     ranked = sorted(scored, key=key, reverse=True)
     for which, (row, picture, heat, truth) in (("best", ranked[0]), ("worst", ranked[-1])):
         view = display_slice(picture, heat, truth)
-        title = (
-            f"{model}, {which}: case {row['case_id']} (fold {row['fold']}); pointing {row['pointing']:.0f}, "
-            f"energy in tumor {row['energy_in_tumor']:.2f}, deletion AUC {row['deletion_auc']:.2f}"
-        )
+        scores = [
+            f"{name} {row[key]:{fmt}}"
+            for name, key, fmt in (("pointing", "pointing", ".0f"), ("energy in tumor", "energy_in_tumor", ".2f"))
+            if np.isfinite(row[key])  # n/a without a mask: left out, not printed as nan
+        ]
+        scores.append(f"deletion AUC {row['deletion_auc']:.2f}")
+        title = f"{model}, {which}: case {row['case_id']} (fold {row['fold']}); {', '.join(scores)}"
         (folder / f"{model}_{which}.png").write_bytes(overlay_png(*view, title=title))
 
 

@@ -47,7 +47,8 @@ max-width:1300px;padding:0 1em;color:#222;line-height:1.4}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.8em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.88em}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:right;white-space:nowrap}
-th{background:#f3f3f3;white-space:normal;vertical-align:bottom}td.t,th.t{text-align:left}tr.sig td{background:#eef7ee}
+th{background:#f3f3f3;white-space:normal;vertical-align:bottom}td.t,th.t{text-align:left}
+td.t{white-space:normal;overflow-wrap:break-word}tr.sig td{background:#eef7ee}
 .note{color:#555;font-size:.9em;max-width:60em}.fig{margin:.8em 0}.fig img{max-width:100%}
 .grid{display:flex;flex-wrap:wrap;gap:1em}.grid figure{margin:0;max-width:100%}
 figcaption{font-size:.85em;color:#444}.scroll{overflow-x:auto}
@@ -291,7 +292,8 @@ def _overlays_section(folder: Path) -> str:
     if not pngs:
         return ""
     items = "".join(
-        f"<figure>{_img(p.read_bytes(), p.stem)}<figcaption>{_esc(p.stem)}</figcaption></figure>" for p in pngs
+        f"<figure>{_img(p.read_bytes(), p.stem)}</figure>"
+        for p in pngs  # the title is in the image
     )
     return (
         "<h2>Prediction vs ground truth</h2><p class='note'>Ground-truth contour green, prediction red.</p>"
@@ -334,7 +336,8 @@ def _explanations_section(root: Path) -> str:
     ]
     pngs = sorted((root / "explanations").glob("*.png")) if (root / "explanations").is_dir() else []
     items = "".join(
-        f"<figure>{_img(p.read_bytes(), p.stem)}<figcaption>{_esc(p.stem)}</figcaption></figure>" for p in pngs
+        f"<figure>{_img(p.read_bytes(), p.stem)}</figure>"
+        for p in pngs  # the title is in the image
     )
     note = (
         "Grad-CAM of each deep model's fold checkpoint on a bounded number of out-of-fold cases per fold. "

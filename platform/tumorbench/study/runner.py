@@ -443,11 +443,33 @@ def _explain(
 
 
 def study_as_dict(study: Study) -> dict[str, Any]:
-    """A JSON-friendly view of a study for ``manifest.json`` (search spaces shown by their repr)."""
+    """A JSON-friendly view of a study for ``manifest.json``: search spaces as their distributions."""
     values = asdict(study)
     for candidate in values["candidates"]:
-        candidate["space"] = {k: repr(v) for k, v in candidate["space"].items()}
+        candidate["space"] = {k: describe_domain(v) for k, v in candidate["space"].items()}
     return values
+
+
+def describe_domain(value: Any) -> Any:
+    """A Tune search domain as data, e.g. ``{"sample": "loguniform", "range": [1e-4, 1e-2]}``.
+
+    The manifest must let a reader rerun the search; a Domain's repr is only its memory address.
+    Grid searches (plain dicts) and constants are already data and are returned as they are.
+    """
+    from ray.tune.search.sample import Categorical, Domain, Quantized
+
+    if not isinstance(value, Domain):
+        return value if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
+    sampler, described = value.get_sampler(), {}
+    if isinstance(sampler, Quantized):
+        described["q"] = sampler.q
+        sampler = sampler.get_sampler()
+    name = type(sampler).__name__.lstrip("_").lower()  # "uniform", "loguniform", "normal"
+    if isinstance(value, Categorical):
+        return {"sample": "choice", "values": list(value.categories), **described}
+    if type(value).__name__ == "Integer":
+        name = "lograndint" if name == "loguniform" else "randint"
+    return {"sample": name, "range": [value.lower, value.upper], **described}
 
 
 def _local_records(records: list, folder: Path) -> list:
