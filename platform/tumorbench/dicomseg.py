@@ -2,7 +2,7 @@
 
 A :class:`~tumorbench.inference.SegmentationResult` made from a DICOM input is at that
 input's voxel grid: slice k of the mask belongs to the k-th header of
-:func:`tumorbench.data.io.dicom_series_headers` (slices in spatial order), with rows along
+:func:`tumorbench.data.dicom.dicom_series_headers` (slices in spatial order), with rows along
 j and columns along i. :func:`to_dicom_seg` writes one binary segment per output channel,
 referencing the source series and instances, each segment described as a tumor found by
 the package's algorithm (name and version).
@@ -22,7 +22,7 @@ import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
 
-from tumorbench.data.io import dicom_series_headers
+from tumorbench.data.dicom import dicom_series_headers
 from tumorbench.errors import DataError
 from tumorbench.uploads import UploadError, UploadLimits, _unpack, sniff_format
 
@@ -66,7 +66,7 @@ def to_dicom_seg(
 
     Args:
         mask: ``uint8`` 0/1, ``(C, I, J, K)`` at the series' geometry or ``(C, rows, columns)`` for one image.
-        sources: Source headers in k order (:func:`tumorbench.data.io.dicom_series_headers`).
+        sources: Source headers in k order (:func:`tumorbench.data.dicom.dicom_series_headers`).
         algorithm_name: The model (package) that segmented.
         algorithm_version: Its version.
         segment_names: One label per channel (default ``tumor``, or ``channel<c>``).

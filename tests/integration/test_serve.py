@@ -306,7 +306,7 @@ def test_reconfigure_changes_threshold_live(app, files):
 def test_segment_dicom_seg_output_equals_the_json_mask(app, files):
     import highdicom as hd
 
-    from tumorbench.data.io import dicom_series_headers
+    from tumorbench.data.dicom import dicom_series_headers
     from tumorbench.dicomseg import mask_from_dicom_seg
 
     json_body = _post(app, "/v1/segment", files["dicom_zip"], model="ct3d").json()

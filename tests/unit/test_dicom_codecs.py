@@ -24,7 +24,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from tumorbench.data.io import read_dicom_series, read_image
+from tumorbench.data.dicom import read_dicom_series
+from tumorbench.data.io import read_image
 from tumorbench.data.writers import write_dicom_series
 from tumorbench.errors import DataError
 

@@ -18,7 +18,8 @@ from pydicom.uid import SegmentationStorage
 
 from model_packages import CT3D, make_package, synthetic_png
 from tumorbench.cli import main
-from tumorbench.data.io import dicom_series_headers, read_image
+from tumorbench.data.dicom import dicom_series_headers
+from tumorbench.data.io import read_image
 from tumorbench.data.writers import write_dicom_series
 from tumorbench.dicomseg import (
     mask_from_dicom_seg,

@@ -12,11 +12,10 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from tumorbench.data.dicom import find_dicom_series, read_dicom_series
 from tumorbench.data.io import (
     ImageData,
-    find_dicom_series,
     image_content_hash,
-    read_dicom_series,
     read_image,
     read_image_2d,
     read_nifti,

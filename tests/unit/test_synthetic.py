@@ -15,7 +15,8 @@ import pytest
 from scipy import ndimage
 from skimage import measure
 
-from tumorbench.data.io import read_dicom_series, read_nifti
+from tumorbench.data.dicom import read_dicom_series
+from tumorbench.data.io import read_nifti
 from tumorbench.data.synthetic import (
     BrainPhantomConfig,
     LungPhantomConfig,

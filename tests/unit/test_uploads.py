@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 import attack_files
-from tumorbench.data.io import read_dicom_series, read_image_2d
+from tumorbench.data.dicom import read_dicom_series
+from tumorbench.data.io import read_image_2d
 from tumorbench.data.writers import write_dicom_series, write_nifti
 from tumorbench.errors import DataError
 from tumorbench.uploads import (

@@ -329,9 +329,9 @@ def _scan_lidc(root: Path, problems: _Problems, lidc_policy: LidcPolicy | None =
 
 
 def _scan_dicom(root: Path, problems: _Problems, **_) -> list[dict]:
-    from tumorbench.data import io
+    from tumorbench.data.dicom import find_dicom_series
 
-    series = io.find_dicom_series(root)
+    series = find_dicom_series(root)
     labels = _read_series_labels(root / "labels.csv")
     rows = []
     for uid, files in sorted(series.items(), key=lambda item: str(item[1][0])):

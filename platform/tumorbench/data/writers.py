@@ -165,7 +165,7 @@ def write_dicom_series(
     """Write a 3D volume as one DICOM Part 10 file per k slice (``slice_000.dcm``...).
 
     Slice k holds ``volume[:, :, k]`` with rows along j and columns along i, so
-    :func:`tumorbench.data.io.read_dicom_series` returns the same array and affine,
+    :func:`tumorbench.data.dicom.read_dicom_series` returns the same array and affine,
     provided the k axis points along the slice normal (i x j in LPS); otherwise the
     reader returns the slices reversed with the equivalent flipped affine.
 

@@ -1,0 +1,320 @@
+"""DICOM series reading: series discovery, transfer syntaxes, MONOCHROME1, radiographs (CR, DX...) and geometry.
+
+Every reader returns an :class:`~tumorbench.data.image.ImageData`; every unusable input raises
+:class:`~tumorbench.errors.DataError` naming the file (or series) and the problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.pixels import get_decoder
+from pydicom.uid import MediaStorageDirectoryStorage
+
+from tumorbench.data.image import ImageData, orientation_codes
+from tumorbench.errors import DataError
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+_IOP_TOLERANCE = 1e-4  # direction cosines are stored with ~6 decimals
+# Projection radiography: a single image without ImageOrientationPatient is read as a 2D image.
+PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "RG", "DR"})
+
+
+def has_dicm_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _series_uid_of(path: Path) -> str | None:
+    """The file's SeriesInstanceUID, or None for a DICOMDIR index."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+    except Exception as exc:
+        raise DataError(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+    if ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
+        return None
+    uid = ds.get("SeriesInstanceUID")
+    if not uid:  # pydicom stops quietly at the end of a cut-off file
+        raise DataError(path, "DICOM header has no SeriesInstanceUID (truncated or incomplete file?)")
+    return str(uid)
+
+
+def find_dicom_series(root: str | Path) -> dict[str, list[Path]]:
+    """Map SeriesInstanceUID -> sorted files under ``root``, reading headers only.
+
+    Files without the DICOM "DICM" preamble are ignored.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise DataError(root, "folder not found")
+    candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    series: dict[str, list[Path]] = {}
+    for path in candidates:
+        if has_dicm_magic(path):
+            uid = _series_uid_of(path)
+            if uid:
+                series.setdefault(uid, []).append(path)
+    if not series:
+        raise DataError(root, "no DICOM series found")
+    return dict(sorted(series.items()))
+
+
+def _group_files(files: Sequence[str | Path]) -> dict[str, list[Path]]:
+    series: dict[str, list[Path]] = {}
+    for raw in files:
+        path = Path(raw)
+        if not path.is_file():
+            raise DataError(path, "file not found")
+        if not has_dicm_magic(path):
+            raise DataError(path, "not a DICOM file (no DICM preamble)")
+        uid = _series_uid_of(path)
+        if not uid:
+            raise DataError(path, "a DICOMDIR index, not an image")
+        series.setdefault(uid, []).append(path)
+    if not series:
+        raise DataError("<no files>", "no DICOM files given")
+    return series
+
+
+def _choose_series(label: str, series: dict[str, list[Path]], uid: str | None) -> tuple[str, list[Path]]:
+    if uid is not None:
+        if uid not in series:
+            raise DataError(label, f"series {uid} not found; available: {', '.join(series)}")
+        return uid, series[uid]
+    if len(series) > 1:
+        found = ", ".join(series)
+        raise DataError(label, f"{len(series)} DICOM series found, choose one with series_uid: {found}")
+    return next(iter(series.items()))
+
+
+def _floats(ds: Any, keyword: str, count: int, path: Path) -> np.ndarray:
+    value = ds.get(keyword)
+    if value is None or len(value) != count:
+        raise DataError(path, f"missing or malformed {keyword}")
+    return np.asarray([float(v) for v in value], dtype=float)
+
+
+def _check_decodable(ds: Any, path: Path) -> None:
+    """Refuse, naming the transfer syntax, pixel data that no installed decoder can read."""
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is None or not syntax.is_compressed:
+        return
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError:
+        raise DataError(
+            path, f"pixel data in transfer syntax {syntax.name} ({syntax}) cannot be decoded: no decoder exists for it"
+        ) from None
+    if not decoder.is_available:
+        needs = "; ".join(decoder.missing_dependencies)
+        raise DataError(
+            path,
+            f"pixel data in transfer syntax {syntax.name} ({syntax}) needs a decoder plugin "
+            f"that is not installed ({needs})",
+        )
+
+
+def _invert_monochrome1(ds: Any, pixels: np.ndarray) -> np.ndarray:
+    """MONOCHROME1 shows low values white: flip stored values within their range, so high means bright."""
+    if str(ds.get("PhotometricInterpretation", "")).upper() != "MONOCHROME1":
+        return pixels
+    bits = int(ds.get("BitsStored", 0) or ds.get("BitsAllocated", 16))
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        low, high = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    else:
+        low, high = 0, (1 << bits) - 1
+    return (low + high) - pixels.astype(np.int64)
+
+
+def _read_slice(path: Path) -> tuple[Any, np.ndarray]:
+    """Header and stored pixels of one single-frame greyscale file (compressed syntaxes decoded)."""
+    ds = None
+    try:
+        ds = pydicom.dcmread(path)
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1 or int(ds.get("SamplesPerPixel", 1)) != 1:
+            raise DataError(path, "only single-frame greyscale DICOM slices are supported")
+        _check_decodable(ds, path)
+        pixels = _invert_monochrome1(ds, np.asarray(ds.pixel_array))
+    except DataError:
+        raise
+    except Exception as exc:  # truncated files, missing pixel data, corrupt compressed streams
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        where = f" in transfer syntax {syntax.name}" if syntax is not None else ""
+        raise DataError(path, f"unreadable or truncated DICOM file{where} ({type(exc).__name__}: {exc})") from exc
+    return ds, pixels
+
+
+def _is_projection(paths: list[Path], datasets: list[Any]) -> bool:
+    """One radiograph (CR, DX...) without patient orientation: a 2D image, not a slice of a volume."""
+    ds = datasets[0]
+    return (
+        len(paths) == 1
+        and str(ds.get("Modality", "")).upper() in PROJECTION_MODALITIES
+        and "ImageOrientationPatient" not in ds
+    )
+
+
+def _projection_image(path: Path, ds: Any, pixels: np.ndarray) -> ImageData:
+    """A radiograph as a (1, rows, columns) 2D image with its detector or patient pixel spacing."""
+    spacing, source = (1.0, 1.0), None
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
+            spacing, source = (float(value[0]), float(value[1])), keyword
+            break
+    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+    array = (pixels.astype(np.float64) * slope + intercept).astype(np.float32)[None]
+    meta = {
+        "path": str(path),
+        "format": "image2d",
+        "orientation": None,
+        "source": "dicom",
+        "modality": str(ds.get("Modality", "")),
+        "spacing_known": source is not None,
+        "spacing_source": source,
+        "series_uid": str(ds.get("SeriesInstanceUID", "")),
+        "files": [str(path)],
+    }
+    return ImageData(array=array, affine=np.eye(4), spacing=spacing, meta=meta)
+
+
+def _check_consistent(paths: list[Path], datasets: list[Any]) -> None:
+    first = datasets[0]
+    ref_iop = _floats(first, "ImageOrientationPatient", 6, paths[0])
+    ref_ps = _floats(first, "PixelSpacing", 2, paths[0])
+    for path, ds in zip(paths, datasets):
+        _floats(ds, "ImagePositionPatient", 3, path)
+        if not np.allclose(_floats(ds, "ImageOrientationPatient", 6, path), ref_iop, atol=_IOP_TOLERANCE):
+            raise DataError(path, f"ImageOrientationPatient differs from {paths[0].name} in the same series")
+        if (ds.Rows, ds.Columns) != (first.Rows, first.Columns):
+            sizes = f"{ds.Rows}x{ds.Columns} vs {first.Rows}x{first.Columns} in {paths[0].name}"
+            raise DataError(path, f"mixed slice sizes: {sizes}")
+        if not np.allclose(_floats(ds, "PixelSpacing", 2, path), ref_ps, rtol=1e-4):
+            raise DataError(path, f"PixelSpacing differs from {paths[0].name} in the same series")
+
+
+def _slice_order(label: str, paths: list[Path], datasets: list[Any]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Return the spatial slice order, the unit slice normal and the slice step (mm)."""
+    iop = _floats(datasets[0], "ImageOrientationPatient", 6, paths[0])
+    normal = np.cross(iop[:3], iop[3:])
+    if np.linalg.norm(normal) < 1e-3:
+        raise DataError(paths[0], f"degenerate ImageOrientationPatient {iop.tolist()}")
+    normal /= np.linalg.norm(normal)
+    ipp = np.stack([_floats(ds, "ImagePositionPatient", 3, p) for p, ds in zip(paths, datasets)])
+    position = ipp @ normal
+    order = np.argsort(position, kind="stable")
+    if len(paths) == 1:
+        ds = datasets[0]
+        step = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
+        return order, normal, abs(step) or 1.0
+    steps = np.diff(position[order])
+    for n, gap in enumerate(steps):
+        if gap < 1e-3:
+            a, b = paths[order[n]].name, paths[order[n + 1]].name
+            raise DataError(label, f"duplicate slice position {position[order[n]]:.3f} mm in {a} and {b}")
+    step = float(np.median(steps))
+    tolerance = max(0.01, 0.01 * step)
+    for n, gap in enumerate(steps):
+        if abs(gap - step) > tolerance:
+            a, b = paths[order[n]].name, paths[order[n + 1]].name
+            where = f"{gap:.3f} mm between {a} and {b}, expected {step:.3f} mm"
+            raise DataError(label, f"non-uniform slice spacing: {where} (missing slice?)")
+    drift = ipp[order] - ipp[order[0]] - np.outer(position[order] - position[order[0]], normal)
+    if np.max(np.linalg.norm(drift, axis=1)) > tolerance:
+        raise DataError(label, "slice positions leave the slice normal (gantry tilt is not supported)")
+    return order, normal, step
+
+
+def _series_affine(first: Any, path: Path, normal: np.ndarray, step: float) -> tuple[np.ndarray, tuple[float, ...]]:
+    """RAS affine and (i, j, k) spacing from the first slice in spatial order."""
+    iop = _floats(first, "ImageOrientationPatient", 6, path)
+    row_spacing, col_spacing = _floats(first, "PixelSpacing", 2, path)
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = iop[:3] * col_spacing  # along a row, i steps by the column spacing
+    affine_lps[:3, 1] = iop[3:] * row_spacing
+    affine_lps[:3, 2] = normal * step
+    affine_lps[:3, 3] = _floats(first, "ImagePositionPatient", 3, path)
+    return _LPS_TO_RAS @ affine_lps, (float(col_spacing), float(row_spacing), float(step))
+
+
+def _select_series(
+    source: str | Path | Sequence[str | Path], series_uid: str | None
+) -> tuple[str, str, str, list[Path]]:
+    """The source's label, the series' label, its UID and its files."""
+    if isinstance(source, (str, Path)):
+        origin = str(source)
+        series = find_dicom_series(source)
+    else:
+        origin = str(Path(source[0]).parent) if len(source) else "<no files>"
+        series = _group_files(source)
+    uid, paths = _choose_series(origin, series, series_uid)
+    return origin, f"{origin} (series {uid})", uid, paths
+
+
+def dicom_series_headers(source: str | Path | Sequence[str | Path], *, series_uid: str | None = None) -> list[Any]:
+    """Headers (no pixel data) of one series' files, in the order :func:`read_dicom_series` stacks along k.
+
+    A result at the series' geometry (a mask) maps slice k to ``headers[k]``; a radiograph read
+    as a 2D image gives its one header.
+    """
+    _, label, _, paths = _select_series(source, series_uid)
+    try:
+        datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    except Exception as exc:
+        raise DataError(label, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+    if _is_projection(paths, datasets):
+        return datasets
+    _check_consistent(paths, datasets)
+    order, _, _ = _slice_order(label, paths, datasets)
+    return [datasets[n] for n in order]
+
+
+def read_dicom_series(source: str | Path | Sequence[str | Path], *, series_uid: str | None = None) -> ImageData:
+    """Read one DICOM series into a float32 (I, J, K) volume with its RAS affine.
+
+    Slices are ordered by ImagePositionPatient along the slice normal and rescaled to
+    modality units (e.g. HU) with each slice's RescaleSlope / RescaleIntercept. Compressed
+    transfer syntaxes are decoded by pydicom's pixel handlers (pylibjpeg plugins for JPEG,
+    JPEG-LS, JPEG 2000, RLE); MONOCHROME1 is inverted. One radiograph (CR, DX, ...) without
+    ImageOrientationPatient comes back as a 2D image (``format`` ``image2d``, ``(1, rows,
+    columns)``) with PixelSpacing, else ImagerPixelSpacing (``meta["spacing_known"]``).
+
+    Args:
+        source: A folder (searched recursively), one file, or a list of files.
+        series_uid: The SeriesInstanceUID to read when the source holds several.
+    """
+    origin, label, uid, paths = _select_series(source, series_uid)
+    slices = [_read_slice(p) for p in paths]
+    datasets = [ds for ds, _ in slices]
+    if _is_projection(paths, datasets):
+        return _projection_image(paths[0], *slices[0])
+    _check_consistent(paths, datasets)
+    order, normal, step = _slice_order(label, paths, datasets)
+    rescale = []
+    volume = np.empty((datasets[0].Columns, datasets[0].Rows, len(paths)), dtype=np.float32)
+    for k, n in enumerate(order):
+        ds, pixels = slices[n]
+        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+        volume[:, :, k] = pixels.T.astype(np.float64) * slope + intercept  # rows index j, columns i
+        rescale.append((slope, intercept))
+    first = datasets[order[0]]
+    affine, spacing = _series_affine(first, paths[order[0]], normal, step)
+    meta = {
+        "path": origin,
+        "format": "dicom",
+        "orientation": orientation_codes(affine),
+        "series_uid": uid,
+        "modality": str(first.get("Modality", "")),
+        "rescale": rescale,
+        "files": [str(paths[n]) for n in order],
+    }
+    return ImageData(array=volume, affine=affine, spacing=spacing, meta=meta)

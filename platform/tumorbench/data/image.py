@@ -1,0 +1,45 @@
+"""The image type every reader returns: an array with its voxel-to-world geometry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)  # arrays make field-wise equality and hashing meaningless
+class ImageData:
+    """An image with its voxel-to-world geometry.
+
+    Attributes:
+        array: 3D volumes in (I, J, K) voxel-index order; 2D images channel-first (C, H, W).
+        affine: 4x4 voxel index -> RAS+ world millimetres (identity-like for 2D images).
+        spacing: Voxel size per spatial axis in mm.
+        meta: "path", "format" ("nifti" | "dicom" | "image2d"), "orientation" and
+            format-specific keys; never patient-identifying tags.
+    """
+
+    array: np.ndarray
+    affine: np.ndarray
+    spacing: tuple[float, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.array, np.ndarray):
+            raise TypeError(f"array must be a numpy array, got {type(self.array).__name__}")
+        if np.shape(self.affine) != (4, 4):
+            raise ValueError(f"affine must be 4x4, got shape {np.shape(self.affine)}")
+        if not self.spacing or any(not s > 0 for s in self.spacing):
+            raise ValueError(f"spacing must be positive, got {self.spacing}")
+
+
+def orientation_codes(affine: np.ndarray) -> str:
+    """The affine's axis codes, e.g. "RAS" or "LPS"."""
+    return "".join(nib.aff2axcodes(affine))
+
+
+def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
+    """Voxel size per axis: the lengths of the affine's columns."""
+    return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
