@@ -11,7 +11,7 @@ from ray import tune
 from tumorbench.study import planner
 from tumorbench.study.planner import (
     BudgetError,
-    Resources,
+    Capacity,
     apply_plan,
     make_plan,
     model_ms,
@@ -20,7 +20,7 @@ from tumorbench.study.spec import Candidate, Study
 from tumorbench.tuning.budget import BudgetGuard
 
 GIB = 2**30
-TWO_CORES = Resources(2, 0, 16 * GIB, "test")
+TWO_CORES = Capacity(2, 0, 16 * GIB, "test")
 
 
 def _fp(cases=250, classes=None, size=256, channels=3, redundant=0, patients=None):
@@ -124,8 +124,8 @@ def test_cache_memory_disk_or_none():
 
 
 def test_gpus_run_one_trial_each():
-    gpus = make_plan(_study(), _fp(cases=300), Resources(16, 2, 128 * GIB, "test"), budget_minutes=1000)
-    cpus = make_plan(_study(), _fp(cases=300), Resources(16, 0, 128 * GIB, "test"), budget_minutes=1000)
+    gpus = make_plan(_study(), _fp(cases=300), Capacity(16, 2, 128 * GIB, "test"), budget_minutes=1000)
+    cpus = make_plan(_study(), _fp(cases=300), Capacity(16, 0, 128 * GIB, "test"), budget_minutes=1000)
     assert gpus.side_by_side == 2  # one trial per GPU
     assert cpus.side_by_side == 4  # 8 pairs of cores, but no search has more than 4 trials
     assert gpus.estimate_seconds < cpus.estimate_seconds

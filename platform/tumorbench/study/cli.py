@@ -104,16 +104,16 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     return parser.parse_args(argv)
 
 
-def _resources(args: argparse.Namespace):
-    """A named cluster's resources (it is joined: the study runs there anyway), else this machine's."""
-    from tumorbench.study.planner import Resources
+def _capacity(args: argparse.Namespace):
+    """A named cluster's capacity (it is joined: the study runs there anyway), else this machine's."""
+    from tumorbench.study.planner import Capacity
 
     if args.address and not args.dry_run:
         from tumorbench.training.trainer import ensure_ray
 
         ensure_ray(args.address)
-        return Resources.from_ray()
-    return Resources.local()
+        return Capacity.from_ray()
+    return Capacity.local()
 
 
 def resources_from(args: argparse.Namespace):
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         if args.budget is not None and args.budget <= 0:
             raise SystemExit("error: --budget must be a positive number of minutes")
         plan, fingerprint, planned = plan_study(
-            study, out, budget_minutes=args.budget, preset=args.preset, resources=_resources(args)
+            study, out, budget_minutes=args.budget, preset=args.preset, capacity=_capacity(args)
         )
         if args.dry_run:
             from tumorbench.data.fingerprint import format_fingerprint

@@ -76,8 +76,11 @@ class BudgetError(TumorbenchError, ValueError):
 
 
 @dataclass(frozen=True)
-class Resources:
-    """What the study may use: CPUs, GPUs and memory (bytes), and where the numbers came from."""
+class Capacity:
+    """What the machine or cluster has for the study: CPUs, GPUs, memory (bytes), and where the numbers came from.
+
+    Not :class:`tumorbench.tuning.resources.Resources`, which is what one trial asks for.
+    """
 
     cpus: float
     gpus: float
@@ -85,13 +88,13 @@ class Resources:
     source: str
 
     @classmethod
-    def local(cls) -> Resources:
+    def local(cls) -> Capacity:
         """This machine, read before Ray starts."""
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         return cls(float(cpus), float(_local_gpus()), float(_available_memory()), "this machine")
 
     @classmethod
-    def from_ray(cls) -> Resources:
+    def from_ray(cls) -> Capacity:
         """The connected Ray cluster (``ray.cluster_resources``)."""
         import ray
 
@@ -234,21 +237,21 @@ def cache_bytes(fp: dict[str, Any], study: Study, size: int, dims: int) -> float
 
 
 def choose_cache(
-    fp: dict[str, Any], study: Study, size: int, dims: int, side_by_side: int, resources: Resources, disk_free: float
+    fp: dict[str, Any], study: Study, size: int, dims: int, side_by_side: int, capacity: Capacity, disk_free: float
 ) -> tuple[str, str]:
     """``memory`` when every concurrent trial's cache fits the memory share, else ``disk``, else ``none``."""
     need = cache_bytes(fp, study, size, dims)
-    allowed = MEMORY_CACHE_SHARE * resources.memory
+    allowed = MEMORY_CACHE_SHARE * capacity.memory
     if need * side_by_side <= allowed:
         return (
             "memory",
             f"memory cache: {need / 2**20:.0f} MB per trial x {side_by_side} fits "
-            f"{MEMORY_CACHE_SHARE:.0%} of {resources.memory / 2**30:.1f} GiB",
+            f"{MEMORY_CACHE_SHARE:.0%} of {capacity.memory / 2**30:.1f} GiB",
         )
     if need * 1.5 <= disk_free:
         return "disk", (
             f"disk cache (shared by every trial and fold): {need / 2**20:.0f} MB per trial x "
-            f"{side_by_side} is over {MEMORY_CACHE_SHARE:.0%} of {resources.memory / 2**30:.1f} GiB"
+            f"{side_by_side} is over {MEMORY_CACHE_SHARE:.0%} of {capacity.memory / 2**30:.1f} GiB"
         )
     return "none", (
         f"no cache: {need / 2**20:.0f} MB fits neither {MEMORY_CACHE_SHARE:.0%} of memory nor the "
@@ -256,11 +259,11 @@ def choose_cache(
     )
 
 
-def _side_by_side(resources: Resources, workers: int, max_trials: int) -> int:
+def _side_by_side(capacity: Capacity, workers: int, max_trials: int) -> int:
     """Trials at once: one per GPU; on CPUs one per 2 cores (a trial's worker + Ray's own processes and loader)."""
-    if resources.gpus >= 1:
-        return max(1, min(max_trials, int(resources.gpus // workers)))
-    return max(1, min(max_trials, int(resources.cpus // (2 * workers))))
+    if capacity.gpus >= 1:
+        return max(1, min(max_trials, int(capacity.gpus // workers)))
+    return max(1, min(max_trials, int(capacity.cpus // (2 * workers))))
 
 
 def decode_ms(fp: dict[str, Any]) -> float:
@@ -360,13 +363,13 @@ GPU_SPEEDUP = 10.0  # assumed, not measured here (no GPU lent): a GPU worker vs 
 def make_plan(
     study: Study,
     fp: dict[str, Any],
-    resources: Resources,
+    capacity: Capacity,
     *,
     budget_minutes: float | None = None,
     preset: str = "default",
     disk_free: float | None = None,
 ) -> Plan:
-    """Size ``study`` to ``budget_minutes`` (default: the preset's cap) on ``resources``.
+    """Size ``study`` to ``budget_minutes`` (default: the preset's cap) on ``capacity``.
 
     Raises:
         BudgetError: Not even one trial of the cheapest model at the smallest settings fits.
@@ -377,7 +380,7 @@ def make_plan(
     n = _usable_cases(fp, study)
     samples = int((study.config.get("sampling") or {}).get("num_samples", 1)) if dims == 3 else 1
     workers = int(study.config.get("workers", 1))
-    speed = GPU_SPEEDUP if resources.gpus >= 1 else 1.0
+    speed = GPU_SPEEDUP if capacity.gpus >= 1 else 1.0
     trials = {c.name: _count_trials(c) for c in study.candidates}
     k = _Knobs(
         size=_study_size(study, dims),
@@ -390,9 +393,9 @@ def make_plan(
     k.folds = min(k.folds, max(MIN_FOLDS, fp["patients"]))
     if dims == 2:  # no needless upsampling: the data's median size, rounded up to the U-Nets' stride of 16
         k.size = min(k.size, max(32, 16 * math.ceil(min(fp["median_shape"][:2]) / 16)))
-    side = _side_by_side(resources, workers, max(trials.values()))
+    side = _side_by_side(capacity, workers, max(trials.values()))
     free = disk_free if disk_free is not None else _disk_free()
-    cache, cache_note = choose_cache(fp, study, k.size, dims, side, resources, free)
+    cache, cache_note = choose_cache(fp, study, k.size, dims, side, capacity, free)
 
     def estimate():
         return _estimate(k, n, dims, cache, samples, speed, side, len(study.baselines), decode_ms(fp))
@@ -400,13 +403,13 @@ def make_plan(
     searches, baselines, total = estimate()
     for step in _reductions(k, dims) if budget is not None else []:
         while total > budget and step() is not None:
-            cache, cache_note = choose_cache(fp, study, k.size, dims, side, resources, free)
+            cache, cache_note = choose_cache(fp, study, k.size, dims, side, capacity, free)
             searches, baselines, total = estimate()
     if budget is not None and total > budget:
         raise BudgetError(
             f"a budget of {budget / 60:g} min cannot hold one {k.folds}-fold trial of "
             f"{k.candidates[0].config['model']} at {k.size} px, {k.epochs} epoch(s) "
-            f"({n} images, {resources.cpus:g} CPUs): the minimum is about {math.ceil(total / 60)} min"
+            f"({n} images, {capacity.cpus:g} CPUs): the minimum is about {math.ceil(total / 60)} min"
         )
     k.batch_size = max(1, min(k.batch_size, int(n * (k.folds - 1) / k.folds)))
     notes = _changes(study, k, trials, dims) + [cache_note]
@@ -427,10 +430,10 @@ def make_plan(
         spatial_dims=dims,
         notes=tuple(notes),
         resources={
-            "cpus": resources.cpus,
-            "gpus": resources.gpus,
-            "memory": resources.memory,
-            "source": resources.source,
+            "cpus": capacity.cpus,
+            "gpus": capacity.gpus,
+            "memory": capacity.memory,
+            "source": capacity.source,
         },
     )
 

@@ -216,7 +216,7 @@ def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFr
 
 
 def plan_study(
-    study: Study, out: str | Path, *, budget_minutes: float | None = None, preset: str = "default", resources=None
+    study: Study, out: str | Path, *, budget_minutes: float | None = None, preset: str = "default", capacity=None
 ):
     """Fingerprint the study's data and plan it (:mod:`tumorbench.study.planner`); Ray is not started.
 
@@ -224,14 +224,14 @@ def plan_study(
         The plan, the fingerprint and the study with the plan's numbers applied.
     """
     from tumorbench.data.fingerprint import compute_fingerprint
-    from tumorbench.study.planner import Resources, apply_plan, make_plan
+    from tumorbench.study.planner import Capacity, apply_plan, make_plan
 
     out = Path(out).resolve()
     fingerprint = compute_fingerprint(scan(_data_root(study, out), study.layout))
     plan = make_plan(
         study,
         fingerprint,
-        resources or Resources.local(),
+        capacity or Capacity.local(),
         budget_minutes=budget_minutes,
         preset=preset,
         disk_free=shutil.disk_usage(next(p for p in (out, *out.parents) if p.exists())).free,
