@@ -32,13 +32,30 @@ def _budget(preset: str) -> tuple[int, int, int]:
     return _BUDGET[preset]
 
 
+def _study(
+    name: str,
+    task: str,
+    preset: str,
+    config: dict,
+    candidates: tuple[Candidate, ...],
+    baselines: tuple[str, ...],
+    *,
+    dataset: str | None = None,
+    **fields,
+) -> Study:
+    """A shipped study: the preset's folds unless ``fields`` set ``n_folds``; ``dataset``: a shared-data folder."""
+    fields.setdefault("n_folds", _budget(preset)[0])
+    data = f"{shared_data()}/{dataset}" if dataset else None
+    return Study(name=name, task=task, data=data, config=config, baselines=baselines, candidates=candidates, **fields)
+
+
 def synthetic(preset: str) -> Study:
     """The embedded default: synthetic BraTS-layout brain MRI, 3D binary whole-tumor segmentation.
 
     The phantom's label map {0, 1, 2, 4} becomes one whole-tumor channel (``label_map="binary"``),
     the same region the classical baselines segment, so every row is scored on the same target.
     """
-    folds, epochs, samples = _budget(preset)
+    _, epochs, samples = _budget(preset)
     tiny = preset != "full"
     suffix = "_tiny" if tiny else ""
     patch = [32, 32, 32] if tiny else [64, 64, 64]
@@ -57,25 +74,18 @@ def synthetic(preset: str) -> Study:
         "roi_size": patch,
     }
     lr_space = {"lr": tune.grid_search([3e-3, 1e-2])} if preset != "smoke" else {}
-    return Study(
-        name="synthetic",
-        task="segmentation",
-        data=None,
-        synthetic=("brain-mri", 12 if preset != "full" else 40),
-        n_folds=folds,
-        config=shared,
-        baselines=("otsu", "kmeans"),
-        candidates=(
-            Candidate("unet", {"model": f"unet{suffix}"}, lr_space, "grid" if lr_space else "random", samples),
-            Candidate("attention_unet", {"model": f"attention_unet{suffix}", "lr": 1e-2}, {}, "random", 1),
-            Candidate("segresnet", {"model": f"segresnet{suffix}"}, {}, "random", 1),
-        ),
+    candidates = (
+        Candidate("unet", {"model": f"unet{suffix}"}, lr_space, "grid" if lr_space else "random", samples),
+        Candidate("attention_unet", {"model": f"attention_unet{suffix}", "lr": 1e-2}),
+        Candidate("segresnet", {"model": f"segresnet{suffix}"}),
     )
+    synthetic_data = ("brain-mri", 12 if preset != "full" else 40)
+    return _study("synthetic", "segmentation", preset, shared, candidates, ("otsu", "kmeans"), synthetic=synthetic_data)
 
 
 def lgg(preset: str) -> Study:
     """LGG FLAIR-abnormality segmentation on 2D slices (Buda et al.), per-patient Dice."""
-    folds, epochs, samples = _budget(preset)
+    _budget(preset)  # refuses an unknown preset before the settings below are looked up by it
     size = [128, 128] if preset != "full" else [256, 256]
     shared = {
         "preprocess": {"spatial_size": size},
@@ -85,25 +95,22 @@ def lgg(preset: str) -> Study:
         "epochs": {"smoke": 1, "default": 8, "full": 60}[preset],
         "augment": {"flip_axes": [0, 1], "prob": 0.5},
     }
-    return Study(
-        name="lgg",
-        task="segmentation",
-        data=f"{shared_data()}/lgg",
+    return _study(
+        "lgg",
+        "segmentation",
+        preset,
+        shared,
+        (Candidate("unet", {"model": "unet"}), Candidate("attention_unet", {"model": "attention_unet"})),
+        ("otsu", "kmeans"),
+        dataset="lgg",
         layout="lgg",
-        n_folds=folds,
-        config=shared,
-        baselines=("otsu", "kmeans"),
         baseline_params={"otsu": {"max_train_cases": 200}, "kmeans": {"max_train_cases": 200}},
-        candidates=(
-            Candidate("unet", {"model": "unet"}, {}, "random", 1),
-            Candidate("attention_unet", {"model": "attention_unet"}, {}, "random", 1),
-        ),
     )
 
 
 def brain_yes_no(preset: str) -> Study:
     """Brain MRI yes/no (de-duplicated): CNNs under grid, random and Bayesian search vs feature baselines."""
-    folds, epochs, samples = _budget(preset)
+    samples = _budget(preset)[2]
     size = [128, 128] if preset != "full" else [224, 224]
     shared = {
         "preprocess": {"spatial_size": size, "channels": 3},
@@ -112,71 +119,68 @@ def brain_yes_no(preset: str) -> Study:
         "epochs": {"smoke": 1, "default": 8, "full": 30}[preset],
         "dedupe": True,
     }
-    return Study(
-        name="brain_yes_no",
-        task="classification",
-        data=f"{shared_data()}/brain_mri_yes_no",
-        layout="image-folder",
-        n_folds=folds,
-        config=shared,
-        baselines=("logreg", "svm", "random_forest", "gradient_boosting"),
-        candidates=(
-            # Transfer vs scratch and the augmentation strength, every combination.
-            Candidate(
-                "tf_efficientnet_lite0",
-                {"model": "tf_efficientnet_lite0"},
-                {
-                    "pretrained": tune.grid_search([True, False]),
-                    "augment": tune.grid_search(["light", "medium"] if preset != "smoke" else ["light"]),
-                },
-                "grid",
-            ),
-            Candidate(
-                "resnet18",
-                {"model": "resnet18"},
-                {"lr": tune.loguniform(1e-4, 3e-3), "augment": tune.choice(["none", "light", "medium"])},
-                "random",
-                samples,
-            ),
-            Candidate(
-                "efficientnet_b0",
-                {"model": "efficientnet_b0"},
-                {"lr": tune.loguniform(1e-4, 3e-3), "preprocess.contrast": tune.choice(["none", "clahe"])},
-                "bayes",
-                samples,
-            ),
+    candidates = (
+        # Transfer vs scratch and the augmentation strength, every combination.
+        Candidate(
+            "tf_efficientnet_lite0",
+            {"model": "tf_efficientnet_lite0"},
+            {
+                "pretrained": tune.grid_search([True, False]),
+                "augment": tune.grid_search(["light", "medium"] if preset != "smoke" else ["light"]),
+            },
+            "grid",
         ),
+        Candidate(
+            "resnet18",
+            {"model": "resnet18"},
+            {"lr": tune.loguniform(1e-4, 3e-3), "augment": tune.choice(["none", "light", "medium"])},
+            "random",
+            samples,
+        ),
+        Candidate(
+            "efficientnet_b0",
+            {"model": "efficientnet_b0"},
+            {"lr": tune.loguniform(1e-4, 3e-3), "preprocess.contrast": tune.choice(["none", "clahe"])},
+            "bayes",
+            samples,
+        ),
+    )
+    baselines = ("logreg", "svm", "random_forest", "gradient_boosting")
+    return _study(
+        "brain_yes_no",
+        "classification",
+        preset,
+        shared,
+        candidates,
+        baselines,
+        dataset="brain_mri_yes_no",
+        layout="image-folder",
     )
 
 
 def lidc(preset: str) -> Study:
     """LIDC nodule malignancy (mean rating <=2 benign, >=4 malignant, 3 excluded) on 50x50 crops."""
-    folds, epochs, samples = _budget(preset)
+    samples = _budget(preset)[2]
     shared = {
         "preprocess": {"spatial_size": [64, 64], "normalize": "minmax"},
         "batch_size": 16,
         "workers": 1,
         "epochs": {"smoke": 1, "default": 15, "full": 60}[preset],
     }
-    return Study(
-        name="lidc",
-        task="classification",
-        data=f"{shared_data()}/lidc_nodules",
-        layout="lidc",
-        n_folds=folds,
-        config=shared,
-        baselines=("logreg", "random_forest"),
-        candidates=(
-            Candidate("resnet18", {"model": "resnet18"}, {"lr": tune.loguniform(1e-4, 3e-3)}, "random", samples),
-            Candidate("resnet18_tiny", {"model": "resnet18_tiny"}, {}, "random", 1),
-            Candidate("efficientnet_b0", {"model": "efficientnet_b0"}, {}, "random", 1),
-        ),
+    candidates = (
+        Candidate("resnet18", {"model": "resnet18"}, {"lr": tune.loguniform(1e-4, 3e-3)}, "random", samples),
+        Candidate("resnet18_tiny", {"model": "resnet18_tiny"}),
+        Candidate("efficientnet_b0", {"model": "efficientnet_b0"}),
+    )
+    baselines = ("logreg", "random_forest")
+    return _study(
+        "lidc", "classification", preset, shared, candidates, baselines, dataset="lidc_nodules", layout="lidc"
     )
 
 
 def brats(preset: str) -> Study:
     """BraTS 3D multi-region segmentation (WT/TC/ET): a GPU-cluster study; 3 local cases only check the plumbing."""
-    folds, epochs, samples = _budget(preset)
+    folds, epochs, _ = _budget(preset)
     patch = [96, 96, 96] if preset == "full" else [64, 64, 64]
     shared = {
         "spatial_dims": 3,
@@ -187,21 +191,18 @@ def brats(preset: str) -> Study:
         "sampling": {"mode": "patch3d", "patch_size": patch, "num_samples": 2},
         "roi_size": patch,
     }
-    return Study(
-        name="brats",
-        task="segmentation",
-        data=f"{shared_data()}/brats",
+    suffix = "" if preset == "full" else "_tiny"
+    candidates = tuple(Candidate(name, {"model": f"{name}{suffix}"}) for name in ("segresnet", "unet", "swin_unetr"))
+    return _study(
+        "brats",
+        "segmentation",
+        preset,
+        shared,
+        candidates,
+        ("otsu", "kmeans"),
+        dataset="brats",
         layout="brats",
         n_folds=max(2, folds if preset == "full" else 2),
-        config=shared,
-        baselines=("otsu", "kmeans"),
-        candidates=(
-            Candidate("segresnet", {"model": "segresnet" if preset == "full" else "segresnet_tiny"}, {}, "random", 1),
-            Candidate("unet", {"model": "unet" if preset == "full" else "unet_tiny"}, {}, "random", 1),
-            Candidate(
-                "swin_unetr", {"model": "swin_unetr" if preset == "full" else "swin_unetr_tiny"}, {}, "random", 1
-            ),
-        ),
     )
 
 
