@@ -78,6 +78,25 @@ def write_blob_folders(root: Path, n: int = 12) -> None:
             Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(root / cls / f"{cls}{i}.png")
 
 
+def tiny_search_config(data: Path, out: Path):
+    """The cheapest k-fold trial: ``resnet18_tiny`` on :func:`write_blob_folders` data, 2 folds x 1 epoch."""
+    from tumorbench.training.config import TrainConfig
+    from tumorbench.transforms import AugmentConfig
+
+    return TrainConfig(
+        task="classification",
+        model="resnet18_tiny",
+        data=str(data),
+        out=str(out),
+        n_folds=2,
+        epochs=1,
+        batch_size=8,
+        warmup_epochs=0,
+        augment=AugmentConfig(),
+        max_failures=0,
+    )
+
+
 @pytest.fixture()
 def local_s3(monkeypatch):
     """A moto S3 server on loopback with one bucket; its client settings are in this process's environment.

@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_blob_folders  # noqa: E402
-from tumorbench.training.config import TrainConfig
-from tumorbench.transforms import AugmentConfig
+from conftest import tiny_search_config, write_blob_folders  # noqa: E402
 from tumorbench.tuning.budget import BudgetGuard
 from tumorbench.tuning.search import run_search, trial_rows
 
@@ -19,18 +17,7 @@ tune = pytest.importorskip("ray.tune")
 def test_budget_ends_the_search_after_the_first_complete_trial(ray_session, tmp_path):
     data = tmp_path / "data"
     write_blob_folders(data)
-    base = TrainConfig(
-        task="classification",
-        model="resnet18_tiny",
-        data=str(data),
-        out=str(tmp_path / "unused"),
-        n_folds=2,
-        epochs=1,
-        batch_size=8,
-        warmup_epochs=0,
-        augment=AugmentConfig(),
-        max_failures=0,
-    )
+    base = tiny_search_config(data, tmp_path / "unused")
     # 1 s of budget: the first trial still finishes (a search always gets one result), then nothing fits
     guard = BudgetGuard(1.0, n_folds=2, fold_seconds=20.0, grace=900.0)
     grid = run_search(

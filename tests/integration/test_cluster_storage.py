@@ -11,10 +11,9 @@ import time
 
 import pytest
 
-from conftest import write_blob_folders
+from conftest import tiny_search_config, write_blob_folders
 from tumorbench import storage
 from tumorbench.training.config import TrainConfig, TrainConfigError
-from tumorbench.transforms import AugmentConfig
 from tumorbench.tuning.resources import Resources
 from tumorbench.tuning.search import run_search, trial_rows
 from tumorbench.tuning.trial import read_state
@@ -46,18 +45,7 @@ def ray_with_s3(local_s3):
 def _base(tmp_path) -> TrainConfig:
     data = tmp_path / "data"
     write_blob_folders(data, n=8)
-    return TrainConfig(
-        task="classification",
-        model="resnet18_tiny",
-        data=str(data),
-        out=str(tmp_path / "unused"),
-        n_folds=2,
-        epochs=1,
-        batch_size=8,
-        warmup_epochs=0,
-        augment=AugmentConfig(),
-        max_failures=0,
-    )
+    return tiny_search_config(data, tmp_path / "unused")
 
 
 def test_search_on_s3_keeps_checkpoints_there_and_resumes_from_them(ray_session, ray_with_s3, tmp_path):

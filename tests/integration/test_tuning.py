@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from conftest import write_blob_folders  # noqa: E402
+from conftest import tiny_search_config, write_blob_folders  # noqa: E402
 from tumorbench.data.catalog import scan
-from tumorbench.training.config import TrainConfig
-from tumorbench.transforms import AugmentConfig
 from tumorbench.tuning import search as search_module
 from tumorbench.tuning.search import run_search
 from tumorbench.tuning.space import SearchSpaceError
@@ -30,21 +28,6 @@ def data_root(tmp_path_factory) -> Path:
     return root
 
 
-def _base(data: Path, out: Path) -> TrainConfig:
-    return TrainConfig(
-        task="classification",
-        model="resnet18_tiny",
-        data=str(data),
-        out=str(out),
-        n_folds=2,
-        epochs=1,
-        batch_size=8,
-        warmup_epochs=0,
-        augment=AugmentConfig(),
-        max_failures=0,
-    )
-
-
 def test_refused_space_raises_before_ray_starts(data_root, tmp_path, monkeypatch):
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray was started for a space that should have been refused")
@@ -52,7 +35,7 @@ def test_refused_space_raises_before_ray_starts(data_root, tmp_path, monkeypatch
     monkeypatch.setattr(search_module, "ensure_ray", no_ray)
     with pytest.raises(SearchSpaceError, match="grid search needs grid_search/choice values, got uniform for lr"):
         run_search(
-            _base(data_root, tmp_path / "out"),
+            tiny_search_config(data_root, tmp_path / "out"),
             {"lr": tune.uniform(1e-4, 1e-2)},
             searcher="grid",
             storage_path=tmp_path,
@@ -67,7 +50,7 @@ def _reported(result) -> list[dict]:
 
 
 def test_grid_search_crossval_trials_oof_and_resume(ray_session, data_root, tmp_path):
-    base = _base(data_root, tmp_path / "unused")
+    base = tiny_search_config(data_root, tmp_path / "unused")
     space = {"lr": tune.grid_search([3e-3, 1e-2])}
     kwargs = dict(searcher="grid", scheduler="none", storage_path=tmp_path, name="grid", verbose=0)
     grid = run_search(base, space, **kwargs)
@@ -113,7 +96,7 @@ def test_failed_trials_are_recorded_and_the_search_goes_on(ray_session, data_roo
     # A GAN checkpoint that does not exist fails each trial at its start, before any Train run.
     missing = [str(tmp_path / "no_gan_a"), str(tmp_path / "no_gan_b")]
     grid = run_search(
-        _base(data_root, tmp_path / "unused"),
+        tiny_search_config(data_root, tmp_path / "unused"),
         {"gan_checkpoint": tune.grid_search(missing)},
         searcher="grid",
         scheduler="none",
