@@ -60,6 +60,12 @@ CT3D = dict(
     preprocess={"normalize": "ct_window", "ct_window": [-600.0, 1500.0], "spatial_size": [32, 32, 16]},
     data={"layout": "dicom"},
 )
+SPECS = {"seg2d": SEG2D, "cls2d": CLS2D, "seg3d": SEG3D, "ct3d": CT3D}
+
+
+def _manifest(spec: dict, **fields) -> ModelManifest:
+    """``spec``'s manifest with ``fields`` over it (both builders below write theirs through this)."""
+    return ModelManifest(**{**spec, **fields})
 
 
 def make_package(directory: str | Path, spec: dict, *, seed: int = 0, metrics: dict | None = None) -> Path:
@@ -73,9 +79,13 @@ def make_package(directory: str | Path, spec: dict, *, seed: int = 0, metrics: d
     model = create_model(spec["name"], **kwargs).eval()
     if spec["task"] == "segmentation":
         _spread_outputs(model)
-    fields = {k: v for k, v in spec.items()}
-    manifest = ModelManifest(model_kwargs=kwargs, metrics=metrics or {"dice": 0.5}, epoch=3, **fields)
+    manifest = _manifest(spec, model_kwargs=kwargs, metrics=metrics or {"dice": 0.5}, epoch=3)
     return save_package(directory, model, manifest)
+
+
+def make_packages(root: Path, names: tuple[str, ...] = tuple(SPECS)) -> dict[str, Path]:
+    """One seeded package per name of :data:`SPECS`, each in its own folder under ``root``."""
+    return {name: make_package(root / name, SPECS[name]) for name in names}
 
 
 def _spread_outputs(model: torch.nn.Module) -> None:
@@ -107,7 +117,7 @@ def manifest_only(
 ) -> Path:
     """A folder with a valid ``model.json`` and no weights: enough for package discovery."""
     spec = {"segmentation": SEG2D, "classification": CLS2D}.get(task, dict(SEG2D, task=task))
-    fields = dict(spec, name=name, data={"layout": layout}, metrics=metrics, epoch=epoch, model_kwargs={})
+    manifest = _manifest(spec, name=name, data={"layout": layout}, metrics=metrics, epoch=epoch, model_kwargs={})
     path.mkdir(parents=True)
-    (path / "model.json").write_text(ModelManifest(**fields).to_json())
+    (path / "model.json").write_text(manifest.to_json())
     return path

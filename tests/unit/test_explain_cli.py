@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from model_packages import CLS2D, SEG2D, SEG3D, make_package, synthetic_png
+from model_packages import make_packages, synthetic_png
 from tumorbench.cli import main
 from tumorbench.data.writers import write_nifti
 
@@ -19,9 +19,7 @@ from tumorbench.data.writers import write_nifti
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
     root = tmp_path_factory.mktemp("packages")
-    return {
-        name: make_package(root / name, spec) for name, spec in (("seg2d", SEG2D), ("cls2d", CLS2D), ("seg3d", SEG3D))
-    }
+    return make_packages(root, ("seg2d", "cls2d", "seg3d"))
 
 
 def _disc_mask(path, size=(100, 120)):

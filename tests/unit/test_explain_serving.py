@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from model_packages import CLS2D, CT3D, SEG2D, SEG3D, make_package, synthetic_png
+from model_packages import make_packages, synthetic_png
 from tumorbench.data.writers import write_dicom_series, write_nifti
 from tumorbench.explain.cases import explain_prepared, explainer_for
 from tumorbench.explain.serving import ServedExplanations, explain_problem
@@ -29,10 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
     root = tmp_path_factory.mktemp("packages")
-    return {
-        name: make_package(root / name, spec)
-        for name, spec in (("seg2d", SEG2D), ("cls2d", CLS2D), ("seg3d", SEG3D), ("ct3d", CT3D))
-    }
+    return make_packages(root)
 
 
 def _served(package, path, method="gradcam"):

@@ -14,7 +14,7 @@ from PIL import Image
 from skimage.measure import label as sk_label
 from skimage.measure import regionprops
 
-from model_packages import CLS2D, CT3D, SEG2D, SEG3D, make_package, synthetic_png
+from model_packages import make_packages, synthetic_png
 from tumorbench.data.writers import write_dicom_series, write_nifti
 from tumorbench.inference import Predictor, Preprocessor, mask_file
 from tumorbench.package import read_manifest
@@ -25,10 +25,7 @@ from tumorbench.uploads import UploadError
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
     root = tmp_path_factory.mktemp("packages")
-    return {
-        name: make_package(root / name, spec)
-        for name, spec in (("seg2d", SEG2D), ("cls2d", CLS2D), ("seg3d", SEG3D), ("ct3d", CT3D))
-    }
+    return make_packages(root)
 
 
 def _lps_volume(path, shape=(20, 18, 12, 4), seed=0):
