@@ -25,6 +25,7 @@ def test_hd95_study_selects_the_lowest_hd95(ray_session, tmp_path):
         primary="hd95",
         scheduler="none",
         baselines=("otsu",),
+        explain_cases=0,  # nothing here is about explanations; they cost a Grad-CAM pass per fold
         config={
             "spatial_dims": 3,
             "epochs": 1,
@@ -36,10 +37,9 @@ def test_hd95_study_selects_the_lowest_hd95(ray_session, tmp_path):
             "sampling": {"mode": "patch3d", "patch_size": patch, "num_samples": 1},
             "roi_size": patch,
         },
-        candidates=(
-            Candidate("unet", {"model": "unet_tiny"}, {"lr": tune.grid_search([1e-2, 1e-4])}, "grid"),
-            Candidate("segresnet", {"model": "segresnet_tiny"}),
-        ),
+        # Two trials are the least that make the search's choice a choice; one deep model and one baseline
+        # make a leaderboard to order. Every trial is 2 Ray Train runs (~25-40 s each on 2 cores).
+        candidates=(Candidate("unet", {"model": "unet_tiny"}, {"lr": tune.grid_search([1e-2, 1e-4])}, "grid"),),
     )
     result = run_study(study, tmp_path / "out", preset="smoke")
     out = tmp_path / "out"
@@ -49,21 +49,22 @@ def test_hd95_study_selects_the_lowest_hd95(ray_session, tmp_path):
     unet = trials[(trials["model"] == "unet") & (trials["status"] == "done")]
     assert len(unet) == 2
     chosen = json.loads((out / "configs.json").read_text())["unet"]
-    lowest = unet.loc[unet["hd95_mean"].idxmin(), "params"]
-    assert json.loads(lowest) == chosen
+    kept = unet.loc[unet["hd95_mean"].idxmin()]
+    assert json.loads(kept["params"]) == chosen
 
     # The leaderboard: lowest pooled HD95 first (inf, a missed tumour, last).
     lb = pd.read_csv(out / "leaderboard.csv")
+    assert sorted(lb["model"]) == ["otsu", "unet"]
     pooled = lb["hd95_pooled"].tolist()
     assert pooled == sorted(pooled)
     assert result["leaderboard"]["model"].tolist() == lb["model"].tolist()
 
-    # The package: the best-ranked deep model, its fold with the lowest inner-validation HD95; that fold's
-    # outer (reported) HD95 is the one folds.csv holds.
+    # The package: the kept trial's fold with the lowest inner-validation HD95 (of two folds, the lower one is
+    # the one at or below their mean); that fold's outer (reported) HD95 is the one folds.csv holds.
     folds = pd.read_csv(out / "folds.csv")
-    dl_first = next(m for m in lb["model"] if m in ("unet", "segresnet"))
-    own = folds[folds["model"] == dl_first].set_index("fold")
+    own = folds[folds["model"] == "unet"].set_index("fold")
     manifest = json.loads((out / "manifest.json").read_text())["best"]
-    assert manifest["model"] == dl_first
+    assert manifest["model"] == "unet"
+    assert manifest["inner_hd95"] <= kept["hd95_mean"] + 1e-9
     assert manifest["outer_hd95"] == pytest.approx(own.loc[manifest["fold"], "hd95"])
     assert json.loads((out / "best" / "segmentation" / "model.json").read_text())["split"]["fold"] == manifest["fold"]
