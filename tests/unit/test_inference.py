@@ -81,12 +81,28 @@ def test_2d_mask_is_resized_back_and_measured(packages, tmp_path):
     assert summary["lesions"][0]["voxels"] == max(r.area for r in regions)
 
 
-def test_3d_restore_undoes_canonical_orientation(packages, tmp_path):
+def _oblique_permuted() -> np.ndarray:
+    """i mostly S, j mostly P, k mostly R (a sagittal-style stack), turned 15 degrees about z."""
+    t = np.radians(15)
+    turn = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+    affine = np.eye(4)
+    affine[:3, :3] = turn @ np.array([[0, 0, 1.3], [0, -0.9, 0], [1.1, 0, 0]])
+    affine[:3, 3] = [10.0, -5.0, 3.0]
+    return affine
+
+
+@pytest.mark.parametrize("oblique", [False, True], ids=["lps", "oblique-permuted"])
+def test_3d_restore_undoes_canonical_orientation(packages, tmp_path, oblique):
     nifti, volume, _ = _lps_volume(tmp_path / "v.nii.gz", shape=(9, 8, 7))
+    if oblique:
+        nifti = write_nifti(tmp_path / "o.nii.gz", volume, _oblique_permuted())
     manifest = read_manifest(packages["ct3d"])
     identity = Preprocessor(type(manifest)(**{**manifest.__dict__, "preprocess": {"normalize": "none"}}))
     prepared = identity.prepare_file(nifti)
-    assert prepared.image.shape[1:] == (9, 8, 7) and not torch.equal(prepared.image[0], torch.from_numpy(volume))
+    # nibabel's own reorientation is the reference for the forward step (axes permuted and flipped)
+    canonical = np.asarray(nib.as_closest_canonical(nib.load(nifti)).dataobj)
+    assert canonical.shape == ((7, 8, 9) if oblique else (9, 8, 7))
+    np.testing.assert_array_equal(prepared.image[0].numpy(), canonical)
     restored = identity.restore(prepared, prepared.image)  # back to the file's own voxel order
     np.testing.assert_array_equal(restored[0], volume)
 
