@@ -261,7 +261,7 @@ def main() -> None:
     if url is None and {"legacy", "batched", "unbatched", "floor"} & set(setups):
         import ray
 
-        from tumorbench.serving.app import deploy
+        from tumorbench.serving.runner import deploy
 
         ray.init(include_dashboard=False, log_to_driver=False)
         with socket.socket() as sock:

@@ -156,7 +156,7 @@ def main() -> None:
 
     from model_packages import SEG2D, make_package, synthetic_png
     from tumorbench.inference import Predictor
-    from tumorbench.serving.app import deploy
+    from tumorbench.serving.runner import deploy
 
     tmp = Path(tempfile.mkdtemp(prefix="serve-soak-"))
     package = make_package(tmp / "seg2d", SEG2D)

@@ -419,7 +419,7 @@ def serve_command(
     """Serve model packages over HTTP with Ray Serve until Ctrl-C / SIGTERM (see serve/config.yaml)."""
     import pydantic
 
-    from tumorbench.serving.app import serve_forever
+    from tumorbench.serving.runner import serve_forever
 
     entries = []
     for entry in (*models, *more_models):  # absolute: Serve builds the application in another process

@@ -64,7 +64,7 @@ def _args(packages: dict[str, Path], **extra) -> dict:
 def app(ray_session, tmp_path_factory):
     from ray import serve
 
-    from tumorbench.serving.app import deploy
+    from tumorbench.serving.runner import deploy
 
     root = tmp_path_factory.mktemp("serve")
     packages = {

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def app(ray_session, tmp_path_factory):
     from ray import serve
 
-    from tumorbench.serving.app import deploy
+    from tumorbench.serving.runner import deploy
 
     root = tmp_path_factory.mktemp("serve_explain")
     packages = {name: make_package(root / name, spec) for name, spec in (("seg2d", SEG2D), ("cls2d", CLS2D))}

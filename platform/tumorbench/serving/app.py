@@ -39,7 +39,6 @@ from tumorbench.serving.protocol import (
     model_card,
     receive_upload,
 )
-from tumorbench.serving.runner import deploy, serve_forever
 from tumorbench.serving.settings import API_KEY_ENV, AppArgs
 from tumorbench.serving.telemetry import Telemetry
 from tumorbench.tasks import get_task
@@ -49,9 +48,7 @@ __all__ = [
     "Ingress",
     "api",
     "build_app",
-    "deploy",
     "peak_rss_mb",
-    "serve_forever",
     "sweep_stale_uploads",
 ]
 logger = logging.getLogger("ray.serve")
