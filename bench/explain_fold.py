@@ -30,13 +30,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--layout", default="auto")
     parser.add_argument("--split-file", type=Path, required=True)
-    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--fold", type=int, default=None, help="default: the fold the package was trained for")
     parser.add_argument("--cases", type=int, default=8, help="patients (segmentation) / cases explained")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     manifest = read_manifest(args.package)
     frame = scan(args.data, args.layout)
     doc = json.loads(args.split_file.read_text())
+    args.fold = _held_out_fold(manifest.split or {}, doc, args.fold)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     records = {manifest.name: [SimpleNamespace(fold=args.fold, checkpoint=str(args.package))]}
@@ -54,6 +55,19 @@ def main(argv: list[str] | None = None) -> None:
         f"{len(table)} cases explained in {seconds:.1f} s; wrote {args.out / 'explanations.csv'} and "
         f"{args.out / 'explanations'}"
     )
+
+
+def _held_out_fold(trained: dict, doc: dict, fold: int | None) -> int:
+    """The fold whose patients the package never trained on: explaining another fold scores training cases."""
+    if trained.get("hash") and trained["hash"] != doc.get("hash"):
+        raise SystemExit(f"error: the package was trained on another split (hash {trained['hash'][:12]}...)")
+    if fold is None:
+        if trained.get("fold") is None:
+            raise SystemExit("error: the package does not record its fold; give --fold")
+        return int(trained["fold"])
+    if trained.get("fold") is not None and int(trained["fold"]) != fold:
+        raise SystemExit(f"error: the package is fold {trained['fold']}'s model; fold {fold}'s patients trained it")
+    return fold
 
 
 if __name__ == "__main__":
