@@ -12,7 +12,6 @@ import random
 import tempfile
 import time
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ from tumorbench.training import data as fold_data
 from tumorbench.training.checkpoint import load_training_state, save_checkpoint
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.gan import synthetic_dataset
-from tumorbench.training.nested import OUTER_DIR
+from tumorbench.training.nested import load_chosen, save_chosen, write_outer
 from tumorbench.training.state import LoopState
 from tumorbench.training.tasks import Precision, build_model, channels_last, make_loss, train_epoch
 
@@ -132,7 +131,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     outer = fit_fold(config, cases, model, device, rank, world, report, resume=_resume)
     if outer is not None and rank == 0:
-        write_outer(config.out, *outer)
+        write_outer(_fold_storage(config), *outer)
 
 
 def fit_fold(
@@ -163,7 +162,7 @@ def fit_fold(
     precision = Precision.for_device(config.amp, device)
     loss_fn = make_loss(config, _class_counts(cases))
     state = resume(model, optimizer, scheduler, precision) if resume else LoopState()
-    chosen = _load_chosen(config.out) if cases.test else None  # a resumed run's inner choice so far
+    chosen = load_chosen(_fold_storage(config)) if cases.test else None  # a resumed run's inner choice so far
     for epoch in range(state.epoch + 1, config.epochs):
         if config.freeze_backbone_epochs:  # classifiers only (Task.check_config)
             freeze_backbone(getattr(model, "module", model), epoch < config.freeze_backbone_epochs)
@@ -175,7 +174,7 @@ def fit_fold(
         primary = metrics[config.selection_metric]
         improved = state.update(primary, epoch, config.selection_mode)
         if improved and cases.test:
-            chosen = _keep_chosen(config.out, model, rank)
+            chosen = _keep_chosen(config, model, rank)
         metrics |= stats | {
             "epoch": epoch,
             "lr": optimizer.param_groups[-1]["lr"],
@@ -197,20 +196,18 @@ def fit_fold(
     return _score_outer(config, model, cases, device, rank, world, chosen, state)
 
 
-def _keep_chosen(out: str, model: torch.nn.Module, rank: int) -> dict[str, torch.Tensor]:
-    """The inner-chosen weights: in memory, and on disk (rank 0) so a resumed run still has them."""
+def _fold_storage(config: TrainConfig) -> str:
+    """The fold's storage (``trainer.run_storage``): every node reaches it, unlike ``out`` on a cluster."""
+    return config.storage or config.out
+
+
+def _keep_chosen(config: TrainConfig, model: torch.nn.Module, rank: int) -> dict[str, torch.Tensor]:
+    """The inner-chosen weights: in memory, and on storage (rank 0) so a resumed run still has them."""
     core = getattr(model, "module", model)
     weights = {k: v.detach().clone() for k, v in core.state_dict().items()}
     if rank == 0:
-        path = Path(out) / OUTER_DIR
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save(weights, path / "chosen_weights.pt")
+        save_chosen(_fold_storage(config), {k: v.cpu() for k, v in weights.items()})
     return weights
-
-
-def _load_chosen(out: str) -> dict[str, torch.Tensor] | None:
-    path = Path(out) / OUTER_DIR / "chosen_weights.pt"
-    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
 def _score_outer(config, model, cases, device, rank, world, chosen, state) -> tuple[dict, list[dict]]:
@@ -228,14 +225,6 @@ def _score_outer(config, model, cases, device, rank, world, chosen, state) -> tu
     )
     epoch = state.best_epoch if chosen is not None else state.epoch
     return metrics | {"epoch": epoch, "inner_best": state.best}, records
-
-
-def write_outer(out: str, metrics: dict, records: list[dict]) -> None:
-    """``<out>/outer/metrics.json`` and ``predictions.json``: what the study reports for this fold."""
-    path = Path(out) / OUTER_DIR
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "metrics.json").write_text(json.dumps(metrics, default=float))
-    (path / "predictions.json").write_text(json.dumps(records, default=float))
 
 
 def _resume(model, optimizer, scheduler, precision: Precision) -> LoopState:
@@ -256,8 +245,6 @@ def _resume(model, optimizer, scheduler, precision: Precision) -> LoopState:
 
 
 def _report(rank, metrics, model, optimizer, scheduler, precision, state, manifest, records) -> None:
-    import json
-
     import ray.train
 
     if rank != 0:
