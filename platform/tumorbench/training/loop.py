@@ -106,6 +106,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cuda" and not torch.cuda.is_available():
         device = torch.device("cpu")  # a GPU declared on a node without CUDA (a test cluster): train on CPU
+    print(_placement(config, rank, world, device), flush=True)  # the worker's log says where it ran
     cases = fold_data.fold_cases(config)
     in_ch, out_ch = fold_data.io_channels(config, cases)
     model, kwargs = build_model(config, in_ch, out_ch)
@@ -132,6 +133,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     outer = fit_fold(config, cases, model, device, rank, world, report, resume=_resume)
     if outer is not None and rank == 0:
         write_outer(_fold_storage(config), *outer)
+
+
+def _placement(config: TrainConfig, rank: int, world: int, device: torch.device) -> str:
+    """Where this Train worker runs: its node, the GPUs Ray assigned it, and the device it trains on."""
+    import ray
+
+    context = ray.get_runtime_context()
+    gpus = context.get_accelerator_ids().get("GPU", [])
+    return (
+        f"[tumorbench] fold {config.fold}: Train worker {rank + 1}/{world} on node {context.get_node_id()} "
+        f"({ray.util.get_node_ip_address()}), Ray GPU ids {gpus}, training on {device}"
+    )
 
 
 def fit_fold(
@@ -237,6 +250,8 @@ def _resume(model, optimizer, scheduler, precision: Precision) -> LoopState:
     with checkpoint.as_directory() as directory:
         load_weights(directory, model)
         saved = load_training_state(directory)
+    # A restarted worker (a lost node, a crash) says where it continues from; the log is the operator's record.
+    print(f"[tumorbench] resumed from checkpoint {checkpoint.path} (epoch {saved['loop']['epoch']})", flush=True)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     if precision.scaler is not None and saved.get("scaler"):
