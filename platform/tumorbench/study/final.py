@@ -53,10 +53,10 @@ def final_baseline_rows(
     """Every baseline refitted on all training cases and scored on the test cases (Ray tasks)."""
     import ray
 
-    from tumorbench.study.results import baseline_fold, region_params
+    from tumorbench.study.results import baseline_fold, region_params, with_split_groups
 
     spec = get_task(study.task)
-    train = spec.usable(frame[~frame["case_id"].isin(split_doc["excluded"])])
+    train = with_split_groups(spec.usable(frame[~frame["case_id"].isin(split_doc["excluded"])]), split_doc)
     remote = ray.remote(num_cpus=1)(baseline_fold)
     pending = [
         remote.remote(
