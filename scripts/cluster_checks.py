@@ -238,10 +238,9 @@ def check_gpu(work: Path) -> None:
         for index, line in placed:
             print(f"[check] node {index} ({'--num-gpus 1' if index == 1 else 'head, no GPU'}) worker log: {line}")
         assert placed and all(index == 1 and "GPU ids ['0']" in line for index, line in placed), placed
-    say("a cluster with no GPU and no autoscaler: compare.py --gpus-per-trial 1")
-    refused = run(
-        [PYTHON, COMPARE, "--preset", "smoke", "--out", str(work / "nogpu"), "--gpus-per-trial", "1"], env, timeout=600
-    )
+    say("a cluster with no GPU and no autoscaler (a new local Ray): compare.py --gpus-per-trial 1")
+    args = ["--preset", "smoke", "--address", "local", "--out", str(work / "nogpu"), "--gpus-per-trial", "1"]
+    refused = run([PYTHON, COMPARE, *args], env, timeout=600)
     print(refused.stderr.strip().splitlines()[-1] if refused.stderr.strip() else "", flush=True)
     assert refused.returncode == 2
 
