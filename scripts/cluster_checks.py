@@ -48,7 +48,9 @@ def run(cmd: list[str], env: dict[str, str], timeout: float = 1500) -> subproces
     started = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
     lines = (done.stdout + done.stderr).splitlines()
-    keep = [line for line in lines if line.startswith(("[tumorbench]", "error", "model", "  ")) or "|" in line]
+    keep = [
+        line for line in lines if line.startswith(("[check]", "[tumorbench]", "error", "model", "  ")) or "|" in line
+    ]
     print("\n".join(keep[-40:]), flush=True)
     print(f"(exit {done.returncode}, {time.perf_counter() - started:.0f} s)", flush=True)
     return done
@@ -203,16 +205,27 @@ if not data.exists():
     write_blob_folders(data, n=8)
 base = TrainConfig(task="classification", model="resnet18_tiny", data=str(data), out=str(data) + "-unused",
                    n_folds=2, epochs=1, batch_size=8, warmup_epochs=0, augment=AugmentConfig())
-grid = run_search(base, {{}}, storage_path={str(work / "searches")!r}, name="gpu{gpus:g}", verbose=0,
-                  resources=Resources(gpus_per_trial={gpus}, cpus_per_trial=0.5))
+grid = run_search(base, {{}}, num_samples=1, storage_path={str(work / "searches")!r}, name="gpu{gpus:g}", verbose=0,
+                  resources=Resources(gpus_per_trial={gpus}, cpus_per_trial=0.5))  # one trial (the default is 8)
 rows = trial_rows(grid, "auc", 2)
 print("[check] trial", rows[0]["status"], "auc_mean", round(rows[0]["mean"], 4), "error", rows[0]["error"])
+for node in ray.nodes():
+    print("[check] node", node["NodeID"], "GPU", node["Resources"].get("GPU", 0), "CPU", node["Resources"].get("CPU"))
 gpu_nodes = {{n["NodeID"] for n in ray.nodes() if n["Resources"].get("GPU", 0) > 0}}
-for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=100):
-    print("[check] RayTrainWorker on", "the GPU node" if actor.node_id in gpu_nodes else "a node without GPU",
-          actor.node_id[:8], actor.state)
+for actor in list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=100, detail=True):
+    print("[check] RayTrainWorker actor on", "the GPU node" if actor.node_id in gpu_nodes else "a node without GPU",
+          actor.node_id, actor.state)
 """
     return code
+
+
+def worker_lines(state: dict, needle: str) -> list[tuple[int, str]]:
+    """(node index, line) of every line holding ``needle`` in the Ray worker logs of each node of ``state``."""
+    found = []
+    for index, folder in enumerate(state["dirs"]):
+        for path in sorted((Path(folder) / "session_latest" / "logs").glob("worker-*.out")):
+            found += [(index, line.strip()) for line in path.read_text(errors="replace").splitlines() if needle in line]
+    return found
 
 
 def check_gpu(work: Path) -> None:
@@ -221,10 +234,13 @@ def check_gpu(work: Path) -> None:
         say("head without GPU + a node started with --num-gpus 1 (declared; no CUDA here): --gpus-per-trial 1")
         done = run([PYTHON, "-c", _gpu_search(state["gcs"], work, 1)], env, timeout=900)
         assert done.returncode == 0 and "[check] trial done" in done.stdout, done.stderr[-3000:]
-    say("a cluster with no GPU and no autoscaler: compare.py --gpus-per-trial 1")
-    refused = run(
-        [PYTHON, COMPARE, "--preset", "smoke", "--out", str(work / "nogpu"), "--gpus-per-trial", "1"], env, timeout=600
-    )
+        placed = worker_lines(state, "Train worker")
+        for index, line in placed:
+            print(f"[check] node {index} ({'--num-gpus 1' if index == 1 else 'head, no GPU'}) worker log: {line}")
+        assert placed and all(index == 1 and "GPU ids ['0']" in line for index, line in placed), placed
+    say("a cluster with no GPU and no autoscaler (a new local Ray): compare.py --gpus-per-trial 1")
+    args = ["--preset", "smoke", "--address", "local", "--out", str(work / "nogpu"), "--gpus-per-trial", "1"]
+    refused = run([PYTHON, COMPARE, *args], env, timeout=600)
     print(refused.stderr.strip().splitlines()[-1] if refused.stderr.strip() else "", flush=True)
     assert refused.returncode == 2
 
@@ -242,39 +258,68 @@ def _kill_node(state: dict, index: int) -> None:
     print(f"[check] SIGKILL to {len(pids)} processes of node {index}", flush=True)
 
 
+def _wait_first_epoch(searches: Path, fold: int, proc: subprocess.Popen, timeout_s: float = 900) -> Path:
+    """The folder of ``fold`` once its first epoch is reported: history row written, checkpoint on storage.
+
+    The controller writes the history row after it has registered the report's checkpoint, so the fold
+    then has a checkpoint to resume from and all its other epochs still to train.
+    """
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        for history in searches.glob(f"*/trial_*/fold_{fold}/history.csv"):
+            rows = history.read_text().splitlines()[1:]
+            if rows and (history.parent / "train" / "checkpoint_epoch_0000" / "model.pt").exists():
+                return history.parent
+        time.sleep(0.1)
+    raise AssertionError(f"fold {fold} never reported an epoch")
+
+
+def _epochs(fold: Path) -> list[int]:
+    import csv
+
+    with (fold / "history.csv").open(newline="") as handle:
+        return [int(float(row["epoch"])) for row in csv.DictReader(handle)]
+
+
 def check_node_loss(work: Path) -> None:
-    """Head (driver, trial) + node 1 (the Train worker); node 1 dies after a checkpoint; node 2 replaces it."""
+    """A study on head (driver; 1 CPU) + node 1 (2 CPUs): a Train worker of 1.5 CPUs fits node 1 only.
+    Node 1 is killed right after fold 1's first epoch (5 of its 6 epochs to go); node 2 replaces it."""
     from tumorbench import storage
 
-    data = synthetic_data(work / "data")
+    out = work / "study"
     env = _ray_env() | {"PYTHONPATH": f"{REPO / 'platform'}:{REPO}", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "120"}
-    searches = work / "searches"
-    with cluster([{"cpus": 1}, {"cpus": 1}], env) as state:
-        code = _node_loss_search(state["gcs"], data, searches)
+    with cluster([{"cpus": 1}, {"cpus": 2}], env) as state:
         proc = subprocess.Popen(
-            [PYTHON, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            [PYTHON, "-c", _node_loss_study(state["gcs"], out)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
         reader.start()
-        target, deadline = None, time.time() + 900
-        # Polled every 0.2 s: the kill lands within the next epoch (each takes a few seconds here).
-        while target is None and time.time() < deadline and proc.poll() is None:
-            found = sorted(searches.glob("loss/trial_*/fold_1/train/checkpoint_epoch_0001"))
-            target = found[0] if found else None
-            time.sleep(0.2)
-        assert target is not None, "".join(lines)[-3000:]
-        print(f"[check] {target.relative_to(searches)} written: killing node 1 (its raylet and workers)", flush=True)
+        fold = _wait_first_epoch(out / "searches", 1, proc)
+        placed = worker_lines(state, "fold 1: Train worker")
+        print(f"[check] fold 1 running on: {[f'node {i}: {line}' for i, line in placed]}", flush=True)
+        print(
+            f"[check] killing node 1 during {fold.relative_to(out)}: epochs reported {_epochs(fold)} of 6, "
+            f"checkpoints {sorted(p.name for p in (fold / 'train').glob('checkpoint_*'))}, "
+            f"outer results written: {(fold / 'outer' / 'metrics.json').exists()}",
+            flush=True,
+        )
         _kill_node(state, 1)
         time.sleep(5)
-        start_node(state, 2, {"cpus": 1})
-        proc.wait(timeout=900)
+        start_node(state, 2, {"cpus": 2})
+        proc.wait(timeout=1200)
         reader.join(timeout=10)
+        for index, line in worker_lines(state, "resumed from checkpoint") + worker_lines(state, "Train worker"):
+            print(f"[check] node {index} worker log: {line}", flush=True)
         _print_restart_evidence(Path(state["dirs"][0]) / "session_latest" / "logs")
-        print("".join(line for line in lines if line.startswith("[check]")), flush=True)
-        fold = target.parents[1]
-        print(f"[check] {fold.relative_to(searches)}/history.csv:\n" + (fold / "history.csv").read_text()[:2000])
-        print(f"[check] checkpoints of that fold: {storage.listing(fold / 'train')[:40]}")
+        for done in sorted(fold.parent.glob("fold_*")):
+            print(f"[check] {done.relative_to(out)}: epochs in history.csv {_epochs(done)}", flush=True)
+        print(f"[check] checkpoints of fold 1: {sorted({n.split('/')[0] for n in storage.listing(fold / 'train')})}")
+        print("".join(lines[-40:]), flush=True)
         assert proc.returncode == 0
 
 
@@ -283,33 +328,27 @@ def _print_restart_evidence(logs: Path) -> None:
     needles = ("restor", "Restor", "resum", "Resum", "fail", "Fail", "died", "retry", "Retry")
     shown = 0
     for path in sorted(logs.rglob("*")):
-        if not path.is_file() or path.suffix not in (".out", ".err", ".log") or shown >= 25:
+        if not path.is_file() or path.suffix not in (".out", ".err", ".log") or shown >= 12:
             continue
         for line in path.read_text(errors="replace").splitlines():
             if any(n in line for n in needles) and ("rain" in line or "rial" in line or "orker" in line):
                 print(f"[check] {path.name}: {line.strip()[:300]}", flush=True)
                 shown += 1
-                if shown >= 25:
+                if shown >= 12:
                     break
 
 
-def _node_loss_search(gcs: str, data: str, searches: Path) -> str:
+def _node_loss_study(gcs: str, out: Path) -> str:
     return f"""
-import ray
-from tumorbench.training.config import TrainConfig
+import dataclasses
+from tumorbench.study.presets import synthetic
+from tumorbench.study.runner import run_study
 from tumorbench.tuning.resources import Resources
-from tumorbench.tuning.search import run_search, trial_rows
-ray.init(address={gcs!r}, log_to_driver=False)
-patch = [32, 32, 32]  # 16 patches per case, 6 epochs: a fold lasts long enough to be hit mid-way
-base = TrainConfig.from_dict({{"task": "segmentation", "model": "unet_tiny", "data": {data!r},
-    "out": {data!r} + "-unused", "n_folds": 2, "epochs": 6, "batch_size": 2, "lr": 3e-3, "spatial_dims": 3,
-    "sampling": {{"mode": "patch3d", "patch_size": patch, "num_samples": 16}}, "roi_size": patch,
-    "augment": {{}}, "max_failures": 2, "keep_checkpoints": 5}})
-grid = run_search(base, {{}}, searcher="random", scheduler="none", num_samples=1, storage_path={str(searches)!r},
-                  name="loss", verbose=0, trial_retries=2, resources=Resources(cpus_per_trial=1.0))
-for row in trial_rows(grid, "dice", 2):
-    print("[check] trial", row["trial"], row["status"], "folds", row["folds"], "dice_mean", round(row["mean"], 4),
-          "error", row["error"], flush=True)
+smoke = synthetic("smoke")  # one model and the two baselines; 6 epochs of 16 patches: a fold lasts a while
+patch = {{"mode": "patch3d", "patch_size": [32, 32, 32], "num_samples": 16}}
+config = smoke.config | {{"epochs": 6, "sampling": patch, "max_failures": 2, "keep_checkpoints": 10}}
+study = dataclasses.replace(smoke, name="node-loss", candidates=smoke.candidates[:1], config=config, explain_cases=0)
+run_study(study, {str(out)!r}, preset="smoke", address={gcs!r}, resources=Resources(cpus_per_trial=1.5))
 """
 
 

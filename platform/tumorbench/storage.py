@@ -114,10 +114,31 @@ def exists(location: str | os.PathLike) -> bool:
     return filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound
 
 
-def read_text(location: str | os.PathLike) -> str:
+def read_bytes(location: str | os.PathLike) -> bytes:
     filesystem, path = resolve(location)
     with filesystem.open_input_stream(path) as stream:
-        return stream.read().decode()
+        return stream.read()
+
+
+def read_text(location: str | os.PathLike) -> str:
+    return read_bytes(location).decode()
+
+
+def write_bytes(location: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` as the file at ``location`` (its folder made); a local file is replaced atomically."""
+    filesystem, path = resolve(location)
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
+    if is_remote(location):  # an object appears whole when its upload completes
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(data)
+        return
+    scratch = Path(f"{path}.{os.getpid()}.part")
+    scratch.write_bytes(data)
+    scratch.replace(path)
+
+
+def write_text(location: str | os.PathLike, text: str) -> None:
+    write_bytes(location, text.encode())
 
 
 def listing(location: str | os.PathLike) -> list[str]:

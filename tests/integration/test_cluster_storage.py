@@ -70,6 +70,9 @@ def test_search_on_s3_keeps_checkpoints_there_and_resumes_from_them(ray_session,
         assert f"{prefix}train/checkpoint_epoch_0000/model.pt" in files
         assert f"{prefix}train/checkpoint_epoch_0000/val_predictions.json" in files
         assert f"{prefix}history.csv" in files, "the fold's history is copied next to its checkpoints"
+        # nested selection: the outer fold's predictions and the inner-chosen weights, read back from S3
+        assert {f"{prefix}outer/predictions.json", f"{prefix}outer/chosen_weights.pt"} <= set(files)
+    assert not list((tmp_path / "work").rglob("outer")), "nothing of the outer folds is kept on the local disk"
     assert f"{row['trial']}/result.json" in files and "tuner.pkl" in files
     # The trial checkpoint read back from S3: both folds, their best checkpoints on S3 too.
     folds, oof = read_state(row["checkpoint"])

@@ -578,3 +578,32 @@ def test_brats_baseline_rows_carry_the_deep_models_region_columns(tmp_path):
     for name, target in regions.items():
         assert row[f"dice_{name}"] == pytest.approx(_dice(pred, target))
     assert row["dice"] == pytest.approx(np.mean([row[f"dice_{n}"] for n in regions]))
+
+
+def test_classifier_inner_cv_keeps_split_groups_whole(blob_rows, blob_cache, monkeypatch):
+    """A study's near-duplicate groups (``with_split_groups``) reach the baseline's inner CV whole."""
+    import pandas as pd
+
+    from tumorbench.baselines import classifiers
+    from tumorbench.study.results import with_split_groups
+
+    # c0~c5~c9 and c12~c13 are near-duplicates: each merged group keeps one name in split_group
+    train = with_split_groups(pd.DataFrame(blob_rows[:40]), {"near_duplicates": [["c0", "c5", "c9"], ["c12", "c13"]]})
+    assert train["split_group"].nunique() == 40 - 3
+    assert train.loc[[0, 5, 9], "split_group"].nunique() == 1 and train.loc[[12, 13], "split_group"].nunique() == 1
+    assert with_split_groups(train.drop(columns="split_group"), {"near_duplicates": []}).columns.tolist() == list(
+        blob_rows[0]
+    )
+    seen = {}
+
+    def spy(head, X, y, groups, *args, **kwargs):
+        seen["groups"], seen["y"] = groups, y
+        return real(head, X, y, groups, *args, **kwargs)
+
+    real = classifiers._fit_head
+    monkeypatch.setattr(classifiers, "_fit_head", spy)
+    fit_predict_fold("logreg", train, blob_rows[40:], classes=["no", "yes"], cache=blob_cache, features=SMALL)
+    assert seen["groups"].tolist() == train["split_group"].tolist()
+    for fit, held in _inner_cv(seen["y"], seen["groups"], 3, seed=0).split(seen["y"], seen["y"], seen["groups"]):
+        assert not set(seen["groups"][fit]) & set(seen["groups"][held])
+        assert {0, 5, 9} <= set(fit) or not {0, 5, 9} & set(fit)

@@ -4,14 +4,16 @@ validation patients only; the outer fold is scored once, by the chosen model. Ru
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import torch
 
 from conftest import write_blob_folders
 from tumorbench.training import data as fold_data
-from tumorbench.training.config import TrainConfig
+from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.training.loop import fit_fold, seed_everything
-from tumorbench.training.nested import inner_split
+from tumorbench.training.nested import inner_groups, inner_split
 from tumorbench.training.tasks import build_model
+from tumorbench.training.trainer import preflight
 
 
 def _config(tmp_path) -> TrainConfig:
@@ -79,3 +81,67 @@ def test_one_training_patient_leaves_the_inner_set_empty():
     rows = pd.DataFrame([{"case_id": f"c{i}", "patient_id": "p0", "label": None} for i in range(3)])
     train, val = inner_split(rows, 0.2, seed=0)
     assert len(train) == 3 and val.empty
+
+
+def _split_groups_across(train: pd.DataFrame, val: pd.DataFrame, groups: list[list[str]]) -> list[list[str]]:
+    """The near-duplicate groups with members on both sides of an inner split."""
+    sides = {c: "train" for c in train["case_id"]} | {c: "val" for c in val["case_id"]}
+    return [g for g in groups if len({sides[c] for c in g if c in sides}) > 1]
+
+
+def test_inner_split_keeps_near_duplicate_groups_whole():
+    rows = pd.DataFrame(
+        [{"case_id": f"c{i}", "patient_id": f"c{i}", "label": "yes" if i % 2 else "no"} for i in range(40)]
+    )
+    near = [[f"c{i}", f"c{i + 1}", f"c{i + 3}"] for i in range(0, 40, 8)]  # five groups of 3, classes mixed
+    groups = inner_groups(rows, near)
+    assert len(set(groups)) == 40 - 2 * 5
+    naive = 0
+    for seed in range(20):
+        train, val = inner_split(rows, 0.25, seed, groups)
+        assert len(train) + len(val) == 40 and len(val) > 0
+        assert _split_groups_across(train, val, near) == []
+        naive += len(_split_groups_across(*inner_split(rows, 0.25, seed), near))
+    assert naive > 0  # patient-level splitting alone does separate copies: the check above has teeth
+
+
+def test_fold_cases_keep_near_duplicates_together_in_the_inner_split(tmp_path):
+    from test_near_duplicates import _folder  # its rescaled and re-encoded copies, each image its own patient
+
+    _folder(tmp_path / "data", n=16)
+    split_across = 0
+    for seed in range(6):
+        config = _config(tmp_path).replace(out=str(tmp_path / f"run{seed}"), seed=seed, inner_val_fraction=0.5)
+        doc = fold_data.ensure_split_file(config, fold_data.load_catalog(config))
+        assert len(doc["near_duplicates"]) == 2
+        for fold in range(3):
+            cases = fold_data.fold_cases(config.replace(fold=fold))
+            train = pd.DataFrame(cases.train)
+            val = pd.DataFrame(cases.val)
+            assert len(val) > 0
+            assert _split_groups_across(train, val, doc["near_duplicates"]) == []
+            rows = pd.concat([train, val], ignore_index=True)
+            naive = inner_split(rows, 0.5, config.seed * 1000 + fold)
+            split_across += len(_split_groups_across(*naive, doc["near_duplicates"]))
+    assert split_across > 0
+
+
+def test_a_fold_with_one_training_patient_is_refused_before_ray(tmp_path):
+    write_blob_folders(tmp_path / "data", n=2)
+    # two patients with an image of each class: each of 2 folds trains on one patient
+    rows = [f"{c}/{c}{i}.png,p{i}" for c in ("no", "yes") for i in range(2)]
+    (tmp_path / "data" / "patients.csv").write_text("image,patient_id\n" + "\n".join(rows) + "\n")
+    config = _config(tmp_path).replace(n_folds=2, fold=0)
+    frame = fold_data.load_catalog(config)
+    with pytest.raises(TrainConfigError, match=r"fold 0 of .*splits\.json trains on 1 patient group\(s\)") as error:
+        fold_data.ensure_split_file(config, frame)
+    assert "inner_val_fraction 0.3" in str(error.value) and "inner_val_fraction 0 " in str(error.value)
+    assert not (tmp_path / "run" / "splits.json").exists()  # a refused split is not kept
+    with pytest.raises(TrainConfigError, match="fold 0 of"):
+        preflight(config, resume=False)  # what `tumorbench train` and every search run before Ray
+    # Without nested selection the same folds are fine (each validates on itself).
+    doc = fold_data.ensure_split_file(config.replace(inner_val_fraction=0.0), frame)
+    assert len(doc["folds"]) == 2
+    # ...and an existing split file is checked too when nested selection is asked for again.
+    with pytest.raises(TrainConfigError, match="fold 0 of"):
+        fold_data.ensure_split_file(config, frame)

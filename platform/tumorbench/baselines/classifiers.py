@@ -45,6 +45,7 @@ CLASSIFIER_SEARCH_SPACES: Mapping[str, Mapping[str, list]] = MappingProxyType(
 )
 # Labels that are computed from the masks: giving the extractor those masks would leak the label.
 MASK_DERIVED_LABELS = ("has_tumor",)
+SPLIT_GROUP = "split_group"  # optional row field: the unit the inner CV keeps whole (default: the patient)
 
 
 class GroupedCalibratedClassifier(ClassifierMixin, BaseEstimator):
@@ -258,7 +259,8 @@ def fit_predict_fold(
         classes: Class values in index order; the positive class of a binary problem is ``classes[1]``.
         label_column: Row field holding the class.
         search: Tune the parameters of :data:`CLASSIFIER_SEARCH_SPACES` by ROC AUC with an
-            inner ``StratifiedGroupKFold`` (groups = patients) inside the training rows.
+            inner ``StratifiedGroupKFold`` inside the training rows (groups: the rows' ``split_group``
+            when given, e.g. patients merged with their near-duplicates, else the patients).
         seed: Seed of the estimator and of the inner folds.
         cache: Features of the dataset, shared across calls; made here when None (then
             masks are used unless ``label_column`` is derived from them).
@@ -289,7 +291,9 @@ def fit_predict_fold(
     absent = [classes[k] for k in range(len(classes)) if k not in set(y_train.tolist())]
     if absent:
         raise ValueError(f"the training rows hold no case of class {absent}")
-    groups = np.asarray([str(row["patient_id"]) for row in train])
+    # A row's split group (its patient merged with near-duplicate copies, when the study sets it) stays whole in
+    # the inner CV and the calibration folds, as it does across the outer folds.
+    groups = np.asarray([str(row.get(SPLIT_GROUP) or row["patient_id"]) for row in train])
     model, best = _fit_head(
         Pipeline(pipe.steps[1:]),
         cache.matrix(train),

@@ -37,13 +37,13 @@ def final_config(base, candidate, best: dict[str, Any], test: str, out: Path):
 
 def final_dl_rows(config, model: str, task: str, class_names: list[str] | None) -> tuple[pd.DataFrame, str]:
     """Train the final model (Ray Train) and return its test rows and the chosen checkpoint's folder."""
-    from tumorbench.training.trainer import fit
-    from tumorbench.tuning.trial import best_checkpoint, read_outer
+    from tumorbench.training.trainer import fit, has_snapshot, run_storage
+    from tumorbench.tuning.trial import best_checkpoint, fold_predictions
 
-    result = fit(config, verbose=False)
+    result = fit(config, resume=has_snapshot(config), verbose=False)  # a resumed study continues its final model
     path, _ = best_checkpoint(result, config.selection_metric, config.selection_mode)
-    _, records = read_outer(config.out)
-    rows = get_task(task).oof_rows([dict(r, fold=0) for r in records or []], class_names)
+    _, records = fold_predictions(config, run_storage(config), path)
+    rows = get_task(task).oof_rows([dict(r, fold=0) for r in records], class_names)
     return pd.DataFrame(rows).assign(model=model, kind="dl"), str(path)
 
 
@@ -53,10 +53,10 @@ def final_baseline_rows(
     """Every baseline refitted on all training cases and scored on the test cases (Ray tasks)."""
     import ray
 
-    from tumorbench.study.results import baseline_fold, region_params
+    from tumorbench.study.results import baseline_fold, region_params, with_split_groups
 
     spec = get_task(study.task)
-    train = spec.usable(frame[~frame["case_id"].isin(split_doc["excluded"])])
+    train = with_split_groups(spec.usable(frame[~frame["case_id"].isin(split_doc["excluded"])]), split_doc)
     remote = ray.remote(num_cpus=1)(baseline_fold)
     pending = [
         remote.remote(

@@ -139,6 +139,16 @@ def region_params(study) -> dict[str, Any]:
     return {"brats_regions": int(preprocess.get("enhancing_label", 4))}
 
 
+def with_split_groups(train: pd.DataFrame, split_doc: dict) -> pd.DataFrame:
+    """Training rows with ``split_group`` (patients merged with their near-duplicates) when the split has any:
+    a baseline's inner CV keeps them whole, as the outer folds and the deep models' inner split do."""
+    from tumorbench.baselines.classifiers import SPLIT_GROUP
+    from tumorbench.training.nested import inner_groups
+
+    near = split_doc.get("near_duplicates") or []
+    return train.assign(**{SPLIT_GROUP: inner_groups(train, near)}) if near else train
+
+
 def run_baselines(study, frame: pd.DataFrame, split_doc: dict, class_names: list[str] | None) -> pd.DataFrame:
     """Every baseline on every fold, as Ray tasks on the cluster (1 CPU each)."""
     import ray
@@ -149,6 +159,7 @@ def run_baselines(study, frame: pd.DataFrame, split_doc: dict, class_names: list
     for name in study.baselines:
         for fold in range(len(split_doc["folds"])):
             train, val = (task.usable(part) for part in fold_frames(frame, split_doc, fold))
+            train = with_split_groups(train, split_doc)
             pending.append(
                 remote.remote(
                     name,

@@ -178,9 +178,7 @@ def package_final(winner: str, final: dict, lb: pd.DataFrame, out: Path, task: s
     """The winner's final model (retrained on every training patient) as ``best/<task>/``; its metrics are the
     outer-CV estimate and the locked test score, each a pooled estimate with its CI."""
     target = out / "best" / task
-    if target.exists():
-        shutil.rmtree(target)
-    shutil.copytree(final["checkpoints"][winner], target, ignore=shutil.ignore_patterns("training_state.pt"))
+    storage.download(final["checkpoints"][winner], target, skip=("training_state.pt",))  # replaces target
 
     def estimate(table: pd.DataFrame) -> dict[str, float]:
         row = table.set_index("model").loc[winner]
@@ -359,7 +357,13 @@ def run_study(
     if test is not None and dl_models:
         final = run_locked_test(
             study,
-            {c.name: base_config(study, c, data, out, split_file) for c in study.candidates},
+            # The final models checkpoint to the study's storage too: their workers may run on other nodes.
+            {
+                c.name: base_config(study, c, data, out, split_file).replace(
+                    storage=storage.join(root, "final", c.name)
+                )
+                for c in study.candidates
+            },
             bests,
             frame,
             doc,

@@ -21,7 +21,7 @@ from tumorbench.data.splits import SplitConfig, content_hash, fold_frames, load_
 from tumorbench.errors import DataError
 from tumorbench.tasks import TaskError, get_task
 from tumorbench.training.config import VOLUME_LAYOUTS, TrainConfig, TrainConfigError
-from tumorbench.training.nested import inner_split
+from tumorbench.training.nested import inner_groups, inner_split, uses_nested
 from tumorbench.transforms import build_transforms
 
 SPLIT_FILE_NAME = "splits.json"
@@ -67,10 +67,13 @@ def load_catalog(config: TrainConfig) -> pd.DataFrame:
 
 
 def ensure_split_file(config: TrainConfig, frame: pd.DataFrame) -> dict:
-    """Read the split file, or make it (patient-level, stratified) when it does not exist yet."""
+    """Read the split file, or make it (patient-level, stratified) when it does not exist yet; either way
+    refused when nested selection cannot be made in some fold (:func:`check_inner_sets`)."""
     path = split_path(config)
     if path.exists():
-        return load_splits(path, frame)
+        doc = load_splits(path, frame)
+        check_inner_sets(config, frame, doc)
+        return doc
     if config.split_file:
         raise DataError(path, "split file not found")
     task = get_task(config.task)
@@ -78,6 +81,7 @@ def ensure_split_file(config: TrainConfig, frame: pd.DataFrame) -> dict:
         n_folds=config.n_folds, seed=config.seed, stratify=task.stratify, dedupe=config.dedupe and task.dedupe
     )
     doc = make_splits(task.split_frame(frame), split, content=content_hash(frame))
+    check_inner_sets(config, frame, doc)  # before the file exists: a refused split is not kept
     write_splits(doc, path)
     return doc
 
@@ -95,10 +99,10 @@ def fold_cases(config: TrainConfig) -> FoldCases:
         val = scan(config.test_data, config.layout)
     class_names, train, val = task.class_names(frame), task.usable(train), task.usable(val)
     test: list[dict] = []
-    if (config.inner_val_fraction > 0 or config.test_data) and task.worker_loop() is None:
+    if uses_nested(config):
         # The outer fold becomes the test set, scored once; the inner patients do all the choosing.
         test = cases_from_catalog(val, class_names)
-        train, val = inner_split(train, config.inner_val_fraction, config.seed * 1000 + config.fold)
+        train, val = _inner_sets(config, train, doc)
     return FoldCases(
         train=cases_from_catalog(train, class_names),
         val=cases_from_catalog(val, class_names),
@@ -109,6 +113,42 @@ def fold_cases(config: TrainConfig) -> FoldCases:
         split_hash=doc["hash"],
         test=test,
     )
+
+
+def _inner_sets(config: TrainConfig, train: pd.DataFrame, doc: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The outer training rows split into inner training and validation, near-duplicate groups kept whole."""
+    groups = inner_groups(train, doc.get("near_duplicates") or [])
+    return inner_split(train, config.inner_val_fraction, config.seed * 1000 + config.fold, groups)
+
+
+def _outer_training_rows(config: TrainConfig, frame: pd.DataFrame, doc: dict, fold: int) -> pd.DataFrame:
+    train, val = fold_frames(frame, doc, fold)
+    if config.test_data:
+        train = pd.concat([train, val], ignore_index=True)
+    return get_task(config.task).usable(train)
+
+
+def check_inner_sets(config: TrainConfig, frame: pd.DataFrame, doc: dict) -> None:
+    """Refuse, before any worker starts, a nested selection that leaves some fold without inner validation cases.
+
+    A fold whose training part is one patient (or one near-duplicate group) has nobody left to choose the
+    epoch: its configurations would be ranked by NaN. (``inner_val_fraction`` 0 turns nested selection off.)
+    """
+    if not uses_nested(config) or config.inner_val_fraction <= 0:
+        return
+    for fold in [0] if config.test_data else range(len(doc["folds"])):
+        train = _outer_training_rows(config, frame, doc, fold)
+        groups = inner_groups(train, doc.get("near_duplicates") or [])
+        n_groups = len(set(groups))
+        if n_groups >= 2:
+            continue
+        merged = " (near-duplicates merged)" if doc.get("near_duplicates") else ""
+        where = "the final model's training data" if config.test_data else f"fold {fold} of {split_path(config)}"
+        raise TrainConfigError(
+            f"{where} trains on {n_groups} patient group(s){merged}: nested selection (inner_val_fraction "
+            f"{config.inner_val_fraction:g}) needs at least 2, one to train and one to choose the epoch. "
+            f"Use fewer folds or more patients, or inner_val_fraction 0 (selection on the reported fold: optimistic)"
+        )
 
 
 def train_shard(config: TrainConfig, cases: FoldCases, rank: int, world_size: int) -> list[dict]:

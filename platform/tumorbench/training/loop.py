@@ -12,7 +12,6 @@ import random
 import tempfile
 import time
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +27,7 @@ from tumorbench.training import data as fold_data
 from tumorbench.training.checkpoint import load_training_state, save_checkpoint
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.gan import synthetic_dataset
-from tumorbench.training.nested import OUTER_DIR
+from tumorbench.training.nested import load_chosen, save_chosen, write_outer
 from tumorbench.training.state import LoopState
 from tumorbench.training.tasks import Precision, build_model, channels_last, make_loss, train_epoch
 
@@ -107,6 +106,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cuda" and not torch.cuda.is_available():
         device = torch.device("cpu")  # a GPU declared on a node without CUDA (a test cluster): train on CPU
+    print(_placement(config, rank, world, device), flush=True)  # the worker's log says where it ran
     cases = fold_data.fold_cases(config)
     in_ch, out_ch = fold_data.io_channels(config, cases)
     model, kwargs = build_model(config, in_ch, out_ch)
@@ -132,7 +132,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     outer = fit_fold(config, cases, model, device, rank, world, report, resume=_resume)
     if outer is not None and rank == 0:
-        write_outer(config.out, *outer)
+        write_outer(_fold_storage(config), *outer)
+
+
+def _placement(config: TrainConfig, rank: int, world: int, device: torch.device) -> str:
+    """Where this Train worker runs: its node, the GPUs Ray assigned it, and the device it trains on."""
+    import ray
+
+    context = ray.get_runtime_context()
+    gpus = context.get_accelerator_ids().get("GPU", [])
+    return (
+        f"[tumorbench] fold {config.fold}: Train worker {rank + 1}/{world} on node {context.get_node_id()} "
+        f"({ray.util.get_node_ip_address()}), Ray GPU ids {gpus}, training on {device}"
+    )
 
 
 def fit_fold(
@@ -163,7 +175,7 @@ def fit_fold(
     precision = Precision.for_device(config.amp, device)
     loss_fn = make_loss(config, _class_counts(cases))
     state = resume(model, optimizer, scheduler, precision) if resume else LoopState()
-    chosen = _load_chosen(config.out) if cases.test else None  # a resumed run's inner choice so far
+    chosen = load_chosen(_fold_storage(config)) if cases.test else None  # a resumed run's inner choice so far
     for epoch in range(state.epoch + 1, config.epochs):
         if config.freeze_backbone_epochs:  # classifiers only (Task.check_config)
             freeze_backbone(getattr(model, "module", model), epoch < config.freeze_backbone_epochs)
@@ -175,7 +187,7 @@ def fit_fold(
         primary = metrics[config.selection_metric]
         improved = state.update(primary, epoch, config.selection_mode)
         if improved and cases.test:
-            chosen = _keep_chosen(config.out, model, rank)
+            chosen = _keep_chosen(config, model, rank)
         metrics |= stats | {
             "epoch": epoch,
             "lr": optimizer.param_groups[-1]["lr"],
@@ -197,20 +209,18 @@ def fit_fold(
     return _score_outer(config, model, cases, device, rank, world, chosen, state)
 
 
-def _keep_chosen(out: str, model: torch.nn.Module, rank: int) -> dict[str, torch.Tensor]:
-    """The inner-chosen weights: in memory, and on disk (rank 0) so a resumed run still has them."""
+def _fold_storage(config: TrainConfig) -> str:
+    """The fold's storage (``trainer.run_storage``): every node reaches it, unlike ``out`` on a cluster."""
+    return config.storage or config.out
+
+
+def _keep_chosen(config: TrainConfig, model: torch.nn.Module, rank: int) -> dict[str, torch.Tensor]:
+    """The inner-chosen weights: in memory, and on storage (rank 0) so a resumed run still has them."""
     core = getattr(model, "module", model)
     weights = {k: v.detach().clone() for k, v in core.state_dict().items()}
     if rank == 0:
-        path = Path(out) / OUTER_DIR
-        path.mkdir(parents=True, exist_ok=True)
-        torch.save(weights, path / "chosen_weights.pt")
+        save_chosen(_fold_storage(config), {k: v.cpu() for k, v in weights.items()})
     return weights
-
-
-def _load_chosen(out: str) -> dict[str, torch.Tensor] | None:
-    path = Path(out) / OUTER_DIR / "chosen_weights.pt"
-    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
 
 
 def _score_outer(config, model, cases, device, rank, world, chosen, state) -> tuple[dict, list[dict]]:
@@ -230,14 +240,6 @@ def _score_outer(config, model, cases, device, rank, world, chosen, state) -> tu
     return metrics | {"epoch": epoch, "inner_best": state.best}, records
 
 
-def write_outer(out: str, metrics: dict, records: list[dict]) -> None:
-    """``<out>/outer/metrics.json`` and ``predictions.json``: what the study reports for this fold."""
-    path = Path(out) / OUTER_DIR
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "metrics.json").write_text(json.dumps(metrics, default=float))
-    (path / "predictions.json").write_text(json.dumps(records, default=float))
-
-
 def _resume(model, optimizer, scheduler, precision: Precision) -> LoopState:
     """Restore everything from Ray's latest checkpoint of this run, if there is one."""
     import ray.train
@@ -248,6 +250,8 @@ def _resume(model, optimizer, scheduler, precision: Precision) -> LoopState:
     with checkpoint.as_directory() as directory:
         load_weights(directory, model)
         saved = load_training_state(directory)
+    # A restarted worker (a lost node, a crash) says where it continues from; the log is the operator's record.
+    print(f"[tumorbench] resumed from checkpoint {checkpoint.path} (epoch {saved['loop']['epoch']})", flush=True)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     if precision.scaler is not None and saved.get("scaler"):
@@ -256,8 +260,6 @@ def _resume(model, optimizer, scheduler, precision: Precision) -> LoopState:
 
 
 def _report(rank, metrics, model, optimizer, scheduler, precision, state, manifest, records) -> None:
-    import json
-
     import ray.train
 
     if rank != 0:

@@ -124,7 +124,7 @@ def best_checkpoint(result, metric: str, mode: str) -> tuple[str, dict[str, Any]
 
 def run_fold(config: TrainConfig, setup: TrialSetup) -> tuple[FoldRecord, list[dict]]:
     """Train one fold through Ray Train; its best epoch's score and out-of-fold predictions."""
-    from tumorbench.training.trainer import fit, has_snapshot, read_history
+    from tumorbench.training.trainer import fit, has_snapshot, read_history, run_storage
 
     # A fold cut short by a crash (or a lost node) continues from its own Train snapshot.
     resume = has_snapshot(config)
@@ -135,9 +135,7 @@ def run_fold(config: TrainConfig, setup: TrialSetup) -> tuple[FoldRecord, list[d
         float(row.get("train_seconds") or 0) + float(row.get("val_seconds") or 0) for row in read_history(config.out)
     )
     path, metrics = best_checkpoint(result, setup.metric, setup.mode)
-    outer, records = read_outer(config.out)
-    if records is None:  # no nested selection: the fold validated itself
-        records = json.loads(storage.read_text(storage.join(path, "val_predictions.json")))
+    outer, records = fold_predictions(config, run_storage(config), path)
     for record in records:
         record["fold"] = config.fold
     record = FoldRecord(
@@ -158,14 +156,25 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def read_outer(out: str | Path) -> tuple[dict | None, list[dict] | None]:
-    """A fold's outer metrics and predictions (``training.loop.write_outer``), or ``(None, None)``."""
-    from tumorbench.training.nested import OUTER_DIR
+def fold_predictions(config: TrainConfig, run_storage: str, checkpoint: str) -> tuple[dict | None, list[dict]]:
+    """What a finished fold reports: under nested selection its outer metrics and predictions, read from
+    the fold's storage (rank 0 may have run on another node); otherwise the chosen checkpoint's own
+    validation predictions (the fold validated itself) and no outer metrics.
 
-    path = Path(out) / OUTER_DIR
-    if not (path / "predictions.json").exists():
-        return None, None
-    return json.loads((path / "metrics.json").read_text()), json.loads((path / "predictions.json").read_text())
+    Raises:
+        TrainConfigError: Nested selection, but the run left no outer predictions.
+    """
+    from tumorbench.training.nested import outer_location, read_outer, uses_nested
+
+    if not uses_nested(config):
+        return None, json.loads(storage.read_text(storage.join(checkpoint, "val_predictions.json")))
+    outer, records = read_outer(run_storage)
+    if records is None:
+        raise TrainConfigError(
+            f"fold {config.fold}: training finished without the outer fold's predictions at "
+            f"{outer_location(run_storage)}"
+        )
+    return outer, records
 
 
 def write_state(directory: str | Path, folds: list[FoldRecord], oof: list[dict]) -> None:
