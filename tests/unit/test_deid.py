@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from pydicom.dataset import Dataset
 
-from dicom_phi import FAKE_PHI, FAKE_STUDY_DATE, file_has_phi, find_phi, inject_phi
+from dicom_phi import FAKE_MRN, FAKE_NAME, FAKE_PHI, FAKE_STUDY_DATE, file_has_phi, find_phi, inject_phi
 from tumorbench.cli import main
 from tumorbench.data.check import check_dataset
 from tumorbench.data.deid import DeidConfig, deidentify_tree, identifying_tags
@@ -46,7 +46,20 @@ def study(tmp_path: Path) -> Path:
     ref.ReferencedSOPInstanceUID = pydicom.dcmread(files[0]).SOPInstanceUID
     ds.ReferencedImageSequence = [ref]
     ds.save_as(files[1])
+    _set_label_column(root, "patient_id", lambda row: FAKE_MRN + row["patient_id"][-1])  # as the PACS export says
     return root
+
+
+def _set_label_column(root: Path, column: str, value) -> None:
+    with open(root / "labels.csv", newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows, columns = list(reader), reader.fieldnames
+    for row in rows:
+        row[column] = value(row)
+    with open(root / "labels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 def _by_source(src: Path, dst: Path) -> dict[Path, pydicom.Dataset]:
@@ -205,3 +218,47 @@ def test_burned_in_review_reasons_and_seeded_runs_repeat(study: Path, tmp_path: 
         deidentify_tree(study, tmp_path / name, DeidConfig(seed=seed, date_shift=True))
         runs[name] = sorted(p.relative_to(tmp_path / name).as_posix() for p in (tmp_path / name).rglob("*.dcm"))
     assert runs["a"] == runs["b"] and not set(runs["a"]) & set(runs["c"])  # same secret, same UIDs and IDs
+
+
+def test_deid_carries_labels_and_masks_without_identifiers(study: Path, tmp_path: Path) -> None:
+    import gzip
+
+    from tumorbench.data.catalog import scan
+
+    (study / "notes.txt").write_text(f"patient {FAKE_NAME}")  # free-form: left behind
+    report = deidentify_tree(study, tmp_path / "dst", DeidConfig(seed="test"))
+    dst = tmp_path / "dst"
+    assert report.masks == 3 and report.ignored == 1 and not (dst / "notes.txt").exists()
+    for path in dst.rglob("*"):  # raw bytes of every file, masks unpacked, hold no identifier or source folder
+        raw = path.read_bytes() if path.is_file() else b""
+        raw = gzip.decompress(raw) + raw if path.name.endswith(".gz") else raw
+        assert not any(t.lower().encode() in raw.lower() for t in (*FAKE_PHI, "SYNTH-LUNG")), path.name
+    source, out = scan(study), scan(dst)
+    assert "case_id" not in (dst / "labels.csv").read_text().splitlines()[0]
+    assert len(out) == 3 and out["mask"].notna().all() and out["patient_id"].nunique() == 2
+    # Pair the cases through the mask bytes (NIfTI header and voxels unchanged); labels and patients follow.
+    old = {gzip.decompress(Path(m).read_bytes()): row for m, row in zip(source["mask"], source.to_dict("records"))}
+    assert len(old) == 3
+    for row in out.to_dict("records"):
+        mask = Path(row["mask"])
+        assert mask.name.endswith("_mask.nii.gz") and mask.read_bytes()[3] & 0x08 == 0  # gzip FNAME flag clear
+        before = old[gzip.decompress(mask.read_bytes())]
+        assert row["label"] == before["label"]
+        header = pydicom.dcmread(next(Path(row["image"][0]).glob("*.dcm")))
+        assert row["patient_id"] == header.PatientID != before["patient_id"]
+        assert Path(row["image"][0]).relative_to(dst).parts[:3] == (
+            header.PatientID,
+            header.StudyInstanceUID,
+            header.SeriesInstanceUID,
+        )
+
+
+def test_deid_refuses_a_labels_file_it_cannot_map(study: Path, tmp_path: Path) -> None:
+    _set_label_column(study, "patient_id", lambda row: "Doe^Jane" + row["patient_id"][-1])
+    with pytest.raises(DataError, match=r"row 2: patient_id is not the PatientID of any series") as caught:
+        deidentify_tree(study, tmp_path / "out0")
+    assert "Doe" not in str(caught.value) and not (tmp_path / "out0").exists()  # nothing written
+    _set_label_column(study, "patient_id", lambda row: FAKE_MRN + row["patient_id"][-1])
+    _set_label_column(study, "malignancy", lambda row: "reviewed for Mr " + FAKE_NAME.split("^")[0].title())
+    with pytest.raises(DataError, match="column malignancy: holds an original patient ID or name"):
+        deidentify_tree(study, tmp_path / "out1")

@@ -31,6 +31,7 @@ from dicognito.element_anonymizer import ElementAnonymizer
 from dicognito.randomizer import Randomizer
 from pydicom.dataset import Dataset
 
+from tumorbench.data.deid_sidecars import carry_sidecars, check_sidecars
 from tumorbench.errors import DataError
 
 CHANGES_CSV = "deid_changes.csv"
@@ -185,6 +186,7 @@ class DeidReport:
     review: list[tuple[str, str]] = field(default_factory=list)
     changes_csv: Path | None = None
     tag_counts: dict[str, int] = field(default_factory=dict)
+    masks: int | None = None  # masks carried with labels.csv; None: no labels.csv
 
 
 class _BasicProfile(ElementAnonymizer):
@@ -428,7 +430,8 @@ def _check_dirs(src: Path, dst: Path, overwrite: bool) -> None:
 def deidentify_tree(src: str | Path, dst: str | Path, config: DeidConfig = DeidConfig()) -> DeidReport:
     """De-identify every DICOM file under ``src`` into ``dst``; ``src`` is only read.
 
-    Files without the DICM preamble are ignored; a DICOM file that cannot be read is
+    Files without the DICM preamble are ignored, except ``labels.csv`` and the masks it names, which are
+    carried over without identifiers (``deid_sidecars``); a DICOM file that cannot be read is
     reported in ``skipped`` and the others are still written. ``dst/deid_changes.csv``
     lists per written file the changed tag keywords and any burned-in text review reason.
 
@@ -441,8 +444,9 @@ def deidentify_tree(src: str | Path, dst: str | Path, config: DeidConfig = DeidC
     dicom = [p for p in files if _has_dicm(p)]
     if not dicom:
         raise DataError(src, f"no DICOM files found (looked at {len(files)} files for the DICM preamble)")
+    sidecars = check_sidecars(src, dicom)  # refuses before anything is written
     seed = config.seed if config.seed is not None else os.urandom(16).hex()
-    report, rows = DeidReport(ignored=len(files) - len(dicom)), []
+    report, rows, moves = DeidReport(ignored=len(files) - len(dicom)), [], {}
     for n, path in enumerate(dicom):
         rel = path.relative_to(src)
         try:
@@ -451,6 +455,7 @@ def deidentify_tree(src: str | Path, dst: str | Path, config: DeidConfig = DeidC
             target = _target(dst, rel, ds, config.keep_paths)
             target.parent.mkdir(parents=True, exist_ok=True)
             pydicom.dcmwrite(target, ds, enforce_file_format=True)
+            moves[rel.parent.as_posix()] = (target.parent.relative_to(dst).as_posix(), str(ds.get("PatientID", "")))
         except Exception as exc:  # damaged files raise many types; one must not stop the run
             report.skipped.append((rel.as_posix(), f"{type(exc).__name__}: {exc}"))
             rows.append({"file": f"(source file {n + 1}, not written)", "status": "skipped"})
@@ -473,6 +478,9 @@ def deidentify_tree(src: str | Path, dst: str | Path, config: DeidConfig = DeidC
         )
     report.changes_csv = dst / CHANGES_CSV
     dst.mkdir(parents=True, exist_ok=True)
+    if sidecars is not None:
+        report.masks = carry_sidecars(sidecars, src, dst, moves, config.keep_paths)
+        report.ignored -= 1 + report.masks
     with open(report.changes_csv, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()
@@ -488,6 +496,8 @@ def format_report(report: DeidReport) -> str:
             f"ignored {report.ignored} non-DICOM files; changes per file: {report.changes_csv}"
         )
     ]
+    if report.masks is not None:
+        lines.append(f"carried over labels.csv (patient IDs replaced, case_id dropped) and {report.masks} masks")
     for name, count in sorted(report.tag_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:40]:
         lines.append(f"  {count:6d} x {name}")
     lines += [f"skipped {rel}: {why}" for rel, why in report.skipped]
