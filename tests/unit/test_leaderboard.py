@@ -380,3 +380,27 @@ def test_paired_difference_ci_matches_the_normal_approximation():
     assert row["difference"] == pytest.approx(diff.mean())
     assert row["diff_ci_low"] == pytest.approx(diff.mean() - 1.96 * se, abs=0.25 * se)
     assert row["diff_ci_high"] == pytest.approx(diff.mean() + 1.96 * se, abs=0.25 * se)
+
+
+def test_brats_leaderboard_shows_the_region_columns_for_every_row(tmp_path):
+    """A BraTS-layout study's console and HTML leaderboards show WT/TC/ET beside the mean Dice, for DL and baselines."""
+    from tumorbench.reporting.report import _leaderboard_section
+
+    pred = segmentation_predictions(seed=5)
+    rng = np.random.default_rng(7)
+    regions = {r: np.clip(pred["dice"] + rng.normal(0, 0.05, len(pred)), 0, 1) for r in ("WT", "TC", "ET")}
+    pred = pred.assign(**{f"dice_{r}": v for r, v in regions.items()})
+    pred["dice"] = pred[["dice_WT", "dice_TC", "dice_ET"]].mean(axis=1)
+    lb = leaderboard(pred, None, "segmentation", n_boot=N_BOOT, seed=3)
+    lines = format_leaderboard(lb, "segmentation").splitlines()
+    header = lines[1].split("  ")
+    assert "dice (WT/TC/ET mean) pooled [95% CI]" in lines[1]
+    columns = [c.strip() for c in header if c.strip()]
+    assert columns[5:8] == ["dice_WT", "dice_TC", "dice_ET"], columns
+    for line in lines[3:]:  # every row, the baseline included, carries its own region fold means
+        model = line.split()[1]
+        cells = line.split()
+        expected = [f"{pred[pred['model'] == model].groupby('fold')[f'dice_{r}'].mean().mean():.3f}" for r in regions]
+        assert cells[-7:-4] == expected, (model, cells)
+    html = _leaderboard_section(lb, paired_statistics(pred, None, "segmentation"), "segmentation", "dice")
+    assert html.index("dice_WT fold mean") < html.index("dice_TC fold mean") < html.index("iou fold mean")

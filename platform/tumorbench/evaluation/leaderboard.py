@@ -259,8 +259,14 @@ def format_leaderboard(
     """
     spec = get_task(task)
     primary = spec.check_metric(primary or lb.attrs.get("primary"))
-    others = [m for m in spec.key_metrics if f"{m}_mean" in lb.columns and m != primary]
-    header = ["#", "model", "kind", f"{primary} pooled [95% CI]", f"{primary} fold mean ± SD"] + others
+    others = [m for m in spec.leaderboard_metrics(lb.columns) if m != primary]
+    # A BraTS study's `dice` is the mean over its regions, whose own columns follow it.
+    name = (
+        f"{primary} ({'/'.join(spec.regions)} mean)"
+        if primary == "dice" and f"dice_{spec.regions[0]}" in others
+        else primary
+    )
+    header = ["#", "model", "kind", f"{name} pooled [95% CI]", f"{name} fold mean ± SD"] + others
     body = []
     for _, r in lb.iterrows():
         body.append(

@@ -125,7 +125,8 @@ def _p_cells(lb: pd.DataFrame, stats: pd.DataFrame, task: str, primary: str) -> 
 
 def _leaderboard_section(lb: pd.DataFrame, stats: pd.DataFrame, task: str, primary: str) -> str:
     metrics = [c[: -len("_mean")] for c in lb.columns if c.endswith("_mean")]
-    others = [m for m in metrics if m != primary]
+    first = get_task(task).leaderboard_metrics(lb.columns)  # BraTS regions right after the primary
+    others = [m for m in first + [m for m in metrics if m not in first] if m != primary]
     delong = primary == "auc" and "auc_delong_low" in lb.columns
     p_headers, p_cells = _p_cells(lb, stats, task, primary)
     header = [

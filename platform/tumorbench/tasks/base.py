@@ -57,6 +57,11 @@ class Task:
         base, _, region = metric.partition("_")
         return metric in self.metrics or (base in self.metrics and region in self.regions)
 
+    def leaderboard_metrics(self, columns: Any) -> list[str]:
+        """Secondary metrics the console leaderboard shows: region metrics first where the table has them."""
+        regional = [f"{m}_{r}" for m in self.metrics[:1] for r in self.regions if f"{m}_{r}_mean" in columns]
+        return regional + [m for m in self.key_metrics if f"{m}_mean" in columns]
+
     def check_metric(self, metric: str | None) -> str:
         """``metric`` (default: the primary), refused when the task does not have it."""
         metric = metric or self.primary
