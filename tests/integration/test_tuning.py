@@ -49,12 +49,15 @@ def _reported(result) -> list[dict]:
     return result.metrics_dataframe.sort_values("training_iteration").to_dict("records")
 
 
-def test_grid_search_crossval_trials_oof_and_resume(ray_session, data_root, tmp_path):
+def test_grid_search_crossval_trials_oof_and_resume(ray_session, data_root, tmp_path, capfd):
     base = tiny_search_config(data_root, tmp_path / "unused")
     space = {"lr": tune.grid_search([3e-3, 1e-2])}
     kwargs = dict(searcher="grid", scheduler="none", storage_path=tmp_path, name="grid", verbose=0)
     grid = run_search(base, space, **kwargs)
     assert len(grid) == 2 and not grid.errors
+    console = capfd.readouterr().out
+    assert "Configuration for experiment" not in console and "Trial status" not in console  # Tune silent at 0
+    assert console.count("fold 2/2") == 2  # our live lines: one per trial's last fold
     assert sorted(r.config["lr"] for r in grid) == [3e-3, 1e-2]
 
     split = json.loads((tmp_path / "grid" / "splits.json").read_text())

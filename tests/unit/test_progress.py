@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 from tumorbench.study.publish import best_note, link_best
@@ -60,3 +61,20 @@ def test_link_best_points_runs_best_task_at_the_latest_package(tmp_path):
     (root / "classification").mkdir()  # a real folder someone put there is never replaced
     assert link_best(first, "classification", root) is None
     assert sorted(p.name for p in root.iterdir()) == ["classification", "segmentation"]
+
+
+def test_tune_output_selects_the_silent_engine_only_at_verbose_0(monkeypatch):
+    from ray.tune.experimental.output import AirVerbosity, get_air_verbosity
+
+    from tumorbench.tuning.search import _tune_output
+
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    with _tune_output(0):
+        assert get_air_verbosity(0) is None  # the legacy engine: nothing at verbosity 0, no experiment box
+    assert get_air_verbosity(0) == AirVerbosity.SILENT and "RAY_AIR_NEW_OUTPUT" not in os.environ
+    with _tune_output(1):
+        assert get_air_verbosity(1) == AirVerbosity.DEFAULT
+    monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "1")
+    with _tune_output(0):
+        assert get_air_verbosity(0) is None
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "1"

@@ -9,7 +9,10 @@ continues an interrupted search without redoing finished trials.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -319,10 +322,34 @@ def run_search(
             asha=(grace_period, reduction_factor),
             trial_retries=trial_retries,
         )
-    grid = tuner.fit()
+    with _tune_output(verbose):
+        grid = tuner.fit()
     if verbose:
         print(f"[tumorbench] TensorBoard for every trial and fold: tensorboard --logdir {experiment}", flush=True)
     return grid
+
+
+@contextlib.contextmanager
+def _tune_output(verbose: int) -> Iterator[None]:
+    """Silence Tune completely at ``verbose=0``.
+
+    Ray 2.60's default console engine prints its "Configuration for experiment" box at every
+    verbosity (``TuneTerminalReporter.experiment_started`` ignores it); the legacy engine, chosen
+    with Ray's documented ``RAY_AIR_NEW_OUTPUT=0``, prints nothing at 0. Tune reads the variable
+    when ``fit`` starts, so it is set only around the call (our live lines come from ``SearchProgress``).
+    """
+    if verbose:
+        yield
+        return
+    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = before
 
 
 def _workdir(experiment: str) -> Path:
