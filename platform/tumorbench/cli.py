@@ -378,7 +378,6 @@ def explain_command(package: Path, files: tuple[Path, ...], method: str, out: Pa
     "--models",
     "models",
     multiple=True,
-    required=True,
     metavar="DIR",
     help="Model package, folder of packages, or a training run (--out of `tumorbench train`, or its "
     "train/): its best checkpoint; NAME=DIR names it.",
@@ -401,6 +400,14 @@ def explain_command(package: Path, files: tuple[Path, ...], method: str, out: Pa
 @click.option("--max-upload-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True)
 @click.option("--address", default=None, help="Ray cluster address (default: RAY_ADDRESS or a new local Ray).")
 @click.option("--insecure", is_flag=True, help="Allow a non-loopback --host without an API key.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="A Serve config (serve/config.yaml): its http_options, args and deployments replace the options above "
+    "(--models still overrides its models). Unlike `serve run`, SIGTERM stops it cleanly.",
+)
 def serve_command(
     models: tuple[str, ...],
     more_models: tuple[str, ...],
@@ -415,34 +422,37 @@ def serve_command(
     max_upload_mb: float,
     address: str | None,
     insecure: bool,
+    config_file: Path | None,
 ) -> None:
-    """Serve model packages over HTTP with Ray Serve until Ctrl-C / SIGTERM (see serve/config.yaml)."""
+    """Serve model packages over HTTP with Ray Serve until Ctrl-C / SIGTERM, then exit 0 (see serve/config.yaml)."""
     import pydantic
 
     from tumorbench.serving.runner import serve_forever
+    from tumorbench.serving.settings import read_serve_config
 
     entries = []
     for entry in (*models, *more_models):  # absolute: Serve builds the application in another process
         name, sep, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
         entries.append(f"{name}{sep}{Path(path).expanduser().resolve()}")
-
+    if config_file is None and not entries:
+        raise click.UsageError("give --models (or --config serve/config.yaml)")
+    args = {
+        "models": entries,
+        "max_batch_size": max_batch_size,
+        "batch_wait_timeout_s": batch_wait_ms / 1000,
+        "threshold": threshold,
+        "num_replicas": replicas,
+        "gpu_per_replica": gpu_per_replica,
+        "api_key": api_key,
+        "max_upload_mb": max_upload_mb,
+        "insecure": insecure,
+    }
+    where: dict = {"host": host, "port": port}
+    if config_file is not None:
+        args, where = read_serve_config(config_file)
+        args = args | ({"models": entries} if entries else {})
     try:
-        serve_forever(
-            {
-                "models": entries,
-                "max_batch_size": max_batch_size,
-                "batch_wait_timeout_s": batch_wait_ms / 1000,
-                "threshold": threshold,
-                "num_replicas": replicas,
-                "gpu_per_replica": gpu_per_replica,
-                "api_key": api_key,
-                "max_upload_mb": max_upload_mb,
-                "insecure": insecure,
-            },
-            host=host,
-            port=port,
-            address=address,
-        )
+        serve_forever(args, address=address, **where)
     except pydantic.ValidationError as exc:  # settings refused before Ray starts (e.g. exposed without an API key)
         raise click.ClickException(str(exc)) from None
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 import requests
@@ -16,6 +17,7 @@ from starlette.requests import Request
 
 import attack_files
 from model_packages import manifest_only
+from tumorbench.errors import DataError
 from tumorbench.serving.packages import resolve_packages
 from tumorbench.serving.protocol import LOOPBACK_HOSTS, ApiError, exposure_problem, host_allowed, receive_upload
 
@@ -200,3 +202,32 @@ def test_middleware_reads_this_replicas_hosts_and_counts(monkeypatch, allowed, s
     monkeypatch.setattr(http.serve, "get_replica_context", lambda: SimpleNamespace(servable_object=ingress))
     response = TestClient(http.api, base_url="http://public.example").get("/no-such-route")
     assert response.status_code == status and counted == [("/no-such-route", status)]
+
+
+def test_serve_config_is_read_as_serve_run_reads_it(tmp_path, monkeypatch):
+    """`tumorbench serve --config serve/config.yaml` takes the same settings as `serve run` (and stops cleanly)."""
+    import yaml
+
+    from tumorbench.serving.settings import AppArgs, read_serve_config
+
+    config = Path(__file__).resolve().parents[2] / "serve" / "config.yaml"
+    raw = yaml.safe_load(config.read_text())
+    args, where = read_serve_config(config)
+    assert args == raw["applications"][0]["args"] and args["models"] == ["${TUMORBENCH_MODELS:-runs/best}"]
+    assert where == {"host": "127.0.0.1", "port": 8000, "request_timeout_s": 60.0, "deployments": None}
+    assert AppArgs(**args).max_batch_size == 16
+    package = manifest_only(tmp_path / "future_pkg", "segmentation", {"dice": 0.5})
+    manifest = json.loads((package / "model.json").read_text())
+    (package / "model.json").write_text(json.dumps(manifest | {"format": "tumorbench-model/9"}))
+    done = subprocess.run(
+        [sys.executable, "-m", "tumorbench.cli", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"TUMORBENCH_MODELS": str(tmp_path)},
+    )
+    assert done.returncode == 2 and "tumorbench-model/9 is newer" in done.stderr  # the config's models, from the env
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump({"applications": [{"import_path": "x:y"}]}))
+    with pytest.raises(DataError, match="needs exactly one application"):
+        read_serve_config(other)

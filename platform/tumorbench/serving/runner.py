@@ -23,6 +23,7 @@ def deploy(
     port: int = 8000,
     name: str = "tumorbench",
     timeout_s: float = 300.0,
+    http_options: dict[str, Any] | None = None,
 ) -> None:
     """Deploy ``tumorbench.serving.app:build_app`` from a config, as ``serve run/deploy serve/config.yaml`` do.
 
@@ -34,6 +35,7 @@ def deploy(
         args: :class:`AppArgs` fields.
         deployments: Per-deployment overrides, e.g. ``[{"name": "model_x", "user_config": {...}}]``.
         timeout_s: How long to wait for the application to run.
+        http_options: Serve's HTTP options (replace ``host`` and ``port``).
     """
     app = {
         "name": name,
@@ -42,7 +44,7 @@ def deploy(
         "args": args,
         "deployments": deployments or [],
     }
-    serve_deploy_apps([app], http_options={"host": host, "port": port})
+    serve_deploy_apps([app], http_options=http_options or {"host": host, "port": port})
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status = serve.status().applications.get(name)
@@ -69,8 +71,13 @@ def serve_forever(
     port: int = 8000,
     address: str | None = None,
     request_timeout_s: float = 60.0,
+    deployments: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Start Ray (or join ``address``), run the application and block until SIGINT / SIGTERM."""
+    """Start Ray (or join ``address``), run the application and block until SIGINT / SIGTERM (then exit 0).
+
+    ``deployments``: per-deployment overrides of a Serve config (then the app is deployed from a config,
+    as ``serve run serve/config.yaml`` does).
+    """
     import signal
 
     import ray
@@ -96,8 +103,12 @@ def serve_forever(
         if not ray.is_initialized():
             ray.init(address=address, log_to_driver=False)
             install()  # Ray's core worker replaces the SIGTERM handler with a crash dump that skips clean-up
-        serve.start(http_options={"host": host, "port": port, "request_timeout_s": request_timeout_s})
-        serve.run(build_app(settings), name="tumorbench", route_prefix="/")
+        http = {"host": host, "port": port, "request_timeout_s": request_timeout_s}
+        if deployments:  # a config deploy starts Serve itself
+            deploy(settings.model_dump(), deployments=deployments, http_options=http)
+        else:
+            serve.start(http_options=http)
+            serve.run(build_app(settings), name="tumorbench", route_prefix="/")
         print(f"tumorbench serving on http://{host}:{port} (OpenAPI: /docs); Ctrl-C or SIGTERM stops it", flush=True)
         while True:
             time.sleep(3600)

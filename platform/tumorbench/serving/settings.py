@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -83,3 +84,33 @@ class AppArgs(ModelSettings):
 
     def model_settings(self) -> dict[str, Any]:
         return ModelSettings(**self.model_dump(include=set(ModelSettings.model_fields))).model_dump()
+
+
+def read_serve_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(args, where)`` of a Serve config holding the tumorbench application (``serve/config.yaml``).
+
+    ``where``: ``host``, ``port``, ``request_timeout_s`` from ``http_options`` and the application's
+    ``deployments`` overrides, as :func:`tumorbench.serving.app.serve_forever` takes them.
+
+    Raises:
+        DataError: not YAML, or no application importing ``tumorbench.serving.app:build_app``.
+    """
+    import yaml
+
+    from tumorbench.errors import DataError
+
+    try:
+        config = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(path, f"cannot read the Serve config ({type(exc).__name__})") from exc
+    apps = [a for a in config.get("applications") or [] if a.get("import_path") == "tumorbench.serving.app:build_app"]
+    if len(apps) != 1:
+        raise DataError(path, "needs exactly one application with import_path tumorbench.serving.app:build_app")
+    http = config.get("http_options") or {}
+    where = {
+        "host": http.get("host", "127.0.0.1"),
+        "port": int(http.get("port", 8000)),
+        "request_timeout_s": float(http.get("request_timeout_s", 60.0)),
+        "deployments": apps[0].get("deployments") or None,
+    }
+    return dict(apps[0].get("args") or {}), where
