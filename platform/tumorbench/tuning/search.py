@@ -10,6 +10,7 @@ continues an interrupted search without redoing finished trials.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 from collections.abc import Iterator
@@ -343,9 +344,13 @@ def _tune_output(verbose: int) -> Iterator[None]:
         return
     before = os.environ.get("RAY_AIR_NEW_OUTPUT")
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    tune_log = logging.getLogger("ray.tune.tune")  # its "Wrote the latest version of all result files" line
+    level = tune_log.level
+    tune_log.setLevel(max(level, logging.WARNING))
     try:
         yield
     finally:
+        tune_log.setLevel(level)
         if before is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
         else:
