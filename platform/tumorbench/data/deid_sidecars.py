@@ -123,12 +123,12 @@ def carry_sidecars(plan: SidecarPlan, src: Path, dst: Path, moves: dict[str, tup
     """Write ``dst/labels.csv`` and its masks; ``moves``: source series folder -> (new folder, new PatientID).
 
     Returns:
-        The number of masks carried over.
+        The number of mask files carried over.
     """
     pseudonym = {plan.identity[folder][0]: new_pid for folder, (_, new_pid) in moves.items() if folder in plan.identity}
     tokens = _tokens(plan.identity)
     columns = [c for c in plan.columns if c not in DROPPED]
-    rows, masks = [], 0
+    rows, masks = [], set()
     for number, row in enumerate(plan.rows, start=2):
         if row["series_dir"] not in moves:  # every file of the series was skipped
             raise DataError(src / LABELS, f"row {number}: its series was not written, so the row cannot be carried")
@@ -140,11 +140,12 @@ def carry_sidecars(plan: SidecarPlan, src: Path, dst: Path, moves: dict[str, tup
             out["patient_id"] = pseudonym[row["patient_id"]]
         if row.get("mask"):
             out["mask"] = row["mask"] if keep_paths else _mask_name(new_dir, row["mask"])
-            _copy_mask(src / row["mask"], dst / out["mask"], tokens)
-            masks += 1
+            if row["mask"] not in masks:  # rows may share a mask
+                _copy_mask(src / row["mask"], dst / out["mask"], tokens)
+                masks.add(row["mask"])
         rows.append(out)
     with open(dst / LABELS, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    return masks
+    return len(masks)
