@@ -128,7 +128,7 @@ def carry_sidecars(plan: SidecarPlan, src: Path, dst: Path, moves: dict[str, tup
     pseudonym = {plan.identity[folder][0]: new_pid for folder, (_, new_pid) in moves.items() if folder in plan.identity}
     tokens = _tokens(plan.identity)
     columns = [c for c in plan.columns if c not in DROPPED]
-    rows, masks = [], set()
+    rows, masks = [], {}  # source mask -> its path under dst
     for number, row in enumerate(plan.rows, start=2):
         if row["series_dir"] not in moves:  # every file of the series was skipped
             raise DataError(src / LABELS, f"row {number}: its series was not written, so the row cannot be carried")
@@ -138,11 +138,11 @@ def carry_sidecars(plan: SidecarPlan, src: Path, dst: Path, moves: dict[str, tup
             if row["patient_id"] not in pseudonym:
                 raise DataError(src / LABELS, f"row {number}: no series of its patient was written")
             out["patient_id"] = pseudonym[row["patient_id"]]
+        if row.get("mask") and row["mask"] not in masks:  # rows may share a mask: copied once
+            masks[row["mask"]] = row["mask"] if keep_paths else _mask_name(new_dir, row["mask"])
+            _copy_mask(src / row["mask"], dst / masks[row["mask"]], tokens)
         if row.get("mask"):
-            out["mask"] = row["mask"] if keep_paths else _mask_name(new_dir, row["mask"])
-            if row["mask"] not in masks:  # rows may share a mask
-                _copy_mask(src / row["mask"], dst / out["mask"], tokens)
-                masks.add(row["mask"])
+            out["mask"] = masks[row["mask"]]
         rows.append(out)
     with open(dst / LABELS, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
