@@ -100,7 +100,8 @@ def deid(src: Path, dst: Path, date_shift: bool, seed: str | None, keep_paths: b
     """De-identify every DICOM file under SRC into DST (PS3.15 Annex E basic profile); SRC is only read.
 
     Writes DST/deid_changes.csv (changed tags per file, never values) and lists images that
-    may carry burned-in text. Exits with status 1 when a file was skipped.
+    may carry burned-in text. A labels.csv comes along with its patient IDs replaced by the
+    pseudonyms, and the masks it names (docs/data.md). Exits with status 1 when a file was skipped.
     """
     from tumorbench.data.deid import DeidConfig, deidentify_tree, format_report
 
