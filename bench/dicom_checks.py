@@ -130,7 +130,7 @@ def show_seg(root: Path, src: Path, serve: bool) -> None:
     import nibabel as nib
 
     from model_packages import CT3D, make_package
-    from tumorbench.data.io import dicom_series_headers
+    from tumorbench.data.dicom import dicom_series_headers
 
     print("\n== 2. DICOM SEG answers for a zipped series ==")
     series = sorted(p for p in src.rglob("scan_0") if p.is_dir())[0]
@@ -216,7 +216,8 @@ def show_codecs(root: Path, src: Path) -> None:
     from PIL import Image
     from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, JPEGLosslessSV1, JPEGLSLossless, RLELossless
 
-    from tumorbench.data.io import read_dicom_series, read_image
+    from tumorbench.data.dicom import read_dicom_series
+    from tumorbench.data.io import read_image
 
     print("\n== 3. compressed transfer syntaxes and quirky DICOM ==")
     rng = np.random.default_rng(3)
