@@ -181,7 +181,7 @@ def _show_serve(root: Path, archive: Path, package: Path, sources: list) -> None
     import requests
     from ray import serve
 
-    from tumorbench.serving.app import deploy
+    from tumorbench.serving.runner import deploy
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
