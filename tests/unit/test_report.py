@@ -117,3 +117,20 @@ def test_write_overlay_draws_green_truth_and_red_prediction(tmp_path):
 def test_missing_predictions_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="no predictions.csv"):
         write_report(tmp_path)
+
+
+def test_report_shows_the_locked_test_scores_when_a_test_folder_exists(tmp_path):
+    pred = segmentation_predictions()
+    pred.to_csv(tmp_path / "predictions.csv", index=False)
+    summarize_results(tmp_path, n_boot=50)
+    assert "Locked test set" not in write_report(tmp_path, n_boot=50).read_text(encoding="utf-8")
+    test = tmp_path / "test"
+    test.mkdir()
+    pred[pred["fold"] == 0].assign(fold=0).to_csv(test / "predictions.csv", index=False)
+    test_lb, _ = summarize_results(test, n_boot=50)
+    page = write_report(tmp_path, n_boot=50).read_text(encoding="utf-8")
+    section = page.split("<h2>Locked test set</h2>")[1].split("<h2>")[0]
+    unet = test_lb.set_index("model").loc["unet"]
+    expected = f"{unet['dice_pooled']:.3f} [{unet['dice_ci_low']:.3f}, {unet['dice_ci_high']:.3f}]"
+    assert expected in section and "test/report.html" in section
+    assert section.count("<tr>") == 1 + len(test_lb)  # header + one row per model

@@ -370,6 +370,30 @@ def _key_values(title: str, data: dict) -> str:
     return f"<h2>{_esc(title)}</h2>{_table(['key', 'value'], rows, text_cols=2)}"
 
 
+def _locked_test_section(folder: Path, primary: str) -> str:
+    """The ``--test`` scores beside the cross-validated ones: final models, each scored once on locked cases."""
+    path = folder / "leaderboard.csv"
+    if not path.is_file():
+        return ""
+    test = pd.read_csv(path)
+    rows = [
+        [
+            f"<b>{_esc(r['model'])}</b>",
+            _esc(r["kind"]),
+            _esc(r["n_patients"]),
+            f"{_num(r[f'{primary}_pooled'])} [{_num(r[f'{primary}_ci_low'])}, {_num(r[f'{primary}_ci_high'])}]",
+        ]
+        for _, r in test.iterrows()
+    ]
+    table = _table(["model", "kind", "test patients", f"{_esc(primary)} [95% CI, bootstrap]"], rows, text_cols=2)
+    return (
+        "<h2>Locked test set</h2><p class='note'>Each model's final version (its chosen configuration, retrained on "
+        "every training patient) scored once on the test cases, which no choice above has seen. The "
+        "cross-validated leaderboard chooses and estimates; this only confirms. Details: "
+        f"<a href='{folder.name}/report.html'>{folder.name}/report.html</a>.</p>{table}"
+    )
+
+
 def _configs_section(configs: dict) -> str:
     if not configs:
         return ""
@@ -433,6 +457,7 @@ def write_report(
         [
             f"<h1>{_esc(title)}</h1><p>{summary}</p>",
             _leaderboard_section(lb, stats, task, primary),
+            _locked_test_section(root / "test", primary),
             _stats_section(stats),
             figures,
             _overlays_section(root / "overlays"),
