@@ -404,3 +404,18 @@ def test_brats_leaderboard_shows_the_region_columns_for_every_row(tmp_path):
         assert cells[-7:-4] == expected, (model, cells)
     html = _leaderboard_section(lb, paired_statistics(pred, None, "segmentation"), "segmentation", "dice")
     assert html.index("dice_WT fold mean") < html.index("dice_TC fold mean") < html.index("iou fold mean")
+
+
+def test_one_scoring_of_a_locked_test_set_gets_case_tests_but_no_fold_test():
+    import warnings
+
+    pred = segmentation_predictions()
+    one = pred[pred["fold"] == 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fold test on one fold used to warn for every model
+        stats = paired_statistics(one, task="segmentation")
+    assert set(stats["test"]) == {"wilcoxon"}
+    ref = one[one["model"] == "unet"].set_index("patient_id")
+    for _, row in stats.iterrows():
+        other = one[one["model"] == row["model"]].set_index("patient_id").loc[ref.index]
+        assert row["p"] == pytest.approx(sps.wilcoxon(ref["dice"], other["dice"]).pvalue)

@@ -250,6 +250,8 @@ def _comparison_rows(
                 "diff_ci_high": hi,
             }
         )
+    if folds["fold"].nunique() < 2:  # one scoring (a locked test set): no fold-level test to run
+        return _signed(rows, spec)
     n, stat, p, diff = _fold_test(folds, reference, model, primary)
     # The fold test's difference is a mean over folds; its CI is the paired bootstrap of the pooled primary.
     merged = ref.merge(other, on=list(KEYS), suffixes=("_ref", "_other"))
@@ -267,7 +269,12 @@ def _comparison_rows(
             "diff_ci_high": hi,
         }
     )
-    for row in rows:  # the reference's advantage: positive favours it whichever way the metric improves
+    return _signed(rows, spec)
+
+
+def _signed(rows: list[dict], spec) -> list[dict]:
+    """The reference's advantage: positive favours it whichever way the metric improves."""
+    for row in rows:
         if spec.mode(row["metric"]) == "min":
             row["difference"] = -row["difference"]
             row["diff_ci_low"], row["diff_ci_high"] = -row["diff_ci_high"], -row["diff_ci_low"]
