@@ -145,3 +145,14 @@ def test_a_fold_with_one_training_patient_is_refused_before_ray(tmp_path):
     # ...and an existing split file is checked too when nested selection is asked for again.
     with pytest.raises(TrainConfigError, match="fold 0 of"):
         fold_data.ensure_split_file(config, frame)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_small_training_fold_keeps_every_class_on_both_sides_of_the_inner_split(seed):
+    # 6 training cases, 4 + 2 per class (a 12-case study at 2 folds): a plain 5-way group split puts one
+    # case in the inner validation, whose AUC is then undefined on every epoch.
+    train = pd.DataFrame({"patient_id": [f"p{i}" for i in range(6)], "label": ["a"] * 4 + ["b"] * 2})
+    inner_train, inner_val = inner_split(train, 0.2, seed)
+    assert set(inner_val["label"]) == {"a", "b"} and set(inner_train["label"]) == {"a", "b"}
+    assert len(inner_train) + len(inner_val) == 6
+    assert not set(inner_train["patient_id"]) & set(inner_val["patient_id"])

@@ -87,7 +87,8 @@ def inner_split(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(inner_train, inner_val)``: about ``fraction`` of the outer training patients validate.
 
-    Stratified by ``label`` when every class has enough groups; whole groups only (``groups``, one per row:
+    Stratified by ``label`` when every class has two groups or more (the inner share grows when a class has
+    fewer than ``1 / fraction`` groups, so each class is on both sides); whole groups only (``groups``, one per row:
     default the patients, see :func:`inner_groups`); at least one group on each side. The same rows and seed
     give the same split. With a single training group the inner set is empty (studies refuse that before Ray
     starts, ``training.data.check_inner_sets``; a final model with ``fraction`` 0 scores its last epoch).
@@ -100,7 +101,10 @@ def inner_split(
     labels = train["label"] if "label" in train.columns else pd.Series([None] * len(train))
     y = labels.astype(str).to_numpy()
     per_class = [len(np.unique(groups[y == k])) for k in np.unique(y)] if labels.notna().all() else [0]
-    if min(per_class) >= n_splits:
+    if min(per_class) >= 2:
+        # Every class on both sides, or the inner AUC is undefined and no epoch can be chosen: with few
+        # groups per class that takes a larger inner share (one fold of min(per_class)) than ``fraction``.
+        n_splits = min(n_splits, min(per_class))
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
         _, val = next(splitter.split(np.zeros(len(train)), y, groups))
     else:
