@@ -67,12 +67,16 @@ def test_search_on_s3_keeps_checkpoints_there_and_resumes_from_them(ray_session,
     files = storage.listing(f"{root}/s3")
     for fold in (0, 1):
         prefix = f"{row['trial']}/fold_{fold}/"
-        assert f"{prefix}train/checkpoint_epoch_0000/model.pt" in files
-        assert f"{prefix}train/checkpoint_epoch_0000/val_predictions.json" in files
+        assert {f"{prefix}best/model.pt", f"{prefix}best/val_predictions.json", f"{prefix}fold_result.json"} <= set(
+            files
+        )
         assert f"{prefix}history.csv" in files, "the fold's history is copied next to its checkpoints"
         # nested selection: the outer fold's predictions and the inner-chosen weights, read back from S3
         assert {f"{prefix}outer/predictions.json", f"{prefix}outer/chosen_weights.pt"} <= set(files)
     assert not list((tmp_path / "work").rglob("outer")), "nothing of the outer folds is kept on the local disk"
+    # one Train run for both folds, on S3: it keeps its latest checkpoint only, to resume from
+    assert f"{row['trial']}/train/fold_1_epoch_0000/training_state.pt" in files
+    assert not [name for name in files if "fold_0_epoch_" in name]
     assert f"{row['trial']}/result.json" in files and "tuner.pkl" in files
     # The trial checkpoint read back from S3: both folds, their best checkpoints on S3 too.
     folds, oof = read_state(row["checkpoint"])

@@ -65,13 +65,16 @@ def test_grid_search_crossval_trials_oof_and_resume(ray_session, data_root, tmp_
     expected = sorted(set(scan(str(data_root))["case_id"]) - set(split["excluded"]))
     assert len(expected) == 24
     for result in grid:
+        # One Train run trains both folds; Tune sees every epoch (ASHA's time), each fold's end, the outcome.
         rows = _reported(result)
-        assert [int(r["folds_done"]) for r in rows] == [1, 2]
-        folds = [rows[1]["fold_0_auc"], rows[1]["fold_1_auc"]]
-        assert rows[0]["auc_mean"] == pytest.approx(folds[0])
-        assert rows[1]["auc_mean"] == pytest.approx(np.mean(folds))
-        assert rows[1]["auc_sd"] == pytest.approx(statistics.stdev(folds))
-        assert int(rows[1]["epochs_spent"]) == 2  # 1 epoch x 2 folds
+        assert [int(r["folds_done"]) for r in rows] == [0, 1, 1, 2, 2]
+        assert [int(r["epochs_spent"]) for r in rows] == [1, 1, 2, 2, 2]  # 1 epoch x 2 folds
+        folds = [rows[-1]["fold_0_auc"], rows[-1]["fold_1_auc"]]
+        assert rows[0]["auc_mean"] == pytest.approx(folds[0]) == rows[1]["auc_mean"]
+        assert rows[2]["auc_mean"] == pytest.approx(np.mean(folds)) == rows[-1]["auc_mean"]  # fold 1's epoch counts
+        assert rows[-1]["auc_sd"] == pytest.approx(statistics.stdev(folds))
+        runs = list(Path(result.path).rglob("checkpoint_manager_snapshot.json"))
+        assert len(runs) == 1 and [p.name for p in runs[0].parent.glob("fold_*_epoch_*")] == ["fold_1_epoch_0000"]
         fold_records, oof = read_state(result.checkpoint.path)
         # Out-of-fold predictions: every usable case of the split exactly once, in its own fold.
         assert sorted(r["case_id"] for r in oof) == expected

@@ -62,14 +62,17 @@ def test_fold_time_follows_the_documented_model():
     train_ms, eval_ms = planner.MS_PER_IMAGE["resnet18"]
     assert model_ms("resnet18", 64, 2) == pytest.approx((train_ms / 4, eval_ms / 4))
     plan = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000)
-    train_n, val_n = 300 * 2 / 3, 300 / 3  # 3 folds
+    # 3 folds: 200 training cases, of which the inner 20% validate every epoch; the outer 100 are scored once
+    train_n, val_n, outer_n = 200 * 0.8, 200 * 0.2, 100
     epoch = (train_n * (train_ms + planner.AUGMENT_MS) + val_n * eval_ms) / 1000
     decode = planner.DECODE_MS_FIXED + planner.DECODE_MS_PER_MIB * 0.75  # 768 KiB per case
-    expected = planner.FOLD_STARTUP_S + 300 * decode / 1000 + 8 * epoch
+    fold = planner.FOLD_OVERHEAD_S + 300 * decode / 1000 + outer_n * eval_ms / 1000 + 8 * epoch
     search = next(s for s in plan.searches if s.name == "resnet18")
-    assert search.fold_seconds == pytest.approx(expected)
-    # 2 trials under ASHA: the first runs every fold, the second a fraction of them
-    assert search.seconds == pytest.approx(expected * (3 + 3 * 0.5))  # ASHA, reduction 4, 3 folds: half
+    assert search.fold_seconds == pytest.approx(fold + planner.TRIAL_STARTUP_S / 3)
+    # 2 trials of 3 folds x 8 epochs under ASHA (grace 2 epochs, rungs at 2 and 8): the first trains all 24
+    # epochs, the second passes each rung with probability 1/2: 2 + 6/2 + 16/4 = 9 epochs
+    share = (24 + 9) / 48
+    assert search.seconds == pytest.approx(2 * planner.TRIAL_STARTUP_S + 2 * share * 3 * fold)
     assert plan.estimate_seconds == pytest.approx(
         planner.RAY_START_S + plan.baseline_seconds + sum(s.seconds for s in plan.searches)
     )
@@ -91,13 +94,24 @@ def test_default_preset_is_capped_under_an_hour_and_small_sets_keep_the_preset()
 
 
 @pytest.mark.parametrize(
-    ("folds", "rf", "expected"),
+    ("max_t", "rf", "expected"),
     [(2, 2, 0.75), (2, 4, 0.625), (3, 4, 0.5), (5, 4, (1 + 3 / 4 + 1 / 16) / 5), (1, 4, 1.0)],
 )
-def test_asha_fold_fraction(folds, rf, expected):
-    from tumorbench.tuning.search import asha_fold_fraction
+def test_asha_fraction(max_t, rf, expected):
+    from tumorbench.tuning.search import asha_fraction
 
-    assert asha_fold_fraction(folds, 1, rf) == pytest.approx(expected)
+    assert asha_fraction(max_t, 1, rf) == pytest.approx(expected)
+
+
+def test_asha_expected_share_of_a_small_sequential_search():
+    from tumorbench.tuning.search import asha_expected_share, asha_fraction, asha_grace_epochs
+
+    assert asha_grace_epochs(8) == 2 and asha_grace_epochs(3) == 1
+    assert asha_expected_share(1, 24, 2) == 1.0  # a lone trial trains everything
+    # rungs at 2 and 8 of 24: trial 2 passes each with p 1/2 (2 + 3 + 4), trial 3 with 1/3 (2 + 2 + 16/9)
+    assert asha_expected_share(3, 24, 2) == pytest.approx((24 + 9 + 2 + 2 + 16 / 9) / 72)
+    # many trials: every later one passes a rung with 1/rf, the limit asha_fraction gives
+    assert asha_expected_share(2000, 24, 2) == pytest.approx(asha_fraction(24, 2), rel=0.02)
 
 
 def test_inputs_are_never_upsampled():

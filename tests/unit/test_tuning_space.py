@@ -152,9 +152,10 @@ def test_searchers_and_schedulers():
     assert type(make_searcher("bayes-gp", space, "auc_mean", "max", 0, 9)._sampler).__name__ == "GPSampler"
     with pytest.raises(SearchSpaceError, match="grid search needs"):
         make_searcher("grid", space, "auc_mean", "max", 0, 1)
-    asha = make_scheduler("asha", max_t=5, metric="auc_mean", mode="max")
-    assert isinstance(asha, ASHAScheduler) and asha._time_attr == "folds_done" and asha._max_t == 5
-    assert isinstance(make_scheduler("none", max_t=5, metric="auc_mean", mode="max"), FIFOScheduler)
+    asha = make_scheduler("asha", max_t=24, metric="auc_mean", mode="max", grace_period=2)
+    assert isinstance(asha, ASHAScheduler) and asha._time_attr == "epochs_spent" and asha._max_t == 24
+    assert [rung[0] for rung in asha._brackets[0]._rungs] == [8, 2]  # epochs 2 and 8 of 3 folds x 8
+    assert isinstance(make_scheduler("none", max_t=5, metric="auc_mean", mode="max", grace_period=1), FIFOScheduler)
 
 
 def test_plan_resources_fits_trials_to_the_cluster(base):
@@ -177,6 +178,17 @@ def test_summary_metrics_running_mean_and_sd():
     both = summary_metrics(folds, "auc")
     assert both["auc_mean"] == pytest.approx(0.7) and both["auc_sd"] == pytest.approx(math.sqrt(0.02))
     assert (both["epochs_spent"], both["fold_0_auc"], both["fold_1_auc"]) == (5, 0.8, 0.6)
+
+
+def test_epoch_metrics_running_mean_takes_the_fold_in_training():
+    from tumorbench.training.crossval import epoch_metrics
+
+    done = [FoldRecord(0, 0.8, 1, 4, "/c0", {})]
+    report = epoch_metrics(done, "auc", 0.6, 2)  # fold 1, 2 epochs in, best so far 0.6
+    assert report["auc_mean"] == pytest.approx(0.7) and report["folds_done"] == 1
+    assert report["epochs_spent"] == 6 and report["fold_0_auc"] == 0.8 and "fold_1_auc" not in report
+    first = epoch_metrics([], "auc", None, 1)  # nothing scored yet (a NaN epoch)
+    assert math.isnan(first["auc_mean"]) and first["folds_done"] == 0 and first["epochs_spent"] == 1
 
 
 def test_best_checkpoint_by_rays_result_api_never_picks_nan(tmp_path):

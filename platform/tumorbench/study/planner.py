@@ -8,8 +8,10 @@ anything starts, with the minimum it would need.
 
 Time model (seconds; one Ray Train worker at ~1 CPU, torch using one thread):
 
-    fold  = FOLD_STARTUP_S + cache_fill + epochs * (train_imgs * train_ms + val_imgs * eval_ms) / 1000
-    trial = folds * fold   (later trials: folds * tuning.search.asha_fold_fraction(folds) under ASHA)
+    fold  = FOLD_OVERHEAD_S + cache_fill + epochs * (train_imgs * train_ms + val_imgs * eval_ms) / 1000
+            (+ the outer fold scored once under nested selection; train_imgs leave out the inner validation)
+    trial = TRIAL_STARTUP_S + folds * fold   (one Train run per trial; under ASHA the search trains
+            tuning.search.asha_expected_share of its trials' folds)
     study = RAY_START_S + sum over searches (trials * trial / side_by_side) + baselines
 
 with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calibration size.
@@ -25,7 +27,7 @@ from typing import Any
 from tumorbench.errors import TumorbenchError
 from tumorbench.study.spec import Candidate, Study
 from tumorbench.tasks import get_task
-from tumorbench.tuning.search import asha_fold_fraction
+from tumorbench.tuning.search import asha_expected_share, asha_grace_epochs
 
 # ms per image (train step, eval forward) at 128x128, batch 8, 1 torch thread, in CPU time, measured on
 # this 2-core machine with `python bench/plan_calibration.py` (random tensors, model and optimizer only;
@@ -58,10 +60,11 @@ CALIBRATION_SIZE_2D, CALIBRATION_SIZE_3D = 128, 32
 # decoded float32 per case) and 21.9 ms on yes/no (1833 KiB): ~2 ms + 11 ms per MiB decoded. The random
 # augmentation that runs every epoch on top took ~3 ms per case at 128x128.
 DECODE_MS_FIXED, DECODE_MS_PER_MIB, AUGMENT_MS = 2.0, 11.0, 3.0
-# A Ray Train run's start-up, checkpointing and shutdown per fold: 23.8 s on average over the 20 folds of
-# `compare.py --study brain_yes_no --budget 15` (2026-12-02, workers at niceness 0; fold wall time minus
-# training and validation, FoldRecord.overhead_seconds); ray.init + first imports of a study.
-FOLD_STARTUP_S = 24.0
+# A trial's Ray Train run (one per trial, its folds in turn): start-up and shutdown once, and per fold the
+# data and model set-up, a checkpoint per epoch and the outer scoring. Before one run per trial, a run per fold
+# cost 23.8 s on average over the 20 folds of `compare.py --study brain_yes_no --budget 15` (2026-12-02).
+TRIAL_STARTUP_S = 20.0
+FOLD_OVERHEAD_S = 6.0
 RAY_START_S = 20.0
 # Classical baselines per fold: features of every case (~5 ms) and fitting, measured on yes/no and LGG.
 BASELINE_MS_PER_CASE, BASELINE_S_PER_FOLD = 5.0, 4.0
@@ -208,6 +211,8 @@ class _Knobs:
     folds: int
     trials: dict[str, int]
     candidates: list[Candidate]
+    inner: float = 0.2  # TrainConfig.inner_val_fraction
+    asha: bool = True
 
 
 def _study_size(study: Study, dims: int) -> int:
@@ -275,12 +280,15 @@ def _fold_seconds(
     model: str, k: _Knobs, n: int, dims: int, cache: str, samples: int, speed: float, decode: float
 ) -> float:
     train_ms, eval_ms = model_ms(model, k.size, dims)
-    train_n, val_n = n * (k.folds - 1) / k.folds * samples, n / k.folds
+    fit_n = n * (k.folds - 1) / k.folds
+    # nested selection: the inner validation patients choose each epoch, the outer fold is scored once
+    train_n, val_n = fit_n * (1 - k.inner) * samples, (fit_n * k.inner if k.inner else n / k.folds)
+    outer = n / k.folds * eval_ms / speed / 1000 if k.inner else 0.0
     # disk: each epoch reads the cached case back (~1 ms); none: every epoch decodes every case again
     per_epoch_ms = {"memory": AUGMENT_MS, "disk": AUGMENT_MS + 1.0, "none": AUGMENT_MS + decode}[cache]
     fill = (n * decode / 1000) if cache != "none" else 0.0
     epoch = (train_n * (train_ms / speed + per_epoch_ms) + val_n * eval_ms / speed) / 1000
-    return FOLD_STARTUP_S + fill + k.epochs * epoch
+    return FOLD_OVERHEAD_S + fill + outer + k.epochs * epoch
 
 
 def _estimate(
@@ -291,10 +299,13 @@ def _estimate(
         model = c.config["model"]
         fold = _fold_seconds(model, k, n, dims, cache, samples, speed, decode)
         trials = k.trials[c.name]
-        # the first trial trains every fold; later ones what ASHA is expected to leave them
-        folds_run = k.folds + (trials - 1) * k.folds * asha_fold_fraction(k.folds)
+        share = asha_expected_share(trials, k.folds * k.epochs, asha_grace_epochs(k.epochs)) if k.asha else 1.0
+        seconds = trials * (TRIAL_STARTUP_S + share * k.folds * fold)
         searcher = c.searcher if not (c.searcher == "grid" and trials < _count_trials(c)) else "random"
-        searches.append(SearchPlan(c.name, model, searcher, trials, folds_run * fold / min(side, trials), fold))
+        # a fold as the budget guard sees it: fold boundary to fold boundary, the run's start-up shared out
+        searches.append(
+            SearchPlan(c.name, model, searcher, trials, seconds / min(side, trials), fold + TRIAL_STARTUP_S / k.folds)
+        )
     baselines = n_baselines * k.folds * (BASELINE_S_PER_FOLD + n * BASELINE_MS_PER_CASE / 1000)
     return searches, baselines, RAY_START_S + baselines + sum(s.seconds for s in searches)
 
@@ -389,6 +400,8 @@ def make_plan(
         folds=study.n_folds,
         trials=dict(trials),
         candidates=sorted(study.candidates, key=lambda c: model_ms(c.config["model"], 128, dims)[0]),
+        inner=float(study.config.get("inner_val_fraction", 0.2)),
+        asha=study.scheduler == "asha",
     )
     k.folds = min(k.folds, max(MIN_FOLDS, fp["patients"]))
     if dims == 2:  # no needless upsampling: the data's median size, rounded up to the U-Nets' stride of 16

@@ -53,25 +53,35 @@ def _add_sample_grid(writer, checkpoint, epoch: int) -> None:
 
 
 class EpochLogger(UserCallback):
-    """Keeps ``history.csv`` and TensorBoard scalars under ``out`` (the driver prints from the history)."""
+    """Keeps ``history.csv`` and TensorBoard scalars under ``out`` (the driver prints from the history).
 
-    def __init__(self, out: str | Path, task: str):
+    ``fold_outs``: a trial's run trains several folds; each report's ``fold`` picks its folder (fold-end
+    summaries, ``fold_end``, are not epochs and are skipped).
+    """
+
+    def __init__(self, out: str | Path, task: str, fold_outs: dict[int, str] | None = None):
         self.out = str(out)
         self.task = get_task(task)
-        self._writer = None
+        self.fold_outs = dict(fold_outs or {})
+        self._writers: dict[str, Any] = {}
 
-    def _tensorboard(self):
-        if self._writer is None:
+    def _tensorboard(self, out: str):
+        if out not in self._writers:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=str(Path(self.out) / "tensorboard"))
-        return self._writer
+            for writer in self._writers.values():  # one fold at a time: the finished ones' files are closed
+                writer.close()
+            self._writers = {out: SummaryWriter(log_dir=str(Path(out) / "tensorboard"))}
+        return self._writers[out]
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         row = {k: v for k, v in metrics[0].items() if isinstance(v, (int, float, bool, str))}
+        if row.get("fold_end"):
+            return
+        out = self.fold_outs.get(int(row.get("fold", -1)), self.out)
         epoch = int(row.get("epoch", -1))
-        self._append_history(row)
-        writer = self._tensorboard()
+        self._append_history(out, row)
+        writer = self._tensorboard(out)
         for key, value in row.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 validated = key in self.task.shown and self.task.rankable  # GAN losses are training losses
@@ -80,8 +90,9 @@ class EpochLogger(UserCallback):
             _add_sample_grid(writer, checkpoint, epoch)
         writer.flush()
 
-    def _append_history(self, row: dict[str, Any]) -> None:
-        path = Path(self.out) / "history.csv"
+    def _append_history(self, out: str, row: dict[str, Any]) -> None:
+        path = Path(out) / "history.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
         new = not path.exists()
         fields = list(row) if new else next(csv.reader(path.open()))
         with path.open("a", newline="") as handle:

@@ -6,6 +6,7 @@ A checkpoint directory holds the package's ``model.pt`` and ``model.json``, and
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import torch
 
 from tumorbench.errors import DataError
 from tumorbench.package import ModelManifest
-from tumorbench.package.weights import save_package
+from tumorbench.package.weights import load_weights, save_package
+from tumorbench.training.state import LoopState
 
 TRAINING_STATE = "training_state.pt"
 
@@ -35,3 +37,43 @@ def load_training_state(directory: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as exc:
         raise DataError(path, f"cannot read training state: {exc}") from exc
+
+
+def resume_latest(model, optimizer, scheduler, precision, *, fold: int | None = None) -> LoopState:
+    """Restore everything from Ray's latest checkpoint of this run, if there is one (and, with ``fold``,
+    if it is that fold's: a trial's run checkpoints each fold in turn)."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return LoopState()
+    with checkpoint.as_directory() as directory:
+        saved = load_training_state(directory)
+        if fold is not None and saved.get("fold") != fold:
+            return LoopState()
+        load_weights(directory, model)
+    # A restarted worker (a lost node, a crash) says where it continues from; the log is the operator's record.
+    print(f"[tumorbench] resumed from checkpoint {checkpoint.path} (epoch {saved['loop']['epoch']})", flush=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    if precision.scaler is not None and saved.get("scaler"):
+        precision.scaler.load_state_dict(saved["scaler"])
+    return LoopState(**saved["loop"])
+
+
+def write_checkpoint(directory, model, manifest, optimizer, scheduler, precision, state, records, **extra) -> None:
+    """A checkpoint folder: the package, the training state (``extra`` joins it) and the validation predictions."""
+    save_checkpoint(
+        directory,
+        model,
+        manifest,
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": precision.scaler.state_dict() if precision.scaler else None,
+            "loop": vars(state),
+            **extra,
+        },
+    )
+    with open(f"{directory}/val_predictions.json", "w") as handle:
+        json.dump(records, handle, default=float)

@@ -7,7 +7,6 @@ attaches the checkpoint (weights + ``model.json`` + training state).
 
 from __future__ import annotations
 
-import json
 import random
 import tempfile
 import time
@@ -19,13 +18,13 @@ import torch
 
 from tumorbench.models.pretrained import freeze_backbone
 from tumorbench.package import ModelManifest
-from tumorbench.package.weights import load_weights
 from tumorbench.tasks import get_task
 from tumorbench.tasks.classification import positive_index
 from tumorbench.tasks.segmentation import mask_channel_names
 from tumorbench.training import data as fold_data
-from tumorbench.training.checkpoint import load_training_state, save_checkpoint
+from tumorbench.training.checkpoint import resume_latest, write_checkpoint
 from tumorbench.training.config import TrainConfig
+from tumorbench.training.crossval import FoldRecord, FoldReporter, read_fold_result
 from tumorbench.training.gan import synthetic_dataset
 from tumorbench.training.nested import load_chosen, save_chosen, write_outer
 from tumorbench.training.state import LoopState
@@ -93,7 +92,11 @@ def _manifest(config, cases, kwargs, in_ch, out_ch, metrics, epoch) -> ModelMani
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Train one fold on this worker; ``loop_config["train"]`` is ``TrainConfig.to_dict()``."""
+    """Train on this worker; ``loop_config["train"]`` is ``TrainConfig.to_dict()``.
+
+    One fold (``config.fold``), or with ``loop_config["folds"]`` a Tune trial's folds in turn in this one
+    Train run (:mod:`tumorbench.training.crossval`), so the run's start-up is paid once per trial.
+    """
     import ray.train
     import ray.train.torch
 
@@ -106,33 +109,57 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     if device.type == "cuda" and not torch.cuda.is_available():
         device = torch.device("cpu")  # a GPU declared on a node without CUDA (a test cluster): train on CPU
+    if loop_config.get("folds"):
+        return train_folds(config, loop_config["folds"], device, rank, world)
+    train_one(config, device, rank, world)
+
+
+def train_folds(config: TrainConfig, folds: list[dict[str, Any]], device, rank: int, world: int) -> None:
+    """A trial's folds (dicts of ``fold``, ``out``, ``storage``) in turn in this run, skipping those already done
+    (``training.crossval``). Each fold is seeded as its own run would be, so it trains the same here as alone."""
+    done: list[FoldRecord] = []
+    for spec in folds:
+        fold_config = config.replace(**spec)
+        record = read_fold_result(fold_config.storage or fold_config.out)
+        if record is None:
+            seed_everything(config.seed + rank)
+            reporter = FoldReporter(fold_config, done, rank)
+            outer = train_one(fold_config, device, rank, world, reporter=reporter, resume=reporter.resume)
+            record = reporter.finish(outer)
+        done.append(record)
+
+
+def train_one(config: TrainConfig, device: torch.device, rank: int, world: int, *, reporter=None, resume=None):
+    """Train ``config.fold`` on this worker: every epoch goes to ``reporter`` (default :func:`_report`, the
+    run's best checkpoints); under nested selection rank 0 writes the outer fold's results to its storage.
+
+    Returns:
+        The outer fold's ``(metrics, records)``, or None without nested selection.
+    """
+    import ray.train.torch
+
     print(_placement(config, rank, world, device), flush=True)  # the worker's log says where it ran
     cases = fold_data.fold_cases(config)
     in_ch, out_ch = fold_data.io_channels(config, cases)
     model, kwargs = build_model(config, in_ch, out_ch)
     model = channels_last(model, config, device)
+    manifest = partial(_manifest, config, cases, kwargs, in_ch, out_ch)
     own_loop = get_task(config.task).worker_loop()
     if own_loop is not None:
-        return own_loop(config, model, cases, device, partial(_manifest, config, cases, kwargs, in_ch, out_ch))
+        return own_loop(config, model, cases, device, manifest)
     strategy = {"find_unused_parameters": True} if config.freeze_backbone_epochs else None
     model = ray.train.torch.prepare_model(model, move_to_device=device, parallel_strategy_kwargs=strategy)
+    reporter = reporter or _report
 
     def report(metrics, state, records, optimizer, scheduler, precision) -> None:
-        _report(
-            rank,
-            metrics,
-            model,
-            optimizer,
-            scheduler,
-            precision,
-            state,
-            _manifest(config, cases, kwargs, in_ch, out_ch, metrics, metrics["epoch"]),
-            records,
+        reporter(
+            rank, metrics, model, optimizer, scheduler, precision, state, manifest(metrics, metrics["epoch"]), records
         )
 
-    outer = fit_fold(config, cases, model, device, rank, world, report, resume=_resume)
+    outer = fit_fold(config, cases, model, device, rank, world, report, resume=resume or resume_latest)
     if outer is not None and rank == 0:
         write_outer(_fold_storage(config), *outer)
+    return outer
 
 
 def _placement(config: TrainConfig, rank: int, world: int, device: torch.device) -> str:
@@ -240,25 +267,6 @@ def _score_outer(config, model, cases, device, rank, world, chosen, state) -> tu
     return metrics | {"epoch": epoch, "inner_best": state.best}, records
 
 
-def _resume(model, optimizer, scheduler, precision: Precision) -> LoopState:
-    """Restore everything from Ray's latest checkpoint of this run, if there is one."""
-    import ray.train
-
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return LoopState()
-    with checkpoint.as_directory() as directory:
-        load_weights(directory, model)
-        saved = load_training_state(directory)
-    # A restarted worker (a lost node, a crash) says where it continues from; the log is the operator's record.
-    print(f"[tumorbench] resumed from checkpoint {checkpoint.path} (epoch {saved['loop']['epoch']})", flush=True)
-    optimizer.load_state_dict(saved["optimizer"])
-    scheduler.load_state_dict(saved["scheduler"])
-    if precision.scaler is not None and saved.get("scaler"):
-        precision.scaler.load_state_dict(saved["scaler"])
-    return LoopState(**saved["loop"])
-
-
 def _report(rank, metrics, model, optimizer, scheduler, precision, state, manifest, records) -> None:
     import ray.train
 
@@ -266,19 +274,7 @@ def _report(rank, metrics, model, optimizer, scheduler, precision, state, manife
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as directory:
-        save_checkpoint(
-            directory,
-            model,
-            manifest,
-            {
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": precision.scaler.state_dict() if precision.scaler else None,
-                "loop": vars(state),
-            },
-        )
-        with open(f"{directory}/val_predictions.json", "w") as handle:
-            json.dump(records, handle, default=float)
+        write_checkpoint(directory, model, manifest, optimizer, scheduler, precision, state, records)
         ray.train.report(
             metrics,
             checkpoint=ray.train.Checkpoint.from_directory(directory),

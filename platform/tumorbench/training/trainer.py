@@ -155,11 +155,14 @@ def fit(
     callbacks: list | None = None,
     verbose: bool = True,
     resources: dict[str, float] | None = None,
+    folds: list[dict[str, Any]] | None = None,
 ):
     """Train ``config`` on Ray; returns Ray's ``Result`` (checkpoints under ``<out>/train``).
 
     ``resources`` (per worker, e.g. ``{"CPU": 0.95}``) replaces sizing the workers from the
     whole cluster: a Tune trial passes its share, since other trials may hold the rest.
+    ``folds`` (dicts of ``fold``, ``out``, ``storage``): a trial's folds, trained in turn in this one run
+    (``training.crossval``); Train then keeps only the latest checkpoint, to resume from.
     """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -178,23 +181,32 @@ def fit(
     backend = None if not use_gpu or gpus_have_cuda(resources) else "gloo"
     Path(config.out).mkdir(parents=True, exist_ok=True)
     (Path(config.out) / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    # The split file travels with the config: workers on other nodes may not see the driver's disk.
+    loop_config = {"train": config.to_dict(), "split": fold_data.split_path(config).read_text(), "folds": folds}
+    # One fold: Train keeps its best checkpoints (the package). A trial's folds: each fold keeps its best on
+    # its own storage (crossval.BEST_DIR), and Train only the latest, to resume from.
+    kept = (
+        CheckpointConfig(num_to_keep=1)
+        if folds
+        else CheckpointConfig(
+            num_to_keep=config.keep_checkpoints,
+            checkpoint_score_attribute=config.selection_metric,
+            checkpoint_score_order=config.selection_mode,
+        )
+    )
+    logger = EpochLogger(config.out, config.task, fold_outs={int(f["fold"]): f["out"] for f in folds or []})
     trainer = TorchTrainer(
         train_loop_per_worker,
-        # The split file travels with the config: workers on other nodes may not see the driver's disk.
-        train_loop_config={"train": config.to_dict(), "split": fold_data.split_path(config).read_text()},
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend=backend),
         run_config=RunConfig(
             name=RUN_NAME,
             storage_path=run_storage(config),
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=config.keep_checkpoints,
-                checkpoint_score_attribute=config.selection_metric,
-                checkpoint_score_order=config.selection_mode,
-            ),
+            checkpoint_config=kept,
             failure_config=FailureConfig(max_failures=config.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
-            callbacks=[EpochLogger(config.out, config.task), *(callbacks or [])],
+            callbacks=[logger, *(callbacks or [])],
         ),
     )
     if verbose:

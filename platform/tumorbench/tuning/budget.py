@@ -1,7 +1,8 @@
 """A time budget for one Tune search: stop proposing trials, end folds cleanly, cut at a hard deadline.
 
 :class:`BudgetGuard` is both a Tune ``Stopper`` and a ``Callback`` (it sees every trial at
-each step). Trials report after each fold, so its decisions fall at fold boundaries:
+each step). Trials report every epoch; its decisions fall at fold boundaries (the report whose
+``folds_done`` grew), and a fold lasts what the last folds lasted, measured between boundaries:
 
 - a running trial whose remaining folds no longer fit before ``deadline`` stops after the
   fold it just finished (its folds so far are kept, but it cannot win: only trials that
@@ -73,10 +74,12 @@ class BudgetGuard(Stopper, Callback):
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         now = self._clock()
+        folds, before = int(result.get(FOLDS_KEY, 0)), self._folds.get(trial_id, 0)
+        if folds <= before:  # an epoch inside a fold (or the trial's closing report): no new fold to time
+            return False
         previous = self._last_report.get(trial_id, self._first_seen.get(trial_id, self.started))
-        self._durations.append(now - previous)
+        self._durations.append((now - previous) / (folds - before))
         self._last_report[trial_id] = now
-        folds = int(result.get(FOLDS_KEY, 0))
         self._folds[trial_id] = folds
         if folds >= self.n_folds or not self.finished():
             return False

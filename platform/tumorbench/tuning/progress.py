@@ -1,8 +1,8 @@
 """Live progress of a search on the driver's console: one line per fold a trial finishes, and a heartbeat.
 
 Tune's own verbose output stays off (a table per trial is too much on a laptop and nothing at all
-while a fold trains). A trial reports once per fold (``tuning.trial``); this callback turns each report
-into a line naming the search, the trial and its parameters, fold k/K, the fold's epochs and score, the
+while a fold trains). A trial reports every epoch (``tuning.trial``); this callback turns the report that
+ends a fold into a line naming the search, the trial and its parameters, fold k/K, the fold's epochs and score, the
 running mean, the time spent and an estimate of the time left (the mean time per fold so far times
 the folds still to run; trials the scheduler stops early make it pessimistic).
 """
@@ -93,6 +93,8 @@ class SearchProgress(tune.Callback):
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         number, done = self._number(trial), int(result.get("folds_done", 0))
+        if done <= self.folds.get(trial.trial_id, 0):  # trials report every epoch; a line per fold is enough
+            return
         self.folds[trial.trial_id] = done
         spent = int(result.get("epochs_spent", 0))
         epochs, self.epochs[trial.trial_id] = spent - self.epochs.get(trial.trial_id, 0), spent

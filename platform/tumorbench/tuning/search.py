@@ -28,7 +28,8 @@ from tumorbench.tuning.space import SearchSpaceError, check_domains, grid_size, 
 from tumorbench.tuning.trial import TrialSetup, crossval_trial, trial_dirname, tune_metric
 
 SCHEDULERS = ("asha", "none")
-TIME_ATTR = "folds_done"
+TIME_ATTR = "epochs_spent"  # trials report every epoch (tuning.trial)
+FOLDS_ATTR = "folds_done"
 __all__ = ["ResourcePlan", "Resources", "best_row", "plan_resources", "run_search", "trial_rows"]
 
 
@@ -61,31 +62,62 @@ def make_searcher(
     return OptunaSearch(metric=metric, mode=mode, sampler=sampler)
 
 
-ASHA_GRACE_FOLDS = 1
 ASHA_REDUCTION_FACTOR = 4
 
 
-def asha_fold_fraction(
-    n_folds: int, grace_period: int = ASHA_GRACE_FOLDS, reduction_factor: float = ASHA_REDUCTION_FACTOR
-) -> float:
-    """Expected share of its folds a trial trains under ASHA, if each rung keeps its best ``1/reduction_factor``.
+def asha_grace_epochs(epochs: int) -> int:
+    """ASHA's default grace period: a quarter of a fold's epochs (at least one).
 
-    Rungs sit at ``grace * rf**i`` folds below ``n_folds``; every trial trains to the first.
-    With grace 1: rf 2 gives 0.75 (2 folds), 0.67 (3), 0.55 (5); rf 4 gives 0.62, 0.50, 0.36.
+    With ``k`` folds of ``E`` epochs (``max_t = k * E``) and reduction factor 4 the rungs sit at
+    ``E/4``, ``E``, ``4E``...: a configuration trains a quarter of its first fold before its first
+    comparison, and a fold before its second (see :func:`asha_fraction`).
+    """
+    return max(1, int(epochs) // 4)
+
+
+def asha_fraction(max_t: int, grace_period: int, reduction_factor: float = ASHA_REDUCTION_FACTOR) -> float:
+    """Expected share of ``max_t`` (epochs) a trial trains under ASHA, if each rung keeps its best ``1/rf``.
+
+    Rungs sit at ``grace * rf**i`` below ``max_t``; every trial trains to the first.
+    In folds with grace 1: rf 2 gives 0.75 (2 folds), 0.67 (3), 0.55 (5); rf 4 gives 0.62, 0.50, 0.36.
+    In epochs, 3 folds of 8 with grace 2 and rf 4: 0.19.
     A search's first trials run further (their rung is still empty), so real searches spend more.
     """
     rungs = []
     rung = grace_period
-    while rung < n_folds:
+    while rung < max_t:
         rungs.append(rung)
         rung *= reduction_factor
     if not rungs:
         return 1.0
-    folds, survive = float(rungs[0]), 1.0
-    for here, above in zip(rungs, rungs[1:] + [n_folds]):
+    spent, survive = float(rungs[0]), 1.0
+    for here, above in zip(rungs, rungs[1:] + [max_t]):
         survive /= reduction_factor
-        folds += survive * (above - here)
-    return folds / n_folds
+        spent += survive * (above - here)
+    return spent / max_t
+
+
+def asha_expected_share(
+    trials: int, max_t: int, grace_period: int, reduction_factor: float = ASHA_REDUCTION_FACTOR
+) -> float:
+    """Expected share of ``trials * max_t`` epochs a search of ``trials`` run one after another spends under ASHA.
+
+    Tune's ASHA stops a trial at a rung when it scores below the ``1 - 1/rf`` quantile of the trials
+    recorded there before it, so the i-th trial passes a rung with probability about ``max(1/rf, 1/i)``
+    (the first always): small searches stop fewer trials than :func:`asha_fraction`'s limit.
+    """
+    rungs = []
+    rung = grace_period
+    while rung < max_t:
+        rungs.append(rung)
+        rung *= reduction_factor
+    spent = 0.0
+    for i in range(1, trials + 1):
+        survive, here, alive = max(1 / reduction_factor, 1 / i), 0, 1.0
+        for above in [*rungs, max_t]:
+            spent += alive * (above - here)
+            alive, here = alive * survive, above
+    return spent / (max(1, trials) * max_t)
 
 
 def make_scheduler(
@@ -94,15 +126,15 @@ def make_scheduler(
     max_t: int,
     metric: str,
     mode: str,
-    grace_period: int = ASHA_GRACE_FOLDS,
+    grace_period: int,
     reduction_factor: float = ASHA_REDUCTION_FACTOR,
 ):
-    """ASHA over folds (time attribute ``folds_done``), or FIFO for ``none``.
+    """ASHA over epochs (time attribute ``epochs_spent``, counted across a trial's folds), or FIFO for ``none``.
 
-    Trials report once per fold, so a trial always trains ``grace_period`` folds and the
-    saving is at most ``1 - grace/k``. The reduction factor is Tune's 4: a rung keeps its best
-    quarter (see :func:`asha_fold_fraction`: 0.50 of the folds with 3 folds, 0.36 with 5);
-    with 2, ``bench/tune_efficiency.py`` measured 0.75 on 2 folds, the analytic figure.
+    Trials report every epoch with the running mean over their folds, and every trial trains the
+    same folds in the same order, so a rung compares configurations on the same data. The reduction
+    factor is Tune's 4: a rung keeps its best quarter (see :func:`asha_fraction`). When trials reported
+    only per fold, a trial always trained a whole fold and 3 folds spent 0.75 of the epochs at best.
     """
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -152,7 +184,8 @@ def _new_tuner(
     concurrent: int,
     verbose: int,
     stopper=None,
-    asha: tuple[int, float] = (ASHA_GRACE_FOLDS, ASHA_REDUCTION_FACTOR),
+    asha: tuple[int, float] = (1, ASHA_REDUCTION_FACTOR),
+    max_t: int = 1,
     trial_retries: int = 0,
 ):
     from ray import tune
@@ -171,7 +204,7 @@ def _new_tuner(
             ),
             scheduler=make_scheduler(
                 scheduler,
-                max_t=n_folds,
+                max_t=max_t,
                 metric=tune_metric(metric),
                 mode=mode,
                 grace_period=asha[0],
@@ -214,7 +247,7 @@ def run_search(
     address: str | None = None,
     verbose: int = 1,
     stopper=None,
-    grace_period: int = ASHA_GRACE_FOLDS,
+    grace_period: int | None = None,
     reduction_factor: float = ASHA_REDUCTION_FACTOR,
     resources: Resources | None = None,
     workdir: str | Path | None = None,
@@ -226,7 +259,7 @@ def run_search(
         base: The study's config for one model (``out`` is unused: trials write under the experiment).
         space: Dotted keys -> Tune domains (see ``tuning.space``).
         searcher: ``grid`` (every combination once; ``num_samples`` ignored), ``random``, ``bayes``, ``bayes-gp``.
-        scheduler: ``asha`` (stop poor trials after a fold) or ``none``.
+        scheduler: ``asha`` (stop poor trials early, at epoch rungs) or ``none``.
         num_samples: Trials for random and Bayesian search.
         n_folds: Folds per trial (default: all of the split file).
         metric: Per-fold metric (default: the task's primary); trials are ranked by ``<metric>_mean``.
@@ -239,7 +272,8 @@ def run_search(
         seed: Searcher seed.
         address: Ray cluster to connect to (default: ``RAY_ADDRESS`` or a local Ray).
         verbose: Tune's console verbosity (0 silent).
-        grace_period, reduction_factor: ASHA's, in folds (see :func:`make_scheduler`).
+        grace_period, reduction_factor: ASHA's, in epochs (see :func:`make_scheduler`); default grace
+            :func:`asha_grace_epochs` of ``base.epochs``.
         stopper: A :class:`~tumorbench.tuning.budget.BudgetGuard` (or any Tune stopper) ending the
             search on time; not applied when resuming.
         resources: Per-trial requests (overrides ``trial_cpus``/``max_concurrent``; see ``tuning.resources``).
@@ -320,7 +354,8 @@ def run_search(
             concurrent=plan.concurrent,
             verbose=verbose,
             stopper=stopper,
-            asha=(grace_period, reduction_factor),
+            asha=(grace_period or asha_grace_epochs(base.epochs), reduction_factor),
+            max_t=n_folds * base.epochs,
             trial_retries=trial_retries,
         )
     with _tune_output(verbose):
@@ -377,7 +412,7 @@ def trial_rows(grid, metric: str, n_folds: int) -> list[dict[str, Any]]:
     rows = []
     for result in grid:
         metrics = result.metrics or {}
-        folds = int(metrics.get(TIME_ATTR, 0))
+        folds = int(metrics.get(FOLDS_ATTR, 0))
         status = "error" if result.error else "done" if folds >= n_folds else "stopped"
         history = result.metrics_dataframe
         first = float(history["timestamp"].min()) if history is not None and "timestamp" in history else math.inf

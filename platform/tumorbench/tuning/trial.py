@@ -1,12 +1,13 @@
-"""One Tune trial: a configuration scored by k-fold cross-validation, one Ray Train run per fold.
+"""One Tune trial: a configuration scored by k-fold cross-validation, in one Ray Train run.
 
-The folds run in turn inside the trial (a Ray Train run costs ~20 s of start-up
-on 2 cores whatever its work, so one trial per fold would pay it k times for
-the same configuration and keep a searcher from seeing the configuration as
-one point). After each fold the trial reports the running mean and SD of the
-fold scores, so ASHA (time attribute ``folds_done``) can stop a poor
-configuration after its first fold, and checkpoints the out-of-fold
-predictions so far, so a resumed trial continues at its next fold.
+The folds run in turn inside the trial's single Train run (``training.crossval``): a Ray Train
+run costs ~20-30 s of start-up on 2 cores whatever its work, so a run per fold paid it k times,
+and one trial per fold would keep a searcher from seeing the configuration as one point. Every
+epoch reaches Tune (``TuneReportCallback``) with the running mean of the fold scores, so ASHA
+(time attribute ``epochs_spent``) can stop a poor configuration within its first fold. Each
+finished fold is recorded on its storage, so a retried trial's run resumes at the fold it was
+training. At the end the trial reports the fold scores with a checkpoint holding every fold's
+outcome and the out-of-fold predictions (``folds.json``, ``oof_predictions.json``).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tumorbench import storage
 from tumorbench.training.config import TrainConfig, TrainConfigError
+from tumorbench.training.crossval import FoldRecord, read_fold_result, summary_metrics, tune_metric
 from tumorbench.tuning.space import apply_params, decode_params
+
+# FoldRecord, summary_metrics and tune_metric live with the worker side (training.crossval); kept importable here.
+__all__ = ["FoldRecord", "TrialSetup", "crossval_trial", "read_state", "summary_metrics", "tune_metric"]
 
 FOLDS_FILE = "folds.json"
 OOF_FILE = "oof_predictions.json"
@@ -66,45 +69,6 @@ def trial_dirname_for(trial_id: str) -> str:
     return f"trial_{trial_id}"
 
 
-@dataclass
-class FoldRecord:
-    """The outcome of one fold: its best epoch's score and where that checkpoint lies (a path or URI).
-
-    Under nested selection ``score`` and ``best_epoch`` come from the inner validation patients
-    (what ranks configurations, drives ASHA and picks the package), and ``outer`` holds the fold's
-    own metrics, scored once by the chosen model (what the leaderboard reports).
-    ``seconds`` is the fold's Ray Train run end to end; ``overhead_seconds`` what of it
-    was not training or validating (actor start-up, checkpointing, shutdown).
-    """
-
-    fold: int
-    score: float
-    best_epoch: int
-    epochs: int
-    checkpoint: str
-    metrics: dict[str, float]
-    seconds: float = 0.0
-    overhead_seconds: float = 0.0
-    outer: dict[str, float] = field(default_factory=dict)
-
-
-def tune_metric(metric: str) -> str:
-    """The name searchers and schedulers rank trials by."""
-    return f"{metric}_mean"
-
-
-def summary_metrics(folds: list[FoldRecord], metric: str) -> dict[str, Any]:
-    """What a trial reports after a fold: running mean and SD (ddof=1; NaN for one fold) and each fold."""
-    scores = np.asarray([f.score for f in folds], float)
-    report = {
-        "folds_done": len(folds),
-        tune_metric(metric): float(np.mean(scores)),
-        f"{metric}_sd": float(np.std(scores, ddof=1)) if len(scores) > 1 else float("nan"),
-        "epochs_spent": int(sum(f.epochs for f in folds)),
-    }
-    return report | {f"fold_{f.fold}_{metric}": f.score for f in folds}
-
-
 def best_checkpoint(result, metric: str, mode: str) -> tuple[str, dict[str, Any]]:
     """The kept checkpoint of a Train run that scores best on ``metric``, by Ray's ``Result.get_best_checkpoint``
     (ties: the first; inf is a real, worst distance), as a path or URI (``tumorbench.storage``).
@@ -120,40 +84,6 @@ def best_checkpoint(result, metric: str, mode: str) -> tuple[str, dict[str, Any]
         return storage.uri_of(kept[0][0].filesystem, kept[0][0].path), kept[0][1]
     best = replace(result, best_checkpoints=scored).get_best_checkpoint(metric, mode)
     return storage.uri_of(best.filesystem, best.path), next(m for c, m in scored if c.path == best.path)
-
-
-def run_fold(config: TrainConfig, setup: TrialSetup) -> tuple[FoldRecord, list[dict]]:
-    """Train one fold through Ray Train; its best epoch's score and out-of-fold predictions."""
-    from tumorbench.training.trainer import fit, has_snapshot, read_history, run_storage
-
-    # A fold cut short by a crash (or a lost node) continues from its own Train snapshot.
-    resume = has_snapshot(config)
-    started = time.perf_counter()
-    result = fit(config, resume=resume, resources=setup.worker_resources, verbose=False)
-    seconds = time.perf_counter() - started
-    work = sum(
-        float(row.get("train_seconds") or 0) + float(row.get("val_seconds") or 0) for row in read_history(config.out)
-    )
-    path, metrics = best_checkpoint(result, setup.metric, setup.mode)
-    outer, records = fold_predictions(config, run_storage(config), path)
-    for record in records:
-        record["fold"] = config.fold
-    record = FoldRecord(
-        fold=config.fold,
-        score=float(metrics.get(setup.metric, float("nan"))),
-        best_epoch=int(metrics.get("epoch", -1)),
-        epochs=int(result.metrics["epoch"]) + 1,
-        checkpoint=path,
-        metrics=_numbers(metrics),
-        seconds=seconds,
-        overhead_seconds=max(0.0, seconds - work) if not resume else float("nan"),
-        outer=_numbers(outer or {}),
-    )
-    return record, records
-
-
-def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def fold_predictions(config: TrainConfig, run_storage: str, checkpoint: str) -> tuple[dict | None, list[dict]]:
@@ -191,33 +121,56 @@ def read_state(location: str | Path) -> tuple[list[FoldRecord], list[dict]]:
 
 
 def crossval_trial(params: dict[str, Any], setup: TrialSetup) -> None:
-    """Tune trial function: train fold after fold, reporting the running mean after each."""
+    """Tune trial function: one Train run trains the folds in turn; then the trial's outcome, reported once."""
     from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from tumorbench.training.data import materialize_split
+    from tumorbench.training.trainer import fit, has_snapshot
 
     config = apply_params(TrainConfig.from_dict(setup.base), decode_params(params, setup.choices))
     # Not get_trial_dir(): that is a staging folder on the driver that Tune copies to storage at
-    # every sync. Folds checkpoint to storage directly (other nodes' workers reach it, and a retried
-    # trial on another node resumes from it); their histories start in a folder on this node.
+    # every sync. The run checkpoints to storage directly (other nodes' workers reach it, and a retried
+    # trial on another node resumes from it); fold histories start in a folder on this node.
     trial = trial_dirname_for(tune.get_context().get_trial_id())
     trial_dir = Path(setup.experiment) / trial
-    trial_storage = storage.join(setup.storage or setup.experiment, trial)
-    folds: list[FoldRecord] = []
-    oof: list[dict] = []
-    restored = tune.get_checkpoint()
-    if restored is not None:
-        with restored.as_directory() as directory:
-            folds, oof = read_state(directory)
-    from tumorbench.training.data import materialize_split
-
+    run = config.replace(out=str(trial_dir), storage=storage.join(setup.storage or setup.experiment, trial))
+    folds = [
+        {"fold": k, "out": str(trial_dir / f"fold_{k}"), "storage": storage.join(run.storage, f"fold_{k}")}
+        for k in range(setup.n_folds)
+    ]
     materialize_split(config, setup.split)  # this node may not see the driver's disk
-    for fold in range(len(folds), setup.n_folds):
-        name = f"fold_{fold}"
-        fold_config = config.replace(fold=fold, out=str(trial_dir / name), storage=storage.join(trial_storage, name))
-        record, records = run_fold(fold_config, setup)
-        # The fold's history and TensorBoard events join its checkpoints (a no-op when storage is this folder).
-        storage.upload(fold_config.out, fold_config.storage)
-        folds.append(record)
-        oof.extend(records)
-        with tempfile.TemporaryDirectory() as directory:
-            write_state(directory, folds, oof)
-            tune.report(summary_metrics(folds, setup.metric), checkpoint=tune.Checkpoint.from_directory(directory))
+    resume = has_snapshot(run)
+    started = time.perf_counter()
+    fit(
+        run,
+        resume=resume,
+        resources=setup.worker_resources,
+        verbose=False,
+        callbacks=[TuneReportCallback()],
+        folds=folds,
+    )
+    records, oof = collect_folds(run, folds)
+    if not resume:  # the run's start-up and shutdown: what no fold measured
+        records[0].overhead_seconds += max(0.0, time.perf_counter() - started - sum(r.seconds for r in records))
+    with tempfile.TemporaryDirectory() as directory:
+        write_state(directory, records, oof)
+        tune.report(summary_metrics(records, setup.metric), checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+def collect_folds(run: TrainConfig, folds: list[dict[str, Any]]) -> tuple[list[FoldRecord], list[dict]]:
+    """Every fold's record and out-of-fold predictions, from the fold storage the run wrote; the folds'
+    histories and TensorBoard events join them there (a no-op when storage is the local folder)."""
+    records, oof = [], []
+    for spec in folds:
+        record = read_fold_result(spec["storage"])
+        if record is None:
+            raise TrainConfigError(
+                f"fold {spec['fold']}: the trial's run ended without its result at {spec['storage']}"
+            )
+        _, predictions = fold_predictions(run.replace(**spec), spec["storage"], record.checkpoint)
+        records.append(record)
+        oof.extend(p | {"fold": record.fold} for p in predictions)
+        if Path(spec["out"]).exists():
+            storage.upload(spec["out"], spec["storage"])
+    return records, oof
