@@ -3,13 +3,13 @@
 Both searches use the same searcher (random, same seed, so the same
 configurations in the same order), the same number of trials, the same data
 (brain MRI yes/no, de-duplicated, one split file shared by both) and the same
-model; each trial is a k-fold cross-validation through Ray Train that reports
-after every fold, so ASHA can stop a configuration after its first fold.
+model; each trial is a k-fold cross-validation in one Ray Train run that reports
+every epoch, so ASHA (time: epochs spent) can stop a configuration inside its first fold.
 
 Printed per scheduler: trials, folds trained, epochs spent, the best
 ``<metric>_mean`` among trials that finished every fold, wall time, and the
-mean Ray Train overhead per fold (fold wall time minus its training and
-validation time: actor start-up, checkpointing, shutdown).
+mean Ray Train overhead per fold of the trials that finished (their run's wall time minus
+training and validation, over their folds: start-up once per trial, set-up, checkpoints, shutdown).
 
     python bench/tune_efficiency.py                                    # 12 trials x 3 folds x 4 epochs, ASHA rf 4
     python bench/tune_efficiency.py --num-samples 2 --epochs 1 --size 32   # smoke run
@@ -38,7 +38,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-samples", type=int, default=12, help="trials per search")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument(
-        "--grace-period", type=int, default=None, help="ASHA grace period in folds (default: the project's)"
+        "--grace-period", type=int, default=None, help="ASHA grace period in epochs (default: the project's)"
     )
     parser.add_argument(
         "--reduction-factor", type=float, default=None, help="ASHA reduction factor (default: the project's)"
@@ -116,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     from tumorbench.training.trainer import ensure_ray
     from tumorbench.transforms import PreprocessConfig
     from tumorbench.tuning.search import (
-        ASHA_GRACE_FOLDS,
         ASHA_REDUCTION_FACTOR,
-        asha_fold_fraction,
+        asha_expected_share,
+        asha_grace_epochs,
         run_search,
         trial_rows,
     )
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_split_file(base, load_catalog(base))  # one de-duplicated split for both searches
     base = base.replace(split_file=str(split_path(base)))
     metric, mode = base.selection_metric, get_task(base.task).mode()
-    asha = (args.grace_period or ASHA_GRACE_FOLDS, args.reduction_factor or ASHA_REDUCTION_FACTOR)
+    asha = (args.grace_period or asha_grace_epochs(args.epochs), args.reduction_factor or ASHA_REDUCTION_FACTOR)
     ensure_ray()
     summaries, trials = [], {}
     for scheduler in ("asha", "none"):
@@ -173,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(summaries, metric))
     ratio = summaries[0]["epochs_spent"] / max(1, summaries[1]["epochs_spent"])
     print(
-        f"\nASHA grace {asha[0]} fold(s), reduction factor {asha[1]:g}: epochs asha / none = {ratio:.2f} "
-        f"(expected {asha_fold_fraction(args.folds, *asha):.2f} once rungs fill; target <= 0.40); best "
+        f"\nASHA grace {asha[0]} epoch(s), reduction factor {asha[1]:g}: epochs asha / none = {ratio:.2f} "
+        f"(expected {asha_expected_share(args.num_samples, args.folds * args.epochs, *asha):.2f}; target <= 0.40); "
+        f"wall asha / none = {summaries[0]['wall_s'] / max(1e-9, summaries[1]['wall_s']):.2f}; best "
         f"{metric}_mean asha - none = {summaries[0]['best_mean'] - summaries[1]['best_mean']:+.4f}"
     )
     for s in summaries:

@@ -53,7 +53,7 @@ def ray_session():
         ray.init(
             address="local",
             num_cpus=2,
-            include_dashboard=False,
+            include_dashboard=True,  # the State API Train's placement-group cleaner needs (tumorbench's ensure_ray)
             log_to_driver=False,
             object_store_memory=512 * 1024**2,
         )

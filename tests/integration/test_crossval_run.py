@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from sklearn.metrics import roc_auc_score
 from conftest import tiny_search_config, write_blob_folders  # noqa: E402
 from tumorbench.training.crossval import FOLD_RESULT, read_fold_result
 from tumorbench.training.trainer import fit, has_snapshot, read_history
-from tumorbench.tuning.search import prepare_base
+from tumorbench.tuning.budget import BudgetGuard
+from tumorbench.tuning.search import prepare_base, run_search, trial_rows
 from tumorbench.tuning.trial import collect_folds
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -51,3 +53,32 @@ def test_one_run_trains_every_fold_and_a_resumed_run_skips_finished_ones(ray_ses
     again = read_fold_result(folds[1]["storage"])
     assert again is not None and again.score == pytest.approx(records[1].score) and again.epochs == 2
     assert len(read_history(folds[1]["out"])) == 2  # resumed at its last epoch: nothing trained twice
+
+
+def test_a_trial_cut_mid_run_frees_its_workers_for_the_next(ray_session, tmp_path):
+    import ray
+    from ray import tune
+
+    write_blob_folders(tmp_path / "data")
+    base = tiny_search_config(tmp_path / "data", tmp_path / "unused").replace(epochs=60)
+    guard = BudgetGuard(0.0, n_folds=2, fold_seconds=20.0, grace=30.0)  # everything cut at 30 s, inside fold 0
+    grid = run_search(
+        base,
+        {"lr": tune.choice([3e-3])},
+        searcher="random",
+        scheduler="none",
+        num_samples=1,
+        storage_path=tmp_path,
+        name="cut",
+        verbose=0,
+        stopper=guard,
+    )
+    [row] = trial_rows(grid, "auc", 2)
+    assert row["status"] == "stopped" and 0 < row["epochs_spent"] < 120
+    assert guard.ended_by == "hard deadline: running folds cut"
+    # Train's cleaner removes the cut run's placement group (through the State API, served by the dashboard);
+    # were it leaked, the next trial's workers would wait for its CPUs for ever.
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < 1.99 and time.monotonic() < deadline:
+        time.sleep(1)
+    assert ray.available_resources().get("CPU", 0) == pytest.approx(2.0)

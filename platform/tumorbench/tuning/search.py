@@ -355,7 +355,9 @@ def run_search(
             verbose=verbose,
             stopper=stopper,
             asha=(grace_period or asha_grace_epochs(base.epochs), reduction_factor),
-            max_t=n_folds * base.epochs,
+            # one past the last epoch: ASHA stops a trial at max_t, and the trial's fold-end and closing
+            # reports come after its last epoch
+            max_t=n_folds * base.epochs + 1,
             trial_retries=trial_retries,
         )
     with _tune_output(verbose):
