@@ -125,7 +125,19 @@ def test_too_small_a_budget_is_refused_with_the_minimum():
         make_plan(_study(), _fp(cases=3000), TWO_CORES, budget_minutes=1)
     minimum = int(info.value.args[0].rsplit("about ", 1)[1].split()[0])
     plan = make_plan(_study(), _fp(cases=3000), TWO_CORES, budget_minutes=minimum)  # the minimum quoted fits
-    assert plan.folds == 2 and plan.epochs == 1 and len(plan.searches) == 1
+    assert plan.folds == 2 and len(plan.searches) == 1 and plan.estimate_seconds <= minimum * 60
+    # the minimum is rounded up to a whole minute: what is left over goes back into epochs, while it fits
+    one_epoch = make_plan(_study(epochs=1), _fp(cases=3000), TWO_CORES, budget_minutes=minimum)
+    assert plan.epochs >= one_epoch.epochs == 1 and plan.estimate_seconds >= one_epoch.estimate_seconds
+
+
+def test_scale_down_gives_epochs_back_while_the_budget_holds(monkeypatch):
+    fp = _fp(cases=3000)
+    given = make_plan(_study(), fp, TWO_CORES, budget_minutes=10)
+    monkeypatch.setattr(planner, "_give_back_epochs", lambda *args: None)
+    coarse = make_plan(_study(), fp, TWO_CORES, budget_minutes=10)
+    assert coarse.epochs < given.epochs <= 8  # the coarse steps took more than the budget needed
+    assert coarse.estimate_seconds < given.estimate_seconds <= 10 * 60
 
 
 def test_cache_memory_disk_or_none():

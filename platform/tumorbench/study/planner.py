@@ -310,6 +310,16 @@ def _estimate(
     return searches, baselines, RAY_START_S + baselines + sum(s.seconds for s in searches)
 
 
+def _give_back_epochs(k: _Knobs, epochs: int, fits) -> None:
+    """The scale-down steps are coarse (a whole input size, a trial): give epochs back, up to the study's,
+    while the plan still ``fits()``, so the study uses its budget rather than 80% of it."""
+    while k.epochs < epochs:
+        k.epochs += 1
+        if not fits():
+            k.epochs -= 1
+            return
+
+
 def _reductions(k: _Knobs, dims: int) -> list:
     """Scale-down steps in order of what a comparison misses least; each returns a note or None."""
     sizes = PATCHES_3D if dims == 3 else SIZES_2D
@@ -418,6 +428,9 @@ def make_plan(
         while total > budget and step() is not None:
             cache, cache_note = choose_cache(fp, study, k.size, dims, side, capacity, free)
             searches, baselines, total = estimate()
+    if budget is not None and total <= budget:
+        _give_back_epochs(k, int(study.config.get("epochs", 10)), lambda: estimate()[2] <= budget)
+        searches, baselines, total = estimate()
     if budget is not None and total > budget:
         raise BudgetError(
             f"a budget of {budget / 60:g} min cannot hold one {k.folds}-fold trial of "
