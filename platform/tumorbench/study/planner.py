@@ -6,7 +6,8 @@ a time model calibrated on this machine (constants below, how they were measured
 beside each). Too little budget for one fold of the smallest model is refused before
 anything starts, with the minimum it would need.
 
-Time model (seconds; one Ray Train worker at ~1 CPU, torch using one thread):
+Time model (seconds; ms per image in one torch thread, divided by ``speed``: CPU_PARALLEL_EFFICIENCY x the
+cores a trial holds, or GPU_SPEEDUP):
 
     fold  = FOLD_OVERHEAD_S + cache_fill + epochs * (train_imgs * train_ms + val_imgs * eval_ms) / 1000
             (+ the outer fold scored once under nested selection; train_imgs leave out the inner validation)
@@ -63,7 +64,9 @@ DECODE_MS_FIXED, DECODE_MS_PER_MIB, AUGMENT_MS = 2.0, 11.0, 3.0
 # A trial's Ray Train run (one per trial, its folds in turn): start-up and shutdown once, and per fold the
 # data and model set-up, a checkpoint per epoch and the outer scoring. Before one run per trial, a run per fold
 # cost 23.8 s on average over the 20 folds of `compare.py --study brain_yes_no --budget 15` (2026-12-02).
-TRIAL_STARTUP_S = 20.0
+# Measured on the yes/no default study after the change (2026-12-02): ~28 s from a trial's start to its first
+# epoch's end less that epoch (start-up and fold 0's set-up), 3-8 s between folds beyond their epochs.
+TRIAL_STARTUP_S = 24.0
 FOLD_OVERHEAD_S = 6.0
 RAY_START_S = 20.0
 # Classical baselines per fold: features of every case (~5 ms) and fitting, measured on yes/no and LGG.
@@ -379,6 +382,11 @@ def _reductions(k: _Knobs, dims: int) -> list:
 
 
 GPU_SPEEDUP = 10.0  # assumed, not measured here (no GPU lent): a GPU worker vs one CPU thread
+# On CPUs a trial's workers hold every core it is given and torch uses one thread per core held
+# (training.data.configure_threads): the single-thread times above run this much faster per core.
+# 0.9: the yes/no default study (2 workers x 0.95 CPU) trained 2.7 s per epoch of tf_efficientnet_lite0
+# where one thread takes 4.9 s (`compare.py --study brain_yes_no --preset default`, 2026-12-02).
+CPU_PARALLEL_EFFICIENCY = 0.9
 
 
 def make_plan(
@@ -401,7 +409,6 @@ def make_plan(
     n = _usable_cases(fp, study)
     samples = int((study.config.get("sampling") or {}).get("num_samples", 1)) if dims == 3 else 1
     workers = int(study.config.get("workers", 1))
-    speed = GPU_SPEEDUP if capacity.gpus >= 1 else 1.0
     trials = {c.name: _count_trials(c) for c in study.candidates}
     k = _Knobs(
         size=_study_size(study, dims),
@@ -417,6 +424,7 @@ def make_plan(
     if dims == 2:  # no needless upsampling: the data's median size, rounded up to the U-Nets' stride of 16
         k.size = min(k.size, max(32, 16 * math.ceil(min(fp["median_shape"][:2]) / 16)))
     side = _side_by_side(capacity, workers, max(trials.values()))
+    speed = GPU_SPEEDUP if capacity.gpus >= 1 else max(1.0, CPU_PARALLEL_EFFICIENCY * capacity.cpus / side)
     free = disk_free if disk_free is not None else _disk_free()
     cache, cache_note = choose_cache(fp, study, k.size, dims, side, capacity, free)
 
