@@ -13,7 +13,13 @@ count and a time cap:
 - ``floor``: ``GET /healthz`` on the same app: Serve's proxy and the ingress without an upload or a
   model, the ceiling of any request path on this machine;
 - ``raw``: ``Predictor.predict_batch`` on the preprocessed input in this process, batches of
-  ``min(clients, max batch size)``; latency is the batch's forward time.
+  ``min(clients, max batch size)``; latency is the batch's forward time;
+- ``proxied`` (only when asked for in ``--setups``): ``batched`` through Serve's proxy.
+
+Ray starts in Serve's throughput mode (``tumorbench.serving.runner.THROUGHPUT_ENV``, as ``tumorbench
+serve`` starts it; ``--default-serve``: Ray's defaults): ``batched``, ``unbatched`` and ``floor`` then
+go to the ingress replica's own port (direct ingress), ``legacy`` and ``proxied`` through Serve's proxy
+as before issue 11.
 
 Prints requests/s, p50/p95/p99 latency, errors, the replicas' peak RSS (``/v1/stats``), and the
 ratios batched/legacy, batched/unbatched, batched/raw and batched p99/p50 at 32 clients (or the
@@ -71,6 +77,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
     parser.add_argument("--setups", default="legacy,batched,unbatched,raw,floor")
     parser.add_argument("--ingress-replicas", type=int, default=1, help="ingress replicas (e.g. one per CPU)")
+    parser.add_argument(
+        "--default-serve", action="store_true", help="start Ray with Serve's defaults, not its throughput mode"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
@@ -201,16 +210,22 @@ def _peak(stats: dict) -> str:
     return f"{models} MB (ingress {stats['ingress']['peak_rss_mb']:.0f} MB)"
 
 
-def _wait_for(url: str, size: int, fast: bool, timeout_s: float = 120) -> None:
-    """Until the replicas run the batch size and request path asked for (a redeploy replaces them)."""
+def _wait_for(proxy: str, size: int, fast: bool, direct: bool, timeout_s: float = 120) -> str:
+    """The URL to measure, once the replicas run the batch size and request path asked for.
+
+    A redeploy replaces the ingress replica: under direct ingress the new one listens on a new port.
+    """
+    from tumorbench.serving.runner import ingress_urls
+
     deadline = time.monotonic() + timeout_s
     while True:
         try:
+            url = (ingress_urls() or [proxy])[-1] if direct else proxy
             stats = _stats(url)
             if bool(stats["ingress"]["batched_models"]) == fast and all(
                 m["max_batch_size"] == size for m in stats["models"].values()
             ):
-                return
+                return url
         except (ValueError, KeyError, OSError):  # replicas being replaced
             pass
         if time.monotonic() > deadline:
@@ -231,7 +246,7 @@ def _print(rows: list[dict]) -> None:
     by = {(r["setup"], r["clients"]): r for r in rows}
     levels = sorted({r["clients"] for r in rows})
     at = 32 if 32 in levels else levels[-1]
-    for other in ("legacy", "unbatched", "raw"):
+    for other in ("legacy", "proxied", "unbatched", "floor", "raw"):
         if ("batched", at) in by and (other, at) in by and by[(other, at)]["req_per_s"]:
             ratio = by[("batched", at)]["req_per_s"] / by[(other, at)]["req_per_s"]
             print(f"batched / {other} req/s at {at} clients: {ratio:.2f}x")
@@ -258,11 +273,14 @@ def main() -> None:
     print(f"package {package} ({task}), upload {image} ({len(payload):,} bytes), {os.cpu_count()} CPUs")
     rows: list[dict] = []
     url = args.url
-    if url is None and {"legacy", "batched", "unbatched", "floor"} & set(setups):
+    served = {"legacy", "batched", "unbatched", "floor", "proxied"}
+    if url is None and served & set(setups):
         import ray
 
-        from tumorbench.serving.runner import deploy
+        from tumorbench.serving.runner import deploy, use_throughput_mode
 
+        if not args.default_serve:
+            use_throughput_mode()
         ray.init(include_dashboard=False, log_to_driver=False)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -279,11 +297,12 @@ def main() -> None:
         }
         deploy(app_args, port=port)
         limits = (args.requests, args.time_cap)
-        for setup, fast, size in (
-            ("legacy", False, args.max_batch_size),
-            ("batched", True, args.max_batch_size),
-            ("unbatched", True, 1),
-            ("floor", True, args.max_batch_size),
+        for setup, fast, size, direct in (
+            ("legacy", False, args.max_batch_size, False),
+            ("proxied", True, args.max_batch_size, False),
+            ("batched", True, args.max_batch_size, True),
+            ("unbatched", True, 1, True),
+            ("floor", True, args.max_batch_size, True),
         ):
             if setup not in setups:
                 continue
@@ -293,15 +312,16 @@ def main() -> None:
             }
             # A new fast_path replaces the replicas; a new user_config reconfigures them in place.
             deploy({**app_args, "fast_path": fast}, deployments=[override], port=port)
-            _wait_for(url, size, fast)
+            target = _wait_for(url, size, fast, direct)
+            print(f"{setup}: {target}{' (Serve proxy)' if target == url else ' (direct ingress)'}", flush=True)
             for clients in levels:
                 rows.append(
                     {
                         "setup": setup,
                         **asyncio.run(
-                            _drive(url, "/healthz" if setup == "floor" else route, payload, clients, *limits)
+                            _drive(target, "/healthz" if setup == "floor" else route, payload, clients, *limits)
                         ),
-                        "peak": _peak(stats := _stats(url)),
+                        "peak": _peak(stats := _stats(target)),
                         "batch_sizes": _batches(stats),
                     }
                 )
@@ -329,7 +349,7 @@ def main() -> None:
                 }
             )
             print(rows[-1], flush=True)
-    if args.url is None and {"legacy", "batched", "unbatched", "floor"} & set(setups):
+    if args.url is None and served & set(setups):
         from ray import serve
 
         serve.shutdown()
