@@ -5,21 +5,22 @@ does) with one model package, then for each setup drives ``POST /v1/<task>`` wit
 file at several client concurrencies (asyncio + aiohttp), each level bounded by a request
 count and a time cap:
 
-- ``legacy``: ``@serve.batch`` as ``batched`` but ``fast_path: false``: every request preprocessed
-  alone in the ingress by the package's MONAI chain (the path before issue 11), for comparison;
+- ``legacy``: the whole request path before issue 11, for comparison: a Ray started with Serve's
+  defaults, requests through Serve's proxy, ``@serve.batch`` as ``batched`` but ``fast_path: false``
+  (every request preprocessed alone in the ingress by the package's MONAI chain);
 - ``batched``: ``@serve.batch`` with ``--max-batch-size`` (default 16); 2D resize + normalization
   batched in the model deployment (``fast_path: true``, the default);
 - ``unbatched``: the same replicas reconfigured live to a batch size of 1 (user_config);
-- ``floor``: ``GET /healthz`` on the same app: Serve's proxy and the ingress without an upload or a
-  model, the ceiling of any request path on this machine;
+- ``floor``: ``GET /healthz`` on the same port: the ingress without an upload or a model, the
+  ceiling of any request path on this machine;
 - ``raw``: ``Predictor.predict_batch`` on the preprocessed input in this process, batches of
   ``min(clients, max batch size)``; latency is the batch's forward time;
 - ``proxied`` (only when asked for in ``--setups``): ``batched`` through Serve's proxy.
 
-Ray starts in Serve's throughput mode (``tumorbench.serving.runner.THROUGHPUT_ENV``, as ``tumorbench
-serve`` starts it; ``--default-serve``: Ray's defaults): ``batched``, ``unbatched`` and ``floor`` then
-go to the ingress replica's own port (direct ingress), ``legacy`` and ``proxied`` through Serve's proxy
-as before issue 11.
+After ``legacy``, Ray starts again in Serve's throughput mode (``tumorbench.serving.runner.THROUGHPUT_ENV``,
+as ``tumorbench serve`` starts it; ``--default-serve``: Ray's defaults for every setup): ``batched``,
+``unbatched`` and ``floor`` go to the ingress replica's own port (direct ingress), ``proxied`` through
+Serve's proxy.
 
 Prints requests/s, p50/p95/p99 latency, errors, the replicas' peak RSS (``/v1/stats``), and the
 ratios batched/legacy, batched/unbatched, batched/raw and batched p99/p50 at 32 clients (or the
@@ -255,6 +256,63 @@ def _print(rows: list[dict]) -> None:
             print(f"{setup} p99 / p50 at {at} clients: {by[(setup, at)]['p99_ms'] / by[(setup, at)]['p50_ms']:.2f}")
 
 
+SERVED = ("legacy", "proxied", "batched", "unbatched", "floor")
+
+
+def _served(args, setups: list[str], levels: list[int], package: Path, route: str, payload: bytes, throughput: bool):
+    """Rows of the ``setups`` measured on one app, on a Ray started in Serve's throughput mode or with its defaults."""
+    import ray
+    from ray import serve
+
+    from tumorbench.serving.runner import THROUGHPUT_ENV, deploy
+
+    saved = {key: os.environ.pop(key, None) for key in THROUGHPUT_ENV}  # Serve reads them as Ray starts
+    if throughput:  # values exported by the caller win, as in use_throughput_mode
+        os.environ.update({key: saved[key] or value for key, value in THROUGHPUT_ENV.items()})
+    ray.init(include_dashboard=False, log_to_driver=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    # Admission above the largest client level: this measures throughput, not load shedding.
+    app_args = {
+        "models": [f"bench={package}"],
+        "max_batch_size": args.max_batch_size,
+        "batch_wait_timeout_s": args.batch_wait_ms / 1000,
+        "max_upload_mb": 64,
+        "max_concurrent_requests": max(levels) + 8,
+        "ingress_replicas": args.ingress_replicas,
+    }
+    rows = []
+    for setup in setups:
+        fast, size, direct = setup != "legacy", 1 if setup == "unbatched" else args.max_batch_size, setup in SERVED[2:]
+        override = {
+            "name": "model_bench",
+            "user_config": {"max_batch_size": size, "batch_wait_timeout_s": args.batch_wait_ms / 1000},
+        }
+        # A new fast_path replaces the replicas; a new user_config reconfigures them in place.
+        deploy({**app_args, "fast_path": fast}, deployments=[override], port=port)
+        target = _wait_for(url, size, fast, direct)
+        mode = "throughput mode" if throughput else "Serve's defaults"
+        print(f"{setup}: {target} ({'Serve proxy' if target == url else 'direct ingress'}, {mode})", flush=True)
+        for clients in levels:
+            result = asyncio.run(
+                _drive(
+                    target, "/healthz" if setup == "floor" else route, payload, clients, args.requests, args.time_cap
+                )
+            )
+            stats = _stats(target)
+            rows.append({"setup": setup, **result, "peak": _peak(stats), "batch_sizes": _batches(stats)})
+            print(rows[-1], flush=True)
+    serve.shutdown()
+    ray.shutdown()
+    for key, value in saved.items():
+        os.environ.pop(key, None)
+        if value is not None:
+            os.environ[key] = value
+    return rows
+
+
 def main() -> None:
     args = _parse()
     levels = [int(x) for x in args.levels.split(",")]
@@ -273,60 +331,13 @@ def main() -> None:
     print(f"package {package} ({task}), upload {image} ({len(payload):,} bytes), {os.cpu_count()} CPUs")
     rows: list[dict] = []
     url = args.url
-    served = {"legacy", "batched", "unbatched", "floor", "proxied"}
-    if url is None and served & set(setups):
-        import ray
-
-        from tumorbench.serving.runner import deploy, use_throughput_mode
-
-        if not args.default_serve:
-            use_throughput_mode()
-        ray.init(include_dashboard=False, log_to_driver=False)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-        # Admission above the largest client level: this measures throughput, not load shedding.
-        app_args = {
-            "models": [f"bench={package}"],
-            "max_batch_size": args.max_batch_size,
-            "batch_wait_timeout_s": args.batch_wait_ms / 1000,
-            "max_upload_mb": 64,
-            "max_concurrent_requests": max(levels) + 8,
-            "ingress_replicas": args.ingress_replicas,
-        }
-        deploy(app_args, port=port)
-        limits = (args.requests, args.time_cap)
-        for setup, fast, size, direct in (
-            ("legacy", False, args.max_batch_size, False),
-            ("proxied", True, args.max_batch_size, False),
-            ("batched", True, args.max_batch_size, True),
-            ("unbatched", True, 1, True),
-            ("floor", True, args.max_batch_size, True),
-        ):
-            if setup not in setups:
-                continue
-            override = {
-                "name": "model_bench",
-                "user_config": {"max_batch_size": size, "batch_wait_timeout_s": args.batch_wait_ms / 1000},
-            }
-            # A new fast_path replaces the replicas; a new user_config reconfigures them in place.
-            deploy({**app_args, "fast_path": fast}, deployments=[override], port=port)
-            target = _wait_for(url, size, fast, direct)
-            print(f"{setup}: {target}{' (Serve proxy)' if target == url else ' (direct ingress)'}", flush=True)
-            for clients in levels:
-                rows.append(
-                    {
-                        "setup": setup,
-                        **asyncio.run(
-                            _drive(target, "/healthz" if setup == "floor" else route, payload, clients, *limits)
-                        ),
-                        "peak": _peak(stats := _stats(target)),
-                        "batch_sizes": _batches(stats),
-                    }
-                )
-                print(rows[-1], flush=True)
-    elif url is not None:
+    if url is None:
+        # legacy on a Ray started with Serve's defaults (the whole path before issue 11), the others in throughput mode
+        phases = [(SERVED, False)] if args.default_serve else [(SERVED[:1], False), (SERVED[1:], True)]
+        for names, throughput in phases:
+            if wanted := [s for s in names if s in setups]:
+                rows += _served(args, wanted, levels, package, route, payload, throughput)
+    else:
         for clients in levels:
             rows.append(
                 {
@@ -349,10 +360,6 @@ def main() -> None:
                 }
             )
             print(rows[-1], flush=True)
-    if args.url is None and served & set(setups):
-        from ray import serve
-
-        serve.shutdown()
     _print(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
