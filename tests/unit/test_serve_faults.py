@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from types import SimpleNamespace
 
@@ -54,7 +55,13 @@ def _call(response: _Response) -> tuple[object, float]:
     ("take_s", "answer", "words", "seconds", "cancelled"),
     [
         (None, {"result": 1}, "took the request within 0.2 s", 0.2, True),  # no replica free, or one restarting
-        (0.0, RuntimeError("UNAVAILABLE: replica gone"), "is restarting", 0.0, False),  # died mid-request (gRPC)
+        (
+            0.0,
+            RuntimeError("UNAVAILABLE: replica gone"),
+            "is unavailable (RuntimeError)",
+            0.0,
+            False,
+        ),  # died mid-request (gRPC)
         (0.0, None, "did not answer within 0.6 s", 0.6, True),  # taken, then too slow
     ],
 )
@@ -70,3 +77,19 @@ def test_model_call_faults_are_quick_503s_with_retry_after(take_s, answer, words
 def test_a_slow_take_within_the_queue_timeout_is_answered():
     outcome, took = _call(_Response(0.1, {"result": 7}))
     assert outcome == {"result": 7} and 0.1 <= took < 0.4
+
+
+def test_throughput_env_file_matches_what_tumorbench_serve_sets(monkeypatch):
+    from pathlib import Path
+
+    from tumorbench.serving.runner import THROUGHPUT_ENV, use_throughput_mode
+
+    path = Path(__file__).resolve().parents[2] / "serve" / "throughput.env"
+    lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    assert dict(line.split("=", 1) for line in lines) == THROUGHPUT_ENV
+    for key in THROUGHPUT_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "30")  # exported by the user: kept
+    use_throughput_mode()
+    assert os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "30"
+    assert os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1"

@@ -230,9 +230,9 @@ class Ingress:
             raise self._busy(f"model {name} did not answer within {self.model_timeout_s:g} s") from None
         except BackPressureError:
             raise self._busy(f"model {name} has too many queued requests") from None
-        except Exception as exc:  # the replica died (RayActorError, gRPC errors) or restarts: predict never raises
-            logger.warning("model %s unavailable (%s)", name, type(exc).__name__)
-            raise self._busy(f"model {name} is restarting") from None
+        except Exception as exc:  # predict never raises: the call failed (replica died or restarts, transport)
+            logger.warning("model %s unavailable (%s: %s)", name, type(exc).__name__, str(exc)[:200])
+            raise self._busy(f"model {name} is unavailable ({type(exc).__name__})") from None
         if "unavailable" in reply:
             raise ApiError(
                 503,
