@@ -5,15 +5,22 @@ does) with one model package, then for each setup drives ``POST /v1/<task>`` wit
 file at several client concurrencies (asyncio + aiohttp), each level bounded by a request
 count and a time cap:
 
-- ``legacy``: ``@serve.batch`` as ``batched`` but ``fast_path: false``: every request preprocessed
-  alone in the ingress by the package's MONAI chain (the path before issue 11), for comparison;
+- ``legacy``: the whole request path before issue 11, for comparison: a Ray started with Serve's
+  defaults, requests through Serve's proxy, ``@serve.batch`` as ``batched`` but ``fast_path: false``
+  (every request preprocessed alone in the ingress by the package's MONAI chain);
 - ``batched``: ``@serve.batch`` with ``--max-batch-size`` (default 16); 2D resize + normalization
   batched in the model deployment (``fast_path: true``, the default);
 - ``unbatched``: the same replicas reconfigured live to a batch size of 1 (user_config);
-- ``floor``: ``GET /healthz`` on the same app: Serve's proxy and the ingress without an upload or a
-  model, the ceiling of any request path on this machine;
+- ``floor``: ``GET /healthz`` on the same port: the ingress without an upload or a model, the
+  ceiling of any request path on this machine;
 - ``raw``: ``Predictor.predict_batch`` on the preprocessed input in this process, batches of
-  ``min(clients, max batch size)``; latency is the batch's forward time.
+  ``min(clients, max batch size)``; latency is the batch's forward time;
+- ``proxied`` (only when asked for in ``--setups``): ``batched`` through Serve's proxy.
+
+After ``legacy``, Ray starts again in Serve's throughput mode (``tumorbench.serving.runner.THROUGHPUT_ENV``,
+as ``tumorbench serve`` starts it; ``--default-serve``: Ray's defaults for every setup): ``batched``,
+``unbatched`` and ``floor`` go to the ingress replica's own port (direct ingress), ``proxied`` through
+Serve's proxy.
 
 Prints requests/s, p50/p95/p99 latency, errors, the replicas' peak RSS (``/v1/stats``), and the
 ratios batched/legacy, batched/unbatched, batched/raw and batched p99/p50 at 32 clients (or the
@@ -71,6 +78,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
     parser.add_argument("--setups", default="legacy,batched,unbatched,raw,floor")
     parser.add_argument("--ingress-replicas", type=int, default=1, help="ingress replicas (e.g. one per CPU)")
+    parser.add_argument(
+        "--default-serve", action="store_true", help="start Ray with Serve's defaults, not its throughput mode"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
     if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
@@ -201,16 +211,22 @@ def _peak(stats: dict) -> str:
     return f"{models} MB (ingress {stats['ingress']['peak_rss_mb']:.0f} MB)"
 
 
-def _wait_for(url: str, size: int, fast: bool, timeout_s: float = 120) -> None:
-    """Until the replicas run the batch size and request path asked for (a redeploy replaces them)."""
+def _wait_for(proxy: str, size: int, fast: bool, direct: bool, timeout_s: float = 120) -> str:
+    """The URL to measure, once the replicas run the batch size and request path asked for.
+
+    A redeploy replaces the ingress replica: under direct ingress the new one listens on a new port.
+    """
+    from tumorbench.serving.runner import ingress_urls
+
     deadline = time.monotonic() + timeout_s
     while True:
         try:
+            url = (ingress_urls() or [proxy])[-1] if direct else proxy
             stats = _stats(url)
             if bool(stats["ingress"]["batched_models"]) == fast and all(
                 m["max_batch_size"] == size for m in stats["models"].values()
             ):
-                return
+                return url
         except (ValueError, KeyError, OSError):  # replicas being replaced
             pass
         if time.monotonic() > deadline:
@@ -231,13 +247,70 @@ def _print(rows: list[dict]) -> None:
     by = {(r["setup"], r["clients"]): r for r in rows}
     levels = sorted({r["clients"] for r in rows})
     at = 32 if 32 in levels else levels[-1]
-    for other in ("legacy", "unbatched", "raw"):
+    for other in ("legacy", "proxied", "unbatched", "floor", "raw"):
         if ("batched", at) in by and (other, at) in by and by[(other, at)]["req_per_s"]:
             ratio = by[("batched", at)]["req_per_s"] / by[(other, at)]["req_per_s"]
             print(f"batched / {other} req/s at {at} clients: {ratio:.2f}x")
     for setup in ("legacy", "batched"):
         if (setup, at) in by and by[(setup, at)]["p50_ms"]:
             print(f"{setup} p99 / p50 at {at} clients: {by[(setup, at)]['p99_ms'] / by[(setup, at)]['p50_ms']:.2f}")
+
+
+SERVED = ("legacy", "proxied", "batched", "unbatched", "floor")
+
+
+def _served(args, setups: list[str], levels: list[int], package: Path, route: str, payload: bytes, throughput: bool):
+    """Rows of the ``setups`` measured on one app, on a Ray started in Serve's throughput mode or with its defaults."""
+    import ray
+    from ray import serve
+
+    from tumorbench.serving.runner import THROUGHPUT_ENV, deploy
+
+    saved = {key: os.environ.pop(key, None) for key in THROUGHPUT_ENV}  # Serve reads them as Ray starts
+    if throughput:  # values exported by the caller win, as in use_throughput_mode
+        os.environ.update({key: saved[key] or value for key, value in THROUGHPUT_ENV.items()})
+    ray.init(include_dashboard=False, log_to_driver=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    # Admission above the largest client level: this measures throughput, not load shedding.
+    app_args = {
+        "models": [f"bench={package}"],
+        "max_batch_size": args.max_batch_size,
+        "batch_wait_timeout_s": args.batch_wait_ms / 1000,
+        "max_upload_mb": 64,
+        "max_concurrent_requests": max(levels) + 8,
+        "ingress_replicas": args.ingress_replicas,
+    }
+    rows = []
+    for setup in setups:
+        fast, size, direct = setup != "legacy", 1 if setup == "unbatched" else args.max_batch_size, setup in SERVED[2:]
+        override = {
+            "name": "model_bench",
+            "user_config": {"max_batch_size": size, "batch_wait_timeout_s": args.batch_wait_ms / 1000},
+        }
+        # A new fast_path replaces the replicas; a new user_config reconfigures them in place.
+        deploy({**app_args, "fast_path": fast}, deployments=[override], port=port)
+        target = _wait_for(url, size, fast, direct)
+        mode = "throughput mode" if throughput else "Serve's defaults"
+        print(f"{setup}: {target} ({'Serve proxy' if target == url else 'direct ingress'}, {mode})", flush=True)
+        for clients in levels:
+            result = asyncio.run(
+                _drive(
+                    target, "/healthz" if setup == "floor" else route, payload, clients, args.requests, args.time_cap
+                )
+            )
+            stats = _stats(target)
+            rows.append({"setup": setup, **result, "peak": _peak(stats), "batch_sizes": _batches(stats)})
+            print(rows[-1], flush=True)
+    serve.shutdown()
+    ray.shutdown()
+    for key, value in saved.items():
+        os.environ.pop(key, None)
+        if value is not None:
+            os.environ[key] = value
+    return rows
 
 
 def main() -> None:
@@ -258,55 +331,13 @@ def main() -> None:
     print(f"package {package} ({task}), upload {image} ({len(payload):,} bytes), {os.cpu_count()} CPUs")
     rows: list[dict] = []
     url = args.url
-    if url is None and {"legacy", "batched", "unbatched", "floor"} & set(setups):
-        import ray
-
-        from tumorbench.serving.runner import deploy
-
-        ray.init(include_dashboard=False, log_to_driver=False)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        url = f"http://127.0.0.1:{port}"
-        # Admission above the largest client level: this measures throughput, not load shedding.
-        app_args = {
-            "models": [f"bench={package}"],
-            "max_batch_size": args.max_batch_size,
-            "batch_wait_timeout_s": args.batch_wait_ms / 1000,
-            "max_upload_mb": 64,
-            "max_concurrent_requests": max(levels) + 8,
-            "ingress_replicas": args.ingress_replicas,
-        }
-        deploy(app_args, port=port)
-        limits = (args.requests, args.time_cap)
-        for setup, fast, size in (
-            ("legacy", False, args.max_batch_size),
-            ("batched", True, args.max_batch_size),
-            ("unbatched", True, 1),
-            ("floor", True, args.max_batch_size),
-        ):
-            if setup not in setups:
-                continue
-            override = {
-                "name": "model_bench",
-                "user_config": {"max_batch_size": size, "batch_wait_timeout_s": args.batch_wait_ms / 1000},
-            }
-            # A new fast_path replaces the replicas; a new user_config reconfigures them in place.
-            deploy({**app_args, "fast_path": fast}, deployments=[override], port=port)
-            _wait_for(url, size, fast)
-            for clients in levels:
-                rows.append(
-                    {
-                        "setup": setup,
-                        **asyncio.run(
-                            _drive(url, "/healthz" if setup == "floor" else route, payload, clients, *limits)
-                        ),
-                        "peak": _peak(stats := _stats(url)),
-                        "batch_sizes": _batches(stats),
-                    }
-                )
-                print(rows[-1], flush=True)
-    elif url is not None:
+    if url is None:
+        # legacy on a Ray started with Serve's defaults (the whole path before issue 11), the others in throughput mode
+        phases = [(SERVED, False)] if args.default_serve else [(SERVED[:1], False), (SERVED[1:], True)]
+        for names, throughput in phases:
+            if wanted := [s for s in names if s in setups]:
+                rows += _served(args, wanted, levels, package, route, payload, throughput)
+    else:
         for clients in levels:
             rows.append(
                 {
@@ -329,10 +360,6 @@ def main() -> None:
                 }
             )
             print(rows[-1], flush=True)
-    if args.url is None and {"legacy", "batched", "unbatched", "floor"} & set(setups):
-        from ray import serve
-
-        serve.shutdown()
     _print(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

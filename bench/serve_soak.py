@@ -90,8 +90,11 @@ def _soak(url: str, good: bytes, expected, args) -> dict:
     }
 
 
-def _kill_model(url: str, good: bytes, clients: int, seconds: float = 8.0, kill_after: float = 2.0) -> dict:
-    """Clients upload without pause for ``seconds``; the model replica is killed ``kill_after`` seconds in."""
+def _kill_model(url: str, good: bytes, clients: int, seconds: float = 20.0, kill_after: float = 2.0) -> dict:
+    """Clients upload without pause for ``seconds``; the model replica is killed ``kill_after`` seconds in.
+
+    ``seconds``: long enough for Serve to start a new replica (torch import and warm-up: ~10 s on 2 cores).
+    """
     import ray
     import requests
 
@@ -129,6 +132,7 @@ def _kill_model(url: str, good: bytes, clients: int, seconds: float = 8.0, kill_
         "in_flight_at_kill": dict(collections.Counter(code for code, _ in in_flight)),
         "slowest_in_flight_s": round(max((t for _, t in in_flight), default=0.0), 2),
         "sent_after_kill": dict(collections.Counter(code for _, code in after)),
+        "slowest_503_s": round(max((took for _, code, took in results if code == 503), default=0.0), 2),
         "first_200_after_kill_s": None if first_ok is None else round(first_ok, 2),
         "all_200_from_1s_after_that": recovered,
     }
@@ -148,6 +152,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--bad", type=float, default=0.3, help="share of malformed / hostile uploads")
+    parser.add_argument(
+        "--default-serve", action="store_true", help="start Ray with Serve's defaults, not its throughput mode"
+    )
     args = parser.parse_args()
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
@@ -156,7 +163,7 @@ def main() -> None:
 
     from model_packages import SEG2D, make_package, synthetic_png
     from tumorbench.inference import Predictor
-    from tumorbench.serving.runner import deploy
+    from tumorbench.serving.runner import deploy, ingress_urls, use_throughput_mode
 
     tmp = Path(tempfile.mkdtemp(prefix="serve-soak-"))
     package = make_package(tmp / "seg2d", SEG2D)
@@ -166,6 +173,8 @@ def main() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     before_folders = set(Path(tempfile.gettempdir()).glob("tumorbench-upload-*"))
+    if not args.default_serve:
+        use_throughput_mode()  # as `tumorbench serve` starts Ray (the proxy still answers on `port`)
     ray.init(
         address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=512 * 1024**2
     )
@@ -181,7 +190,8 @@ def main() -> None:
             },
             port=port,
         )
-        url = f"http://127.0.0.1:{port}"
+        url = (ingress_urls() or [f"http://127.0.0.1:{port}"])[0]  # the ingress's own port in throughput mode
+        print(f"app at {url}")
         stats = requests.get(url + "/v1/stats", timeout=30).json()
         start = time.perf_counter()
         soak = _soak(url, good, expected, args)

@@ -48,6 +48,9 @@ def ray_session():
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_worker_niceness", "0")  # as tumorbench's ensure_ray: workers not starved by load
+    from tumorbench.serving.runner import use_throughput_mode
+
+    use_throughput_mode()  # Serve as `tumorbench serve` runs it: direct ingress beside the proxy
     if not ray.is_initialized():
         # "local": never join a cluster `ray start` left on this machine.
         ray.init(

@@ -436,3 +436,45 @@ def test_prometheus_metrics(app, ray_session, files):
     counted = [line for line in lines if "tumorbench_requests" in line and 'path="/v1/classify"' in line]
     assert any('status="200"' in line and float(line.rsplit(" ", 1)[1]) >= 1 for line in counted), counted
     assert "ray_serve_num_http_requests" in text  # Serve's own
+
+
+def test_direct_ingress_answers_as_the_proxy_does(app, files):
+    """Serve's throughput mode (the session's Ray starts in it): the ingress replica's own port, no proxy hop."""
+    from tumorbench.serving.runner import ingress_urls
+
+    urls = ingress_urls()
+    assert urls and all(f":{app['port']}" not in url for url in urls), urls
+    via_proxy = _post(app, "/v1/segment", files["png"])
+    direct = app["http"].post(
+        urls[0] + "/v1/segment", files={"file": ("upload", files["png"].read_bytes())}, timeout=120
+    )
+    assert direct.status_code == via_proxy.status_code == 200, direct.text
+    assert (_mask(direct.json()) == _mask(via_proxy.json())).all() and direct.headers.get("x-request-id")
+    assert requests.get(urls[0] + "/healthz", headers={"Host": "rebind.example"}, timeout=10).status_code == 421
+    assert requests.get(urls[0] + "/v1/models", timeout=10).status_code == 401
+
+
+def test_killed_model_replica_gives_quick_503s_then_serves_again(app, files):
+    """Last in the module: requests while the only seg2d replica is dead get 503 + Retry-After within ~1 s."""
+    import ray
+
+    actor = next(
+        (n["name"], n["namespace"])
+        for n in ray.util.list_named_actors(all_namespaces=True)
+        if "SERVE_REPLICA" in n["name"] and "model_seg2d" in n["name"]
+    )
+    ray.kill(ray.get_actor(*actor), no_restart=False)
+
+    def one(_: int) -> tuple[int, float, str | None]:
+        start = time.perf_counter()
+        response = _post(app, "/v1/segment", files["png"], model="seg2d")
+        return response.status_code, time.perf_counter() - start, response.headers.get("retry-after")
+
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(one, range(3)))
+    print("while the replica restarts:", [(code, round(s, 2)) for code, s, _ in results])
+    assert all(code == 503 and seconds < 3.0 and retry == "1" for code, seconds, retry in results), results
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and one(0)[0] != 200:
+        time.sleep(1)
+    assert one(0)[0] == 200  # Serve started a new replica

@@ -24,6 +24,15 @@ def test_private_ray_symbols_and_signatures_are_where_raycompat_expects_them():
         applications=[{"name": "a", "route_prefix": "/", "import_path": "x.y:z", "args": {"models": ["p"]}}]
     )
     assert schema.applications[0].args == {"models": ["p"]}
+    # serve_ingress_ports / serve_assigned
+    from ray.serve._private.controller import ServeController
+    from ray.serve.context import _get_global_client  # noqa: F401
+    from ray.serve.handle import DeploymentResponse
+    from ray.serve.schema import Target, TargetGroup
+
+    assert "app_name" in inspect.signature(ServeController.get_target_groups).parameters
+    assert {"port", "name"} <= set(Target.model_fields) and {"targets", "protocol"} <= set(TargetGroup.model_fields)
+    assert inspect.iscoroutinefunction(DeploymentResponse._fetch_future_result_async)
 
 
 def test_cluster_address_order(tmp_path, monkeypatch):

@@ -43,6 +43,19 @@ def test_batched_preprocessing_equals_the_monai_chain(seg, normalize, shape):
     torch.testing.assert_close(got, expected, atol=1e-5 * max(scale, 1.0), rtol=1e-5)
 
 
+def test_8bit_pixels_ship_as_uint8_and_preprocess_the_same(seg):
+    image = _image((120, 100), 3)
+    pixels = ImageData(np.round(image.array), image.affine, image.spacing, image.meta)  # as a PNG decodes
+    raw = raw_input(seg.preprocessor, pixels)
+    assert raw.array.dtype == np.uint8 and raw.array.nbytes * 4 == pixels.array.nbytes
+    assert raw_input(seg.preprocessor, image).array.dtype == np.float32  # fractions, or over 255, stay float
+    shifted = ImageData(pixels.array + 1, image.affine, image.spacing, image.meta)  # 256 does not fit
+    assert raw_input(seg.preprocessor, shifted).array.dtype == np.float32
+    path = BatchPath(seg)
+    expected = seg.preprocessor.prepare_image(pixels).image.as_tensor()[None]
+    torch.testing.assert_close(path.preprocess(torch.from_numpy(raw.array[None])), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_batched_answers_equal_per_request_answers(seg):
     images = [_image((256, 256), 0), _image((120, 100), 1), _image((256, 256), 2)]
     raws = [raw_input(seg.preprocessor, im) for im in images]

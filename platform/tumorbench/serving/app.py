@@ -89,6 +89,7 @@ class Ingress:
         self.handles = handles
         self.max_concurrent, self.inflight = int(settings["max_concurrent_requests"]), 0
         self.model_timeout_s, self.retry_after = float(settings["model_timeout_s"]), str(settings["retry_after_s"])
+        self.queue_timeout_s = float(settings["queue_timeout_s"])
         if removed := sweep_stale_uploads():
             logger.info("removed %d upload folder(s) left by killed processes", removed)
 
@@ -204,21 +205,34 @@ class Ingress:
         return ApiError(503, detail, "overloaded", headers={"Retry-After": self.retry_after})
 
     async def _call_model(self, name: str, prepared: Any) -> dict[str, Any]:
-        """The model deployment's answer, or 503 + Retry-After when it is full, slow, restarting or not ready."""
-        from ray.exceptions import RayActorError
-        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+        """The model deployment's answer, or 503 + Retry-After when it is full, slow, restarting or not ready.
+
+        Two deadlines: ``queue_timeout_s`` for a replica to take the call (short: no replica free, or the
+        only one restarting after a crash, answers 503 at once rather than after the restart), then
+        ``model_timeout_s`` for its answer (long enough for the slowest legitimate input).
+        """
+        from ray.serve.exceptions import BackPressureError
+
+        from tumorbench.raycompat import serve_assigned
 
         response = self.handles[name].predict.remote(prepared)
+        stage = "take"
         try:
+            await asyncio.wait_for(serve_assigned(response), self.queue_timeout_s)
+            stage = "answer"
             reply = await asyncio.wait_for(_awaited(response), self.model_timeout_s)
         except TimeoutError:
             response.cancel()
+            if stage == "take":
+                raise self._busy(
+                    f"no replica of model {name} took the request within {self.queue_timeout_s:g} s"
+                ) from None
             raise self._busy(f"model {name} did not answer within {self.model_timeout_s:g} s") from None
         except BackPressureError:
             raise self._busy(f"model {name} has too many queued requests") from None
-        except (RayActorError, DeploymentUnavailableError) as exc:  # a replica died or restarts
-            logger.warning("model %s unavailable (%s)", name, type(exc).__name__)
-            raise self._busy(f"model {name} is restarting") from None
+        except Exception as exc:  # predict never raises: the call failed (replica died or restarts, transport)
+            logger.warning("model %s unavailable (%s: %s)", name, type(exc).__name__, str(exc)[:200])
+            raise self._busy(f"model {name} is unavailable ({type(exc).__name__})") from None
         if "unavailable" in reply:
             raise ApiError(
                 503,
@@ -353,6 +367,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
                 "api_key",
                 "max_concurrent_requests",
                 "model_timeout_s",
+                "queue_timeout_s",
                 "retry_after_s",
                 "allowed_hosts",
                 "insecure",

@@ -30,7 +30,8 @@ class RawInput:
     """One decoded 2D upload before resizing and normalization.
 
     Attributes:
-        array: ``(C, H, W)`` ``float32``, channels as the model takes them.
+        array: ``(C, H, W)``, channels as the model takes them: ``uint8`` when every value is one
+            (8-bit PNG / JPEG pixels: a quarter of the bytes to ship to the model), else ``float32``.
         spacing: Millimetres per axis of ``(H, W)``.
         spacing_known: False when the format carries no spacing (1 mm assumed).
         input_format: ``image2d`` or ``dicom``.
@@ -63,9 +64,16 @@ def supported(config: PreprocessConfig, data_dims: int) -> bool:
 def raw_input(preprocessor: Any, image: Any) -> RawInput:
     """Lay out a decoded image as the package's loader would (:meth:`Preprocessor.layout`)."""
     array, _, spacing, known = preprocessor.layout(image)
-    return RawInput(
-        np.ascontiguousarray(array, dtype=np.float32), tuple(spacing), known, str(image.meta.get("format", ""))
-    )
+    return RawInput(compact(array), tuple(spacing), known, str(image.meta.get("format", "")))
+
+
+def compact(array: np.ndarray) -> np.ndarray:
+    """``array`` as ``uint8`` when that holds every value exactly, else ``float32``."""
+    with np.errstate(invalid="ignore"):  # a value the cast wraps or truncates compares unequal below
+        small = np.ascontiguousarray(array, dtype=np.uint8)
+    if small is array or np.array_equal(small, array):
+        return small
+    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 class BatchPath:

@@ -36,7 +36,10 @@ class AppArgs(ModelSettings):
             one more is answered 503 with ``Retry-After`` at once, never queued.
         max_queued_requests: Requests Serve queues per deployment (ingress and each model) beyond
             its ongoing ones; past that Serve answers 503 (backpressure) instead of queueing.
-        model_timeout_s: Longest wait for a model's answer; then 503 with ``Retry-After``.
+        queue_timeout_s: Longest wait for a model replica to take a request (every replica full, or the only
+            one restarting after a crash); then 503 with ``Retry-After``.
+        model_timeout_s: Longest wait for a model's answer once a replica took the request; then 503 with
+            ``Retry-After``. Above the slowest legitimate input (3D sliding-window inference on CPU).
         retry_after_s: The ``Retry-After`` of a 503.
         allowed_hosts: ``Host`` header names answered (port ignored); others get 421. Loopback
             names by default (stops DNS rebinding); ``"*"`` or other names expose the app, which
@@ -63,6 +66,7 @@ class AppArgs(ModelSettings):
     max_ongoing_requests: int | None = Field(None, ge=1)
     max_concurrent_requests: int = Field(16, ge=1)
     max_queued_requests: int = Field(64, ge=0)
+    queue_timeout_s: float = Field(1.0, gt=0)
     model_timeout_s: float = Field(30.0, gt=0)
     retry_after_s: int = Field(1, ge=0)
     allowed_hosts: list[str] = Field(default_factory=lambda: list(LOOPBACK_HOSTS), min_length=1)
