@@ -232,7 +232,7 @@ def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
     ray.init(
         address="local",
         num_cpus=RAY_CPUS,
-        include_dashboard=False,
+        include_dashboard=True,
         log_to_driver=False,
         object_store_memory=512 * 1024**2,
     )

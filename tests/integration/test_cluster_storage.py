@@ -38,7 +38,7 @@ def ray_with_s3(local_s3):
     yield local_s3
     ray.shutdown()
     ray.init(
-        address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=512 * 1024**2
+        address="local", num_cpus=2, include_dashboard=True, log_to_driver=False, object_store_memory=512 * 1024**2
     )
 
 

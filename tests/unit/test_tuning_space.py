@@ -211,3 +211,19 @@ def test_best_checkpoint_by_rays_result_api_never_picks_nan(tmp_path):
     assert path == str(tmp_path / "e0") and math.isnan(metrics["hd95"])
     with pytest.raises(TrainConfigError, match="kept no checkpoint"):
         best_checkpoint(result([]), "hd95", "max")
+
+
+def test_a_search_that_may_stop_trials_needs_the_state_api(monkeypatch):
+    import ray.util.state
+    from ray.util.state.exception import ServerUnavailable
+
+    from tumorbench.tuning.resources import ensure_trials_can_stop
+
+    def no_dashboard(**kwargs):
+        raise ServerUnavailable("Failed to connect to API server")
+
+    monkeypatch.setattr(ray.util.state, "list_nodes", no_dashboard)
+    with pytest.raises(TrainConfigError, match=r"answers no State API .*\(ServerUnavailable\)"):
+        ensure_trials_can_stop(timeout_s=0)
+    monkeypatch.setattr(ray.util.state, "list_nodes", lambda **kwargs: [])
+    ensure_trials_can_stop(timeout_s=0)  # a cluster with its dashboard: nothing to say

@@ -207,3 +207,30 @@ def ensure_feasible(plan: ResourcePlan, resources: Resources, *, poll_s: float =
         f"each trial worker needs {_describe(bundle)}, but no node of this cluster has that "
         f"much (at most {_describe(largest)}) and {how}; {fix}"
     )
+
+
+def ensure_trials_can_stop(timeout_s: float = 20.0) -> None:
+    """Refuse a search that may stop trials mid-run (ASHA, a budget) on a Ray without its State API.
+
+    A trial is one Ray Train run; when Tune stops it early, Train's ``PlacementGroupCleaner`` frees the
+    run's workers after asking the State API (served by Ray's dashboard) that the run's controller died.
+    Without the dashboard the workers' CPUs stay reserved and the next trial waits for them for ever.
+    Retried for ``timeout_s``: a dashboard just started takes a few seconds to answer.
+    """
+    from ray.util.state import list_nodes
+    from ray.util.state.exception import RayStateApiException
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            list_nodes(limit=1, timeout=5, raise_on_missing_output=False)
+            return
+        except RayStateApiException as exc:
+            if time.monotonic() >= deadline:
+                raise TrainConfigError(
+                    "this Ray cluster answers no State API (Ray's dashboard is off), so Ray Train cannot free "
+                    "the workers of a trial that ASHA or the budget stops early, and the next trial would wait "
+                    "for them for ever: start Ray with its dashboard (`ray start --head` does by default; not "
+                    f"--include-dashboard=false), or search with scheduler none and no budget ({type(exc).__name__})"
+                ) from None
+            time.sleep(1.0)

@@ -23,7 +23,14 @@ from tumorbench.data.splits import load_splits
 from tumorbench.tasks import TaskError, get_task
 from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.training.trainer import cluster_resources, ensure_ray, preflight
-from tumorbench.tuning.resources import ResourcePlan, Resources, ensure_feasible, plan_for, plan_resources
+from tumorbench.tuning.resources import (
+    ResourcePlan,
+    Resources,
+    ensure_feasible,
+    ensure_trials_can_stop,
+    plan_for,
+    plan_resources,
+)
 from tumorbench.tuning.space import SearchSpaceError, check_domains, grid_size, searcher_space, validate_space
 from tumorbench.tuning.trial import TrialSetup, crossval_trial, trial_dirname, tune_metric
 
@@ -310,6 +317,8 @@ def run_search(
         raise TrainConfigError(f"{experiment} already holds a search: pass resume to continue it, or another name")
     base, n_folds = prepare_base(base, local, n_folds)
     ensure_ray(address)
+    if scheduler == "asha" or stopper is not None:
+        ensure_trials_can_stop()
     resources = resources or Resources(trial_cpus=trial_cpus)
     if resources.concurrent_trials is None:  # the planner's trials side by side, unless asked for explicitly
         resources = replace(resources, concurrent_trials=max_concurrent)
