@@ -227,3 +227,29 @@ def test_a_search_that_may_stop_trials_needs_the_state_api(monkeypatch):
         ensure_trials_can_stop(timeout_s=0)
     monkeypatch.setattr(ray.util.state, "list_nodes", lambda **kwargs: [])
     ensure_trials_can_stop(timeout_s=0)  # a cluster with its dashboard: nothing to say
+
+
+def test_a_trial_cut_before_its_closing_report_is_rebuilt_from_its_folds(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from conftest import tiny_search_config
+    from tumorbench.training.crossval import FOLD_RESULT
+    from tumorbench.training.nested import write_outer
+    from tumorbench.tuning.trial import read_state, recover_state
+
+    trial = tmp_path / "trial_x"
+    (trial / "fold_0").mkdir(parents=True)
+    (trial / "config.json").write_text(json.dumps(tiny_search_config(tmp_path, trial).to_dict()))
+    assert recover_state(str(trial), 2) is None  # no fold finished: nothing to rebuild
+    for k in (0, 1):
+        fold = trial / f"fold_{k}"
+        write_outer(str(fold), {"auc": 0.5 + k / 10}, [{"case_id": f"c{k}", "probs": [0.3, 0.7]}])
+        record = FoldRecord(
+            k, 0.6 + k / 10, 2, 3, str(fold / "best"), {"auc": 0.6 + k / 10}, outer={"auc": 0.5 + k / 10}
+        )
+        (fold / FOLD_RESULT).write_text(json.dumps(asdict(record)))
+    assert recover_state(str(trial), 3) is None  # fold 2 missing: the trial did not finish
+    folds, oof = read_state(recover_state(str(trial), 2))
+    assert [(f.fold, f.score, f.outer["auc"]) for f in folds] == [(0, 0.6, 0.5), (1, 0.7, 0.6)]
+    assert [(r["case_id"], r["fold"]) for r in oof] == [("c0", 0), ("c1", 1)]

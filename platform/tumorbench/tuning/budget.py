@@ -89,8 +89,11 @@ class BudgetGuard(Stopper, Callback):
         return False
 
     def _viable(self, trial_id: str) -> bool:
-        """Could this unfinished trial still finish every fold before the deadline?"""
+        """Could this trial still finish every fold before the deadline? (One whose folds are done is
+        making its closing report, the trial's outcome: it is waited for.)"""
         folds = self._folds.get(trial_id, 0)
+        if folds >= self.n_folds:
+            return True
         since = self._last_report.get(trial_id, self._first_seen.get(trial_id, self._clock()))
         return since + (self.n_folds - folds) * self.fold_seconds() <= self.deadline
 
@@ -99,7 +102,7 @@ class BudgetGuard(Stopper, Callback):
         if now >= self.hard_deadline:
             self.ended_by = self.ended_by or "hard deadline: running folds cut"
             return True
-        live = [t for t in self._live if self._folds.get(t, 0) < self.n_folds and t not in self.stopped_trials]
+        live = [t for t in self._live if t not in self.stopped_trials]
         if (
             self.finished()
             and not any(self._viable(t) for t in live)

@@ -32,7 +32,7 @@ from tumorbench.tuning.resources import (
     plan_resources,
 )
 from tumorbench.tuning.space import SearchSpaceError, check_domains, grid_size, searcher_space, validate_space
-from tumorbench.tuning.trial import TrialSetup, crossval_trial, trial_dirname, tune_metric
+from tumorbench.tuning.trial import TrialSetup, crossval_trial, recover_state, trial_dirname, tune_metric
 
 SCHEDULERS = ("asha", "none")
 TIME_ATTR = "epochs_spent"  # trials report every epoch (tuning.trial)
@@ -424,7 +424,10 @@ def trial_rows(grid, metric: str, n_folds: int) -> list[dict[str, Any]]:
     for result in grid:
         metrics = result.metrics or {}
         folds = int(metrics.get(FOLDS_ATTR, 0))
-        status = "error" if result.error else "done" if folds >= n_folds else "stopped"
+        checkpoint = storage.uri_of(result.checkpoint.filesystem, result.checkpoint.path) if result.checkpoint else None
+        if checkpoint is None and folds >= n_folds and not result.error:  # cut before its closing report
+            checkpoint = recover_state(result.path, n_folds)
+        status = "error" if result.error else "done" if folds >= n_folds and checkpoint else "stopped"
         history = result.metrics_dataframe
         first = float(history["timestamp"].min()) if history is not None and "timestamp" in history else math.inf
         rows.append(
@@ -439,9 +442,7 @@ def trial_rows(grid, metric: str, n_folds: int) -> list[dict[str, Any]]:
                 "folds": [metrics.get(f"fold_{k}_{metric}") for k in range(folds)],
                 "epochs_spent": int(metrics.get("epochs_spent", 0)),
                 "path": result.path,
-                "checkpoint": storage.uri_of(result.checkpoint.filesystem, result.checkpoint.path)
-                if result.checkpoint
-                else None,
+                "checkpoint": checkpoint,
                 "error": str(result.error) if result.error else None,
             }
         )

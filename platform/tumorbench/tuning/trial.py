@@ -174,3 +174,28 @@ def collect_folds(run: TrainConfig, folds: list[dict[str, Any]]) -> tuple[list[F
         if Path(spec["out"]).exists():
             storage.upload(spec["out"], spec["storage"])
     return records, oof
+
+
+CLOSING_STATE = "closing_state"
+
+
+def recover_state(trial_path: str, n_folds: int) -> str | None:
+    """A trial cut after its last fold but before its closing report (a hard deadline): its ``folds.json`` and
+    out-of-fold predictions rebuilt from what its folds left on storage, at ``<trial>/closing_state``; None
+    when a fold is missing (the trial did not finish) or the run's config is not beside it."""
+    config_file = storage.join(trial_path, "config.json")
+    folds = [{"fold": k, "storage": storage.join(trial_path, f"fold_{k}")} for k in range(n_folds)]
+    if not storage.exists(config_file) or any(read_fold_result(f["storage"]) is None for f in folds):
+        return None
+    run = TrainConfig.from_dict(json.loads(storage.read_text(config_file)))
+    records, oof = [], []
+    for spec in folds:
+        record = read_fold_result(spec["storage"])
+        _, predictions = fold_predictions(run.replace(**spec), spec["storage"], record.checkpoint)
+        records.append(record)
+        oof.extend(p | {"fold": record.fold} for p in predictions)
+    location = storage.join(trial_path, CLOSING_STATE)
+    with tempfile.TemporaryDirectory() as directory:
+        write_state(directory, records, oof)
+        storage.upload(directory, location)
+    return location
