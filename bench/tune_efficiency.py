@@ -115,13 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     from tumorbench.training.data import ensure_split_file, load_catalog, split_path
     from tumorbench.training.trainer import ensure_ray
     from tumorbench.transforms import PreprocessConfig
-    from tumorbench.tuning.search import (
-        ASHA_REDUCTION_FACTOR,
-        asha_expected_share,
-        asha_grace_epochs,
-        run_search,
-        trial_rows,
-    )
+    from tumorbench.tuning.schedulers import ASHA_REDUCTION_FACTOR, asha_expected_share, asha_grace_epochs
+    from tumorbench.tuning.search import run_search, trial_rows
 
     out = Path(args.out) / datetime.now().strftime("%Y%m%d-%H%M%S")
     base = TrainConfig(

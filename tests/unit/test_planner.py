@@ -99,13 +99,13 @@ def test_default_preset_is_capped_under_an_hour_and_small_sets_keep_the_preset()
     [(2, 2, 0.75), (2, 4, 0.625), (3, 4, 0.5), (5, 4, (1 + 3 / 4 + 1 / 16) / 5), (1, 4, 1.0)],
 )
 def test_asha_fraction(max_t, rf, expected):
-    from tumorbench.tuning.search import asha_fraction
+    from tumorbench.tuning.schedulers import asha_fraction
 
     assert asha_fraction(max_t, 1, rf) == pytest.approx(expected)
 
 
 def test_asha_expected_share_of_a_small_sequential_search():
-    from tumorbench.tuning.search import asha_expected_share, asha_fraction, asha_grace_epochs
+    from tumorbench.tuning.schedulers import asha_expected_share, asha_fraction, asha_grace_epochs
 
     assert asha_grace_epochs(8) == 2 and asha_grace_epochs(3) == 1
     assert asha_expected_share(1, 24, 2) == 1.0  # a lone trial trains everything

@@ -8,7 +8,8 @@ import pytest
 
 from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.transforms import AugmentConfig, PreprocessConfig
-from tumorbench.tuning.search import make_scheduler, make_searcher, plan_resources
+from tumorbench.tuning.schedulers import make_scheduler
+from tumorbench.tuning.search import make_searcher, plan_resources
 from tumorbench.tuning.space import (
     SearchSpaceError,
     apply_params,

@@ -12,7 +12,7 @@ cores a trial holds, or GPU_SPEEDUP):
     fold  = FOLD_OVERHEAD_S + cache_fill + epochs * (train_imgs * train_ms + val_imgs * eval_ms) / 1000
             (+ the outer fold scored once under nested selection; train_imgs leave out the inner validation)
     trial = TRIAL_STARTUP_S + folds * fold   (one Train run per trial; under ASHA the search trains
-            tuning.search.asha_expected_share of its trials' folds)
+            tuning.schedulers.asha_expected_share of its trials' folds)
     study = RAY_START_S + sum over searches (trials * trial / side_by_side) + baselines
 
 with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calibration size.
@@ -28,7 +28,7 @@ from typing import Any
 from tumorbench.errors import TumorbenchError
 from tumorbench.study.spec import Candidate, Study
 from tumorbench.tasks import get_task
-from tumorbench.tuning.search import asha_expected_share, asha_grace_epochs
+from tumorbench.tuning.schedulers import asha_expected_share, asha_grace_epochs
 
 # ms per image (train step, eval forward) at 128x128, batch 8, 1 torch thread, in CPU time, measured on
 # this 2-core machine with `python bench/plan_calibration.py` (random tensors, model and optimizer only;

@@ -14,7 +14,7 @@ from tumorbench.errors import TumorbenchError
 from tumorbench.models import list_models, model_info
 from tumorbench.tasks import TaskError, get_task, list_tasks
 from tumorbench.training.config import TrainConfig, merge_settings
-from tumorbench.tuning.search import SCHEDULERS
+from tumorbench.tuning.schedulers import SCHEDULERS
 from tumorbench.tuning.space import SEARCHERS, validate_space
 
 
