@@ -77,6 +77,12 @@ def test_fold_time_follows_the_documented_model():
     assert plan.estimate_seconds == pytest.approx(
         planner.RAY_START_S + plan.baseline_seconds + sum(s.seconds for s in plan.searches)
     )
+    # two workers decode and augment their shards side by side: the data part of a fold is halved
+    two = make_plan(_study(workers=2), _fp(cases=300), TWO_CORES, budget_minutes=1000)
+    halved = fold - (300 * decode / 1000 + 8 * train_n * planner.AUGMENT_MS / 1000) / 2
+    assert next(s for s in two.searches if s.name == "resnet18").fold_seconds == pytest.approx(
+        halved + planner.TRIAL_STARTUP_S / 3
+    )
 
 
 @pytest.mark.parametrize("budget", [8, 15, 30])
