@@ -231,6 +231,6 @@ def ensure_trials_can_stop(timeout_s: float = 20.0) -> None:
                     "this Ray cluster answers no State API (Ray's dashboard is off), so Ray Train cannot free "
                     "the workers of a trial that ASHA or the budget stops early, and the next trial would wait "
                     "for them for ever: start Ray with its dashboard (`ray start --head` does by default; not "
-                    f"--include-dashboard=false), or search with scheduler none and no budget ({type(exc).__name__})"
+                    f"--include-dashboard=false), or search with scheduler 'none' and no budget ({type(exc).__name__})"
                 ) from None
             time.sleep(1.0)
