@@ -215,17 +215,25 @@ def test_best_checkpoint_by_rays_result_api_never_picks_nan(tmp_path):
 
 
 def test_a_search_that_may_stop_trials_needs_the_state_api(monkeypatch):
+    from types import SimpleNamespace
+
     import ray.util.state
     from ray.util.state.exception import ServerUnavailable
 
     from tumorbench.tuning.resources import ensure_trials_can_stop
 
+    asked = []
+
     def no_dashboard(**kwargs):
+        asked.append(kwargs["address"])
         raise ServerUnavailable("Failed to connect to API server")
 
+    # the connected cluster is asked, not whichever the client finds first on this machine
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: SimpleNamespace(gcs_address="10.0.0.1:6379"))
     monkeypatch.setattr(ray.util.state, "list_nodes", no_dashboard)
     with pytest.raises(TrainConfigError, match=r"answers no State API .*\(ServerUnavailable\)"):
         ensure_trials_can_stop(timeout_s=0)
+    assert asked == ["10.0.0.1:6379"]
     monkeypatch.setattr(ray.util.state, "list_nodes", lambda **kwargs: [])
     ensure_trials_can_stop(timeout_s=0)  # a cluster with its dashboard: nothing to say
 

@@ -217,13 +217,17 @@ def ensure_trials_can_stop(timeout_s: float = 20.0) -> None:
     Without the dashboard the workers' CPUs stay reserved and the next trial waits for them for ever.
     Retried for ``timeout_s``: a dashboard just started takes a few seconds to answer.
     """
+    import ray
     from ray.util.state import list_nodes
     from ray.util.state.exception import RayStateApiException
 
+    # The connected cluster's own address: left to itself the State API client looks for "the" cluster on
+    # this machine, and fails when there are several (or RAY_ADDRESS is "local").
+    address = ray.get_runtime_context().gcs_address
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            list_nodes(limit=1, timeout=5, raise_on_missing_output=False)
+            list_nodes(address=address, limit=1, timeout=5, raise_on_missing_output=False)
             return
         except RayStateApiException as exc:
             if time.monotonic() >= deadline:
