@@ -222,7 +222,7 @@ def ensure_trials_can_stop(timeout_s: float = 20.0) -> None:
     from ray.util.state.exception import RayStateApiException
 
     # The connected cluster's own address: left to itself the State API client looks for "the" cluster on
-    # this machine, and fails when there are several (or RAY_ADDRESS is "local").
+    # this machine and fails when there are several (Ray's client still prefers $RAY_ADDRESS when it is set).
     address = ray.get_runtime_context().gcs_address
     deadline = time.monotonic() + timeout_s
     while True:
