@@ -72,6 +72,7 @@ def test_trial_rows_in_start_order():
     from types import SimpleNamespace
 
     import pandas as pd
+    from pyarrow.fs import LocalFileSystem
 
     from tumorbench.tuning.search import trial_rows
 
@@ -83,7 +84,8 @@ def test_trial_rows_in_start_order():
             metrics=metrics,
             error=error,
             config={"lr": 0.1},
-            checkpoint=None,
+            # a finished trial's closing report carries its checkpoint (folds.json, out-of-fold predictions)
+            checkpoint=SimpleNamespace(filesystem=LocalFileSystem(), path=f"/x/{name}/ck") if folds == 3 else None,
             metrics_dataframe=history,
         )
 
@@ -97,3 +99,9 @@ def test_trial_rows_in_start_order():
     assert [r["trial"] for r in rows] == ["trial_a", "trial_b", "trial_c", "trial_err"]
     assert [r["status"] for r in rows] == ["stopped", "done", "done", "error"]
     assert [r["epochs_spent"] for r in rows] == [4, 12, 12, 0]
+    assert rows[1]["checkpoint"] == "/x/trial_b/ck"
+    # every fold reported, but cut before the closing report, with no fold results to rebuild it from: not done
+    cut = result("trial_d", 400.0, 3)
+    cut.checkpoint = None
+    [row] = trial_rows([cut], "auc", 3)
+    assert row["status"] == "stopped" and row["checkpoint"] is None
