@@ -25,6 +25,15 @@ def asha_grace_epochs(epochs: int) -> int:
     return max(1, int(epochs) // 4)
 
 
+def _rungs(max_t: int, grace_period: int, reduction_factor: float) -> list[float]:
+    """ASHA's rung milestones below ``max_t``: ``grace * rf**i``."""
+    rungs, rung = [], float(grace_period)
+    while rung < max_t:
+        rungs.append(rung)
+        rung *= reduction_factor
+    return rungs
+
+
 def asha_fraction(max_t: int, grace_period: int, reduction_factor: float = ASHA_REDUCTION_FACTOR) -> float:
     """Expected share of ``max_t`` (epochs) a trial trains under ASHA, if each rung keeps its best ``1/rf``.
 
@@ -33,11 +42,7 @@ def asha_fraction(max_t: int, grace_period: int, reduction_factor: float = ASHA_
     In epochs, 3 folds of 8 with grace 2 and rf 4: 0.19.
     A search's first trials run further (their rung is still empty), so real searches spend more.
     """
-    rungs = []
-    rung = grace_period
-    while rung < max_t:
-        rungs.append(rung)
-        rung *= reduction_factor
+    rungs = _rungs(max_t, grace_period, reduction_factor)
     if not rungs:
         return 1.0
     spent, survive = float(rungs[0]), 1.0
@@ -56,11 +61,7 @@ def asha_expected_share(
     recorded there before it, so the i-th trial passes a rung with probability about ``max(1/rf, 1/i)``
     (the first always): small searches stop fewer trials than :func:`asha_fraction`'s limit.
     """
-    rungs = []
-    rung = grace_period
-    while rung < max_t:
-        rungs.append(rung)
-        rung *= reduction_factor
+    rungs = _rungs(max_t, grace_period, reduction_factor)
     spent = 0.0
     for i in range(1, trials + 1):
         survive, here, alive = max(1 / reduction_factor, 1 / i), 0, 1.0

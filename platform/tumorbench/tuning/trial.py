@@ -160,7 +160,8 @@ def crossval_trial(params: dict[str, Any], setup: TrialSetup) -> None:
 
 def collect_folds(run: TrainConfig, folds: list[dict[str, Any]]) -> tuple[list[FoldRecord], list[dict]]:
     """Every fold's record and out-of-fold predictions, from the fold storage the run wrote; the folds'
-    histories and TensorBoard events join them there (a no-op when storage is the local folder)."""
+    histories and TensorBoard events (``out``, when given) join them there (a no-op when storage is the
+    local folder)."""
     records, oof = [], []
     for spec in folds:
         record = read_fold_result(spec["storage"])
@@ -171,7 +172,7 @@ def collect_folds(run: TrainConfig, folds: list[dict[str, Any]]) -> tuple[list[F
         _, predictions = fold_predictions(run.replace(**spec), spec["storage"], record.checkpoint)
         records.append(record)
         oof.extend(p | {"fold": record.fold} for p in predictions)
-        if Path(spec["out"]).exists():
+        if spec.get("out") and Path(spec["out"]).exists():
             storage.upload(spec["out"], spec["storage"])
     return records, oof
 
@@ -187,13 +188,7 @@ def recover_state(trial_path: str, n_folds: int) -> str | None:
     folds = [{"fold": k, "storage": storage.join(trial_path, f"fold_{k}")} for k in range(n_folds)]
     if not storage.exists(config_file) or any(read_fold_result(f["storage"]) is None for f in folds):
         return None
-    run = TrainConfig.from_dict(json.loads(storage.read_text(config_file)))
-    records, oof = [], []
-    for spec in folds:
-        record = read_fold_result(spec["storage"])
-        _, predictions = fold_predictions(run.replace(**spec), spec["storage"], record.checkpoint)
-        records.append(record)
-        oof.extend(p | {"fold": record.fold} for p in predictions)
+    records, oof = collect_folds(TrainConfig.from_dict(json.loads(storage.read_text(config_file))), folds)
     location = storage.join(trial_path, CLOSING_STATE)
     with tempfile.TemporaryDirectory() as directory:
         write_state(directory, records, oof)
