@@ -8,11 +8,16 @@ The expected savings below feed the study planner (``study.planner``).
 
 from __future__ import annotations
 
+import bisect
+import functools
+import random
+
 from tumorbench.tuning.space import SearchSpaceError
 
 SCHEDULERS = ("asha", "none")
 TIME_ATTR = "epochs_spent"  # trials report every epoch (tuning.trial)
 ASHA_REDUCTION_FACTOR = 4
+ASHA_RANK_NOISE = 0.15  # see asha_expected_share
 
 
 def asha_grace_epochs(epochs: int) -> int:
@@ -53,22 +58,52 @@ def asha_fraction(max_t: int, grace_period: int, reduction_factor: float = ASHA_
 
 
 def asha_expected_share(
-    trials: int, max_t: int, grace_period: int, reduction_factor: float = ASHA_REDUCTION_FACTOR
+    trials: int,
+    max_t: int,
+    grace_period: int,
+    reduction_factor: float = ASHA_REDUCTION_FACTOR,
+    noise: float = ASHA_RANK_NOISE,
 ) -> float:
     """Expected share of ``trials * max_t`` epochs a search of ``trials`` run one after another spends under ASHA.
 
-    Tune's ASHA stops a trial at a rung when it scores below the ``1 - 1/rf`` quantile of the trials
-    recorded there before it, so the i-th trial passes a rung with probability about ``max(1/rf, 1/i)``
-    (the first always): small searches stop fewer trials than :func:`asha_fraction`'s limit.
+    A seeded replay of Tune's rule: at each rung a trial stops when it scores below the ``1 - 1/rf``
+    percentile of the scores recorded there before it (the first trials always pass), so small searches
+    stop fewer trials than :func:`asha_fraction`'s limit. A higher rung only holds the trials that passed
+    the lower one, and a configuration that leads early mostly leads later: each trial has one quality
+    (uniform) and scores it plus ``noise`` (normal) at every rung. ``noise`` 0.15 matches replays of the
+    yes/no benchmark's 12 learning curves in 200 orders (0.35, 0.32, 0.29 for 12, 24, 36 trials, grace 1,
+    rf 4, 12 epochs); a formula with the expected rung counts misses it by a third (it ignores both).
     """
-    rungs = _rungs(max_t, grace_period, reduction_factor)
-    spent = 0.0
-    for i in range(1, trials + 1):
-        survive, here, alive = max(1 / reduction_factor, 1 / i), 0, 1.0
-        for above in [*rungs, max_t]:
-            spent += alive * (above - here)
-            alive, here = alive * survive, above
-    return spent / (max(1, trials) * max_t)
+    return _asha_replay(int(trials), int(max_t), float(grace_period), float(reduction_factor), float(noise))
+
+
+@functools.lru_cache(maxsize=256)  # the planner asks again for every step it scales down
+def _asha_replay(trials: int, max_t: int, grace: float, rf: float, noise: float) -> float:
+    rungs, q = _rungs(max_t, grace, rf), 1 - 1 / rf
+    if trials < 1 or not rungs:
+        return 1.0
+    rng, reps, spent = random.Random(0), max(20, 4000 // trials), 0.0
+    for _ in range(reps):
+        recorded: list[list[float]] = [[] for _ in rungs]
+        for _ in range(trials):
+            quality, trained = rng.random(), max_t
+            for scores, rung in zip(recorded, rungs):
+                score = quality + noise * rng.gauss(0.0, 1.0)
+                cutoff = _percentile(scores, q) if scores else None  # np.nanpercentile, as Tune's ASHA
+                bisect.insort(scores, score)
+                if cutoff is not None and score < cutoff:
+                    trained = rung
+                    break
+            spent += trained
+    return spent / (reps * trials * max_t)
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """numpy's default (linear) percentile of an ascending list, at fraction ``q``."""
+    at = q * (len(ordered) - 1)
+    lo = int(at)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (at - lo) * (ordered[hi] - ordered[lo])
 
 
 def make_scheduler(
