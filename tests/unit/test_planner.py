@@ -69,7 +69,9 @@ def test_fold_time_follows_the_documented_model():
     speed = 0.9 * 2  # one trial holds both cores, at the measured parallel efficiency
     epoch = (train_n * (train_ms / speed + planner.AUGMENT_MS) + val_n * eval_ms / speed) / 1000
     decode = planner.DECODE_MS_FIXED + planner.DECODE_MS_PER_MIB * 0.75  # 768 KiB per case
-    fold = planner.FOLD_OVERHEAD_S + 300 * decode / 1000 + outer_n * eval_ms / speed / 1000 + 8 * epoch
+    # the memory cache fills the 160 training cases from the study's disk cache; the 140 others are decoded
+    fill = (train_n * planner.CACHED_READ_MS + (val_n + outer_n) * decode) / 1000
+    fold = planner.FOLD_OVERHEAD_S + fill + outer_n * eval_ms / speed / 1000 + 8 * epoch
     search = next(s for s in plan.searches if s.name == "resnet18")
     assert search.fold_seconds == pytest.approx(fold + planner.TRIAL_STARTUP_S / 3)
     # 2 trials of 3 folds x 8 epochs under ASHA (grace 2 epochs, rungs at 2 and 8): the first trains all 24
@@ -78,11 +80,11 @@ def test_fold_time_follows_the_documented_model():
     assert (24 + 2 + 6 / 2 + 16 / 4) / 48 < share < (24 + 2 + 22 / 2) / 48
     assert search.seconds == pytest.approx(2 * planner.TRIAL_STARTUP_S + 2 * share * 3 * fold)
     assert plan.estimate_seconds == pytest.approx(
-        planner.RAY_START_S + plan.baseline_seconds + sum(s.seconds for s in plan.searches)
-    )
+        planner.RAY_START_S + 300 * decode / 1000 + plan.baseline_seconds + sum(s.seconds for s in plan.searches)
+    )  # every case decoded once per study into the disk cache
     # two workers decode and augment their shards side by side: the data part of a fold is halved
     two = make_plan(_study(workers=2), _fp(cases=300), TWO_CORES, budget_minutes=1000)
-    halved = fold - (300 * decode / 1000 + 8 * train_n * planner.AUGMENT_MS / 1000) / 2
+    halved = fold - (fill + 8 * train_n * planner.AUGMENT_MS / 1000) / 2
     assert next(s for s in two.searches if s.name == "resnet18").fold_seconds == pytest.approx(
         halved + planner.TRIAL_STARTUP_S / 3
     )
@@ -150,15 +152,22 @@ def test_too_small_a_budget_is_refused_with_the_minimum():
 
 def test_scale_down_gives_epochs_back_while_the_budget_holds(monkeypatch):
     fp = _fp(cases=3000)
-    given = make_plan(_study(), fp, TWO_CORES, budget_minutes=8)
+    given = make_plan(_study(), fp, TWO_CORES, budget_minutes=14)
     monkeypatch.setattr(planner, "_give_back_epochs", lambda *args: None)
-    coarse = make_plan(_study(), fp, TWO_CORES, budget_minutes=8)
+    coarse = make_plan(_study(), fp, TWO_CORES, budget_minutes=14)
     assert coarse.epochs < given.epochs <= 8  # the coarse steps took more than the budget needed
-    assert coarse.estimate_seconds < given.estimate_seconds <= 8 * 60
+    assert coarse.estimate_seconds < given.estimate_seconds <= 14 * 60
 
 
 def test_cache_memory_disk_or_none():
-    assert make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000).cache == "memory"
+    backed = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB)
+    assert backed.cache == "memory" and backed.shared_cache
+    assert apply_plan(_study(), backed, cache_dir="/x/cache").config["cache_dir"] == "/x/cache"
+    # no room on disk: memory caches decode every case in every fold, and the plan pays for it
+    alone = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000, disk_free=0)
+    assert alone.cache == "memory" and not alone.shared_cache
+    assert "cache_dir" not in apply_plan(_study(), alone, cache_dir="/x/cache").config
+    assert all(a.fold_seconds > b.fold_seconds for a, b in zip(alone.searches, backed.searches))
     # 200,000 images at 128x128x3 float32 = 37 GiB: over a quarter of 16 GiB
     huge = _fp(cases=200_000)
     plan = make_plan(_study(), huge, TWO_CORES, budget_minutes=100_000, disk_free=500 * GIB)

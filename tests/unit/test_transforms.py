@@ -326,6 +326,29 @@ def test_datasets_cache_modes_match_uncached(tmp_path):
     torch.testing.assert_close(torch.as_tensor(raw_disk[1]["image"]), torch.as_tensor(Dataset(cases, raw)[1]["image"]))
 
 
+def test_memory_cache_fills_from_a_shared_disk_cache(tmp_path, monkeypatch):
+    cases = []
+    for n in range(3):
+        img = (np.arange(144).reshape(12, 12) * (n + 2)) % 256
+        image, mask = _png(tmp_path / f"d{n}.png", img), _png(tmp_path / f"d{n}_m.png", (img > 100) * 255)
+        cases.append(dict(_case(image, mask), case_id=f"d{n}", label=n % 2))
+    chain = build_transforms(PreprocessConfig(normalize="zscore", spatial_size=(8, 8)))
+    plain = [Dataset(cases, chain)[n] for n in range(3)]
+    first = make_dataset(cases[:2], chain, cache="memory", cache_dir=tmp_path / "cache")  # fold 1: decodes
+    assert isinstance(first, CacheDataset) and len(list((tmp_path / "cache").iterdir())) == 2
+    for path in (tmp_path / "d0.png", tmp_path / "d0_m.png"):
+        path.unlink()  # a later fold or trial reads case 0 from the disk cache, not the image files
+    later = make_dataset(cases[::-1], chain, cache="memory", cache_dir=tmp_path / "cache")
+    for n, item in zip((2, 1, 0), later):
+        for key in ("image", "mask"):
+            torch.testing.assert_close(torch.as_tensor(item[key]), torch.as_tensor(plain[n][key]))
+    # a disk that cannot take a file only costs the decode
+    monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+    full = make_dataset(cases[1:], chain, cache="memory", cache_dir=tmp_path / "full")
+    torch.testing.assert_close(torch.as_tensor(full[1]["image"]), torch.as_tensor(plain[2]["image"]))
+    assert not any((tmp_path / "full").iterdir())
+
+
 def test_cases_from_catalog_maps_labels_and_missing_values():
     frame = pd.DataFrame(
         {

@@ -103,8 +103,9 @@ def make_dataset(
     Args:
         cases: Case dicts, or a catalog DataFrame (converted by :func:`cases_from_catalog`).
         transform: Usually :func:`tumorbench.transforms.build_transforms`.
-        cache: ``none`` (``Dataset``), ``memory`` (``CacheDataset``) or ``disk``
-            (``PersistentDataset``; keyed on the case and on the cached transforms).
+        cache: ``none`` (``Dataset``), ``memory`` (``CacheDataset``; with ``cache_dir``, filled from
+            and into a disk cache: :class:`DiskBackedCacheDataset`) or ``disk`` (``PersistentDataset``).
+            Disk caches are keyed on the case and on the cached transforms.
         cache_dir: Folder of the disk cache (required for ``disk``).
         cache_rate: Fraction of cases cached in memory.
         num_workers: Threads filling the memory cache (0 or 1 = one, None = all CPUs).
@@ -119,9 +120,31 @@ def make_dataset(
     data = cases_from_catalog(cases) if isinstance(cases, pd.DataFrame) else list(cases)
     if cache == "none":
         return Dataset(data, transform)
+    if cache == "memory" and cache_dir is not None:
+        return DiskBackedCacheDataset(data, transform, Path(cache_dir), cache_rate=cache_rate, num_workers=num_workers)
     if cache == "memory":
         return CacheDataset(data, transform, cache_rate=cache_rate, num_workers=num_workers, progress=False)
     if cache_dir is None:
         raise ValueError("cache='disk' needs cache_dir: the folder where preprocessed cases are stored")
     # hash the cached transforms too, so a changed preprocessing config never reads stale files
     return PersistentDataset(data, transform, cache_dir=Path(cache_dir), hash_transform=pickle_hashing)
+
+
+class DiskBackedCacheDataset(CacheDataset):
+    """A memory cache filled from a disk cache that every fold and trial of a study shares.
+
+    A fold's workers hold their cases in memory (no disk read per epoch), but a case is decoded
+    and resized once per study and preprocessing config, not once per fold and trial: later fills
+    read MONAI's ``PersistentDataset`` files (written atomically, so trials side by side may share
+    them). A disk that cannot take a file (full, read-only) only costs the decode.
+    """
+
+    def __init__(self, data: Sequence, transform: Callable, cache_dir: Path, **kwargs: Any) -> None:
+        self.disk = PersistentDataset(data, transform, cache_dir=cache_dir, hash_transform=pickle_hashing)
+        super().__init__(data, transform, progress=False, **kwargs)
+
+    def _load_cache_item(self, idx: int) -> Any:
+        try:
+            return self.disk._cachecheck(self.data[idx])
+        except OSError:
+            return super()._load_cache_item(idx)

@@ -10,10 +10,12 @@ Time model (seconds; ms per image in one torch thread, divided by ``speed``: CPU
 cores a trial holds, or GPU_SPEEDUP):
 
     fold  = FOLD_OVERHEAD_S + cache_fill + epochs * (train_imgs * train_ms + val_imgs * eval_ms) / 1000
-            (+ the outer fold scored once under nested selection; train_imgs leave out the inner validation)
+            (+ the outer fold scored once under nested selection; train_imgs leave out the inner validation;
+            cache_fill reads the training cases from the study's disk cache and decodes the validation ones)
     trial = TRIAL_STARTUP_S + folds * fold   (one Train run per trial; under ASHA the search trains
             tuning.schedulers.asha_expected_share of its trials' folds)
-    study = RAY_START_S + sum over searches (trials * trial / side_by_side) + baselines
+    study = RAY_START_S + first_fill + sum over searches (trials * trial / side_by_side) + baselines
+            (first_fill: every case decoded once into the disk cache)
 
 with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calibration size.
 """
@@ -61,6 +63,10 @@ CALIBRATION_SIZE_2D, CALIBRATION_SIZE_3D = 128, 32
 # decoded float32 per case) and 21.9 ms on yes/no (1833 KiB): ~2 ms + 11 ms per MiB decoded. The random
 # augmentation that runs every epoch on top took ~3 ms per case at 128x128.
 DECODE_MS_FIXED, DECODE_MS_PER_MIB, AUGMENT_MS = 2.0, 11.0, 3.0
+# A study's memory caches fill from its disk cache (data.datasets.DiskBackedCacheDataset): torch.load of a
+# cached 3x128x128 case took 0.35-0.4 ms here (2026-12-03); with hashing the case, ~0.5 ms.
+CACHED_READ_MS = 0.5
+SHARED_CACHES = ("memory+disk", "disk")  # the time model's cache kinds that decode each case once per study
 # A trial's Ray Train run (one per trial, its folds in turn): start-up and shutdown once, and per fold the
 # data and model set-up, a checkpoint per epoch and the outer scoring. Before one run per trial, a run per fold
 # cost 23.8 s on average over the 20 folds of `compare.py --study brain_yes_no --budget 15` (2026-12-02).
@@ -155,6 +161,7 @@ class Plan:
     spatial_dims: int
     notes: tuple[str, ...] = ()
     resources: dict[str, Any] = field(default_factory=dict)
+    shared_cache: bool = False  # cases decoded once per study into a disk cache every trial and fold reads
 
     def format(self) -> str:
         """The plan as printed before a study starts."""
@@ -290,8 +297,18 @@ def _fold_seconds(
     outer = n / k.folds * eval_ms / speed / 1000 if k.inner else 0.0
     # disk: each epoch reads the cached case back (~1 ms); none: every epoch decodes every case again
     # every worker decodes (once, cached) and augments its own shard: they do it side by side
-    per_epoch_ms = {"memory": AUGMENT_MS, "disk": AUGMENT_MS + 1.0, "none": AUGMENT_MS + decode}[cache] / k.loaders
-    fill = (n * decode / 1000 / k.loaders) if cache != "none" else 0.0
+    per_epoch = {"memory": AUGMENT_MS, "memory+disk": AUGMENT_MS, "disk": AUGMENT_MS + 1.0, "none": AUGMENT_MS + decode}
+    per_epoch_ms = per_epoch[cache] / k.loaders
+    # memory+disk: the training cases come from the study's disk cache (decoded once per study: _estimate),
+    # disk: read every epoch; validation and outer cases are decoded into memory per fold
+    train_cases = fit_n * (1 - k.inner)
+    fill_ms = {
+        "memory": n * decode,
+        "memory+disk": train_cases * CACHED_READ_MS + (n - train_cases) * decode,
+        "disk": (n - train_cases) * decode,
+        "none": 0.0,
+    }[cache]
+    fill = fill_ms / 1000 / k.loaders
     epoch = (train_n * (train_ms / speed + per_epoch_ms) + val_n * eval_ms / speed) / 1000
     return FOLD_OVERHEAD_S + fill + outer + k.epochs * epoch
 
@@ -312,7 +329,8 @@ def _estimate(
             SearchPlan(c.name, model, searcher, trials, seconds / min(side, trials), fold + TRIAL_STARTUP_S / k.folds)
         )
     baselines = n_baselines * k.folds * (BASELINE_S_PER_FOLD + n * BASELINE_MS_PER_CASE / 1000)
-    return searches, baselines, RAY_START_S + baselines + sum(s.seconds for s in searches)
+    first_fill = n * decode / 1000 / k.loaders if cache in SHARED_CACHES else 0.0  # the disk cache, once
+    return searches, baselines, RAY_START_S + first_fill + baselines + sum(s.seconds for s in searches)
 
 
 def _give_back_epochs(k: _Knobs, epochs: int, fits) -> None:
@@ -432,8 +450,11 @@ def make_plan(
     free = disk_free if disk_free is not None else _disk_free()
     cache, cache_note = choose_cache(fp, study, k.size, dims, side, capacity, free)
 
+    def kind() -> str:  # a memory cache is filled from a shared disk cache where the disk holds one
+        return "memory+disk" if cache == "memory" and cache_bytes(fp, study, k.size, dims) * 1.5 <= free else cache
+
     def estimate():
-        return _estimate(k, n, dims, cache, samples, speed, side, len(study.baselines), decode_ms(fp))
+        return _estimate(k, n, dims, kind(), samples, speed, side, len(study.baselines), decode_ms(fp))
 
     searches, baselines, total = estimate()
     for step in _reductions(k, dims) if budget is not None else []:
@@ -451,6 +472,8 @@ def make_plan(
         )
     k.batch_size = max(1, min(k.batch_size, int(n * (k.folds - 1) / k.folds)))
     notes = _changes(study, k, trials, dims) + [cache_note]
+    if kind() == "memory+disk":
+        notes.append("memory caches filled from a disk cache every trial and fold shares: each case decoded once")
     if fp.get("sample", {}).get("sampled"):
         notes.append(f"fingerprint: {fp['sample']['note']}")
     order = {c.name: i for i, c in enumerate(study.candidates)}
@@ -473,6 +496,7 @@ def make_plan(
             "memory": capacity.memory,
             "source": capacity.source,
         },
+        shared_cache=kind() in SHARED_CACHES,
     )
 
 
@@ -515,7 +539,7 @@ def apply_plan(study: Study, plan: Plan, cache_dir: str | None = None) -> Study:
         config["roi_size"] = patch
     else:
         config["preprocess"] = dict(config.get("preprocess") or {}) | {"spatial_size": [plan.size, plan.size]}
-    if plan.cache == "disk" and cache_dir:
+    if plan.shared_cache and cache_dir:  # memory caches fill from it: one decode per case per study
         config["cache_dir"] = cache_dir
     by_name = {s.name: s for s in plan.searches}
     candidates = []

@@ -127,6 +127,7 @@ class TrainConfig:
         cache: Dataset caching: ``none``, ``memory`` or ``disk``.
         cache_dir: Folder of the disk cache (default ``<out>/cache``); a study points every trial
             and fold at one folder, so each case is preprocessed once per preprocessing config.
+            With ``cache: memory`` it backs the memory cache (filled from it, not decoded again).
         positive_class: Class name scored as positive for binary metrics (default: the last class).
         gan_checkpoint: A trained conditional GAN whose samples augment classifier training.
         synthetic_fraction: Generated images added per real training image (GAN-augmented classifier).

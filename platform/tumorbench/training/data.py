@@ -219,7 +219,8 @@ def train_loader(
 
     shard_cases = train_shard(config, cases, rank, world_size)
     transform = transforms_for(config, cases.data_dims, train=True, seed=config.seed + rank)
-    cache_dir = Path(config.cache_dir or Path(config.out) / "cache") if config.cache == "disk" else None
+    # disk: <out>/cache unless the study shares one; memory: backed by the study's shared disk cache, if any
+    cache_dir = Path(config.cache_dir or Path(config.out) / "cache") if config.cache == "disk" else config.cache_dir
     dataset: torch.utils.data.Dataset = make_dataset(shard_cases, transform, cache=config.cache, cache_dir=cache_dir)
     if extra is not None:
         dataset = torch.utils.data.ConcatDataset([dataset, extra])
