@@ -4,7 +4,7 @@ Starts a local Ray and the app with one untrained 2D segmentation package (``tes
 then sends ``--requests`` uploads from ``--clients`` threads, ``--bad`` of them malformed or hostile
 (``tests/attack_files.py``: the rows of issue 11's table, small versions). Checks: no 5xx but
 deliberate 503s, every good answer's mask equal to the offline ``Predictor``'s, replica RSS growth
-(``/v1/stats``), no upload folders left in the temporary directory. Then kills the model replica
+(``/v1/stats``), no upload files left in the temporary directory. Then kills the model replica
 (``ray.kill``) while requests are in flight: they get 503 quickly, Serve restarts the replica, and
 the requests after the restart succeed. Run it under the machine's heavy-work lock:
 
@@ -147,6 +147,12 @@ def _grep_logs(ray) -> dict:
     return {"log_files": len(files), "characters": len(text), "hits": hits}
 
 
+def _upload_files() -> set[Path]:
+    """Files in the ingress replicas' upload folders and in the readers' scratch folders."""
+    root = Path(tempfile.gettempdir())
+    return {p for pattern in ("tumorbench-upload-*/*", "tumorbench-read-*") for p in root.glob(pattern)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
@@ -172,7 +178,7 @@ def main() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    before_folders = set(Path(tempfile.gettempdir()).glob("tumorbench-upload-*"))
+    before_files = _upload_files()
     if not args.default_serve:
         use_throughput_mode()  # as `tumorbench serve` starts Ray (the proxy still answers on `port`)
     ray.init(
@@ -200,7 +206,7 @@ def main() -> None:
             "ingress": after["ingress"]["peak_rss_mb"] - stats["ingress"]["peak_rss_mb"],
             **{n: m["peak_rss_mb"] - stats["models"][n]["peak_rss_mb"] for n, m in after["models"].items()},
         }
-        left = set(Path(tempfile.gettempdir()).glob("tumorbench-upload-*")) - before_folders
+        left = _upload_files() - before_files
         print(
             f"soak: {args.requests} requests, {args.clients} clients, {args.bad:.0%} bad, "
             f"{time.perf_counter() - start:.1f} s"
@@ -209,9 +215,7 @@ def main() -> None:
             f"  codes {soak['codes']}\n  wrong masks {soak['wrong_masks']}, 5xx other than 503: "
             f"{soak['n_5xx_not_503']} {soak['5xx_not_503']}, responses with PHI {soak['responses_with_phi']}"
         )
-        print(
-            f"  peak RSS growth MB { ({k: round(v, 1) for k, v in growth.items()}) }, upload folders left {len(left)}"
-        )
+        print(f"  peak RSS growth MB { ({k: round(v, 1) for k, v in growth.items()}) }, upload files left {len(left)}")
         print("fault:", _kill_model(url, good, min(args.clients, 8)))
         print("PHI grep of the logs:", _grep_logs(ray))
     finally:

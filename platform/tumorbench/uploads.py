@@ -15,6 +15,7 @@ clear message. Messages never carry file names, UIDs or other tag values of the 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -153,6 +154,24 @@ def _is_nifti_header(head: bytes) -> bool:
     return (348 in size and head[344:347] in (b"n+1", b"ni1")) or (540 in size and head[4:7] in (b"n+2", b"ni2"))
 
 
+def typed_upload(path: Path) -> Path:
+    """Rename an upload to carry its sniffed format's suffix (``read_upload`` then reads it in place).
+
+    Returns the new path (unchanged for a zip, an unknown format or a name that has the suffix);
+    :func:`remove_upload` removes it under either name.
+    """
+    kind = sniff_format(path)
+    if kind is None or kind == "zip" or path.name.lower().endswith(SUFFIXES[kind]):
+        return path
+    return path.rename(path.with_name(path.name + SUFFIXES[kind]))
+
+
+def remove_upload(path: Path) -> None:
+    """Remove an upload saved at ``path``, renamed by :func:`typed_upload` or not."""
+    for name in {path.name, *(path.name + suffix for suffix in SUFFIXES.values())}:
+        path.with_name(name).unlink(missing_ok=True)
+
+
 def read_upload(path: str | Path, limits: UploadLimits = UploadLimits(), *, label: str | None = None) -> ImageData:
     """Read an untrusted file after checking its format, declared size and geometry.
 
@@ -177,20 +196,23 @@ def read_upload(path: str | Path, limits: UploadLimits = UploadLimits(), *, labe
             415,
         )
     uids: set[str] = set()  # DICOM UIDs seen: hashed out of any message
-    with tempfile.TemporaryDirectory(prefix="tumorbench-read-") as tmp:
-        work = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        named = [path.resolve(), path]  # paths the readers' messages may quote: shown as the label
         try:
             if kind == "zip":
+                work = _scratch(stack, named)
                 image = _read_zip(path, work / "unpacked", limits, label, uids)
             else:
-                typed = work / f"upload{SUFFIXES[kind]}"  # read_image picks its reader by suffix
-                typed.symlink_to(path.resolve())
+                typed = path  # read_image picks its reader by suffix: a typed link when the name has none
+                if not path.name.lower().endswith(SUFFIXES[kind]):
+                    typed = _scratch(stack, named) / f"upload{SUFFIXES[kind]}"
+                    typed.symlink_to(path.resolve())
                 _check_declared_size(typed, kind, limits, label, uids)
                 image = read_image(typed)
         except UploadError as exc:
             raise UploadError(label, scrub(exc.problem, uids), exc.status) from exc
         except DataError as exc:
-            raise UploadError(label, scrub(_relabel(exc.problem, work, path, label), uids), 422) from exc
+            raise UploadError(label, scrub(_relabel(exc.problem, named, label), uids), 422) from exc
         except (ValueError, TypeError, ArithmeticError, np.linalg.LinAlgError) as exc:
             # A value the checks above do not cover; its text may quote tag values, so only its type is shown.
             raise UploadError(label, f"malformed {kind} file ({type(exc).__name__})", 422) from exc
@@ -204,9 +226,16 @@ def scrub(text: str, uids: set[str] = frozenset()) -> str:
     return _QUOTED.sub("'…'", _UID.sub("<uid>", text))
 
 
-def _relabel(problem: str, work: Path, path: Path, label: str) -> str:
+def _scratch(stack: contextlib.ExitStack, named: list[Path]) -> Path:
+    """A temporary folder removed when ``stack`` closes (and named in messages as the upload)."""
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tumorbench-read-")))
+    named.insert(0, work)
+    return work
+
+
+def _relabel(problem: str, named: list[Path], label: str) -> str:
     # Messages from the readers name temporary files; show the upload's name instead.
-    for name in (str(work), str(path.resolve()), str(path)):
+    for name in map(str, named):
         problem = re.sub(re.escape(name) + r"[^\s:,)]*", label, problem)
     return problem
 

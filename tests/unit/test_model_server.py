@@ -13,6 +13,7 @@ pytest.importorskip("ray.serve")
 from tumorbench.serving.model_server import ModelServer, ModelSettings  # noqa: E402
 
 POISON = -1.0
+BAD_ANSWER = 7.0  # its post-processing raises
 
 
 class _Predictor:
@@ -28,6 +29,8 @@ class _Predictor:
         return [2 * x for x in images]
 
     def postprocess(self, prepared, probabilities, threshold):
+        if prepared.image == BAD_ANSWER:
+            raise ValueError("post-processing failed")
         return {"value": probabilities, "threshold": threshold}
 
 
@@ -64,6 +67,20 @@ def test_a_failing_input_fails_alone():
     assert [r.get("result", {}).get("value") for r in replies] == [2.0, 4.0, None, 6.0]
     assert replies[2] == {"failed": "RuntimeError"} and server.failed_batches == 0
     server.check_health()  # one bad input does not make the replica unhealthy
+
+
+def test_a_failing_post_processing_fails_alone_in_a_batch_finished_at_once():
+    server = _server()
+
+    async def run():
+        server.reconfigure({"max_batch_size": 8, "batch_wait_timeout_s": 0.2})
+        return await asyncio.gather(*(server.predict(SimpleNamespace(image=x)) for x in (1.0, BAD_ANSWER, 3.0)))
+
+    replies = asyncio.run(run())
+    assert server.predictor.batches == [3]  # one forward pass: the batch was not retried one by one
+    assert [r.get("result", {}).get("value") for r in replies] == [2.0, None, 6.0]
+    assert replies[1] == {"failed": "ValueError"} and server.requests == 2
+    assert all(r["postprocess_ms"] >= 0 and r["inference_ms"] > 0 for r in (replies[0], replies[2]))
 
 
 def test_bad_user_config_is_rejected_and_old_settings_keep_serving():

@@ -28,7 +28,9 @@ from tumorbench.uploads import (
     UploadLimits,
     quiet_pydicom,
     read_upload,
+    remove_upload,
     sniff_format,
+    typed_upload,
 )
 
 
@@ -85,6 +87,26 @@ def test_png_reads_as_pillow_does(tmp_path):
     np.testing.assert_array_equal(image.array, np.moveaxis(rgb, -1, 0).astype(np.float32))
     assert image.meta["format"] == "image2d" and image.meta["path"] == "upload"
     assert list(tmp_path.iterdir()) == [tmp_path / "upload"]  # nothing left beside the input
+
+
+def test_typed_upload_is_read_in_place_and_removed_under_either_name(tmp_path, monkeypatch):
+    rgb = np.random.default_rng(1).integers(0, 255, (6, 8, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "f00d", format="PNG")
+    write_nifti(tmp_path / "v.nii.gz", np.ones((3, 4, 5), np.float32), _affine())
+    (tmp_path / "v.nii.gz").rename(tmp_path / "beef")  # an upload's name carries no suffix
+    typed = typed_upload(tmp_path / "f00d")
+    assert typed == tmp_path / "f00d.png" and not (tmp_path / "f00d").exists()
+    assert typed_upload(typed) == typed  # already typed: unchanged
+    # read where it lies: no scratch folder (the per-request cost the serving path avoids)
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", None)
+    image = read_upload(typed, label="upload")
+    np.testing.assert_array_equal(image.array, np.moveaxis(rgb, -1, 0).astype(np.float32))
+    assert image.meta["path"] == "upload"
+    volume = read_upload(typed_upload(tmp_path / "beef"), label="upload")
+    np.testing.assert_allclose(volume.affine, _affine())
+    for name in ("f00d", "beef"):
+        remove_upload(tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_declared_sizes_refused_before_decoding(tmp_path):

@@ -18,6 +18,7 @@ import logging
 import os
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,13 @@ class Ingress:
         self.queue_timeout_s = float(settings["queue_timeout_s"])
         if removed := sweep_stale_uploads():
             logger.info("removed %d upload folder(s) left by killed processes", removed)
+        # Named by pid, so a killed process's folder is swept at the next start (sweep_stale_uploads).
+        self.upload_dir = Path(tempfile.mkdtemp(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-"))
+
+    def __del__(self) -> None:  # Serve calls it when it stops the replica
+        import shutil
+
+        shutil.rmtree(getattr(self, "upload_dir", ""), ignore_errors=True)
 
     @api.get("/healthz")
     def healthz(self) -> dict[str, Any]:
@@ -168,11 +176,11 @@ class Ingress:
         ``batched``: models with batched preprocessing get a :class:`RawInput` (laid out, not resized).
         """
         from tumorbench.serving.fastpath import MAX_VALUES, raw_input
-        from tumorbench.uploads import UploadError, read_upload
+        from tumorbench.uploads import UploadError, read_upload, remove_upload, typed_upload
 
         start = time.perf_counter()
         try:
-            image = read_upload(path, self.limits, label="upload")
+            image = read_upload(typed_upload(path), self.limits, label="upload")
             errors = []
             for name in names:
                 pre = self.preprocessors[name]
@@ -191,6 +199,8 @@ class Ingress:
         except Exception as exc:  # a decoded image the preprocessing cannot take is still the input's fault
             logger.warning("request preprocessing failed (%s)", type(exc).__name__)
             raise ApiError(422, f"upload cannot be preprocessed ({type(exc).__name__})") from exc
+        finally:  # here too: a request cancelled meanwhile has already run its own clean-up
+            remove_upload(path)
 
     def _seg_sources(self, path: Path) -> list[Any]:
         from tumorbench.dicomseg import upload_sources
@@ -265,15 +275,18 @@ class Ingress:
     async def _predict_admitted(
         self, request: Request, task: str, names: list[str], options: RequestOptions
     ) -> Response:
+        from tumorbench.uploads import remove_upload
+
         start = time.perf_counter()
-        # Our own folder per request (named by pid, so a killed process's are swept at the next start).
-        with tempfile.TemporaryDirectory(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-") as tmp:
-            path = Path(tmp) / "upload"
+        path = self.upload_dir / uuid.uuid4().hex  # the replica's folder: one file (name) per request
+        try:
             size = await receive_upload(request, self.max_body, path)
             sources = await asyncio.to_thread(self._seg_sources, path) if options.output == "dicom-seg" else None
             # The batched path answers plain JSON; DICOM SEG and explanations need the MONAI chain's record.
             batched = options.output == "json" and options.explain is None
             name, prepared, prepare_ms = await asyncio.to_thread(self._prepare, path, names, batched)
+        finally:
+            remove_upload(path)
         problem = explain_problem(options.explain, self.preprocessors[name].manifest)
         if problem is not None:  # before the prediction: a request that cannot be answered in full is refused
             raise ApiError(*problem)

@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tumorbench.serving.protocol import LOOPBACK_HOSTS, ApiError, RequestOptions, host_allowed
@@ -88,18 +89,40 @@ def _ingress() -> Any:
         return None
 
 
-@api.middleware("http")
-async def _guard(request: Request, call_next: Any) -> Any:
-    """Host allow-list first, then count the answer by route and status."""
-    ingress = _ingress()
-    allowed = getattr(ingress, "allowed_hosts", LOOPBACK_HOSTS)
-    if not host_allowed(request.headers.get("host"), allowed):
-        response = _error_response(ApiError(421, "this server does not answer for that Host name"), request)
-    else:
-        response = await call_next(request)
-    if getattr(ingress, "telemetry", None) is not None:
-        ingress.telemetry.count(request.url.path, response.status_code)
-    return response
+class _Guard:
+    """Host allow-list first, then count the answer by route and status.
+
+    A plain ASGI middleware: Starlette's ``@app.middleware("http")`` runs every request in an extra
+    task with its body piped through a memory stream, a cost paid on the hot path for two checks.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        ingress = _ingress()
+        status = 500  # what Starlette's outer ServerErrorMiddleware answers if the app raises
+
+        async def counted(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if host_allowed(Headers(scope=scope).get("host"), getattr(ingress, "allowed_hosts", LOOPBACK_HOSTS)):
+                await self.app(scope, receive, counted)
+            else:
+                error = ApiError(421, "this server does not answer for that Host name")
+                await _error_response(error, Request(scope))(scope, receive, counted)
+        finally:
+            if getattr(ingress, "telemetry", None) is not None:
+                ingress.telemetry.count(scope["path"], status)
+
+
+api.add_middleware(_Guard)
 
 
 @api.exception_handler(ApiError)

@@ -67,7 +67,7 @@ class _Failed:
 
 @serve.deployment
 class ModelServer:
-    """One model package: ``@serve.batch`` forward passes, post-processing per request."""
+    """One model package: ``@serve.batch`` forward passes and post-processing, a batch at a time."""
 
     def __init__(self, package: str, name: str, limits: dict[str, int], torch_threads: int | None = None) -> None:
         import ray
@@ -126,20 +126,39 @@ class ModelServer:
         }
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def infer(self, images: list[Any]) -> list[Any]:
-        self.batch_sizes[len(images)] = self.batch_sizes.get(len(images), 0) + 1
+    async def infer(self, items: list[Any]) -> list[Any]:
+        """Forward pass and post-processing of a whole batch in one worker thread (one hop per batch)."""
+        self.batch_sizes[len(items)] = self.batch_sizes.get(len(items), 0) + 1
         try:
-            out = await asyncio.to_thread(self._forward, images)
+            out = await asyncio.to_thread(self._run, items)
             self.failed_batches = 0
             return out
         except Exception:
-            if len(images) == 1:
+            if len(items) == 1:
                 self.failed_batches += 1
                 raise
-        return await asyncio.to_thread(self._one_by_one, images)  # find the input that fails
+        return await asyncio.to_thread(self._one_by_one, items)  # find the input that fails
+
+    def _run(self, items: list[Any]) -> list[Any]:
+        """``(result, post-processing ms)`` per item; a failing post-processing fails alone."""
+        return [self._finish(item, probs) for item, probs in zip(items, self._forward(items))]
+
+    def _finish(self, item: Any, probabilities: Any) -> Any:
+        from tumorbench.serving.fastpath import RawInput
+
+        start = time.perf_counter()
+        try:
+            if isinstance(item, RawInput):
+                result = self.batch_path.finish(item, probabilities, self.settings.threshold)
+            else:
+                result = self.predictor.postprocess(item, probabilities, self.settings.threshold)
+        except Exception as exc:
+            logger.warning("model %s: post-processing failed (%s)", self.name, type(exc).__name__)
+            return _Failed(exc)
+        return result, 1000 * (time.perf_counter() - start)
 
     def _forward(self, items: list[Any]) -> list[Any]:
-        """Probabilities of a batch: preprocessed tensors (per-request path) and :class:`RawInput` (batched)."""
+        """Probabilities of a batch: preprocessed inputs (per-request path) and :class:`RawInput` (batched)."""
         from tumorbench.serving.fastpath import RawInput
 
         raw = [i for i, item in enumerate(items) if isinstance(item, RawInput)]
@@ -151,15 +170,15 @@ class ModelServer:
             for i, probs in zip(raw, self.batch_path.run([items[i] for i in raw])):
                 out[i] = probs
         if rest:
-            for i, probs in zip(rest, self.predictor.predict_batch([items[i] for i in rest])):
+            for i, probs in zip(rest, self.predictor.predict_batch([items[i].image for i in rest])):
                 out[i] = probs
         return out
 
-    def _one_by_one(self, images: list[Any]) -> list[Any]:
+    def _one_by_one(self, items: list[Any]) -> list[Any]:
         out: list[Any] = []
-        for image in images:
+        for item in items:
             try:
-                out.append(self._forward([image])[0])
+                out.append(self._run([item])[0])
             except Exception as exc:
                 out.append(_Failed(exc))
         self.failed_batches = self.failed_batches + 1 if all(isinstance(o, _Failed) for o in out) else 0
@@ -173,31 +192,23 @@ class ModelServer:
 
         ``{"unavailable": why}`` when the package is not loaded, ``{"failed": why}`` when this
         input's forward pass or post-processing raised (its batch-mates are answered).
+        ``inference_ms`` includes the wait for the batch; ``postprocess_ms`` is this input's own.
         """
-        from tumorbench.serving.fastpath import RawInput
-
         if self.predictor is None:
             return {"unavailable": self.error}
         start = time.perf_counter()
-        raw = isinstance(prepared, RawInput)
         try:
-            probabilities = await self.infer(prepared if raw else prepared.image)
+            answer = await self.infer(prepared)
         except Exception as exc:
             return {"failed": type(exc).__name__}
-        if isinstance(probabilities, _Failed):
-            return {"failed": probabilities.reason}
-        forward = time.perf_counter()
-        try:
-            finish = self.batch_path.finish if raw else self.predictor.postprocess
-            result = await asyncio.to_thread(finish, prepared, probabilities, self.settings.threshold)
-        except Exception as exc:
-            logger.warning("model %s: post-processing failed (%s)", self.name, type(exc).__name__)
-            return {"failed": type(exc).__name__}
+        if isinstance(answer, _Failed):
+            return {"failed": answer.reason}
+        result, postprocess_ms = answer
         self.requests += 1
         return {
             "result": result,
-            "inference_ms": 1000 * (forward - start),
-            "postprocess_ms": 1000 * (time.perf_counter() - forward),
+            "inference_ms": 1000 * (time.perf_counter() - start) - postprocess_ms,
+            "postprocess_ms": postprocess_ms,
         }
 
     async def explain(self, prepared: Any, method: str) -> dict[str, Any]:
