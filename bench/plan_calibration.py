@@ -5,7 +5,7 @@ For each model: build it as a study would (``tumorbench.models.create_model``), 
 evaluation forwards on random tensors at ``--size`` (2D) with ``--threads`` torch threads
 (a Ray Train worker holding ~1 CPU runs one: Ray sets ``OMP_NUM_THREADS`` to its CPUs).
 Prints train and eval ms per image at that size in CPU time (what an idle core gives; wall
-time beside it shows how loaded the machine was), the numbers ``tumorbench.study.planner``
+time beside it shows how loaded the machine was), the numbers ``tumorbench.study.timemodel``
 keeps in ``MS_PER_IMAGE`` (scaled by pixel count for other sizes).
 
     python bench/plan_calibration.py

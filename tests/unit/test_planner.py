@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from ray import tune
 
-from tumorbench.study import planner
+from tumorbench.study import planner, timemodel
 from tumorbench.study.planner import (
     BudgetError,
     Capacity,
@@ -61,32 +61,32 @@ def _study(**config):
 
 
 def test_fold_time_follows_the_documented_model():
-    train_ms, eval_ms = planner.MS_PER_IMAGE["resnet18"]
+    train_ms, eval_ms = timemodel.MS_PER_IMAGE["resnet18"]
     assert model_ms("resnet18", 64, 2) == pytest.approx((train_ms / 4, eval_ms / 4))
     plan = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000)
     # 3 folds: 200 training cases, of which the inner 20% validate every epoch; the outer 100 are scored once
     train_n, val_n, outer_n = 200 * 0.8, 200 * 0.2, 100
     speed = 0.9 * 2  # one trial holds both cores, at the measured parallel efficiency
-    epoch = (train_n * (train_ms / speed + planner.AUGMENT_MS) + val_n * eval_ms / speed) / 1000
-    decode = planner.DECODE_MS_FIXED + planner.DECODE_MS_PER_MIB * 0.75  # 768 KiB per case
+    epoch = (train_n * (train_ms / speed + timemodel.AUGMENT_MS) + val_n * eval_ms / speed) / 1000
+    decode = timemodel.DECODE_MS_FIXED + timemodel.DECODE_MS_PER_MIB * 0.75  # 768 KiB per case
     # the memory cache fills the 160 training cases from the study's disk cache; the 140 others are decoded
-    fill = (train_n * planner.CACHED_READ_MS + (val_n + outer_n) * decode) / 1000
-    fold = planner.FOLD_OVERHEAD_S + fill + outer_n * eval_ms / speed / 1000 + 8 * epoch
+    fill = (train_n * timemodel.CACHED_READ_MS + (val_n + outer_n) * decode) / 1000
+    fold = timemodel.FOLD_OVERHEAD_S + fill + outer_n * eval_ms / speed / 1000 + 8 * epoch
     search = next(s for s in plan.searches if s.name == "resnet18")
-    assert search.fold_seconds == pytest.approx(fold + planner.TRIAL_STARTUP_S / 3)
+    assert search.fold_seconds == pytest.approx(fold + timemodel.TRIAL_STARTUP_S / 3)
     # 2 trials of 3 folds x 8 epochs under ASHA (grace 2 epochs, rungs at 2 and 8): the first trains all 24
     # epochs, the second passes the first rung with probability 1/2 and mostly the second: 2 + 22/2 - a bit
     share = asha_expected_share(2, 24, 2)
     assert (24 + 2 + 6 / 2 + 16 / 4) / 48 < share < (24 + 2 + 22 / 2) / 48
-    assert search.seconds == pytest.approx(2 * planner.TRIAL_STARTUP_S + 2 * share * 3 * fold)
+    assert search.seconds == pytest.approx(2 * timemodel.TRIAL_STARTUP_S + 2 * share * 3 * fold)
     assert plan.estimate_seconds == pytest.approx(
-        planner.RAY_START_S + 300 * decode / 1000 + plan.baseline_seconds + sum(s.seconds for s in plan.searches)
+        timemodel.RAY_START_S + 300 * decode / 1000 + plan.baseline_seconds + sum(s.seconds for s in plan.searches)
     )  # every case decoded once per study into the disk cache
     # two workers decode and augment their shards side by side: the data part of a fold is halved
     two = make_plan(_study(workers=2), _fp(cases=300), TWO_CORES, budget_minutes=1000)
-    halved = fold - (fill + 8 * train_n * planner.AUGMENT_MS / 1000) / 2
+    halved = fold - (fill + 8 * train_n * timemodel.AUGMENT_MS / 1000) / 2
     assert next(s for s in two.searches if s.name == "resnet18").fold_seconds == pytest.approx(
-        halved + planner.TRIAL_STARTUP_S / 3
+        halved + timemodel.TRIAL_STARTUP_S / 3
     )
 
 

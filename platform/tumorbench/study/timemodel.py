@@ -1,0 +1,112 @@
+"""The study planner's time model: what a fold, a trial and a study cost, from constants measured here.
+
+Seconds; ms per image in one torch thread, divided by ``speed``: CPU_PARALLEL_EFFICIENCY x the cores a
+trial holds, or GPU_SPEEDUP (:func:`tumorbench.study.planner.make_plan` sets both):
+
+    fold  = FOLD_OVERHEAD_S + cache_fill + epochs * (train_imgs * train_ms + val_imgs * eval_ms) / 1000
+            (+ the outer fold scored once under nested selection; train_imgs leave out the inner validation;
+            cache_fill reads the training cases from the study's disk cache and decodes the validation ones)
+    trial = TRIAL_STARTUP_S + folds * fold   (one Train run per trial; under ASHA the search trains
+            tuning.schedulers.asha_expected_share of its trials' folds)
+    study = RAY_START_S + first_fill + sum over searches (trials * trial / side_by_side) + baselines
+            (first_fill: every case decoded once into the disk cache)
+
+with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calibration size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# ms per image (train step, eval forward) at 128x128, batch 8, 1 torch thread, in CPU time, measured on
+# this 2-core machine with `python bench/plan_calibration.py` (random tensors, model and optimizer only;
+# 2026-12-02, torch 2.14.1): unet 21.0/5.9, attention_unet 61.1/16.4, resnet18 40.1/11.4,
+# resnet18_tiny 7.8/3.1, efficientnet_b0 40.2/7.6, tf_efficientnet_lite0 36.3/7.2.
+# The other entries are not measured: scaled from a measured relative by parameter count.
+MS_PER_IMAGE: dict[str, tuple[float, float]] = {
+    "unet": (21.0, 5.9),
+    "attention_unet": (61.1, 16.4),
+    "unet_tiny": (7.0, 2.0),
+    "attention_unet_tiny": (20.0, 5.5),
+    "resnet18": (40.1, 11.4),
+    "resnet18_tiny": (7.8, 3.1),
+    "efficientnet_b0": (40.2, 7.6),
+    "tf_efficientnet_lite0": (36.3, 7.2),
+    "densenet121": (110.0, 30.0),
+    "resnet50": (90.0, 25.0),
+}
+MS_PER_IMAGE_DEFAULT = (60.0, 18.0)  # a model not calibrated: assume a mid-sized one
+# 3D patch models: ms per patch of 32^3 (tiny variants; full-size models ~4x). Estimated, not measured.
+MS_PER_PATCH_3D = {
+    "unet_tiny": (60.0, 20.0),
+    "segresnet_tiny": (50.0, 18.0),
+    "attention_unet_tiny": (80.0, 25.0),
+    "swin_unetr_tiny": (200.0, 60.0),
+}
+CALIBRATION_SIZE_2D, CALIBRATION_SIZE_3D = 128, 32
+# Data loading per case, CPU time of the project's transform chain (2026-12-02, 60 cases each): the
+# deterministic part (read, decode, resize; once per fold with a cache) took 10.8 ms on LGG (768 KiB
+# decoded float32 per case) and 21.9 ms on yes/no (1833 KiB): ~2 ms + 11 ms per MiB decoded. The random
+# augmentation that runs every epoch on top took ~3 ms per case at 128x128.
+DECODE_MS_FIXED, DECODE_MS_PER_MIB, AUGMENT_MS = 2.0, 11.0, 3.0
+# A study's memory caches fill from its disk cache (data.datasets.DiskBackedCacheDataset): torch.load of a
+# cached 3x128x128 case took 0.35-0.4 ms here (2026-12-03); with hashing the case, ~0.5 ms.
+CACHED_READ_MS = 0.5
+SHARED_CACHES = ("memory+disk", "disk")  # the time model's cache kinds that decode each case once per study
+# A trial's Ray Train run (one per trial, its folds in turn): start-up and shutdown once, and per fold the
+# data and model set-up, a checkpoint per epoch and the outer scoring. Before one run per trial, a run per fold
+# cost 23.8 s on average over the 20 folds of `compare.py --study brain_yes_no --budget 15` (2026-12-02).
+# Measured on the yes/no default study after the change (2026-12-02): ~28 s from a trial's start to its first
+# epoch's end less that epoch (start-up and fold 0's set-up), 3-8 s between folds beyond their epochs.
+TRIAL_STARTUP_S = 24.0
+FOLD_OVERHEAD_S = 6.0
+RAY_START_S = 20.0
+# Classical baselines per fold: features of every case (~5 ms) and fitting, measured on yes/no and LGG.
+BASELINE_MS_PER_CASE, BASELINE_S_PER_FOLD = 5.0, 4.0
+GPU_SPEEDUP = 10.0  # assumed, not measured here (no GPU lent): a GPU worker vs one CPU thread
+# On CPUs a trial's workers hold every core it is given and torch uses one thread per core held
+# (training.data.configure_threads): the single-thread times above run this much faster per core.
+# 0.9: the yes/no default study (2 workers x 0.95 CPU) trained 2.7 s per epoch of tf_efficientnet_lite0
+# where one thread takes 4.9 s (`compare.py --study brain_yes_no --preset default`, 2026-12-02).
+CPU_PARALLEL_EFFICIENCY = 0.9
+
+
+def model_ms(model: str, size: int, spatial_dims: int) -> tuple[float, float]:
+    """Train and eval ms per image (2D) or patch (3D) of ``model`` at ``size``."""
+    if spatial_dims == 3:
+        base = MS_PER_PATCH_3D.get(model) or tuple(4 * v for v in MS_PER_PATCH_3D.get(f"{model}_tiny", (60.0, 20.0)))
+        scale = (size / CALIBRATION_SIZE_3D) ** 3
+    else:
+        base = MS_PER_IMAGE.get(model, MS_PER_IMAGE_DEFAULT)
+        scale = (size / CALIBRATION_SIZE_2D) ** 2
+    return base[0] * scale, base[1] * scale
+
+
+def decode_ms(fp: dict[str, Any]) -> float:
+    """CPU ms to read, decode and resize one case (the cached part of the transform chain)."""
+    return DECODE_MS_FIXED + DECODE_MS_PER_MIB * fp.get("decoded_bytes_per_case", 2**20) / 2**20
+
+
+def fold_seconds(model: str, k: Any, n: int, dims: int, cache: str, samples: int, speed: float, decode: float) -> float:
+    """One fold's seconds of ``model`` under the knobs ``k`` (size, folds, inner, loaders, epochs): see above."""
+    train_ms, eval_ms = model_ms(model, k.size, dims)
+    fit_n = n * (k.folds - 1) / k.folds
+    # nested selection: the inner validation patients choose each epoch, the outer fold is scored once
+    train_n, val_n = fit_n * (1 - k.inner) * samples, (fit_n * k.inner if k.inner else n / k.folds)
+    outer = n / k.folds * eval_ms / speed / 1000 if k.inner else 0.0
+    # disk: each epoch reads the cached case back (~1 ms); none: every epoch decodes every case again
+    # every worker decodes (once, cached) and augments its own shard: they do it side by side
+    per_epoch = {"memory": AUGMENT_MS, "memory+disk": AUGMENT_MS, "disk": AUGMENT_MS + 1.0, "none": AUGMENT_MS + decode}
+    per_epoch_ms = per_epoch[cache] / k.loaders
+    # memory+disk: the training cases come from the study's disk cache (decoded once per study: ``first_fill``),
+    # disk: read every epoch; validation and outer cases are decoded into memory per fold
+    train_cases = fit_n * (1 - k.inner)
+    fill_ms = {
+        "memory": n * decode,
+        "memory+disk": train_cases * CACHED_READ_MS + (n - train_cases) * decode,
+        "disk": (n - train_cases) * decode,
+        "none": 0.0,
+    }[cache]
+    fill = fill_ms / 1000 / k.loaders
+    epoch = (train_n * (train_ms / speed + per_epoch_ms) + val_n * eval_ms / speed) / 1000
+    return FOLD_OVERHEAD_S + fill + outer + k.epochs * epoch
