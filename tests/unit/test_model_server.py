@@ -83,6 +83,27 @@ def test_a_failing_post_processing_fails_alone_in_a_batch_finished_at_once():
     assert all(r["postprocess_ms"] >= 0 and r["inference_ms"] > 0 for r in (replies[0], replies[2]))
 
 
+def test_json_answers_are_made_in_the_replica_without_shipping_the_mask():
+    import numpy as np
+
+    from tumorbench.serving.protocol import run_lengths
+
+    server = _server()
+    mask = np.zeros((1, 3, 4), np.uint8)
+    mask[0, 1, 1:3] = 1
+    server.predictor.postprocess = lambda prepared, probs, threshold: SimpleNamespace(
+        mask=mask, summary=lambda: {"area": int(probs)}
+    )
+
+    async def run():
+        return [await server.predict(SimpleNamespace(image=1.5), m) for m in ("rle", "none", None)]
+
+    rle, bare, whole = asyncio.run(run())
+    assert rle["summary"] == {"area": 3} and rle["mask"]["counts"] == [run_lengths(mask[0])]
+    assert "mask" not in bare and "result" not in rle and bare["summary"] == {"area": 3}
+    assert whole["result"].mask is mask  # the whole result: a DICOM SEG is made from it
+
+
 def test_bad_user_config_is_rejected_and_old_settings_keep_serving():
     server = _server()
 

@@ -36,7 +36,6 @@ from tumorbench.serving.protocol import (
     RequestOptions,
     discard_body,
     exposure_problem,
-    mask_payload,
     model_card,
     receive_upload,
 )
@@ -214,7 +213,7 @@ class Ingress:
     def _busy(self, detail: str) -> ApiError:
         return ApiError(503, detail, "overloaded", headers={"Retry-After": self.retry_after})
 
-    async def _call_model(self, name: str, prepared: Any) -> dict[str, Any]:
+    async def _call_model(self, name: str, prepared: Any, mask: str | None) -> dict[str, Any]:
         """The model deployment's answer, or 503 + Retry-After when it is full, slow, restarting or not ready.
 
         Two deadlines: ``queue_timeout_s`` for a replica to take the call (short: no replica free, or the
@@ -225,7 +224,7 @@ class Ingress:
 
         from tumorbench.raycompat import serve_assigned
 
-        response = self.handles[name].predict.remote(prepared)
+        response = self.handles[name].predict.remote(prepared, mask)
         stage = "take"
         try:
             await asyncio.wait_for(serve_assigned(response), self.queue_timeout_s)
@@ -290,13 +289,14 @@ class Ingress:
         problem = explain_problem(options.explain, self.preprocessors[name].manifest)
         if problem is not None:  # before the prediction: a request that cannot be answered in full is refused
             raise ApiError(*problem)
-        reply = await self._call_model(name, prepared)
-        result, card = reply["result"], self.cards[name]
+        # JSON answers come back ready (summary, encoded mask): the mask array stays in the model replica
+        mask = None if sources is not None else (options.mask if get_task(task).with_mask else "none")
+        reply, card = await self._call_model(name, prepared, mask), self.cards[name]
         if sources is not None:  # the mask as a DICOM Segmentation of the uploaded series (tumorbench.dicomseg)
             from tumorbench.dicomseg import MEDIA_TYPE, result_to_dicom_seg
 
             blob = await asyncio.to_thread(
-                result_to_dicom_seg, result, sources, self.preprocessors[name].manifest, card["version"]
+                result_to_dicom_seg, reply["result"], sources, self.preprocessors[name].manifest, card["version"]
             )
             logger.info("request %s dicom-seg model=%s bytes=%d", request_id(request), name, len(blob))
             return Response(blob, media_type=MEDIA_TYPE)
@@ -304,11 +304,11 @@ class Ingress:
             "request_id": request_id(request),
             "model": name,
             "version": card["version"],
-            **result.summary(),
+            **reply["summary"],
             "input": {"format": prepared.input_format, "bytes": size},
         }
-        if get_task(task).with_mask and options.mask != "none":
-            payload["mask"] = await asyncio.to_thread(mask_payload, result, options.mask)
+        if "mask" in reply:
+            payload["mask"] = reply["mask"]
         if options.explain is not None:
             payload["explanation"] = await self.handles[name].explain.remote(prepared, options.explain)
         total_ms = 1000 * (time.perf_counter() - start)

@@ -139,19 +139,25 @@ class ModelServer:
                 raise
         return await asyncio.to_thread(self._one_by_one, items)  # find the input that fails
 
-    def _run(self, items: list[Any]) -> list[Any]:
-        """``(result, post-processing ms)`` per item; a failing post-processing fails alone."""
-        return [self._finish(item, probs) for item, probs in zip(items, self._forward(items))]
+    def _run(self, jobs: list[Any]) -> list[Any]:
+        """``(answer, post-processing ms)`` per job; a failing post-processing fails alone."""
+        return [self._finish(job, probs) for job, probs in zip(jobs, self._forward([job[0] for job in jobs]))]
 
-    def _finish(self, item: Any, probabilities: Any) -> Any:
+    def _finish(self, job: tuple[Any, str | None], probabilities: Any) -> Any:
         from tumorbench.serving.fastpath import RawInput
+        from tumorbench.serving.protocol import mask_payload
 
-        start = time.perf_counter()
+        (item, mask), start = job, time.perf_counter()
         try:
             if isinstance(item, RawInput):
                 result = self.batch_path.finish(item, probabilities, self.settings.threshold)
             else:
                 result = self.predictor.postprocess(item, probabilities, self.settings.threshold)
+            if mask is not None:  # the JSON answer's part, made here: the mask array never travels
+                encoded = {"mask": mask_payload(result, mask)} if mask != "none" else {}
+                result = {"summary": result.summary(), **encoded}
+            else:
+                result = {"result": result}
         except Exception as exc:
             logger.warning("model %s: post-processing failed (%s)", self.name, type(exc).__name__)
             return _Failed(exc)
@@ -184,11 +190,13 @@ class ModelServer:
         self.failed_batches = self.failed_batches + 1 if all(isinstance(o, _Failed) for o in out) else 0
         return out
 
-    async def predict(self, prepared: Any) -> dict[str, Any]:
+    async def predict(self, prepared: Any, mask: str | None = None) -> dict[str, Any]:
         """Forward (batched with concurrent requests) and post-processing of one prepared input.
 
         ``prepared``: a :class:`~tumorbench.inference.Prepared` (preprocessed by the ingress), or a
         :class:`~tumorbench.serving.fastpath.RawInput` (preprocessed here, with its whole batch).
+        ``mask``: None answers the whole result (``result``: e.g. for a DICOM SEG); an encoding
+        (``png``, ``rle``; ``none``: left out) answers the JSON's ``summary`` and ``mask``.
 
         ``{"unavailable": why}`` when the package is not loaded, ``{"failed": why}`` when this
         input's forward pass or post-processing raised (its batch-mates are answered).
@@ -198,15 +206,15 @@ class ModelServer:
             return {"unavailable": self.error}
         start = time.perf_counter()
         try:
-            answer = await self.infer(prepared)
+            answer = await self.infer((prepared, mask))
         except Exception as exc:
             return {"failed": type(exc).__name__}
         if isinstance(answer, _Failed):
             return {"failed": answer.reason}
-        result, postprocess_ms = answer
+        parts, postprocess_ms = answer
         self.requests += 1
         return {
-            "result": result,
+            **parts,
             "inference_ms": 1000 * (time.perf_counter() - start) - postprocess_ms,
             "postprocess_ms": postprocess_ms,
         }
