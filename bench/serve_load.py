@@ -76,6 +76,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--time-cap", type=float, default=30.0, help="seconds per level at most")
     parser.add_argument("--max-batch-size", type=int, default=16)
     parser.add_argument("--batch-wait-ms", type=float, default=10.0)
+    parser.add_argument(
+        "--mask", default="png", choices=("png", "rle", "none"), help="segment: the mask encoding asked for (?mask=)"
+    )
     parser.add_argument("--setups", default="legacy,batched,unbatched,raw,floor")
     parser.add_argument("--ingress-replicas", type=int, default=1, help="ingress replicas (e.g. one per CPU)")
     parser.add_argument(
@@ -326,9 +329,9 @@ def main() -> None:
 
     package = next(iter(resolve_packages([str(package)]).values()))  # a run folder -> its best checkpoint
     task = json.loads((package / "model.json").read_text())["task"]
-    route = "/v1/classify" if task == "classification" else "/v1/segment"
+    route = "/v1/classify" if task == "classification" else f"/v1/segment?mask={args.mask}"
     payload = image.read_bytes()
-    print(f"package {package} ({task}), upload {image} ({len(payload):,} bytes), {os.cpu_count()} CPUs")
+    print(f"package {package} ({task}), upload {image} ({len(payload):,} bytes), {os.cpu_count()} CPUs, {route}")
     rows: list[dict] = []
     url = args.url
     if url is None:

@@ -157,19 +157,12 @@ def _is_nifti_header(head: bytes) -> bool:
 def typed_upload(path: Path) -> Path:
     """Rename an upload to carry its sniffed format's suffix (``read_upload`` then reads it in place).
 
-    Returns the new path (unchanged for a zip, an unknown format or a name that has the suffix);
-    :func:`remove_upload` removes it under either name.
+    Returns the new path (unchanged for a zip, an unknown format or a name that has the suffix).
     """
     kind = sniff_format(path)
     if kind is None or kind == "zip" or path.name.lower().endswith(SUFFIXES[kind]):
         return path
     return path.rename(path.with_name(path.name + SUFFIXES[kind]))
-
-
-def remove_upload(path: Path) -> None:
-    """Remove an upload saved at ``path``, renamed by :func:`typed_upload` or not."""
-    for name in {path.name, *(path.name + suffix for suffix in SUFFIXES.values())}:
-        path.with_name(name).unlink(missing_ok=True)
 
 
 def read_upload(path: str | Path, limits: UploadLimits = UploadLimits(), *, label: str | None = None) -> ImageData:

@@ -175,11 +175,12 @@ class Ingress:
         ``batched``: models with batched preprocessing get a :class:`RawInput` (laid out, not resized).
         """
         from tumorbench.serving.fastpath import MAX_VALUES, raw_input
-        from tumorbench.uploads import UploadError, read_upload, remove_upload, typed_upload
+        from tumorbench.uploads import UploadError, read_upload, typed_upload
 
-        start = time.perf_counter()
+        start, typed = time.perf_counter(), path
         try:
-            image = read_upload(typed_upload(path), self.limits, label="upload")
+            typed = typed_upload(path)
+            image = read_upload(typed, self.limits, label="upload")
             errors = []
             for name in names:
                 pre = self.preprocessors[name]
@@ -198,8 +199,8 @@ class Ingress:
         except Exception as exc:  # a decoded image the preprocessing cannot take is still the input's fault
             logger.warning("request preprocessing failed (%s)", type(exc).__name__)
             raise ApiError(422, f"upload cannot be preprocessed ({type(exc).__name__})") from exc
-        finally:  # here too: a request cancelled meanwhile has already run its own clean-up
-            remove_upload(path)
+        finally:  # here: a request cancelled meanwhile has already run its own clean-up
+            typed.unlink(missing_ok=True)
 
     def _seg_sources(self, path: Path) -> list[Any]:
         from tumorbench.dicomseg import upload_sources
@@ -274,8 +275,6 @@ class Ingress:
     async def _predict_admitted(
         self, request: Request, task: str, names: list[str], options: RequestOptions
     ) -> Response:
-        from tumorbench.uploads import remove_upload
-
         start = time.perf_counter()
         path = self.upload_dir / uuid.uuid4().hex  # the replica's folder: one file (name) per request
         try:
@@ -284,8 +283,8 @@ class Ingress:
             # The batched path answers plain JSON; DICOM SEG and explanations need the MONAI chain's record.
             batched = options.output == "json" and options.explain is None
             name, prepared, prepare_ms = await asyncio.to_thread(self._prepare, path, names, batched)
-        finally:
-            remove_upload(path)
+        finally:  # the upload under its first name; _prepare removes it under its typed one
+            path.unlink(missing_ok=True)
         problem = explain_problem(options.explain, self.preprocessors[name].manifest)
         if problem is not None:  # before the prediction: a request that cannot be answered in full is refused
             raise ApiError(*problem)
@@ -366,6 +365,8 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
             max_ongoing_requests=settings.max_ongoing_requests or 2 * settings.max_batch_size,
             max_queued_requests=settings.max_queued_requests,
             ray_actor_options={"num_cpus": settings.cpus_per_replica, "num_gpus": gpus},
+            # the ingress logs each request once, with its id and timings: no access line per internal call
+            logging_config={"enable_access_log": False},
             **scaling,
         ).bind(str(path), name, limits, settings.torch_threads)
         for name, path in packages.items()
