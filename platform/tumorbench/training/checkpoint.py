@@ -7,6 +7,7 @@ A checkpoint directory holds the package's ``model.pt`` and ``model.json``, and
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,14 @@ def load_training_state(directory: str | Path) -> dict[str, Any]:
         raise DataError(path, f"cannot read training state: {exc}") from exc
 
 
+_FOLD_CHECKPOINT = re.compile(r"fold_(\d+)_epoch_\d+")
+
+
+def fold_checkpoint_name(fold: int, epoch: int) -> str:
+    """The folder name of a cross-validation trial's checkpoint: its fold is read back from it."""
+    return f"fold_{fold}_epoch_{epoch:04d}"
+
+
 def resume_latest(model, optimizer, scheduler, precision, *, fold: int | None = None) -> LoopState:
     """Restore everything from Ray's latest checkpoint of this run, if there is one (and, with ``fold``,
     if it is that fold's: a trial's run checkpoints each fold in turn)."""
@@ -46,6 +55,11 @@ def resume_latest(model, optimizer, scheduler, precision, *, fold: int | None = 
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
+        return LoopState()
+    named = _FOLD_CHECKPOINT.fullmatch(Path(checkpoint.path).name)
+    if fold is not None and named and int(named.group(1)) != fold:
+        # Another fold's (at a fold's start, the last fold's end): not read, as Train may have deleted it
+        # already (it keeps one), and a rank's view of the latest checkpoint can lag a report behind.
         return LoopState()
     with checkpoint.as_directory() as directory:
         saved = load_training_state(directory)

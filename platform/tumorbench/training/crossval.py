@@ -29,7 +29,7 @@ import numpy as np
 
 from tumorbench import storage
 from tumorbench.package.weights import save_package
-from tumorbench.training.checkpoint import resume_latest, write_checkpoint
+from tumorbench.training.checkpoint import fold_checkpoint_name, resume_latest, write_checkpoint
 from tumorbench.training.config import TrainConfig
 from tumorbench.training.state import LoopState
 
@@ -143,7 +143,7 @@ class FoldReporter:
             ray.train.report(
                 report,
                 checkpoint=ray.train.Checkpoint.from_directory(directory),
-                checkpoint_dir_name=f"fold_{self.config.fold}_epoch_{metrics['epoch']:04d}",
+                checkpoint_dir_name=fold_checkpoint_name(self.config.fold, int(metrics["epoch"])),
             )
 
     def finish(self, outer: tuple[dict, list[dict]] | None) -> FoldRecord:
