@@ -82,6 +82,21 @@ def test_fold_time_follows_the_documented_model():
     assert plan.estimate_seconds == pytest.approx(
         timemodel.RAY_START_S + 300 * decode / 1000 + plan.baseline_seconds + sum(s.seconds for s in plan.searches)
     )  # every case decoded once per study into the disk cache
+    # segmentation scores each validation case on its mask: 8 ms more per inner case and epoch, per outer case
+    knobs = SimpleNamespace(size=128, folds=3, inner=0.2, loaders=1.0, epochs=8, val_ms=0.0)
+    plain = timemodel.fold_seconds("unet", knobs, 300, 2, "memory+disk", 1, speed, decode)
+    scored_knobs = SimpleNamespace(**{**vars(knobs), "val_ms": 8.0})
+    scored = timemodel.fold_seconds("unet", scored_knobs, 300, 2, "memory+disk", 1, speed, decode)
+    assert scored - plain == pytest.approx((8 * val_n + outer_n) * 8.0 / 1000)
+    unet = Candidate("u", {"model": "unet"}, {"lr": tune.loguniform(1e-4, 1e-2)}, "random", 1)
+    config = {"preprocess": {"spatial_size": [128, 128]}, "epochs": 8, "batch_size": 8}
+    seg = Study(
+        name="s", task="segmentation", data="/x", n_folds=3, config=config, baselines=("otsu",), candidates=(unet,)
+    )
+    planned = make_plan(seg, _fp(cases=300, classes={}), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB)
+    knobs = SimpleNamespace(**{**vars(knobs), "val_ms": timemodel.SEG_VAL_MS_PER_CASE})
+    expected = timemodel.fold_seconds("unet", knobs, 300, 2, "memory+disk", 1, speed, decode)
+    assert planned.searches[0].fold_seconds == pytest.approx(expected + timemodel.TRIAL_STARTUP_S / 3)
     # two workers decode and augment their shards side by side: the data part of a fold is halved
     two = make_plan(_study(workers=2), _fp(cases=300), TWO_CORES, budget_minutes=1000)
     halved = fold - (fill + 8 * train_n * timemodel.AUGMENT_MS / 1000) / 2
@@ -237,6 +252,20 @@ def test_guard_cuts_a_trial_whose_folds_no_longer_fit():
     assert guard("b", {"folds_done": 1}) is True  # 350 + 60 > 400: stop after this fold
     _step(guard, a="TERMINATED", b="TERMINATED")
     assert guard.stop_all()
+
+
+def test_guard_lets_the_only_trial_finish_a_fold_past_the_deadline():
+    # LGG --budget 15: a 240 s share, 77 s folds planned, ~90 s measured; the 10% grace ended at 264 s
+    clock = _Clock()
+    guard = BudgetGuard(240, n_folds=3, fold_seconds=77, grace=24, clock=clock)
+    _step(guard, a="RUNNING")
+    for now, folds in ((115, 1), (202, 2)):
+        clock.now = now
+        assert guard("a", {"folds_done": folds}) is False
+    clock.now = 290  # past deadline + grace, inside a fold (~100 s measured) past the deadline
+    assert not guard.stop_all()
+    clock.now = 341  # 240 + 101: the search would still have no result; cut
+    assert guard.stop_all() and "hard deadline" in guard.ended_by
 
 
 def test_guard_hard_deadline_cuts_everything():

@@ -24,6 +24,7 @@ from tumorbench.study.timemodel import (
     CPU_PARALLEL_EFFICIENCY,
     GPU_SPEEDUP,
     RAY_START_S,
+    SEG_VAL_MS_PER_CASE,
     SHARED_CACHES,
     TRIAL_STARTUP_S,
     decode_ms,
@@ -169,6 +170,7 @@ class _Knobs:
     inner: float = 0.2  # TrainConfig.inner_val_fraction
     asha: bool = True
     loaders: float = 1.0  # processes decoding and augmenting side by side (a trial's workers, on CPUs)
+    val_ms: float = 0.0  # scoring one validation case beyond its forward pass (timemodel.SEG_VAL_MS_PER_CASE)
 
 
 def _study_size(study: Study, dims: int) -> int:
@@ -345,6 +347,7 @@ def make_plan(
         candidates=sorted(study.candidates, key=lambda c: model_ms(c.config["model"], 128, dims)[0]),
         inner=float(study.config.get("inner_val_fraction", 0.2)),
         asha=study.scheduler == "asha",
+        val_ms=SEG_VAL_MS_PER_CASE if get_task(study.task).with_mask else 0.0,
     )
     k.folds = min(k.folds, max(MIN_FOLDS, fp["patients"]))
     if dims == 2:  # no needless upsampling: the data's median size, rounded up to the U-Nets' stride of 16

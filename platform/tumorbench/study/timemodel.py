@@ -61,6 +61,10 @@ SHARED_CACHES = ("memory+disk", "disk")  # the time model's cache kinds that dec
 TRIAL_STARTUP_S = 24.0
 FOLD_OVERHEAD_S = 6.0
 RAY_START_S = 20.0
+# Segmentation scores every validation case on its mask (Dice, IoU, HD95, ...) beyond the forward pass: LGG
+# --budget 15 (2026-12-03, U-Net 128 px, 2 workers) validated 174 cases in 2.0 s per epoch where the forward
+# passes take 0.6 s, and a fold's outer scoring and set-up took 12 s: ~8 ms more per case, wall time.
+SEG_VAL_MS_PER_CASE = 8.0
 # Classical baselines per fold: features of every case (~5 ms) and fitting, measured on yes/no and LGG.
 BASELINE_MS_PER_CASE, BASELINE_S_PER_FOLD = 5.0, 4.0
 GPU_SPEEDUP = 10.0  # assumed, not measured here (no GPU lent): a GPU worker vs one CPU thread
@@ -88,12 +92,12 @@ def decode_ms(fp: dict[str, Any]) -> float:
 
 
 def fold_seconds(model: str, k: Any, n: int, dims: int, cache: str, samples: int, speed: float, decode: float) -> float:
-    """One fold's seconds of ``model`` under the knobs ``k`` (size, folds, inner, loaders, epochs): see above."""
+    """One fold's seconds of ``model`` under the knobs ``k`` (size, folds, inner, loaders, epochs, val_ms)."""
     train_ms, eval_ms = model_ms(model, k.size, dims)
     fit_n = n * (k.folds - 1) / k.folds
     # nested selection: the inner validation patients choose each epoch, the outer fold is scored once
     train_n, val_n = fit_n * (1 - k.inner) * samples, (fit_n * k.inner if k.inner else n / k.folds)
-    outer = n / k.folds * eval_ms / speed / 1000 if k.inner else 0.0
+    outer = n / k.folds * (eval_ms / speed + k.val_ms) / 1000 if k.inner else 0.0
     # disk: each epoch reads the cached case back (~1 ms); none: every epoch decodes every case again
     # every worker decodes (once, cached) and augments its own shard: they do it side by side
     per_epoch = {"memory": AUGMENT_MS, "memory+disk": AUGMENT_MS, "disk": AUGMENT_MS + 1.0, "none": AUGMENT_MS + decode}
@@ -108,5 +112,5 @@ def fold_seconds(model: str, k: Any, n: int, dims: int, cache: str, samples: int
         "none": 0.0,
     }[cache]
     fill = fill_ms / 1000 / k.loaders
-    epoch = (train_n * (train_ms / speed + per_epoch_ms) + val_n * eval_ms / speed) / 1000
+    epoch = (train_n * (train_ms / speed + per_epoch_ms) + val_n * (eval_ms / speed + k.val_ms)) / 1000
     return FOLD_OVERHEAD_S + fill + outer + k.epochs * epoch
