@@ -44,6 +44,11 @@ MS_PER_PATCH_3D = {
     "swin_unetr_tiny": (200.0, 60.0),
 }
 CALIBRATION_SIZE_2D, CALIBRATION_SIZE_3D = 128, 32
+# Below 128x128 a 2D model's cost does not fall with the pixel count: part of it is per image. Measured at 64x64
+# (`bench/plan_calibration.py --size 64`, 2026-12-03): train 19.1 / 25.8 / 18.5 ms for tf_efficientnet_lite0 /
+# resnet18 / efficientnet_b0, 0.53 / 0.64 / 0.46 of their 128x128 cost where pixels give 0.25: a fixed ~40%
+# (the 5,700-image study at 64 px trained 2x slower than pixel scaling planned).
+SMALL_FIXED_SHARE = 0.4
 # Data loading per case, CPU time of the project's transform chain (2026-12-02, 60 cases each): the
 # deterministic part (read, decode, resize; once per fold with a cache) took 10.8 ms on LGG (768 KiB
 # decoded float32 per case) and 21.9 ms on yes/no (1833 KiB): ~2 ms + 11 ms per MiB decoded. The random
@@ -83,6 +88,8 @@ def model_ms(model: str, size: int, spatial_dims: int) -> tuple[float, float]:
     else:
         base = MS_PER_IMAGE.get(model, MS_PER_IMAGE_DEFAULT)
         scale = (size / CALIBRATION_SIZE_2D) ** 2
+        if scale < 1:
+            scale = SMALL_FIXED_SHARE + (1 - SMALL_FIXED_SHARE) * scale
     return base[0] * scale, base[1] * scale
 
 
