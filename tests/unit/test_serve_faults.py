@@ -41,11 +41,11 @@ class _Response:
 def _call(response: _Response) -> tuple[object, float]:
     cls = Ingress.func_or_class  # its instances' async __del__ (Serve's ASGI wrapper) wants a replica: none made
     ingress = SimpleNamespace(queue_timeout_s=0.2, model_timeout_s=0.6, retry_after="1")
-    ingress.handles = {"m": SimpleNamespace(predict=SimpleNamespace(remote=lambda prepared: response))}
+    ingress.handles = {"m": SimpleNamespace(predict=SimpleNamespace(remote=lambda prepared, mask: response))}
     ingress._busy = lambda detail: cls._busy(ingress, detail)
     start = time.perf_counter()
     try:
-        outcome = asyncio.run(cls._call_model(ingress, "m", object()))
+        outcome = asyncio.run(cls._call_model(ingress, "m", object(), "rle"))
     except ApiError as exc:
         outcome = exc
     return outcome, time.perf_counter() - start
