@@ -342,6 +342,12 @@ def test_memory_cache_fills_from_a_shared_disk_cache(tmp_path, monkeypatch):
     for n, item in zip((2, 1, 0), later):
         for key in ("image", "mask"):
             torch.testing.assert_close(torch.as_tensor(item[key]), torch.as_tensor(plain[n][key]))
+        # read back or decoded now: the same types, and the resized pixdim (HD95 in mm) kept
+        assert type(item["image"]) is type(plain[n]["image"]) and type(item["label"]) is type(plain[n]["label"])
+        torch.testing.assert_close(item["image"].pixdim, plain[n]["image"].pixdim)
+    # case 2 decoded now, cases 1 and 0 read back: one batch (a mix failed to collate in a 5,700-image study)
+    batch = next(iter(torch.utils.data.DataLoader(later, batch_size=3)))
+    assert batch["image"].shape == (3, 1, 8, 8) and batch["label"].tolist() == [0, 1, 0]
     # a disk that cannot take a file only costs the decode
     monkeypatch.setattr(torch, "save", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
     full = make_dataset(cases[1:], chain, cache="memory", cache_dir=tmp_path / "full")

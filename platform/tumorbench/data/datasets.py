@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.data.utils import pickle_hashing
+from monai.utils import convert_to_tensor
 
 from tumorbench.errors import DataError
 
@@ -126,8 +128,37 @@ def make_dataset(
         return CacheDataset(data, transform, cache_rate=cache_rate, num_workers=num_workers, progress=False)
     if cache_dir is None:
         raise ValueError("cache='disk' needs cache_dir: the folder where preprocessed cases are stored")
-    # hash the cached transforms too, so a changed preprocessing config never reads stale files
-    return PersistentDataset(data, transform, cache_dir=Path(cache_dir), hash_transform=pickle_hashing)
+    return DiskCacheDataset(data, transform, Path(cache_dir))
+
+
+def _one_type(item: Any) -> Any:
+    """A cached case with MetaTensors for its arrays and a plain ``label``, whether read back or decoded now.
+
+    A fold holds both kinds of case, and a batch mixing plain tensors and MetaTensors fails to
+    collate where no random transform follows (augment "none", validation); the pixdim they keep
+    gives HD95 in mm.
+    """
+    item = convert_to_tensor(item, convert_numeric=False, track_meta=True)
+    if isinstance(item, dict) and isinstance(item.get("label"), torch.Tensor):
+        item["label"] = convert_to_tensor(item["label"], track_meta=False)  # plain, as the chain leaves it
+    return item
+
+
+class DiskCacheDataset(PersistentDataset):
+    """MONAI's ``PersistentDataset`` keyed on the case and the cached transforms, keeping MetaTensors.
+
+    The files are full pickles (MetaTensors cannot be loaded ``weights_only``); the folder is the
+    study's own output, written by its own trials.
+    """
+
+    def __init__(self, data: Sequence, transform: Callable, cache_dir: Path) -> None:
+        # hash the cached transforms too, so a changed preprocessing config never reads stale files
+        super().__init__(
+            data, transform, cache_dir=cache_dir, hash_transform=pickle_hashing, track_meta=True, weights_only=False
+        )
+
+    def _cachecheck(self, item_transformed: Any) -> Any:
+        return _one_type(super()._cachecheck(item_transformed))
 
 
 class DiskBackedCacheDataset(CacheDataset):
@@ -140,11 +171,11 @@ class DiskBackedCacheDataset(CacheDataset):
     """
 
     def __init__(self, data: Sequence, transform: Callable, cache_dir: Path, **kwargs: Any) -> None:
-        self.disk = PersistentDataset(data, transform, cache_dir=cache_dir, hash_transform=pickle_hashing)
+        self.disk = DiskCacheDataset(data, transform, cache_dir)
         super().__init__(data, transform, progress=False, **kwargs)
 
     def _load_cache_item(self, idx: int) -> Any:
         try:
             return self.disk._cachecheck(self.data[idx])
         except OSError:
-            return super()._load_cache_item(idx)
+            return _one_type(super()._load_cache_item(idx))
