@@ -131,6 +131,9 @@ def make_dataset(
     return DiskCacheDataset(data, transform, Path(cache_dir))
 
 
+CACHE_FORMAT = "-meta1"  # in every disk cache file's name: changed when what the files hold changes
+
+
 def _one_type(item: Any) -> Any:
     """A cached case with MetaTensors for its arrays and a plain ``label``, whether read back or decoded now.
 
@@ -156,6 +159,10 @@ class DiskCacheDataset(PersistentDataset):
         super().__init__(
             data, transform, cache_dir=cache_dir, hash_transform=pickle_hashing, track_meta=True, weights_only=False
         )
+
+    def set_transform_hash(self, hash_xform_func: Callable[..., bytes]) -> None:
+        super().set_transform_hash(hash_xform_func)
+        self.transform_hash += CACHE_FORMAT  # files of an older format (plain tensors) are not read back
 
     def _cachecheck(self, item_transformed: Any) -> Any:
         return _one_type(super()._cachecheck(item_transformed))
