@@ -16,8 +16,14 @@ fresh Python process, so its start-up includes imports and its peak RSS is its o
   daemons (GCS, raylet, idle workers, agents) are shown apart, as the sum of
   their VmHWM read from /proc right after ``fit()`` returns.
 
+- ``--repeats N``: the modes run interleaved N times (plain, ray-1, ray-2, plain, ...), so a
+  drift of the machine's speed (a shared VM: ±10% between runs here) falls on every mode alike.
+  The table shows each mode's median run and every run's img/s; the ratios are medians of the
+  ratios within each round.
+
     python bench/train_overhead.py
     python bench/train_overhead.py --steps 40 --warmup 5 --json runs/bench_train_overhead.json
+    python bench/train_overhead.py --steps 150 --warmup 50 --repeats 3
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -325,6 +332,12 @@ def launch(mode: str, cfg: OverheadConfig, workdir: Path, timeout: float) -> Mod
     return ModeResult(**json.loads(out.read_text()))
 
 
+def median_run(runs: list[ModeResult]) -> ModeResult:
+    """The run with the median steady img/s (the lower middle one of an even count)."""
+    ordered = sorted(runs, key=lambda r: r.steady_images_per_s)
+    return ordered[(len(ordered) - 1) // 2]
+
+
 def child_main(args: argparse.Namespace) -> int:
     cfg = OverheadConfig(**json.loads(args.child_config))
     result = (
@@ -334,8 +347,11 @@ def child_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_table(results: list[ModeResult]) -> str:
-    """The results as a Markdown table; speed-up is steady img/s over the plain loop's."""
+def format_table(results: list[ModeResult], runs: dict[str, list[float]] | None = None) -> str:
+    """The results as a Markdown table; speed-up is steady img/s over the plain loop's.
+
+    ``runs``: every run's img/s per mode (``--repeats``), shown in a last column.
+    """
     ref = next((r.steady_images_per_s for r in results if r.mode == "plain"), None)
     head = (
         "mode",
@@ -347,7 +363,7 @@ def format_table(results: list[ModeResult]) -> str:
         "ray.init s",
         "teardown s",
         "Ray daemons MB",
-    )
+    ) + (("img/s of each run",) if runs else ())
     rows = [head, tuple("---" for _ in head)]
 
     def num(value, spec):
@@ -366,21 +382,37 @@ def format_table(results: list[ModeResult]) -> str:
                 num(r.teardown_s, ".1f"),
                 num(r.ray_daemons_hwm_mb, ".0f"),
             )
+            + ((", ".join(f"{v:.1f}" for v in runs[r.mode]),) if runs else ())
         )
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
-def ratios(results: list[ModeResult]) -> list[str]:
-    """``a / b`` lines for every pair the brief asks about that was run."""
-    by_mode = {r.mode: r for r in results}
+def ratios(results: list[ModeResult], rounds: list[dict[str, ModeResult]] | None = None) -> list[str]:
+    """``a / b`` lines for every pair the brief asks about that was run.
+
+    ``rounds`` (``--repeats`` > 1): each ratio is the median of the ratios within each round.
+    """
+    rounds = rounds or [{r.mode: r for r in results}]
     lines = []
     for a, b in (("ray-1", "plain"), ("ray-2", "plain"), ("ray-2", "ray-1")):
-        if a in by_mode and b in by_mode:
-            x, y = by_mode[a], by_mode[b]
-            lines.append(
-                f"{a} / {b}: steady img/s {x.steady_images_per_s / y.steady_images_per_s:.2f}x, "
-                f"start-up {x.startup_s / y.startup_s:.2f}x, peak RSS {x.peak_rss_mb / y.peak_rss_mb:.2f}x"
-            )
+        pairs = [(one[a], one[b]) for one in rounds if a in one and b in one]
+        if not pairs:
+            continue
+
+        def median(attr: str, pairs=pairs) -> float:
+            return statistics.median(getattr(x, attr) / getattr(y, attr) for x, y in pairs)
+
+        within = (
+            f" (median of {len(pairs)} rounds: "
+            + ", ".join(f"{x.steady_images_per_s / y.steady_images_per_s:.2f}" for x, y in pairs)
+            + ")"
+            if len(pairs) > 1
+            else ""
+        )
+        lines.append(
+            f"{a} / {b}: steady img/s {median('steady_images_per_s'):.2f}x{within}, "
+            f"start-up {median('startup_s'):.2f}x, peak RSS {median('peak_rss_mb'):.2f}x"
+        )
     return lines
 
 
@@ -401,6 +433,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of %(default)s")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per mode (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of every mode, interleaved (default: 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     for name, kind in (("--child", str), ("--child-config", str), ("--child-out", str), ("--child-launched", float)):
         parser.add_argument(name, type=kind, default=None, help=argparse.SUPPRESS)
@@ -412,6 +445,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--modes must be a comma-separated subset of {','.join(MODES)}, got {args.modes}")
     if args.slices < 1:
         parser.error("--slices must be >= 1")
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     try:
         args.cfg = OverheadConfig("", args.size, args.batch_size, args.steps, args.warmup, args.threads, seed=args.seed)
     except ValueError as err:
@@ -445,15 +480,19 @@ def main(argv: list[str] | None = None) -> int:
             + f"; Ray: num_cpus={RAY_CPUS}, {CPU_PER_WORKER} CPU per worker",
             flush=True,
         )
-        results = []
-        for mode in args.modes:
-            started = time.perf_counter()
-            results.append(launch(mode, cfg, Path(workdir), args.timeout))
-            print(f"  {mode}: done in {time.perf_counter() - started:.1f} s", flush=True)
+        rounds: list[dict[str, ModeResult]] = []
+        for n in range(args.repeats):
+            rounds.append({})
+            for mode in args.modes:
+                started = time.perf_counter()
+                rounds[-1][mode] = launch(mode, cfg, Path(workdir), args.timeout)
+                print(f"  {mode}: done in {time.perf_counter() - started:.1f} s (round {n + 1})", flush=True)
+    runs = {mode: [one[mode].steady_images_per_s for one in rounds] for mode in args.modes}
+    results = [median_run([one[mode] for one in rounds]) for mode in args.modes]
     print()
-    print(format_table(results))
+    print(format_table(results, runs if args.repeats > 1 else None))
     print()
-    print("\n".join(ratios(results)))
+    print("\n".join(ratios(results, rounds)))
     print(
         "\nstart-up: plain = process launch -> first step done; ray = fit() called -> first step done on all "
         "workers (ray.init apart). Peak RSS sums the training processes and the Ray driver; the Ray daemons "
@@ -469,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                     "threads": threads,
                     "cpus": os.cpu_count(),
                     "results": [asdict(r) for r in results],
+                    "rounds": [{mode: asdict(r) for mode, r in one.items()} for one in rounds],
                 },
                 indent=2,
             )

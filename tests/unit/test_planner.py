@@ -71,8 +71,8 @@ def test_fold_time_follows_the_documented_model():
     speed = 0.9 * 2  # one trial holds both cores, at the measured parallel efficiency
     epoch = (train_n * (train_ms / speed + timemodel.AUGMENT_MS) + val_n * eval_ms / speed) / 1000
     decode = timemodel.DECODE_MS_FIXED + timemodel.DECODE_MS_PER_MIB * 0.75  # 768 KiB per case
-    # the memory cache fills the 160 training cases from the study's disk cache; the 140 others are decoded
-    fill = (train_n * timemodel.CACHED_READ_MS + (val_n + outer_n) * decode) / 1000
+    # the memory caches fill all 300 cases (training, inner validation, outer) from the study's disk cache
+    fill = (train_n + val_n + outer_n) * timemodel.CACHED_READ_MS / 1000
     fold = timemodel.FOLD_OVERHEAD_S + fill + outer_n * eval_ms / speed / 1000 + 8 * epoch
     search = next(s for s in plan.searches if s.name == "resnet18")
     assert search.fold_seconds == pytest.approx(fold + timemodel.TRIAL_STARTUP_S / 3)
@@ -82,8 +82,8 @@ def test_fold_time_follows_the_documented_model():
     assert (24 + 2 + 6 / 2 + 16 / 4) / 48 < share < (24 + 2 + 22 / 2) / 48
     assert search.seconds == pytest.approx(2 * timemodel.TRIAL_STARTUP_S + 2 * share * 3 * fold)
     assert plan.estimate_seconds == pytest.approx(
-        timemodel.RAY_START_S + 300 * decode / 1000 + plan.baseline_seconds + sum(s.seconds for s in plan.searches)
-    )  # every case decoded once per study into the disk cache
+        timemodel.RAY_START_S + 2 * 300 * decode / 1000 + plan.baseline_seconds + sum(s.seconds for s in plan.searches)
+    )  # every case decoded into the disk cache once per study and chain (training, validation)
     # segmentation scores each validation case on its mask: 8 ms more per inner case and epoch, per outer case
     knobs = SimpleNamespace(size=128, folds=3, inner=0.2, loaders=1.0, epochs=8, val_ms=0.0)
     plain = timemodel.fold_seconds("unet", knobs, 300, 2, "memory+disk", 1, speed, decode)
@@ -279,3 +279,35 @@ def test_guard_hard_deadline_cuts_everything():
     clock.now = 120
     assert guard.stop_all() and "hard deadline" in guard.ended_by
     assert math.isclose(guard.summary()["budget_s"], 100)
+
+
+def test_a_slower_cpu_scales_every_cpu_time_of_the_plan(monkeypatch):
+    slow = Capacity(2, 0, 16 * GIB, "test", cpu_slowness=2.0)
+    base = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB)
+    twice = make_plan(_study(), _fp(cases=300), slow, budget_minutes=1000, disk_free=10 * GIB)
+    assert (twice.epochs, twice.size) == (base.epochs, base.size)  # nothing scaled down at 1000 min
+    assert twice.estimate_seconds == pytest.approx(2 * base.estimate_seconds)
+    assert twice.baseline_seconds == pytest.approx(2 * base.baseline_seconds)
+    for a, b in zip(twice.searches, base.searches):
+        assert (a.fold_seconds, a.seconds) == pytest.approx((2 * b.fold_seconds, 2 * b.seconds))
+    assert "2.00x the time model's CPU time" in twice.format() and "CPU:" not in base.format()
+    # under a budget the slower machine gets a smaller study that still fits it
+    tight = make_plan(_study(), _fp(cases=300), slow, budget_minutes=15, disk_free=10 * GIB)
+    fast = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=15, disk_free=10 * GIB)
+
+    def work(plan):  # images trained: trials x epochs x pixels per image
+        return sum(s.trials for s in plan.searches) * plan.epochs * plan.size**2
+
+    assert tight.estimate_seconds <= 15 * 60 and work(tight) < work(fast)
+
+
+def test_cpu_probe_divides_the_measured_ms_per_image_by_the_calibration(monkeypatch):
+    import torch
+
+    threads = torch.get_num_threads()
+    per_step = timemodel.PROBE_BATCH * timemodel.MS_PER_IMAGE["unet"][0] / 1000  # s of CPU at slowness 1
+    for factor, expected in ((1.7, 1.7), (0.01, timemodel.SLOWNESS_RANGE[0]), (50.0, timemodel.SLOWNESS_RANGE[1])):
+        clock = iter([100.0, 100.0 + factor * timemodel.PROBE_STEPS * per_step])
+        monkeypatch.setattr(timemodel.time, "process_time", lambda clock=clock: next(clock))
+        assert timemodel.probe_cpu_slowness() == pytest.approx(expected)
+        assert torch.get_num_threads() == threads  # the probe's one thread is given back

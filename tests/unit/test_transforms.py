@@ -355,6 +355,27 @@ def test_memory_cache_fills_from_a_shared_disk_cache(tmp_path, monkeypatch):
     assert not any((tmp_path / "full").iterdir())
 
 
+def test_disk_cache_file_is_written_in_its_folder_and_renamed_whole(tmp_path, monkeypatch):
+    # MONAI writes under /tmp and moves: a copy onto a shared disk that a trial side by side can read half-done
+    img = (np.arange(144).reshape(12, 12) * 3) % 256
+    case = dict(_case(_png(tmp_path / "a.png", img), _png(tmp_path / "a_m.png", (img > 100) * 255)), label=1)
+    chain = build_transforms(PreprocessConfig(normalize="zscore", spatial_size=(8, 8)))
+    cache, real_save, writes = tmp_path / "cache", torch.save, []
+
+    def save(obj, f, **kwargs):
+        writes.append((Path(f).parent, sorted(p.name for p in cache.glob("*.pt"))))
+        real_save(obj, f, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    decoded = make_dataset([case], chain, cache="disk", cache_dir=cache)[0]
+    assert writes == [(cache, [])]  # in the cache folder, and nothing under the final name while writing
+    assert [p.suffix for p in cache.iterdir()] == [".pt"]  # renamed into place, no temporary file left
+    again = make_dataset([case], chain, cache="disk", cache_dir=cache)[0]
+    assert len(writes) == 1  # read back, not written again
+    torch.testing.assert_close(again["image"], decoded["image"])
+    assert again["label"] == 1 and type(again["image"]) is type(decoded["image"])
+
+
 def test_cases_from_catalog_maps_labels_and_missing_values():
     frame = pd.DataFrame(
         {
@@ -387,3 +408,38 @@ def test_lgg_slice_loads_as_rgb_with_binary_mask(lgg_root):
     expected = (np.asarray(Image.open(mask)) >= 128).astype(np.float32)
     np.testing.assert_array_equal(out["mask"].numpy()[0], expected)
     assert set(np.unique(out["mask"].numpy())) == {0.0, 1.0}
+
+
+def test_validation_and_outer_sets_fill_from_the_study_disk_cache(tmp_path):
+    from tumorbench.training.config import TrainConfig
+    from tumorbench.training.data import FoldCases, val_dataset
+    from tumorbench.training.validation import NATIVE_MASK
+
+    cases = []
+    for n in range(3):
+        img = (np.arange(144).reshape(12, 12) * (n + 2)) % 256
+        image, mask = _png(tmp_path / f"v{n}.png", img), _png(tmp_path / f"v{n}_m.png", (img > 100) * 255)
+        cases.append(dict(_case(image, mask), case_id=f"v{n}", patient_id=f"p{n}"))
+    fold = FoldCases(cases[:1], cases[1:2], None, 2, "image-folder", "c", "s", test=cases[2:])
+    config = TrainConfig(
+        task="segmentation",
+        model="unet",
+        data=str(tmp_path),
+        out=str(tmp_path / "out"),
+        cache_dir=str(tmp_path / "cache"),
+        preprocess=PreprocessConfig(normalize="zscore", spatial_size=(8, 8)),
+    )
+    chain = build_transforms(config.preprocess, None, spatial_dims=2, with_mask=True, train=False)
+    plain = [Dataset([cases[n]], chain)[0] for n in (1, 2)]
+    first = [val_dataset(config, fold, 0, 1)[0], val_dataset(config, fold, 0, 1, outer=True)[0]]
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # one file per case, none for training yet
+    alone = val_dataset(config.replace(cache_dir=None), fold, 0, 1)  # no study cache: memory only
+    assert isinstance(alone, CacheDataset) and not hasattr(alone, "disk")
+    for n in (1, 2):
+        Path(cases[n]["image"][0]).unlink()  # a later fold or trial reads them back, not the image files
+    again = [val_dataset(config, fold, 0, 1)[0], val_dataset(config, fold, 0, 1, outer=True)[0]]
+    for n, before, item, ref in zip((1, 2), first, again, plain):
+        torch.testing.assert_close(torch.as_tensor(item["image"]), torch.as_tensor(ref["image"]))
+        torch.testing.assert_close(item["image"].pixdim, ref["image"].pixdim)  # the scoring's spacing
+        assert item["patient_id"] == f"p{n}" and type(item["image"]) is type(before["image"])
+    assert again[1][NATIVE_MASK] == cases[2]["mask"]  # the outer case still scores on its mask file

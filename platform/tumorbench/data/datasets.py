@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Sequence
+from copy import deepcopy
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +16,7 @@ from monai.data.utils import pickle_hashing
 from monai.utils import convert_to_tensor
 
 from tumorbench.errors import DataError
+from tumorbench.transforms.custom import LABEL
 
 CACHE_MODES = ("none", "memory", "disk")
 # Catalog columns a transform chain may use besides the five core ones.
@@ -135,15 +139,15 @@ CACHE_FORMAT = "-meta1"  # in every disk cache file's name: changed when what th
 
 
 def _one_type(item: Any) -> Any:
-    """A cached case with MetaTensors for its arrays and a plain ``label``, whether read back or decoded now.
+    """A cached case with MetaTensors for its arrays and a plain label, whether read back or decoded now.
 
     A fold holds both kinds of case, and a batch mixing plain tensors and MetaTensors fails to
-    collate where no random transform follows (augment "none", validation); the pixdim they keep
-    gives HD95 in mm.
+    collate where no random transform follows (augment "none"); the MetaTensors keep their
+    pixdim and affine for whatever reads them.
     """
     item = convert_to_tensor(item, convert_numeric=False, track_meta=True)
-    if isinstance(item, dict) and isinstance(item.get("label"), torch.Tensor):
-        item["label"] = convert_to_tensor(item["label"], track_meta=False)  # plain, as the chain leaves it
+    if isinstance(item, dict) and isinstance(item.get(LABEL), torch.Tensor):
+        item[LABEL] = convert_to_tensor(item[LABEL], track_meta=False)  # plain, as the chain leaves it
     return item
 
 
@@ -165,7 +169,28 @@ class DiskCacheDataset(PersistentDataset):
         self.transform_hash += CACHE_FORMAT  # files of an older format (plain tensors) are not read back
 
     def _cachecheck(self, item_transformed: Any) -> Any:
-        return _one_type(super()._cachecheck(item_transformed))
+        """MONAI's look-up, but a miss is written beside its final name and renamed into place.
+
+        MONAI writes under ``/tmp`` and moves the file: onto a shared cluster disk that move is a
+        copy, and a trial side by side could load the half-copied file and fail. A rename within
+        the folder is atomic. A disk that cannot take the file (full, read-only) costs only the decode.
+        """
+        name = self.hash_func(item_transformed).decode("utf-8") + self.transform_hash
+        target = Path(self.cache_dir) / f"{name}.pt"
+        if target.is_file():  # MONAI's read: corrupt files are deleted and recomputed
+            return _one_type(super()._cachecheck(item_transformed))
+        item = _one_type(self._pre_transform(deepcopy(item_transformed)))  # keep the hashed original
+        try:
+            fd, temp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent)
+        except OSError:
+            return item
+        os.close(fd)
+        try:
+            torch.save(item, temp, pickle_protocol=self.pickle_protocol)
+            os.replace(temp, target)
+        except OSError:
+            Path(temp).unlink(missing_ok=True)
+        return item
 
 
 class DiskBackedCacheDataset(CacheDataset):

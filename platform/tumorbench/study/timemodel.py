@@ -5,17 +5,18 @@ trial holds, or GPU_SPEEDUP (:func:`tumorbench.study.planner.make_plan` sets bot
 
     fold  = FOLD_OVERHEAD_S + cache_fill + epochs * (train_imgs * train_ms + val_imgs * eval_ms) / 1000
             (+ the outer fold scored once under nested selection; train_imgs leave out the inner validation;
-            cache_fill reads the training cases from the study's disk cache and decodes the validation ones)
+            cache_fill reads the fold's cases from the study's disk cache, or decodes them without one)
     trial = TRIAL_STARTUP_S + folds * fold   (one Train run per trial; under ASHA the search trains
             tuning.schedulers.asha_expected_share of its trials' folds)
     study = RAY_START_S + first_fill + sum over searches (trials * trial / side_by_side) + baselines
-            (first_fill: every case decoded once into the disk cache)
+            (first_fill: every case decoded into the disk cache once per chain, training and validation)
 
 with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calibration size.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 # ms per image (train step, eval forward) at 128x128, batch 8, 1 torch thread, in CPU time, measured on
@@ -58,6 +59,9 @@ DECODE_MS_FIXED, DECODE_MS_PER_MIB, AUGMENT_MS = 2.0, 11.0, 3.0
 # cached 3x128x128 case took 0.35-0.4 ms here (2026-12-03); with hashing the case, ~0.5 ms.
 CACHED_READ_MS = 0.5
 SHARED_CACHES = ("memory+disk", "disk")  # the time model's cache kinds that decode each case once per study
+# A shared disk cache holds each case once per transform chain: the training chain's deterministic part and
+# the validation chain (training.data.val_dataset), so it needs about twice one trial's memory cache.
+DISK_CHAINS = 2
 # A trial's Ray Train run (one per trial, its folds in turn): start-up and shutdown once, and per fold the
 # data and model set-up, a checkpoint per epoch and the outer scoring. Before one run per trial, a run per fold
 # cost 23.8 s on average over the 20 folds of `compare.py --study brain_yes_no --budget 15` (2026-12-02).
@@ -78,6 +82,45 @@ GPU_SPEEDUP = 10.0  # assumed, not measured here (no GPU lent): a GPU worker vs 
 # 0.9: the yes/no default study (2 workers x 0.95 CPU) trained 2.7 s per epoch of tf_efficientnet_lite0
 # where one thread takes 4.9 s (`compare.py --study brain_yes_no --preset default`, 2026-12-02).
 CPU_PARALLEL_EFFICIENCY = 0.9
+
+
+# The constants above are one machine's. A study elsewhere scales every CPU time by its CPU's time for the
+# same work (probe_cpu_slowness): on the next 2-core machine the same loop ran at 50 img/s, not 83.
+PROBE_BATCH, PROBE_STEPS = 8, 2
+SLOWNESS_RANGE = (0.25, 4.0)
+
+
+def probe_cpu_slowness() -> float:
+    """This CPU's time per image of a U-Net training step over the calibration's (``MS_PER_IMAGE["unet"]``).
+
+    The step ``bench/plan_calibration.py`` timed: 128 px, batch 8, DiceCE, AdamW, one torch thread,
+    in CPU time (another process's load does not count); one step to warm up, then two (~0.5 s there).
+    """
+    import torch
+    from monai.losses import DiceCELoss
+
+    from tumorbench.models import create_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = create_model("unet", spatial_dims=2, in_channels=3, out_channels=1)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        images = torch.randn(PROBE_BATCH, 3, CALIBRATION_SIZE_2D, CALIBRATION_SIZE_2D)
+        target = (torch.rand(PROBE_BATCH, 1, CALIBRATION_SIZE_2D, CALIBRATION_SIZE_2D) > 0.95).float()
+        loss_fn = DiceCELoss(sigmoid=True, batch=True)
+        for step in range(PROBE_STEPS + 1):
+            if step == 1:
+                start = time.process_time()
+            loss = loss_fn(model(images), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        ms = (time.process_time() - start) * 1000 / (PROBE_STEPS * PROBE_BATCH)
+    finally:
+        torch.set_num_threads(threads)
+    low, high = SLOWNESS_RANGE
+    return min(high, max(low, ms / MS_PER_IMAGE["unet"][0]))
 
 
 def model_ms(model: str, size: int, spatial_dims: int) -> tuple[float, float]:
@@ -109,13 +152,13 @@ def fold_seconds(model: str, k: Any, n: int, dims: int, cache: str, samples: int
     # every worker decodes (once, cached) and augments its own shard: they do it side by side
     per_epoch = {"memory": AUGMENT_MS, "memory+disk": AUGMENT_MS, "disk": AUGMENT_MS + 1.0, "none": AUGMENT_MS + decode}
     per_epoch_ms = per_epoch[cache] / k.loaders
-    # memory+disk: the training cases come from the study's disk cache (decoded once per study: ``first_fill``),
-    # disk: read every epoch; validation and outer cases are decoded into memory per fold
+    # memory+disk: every case of the fold comes from the study's disk cache (decoded once per study and
+    # chain: ``first_fill``); disk: training cases are read every epoch, validation and outer ones once per fold
     train_cases = fit_n * (1 - k.inner)
     fill_ms = {
         "memory": n * decode,
-        "memory+disk": train_cases * CACHED_READ_MS + (n - train_cases) * decode,
-        "disk": (n - train_cases) * decode,
+        "memory+disk": n * CACHED_READ_MS,
+        "disk": (n - train_cases) * CACHED_READ_MS,
         "none": 0.0,
     }[cache]
     fill = fill_ms / 1000 / k.loaders

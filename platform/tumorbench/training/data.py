@@ -250,8 +250,13 @@ def val_dataset(config: TrainConfig, cases: FoldCases, rank: int, world_size: in
         from tumorbench.training.validation import NATIVE_MASK
 
         own = [dict(case, **{NATIVE_MASK: case["mask"]}) if isinstance(case.get("mask"), str) else case for case in own]
-    cache = "memory" if config.cache != "none" else "none"
-    return make_dataset(own, transforms_for(config, cases.data_dims, train=False), cache=cache)
+    if config.cache == "none":
+        return make_dataset(own, transforms_for(config, cases.data_dims, train=False), cache="none")
+    # Held in memory, filled from the study's disk cache where it has one: a case is decoded once per study
+    # for validation, not once per fold and trial (a 3D volume takes seconds). The files keep MetaTensors,
+    # so scoring still has each case's pixdim and native mask.
+    shared = config.cache_dir or (str(Path(config.out) / "cache") if config.cache == "disk" else None)
+    return make_dataset(own, transforms_for(config, cases.data_dims, train=False), cache="memory", cache_dir=shared)
 
 
 def io_channels(config: TrainConfig, cases: FoldCases) -> tuple[int, int]:
