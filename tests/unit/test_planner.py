@@ -279,35 +279,3 @@ def test_guard_hard_deadline_cuts_everything():
     clock.now = 120
     assert guard.stop_all() and "hard deadline" in guard.ended_by
     assert math.isclose(guard.summary()["budget_s"], 100)
-
-
-def test_a_slower_cpu_scales_every_cpu_time_of_the_plan(monkeypatch):
-    slow = Capacity(2, 0, 16 * GIB, "test", cpu_slowness=2.0)
-    base = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB)
-    twice = make_plan(_study(), _fp(cases=300), slow, budget_minutes=1000, disk_free=10 * GIB)
-    assert (twice.epochs, twice.size) == (base.epochs, base.size)  # nothing scaled down at 1000 min
-    assert twice.estimate_seconds == pytest.approx(2 * base.estimate_seconds)
-    assert twice.baseline_seconds == pytest.approx(2 * base.baseline_seconds)
-    for a, b in zip(twice.searches, base.searches):
-        assert (a.fold_seconds, a.seconds) == pytest.approx((2 * b.fold_seconds, 2 * b.seconds))
-    assert "2.00x the time model's CPU time" in twice.format() and "CPU:" not in base.format()
-    # under a budget the slower machine gets a smaller study that still fits it
-    tight = make_plan(_study(), _fp(cases=300), slow, budget_minutes=15, disk_free=10 * GIB)
-    fast = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=15, disk_free=10 * GIB)
-
-    def work(plan):  # images trained: trials x epochs x pixels per image
-        return sum(s.trials for s in plan.searches) * plan.epochs * plan.size**2
-
-    assert tight.estimate_seconds <= 15 * 60 and work(tight) < work(fast)
-
-
-def test_cpu_probe_divides_the_measured_ms_per_image_by_the_calibration(monkeypatch):
-    import torch
-
-    threads = torch.get_num_threads()
-    per_step = timemodel.PROBE_BATCH * timemodel.MS_PER_IMAGE["unet"][0] / 1000  # s of CPU at slowness 1
-    for factor, expected in ((1.7, 1.7), (0.01, timemodel.SLOWNESS_RANGE[0]), (50.0, timemodel.SLOWNESS_RANGE[1])):
-        clock = iter([100.0, 100.0 + factor * timemodel.PROBE_STEPS * per_step])
-        monkeypatch.setattr(timemodel.time, "process_time", lambda clock=clock: next(clock))
-        assert timemodel.probe_cpu_slowness() == pytest.approx(expected)
-        assert torch.get_num_threads() == threads  # the probe's one thread is given back

@@ -31,7 +31,6 @@ from tumorbench.study.timemodel import (
     decode_ms,
     fold_seconds,
     model_ms,
-    probe_cpu_slowness,
 )
 from tumorbench.tasks import get_task
 from tumorbench.tuning.schedulers import asha_expected_share, asha_grace_epochs
@@ -57,15 +56,12 @@ class Capacity:
     gpus: float
     memory: float
     source: str
-    cpu_slowness: float = 1.0  # CPU time per image here over the time model's machine (timemodel.probe_cpu_slowness)
 
     @classmethod
     def local(cls) -> Capacity:
-        """This machine, read before Ray starts; on CPUs its speed is probed (about a second)."""
+        """This machine, read before Ray starts."""
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        gpus = _local_gpus()
-        slowness = probe_cpu_slowness() if not gpus else 1.0
-        return cls(float(cpus), float(gpus), float(_available_memory()), "this machine", slowness)
+        return cls(float(cpus), float(_local_gpus()), float(_available_memory()), "this machine")
 
     @classmethod
     def from_ray(cls) -> Capacity:
@@ -143,11 +139,6 @@ class Plan:
                 f"~{s.fold_seconds:.0f} s per fold, ~{s.seconds / 60:.1f} min"
             )
         lines.append(f"  baselines ~{self.baseline_seconds / 60:.1f} min; Ray start-up ~{RAY_START_S / 60:.1f} min")
-        if r.get("cpu_slowness", 1.0) != 1.0:
-            lines.append(
-                f"  CPU: {r['cpu_slowness']:.2f}x the time model's CPU time per image (a U-Net step, probed here): "
-                "every CPU time of the estimate scaled by it"
-            )
         lines.append(f"  estimate {self.estimate_seconds / 60:.1f} min")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -181,7 +172,6 @@ class _Knobs:
     asha: bool = True
     loaders: float = 1.0  # processes decoding and augmenting side by side (a trial's workers, on CPUs)
     val_ms: float = 0.0  # scoring one validation case beyond its forward pass (timemodel.SEG_VAL_MS_PER_CASE)
-    slowness: float = 1.0  # every CPU time of the time model, scaled to this machine (Capacity.cpu_slowness)
 
 
 def _study_size(study: Study, dims: int) -> int:
@@ -243,23 +233,21 @@ def _side_by_side(capacity: Capacity, workers: int, max_trials: int) -> int:
 def _estimate(
     k: _Knobs, n: int, dims: int, cache: str, samples: int, speed: float, side: int, n_baselines: int, decode: float
 ) -> tuple[list[SearchPlan], float, float]:
-    searches, slow = [], k.slowness
+    searches = []
     for c in k.candidates:
         model = c.config["model"]
-        fold = slow * fold_seconds(model, k, n, dims, cache, samples, speed, decode)
+        fold = fold_seconds(model, k, n, dims, cache, samples, speed, decode)
         trials = k.trials[c.name]
         share = asha_expected_share(trials, k.folds * k.epochs, asha_grace_epochs(k.epochs)) if k.asha else 1.0
-        seconds = trials * (slow * TRIAL_STARTUP_S + share * k.folds * fold)
+        seconds = trials * (TRIAL_STARTUP_S + share * k.folds * fold)
         searcher = c.searcher if not (c.searcher == "grid" and trials < _count_trials(c)) else "random"
         # a fold as the budget guard sees it: fold boundary to fold boundary, the run's start-up shared out
         searches.append(
-            SearchPlan(
-                c.name, model, searcher, trials, seconds / min(side, trials), fold + slow * TRIAL_STARTUP_S / k.folds
-            )
+            SearchPlan(c.name, model, searcher, trials, seconds / min(side, trials), fold + TRIAL_STARTUP_S / k.folds)
         )
-    baselines = slow * n_baselines * k.folds * (BASELINE_S_PER_FOLD + n * BASELINE_MS_PER_CASE / 1000)
+    baselines = n_baselines * k.folds * (BASELINE_S_PER_FOLD + n * BASELINE_MS_PER_CASE / 1000)
     first_fill = DISK_CHAINS * n * decode / 1000 / k.loaders if cache in SHARED_CACHES else 0.0  # once per chain
-    return searches, baselines, slow * (RAY_START_S + first_fill) + baselines + sum(s.seconds for s in searches)
+    return searches, baselines, RAY_START_S + first_fill + baselines + sum(s.seconds for s in searches)
 
 
 def _give_back_epochs(k: _Knobs, epochs: int, fits) -> None:
@@ -361,7 +349,6 @@ def make_plan(
         inner=float(study.config.get("inner_val_fraction", 0.2)),
         asha=study.scheduler == "asha",
         val_ms=SEG_VAL_MS_PER_CASE if get_task(study.task).with_mask else 0.0,
-        slowness=capacity.cpu_slowness,
     )
     k.folds = min(k.folds, max(MIN_FOLDS, fp["patients"]))
     if dims == 2:  # no needless upsampling: the data's median size, rounded up to the U-Nets' stride of 16
@@ -421,7 +408,6 @@ def make_plan(
             "gpus": capacity.gpus,
             "memory": capacity.memory,
             "source": capacity.source,
-            "cpu_slowness": k.slowness,
         },
         shared_cache=kind() in SHARED_CACHES,
     )

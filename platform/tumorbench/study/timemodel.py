@@ -16,7 +16,6 @@ with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calib
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 # ms per image (train step, eval forward) at 128x128, batch 8, 1 torch thread, in CPU time, measured on
@@ -82,45 +81,6 @@ GPU_SPEEDUP = 10.0  # assumed, not measured here (no GPU lent): a GPU worker vs 
 # 0.9: the yes/no default study (2 workers x 0.95 CPU) trained 2.7 s per epoch of tf_efficientnet_lite0
 # where one thread takes 4.9 s (`compare.py --study brain_yes_no --preset default`, 2026-12-02).
 CPU_PARALLEL_EFFICIENCY = 0.9
-
-
-# The constants above are one machine's. A study elsewhere scales every CPU time by its CPU's time for the
-# same work (probe_cpu_slowness): on the next 2-core machine the same loop ran at 50 img/s, not 83.
-PROBE_BATCH, PROBE_STEPS = 8, 2
-SLOWNESS_RANGE = (0.25, 4.0)
-
-
-def probe_cpu_slowness() -> float:
-    """This CPU's time per image of a U-Net training step over the calibration's (``MS_PER_IMAGE["unet"]``).
-
-    The step ``bench/plan_calibration.py`` timed: 128 px, batch 8, DiceCE, AdamW, one torch thread,
-    in CPU time (another process's load does not count); one step to warm up, then two (~0.5 s there).
-    """
-    import torch
-    from monai.losses import DiceCELoss
-
-    from tumorbench.models import create_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = create_model("unet", spatial_dims=2, in_channels=3, out_channels=1)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        images = torch.randn(PROBE_BATCH, 3, CALIBRATION_SIZE_2D, CALIBRATION_SIZE_2D)
-        target = (torch.rand(PROBE_BATCH, 1, CALIBRATION_SIZE_2D, CALIBRATION_SIZE_2D) > 0.95).float()
-        loss_fn = DiceCELoss(sigmoid=True, batch=True)
-        for step in range(PROBE_STEPS + 1):
-            if step == 1:
-                start = time.process_time()
-            loss = loss_fn(model(images), target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        ms = (time.process_time() - start) * 1000 / (PROBE_STEPS * PROBE_BATCH)
-    finally:
-        torch.set_num_threads(threads)
-    low, high = SLOWNESS_RANGE
-    return min(high, max(low, ms / MS_PER_IMAGE["unet"][0]))
 
 
 def model_ms(model: str, size: int, spatial_dims: int) -> tuple[float, float]:
