@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -81,9 +82,25 @@ def test_fold_time_follows_the_documented_model():
     share = asha_expected_share(2, 24, 2)
     assert (24 + 2 + 6 / 2 + 16 / 4) / 48 < share < (24 + 2 + 22 / 2) / 48
     assert search.seconds == pytest.approx(2 * timemodel.TRIAL_STARTUP_S + 2 * share * 3 * fold)
+    # explanations after the searches: 4 cases of each of 3 folds per model, on both cores in the driver
+    evals = timemodel.MS_PER_IMAGE["tf_efficientnet_lite0"][1] + eval_ms
+    assert plan.explain_seconds == pytest.approx(3 * 4 * timemodel.EXPLAIN_PASSES[2] * evals / 1000 / speed)
     assert plan.estimate_seconds == pytest.approx(
-        timemodel.RAY_START_S + 2 * 300 * decode / 1000 + plan.baseline_seconds + sum(s.seconds for s in plan.searches)
+        timemodel.RAY_START_S
+        + 2 * 300 * decode / 1000
+        + plan.baseline_seconds
+        + plan.explain_seconds
+        + sum(s.seconds for s in plan.searches)
     )  # every case decoded into the disk cache once per study and chain (training, validation)
+    assert "explanations ~" in plan.format()
+    names, left = [s.name for s in plan.searches], plan.estimate_seconds  # a search's share leaves both out
+    share = plan.searches[0].seconds / sum(s.seconds for s in plan.searches)
+    after = plan.baseline_seconds + plan.explain_seconds
+    assert plan.search_budget(names[0], left, names) == pytest.approx((left - after) * share)
+    quiet = make_plan(replace(_study(), explain_cases=0), _fp(cases=300), TWO_CORES, budget_minutes=1000)
+    assert quiet.explain_seconds == 0 and quiet.estimate_seconds == pytest.approx(
+        plan.estimate_seconds - plan.explain_seconds
+    )
     # segmentation scores each validation case on its mask: 8 ms more per inner case and epoch, per outer case
     knobs = SimpleNamespace(size=128, folds=3, inner=0.2, loaders=1.0, epochs=8, val_ms=0.0)
     plain = timemodel.fold_seconds("unet", knobs, 300, 2, "memory+disk", 1, speed, decode)

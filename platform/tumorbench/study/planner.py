@@ -29,6 +29,7 @@ from tumorbench.study.timemodel import (
     SHARED_CACHES,
     TRIAL_STARTUP_S,
     decode_ms,
+    explain_seconds,
     fold_seconds,
     model_ms,
 )
@@ -120,6 +121,7 @@ class Plan:
     notes: tuple[str, ...] = ()
     resources: dict[str, Any] = field(default_factory=dict)
     shared_cache: bool = False  # cases decoded once per study into a disk cache every trial and fold reads
+    explain_seconds: float = 0.0  # explanations after the searches (timemodel.explain_seconds)
 
     def format(self) -> str:
         """The plan as printed before a study starts."""
@@ -138,7 +140,10 @@ class Plan:
                 f"  {s.name:<24} {s.model:<22} {s.searcher:<6} {s.trials:>2} trial(s), "
                 f"~{s.fold_seconds:.0f} s per fold, ~{s.seconds / 60:.1f} min"
             )
-        lines.append(f"  baselines ~{self.baseline_seconds / 60:.1f} min; Ray start-up ~{RAY_START_S / 60:.1f} min")
+        lines.append(
+            f"  baselines ~{self.baseline_seconds / 60:.1f} min; explanations ~{self.explain_seconds / 60:.1f} min; "
+            f"Ray start-up ~{RAY_START_S / 60:.1f} min"
+        )
         lines.append(f"  estimate {self.estimate_seconds / 60:.1f} min")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -147,7 +152,8 @@ class Plan:
         """Seconds the search ``name`` may take of ``remaining_s`` (its share among the searches still to run)."""
         planned = {s.name: s.seconds for s in self.searches}
         total = sum(planned.get(n, 0.0) for n in remaining) or 1.0
-        return max(0.0, remaining_s - self.baseline_seconds) * planned.get(name, 0.0) / total
+        after = self.baseline_seconds + self.explain_seconds  # what still runs after the searches
+        return max(0.0, remaining_s - after) * planned.get(name, 0.0) / total
 
 
 def _count_trials(candidate: Candidate) -> int:
@@ -172,6 +178,12 @@ class _Knobs:
     asha: bool = True
     loaders: float = 1.0  # processes decoding and augmenting side by side (a trial's workers, on CPUs)
     val_ms: float = 0.0  # scoring one validation case beyond its forward pass (timemodel.SEG_VAL_MS_PER_CASE)
+
+
+def _volume_edge(study: Study, fp: dict[str, Any]) -> float:
+    """Edge of a cube with the voxels of the whole 3D input a model sees (resized, else the median shape)."""
+    shape = (study.config.get("preprocess") or {}).get("spatial_size") or fp["median_shape"][:3]
+    return float(math.prod(shape)) ** (1 / 3)
 
 
 def _study_size(study: Study, dims: int) -> int:
@@ -364,8 +376,17 @@ def make_plan(
         shared = cache_bytes(fp, study, k.size, dims) * DISK_CHAINS * 1.5 <= free
         return "memory+disk" if cache == "memory" and shared else cache
 
+    def explained() -> float:  # the driver explains on every core (GPU when there is one), whole inputs
+        edge = k.size if dims == 2 else _volume_edge(study, fp)
+        per_fold = min(study.explain_cases, math.ceil(n / k.folds))
+        driver = GPU_SPEEDUP if capacity.gpus >= 1 else max(1.0, CPU_PARALLEL_EFFICIENCY * capacity.cpus)
+        return explain_seconds([c.config["model"] for c in k.candidates], edge, dims, k.folds, per_fold, driver)
+
     def estimate():
-        return _estimate(k, n, dims, kind(), samples, speed, side, len(study.baselines), decode_ms(fp))
+        searches, baselines, total = _estimate(
+            k, n, dims, kind(), samples, speed, side, len(study.baselines), decode_ms(fp)
+        )
+        return searches, baselines, total + explained()
 
     searches, baselines, total = estimate()
     for step in _reductions(k, dims) if budget is not None else []:
@@ -400,6 +421,7 @@ def make_plan(
         searches=tuple(sorted(searches, key=lambda s: order[s.name])),
         baseline_seconds=baselines,
         estimate_seconds=total,
+        explain_seconds=explained(),
         budget_seconds=budget,
         spatial_dims=dims,
         notes=tuple(notes),

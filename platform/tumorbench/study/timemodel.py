@@ -9,7 +9,9 @@ trial holds, or GPU_SPEEDUP (:func:`tumorbench.study.planner.make_plan` sets bot
     trial = TRIAL_STARTUP_S + folds * fold   (one Train run per trial; under ASHA the search trains
             tuning.schedulers.asha_expected_share of its trials' folds)
     study = RAY_START_S + first_fill + sum over searches (trials * trial / side_by_side) + baselines
-            (first_fill: every case decoded into the disk cache once per chain, training and validation)
+            + explanations
+            (first_fill: every case decoded into the disk cache once per chain, training and validation;
+            explanations: explain_seconds, after the searches)
 
 with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calibration size.
 """
@@ -83,7 +85,23 @@ GPU_SPEEDUP = 10.0  # assumed, not measured here (no GPU lent): a GPU worker vs 
 CPU_PARALLEL_EFFICIENCY = 0.9
 
 
-def model_ms(model: str, size: int, spatial_dims: int) -> tuple[float, float]:
+# Explanations after the searches (explain.study): per explained case, Grad-CAM, the deletion and insertion
+# curves (2 x 17 forwards) and its share of the randomisation check, in the driver on the whole input (3D:
+# overlapping sliding windows over the volume). Timed on 2026-12-03 (explain.cases.explain_prepared and
+# randomisation on a study's best package): resnet18 at 128 px 0.9 s per case, ~140 eval passes of
+# MS_PER_IMAGE at 0.9 x 2 cores; segresnet_tiny on a 64x64x40 synthetic volume 11.4 s, ~230 eval passes at
+# its size. The README's synthetic study explains 36 cases: ~7 min that the plan left out (5.5 min planned,
+# 14.0 actual).
+EXPLAIN_PASSES = {2: 140.0, 3: 230.0}
+
+
+def explain_seconds(models: list[str], size: float, dims: int, folds: int, per_fold: int, speed: float) -> float:
+    """Seconds to explain ``per_fold`` cases of every fold of every model (whole inputs of edge ``size``)."""
+    passes = folds * per_fold * EXPLAIN_PASSES[dims]
+    return sum(passes * model_ms(model, size, dims)[1] for model in models) / 1000 / speed
+
+
+def model_ms(model: str, size: float, spatial_dims: int) -> tuple[float, float]:
     """Train and eval ms per image (2D) or patch (3D) of ``model`` at ``size``."""
     if spatial_dims == 3:
         base = MS_PER_PATCH_3D.get(model) or tuple(4 * v for v in MS_PER_PATCH_3D.get(f"{model}_tiny", (60.0, 20.0)))
