@@ -433,6 +433,7 @@ def _explain(
     """``explanations.csv`` and its columns in ``leaderboard.csv``; a failure is reported, not fatal."""
     from tumorbench.explain.study import merge_into_leaderboard, write_explanations
 
+    started = time.perf_counter()
     try:
         table = write_explanations(
             out, study.task, fold_records, frame, doc, dl_models, study.explain_cases, class_names
@@ -442,7 +443,11 @@ def _explain(
         return lb
     lb = merge_into_leaderboard(lb, table)
     lb.to_csv(out / "leaderboard.csv", index=False)
-    print(f"[tumorbench] explained {len(table)} out-of-fold cases (Grad-CAM): {out / 'explanations.csv'}", flush=True)
+    print(
+        f"[tumorbench] explained {len(table)} out-of-fold cases (Grad-CAM) in {time.perf_counter() - started:.0f} s: "
+        f"{out / 'explanations.csv'}",
+        flush=True,
+    )
     return lb
 
 
