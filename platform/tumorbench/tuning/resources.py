@@ -21,11 +21,6 @@ from pathlib import Path
 from tumorbench.training.config import TrainConfig, TrainConfigError
 
 MIN_WORKER_CPU = 0.5
-# CPUs a worker may hold when trials are sized from the cluster: on CPUs it trains on as many threads as it
-# holds (training.data.configure_threads), and the planner gives each trial 2 cores (study.planner._side_by_side),
-# so a 1-worker trial on a 2-core machine takes 1.9 of them, not 1 (half the machine idle); more threads per
-# worker scale poorly, and a worker must fit on one node.
-MAX_WORKER_CPU, MAX_GPU_WORKER_CPU = 2.0, 4.0
 GPU_WAIT_ENV = "TUMORBENCH_GPU_WAIT_S"
 AUTOSCALING_CONFIG = "~/ray_bootstrap_config.yaml"  # where `ray up` puts the head's autoscaler config
 AUTOSCALING_CONFIG_ENV = "TUMORBENCH_AUTOSCALING_CONFIG"
@@ -101,8 +96,7 @@ def plan_resources(
         if use_gpu and gpus < concurrent * config.workers:
             continue
         free = cpus - concurrent * trial_cpus
-        cap = MAX_GPU_WORKER_CPU if use_gpu else MAX_WORKER_CPU
-        per_worker = math.floor(min(cap, free / (concurrent * config.workers)) * 100) / 100
+        per_worker = math.floor(min(4.0 if use_gpu else 1.0, free / (concurrent * config.workers)) * 100) / 100
         if per_worker >= MIN_WORKER_CPU:
             worker = {"CPU": per_worker} | ({"GPU": 1.0} if use_gpu else {})
             return ResourcePlan(concurrent=concurrent, worker=worker, trial_cpus=trial_cpus)
