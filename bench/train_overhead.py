@@ -228,7 +228,7 @@ def run_plain(cfg: OverheadConfig, launched: float) -> ModeResult:
 
 def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
     """Ray Train on a fresh local Ray instance, driven from this (fresh) process, set up as studies start it."""
-    from tumorbench.training.trainer import local_ray_env
+    from tumorbench.training.trainer import job_env, local_ray_env
 
     local_ray_env()  # workers at normal priority, as tumorbench's own ray.init starts them
     import ray
@@ -242,6 +242,7 @@ def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
         include_dashboard=True,
         log_to_driver=False,
         object_store_memory=512 * 1024**2,
+        runtime_env={"env_vars": job_env()},  # Train's report polling as studies run it
     )
     ray_init_s = time.perf_counter() - started
     try:

@@ -30,15 +30,22 @@ def ray_with_s3(local_s3):
     """
     import ray
 
-    from tumorbench.training.trainer import ensure_ray
+    from tumorbench.training.trainer import ensure_ray, job_env
 
     ray.shutdown()
     ensure_ray(address="local", num_cpus=2)
-    assert ray.get_runtime_context().runtime_env["env_vars"]["AWS_ENDPOINT_URL"] == local_s3[0].endpoint
+    env = ray.get_runtime_context().runtime_env["env_vars"]
+    assert env["AWS_ENDPOINT_URL"] == local_s3[0].endpoint
+    assert env["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "0.2"  # Train collects reports every 0.2 s, not every 2 s
     yield local_s3
     ray.shutdown()
     ray.init(
-        address="local", num_cpus=2, include_dashboard=True, log_to_driver=False, object_store_memory=512 * 1024**2
+        address="local",
+        num_cpus=2,
+        include_dashboard=True,
+        log_to_driver=False,
+        object_store_memory=512 * 1024**2,
+        runtime_env={"env_vars": job_env()},
     )
 
 
