@@ -170,6 +170,13 @@ def test_plan_resources_fits_trials_to_the_cluster(base):
         plan_resources(base.replace(workers=4), 2.0, 0.0)
     gpu = plan_resources(base, 16.0, 2.0, max_concurrent=4)
     assert gpu.concurrent == 2 and gpu.worker["GPU"] == 1.0
+    # the largest node's CPUs: one worker may take a 2-core node but its trial's sliver, and no more than
+    # one node of two 1-CPU nodes has (sized from the 2-CPU total alone it would fit neither)
+    assert plan_resources(base, 2.0, 0.0, node_cpus=2.0).worker == {"CPU": 1.9}
+    assert plan_resources(base, 2.0, 0.0, node_cpus=1.0).worker == {"CPU": 1.0}
+    assert plan_resources(two, 2.0, 0.0, node_cpus=2.0).worker == {"CPU": 0.95}
+    assert plan_resources(base, 32.0, 0.0, node_cpus=16.0).worker == {"CPU": 15.9}
+    assert plan_resources(base, 32.0, 4.0, node_cpus=16.0).worker == {"CPU": 4.0, "GPU": 1.0}
 
 
 def test_summary_metrics_running_mean_and_sd():

@@ -80,9 +80,20 @@ class ResourcePlan:
 
 
 def plan_resources(
-    config: TrainConfig, cpus: float, gpus: float, *, trial_cpus: float = 0.1, max_concurrent: int = 1
+    config: TrainConfig,
+    cpus: float,
+    gpus: float,
+    *,
+    trial_cpus: float = 0.1,
+    max_concurrent: int = 1,
+    node_cpus: float | None = None,
 ) -> ResourcePlan:
     """The most trials (up to ``max_concurrent``) whose workers fit ``cpus``/``gpus`` together.
+
+    A CPU worker holds at most 1 CPU unless ``node_cpus`` (the largest node's) says how much one node has:
+    then up to that node's CPUs less the trial's own sliver, so a 1-worker study on a 2-core machine trains
+    on both cores (``training.data.configure_threads``) and a worker still fits on one node of a cluster
+    of small nodes (sized from the total alone, a 1.9-CPU worker fits no node of two 1-CPU ones).
 
     Raises:
         TrainConfigError: Not even one trial fits (so nothing waits forever for resources).
@@ -96,7 +107,10 @@ def plan_resources(
         if use_gpu and gpus < concurrent * config.workers:
             continue
         free = cpus - concurrent * trial_cpus
-        per_worker = math.floor(min(4.0 if use_gpu else 1.0, free / (concurrent * config.workers)) * 100) / 100
+        cap = 4.0 if use_gpu else 1.0 if node_cpus is None else max(1.0, node_cpus - trial_cpus)
+        if node_cpus is not None:
+            cap = min(cap, node_cpus)
+        per_worker = math.floor(min(cap, free / (concurrent * config.workers)) * 100) / 100
         if per_worker >= MIN_WORKER_CPU:
             worker = {"CPU": per_worker} | ({"GPU": 1.0} if use_gpu else {})
             return ResourcePlan(concurrent=concurrent, worker=worker, trial_cpus=trial_cpus)
@@ -118,13 +132,25 @@ def explicit_plan(config: TrainConfig, resources: Resources) -> ResourcePlan:
     return ResourcePlan(concurrent=resources.concurrent_trials or 1, worker=worker, trial_cpus=resources.trial_cpus)
 
 
-def plan_for(config: TrainConfig, resources: Resources, cpus: float, gpus: float) -> ResourcePlan:
+def plan_for(
+    config: TrainConfig, resources: Resources, cpus: float, gpus: float, node_cpus: float | None = None
+) -> ResourcePlan:
     """:func:`explicit_plan` for set amounts, else :func:`plan_resources` on the cluster as it is."""
     if resources.explicit:
         return explicit_plan(config, resources)
     return plan_resources(
-        config, cpus, gpus, trial_cpus=resources.trial_cpus, max_concurrent=resources.concurrent_trials or 1
+        config,
+        cpus,
+        gpus,
+        trial_cpus=resources.trial_cpus,
+        max_concurrent=resources.concurrent_trials or 1,
+        node_cpus=node_cpus,
     )
+
+
+def largest_node_cpus() -> float | None:
+    """The most CPUs one alive node of the connected cluster has (None when Ray lists no node)."""
+    return max((float(node.get("CPU", 0)) for node in _nodes()), default=None)
 
 
 def autoscaler_node_types(config_path: str | os.PathLike | None = None) -> list[dict[str, float]] | None:

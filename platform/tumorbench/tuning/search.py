@@ -28,6 +28,7 @@ from tumorbench.tuning.resources import (
     Resources,
     ensure_feasible,
     ensure_trials_can_stop,
+    largest_node_cpus,
     plan_for,
     plan_resources,
 )
@@ -231,7 +232,7 @@ def run_search(
     resources = resources or Resources(trial_cpus=trial_cpus)
     if resources.concurrent_trials is None:  # the planner's trials side by side, unless asked for explicitly
         resources = replace(resources, concurrent_trials=max_concurrent)
-    plan = plan_for(base, resources, *cluster_resources())
+    plan = plan_for(base, resources, *cluster_resources(), node_cpus=largest_node_cpus())
     ensure_feasible(plan, resources)
     tune_space, choices = searcher_space(space, searcher)
     setup = TrialSetup(
