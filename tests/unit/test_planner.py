@@ -102,7 +102,7 @@ def test_fold_time_follows_the_documented_model():
         plan.estimate_seconds - plan.explain_seconds
     )
     # segmentation scores each validation case on its mask: 8 ms more per inner case and epoch, per outer case
-    knobs = SimpleNamespace(size=128, folds=3, inner=0.2, loaders=1.0, epochs=8, val_ms=0.0)
+    knobs = SimpleNamespace(size=128, folds=3, inner=0.2, loaders=1.0, epochs=8, val_ms=0.0, factors={})
     plain = timemodel.fold_seconds("unet", knobs, 300, 2, "memory+disk", 1, speed, decode)
     scored_knobs = SimpleNamespace(**{**vars(knobs), "val_ms": 8.0})
     scored = timemodel.fold_seconds("unet", scored_knobs, 300, 2, "memory+disk", 1, speed, decode)
@@ -294,5 +294,32 @@ def test_guard_hard_deadline_cuts_everything():
     clock.now = 119
     assert not guard.stop_all()
     clock.now = 120
-    assert guard.stop_all() and "hard deadline" in guard.ended_by
+    assert guard.stop_all() and guard.ended_by == "hard deadline: running folds cut"
     assert math.isclose(guard.summary()["budget_s"], 100)
+    # past the hard deadline with every trial done (or its folds all reported): nothing was cut, and it says so
+    idle = BudgetGuard(100, n_folds=2, fold_seconds=10, grace=20, clock=clock)
+    _step(idle, a="RUNNING")
+    idle("a", {"folds_done": 2})  # its closing report is still to come: not a fold being cut
+    _step(idle, a="RUNNING", b="PENDING")
+    clock.now = 500
+    assert idle.stop_all() and idle.ended_by == "hard deadline: no further trial started, nothing running was cut"
+
+
+def test_probed_factors_scale_each_models_compute_like_a_changed_constant(monkeypatch):
+    """A model timed 2x slower here trains as if its constant were 2x; explanations keep the constants."""
+    doubled = {"resnet18": {"train": 2.0, "eval": 2.0}}
+    probed = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB, factors=doubled)
+    plain = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB)
+    train_ms, eval_ms = timemodel.MS_PER_IMAGE["resnet18"]
+    monkeypatch.setitem(timemodel.MS_PER_IMAGE, "resnet18", (2 * train_ms, 2 * eval_ms))
+    slower = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB)
+    assert [s.fold_seconds for s in probed.searches] == pytest.approx([s.fold_seconds for s in slower.searches])
+    assert probed.explain_seconds == pytest.approx(plain.explain_seconds)
+    assert plain.explain_seconds < slower.explain_seconds
+    assert probed.estimate_seconds == pytest.approx(
+        slower.estimate_seconds - slower.explain_seconds + plain.explain_seconds
+    )
+    lite0 = [s.fold_seconds for s in plain.searches if s.name == "lite0"]
+    assert [s.fold_seconds for s in probed.searches if s.name == "lite0"] == pytest.approx(lite0)  # not probed: 1x
+    assert probed.estimate_seconds > plain.estimate_seconds
+    assert any("resnet18 2.00x" in note for note in probed.notes)

@@ -178,6 +178,7 @@ class _Knobs:
     asha: bool = True
     loaders: float = 1.0  # processes decoding and augmenting side by side (a trial's workers, on CPUs)
     val_ms: float = 0.0  # scoring one validation case beyond its forward pass (timemodel.SEG_VAL_MS_PER_CASE)
+    factors: dict = field(default_factory=dict)  # model -> step time here / the constant (study.probe)
 
 
 def _volume_edge(study: Study, fp: dict[str, Any]) -> float:
@@ -192,6 +193,15 @@ def _study_size(study: Study, dims: int) -> int:
         return int(patch[0])
     size = (study.config.get("preprocess") or {}).get("spatial_size") or [CALIBRATION_SIZE_2D]
     return int(size[0])
+
+
+def start_size(study: Study, fp: dict[str, Any]) -> int:
+    """The input (2D) or patch (3D) edge a plan starts from, before scaling down."""
+    dims = int(study.config.get("spatial_dims", 2))
+    size = _study_size(study, dims)
+    if dims == 2:  # no needless upsampling: the data's median size, rounded up to the U-Nets' stride of 16
+        size = min(size, max(32, 16 * math.ceil(min(fp["median_shape"][:2]) / 16)))
+    return size
 
 
 def _usable_cases(fp: dict[str, Any], study: Study) -> int:
@@ -338,8 +348,10 @@ def make_plan(
     budget_minutes: float | None = None,
     preset: str = "default",
     disk_free: float | None = None,
+    factors: dict[str, dict[str, float]] | None = None,
 ) -> Plan:
-    """Size ``study`` to ``budget_minutes`` (default: the preset's cap) on ``capacity``.
+    """Size ``study`` to ``budget_minutes`` (default: the preset's cap) on ``capacity``; ``factors``: each
+    model's step time measured here over the time model's constant (:func:`tumorbench.study.probe.probe_factors`).
 
     Raises:
         BudgetError: Not even one trial of the cheapest model at the smallest settings fits.
@@ -357,14 +369,14 @@ def make_plan(
         epochs=int(study.config.get("epochs", 10)),
         folds=study.n_folds,
         trials=dict(trials),
-        candidates=sorted(study.candidates, key=lambda c: model_ms(c.config["model"], 128, dims)[0]),
+        candidates=sorted(study.candidates, key=lambda c: model_ms(c.config["model"], 128, dims, factors)[0]),
         inner=float(study.config.get("inner_val_fraction", 0.2)),
         asha=study.scheduler == "asha",
         val_ms=SEG_VAL_MS_PER_CASE if get_task(study.task).with_mask else 0.0,
+        factors=dict(factors or {}),
     )
     k.folds = min(k.folds, max(MIN_FOLDS, fp["patients"]))
-    if dims == 2:  # no needless upsampling: the data's median size, rounded up to the U-Nets' stride of 16
-        k.size = min(k.size, max(32, 16 * math.ceil(min(fp["median_shape"][:2]) / 16)))
+    k.size = start_size(study, fp)
     side = _side_by_side(capacity, workers, max(trials.values()))
     speed = GPU_SPEEDUP if capacity.gpus >= 1 else max(1.0, CPU_PARALLEL_EFFICIENCY * capacity.cpus / side)
     # LGG --budget 15 (2 workers): 9.1 s per U-Net epoch measured, 9.2 s modelled with both workers loading
@@ -404,6 +416,10 @@ def make_plan(
         )
     k.batch_size = max(1, min(k.batch_size, int(n * (k.folds - 1) / k.folds)))
     notes = _changes(study, k, trials, dims) + [cache_note]
+    if factors:
+        from tumorbench.study.probe import describe
+
+        notes.append(describe(factors))
     if kind() == "memory+disk":
         notes.append(
             "memory caches filled from a disk cache every trial and fold shares: each case decoded once per chain"

@@ -214,25 +214,42 @@ def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFr
 
 
 def plan_study(
-    study: Study, out: str | Path, *, budget_minutes: float | None = None, preset: str = "default", capacity=None
+    study: Study,
+    out: str | Path,
+    *,
+    budget_minutes: float | None = None,
+    preset: str = "default",
+    capacity=None,
+    probe: bool = True,
 ):
     """Fingerprint the study's data and plan it (:mod:`tumorbench.study.planner`); Ray is not started.
+
+    On CPUs each model's step is timed here first (``probe``, :mod:`tumorbench.study.probe`): a few seconds
+    per model, and the plan's minutes follow this machine rather than the one the constants were measured on.
 
     Returns:
         The plan, the fingerprint and the study with the plan's numbers applied.
     """
     from tumorbench.data.fingerprint import compute_fingerprint
-    from tumorbench.study.planner import Capacity, apply_plan, make_plan
+    from tumorbench.study.planner import Capacity, apply_plan, make_plan, start_size
+    from tumorbench.study.probe import probe_factors
 
     out = Path(out).resolve()
     fingerprint = compute_fingerprint(scan(_data_root(study, out), study.layout))
+    capacity = capacity or Capacity.local()
+    factors = None
+    if capacity.gpus < 1 and probe:  # GPUs keep timemodel.GPU_SPEEDUP: the driver's CPU says nothing of them
+        factors = probe_factors(
+            study, fingerprint, start_size(study, fingerprint), int(study.config.get("spatial_dims", 2))
+        )
     plan = make_plan(
         study,
         fingerprint,
-        capacity or Capacity.local(),
+        capacity,
         budget_minutes=budget_minutes,
         preset=preset,
         disk_free=shutil.disk_usage(next(p for p in (out, *out.parents) if p.exists())).free,
+        factors=factors,
     )
     return plan, fingerprint, apply_plan(study, plan, cache_dir=str(out / "cache"))
 

@@ -13,12 +13,15 @@ trial holds, or GPU_SPEEDUP (:func:`tumorbench.study.planner.make_plan` sets bot
             (first_fill: every case decoded into the disk cache once per chain, training and validation;
             explanations: explain_seconds, after the searches)
 
-with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calibration size.
+with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calibration size, and by each
+model's factor when the planner timed the study's models on this machine (:mod:`tumorbench.study.probe`).
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+Factors = dict[str, dict[str, float]]  # model -> {"train": x, "eval": y}: measured here / the constant
 
 # ms per image (train step, eval forward) at 128x128, batch 8, 1 torch thread, in CPU time, measured on
 # this 2-core machine with `python bench/plan_calibration.py` (random tensors, model and optimizer only;
@@ -91,18 +94,25 @@ CPU_PARALLEL_EFFICIENCY = 0.9
 # randomisation on a study's best package): resnet18 at 128 px 0.9 s per case, ~140 eval passes of
 # MS_PER_IMAGE at 0.9 x 2 cores; segresnet_tiny on a 64x64x40 synthetic volume 11.4 s, ~230 eval passes at
 # its size. The README's synthetic study explains 36 cases: ~7 min that the plan left out (5.5 min planned,
-# 14.0 actual).
-EXPLAIN_PASSES = {2: 140.0, 3: 230.0}
+# 14.0 actual). In that study the randomisation check is shared by a fold's cases: its 36 cases took 312 s
+# (2026-12-03, `python experiments/compare.py`), where 230 passes in 3D planned 483 s: 150 passes.
+EXPLAIN_PASSES = {2: 140.0, 3: 150.0}
 
 
 def explain_seconds(models: list[str], size: float, dims: int, folds: int, per_fold: int, speed: float) -> float:
-    """Seconds to explain ``per_fold`` cases of every fold of every model (whole inputs of edge ``size``)."""
+    """Seconds to explain ``per_fold`` cases of every fold of every model (whole inputs of edge ``size``).
+
+    The constants, not the probe's factors: an explanation pass carries costs a bare forward does not (MONAI's
+    sliding-window aggregation, Grad-CAM's hooks, the perturbed copies). The synthetic study's tiny 3D models
+    timed 0.2-0.6x their eval constants, which planned its explanations at 2.9 min; they took 5.2.
+    """
     passes = folds * per_fold * EXPLAIN_PASSES[dims]
     return sum(passes * model_ms(model, size, dims)[1] for model in models) / 1000 / speed
 
 
-def model_ms(model: str, size: float, spatial_dims: int) -> tuple[float, float]:
-    """Train and eval ms per image (2D) or patch (3D) of ``model`` at ``size``."""
+def model_ms(model: str, size: float, spatial_dims: int, factors: Factors | None = None) -> tuple[float, float]:
+    """Train and eval ms per image (2D) or patch (3D) of ``model`` at ``size``, times the model's probed
+    ``factors`` (:func:`tumorbench.study.probe.probe_factors`) when given."""
     if spatial_dims == 3:
         base = MS_PER_PATCH_3D.get(model) or tuple(4 * v for v in MS_PER_PATCH_3D.get(f"{model}_tiny", (60.0, 20.0)))
         scale = (size / CALIBRATION_SIZE_3D) ** 3
@@ -111,7 +121,8 @@ def model_ms(model: str, size: float, spatial_dims: int) -> tuple[float, float]:
         scale = (size / CALIBRATION_SIZE_2D) ** 2
         if scale < 1:
             scale = SMALL_FIXED_SHARE + (1 - SMALL_FIXED_SHARE) * scale
-    return base[0] * scale, base[1] * scale
+    probed = (factors or {}).get(model, {})
+    return base[0] * scale * probed.get("train", 1.0), base[1] * scale * probed.get("eval", 1.0)
 
 
 def decode_ms(fp: dict[str, Any]) -> float:
@@ -120,8 +131,8 @@ def decode_ms(fp: dict[str, Any]) -> float:
 
 
 def fold_seconds(model: str, k: Any, n: int, dims: int, cache: str, samples: int, speed: float, decode: float) -> float:
-    """One fold's seconds of ``model`` under the knobs ``k`` (size, folds, inner, loaders, epochs, val_ms)."""
-    train_ms, eval_ms = model_ms(model, k.size, dims)
+    """One fold's seconds of ``model`` under the knobs ``k`` (size, folds, inner, loaders, epochs, val_ms, factors)."""
+    train_ms, eval_ms = model_ms(model, k.size, dims, k.factors)
     fit_n = n * (k.folds - 1) / k.folds
     # nested selection: the inner validation patients choose each epoch, the outer fold is scored once
     train_n, val_n = fit_n * (1 - k.inner) * samples, (fit_n * k.inner if k.inner else n / k.folds)

@@ -54,17 +54,20 @@ class BudgetGuard(Stopper, Callback):
         self._folds: dict[str, int] = {}
         self._durations: list[float] = []
         self._live: set[str] = set()
+        self._running: set[str] = set()
         self.stopped_trials: list[str] = []
         self.ended_by: str | None = None
 
     # ---- Callback: which trials exist and run
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         now = self._clock()
-        self._live = set()
+        self._live, self._running = set(), set()
         for trial in trials:
             self._first_seen.setdefault(trial.trial_id, now)
             if trial.status in ("PENDING", "RUNNING", "PAUSED"):
                 self._live.add(trial.trial_id)
+            if trial.status == "RUNNING" and self._folds.get(trial.trial_id, 0) < self.n_folds:
+                self._running.add(trial.trial_id)
 
     # ---- Stopper
     def fold_seconds(self) -> float:
@@ -105,8 +108,9 @@ class BudgetGuard(Stopper, Callback):
         hard = self.hard_deadline
         if not self.finished():  # no result yet: the trial in its last fold may finish it
             hard = max(hard, self.deadline + self.fold_seconds())
-        if now >= hard:
-            self.ended_by = self.ended_by or "hard deadline: running folds cut"
+        if now >= hard:  # what it ends says whether folds were lost (the LGG study's summary said so, wrongly)
+            cut = "running folds cut" if self._running else "no further trial started, nothing running was cut"
+            self.ended_by = self.ended_by or f"hard deadline: {cut}"
             return True
         live = [t for t in self._live if t not in self.stopped_trials]
         if (

@@ -1,0 +1,109 @@
+"""Time each candidate model's step on this machine before planning: the time model's constants, per model.
+
+The constants of :mod:`tumorbench.study.timemodel` were measured on one machine. Another machine is not
+uniformly faster or slower: on a second 2-core VM (2026-12-03) a U-Net step took 1.45x the constant while
+the yes/no study's classifiers ran ~35% under theirs, so one probe model cannot scale a whole study (the
+LGG study planned 13.7 min and took 18.2; yes/no, scaled by a U-Net probe, planned 14.1 and took 10.9).
+Each distinct model of the study is built as its trials build it (``training.tasks.build_model``, without
+pretrained weights: same architecture), and a few training steps and evaluation forwards are timed on
+random tensors at the study's input or patch size, in one torch thread (the constants' unit). The ratio
+to the constant at that size is the model's factor; the time model keeps its size scaling.
+
+A few seconds per model. Timed on the driver: on a cluster whose workers are other machines it is the
+best estimate there is, and GPUs are not probed (the plan keeps ``timemodel.GPU_SPEEDUP``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tumorbench.study.spec import Study
+from tumorbench.study.timemodel import model_ms
+
+FACTOR_RANGE = (0.2, 5.0)  # beyond this the probe itself is suspect (a loaded machine): clipped, and said
+BATCH = {2: 8, 3: 2}  # the calibration's 2D batch; two patches in 3D
+# Timed after one untimed step (first-call set-up); the fastest is kept: the median of 3 moved by +-25% between
+# runs here (segresnet_tiny 1.07x, 1.30x, 1.37x), other processes' bursts landing in one step or another.
+STEPS = 4
+
+
+def measure_step(
+    model, task, batch: int, size: int, dims: int, in_channels: int, out_channels: int, steps: int = STEPS
+):
+    """Fastest wall ms per image of a training step (forward, task loss, backward, AdamW) and an eval forward."""
+    import torch
+
+    images = torch.randn(batch, in_channels, *([size] * dims))
+    sample = {
+        "label": torch.randint(0, max(2, out_channels), (batch,)),
+        "mask": torch.rand(batch, 1, *images.shape[2:]) > 0.95,
+    }
+    target = task.batch_target(sample, torch.device("cpu"))
+    loss_fn = task.loss(None, None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def train() -> None:
+        loss = loss_fn(model(images), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def timed(fn) -> float:
+        fn()
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return min(times) * 1000 / batch
+
+    model.train()
+    train_ms = timed(train)
+    model.eval()
+    with torch.no_grad():
+        eval_ms = timed(lambda: model(images))
+    return train_ms, eval_ms
+
+
+def probe_factors(study: Study, fp: dict[str, Any], size: int, dims: int) -> dict[str, dict[str, float]]:
+    """Per distinct model of ``study``: its measured train/eval ms per image here and the factors over the constants.
+
+    Returns:
+        ``{model: {"train_ms", "eval_ms", "train", "eval"}}`` (``train``/``eval``: measured / constant, clipped).
+    """
+    import torch
+
+    from tumorbench.tasks import get_task
+    from tumorbench.training.tasks import build_model
+
+    task = get_task(study.task)
+    in_channels = int((study.config.get("preprocess") or {}).get("channels") or fp["channels"])
+    out_channels = 1 if task.with_mask else max(2, len(fp.get("classes") or {}))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the constants' unit: ms in one torch thread
+    found: dict[str, dict[str, float]] = {}
+    try:
+        for candidate in study.candidates:
+            name = candidate.config["model"]
+            if name in found:
+                continue
+            config = study.train_config(candidate, data=study.data or "synthetic", out=study.name)
+            model, _ = build_model(config.replace(pretrained=False), in_channels, out_channels)
+            train_ms, eval_ms = measure_step(model, task, BATCH[dims], size, dims, in_channels, out_channels)
+            const_train, const_eval = model_ms(name, size, dims)
+            found[name] = {
+                "train_ms": round(train_ms, 2),
+                "eval_ms": round(eval_ms, 2),
+                "train": round(min(max(train_ms / const_train, FACTOR_RANGE[0]), FACTOR_RANGE[1]), 3),
+                "eval": round(min(max(eval_ms / const_eval, FACTOR_RANGE[0]), FACTOR_RANGE[1]), 3),
+            }
+    finally:
+        torch.set_num_threads(threads)
+    return found
+
+
+def describe(factors: dict[str, dict[str, float]]) -> str:
+    """One plan note: each model's step here against the time model's constant."""
+    parts = [f"{m} {f['train']:.2f}x" for m, f in factors.items()]
+    return "step times measured here (train, vs the time model's constants): " + ", ".join(parts)

@@ -1,0 +1,41 @@
+"""The planner's probe: each model's step timed here, as its trials build it, against the time model's constants."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ray import tune
+
+from tumorbench.study.probe import FACTOR_RANGE, probe_factors
+from tumorbench.study.spec import Candidate, Study
+from tumorbench.study.timemodel import model_ms
+
+
+def _study():
+    lr = {"lr": tune.loguniform(1e-4, 1e-2)}
+    return Study(
+        name="p",
+        task="classification",
+        data="/x",
+        n_folds=3,
+        config={"preprocess": {"spatial_size": [64, 64]}},
+        baselines=("logreg",),
+        candidates=(
+            Candidate("small", {"model": "resnet18_tiny"}, lr, "random", 1),
+            Candidate("big", {"model": "resnet18"}, lr, "random", 1),
+            Candidate("big_again", {"model": "resnet18", "lr": 1e-3}, lr, "random", 1),
+        ),
+    )
+
+
+def test_probe_times_each_distinct_model_once_and_divides_by_its_constant():
+    torch.set_num_threads(2)
+    found = probe_factors(_study(), {"channels": 3, "classes": {"no": 5, "yes": 5}}, 64, 2)
+    assert torch.get_num_threads() == 2  # the driver's threads are given back
+    assert sorted(found) == ["resnet18", "resnet18_tiny"]
+    for name, f in found.items():
+        train, evaluate = model_ms(name, 64, 2)
+        assert f["train"] == pytest.approx(min(max(f["train_ms"] / train, FACTOR_RANGE[0]), FACTOR_RANGE[1]), rel=0.02)
+        assert f["eval"] == pytest.approx(min(max(f["eval_ms"] / evaluate, FACTOR_RANGE[0]), FACTOR_RANGE[1]), rel=0.02)
+    # resnet18 has ~16x the tiny variant's width squared: its step is measured several times slower
+    assert found["resnet18"]["train_ms"] > 2 * found["resnet18_tiny"]["train_ms"]
