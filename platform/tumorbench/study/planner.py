@@ -24,6 +24,7 @@ from tumorbench.study.timemodel import (
     CPU_PARALLEL_EFFICIENCY,
     DISK_CHAINS,
     GPU_SPEEDUP,
+    RAY_BACKGROUND_CORES,
     RAY_START_S,
     SEG_VAL_MS_PER_CASE,
     SHARED_CACHES,
@@ -177,6 +178,7 @@ class _Knobs:
     inner: float = 0.2  # TrainConfig.inner_val_fraction
     asha: bool = True
     loaders: float = 1.0  # processes decoding and augmenting side by side (a trial's workers, on CPUs)
+    workers: int = 1  # a trial's Train workers (each trains its shard in whole batches)
     val_ms: float = 0.0  # scoring one validation case beyond its forward pass (timemodel.SEG_VAL_MS_PER_CASE)
     factors: dict = field(default_factory=dict)  # model -> step time here / the constant (study.probe)
 
@@ -374,11 +376,13 @@ def make_plan(
         asha=study.scheduler == "asha",
         val_ms=SEG_VAL_MS_PER_CASE if get_task(study.task).with_mask else 0.0,
         factors=dict(factors or {}),
+        workers=workers,
     )
     k.folds = min(k.folds, max(MIN_FOLDS, fp["patients"]))
     k.size = start_size(study, fp)
     side = _side_by_side(capacity, workers, max(trials.values()))
-    speed = GPU_SPEEDUP if capacity.gpus >= 1 else max(1.0, CPU_PARALLEL_EFFICIENCY * capacity.cpus / side)
+    cores = capacity.cpus - RAY_BACKGROUND_CORES
+    speed = GPU_SPEEDUP if capacity.gpus >= 1 else max(1.0, CPU_PARALLEL_EFFICIENCY * cores / side)
     # LGG --budget 15 (2 workers): 9.1 s per U-Net epoch measured, 9.2 s modelled with both workers loading
     k.loaders = 1.0 if capacity.gpus >= 1 else max(1.0, min(workers, capacity.cpus / side))
     free = disk_free if disk_free is not None else _disk_free()

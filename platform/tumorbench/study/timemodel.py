@@ -1,10 +1,12 @@
 """The study planner's time model: what a fold, a trial and a study cost, from constants measured here.
 
 Seconds; ms per image in one torch thread, divided by ``speed``: CPU_PARALLEL_EFFICIENCY x the cores a
-trial holds, or GPU_SPEEDUP (:func:`tumorbench.study.planner.make_plan` sets both):
+trial holds (of those RAY_BACKGROUND_CORES leave), or GPU_SPEEDUP (:func:`tumorbench.study.planner.make_plan`
+sets both):
 
     fold  = FOLD_OVERHEAD_S + cache_fill + epochs * (train_imgs * train_ms + val_imgs * eval_ms) / 1000
-            (+ the outer fold scored once under nested selection; train_imgs leave out the inner validation;
+            (+ the outer fold scored once under nested selection; train_imgs leave out the inner validation
+            and count each worker's shard in whole batches, :func:`epoch_cases`;
             cache_fill reads the fold's cases from the study's disk cache, or decodes them without one)
     trial = TRIAL_STARTUP_S + folds * fold   (one Train run per trial; under ASHA the search trains
             tuning.schedulers.asha_expected_share of its trials' folds)
@@ -19,6 +21,7 @@ model's factor when the planner timed the study's models on this machine (:mod:`
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 Factors = dict[str, dict[str, float]]  # model -> {"train": x, "eval": y}: measured here / the constant
@@ -86,6 +89,11 @@ GPU_SPEEDUP = 10.0  # assumed, not measured here (no GPU lent): a GPU worker vs 
 # 0.9: the yes/no default study (2 workers x 0.95 CPU) trained 2.7 s per epoch of tf_efficientnet_lite0
 # where one thread takes 4.9 s (`compare.py --study brain_yes_no --preset default`, 2026-12-02).
 CPU_PARALLEL_EFFICIENCY = 0.9
+# ...of the cores Ray's own processes leave: while a Train run trains, its controller, the raylet, GCS, dashboard
+# and Train's helper actors (7 per run) took 0.23-0.40 cores here (2026-12-03, /proc/stat and each process's CPU
+# time while a worker slept), and the LGG --budget 15 study's two 1-thread U-Net workers trained 18% slower than
+# their probed step at 0.9 x 2 cores. On 2 cores that is 15% of the machine; on a 16-core node 2%.
+RAY_BACKGROUND_CORES = 0.3
 
 
 # Explanations after the searches (explain.study): per explained case, Grad-CAM, the deletion and insertion
@@ -130,12 +138,22 @@ def decode_ms(fp: dict[str, Any]) -> float:
     return DECODE_MS_FIXED + DECODE_MS_PER_MIB * fp.get("decoded_bytes_per_case", 2**20) / 2**20
 
 
+def epoch_cases(cases: float, batch: int, workers: int) -> float:
+    """Training cases one epoch sees: each worker's shard (padded to equal sizes) in whole batches only
+    (``training.data``: ``drop_last`` once a shard holds more than a batch). The yes/no study's 122 training
+    cases gave 2 workers 61 each and trained 48 (batch 16): 96 an epoch, where 122 planned its folds 20% long."""
+    shard = math.ceil(cases / max(1, workers))
+    return max(1, workers) * (shard // batch * batch if shard > batch else shard)
+
+
 def fold_seconds(model: str, k: Any, n: int, dims: int, cache: str, samples: int, speed: float, decode: float) -> float:
-    """One fold's seconds of ``model`` under the knobs ``k`` (size, folds, inner, loaders, epochs, val_ms, factors)."""
+    """One fold's seconds of ``model`` under the knobs ``k`` (size, batch_size, workers, folds, inner, loaders,
+    epochs, val_ms, factors)."""
     train_ms, eval_ms = model_ms(model, k.size, dims, k.factors)
     fit_n = n * (k.folds - 1) / k.folds
     # nested selection: the inner validation patients choose each epoch, the outer fold is scored once
-    train_n, val_n = fit_n * (1 - k.inner) * samples, (fit_n * k.inner if k.inner else n / k.folds)
+    train_n = epoch_cases(fit_n * (1 - k.inner), k.batch_size, k.workers) * samples
+    val_n = fit_n * k.inner if k.inner else n / k.folds
     outer = n / k.folds * (eval_ms / speed + k.val_ms) / 1000 if k.inner else 0.0
     # disk: each epoch reads the cached case back (~1 ms); none: every epoch decodes every case again
     # every worker decodes (once, cached) and augments its own shard: they do it side by side

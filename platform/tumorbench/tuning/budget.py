@@ -66,7 +66,7 @@ class BudgetGuard(Stopper, Callback):
             self._first_seen.setdefault(trial.trial_id, now)
             if trial.status in ("PENDING", "RUNNING", "PAUSED"):
                 self._live.add(trial.trial_id)
-            if trial.status == "RUNNING" and self._folds.get(trial.trial_id, 0) < self.n_folds:
+            if trial.status == "RUNNING":
                 self._running.add(trial.trial_id)
 
     # ---- Stopper
@@ -109,7 +109,10 @@ class BudgetGuard(Stopper, Callback):
         if not self.finished():  # no result yet: the trial in its last fold may finish it
             hard = max(hard, self.deadline + self.fold_seconds())
         if now >= hard:  # what it ends says whether folds were lost (the LGG study's summary said so, wrongly)
-            cut = "running folds cut" if self._running else "no further trial started, nothing running was cut"
+            # a trial whose folds are all reported is only making its closing report (as a step's results
+            # come after its on_step_begin, its last fold may have been reported since)
+            running = [t for t in self._running if self._folds.get(t, 0) < self.n_folds]
+            cut = "running folds cut" if running else "no further trial started, nothing running was cut"
             self.ended_by = self.ended_by or f"hard deadline: {cut}"
             return True
         live = [t for t in self._live if t not in self.stopped_trials]
