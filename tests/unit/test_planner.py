@@ -259,6 +259,23 @@ def test_guard_keeps_the_first_trial_then_stops_at_fold_boundaries():
     assert guard.stop_all() and guard.ended_by == "budget: no further trial fits"
 
 
+def test_guard_starts_a_trial_that_fits_at_ashas_expected_share():
+    # yes/no --budget 15: lite0's 282 s share, 41 s folds after a 49 s start-up; ASHA expected to stop a new trial
+    # at 0.6 of its folds. Asking room for all 3 folds ended the search after one trial, 27% under the budget.
+    for share, ends in ((1.0, True), (0.6, False)):
+        clock = _Clock()
+        guard = BudgetGuard(282, n_folds=3, fold_seconds=48, grace=28, clock=clock, new_trial_share=share)
+        _step(guard, a="RUNNING")
+        for now, folds in ((90, 1), (131, 2), (172, 3)):
+            clock.now = now
+            assert guard("a", {"folds_done": folds}) is False
+        _step(guard, a="TERMINATED", b="PENDING")  # 172 + 3 x 57.3 = 344 > 282; 172 + 0.6 x 172 = 275 <= 282
+        assert guard.stop_all() is ends
+    _step(guard, a="TERMINATED", b="RUNNING")  # promoted by ASHA past its rung: stopped at a fold boundary
+    clock.now = 230
+    assert guard("b", {"folds_done": 1}) is True
+
+
 def test_guard_cuts_a_trial_whose_folds_no_longer_fit():
     clock = _Clock()
     guard = BudgetGuard(400, n_folds=2, fold_seconds=60, clock=clock)

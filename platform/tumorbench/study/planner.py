@@ -102,6 +102,7 @@ class SearchPlan:
     trials: int
     seconds: float
     fold_seconds: float
+    share: float = 1.0  # of a trial's folds each trial is expected to train (ASHA's early stops)
 
 
 @dataclass(frozen=True)
@@ -267,7 +268,9 @@ def _estimate(
         searcher = c.searcher if not (c.searcher == "grid" and trials < _count_trials(c)) else "random"
         # a fold as the budget guard sees it: fold boundary to fold boundary, the run's start-up shared out
         searches.append(
-            SearchPlan(c.name, model, searcher, trials, seconds / min(side, trials), fold + TRIAL_STARTUP_S / k.folds)
+            SearchPlan(
+                c.name, model, searcher, trials, seconds / min(side, trials), fold + TRIAL_STARTUP_S / k.folds, share
+            )
         )
     baselines = n_baselines * k.folds * (BASELINE_S_PER_FOLD + n * BASELINE_MS_PER_CASE / 1000)
     first_fill = DISK_CHAINS * n * decode / 1000 / k.loaders if cache in SHARED_CACHES else 0.0  # once per chain

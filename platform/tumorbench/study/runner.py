@@ -262,8 +262,8 @@ def _guard(plan, name: str, remaining: list[str], started: float, n_folds: int):
 
     left = plan.budget_seconds - (time.perf_counter() - started)
     seconds = plan.search_budget(name, left, remaining)
-    fold = next(s.fold_seconds for s in plan.searches if s.name == name)
-    return BudgetGuard(seconds, n_folds, fold, grace=0.1 * seconds)
+    search = next(s for s in plan.searches if s.name == name)
+    return BudgetGuard(seconds, n_folds, search.fold_seconds, grace=0.1 * seconds, new_trial_share=search.share)
 
 
 def _budget_summary(plan, started: float, guards: dict[str, dict], cut: list[str]) -> dict[str, Any] | None:

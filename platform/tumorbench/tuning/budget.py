@@ -8,7 +8,9 @@ each step). Trials report every epoch; its decisions fall at fold boundaries (th
   fold it just finished (its folds so far are kept, but it cannot win: only trials that
   finished every fold compete);
 - the search ends (no new trial is proposed) once a trial has finished every fold and no
-  running or newly proposed trial could finish its folds before ``deadline``;
+  running trial could finish its folds before ``deadline``, nor a new one the share of its
+  folds early stopping is expected to leave it (``new_trial_share``: ASHA stops most new trials
+  at a rung, and the planner counted them so; a promoted one meets the fold-boundary stop);
 - at ``deadline + grace`` everything still running is cut, whatever it is doing.
 
 Until one trial has finished every fold, only the hard deadline stops the search, and it
@@ -38,11 +40,20 @@ class BudgetGuard(Stopper, Callback):
         fold_seconds: Planned seconds of one fold (start-up included), until measured.
         grace: Seconds past the deadline before running folds are cut.
         clock: Monotonic clock (tests pass a fake one).
+        new_trial_share: Share of its folds a new trial is expected to train (ASHA's,
+            ``tuning.schedulers.asha_expected_share``; 1 without early stopping).
     """
 
     def __init__(
-        self, seconds: float, n_folds: int, fold_seconds: float, grace: float = 0.0, clock=time.monotonic
+        self,
+        seconds: float,
+        n_folds: int,
+        fold_seconds: float,
+        grace: float = 0.0,
+        clock=time.monotonic,
+        new_trial_share: float = 1.0,
     ) -> None:
+        self.new_trial_share = min(1.0, max(0.0, new_trial_share))
         self._clock = clock
         self.started = clock()
         self.deadline = self.started + max(0.0, seconds)
@@ -119,7 +130,7 @@ class BudgetGuard(Stopper, Callback):
         if (
             self.finished()
             and not any(self._viable(t) for t in live)
-            and now + self.n_folds * self.fold_seconds() > self.deadline
+            and now + self.new_trial_share * self.n_folds * self.fold_seconds() > self.deadline
         ):
             self.ended_by = self.ended_by or "budget: no further trial fits"
             return True
