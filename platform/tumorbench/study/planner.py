@@ -29,6 +29,7 @@ from tumorbench.study.timemodel import (
     SEG_VAL_MS_PER_CASE,
     SHARED_CACHES,
     TRIAL_STARTUP_S,
+    Factors,
     decode_ms,
     explain_seconds,
     fold_seconds,
@@ -181,7 +182,7 @@ class _Knobs:
     loaders: float = 1.0  # processes decoding and augmenting side by side (a trial's workers, on CPUs)
     workers: int = 1  # a trial's Train workers (each trains its shard in whole batches)
     val_ms: float = 0.0  # scoring one validation case beyond its forward pass (timemodel.SEG_VAL_MS_PER_CASE)
-    factors: dict = field(default_factory=dict)  # model -> step time here / the constant (study.probe)
+    factors: Factors = field(default_factory=dict)  # model -> step time here / the constant (study.probe)
 
 
 def _volume_edge(study: Study, fp: dict[str, Any]) -> float:
@@ -353,7 +354,7 @@ def make_plan(
     budget_minutes: float | None = None,
     preset: str = "default",
     disk_free: float | None = None,
-    factors: dict[str, dict[str, float]] | None = None,
+    factors: Factors | None = None,
 ) -> Plan:
     """Size ``study`` to ``budget_minutes`` (default: the preset's cap) on ``capacity``; ``factors``: each
     model's step time measured here over the time model's constant (:func:`tumorbench.study.probe.probe_factors`).

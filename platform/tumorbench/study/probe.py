@@ -19,9 +19,9 @@ import time
 from typing import Any
 
 from tumorbench.study.spec import Study
-from tumorbench.study.timemodel import model_ms
+from tumorbench.study.timemodel import Factors, model_ms
 
-FACTOR_RANGE = (0.2, 5.0)  # beyond this the probe itself is suspect (a loaded machine): clipped, and said
+FACTOR_RANGE = (0.2, 5.0)  # beyond this the probe itself is suspect (a loaded machine): clipped
 BATCH = {2: 8, 3: 2}  # the calibration's 2D batch; two patches in 3D
 # Timed after one untimed step (first-call set-up); the fastest is kept: the median of 3 moved by +-25% between
 # runs here (segresnet_tiny 1.07x, 1.30x, 1.37x), other processes' bursts landing in one step or another.
@@ -66,7 +66,7 @@ def measure_step(
     return train_ms, eval_ms
 
 
-def probe_factors(study: Study, fp: dict[str, Any], size: int, dims: int) -> dict[str, dict[str, float]]:
+def probe_factors(study: Study, fp: dict[str, Any], size: int, dims: int) -> Factors:
     """Per distinct model of ``study``: its measured train/eval ms per image here and the factors over the constants.
 
     Returns:
@@ -82,7 +82,7 @@ def probe_factors(study: Study, fp: dict[str, Any], size: int, dims: int) -> dic
     out_channels = 1 if task.with_mask else max(2, len(fp.get("classes") or {}))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the constants' unit: ms in one torch thread
-    found: dict[str, dict[str, float]] = {}
+    found: Factors = {}
     try:
         for candidate in study.candidates:
             name = candidate.config["model"]
@@ -103,7 +103,7 @@ def probe_factors(study: Study, fp: dict[str, Any], size: int, dims: int) -> dic
     return found
 
 
-def describe(factors: dict[str, dict[str, float]]) -> str:
+def describe(factors: Factors) -> str:
     """One plan note: each model's step here against the time model's constant."""
     parts = [f"{m} {f['train']:.2f}x" for m, f in factors.items()]
     return "step times measured here (train, vs the time model's constants): " + ", ".join(parts)

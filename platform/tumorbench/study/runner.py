@@ -220,11 +220,10 @@ def plan_study(
     budget_minutes: float | None = None,
     preset: str = "default",
     capacity=None,
-    probe: bool = True,
 ):
     """Fingerprint the study's data and plan it (:mod:`tumorbench.study.planner`); Ray is not started.
 
-    On CPUs each model's step is timed here first (``probe``, :mod:`tumorbench.study.probe`): a few seconds
+    On CPUs each model's step is timed here first (:mod:`tumorbench.study.probe`): a few seconds
     per model, and the plan's minutes follow this machine rather than the one the constants were measured on.
 
     Returns:
@@ -238,7 +237,7 @@ def plan_study(
     fingerprint = compute_fingerprint(scan(_data_root(study, out), study.layout))
     capacity = capacity or Capacity.local()
     factors = None
-    if capacity.gpus < 1 and probe:  # GPUs keep timemodel.GPU_SPEEDUP: the driver's CPU says nothing of them
+    if capacity.gpus < 1:  # GPUs keep timemodel.GPU_SPEEDUP: the driver's CPU says nothing of them
         factors = probe_factors(
             study, fingerprint, start_size(study, fingerprint), int(study.config.get("spatial_dims", 2))
         )
