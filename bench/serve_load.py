@@ -199,6 +199,34 @@ def _raw(predictor, image: Path, clients: int, total: int, cap_s: float, max_bat
     return {"clients": clients, "requests": done, "errors": 0, "req_per_s": done / elapsed, **_percentiles(latencies)}
 
 
+CPU_GROUPS = (("Ingress", "ingress"), ("ServeReplica", "model"), ("ProxyActor", "proxy"), ("ray", "ray"))
+
+
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by this process (the clients) and by Ray's, grouped (Linux ``/proc``).
+
+    Read before and after a level, it says where each request's CPU goes on the machine: the
+    client loop, the ingress replica, the model replica, Serve's proxy and Ray's own daemons.
+    """
+    ticks, me, out = os.sysconf("SC_CLK_TCK"), os.getpid(), {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            title = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        pid = int(stat.parent.name)
+        group = "client" if pid == me else next((g for key, g in CPU_GROUPS if key in title), None)
+        if group:  # utime + stime, fields 14 and 15 of stat (11 and 12 after the command name)
+            out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def _cpu_ms_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    """Each group's CPU ms per request between two :func:`_cpu_seconds` readings (a replaced process counts 0)."""
+    return {g: round(1000 * max(0.0, after[g] - before.get(g, 0.0)) / max(requests, 1), 2) for g in after}
+
+
 def _stats(url: str) -> dict:
     import requests
 
@@ -247,6 +275,12 @@ def _print(rows: list[dict]) -> None:
             f"{r['setup']:10s} {r['clients']:7d} {r['requests']:8d} {r['errors']:6d} {r['req_per_s']:8.1f} "
             f"{r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f}  {r.get('peak', '')}"
         )
+    groups = ("client", "proxy", "ingress", "model", "ray")
+    print(f"\nCPU ms per request ({', '.join(groups)}: the processes' user + system time over the level)")
+    for r in rows:
+        if "cpu_ms" in r:
+            parts = "  ".join(f"{g} {r['cpu_ms'].get(g, 0.0):6.2f}" for g in groups)
+            print(f"{r['setup']:10s} {r['clients']:7d}  total {sum(r['cpu_ms'].values()):6.2f}  {parts}")
     by = {(r["setup"], r["clients"]): r for r in rows}
     levels = sorted({r["clients"] for r in rows})
     at = 32 if 32 in levels else levels[-1]
@@ -299,13 +333,15 @@ def _served(args, setups: list[str], levels: list[int], package: Path, route: st
         mode = "throughput mode" if throughput else "Serve's defaults"
         print(f"{setup}: {target} ({'Serve proxy' if target == url else 'direct ingress'}, {mode})", flush=True)
         for clients in levels:
+            before = _cpu_seconds()
             result = asyncio.run(
                 _drive(
                     target, "/healthz" if setup == "floor" else route, payload, clients, args.requests, args.time_cap
                 )
             )
+            cpu = _cpu_ms_per_request(before, _cpu_seconds(), result["requests"])
             stats = _stats(target)
-            rows.append({"setup": setup, **result, "peak": _peak(stats), "batch_sizes": _batches(stats)})
+            rows.append({"setup": setup, **result, "peak": _peak(stats), "batch_sizes": _batches(stats), "cpu_ms": cpu})
             print(rows[-1], flush=True)
     serve.shutdown()
     ray.shutdown()
