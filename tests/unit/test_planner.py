@@ -11,9 +11,9 @@ import pytest
 from ray import tune
 
 from tumorbench.study import planner, timemodel
+from tumorbench.study.capacity import Capacity
 from tumorbench.study.planner import (
     BudgetError,
-    Capacity,
     apply_plan,
     make_plan,
     model_ms,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tumorbench import storage
-from tumorbench.study import runner
+from tumorbench.study import manifest
 from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.tuning.resources import Resources, explicit_plan, plan_for
 
@@ -82,13 +82,13 @@ def test_commit_recorded_at_submit_time_without_git(monkeypatch, tmp_path):
     def no_git(*args, **kwargs):
         raise OSError("no git here")
 
-    monkeypatch.setattr(runner.subprocess, "run", no_git)
-    monkeypatch.setenv(runner.COMMIT_ENV, "0123abc dirty")
-    assert runner._code_version() == {"git_commit": "0123abc", "git_dirty": True}
-    monkeypatch.setenv(runner.COMMIT_ENV, "")
-    file = runner.Path(runner.__file__).resolve().parents[3] / runner.COMMIT_FILE
+    monkeypatch.setattr(manifest.subprocess, "run", no_git)
+    monkeypatch.setenv(manifest.COMMIT_ENV, "0123abc dirty")
+    assert manifest.code_version() == {"git_commit": "0123abc", "git_dirty": True}
+    monkeypatch.setenv(manifest.COMMIT_ENV, "")
+    file = manifest.Path(manifest.__file__).resolve().parents[3] / manifest.COMMIT_FILE
     if not file.exists():
-        assert runner._code_version() == {"git_commit": None, "git_dirty": None}
+        assert manifest.code_version() == {"git_commit": None, "git_dirty": None}
 
 
 def test_gpu_node_types_come_from_the_heads_autoscaling_config(tmp_path):

@@ -4,7 +4,7 @@ import json
 
 from ray import tune
 
-from tumorbench.study.runner import describe_domain
+from tumorbench.study.manifest import describe_domain
 
 
 def test_search_domains_are_recorded_as_data():

@@ -55,7 +55,7 @@ def test_code_version_is_this_checkout():
     import subprocess
     from pathlib import Path
 
-    from tumorbench.study.runner import _code_version
+    from tumorbench.study.manifest import code_version
 
     repo = Path(__file__).resolve().parents[2]
     if not (repo / ".git").exists():
@@ -64,7 +64,7 @@ def test_code_version_is_this_checkout():
     status = subprocess.run(
         ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True
     ).stdout
-    assert _code_version() == {"git_commit": head, "git_dirty": bool(status.strip())}
+    assert code_version() == {"git_commit": head, "git_dirty": bool(status.strip())}
 
 
 def test_trial_rows_in_start_order():

@@ -155,7 +155,7 @@ def test_manifest_records_spec_statistics_and_data_content(tmp_path):
     import json
 
     from tumorbench.data.splits import content_hash
-    from tumorbench.study.runner import ALPHA, N_BOOT, write_manifest
+    from tumorbench.study.manifest import ALPHA, N_BOOT, write_manifest
 
     write_blob_folders(tmp_path / "data", n=4)
     study = _study(data=str(tmp_path / "data"))

@@ -106,7 +106,7 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 
 def _capacity(args: argparse.Namespace):
     """A named cluster's capacity (it is joined: the study runs there anyway), else this machine's."""
-    from tumorbench.study.planner import Capacity
+    from tumorbench.study.capacity import Capacity
 
     if args.address and not args.dry_run:
         from tumorbench.training.trainer import ensure_ray

@@ -10,11 +10,11 @@ anything starts, with the minimum it would need.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tumorbench.errors import TumorbenchError
+from tumorbench.study.capacity import Capacity, cache_bytes, choose_cache, free_disk_bytes, usable_cases
 from tumorbench.study.spec import Candidate, Study
 from tumorbench.study.timemodel import (
     BASELINE_MS_PER_CASE,
@@ -38,7 +38,6 @@ from tumorbench.study.timemodel import (
 from tumorbench.tasks import get_task
 from tumorbench.tuning.schedulers import asha_expected_share, asha_grace_epochs
 
-MEMORY_CACHE_SHARE = 0.25  # at most this share of available memory for all in-memory caches together
 DEFAULT_CAPS_MIN = {"smoke": 15.0, "default": 55.0, "full": None}  # without --budget
 SIZES_2D, PATCHES_3D = (128, 96, 64), (64, 48, 32)
 MIN_FOLDS, MIN_EPOCHS = 2, 1
@@ -46,51 +45,6 @@ MIN_FOLDS, MIN_EPOCHS = 2, 1
 
 class BudgetError(TumorbenchError, ValueError):
     """The budget cannot hold even the smallest study (said before anything starts)."""
-
-
-@dataclass(frozen=True)
-class Capacity:
-    """What the machine or cluster has for the study: CPUs, GPUs, memory (bytes), and where the numbers came from.
-
-    Not :class:`tumorbench.tuning.resources.Resources`, which is what one trial asks for.
-    """
-
-    cpus: float
-    gpus: float
-    memory: float
-    source: str
-
-    @classmethod
-    def local(cls) -> Capacity:
-        """This machine, read before Ray starts."""
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        return cls(float(cpus), float(_local_gpus()), float(_available_memory()), "this machine")
-
-    @classmethod
-    def from_ray(cls) -> Capacity:
-        """The connected Ray cluster (``ray.cluster_resources``)."""
-        import ray
-
-        res = ray.cluster_resources()
-        return cls(float(res.get("CPU", 0)), float(res.get("GPU", 0)), float(res.get("memory", 0)), "Ray cluster")
-
-
-def _local_gpus() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count()
-    except (ImportError, RuntimeError):  # no torch or a broken CUDA install: plan for CPUs
-        return 0
-
-
-def _available_memory() -> float:
-    try:
-        with open("/proc/meminfo") as handle:
-            fields = dict(line.split(":", 1) for line in handle)
-        return float(fields["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 @dataclass(frozen=True)
@@ -206,47 +160,6 @@ def start_size(study: Study, fp: dict[str, Any]) -> int:
     if dims == 2:  # no needless upsampling: the data's median size, rounded up to the U-Nets' stride of 16
         size = min(size, max(32, 16 * math.ceil(min(fp["median_shape"][:2]) / 16)))
     return size
-
-
-def _usable_cases(fp: dict[str, Any], study: Study) -> int:
-    cases = sum(fp["classes"].values()) if not get_task(study.task).with_mask and fp["classes"] else fp["cases"]
-    if study.config.get("dedupe", True) and not get_task(study.task).with_mask:
-        cases -= fp["duplicates"].get("redundant_copies") or 0
-    return max(1, cases)
-
-
-def cache_bytes(fp: dict[str, Any], study: Study, size: int, dims: int) -> float:
-    """Bytes one trial's in-memory cache holds: every case preprocessed to ``size`` (float32, mask included)."""
-    channels = (study.config.get("preprocess") or {}).get("channels") or fp["channels"]
-    if dims == 3:  # 3D studies cache whole preprocessed volumes, not patches
-        voxels = math.prod(fp["median_shape"][:3])
-    else:
-        voxels = size * size
-    per_case = (channels + (1 if get_task(study.task).with_mask else 0)) * voxels * 4
-    return float(_usable_cases(fp, study) * per_case)
-
-
-def choose_cache(
-    fp: dict[str, Any], study: Study, size: int, dims: int, side_by_side: int, capacity: Capacity, disk_free: float
-) -> tuple[str, str]:
-    """``memory`` when every concurrent trial's cache fits the memory share, else ``disk``, else ``none``."""
-    need = cache_bytes(fp, study, size, dims)
-    allowed = MEMORY_CACHE_SHARE * capacity.memory
-    if need * side_by_side <= allowed:
-        return (
-            "memory",
-            f"memory cache: {need / 2**20:.0f} MB per trial x {side_by_side} fits "
-            f"{MEMORY_CACHE_SHARE:.0%} of {capacity.memory / 2**30:.1f} GiB",
-        )
-    if need * DISK_CHAINS * 1.5 <= disk_free:
-        return "disk", (
-            f"disk cache (shared by every trial and fold): {need / 2**20:.0f} MB per trial x "
-            f"{side_by_side} is over {MEMORY_CACHE_SHARE:.0%} of {capacity.memory / 2**30:.1f} GiB"
-        )
-    return "none", (
-        f"no cache: {need / 2**20:.0f} MB fits neither {MEMORY_CACHE_SHARE:.0%} of memory nor the "
-        f"{disk_free / 2**30:.1f} GiB free on disk"
-    )
 
 
 def _side_by_side(capacity: Capacity, workers: int, max_trials: int) -> int:
@@ -365,7 +278,7 @@ def make_plan(
     dims = int(study.config.get("spatial_dims", 2))
     cap = budget_minutes if budget_minutes is not None else DEFAULT_CAPS_MIN.get(preset)
     budget = None if cap is None else 60.0 * cap
-    n = _usable_cases(fp, study)
+    n = usable_cases(fp, study)
     samples = int((study.config.get("sampling") or {}).get("num_samples", 1)) if dims == 3 else 1
     workers = int(study.config.get("workers", 1))
     trials = {c.name: _count_trials(c) for c in study.candidates}
@@ -389,7 +302,7 @@ def make_plan(
     speed = GPU_SPEEDUP if capacity.gpus >= 1 else max(1.0, CPU_PARALLEL_EFFICIENCY * cores / side)
     # LGG --budget 15 (2 workers): 9.1 s per U-Net epoch measured, 9.2 s modelled with both workers loading
     k.loaders = 1.0 if capacity.gpus >= 1 else max(1.0, min(workers, capacity.cpus / side))
-    free = disk_free if disk_free is not None else _disk_free()
+    free = disk_free if disk_free is not None else free_disk_bytes()
     cache, cache_note = choose_cache(fp, study, k.size, dims, side, capacity, free)
 
     def kind() -> str:  # a memory cache is filled from a shared disk cache where the disk holds one
@@ -457,12 +370,6 @@ def make_plan(
         },
         shared_cache=kind() in SHARED_CACHES,
     )
-
-
-def _disk_free(path: str = ".") -> float:
-    import shutil
-
-    return float(shutil.disk_usage(path).free)
 
 
 def _changes(study: Study, k: _Knobs, trials: dict[str, int], dims: int) -> list[str]:

@@ -1,0 +1,106 @@
+"""What a study can use: the machine's or cluster's CPUs, GPUs and memory, and the cache mode that fits."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from tumorbench.study.spec import Study
+from tumorbench.study.timemodel import DISK_CHAINS
+from tumorbench.tasks import get_task
+
+MEMORY_CACHE_SHARE = 0.25  # at most this share of available memory for all in-memory caches together
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What the machine or cluster has for the study: CPUs, GPUs, memory (bytes), and where the numbers came from.
+
+    Not :class:`tumorbench.tuning.resources.Resources`, which is what one trial asks for.
+    """
+
+    cpus: float
+    gpus: float
+    memory: float
+    source: str
+
+    @classmethod
+    def local(cls) -> Capacity:
+        """This machine, read before Ray starts."""
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return cls(float(cpus), float(_local_gpus()), float(_available_memory()), "this machine")
+
+    @classmethod
+    def from_ray(cls) -> Capacity:
+        """The connected Ray cluster (``ray.cluster_resources``)."""
+        import ray
+
+        res = ray.cluster_resources()
+        return cls(float(res.get("CPU", 0)), float(res.get("GPU", 0)), float(res.get("memory", 0)), "Ray cluster")
+
+
+def _local_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except (ImportError, RuntimeError):  # no torch or a broken CUDA install: plan for CPUs
+        return 0
+
+
+def _available_memory() -> float:
+    try:
+        with open("/proc/meminfo") as handle:
+            fields = dict(line.split(":", 1) for line in handle)
+        return float(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def usable_cases(fp: dict[str, Any], study: Study) -> int:
+    cases = sum(fp["classes"].values()) if not get_task(study.task).with_mask and fp["classes"] else fp["cases"]
+    if study.config.get("dedupe", True) and not get_task(study.task).with_mask:
+        cases -= fp["duplicates"].get("redundant_copies") or 0
+    return max(1, cases)
+
+
+def cache_bytes(fp: dict[str, Any], study: Study, size: int, dims: int) -> float:
+    """Bytes one trial's in-memory cache holds: every case preprocessed to ``size`` (float32, mask included)."""
+    channels = (study.config.get("preprocess") or {}).get("channels") or fp["channels"]
+    if dims == 3:  # 3D studies cache whole preprocessed volumes, not patches
+        voxels = math.prod(fp["median_shape"][:3])
+    else:
+        voxels = size * size
+    per_case = (channels + (1 if get_task(study.task).with_mask else 0)) * voxels * 4
+    return float(usable_cases(fp, study) * per_case)
+
+
+def choose_cache(
+    fp: dict[str, Any], study: Study, size: int, dims: int, side_by_side: int, capacity: Capacity, disk_free: float
+) -> tuple[str, str]:
+    """``memory`` when every concurrent trial's cache fits the memory share, else ``disk``, else ``none``."""
+    need = cache_bytes(fp, study, size, dims)
+    allowed = MEMORY_CACHE_SHARE * capacity.memory
+    if need * side_by_side <= allowed:
+        return (
+            "memory",
+            f"memory cache: {need / 2**20:.0f} MB per trial x {side_by_side} fits "
+            f"{MEMORY_CACHE_SHARE:.0%} of {capacity.memory / 2**30:.1f} GiB",
+        )
+    if need * DISK_CHAINS * 1.5 <= disk_free:
+        return "disk", (
+            f"disk cache (shared by every trial and fold): {need / 2**20:.0f} MB per trial x "
+            f"{side_by_side} is over {MEMORY_CACHE_SHARE:.0%} of {capacity.memory / 2**30:.1f} GiB"
+        )
+    return "none", (
+        f"no cache: {need / 2**20:.0f} MB fits neither {MEMORY_CACHE_SHARE:.0%} of memory nor the "
+        f"{disk_free / 2**30:.1f} GiB free on disk"
+    )
+
+
+def free_disk_bytes(path: str = ".") -> float:
+    import shutil
+
+    return float(shutil.disk_usage(path).free)
