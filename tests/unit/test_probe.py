@@ -6,7 +6,7 @@ import pytest
 import torch
 from ray import tune
 
-from tumorbench.study.probe import FACTOR_RANGE, probe_factors
+from tumorbench.study.probe import FACTOR_RANGE, describe, probe_factors
 from tumorbench.study.spec import Candidate, Study
 from tumorbench.study.timemodel import model_ms
 
@@ -37,5 +37,20 @@ def test_probe_times_each_distinct_model_once_and_divides_by_its_constant():
         train, evaluate = model_ms(name, 64, 2)
         assert f["train"] == pytest.approx(min(max(f["train_ms"] / train, FACTOR_RANGE[0]), FACTOR_RANGE[1]), rel=0.02)
         assert f["eval"] == pytest.approx(min(max(f["eval_ms"] / evaluate, FACTOR_RANGE[0]), FACTOR_RANGE[1]), rel=0.02)
+        assert f["train_measured"] == pytest.approx(f["train_ms"] / train, rel=0.02)
     # resnet18 has ~16x the tiny variant's width squared: its step is measured several times slower
     assert found["resnet18"]["train_ms"] > 2 * found["resnet18_tiny"]["train_ms"]
+
+
+def test_the_plan_note_says_which_factor_was_clipped_and_what_was_measured():
+    note = describe(
+        {
+            "unet": {"train": 1.27, "train_measured": 1.27, "eval": 0.5},
+            "resnet50": {"train": FACTOR_RANGE[1], "train_measured": 7.31, "eval": 5.0},
+            "tiny": {"train": FACTOR_RANGE[0], "train_measured": 0.05, "eval": 0.2},
+        }
+    )
+    assert note == (
+        "step times measured here (train, vs the time model's constants): unet 1.27x, "
+        "resnet50 5.00x (measured 7.31x: clipped to 0.2-5x), tiny 0.20x (measured 0.05x: clipped to 0.2-5x)"
+    )

@@ -95,15 +95,24 @@ def probe_factors(study: Study, fp: dict[str, Any], size: int, dims: int) -> Fac
             found[name] = {
                 "train_ms": round(train_ms, 2),
                 "eval_ms": round(eval_ms, 2),
-                "train": round(min(max(train_ms / const_train, FACTOR_RANGE[0]), FACTOR_RANGE[1]), 3),
-                "eval": round(min(max(eval_ms / const_eval, FACTOR_RANGE[0]), FACTOR_RANGE[1]), 3),
+                "train_measured": round(train_ms / const_train, 3),
+                "train": _clip(train_ms / const_train),
+                "eval": _clip(eval_ms / const_eval),
             }
     finally:
         torch.set_num_threads(threads)
     return found
 
 
+def _clip(ratio: float) -> float:
+    return round(min(max(ratio, FACTOR_RANGE[0]), FACTOR_RANGE[1]), 3)
+
+
 def describe(factors: Factors) -> str:
-    """One plan note: each model's step here against the time model's constant."""
-    parts = [f"{m} {f['train']:.2f}x" for m, f in factors.items()]
+    """One plan note: each model's step here against the time model's constant (and when it was clipped)."""
+    parts = []
+    for model, f in factors.items():
+        measured = f.get("train_measured", f["train"])
+        clipped = f" (measured {measured:.2f}x: clipped to {FACTOR_RANGE[0]:g}-{FACTOR_RANGE[1]:g}x)"
+        parts.append(f"{model} {f['train']:.2f}x" + (clipped if _clip(measured) != measured else ""))
     return "step times measured here (train, vs the time model's constants): " + ", ".join(parts)
