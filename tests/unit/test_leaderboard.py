@@ -12,6 +12,7 @@ from tumorbench.errors import DataError
 from tumorbench.evaluation.leaderboard import (
     fold_metrics,
     format_leaderboard,
+    infinite_note,
     leaderboard,
     paired_statistics,
     summarize_results,
@@ -262,6 +263,16 @@ def test_hd95_primary_ranks_lowest_first_and_inf_has_no_ci():
     row = leaderboard(pred, task="segmentation", n_boot=50).set_index("model").loc["otsu"]
     assert np.isinf(row["hd95_pooled"]) and np.isnan(row["hd95_ci_low"])
     otsu = pred[pred["model"] == "otsu"]
+    # what a reader can still compare: the median over patients (the inf one included) and the count
+    assert row["hd95_n_inf"] == 1 and row["hd95_median"] == pytest.approx(np.median(otsu["hd95"]))
+    assert np.isfinite(row["hd95_median"])
+    n = otsu["patient_id"].nunique()
+    assert infinite_note(row, "hd95") == f" (median {row['hd95_median']:.1f}; 1 of {n} cases inf)"
+    assert infinite_note(row, "dice") == ""
+    unet = leaderboard(pred, task="segmentation", n_boot=50).set_index("model").loc["unet"]
+    assert infinite_note(unet, "hd95") == ""  # none of its cases is inf, but beside otsu its median is shown
+    median = np.median(pred.loc[pred["model"] == "unet", "hd95"])
+    assert infinite_note(unet, "hd95", always=True) == f" (median {median:.1f}; 0 of {n} cases inf)"
     assert row["dice_pooled"] == pytest.approx(np.nanmean(otsu["dice"]))
     stats = paired_statistics(pred, task="segmentation")
     assert stats.set_index(["model", "test"]).at[("otsu", "wilcoxon"), "n"] == N_FOLDS * PER_FOLD - 1

@@ -136,12 +136,37 @@ def classification_pooled_row(
 
 
 def mean_pooled_row(g: pd.DataFrame, metrics: list[str], n_boot: int, alpha: float, seed: int) -> dict[str, float]:
-    """Each metric's mean per-case value with its patient-bootstrap CI (per-patient segmentation scores)."""
+    """Each metric's mean per-case value with its patient-bootstrap CI (per-patient segmentation scores).
+
+    A distance (HD95: lower is better) also gets ``<m>_median`` and ``<m>_n_inf``: one missed tumour makes
+    its mean inf, and the median with the count of infinite cases is what a reader can still compare.
+    """
     row: dict[str, float] = {}
     for m in metrics:
         est, lo, hi = _mean_ci(g, m, n_boot, alpha, seed)
         row.update({f"{m}_pooled": est, f"{m}_ci_low": lo, f"{m}_ci_high": hi})
+        if lower_is_better(m, "segmentation"):
+            values = g[m].dropna().to_numpy(float)
+            row[f"{m}_median"] = float(np.median(values)) if values.size else math.nan
+            row[f"{m}_n_inf"] = int(np.isinf(values).sum())
     return row
+
+
+def infinite_note(r: pd.Series | dict, metric: str, digits: int = 1, always: bool = False) -> str:
+    """``" (median 12.3; 1 of 39 cases inf)"`` for a distance with infinite cases, else ``""``.
+
+    ``always``: the median (and count) even without infinite cases, for a column where another model has
+    some, so that the reader compares medians with medians.
+    """
+    n_inf = r.get(f"{metric}_n_inf", math.nan)
+    if isinstance(n_inf, float) and math.isnan(n_inf) or not (n_inf or always):
+        return ""
+    return f" (median {_fmt(r[f'{metric}_median'], digits)}; {int(n_inf)} of {int(r['n_patients'])} cases inf)"
+
+
+def with_infinite(lb: pd.DataFrame, metrics: list[str]) -> set[str]:
+    """The metrics for which some model of ``lb`` has infinite cases (their medians are shown for all)."""
+    return {m for m in metrics if f"{m}_n_inf" in lb.columns and (lb[f"{m}_n_inf"].fillna(0) > 0).any()}
 
 
 def leaderboard(
@@ -267,7 +292,7 @@ def format_leaderboard(
         else primary
     )
     header = ["#", "model", "kind", f"{name} pooled [95% CI]", f"{name} fold mean ± SD"] + others
-    body = []
+    body, medians = [], with_infinite(lb, others)
     for _, r in lb.iterrows():
         body.append(
             [
@@ -278,7 +303,7 @@ def format_leaderboard(
                 f"{_fmt(r[f'{primary}_ci_high'], digits)}]",
                 f"{_fmt(r[f'{primary}_mean'], digits)} ± {_fmt(r[f'{primary}_sd'], digits)}",
             ]
-            + [_fmt(r[f"{m}_mean"], digits) for m in others]
+            + [_fmt(r[f"{m}_mean"], digits) + infinite_note(r, m, digits, m in medians) for m in others]
         )
     p_titles, p_cells = _p_column(lb, stats, task, primary, digits)
     if p_cells:

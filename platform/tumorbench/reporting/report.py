@@ -18,7 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from tumorbench.errors import DataError
-from tumorbench.evaluation.leaderboard import leaderboard, load_results
+from tumorbench.evaluation.leaderboard import infinite_note, leaderboard, load_results, with_infinite
 from tumorbench.evaluation.oof import (
     check_folds,
     check_predictions,
@@ -137,7 +137,7 @@ def _leaderboard_section(lb: pd.DataFrame, stats: pd.DataFrame, task: str, prima
         f"{_esc(primary)} fold mean ± SD",
     ]
     header += ["95% CI (DeLong)"] * delong + p_headers + [f"{_esc(m)} fold mean ± SD" for m in others]
-    rows = []
+    rows, medians = [], with_infinite(lb, list(metrics))
     for i, (_, r) in enumerate(lb.iterrows()):
         row = [
             _esc(r["rank"]),
@@ -148,11 +148,17 @@ def _leaderboard_section(lb: pd.DataFrame, stats: pd.DataFrame, task: str, prima
         ]
         if delong:
             row.append(f"[{_num(r['auc_delong_low'])}, {_num(r['auc_delong_high'])}]")
-        row += (p_cells[i] if p_cells else []) + [f"{_num(r[f'{m}_mean'])} ± {_num(r[f'{m}_sd'])}" for m in others]
+        row += (p_cells[i] if p_cells else []) + [
+            f"{_num(r[f'{m}_mean'])} ± {_num(r[f'{m}_sd'])}{_esc(infinite_note(r, m, 3, m in medians))}" for m in others
+        ]
         rows.append(row)
     pooled = [
         [_esc(r["model"])]
-        + [f"{_num(r[f'{m}_pooled'])} [{_num(r[f'{m}_ci_low'])}, {_num(r[f'{m}_ci_high'])}]" for m in metrics]
+        + [
+            f"{_num(r[f'{m}_pooled'])} [{_num(r[f'{m}_ci_low'])}, {_num(r[f'{m}_ci_high'])}]"
+            f"{_esc(infinite_note(r, m, 3, m in medians))}"
+            for m in metrics
+        ]
         for _, r in lb.iterrows()
     ]
     note = (
