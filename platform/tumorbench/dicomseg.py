@@ -24,7 +24,7 @@ from pydicom.sr.codedict import codes
 
 from tumorbench.data.dicom import dicom_series_headers
 from tumorbench.errors import DataError
-from tumorbench.uploads import UploadError, UploadLimits, _unpack, sniff_format
+from tumorbench.uploads import UploadError, UploadLimits, sniff_format, unpack
 
 MEDIA_TYPE = "application/dicom"
 SERIES_NUMBER = 9001  # out of the way of the scanner's own series numbers
@@ -155,7 +155,7 @@ def upload_sources(
         path.write_bytes(data)
         kind = sniff_format(path)
         if kind == "zip":
-            files = _unpack(path, Path(tmp) / "unpacked", limits, label)  # the same checks as the image reader
+            files = unpack(path, Path(tmp) / "unpacked", limits, label)  # the same checks as the image reader
             kind = "dicom" if all(sniff_format(f) == "dicom" for f in files) else "zip of other files"
             path = Path(tmp) / "unpacked"
         if kind != "dicom":
