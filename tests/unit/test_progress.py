@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from types import SimpleNamespace
 
@@ -78,3 +79,19 @@ def test_tune_output_selects_the_silent_engine_only_at_verbose_0(monkeypatch):
     with _tune_output(0):
         assert get_air_verbosity(0) is None
     assert os.environ["RAY_AIR_NEW_OUTPUT"] == "1"
+
+
+def test_tune_output_drops_tensorboardx_nan_warnings_at_every_verbosity(caplog):
+    import numpy as np
+    from tensorboardX.x2num import make_np
+
+    from tumorbench.tuning.search import _tune_output
+
+    for verbose in (0, 1):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), _tune_output(verbose):
+            make_np(np.array([float("nan")]))  # what Tune's TBX logger does with a one-fold SD
+        assert "NaN or Inf" not in caplog.text
+    with caplog.at_level(logging.WARNING):  # outside a search the warning is tensorboardX's business again
+        make_np(np.array([float("inf")]))
+    assert "NaN or Inf found in input tensor." in caplog.text

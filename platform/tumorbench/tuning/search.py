@@ -288,28 +288,30 @@ def run_search(
 
 @contextlib.contextmanager
 def _tune_output(verbose: int) -> Iterator[None]:
-    """Silence Tune completely at ``verbose=0``.
+    """Silence Tune completely at ``verbose=0``; at every verbosity, tensorboardX's NaN warning.
 
     Ray 2.60's default console engine prints its "Configuration for experiment" box at every
     verbosity (``TuneTerminalReporter.experiment_started`` ignores it); the legacy engine, chosen
     with Ray's documented ``RAY_AIR_NEW_OUTPUT=0``, prints nothing at 0. Tune reads the variable
     when ``fit`` starts, so it is set only around the call (our live lines come from ``SearchProgress``).
+    Tune's TensorBoard logger warns "NaN or Inf found in input tensor." for every NaN or inf it writes,
+    and both are legitimate results (a one-fold SD, the HD95 of a missed tumour): TensorBoard leaves a gap.
     """
-    if verbose:
-        yield
-        return
+    quiet = {"tensorboardX.x2num": logging.ERROR} | ({} if verbose else {"ray.tune.tune": logging.WARNING})
+    levels = {name: logging.getLogger(name).level for name in quiet}
+    for name, level in quiet.items():  # ray.tune.tune: its "Wrote the latest version of all result files" line
+        logging.getLogger(name).setLevel(max(levels[name], level))
     before = os.environ.get("RAY_AIR_NEW_OUTPUT")
-    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    tune_log = logging.getLogger("ray.tune.tune")  # its "Wrote the latest version of all result files" line
-    level = tune_log.level
-    tune_log.setLevel(max(level, logging.WARNING))
+    if not verbose:
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     try:
         yield
     finally:
-        tune_log.setLevel(level)
-        if before is None:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        if not verbose and before is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
-        else:
+        elif not verbose:
             os.environ["RAY_AIR_NEW_OUTPUT"] = before
 
 
