@@ -66,6 +66,17 @@ def ray_session():
     ray.shutdown()
 
 
+def load_script(relative: str):
+    """A repository script (``scripts/...``, ``bench/...``: not importable packages) loaded as a module."""
+    import importlib.util
+
+    path = REPO_ROOT / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_blob_folders(root: Path, n: int = 12) -> None:
     """A tiny class-folder dataset: 'yes' images hold a bright disc, 'no' images are noise only."""
     import numpy as np
