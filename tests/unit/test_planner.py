@@ -259,6 +259,21 @@ def test_guard_keeps_the_first_trial_then_stops_at_fold_boundaries():
     assert guard.stop_all() and guard.ended_by == "budget: no further trial fits"
 
 
+def test_guard_does_not_claim_a_search_that_ran_all_its_trials():
+    # LGG --budget 15: one trial per search, done at 189 s of a 258 s share; a further trial would not have fit,
+    # but none was planned: the search ended on its own, and its summary said "budget: no further trial fits"
+    for planned, ends in ((1, False), (2, True), (None, True)):
+        clock = _Clock()
+        guard = BudgetGuard(258, n_folds=3, fold_seconds=71, grace=26, clock=clock, planned_trials=planned)
+        _step(guard, a="RUNNING")
+        for now, folds in ((80, 1), (135, 2), (189, 3)):
+            clock.now = now
+            assert guard("a", {"folds_done": folds}) is False
+        _step(guard, a="TERMINATED")  # 189 + 3 x 63 > 258
+        assert guard.stop_all() is ends
+        assert guard.summary()["ended_by"] == ("budget: no further trial fits" if ends else None)
+
+
 def test_guard_starts_a_trial_that_fits_at_ashas_expected_share():
     # yes/no --budget 15: lite0's 282 s share, 41 s folds after a 49 s start-up; ASHA expected to stop a new trial
     # at 0.6 of its folds. Asking room for all 3 folds ended the search after one trial, 27% under the budget.

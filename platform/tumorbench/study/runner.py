@@ -193,7 +193,14 @@ def _guard(plan, name: str, remaining: list[str], started: float, n_folds: int):
     left = plan.budget_seconds - (time.perf_counter() - started)
     seconds = plan.search_budget(name, left, remaining)
     search = next(s for s in plan.searches if s.name == name)
-    return BudgetGuard(seconds, n_folds, search.fold_seconds, grace=0.1 * seconds, new_trial_share=search.share)
+    return BudgetGuard(
+        seconds,
+        n_folds,
+        search.fold_seconds,
+        grace=0.1 * seconds,
+        new_trial_share=search.share,
+        planned_trials=search.trials,
+    )
 
 
 def _budget_summary(plan, started: float, guards: dict[str, dict], cut: list[str]) -> dict[str, Any] | None:

@@ -42,6 +42,8 @@ class BudgetGuard(Stopper, Callback):
         clock: Monotonic clock (tests pass a fake one).
         new_trial_share: Share of its folds a new trial is expected to train (ASHA's,
             ``tuning.schedulers.asha_expected_share``; 1 without early stopping).
+        planned_trials: The search's trials (``num_samples`` times a grid's size); once all have been seen
+            and none is left, the search ends on its own and the guard does not claim it ended it.
     """
 
     def __init__(
@@ -52,8 +54,10 @@ class BudgetGuard(Stopper, Callback):
         grace: float = 0.0,
         clock=time.monotonic,
         new_trial_share: float = 1.0,
+        planned_trials: int | None = None,
     ) -> None:
         self.new_trial_share = min(1.0, max(0.0, new_trial_share))
+        self.planned_trials = planned_trials
         self._clock = clock
         self.started = clock()
         self.deadline = self.started + max(0.0, seconds)
@@ -127,6 +131,8 @@ class BudgetGuard(Stopper, Callback):
             self.ended_by = self.ended_by or f"hard deadline: {cut}"
             return True
         live = [t for t in self._live if t not in self.stopped_trials]
+        if not live and self.planned_trials is not None and len(self._first_seen) >= self.planned_trials:
+            return False  # every trial has run: Tune ends the search (LGG's 1-trial searches said "budget")
         if (
             self.finished()
             and not any(self._viable(t) for t in live)
