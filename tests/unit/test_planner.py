@@ -246,6 +246,17 @@ def _step(guard, **status):
     guard.on_step_begin(0, [SimpleNamespace(trial_id=t, status=s) for t, s in status.items()])
 
 
+def _first_trial(seconds: float, fold_seconds: float, reports: tuple, **kwargs):
+    """A guard whose first trial ``a`` reported its folds at the ``reports`` times, none of them stopped."""
+    clock = _Clock()
+    guard = BudgetGuard(seconds, n_folds=len(reports), fold_seconds=fold_seconds, clock=clock, **kwargs)
+    _step(guard, a="RUNNING")
+    for folds, now in enumerate(reports, 1):
+        clock.now = now
+        assert guard("a", {"folds_done": folds}) is False
+    return guard, clock
+
+
 def test_guard_keeps_the_first_trial_then_stops_at_fold_boundaries():
     clock = _Clock()
     guard = BudgetGuard(300, n_folds=3, fold_seconds=50, grace=30, clock=clock)
@@ -263,12 +274,7 @@ def test_guard_does_not_claim_a_search_that_ran_all_its_trials():
     # LGG --budget 15: one trial per search, done at 189 s of a 258 s share; a further trial would not have fit,
     # but none was planned: the search ended on its own, and its summary said "budget: no further trial fits"
     for planned, ends in ((1, False), (2, True), (None, True)):
-        clock = _Clock()
-        guard = BudgetGuard(258, n_folds=3, fold_seconds=71, grace=26, clock=clock, planned_trials=planned)
-        _step(guard, a="RUNNING")
-        for now, folds in ((80, 1), (135, 2), (189, 3)):
-            clock.now = now
-            assert guard("a", {"folds_done": folds}) is False
+        guard, _ = _first_trial(258, 71, (80, 135, 189), grace=26, planned_trials=planned)
         _step(guard, a="TERMINATED")  # 189 + 3 x 63 > 258
         assert guard.stop_all() is ends
         assert guard.summary()["ended_by"] == ("budget: no further trial fits" if ends else None)
@@ -278,12 +284,7 @@ def test_guard_starts_a_trial_that_fits_at_ashas_expected_share():
     # yes/no --budget 15: lite0's 282 s share, 41 s folds after a 49 s start-up; ASHA expected to stop a new trial
     # at 0.6 of its folds. Asking room for all 3 folds ended the search after one trial, 27% under the budget.
     for share, ends in ((1.0, True), (0.6, False)):
-        clock = _Clock()
-        guard = BudgetGuard(282, n_folds=3, fold_seconds=48, grace=28, clock=clock, new_trial_share=share)
-        _step(guard, a="RUNNING")
-        for now, folds in ((90, 1), (131, 2), (172, 3)):
-            clock.now = now
-            assert guard("a", {"folds_done": folds}) is False
+        guard, clock = _first_trial(282, 48, (90, 131, 172), grace=28, new_trial_share=share)
         _step(guard, a="TERMINATED", b="PENDING")  # 172 + 3 x 57.3 = 344 > 282; 172 + 0.6 x 172 = 275 <= 282
         assert guard.stop_all() is ends
     _step(guard, a="TERMINATED", b="RUNNING")  # promoted by ASHA past its rung: stopped at a fold boundary
