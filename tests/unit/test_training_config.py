@@ -11,7 +11,7 @@ from PIL import Image
 
 from tumorbench.models.registry import UnknownModelError
 from tumorbench.training.config import TrainConfig, TrainConfigError, merge_settings
-from tumorbench.training.data import FoldCases, train_shard
+from tumorbench.training.data import FoldCases, cache_folder, train_shard
 from tumorbench.training.tasks import model_kwargs
 from tumorbench.training.trainer import preflight, worker_resources
 from tumorbench.transforms import AugmentConfig, PreprocessConfig
@@ -37,6 +37,14 @@ def test_config_round_trips_through_a_plain_dict(tmp_path):
         TrainConfig.from_dict(config.to_dict() | {"epochz": 3})
     with pytest.raises(TrainConfigError, match=r"unknown training settings \['sampling\.patch'\]"):
         TrainConfig.from_dict(config.to_dict() | {"sampling.patch": 3})
+
+
+def test_training_and_validation_read_one_cache_folder(tmp_path):
+    shared = str(tmp_path / "study" / "cache")
+    assert cache_folder(_config(tmp_path, cache="disk")) == str(tmp_path / "out" / "cache")
+    assert cache_folder(_config(tmp_path, cache="memory")) is None  # decoded in memory only
+    for cache in ("disk", "memory"):  # a study's shared disk cache backs both modes
+        assert cache_folder(_config(tmp_path, cache=cache, cache_dir=shared)) == shared
 
 
 def test_merge_settings_is_one_deep_rule():

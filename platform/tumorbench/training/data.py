@@ -203,6 +203,16 @@ def transforms_for(config: TrainConfig, data_dims: int, *, train: bool, seed: in
     )
 
 
+def cache_folder(config: TrainConfig) -> str | None:
+    """The disk cache a run reads and fills: the study's shared one, else ``<out>/cache`` for ``cache: disk``.
+
+    ``cache: memory`` is backed by the study's shared disk cache when it has one (None: decoded in memory only).
+    """
+    if config.cache_dir:
+        return str(config.cache_dir)
+    return str(Path(config.out) / "cache") if config.cache == "disk" else None
+
+
 def train_loader(
     config: TrainConfig,
     cases: FoldCases,
@@ -219,9 +229,9 @@ def train_loader(
 
     shard_cases = train_shard(config, cases, rank, world_size)
     transform = transforms_for(config, cases.data_dims, train=True, seed=config.seed + rank)
-    # disk: <out>/cache unless the study shares one; memory: backed by the study's shared disk cache, if any
-    cache_dir = Path(config.cache_dir or Path(config.out) / "cache") if config.cache == "disk" else config.cache_dir
-    dataset: torch.utils.data.Dataset = make_dataset(shard_cases, transform, cache=config.cache, cache_dir=cache_dir)
+    dataset: torch.utils.data.Dataset = make_dataset(
+        shard_cases, transform, cache=config.cache, cache_dir=cache_folder(config)
+    )
     if extra is not None:
         dataset = torch.utils.data.ConcatDataset([dataset, extra])
     generator = torch.Generator().manual_seed(config.seed * 1000 + rank)
@@ -255,8 +265,9 @@ def val_dataset(config: TrainConfig, cases: FoldCases, rank: int, world_size: in
     # Held in memory, filled from the study's disk cache where it has one: a case is decoded once per study
     # for validation, not once per fold and trial (a 3D volume takes seconds). The files keep MetaTensors,
     # so scoring still has each case's pixdim and native mask.
-    shared = config.cache_dir or (str(Path(config.out) / "cache") if config.cache == "disk" else None)
-    return make_dataset(own, transforms_for(config, cases.data_dims, train=False), cache="memory", cache_dir=shared)
+    return make_dataset(
+        own, transforms_for(config, cases.data_dims, train=False), cache="memory", cache_dir=cache_folder(config)
+    )
 
 
 def io_channels(config: TrainConfig, cases: FoldCases) -> tuple[int, int]:
