@@ -260,7 +260,8 @@ def test_hd95_primary_ranks_lowest_first_and_inf_has_no_ci():
     assert lb["model"].tolist() == means.sort_values().index.tolist()
     pred.loc[(pred["model"] == "otsu") & (pred["patient_id"] == "p007"), "hd95"] = np.inf
     pred.loc[(pred["model"] == "otsu") & (pred["patient_id"] == "p008"), "dice"] = np.nan
-    row = leaderboard(pred, task="segmentation", n_boot=50).set_index("model").loc["otsu"]
+    board = leaderboard(pred, task="segmentation", n_boot=50).set_index("model")
+    row = board.loc["otsu"]
     assert np.isinf(row["hd95_pooled"]) and np.isnan(row["hd95_ci_low"])
     otsu = pred[pred["model"] == "otsu"]
     # what a reader can still compare: the median over patients (the inf one included) and the count
@@ -269,7 +270,7 @@ def test_hd95_primary_ranks_lowest_first_and_inf_has_no_ci():
     n = otsu["patient_id"].nunique()
     assert infinite_note(row, "hd95") == f" (median {row['hd95_median']:.1f}; 1 of {n} cases inf)"
     assert infinite_note(row, "dice") == ""
-    unet = leaderboard(pred, task="segmentation", n_boot=50).set_index("model").loc["unet"]
+    unet = board.loc["unet"]
     assert infinite_note(unet, "hd95") == ""  # none of its cases is inf, but beside otsu its median is shown
     median = np.median(pred.loc[pred["model"] == "unet", "hd95"])
     assert infinite_note(unet, "hd95", always=True) == f" (median {median:.1f}; 0 of {n} cases inf)"

@@ -159,7 +159,7 @@ def infinite_note(r: pd.Series | dict, metric: str, digits: int = 1, always: boo
     some, so that the reader compares medians with medians.
     """
     n_inf = r.get(f"{metric}_n_inf", math.nan)
-    if isinstance(n_inf, float) and math.isnan(n_inf) or not (n_inf or always):
+    if (isinstance(n_inf, float) and math.isnan(n_inf)) or not (n_inf or always):  # no such column, or nothing to say
         return ""
     return f" (median {_fmt(r[f'{metric}_median'], digits)}; {int(n_inf)} of {int(r['n_patients'])} cases inf)"
 

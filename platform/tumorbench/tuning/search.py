@@ -309,10 +309,11 @@ def _tune_output(verbose: int) -> Iterator[None]:
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
-        if not verbose and before is None:
-            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
-        elif not verbose:
-            os.environ["RAY_AIR_NEW_OUTPUT"] = before
+        if not verbose:  # the variable as it was
+            if before is None:
+                os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+            else:
+                os.environ["RAY_AIR_NEW_OUTPUT"] = before
 
 
 def _workdir(experiment: str) -> Path:
