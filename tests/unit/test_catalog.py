@@ -88,6 +88,60 @@ def test_image_folder_labels_from_folders(tmp_path):
     assert dict(zip(frame["case_id"], frame["label"])) == {"no/c.png": "no", "yes/a.jpg": "yes", "yes/b.png": "yes"}
 
 
+def _busi(root: Path) -> None:
+    """BUSI's layout: class folders, each image with its ``_mask`` beside it, ``_mask_1`` for a second lesion."""
+    for cls, n in (("benign", 3), ("malignant", 2), ("normal", 2)):
+        for i in range(1, n + 1):
+            _png(root / cls / f"{cls} ({i}).png", 40 * i)
+            _png(root / cls / f"{cls} ({i})_mask.png", 0 if cls == "normal" else 255)
+    _png(root / "benign" / "benign (2)_mask_1.png", 255)
+
+
+def test_class_folders_with_masks_are_classes_not_patients(tmp_path):
+    # Before: read as LGG case folders, so each class was one "patient" and the masks were required slices.
+    _busi(tmp_path)
+    _png(tmp_path / "malignant" / "malignant (9)_mask.png", 255)  # its image is missing
+    frame = scan(tmp_path, strict=False).set_index("case_id")
+    assert frame.attrs["layout"] == "image-folder" and "--layout lgg" in frame.attrs["layout_evidence"]
+    assert sorted(frame.index) == [
+        "benign/benign (1).png",
+        "benign/benign (2).png",
+        "benign/benign (3).png",
+        "malignant/malignant (1).png",
+        "malignant/malignant (2).png",
+        "normal/normal (1).png",
+        "normal/normal (2).png",
+    ]  # 7 images: no mask is a case
+    assert frame["label"].value_counts().to_dict() == {"benign": 3, "malignant": 2, "normal": 2}
+    assert frame["patient_id"].nunique() == 7  # no patients.csv: each image its own patient
+    assert Path(frame.loc["benign/benign (2).png", "mask"]).name == "benign (2)_mask.png"  # not _mask_1
+    assert Path(frame.loc["normal/normal (1).png", "mask"]).name == "normal (1)_mask.png"
+    [problem] = frame.attrs["problems"]
+    assert "malignant (9)_mask.png" in problem and "mask without its image" in problem
+    with pytest.raises(DataError, match="mask without its image"):
+        scan(tmp_path)
+
+
+def test_only_a_numbered_mask_is_kept_when_there_is_no_plain_one(tmp_path):
+    _png(tmp_path / "a" / "x.png", 10)
+    _png(tmp_path / "a" / "x_mask_2.png", 255)
+    _png(tmp_path / "a" / "x_mask_1.png", 255)
+    _png(tmp_path / "b" / "y.png", 20)
+    frame = scan(tmp_path).set_index("case_id")
+    assert Path(frame.loc["a/x.png", "mask"]).name == "x_mask_1.png" and frame.loc["b/y.png", "mask"] is None
+
+
+def test_many_folders_with_masks_are_case_folders(tmp_path):
+    # Slices not named after their folder: still one case folder per patient when there are more than a few.
+    for case in range(11):
+        _png(tmp_path / f"case{case:02d}" / "slice_1.png", 10)
+        _png(tmp_path / f"case{case:02d}" / "slice_1_mask.png", 255)
+    layout, evidence = detect_layout(tmp_path)
+    assert layout == "lgg" and "11 folders" in evidence
+    frame = scan(tmp_path)
+    assert frame["patient_id"].nunique() == 11 and len(frame) == 11
+
+
 def test_lidc_policy_binarizes_mean_malignancy(tmp_path):
     ratings = {(1, 100, 1): 1.5, (1, 100, 2): 3.0, (2, 200, 1): 4.25}
     rows = [f"{i},{p},{s},{n}," + ",".join(["1.0"] * 25) + f",{m}" for i, ((p, s, n), m) in enumerate(ratings.items())]

@@ -73,3 +73,14 @@ def test_lidc_crops_get_the_lidc_study_settings(lidc_root):
     frame = scan(lidc_root)
     found = detect(frame)
     assert (found.layout, found.spatial_dims, found.template) == ("lidc", 2, "lidc")
+
+
+def test_class_folders_with_masks_get_classification_and_layout_overrides(tmp_path):
+    from tests.unit.test_catalog import _busi
+
+    _busi(tmp_path / "busi")
+    (tmp_path / "busi" / "benign" / "benign (2)_mask_1.png").unlink()
+    found = detect(scan(tmp_path / "busi"))
+    assert (found.layout, found.task, found.template) == ("image-folder", "classification", "classification-2d")
+    study = generic_study(str(tmp_path / "busi"), "smoke", layout="lgg")  # the user says: one folder per patient
+    assert (study.layout, study.task) == ("lgg", "segmentation")

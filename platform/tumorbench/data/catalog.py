@@ -44,6 +44,10 @@ _BRATS_SCHEMES = {
 LGG_CHANNELS = ("pre-contrast", "flair", "post-contrast")
 LIDC_MASK_KINDS = ("union", "intersection")
 _LIDC_NAME = re.compile(r"^LIDC-IDRI-(\d+)_(\d+)_(\d+)$")
+# A mask beside its image: ``<stem>_mask`` (LGG, BUSI), ``<stem>_mask_<n>`` for a further lesion (BUSI).
+_MASK_STEM = re.compile(r"^(?P<image>.+)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
+# More subfolders than this, each with _mask files, are case folders (one per patient), not classes.
+MAX_CLASS_FOLDERS = 10
 
 
 @dataclass(frozen=True)
@@ -222,9 +226,11 @@ def _scan_lgg(root: Path, problems: _Problems, **_) -> list[dict]:
                 problems.add(path, f"slice without its mask (expected {mask.name})")
                 continue
             index = path.stem.rsplit("_", 1)[-1]
+            # LGG names slices after their folder; other case folders may all hold a "slice_1"
+            case_id = path.stem if path.stem.startswith(f"{folder.name}_") else f"{folder.name}/{path.stem}"
             rows.append(
                 _row(
-                    path.stem,
+                    case_id,
                     _lgg_patient(folder.name),
                     "lgg",
                     [path],
@@ -260,18 +266,63 @@ def _scan_image_folder(root: Path, problems: _Problems, **_) -> list[dict]:
     patients = _read_image_patients(root / "patients.csv")
     rows, unmapped = [], 0
     for class_dir in _visible_dirs(root):
-        images = sorted(p for p in class_dir.iterdir() if _is_image(p))
+        images, masks, orphans = _split_masks(sorted(p for p in class_dir.iterdir() if _is_image(p)))
         if not images:
             problems.add(class_dir, "class folder without images")
+        for orphan in orphans:
+            problems.add(orphan, "mask without its image")
         for path in images:
             case_id = f"{class_dir.name}/{path.name}"
             # Without patients.csv, each image is its own patient (slices of one patient can leak across folds).
             patient = patients.get(case_id, patients.get(path.name))
             unmapped += bool(patients) and patient is None
-            rows.append(_row(case_id, patient or case_id, "image-folder", [path], ("image",), label=class_dir.name))
+            mask = masks.get(path.stem)
+            rows.append(
+                _row(case_id, patient or case_id, "image-folder", [path], ("image",), mask=mask, label=class_dir.name)
+            )
     if unmapped:
         problems.add(root / "patients.csv", f"{unmapped} image(s) not listed: each is its own patient")
     return rows
+
+
+def _split_masks(files: list[Path]) -> tuple[list[Path], dict[str, Path], list[Path]]:
+    """A class folder's images, the mask of each image that has one, and masks without their image.
+
+    Masks sit beside their image as ``<stem>_mask`` (BUSI breast ultrasound), with ``_mask_1``,
+    ``_mask_2`` for further lesions: a mask is never an image of the class. The mask kept for an
+    image is ``_mask``, else its lowest-numbered one (classification ignores masks).
+    """
+    stems = {p.stem for p in files}
+    images, found, orphans = [], {}, []
+    for path in files:
+        match = _MASK_STEM.match(path.stem)
+        if match is None:
+            images.append(path)
+        elif match["image"] in stems:
+            found.setdefault(match["image"], []).append((int(match["n"] or 0), path))
+        else:
+            orphans.append(path)
+    return images, {stem: min(masks)[1] for stem, masks in found.items()}, orphans
+
+
+def _masked_folders(subdirs: list[Path]) -> tuple[str, str] | None:
+    """``lgg`` or ``image-folder`` (and why) for subfolders holding images with ``_mask`` files, else None.
+
+    LGG case folders name their slices ``<folder>_<n>``; a few folders whose images are named
+    otherwise (BUSI: ``benign/benign (1).png`` + ``benign (1)_mask.png``) are classes.
+    """
+    masked = [sub for sub in subdirs if any(_MASK_STEM.match(p.stem) for p in sub.iterdir() if _is_image(p))]
+    if not masked:
+        return None
+    for sub in masked:
+        if any(p.stem.startswith(f"{sub.name}_") for p in sub.iterdir() if _MASK_STEM.match(p.stem)):
+            return "lgg", f"slices with _mask files in {sub.name}/"
+    if len(subdirs) > MAX_CLASS_FOLDERS:
+        return "lgg", f"{len(subdirs)} folders of images with _mask files: one case folder per patient"
+    names = ", ".join(sub.name for sub in subdirs)
+    return "image-folder", (
+        f"class folders ({names}) of images with _mask files; if each folder is one patient, pass --layout lgg"
+    )
 
 
 # --- LIDC nodule crops ------------------------------------------------------
@@ -413,12 +464,13 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
         return "msd", "dataset.json (Medical Segmentation Decathlon)"
     if (root / "files" / "malignancy.csv").exists() or any(_LIDC_NAME.match(p.stem) for p in entries):
         return "lidc", "LIDC-IDRI-<patient>_<nodule>_<scan> crops"
-    subdirs = [p for p in entries if p.is_dir()]
-    for sub in sorted(subdirs):
+    subdirs = sorted(p for p in entries if p.is_dir())
+    for sub in subdirs:
         if _brats_naming(sub):
             return "brats", f"BraTS naming in {sub.name}/"
-        if any(p.stem.endswith("_mask") for p in sub.iterdir() if _is_image(p)):
-            return "lgg", f"slices with _mask files in {sub.name}/"
+    masked = _masked_folders(subdirs)
+    if masked:
+        return masked
     for path in root.rglob("*"):
         if path.is_file() and _looks_like_dicom(path):
             # Name no file: DICOM paths often carry patient names or IDs.

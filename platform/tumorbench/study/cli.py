@@ -28,12 +28,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from tumorbench.data.catalog import LAYOUTS
 
-def generic_study(data: str, preset: str):
+
+def generic_study(data: str, preset: str, layout: str = "auto"):
     """A sensible comparison for a dataset nobody configured: layout, 2D/3D and task detected (study/generic.py)."""
     from tumorbench.study.generic import generic_study as detect_and_build
 
-    return detect_and_build(data, preset)
+    return detect_and_build(data, preset, layout)
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
@@ -48,6 +50,12 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
     )
     parser.add_argument("--preset", default="default", choices=["smoke", "default", "full"])
     parser.add_argument("--data", default=None, help="Dataset root (overrides the study's; alone: generic study)")
+    parser.add_argument(
+        "--layout",
+        default="auto",
+        choices=("auto", *LAYOUTS),
+        help="How --data is laid out (default: detected; `tumorbench data check PATH` says which and why)",
+    )
     parser.add_argument("--out", default=None, help="Results folder (default: results/<study>-<preset>)")
     parser.add_argument(
         "--address",
@@ -133,7 +141,7 @@ def build_study(args: argparse.Namespace):
     from tumorbench.study import presets
 
     if args.study is None and args.data:
-        study = generic_study(args.data, args.preset)
+        study = generic_study(args.data, args.preset, args.layout)
     else:
         name = args.study or "synthetic"
         if name not in presets.STUDIES:
@@ -141,6 +149,8 @@ def build_study(args: argparse.Namespace):
         study = presets.STUDIES[name](args.preset)
         if args.data:
             study = replace(study, data=str(Path(args.data).resolve()), synthetic=None)
+        if args.layout != "auto":
+            study = replace(study, layout=args.layout)
     if args.seed is not None:
         study = replace(study, seed=args.seed)
     if args.test:

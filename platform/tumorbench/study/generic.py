@@ -160,11 +160,11 @@ def build(detection: Detection, frame: pd.DataFrame, preset: str):
     }[detection.template](preset)
 
 
-def generic_study(data: str, preset: str):
-    """Scan ``data``, print what was detected and return the study to run on it."""
+def generic_study(data: str, preset: str, layout: str = "auto"):
+    """Scan ``data`` (``layout``: detected by default), print what was detected and return the study to run on it."""
     from tumorbench.data.catalog import scan
 
-    frame = scan(data, strict=False)
+    frame = scan(data, layout, strict=False)
     detection = detect(frame)
     print(f"[tumorbench] {data}: {detection.describe()}", flush=True)
     study = build(detection, frame, preset)
