@@ -54,6 +54,19 @@ def test_brats_both_namings_channel_order_and_unlabelled_case(tmp_path):
     assert old["mask"].endswith("Brats18_X_1_seg.nii.gz") and new["mask"] is None
 
 
+def test_brats_2020_uncompressed_volumes(tmp_path):
+    # The BraTS 2020 release: BraTS20_Training_001_flair.nii (no .gz), CSV files beside the case folders.
+    case = "BraTS20_Training_001"
+    for suffix in ("t1", "t1ce", "t2", "flair", "seg"):
+        _nifti(tmp_path / case / f"{case}_{suffix}.nii", value=0 if suffix == "seg" else 1)
+    _brats_case(tmp_path, "BraTS20_Training_002", "_", ["t1", "t1ce", "t2", "flair"], seg=False)
+    (tmp_path / "name_mapping.csv").write_text("BraTS_2020_subject_ID\nBraTS20_Training_001\n")
+    assert detect_layout(tmp_path)[0] == "brats"
+    row = scan(tmp_path).set_index("case_id").loc[case]
+    assert [Path(p).name for p in row["image"]] == [f"{case}_{c}.nii" for c in ("t1", "t1ce", "t2", "flair")]
+    assert Path(row["mask"]).name == f"{case}_seg.nii" and row["enhancing_label"] == 4
+
+
 def test_brats_missing_modality_names_the_case_and_file(tmp_path):
     _brats_case(tmp_path, "BraTS2021_00001", "_", ["t1", "t2", "flair"])
     with pytest.raises(DataError, match=r"BraTS2021_00001.*missing modality t1ce.*BraTS2021_00001_t1ce\.nii\.gz"):
@@ -217,3 +230,14 @@ def test_real_lidc_catalog_matches_ratings_file(lidc_root):
     # Independent recount of the policy from the ratings column.
     assert (frame["label"] == "benign").sum() == (frame["malignancy"] <= 2).sum()
     assert (frame["label"] == "malignant").sum() == (frame["malignancy"] >= 4).sum()
+
+
+def test_class_folders_one_level_down_are_named_in_the_error(tmp_path):
+    # Kaggle's brain tumor MRI set: Training/<class>/*.jpg and Testing/<class>/*.jpg under one root.
+    for split in ("Testing", "Training"):
+        for cls in ("glioma", "notumor"):
+            _png(tmp_path / split / cls / "Tr-gl_0010.jpg", 10)
+    message = "one folder down, Testing/ is image-folder, Training/ is image-folder: pass that folder as --data"
+    with pytest.raises(DataError, match=message):
+        detect_layout(tmp_path)
+    assert len(scan(tmp_path / "Training")) == 2

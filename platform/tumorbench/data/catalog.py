@@ -126,9 +126,16 @@ def _row(case_id, patient_id, layout, image, channels, mask=None, label=None, **
 # --- BraTS -----------------------------------------------------------------
 
 
+def _nifti(case_dir: Path, stem: str) -> Path:
+    """``<stem>.nii.gz``, else ``<stem>.nii`` when only that exists (BraTS 2020 ships uncompressed volumes)."""
+    packed = case_dir / f"{stem}.nii.gz"
+    plain = case_dir / f"{stem}.nii"
+    return plain if plain.exists() and not packed.exists() else packed
+
+
 def _brats_naming(case_dir: Path) -> str | None:
     for scheme, (suffixes, _, sep) in _BRATS_SCHEMES.items():
-        if (case_dir / f"{case_dir.name}{sep}{suffixes['flair']}.nii.gz").exists():
+        if _nifti(case_dir, f"{case_dir.name}{sep}{suffixes['flair']}").exists():
             return scheme
     return None
 
@@ -150,16 +157,16 @@ def _scan_brats(root: Path, problems: _Problems, **_) -> list[dict]:
         scheme = _brats_naming(case_dir)
         if scheme is None:
             if any(case_dir.glob("*.nii*")):
-                problems.add(case_dir, "no FLAIR volume in BraTS naming (_flair.nii.gz or -t2f.nii.gz)")
+                problems.add(case_dir, "no FLAIR volume in BraTS naming (_flair.nii[.gz] or -t2f.nii[.gz])")
             continue
         suffixes, seg_suffix, sep = _BRATS_SCHEMES[scheme]
-        paths = {c: case_dir / f"{case_dir.name}{sep}{suffixes[c]}.nii.gz" for c in BRATS_CHANNELS}
+        paths = {c: _nifti(case_dir, f"{case_dir.name}{sep}{suffixes[c]}") for c in BRATS_CHANNELS}
         missing = [c for c, p in paths.items() if not p.exists()]
         if missing:
             names = ", ".join(paths[c].name for c in missing)
             problems.add(case_dir, f"missing modality {', '.join(missing)} (expected {names})")
             continue
-        seg = case_dir / f"{case_dir.name}{sep}{seg_suffix}.nii.gz"
+        seg = _nifti(case_dir, f"{case_dir.name}{sep}{seg_suffix}")
         rows.append(
             _row(
                 case_dir.name,
@@ -477,7 +484,20 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
             return "dicom", "DICOM files (.dcm suffix or DICM preamble)"
     if subdirs and any(_is_image(p) for sub in subdirs for p in sub.iterdir()):
         return "image-folder", "one subfolder of images per class"
-    raise DataError(root, f"cannot detect a layout (known: {', '.join(LAYOUTS)}); pass --layout")
+    raise DataError(root, f"cannot detect a layout (known: {', '.join(LAYOUTS)}); pass --layout{_one_down(subdirs)}")
+
+
+def _one_down(subdirs: list[Path]) -> str:
+    """A hint when the data sits one folder down (Kaggle sets: ``Training/`` and ``Testing/`` of class folders)."""
+    found = []
+    for sub in subdirs:
+        try:
+            found.append(f"{sub.name}/ is {detect_layout(sub)[0]}")
+        except DataError:
+            continue
+    if not found:
+        return ""
+    return f"; one folder down, {', '.join(found)}: pass that folder as --data (a held-out one as --test)"
 
 
 _SCANNERS: dict[str, Callable[..., list[dict]]] = {
