@@ -84,3 +84,10 @@ def test_class_folders_with_masks_get_classification_and_layout_overrides(tmp_pa
     assert (found.layout, found.task, found.template) == ("image-folder", "classification", "classification-2d")
     study = generic_study(str(tmp_path / "busi"), "smoke", layout="lgg")  # the user says: one folder per patient
     assert (study.layout, study.task) == ("lgg", "segmentation")
+
+
+def test_dicom_without_labels_says_where_labels_come_from(tmp_path):
+    root = make_lung_study(tmp_path / "lung", LungPhantomConfig(cases=2, shape=(16, 16, 16)))
+    (root / "labels.csv").unlink()
+    with pytest.raises(TumorbenchError, match="neither class labels nor masks.*labels.csv at the root with columns"):
+        detect(scan(root))

@@ -98,8 +98,13 @@ def detect(frame: pd.DataFrame, labels_of_mask=mask_labels) -> Detection:
                 )
         template = "segmentation-3d" if dims == 3 else "segmentation-2d"
         return Detection(layout, evidence, dims, "segmentation", template, cases, "masks found, no class labels")
+    where = {  # where this layout's labels would come from
+        "dicom": "a labels.csv at the root with columns series_dir and label (or mask)",
+        "image-folder": "one subfolder per class",
+    }.get(layout, "the files docs/data.md lists for this layout")
     raise TumorbenchError(
-        f"layout {layout}: neither class labels nor masks found; nothing to compare models on (see docs/data.md)"
+        f"layout {layout}: neither class labels nor masks found; nothing to compare models on. "
+        f"Labels come from {where} (see docs/data.md)"
     )
 
 
