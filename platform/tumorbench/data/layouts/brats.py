@@ -1,0 +1,70 @@
+"""``brats``: one folder per case, four MRI modalities in the 2018/2021 or 2023 naming."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tumorbench.data.layouts.common import Problems, row, visible_dirs
+
+BRATS_CHANNELS = ("t1", "t1ce", "t2", "flair")
+# (suffix per canonical channel, segmentation suffix, separator) for each naming scheme.
+_BRATS_SCHEMES = {
+    "2023": ({"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}, "seg", "-"),
+    "2018/2021": ({c: c for c in BRATS_CHANNELS}, "seg", "_"),
+}
+
+
+def _nifti(case_dir: Path, stem: str) -> Path:
+    """``<stem>.nii.gz``, else ``<stem>.nii`` when only that exists (BraTS 2020 ships uncompressed volumes)."""
+    packed = case_dir / f"{stem}.nii.gz"
+    plain = case_dir / f"{stem}.nii"
+    return plain if plain.exists() and not packed.exists() else packed
+
+
+def naming(case_dir: Path) -> str | None:
+    for scheme, (suffixes, _, sep) in _BRATS_SCHEMES.items():
+        if _nifti(case_dir, f"{case_dir.name}{sep}{suffixes['flair']}").exists():
+            return scheme
+    return None
+
+
+def _brats_year(case_id: str, scheme: str) -> str:
+    if scheme == "2023":
+        return "2023"
+    lowered = case_id.lower()
+    if lowered.startswith("brats18") or lowered.startswith("brats2018"):
+        return "2018"
+    if lowered.startswith("brats2021") or lowered.startswith("brats21"):
+        return "2021"
+    return "2018/2021"
+
+
+def scan(root: Path, problems: Problems, **_) -> list[dict]:
+    rows = []
+    for case_dir in visible_dirs(root):
+        scheme = naming(case_dir)
+        if scheme is None:
+            if any(case_dir.glob("*.nii*")):
+                problems.add(case_dir, "no FLAIR volume in BraTS naming (_flair.nii[.gz] or -t2f.nii[.gz])")
+            continue
+        suffixes, seg_suffix, sep = _BRATS_SCHEMES[scheme]
+        paths = {c: _nifti(case_dir, f"{case_dir.name}{sep}{suffixes[c]}") for c in BRATS_CHANNELS}
+        missing = [c for c, p in paths.items() if not p.exists()]
+        if missing:
+            names = ", ".join(paths[c].name for c in missing)
+            problems.add(case_dir, f"missing modality {', '.join(missing)} (expected {names})")
+            continue
+        seg = _nifti(case_dir, f"{case_dir.name}{sep}{seg_suffix}")
+        rows.append(
+            row(
+                case_dir.name,
+                case_dir.name,
+                "brats",
+                paths.values(),
+                BRATS_CHANNELS,
+                mask=seg if seg.exists() else None,
+                naming=_brats_year(case_dir.name, scheme),
+                enhancing_label=3 if scheme == "2023" else 4,
+            )
+        )
+    return rows

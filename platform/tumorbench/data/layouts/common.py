@@ -1,0 +1,47 @@
+"""What every layout scanner shares: the row it yields, the problems it reports, which files are images."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tumorbench.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+# A mask beside its image: ``<stem>_mask`` (LGG, BUSI), ``<stem>_mask_<n>`` for a further lesion (BUSI).
+MASK_STEM = re.compile(r"^(?P<image>.+)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
+
+
+class Problems:
+    """Raises at once in strict mode, collects otherwise."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.items: list[str] = []
+
+    def add(self, path: Path | str, problem: str) -> None:
+        error = DataError(path, problem)
+        if self.strict:
+            raise error
+        self.items.append(str(error))
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def visible_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def row(case_id, patient_id, layout, image, channels, mask=None, label=None, **extra) -> dict:
+    return {
+        "case_id": case_id,
+        "patient_id": patient_id,
+        "layout": layout,
+        "image": tuple(str(p) for p in image),
+        "channels": tuple(channels),
+        "mask": None if mask is None else str(mask),
+        "label": label,
+        **extra,
+    }

@@ -1,0 +1,73 @@
+"""``dicom``: a tree of DICOM series; labels, patients and masks from an optional ``labels.csv``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from tumorbench.data.layouts.common import Problems, row
+from tumorbench.errors import DataError
+
+
+def scan(root: Path, problems: Problems, **_) -> list[dict]:
+    from tumorbench.data.dicom import find_dicom_series
+
+    series = find_dicom_series(root)
+    labels = _read_series_labels(root / "labels.csv")
+    rows = []
+    for uid, files in sorted(series.items(), key=lambda item: str(item[1][0])):
+        series_dir = files[0].parent
+        rel = series_dir.relative_to(root).as_posix()
+        header = _dicom_identity(files[0])
+        extra = labels.get(rel, {})
+        mask = extra.get("mask")
+        if mask is not None:
+            mask = root / mask
+            if not mask.exists():
+                problems.add(mask, f"mask of series {rel} listed in labels.csv but missing")
+                mask = None
+        rows.append(
+            row(
+                extra.get("case_id", rel),
+                extra.get("patient_id") or header.get("patient_id") or rel,
+                "dicom",
+                [series_dir],
+                (header.get("modality", "image").lower(),),
+                mask=mask,
+                label=extra.get("label") or None,
+                series_uid=uid,
+                n_slices=len(files),
+            )
+        )
+    return rows
+
+
+def _dicom_identity(path: Path) -> dict[str, str]:
+    # Only the two tags a catalog needs; PatientID groups series for splitting.
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "Modality"])
+    except Exception as exc:  # pydicom raises many types for damaged files
+        raise DataError(path, f"unreadable DICOM header: {exc}") from exc
+    return {"patient_id": str(ds.get("PatientID", "") or ""), "modality": str(ds.get("Modality", "") or "image")}
+
+
+def _read_series_labels(path: Path) -> dict[str, dict]:
+    if not path.exists():
+        return {}
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "series_dir" not in frame.columns:
+        raise DataError(path, "labels file needs a series_dir column")
+    return {row["series_dir"]: {k: v for k, v in row.items() if v != ""} for row in frame.to_dict("records")}
+
+
+def looks_like_dicom(path: Path) -> bool:
+    if path.suffix.lower() in {".dcm", ".dicom"}:
+        return True
+    try:
+        with path.open("rb") as handle:
+            return handle.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
