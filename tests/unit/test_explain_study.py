@@ -18,6 +18,10 @@ from tumorbench.explain.study import explanation_summary, merge_into_leaderboard
 from tumorbench.reporting.report import _explanations_section
 
 
+def _collect(lines):
+    return lambda line, **_: lines.append(line)
+
+
 def _records(package, n_folds):
     return [SimpleNamespace(fold=f, checkpoint=str(package)) for f in range(n_folds)]
 
@@ -58,10 +62,15 @@ def test_segmentation_study_scores_pointing_and_energy_per_patient(tmp_path):
     frame = scan(root, "brats")
     doc = make_splits(frame, SplitConfig(n_folds=2, seed=0))
     package = make_package(tmp_path / "seg", SEG3D)
-    table = write_explanations(
-        tmp_path, "segmentation", {"unet": _records(package, 2)}, frame, doc, ["unet"], per_fold=1
-    )
+    lines = []
+    records = {"unet": _records(package, 2)}
+    table = write_explanations(tmp_path, "segmentation", records, frame, doc, ["unet"], 1, echo=_collect(lines))
     assert len(table) == 2 and set(table["patient_id"]) == set(frame["patient_id"])
+    assert [line.split(";")[0] for line in lines] == [
+        "[explain] unet fold 1: 1 cases (1/2)",
+        "[explain] unet fold 2: 1 cases (2/2)",
+    ]
+    assert "left" in lines[0] and "left" not in lines[1]
     assert table["pointing"].isin([0.0, 1.0]).all() and table["energy_in_tumor"].between(0, 1).all()
     summary = explanation_summary(table)
     assert summary.loc[0, "pointing"] == pytest.approx(table["pointing"].mean())

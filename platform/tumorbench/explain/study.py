@@ -13,6 +13,7 @@ per-model means into ``leaderboard.csv`` (:func:`merge_into_leaderboard`).
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -115,10 +116,17 @@ def write_explanations(
     models: list[str],
     per_fold: int = PER_FOLD,
     class_names: list[str] | None = None,
+    echo=print,
 ) -> pd.DataFrame:
-    """``explanations.csv`` and the best / worst overlays of every deep model (see the module docstring)."""
+    """``explanations.csv`` and the best / worst overlays of every deep model (see the module docstring).
+
+    ``echo`` gets a progress line per model and fold (a 3D study's explanations take minutes).
+    """
+    from tumorbench.tuning.progress import format_duration, remaining_estimate
+
     out = Path(out)
     rows: list[dict] = []
+    started, done, total = time.perf_counter(), 0, sum(len(fold_records[m]) for m in models)
     for model in models:
         shown: list[tuple] = []
         for record in fold_records[model]:
@@ -128,6 +136,13 @@ def write_explanations(
             )
             rows += fold_rows
             shown += fold_shown
+            done, elapsed = done + 1, time.perf_counter() - started
+            left = remaining_estimate(elapsed, done, total)
+            echo(
+                f"[explain] {model} fold {int(record.fold) + 1}: {len(fold_rows)} cases ({done}/{total}); "
+                f"elapsed {format_duration(elapsed)}" + (f", ~{format_duration(left)} left" if done < total else ""),
+                flush=True,
+            )
         _write_extremes(out / "explanations", model, shown)
     table = pd.DataFrame(rows, columns=["model", "fold", "case_id", "patient_id", "method", *COLUMNS])
     table.to_csv(out / "explanations.csv", index=False)
