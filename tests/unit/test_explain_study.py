@@ -15,7 +15,7 @@ from tumorbench.data.catalog import scan
 from tumorbench.data.splits import SplitConfig, make_splits
 from tumorbench.data.synthetic import make_study
 from tumorbench.explain.study import explanation_summary, merge_into_leaderboard, write_explanations
-from tumorbench.reporting.report import _explanations_section
+from tumorbench.reporting.sections import explanations_section
 
 
 def _collect(lines):
@@ -53,7 +53,7 @@ def test_classification_study_explanations_are_bounded_and_merged(tmp_path):
     merged = merge_into_leaderboard(lb, table)
     assert merged.loc[0, "expl_n_explained"] == 6 and math.isnan(merged.loc[1, "expl_deletion_auc"])
     assert merged.loc[0, "expl_deletion_auc"] == pytest.approx(table["deletion_auc"].mean())
-    html = _explanations_section(tmp_path)
+    html = explanations_section(tmp_path)
     assert "does each model look at the tumor" in html and html.count("<img") == 2
 
 
