@@ -31,127 +31,13 @@ from dicognito.element_anonymizer import ElementAnonymizer
 from dicognito.randomizer import Randomizer
 from pydicom.dataset import Dataset
 
+from tumorbench.data.deid_profile import EMPTIED, FREE_TEXT, PROJECTION_OR_CAPTURE, PSEUDONYMS, REMOVED
 from tumorbench.data.deid_sidecars import carry_sidecars, check_sidecars
 from tumorbench.errors import DataError
 
 CHANGES_CSV = "deid_changes.csv"
 CSV_COLUMNS = ["file", "status", "removed", "emptied", "replaced", "added", "review"]
 
-# Annex E "X" (and "Z"/"D" elements with no pseudonym use): removed wholesale, sequences included.
-REMOVED = frozenset(
-    {
-        "AcquisitionComments",
-        "AdditionalPatientHistory",
-        "AdmissionID",
-        "AdmittingDiagnosesCodeSequence",
-        "AdmittingDiagnosesDescription",
-        "Allergies",
-        "AuthorObserverSequence",
-        "BranchOfService",
-        "CommentsOnThePerformedProcedureStep",
-        "ConfidentialityConstraintOnPatientDataDescription",
-        "ContentCreatorIdentificationCodeSequence",
-        "CountryOfResidence",
-        "CurrentPatientLocation",
-        "DerivationDescription",
-        "DetectorID",
-        "DeviceDescription",
-        "DeviceSerialNumber",
-        "DigitalSignaturesSequence",
-        "EthnicGroup",
-        "FrameComments",
-        "GantryID",
-        "IconImageSequence",
-        "IdentifyingComments",
-        "ImageComments",
-        "ImagePresentationComments",
-        "InstitutionAddress",
-        "InstitutionCodeSequence",
-        "InstitutionName",
-        "InstitutionalDepartmentName",
-        "InstitutionalDepartmentTypeCodeSequence",
-        "IssuerOfAdmissionID",
-        "IssuerOfPatientID",
-        "IssuerOfPatientIDQualifiersSequence",
-        "MedicalAlerts",
-        "MedicalRecordLocator",
-        "MilitaryRank",
-        "ModifiedAttributesSequence",
-        "NameOfPhysiciansReadingStudy",
-        "Occupation",
-        "OperatorIdentificationSequence",
-        "OperatorsName",
-        "OriginalAttributesSequence",
-        "OtherPatientIDs",
-        "OtherPatientIDsSequence",
-        "OtherPatientNames",
-        "OverlayComments",
-        "OverlayData",
-        "PatientAddress",
-        "PatientAge",
-        "PatientBirthName",
-        "PatientBirthTime",
-        "PatientComments",
-        "PatientInsurancePlanCodeSequence",
-        "PatientMotherBirthName",
-        "PatientReligiousPreference",
-        "PatientSize",
-        "PatientState",
-        "PatientTelecomInformation",
-        "PatientTelephoneNumbers",
-        "PatientWeight",
-        "PerformedLocation",
-        "PerformedProcedureStepDescription",
-        "PerformedStationName",
-        "PerformingPhysicianIdentificationSequence",
-        "PerformingPhysicianName",
-        "PersonAddress",
-        "PersonTelephoneNumbers",
-        "PhysiciansOfRecord",
-        "PhysiciansOfRecordIdentificationSequence",
-        "PhysiciansReadingStudyIdentificationSequence",
-        "PregnancyStatus",
-        "ProtocolName",
-        "ReasonForStudy",
-        "ReasonForTheRequestedProcedure",
-        "ReferencedPatientPhotoSequence",
-        "ReferencedPatientSequence",
-        "ReferringPhysicianAddress",
-        "ReferringPhysicianIdentificationSequence",
-        "ReferringPhysicianTelephoneNumbers",
-        "RequestAttributesSequence",
-        "RequestedProcedureComments",
-        "RequestedProcedureDescription",
-        "RequestingPhysician",
-        "RequestingService",
-        "ResponsibleOrganization",
-        "ResponsiblePerson",
-        "ResultsComments",
-        "ScheduledPerformingPhysicianName",
-        "SeriesDescription",
-        "SmokingStatus",
-        "SourceApplicationEntityTitle",
-        "SendingApplicationEntityTitle",
-        "ReceivingApplicationEntityTitle",
-        "PrivateInformation",
-        "PrivateInformationCreatorUID",
-        "SpecialNeeds",
-        "StationName",
-        "StudyComments",
-        "StudyDescription",
-        "TextComments",
-        "TextString",
-        "VisitComments",
-    }
-)
-# Type 2 in the image IODs: kept, with an empty value (Annex E "Z").
-EMPTIED = frozenset(
-    {"PatientBirthDate", "PatientSex", "ReferringPhysicianName", "AccessionNumber", "StudyID", "ContentCreatorName"}
-)
-# Replaced by run-consistent pseudonyms (dicognito); acceptable only when PatientIdentityRemoved is YES.
-PSEUDONYMS = frozenset({"PatientName", "PatientID"})
-_FREE_TEXT = re.compile(r"(Comments?|Description|Address|TelephoneNumbers)$")
-_PROJECTION_OR_CAPTURE = {"US", "XC", "ES", "GM", "SM", "OT", "DOC"}
 _MIN_SHIFT_DAYS, _MAX_SHIFT_DAYS = 62, 730
 
 
@@ -222,7 +108,7 @@ class _BasicProfile(ElementAnonymizer):
 
 
 def _free_text(element: pydicom.DataElement) -> bool:
-    return element.VR in ("LO", "LT", "ST", "UT", "SH") and bool(_FREE_TEXT.search(element.keyword or ""))
+    return element.VR in ("LO", "LT", "ST", "UT", "SH") and bool(FREE_TEXT.search(element.keyword or ""))
 
 
 def _shift(value: str, days: int) -> str:
@@ -247,7 +133,7 @@ def burned_in_reason(ds: Dataset) -> str | None:
     if flag == "NO":
         return None
     modality = str(ds.get("Modality", "") or "").upper()
-    if modality in _PROJECTION_OR_CAPTURE:
+    if modality in PROJECTION_OR_CAPTURE:
         return f"modality {modality}"
     if str(ds.get("SOPClassUID", "")).startswith("1.2.840.10008.5.1.4.1.1.7"):
         return "secondary capture"
