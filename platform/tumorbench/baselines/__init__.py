@@ -28,14 +28,8 @@ from tumorbench.baselines.features import (
     read_case,
 )
 from tumorbench.baselines.regions import body_mask, fill_holes
-from tumorbench.baselines.segmentation import (
-    SEGMENTERS,
-    KMeansSegmenter,
-    OtsuSegmenter,
-    make_segmenter,
-    patient_metrics,
-    segment_fold,
-)
+from tumorbench.baselines.segment_fold import patient_metrics, segment_fold
+from tumorbench.baselines.segmentation import SEGMENTERS, KMeansSegmenter, OtsuSegmenter, make_segmenter
 from tumorbench.errors import TumorbenchError
 
 __all__ = [
