@@ -12,6 +12,7 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from tumorbench.data.catalog import scan
 from tumorbench.data.dicom import find_dicom_series, read_dicom_series
 from tumorbench.data.io import (
     ImageData,
@@ -154,6 +155,39 @@ def test_find_and_choose_among_several_series(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no DICOM series"):
         find_dicom_series(tmp_path / "empty")
+
+
+def _write_rtstruct(path: Path, modality: str = "RTSTRUCT") -> Path:
+    """A non-image object as hospital exports keep it beside the images: no pixel data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.481.3"  # RT Structure Set Storage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID, ds.PatientID = modality, generate_uid(), "P1"
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_structure_sets_and_reports_beside_the_images_are_not_series(tmp_path):
+    from collections import Counter
+
+    uid, _ = _write_series(tmp_path / "ct", [0, 1, 2])
+    rs = _write_rtstruct(tmp_path / "ct" / "rs.dcm")  # in the series folder itself
+    _write_rtstruct(tmp_path / "sr" / "report.dcm", modality="SR")
+    skipped = Counter()
+    assert list(find_dicom_series(tmp_path, skipped)) == [uid]
+    assert skipped == {"a RTSTRUCT object": 1, "a SR object": 1}
+    assert read_dicom_series(tmp_path / "ct").array.shape == (COLS, ROWS, 3)  # the structure set is left out
+    with pytest.raises(DataError, match="a RTSTRUCT object, not an image"):
+        read_dicom_series([rs])
+
+    frame = scan(tmp_path, "dicom")
+    assert len(frame) == 1 and frame.attrs["notes"] == [
+        "skipped DICOM files that hold no image to read: 1 x RTSTRUCT object, 1 x SR object"
+    ]
 
 
 def test_single_dicom_file_reads_as_one_slice(tmp_path):

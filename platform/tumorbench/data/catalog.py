@@ -106,7 +106,8 @@ def scan(
         lidc_policy: Malignancy binarization for the ``lidc`` layout.
 
     Returns:
-        The catalog, with ``attrs`` ``root``, ``layout`` and ``layout_evidence``.
+        The catalog, with ``attrs`` ``root``, ``layout``, ``layout_evidence``, ``problems`` and ``notes``
+        (what was left out on purpose, e.g. RTSTRUCT files beside DICOM images).
 
     Raises:
         DataError: Unknown layout, a folder that does not fit it, no cases,
@@ -140,6 +141,7 @@ def scan(
         layout=layout,
         layout_evidence=evidence,
         problems=problems.items,
+        notes=problems.notes,
         lidc_policy=(lidc_policy or LidcPolicy()).describe() if layout == "lidc" else None,
     )
     return frame.reset_index(drop=True)

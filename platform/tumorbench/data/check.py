@@ -185,6 +185,7 @@ def check_dataset(
         "duplicate_groups": find_duplicates(frame) if duplicates else None,
         "near_duplicate_groups": find_near_duplicates(frame, strict=False) if duplicates else None,
         "details": _layout_details(frame, infos),
+        "notes": list(frame.attrs.get("notes", [])),
         "problems": problems,
     }
     if fingerprint:
@@ -253,6 +254,7 @@ def format_report(report: dict[str, Any]) -> str:
         from tumorbench.data.fingerprint import format_fingerprint
 
         lines.append(format_fingerprint(report["fingerprint"]))
+    lines += [f"note      {note}" for note in report.get("notes", [])]
     lines.append(f"problems  {len(report['problems'])}")
     lines += [f"  - {p}" for p in report["problems"]]
     return "\n".join(lines)

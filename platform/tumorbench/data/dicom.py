@@ -6,6 +6,7 @@ Every reader returns an :class:`~tumorbench.data.image.ImageData`; every unusabl
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,11 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _IOP_TOLERANCE = 1e-4  # direction cosines are stored with ~6 decimals
 # Projection radiography: a single image without ImageOrientationPatient is read as a 2D image.
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "RG", "DR"})
+# Objects a hospital export keeps beside the images (structure sets, SEG, reports, key objects,
+# presentation states, plans, dose, registrations, waveforms): never a series to read as an image.
+NON_IMAGE_MODALITIES = frozenset(
+    {"RTSTRUCT", "RTPLAN", "RTRECORD", "RTDOSE", "SEG", "REG", "SR", "KO", "PR", "DOC", "FID", "PLAN", "AU", "ECG"}
+)
 
 
 def has_dicm_magic(path: Path) -> bool:
@@ -34,24 +40,31 @@ def has_dicm_magic(path: Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def _series_uid_of(path: Path) -> str | None:
-    """The file's SeriesInstanceUID, or None for a DICOMDIR index."""
+def _series_uid_of(path: Path) -> tuple[str | None, str | None]:
+    """The file's SeriesInstanceUID, or None and what the file is when it holds no image to read.
+
+    Not images: a DICOMDIR index, and objects of :data:`NON_IMAGE_MODALITIES` (RTSTRUCT, SEG, SR...).
+    """
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID", "Modality"])
     except Exception as exc:
         raise DataError(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
     if ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
-        return None
+        return None, "a DICOMDIR index"
+    modality = str(ds.get("Modality", "") or "").upper()
+    if modality in NON_IMAGE_MODALITIES:
+        return None, f"a {modality} object"
     uid = ds.get("SeriesInstanceUID")
     if not uid:  # pydicom stops quietly at the end of a cut-off file
         raise DataError(path, "DICOM header has no SeriesInstanceUID (truncated or incomplete file?)")
-    return str(uid)
+    return str(uid), None
 
 
-def find_dicom_series(root: str | Path) -> dict[str, list[Path]]:
+def find_dicom_series(root: str | Path, skipped: Counter | None = None) -> dict[str, list[Path]]:
     """Map SeriesInstanceUID -> sorted files under ``root``, reading headers only.
 
-    Files without the DICOM "DICM" preamble are ignored.
+    Files without the DICOM "DICM" preamble are ignored, and so are DICOMDIR indexes and
+    non-image objects (counted by kind in ``skipped`` when given, e.g. ``{"a RTSTRUCT object": 2}``).
     """
     root = Path(root)
     if not root.exists():
@@ -60,9 +73,11 @@ def find_dicom_series(root: str | Path) -> dict[str, list[Path]]:
     series: dict[str, list[Path]] = {}
     for path in candidates:
         if has_dicm_magic(path):
-            uid = _series_uid_of(path)
+            uid, other = _series_uid_of(path)
             if uid:
                 series.setdefault(uid, []).append(path)
+            elif skipped is not None:
+                skipped[other] += 1
     if not series:
         raise DataError(root, "no DICOM series found")
     return dict(sorted(series.items()))
@@ -76,9 +91,9 @@ def _group_files(files: Sequence[str | Path]) -> dict[str, list[Path]]:
             raise DataError(path, "file not found")
         if not has_dicm_magic(path):
             raise DataError(path, "not a DICOM file (no DICM preamble)")
-        uid = _series_uid_of(path)
+        uid, other = _series_uid_of(path)
         if not uid:
-            raise DataError(path, "a DICOMDIR index, not an image")
+            raise DataError(path, f"{other}, not an image")
         series.setdefault(uid, []).append(path)
     if not series:
         raise DataError("<no files>", "no DICOM files given")

@@ -172,6 +172,8 @@ def generic_study(data: str, preset: str, layout: str = "auto"):
     frame = scan(data, layout, strict=False)
     detection = detect(frame)
     print(f"[tumorbench] {data}: {detection.describe()}", flush=True)
+    for note in frame.attrs.get("notes", []):
+        print(f"[tumorbench] note: {note}", flush=True)
     study = build(detection, frame, preset)
     return replace(
         study,

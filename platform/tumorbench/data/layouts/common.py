@@ -13,11 +13,12 @@ MASK_STEM = re.compile(r"^(?P<image>.+)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
 
 
 class Problems:
-    """Raises at once in strict mode, collects otherwise."""
+    """Raises at once in strict mode, collects otherwise; ``notes`` say what was left out on purpose."""
 
     def __init__(self, strict: bool) -> None:
         self.strict = strict
         self.items: list[str] = []
+        self.notes: list[str] = []
 
     def add(self, path: Path | str, problem: str) -> None:
         error = DataError(path, problem)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -13,7 +14,11 @@ from tumorbench.errors import DataError
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
     from tumorbench.data.dicom import find_dicom_series
 
-    series = find_dicom_series(root)
+    skipped: Counter = Counter()
+    series = find_dicom_series(root, skipped)
+    if any(kind != "a DICOMDIR index" for kind in skipped):
+        kinds = ", ".join(f"{n} x {kind.removeprefix('a ')}" for kind, n in sorted(skipped.items()))
+        problems.notes.append(f"skipped DICOM files that hold no image to read: {kinds}")
     labels = _read_series_labels(root / "labels.csv")
     rows = []
     for uid, files in sorted(series.items(), key=lambda item: str(item[1][0])):
