@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
@@ -177,16 +178,21 @@ def test_structure_sets_and_reports_beside_the_images_are_not_series(tmp_path):
     uid, _ = _write_series(tmp_path / "ct", [0, 1, 2])
     rs = _write_rtstruct(tmp_path / "ct" / "rs.dcm")  # in the series folder itself
     _write_rtstruct(tmp_path / "sr" / "report.dcm", modality="SR")
+    scout = _write_rtstruct(tmp_path / "scout" / "s.dcm", modality="CT")
+    ds = pydicom.dcmread(scout)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    ds.save_as(scout)
     skipped = Counter()
     assert list(find_dicom_series(tmp_path, skipped)) == [uid]
-    assert skipped == {"a RTSTRUCT object": 1, "a SR object": 1}
+    assert skipped == {"a RTSTRUCT object": 1, "a SR object": 1, "a localizer (scout) image": 1}
     assert read_dicom_series(tmp_path / "ct").array.shape == (COLS, ROWS, 3)  # the structure set is left out
     with pytest.raises(DataError, match="a RTSTRUCT object, not an image"):
         read_dicom_series([rs])
 
     frame = scan(tmp_path, "dicom")
     assert len(frame) == 1 and frame.attrs["notes"] == [
-        "skipped DICOM files that hold no image to read: 1 x RTSTRUCT object, 1 x SR object"
+        "skipped DICOM files that hold no image to read: 1 x RTSTRUCT object, 1 x SR object, "
+        "1 x localizer (scout) image"
     ]
 
 

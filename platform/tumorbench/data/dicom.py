@@ -43,10 +43,12 @@ def has_dicm_magic(path: Path) -> bool:
 def _series_uid_of(path: Path) -> tuple[str | None, str | None]:
     """The file's SeriesInstanceUID, or None and what the file is when it holds no image to read.
 
-    Not images: a DICOMDIR index, and objects of :data:`NON_IMAGE_MODALITIES` (RTSTRUCT, SEG, SR...).
+    Not images to read: a DICOMDIR index, objects of :data:`NON_IMAGE_MODALITIES` (RTSTRUCT, SEG, SR...)
+    and localizers (the scout views a CT or MR study starts with; ImageType ``LOCALIZER``).
     """
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SeriesInstanceUID", "Modality"])
+        tags = ["SeriesInstanceUID", "Modality", "ImageType"]
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
     except Exception as exc:
         raise DataError(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
     if ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
@@ -54,6 +56,9 @@ def _series_uid_of(path: Path) -> tuple[str | None, str | None]:
     modality = str(ds.get("Modality", "") or "").upper()
     if modality in NON_IMAGE_MODALITIES:
         return None, f"a {modality} object"
+    image_type = ds.get("ImageType") or []
+    if "LOCALIZER" in [str(v).upper() for v in ([image_type] if isinstance(image_type, str) else image_type)]:
+        return None, "a localizer (scout) image"
     uid = ds.get("SeriesInstanceUID")
     if not uid:  # pydicom stops quietly at the end of a cut-off file
         raise DataError(path, "DICOM header has no SeriesInstanceUID (truncated or incomplete file?)")
