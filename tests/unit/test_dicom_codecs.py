@@ -201,3 +201,33 @@ def test_radiograph_spacing_reaches_the_measurements(tmp_path: Path) -> None:
     )
     prepared = Preprocessor(manifest).prepare_file(tmp_path / "dx.dcm")
     assert prepared.spacing_known and prepared.spacing == (0.2, 0.3) and prepared.shape == (40, 40)
+
+
+def test_ultrasound_reads_as_a_2d_image_in_colour_or_grey(tmp_path: Path) -> None:
+    # Breast ultrasound as a hospital exports it: one US file, RGB, no ImageOrientationPatient.
+    rgb = np.random.default_rng(1).integers(0, 256, size=(20, 30, 3)).astype(np.uint8)
+    colour = {"SamplesPerPixel": 3, "PhotometricInterpretation": "RGB", "PlanarConfiguration": 0}
+    _eight_bit(tmp_path / "us.dcm", rgb[..., 0], Modality="US", **colour, PixelData=rgb.tobytes())
+    image = read_image(tmp_path / "us.dcm")
+    assert image.meta["format"] == "image2d" and image.array.shape == (3, 20, 30)
+    assert np.array_equal(image.array, np.moveaxis(rgb, -1, 0).astype(np.float32))
+    assert not image.meta["spacing_known"]
+    _eight_bit(tmp_path / "grey.dcm", rgb[..., 1], Modality="US")  # before: "no ImageOrientationPatient"
+    assert np.array_equal(read_image(tmp_path / "grey.dcm").array[0], rgb[..., 1].astype(np.float32))
+
+    from tumorbench.uploads import read_upload
+
+    assert read_upload(tmp_path / "us.dcm", label="upload").array.shape == (3, 20, 30)  # the server takes it too
+
+
+def test_colour_slices_and_multi_frame_files_are_refused_by_name(tmp_path: Path) -> None:
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    (tmp_path / "ct").mkdir()
+    colour = {"SamplesPerPixel": 3, "PhotometricInterpretation": "RGB", "PlanarConfiguration": 0}
+    _eight_bit(tmp_path / "ct" / "a.dcm", rgb[..., 0], Modality="CT", **colour, PixelData=rgb.tobytes())
+    with pytest.raises(DataError, match=r"a\.dcm: a colour \(RGB\) image cannot be a slice of a volume"):
+        read_image(tmp_path / "ct" / "a.dcm")
+    frames = np.zeros((2, 8, 8), np.uint8)
+    _eight_bit(tmp_path / "cine.dcm", frames[0], Modality="US", NumberOfFrames=2, PixelData=frames.tobytes())
+    with pytest.raises(DataError, match=r"cine\.dcm: multi-frame DICOM \(cine, enhanced or tomosynthesis"):
+        read_image(tmp_path / "cine.dcm")

@@ -24,6 +24,9 @@ _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _IOP_TOLERANCE = 1e-4  # direction cosines are stored with ~6 decimals
 # Projection radiography: a single image without ImageOrientationPatient is read as a 2D image.
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "RG", "DR"})
+# Planar images that are never a slice of a volume (ultrasound, photographs, secondary capture):
+# read as 2D images too, and the only ones that may be colour (SamplesPerPixel 3).
+PLANAR_MODALITIES = PROJECTION_MODALITIES | {"US", "XC", "ES", "GM", "SM", "OT"}
 # Objects a hospital export keeps beside the images (structure sets, SEG, reports, key objects,
 # presentation states, plans, dose, registrations, waveforms): never a series to read as an image.
 NON_IMAGE_MODALITIES = frozenset(
@@ -156,12 +159,17 @@ def _invert_monochrome1(ds: Any, pixels: np.ndarray) -> np.ndarray:
 
 
 def _read_slice(path: Path) -> tuple[Any, np.ndarray]:
-    """Header and stored pixels of one single-frame greyscale file (compressed syntaxes decoded)."""
+    """Header and stored pixels of one single-frame file (compressed syntaxes decoded; colour as RGB)."""
     ds = None
     try:
         ds = pydicom.dcmread(path)
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1 or int(ds.get("SamplesPerPixel", 1)) != 1:
-            raise DataError(path, "only single-frame greyscale DICOM slices are supported")
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise DataError(
+                path,
+                "multi-frame DICOM (cine, enhanced or tomosynthesis objects) is not supported: export single frames",
+            )
+        if int(ds.get("SamplesPerPixel", 1)) not in (1, 3):
+            raise DataError(path, "only greyscale or RGB DICOM images are supported")
         _check_decodable(ds, path)
         pixels = _invert_monochrome1(ds, np.asarray(ds.pixel_array))
     except DataError:
@@ -174,11 +182,11 @@ def _read_slice(path: Path) -> tuple[Any, np.ndarray]:
 
 
 def _is_projection(paths: list[Path], datasets: list[Any]) -> bool:
-    """One radiograph (CR, DX...) without patient orientation: a 2D image, not a slice of a volume."""
+    """One planar image (radiograph, ultrasound...) without patient orientation: 2D, not a slice of a volume."""
     ds = datasets[0]
     return (
         len(paths) == 1
-        and str(ds.get("Modality", "")).upper() in PROJECTION_MODALITIES
+        and str(ds.get("Modality", "")).upper() in PLANAR_MODALITIES
         and "ImageOrientationPatient" not in ds
     )
 
@@ -191,8 +199,11 @@ def _projection_image(path: Path, ds: Any, pixels: np.ndarray) -> ImageData:
         if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
             spacing, source = (float(value[0]), float(value[1])), keyword
             break
-    slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
-    array = (pixels.astype(np.float64) * slope + intercept).astype(np.float32)[None]
+    if pixels.ndim == 3:  # colour (ultrasound, photographs): (rows, columns, 3) RGB, no rescale
+        array = np.moveaxis(pixels, -1, 0).astype(np.float32)
+    else:
+        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+        array = (pixels.astype(np.float64) * slope + intercept).astype(np.float32)[None]
     meta = {
         "path": str(path),
         "format": "image2d",
@@ -304,9 +315,10 @@ def read_dicom_series(source: str | Path | Sequence[str | Path], *, series_uid: 
     Slices are ordered by ImagePositionPatient along the slice normal and rescaled to
     modality units (e.g. HU) with each slice's RescaleSlope / RescaleIntercept. Compressed
     transfer syntaxes are decoded by pydicom's pixel handlers (pylibjpeg plugins for JPEG,
-    JPEG-LS, JPEG 2000, RLE); MONOCHROME1 is inverted. One radiograph (CR, DX, ...) without
-    ImageOrientationPatient comes back as a 2D image (``format`` ``image2d``, ``(1, rows,
-    columns)``) with PixelSpacing, else ImagerPixelSpacing (``meta["spacing_known"]``).
+    JPEG-LS, JPEG 2000, RLE); MONOCHROME1 is inverted. One planar image (radiograph, ultrasound,
+    photograph: :data:`PLANAR_MODALITIES`) without ImageOrientationPatient comes back as a 2D image
+    (``format`` ``image2d``, ``(1, rows, columns)``, or ``(3, ...)`` RGB for colour) with PixelSpacing,
+    else ImagerPixelSpacing (``meta["spacing_known"]``).
 
     Args:
         source: A folder (searched recursively), one file, or a list of files.
@@ -317,6 +329,13 @@ def read_dicom_series(source: str | Path | Sequence[str | Path], *, series_uid: 
     datasets = [ds for ds, _ in slices]
     if _is_projection(paths, datasets):
         return _projection_image(paths[0], *slices[0])
+    colour = next((p for p, (_, pixels) in zip(paths, slices) if pixels.ndim != 2), None)
+    if colour is not None:
+        raise DataError(
+            colour,
+            "a colour (RGB) image cannot be a slice of a volume; only single planar images "
+            f"({', '.join(sorted(PLANAR_MODALITIES))}) without ImageOrientationPatient may be colour",
+        )
     _check_consistent(paths, datasets)
     order, normal, step = _slice_order(label, paths, datasets)
     rescale = []

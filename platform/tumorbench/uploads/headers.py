@@ -113,10 +113,10 @@ def check_dicom(path: Path, limits: UploadLimits, label: str, uids: set[str]) ->
         )
     if count > limits.max_voxels:
         raise too_big(label, "rows x columns x frames x samples", count, limits.max_voxels)
-    if frames != 1 or samples != 1:
+    if frames != 1 or samples not in (1, 3):  # colour (3) only for planar images: the reader checks which
         raise UploadError(
             label,
-            f"only single-frame greyscale DICOM slices are supported (the header declares "
+            f"only single-frame greyscale or RGB DICOM images are supported (the header declares "
             f"{frames} frame(s) of {samples} sample(s) per pixel)",
             422,
         )
