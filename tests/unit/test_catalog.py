@@ -241,3 +241,32 @@ def test_class_folders_one_level_down_are_named_in_the_error(tmp_path):
     with pytest.raises(DataError, match=message):
         detect_layout(tmp_path)
     assert len(scan(tmp_path / "Training")) == 2
+
+
+def test_class_folders_of_nifti_volumes(tmp_path):
+    from tumorbench.data.catalog import data_dims
+
+    for cls in ("normal", "tumor"):
+        for i in range(2):
+            _nifti(tmp_path / cls / f"case{i}.nii.gz")
+    _nifti(tmp_path / "tumor" / "case0_mask.nii.gz", value=0)
+    assert detect_layout(tmp_path) == ("image-folder", "one subfolder of NIfTI volumes per class")
+    frame = scan(tmp_path).set_index("case_id")
+    assert sorted(frame.index) == [
+        "normal/case0.nii.gz",
+        "normal/case1.nii.gz",
+        "tumor/case0.nii.gz",
+        "tumor/case1.nii.gz",
+    ]
+    assert Path(frame.loc["tumor/case0.nii.gz", "mask"]).name == "case0_mask.nii.gz"
+    assert data_dims(frame) == 3
+    _png(tmp_path / "normal" / "x.png")
+    with pytest.raises(DataError, match="mix 2D images and NIfTI volumes"):
+        scan(tmp_path)
+
+
+def test_many_folders_of_volumes_are_not_classes(tmp_path):
+    for case in range(11):
+        _nifti(tmp_path / f"patient{case:02d}" / "t1.nii.gz")
+    with pytest.raises(DataError, match="cannot detect a layout"):
+        detect_layout(tmp_path)

@@ -91,3 +91,16 @@ def test_dicom_without_labels_says_where_labels_come_from(tmp_path):
     (root / "labels.csv").unlink()
     with pytest.raises(TumorbenchError, match="neither class labels nor masks.*labels.csv at the root with columns"):
         detect(scan(root))
+
+
+def test_class_folders_of_volumes_get_a_3d_classification_study(tmp_path):
+    import nibabel as nib
+
+    for cls in ("normal", "tumor"):
+        for i in range(2):
+            (tmp_path / cls).mkdir(exist_ok=True)
+            nib.save(nib.Nifti1Image(np.zeros((8, 8, 6), np.float32), np.eye(4)), tmp_path / cls / f"c{i}.nii.gz")
+    found = detect(scan(tmp_path))
+    assert (found.spatial_dims, found.task, found.template) == (3, "classification", "classification-3d")
+    study = generic_study(str(tmp_path), "smoke")
+    assert study.config["spatial_dims"] == 3 and study.config["preprocess"]["normalize"] == "zscore"

@@ -27,14 +27,16 @@ import pandas as pd
 
 from tumorbench.data.layouts import brats, dicom, image_folder, lgg, lidc, msd
 from tumorbench.data.layouts.brats import BRATS_CHANNELS
-from tumorbench.data.layouts.common import IMAGE_SUFFIXES, Problems, is_image
+from tumorbench.data.layouts.common import IMAGE_SUFFIXES, Problems, is_image, is_volume
 from tumorbench.data.layouts.lidc import LidcPolicy
 from tumorbench.errors import DataError
 
-__all__ = ["BRATS_CHANNELS", "COLUMNS", "IMAGE_SUFFIXES", "LAYOUTS", "LidcPolicy", "detect_layout", "scan"]
+__all__ = ["BRATS_CHANNELS", "COLUMNS", "IMAGE_SUFFIXES", "LAYOUTS", "LidcPolicy", "data_dims", "detect_layout", "scan"]
 
 LAYOUTS = ("brats", "msd", "lgg", "image-folder", "lidc", "dicom")
 COLUMNS = ["case_id", "patient_id", "layout", "image", "channels", "mask", "label"]
+# Layouts whose cases are read as volumes (a DICOM series is one, even of a single slice).
+VOLUME_LAYOUTS = ("brats", "msd", "dicom")
 _SCANNERS: dict[str, Callable[..., list[dict]]] = {
     "brats": brats.scan,
     "msd": msd.scan,
@@ -77,6 +79,10 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
             return "dicom", "DICOM files (.dcm suffix or DICM preamble)"
     if subdirs and any(is_image(p) for sub in subdirs for p in sub.iterdir()):
         return "image-folder", "one subfolder of images per class"
+    with_volumes = [sub for sub in subdirs if any(is_volume(p) for p in sub.iterdir())]
+    if with_volumes and len(subdirs) <= image_folder.MAX_CLASS_FOLDERS:
+        # More folders of volumes are case folders of a layout not known here, not classes.
+        return "image-folder", "one subfolder of NIfTI volumes per class"
     raise DataError(root, f"cannot detect a layout (known: {', '.join(LAYOUTS)}); pass --layout{_one_down(subdirs)}")
 
 
@@ -145,3 +151,11 @@ def scan(
         lidc_policy=(lidc_policy or LidcPolicy()).describe() if layout == "lidc" else None,
     )
     return frame.reset_index(drop=True)
+
+
+def data_dims(frame: pd.DataFrame) -> int:
+    """3 when a catalog's cases are read as volumes (volume layouts, class folders of NIfTI files), else 2."""
+    if frame.attrs.get("layout") in VOLUME_LAYOUTS:
+        return 3
+    first = frame["image"].iloc[0][0] if len(frame) else ""
+    return 3 if str(first).lower().endswith((".nii", ".nii.gz")) else 2

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from tumorbench.data.catalog import data_dims
 from tumorbench.errors import DataError
 
 FINGERPRINT_FILE = "fingerprint.json"
-VOLUME_LAYOUTS = ("brats", "msd", "dicom")
 PERCENTILES = (0.5, 50.0, 99.5)
 
 # Perceptual near-duplicate grouping (another module) plugs in here: catalog -> groups of row indices.
@@ -172,7 +172,7 @@ def compute_fingerprint(
         DataError: No sampled case could be read.
     """
     config = config or FingerprintConfig()
-    volumes = frame.attrs.get("layout") in VOLUME_LAYOUTS
+    volumes = data_dims(frame) == 3
     limit = config.max_volumes if volumes else config.max_cases
     sample = _sample(frame, limit, config.seed)
     rng = np.random.default_rng(config.seed)

@@ -5,7 +5,7 @@ what it will run, or why it cannot, before anything starts:
 
 - layout: :func:`tumorbench.data.catalog.detect_layout`;
 - 2D or 3D: volumes for ``brats`` and ``msd``, for ``dicom`` when a series has more than one slice;
-  images for ``image-folder``, ``lgg`` and ``lidc``;
+  images for ``image-folder`` (volumes when its files are NIfTI), ``lgg`` and ``lidc``;
 - task: classification when the catalog has class labels, else segmentation when it has masks;
 - template: BraTS label maps (labels within {0, 1, 2, 3, 4}, more than one tumor label) get the BraTS
   regions study (WT/TC/ET); other masks a whole-lesion study in 2D or 3D; labels a 2D or 3D classifier study
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tumorbench.data.catalog import data_dims
 from tumorbench.errors import TumorbenchError
 
 VOLUME_LAYOUTS = ("brats", "msd")
@@ -45,13 +46,13 @@ class Detection:
 
 
 def spatial_dims(frame: pd.DataFrame) -> int:
-    """3 for volume layouts and multi-slice DICOM series, else 2."""
+    """3 for volume layouts, multi-slice DICOM series and class folders of NIfTI volumes, else 2."""
     layout = frame.attrs["layout"]
     if layout in VOLUME_LAYOUTS:
         return 3
     if layout == "dicom":
         return 3 if int(frame.get("n_slices", pd.Series([1])).max()) > 1 else 2
-    return 2
+    return data_dims(frame)  # class folders of NIfTI volumes: 3
 
 
 def mask_labels(frame: pd.DataFrame) -> set[int]:

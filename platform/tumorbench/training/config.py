@@ -17,8 +17,6 @@ from tumorbench.tasks import TaskError, get_task
 from tumorbench.transforms import AugmentConfig, PreprocessConfig, SamplingConfig
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
-# Layouts whose cases are volumes; the others hold 2D images.
-VOLUME_LAYOUTS = ("brats", "msd", "dicom")
 
 
 class TrainConfigError(TumorbenchError, ValueError):

@@ -15,12 +15,13 @@ from typing import Any
 import pandas as pd
 import torch
 
+from tumorbench.data.catalog import data_dims as catalog_dims
 from tumorbench.data.catalog import scan
 from tumorbench.data.datasets import cases_from_catalog, make_dataset
 from tumorbench.data.splits import SplitConfig, content_hash, fold_frames, load_splits, make_splits, write_splits
 from tumorbench.errors import DataError
 from tumorbench.tasks import TaskError, get_task
-from tumorbench.training.config import VOLUME_LAYOUTS, TrainConfig, TrainConfigError
+from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.training.nested import inner_groups, inner_split, uses_nested
 from tumorbench.transforms import build_transforms
 
@@ -107,7 +108,7 @@ def fold_cases(config: TrainConfig) -> FoldCases:
         train=cases_from_catalog(train, class_names),
         val=cases_from_catalog(val, class_names),
         class_names=class_names,
-        data_dims=3 if frame.attrs["layout"] in VOLUME_LAYOUTS else 2,
+        data_dims=catalog_dims(frame),
         layout=frame.attrs["layout"],
         catalog_hash=doc["dataset"]["catalog_hash"],
         split_hash=doc["hash"],

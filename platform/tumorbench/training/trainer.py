@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from tumorbench import storage
+from tumorbench.data.catalog import data_dims as catalog_dims
 from tumorbench.errors import TumorbenchError
 from tumorbench.package.locate import RUN_FOLDER
 from tumorbench.training import data as fold_data
 from tumorbench.training.callbacks import EpochLogger, format_epoch
-from tumorbench.training.config import VOLUME_LAYOUTS, TrainConfig, TrainConfigError
+from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.training.tasks import check_model_for_task
 
 RUN_NAME = RUN_FOLDER  # where tumorbench.package looks for a run's checkpoints
@@ -143,8 +144,8 @@ def has_snapshot(config: TrainConfig) -> bool:
 def preflight(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
     """All the checks that must pass before any worker starts; makes the split file if needed."""
     frame = fold_data.load_catalog(config)
-    data_dims = 3 if frame.attrs["layout"] in VOLUME_LAYOUTS else 2
-    check_model_for_task(config, data_dims)
+    dims = catalog_dims(frame)
+    check_model_for_task(config, dims)
     run_dir = storage.join(run_storage(config), RUN_NAME)
     snapshot = has_snapshot(config)
     if snapshot and not resume:
@@ -162,7 +163,7 @@ def preflight(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
 
         classes = sorted(frame["label"].dropna().unique())
         check_gan_source(config, read_manifest(config.gan_checkpoint), classes, doc["hash"])
-    return {"layout": frame.attrs["layout"], "cases": len(frame), "data_dims": data_dims}
+    return {"layout": frame.attrs["layout"], "cases": len(frame), "data_dims": dims}
 
 
 def fit(

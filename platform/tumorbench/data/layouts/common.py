@@ -8,6 +8,7 @@ from pathlib import Path
 from tumorbench.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+VOLUME_SUFFIXES = (".nii", ".nii.gz")
 # A mask beside its image: ``<stem>_mask`` (LGG, BUSI), ``<stem>_mask_<n>`` for a further lesion (BUSI).
 MASK_STEM = re.compile(r"^(?P<image>.+)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
 
@@ -29,6 +30,17 @@ class Problems:
 
 def is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_volume(path: Path) -> bool:
+    """A NIfTI file (``.nii`` or ``.nii.gz``)."""
+    return path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def stem(path: Path) -> str:
+    """The name without its suffix; both of ``.nii.gz``."""
+    name = path.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
 
 
 def visible_dirs(root: Path) -> list[Path]:

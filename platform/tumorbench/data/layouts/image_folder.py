@@ -1,4 +1,4 @@
-"""``image-folder``: one subfolder of images per class, masks beside their images (BUSI)."""
+"""``image-folder``: one subfolder of images (2D files or NIfTI volumes) per class, masks beside them (BUSI)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tumorbench.data.layouts.common import MASK_STEM, Problems, is_image, row, visible_dirs
+from tumorbench.data.layouts.common import MASK_STEM, Problems, is_image, is_volume, row, stem, visible_dirs
 from tumorbench.errors import DataError
 
 # More subfolders than this, each with _mask files, are case folders (one per patient), not classes.
@@ -32,8 +32,11 @@ def _read_image_patients(path: Path) -> dict[str, str]:
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
     patients = _read_image_patients(root / "patients.csv")
     rows, unmapped = [], 0
+    kinds = set()
     for class_dir in visible_dirs(root):
-        images, masks, orphans = _split_masks(sorted(p for p in class_dir.iterdir() if is_image(p)))
+        files = sorted(p for p in class_dir.iterdir() if is_image(p) or is_volume(p))
+        images, masks, orphans = _split_masks(files)
+        kinds |= {"volumes" if is_volume(p) else "2D images" for p in images}
         if not images:
             problems.add(class_dir, "class folder without images")
         for orphan in orphans:
@@ -43,12 +46,14 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
             # Without patients.csv, each image is its own patient (slices of one patient can leak across folds).
             patient = patients.get(case_id, patients.get(path.name))
             unmapped += bool(patients) and patient is None
-            mask = masks.get(path.stem)
+            mask = masks.get(stem(path))
             rows.append(
                 row(case_id, patient or case_id, "image-folder", [path], ("image",), mask=mask, label=class_dir.name)
             )
     if unmapped:
         problems.add(root / "patients.csv", f"{unmapped} image(s) not listed: each is its own patient")
+    if len(kinds) > 1:
+        problems.add(root, "class folders mix 2D images and NIfTI volumes: one study takes one or the other")
     return rows
 
 
@@ -59,10 +64,10 @@ def _split_masks(files: list[Path]) -> tuple[list[Path], dict[str, Path], list[P
     ``_mask_2`` for further lesions: a mask is never an image of the class. The mask kept for an
     image is ``_mask``, else its lowest-numbered one (classification ignores masks).
     """
-    stems = {p.stem for p in files}
+    stems = {stem(p) for p in files}
     images, found, orphans = [], {}, []
     for path in files:
-        match = MASK_STEM.match(path.stem)
+        match = MASK_STEM.match(stem(path))
         if match is None:
             images.append(path)
         elif match["image"] in stems:
