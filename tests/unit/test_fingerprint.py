@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -103,3 +104,13 @@ def test_data_check_prints_the_fingerprint(tmp_path):
     text = format_report(report)
     assert "fingerprint (every case read)" in text and "classes a 3 (60%), b 2 (40%)" in text
     assert "fingerprint" not in check_dataset(tmp_path / "d", fingerprint=False)
+
+
+def test_disk_bytes_count_the_files_of_dicom_series_folders(tmp_path):
+    from tumorbench.data.synthetic import LungPhantomConfig, make_lung_study
+
+    root = make_lung_study(tmp_path / "lung", LungPhantomConfig(cases=2, shape=(16, 16, 16)))
+    frame = scan(root)
+    series_files = [f for folder in {p for paths in frame["image"] for p in paths} for f in Path(folder).iterdir()]
+    assert len(series_files) >= 8  # a case is a folder of slices, not one file
+    assert compute_fingerprint(frame)["disk_bytes"] == sum(f.stat().st_size for f in series_files)

@@ -144,7 +144,9 @@ def _catalog_part(frame: pd.DataFrame) -> dict[str, Any]:
     per_patient = frame.groupby("patient_id").size().to_numpy()
     labels = frame["label"].dropna()
     task = "classification" if len(labels) else "segmentation"
-    files = [Path(p) for paths in frame["image"] for p in paths]
+    paths = {Path(p) for paths in frame["image"] for p in paths}
+    # A DICOM case is its series folder: the files in it (a folder shared by several series counted once).
+    files = {f for p in paths for f in (p.iterdir() if p.is_dir() else [p])}
     disk = sum(f.stat().st_size for f in files if f.is_file())
     return {
         "layout": frame.attrs.get("layout"),
