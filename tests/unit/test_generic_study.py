@@ -104,3 +104,31 @@ def test_class_folders_of_volumes_get_a_3d_classification_study(tmp_path):
     assert (found.spatial_dims, found.task, found.template) == (3, "classification", "classification-3d")
     study = generic_study(str(tmp_path), "smoke")
     assert study.config["spatial_dims"] == 3 and study.config["preprocess"]["normalize"] == "zscore"
+
+
+def test_ultrasound_dicom_gets_a_2d_study_read_as_2d(tmp_path):
+    # Before: layout dicom meant volumes, so training asked for 3D and the US images (read 2D) were refused.
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
+
+    from tumorbench.data.catalog import data_dims
+
+    lines = ["series_dir,label"]
+    for i in range(4):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = UltrasoundImageStorage
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SeriesInstanceUID, ds.Modality, ds.PatientID = generate_uid(), "US", f"P{i}"
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 8, 8, 3, "RGB"
+        ds.PlanarConfiguration, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 0, 8, 8, 7, 0
+        ds.PixelData = np.full((8, 8, 3), 40 * i, np.uint8).tobytes()
+        (tmp_path / f"P{i}").mkdir()
+        ds.save_as(tmp_path / f"P{i}" / "IM1", enforce_file_format=True)
+        lines.append(f"P{i},{'malignant' if i % 2 else 'benign'}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    frame = scan(tmp_path)
+    assert frame["planar"].all() and data_dims(frame) == 2
+    found = detect(frame)
+    assert (found.layout, found.spatial_dims, found.template) == ("dicom", 2, "classification-2d")

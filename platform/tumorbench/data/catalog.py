@@ -154,7 +154,12 @@ def scan(
 
 
 def data_dims(frame: pd.DataFrame) -> int:
-    """3 when a catalog's cases are read as volumes (volume layouts, class folders of NIfTI files), else 2."""
+    """3 when a catalog's cases are read as volumes (volume layouts, class folders of NIfTI files), else 2.
+
+    DICOM series are volumes unless every one is a planar image (radiograph, ultrasound), read as 2D.
+    """
+    if frame.attrs.get("layout") == "dicom" and len(frame) and frame.get("planar", pd.Series([False])).all():
+        return 2
     if frame.attrs.get("layout") in VOLUME_LAYOUTS:
         return 3
     first = frame["image"].iloc[0][0] if len(frame) else ""

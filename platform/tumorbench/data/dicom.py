@@ -181,14 +181,13 @@ def _read_slice(path: Path) -> tuple[Any, np.ndarray]:
     return ds, pixels
 
 
-def _is_projection(paths: list[Path], datasets: list[Any]) -> bool:
-    """One planar image (radiograph, ultrasound...) without patient orientation: 2D, not a slice of a volume."""
-    ds = datasets[0]
-    return (
-        len(paths) == 1
-        and str(ds.get("Modality", "")).upper() in PLANAR_MODALITIES
-        and "ImageOrientationPatient" not in ds
-    )
+def is_planar(files: int, header: Any) -> bool:
+    """One planar image (radiograph, ultrasound...) without patient orientation: 2D, not a slice of a volume.
+
+    ``header``: the series' first dataset (Modality and ImageOrientationPatient read).
+    """
+    modality = str(header.get("Modality", "") or "").upper()
+    return files == 1 and modality in PLANAR_MODALITIES and "ImageOrientationPatient" not in header
 
 
 def _projection_image(path: Path, ds: Any, pixels: np.ndarray) -> ImageData:
@@ -302,7 +301,7 @@ def dicom_series_headers(source: str | Path | Sequence[str | Path], *, series_ui
         datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     except Exception as exc:
         raise DataError(label, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
-    if _is_projection(paths, datasets):
+    if is_planar(len(paths), datasets[0]):
         return datasets
     _check_consistent(paths, datasets)
     order, _, _ = _slice_order(label, paths, datasets)
@@ -327,7 +326,7 @@ def read_dicom_series(source: str | Path | Sequence[str | Path], *, series_uid: 
     origin, label, uid, paths = _select_series(source, series_uid)
     slices = [_read_slice(p) for p in paths]
     datasets = [ds for ds, _ in slices]
-    if _is_projection(paths, datasets):
+    if is_planar(len(paths), datasets[0]):
         return _projection_image(paths[0], *slices[0])
     colour = next((p for p, (_, pixels) in zip(paths, slices) if pixels.ndim != 2), None)
     if colour is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -12,7 +13,7 @@ from tumorbench.errors import DataError
 
 
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
-    from tumorbench.data.dicom import find_dicom_series
+    from tumorbench.data.dicom import find_dicom_series, is_planar
 
     skipped: Counter = Counter()
     series = find_dicom_series(root, skipped)
@@ -35,28 +36,29 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
         rows.append(
             row(
                 extra.get("case_id", rel),
-                extra.get("patient_id") or header.get("patient_id") or rel,
+                extra.get("patient_id") or str(header.get("PatientID", "") or "") or rel,
                 "dicom",
                 [series_dir],
-                (header.get("modality", "image").lower(),),
+                ((str(header.get("Modality", "") or "") or "image").lower(),),
                 mask=mask,
                 label=extra.get("label") or None,
                 series_uid=uid,
                 n_slices=len(files),
+                planar=is_planar(len(files), header),  # read as a 2D image (radiograph, ultrasound)
             )
         )
     return rows
 
 
-def _dicom_identity(path: Path) -> dict[str, str]:
-    # Only the two tags a catalog needs; PatientID groups series for splitting.
+def _dicom_identity(path: Path) -> Any:
+    # Only the tags a catalog needs: PatientID groups series for splitting; Modality and orientation say 2D or 3D.
     import pydicom
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID", "Modality"])
+        tags = ["PatientID", "Modality", "ImageOrientationPatient"]
+        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
     except Exception as exc:  # pydicom raises many types for damaged files
         raise DataError(path, f"unreadable DICOM header: {exc}") from exc
-    return {"patient_id": str(ds.get("PatientID", "") or ""), "modality": str(ds.get("Modality", "") or "image")}
 
 
 def _read_series_labels(path: Path) -> dict[str, dict]:
