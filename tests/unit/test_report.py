@@ -68,6 +68,22 @@ def test_classification_report_embeds_figures_and_tables(tmp_path):
     assert page.index("<b>good</b>") < page.index("<b>fair</b>") < page.index("<b>random</b>")
 
 
+def test_confusion_matrices_name_the_classes_the_manifest_lists(tmp_path):
+    from tumorbench.reporting.figures import confusion_figure
+
+    pred = classification_predictions()
+    pairs = [("best DL", "good"), ("best baseline", "fair")]
+    named = confusion_figure(pred, pairs, ["no tumor", "tumor"])
+    assert [t.get_text() for t in named.axes[0].get_xticklabels()] == ["no tumor", "tumor"]
+    assert [t.get_text() for t in named.axes[1].get_yticklabels()] == ["no tumor", "tumor"]
+    plain = confusion_figure(pred, pairs, ["only one name"])  # a name missing: indices, never a wrong name
+    assert [t.get_text() for t in plain.axes[0].get_xticklabels()] == ["0", "1"]
+    # write_report takes them from manifest.json ("classes", written by the study) and lists them there
+    pred.to_csv(tmp_path / "predictions.csv", index=False)
+    (tmp_path / "manifest.json").write_text(json.dumps({**MANIFEST, "classes": ["no tumor", "tumor"]}))
+    assert "no tumor, tumor" in write_report(tmp_path, n_boot=20).read_text(encoding="utf-8")
+
+
 def test_segmentation_report_shows_stored_tables_and_overlays(tmp_path):
     pred = segmentation_predictions()
     pred.to_csv(tmp_path / "predictions.csv", index=False)

@@ -152,8 +152,13 @@ def reliability_figure(pred: pd.DataFrame, order: Sequence[str]) -> Figure:
     return fig
 
 
-def confusion_figure(pred: pd.DataFrame, models: Sequence[tuple[str, str]]) -> Figure:
-    """Confusion matrices (rows truth, columns prediction) of ``(label, model)`` pairs."""
+def confusion_figure(
+    pred: pd.DataFrame, models: Sequence[tuple[str, str]], class_names: Sequence[str] | None = None
+) -> Figure:
+    """Confusion matrices (rows truth, columns prediction) of ``(label, model)`` pairs.
+
+    Axes show ``class_names[index]`` when every index has a name, else the indices.
+    """
     labels = np.unique(np.concatenate([pred["y_true"].to_numpy(), pred["y_pred"].to_numpy()]))
     fig = Figure(figsize=(3.6 * len(models), 3.4))
     for i, (caption, model) in enumerate(models):
@@ -163,7 +168,8 @@ def confusion_figure(pred: pd.DataFrame, models: Sequence[tuple[str, str]]) -> F
         ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
         for (r, c), v in np.ndenumerate(cm):
             ax.text(c, r, str(v), ha="center", va="center", color="white" if v > cm.max() / 2 else "black")
-        ticks = [str(x) for x in labels]
+        named = class_names is not None and all(str(x).isdigit() and int(x) < len(class_names) for x in labels)
+        ticks = [str(class_names[int(x)]) if named else str(x) for x in labels]
         ax.set_xticks(range(len(labels)), ticks)
         ax.set_yticks(range(len(labels)), ticks)
         ax.set(xlabel="predicted", ylabel="true", title=f"{caption}: {model}")

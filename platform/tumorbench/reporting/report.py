@@ -170,8 +170,18 @@ def _folds_section(folds: pd.DataFrame, order: Sequence[str], primary: str) -> s
     return f"<h2>{esc(primary)} per fold</h2>{html_table(header, rows)}"
 
 
-def classification_figures(pred: pd.DataFrame, lb: pd.DataFrame, reference: str, n_boot: int, seed: int) -> str:
-    """ROC curves (binary) and confusion matrices of the best DL model and the best baseline."""
+def classification_figures(
+    pred: pd.DataFrame,
+    lb: pd.DataFrame,
+    reference: str,
+    n_boot: int,
+    seed: int,
+    class_names: Sequence[str] | None = None,
+) -> str:
+    """ROC curves (binary) and confusion matrices of the best DL model and the best baseline.
+
+    ``class_names`` (index order, from ``manifest.json``) label the matrices' axes instead of 0, 1, ...
+    """
     parts = []
     if is_binary(pred):
         parts.append(
@@ -181,7 +191,7 @@ def classification_figures(pred: pd.DataFrame, lb: pd.DataFrame, reference: str,
     baselines = lb[lb["kind"] == "baseline"]["model"].tolist()
     if baselines:
         pairs.append(("best baseline", baselines[0]))
-    parts.append(figure_tag(confusion_figure(pred, pairs), "confusion matrices"))
+    parts.append(figure_tag(confusion_figure(pred, pairs, class_names), "confusion matrices"))
     return (
         "<h2>ROC curves and confusion matrices</h2>"
         + "".join(parts)
@@ -281,7 +291,8 @@ def write_report(
     )
     stats = _stored_or(root / "stats.csv", lambda: paired_statistics(pred, folds, task, primary=primary))
     reference = str(stats["reference"].iloc[0]) if len(stats) else str(lb["model"].iloc[0])
-    figures = get_task(task).report_figures(pred, lb, reference, primary, n_boot, seed)
+    manifest = _read_json(root / "manifest.json")
+    figures = get_task(task).report_figures(pred, lb, reference, primary, n_boot, seed, manifest.get("classes"))
     summary = (
         f"{len(lb)} models and baselines, {folds['fold'].nunique()} folds, "
         f"{pred['case_id'].nunique()} cases of {pred['patient_id'].nunique()} patients; task {esc(task)}; "
@@ -298,7 +309,7 @@ def write_report(
             explanations_section(root),
             _folds_section(folds, lb["model"].tolist(), primary),
             configs_section(configs),
-            key_values("Manifest", _read_json(root / "manifest.json")),
+            key_values("Manifest", manifest),
         ]
     )
     page = (

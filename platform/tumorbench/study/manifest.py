@@ -55,12 +55,17 @@ def write_manifest(
     best: dict,
     code: dict[str, Any],
     budget: dict[str, Any] | None = None,
+    classes: list[str] | None = None,
 ) -> None:
-    """``manifest.json``; ``code`` is :func:`code_version` taken when the study started."""
+    """``manifest.json``; ``code`` is :func:`code_version` taken when the study started.
+
+    ``classes``: class names in label-index order (classification), for the report's axes.
+    """
     manifest = {
         "study": study.name,
         "preset": preset,
         "task": study.task,
+        "classes": classes,
         "seed": study.seed,
         "data": doc["dataset"],
         "split": {"file": str(out / "splits.json"), "hash": doc["hash"], "folds": len(doc["folds"])},

@@ -350,7 +350,8 @@ def run_study(
             local = {m: _local_records(fold_records[m], out / "checkpoints" / m) for m in dl_models}
             lb = _explain(study, out, local, frame, doc, dl_models, class_names, lb)
     budget = _budget_summary(plan, started, guards, cut)
-    write_manifest(study, out, preset, doc, time.perf_counter() - started, best, code | {"storage": root}, budget)
+    seconds = time.perf_counter() - started
+    write_manifest(study, out, preset, doc, seconds, best, code | {"storage": root}, budget, class_names)
     write_report(out, title=f"tumorbench: {study.name} ({preset})", task=study.task, primary=metric, seed=study.seed)
     copy_results(out, root)
     print(format_leaderboard(lb, study.task, stats=stats), flush=True)

@@ -94,10 +94,12 @@ class Classification(Task):
 
         return check_same_labels(pair)
 
-    def report_figures(self, pred: Any, lb: Any, reference: str, primary: str, n_boot: int, seed: int) -> str:
+    def report_figures(
+        self, pred: Any, lb: Any, reference: str, primary: str, n_boot: int, seed: int, class_names: Any = None
+    ) -> str:
         from tumorbench.reporting.report import classification_figures
 
-        return classification_figures(pred, lb, reference, n_boot, seed)
+        return classification_figures(pred, lb, reference, n_boot, seed, class_names)
 
     def oof_rows(self, records: list[dict], class_names: list[str] | None) -> list[dict]:
         from tumorbench.study.results import classification_row

@@ -104,7 +104,9 @@ class Segmentation(Task):
             return pair
         return pair[pair[f"{metric}_ref"].notna() & pair[f"{metric}_other"].notna()]
 
-    def report_figures(self, pred: Any, lb: Any, reference: str, primary: str, n_boot: int, seed: int) -> str:
+    def report_figures(
+        self, pred: Any, lb: Any, reference: str, primary: str, n_boot: int, seed: int, class_names: Any = None
+    ) -> str:
         from tumorbench.reporting.report import segmentation_figures
 
         return segmentation_figures(pred, lb, reference, primary)
