@@ -132,3 +132,25 @@ def test_ultrasound_dicom_gets_a_2d_study_read_as_2d(tmp_path):
     assert frame["planar"].all() and data_dims(frame) == 2
     found = detect(frame)
     assert (found.layout, found.spatial_dims, found.template) == ("dicom", 2, "classification-2d")
+
+
+def test_task_chooses_segmentation_when_the_data_has_labels_and_masks(tmp_path):
+    from tests.unit.test_catalog import _busi
+
+    from tumorbench.study.cli import build_study, parse_args
+
+    _busi(tmp_path / "busi")
+    frame = scan(tmp_path / "busi", strict=False)
+    found = detect(frame, task="segmentation")
+    assert (found.task, found.template, found.why) == (
+        "segmentation",
+        "segmentation-2d",
+        "masks found, --task segmentation",
+    )
+    study = generic_study(str(tmp_path / "busi"), "smoke", task="segmentation")
+    assert (study.task, study.layout) == ("segmentation", "image-folder")
+    write_blob_folders(tmp_path / "plain", n=3)  # labels, no masks
+    with pytest.raises(TumorbenchError, match="--task segmentation: layout image-folder has no masks"):
+        detect(scan(tmp_path / "plain"), task="segmentation")
+    with pytest.raises(SystemExit, match="--task applies to --data without --study"):
+        build_study(parse_args(["--study", "lgg", "--task", "segmentation"]))

@@ -31,11 +31,11 @@ from pathlib import Path
 from tumorbench.data.catalog import LAYOUTS
 
 
-def generic_study(data: str, preset: str, layout: str = "auto"):
+def generic_study(data: str, preset: str, layout: str = "auto", task: str | None = None):
     """A sensible comparison for a dataset nobody configured: layout, 2D/3D and task detected (study/generic.py)."""
     from tumorbench.study.generic import generic_study as detect_and_build
 
-    return detect_and_build(data, preset, layout)
+    return detect_and_build(data, preset, layout, task)
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
@@ -55,6 +55,13 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
         default="auto",
         choices=("auto", *LAYOUTS),
         help="How --data is laid out (default: detected; `tumorbench data check PATH` says which and why)",
+    )
+    parser.add_argument(
+        "--task",
+        default=None,
+        choices=("classification", "segmentation"),
+        help="With --data: what to compare models on when the data has both class labels and masks "
+        "(default: classification)",
     )
     parser.add_argument("--out", default=None, help="Results folder (default: results/<study>-<preset>)")
     parser.add_argument(
@@ -141,9 +148,11 @@ def build_study(args: argparse.Namespace):
     from tumorbench.study import presets
 
     if args.study is None and args.data:
-        study = generic_study(args.data, args.preset, args.layout)
+        study = generic_study(args.data, args.preset, args.layout, args.task)
     else:
         name = args.study or "synthetic"
+        if args.task is not None:
+            raise SystemExit(f"error: --task applies to --data without --study (study {name!r} has its own task)")
         if name not in presets.STUDIES:
             raise SystemExit(f"error: unknown study {name!r} (choose from {', '.join(presets.STUDIES)})")
         study = presets.STUDIES[name](args.preset)

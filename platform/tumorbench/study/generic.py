@@ -68,15 +68,26 @@ def mask_labels(frame: pd.DataFrame) -> set[int]:
     return set()
 
 
-def detect(frame: pd.DataFrame, labels_of_mask=mask_labels) -> Detection:
+def detect(frame: pd.DataFrame, labels_of_mask=mask_labels, task: str | None = None) -> Detection:
     """Decide dimensions, task and template for a scanned catalog.
 
+    ``task``: ``classification`` or ``segmentation`` when the user chose (a dataset with both labels and
+    masks, e.g. BUSI, can be either); by default classification wins when there are labels.
+
     Raises:
-        TumorbenchError: Neither class labels nor masks, or a combination no template fits.
+        TumorbenchError: Neither class labels nor masks (or not what ``task`` needs), or a combination no
+            template fits.
     """
     layout, evidence, cases = frame.attrs["layout"], frame.attrs.get("layout_evidence", "given"), len(frame)
     dims = spatial_dims(frame)
-    if frame["label"].notna().any():
+    if task not in (None, "classification", "segmentation"):
+        raise TumorbenchError(f"unknown task {task!r} (classification or segmentation)")
+    wanted = {"classification": "label", "segmentation": "mask"}.get(task)
+    if wanted and not frame[wanted].notna().any():
+        raise TumorbenchError(
+            f"--task {task}: layout {layout} has no {'class labels' if wanted == 'label' else 'masks'}"
+        )
+    if frame["label"].notna().any() and task != "segmentation":
         if frame["label"].dropna().nunique() < 2:
             raise TumorbenchError(
                 f"layout {layout}: one class only ({frame['label'].dropna().iloc[0]!r}); "
@@ -98,7 +109,8 @@ def detect(frame: pd.DataFrame, labels_of_mask=mask_labels) -> Detection:
                     f"BraTS label map {sorted(values)}: WT/TC/ET regions",
                 )
         template = "segmentation-3d" if dims == 3 else "segmentation-2d"
-        return Detection(layout, evidence, dims, "segmentation", template, cases, "masks found, no class labels")
+        why = "masks found, no class labels" if task is None else "masks found, --task segmentation"
+        return Detection(layout, evidence, dims, "segmentation", template, cases, why)
     where = {  # where this layout's labels would come from
         "dicom": "a labels.csv at the root with columns series_dir and label (or mask)",
         "image-folder": "one subfolder per class",
@@ -166,12 +178,12 @@ def build(detection: Detection, frame: pd.DataFrame, preset: str):
     }[detection.template](preset)
 
 
-def generic_study(data: str, preset: str, layout: str = "auto"):
-    """Scan ``data`` (``layout``: detected by default), print what was detected and return the study to run on it."""
+def generic_study(data: str, preset: str, layout: str = "auto", task: str | None = None):
+    """Scan ``data`` (``layout`` and ``task``: detected by default), print what was detected, return its study."""
     from tumorbench.data.catalog import scan
 
     frame = scan(data, layout, strict=False)
-    detection = detect(frame)
+    detection = detect(frame, task=task)
     print(f"[tumorbench] {data}: {detection.describe()}", flush=True)
     for note in frame.attrs.get("notes", []):
         print(f"[tumorbench] note: {note}", flush=True)
