@@ -241,6 +241,10 @@ def test_class_folders_one_level_down_are_named_in_the_error(tmp_path):
     with pytest.raises(DataError, match=message):
         detect_layout(tmp_path)
     assert len(scan(tmp_path / "Training")) == 2
+    (tmp_path / "archive" / "v1").mkdir(parents=True)  # two folders down: no hint, and no walk down the tree
+    (tmp_path / "Training").rename(tmp_path / "archive" / "v1" / "Training")
+    with pytest.raises(DataError, match=r"pass --layout$"):
+        detect_layout(tmp_path / "archive")
 
 
 def test_class_folders_of_nifti_volumes(tmp_path):

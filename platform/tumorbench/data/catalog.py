@@ -62,6 +62,17 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
     entries = [p for p in root.iterdir() if not p.name.startswith(".")]
     if not entries:
         raise DataError(root, "empty folder")
+    found = _detect(root, entries)
+    if found is None:
+        subdirs = sorted(p for p in entries if p.is_dir())
+        raise DataError(
+            root, f"cannot detect a layout (known: {', '.join(LAYOUTS)}); pass --layout{_one_down(subdirs)}"
+        )
+    return found
+
+
+def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
+    """The layout of a folder with these (visible) entries and why, or None."""
     if (root / "dataset.json").exists():
         return "msd", "dataset.json (Medical Segmentation Decathlon)"
     if (root / "files" / "malignancy.csv").exists() or any(lidc.LIDC_NAME.match(p.stem) for p in entries):
@@ -83,17 +94,17 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
     if with_volumes and len(subdirs) <= image_folder.MAX_CLASS_FOLDERS:
         # More folders of volumes are case folders of a layout not known here, not classes.
         return "image-folder", "one subfolder of NIfTI volumes per class"
-    raise DataError(root, f"cannot detect a layout (known: {', '.join(LAYOUTS)}); pass --layout{_one_down(subdirs)}")
+    return None
 
 
 def _one_down(subdirs: list[Path]) -> str:
     """A hint when the data sits one folder down (Kaggle sets: ``Training/`` and ``Testing/`` of class folders)."""
     found = []
-    for sub in subdirs:
-        try:
-            found.append(f"{sub.name}/ is {detect_layout(sub)[0]}")
-        except DataError:
-            continue
+    for sub in subdirs:  # one level only: never a walk down a whole tree
+        entries = [p for p in sub.iterdir() if not p.name.startswith(".")]
+        layout = _detect(sub, entries) if entries else None
+        if layout is not None:
+            found.append(f"{sub.name}/ is {layout[0]}")
     if not found:
         return ""
     return f"; one folder down, {', '.join(found)}: pass that folder as --data (a held-out one as --test)"
