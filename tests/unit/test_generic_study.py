@@ -103,7 +103,7 @@ def test_class_folders_of_volumes_get_a_3d_classification_study(tmp_path):
     found = detect(scan(tmp_path))
     assert (found.spatial_dims, found.task, found.template) == (3, "classification", "classification-3d")
     study = generic_study(str(tmp_path), "smoke")
-    assert study.config["spatial_dims"] == 3 and study.config["preprocess"]["normalize"] == "zscore"
+    assert study.config["spatial_dims"] == 3 and study.config["preprocess"].get("normalize", "zscore") == "zscore"
 
 
 def test_ultrasound_dicom_gets_a_2d_study_read_as_2d(tmp_path):
@@ -154,3 +154,11 @@ def test_task_chooses_segmentation_when_the_data_has_labels_and_masks(tmp_path):
         detect(scan(tmp_path / "plain"), task="segmentation")
     with pytest.raises(SystemExit, match="--task applies to --data without --study"):
         build_study(parse_args(["--study", "lgg", "--task", "segmentation"]))
+
+
+def test_ct_volumes_are_windowed_in_every_template(tmp_path):
+    root = make_lung_study(tmp_path / "lung", LungPhantomConfig(cases=3, shape=(16, 16, 16)))
+    (root / "labels.csv").write_text((root / "labels.csv").read_text().replace("malignant", "").replace("benign", ""))
+    study = generic_study(str(root), "smoke")  # masks, no labels: 3D segmentation of CT
+    assert study.task == "segmentation" and study.config["preprocess"]["normalize"] == "ct_window"
+    assert study.config["preprocess"]["label_map"] == "binary"  # the template's own settings kept

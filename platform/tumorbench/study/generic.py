@@ -132,17 +132,16 @@ def fit_patch(frame: pd.DataFrame, patch: list[int]) -> list[int]:
     return [max(16, min(p, smallest // 16 * 16)) for p in patch]
 
 
-def _classification_3d(preset: str, modality: str):
+def _classification_3d(preset: str):
     """3D classifiers (MONAI DenseNet-121) on whole resized volumes vs feature baselines on the key slice."""
     from tumorbench.study import presets
     from tumorbench.study.spec import Candidate, Study
 
     folds, epochs, samples = presets._budget(preset)
     size = {"smoke": [32, 32, 16], "default": [64, 64, 32], "full": [96, 96, 64]}[preset]
-    normalize = "ct_window" if modality == "ct" else "zscore"
     shared = {
         "spatial_dims": 3,
-        "preprocess": {"spatial_size": size, "normalize": normalize},
+        "preprocess": {"spatial_size": size},
         "batch_size": 4,
         "workers": 1,
         "epochs": {"smoke": 1, "default": 10, "full": 40}[preset],
@@ -160,7 +159,21 @@ def _classification_3d(preset: str, modality: str):
 
 
 def build(detection: Detection, frame: pd.DataFrame, preset: str):
-    """The study template of a detection (a :class:`~tumorbench.study.spec.Study` without data set)."""
+    """The study template of a detection (a :class:`~tumorbench.study.spec.Study` without data set).
+
+    CT data in Hounsfield units (DICOM or MSD channels named CT; not LIDC's 8-bit crops) is windowed
+    (``normalize="ct_window"``, the level and width of :class:`~tumorbench.transforms.PreprocessConfig`) in
+    every template: z-scores of HU would be dominated by air and bone.
+    """
+    study = _template(detection, frame, preset)
+    channel = str(frame["channels"].iloc[0][0]).lower() if len(frame) and frame["channels"].iloc[0] else ""
+    if channel == "ct" and detection.layout != "lidc":
+        preprocess = {**study.config.get("preprocess", {}), "normalize": "ct_window"}
+        study = replace(study, config={**study.config, "preprocess": preprocess})
+    return study
+
+
+def _template(detection: Detection, frame: pd.DataFrame, preset: str):
     from tumorbench.study import presets
 
     if detection.template == "brats":
@@ -169,7 +182,7 @@ def build(detection: Detection, frame: pd.DataFrame, preset: str):
         sampling = {**study.config["sampling"], "patch_size": patch}
         return replace(study, config={**study.config, "sampling": sampling, "roi_size": patch})
     if detection.template == "classification-3d":
-        return _classification_3d(preset, frame["channels"].iloc[0][0])
+        return _classification_3d(preset)
     return {
         "classification-2d": presets.brain_yes_no,
         "lidc": presets.lidc,
