@@ -9,7 +9,7 @@ from tests.conftest import write_blob_folders
 from tumorbench.data.catalog import scan
 from tumorbench.data.synthetic import BrainPhantomConfig, LungPhantomConfig, make_brain_study, make_lung_study
 from tumorbench.data.writers import write_nifti
-from tumorbench.errors import TumorbenchError
+from tumorbench.errors import DataError, TumorbenchError
 from tumorbench.study.generic import detect, generic_study
 
 
@@ -130,6 +130,10 @@ def test_ultrasound_dicom_gets_a_2d_study_read_as_2d(tmp_path):
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
     frame = scan(tmp_path)
     assert frame["planar"].all() and data_dims(frame) == 2
+    mixed = make_lung_study(tmp_path / "lung", LungPhantomConfig(cases=2, shape=(16, 16, 16)))
+    with pytest.raises(DataError, match="series mix planar images .* and volumes"):
+        scan(tmp_path)  # the ultrasound series beside CT volumes
+    assert len(scan(mixed)) == 2
     found = detect(frame)
     assert (found.layout, found.spatial_dims, found.template) == ("dicom", 2, "classification-2d")
 

@@ -47,6 +47,8 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
                 planar=is_planar(len(files), header),  # read as a 2D image (radiograph, ultrasound)
             )
         )
+    if len({r["planar"] for r in rows}) > 1:
+        problems.add(root, "series mix planar images (radiographs, ultrasound: 2D) and volumes: one study takes one")
     return rows
 
 
