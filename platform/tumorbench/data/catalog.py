@@ -27,7 +27,7 @@ import pandas as pd
 
 from tumorbench.data.layouts import brats, dicom, image_folder, lgg, lidc, msd
 from tumorbench.data.layouts.brats import BRATS_CHANNELS
-from tumorbench.data.layouts.common import IMAGE_SUFFIXES, Problems, is_image, is_volume
+from tumorbench.data.layouts.common import IMAGE_SUFFIXES, VOLUME_SUFFIXES, Problems, is_image, is_volume
 from tumorbench.data.layouts.lidc import LidcPolicy
 from tumorbench.errors import DataError
 
@@ -174,4 +174,4 @@ def data_dims(frame: pd.DataFrame) -> int:
     if frame.attrs.get("layout") in VOLUME_LAYOUTS:
         return 3
     first = frame["image"].iloc[0][0] if len(frame) else ""
-    return 3 if str(first).lower().endswith((".nii", ".nii.gz")) else 2
+    return 3 if str(first).lower().endswith(VOLUME_SUFFIXES) else 2

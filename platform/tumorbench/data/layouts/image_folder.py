@@ -74,7 +74,7 @@ def _split_masks(files: list[Path]) -> tuple[list[Path], dict[str, Path], list[P
             found.setdefault(match["image"], []).append((int(match["n"] or 0), path))
         else:
             orphans.append(path)
-    return images, {stem: min(masks)[1] for stem, masks in found.items()}, orphans
+    return images, {image: min(masks)[1] for image, masks in found.items()}, orphans
 
 
 def masked_folders(subdirs: list[Path]) -> tuple[str, str] | None:
