@@ -77,6 +77,21 @@ def load_script(relative: str):
     return module
 
 
+def write_busi_folders(root: Path) -> None:
+    """BUSI's layout: class folders, each image with its ``_mask`` beside it, ``_mask_1`` for a second lesion."""
+    from PIL import Image
+
+    def png(path: Path, value: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (8, 8), value).save(path)
+
+    for cls, n in (("benign", 3), ("malignant", 2), ("normal", 2)):
+        for i in range(1, n + 1):
+            png(root / cls / f"{cls} ({i}).png", 40 * i)
+            png(root / cls / f"{cls} ({i})_mask.png", 0 if cls == "normal" else 255)
+    png(root / "benign" / "benign (2)_mask_1.png", 255)
+
+
 def write_blob_folders(root: Path, n: int = 12) -> None:
     """A tiny class-folder dataset: 'yes' images hold a bright disc, 'no' images are noise only."""
     import numpy as np

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+from tests.conftest import write_busi_folders
 
 from tumorbench.data.catalog import COLUMNS, LidcPolicy, detect_layout, scan
 from tumorbench.errors import DataError
@@ -101,18 +102,9 @@ def test_image_folder_labels_from_folders(tmp_path):
     assert dict(zip(frame["case_id"], frame["label"])) == {"no/c.png": "no", "yes/a.jpg": "yes", "yes/b.png": "yes"}
 
 
-def _busi(root: Path) -> None:
-    """BUSI's layout: class folders, each image with its ``_mask`` beside it, ``_mask_1`` for a second lesion."""
-    for cls, n in (("benign", 3), ("malignant", 2), ("normal", 2)):
-        for i in range(1, n + 1):
-            _png(root / cls / f"{cls} ({i}).png", 40 * i)
-            _png(root / cls / f"{cls} ({i})_mask.png", 0 if cls == "normal" else 255)
-    _png(root / "benign" / "benign (2)_mask_1.png", 255)
-
-
 def test_class_folders_with_masks_are_classes_not_patients(tmp_path):
     # Before: read as LGG case folders, so each class was one "patient" and the masks were required slices.
-    _busi(tmp_path)
+    write_busi_folders(tmp_path)
     _png(tmp_path / "malignant" / "malignant (9)_mask.png", 255)  # its image is missing
     frame = scan(tmp_path, strict=False).set_index("case_id")
     assert frame.attrs["layout"] == "image-folder" and "--layout lgg" in frame.attrs["layout_evidence"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.conftest import write_blob_folders
+from tests.conftest import write_blob_folders, write_busi_folders
 
 from tumorbench.data.catalog import scan
 from tumorbench.data.synthetic import BrainPhantomConfig, LungPhantomConfig, make_brain_study, make_lung_study
@@ -76,9 +76,7 @@ def test_lidc_crops_get_the_lidc_study_settings(lidc_root):
 
 
 def test_class_folders_with_masks_get_classification_and_layout_overrides(tmp_path):
-    from tests.unit.test_catalog import _busi
-
-    _busi(tmp_path / "busi")
+    write_busi_folders(tmp_path / "busi")
     (tmp_path / "busi" / "benign" / "benign (2)_mask_1.png").unlink()
     found = detect(scan(tmp_path / "busi"))
     assert (found.layout, found.task, found.template) == ("image-folder", "classification", "classification-2d")
@@ -139,11 +137,9 @@ def test_ultrasound_dicom_gets_a_2d_study_read_as_2d(tmp_path):
 
 
 def test_task_chooses_segmentation_when_the_data_has_labels_and_masks(tmp_path):
-    from tests.unit.test_catalog import _busi
-
     from tumorbench.study.cli import build_study, parse_args
 
-    _busi(tmp_path / "busi")
+    write_busi_folders(tmp_path / "busi")
     frame = scan(tmp_path / "busi", strict=False)
     found = detect(frame, task="segmentation")
     assert (found.task, found.template, found.why) == (
