@@ -14,7 +14,17 @@ import click
 
 from tumorbench.errors import TumorbenchError
 
-LAYOUT_CHOICES = ["auto", "brats", "msd", "lgg", "image-folder", "lidc", "dicom"]
+LAYOUT_CHOICES = [
+    "auto",
+    "brats",
+    "msd",
+    "paired",
+    "case-folders",
+    "lgg",
+    "image-folder",
+    "lidc",
+    "dicom",
+]  # catalog.LAYOUTS
 
 
 class _Group(click.Group):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tumorbench.data.layouts import brats, dicom, image_folder, lgg, lidc, msd
+from tumorbench.data.layouts import brats, case_folders, dicom, image_folder, lgg, lidc, msd, paired
 from tumorbench.data.layouts.brats import BRATS_CHANNELS
 from tumorbench.data.layouts.common import IMAGE_SUFFIXES, VOLUME_SUFFIXES, Problems, is_image, is_volume
 from tumorbench.data.layouts.lidc import LidcPolicy
@@ -33,13 +33,16 @@ from tumorbench.errors import DataError
 
 __all__ = ["BRATS_CHANNELS", "COLUMNS", "IMAGE_SUFFIXES", "LAYOUTS", "LidcPolicy", "data_dims", "detect_layout", "scan"]
 
-LAYOUTS = ("brats", "msd", "lgg", "image-folder", "lidc", "dicom")
+LAYOUTS = ("brats", "msd", "paired", "case-folders", "lgg", "image-folder", "lidc", "dicom")
 COLUMNS = ["case_id", "patient_id", "layout", "image", "channels", "mask", "label"]
-# Layouts whose cases are read as volumes (a DICOM series is one, even of a single slice).
-VOLUME_LAYOUTS = ("brats", "msd", "dicom")
+# Layouts whose cases are read as volumes (a DICOM series is one, even of a single slice); the others' cases are
+# volumes when their files are NIfTI (an nnU-Net dataset may hold PNG slices).
+VOLUME_LAYOUTS = ("brats", "dicom")
 _SCANNERS: dict[str, Callable[..., list[dict]]] = {
     "brats": brats.scan,
     "msd": msd.scan,
+    "paired": paired.scan,
+    "case-folders": case_folders.scan,
     "lgg": lgg.scan,
     "image-folder": image_folder.scan,
     "lidc": lidc.scan,
@@ -74,13 +77,18 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
 def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
     """The layout of a folder with these (visible) entries and why, or None."""
     if (root / "dataset.json").exists():
-        return "msd", "dataset.json (Medical Segmentation Decathlon)"
+        return "msd", "dataset.json (Medical Segmentation Decathlon or nnU-Net)"
     if (root / "files" / "malignancy.csv").exists() or any(lidc.LIDC_NAME.match(p.stem) for p in entries):
         return "lidc", "LIDC-IDRI-<patient>_<nodule>_<scan> crops"
     subdirs = sorted(p for p in entries if p.is_dir())
     for sub in subdirs:
         if brats.naming(sub):
             return "brats", f"BraTS naming in {sub.name}/"
+    pairs = paired.folders(subdirs)
+    if pairs is not None:  # before class folders: images/ and masks/ are not two classes
+        return "paired", f"images in {pairs[0].name}/, masks in {pairs[1].name}/ paired by name"
+    if case_folders.is_case_folder_set(subdirs):  # before class folders of volumes: a KiTS case is no class
+        return "case-folders", "case folders of NIfTI volumes, each with a segmentation named as one"
     masked = image_folder.masked_folders(subdirs)
     if masked:
         return masked

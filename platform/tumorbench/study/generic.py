@@ -4,8 +4,8 @@ Detection reads the catalog (no Ray, no training) and at most one mask header an
 what it will run, or why it cannot, before anything starts:
 
 - layout: :func:`tumorbench.data.catalog.detect_layout`;
-- 2D or 3D: volumes for ``brats`` and ``msd``, for ``dicom`` when a series has more than one slice;
-  images for ``image-folder`` (volumes when its files are NIfTI), ``lgg`` and ``lidc``;
+- 2D or 3D: volumes for ``brats``, for ``dicom`` when a series has more than one slice; for ``msd``, ``paired``
+  and ``image-folder`` volumes when the files are NIfTI (nnU-Net sets may hold PNG); images for ``lgg`` and ``lidc``;
 - task: classification when the catalog has class labels, else segmentation when it has masks;
 - template: BraTS label maps (labels within {0, 1, 2, 3, 4}, more than one tumor label) get the BraTS
   regions study (WT/TC/ET); other masks a whole-lesion study in 2D or 3D; labels a 2D or 3D classifier study
@@ -22,7 +22,6 @@ import pandas as pd
 from tumorbench.data.catalog import data_dims
 from tumorbench.errors import TumorbenchError
 
-VOLUME_LAYOUTS = ("brats", "msd")
 BRATS_LABELS = {0, 1, 2, 3, 4}
 
 
@@ -46,13 +45,10 @@ class Detection:
 
 
 def spatial_dims(frame: pd.DataFrame) -> int:
-    """3 for volume layouts, multi-slice DICOM series and class folders of NIfTI volumes, else 2."""
-    layout = frame.attrs["layout"]
-    if layout in VOLUME_LAYOUTS:
-        return 3
-    if layout == "dicom":
+    """3 for BraTS, multi-slice DICOM series and NIfTI files of any other layout, else 2."""
+    if frame.attrs["layout"] == "dicom":
         return 3 if int(frame.get("n_slices", pd.Series([1])).max()) > 1 else 2
-    return data_dims(frame)  # class folders of NIfTI volumes: 3
+    return data_dims(frame)
 
 
 def mask_labels(frame: pd.DataFrame) -> set[int]:

@@ -13,8 +13,9 @@ from tumorbench.errors import DataError
 MAX_CLASS_FOLDERS = 10
 
 
-def _read_image_patients(path: Path) -> dict[str, str]:
-    """``patients.csv`` of a class-folder set: image (path relative to the root, or file name) -> patient id."""
+def read_image_patients(path: Path) -> dict[str, str]:
+    """``patients.csv`` of a class-folder (or ``paired``) set: image (path relative to the root, or file name; a
+    ``paired`` case name too) -> patient id."""
     if not path.exists():
         return {}
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -30,7 +31,7 @@ def _read_image_patients(path: Path) -> dict[str, str]:
 
 
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
-    patients = _read_image_patients(root / "patients.csv")
+    patients = read_image_patients(root / "patients.csv")
     rows, unmapped = [], 0
     kinds = set()
     for class_dir in visible_dirs(root):

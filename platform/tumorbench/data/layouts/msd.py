@@ -1,11 +1,18 @@
-"""``msd``: a Medical Segmentation Decathlon task, the cases its ``dataset.json`` lists."""
+"""``msd``: a Medical Segmentation Decathlon task or an nnU-Net raw dataset, described by its ``dataset.json``.
+
+- Decathlon (and nnU-Net v1 ``TaskXXX``): the cases ``training`` and ``test`` list. nnU-Net v1 lists
+  ``imagesTr/<case>.nii.gz`` but stores one file per channel, ``<case>_0000.nii.gz``, ...: read those.
+- nnU-Net v2 (``DatasetXXX_Name``: ``channel_names``, ``file_ending``, no case list): ``imagesTr/<case>_<XXXX>``
+  paired with ``labelsTr/<case>``, as the ``paired`` layout pairs them; ``imagesTs/`` unlabelled.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from tumorbench.data.layouts.common import Problems, row
+from tumorbench.data.layouts.common import IMAGE_SUFFIXES, VOLUME_SUFFIXES, Problems, row, stem
+from tumorbench.data.layouts.paired import pair
 from tumorbench.errors import DataError
 
 
@@ -14,21 +21,57 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
     try:
         spec = json.loads(spec_path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(spec_path, f"cannot read the Decathlon dataset description: {exc}") from exc
-    modalities = spec.get("modality") or {"0": "image"}
-    channels = tuple(modalities[k] for k in sorted(modalities, key=int))
+        raise DataError(spec_path, f"cannot read the dataset description: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise DataError(spec_path, "not a JSON object")
+    names = spec.get("channel_names") or spec.get("modality") or {"0": "image"}
+    channels = tuple(str(names[k]) for k in sorted(names, key=int))
+    if not spec.get("training"):
+        return _nnunet_v2(root, spec, channels, problems)
     entries = [(e, True) for e in spec.get("training", [])]
     entries += [({"image": e} if isinstance(e, str) else e, False) for e in spec.get("test", [])]
     rows = []
     for entry, labelled in entries:
-        image = (root / entry["image"]).resolve()
-        if not image.exists():
-            problems.add(image, "listed in dataset.json but missing")
+        listed = (root / entry["image"]).resolve()
+        images = [listed] if listed.exists() else _channel_files(listed, len(channels))
+        if not images:
+            problems.add(listed, f"listed in dataset.json but missing (nor {stem(listed)}_0000 and on)")
             continue
         mask = (root / entry["label"]).resolve() if labelled and entry.get("label") else None
         if mask is not None and not mask.exists():
-            problems.add(mask, f"label of {image.name} listed in dataset.json but missing")
+            problems.add(mask, f"label of {listed.name} listed in dataset.json but missing")
             mask = None
-        case_id = image.name.split(".")[0]
-        rows.append(row(case_id, case_id, "msd", [image], channels, mask=mask))
+        case_id = stem(listed)
+        rows.append(row(case_id, case_id, "msd", images, channels, mask=mask))
     return rows
+
+
+def _channel_files(listed: Path, n: int) -> list[Path]:
+    """nnU-Net v1: ``<case>_0000<ext>`` ... for a listed ``<case><ext>``; [] unless all ``n`` exist."""
+    ext = listed.name[len(stem(listed)) :]
+    files = [listed.with_name(f"{stem(listed)}_{i:04d}{ext}") for i in range(n)]
+    return files if all(p.exists() for p in files) else []
+
+
+def _nnunet_v2(root: Path, spec: dict, channels: tuple[str, ...], problems: Problems) -> list[dict]:
+    ending = str(spec.get("file_ending") or ".nii.gz")
+    if not ending.lower().endswith(VOLUME_SUFFIXES + tuple(IMAGE_SUFFIXES)):
+        problems.add(
+            root / "dataset.json",
+            f"file_ending {ending}: only NIfTI (.nii.gz, .nii) and 2D images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
+            "are read; convert the files (e.g. with SimpleITK) and set file_ending",
+        )
+        return []
+    if not (root / "imagesTr").is_dir() or not (root / "labelsTr").is_dir():
+        problems.add(root, "dataset.json lists no training cases and there is no imagesTr/ and labelsTr/ to pair")
+        return []
+    test = root / "imagesTs"
+    return pair(
+        root / "imagesTr",
+        root / "labelsTr",
+        problems,
+        layout="msd",
+        test_dir=test if test.is_dir() else None,
+        channel_names=channels,
+        ending=ending,
+    )

@@ -1,0 +1,171 @@
+"""``paired``: an image folder and a mask folder whose files pair by name.
+
+The commonest shape of a segmentation set outside the challenges: ``images/`` + ``masks/`` (Kvasir-SEG, many
+Kaggle sets), ``..._Input/`` + ``..._GroundTruth/`` (ISIC, masks named ``<image>_segmentation``), and nnU-Net's
+``imagesTr/`` + ``labelsTr/`` (one file per channel, ``<case>_0000``, ``<case>_0001``, ...; the nnU-Net
+``dataset.json`` variant is read by :mod:`tumorbench.data.layouts.msd` through :func:`pair`). Read as class
+folders, such a set became a classifier of images against masks.
+
+A mask pairs with the case of the same name, or of its name less ``_mask``, ``_seg``, ``_segmentation``,
+``_label`` or ``_gt``; its file type may differ (JPEG images, PNG masks). A case without its mask and a mask
+without its case are problems. An ``imagesTs/`` folder holds unlabelled cases.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from tumorbench.data.layouts.common import Problems, is_image, is_volume, row, stem, visible_dirs
+
+IMAGE_WORDS = {"image", "images", "imagestr", "img", "imgs", "input", "inputs", "volume", "volumes", "scan", "scans"}
+MASK_WORDS = {
+    "mask",
+    "masks",
+    "label",
+    "labels",
+    "labelstr",
+    "seg",
+    "segs",
+    "segmentation",
+    "segmentations",
+    "gt",
+    "groundtruth",
+    "annotation",
+    "annotations",
+}
+TEST_WORDS = {"imagests"}
+MASK_SUFFIX = re.compile(r"^(?P<case>.+?)[_-](?:mask|seg|segmentation|label|gt)$", re.IGNORECASE)
+CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")  # nnU-Net: one file per channel
+
+
+def _words(name: str) -> set[str]:
+    """A folder name's lower-case words, and the name without separators (``ground_truth`` -> ``groundtruth``)."""
+    lowered = name.lower()
+    return ({w for w in re.split(r"[^a-z0-9]+", lowered) if w}) | {re.sub(r"[^a-z0-9]+", "", lowered)}
+
+
+def _has_files(folder: Path) -> bool:
+    return any(is_image(p) or is_volume(p) for p in folder.iterdir())
+
+
+def folders(subdirs: list[Path]) -> tuple[Path, Path, Path | None] | None:
+    """The image folder, the mask folder and an optional unlabelled ``imagesTs``; None unless the root holds
+    exactly one of each kind with image files in it, and no other folder of images (those would be classes)."""
+    images = [d for d in subdirs if _words(d.name) & IMAGE_WORDS and not _words(d.name) & (MASK_WORDS | TEST_WORDS)]
+    masks = [d for d in subdirs if _words(d.name) & MASK_WORDS]
+    tests = [d for d in subdirs if _words(d.name) & TEST_WORDS]
+    if len(images) != 1 or len(masks) != 1 or len(tests) > 1:
+        return None
+    if not (_has_files(images[0]) and _has_files(masks[0])):
+        return None
+    others = [d for d in subdirs if d not in (images[0], masks[0], *tests)]
+    if any(_has_files(d) for d in others):
+        return None
+    return images[0], masks[0], tests[0] if tests else None
+
+
+def _files(folder: Path, ending: str | None) -> list[Path]:
+    files = (p for p in sorted(folder.iterdir()) if is_image(p) or is_volume(p))
+    return [p for p in files if ending is None or p.name.lower().endswith(ending.lower())]
+
+
+def _grouped(files: list[Path], width: int | None) -> dict[str, list[Path]] | None:
+    """nnU-Net's ``<case>_<XXXX>`` files as case -> channel files, when every file is named so and every case
+    holds channels 0 .. ``width`` - 1 (unknown ``width``: the same channels in each of at least two cases)."""
+    matches = [CHANNEL_FILE.match(stem(p)) for p in files]
+    if not files or not all(matches):
+        return None
+    found: dict[str, dict[int, Path]] = {}
+    for match, path in zip(matches, files, strict=True):
+        found.setdefault(match["case"], {})[int(match["channel"])] = path
+    widths = {tuple(sorted(channels)) for channels in found.values()}
+    held = next(iter(widths))
+    if len(widths) != 1 or held != tuple(range(width or len(held))) or (width is None and len(found) < 2):
+        return None
+    return {case: [channels[i] for i in held] for case, channels in found.items()}
+
+
+def _cases(files: list[Path], index: dict[str, Path], width: int | None) -> tuple[dict[str, list[Path]], int | None]:
+    """Case name -> its files in channel order, and the channels per case when they are nnU-Net channel files.
+
+    Channel files only when more masks pair with their case names than with the file names: a set of single
+    images named ``img_0001``, ``img_0002`` stays a set of images.
+    """
+    single = {stem(p): [p] for p in files}
+    grouped = _grouped(files, width)
+    if grouped is None or sum(c in index for c in grouped) <= sum(c in index for c in single):
+        return single, None
+    return grouped, len(next(iter(grouped.values())))
+
+
+def _mask_index(masks: Iterable[Path]) -> dict[str, Path]:
+    """Case name -> mask: a mask's own name wins over the name less a ``_mask``-like suffix."""
+    masks = list(masks)
+    index = {}
+    for path in masks:
+        match = MASK_SUFFIX.match(stem(path))
+        if match:
+            index.setdefault(match["case"], path)
+    index.update({stem(p): p for p in masks})
+    return index
+
+
+def pair(
+    image_dir: Path,
+    mask_dir: Path,
+    problems: Problems,
+    *,
+    layout: str,
+    test_dir: Path | None = None,
+    patients: dict[str, str] | None = None,
+    channel_names: tuple[str, ...] | None = None,
+    ending: str | None = None,
+) -> list[dict]:
+    """Rows for the cases of ``image_dir``, each with its mask from ``mask_dir``, and ``test_dir``'s unlabelled
+    cases (grouped into channels as the labelled ones are)."""
+    index = _mask_index(_files(mask_dir, ending))
+    cases, width = _cases(_files(image_dir, ending), index, len(channel_names) if channel_names else None)
+    rows, used = [], set()
+    for case, paths in cases.items():
+        mask = index.get(case)
+        if mask is None:
+            problems.add(
+                paths[0], f"no mask for case {case} in {mask_dir.name}/ (expected {case}.<ext> or {case}_mask)"
+            )
+            continue
+        used.add(mask)
+        rows.append(_row(case, paths, mask, layout, patients, channel_names))
+    for path in sorted(set(index.values()) - used):
+        problems.add(path, "mask without its image")
+    if test_dir is not None:
+        files = _files(test_dir, ending)
+        tests = (_grouped(files, width) if width else None) or {stem(p): [p] for p in files}
+        rows += [_row(case, paths, None, layout, patients, channel_names) for case, paths in tests.items()]
+    if len({is_volume(Path(r["image"][0])) for r in rows}) > 1:
+        problems.add(image_dir, "mixes 2D images and NIfTI volumes: one study takes one or the other")
+    return rows
+
+
+def _row(case, paths, mask, layout, patients, channel_names) -> dict:
+    names = channel_names or (tuple(f"channel {i}" for i in range(len(paths))) if len(paths) > 1 else ("image",))
+    patient = (patients or {}).get(case) or (patients or {}).get(paths[0].name) or case
+    return row(case, patient, layout, paths, names[: len(paths)], mask=mask)
+
+
+def scan(root: Path, problems: Problems, **_) -> list[dict]:
+    from tumorbench.data.layouts.image_folder import read_image_patients
+
+    found = folders(visible_dirs(root))
+    if found is None:
+        names = ", ".join(sorted(IMAGE_WORDS)[:4])
+        problems.add(root, f"needs one image folder ({names}, ...) and one mask folder (masks, labels, ...)")
+        return []
+    image_dir, mask_dir, test_dir = found
+    patients = read_image_patients(root / "patients.csv")
+    rows = pair(image_dir, mask_dir, problems, layout="paired", test_dir=test_dir, patients=patients)
+    unmapped = sum(r["patient_id"] == r["case_id"] for r in rows) if patients else 0
+    if unmapped:
+        problems.add(root / "patients.csv", f"{unmapped} case(s) not listed: each is its own patient")
+    return rows

@@ -1,0 +1,179 @@
+"""Segmentation sets as users have them: image and mask folders, nnU-Net raw datasets, KiTS-style case folders.
+
+Each was read as class folders (a classifier of images against masks, or one class per patient) or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from tumorbench.data.catalog import data_dims, detect_layout, scan
+from tumorbench.errors import DataError
+from tumorbench.study.generic import detect
+
+
+def _png(path: Path, value: int = 0, size=(8, 8)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.zeros(size, np.uint8)
+    pixels[2:5, 2:5] = value
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _nifti(path: Path, value: float = 1.0, shape=(6, 6, 4)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.zeros(shape, np.float32)
+    array[1:3, 1:3, 1:3] = value
+    nib.save(nib.Nifti1Image(array, np.eye(4)), path)
+    return path
+
+
+def test_image_and_mask_folders_are_paired_not_two_classes(tmp_path):
+    for i in range(3):  # Kvasir-SEG: the same names in both folders; ISIC: JPEG images, <image>_segmentation.png
+        _png(tmp_path / "kvasir" / "images" / f"polyp{i}.png", 90)
+        _png(tmp_path / "kvasir" / "masks" / f"polyp{i}.png", 255)
+        Image.new("RGB", (8, 8)).save(_png(tmp_path / "isic" / "Training_Input" / f"ISIC_{i:07d}.jpg"))
+        _png(tmp_path / "isic" / "Training_GroundTruth" / f"ISIC_{i:07d}_segmentation.png", 255)
+    assert detect_layout(tmp_path / "kvasir") == ("paired", "images in images/, masks in masks/ paired by name")
+    for name, first in (("kvasir", "polyp0"), ("isic", "ISIC_0000000")):
+        frame = scan(tmp_path / name).set_index("case_id")
+        assert frame.attrs["layout"] == "paired" and len(frame) == 3
+        assert frame["label"].isna().all()  # no classes: "images" and "masks" are not labels
+        mask = Path(frame.loc[first, "mask"])
+        assert mask.parent.name in ("masks", "Training_GroundTruth") and mask.name.startswith(first)
+        assert frame.loc[first, "patient_id"] == first
+    found = detect(scan(tmp_path / "isic"))
+    assert (found.task, found.spatial_dims, found.template) == ("segmentation", 2, "segmentation-2d")
+
+
+def test_unpaired_files_are_named_and_numbered_images_stay_single(tmp_path):
+    for i in range(4):  # img_0000 ... look like nnU-Net channel files but pair one by one with their masks
+        _png(tmp_path / "images" / f"img_{i:04d}.png")
+        _png(tmp_path / "masks" / f"img_{i:04d}_mask.png")
+    frame = scan(tmp_path)
+    assert sorted(frame["case_id"]) == ["img_0000", "img_0001", "img_0002", "img_0003"]
+    assert set(frame["channels"]) == {("image",)}
+    _png(tmp_path / "images" / "lonely.png")
+    _png(tmp_path / "masks" / "stray_mask.png")
+    frame = scan(tmp_path, strict=False)
+    assert len(frame) == 4
+    problems = frame.attrs["problems"]
+    assert any("lonely.png" in p and "no mask for case lonely in masks/" in p for p in problems)
+    assert any("stray_mask.png" in p and "mask without its image" in p for p in problems)
+    with pytest.raises(DataError, match="lonely.png"):
+        scan(tmp_path)
+
+
+def _nnunet_cases(root: Path, cases: list[str], channels: int, ending: str = ".nii.gz", test: bool = True) -> None:
+    for case in cases:
+        for c in range(channels):
+            _nifti(root / "imagesTr" / f"{case}_{c:04d}{ending}", value=10.0 * (c + 1))
+        _nifti(root / "labelsTr" / f"{case}{ending}")
+    if test:
+        for c in range(channels):
+            _nifti(root / "imagesTs" / f"new_001_{c:04d}{ending}")
+
+
+def test_nnunet_v2_dataset_reads_channel_files_in_order(tmp_path):
+    root = tmp_path / "Dataset502_Prostate"
+    _nnunet_cases(root, ["prostate_00", "prostate_01", "prostate_02"], channels=2)
+    spec = {"channel_names": {"1": "ADC", "0": "T2"}, "labels": {"background": 0, "PZ": 1, "TZ": 2}}
+    (root / "dataset.json").write_text(json.dumps(spec | {"numTraining": 3, "file_ending": ".nii.gz"}))
+    frame = scan(root).set_index("case_id")
+    assert frame.attrs["layout"] == "msd" and sorted(frame.index) == [
+        "new_001",
+        "prostate_00",
+        "prostate_01",
+        "prostate_02",
+    ]
+    case = frame.loc["prostate_01"]
+    assert case["channels"] == ("T2", "ADC")  # channel_names by index, not by key order in the file
+    assert [Path(p).name for p in case["image"]] == ["prostate_01_0000.nii.gz", "prostate_01_0001.nii.gz"]
+    assert [float(nib.load(p).get_fdata().max()) for p in case["image"]] == [10.0, 20.0]
+    assert Path(case["mask"]).name == "prostate_01.nii.gz"
+    assert frame.loc["new_001", "mask"] is None  # imagesTs: unlabelled
+    assert data_dims(scan(root)) == 3
+    spec["file_ending"] = ".mha"
+    (root / "dataset.json").write_text(json.dumps(spec))
+    with pytest.raises(DataError, match=r"dataset.json: file_ending \.mha: only NIfTI"):
+        scan(root)
+
+
+def test_nnunet_2d_png_dataset_is_2d(tmp_path):
+    root = tmp_path / "Dataset120_Roads"
+    for case in ("img_1", "img_2", "img_3"):
+        for c in range(3):
+            _png(root / "imagesTr" / f"{case}_{c:04d}.png", 40 * (c + 1))
+        _png(root / "labelsTr" / f"{case}.png", 1)
+    (root / "dataset.json").write_text(
+        json.dumps({"channel_names": {"0": "R", "1": "G", "2": "B"}, "file_ending": ".png"})
+    )
+    frame = scan(root)
+    assert len(frame) == 3 and set(frame["channels"]) == {("R", "G", "B")}
+    found = detect(frame)
+    assert (found.spatial_dims, found.template) == (2, "segmentation-2d")
+
+
+def test_nnunet_v1_task_lists_cases_stored_per_channel(tmp_path):
+    root = tmp_path / "Task05_Prostate"
+    _nnunet_cases(root, ["prostate_00", "prostate_01"], channels=2, test=False)
+    training = [
+        {"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in ("prostate_00", "prostate_01")
+    ]
+    training.append({"image": "./imagesTr/prostate_09.nii.gz", "label": "./labelsTr/prostate_09.nii.gz"})
+    (root / "dataset.json").write_text(
+        json.dumps({"modality": {"0": "T2", "1": "ADC"}, "training": training, "test": []})
+    )
+    frame = scan(root, strict=False).set_index("case_id")
+    assert sorted(frame.index) == ["prostate_00", "prostate_01"]
+    assert [Path(p).name for p in frame.loc["prostate_00", "image"]] == [
+        "prostate_00_0000.nii.gz",
+        "prostate_00_0001.nii.gz",
+    ]
+    assert frame.loc["prostate_00", "channels"] == ("T2", "ADC")
+    [problem] = frame.attrs["problems"]
+    assert "prostate_09.nii.gz" in problem and "listed in dataset.json but missing" in problem
+
+
+def test_imagestr_and_labelstr_without_dataset_json_are_paired(tmp_path):
+    _nnunet_cases(tmp_path, ["liver_0", "liver_1", "liver_2"], channels=1)
+    assert detect_layout(tmp_path)[0] == "paired"  # not two classes, imagesTr and labelsTr
+    frame = scan(tmp_path).set_index("case_id")
+    assert sorted(frame.index) == ["liver_0", "liver_1", "liver_2", "new_001"]
+    assert Path(frame.loc["liver_2", "mask"]).name == "liver_2.nii.gz"
+    assert frame.loc["new_001", "mask"] is None
+
+
+def test_kits_case_folders_are_cases_not_classes(tmp_path):
+    for i in range(3):  # KiTS: case_00000/imaging.nii.gz + segmentation.nii.gz
+        _nifti(tmp_path / f"case_{i:05d}" / "imaging.nii.gz")
+        _nifti(tmp_path / f"case_{i:05d}" / "segmentation.nii.gz")
+    _nifti(tmp_path / "case_00003" / "imaging.nii.gz")  # not yet segmented
+    assert detect_layout(tmp_path)[0] == "case-folders"
+    frame = scan(tmp_path).set_index("case_id")
+    assert sorted(frame.index) == ["case_00000", "case_00001", "case_00002", "case_00003"]
+    assert frame["label"].isna().all() and frame.loc["case_00001", "channels"] == ("imaging",)
+    assert Path(frame.loc["case_00001", "mask"]).name == "segmentation.nii.gz"
+    assert frame.loc["case_00003", "mask"] is None
+    assert detect(scan(tmp_path)).template == "segmentation-3d"
+
+
+def test_case_folders_name_channels_by_role_and_refuse_odd_ones(tmp_path):
+    for p in ("p01", "p02", "p03"):  # the folder's name as a prefix is not part of the role
+        for channel in ("t2", "adc"):
+            _nifti(tmp_path / p / f"{p}_{channel}.nii.gz")
+        _nifti(tmp_path / p / f"{p}_seg.nii.gz")
+    _nifti(tmp_path / "p04" / "p04_t2.nii.gz")
+    _nifti(tmp_path / "p04" / "p04_seg.nii.gz")
+    frame = scan(tmp_path, strict=False).set_index("case_id")
+    assert sorted(frame.index) == ["p01", "p02", "p03"]
+    assert frame.loc["p02", "channels"] == ("adc", "t2")
+    assert [Path(p).name for p in frame.loc["p02", "image"]] == ["p02_adc.nii.gz", "p02_t2.nii.gz"]
+    [problem] = frame.attrs["problems"]
+    assert "p04" in problem and "channels t2 where 3 cases have adc + t2" in problem
