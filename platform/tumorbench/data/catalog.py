@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tumorbench.data.layouts import brats, case_folders, dicom, image_folder, lgg, lidc, msd, paired
+from tumorbench.data.layouts import brats, case_folders, dicom, image_folder, labels_csv, lgg, lidc, msd, paired
 from tumorbench.data.layouts.brats import BRATS_CHANNELS
 from tumorbench.data.layouts.common import IMAGE_SUFFIXES, VOLUME_SUFFIXES, Problems, is_image, is_volume
 from tumorbench.data.layouts.lidc import LidcPolicy
@@ -33,7 +33,7 @@ from tumorbench.errors import DataError
 
 __all__ = ["BRATS_CHANNELS", "COLUMNS", "IMAGE_SUFFIXES", "LAYOUTS", "LidcPolicy", "data_dims", "detect_layout", "scan"]
 
-LAYOUTS = ("brats", "msd", "paired", "case-folders", "lgg", "image-folder", "lidc", "dicom")
+LAYOUTS = ("brats", "msd", "paired", "case-folders", "lgg", "image-folder", "csv", "lidc", "dicom")
 COLUMNS = ["case_id", "patient_id", "layout", "image", "channels", "mask", "label"]
 # Layouts whose cases are read as volumes (a DICOM series is one, even of a single slice); the others' cases are
 # volumes when their files are NIfTI (an nnU-Net dataset may hold PNG slices).
@@ -43,6 +43,7 @@ _SCANNERS: dict[str, Callable[..., list[dict]]] = {
     "msd": msd.scan,
     "paired": paired.scan,
     "case-folders": case_folders.scan,
+    "csv": labels_csv.scan,
     "lgg": lgg.scan,
     "image-folder": image_folder.scan,
     "lidc": lidc.scan,
@@ -96,6 +97,9 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
         if path.is_file() and dicom.looks_like_dicom(path):
             # Name no file: DICOM paths often carry patient names or IDs.
             return "dicom", "DICOM files (.dcm suffix or DICM preamble)"
+    table = labels_csv.find_table(root, entries)
+    if table is not None:  # before class folders: Kaggle's train/ + train_labels.csv is not one class
+        return "csv", f"images with their classes in {table.name}"
     if subdirs and any(is_image(p) for sub in subdirs for p in sub.iterdir()):
         return "image-folder", "one subfolder of images per class"
     with_volumes = [sub for sub in subdirs if any(is_volume(p) for p in sub.iterdir())]

@@ -129,10 +129,11 @@ def _layout_details(frame: pd.DataFrame, infos: pd.DataFrame) -> dict[str, Any]:
         details["slices_per_patient"] = _count(frame["patient_id"])
     if layout == "lidc":
         details["malignancy_policy"] = frame.attrs.get("lidc_policy")
-    if layout in ("image-folder", "paired") and frame["patient_id"].nunique() == len(frame):
+    if layout in ("image-folder", "paired", "csv") and frame["patient_id"].nunique() == len(frame):
+        how = "a patient_id column in the CSV" if layout == "csv" else "patients.csv"
         details["patients_note"] = (
             "each image is its own patient: images of one patient can fall into different "
-            "folds; map images to patients with patients.csv (docs/data.md)"
+            f"folds; map images to patients with {how} (docs/data.md)"
         )
     return details
 

@@ -1,0 +1,122 @@
+"""``csv``: image files anywhere under the root, their classes (and patients) in a CSV beside them.
+
+The shape of ISIC (``ISIC_2019_Training_GroundTruth.csv``: one-hot columns per diagnosis), HAM10000
+(``HAM10000_metadata.csv``: ``lesion_id``, ``image_id``, ``dx``), Kaggle's histopathology set
+(``train/`` + ``train_labels.csv``: ``id``, ``label``) and hospital exports. Read as class folders, ``train/``
+was one class. The CSV at the root with an image column and a label column is the table: a listed image is found
+by its path under the root, its file name, or its name without suffix; a row whose image is missing is a problem,
+an image the table does not list is left out (said in a note). Columns, first found wins:
+
+- image: ``image``, ``image_id``, ``image_name``, ``id``, ``file``, ``filename``, ``path``, ``isic_id``;
+- label: ``label``, ``class``, ``target``, ``diagnosis``, ``dx``, ``benign_malignant``, ``pathology``; else
+  one-hot columns (every value 0 or 1, one 1 per row): the column holding the 1;
+- patient: ``patient_id``, ``patient``, ``subject_id``, ``subject``, else ``lesion_id`` (HAM10000: the images
+  of one lesion stay in one fold); without one each image is its own patient;
+- mask (optional): ``mask``, ``mask_path``, ``segmentation``: a path under the root.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from tumorbench.data.layouts.common import Problems, is_image, is_volume, row, stem
+from tumorbench.errors import DataError
+
+IMAGE_COLUMNS = ("image", "image_id", "image_name", "id", "file", "filename", "path", "isic_id")
+LABEL_COLUMNS = ("label", "class", "target", "diagnosis", "dx", "benign_malignant", "pathology")
+PATIENT_COLUMNS = ("patient_id", "patient", "subject_id", "subject", "lesion_id")
+MASK_COLUMNS = ("mask", "mask_path", "segmentation")
+SKIPPED_NAMES = ("submission", "sample", "test")  # Kaggle's sample_submission.csv lists the test images
+MAX_FILES = 1_000_000
+
+
+def _column(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
+    lowered = {c.strip().lower(): c for c in frame.columns}
+    return next((lowered[n] for n in names if n in lowered), None)
+
+
+def _one_hot(frame: pd.DataFrame, skip: set[str]) -> list[str]:
+    """Columns whose values are all 0 or 1, with exactly one 1 per row (ISIC's ground truth), else []."""
+    columns = [c for c in frame.columns if c not in skip]
+    numeric = frame[columns].apply(pd.to_numeric, errors="coerce")
+    binary = [c for c in columns if numeric[c].notna().all() and numeric[c].isin((0, 1)).all()]
+    if len(binary) < 2 or not (numeric[binary].sum(axis=1) == 1).all():
+        return []
+    return binary
+
+
+def read_table(path: Path, nrows: int | None = None) -> tuple[pd.DataFrame, str, str | list[str]] | None:
+    """The CSV, its image column and its label column (or one-hot columns); None when it has not both."""
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python", nrows=nrows)
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
+        return None
+    image = _column(frame, IMAGE_COLUMNS)
+    if image is None or frame.empty:
+        return None
+    label = _column(frame, LABEL_COLUMNS)
+    if label is not None:
+        return frame, image, label
+    known = {image, _column(frame, PATIENT_COLUMNS), _column(frame, MASK_COLUMNS)} - {None}
+    one_hot = _one_hot(frame, known)
+    return (frame, image, one_hot) if one_hot else None
+
+
+def find_table(root: Path, entries: list[Path]) -> Path | None:
+    """The root's one CSV with an image and a label column (a Kaggle sample submission is not one)."""
+    found = [
+        p
+        for p in sorted(entries)
+        if p.is_file()
+        and p.suffix.lower() == ".csv"
+        and not any(word in p.name.lower() for word in SKIPPED_NAMES)
+        and read_table(p, nrows=50) is not None
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def _index(root: Path) -> dict[str, Path]:
+    """Relative path, file name and name without suffix -> image file (the first found keeps a name)."""
+    index: dict[str, Path] = {}
+    for n, path in enumerate(p for p in root.rglob("*") if is_image(p) or is_volume(p)):
+        if n >= MAX_FILES:
+            raise DataError(root, f"more than {MAX_FILES:,} image files under the root")
+        for key in (path.relative_to(root).as_posix(), path.name, stem(path)):
+            index.setdefault(key, path)
+    return index
+
+
+def scan(root: Path, problems: Problems, **_) -> list[dict]:
+    table = find_table(root, list(root.iterdir()))
+    if table is None:
+        raise DataError(root, "needs one CSV at the root with an image column and a label column (docs/data.md)")
+    frame, image_col, label = read_table(table)
+    patient_col, mask_col = _column(frame, PATIENT_COLUMNS), _column(frame, MASK_COLUMNS)
+    labels = frame[label] if isinstance(label, str) else frame[label].astype(float).idxmax(axis=1)
+    index, rows, used = _index(root), [], set()
+    for i, record in enumerate(frame.to_dict("records")):
+        key = str(record[image_col]).strip().replace("\\", "/")
+        path = index.get(key) or index.get(Path(key).name) or index.get(stem(Path(key)))
+        if path is None:
+            problems.add(table, f"row {i + 2}: no image file for {image_col} {key!r} under the root")
+            continue
+        if path in used:
+            problems.add(table, f"row {i + 2}: image {key!r} listed twice")
+            continue
+        used.add(path)
+        case = path.relative_to(root).as_posix()
+        mask = None
+        if mask_col and str(record[mask_col]).strip():
+            mask = root / str(record[mask_col]).strip()
+            if not mask.exists():
+                problems.add(mask, f"mask of {case} listed in {table.name} but missing")
+                mask = None
+        patient = str(record[patient_col]).strip() if patient_col else ""
+        label_value = str(labels.iloc[i]).strip()
+        rows.append(row(case, patient or case, "csv", [path], ("image",), mask=mask, label=label_value or None))
+    unlisted = len({p for p in index.values()} - used - {Path(r["mask"]) for r in rows if r["mask"]})
+    if unlisted:
+        problems.notes.append(f"{unlisted} image file(s) under the root not listed in {table.name}: not used")
+    return rows
