@@ -110,8 +110,9 @@ def _classification_ci(
 
 
 def _delong_interval(g: pd.DataFrame, alpha: float) -> tuple[float, float]:
+    groups = g["patient_id"].to_numpy() if g["patient_id"].duplicated().any() else None  # clustered by patient
     try:
-        _, lo, hi = delong_ci(g["y_true"].to_numpy(), g["y_score"].to_numpy(float), alpha=alpha)
+        _, lo, hi = delong_ci(g["y_true"].to_numpy(), g["y_score"].to_numpy(float), alpha=alpha, groups=groups)
     except ValueError:  # fewer than two cases of a class
         return math.nan, math.nan
     return lo, hi

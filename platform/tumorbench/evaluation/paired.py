@@ -11,6 +11,9 @@ Tests, each on the pairs of one comparison:
   when it is a Dice column, e.g. ``dice_WT``); pairs with a NaN on either side dropped.
 * ``delong`` (binary classification): DeLong test of the two ROC AUCs; statistic z.
 * ``mcnemar`` (classification): McNemar test of paired correctness of ``y_pred``.
+* When a patient has several paired cases (LIDC nodules, images mapped by ``patients.csv``), both
+  cluster by patient: Obuchowski's (1997) variance for DeLong, Durkalski et al.'s (2003) statistic
+  for McNemar; cases of one patient are not independent evidence.
 * ``corrected_t`` (every task): Nadeau-Bengio corrected resampled t-test on the fold
   scores of the primary metric, paired by fold, with n_train and n_test the means over
   the reference's folds in ``folds.csv``.
@@ -109,15 +112,21 @@ def _wilcoxon(metric: str) -> PairTest:
     return run
 
 
+def _patients(pair: pd.DataFrame) -> np.ndarray | None:
+    """The patient of each paired case when some patient has several (the tests then cluster), else None."""
+    return pair["patient_id"].to_numpy() if pair["patient_id"].duplicated().any() else None
+
+
 def _delong(pair: pd.DataFrame) -> tuple[float, float, float]:
-    auc_a, auc_b, z, p = delong_test(pair["y_true_ref"], pair["y_score_ref"], pair["y_score_other"])
+    groups = _patients(pair)
+    auc_a, auc_b, z, p = delong_test(pair["y_true_ref"], pair["y_score_ref"], pair["y_score_other"], groups=groups)
     return z, p, auc_a - auc_b
 
 
 def _mcnemar(pair: pd.DataFrame) -> tuple[float, float, float]:
     y = pair["y_true_ref"].to_numpy()
     a, b = pair["y_pred_ref"].to_numpy(), pair["y_pred_other"].to_numpy()
-    stat, p = mcnemar_test(y, a, b)
+    stat, p = mcnemar_test(y, a, b, groups=_patients(pair))
     return stat, p, float(np.mean(a == y) - np.mean(b == y))
 
 

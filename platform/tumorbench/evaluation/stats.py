@@ -160,12 +160,15 @@ def _midrank(x: np.ndarray) -> np.ndarray:
     return sps.rankdata(x, method="average", axis=-1)
 
 
-def _delong_components(y_true: Any, scores: Sequence[Any], positive: Any) -> tuple[np.ndarray, np.ndarray]:
+def _delong_components(
+    y_true: Any, scores: Sequence[Any], positive: Any, groups: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
     """AUCs and their DeLong covariance matrix by the fast algorithm of Sun & Xu (2014).
 
     Placement values come from midranks instead of the O(m·n) pairwise kernel:
     for positive i, ``V10_i = (rank_all_i - rank_pos_i) / n`` (share of negatives below
     it, ties counting half); for negative j, ``V01_j = 1 - (rank_all_j - rank_neg_j) / m``.
+    With ``groups`` (patients), the covariance is Obuchowski's (1997) for clustered data.
     """
     labels = _vector(y_true, "y_true")
     if len(np.unique(labels)) > 2:
@@ -184,18 +187,55 @@ def _delong_components(y_true: Any, scores: Sequence[Any], positive: Any) -> tup
     v10 = (rank_all[:, :m] - _midrank(pos)) / n
     v01 = 1.0 - (rank_all[:, m:] - _midrank(neg)) / m
     aucs = v10.mean(axis=1)
+    if groups is not None:
+        return aucs, _clustered_cov(aucs, v10, v01, y, groups)
     cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
     return aucs, cov
 
 
-def delong_test(y_true: Any, score_a: Any, score_b: Any, *, positive: Any = 1) -> tuple[float, float, float, float]:
+def _clustered_cov(aucs: np.ndarray, v10: np.ndarray, v01: np.ndarray, y: np.ndarray, groups: Any) -> np.ndarray:
+    """Obuchowski's (1997) covariance of AUCs whose cases come in clusters (several lesions or images per patient).
+
+    Placement values are summed per cluster and their deviations from ``cases x AUC`` give the covariance, so
+    cases of one patient are not counted as independent evidence. With one case per cluster it is DeLong's, up
+    to ``I / (I - 1)`` against ``m / (m - 1)``; with every case doubled it is the undoubled data's.
+    """
+    g = _vector(groups, "groups")
+    if len(g) != len(y):
+        raise ValueError(f"groups: {len(g)} group ids for {len(y)} cases")
+    _, cluster = np.unique(g, return_inverse=True)
+    k = int(cluster.max()) + 1
+    if k < 2:
+        raise ValueError("groups: one cluster only; clustered DeLong needs at least 2 patients")
+    m, n = v10.shape[1], v01.shape[1]
+    m_i = np.bincount(cluster[y], minlength=k)
+    n_i = np.bincount(cluster[~y], minlength=k)
+    d10 = _cluster_sums(v10, cluster[y], k) - m_i * aucs[:, None]  # (models, clusters)
+    d01 = _cluster_sums(v01, cluster[~y], k) - n_i * aucs[:, None]
+    scale = k / (k - 1)
+    s10 = scale * d10 @ d10.T / m
+    s01 = scale * d01 @ d01.T / n
+    s11 = scale * d10 @ d01.T
+    return s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+
+
+def _cluster_sums(values: np.ndarray, members: np.ndarray, k: int) -> np.ndarray:
+    """Each model's values summed per cluster: (models, cases) -> (models, k)."""
+    return np.stack([np.bincount(members, row, minlength=k) for row in values])
+
+
+def delong_test(
+    y_true: Any, score_a: Any, score_b: Any, *, positive: Any = 1, groups: Any = None
+) -> tuple[float, float, float, float]:
     """DeLong test of two correlated ROC AUCs on the same cases.
+
+    ``groups``: the patient of each case; when given, the variance is Obuchowski's for clustered data.
 
     Returns:
         ``(auc_a, auc_b, z, p)`` with a two-sided p-value; identical AUCs with zero
         variance of the difference (e.g. identical scores) give ``z = 0, p = 1``.
     """
-    aucs, cov = _delong_components(y_true, [score_a, score_b], positive)
+    aucs, cov = _delong_components(y_true, [score_a, score_b], positive, groups)
     diff = aucs[0] - aucs[1]
     var = cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]
     if var <= 1e-15:
@@ -205,20 +245,27 @@ def delong_test(y_true: Any, score_a: Any, score_b: Any, *, positive: Any = 1) -
     return float(aucs[0]), float(aucs[1]), z, float(2 * sps.norm.sf(abs(z)))
 
 
-def delong_ci(y_true: Any, score: Any, *, alpha: float = 0.05, positive: Any = 1) -> tuple[float, float, float]:
-    """ROC AUC with its DeLong (normal) confidence interval, clipped to [0, 1]."""
-    aucs, cov = _delong_components(y_true, [score], positive)
+def delong_ci(
+    y_true: Any, score: Any, *, alpha: float = 0.05, positive: Any = 1, groups: Any = None
+) -> tuple[float, float, float]:
+    """ROC AUC with its DeLong (normal) confidence interval, clipped to [0, 1]; ``groups``: as for
+    :func:`delong_test` (Obuchowski's clustered variance)."""
+    aucs, cov = _delong_components(y_true, [score], positive, groups)
     half = sps.norm.ppf(1 - alpha / 2) * math.sqrt(max(cov[0, 0], 0.0))
     auc = float(aucs[0])
     return auc, max(0.0, auc - half), min(1.0, auc + half)
 
 
-def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any, *, exact: bool | None = None) -> tuple[float, float]:
+def mcnemar_test(
+    y_true: Any, pred_a: Any, pred_b: Any, *, exact: bool | None = None, groups: Any = None
+) -> tuple[float, float]:
     """McNemar test of two classifiers' paired correctness on the same cases.
 
     With b = cases only A gets right and c = cases only B gets right: the exact binomial
     test (statistic ``min(b, c)``) when ``exact`` is True, or by default when b + c < 25;
     otherwise chi-square with continuity correction, ``max(|b-c| - 1, 0)² / (b + c)``.
+    With ``groups`` (the patient of each case): Durkalski et al.'s (2003) clustered statistic,
+    ``(Σ_k (b_k - c_k))² / Σ_k (b_k - c_k)²`` over patients k, chi-square with 1 degree of freedom.
     """
     y = _vector(y_true, "y_true")
     a, b_ = _vector(pred_a, "pred_a"), _vector(pred_b, "pred_b")
@@ -228,6 +275,14 @@ def mcnemar_test(y_true: Any, pred_a: Any, pred_b: Any, *, exact: bool | None = 
     b, c = int(np.sum(ok_a & ~ok_b)), int(np.sum(~ok_a & ok_b))
     if b + c == 0:
         return 0.0, 1.0
+    if groups is not None:
+        g = _vector(groups, "groups")
+        if len(g) != len(y):
+            raise ValueError(f"groups: {len(g)} group ids for {len(y)} cases")
+        _, cluster = np.unique(g, return_inverse=True)
+        d = np.bincount(cluster, (ok_a & ~ok_b).astype(float) - (~ok_a & ok_b).astype(float))
+        stat = float(d.sum() ** 2 / np.sum(d**2)) if np.any(d) else 0.0
+        return stat, float(sps.chi2.sf(stat, df=1))
     if (b + c < 25) if exact is None else exact:
         return float(min(b, c)), float(sps.binomtest(min(b, c), b + c, 0.5).pvalue)
     stat = max(abs(b - c) - 1, 0) ** 2 / (b + c)
