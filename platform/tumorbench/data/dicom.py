@@ -68,11 +68,15 @@ def _series_uid_of(path: Path) -> tuple[str | None, str | None]:
     return str(uid), None
 
 
-def find_dicom_series(root: str | Path, skipped: Counter | None = None) -> dict[str, list[Path]]:
+def find_dicom_series(
+    root: str | Path, skipped: Counter | None = None, masks: dict[str, list[Path]] | None = None
+) -> dict[str, list[Path]]:
     """Map SeriesInstanceUID -> sorted files under ``root``, reading headers only.
 
     Files without the DICOM "DICM" preamble are ignored, and so are DICOMDIR indexes and
     non-image objects (counted by kind in ``skipped`` when given, e.g. ``{"a RTSTRUCT object": 2}``).
+    ``masks``, when given, collects SEG and RTSTRUCT objects by the series they reference instead
+    (:mod:`tumorbench.data.dicom_masks` reads them as label maps).
     """
     root = Path(root)
     if not root.exists():
@@ -84,11 +88,22 @@ def find_dicom_series(root: str | Path, skipped: Counter | None = None) -> dict[
             uid, other = _series_uid_of(path)
             if uid:
                 series.setdefault(uid, []).append(path)
+            elif masks is not None and (referenced := _mask_reference(path, other)):
+                masks.setdefault(referenced, []).append(path)
             elif skipped is not None:
                 skipped[other] += 1
     if not series:
         raise DataError(root, "no DICOM series found")
     return dict(sorted(series.items()))
+
+
+def _mask_reference(path: Path, kind: str | None) -> str | None:
+    """The series a SEG or RTSTRUCT file outlines, else None."""
+    if kind not in ("a SEG object", "a RTSTRUCT object"):
+        return None
+    from tumorbench.data.dicom_masks import referenced_series_uid
+
+    return referenced_series_uid(pydicom.dcmread(path, stop_before_pixels=True))
 
 
 def _group_files(files: Sequence[str | Path]) -> dict[str, list[Path]]:
@@ -290,6 +305,13 @@ def _select_series(
     return origin, f"{origin} (series {uid})", uid, paths
 
 
+def _headers(label: str, paths: list[Path]) -> list[Any]:
+    try:
+        return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    except Exception as exc:
+        raise DataError(label, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+
+
 def dicom_series_headers(source: str | Path | Sequence[str | Path], *, series_uid: str | None = None) -> list[Any]:
     """Headers (no pixel data) of one series' files, in the order :func:`read_dicom_series` stacks along k.
 
@@ -297,15 +319,28 @@ def dicom_series_headers(source: str | Path | Sequence[str | Path], *, series_ui
     as a 2D image gives its one header.
     """
     _, label, _, paths = _select_series(source, series_uid)
-    try:
-        datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
-    except Exception as exc:
-        raise DataError(label, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+    datasets = _headers(label, paths)
     if is_planar(len(paths), datasets[0]):
         return datasets
     _check_consistent(paths, datasets)
     order, _, _ = _slice_order(label, paths, datasets)
     return [datasets[n] for n in order]
+
+
+def series_geometry(
+    source: str | Path | Sequence[str | Path], *, series_uid: str | None = None
+) -> tuple[list[Any], np.ndarray, tuple[int, int, int]]:
+    """A volume series' headers in k order, RAS affine and ``(I, J, K)`` shape, as :func:`read_dicom_series`
+    gives them, without reading pixels."""
+    _, label, _, paths = _select_series(source, series_uid)
+    datasets = _headers(label, paths)
+    if is_planar(len(paths), datasets[0]):
+        raise DataError(label, "a planar image (read as 2D): SEG and RTSTRUCT masks are read for volume series")
+    _check_consistent(paths, datasets)
+    order, normal, step = _slice_order(label, paths, datasets)
+    affine, _ = _series_affine(datasets[order[0]], paths[order[0]], normal, step)
+    first = datasets[order[0]]
+    return [datasets[n] for n in order], affine, (int(first.Columns), int(first.Rows), len(paths))
 
 
 def read_dicom_series(source: str | Path | Sequence[str | Path], *, series_uid: str | None = None) -> ImageData:

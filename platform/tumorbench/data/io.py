@@ -24,6 +24,7 @@ from nibabel.orientations import (
 from PIL import Image, ImageFile
 
 from tumorbench.data.dicom import DICOM_SUFFIXES, has_dicm_magic, read_dicom_series
+from tumorbench.data.dicom_masks import mask_modality, read_dicom_mask
 from tumorbench.data.image import ImageData, orientation_codes, spacing_from_affine
 from tumorbench.errors import DataError
 
@@ -203,7 +204,8 @@ def read_image(
     elif name.endswith(DICOM_SUFFIXES) or has_dicm_magic(path):
         if not path.is_file():
             raise DataError(path, "file not found")
-        image = read_dicom_series([path], series_uid=series_uid)
+        # a SEG or RTSTRUCT (a catalog's mask) reads as a label map at the grid of the series it outlines
+        image = read_dicom_mask(path) if mask_modality(path) else read_dicom_series([path], series_uid=series_uid)
     elif not path.exists():
         raise DataError(path, "file not found")
     else:

@@ -16,10 +16,12 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
     from tumorbench.data.dicom import find_dicom_series, is_planar
 
     skipped: Counter = Counter()
-    series = find_dicom_series(root, skipped)
+    outlines: dict[str, list[Path]] = {}  # SEG / RTSTRUCT objects by the series they outline
+    series = find_dicom_series(root, skipped, outlines)
     if any(kind != "a DICOMDIR index" for kind in skipped):
         kinds = ", ".join(f"{n} x {kind.removeprefix('a ')}" for kind, n in sorted(skipped.items()))
         problems.notes.append(f"skipped DICOM files that hold no image to read: {kinds}")
+    _note_outlines(outlines, series, problems)
     labels = _read_series_labels(root / "labels.csv")
     rows = []
     for uid, files in sorted(series.items(), key=lambda item: str(item[1][0])):
@@ -33,6 +35,8 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
             if not mask.exists():
                 problems.add(mask, f"mask of series {rel} listed in labels.csv but missing")
                 mask = None
+        elif uid in outlines:  # labels.csv wins over a SEG / RTSTRUCT
+            mask = sorted(outlines[uid])[0]
         rows.append(
             row(
                 extra.get("case_id", rel),
@@ -50,6 +54,18 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
     if len({r["planar"] for r in rows}) > 1:
         problems.add(root, "series mix planar images (radiographs, ultrasound: 2D) and volumes: one study takes one")
     return rows
+
+
+def _note_outlines(outlines: dict[str, list[Path]], series: dict[str, list[Path]], problems: Problems) -> None:
+    """Say how many SEG / RTSTRUCT objects became masks; one whose series is not here is a problem."""
+    used = sum(len(files) for uid, files in outlines.items() if uid in series)
+    if used:
+        several = sum(len(files) > 1 for uid, files in outlines.items() if uid in series)
+        extra = f"; {several} series with several, the first by file name used" if several else ""
+        problems.notes.append(f"{used} DICOM SEG / RTSTRUCT object(s) read as the masks of their series{extra}")
+    for uid, files in outlines.items():
+        if uid not in series:  # name the file only: its series UID would identify the study
+            problems.add(files[0], "a SEG / RTSTRUCT whose image series is not in the dataset")
 
 
 def _dicom_identity(path: Path) -> Any:
