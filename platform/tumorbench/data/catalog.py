@@ -27,7 +27,14 @@ import pandas as pd
 
 from tumorbench.data.layouts import brats, case_folders, dicom, image_folder, labels_csv, lgg, lidc, msd, paired
 from tumorbench.data.layouts.brats import BRATS_CHANNELS
-from tumorbench.data.layouts.common import IMAGE_SUFFIXES, VOLUME_SUFFIXES, Problems, is_image, is_volume
+from tumorbench.data.layouts.common import (
+    IMAGE_SUFFIXES,
+    VOLUME_SUFFIXES,
+    Problems,
+    is_image,
+    is_volume,
+    looks_like_dicom,
+)
 from tumorbench.data.layouts.lidc import LidcPolicy
 from tumorbench.errors import DataError
 
@@ -94,7 +101,7 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
     if masked:
         return masked
     for path in root.rglob("*"):
-        if path.is_file() and dicom.looks_like_dicom(path):
+        if path.is_file() and looks_like_dicom(path):
             # Name no file: DICOM paths often carry patient names or IDs.
             return "dicom", "DICOM files (.dcm suffix or DICM preamble)"
     table = labels_csv.find_table(root, entries)

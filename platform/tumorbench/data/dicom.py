@@ -17,9 +17,12 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import MediaStorageDirectoryStorage
 
 from tumorbench.data.image import ImageData, orientation_codes
+from tumorbench.data.layouts.common import has_dicm_magic
 from tumorbench.errors import DataError
 
-DICOM_SUFFIXES = (".dcm", ".dicom")
+# What a skipped file is, as find_dicom_series counts it: "a DICOMDIR index", "a <modality> object", ...
+DICOMDIR_KIND = "a DICOMDIR index"
+MASK_KINDS = ("a SEG object", "a RTSTRUCT object")  # read as masks (data.dicom_masks), not skipped
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _IOP_TOLERANCE = 1e-4  # direction cosines are stored with ~6 decimals
 # Projection radiography: a single image without ImageOrientationPatient is read as a 2D image.
@@ -34,15 +37,6 @@ NON_IMAGE_MODALITIES = frozenset(
 )
 
 
-def has_dicm_magic(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
-
-
 def _series_uid_of(path: Path) -> tuple[str | None, str | None]:
     """The file's SeriesInstanceUID, or None and what the file is when it holds no image to read.
 
@@ -55,7 +49,7 @@ def _series_uid_of(path: Path) -> tuple[str | None, str | None]:
     except Exception as exc:
         raise DataError(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
     if ds.file_meta.get("MediaStorageSOPClassUID") == MediaStorageDirectoryStorage:
-        return None, "a DICOMDIR index"
+        return None, DICOMDIR_KIND
     modality = str(ds.get("Modality", "") or "").upper()
     if modality in NON_IMAGE_MODALITIES:
         return None, f"a {modality} object"
@@ -99,7 +93,7 @@ def find_dicom_series(
 
 def _mask_reference(path: Path, kind: str | None) -> str | None:
     """The series a SEG or RTSTRUCT file outlines, else None."""
-    if kind not in ("a SEG object", "a RTSTRUCT object"):
+    if kind not in MASK_KINDS:
         return None
     from tumorbench.data.dicom_masks import referenced_series_uid
 

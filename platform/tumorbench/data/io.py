@@ -23,9 +23,10 @@ from nibabel.orientations import (
 )
 from PIL import Image, ImageFile
 
-from tumorbench.data.dicom import DICOM_SUFFIXES, has_dicm_magic, read_dicom_series
+from tumorbench.data.dicom import read_dicom_series
 from tumorbench.data.dicom_masks import mask_modality, read_dicom_mask
 from tumorbench.data.image import ImageData, orientation_codes, spacing_from_affine
+from tumorbench.data.layouts.common import DICOM_SUFFIXES, has_dicm_magic
 from tumorbench.errors import DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")

@@ -9,6 +9,7 @@ from tumorbench.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIXES = (".dcm", ".dicom")
 # A mask beside its image: ``<stem>_mask`` (LGG, BUSI), ``<stem>_mask_<n>`` for a further lesion (BUSI).
 MASK_STEM = re.compile(r"^(?P<image>.+)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
 
@@ -35,6 +36,21 @@ def is_image(path: Path) -> bool:
 def is_volume(path: Path) -> bool:
     """A NIfTI file (``.nii`` or ``.nii.gz``)."""
     return path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def has_dicm_magic(path: Path) -> bool:
+    """The DICOM Part 10 preamble: 128 bytes, then ``DICM`` (pydicom is not imported to look)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def looks_like_dicom(path: Path) -> bool:
+    """A ``.dcm`` / ``.dicom`` suffix, or the DICM preamble."""
+    return path.suffix.lower() in DICOM_SUFFIXES or has_dicm_magic(path)
 
 
 def stem(path: Path) -> str:

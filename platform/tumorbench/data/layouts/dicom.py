@@ -13,12 +13,12 @@ from tumorbench.errors import DataError
 
 
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
-    from tumorbench.data.dicom import find_dicom_series, is_planar
+    from tumorbench.data.dicom import DICOMDIR_KIND, find_dicom_series, is_planar
 
     skipped: Counter = Counter()
     outlines: dict[str, list[Path]] = {}  # SEG / RTSTRUCT objects by the series they outline
     series = find_dicom_series(root, skipped, outlines)
-    if any(kind != "a DICOMDIR index" for kind in skipped):
+    if any(kind != DICOMDIR_KIND for kind in skipped):
         kinds = ", ".join(f"{n} x {kind.removeprefix('a ')}" for kind, n in sorted(skipped.items()))
         problems.notes.append(f"skipped DICOM files that hold no image to read: {kinds}")
     _note_outlines(outlines, series, problems)
@@ -86,13 +86,3 @@ def _read_series_labels(path: Path) -> dict[str, dict]:
     if "series_dir" not in frame.columns:
         raise DataError(path, "labels file needs a series_dir column")
     return {row["series_dir"]: {k: v for k, v in row.items() if v != ""} for row in frame.to_dict("records")}
-
-
-def looks_like_dicom(path: Path) -> bool:
-    if path.suffix.lower() in {".dcm", ".dicom"}:
-        return True
-    try:
-        with path.open("rb") as handle:
-            return handle.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
