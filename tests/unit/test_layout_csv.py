@@ -78,3 +78,13 @@ def test_class_folders_with_a_patients_csv_stay_class_folders(tmp_path):
         _jpg(tmp_path / cls / f"{cls}1.jpg", 5)
     (tmp_path / "patients.csv").write_text("image,patient_id\nno/no1.jpg,P1\nyes/yes1.jpg,P2\n")  # no label column
     assert detect_layout(tmp_path)[0] == "image-folder"
+
+
+def test_a_table_one_hot_in_its_first_rows_only_is_refused_by_name(tmp_path):
+    rows = ["image,MEL,NV"] + [f"img{i},1,0" for i in range(60)] + ["img60,1,1"]  # a row with two classes
+    for i in range(61):
+        _jpg(tmp_path / "imgs" / f"img{i}.jpg", i)
+    (tmp_path / "GroundTruth.csv").write_text("\ufeff" + "\n".join(rows) + "\n")  # with a byte-order mark
+    assert detect_layout(tmp_path)[0] == "csv"  # the first 50 rows are one-hot
+    with pytest.raises(DataError, match="GroundTruth.csv: the label column is not one-hot in every row"):
+        scan(tmp_path)

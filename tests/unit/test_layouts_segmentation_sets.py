@@ -177,3 +177,24 @@ def test_case_folders_name_channels_by_role_and_refuse_odd_ones(tmp_path):
     assert [Path(p).name for p in frame.loc["p02", "image"]] == ["p02_adc.nii.gz", "p02_t2.nii.gz"]
     [problem] = frame.attrs["problems"]
     assert "p04" in problem and "channels t2 where 3 cases have adc + t2" in problem
+
+
+def test_an_image_folder_named_otherwise_pairs_when_its_files_do(tmp_path):
+    for i in range(3):  # Kaggle's Carvana shape: train/ + train_masks/ (<image>_mask.gif there, PNG here)
+        _png(tmp_path / "set" / "train" / f"car{i}.png", 90)
+        _png(tmp_path / "set" / "train_masks" / f"car{i}_mask.png", 255)
+    _nifti(tmp_path / "set" / "labelsTs" / "ignored.nii.gz")  # nnU-Net's test masks beside: not a third folder
+    assert detect_layout(tmp_path / "set")[0] == "paired"
+    assert sorted(scan(tmp_path / "set")["case_id"]) == ["car0", "car1", "car2"]
+    for i in range(3):  # files that do not pair: two class folders, one of them named like masks
+        _png(tmp_path / "classes" / "benign" / f"b{i}.png")
+        _png(tmp_path / "classes" / "lesion_masks" / f"m{i}.png")
+    assert detect_layout(tmp_path / "classes")[0] == "image-folder"
+
+
+def test_a_volume_named_as_its_folder_is_the_image_channel(tmp_path):
+    for p in ("p01", "p02"):  # p01/p01.nii.gz + p01/p01_seg.nii.gz: the same channel in every case
+        _nifti(tmp_path / p / f"{p}.nii.gz")
+        _nifti(tmp_path / p / f"{p}_seg.nii.gz")
+    frame = scan(tmp_path)
+    assert frame.attrs["layout"] == "case-folders" and set(frame["channels"]) == {("image",)} and len(frame) == 2

@@ -20,7 +20,9 @@ def role(case_dir: Path, path: Path) -> str:
     """``case_00000/imaging.nii.gz`` -> ``imaging``; ``p01/p01_seg.nii.gz`` -> ``seg`` (lower case)."""
     name = stem(path).lower()
     prefix = case_dir.name.lower()
-    if name.startswith(prefix) and len(name) > len(prefix):
+    if name == prefix:  # p01/p01.nii.gz beside p01/p01_seg.nii.gz
+        return "image"
+    if name.startswith(prefix):
         name = name[len(prefix) :]
     return re.sub(r"^[^a-z0-9]+", "", name)
 

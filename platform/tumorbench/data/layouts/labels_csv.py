@@ -50,7 +50,9 @@ def _one_hot(frame: pd.DataFrame, skip: set[str]) -> list[str]:
 def read_table(path: Path, nrows: int | None = None) -> tuple[pd.DataFrame, str, str | list[str]] | None:
     """The CSV, its image column and its label column (or one-hot columns); None when it has not both."""
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python", nrows=nrows)
+        frame = pd.read_csv(
+            path, dtype=str, keep_default_na=False, sep=None, engine="python", nrows=nrows, encoding="utf-8-sig"
+        )
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
         return None
     image = _column(frame, IMAGE_COLUMNS)
@@ -92,7 +94,10 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
     table = find_table(root, list(root.iterdir()))
     if table is None:
         raise DataError(root, "needs one CSV at the root with an image column and a label column (docs/data.md)")
-    frame, image_col, label = read_table(table)
+    read = read_table(table)
+    if read is None:  # the first rows looked like a table of labels, the whole file does not
+        raise DataError(table, "the label column is not one-hot in every row (one 1, the rest 0)")
+    frame, image_col, label = read
     patient_col, mask_col = _column(frame, PATIENT_COLUMNS), _column(frame, MASK_COLUMNS)
     labels = frame[label] if isinstance(label, str) else frame[label].astype(float).idxmax(axis=1)
     index, rows, used = _index(root), [], set()

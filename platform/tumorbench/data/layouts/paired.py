@@ -35,7 +35,8 @@ MASK_WORDS = {
     "annotation",
     "annotations",
 }
-TEST_WORDS = {"imagests"}
+TEST_WORDS = {"imagests"}  # unlabelled cases
+TEST_MASKS = {"labelsts"}  # nnU-Net's masks of imagesTs: not read
 MASK_SUFFIX = re.compile(r"^(?P<case>.+?)[_-](?:mask|seg|segmentation|label|gt)$", re.IGNORECASE)
 CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")  # nnU-Net: one file per channel
 
@@ -51,19 +52,26 @@ def _has_files(folder: Path) -> bool:
 
 
 def folders(subdirs: list[Path]) -> tuple[Path, Path, Path | None] | None:
-    """The image folder, the mask folder and an optional unlabelled ``imagesTs``; None unless the root holds
-    exactly one of each kind with image files in it, and no other folder of images (those would be classes)."""
-    images = [d for d in subdirs if _words(d.name) & IMAGE_WORDS and not _words(d.name) & (MASK_WORDS | TEST_WORDS)]
+    """The image folder, the mask folder and an optional unlabelled ``imagesTs``, or None.
+
+    One folder named for masks and one other folder of images (more would be classes): named for images
+    (``images``, ``imagesTr``, ``..._Input``), or otherwise named when most of its files pair with a mask
+    (Kaggle's ``train/`` + ``train_masks/``).
+    """
     masks = [d for d in subdirs if _words(d.name) & MASK_WORDS]
     tests = [d for d in subdirs if _words(d.name) & TEST_WORDS]
-    if len(images) != 1 or len(masks) != 1 or len(tests) > 1:
+    if len(masks) != 1 or len(tests) > 1 or not _has_files(masks[0]):
         return None
-    if not (_has_files(images[0]) and _has_files(masks[0])):
+    others = [d for d in subdirs if d not in (masks[0], *tests) and not _words(d.name) & TEST_MASKS and _has_files(d)]
+    if len(others) != 1:
         return None
-    others = [d for d in subdirs if d not in (images[0], masks[0], *tests)]
-    if any(_has_files(d) for d in others):
-        return None
-    return images[0], masks[0], tests[0] if tests else None
+    images = others[0]
+    if not _words(images.name) & IMAGE_WORDS:
+        index = _mask_index(_files(masks[0], None))
+        files = _files(images, None)
+        if 2 * sum(stem(p) in index for p in files) < len(files):
+            return None
+    return images, masks[0], tests[0] if tests else None
 
 
 def _files(folder: Path, ending: str | None) -> list[Path]:
