@@ -435,3 +435,16 @@ def test_yes_no_palette_grey_and_rgba_images_read(yes_no_root):
             image = read_image(seen[mode])
             assert image.array.shape[0] == channels, (mode, seen[mode])
             assert image.array.ndim == 3 and image.array.max() > 0
+
+
+def test_eight_bit_images_can_stay_uint8(tmp_path):
+    rgb = np.arange(6 * 7 * 3, dtype=np.uint8).reshape(6, 7, 3)
+    Image.fromarray(rgb, mode="RGB").save(tmp_path / "rgb.png")
+    Image.fromarray((np.arange(42).reshape(6, 7) * 1000).astype(np.uint16)).save(tmp_path / "deep.png")
+    native = read_image(tmp_path / "rgb.png", dtype=None)
+    assert native.array.dtype == np.uint8 and native.array.shape == (3, 6, 7)
+    np.testing.assert_array_equal(native.array, np.moveaxis(rgb, -1, 0))
+    np.testing.assert_array_equal(native.array, read_image(tmp_path / "rgb.png").array)  # float32 by default
+    assert read_image(tmp_path / "rgb.png").array.dtype == np.float32
+    deep = read_image(tmp_path / "deep.png", dtype=None)  # 16-bit values do not fit: float32
+    assert deep.array.dtype == np.float32 and deep.array.max() == 41000

@@ -130,13 +130,17 @@ def _strict_truncation() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
-def _to_channels(img: Image.Image) -> np.ndarray:
-    if img.mode in _GREY_MODES:
-        return np.asarray(img).astype(np.float32)[None]  # 16/32-bit values kept as they are
+def _to_channels(img: Image.Image, dtype: Any) -> np.ndarray:
+    """``(C, H, W)`` in ``dtype``; ``None``: 8-bit pixels stay ``uint8`` (no float copy), others ``float32``."""
     if img.mode in ("1", "LA"):
-        return np.asarray(img.convert("L")).astype(np.float32)[None]
-    rgb = img if img.mode == "RGB" else img.convert("RGB")  # P, PA, RGBA, CMYK, YCbCr...
-    return np.moveaxis(np.asarray(rgb), -1, 0).astype(np.float32)
+        img = img.convert("L")
+    if img.mode in _GREY_MODES:
+        array = np.asarray(img)[None]  # 16/32-bit values kept as they are
+    else:
+        array = np.moveaxis(np.asarray(img if img.mode == "RGB" else img.convert("RGB")), -1, 0)  # P, RGBA, CMYK...
+    if dtype is None:
+        dtype = np.uint8 if array.dtype == np.uint8 else np.float32
+    return array.astype(dtype, copy=False)
 
 
 def has_second_frame(img: Image.Image) -> bool:
@@ -153,8 +157,9 @@ def has_second_frame(img: Image.Image) -> bool:
     return True
 
 
-def read_image_2d(path: str | Path) -> ImageData:
-    """Read a PNG / JPEG / TIFF / BMP image as a (C, H, W) float32 array (C = 1 or 3)."""
+def read_image_2d(path: str | Path, dtype: Any = np.float32) -> ImageData:
+    """Read a PNG / JPEG / TIFF / BMP image as a (C, H, W) array (C = 1 or 3), ``float32`` by default
+    (``dtype=None``: 8-bit images as ``uint8``)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
@@ -163,7 +168,7 @@ def read_image_2d(path: str | Path) -> ImageData:
             if has_second_frame(img):
                 raise DataError(path, "multi-frame image (2 or more frames) is not supported")
             img.load()
-            mode, kind, array = img.mode, img.format, _to_channels(img)
+            mode, kind, array = img.mode, img.format, _to_channels(img, dtype)
         if kind == "PNG":
             with _strict_truncation(), Image.open(path) as check:
                 check.verify()  # load() stops at the last IDAT; a cut-off trailer would pass
@@ -191,7 +196,7 @@ def read_image(
     Args:
         path: A NIfTI file, a DICOM file or folder, or a 2D image.
         canonical: Reorient 3D volumes to RAS; ignored for 2D images.
-        dtype: Array dtype of the result.
+        dtype: Array dtype of the result; ``None``: 8-bit 2D images as ``uint8``, everything else ``float32``.
         series_uid: The DICOM series to read when a folder holds several.
     """
     path = Path(path)
@@ -199,9 +204,9 @@ def read_image(
     if path.is_dir():
         image = read_dicom_series(path, series_uid=series_uid)
     elif name.endswith(NIFTI_SUFFIXES):
-        return read_nifti(path, canonical=canonical, dtype=dtype)
+        return read_nifti(path, canonical=canonical, dtype=np.float32 if dtype is None else dtype)
     elif name.endswith(IMAGE_2D_SUFFIXES):
-        image = read_image_2d(path)
+        image = read_image_2d(path, dtype)
     elif name.endswith(DICOM_SUFFIXES) or has_dicm_magic(path):
         if not path.is_file():
             raise DataError(path, "file not found")
@@ -213,6 +218,6 @@ def read_image(
         raise DataError(path, f"unsupported file type {path.suffix or '(no suffix)'!r}")
     if canonical and image.meta["format"] != "image2d":
         image = to_canonical(image)
-    if image.array.dtype != np.dtype(dtype):
+    if dtype is not None and image.array.dtype != np.dtype(dtype):
         image = ImageData(image.array.astype(dtype), image.affine, image.spacing, image.meta)
     return image

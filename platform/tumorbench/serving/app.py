@@ -180,7 +180,7 @@ class Ingress:
         start, typed = time.perf_counter(), path
         try:
             typed = typed_upload(path)
-            image = read_upload(typed, self.limits, label="upload")
+            image = read_upload(typed, self.limits, label="upload", dtype=None)  # 8-bit pixels stay uint8
             errors = []
             for name in names:
                 pre = self.preprocessors[name]

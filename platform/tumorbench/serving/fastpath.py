@@ -69,6 +69,8 @@ def raw_input(preprocessor: Any, image: Any) -> RawInput:
 
 def compact(array: np.ndarray) -> np.ndarray:
     """``array`` as ``uint8`` when that holds every value exactly, else ``float32``."""
+    if array.dtype == np.uint8:  # decoded as 8-bit pixels (read_upload(dtype=None)): nothing to check
+        return np.ascontiguousarray(array)
     with np.errstate(invalid="ignore"):  # a value the cast wraps or truncates compares unequal below
         small = np.ascontiguousarray(array, dtype=np.uint8)
     if small is array or np.array_equal(small, array):
