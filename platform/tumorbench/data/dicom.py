@@ -95,9 +95,20 @@ def _mask_reference(path: Path, kind: str | None) -> str | None:
     """The series a SEG or RTSTRUCT file outlines, else None."""
     if kind not in MASK_KINDS:
         return None
-    from tumorbench.data.dicom_masks import referenced_series_uid
-
     return referenced_series_uid(pydicom.dcmread(path, stop_before_pixels=True))
+
+
+def referenced_series_uid(ds: Any) -> str | None:
+    """The SeriesInstanceUID a SEG or RTSTRUCT refers to, or None."""
+    for item in ds.get("ReferencedSeriesSequence", []):  # SEG
+        if item.get("SeriesInstanceUID"):
+            return str(item.SeriesInstanceUID)
+    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):  # RTSTRUCT
+        for study in frame.get("RTReferencedStudySequence", []):
+            for series in study.get("RTReferencedSeriesSequence", []):
+                if series.get("SeriesInstanceUID"):
+                    return str(series.SeriesInstanceUID)
+    return None
 
 
 def _group_files(files: Sequence[str | Path]) -> dict[str, list[Path]]:

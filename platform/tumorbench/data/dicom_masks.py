@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from tumorbench.data.dicom import find_dicom_series, series_geometry
+from tumorbench.data.dicom import find_dicom_series, referenced_series_uid, series_geometry
 from tumorbench.data.image import ImageData, orientation_codes, spacing_from_affine
 from tumorbench.errors import DataError
 
@@ -33,19 +33,6 @@ LESION_NAME = re.compile(r"gtv|tumou?r|lesion|nodule|mass|metasta|cancer|carcino
 ABNORMAL_STRUCTURE = "49755003"  # SNOMED CT "Morphologically abnormal structure"
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _SEARCH_LEVELS = 3  # the object's folder and two above
-
-
-def referenced_series_uid(ds: Any) -> str | None:
-    """The SeriesInstanceUID a SEG or RTSTRUCT refers to, or None."""
-    for item in ds.get("ReferencedSeriesSequence", []):  # SEG
-        if item.get("SeriesInstanceUID"):
-            return str(item.SeriesInstanceUID)
-    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):  # RTSTRUCT
-        for study in frame.get("RTReferencedStudySequence", []):
-            for series in study.get("RTReferencedSeriesSequence", []):
-                if series.get("SeriesInstanceUID"):
-                    return str(series.SeriesInstanceUID)
-    return None
 
 
 def mask_modality(path: Path) -> str | None:
