@@ -198,3 +198,16 @@ def test_a_volume_named_as_its_folder_is_the_image_channel(tmp_path):
         _nifti(tmp_path / p / f"{p}_seg.nii.gz")
     frame = scan(tmp_path)
     assert frame.attrs["layout"] == "case-folders" and set(frame["channels"]) == {("image",)} and len(frame) == 2
+
+
+def test_images_with_masks_beside_them_in_one_folder(tmp_path):
+    for i in range(3):  # no subfolders: scan01.png beside scan01_mask.png
+        _png(tmp_path / f"scan0{i}.png", 80)
+        _png(tmp_path / f"scan0{i}_mask.png", 255)
+    _png(tmp_path / "scan09.png")
+    assert detect_layout(tmp_path) == ("paired", "images with _mask files beside them in one folder")
+    frame = scan(tmp_path, strict=False).set_index("case_id")
+    assert sorted(frame.index) == ["scan00", "scan01", "scan02"]
+    assert Path(frame.loc["scan01", "mask"]).name == "scan01_mask.png"
+    [problem] = frame.attrs["problems"]
+    assert "scan09.png" in problem and "no mask beside it" in problem

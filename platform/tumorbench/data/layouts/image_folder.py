@@ -36,7 +36,7 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
     kinds = set()
     for class_dir in visible_dirs(root):
         files = sorted(p for p in class_dir.iterdir() if is_image(p) or is_volume(p))
-        images, masks, orphans = _split_masks(files)
+        images, masks, orphans = split_masks(files)
         kinds |= {"volumes" if is_volume(p) else "2D images" for p in images}
         if not images:
             problems.add(class_dir, "class folder without images")
@@ -58,7 +58,7 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
     return rows
 
 
-def _split_masks(files: list[Path]) -> tuple[list[Path], dict[str, Path], list[Path]]:
+def split_masks(files: list[Path]) -> tuple[list[Path], dict[str, Path], list[Path]]:
     """A class folder's images, the mask of each image that has one, and masks without their image.
 
     Masks sit beside their image as ``<stem>_mask`` (BUSI breast ultrasound), with ``_mask_1``,

@@ -8,7 +8,8 @@ folders, such a set became a classifier of images against masks.
 
 A mask pairs with the case of the same name, or of its name less ``_mask``, ``_seg``, ``_segmentation``,
 ``_label`` or ``_gt``; its file type may differ (JPEG images, PNG masks). A case without its mask and a mask
-without its case are problems. An ``imagesTs/`` folder holds unlabelled cases.
+without its case are problems. An ``imagesTs/`` folder holds unlabelled cases. Images with ``<image>_mask``
+files beside them in the root itself (no image folder) pair the same way.
 """
 
 from __future__ import annotations
@@ -162,16 +163,40 @@ def _row(case, paths, mask, layout, patients, channel_names) -> dict:
     return row(case, patient, layout, paths, names[: len(paths)], mask=mask)
 
 
+def flat(root: Path) -> bool:
+    """Images with ``<image>_mask`` files beside them in the root itself (no image folders)."""
+    from tumorbench.data.layouts.image_folder import split_masks
+
+    return bool(split_masks(_files(root, None))[1])
+
+
+def _flat_rows(root: Path, problems: Problems, patients: dict[str, str]) -> list[dict]:
+    from tumorbench.data.layouts.image_folder import split_masks
+
+    images, masks, orphans = split_masks(_files(root, None))
+    for path in orphans:
+        problems.add(path, "mask without its image")
+    rows = []
+    for path in images:
+        if stem(path) not in masks:
+            problems.add(path, f"no mask beside it (expected {stem(path)}_mask)")
+            continue
+        rows.append(_row(stem(path), [path], masks[stem(path)], "paired", patients, None))
+    return rows
+
+
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
     from tumorbench.data.layouts.image_folder import read_image_patients
 
     found = folders(visible_dirs(root))
+    patients = read_image_patients(root / "patients.csv")
+    if found is None and flat(root):
+        return _flat_rows(root, problems, patients)
     if found is None:
         names = ", ".join(sorted(IMAGE_WORDS)[:4])
         problems.add(root, f"needs one image folder ({names}, ...) and one mask folder (masks, labels, ...)")
         return []
     image_dir, mask_dir, test_dir = found
-    patients = read_image_patients(root / "patients.csv")
     rows = pair(image_dir, mask_dir, problems, layout="paired", test_dir=test_dir, patients=patients)
     unmapped = sum(r["patient_id"] == r["case_id"] for r in rows) if patients else 0
     if unmapped:
