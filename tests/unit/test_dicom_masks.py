@@ -149,3 +149,19 @@ def test_rtstruct_without_a_lesion_roi_names_its_rois(lung):
     ds.save_as(path)
     with pytest.raises(DataError, match="the series it references is not in its folder or the two above"):
         read_image(path)
+
+
+def test_an_uploaded_seg_is_refused_not_read_at_a_series_found_beside_it(lung):
+    from tumorbench.uploads import UploadError, read_upload
+
+    case = lung / "SYNTH-LUNG-0000"
+    upload = case / "uploads" / "request-1"  # a series sits two folders up: the reader would have found it
+    mask = np.zeros((1, 24, 20, 16), np.uint8)
+    mask[0, 5:9, 5:9, 7] = 1  # one slice: a one-frame SEG passes the multi-frame check
+    seg = to_dicom_seg(mask, dicom_series_headers(case / "scan_0"), algorithm_name="reader", algorithm_version="1")
+    upload.parent.mkdir()
+    seg.save_as(upload, enforce_file_format=True)
+    assert read_image(upload).array.shape == read_image(case / "scan_0").array.shape  # in a catalog it is a mask
+    with pytest.raises(UploadError, match="a DICOM SEG object outlines a series and holds no image") as err:
+        read_upload(upload, label="upload")
+    assert err.value.status == 415

@@ -49,13 +49,15 @@ def mask_modality(path: Path) -> str | None:
 def _series_under(folder: str) -> dict[str, list[Path]]:
     try:
         return find_dicom_series(folder)
-    except DataError:
+    except (DataError, OSError):  # no series here, or a folder this process may not read
         return {}
 
 
 def _locate(path: Path, uid: str) -> list[Path]:
     folder = path.parent
     for _ in range(_SEARCH_LEVELS):
+        if folder == folder.parent:  # never a walk of the whole file system
+            break
         found = _series_under(str(folder)).get(uid)
         if found:
             return found

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from tumorbench.data.dicom_masks import mask_modality
 from tumorbench.data.io import ImageData, read_image
 from tumorbench.errors import DataError
 from tumorbench.uploads.formats import SUFFIXES, UploadError, UploadLimits, quiet_pydicom, sniff_format
@@ -96,7 +97,11 @@ def read_upload(
                 if not path.name.lower().endswith(SUFFIXES[kind]):
                     typed = _scratch(stack, named) / f"upload{SUFFIXES[kind]}"
                     typed.symlink_to(path.resolve())
-                check_declared_size(typed, kind, limits, label, uids)
+                check_declared_size(typed, kind, limits, label, uids)  # refuses a Deflated file before any read
+                if kind == "dicom" and (outline := mask_modality(typed)):  # it would be read at a series beside it
+                    raise UploadError(
+                        label, f"a DICOM {outline} object outlines a series and holds no image: upload the series", 415
+                    )
                 image = read_image(typed, dtype=dtype)
         except UploadError as exc:
             raise UploadError(label, scrub(exc.problem, uids), exc.status) from exc
