@@ -27,25 +27,30 @@ def role(case_dir: Path, path: Path) -> str:
     return re.sub(r"^[^a-z0-9]+", "", name)
 
 
-def mask_of(case_dir: Path) -> Path | None:
-    """The case folder's segmentation volume, or None."""
-    found = [p for p in sorted(case_dir.iterdir()) if is_volume(p) and role(case_dir, p) in MASK_WORDS]
-    return found[0] if found else None
+def _outlines(case_dir: Path, volumes: list[Path]) -> list[Path]:
+    """The case folder's volumes named as a segmentation."""
+    return [p for p in volumes if role(case_dir, p) in MASK_WORDS]
+
+
+def _volumes(case_dir: Path) -> list[Path]:
+    return [p for p in sorted(case_dir.iterdir()) if is_volume(p)]
 
 
 def is_case_folder_set(subdirs: list[Path]) -> bool:
     """True when at least half of the folders holding volumes hold a segmentation named as one."""
-    with_volumes = [d for d in subdirs if any(is_volume(p) for p in d.iterdir())]
-    return bool(with_volumes) and 2 * sum(mask_of(d) is not None for d in with_volumes) >= len(with_volumes)
+    listed = [(d, _volumes(d)) for d in subdirs]
+    with_volumes = [(d, volumes) for d, volumes in listed if volumes]
+    outlined = sum(bool(_outlines(d, volumes)) for d, volumes in with_volumes)
+    return bool(with_volumes) and 2 * outlined >= len(with_volumes)
 
 
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
     rows, channel_sets = [], {}
     for case_dir in visible_dirs(root):
-        volumes = [p for p in sorted(case_dir.iterdir()) if is_volume(p)]
+        volumes = _volumes(case_dir)
         if not volumes:
             continue
-        masks = [p for p in volumes if role(case_dir, p) in MASK_WORDS]
+        masks = _outlines(case_dir, volumes)
         mask = masks[0] if masks else None
         if len(masks) > 1:
             problems.add(case_dir, f"{len(masks)} segmentation volumes ({', '.join(p.name for p in masks)}): keep one")

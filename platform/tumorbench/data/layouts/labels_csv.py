@@ -121,7 +121,7 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
         patient = str(record[patient_col]).strip() if patient_col else ""
         label_value = str(labels.iloc[i]).strip()
         rows.append(row(case, patient or case, "csv", [path], ("image",), mask=mask, label=label_value or None))
-    unlisted = len({p for p in index.values()} - used - {Path(r["mask"]) for r in rows if r["mask"]})
+    unlisted = len(set(index.values()) - used - {Path(r["mask"]) for r in rows if r["mask"]})
     if unlisted:
         problems.notes.append(f"{unlisted} image file(s) under the root not listed in {table.name}: not used")
     return rows

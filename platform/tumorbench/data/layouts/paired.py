@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tumorbench.data.layouts.common import Problems, is_image, is_volume, row, stem, visible_dirs
+from tumorbench.data.layouts.image_folder import read_image_patients, split_masks
 
 IMAGE_WORDS = {"image", "images", "imagestr", "img", "imgs", "input", "inputs", "volume", "volumes", "scan", "scans"}
 MASK_WORDS = {
@@ -165,14 +166,10 @@ def _row(case, paths, mask, layout, patients, channel_names) -> dict:
 
 def flat(root: Path) -> bool:
     """Images with ``<image>_mask`` files beside them in the root itself (no image folders)."""
-    from tumorbench.data.layouts.image_folder import split_masks
-
     return bool(split_masks(_files(root, None))[1])
 
 
 def _flat_rows(root: Path, problems: Problems, patients: dict[str, str]) -> list[dict]:
-    from tumorbench.data.layouts.image_folder import split_masks
-
     images, masks, orphans = split_masks(_files(root, None))
     for path in orphans:
         problems.add(path, "mask without its image")
@@ -186,18 +183,17 @@ def _flat_rows(root: Path, problems: Problems, patients: dict[str, str]) -> list
 
 
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
-    from tumorbench.data.layouts.image_folder import read_image_patients
-
     found = folders(visible_dirs(root))
     patients = read_image_patients(root / "patients.csv")
-    if found is None and flat(root):
-        return _flat_rows(root, problems, patients)
-    if found is None:
+    if found is not None:
+        image_dir, mask_dir, test_dir = found
+        rows = pair(image_dir, mask_dir, problems, layout="paired", test_dir=test_dir, patients=patients)
+    elif flat(root):
+        rows = _flat_rows(root, problems, patients)
+    else:
         names = ", ".join(sorted(IMAGE_WORDS)[:4])
         problems.add(root, f"needs one image folder ({names}, ...) and one mask folder (masks, labels, ...)")
         return []
-    image_dir, mask_dir, test_dir = found
-    rows = pair(image_dir, mask_dir, problems, layout="paired", test_dir=test_dir, patients=patients)
     unmapped = sum(r["patient_id"] == r["case_id"] for r in rows) if patients else 0
     if unmapped:
         problems.add(root / "patients.csv", f"{unmapped} case(s) not listed: each is its own patient")
