@@ -22,8 +22,9 @@ from tumorbench.errors import DataError
 
 # What a skipped file is, as find_dicom_series counts it: "a DICOMDIR index", "a <modality> object", ...
 DICOMDIR_KIND = "a DICOMDIR index"
-MASK_KINDS = ("a SEG object", "a RTSTRUCT object")  # read as masks (data.dicom_masks), not skipped
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+MASK_MODALITIES = ("SEG", "RTSTRUCT")  # outlines read as masks (data.dicom_masks), not skipped
+MASK_KINDS = tuple(f"a {m} object" for m in MASK_MODALITIES)
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _IOP_TOLERANCE = 1e-4  # direction cosines are stored with ~6 decimals
 # Projection radiography: a single image without ImageOrientationPatient is read as a 2D image.
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "RG", "DR"})
@@ -293,7 +294,7 @@ def _series_affine(first: Any, path: Path, normal: np.ndarray, step: float) -> t
     affine_lps[:3, 1] = iop[3:] * row_spacing
     affine_lps[:3, 2] = normal * step
     affine_lps[:3, 3] = _floats(first, "ImagePositionPatient", 3, path)
-    return _LPS_TO_RAS @ affine_lps, (float(col_spacing), float(row_spacing), float(step))
+    return LPS_TO_RAS @ affine_lps, (float(col_spacing), float(row_spacing), float(step))
 
 
 def _select_series(

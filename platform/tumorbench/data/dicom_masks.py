@@ -24,14 +24,18 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from tumorbench.data.dicom import find_dicom_series, referenced_series_uid, series_geometry
+from tumorbench.data.dicom import (
+    LPS_TO_RAS,
+    MASK_MODALITIES,
+    find_dicom_series,
+    referenced_series_uid,
+    series_geometry,
+)
 from tumorbench.data.image import ImageData, orientation_codes, spacing_from_affine
 from tumorbench.errors import DataError
 
-MASK_MODALITIES = ("SEG", "RTSTRUCT")
 LESION_NAME = re.compile(r"gtv|tumou?r|lesion|nodule|mass|metasta|cancer|carcinom|glioma|neoplas", re.IGNORECASE)
 ABNORMAL_STRUCTURE = "49755003"  # SNOMED CT "Morphologically abnormal structure"
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _SEARCH_LEVELS = 3  # the object's folder and two above
 
 
@@ -131,7 +135,7 @@ def _lesion_rois(path: Path, ds: Any) -> set[int]:
 
 def _rtstruct_labels(path: Path, ds: Any, affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     rois = _lesion_rois(path, ds)
-    to_voxel = np.linalg.inv(affine) @ _LPS_TO_RAS  # patient (LPS, mm) -> voxel (i, j, k)
+    to_voxel = np.linalg.inv(affine) @ LPS_TO_RAS  # patient (LPS, mm) -> voxel (i, j, k)
     mask = np.zeros(shape, np.uint8)
     for roi in ds.get("ROIContourSequence", []):
         if int(roi.ReferencedROINumber) not in rois:
