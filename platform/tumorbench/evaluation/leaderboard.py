@@ -54,6 +54,7 @@ from tumorbench.evaluation.oof import (
     classification_values,
     fold_metrics,
     lower_is_better,
+    patient_clusters,
     per_class_values,
     resolve,
     score_matrix,
@@ -86,17 +87,14 @@ def _mean_ci(g: pd.DataFrame, metric: str, n_boot: int, alpha: float, seed: int)
         return math.nan, math.nan, math.nan
     if not np.isfinite(values).all():
         return float(values.mean()), math.nan, math.nan
-    grouped = groups if pd.Series(groups).duplicated().any() else None
-    return bootstrap_ci(values, np.mean, n_boot=n_boot, alpha=alpha, groups=grouped, seed=seed)
+    return bootstrap_ci(values, np.mean, n_boot=n_boot, alpha=alpha, groups=patient_clusters(groups), seed=seed)
 
 
 def _classification_ci(
     g: pd.DataFrame, metric: str, binary: bool, n_boot: int, alpha: float, seed: int
 ) -> tuple[float, float]:
     """Patient bootstrap CI of a pooled classification metric (NaN when undefined)."""
-    y = g["y_true"].to_numpy()
-    groups = g["patient_id"].to_numpy()
-    grouped = groups if g["patient_id"].duplicated().any() else None
+    y, grouped = g["y_true"].to_numpy(), patient_clusters(g["patient_id"])
     if binary:
         fn = BINARY_METRIC_FNS[metric]
         score = g["y_score" if metric == "auc" else "y_pred"].to_numpy(float)
@@ -110,7 +108,7 @@ def _classification_ci(
 
 
 def _delong_interval(g: pd.DataFrame, alpha: float) -> tuple[float, float]:
-    groups = g["patient_id"].to_numpy() if g["patient_id"].duplicated().any() else None  # clustered by patient
+    groups = patient_clusters(g["patient_id"])
     try:
         _, lo, hi = delong_ci(g["y_true"].to_numpy(), g["y_score"].to_numpy(float), alpha=alpha, groups=groups)
     except ValueError:  # fewer than two cases of a class

@@ -27,6 +27,13 @@ SEGMENTATION_METRICS = Segmentation.metrics
 REGION_METRICS = tuple(f"{m}_{r}" for r in Segmentation.regions for m in SEGMENTATION_METRICS)
 
 
+def patient_clusters(patients) -> np.ndarray | None:
+    """The patient of each case when some patient has several, else None: bootstrap CIs resample whole patients
+    and DeLong / McNemar cluster by them only when a patient's cases could be counted as independent evidence."""
+    ids = np.asarray(patients)
+    return ids if pd.Series(ids).duplicated().any() else None
+
+
 def lower_is_better(metric: str, task: str | Task) -> bool:
     """True where smaller is better (HD95 and its BraTS regions), as the task says."""
     return get_task(task).mode(metric) == "min"

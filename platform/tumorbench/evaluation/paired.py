@@ -48,6 +48,7 @@ from tumorbench.evaluation.oof import (
     check_predictions,
     fold_metrics,
     is_binary,
+    patient_clusters,
     pooled_ranking,
     resolve,
 )
@@ -112,13 +113,8 @@ def _wilcoxon(metric: str) -> PairTest:
     return run
 
 
-def _patients(pair: pd.DataFrame) -> np.ndarray | None:
-    """The patient of each paired case when some patient has several (the tests then cluster), else None."""
-    return pair["patient_id"].to_numpy() if pair["patient_id"].duplicated().any() else None
-
-
 def _delong(pair: pd.DataFrame) -> tuple[float, float, float]:
-    groups = _patients(pair)
+    groups = patient_clusters(pair["patient_id"])
     auc_a, auc_b, z, p = delong_test(pair["y_true_ref"], pair["y_score_ref"], pair["y_score_other"], groups=groups)
     return z, p, auc_a - auc_b
 
@@ -126,7 +122,7 @@ def _delong(pair: pd.DataFrame) -> tuple[float, float, float]:
 def _mcnemar(pair: pd.DataFrame) -> tuple[float, float, float]:
     y = pair["y_true_ref"].to_numpy()
     a, b = pair["y_pred_ref"].to_numpy(), pair["y_pred_other"].to_numpy()
-    stat, p = mcnemar_test(y, a, b, groups=_patients(pair))
+    stat, p = mcnemar_test(y, a, b, groups=patient_clusters(pair["patient_id"]))
     return stat, p, float(np.mean(a == y) - np.mean(b == y))
 
 
@@ -195,7 +191,7 @@ def delta_ci(
     ``y_true`` are classified cases (the metric recomputed on each resample); otherwise per-patient values.
     """
     groups = pair["patient_id"].to_numpy()
-    grouped = groups if pair["patient_id"].duplicated().any() else None
+    grouped = patient_clusters(groups)
     try:
         if "y_true_ref" not in pair.columns:
             diff = (pair[f"{metric}_ref"] - pair[f"{metric}_other"]).to_numpy(float)
