@@ -135,6 +135,19 @@ def test_timm_classifiers_match_torchvision_param_counts_and_run(name):
         assert model(torch.randn(2, 1, 64, 64)).shape == (2, 4)
 
 
+@pytest.mark.parametrize("name", ["efficientnet_b0", "tf_efficientnet_lite0", "resnet18_tiny"])
+def test_a_new_head_starts_at_chance_loss(name):
+    # timm's EfficientNet head init is U(+-1/sqrt(classes)): logits in the tens, loss 3-4 at 2 classes.
+    # Reference: the cross-entropy of uniform predictions is ln(classes).
+    torch.manual_seed(0)
+    for classes in (2, 4):
+        model = create_model(name, num_classes=classes).train()  # training-mode BatchNorm, as in step 1
+        x, y = torch.randn(16, 3, 64, 64), torch.arange(16) % classes
+        with torch.no_grad():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        assert abs(float(loss) - math.log(classes)) < 0.05, (classes, float(loss))
+
+
 def test_lite0_and_tiny_resnet_forward_shapes():
     lite0 = create_model("tf_efficientnet_lite0", num_classes=3).eval()
     tiny = create_model("resnet18_tiny", in_chans=1, num_classes=2).eval()
@@ -298,6 +311,8 @@ def test_local_weights_load_backbone_and_reset_a_resized_head(tmp_path, monkeypa
     # A head of the saved size is kept, not re-initialised.
     same = create_model("resnet18_tiny", pretrained=True, num_classes=1000).state_dict()
     assert torch.equal(same["fc.weight"], saved["fc.weight"])
+    # The resized head starts near zero (init_new_head), not at timm's init.
+    assert abs(float(state["fc.weight"].std()) - 0.01) < 0.003 and not state["fc.bias"].any()
 
 
 def test_headless_backbone_file_loads_with_a_new_head(tmp_path, monkeypatch):

@@ -215,6 +215,25 @@ def _load_file(name: str, build: Callable[..., nn.Module], variant: str, file: P
     except RuntimeError as err:
         raise DataError(file, f"cannot be loaded into model {name!r}: {err}") from err
     _check_covers(file, state, model, str(cfg.classifier), name)
+    saved, weight = state.get(f"{cfg.classifier}.weight"), getattr(head_module(model), "weight", None)
+    if weight is not None and (saved is None or saved.shape != weight.shape):
+        init_new_head(model)  # not the file's head: timm dropped it for another class count
+    return model
+
+
+def init_new_head(model: nn.Module) -> nn.Module:
+    """Start a new classification head at near-zero logits (weights N(0, 0.01), bias 0).
+
+    timm's EfficientNet init draws the head from U(+-1/sqrt(num_classes)), made for 1000
+    classes: with 2 classes it is U(+-0.71), so the first logits are in the tens, the loss starts
+    at 3-4 (ln 2 = 0.69 at chance) with gradient norms of ~150, and short from-scratch studies
+    ended at chance. Near-zero logits start the loss at ln(classes), as fine-tuning heads usually do.
+    """
+    head = head_module(model)
+    if isinstance(head, nn.Linear):  # else none (num_classes=0) or not timm's: left as built
+        nn.init.normal_(head.weight, std=0.01)
+        if head.bias is not None:
+            nn.init.zeros_(head.bias)
     return model
 
 
@@ -242,7 +261,7 @@ def build_timm(
         DataError: A weights file exists but does not fit the model.
     """
     if not pretrained:
-        return build(pretrained=False, **kwargs)
+        return init_new_head(build(pretrained=False, **kwargs))
     searched: list[str] = []
     file, looked = local_weights_file(name)
     if file is not None:
