@@ -16,7 +16,8 @@ import pydicom
 from pydicom.pixels import get_decoder
 from pydicom.uid import MediaStorageDirectoryStorage
 
-from tumorbench.data.image import ImageData, orientation_codes
+from tumorbench.data.dicom_multiframe import frame_count, read_multiframe
+from tumorbench.data.image import LPS_TO_RAS, ImageData, dicom_volume
 from tumorbench.data.layouts.common import has_dicm_magic
 from tumorbench.errors import DataError
 
@@ -24,7 +25,6 @@ from tumorbench.errors import DataError
 DICOMDIR_KIND = "a DICOMDIR index"
 MASK_MODALITIES = ("SEG", "RTSTRUCT")  # outlines read as masks (data.dicom_masks), not skipped
 MASK_KINDS = tuple(f"a {m} object" for m in MASK_MODALITIES)
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _IOP_TOLERANCE = 1e-4  # direction cosines are stored with ~6 decimals
 # Projection radiography: a single image without ImageOrientationPatient is read as a 2D image.
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "RG", "DR"})
@@ -184,10 +184,11 @@ def _read_slice(path: Path) -> tuple[Any, np.ndarray]:
     ds = None
     try:
         ds = pydicom.dcmread(path)
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        if frame_count(ds) > 1:  # a multi-frame file alone is read whole (_multiframe_image)
             raise DataError(
                 path,
-                "multi-frame DICOM (cine, enhanced or tomosynthesis objects) is not supported: export single frames",
+                "a multi-frame file among other files of its series, or a multi-frame planar image "
+                "(cine loop): not read; export the series or the frame",
             )
         if int(ds.get("SamplesPerPixel", 1)) not in (1, 3):
             raise DataError(path, "only greyscale or RGB DICOM images are supported")
@@ -240,6 +241,8 @@ def _projection_image(path: Path, ds: Any, pixels: np.ndarray) -> ImageData:
 
 def _check_consistent(paths: list[Path], datasets: list[Any]) -> None:
     first = datasets[0]
+    if frame_count(first) > 1:  # read_dicom_series reads it (read_multiframe); outlines over it are not
+        raise DataError(paths[0], "a multi-frame series: SEG / RTSTRUCT masks and SEG answers need single-frame files")
     ref_iop = _floats(first, "ImageOrientationPatient", 6, paths[0])
     ref_ps = _floats(first, "PixelSpacing", 2, paths[0])
     for path, ds in zip(paths, datasets):
@@ -365,6 +368,10 @@ def read_dicom_series(source: str | Path | Sequence[str | Path], *, series_uid: 
         series_uid: The SeriesInstanceUID to read when the source holds several.
     """
     origin, label, uid, paths = _select_series(source, series_uid)
+    header = _headers(label, paths)[0] if len(paths) == 1 else None
+    if header is not None and frame_count(header) > 1 and not is_planar(1, header):  # enhanced CT / MR, DBT
+        _check_decodable(header, paths[0])
+        return read_multiframe(paths[0], origin, uid)
     slices = [_read_slice(p) for p in paths]
     datasets = [ds for ds, _ in slices]
     if is_planar(len(paths), datasets[0]):
@@ -387,13 +394,8 @@ def read_dicom_series(source: str | Path | Sequence[str | Path], *, series_uid: 
         rescale.append((slope, intercept))
     first = datasets[order[0]]
     affine, spacing = _series_affine(first, paths[order[0]], normal, step)
-    meta = {
-        "path": origin,
-        "format": "dicom",
-        "orientation": orientation_codes(affine),
-        "series_uid": uid,
-        "modality": str(first.get("Modality", "")),
-        "rescale": rescale,
-        "files": [str(paths[n]) for n in order],
-    }
-    return ImageData(array=volume, affine=affine, spacing=spacing, meta=meta)
+    files = [str(paths[n]) for n in order]
+    modality = str(first.get("Modality", ""))
+    return dicom_volume(
+        volume, affine, spacing, path=origin, series_uid=uid, modality=modality, rescale=rescale, files=files
+    )

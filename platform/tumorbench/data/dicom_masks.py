@@ -24,14 +24,8 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from tumorbench.data.dicom import (
-    LPS_TO_RAS,
-    MASK_MODALITIES,
-    find_dicom_series,
-    referenced_series_uid,
-    series_geometry,
-)
-from tumorbench.data.image import ImageData, orientation_codes, spacing_from_affine
+from tumorbench.data.dicom import MASK_MODALITIES, find_dicom_series, referenced_series_uid, series_geometry
+from tumorbench.data.image import LPS_TO_RAS, ImageData, orientation_codes, spacing_from_affine
 from tumorbench.errors import DataError
 
 LESION_NAME = re.compile(r"gtv|tumou?r|lesion|nodule|mass|metasta|cancer|carcinom|glioma|neoplas", re.IGNORECASE)

@@ -35,6 +35,17 @@ class ImageData:
             raise ValueError(f"spacing must be positive, got {self.spacing}")
 
 
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM patient (LPS) to NIfTI world (RAS) coordinates
+
+
+def dicom_volume(array: np.ndarray, affine: np.ndarray, spacing: tuple[float, ...], **meta: Any) -> ImageData:
+    """A volume read from DICOM (a series or one multi-frame file): ``meta`` plus format and orientation.
+
+    ``meta``: ``path``, ``series_uid``, ``modality``, ``files`` and the reader's own keys.
+    """
+    return ImageData(array, affine, spacing, {"format": "dicom", "orientation": orientation_codes(affine), **meta})
+
+
 def orientation_codes(affine: np.ndarray) -> str:
     """The affine's axis codes, e.g. "RAS" or "LPS"."""
     return "".join(nib.aff2axcodes(affine))

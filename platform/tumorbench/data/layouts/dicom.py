@@ -14,6 +14,7 @@ from tumorbench.errors import DataError
 
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
     from tumorbench.data.dicom import DICOMDIR_KIND, find_dicom_series, is_planar
+    from tumorbench.data.dicom_multiframe import frame_count
 
     skipped: Counter = Counter()
     outlines: dict[str, list[Path]] = {}  # SEG / RTSTRUCT objects by the series they outline
@@ -47,7 +48,7 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
                 mask=mask,
                 label=extra.get("label") or None,
                 series_uid=uid,
-                n_slices=len(files),
+                n_slices=len(files) if len(files) > 1 else frame_count(header),  # one enhanced file: its frames
                 planar=is_planar(len(files), header),  # read as a 2D image (radiograph, ultrasound)
             )
         )
@@ -73,7 +74,7 @@ def _dicom_identity(path: Path) -> Any:
     import pydicom
 
     try:
-        tags = ["PatientID", "Modality", "ImageOrientationPatient"]
+        tags = ["PatientID", "Modality", "ImageOrientationPatient", "NumberOfFrames"]
         return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
     except Exception as exc:  # pydicom raises many types for damaged files
         raise DataError(path, f"unreadable DICOM header: {exc}") from exc
