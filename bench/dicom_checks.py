@@ -56,7 +56,7 @@ def tumorbench(*args: str, expect: int = 0, lines: int = 40) -> str:
 def make_phi_study(root: Path) -> Path:
     """Three lung-CT series of two patients, the fake identity in every file and labels.csv as a PACS export."""
     from dicom_phi import FAKE_MRN, inject_phi
-    from tumorbench.data.synthetic import LungPhantomConfig, make_lung_study
+    from tumorbench.data.synthetic_lung import LungPhantomConfig, make_lung_study
 
     src = make_lung_study(root / "src", LungPhantomConfig(cases=3, shape=(48, 48, 24), repeat_scan_fraction=0.5))
     for path in sorted(src.rglob("*.dcm")):

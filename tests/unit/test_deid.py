@@ -16,7 +16,7 @@ from dicom_phi import FAKE_MRN, FAKE_NAME, FAKE_PHI, FAKE_STUDY_DATE, file_has_p
 from tumorbench.cli import main
 from tumorbench.data.check import check_dataset
 from tumorbench.data.deid import DeidConfig, deidentify_tree, identifying_tags
-from tumorbench.data.synthetic import LungPhantomConfig, make_lung_study
+from tumorbench.data.synthetic_lung import LungPhantomConfig, make_lung_study
 from tumorbench.errors import DataError
 
 N_FILES = 3 * 16  # three series of 16 slices

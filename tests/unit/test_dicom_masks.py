@@ -15,7 +15,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from tumorbench.data.catalog import scan
 from tumorbench.data.dicom import dicom_series_headers
 from tumorbench.data.io import read_image
-from tumorbench.data.synthetic import LungPhantomConfig, make_lung_study
+from tumorbench.data.synthetic_lung import LungPhantomConfig, make_lung_study
 from tumorbench.dicomseg import to_dicom_seg
 from tumorbench.errors import DataError
 from tumorbench.study.generic import detect

@@ -107,7 +107,7 @@ def test_data_check_prints_the_fingerprint(tmp_path):
 
 
 def test_disk_bytes_count_the_files_of_dicom_series_folders(tmp_path):
-    from tumorbench.data.synthetic import LungPhantomConfig, make_lung_study
+    from tumorbench.data.synthetic_lung import LungPhantomConfig, make_lung_study
 
     root = make_lung_study(tmp_path / "lung", LungPhantomConfig(cases=2, shape=(16, 16, 16)))
     frame = scan(root)

@@ -7,7 +7,8 @@ import pytest
 from tests.conftest import write_blob_folders, write_busi_folders
 
 from tumorbench.data.catalog import scan
-from tumorbench.data.synthetic import BrainPhantomConfig, LungPhantomConfig, make_brain_study, make_lung_study
+from tumorbench.data.synthetic import BrainPhantomConfig, make_brain_study
+from tumorbench.data.synthetic_lung import LungPhantomConfig, make_lung_study
 from tumorbench.data.writers import write_nifti
 from tumorbench.errors import DataError, TumorbenchError
 from tumorbench.study.generic import detect, generic_study

@@ -17,15 +17,8 @@ from skimage import measure
 
 from tumorbench.data.dicom import read_dicom_series
 from tumorbench.data.io import read_nifti
-from tumorbench.data.synthetic import (
-    BrainPhantomConfig,
-    LungPhantomConfig,
-    brain_case,
-    lung_case,
-    make_brain_study,
-    make_lung_study,
-    make_study,
-)
+from tumorbench.data.synthetic import BrainPhantomConfig, brain_case, make_brain_study, make_study
+from tumorbench.data.synthetic_lung import LungPhantomConfig, lung_case, make_lung_study
 from tumorbench.data.writers import write_dicom_series, write_nifti
 from tumorbench.errors import DataError
 
