@@ -24,6 +24,7 @@ from tumorbench.errors import TumorbenchError
 from tumorbench.study import results
 from tumorbench.study.final import load_test_frame, run_locked_test
 from tumorbench.study.manifest import ALPHA, N_BOOT, code_version, write_manifest
+from tumorbench.study.packaging import copy_results, local_records, package_best, package_final
 from tumorbench.study.publish import best_note, link_best
 from tumorbench.study.spec import Study, StudyError
 from tumorbench.tasks import get_task
@@ -32,17 +33,6 @@ from tumorbench.training.data import ensure_split_file
 from tumorbench.training.trainer import describe_cluster, ensure_ray
 from tumorbench.tuning.resources import Resources
 
-RESULT_FILES = (
-    "leaderboard.csv",
-    "folds.csv",
-    "predictions.csv",
-    "stats.csv",
-    "trials.csv",
-    "configs.json",
-    "manifest.json",
-    "report.html",
-    "splits.json",
-)
 TRIAL_RETRIES = 2  # a trial on a lost node restarts (from its last fold checkpoint) this many times
 
 
@@ -83,50 +73,6 @@ def prepare(study: Study, out: Path) -> tuple[pd.DataFrame, dict, Path, str]:
     # Files replaced under the same names since the split file was made are refused here, once.
     doc["dataset"]["content_hash"] = check_content(doc, frame, out / "splits.json")  # in memory: the manifest's
     return frame, doc, out / "splits.json", data
-
-
-def package_best(winner: str, fold_records: dict[str, list], out: Path, task: str, metric: str) -> dict:
-    """Copy the winner's best fold model to ``best/<task>/`` (weights + model.json) for Serve."""
-    rank = get_task(task)
-    chosen = min(fold_records[winner], key=lambda r: rank.sort_key(r.score, metric))
-    target = out / "best" / task
-    storage.download(chosen.checkpoint, target, skip=("training_state.pt",))
-    return {
-        "model": winner,
-        "fold": chosen.fold,
-        "epoch": chosen.best_epoch,
-        f"inner_{metric}": chosen.score,
-        f"outer_{metric}": chosen.outer.get(metric),
-        "source": chosen.checkpoint,
-        "package": str(target),
-        "note": "the fold model with the best inner-validation score (not retrained on all folds); the "
-        "study's estimate of it is the leaderboard's outer-fold row, not this fold's score",
-    }
-
-
-def package_final(winner: str, final: dict, lb: pd.DataFrame, out: Path, task: str, metric: str) -> dict:
-    """The winner's final model (retrained on every training patient) as ``best/<task>/``; its metrics are the
-    outer-CV estimate and the locked test score, each a pooled estimate with its CI."""
-    target = out / "best" / task
-    storage.download(final["checkpoints"][winner], target, skip=("training_state.pt",))  # replaces target
-
-    def estimate(table: pd.DataFrame) -> dict[str, float]:
-        row = table.set_index("model").loc[winner]
-        return {
-            metric: float(row[f"{metric}_pooled"]),
-            "ci_low": float(row[f"{metric}_ci_low"]),
-            "ci_high": float(row[f"{metric}_ci_high"]),
-        }
-
-    return {
-        "model": winner,
-        "package": str(target),
-        "source": final["checkpoints"][winner],
-        "cv_estimate": estimate(lb),
-        "test": estimate(final["leaderboard"]),
-        "note": "the winning configuration retrained on every training patient (its inner split chose the "
-        "epoch); metrics: the outer-CV estimate and the locked test set, scored once",
-    }
 
 
 def _print_search(candidate, metric: str, best: dict[str, Any], table: pd.DataFrame) -> None:
@@ -339,7 +285,7 @@ def run_study(
         write_overlays(
             predictions,
             dl_models[0],
-            _local_records(fold_records[dl_models[0]], out / "checkpoints" / dl_models[0]),
+            local_records(fold_records[dl_models[0]], out / "checkpoints" / dl_models[0]),
             frame,
             out,
         )
@@ -347,7 +293,7 @@ def run_study(
         if cut:  # the budget already ran out: explanations would only overrun it further
             print("[tumorbench] explanations skipped: the time budget cut the searches", flush=True)
         else:
-            local = {m: _local_records(fold_records[m], out / "checkpoints" / m) for m in dl_models}
+            local = {m: local_records(fold_records[m], out / "checkpoints" / m) for m in dl_models}
             lb = _explain(study, out, local, frame, doc, dl_models, class_names, lb)
     budget = _budget_summary(plan, started, guards, cut)
     seconds = time.perf_counter() - started
@@ -404,29 +350,3 @@ def _explain(
         flush=True,
     )
     return lb
-
-
-def _local_records(records: list, folder: Path) -> list:
-    """Fold records whose checkpoints are local folders (remote ones are downloaded under ``folder``)."""
-    from dataclasses import replace
-
-    local = []
-    for record in records:
-        if storage.is_remote(record.checkpoint):
-            target = folder / f"fold_{record.fold}"
-            storage.download(record.checkpoint, target, skip=("training_state.pt",))
-            record = replace(record, checkpoint=str(target))
-        local.append(record)
-    return local
-
-
-def copy_results(out: Path, root: str) -> None:
-    """The results (tables, report, figures, best package) beside the searches on storage, when that is elsewhere."""
-    if not storage.is_remote(root) and Path(root).resolve() == out:
-        return
-    for name in RESULT_FILES:
-        if (out / name).is_file():
-            storage.upload(out / name, storage.join(root, name))
-    for folder in ("best", "figures", "overlays"):
-        if (out / folder).is_dir():
-            storage.upload(out / folder, storage.join(root, folder))
