@@ -303,7 +303,8 @@ def _train_config(opts: dict):
 def predict_command(package: Path, source: Path, out: Path | None, threshold: float) -> None:
     """Predict one input offline (image, NIfTI, DICOM file, series folder or zip); print the JSON answer."""
     from tumorbench.data.io import read_image
-    from tumorbench.inference import Predictor, mask_file
+    from tumorbench.inference import Predictor
+    from tumorbench.results import mask_file
 
     predictor = Predictor.from_package(package, threshold=threshold)
     seg_sources = None

@@ -1,6 +1,6 @@
 """Segmentation results as DICOM Segmentation objects (highdicom), for viewers and PACS.
 
-A :class:`~tumorbench.inference.SegmentationResult` made from a DICOM input is at that
+A :class:`~tumorbench.results.SegmentationResult` made from a DICOM input is at that
 input's voxel grid: slice k of the mask belongs to the k-th header of
 :func:`tumorbench.data.dicom.dicom_series_headers` (slices in spatial order), with rows along
 j and columns along i. :func:`to_dicom_seg` writes one binary segment per output channel,
@@ -117,7 +117,7 @@ def to_bytes(seg: hd.seg.Segmentation) -> bytes:
 
 
 def result_to_dicom_seg(result: Any, sources: Sequence[pydicom.Dataset], manifest: Any, package_version: str) -> bytes:
-    """A :class:`~tumorbench.inference.SegmentationResult` as DICOM SEG file bytes (segments named as the channels)."""
+    """A :class:`~tumorbench.results.SegmentationResult` as DICOM SEG file bytes (segments named as the channels)."""
     names = manifest.channel_names or (["tumor"] if len(result.mask) == 1 else None)
     seg = to_dicom_seg(
         result.mask,

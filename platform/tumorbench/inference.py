@@ -20,15 +20,12 @@ validation), ``postprocess`` maps the answer back:
 from __future__ import annotations
 
 import copy
-import gzip
-import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,18 +33,19 @@ from monai import transforms as mt
 from monai.data import MetaTensor
 from monai.utils import TraceKeys
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
-from PIL import Image
-from scipy import ndimage
 
 from tumorbench.data.io import ImageData, to_canonical
 from tumorbench.errors import DataError
 from tumorbench.package import ModelManifest, read_manifest
 from tumorbench.package.weights import load_model
+from tumorbench.results import ClassificationResult, SegmentationResult, mask_file, measure_mask
 from tumorbench.tasks import get_task
 from tumorbench.transforms import PreprocessConfig, build_transforms
 from tumorbench.uploads import UploadError, UploadLimits, read_upload
 
-MAX_LESIONS = 100  # largest lesions listed per channel; the count covers all of them
+# SegmentationResult, measure_mask and mask_file live in tumorbench.results; kept importable here (serving uses them).
+__all__ = ["Predictor", "Prepared", "Preprocessor", "SegmentationResult", "mask_file", "measure_mask", "predict_volume"]
+
 _DIVISOR = 32  # every registered segmentation net accepts sides that are multiples of 32
 _ROI_CAP = 64  # sliding-window side when the package names none (as validation does)
 
@@ -73,62 +71,6 @@ class Prepared:
     spacing_known: bool
     canonical: bool
     input_format: str
-
-
-@dataclass(frozen=True)
-class ClassificationResult:
-    """Class probabilities and the label they give."""
-
-    label: str
-    probabilities: dict[str, float]
-    threshold: float
-    positive_class: str | None = None
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "task": "classification",
-            "label": self.label,
-            "probabilities": dict(self.probabilities),
-            "positive_class": self.positive_class,
-            "threshold": self.threshold,
-        }
-
-
-@dataclass(frozen=True, eq=False)
-class SegmentationResult:
-    """A mask at the input's geometry and its measurements.
-
-    Attributes:
-        mask: ``uint8`` ``(C, *shape)``, 1 = foreground, one channel per model output.
-        regions: Per channel: ``name``, ``area_mm2`` (2D) or ``volume_ml`` (3D), ``lesion_count``
-            and ``lesions`` (largest first: ``bbox_min``, ``bbox_max`` exclusive, array index order,
-            ``voxels`` and their area / volume).
-    """
-
-    mask: np.ndarray
-    affine: np.ndarray
-    spacing: tuple[float, ...]
-    spacing_known: bool
-    threshold: float
-    regions: list[dict[str, Any]] = field(default_factory=list)
-
-    def summary(self) -> dict[str, Any]:
-        """JSON-ready measurements; the top level describes channel 0 (whole tumour for BraTS regions)."""
-        first = {k: v for k, v in self.regions[0].items() if k != "name"}
-        notes = [] if self.spacing_known else ["pixel spacing unknown (image file): 1 mm per pixel assumed"]
-        out = {
-            "task": "segmentation",
-            "dims": self.mask.ndim - 1,
-            "shape": list(self.mask.shape[1:]),
-            "spacing_mm": [float(s) for s in self.spacing],
-            "spacing_known": self.spacing_known,
-            "threshold": self.threshold,
-            **first,
-            "notes": notes,
-        }
-        if len(self.regions) > 1:
-            out["channels"] = self.regions
-        return out
 
 
 class Preprocessor:
@@ -372,46 +314,3 @@ def predict_volume(
         roi = tuple(roi_size) if roi_size else tuple(min(s, 64) for s in batch.shape[2:])
         logits = sliding_window_inference(batch, roi, sw_batch_size=2, predictor=model, overlap=0.25)
     return torch.sigmoid(logits[0].float()).cpu()
-
-
-def measure_mask(mask: np.ndarray, unit: float, size_key: str) -> dict[str, Any]:
-    """Total size, lesion count and the largest lesions' boxes of one binary mask.
-
-    Args:
-        mask: Binary array (2D or 3D).
-        unit: Area (mm^2) or volume (mL) of one pixel / voxel.
-        size_key: ``area_mm2`` or ``volume_ml``.
-    """
-    labels, count = ndimage.label(mask)
-    voxels = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    boxes = ndimage.find_objects(labels)
-    lesions = [
-        {
-            "bbox_min": [int(s.start) for s in boxes[i]],
-            "bbox_max": [int(s.stop) for s in boxes[i]],
-            "voxels": int(voxels[i]),
-            size_key: float(voxels[i] * unit),
-        }
-        for i in np.argsort(-voxels, kind="stable")[:MAX_LESIONS]
-    ]
-    return {size_key: float(voxels.sum() * unit), "lesion_count": int(count), "lesions": lesions}
-
-
-def mask_file(result: SegmentationResult) -> tuple[str, bytes]:
-    """The mask as a file: ``(media type, bytes)``.
-
-    2D: a greyscale PNG, 0/255 for one channel, else bit ``c`` set for channel ``c``.
-    3D: a gzipped NIfTI (``uint8``, ``(I, J, K)`` or ``(I, J, K, C)``) with the input's affine.
-    """
-    mask = result.mask
-    if mask.ndim == 3:
-        pixels = mask[0] * 255 if len(mask) == 1 else sum(mask[c].astype(np.uint8) << c for c in range(len(mask)))
-        buffer = io.BytesIO()
-        # zlib level 1: a third of the CPU of the default 6 for a mask, about 1.4x the bytes
-        Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buffer, format="PNG", compress_level=1)
-        return "image/png", buffer.getvalue()
-    data = mask[0] if len(mask) == 1 else np.moveaxis(mask, 0, -1)
-    image = nib.Nifti1Image(np.ascontiguousarray(data, dtype=np.uint8), result.affine)
-    image.set_qform(result.affine, code=1)
-    image.set_sform(result.affine, code=1)
-    return "application/gzip", gzip.compress(image.to_bytes(), compresslevel=6)

@@ -29,7 +29,8 @@ from tumorbench.dicomseg import (
     to_dicom_seg,
     upload_sources,
 )
-from tumorbench.inference import Predictor, mask_file
+from tumorbench.inference import Predictor
+from tumorbench.results import mask_file
 from tumorbench.uploads import UploadError
 
 

@@ -16,8 +16,9 @@ from skimage.measure import regionprops
 
 from model_packages import make_packages, synthetic_png
 from tumorbench.data.writers import write_dicom_series, write_nifti
-from tumorbench.inference import Predictor, Preprocessor, mask_file
+from tumorbench.inference import Predictor, Preprocessor
 from tumorbench.package import read_manifest
+from tumorbench.results import mask_file
 from tumorbench.transforms import PreprocessConfig, build_transforms
 from tumorbench.uploads import UploadError
 
