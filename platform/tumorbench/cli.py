@@ -12,19 +12,8 @@ from pathlib import Path
 
 import click
 
+from tumorbench.cli_data import DATA_COMMANDS, LAYOUT_CHOICES
 from tumorbench.errors import TumorbenchError
-
-LAYOUT_CHOICES = [
-    "auto",
-    "brats",
-    "msd",
-    "paired",
-    "case-folders",
-    "lgg",
-    "image-folder",
-    "lidc",
-    "dicom",
-]  # catalog.LAYOUTS
 
 
 class _Group(click.Group):
@@ -44,129 +33,9 @@ def main() -> None:
     """tumorbench: train, tune, compare and serve tumor detectors on Ray."""
 
 
-@main.group(cls=_Group)
+@main.group(cls=_Group, commands=DATA_COMMANDS)
 def data() -> None:
     """Make, check, split and preview datasets."""
-
-
-@data.command()
-@click.option(
-    "--task",
-    type=click.Choice(["brain-mri", "lung-ct"]),
-    required=True,
-    help="brain-mri: BraTS-layout NIfTI phantoms; lung-ct: DICOM CT series with nodules.",
-)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Output folder.")
-@click.option("--cases", type=click.IntRange(min=1), default=None, help="Number of cases (default: the phantom's).")
-@click.option("--seed", type=int, default=None, help="Random seed (same seed, same files).")
-@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")
-def synth(task: str, out: Path, cases: int | None, seed: int | None, overwrite: bool) -> None:
-    """Generate a synthetic study as real NIfTI or DICOM files."""
-    from tumorbench.data.synthetic import make_study
-
-    root = make_study(task, out, cases=cases, seed=seed, overwrite=overwrite)
-    click.echo(f"wrote synthetic {task} study to {root}")
-
-
-@data.command()
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--layout", type=click.Choice(LAYOUT_CHOICES), default="auto", show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--no-duplicates", is_flag=True, help="Skip the content-hash duplicate search.")
-@click.option("--require-deid", is_flag=True, help="Count DICOM files still carrying identifying tags as problems.")
-@click.option("--no-fingerprint", is_flag=True, help="Skip the dataset fingerprint (sizes, intensities, balance).")
-def check(
-    path: Path, layout: str, as_json: bool, no_duplicates: bool, require_deid: bool, no_fingerprint: bool
-) -> None:
-    """Read every case of a dataset; report it and every problem found.
-
-    Exits with status 1 when any problem was found.
-    """
-    from tumorbench.data.check import check_dataset, format_report
-
-    report = check_dataset(
-        path, layout, duplicates=not no_duplicates, require_deid=require_deid, fingerprint=not no_fingerprint
-    )
-    click.echo(json.dumps(report, indent=1) if as_json else format_report(report))
-    if report["problems"]:
-        sys.exit(1)
-
-
-@data.command()
-@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.argument("dst", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "--date-shift", is_flag=True, help="Shift dates by a consistent per-patient offset instead of emptying them."
-)
-@click.option(
-    "--seed",
-    envvar="TUMORBENCH_DEID_SEED",
-    default=None,
-    help="Secret making UIDs, pseudonyms and shifts repeatable across runs (default: random per run).",
-)
-@click.option("--keep-paths", is_flag=True, help="Keep source-relative paths (default: paths from the new UIDs).")
-@click.option("--overwrite", is_flag=True, help="Write into a non-empty destination.")
-def deid(src: Path, dst: Path, date_shift: bool, seed: str | None, keep_paths: bool, overwrite: bool) -> None:
-    """De-identify every DICOM file under SRC into DST (PS3.15 Annex E basic profile); SRC is only read.
-
-    Writes DST/deid_changes.csv (changed tags per file, never values) and lists images that
-    may carry burned-in text. A labels.csv comes along with its patient IDs replaced by the
-    pseudonyms, and the masks it names (docs/data.md). Exits with status 1 when a file was skipped.
-    """
-    from tumorbench.data.deid import DeidConfig, deidentify_tree, format_report
-
-    report = deidentify_tree(
-        src, dst, DeidConfig(date_shift=date_shift, seed=seed, keep_paths=keep_paths, overwrite=overwrite)
-    )
-    click.echo(format_report(report))
-    if report.skipped:
-        sys.exit(1)
-
-
-@data.command()
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="PNG file to write.")
-@click.option("--layout", type=click.Choice(LAYOUT_CHOICES), default="auto", show_default=True)
-@click.option("-n", "--cases", "n", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-def preview(path: Path, out: Path, layout: str, n: int, seed: int) -> None:
-    """Write a montage of cases with their mask outlines."""
-    from tumorbench.data.preview import write_preview
-
-    click.echo(f"wrote {write_preview(path, out, layout=layout, n=n, seed=seed)}")
-
-
-@data.command()
-@click.argument("path", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Split JSON to write.")
-@click.option("--layout", type=click.Choice(LAYOUT_CHOICES), default="auto", show_default=True)
-@click.option("--folds", type=click.IntRange(min=2), default=5, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--stratify", default="auto", show_default=True, help="Column to stratify on: auto, label, has_tumor or none."
-)
-@click.option(
-    "--dedupe/--no-dedupe", default=False, show_default=True, help="Drop byte-identical images before splitting."
-)
-def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: str, dedupe: bool) -> None:
-    """Write a patient-level stratified k-fold split file."""
-    from tumorbench.data.catalog import scan
-    from tumorbench.data.check import add_tumor_presence
-    from tumorbench.data.splits import SplitConfig, make_splits, write_splits
-
-    frame = scan(path, layout)
-    if stratify in ("auto", "has_tumor") and not frame["label"].notna().any() and frame["mask"].notna().any():
-        frame = add_tumor_presence(frame)
-    doc = make_splits(frame, SplitConfig(n_folds=folds, seed=seed, stratify=stratify, dedupe=dedupe))
-    write_splits(doc, out)
-    click.echo(
-        f"{len(frame)} cases, {frame['patient_id'].nunique()} patients, "
-        f"stratified by {doc['config']['stratify_column'] or 'nothing'}, "
-        f"{len(doc['excluded'])} excluded; {folds} folds:"
-    )
-    for fold in doc["folds"]:
-        click.echo(f"  fold {fold['fold']}: {len(fold['val'])} cases, {len(fold['val_patients'])} patients")
-    click.echo(f"wrote {out} (hash {doc['hash'][:12]})")
 
 
 @main.command()
