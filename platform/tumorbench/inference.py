@@ -38,13 +38,12 @@ from tumorbench.data.io import ImageData, to_canonical
 from tumorbench.errors import DataError
 from tumorbench.package import ModelManifest, read_manifest
 from tumorbench.package.weights import load_model
-from tumorbench.results import ClassificationResult, SegmentationResult, mask_file, measure_mask
+from tumorbench.results import ClassificationResult, SegmentationResult, measure_mask
 from tumorbench.tasks import get_task
 from tumorbench.transforms import PreprocessConfig, build_transforms
 from tumorbench.uploads import UploadError, UploadLimits, read_upload
 
-# SegmentationResult, measure_mask and mask_file live in tumorbench.results; kept importable here (serving uses them).
-__all__ = ["Predictor", "Prepared", "Preprocessor", "SegmentationResult", "mask_file", "measure_mask", "predict_volume"]
+__all__ = ["Predictor", "Prepared", "Preprocessor", "predict_volume"]  # the results: tumorbench.results
 
 _DIVISOR = 32  # every registered segmentation net accepts sides that are multiples of 32
 _ROI_CAP = 64  # sliding-window side when the package names none (as validation does)

@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 from tumorbench.data.catalog import scan
 from tumorbench.data.dicom import dicom_series_headers, read_dicom_series
 from tumorbench.data.io import read_image
-from tumorbench.data.synthetic import LungPhantomConfig, make_lung_study
+from tumorbench.data.synthetic_lung import LungPhantomConfig, make_lung_study
 from tumorbench.errors import DataError
 from tumorbench.study.generic import detect
 

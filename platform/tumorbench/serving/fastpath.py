@@ -21,7 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tumorbench.inference import Predictor, SegmentationResult, measure_mask
+from tumorbench.inference import Predictor
+from tumorbench.results import SegmentationResult, measure_mask
 from tumorbench.transforms import PreprocessConfig
 
 

@@ -230,7 +230,7 @@ def mask_payload(result: Any, encoding: str) -> dict[str, Any]:
             "shape": list(result.mask.shape[1:]),
             "counts": [run_lengths(c) for c in result.mask],
         }
-    from tumorbench.inference import mask_file
+    from tumorbench.results import mask_file
 
     media_type, blob = mask_file(result)
     return {"media_type": media_type, "encoding": "base64", "data": base64.b64encode(blob).decode("ascii")}
