@@ -205,9 +205,32 @@ def test_images_with_masks_beside_them_in_one_folder(tmp_path):
         _png(tmp_path / f"scan0{i}.png", 80)
         _png(tmp_path / f"scan0{i}_mask.png", 255)
     _png(tmp_path / "scan09.png")
-    assert detect_layout(tmp_path) == ("paired", "images with _mask files beside them in one folder")
+    assert detect_layout(tmp_path) == ("paired", "images with their masks beside them in one folder")
     frame = scan(tmp_path, strict=False).set_index("case_id")
     assert sorted(frame.index) == ["scan00", "scan01", "scan02"]
     assert Path(frame.loc["scan01", "mask"]).name == "scan01_mask.png"
     [problem] = frame.attrs["problems"]
     assert "scan09.png" in problem and "no mask beside it" in problem
+
+
+def test_names_that_differ_by_a_leading_role_word_pair(tmp_path):
+    for batch, cases in (("Training Batch 1", (0, 1)), ("Training Batch 2", (2, 3))):  # LiTS
+        for i in cases:
+            _nifti(tmp_path / "lits" / batch / f"volume-{i}.nii", 0.5)
+            _nifti(tmp_path / "lits" / batch / f"segmentation-{i}.nii", 2.0)
+    _nifti(tmp_path / "lits" / "Training Batch 2" / "segmentation-9.nii")
+    assert detect_layout(tmp_path / "lits") == ("paired", "images with their masks beside them in 2 folder(s)")
+    frame = scan(tmp_path / "lits", strict=False).set_index("case_id")
+    assert sorted(frame.index) == ["volume-0", "volume-1", "volume-2", "volume-3"]  # not two classes of batches
+    assert Path(frame.loc["volume-2", "mask"]).name == "segmentation-2.nii"
+    [problem] = frame.attrs["problems"]
+    assert "segmentation-9.nii" in problem and "mask without its image" in problem
+    for i in (1, 2):  # BTCV: imagesTr/img0001 + labelsTr/label0001
+        _nifti(tmp_path / "btcv" / "imagesTr" / f"img000{i}.nii.gz")
+        _nifti(tmp_path / "btcv" / "labelsTr" / f"label000{i}.nii.gz")
+    frame = scan(tmp_path / "btcv")
+    assert [Path(m).name for m in frame.sort_values("case_id")["mask"]] == ["label0001.nii.gz", "label0002.nii.gz"]
+    for i in (1, 2):  # role words need a separator or a digit after them: "labelled_x" is an image, not a mask
+        _png(tmp_path / "classes" / "a" / f"labelled_{i}.png")
+        _png(tmp_path / "classes" / "b" / f"image_{i}.png")
+    assert detect_layout(tmp_path / "classes")[0] == "image-folder"

@@ -96,12 +96,14 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
     if pairs is not None:  # before class folders: images/ and masks/ are not two classes
         return "paired", f"images in {pairs[0].name}/, masks in {pairs[1].name}/ paired by name"
     if not any(is_image(p) or is_volume(p) for sub in subdirs for p in sub.iterdir()) and paired.flat(root):
-        return "paired", "images with _mask files beside them in one folder"
+        return "paired", "images with their masks beside them in one folder"
     if case_folders.is_case_folder_set(subdirs):  # before class folders of volumes: a KiTS case is no class
         return "case-folders", "case folders of NIfTI volumes, each with a segmentation named as one"
     masked = image_folder.masked_folders(subdirs)
-    if masked:
+    if masked:  # 2D images with _mask files: LGG case folders or BUSI classes
         return masked
+    if full := paired.batches(subdirs):  # before class folders: LiTS' batches of volume-N + segmentation-N
+        return "paired", f"images with their masks beside them in {len(full)} folder(s)"
     for path in root.rglob("*"):
         if path.is_file() and looks_like_dicom(path):
             # Name no file: DICOM paths often carry patient names or IDs.

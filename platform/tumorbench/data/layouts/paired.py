@@ -8,8 +8,10 @@ folders, such a set became a classifier of images against masks.
 
 A mask pairs with the case of the same name, or of its name less ``_mask``, ``_seg``, ``_segmentation``,
 ``_label`` or ``_gt``; its file type may differ (JPEG images, PNG masks). A case without its mask and a mask
-without its case are problems. An ``imagesTs/`` folder holds unlabelled cases. Images with ``<image>_mask``
-files beside them in the root itself (no image folder) pair the same way.
+without its case are problems. Names may also differ by a leading role word instead: ``volume-0`` and
+``segmentation-0`` (LiTS), ``img0001`` and ``label0001`` (BTCV). An ``imagesTs/`` folder holds unlabelled cases.
+Images with their masks beside them in one folder (``<image>_mask``, or role words) pair the same way, in the
+root itself or in each of its folders (LiTS' ``Training Batch 1/``, ``Training Batch 2/``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,9 @@ TEST_WORDS = {"imagests"}  # unlabelled cases
 TEST_MASKS = {"labelsts"}  # nnU-Net's masks of imagesTs: not read
 MASK_SUFFIX = re.compile(r"^(?P<case>.+?)[_-](?:mask|seg|segmentation|label|gt)$", re.IGNORECASE)
 CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")  # nnU-Net: one file per channel
+# A leading role word, then a separator or a digit: "segmentation-0", "label0001"; not "labelled_3" or "gtex".
+MASK_PREFIX = re.compile(r"^(?:segmentation|labels|label|mask|seg|gt)(?:[_-]+|(?=\d))(?P<case>.+)$", re.IGNORECASE)
+IMAGE_PREFIX = re.compile(r"^(?:volume|imaging|image|img|scan|ct)(?:[_-]+|(?=\d))(?P<case>.+)$", re.IGNORECASE)
 
 
 def _words(name: str) -> set[str]:
@@ -71,7 +76,7 @@ def folders(subdirs: list[Path]) -> tuple[Path, Path, Path | None] | None:
     if not _words(images.name) & IMAGE_WORDS:
         index = _mask_index(_files(masks[0], None))
         files = _files(images, None)
-        if 2 * sum(stem(p) in index for p in files) < len(files):
+        if 2 * sum(lookup(index, stem(p)) is not None for p in files) < len(files):
             return None
     return images, masks[0], tests[0] if tests else None
 
@@ -97,7 +102,7 @@ def _grouped(files: list[Path], width: int | None) -> dict[str, list[Path]] | No
     return {case: [channels[i] for i in held] for case, channels in found.items()}
 
 
-def _cases(files: list[Path], index: dict[str, Path], width: int | None) -> tuple[dict[str, list[Path]], int | None]:
+def _cases(files: list[Path], index: dict, width: int | None) -> tuple[dict[str, list[Path]], int | None]:
     """Case name -> its files in channel order, and the channels per case when they are nnU-Net channel files.
 
     Channel files only when more masks pair with their case names than with the file names: a set of single
@@ -105,21 +110,37 @@ def _cases(files: list[Path], index: dict[str, Path], width: int | None) -> tupl
     """
     single = {stem(p): [p] for p in files}
     grouped = _grouped(files, width)
-    if grouped is None or sum(c in index for c in grouped) <= sum(c in index for c in single):
+
+    def paired(cases: Iterable[str]) -> int:
+        return sum(lookup(index, c) is not None for c in cases)
+
+    if grouped is None or paired(grouped) <= paired(single):
         return single, None
     return grouped, len(next(iter(grouped.values())))
 
 
-def _mask_index(masks: Iterable[Path]) -> dict[str, Path]:
-    """Case name -> mask: a mask's own name wins over the name less a ``_mask``-like suffix."""
+def _mask_index(masks: Iterable[Path]) -> dict[str | tuple[str, str], Path]:
+    """Case name -> mask: a mask's own name wins over the name less a ``_mask``-like suffix; the name less a
+    leading role word (``segmentation-0`` -> ``0``) is kept apart, as ``("role", "0")`` (see :func:`lookup`)."""
     masks = list(masks)
-    index = {}
+    index: dict[str | tuple[str, str], Path] = {}
     for path in masks:
         match = MASK_SUFFIX.match(stem(path))
         if match:
             index.setdefault(match["case"], path)
+        match = MASK_PREFIX.match(stem(path))
+        if match:
+            index.setdefault(("role", match["case"]), path)
     index.update({stem(p): p for p in masks})
     return index
+
+
+def lookup(index: dict, case: str) -> Path | None:
+    """The mask of a case: by name (or name + ``_mask``...), else by its name less a leading role word."""
+    if case in index:
+        return index[case]
+    match = IMAGE_PREFIX.match(case)
+    return index.get(("role", match["case"])) if match else None
 
 
 def pair(
@@ -139,7 +160,7 @@ def pair(
     cases, width = _cases(_files(image_dir, ending), index, len(channel_names) if channel_names else None)
     rows, used = [], set()
     for case, paths in cases.items():
-        mask = index.get(case)
+        mask = lookup(index, case)
         if mask is None:
             problems.add(
                 paths[0], f"no mask for case {case} in {mask_dir.name}/ (expected {case}.<ext> or {case}_mask)"
@@ -164,13 +185,37 @@ def _row(case, paths, mask, layout, patients, channel_names) -> dict:
     return row(case, patient, layout, paths, names[: len(paths)], mask=mask)
 
 
+def _beside(files: list[Path]) -> tuple[list[Path], dict[str, Path], list[Path]]:
+    """A folder's images, the mask beside each image that has one, and masks without their image:
+    ``<image>_mask`` files (:func:`split_masks`), else names that differ by a leading role word."""
+    images, masks, orphans = split_masks(files)
+    if masks:
+        return images, masks, orphans
+    index = _mask_index(p for p in files if MASK_PREFIX.match(stem(p)))
+    images = [p for p in files if not MASK_PREFIX.match(stem(p))]
+    found = {stem(p): mask for p in images if (mask := lookup(index, stem(p))) is not None}
+    return images, found, sorted(set(index.values()) - set(found.values()))
+
+
+def _pairs_beside(folder: Path) -> bool:
+    """Most of the folder's images have their mask beside them."""
+    images, masks, _ = _beside(_files(folder, None))
+    return bool(masks) and 2 * len(masks) >= len(images)
+
+
 def flat(root: Path) -> bool:
-    """Images with ``<image>_mask`` files beside them in the root itself (no image folders)."""
-    return bool(split_masks(_files(root, None))[1])
+    """Images with their masks beside them in the root itself (no image folders)."""
+    return _pairs_beside(root)
 
 
-def _flat_rows(root: Path, problems: Problems, patients: dict[str, str]) -> list[dict]:
-    images, masks, orphans = split_masks(_files(root, None))
+def batches(subdirs: list[Path]) -> list[Path]:
+    """Folders (LiTS' ``Training Batch 1/``...) each holding images with their masks beside them, else []."""
+    full = [d for d in subdirs if _has_files(d)]
+    return full if full and all(_pairs_beside(d) for d in full) else []
+
+
+def _flat_rows(folder: Path, problems: Problems, patients: dict[str, str]) -> list[dict]:
+    images, masks, orphans = _beside(_files(folder, None))
     for path in orphans:
         problems.add(path, "mask without its image")
     rows = []
@@ -190,6 +235,8 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
         rows = pair(image_dir, mask_dir, problems, layout="paired", test_dir=test_dir, patients=patients)
     elif flat(root):
         rows = _flat_rows(root, problems, patients)
+    elif full := batches(visible_dirs(root)):
+        rows = [r for folder in full for r in _flat_rows(folder, problems, patients)]
     else:
         names = ", ".join(sorted(IMAGE_WORDS)[:4])
         problems.add(root, f"needs one image folder ({names}, ...) and one mask folder (masks, labels, ...)")
