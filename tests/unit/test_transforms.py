@@ -225,6 +225,21 @@ def test_binary_label_map_is_the_whole_tumor(tmp_path):
     np.testing.assert_array_equal(out.numpy()[0, :, 0, 0], [0, 1, 1, 1, 1, 0])
 
 
+@pytest.mark.parametrize("label_map", ["binary", "none"])
+def test_foreground_labels_keep_the_tumour_not_its_organ(tmp_path, label_map):
+    labels = np.array([0, 1, 2, 1, 3, 2], np.uint8).reshape(6, 1, 1)  # liver 1, tumour 2, cyst 3
+    case = _case(
+        _nifti(tmp_path / "ct.nii.gz", np.ones((6, 1, 1), np.float32)), _nifti(tmp_path / "seg.nii.gz", labels)
+    )
+    for fg in ((2,), (2, 3)):
+        pre = PreprocessConfig(normalize="none", label_map=label_map, foreground_labels=fg)
+        out = build_transforms(pre, spatial_dims=3)(case)["mask"].numpy()[0, :, 0, 0]
+        np.testing.assert_array_equal(out, np.isin(labels[:, 0, 0], fg).astype(np.float32))
+    with pytest.raises(ValueError, match="foreground_labels"):
+        PreprocessConfig(label_map="brats", foreground_labels=(2,))
+    assert PreprocessConfig(foreground_labels=[3, 2, 2]).foreground_labels == (2, 3)  # lists cross processes
+
+
 def _volume_case(tmp_path: Path, positive=(3, 7)) -> dict:
     rng = np.random.default_rng(2)
     vol = rng.uniform(1, 2, size=(8, 8, 10)).astype(np.float32)

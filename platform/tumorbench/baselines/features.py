@@ -318,13 +318,16 @@ def _spatial(image: io.ImageData) -> np.ndarray:
     return image.array[None] if image.array.ndim == 3 else np.moveaxis(image.array, -1, 0)
 
 
-def read_case(row: Mapping[str, Any], *, with_mask: bool = True) -> tuple[np.ndarray, np.ndarray | None, tuple]:
+def read_case(
+    row: Mapping[str, Any], *, with_mask: bool = True, foreground: Sequence[int] | None = None
+) -> tuple[np.ndarray, np.ndarray | None, tuple]:
     """Read one catalog row: channel-first image, binary mask (or None) and spacing.
 
     2D images come back ``(C, H, W)``; NIfTI and DICOM volumes ``(C, I, J, K)``,
     reoriented to RAS so that the last axis runs inferior -> superior (axial slices).
     All channel files of a case must share one spatial shape, and so must the mask;
-    a mask is binarized as ``value > 0`` (any channel).
+    a mask is binarized as ``value > 0`` (any channel), or as ``value in foreground`` (the
+    study's ``preprocess.foreground_labels``, as the deep models' chain maps it).
     """
     arrays, spacing = [], ()
     for path in row["image"]:
@@ -342,7 +345,8 @@ def read_case(row: Mapping[str, Any], *, with_mask: bool = True) -> tuple[np.nda
     mask_array = _spatial(io.read_image(mask_path, canonical=True))
     if mask_array.shape[1:] != image.shape[1:]:
         raise DataError(mask_path, f"mask shape {mask_array.shape[1:]} differs from image shape {image.shape[1:]}")
-    return image, (mask_array > 0).any(axis=0), spacing
+    target = mask_array > 0 if not foreground else np.isin(np.rint(mask_array), list(foreground))
+    return image, target.any(axis=0), spacing
 
 
 def axial_slice(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, int]:

@@ -62,6 +62,7 @@ def segment_fold(
     mask_dir: str | Path | None = None,
     on_prediction: Callable[[dict, np.ndarray], None] | None = None,
     brats_regions: int | None = None,
+    foreground_labels: Sequence[int] | None = None,
     **params: Any,
 ) -> pd.DataFrame:
     """Fit a segmenter on one fold's training rows and score its validation rows.
@@ -79,6 +80,8 @@ def segment_fold(
             predicted mask is then scored against WT, TC and ET, and ``dice``/``iou``/... are their means
             with ``dice_WT``/``dice_TC``/``dice_ET`` beside them, exactly as the deep models' rows
             (:func:`~tumorbench.evaluation.metrics.region_case_metrics`).
+        foreground_labels: The mask labels that are the target (the study's
+            ``preprocess.foreground_labels``, e.g. the tumour of organ + tumour masks); None: any non-zero.
         **params: Segmenter parameters.
 
     Returns:
@@ -98,7 +101,7 @@ def segment_fold(
     if max_train_cases is not None and len(train) > max_train_cases:
         picked = np.random.default_rng(seed).choice(len(train), max_train_cases, replace=False)
         train = [train[i] for i in sorted(picked)]
-    cases = [read_case(row)[:2] for row in train]
+    cases = [read_case(row, foreground=foreground_labels)[:2] for row in train]
     model.fit([c[0] for c in cases], [c[1] for c in cases], groups=[str(r["patient_id"]) for r in train])
     del cases
     out_dir = Path(mask_dir) if mask_dir is not None else None
@@ -106,7 +109,7 @@ def segment_fold(
         out_dir.mkdir(parents=True, exist_ok=True)
     records, unscored, stacks = [], [], defaultdict(list)
     for row in as_records(val_rows):
-        image, target, spacing = read_case(row)
+        image, target, spacing = read_case(row, foreground=foreground_labels)
         pred = model.predict([image])[0]
         if out_dir is not None:
             np.savez_compressed(out_dir / f"{_safe_name(row['case_id'])}.npz", mask=pred)

@@ -17,7 +17,6 @@ keeps them in one study folder).
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ import pydicom
 
 from tumorbench.data.dicom import MASK_MODALITIES, find_dicom_series, referenced_series_uid, series_geometry
 from tumorbench.data.image import LPS_TO_RAS, ImageData, orientation_codes, spacing_from_affine
+from tumorbench.data.layouts.common import LESION_NAME
 from tumorbench.errors import DataError
 
-LESION_NAME = re.compile(r"gtv|tumou?r|lesion|nodule|mass|metasta|cancer|carcinom|glioma|neoplas", re.IGNORECASE)
 ABNORMAL_STRUCTURE = "49755003"  # SNOMED CT "Morphologically abnormal structure"
 _SEARCH_LEVELS = 3  # the object's folder and two above
 

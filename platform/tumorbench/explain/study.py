@@ -64,13 +64,14 @@ def pick_cases(val: pd.DataFrame, task: str, n: int, class_names: list[str] | No
     return picked
 
 
-def _truth(case: dict, image: io.ImageData) -> np.ndarray | None:
+def _truth(case: dict, image: io.ImageData, foreground: tuple[int, ...] | None) -> np.ndarray | None:
+    """The case's target as the model was trained on it: any label, or the study's ``foreground_labels``."""
     if not isinstance(case.get("mask"), str):
         return None
     truth = io.read_image(case["mask"]).array
     if image.meta.get("format") == "image2d":
         truth = truth[0]
-    return truth > 0
+    return np.isin(np.rint(truth), foreground) if foreground else truth > 0
 
 
 def explain_fold(checkpoint: str, cases: list[dict], model: str, fold: int) -> tuple[list[dict], list[tuple]]:
@@ -84,7 +85,7 @@ def explain_fold(checkpoint: str, cases: list[dict], model: str, fold: int) -> t
     for case in cases:
         image = _case_image(case)
         prepared = predictor.preprocessor.prepare_image(image)
-        truth = _truth(case, image)
+        truth = _truth(case, image, predictor.preprocessor.config.foreground_labels)
         result = explain_prepared(predictor, explainer, prepared, truth)
         inputs.append(prepared.image.as_tensor())
         heatmaps.append(result.model_heatmap)

@@ -31,11 +31,23 @@ from pathlib import Path
 from tumorbench.data.catalog import LAYOUTS
 
 
-def generic_study(data: str, preset: str, layout: str = "auto", task: str | None = None):
+def generic_study(
+    data: str, preset: str, layout: str = "auto", task: str | None = None, foreground: tuple[int, ...] | None = None
+):
     """A sensible comparison for a dataset nobody configured: layout, 2D/3D and task detected (study/generic.py)."""
     from tumorbench.study.generic import generic_study as detect_and_build
 
-    return detect_and_build(data, preset, layout, task)
+    return detect_and_build(data, preset, layout, task, foreground)
+
+
+def _labels(text: str) -> tuple[int, ...]:
+    try:
+        labels = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: mask labels as integers, e.g. 2 or 2,3") from None
+    if not labels or min(labels) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: mask labels >= 1, e.g. 2 or 2,3")
+    return labels
 
 
 def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
@@ -62,6 +74,14 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
         choices=("classification", "segmentation"),
         help="With --data: what to compare models on when the data has both class labels and masks "
         "(default: classification)",
+    )
+    parser.add_argument(
+        "--foreground-labels",
+        type=_labels,
+        default=None,
+        metavar="LABELS",
+        help="With --data, segmentation: the mask labels to segment, e.g. 2 for the tumour of liver (1) + tumour "
+        "(2) masks; the others are background (default: the labels dataset.json names as lesions, else all)",
     )
     parser.add_argument("--out", default=None, help="Results folder (default: results/<study>-<preset>)")
     parser.add_argument(
@@ -148,11 +168,12 @@ def build_study(args: argparse.Namespace):
     from tumorbench.study import presets
 
     if args.study is None and args.data:
-        study = generic_study(args.data, args.preset, args.layout, args.task)
+        study = generic_study(args.data, args.preset, args.layout, args.task, args.foreground_labels)
     else:
         name = args.study or "synthetic"
-        if args.task is not None:
-            raise SystemExit(f"error: --task applies to --data without --study (study {name!r} has its own task)")
+        for given, option in ((args.task, "--task"), (args.foreground_labels, "--foreground-labels")):
+            if given is not None:
+                raise SystemExit(f"error: {option} applies to --data without --study (study {name!r} has its own)")
         if name not in presets.STUDIES:
             raise SystemExit(f"error: unknown study {name!r} (choose from {', '.join(presets.STUDIES)})")
         study = presets.STUDIES[name](args.preset)

@@ -187,16 +187,34 @@ def _template(detection: Detection, frame: pd.DataFrame, preset: str):
     }[detection.template](preset)
 
 
-def generic_study(data: str, preset: str, layout: str = "auto", task: str | None = None):
-    """Scan ``data`` (``layout`` and ``task``: detected by default), print what was detected, return its study."""
+def generic_study(
+    data: str,
+    preset: str,
+    layout: str = "auto",
+    task: str | None = None,
+    foreground_labels: tuple[int, ...] | None = None,
+):
+    """Scan ``data`` (``layout`` and ``task``: detected by default), print what was detected, return its study.
+
+    A whole-lesion study segments ``foreground_labels``, else the labels :func:`~tumorbench.study.target.choose_target`
+    finds named as lesions (the tumour of organ + tumour masks), else every non-zero label.
+    """
     from tumorbench.data.catalog import scan
+    from tumorbench.study.target import choose_target
 
     frame = scan(data, layout, strict=False)
     detection = detect(frame, task=task)
+    whole_lesion = detection.task == "segmentation" and detection.template != "brats"
+    if foreground_labels and not whole_lesion:
+        raise TumorbenchError(f"--foreground-labels is for whole-lesion segmentation studies, not {detection.template}")
+    target = choose_target(frame, mask_labels, foreground_labels) if whole_lesion else None
     print(f"[tumorbench] {data}: {detection.describe()}", flush=True)
-    for note in frame.attrs.get("notes", []):
+    for note in [*frame.attrs.get("notes", []), *([target.note] if target and target.note else [])]:
         print(f"[tumorbench] note: {note}", flush=True)
     study = build(detection, frame, preset)
+    if target is not None:  # the mask mapping of every whole-lesion template, 2D (label maps in PNGs) and 3D
+        preprocess = {**study.config.get("preprocess", {}), **target.preprocess()}
+        study = replace(study, config={**study.config, "preprocess": preprocess})
     return replace(
         study,
         name=f"generic-{Path(data).name}",

@@ -132,11 +132,13 @@ def baseline_fold(
 
 
 def region_params(study) -> dict[str, Any]:
-    """Baselines of a study whose masks are BraTS regions are scored per region too (as its deep models are)."""
+    """The target the deep models' masks are mapped to, for the baselines: BraTS regions (scored per region
+    too) or the study's foreground labels (e.g. the tumour of organ + tumour masks)."""
     preprocess = study.config.get("preprocess", {}) or {}
-    if preprocess.get("label_map") != "brats":
-        return {}
-    return {"brats_regions": int(preprocess.get("enhancing_label", 4))}
+    if preprocess.get("label_map") == "brats":
+        return {"brats_regions": int(preprocess.get("enhancing_label", 4))}
+    labels = preprocess.get("foreground_labels")
+    return {"foreground_labels": [int(v) for v in labels]} if labels else {}
 
 
 def with_split_groups(train: pd.DataFrame, split_doc: dict) -> pd.DataFrame:

@@ -258,9 +258,13 @@ def val_dataset(config: TrainConfig, cases: FoldCases, rank: int, world_size: in
     own = [case for case in chosen if case["patient_id"] in mine]
     if outer and cases.data_dims == 2 and config.preprocess.spatial_size and get_task(config.task).with_mask:
         # The outer fold is what the leaderboard reports: scored on the mask files' own grid, like the baselines.
-        from tumorbench.training.validation import NATIVE_MASK
+        from tumorbench.training.validation import NATIVE_FOREGROUND, NATIVE_MASK
 
-        own = [dict(case, **{NATIVE_MASK: case["mask"]}) if isinstance(case.get("mask"), str) else case for case in own]
+        native = {NATIVE_FOREGROUND: config.preprocess.foreground_labels} if config.preprocess.foreground_labels else {}
+        own = [
+            dict(case, **{NATIVE_MASK: case["mask"]}, **native) if isinstance(case.get("mask"), str) else case
+            for case in own
+        ]
     if config.cache == "none":
         return make_dataset(own, transforms_for(config, cases.data_dims, train=False), cache="none")
     # Held in memory, filled from the study's disk cache where it has one: a case is decoded once per study

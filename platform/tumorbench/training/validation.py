@@ -41,15 +41,18 @@ def _case_metrics(
 
 
 NATIVE_MASK = "native_mask"  # a case key: score this 2D case against the mask file at its own size
+NATIVE_FOREGROUND = "native_foreground"  # with it: the study's preprocess.foreground_labels
 
 
-def native_mask_2d(path: str) -> np.ndarray:
-    """A 2D mask file as ``(H, W)`` booleans, read as ``LoadCased`` reads it (8-bit 0/255 masks at 128)."""
+def native_mask_2d(path: str, foreground: Sequence[int] | None = None) -> np.ndarray:
+    """A 2D mask file as ``(H, W)`` booleans, read as ``LoadCased`` reads it (8-bit 0/255 masks at 128),
+    then mapped as the chain maps it: ``foreground`` labels only, when given."""
     from tumorbench.data.io import read_image
 
     arr = np.asarray(read_image(path).array, float)
     arr = arr[0] if arr.ndim == 3 else arr
-    return arr >= 128 if arr.size and arr.max() > 127 else arr > 0.5
+    arr = (arr >= 128).astype(float) if arr.size and arr.max() > 127 else np.rint(arr)
+    return np.isin(arr, list(foreground)) if foreground else arr > 0.5
 
 
 def to_grid(prob: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -95,7 +98,7 @@ def segmentation_records(
             pixdim = tuple(float(s) for s in item["image"].pixdim) if hasattr(item["image"], "pixdim") else (1.0, 1.0)
             if isinstance(item.get(NATIVE_MASK), str) and prob.shape[0] == 1:
                 # Scored as the baselines are: the prediction mapped back to the file's grid, the file's mask.
-                target = native_mask_2d(item[NATIVE_MASK])[None]
+                target = native_mask_2d(item[NATIVE_MASK], item.get(NATIVE_FOREGROUND))[None]
                 prob = to_grid(prob, target.shape[-2:])
                 pixdim = (1.0, 1.0)
             slices[item["patient_id"]].append((int(item.get("slice_index", 0)), prob.numpy() > threshold, target))

@@ -70,7 +70,9 @@ def _preprocess(pre: PreprocessConfig, dims: int, keys: list[str], slice2d: bool
     ]
     if pre.label_map == "brats" and with_mask:
         steps.append(ConvertToBratsRegionsd(MASK, pre.enhancing_label))
-    elif pre.label_map == "binary" and with_mask:
+    elif (pre.label_map == "binary" or pre.foreground_labels) and with_mask:
+        if pre.foreground_labels:  # the target labels only (the tumour, not its organ): others -> 0
+            steps.append(mt.LabelFilterd(MASK, applied_labels=list(pre.foreground_labels)))
         steps.append(mt.ThresholdIntensityd(MASK, threshold=0.5, above=False, cval=1.0))  # labels >= 1 -> 1
     modes = ["bilinear", "nearest"][: len(keys)]
     if pre.spacing is not None:

@@ -43,6 +43,10 @@ class PreprocessConfig:
             labels as stored (sigmoid training refuses masks outside {0, 1}).
         enhancing_label: BraTS enhancing-tumour label (4 up to 2021, 3 in 2023) when a
             case carries no ``enhancing_label`` of its own.
+        foreground_labels: The stored mask labels that are the target (others become
+            background), e.g. ``(2,)`` for the tumour of organ + tumour masks (LiTS, KiTS,
+            MSD liver / pancreas); the mask is then binary. None: every non-zero label
+            under ``label_map="binary"``.
     """
 
     normalize: Literal["zscore", "minmax", "ct_window", "none"] = "zscore"
@@ -59,9 +63,10 @@ class PreprocessConfig:
     channels: int | None = None
     label_map: Literal["none", "brats", "binary"] = "none"
     enhancing_label: int = 4
+    foreground_labels: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        _tuples(self, "ct_window", "spacing", "spatial_size")
+        _tuples(self, "ct_window", "spacing", "spatial_size", "foreground_labels")
         choices = {
             "normalize": ("zscore", "minmax", "ct_window", "none"),
             "denoise": ("none", "gaussian", "median"),
@@ -87,6 +92,11 @@ class PreprocessConfig:
             raise ValueError(f"channels must be >= 1, got {self.channels}")
         if self.enhancing_label in (0, 1, 2):
             raise ValueError(f"enhancing_label cannot be 0, 1 or 2, got {self.enhancing_label}")
+        if self.foreground_labels is not None:
+            labels = self.foreground_labels
+            if not labels or any(int(v) != v or v < 1 for v in labels) or self.label_map == "brats":
+                raise ValueError(f"foreground_labels must be labels >= 1 (not with label_map 'brats'), got {labels}")
+            object.__setattr__(self, "foreground_labels", tuple(sorted({int(v) for v in labels})))
 
 
 _PRESETS = {  # rotate_deg, translate_frac, scale, intensity_shift, intensity_scale, noise_std, prob

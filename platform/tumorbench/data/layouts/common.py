@@ -11,6 +11,8 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 VOLUME_SUFFIXES = (".nii", ".nii.gz")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 # A mask beside its image: ``<stem>_mask`` (LGG, BUSI), ``<stem>_mask_<n>`` for a further lesion (BUSI).
+# What a lesion (the target of a tumour study) is called in SEG segments, RTSTRUCT ROIs and dataset.json labels.
+LESION_NAME = re.compile(r"gtv|tumou?r|lesion|nodule|mass|metasta|cancer|carcinom|glioma|neoplas", re.IGNORECASE)
 MASK_STEM = re.compile(r"^(?P<image>.+)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
 
 

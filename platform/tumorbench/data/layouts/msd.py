@@ -46,6 +46,28 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
     return rows
 
 
+def label_names(root: Path) -> dict[str, tuple[int, ...]]:
+    """``dataset.json``'s labels as name -> the stored labels it covers (background left out), or {}.
+
+    Decathlon / nnU-Net v1: ``{"1": "liver", "2": "cancer"}``; nnU-Net v2: ``{"liver": 1, "tumor": 2}``, or
+    regions as lists (``{"kidney": [1, 2, 3], "masses": [2, 3]}``).
+    """
+    try:
+        labels = json.loads((root / "dataset.json").read_text()).get("labels") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(labels, dict):
+        return {}
+    try:
+        if all(str(k).isdigit() for k in labels):  # v1: label -> name
+            named = {str(name): (int(k),) for k, name in labels.items()}
+        else:  # v2: name -> label or region
+            named = {str(k): tuple(int(v) for v in (v if isinstance(v, list) else [v])) for k, v in labels.items()}
+    except (TypeError, ValueError):
+        return {}
+    return {name: tuple(v for v in values if v > 0) for name, values in named.items() if any(v > 0 for v in values)}
+
+
 def _channel_files(listed: Path, n: int) -> list[Path]:
     """nnU-Net v1: ``<case>_0000<ext>`` ... for a listed ``<case><ext>``; [] unless all ``n`` exist."""
     ext = listed.name[len(stem(listed)) :]

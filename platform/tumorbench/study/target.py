@@ -1,0 +1,83 @@
+"""What a generic segmentation study segments: the lesion's mask labels, not its organ's.
+
+Organ + tumour masks (LiTS, KiTS, the Decathlon's liver, pancreas and hepatic-vessel tasks) store the
+organ as 1 and the tumour as 2 (KiTS: cyst 3). Read as "every non-zero label", such a study scores
+organ segmentation as tumour detection. The target, in order:
+
+1. ``--foreground-labels`` (checked against the first mask's labels);
+2. ``dataset.json``'s label names (Decathlon, nnU-Net; regions too): the labels named as lesions
+   (tumour, cancer, mass, metastasis... and oedema, part of a brain tumour's whole extent), when
+   some labels are not;
+3. otherwise every non-zero label, with a note when the masks hold several.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tumorbench.data.layouts.common import LESION_NAME
+from tumorbench.errors import TumorbenchError
+
+OEDEMA = re.compile(r"o?edema", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The mask labels a study segments (None: every non-zero label) and what to tell the user."""
+
+    labels: tuple[int, ...] | None
+    note: str | None = None
+
+    def preprocess(self) -> dict:
+        """The whole-lesion template's mask mapping: binary, of these labels when chosen."""
+        return {"label_map": "binary", **({"foreground_labels": list(self.labels)} if self.labels else {})}
+
+
+def choose_target(
+    frame: pd.DataFrame, labels_of_mask: Callable[[pd.DataFrame], set[int]], given: tuple[int, ...] | None = None
+) -> Target:
+    """The target of a whole-lesion study of ``frame`` (see the module's docstring)."""
+    if given:
+        found = labels_of_mask(frame) - {0}
+        if found and not set(given) & found:
+            raise TumorbenchError(
+                f"--foreground-labels {','.join(map(str, given))}: the first mask holds labels {sorted(found)}"
+            )
+        return Target(tuple(sorted(set(given))), f"target: mask label(s) {sorted(set(given))} (--foreground-labels)")
+    names = _label_names(frame)
+    if names:
+        every = sorted({v for values in names.values() for v in values})
+        lesion = sorted({v for n, values in names.items() if LESION_NAME.search(n) or OEDEMA.search(n) for v in values})
+        listed = "; ".join(f"{n} {'+'.join(map(str, v))}" for n, v in names.items())
+        if lesion and lesion != every:
+            return Target(
+                tuple(lesion),
+                f"target: label(s) {lesion}, named as lesions in dataset.json ({listed}); the others are background "
+                "(--foreground-labels chooses others)",
+            )
+        if not lesion and len(every) > 1:
+            return Target(
+                None, f"no dataset.json label is named as a lesion ({listed}): every non-zero label is the target"
+            )
+        return Target(None)
+    values = sorted(labels_of_mask(frame) - {0})
+    if len(values) > 1:
+        return Target(
+            None,
+            f"the masks hold labels {values} (first mask read): every non-zero label is one target; "
+            "--foreground-labels picks the lesion's (e.g. 2 for LiTS' liver 1 + tumour 2)",
+        )
+    return Target(None)
+
+
+def _label_names(frame: pd.DataFrame) -> dict[str, tuple[int, ...]]:
+    if frame.attrs.get("layout") != "msd":
+        return {}
+    from tumorbench.data.layouts.msd import label_names
+
+    return label_names(Path(frame.attrs["root"]))
