@@ -169,7 +169,8 @@ def upload_sources(
         try:
             return dicom_series_headers(path if path.is_dir() else [path])
         except DataError as exc:  # the problem may name temporary files or UIDs; the upload was read already
-            raise UploadError(label, "DICOM headers cannot be read for the segmentation object", 422) from exc
+            why = " (a multi-frame input: ask for JSON)" if "multi-frame" in exc.problem else ""
+            raise UploadError(label, f"DICOM headers cannot be read for the segmentation object{why}", 422) from exc
 
 
 def mask_from_dicom_seg(seg: hd.seg.Segmentation, sources: Sequence[pydicom.Dataset], dims: int = 3) -> np.ndarray:

@@ -85,3 +85,15 @@ def test_frames_that_are_not_one_volume_are_refused_naming_the_file(lung):
     with pytest.raises(DataError, match="not one regularly spaced 3D volume") as err:
         read_image(path)
     assert "mr.dcm" in str(err.value)
+
+
+def test_an_enhanced_upload_is_read_whole_within_the_voxel_limit(lung, tmp_path):
+    from tumorbench.uploads import UploadError, UploadLimits, read_upload
+
+    case = lung / "SYNTH-LUNG-0000"
+    path = _enhance(case / "scan_0", tmp_path / "upload")  # an upload has no suffix: the format is sniffed
+    image = read_upload(path, label="upload")
+    np.testing.assert_array_equal(image.array, read_dicom_series(case / "scan_0").array)
+    with pytest.raises(UploadError, match="rows x columns x frames") as err:  # 24 x 20 x 16 voxels declared
+        read_upload(path, UploadLimits(max_voxels=24 * 20 * 15), label="upload")
+    assert err.value.status == 413

@@ -113,11 +113,14 @@ def check_dicom(path: Path, limits: UploadLimits, label: str, uids: set[str]) ->
         )
     if count > limits.max_voxels:
         raise too_big(label, "rows x columns x frames x samples", count, limits.max_voxels)
-    if frames != 1 or samples not in (1, 3):  # colour (3) only for planar images: the reader checks which
+    # An enhanced multi-frame object (Enhanced CT / MR, tomosynthesis) is one volume whose frames carry their
+    # positions: read whole (data.dicom_multiframe), bounded by max_voxels above. Cine loops have no such groups.
+    volume = frames > 1 and samples == 1 and "PerFrameFunctionalGroupsSequence" in ds
+    if (frames != 1 and not volume) or samples not in (1, 3):  # colour (3) only for planar images
         raise UploadError(
             label,
-            f"only single-frame greyscale or RGB DICOM images are supported (the header declares "
-            f"{frames} frame(s) of {samples} sample(s) per pixel)",
+            f"only single-frame greyscale or RGB DICOM images and enhanced multi-frame volumes are supported "
+            f"(the header declares {frames} frame(s) of {samples} sample(s) per pixel)",
             422,
         )
     if pixel_tag is None or bits not in (1, 8, 16, 32, 64):
