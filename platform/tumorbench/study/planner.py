@@ -10,11 +10,12 @@ anything starts, with the minimum it would need.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from tumorbench.errors import TumorbenchError
 from tumorbench.study.capacity import Capacity, cache_bytes, choose_cache, free_disk_bytes, usable_cases
+from tumorbench.study.plan_apply import count_trials, keeps_transfer
 from tumorbench.study.spec import Candidate, Study
 from tumorbench.study.timemodel import (
     BASELINE_MS_PER_CASE,
@@ -113,14 +114,6 @@ class Plan:
         return max(0.0, remaining_s - after) * planned.get(name, 0.0) / total
 
 
-def _count_trials(candidate: Candidate) -> int:
-    if candidate.searcher == "grid":
-        from tumorbench.tuning.space import grid_size
-
-        return grid_size(candidate.space)
-    return candidate.num_samples
-
-
 @dataclass
 class _Knobs:
     """The numbers being scaled down while planning."""
@@ -179,7 +172,7 @@ def _estimate(
         trials = k.trials[c.name]
         share = asha_expected_share(trials, k.folds * k.epochs, asha_grace_epochs(k.epochs)) if k.asha else 1.0
         seconds = trials * (TRIAL_STARTUP_S + share * k.folds * fold)
-        searcher = c.searcher if not (c.searcher == "grid" and trials < _count_trials(c)) else "random"
+        searcher = c.searcher if not (c.searcher == "grid" and trials < count_trials(c)) else "random"
         # a fold as the budget guard sees it: fold boundary to fold boundary, the run's start-up shared out
         searches.append(
             SearchPlan(
@@ -281,7 +274,7 @@ def make_plan(
     n = usable_cases(fp, study)
     samples = int((study.config.get("sampling") or {}).get("num_samples", 1)) if dims == 3 else 1
     workers = int(study.config.get("workers", 1))
-    trials = {c.name: _count_trials(c) for c in study.candidates}
+    trials = {c.name: count_trials(c) for c in study.candidates}
     k = _Knobs(
         size=_study_size(study, dims),
         batch_size=int(study.config.get("batch_size", 16)),
@@ -389,42 +382,9 @@ def _changes(study: Study, k: _Knobs, trials: dict[str, int], dims: int) -> list
         elif k.trials[c.name] < trials[c.name]:
             how = (
                 f"grid of {trials[c.name]} -> random {k.trials[c.name]} of its combinations"
+                + (" with pretrained=True (from scratch needs more epochs)" if keeps_transfer(c.space) else "")
                 if c.searcher == "grid"
                 else f"{trials[c.name]} -> {k.trials[c.name]} trials"
             )
             notes.append(f"scaled down: {c.name} {how}")
     return notes
-
-
-def apply_plan(study: Study, plan: Plan, cache_dir: str | None = None) -> Study:
-    """The study with the plan's numbers (grids cut to random samples, dropped candidates removed)."""
-    config = dict(study.config) | {"epochs": plan.epochs, "batch_size": plan.batch_size, "cache": plan.cache}
-    if plan.spatial_dims == 3:
-        patch = [plan.size] * 3
-        config["sampling"] = dict(config.get("sampling") or {}) | {"patch_size": patch}
-        config["roi_size"] = patch
-    else:
-        config["preprocess"] = dict(config.get("preprocess") or {}) | {"spatial_size": [plan.size, plan.size]}
-    if plan.shared_cache and cache_dir:  # memory caches fill from it: one decode per case per study
-        config["cache_dir"] = cache_dir
-    by_name = {s.name: s for s in plan.searches}
-    candidates = []
-    for c in study.candidates:
-        if c.name not in by_name:
-            continue
-        planned = by_name[c.name].trials
-        if c.searcher == "grid" and planned < _count_trials(c):
-            c = replace(c, space=_grid_as_choice(c.space), searcher="random", num_samples=planned)
-        elif c.searcher != "grid":
-            c = replace(c, num_samples=planned)
-        candidates.append(c)
-    return replace(study, n_folds=plan.folds, config=config, candidates=tuple(candidates))
-
-
-def _grid_as_choice(space: dict[str, Any]) -> dict[str, Any]:
-    from ray import tune
-
-    return {
-        k: tune.choice(v["grid_search"]) if isinstance(v, dict) and set(v) == {"grid_search"} else v
-        for k, v in space.items()
-    }

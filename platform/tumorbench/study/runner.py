@@ -107,7 +107,8 @@ def plan_study(
     """
     from tumorbench.data.fingerprint import compute_fingerprint
     from tumorbench.study.capacity import Capacity
-    from tumorbench.study.planner import apply_plan, make_plan, start_size
+    from tumorbench.study.plan_apply import apply_plan
+    from tumorbench.study.planner import make_plan, start_size
     from tumorbench.study.probe import probe_factors
 
     out = Path(out).resolve()
