@@ -13,6 +13,7 @@ from tumorbench.data.check import check_dataset, format_report
 from tumorbench.data.fingerprint import (
     FingerprintConfig,
     compute_fingerprint,
+    format_fingerprint,
     write_fingerprint,
 )
 
@@ -72,6 +73,24 @@ def test_segmentation_fingerprint_uses_foreground(tmp_path):
     tumor_cases, empty_cases = 2, 2
     values = np.concatenate([np.full(4 * tumor_cases, 250), np.full(64 * empty_cases, 50)])
     assert np.isclose(fp["intensity"][1]["mean"], values.mean())
+    assert fp["foreground"]["labels"] == [255]  # LGG's 0/255 masks, as stored
+
+
+def test_organ_and_tumour_labels_are_listed(tmp_path):
+    import nibabel as nib
+
+    for i in range(2):
+        labels = np.zeros((8, 8, 4), np.uint8)
+        labels[2:6, 2:6, 1:3], labels[3, 3, 2] = 1, 2  # liver 1, a one-voxel tumour 2
+        (tmp_path / "set" / "imagesTr").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "set" / "labelsTr").mkdir(parents=True, exist_ok=True)
+        nib.save(
+            nib.Nifti1Image(labels.astype(np.float32) * 50, np.eye(4)), tmp_path / "set" / "imagesTr" / f"c{i}.nii.gz"
+        )
+        nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "set" / "labelsTr" / f"c{i}.nii.gz")
+    fp = compute_fingerprint(scan(tmp_path / "set"))
+    assert fp["foreground"]["labels"] == [1, 2]
+    assert "mask labels 1, 2" in format_fingerprint(fp)
 
 
 def test_large_sets_are_sampled_and_say_so(tmp_path):

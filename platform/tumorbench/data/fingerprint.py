@@ -74,13 +74,14 @@ def _read_case(row: dict[str, Any], keep: int, rng: np.random.Generator) -> dict
         shape = shape or tuple(int(s) for s in array.shape[1:])
         spacing = spacing or tuple(float(s) for s in image.spacing)
         arrays.extend(array)
-    foreground, fraction = None, None
+    foreground, fraction, labels = None, None, ()
     if isinstance(row.get("mask"), str):
         mask = io.read_image(row["mask"]).array
         mask = mask[0] if mask.ndim == len(shape) + 1 else mask
         if mask.shape == shape:
             foreground = mask > 0
             fraction = float(foreground.mean())
+            labels = _labels(mask[foreground])
     samples = []
     for channel in arrays:
         values = channel[foreground] if foreground is not None and foreground.any() else channel.ravel()
@@ -92,9 +93,18 @@ def _read_case(row: dict[str, Any], keep: int, rng: np.random.Generator) -> dict
         "spacing": spacing,
         "channels": len(arrays),
         "fraction": fraction,
+        "labels": labels,
         "samples": samples,
         "bytes": int(sum(a.size for a in arrays) * 4),
     }
+
+
+def _labels(values: np.ndarray) -> tuple[int, ...]:
+    """The non-zero label values of a mask's foreground (organ 1 + tumour 2...); () unless integers."""
+    every = values[:: max(1, values.size // 4096)]  # a label map is integers throughout: a spread-out check
+    if not values.size or not np.allclose(every, np.rint(every)):
+        return ()
+    return tuple(int(v) for v in np.unique(np.rint(values))[:32])
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -207,6 +217,7 @@ def compute_fingerprint(
             "cases_with_foreground": float(np.mean([f > 0 for f in fractions])),
             "mean_fraction": float(np.mean(fractions)),
             "mean_fraction_when_present": float(np.mean([f for f in fractions if f > 0])) if any(fractions) else 0.0,
+            "labels": sorted({v for r in reads for v in r["labels"]}),  # several: organ + tumour masks?
         },
         "decoded_bytes_per_case": float(np.mean([r["bytes"] for r in reads])),
         "duplicates": _duplicates(frame, config.hash_duplicates, near_duplicates),
@@ -258,6 +269,7 @@ def format_fingerprint(fp: dict[str, Any]) -> str:
         lines.append(
             f"  foreground in {f['cases_with_foreground']:.0%} of cases, {f['mean_fraction']:.2%} of "
             f"pixels on average ({f['mean_fraction_when_present']:.2%} where present)"
+            + (f"; mask labels {', '.join(map(str, f['labels']))}" if len(f.get("labels") or ()) > 1 else "")
         )
     d = fp["duplicates"]
     if d["groups"] is not None:
