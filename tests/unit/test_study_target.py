@@ -61,6 +61,7 @@ def _dataset(root: Path, labels: dict, cases: int = 4) -> Path:
         ({"background": 0, "kidney": [1, 2], "masses": [2], "tumor": 2}, (2,), "named as lesions"),  # v2 regions
         ({"0": "background", "1": "edema", "2": "enhancing tumour"}, None, None),  # a brain tumour's whole extent
         ({"0": "background", "1": "PZ", "2": "TZ"}, None, "no dataset.json label is named as a lesion"),
+        ({"background": 0, "whole tumor": [1, 2], "tumor core": [2]}, None, "declares regions"),  # nnU-Net BraTS
     ],
 )
 def test_the_target_follows_dataset_json_label_names(tmp_path, labels, expected, says):

@@ -64,6 +64,12 @@ def choose_target(
             return Target(
                 None, f"no dataset.json label is named as a lesion ({listed}): every non-zero label is the target"
             )
+        if any(len(values) > 1 for values in names.values()):  # nnU-Net regions (BraTS: whole tumour, core...)
+            return Target(
+                None,
+                f"dataset.json declares regions ({listed}): the study segments the whole lesion, every non-zero "
+                "label; region-by-region scores are made for the brats layout only",
+            )
         return Target(None)
     values = sorted(labels_of_mask(frame) - {0})
     if len(values) > 1:
