@@ -184,7 +184,7 @@ def _read_slice(path: Path) -> tuple[Any, np.ndarray]:
     ds = None
     try:
         ds = pydicom.dcmread(path)
-        if frame_count(ds) > 1:  # a multi-frame file alone is read whole (_multiframe_image)
+        if frame_count(ds) > 1:  # a multi-frame file alone is read whole (read_multiframe)
             raise DataError(
                 path,
                 "a multi-frame file among other files of its series, or a multi-frame planar image "
@@ -362,6 +362,9 @@ def read_dicom_series(source: str | Path | Sequence[str | Path], *, series_uid: 
     photograph: :data:`PLANAR_MODALITIES`) without ImageOrientationPatient comes back as a 2D image
     (``format`` ``image2d``, ``(1, rows, columns)``, or ``(3, ...)`` RGB for colour) with PixelSpacing,
     else ImagerPixelSpacing (``meta["spacing_known"]``).
+
+    One enhanced multi-frame file (Enhanced CT / MR, tomosynthesis) is read whole as the same volume
+    (:func:`tumorbench.data.dicom_multiframe.read_multiframe`, ``meta["frames"]``).
 
     Args:
         source: A folder (searched recursively), one file, or a list of files.
