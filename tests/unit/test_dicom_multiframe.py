@@ -89,6 +89,7 @@ def test_frames_that_are_not_one_volume_are_refused_naming_the_file(lung):
 
 def test_an_enhanced_upload_is_read_whole_within_the_voxel_limit(lung, tmp_path):
     from tumorbench.uploads import UploadError, UploadLimits, read_upload
+    from tumorbench.uploads.headers import MAX_FRAMES
 
     case = lung / "SYNTH-LUNG-0000"
     path = _enhance(case / "scan_0", tmp_path / "upload")  # an upload has no suffix: the format is sniffed
@@ -96,4 +97,11 @@ def test_an_enhanced_upload_is_read_whole_within_the_voxel_limit(lung, tmp_path)
     np.testing.assert_array_equal(image.array, read_dicom_series(case / "scan_0").array)
     with pytest.raises(UploadError, match="rows x columns x frames") as err:  # 24 x 20 x 16 voxels declared
         read_upload(path, UploadLimits(max_voxels=24 * 20 * 15), label="upload")
+    assert err.value.status == 413
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = MAX_FRAMES + 1  # rows x columns x frames within max_voxels: frames are bounded alone
+    ds.PixelData = bytes(ds.Rows * ds.Columns * 2 * (MAX_FRAMES + 1))
+    ds.save_as(tmp_path / "many_frames")
+    with pytest.raises(UploadError, match="frames of a multi-frame DICOM") as err:
+        read_upload(tmp_path / "many_frames", label="upload")
     assert err.value.status == 413

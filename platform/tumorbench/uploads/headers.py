@@ -21,6 +21,7 @@ from tumorbench.data.io import has_second_frame
 from tumorbench.uploads.formats import UploadError, UploadLimits, too_big
 
 _PIXEL_TAGS = {"PixelData": None, "FloatPixelData": 32, "DoubleFloatPixelData": 64}  # tag -> forced bits
+MAX_FRAMES = 4096  # an enhanced volume's frames (whole-body thin-slice CT ~2,000; tomosynthesis ~100)
 
 
 def check_declared_size(path: Path, kind: str, limits: UploadLimits, label: str, uids: set[str]) -> int:
@@ -116,6 +117,8 @@ def check_dicom(path: Path, limits: UploadLimits, label: str, uids: set[str]) ->
     # An enhanced multi-frame object (Enhanced CT / MR, tomosynthesis) is one volume whose frames carry their
     # positions: read whole (data.dicom_multiframe), bounded by max_voxels above. Cine loops have no such groups.
     volume = frames > 1 and samples == 1 and "PerFrameFunctionalGroupsSequence" in ds
+    if volume and frames > MAX_FRAMES:  # each frame's functional groups are parsed and sorted in Python
+        raise too_big(label, "frames of a multi-frame DICOM", frames, MAX_FRAMES)
     if (frames != 1 and not volume) or samples not in (1, 3):  # colour (3) only for planar images
         raise UploadError(
             label,
