@@ -101,6 +101,11 @@ def test_segmentation_report_shows_stored_tables_and_overlays(tmp_path):
     # The stored leaderboard's CI is what the page shows.
     unet = lb.set_index("model").loc["unet"]
     assert f"[{unet['dice_ci_low']:.3f}, {unet['dice_ci_high']:.3f}]" in page
+    assert "Target: mask label" not in page  # every non-zero label: nothing to say
+    spec = {"spec": {"config": {"preprocess": {"label_map": "binary", "foreground_labels": [2]}}}}
+    (tmp_path / "manifest.json").write_text(json.dumps(spec))
+    page = write_report(tmp_path, title="LiTS", n_boot=50).read_text(encoding="utf-8")
+    assert "Target: mask label(s) 2; the other labels are background." in page
 
 
 def test_extreme_cases_are_the_best_and_worst_dice():

@@ -298,6 +298,9 @@ def write_report(
         f"{pred['case_id'].nunique()} cases of {pred['patient_id'].nunique()} patients; task {esc(task)}; "
         f"primary metric {esc(primary)}; metrics {esc(', '.join(metric_names(task, pred)))}."
     )
+    labels = ((manifest.get("spec") or {}).get("config") or {}).get("preprocess", {}).get("foreground_labels")
+    if labels:  # organ + tumour masks: what the Dice is of (study.target)
+        summary += f" Target: mask label(s) {esc(', '.join(map(str, labels)))}; the other labels are background."
     body = "".join(
         [
             f"<h1>{esc(title)}</h1><p>{summary}</p>",
