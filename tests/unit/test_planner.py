@@ -368,3 +368,20 @@ def test_an_epoch_trains_each_workers_shard_in_whole_batches():
         seen = sum(len(s) // batch * batch if len(s) > batch else len(s) for s in shards)
         assert timemodel.epoch_cases(cases, batch, workers) == seen
     assert timemodel.epoch_cases(122, 16, 2) == 96  # the yes/no study's epochs (96 images, 2 workers x 48)
+
+
+def test_ct_segmentation_windows_the_masks_intensities_as_nnunet_does():
+    unet = Candidate("u", {"model": "unet"}, {}, "random", 1)
+    config = {"preprocess": {"spatial_size": [128, 128], "normalize": "ct_window"}, "epochs": 2, "batch_size": 8}
+    seg = Study(name="s", task="segmentation", data="/x", n_folds=3, config=config, baselines=(), candidates=(unet,))
+    fp = _fp(cases=40, classes={}, channels=1) | {
+        "foreground": {"mean_fraction": 0.05},  # liver + tumour under the masks: 20-180 HU
+        "intensity": [{"p00_5": 20.0, "p50": 70.0, "p99_5": 180.0, "mean": 75.0, "std": 30.0}],
+    }
+    plan = make_plan(seg, fp, TWO_CORES, budget_minutes=1000)
+    assert plan.ct_window == (100.0, 160.0)  # [20, 180] HU, not the lung window [-1350, 150]
+    assert "CT window level 100, width 160: the masks' intensities p0.5-p99.5" in plan.notes
+    assert apply_plan(seg, plan).config["preprocess"]["ct_window"] == [100.0, 160.0]
+    pinned = replace(seg, config={**config, "preprocess": {**config["preprocess"], "ct_window": [40, 400]}})
+    assert make_plan(pinned, fp, TWO_CORES, budget_minutes=1000).ct_window is None  # a study's own window stays
+    assert make_plan(_study(), fp | {"channels": 3}, TWO_CORES, budget_minutes=1000).ct_window is None

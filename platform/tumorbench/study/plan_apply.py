@@ -8,6 +8,23 @@ from typing import Any
 from tumorbench.study.spec import Candidate, Study
 
 
+def foreground_ct_window(study: Study, fp: dict[str, Any]) -> tuple[float, float] | None:
+    """nnU-Net's CT normalization for a segmentation study of CT in HU that sets no window of its own.
+
+    The default window (level -600, width 1500) is a lung window: liver, kidney or pancreas tumours
+    (40-150 HU) end up in its top few per cent. nnU-Net clips CT to the 0.5-99.5 percentiles of the
+    intensities under the masks (the fingerprint's) and scales: here the window spans them.
+    Returns ``(level, width)``, or None (other studies, several channels, no masks).
+    """
+    pre = study.config.get("preprocess") or {}
+    if study.task != "segmentation" or pre.get("normalize") != "ct_window" or "ct_window" in pre:
+        return None
+    if not fp.get("foreground") or fp.get("channels") != 1 or not fp.get("intensity"):
+        return None
+    low, high = float(fp["intensity"][0]["p00_5"]), float(fp["intensity"][0]["p99_5"])
+    return ((low + high) / 2, high - low) if high - low >= 1 else None
+
+
 def count_trials(candidate: Candidate) -> int:
     """The trials a candidate's search runs as written (a grid: every combination)."""
     if candidate.searcher == "grid":
@@ -27,6 +44,8 @@ def apply_plan(study: Study, plan: Any, cache_dir: str | None = None) -> Study:
         config["roi_size"] = patch
     else:
         config["preprocess"] = dict(config.get("preprocess") or {}) | {"spatial_size": [plan.size, plan.size]}
+    if plan.ct_window is not None:
+        config["preprocess"] = dict(config.get("preprocess") or {}) | {"ct_window": list(plan.ct_window)}
     if plan.shared_cache and cache_dir:  # memory caches fill from it: one decode per case per study
         config["cache_dir"] = cache_dir
     by_name = {s.name: s for s in plan.searches}

@@ -15,7 +15,7 @@ from typing import Any
 
 from tumorbench.errors import TumorbenchError
 from tumorbench.study.capacity import Capacity, cache_bytes, choose_cache, free_disk_bytes, usable_cases
-from tumorbench.study.plan_apply import count_trials, keeps_transfer
+from tumorbench.study.plan_apply import count_trials, foreground_ct_window, keeps_transfer
 from tumorbench.study.spec import Candidate, Study
 from tumorbench.study.timemodel import (
     BASELINE_MS_PER_CASE,
@@ -80,6 +80,7 @@ class Plan:
     resources: dict[str, Any] = field(default_factory=dict)
     shared_cache: bool = False  # cases decoded once per study into a disk cache every trial and fold reads
     explain_seconds: float = 0.0  # explanations after the searches (timemodel.explain_seconds)
+    ct_window: tuple[float, float] | None = None  # (level, width) from the masks' HU (plan_apply.foreground_ct_window)
 
     def format(self) -> str:
         """The plan as printed before a study starts."""
@@ -340,6 +341,8 @@ def make_plan(
         )
     if fp.get("sample", {}).get("sampled"):
         notes.append(f"fingerprint: {fp['sample']['note']}")
+    if window := foreground_ct_window(study, fp):
+        notes.append(f"CT window level {window[0]:.0f}, width {window[1]:.0f}: the masks' intensities p0.5-p99.5")
     order = {c.name: i for i, c in enumerate(study.candidates)}
     return Plan(
         size=k.size,
@@ -362,6 +365,7 @@ def make_plan(
             "source": capacity.source,
         },
         shared_cache=kind() in SHARED_CACHES,
+        ct_window=window,
     )
 
 
