@@ -102,3 +102,14 @@ def test_deep_models_and_baselines_score_the_same_tumour_target(tmp_path, capsys
     assert out["dice"].iloc[0] == pytest.approx(dice)
     whole = segment_fold("otsu", frame.iloc[1:], frame.iloc[:1])  # every label: the organ too
     assert whole["dice"].iloc[0] != pytest.approx(dice)
+
+
+def test_ct_without_a_ct_channel_name_is_windowed_by_its_air(tmp_path, capsys):
+    root = _dataset(tmp_path / "mr", {"0": "background", "1": "liver", "2": "cancer"})
+    (root / "dataset.json").unlink()  # paired: the channel is "image"
+    assert generic_study(str(root), "smoke").config["preprocess"].get("normalize", "zscore") == "zscore"
+    for path in (root / "imagesTr").iterdir():  # the same cases with air at -1000 HU around the body
+        image = nib.load(path)
+        array = np.asanyarray(image.dataobj)
+        nib.save(nib.Nifti1Image(np.where(array == 0, -1000.0, array).astype(np.float32), image.affine), path)
+    assert generic_study(str(root), "smoke").config["preprocess"]["normalize"] == "ct_window"

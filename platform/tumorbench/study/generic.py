@@ -157,16 +157,30 @@ def _classification_3d(preset: str):
 def build(detection: Detection, frame: pd.DataFrame, preset: str):
     """The study template of a detection (a :class:`~tumorbench.study.spec.Study` without data set).
 
-    CT data in Hounsfield units (DICOM or MSD channels named CT; not LIDC's 8-bit crops) is windowed
+    CT data in Hounsfield units (DICOM or MSD channels named CT, NIfTI volumes reaching air's -1000 HU:
+    :func:`looks_like_hu`; not LIDC's 8-bit crops) is windowed
     (``normalize="ct_window"``, the level and width of :class:`~tumorbench.transforms.PreprocessConfig`) in
     every template: z-scores of HU would be dominated by air and bone.
     """
     study = _template(detection, frame, preset)
     channel = str(frame["channels"].iloc[0][0]).lower() if len(frame) and frame["channels"].iloc[0] else ""
-    if channel == "ct" and detection.layout != "lidc":
+    if detection.layout != "lidc" and (channel == "ct" or looks_like_hu(frame)):
         preprocess = {**study.config.get("preprocess", {}), "normalize": "ct_window"}
         study = replace(study, config={**study.config, "preprocess": preprocess})
     return study
+
+
+def looks_like_hu(frame: pd.DataFrame) -> bool:
+    """Whether the first case is one NIfTI volume reaching -500 or below: CT in Hounsfield units (air is -1000;
+    MR and PET, even normalised, are not that negative). LiTS and KiTS name no CT channel (one file read)."""
+    import nibabel as nib
+    import numpy as np
+
+    paths = frame["image"].iloc[0] if len(frame) else ()
+    if len(paths) != 1 or not str(paths[0]).endswith((".nii", ".nii.gz")):
+        return False
+    image = nib.load(paths[0])
+    return len(image.shape) == 3 and float(np.min(np.asanyarray(image.dataobj))) <= -500
 
 
 def _template(detection: Detection, frame: pd.DataFrame, preset: str):
