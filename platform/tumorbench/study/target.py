@@ -44,6 +44,8 @@ def choose_target(
     """The target of a whole-lesion study of ``frame`` (see the module's docstring)."""
     if given:
         found = labels_of_mask(frame) - {0}
+        if found == {255}:  # 8-bit 0/255 masks are read as {0, 1} (LoadCased): one label, nothing to choose
+            raise TumorbenchError("--foreground-labels: the masks are binary (0/255), not a label map")
         if found and not set(given) & found:
             raise TumorbenchError(
                 f"--foreground-labels {','.join(map(str, given))}: the first mask holds labels {sorted(found)}"
