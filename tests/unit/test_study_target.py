@@ -79,6 +79,8 @@ def test_unnamed_label_maps_get_a_note_and_the_option_is_checked(tmp_path):
     assert choose_target(frame, mask_labels, (2,)).labels == (2,)
     with pytest.raises(TumorbenchError, match=r"--foreground-labels 3: the first mask holds labels \[1, 2\]"):
         choose_target(frame, mask_labels, (3,))
+    with pytest.raises(TumorbenchError, match=r"binary \(0/255\)"):  # read as {0, 1}: nothing to choose
+        choose_target(frame, lambda _: {0, 255}, (255,))
     assert parse_args(["--data", "x", "--foreground-labels", "3,2"]).foreground_labels == (3, 2)
     with pytest.raises(SystemExit):
         parse_args(["--data", "x", "--foreground-labels", "0"])
