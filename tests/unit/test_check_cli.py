@@ -107,3 +107,10 @@ def test_real_brats_check_reports_naming_and_labels(brats_root):
     assert report["cases"] == 3 and report["with_mask"] == 2
     assert cases["BraTS-GLI-00001-000"]["naming"] == "2023" and not cases["BraTS-GLI-00001-000"]["labelled"]
     assert cases["BraTS2021_00006"]["mask_labels"] == [0, 1, 2, 4]
+
+
+def test_cli_layouts_are_the_catalogs():
+    from tumorbench.cli_data import LAYOUT_CHOICES
+    from tumorbench.data.catalog import LAYOUTS
+
+    assert sorted(LAYOUT_CHOICES) == sorted(("auto", *LAYOUTS))  # `data check --layout csv` was refused
