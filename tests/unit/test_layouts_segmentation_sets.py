@@ -219,12 +219,14 @@ def test_names_that_differ_by_a_leading_role_word_pair(tmp_path):
             _nifti(tmp_path / "lits" / batch / f"volume-{i}.nii", 0.5)
             _nifti(tmp_path / "lits" / batch / f"segmentation-{i}.nii", 2.0)
     _nifti(tmp_path / "lits" / "Training Batch 2" / "segmentation-9.nii")
+    _nifti(tmp_path / "lits" / "Training Batch 2" / "volume-7.nii")
     assert detect_layout(tmp_path / "lits") == ("paired", "images with their masks beside them in 2 folder(s)")
     frame = scan(tmp_path / "lits", strict=False).set_index("case_id")
     assert sorted(frame.index) == ["volume-0", "volume-1", "volume-2", "volume-3"]  # not two classes of batches
     assert Path(frame.loc["volume-2", "mask"]).name == "segmentation-2.nii"
-    [problem] = frame.attrs["problems"]
-    assert "segmentation-9.nii" in problem and "mask without its image" in problem
+    orphan, alone = sorted(frame.attrs["problems"])
+    assert "segmentation-9.nii" in orphan and "mask without its image" in orphan
+    assert "volume-7.nii" in alone and "expected segmentation-7 or mask-7" in alone
     for i in (1, 2):  # BTCV: imagesTr/img0001 + labelsTr/label0001
         _nifti(tmp_path / "btcv" / "imagesTr" / f"img000{i}.nii.gz")
         _nifti(tmp_path / "btcv" / "labelsTr" / f"label000{i}.nii.gz")

@@ -221,7 +221,9 @@ def _flat_rows(folder: Path, problems: Problems, patients: dict[str, str]) -> li
     rows = []
     for path in images:
         if stem(path) not in masks:
-            problems.add(path, f"no mask beside it (expected {stem(path)}_mask)")
+            match = IMAGE_PREFIX.match(stem(path))  # named by role word (volume-7): its mask is segmentation-7
+            expected = f"segmentation-{match['case']} or mask-{match['case']}" if match else f"{stem(path)}_mask"
+            problems.add(path, f"no mask beside it (expected {expected})")
             continue
         rows.append(_row(stem(path), [path], masks[stem(path)], "paired", patients, None))
     return rows
