@@ -37,6 +37,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from tumorbench.data import io
+from tumorbench.data.masks import stored_labels, target
 from tumorbench.errors import DataError
 
 GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation", "ASM")
@@ -326,8 +327,8 @@ def read_case(
     2D images come back ``(C, H, W)``; NIfTI and DICOM volumes ``(C, I, J, K)``,
     reoriented to RAS so that the last axis runs inferior -> superior (axial slices).
     All channel files of a case must share one spatial shape, and so must the mask;
-    a mask is binarized as ``value > 0`` (any channel), or as ``value in foreground`` (the
-    study's ``preprocess.foreground_labels``, as the deep models' chain maps it).
+    a mask is mapped to its target as the deep models' loader maps it
+    (:mod:`tumorbench.data.masks`: any label, or the study's ``preprocess.foreground_labels``).
     """
     arrays, spacing = [], ()
     for path in row["image"]:
@@ -342,11 +343,12 @@ def read_case(
     mask_path = row.get("mask")
     if not with_mask or not isinstance(mask_path, str):
         return image, None, spacing
-    mask_array = _spatial(io.read_image(mask_path, canonical=True))
+    mask_data = io.read_image(mask_path, canonical=True)
+    mask_array = _spatial(mask_data)
     if mask_array.shape[1:] != image.shape[1:]:
         raise DataError(mask_path, f"mask shape {mask_array.shape[1:]} differs from image shape {image.shape[1:]}")
-    target = mask_array > 0 if not foreground else np.isin(np.rint(mask_array), list(foreground))
-    return image, target.any(axis=0), spacing
+    labels = stored_labels(mask_array, mask_data.meta.get("format"))
+    return image, target(labels, foreground).any(axis=0), spacing
 
 
 def axial_slice(image: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None, int]:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tumorbench.data.catalog import data_dims
+from tumorbench.data.masks import stored_labels, target
 from tumorbench.errors import DataError
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -76,10 +77,10 @@ def _read_case(row: dict[str, Any], keep: int, rng: np.random.Generator) -> dict
         arrays.extend(array)
     foreground, fraction, labels = None, None, ()
     if isinstance(row.get("mask"), str):
-        mask = io.read_image(row["mask"]).array
-        mask = mask[0] if mask.ndim == len(shape) + 1 else mask
-        if mask.shape == shape:
-            foreground = mask > 0
+        data = io.read_image(row["mask"])
+        mask = data.array[0] if data.array.ndim == len(shape) + 1 else data.array
+        if mask.shape == shape:  # the target as the models see it (JPEG masks' edge noise is not tumour)
+            foreground = target(stored_labels(mask, data.meta.get("format")))
             fraction = float(foreground.mean())
             labels = _labels(mask[foreground])
     samples = []

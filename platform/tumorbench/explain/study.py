@@ -68,10 +68,13 @@ def _truth(case: dict, image: io.ImageData, foreground: tuple[int, ...] | None) 
     """The case's target as the model was trained on it: any label, or the study's ``foreground_labels``."""
     if not isinstance(case.get("mask"), str):
         return None
-    truth = io.read_image(case["mask"]).array
+    from tumorbench.data.masks import stored_labels, target
+
+    data = io.read_image(case["mask"])
+    truth = stored_labels(data.array, data.meta.get("format"))
     if image.meta.get("format") == "image2d":
         truth = truth[0]
-    return np.isin(np.rint(truth), foreground) if foreground else truth > 0
+    return target(truth, foreground)
 
 
 def explain_fold(checkpoint: str, cases: list[dict], model: str, fold: int) -> tuple[list[dict], list[tuple]]:

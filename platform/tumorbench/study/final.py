@@ -53,7 +53,7 @@ def final_baseline_rows(
     """Every baseline refitted on all training cases and scored on the test cases (Ray tasks)."""
     import ray
 
-    from tumorbench.study.results import baseline_fold, region_params, with_split_groups
+    from tumorbench.study.results import baseline_fold, target_params, with_split_groups
 
     spec = get_task(study.task)
     train = with_split_groups(spec.usable(frame[~frame["case_id"].isin(split_doc["excluded"])]), split_doc)
@@ -67,7 +67,7 @@ def final_baseline_rows(
             0,
             class_names,
             study.seed,
-            study.baseline_params.get(name, {}) | region_params(study),
+            study.baseline_params.get(name, {}) | target_params(study),
         )
         for name in study.baselines
     ]

@@ -52,13 +52,17 @@ def spatial_dims(frame: pd.DataFrame) -> int:
 
 
 def mask_labels(frame: pd.DataFrame) -> set[int]:
-    """The label values of the first non-empty mask of the catalog (one file read)."""
+    """The label values of the first non-empty mask of the catalog (one file read); an 8-bit 0/255
+    mask (lossy JPEG ones too, whatever their edge values) is ``{0, 255}``."""
     import numpy as np
 
     from tumorbench.data import io
+    from tumorbench.data.masks import stored_labels
 
     for path in frame["mask"].dropna():
-        values = np.unique(io.read_image(path, dtype=np.int16).array)
+        data = io.read_image(path, dtype=np.int16)
+        labels = stored_labels(data.array, data.meta.get("format"))
+        values = np.unique(labels) * (255 if labels is not data.array else 1)
         if len(values) > 1:
             return {int(v) for v in values}
     return set()

@@ -131,7 +131,7 @@ def baseline_fold(
     return frame.assign(model=name, kind="baseline", fold=fold)
 
 
-def region_params(study) -> dict[str, Any]:
+def target_params(study) -> dict[str, Any]:
     """The target the deep models' masks are mapped to, for the baselines: BraTS regions (scored per region
     too) or the study's foreground labels (e.g. the tumour of organ + tumour masks)."""
     preprocess = study.config.get("preprocess", {}) or {}
@@ -171,7 +171,7 @@ def run_baselines(study, frame: pd.DataFrame, split_doc: dict, class_names: list
                     fold,
                     class_names,
                     study.seed,
-                    study.baseline_params.get(name, {}) | region_params(study),
+                    study.baseline_params.get(name, {}) | target_params(study),
                 )
             )
             labels.append(f"{name} fold {fold + 1}/{len(split_doc['folds'])}")

@@ -48,11 +48,12 @@ def native_mask_2d(path: str, foreground: Sequence[int] | None = None) -> np.nda
     """A 2D mask file as ``(H, W)`` booleans, read as ``LoadCased`` reads it (8-bit 0/255 masks at 128),
     then mapped as the chain maps it: ``foreground`` labels only, when given."""
     from tumorbench.data.io import read_image
+    from tumorbench.data.masks import stored_labels, target
 
-    arr = np.asarray(read_image(path).array, float)
+    data = read_image(path)
+    arr = np.asarray(data.array, float)
     arr = arr[0] if arr.ndim == 3 else arr
-    arr = (arr >= 128).astype(float) if arr.size and arr.max() > 127 else np.rint(arr)
-    return np.isin(arr, list(foreground)) if foreground else arr > 0.5
+    return target(stored_labels(arr, data.meta.get("format")), foreground)
 
 
 def to_grid(prob: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

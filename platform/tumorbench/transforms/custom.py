@@ -15,6 +15,7 @@ from monai.utils import convert_to_dst_type, convert_to_numpy
 from skimage.exposure import equalize_adapthist
 
 from tumorbench.data.io import read_image
+from tumorbench.data.masks import stored_labels
 from tumorbench.errors import DataError
 
 IMAGE, MASK, LABEL = "image", "mask", "label"
@@ -112,8 +113,7 @@ class LoadCased(mt.MapTransform):
             if not all(np.array_equal(arr[0], c) for c in arr[1:]):
                 raise DataError(path, f"mask has {arr.shape[0]} differing channels; expected one label map")
             arr = arr[:1]
-        if fmt == "image2d" and arr.size and arr.max() > 127:
-            arr = (arr >= 128).astype(np.float32)  # 8-bit 0/255 masks (and lossy JPEG ones)
+        arr = stored_labels(arr, fmt)  # 8-bit 0/255 masks (and lossy JPEG ones) cut at 128
         if not np.allclose(arr, np.rint(arr), atol=1e-3):
             raise DataError(path, "mask holds non-integer values; expected a label map")
         self._check_grid(path, arr.shape, affine, ref, "mask")
