@@ -83,15 +83,20 @@ def measure_mask(mask: np.ndarray, unit: float, size_key: str) -> dict[str, Any]
     """
     labels, count = ndimage.label(mask)
     voxels = np.bincount(labels.ravel(), minlength=count + 1)[1:]
-    boxes = ndimage.find_objects(labels)
+    largest = np.argsort(-voxels, kind="stable")[:MAX_LESIONS]
+    # Boxes of the listed lesions only: find_objects makes a tuple per label, and a speckled mask (a
+    # weak model's noise) has millions of labels: seconds and gigabytes for boxes never listed.
+    rank = np.zeros(count + 1, dtype=np.int32)
+    rank[largest + 1] = np.arange(1, len(largest) + 1)
+    boxes = ndimage.find_objects(rank[labels], max_label=len(largest))
     lesions = [
         {
-            "bbox_min": [int(s.start) for s in boxes[i]],
-            "bbox_max": [int(s.stop) for s in boxes[i]],
+            "bbox_min": [int(s.start) for s in box],
+            "bbox_max": [int(s.stop) for s in box],
             "voxels": int(voxels[i]),
             size_key: float(voxels[i] * unit),
         }
-        for i in np.argsort(-voxels, kind="stable")[:MAX_LESIONS]
+        for i, box in zip(largest, boxes)
     ]
     return {size_key: float(voxels.sum() * unit), "lesion_count": int(count), "lesions": lesions}
 
