@@ -266,3 +266,35 @@ def test_many_folders_of_volumes_are_not_classes(tmp_path):
         _nifti(tmp_path / f"patient{case:02d}" / "t1.nii.gz")
     with pytest.raises(DataError, match="cannot detect a layout"):
         detect_layout(tmp_path)
+
+
+def _apple_double(path: Path) -> None:
+    """What a Mac writes beside ``path`` in a zip: ``._<name>`` (and ``__MACOSX/.../._<name>``), not an image."""
+    blob = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + b"\x00" * 64
+    (path.parent / f"._{path.name}").write_bytes(blob)
+    mirror = path.parents[1] / "__MACOSX" / path.parent.name
+    mirror.mkdir(parents=True, exist_ok=True)
+    (mirror / f"._{path.name}").write_bytes(blob)
+
+
+def test_a_dataset_zipped_on_a_mac_or_browsed_on_windows_reads_as_its_images(tmp_path):
+    root = tmp_path / "brain"
+    for label in ("yes", "no"):
+        for n in range(3):
+            _apple_double(_png(root / label / f"{label} {n}.png", value=40 * n))
+        (root / label / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0" + b"\x00" * 60)
+    (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    frame = scan(root, strict=True)  # strict: a ._ file read as an image would raise here
+    assert frame.attrs["layout"] == "image-folder" and sorted(frame["label"]) == ["no"] * 3 + ["yes"] * 3
+    assert not frame.attrs.get("problems") and all("._" not in p for paths in frame["image"] for p in paths)
+
+
+def test_nnunet_images_and_labels_ignore_apple_double_files(tmp_path):
+    root = tmp_path / "Dataset501_Liver"
+    for case in ("liver_0", "liver_1"):
+        _apple_double(_nifti(root / "imagesTr" / f"{case}_0000.nii.gz"))
+        _apple_double(_nifti(root / "labelsTr" / f"{case}.nii.gz", value=1.0))
+    spec = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "tumour": 1}, "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(spec))
+    frame = scan(root, strict=True)
+    assert sorted(frame["case_id"]) == ["liver_0", "liver_1"] and frame["mask"].notna().all()

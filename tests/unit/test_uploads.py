@@ -161,6 +161,10 @@ def test_zipped_dicom_series_matches_folder_reader(tmp_path):
     with zipfile.ZipFile(tmp_path / "series.zip", "w") as archive:
         for file in reversed(files):  # order in the zip must not matter
             archive.write(file, f"study/{file.name}")
+            # a Mac's zip: AppleDouble twins (named like the slices, not DICOM) and Windows' thumbnail cache
+            archive.writestr(f"__MACOSX/study/._{file.name}", b"\x00\x05\x16\x07" + b"\x00" * 80)
+            archive.writestr(f"study/._{file.name}", b"\x00\x05\x16\x07" + b"\x00" * 80)
+        archive.writestr("study/Thumbs.db", b"\xd0\xcf\x11\xe0" + b"\x00" * 80)
     expected = read_dicom_series(tmp_path / "series")
     image = read_upload(tmp_path / "series.zip")
     np.testing.assert_array_equal(image.array, expected.array)

@@ -31,7 +31,9 @@ from tumorbench.data.layouts.common import (
     IMAGE_SUFFIXES,
     VOLUME_SUFFIXES,
     Problems,
+    data_files,
     is_image,
+    is_system,
     is_volume,
     looks_like_dicom,
 )
@@ -70,7 +72,7 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(root, "not a folder" if root.exists() else "no such folder")
-    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    entries = [p for p in root.iterdir() if not is_system(p)]
     if not entries:
         raise DataError(root, "empty folder")
     found = _detect(root, entries)
@@ -104,8 +106,8 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
         return masked
     if full := paired.batches(subdirs):  # before class folders: LiTS' batches of volume-N + segmentation-N
         return "paired", f"images with their masks beside them in {len(full)} folder(s)"
-    for path in root.rglob("*"):
-        if path.is_file() and looks_like_dicom(path):
+    for path in data_files(root):
+        if looks_like_dicom(path):
             # Name no file: DICOM paths often carry patient names or IDs.
             return "dicom", "DICOM files (.dcm suffix or DICM preamble)"
     table = labels_csv.find_table(root, entries)
@@ -124,7 +126,7 @@ def _one_down(subdirs: list[Path]) -> str:
     """A hint when the data sits one folder down (Kaggle sets: ``Training/`` and ``Testing/`` of class folders)."""
     found = []
     for sub in subdirs:  # one level only: never a walk down a whole tree
-        entries = [p for p in sub.iterdir() if not p.name.startswith(".")]
+        entries = [p for p in sub.iterdir() if not is_system(p)]
         layout = _detect(sub, entries) if entries else None
         if layout is not None:
             found.append(f"{sub.name}/ is {layout[0]}")

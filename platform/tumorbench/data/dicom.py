@@ -18,7 +18,7 @@ from pydicom.uid import MediaStorageDirectoryStorage
 
 from tumorbench.data.dicom_multiframe import frame_count, read_multiframe
 from tumorbench.data.image import LPS_TO_RAS, ImageData, dicom_volume
-from tumorbench.data.layouts.common import has_dicm_magic
+from tumorbench.data.layouts.common import data_files, has_dicm_magic
 from tumorbench.errors import DataError
 
 # What a skipped file is, as find_dicom_series counts it: "a DICOMDIR index", "a <modality> object", ...
@@ -76,7 +76,7 @@ def find_dicom_series(
     root = Path(root)
     if not root.exists():
         raise DataError(root, "folder not found")
-    candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    candidates = [root] if root.is_file() else data_files(root)
     series: dict[str, list[Path]] = {}
     for path in candidates:
         if has_dicm_magic(path):

@@ -12,6 +12,7 @@ import numpy as np
 
 from tumorbench.data.catalog import BRATS_CHANNELS
 from tumorbench.data.io import ImageData, read_image
+from tumorbench.data.layouts.common import is_system
 from tumorbench.uploads.formats import SUFFIXES, UploadError, UploadLimits, sniff_format, too_big
 from tumorbench.uploads.headers import check_dicom, check_nifti
 
@@ -31,7 +32,7 @@ def _safe_members(archive: zipfile.ZipFile, limits: UploadLimits, label: str) ->
             raise UploadError(label, f"zip member #{n} points outside the archive", 422)
         if stat.S_ISLNK(info.external_attr >> 16):
             raise UploadError(label, f"zip member #{n} is a symbolic link", 422)
-        if info.is_dir() or name.parts[0] == "__MACOSX" or name.name.startswith("."):
+        if info.is_dir() or any(is_system(PurePosixPath(part)) for part in name.parts):  # __MACOSX/, ._x
             continue
         members.append(info)
     declared = sum(info.file_size for info in members)

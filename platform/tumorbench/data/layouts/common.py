@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -14,6 +15,9 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 # What a lesion (the target of a tumour study) is called in SEG segments, RTSTRUCT ROIs and dataset.json labels.
 LESION_NAME = re.compile(r"gtv|tumou?r|lesion|nodule|mass|metasta|cancer|carcinom|glioma|neoplas", re.IGNORECASE)
 MASK_STEM = re.compile(r"^(?P<image>.+)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
+# What a zip made on a Mac or a folder browsed on Windows carries beside the data: ``__MACOSX/`` and
+# ``._<name>`` AppleDouble files (resource forks named like the images), ``.DS_Store``, ``Thumbs.db``.
+SYSTEM_NAMES = frozenset({"__macosx", "thumbs.db", "desktop.ini", "$recycle.bin"})
 
 
 class Problems:
@@ -31,13 +35,27 @@ class Problems:
         self.items.append(str(error))
 
 
+def is_system(path: Path) -> bool:
+    """A hidden file or folder (``.DS_Store``, ``._<name>`` AppleDouble), or one an OS adds (``__MACOSX``)."""
+    return path.name.startswith(".") or path.name.lower() in SYSTEM_NAMES
+
+
 def is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    return path.suffix.lower() in IMAGE_SUFFIXES and not is_system(path) and path.is_file()
 
 
 def is_volume(path: Path) -> bool:
     """A NIfTI file (``.nii`` or ``.nii.gz``)."""
-    return path.is_file() and path.name.lower().endswith(VOLUME_SUFFIXES)
+    return path.name.lower().endswith(VOLUME_SUFFIXES) and not is_system(path) and path.is_file()
+
+
+def data_files(root: Path) -> list[Path]:
+    """Every file under ``root``, sorted, outside hidden and system folders and not one itself (:func:`is_system`)."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not is_system(Path(d))]  # not walked into
+        found += [Path(folder, f) for f in files if not is_system(Path(f))]
+    return sorted(found)
 
 
 def has_dicm_magic(path: Path) -> bool:
@@ -62,7 +80,7 @@ def stem(path: Path) -> str:
 
 
 def visible_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in root.iterdir() if not is_system(p) and p.is_dir())
 
 
 def row(case_id, patient_id, layout, image, channels, mask=None, label=None, **extra) -> dict:

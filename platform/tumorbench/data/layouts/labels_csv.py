@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tumorbench.data.layouts.common import Problems, is_image, is_volume, row, stem
+from tumorbench.data.layouts.common import Problems, data_files, is_image, is_volume, row, stem
 from tumorbench.errors import DataError
 
 IMAGE_COLUMNS = ("image", "image_id", "image_name", "id", "file", "filename", "path", "isic_id")
@@ -82,7 +82,7 @@ def find_table(root: Path, entries: list[Path]) -> Path | None:
 def _index(root: Path) -> dict[str, Path]:
     """Relative path, file name and name without suffix -> image file (the first found keeps a name)."""
     index: dict[str, Path] = {}
-    for n, path in enumerate(p for p in root.rglob("*") if is_image(p) or is_volume(p)):
+    for n, path in enumerate(p for p in data_files(root) if is_image(p) or is_volume(p)):
         if n >= MAX_FILES:
             raise DataError(root, f"more than {MAX_FILES:,} image files under the root")
         for key in (path.relative_to(root).as_posix(), path.name, stem(path)):
