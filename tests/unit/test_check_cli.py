@@ -63,22 +63,24 @@ def test_unknown_layout_folder_is_a_clear_error(tmp_path):
 def test_synth_then_check_then_preview_then_split(tmp_path):
     brain, lung = tmp_path / "brain", tmp_path / "lung"
     assert _run("data", "synth", "--task", "brain-mri", "--out", str(brain), "--cases", "3").exit_code == 0
-    assert _run("data", "synth", "--task", "lung-ct", "--out", str(lung), "--cases", "3").exit_code == 0
+    assert _run("data", "synth", "--task", "lung-ct", "--out", str(lung), "--cases", "4").exit_code == 0
     brain_report = check_dataset(brain)
     assert (brain_report["layout"], brain_report["cases"], brain_report["problems"]) == ("brats", 3, [])
     assert brain_report["channels"] == {"t1 + t1ce + t2 + flair": 3}
     lung_report = check_dataset(lung)
-    assert (lung_report["layout"], lung_report["cases"], lung_report["problems"]) == ("dicom", 3, [])
-    assert set(lung_report["labels"]) <= {"benign", "malignant"}
+    assert (lung_report["layout"], lung_report["cases"], lung_report["problems"]) == ("dicom", 4, [])
+    assert lung_report["labels"] == {"benign": 2, "malignant": 2}  # dealt to the fraction 0.5 exactly
     out = tmp_path / "preview.png"
     assert _run("data", "preview", str(brain), "--out", str(out)).exit_code == 0
     picture = np.asarray(Image.open(out).convert("RGB")).astype(int)
     red = (picture[..., 0] > 200) & (picture[..., 1] < 80) & (picture[..., 2] < 80)
     assert red.sum() > 50  # the tumor outlines were drawn
     split = tmp_path / "splits.json"
+    refused = _run("data", "split", str(lung), "--folds", "3", "--out", str(split))  # a fold without a class
+    assert refused.exit_code == 2 and "3 folds need at least 3 patients of every class" in refused.output
     assert _run("data", "split", str(lung), "--folds", "2", "--out", str(split)).exit_code == 0
     doc = json.loads(split.read_text())
-    assert sum(len(f["val"]) for f in doc["folds"]) == 3
+    assert sum(len(f["val"]) for f in doc["folds"]) == 4
 
 
 @pytest.mark.realdata

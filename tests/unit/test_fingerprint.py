@@ -47,7 +47,7 @@ def _lgg(root, n=4):
 def test_class_folder_fingerprint_matches_the_written_images(tmp_path):
     fp = compute_fingerprint(scan(_class_folders(tmp_path / "d")))
     assert fp["task"] == "classification" and fp["cases"] == 5 and fp["patients"] == 5
-    assert fp["classes"] == {"a": 3, "b": 2}
+    assert fp["classes"] == {"a": 3, "b": 2} and fp["class_patients"] == {"a": 3, "b": 2}
     assert fp["channels"] == 1 and fp["spatial_dims"] == 2
     assert fp["shapes"] == {"8x8": 3, "12x16": 2}
     assert fp["median_shape"] == [8, 8] and fp["max_shape"] == [12, 16]

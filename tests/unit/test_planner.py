@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from ray import tune
 
+from tumorbench.errors import TumorbenchError
 from tumorbench.study import planner, timemodel
 from tumorbench.study.capacity import Capacity
 from tumorbench.study.plan_apply import apply_plan
@@ -170,6 +171,17 @@ def test_inputs_are_never_upsampled():
     plan = make_plan(_study(), _fp(cases=300, size=64), TWO_CORES, budget_minutes=1000)
     assert plan.size == 64 and "scaled down: input size 128 -> 64" in plan.notes
     assert make_plan(_study(), _fp(cases=300, size=50), TWO_CORES, budget_minutes=1000).size == 64  # stride 16
+
+
+def test_folds_never_outnumber_the_rarest_class_and_one_patient_is_refused():
+    fp = _fp(cases=300) | {"class_patients": {"no": 298, "yes": 2}}
+    plan = make_plan(_study(), fp, TWO_CORES, budget_minutes=1000)
+    assert (
+        plan.folds == 2 and "folds: class 'yes' has 2 patient(s); every validation fold needs each class" in plan.notes
+    )
+    assert make_plan(_study(), _fp(cases=300) | {"class_patients": {"no": 150, "yes": 150}}, TWO_CORES).folds == 3
+    with pytest.raises(TumorbenchError, match="class 'yes' has 1 patient: cross-validation needs at least 2"):
+        make_plan(_study(), _fp(cases=300) | {"class_patients": {"no": 299, "yes": 1}}, TWO_CORES)
 
 
 def test_too_small_a_budget_is_refused_with_the_minimum():

@@ -111,6 +111,15 @@ def test_more_folds_than_patients_is_refused():
         make_splits(_frame(n_patients=3), SplitConfig(n_folds=5))
 
 
+def test_a_class_with_fewer_patients_than_folds_is_refused():
+    frame = _frame(n_patients=5)  # healthy: p0 and p3 only
+    with pytest.raises(SplitError, match="3 folds need at least 3 patients of every class; class 'healthy' has 2"):
+        make_splits(frame, SplitConfig(n_folds=3))
+    doc = make_splits(frame, SplitConfig(n_folds=2))
+    labels = dict(zip(frame["patient_id"], frame["label"]))
+    assert [sorted({labels[p] for p in f["val_patients"]}) for f in doc["folds"]] == [["healthy", "tumor"]] * 2
+
+
 def test_split_file_round_trip_and_tamper_detection(tmp_path):
     frame = _frame()
     doc = make_splits(frame, SplitConfig(n_folds=3))

@@ -166,6 +166,10 @@ def _catalog_part(frame: pd.DataFrame) -> dict[str, Any]:
         "patients": int(frame["patient_id"].nunique()),
         "images_per_patient": _summary(per_patient),
         "classes": {str(k): int(v) for k, v in sorted(Counter(labels).items())},
+        # patients per class: a stratified k-fold split needs k of every class (planner, data.splits)
+        "class_patients": {
+            str(k): int(v) for k, v in frame.dropna(subset=["label"]).groupby("label")["patient_id"].nunique().items()
+        },
         "with_mask": int(frame["mask"].map(lambda m: isinstance(m, str)).sum()),
         "disk_bytes": int(disk),
     }

@@ -173,6 +173,13 @@ def _assign_folds(
             folds[val] = fold
         return folds
     y = frame[key].astype(str).to_numpy()
+    if key == "label":  # a fold without a class has no AUC / sensitivity: refused, not a NaN in the leaderboard
+        per_class = pd.Series(groups).groupby(y).nunique()
+        if per_class.min() < config.n_folds:
+            raise SplitError(
+                f"{config.n_folds} folds need at least {config.n_folds} patients of every class; class "
+                f"{per_class.idxmin()!r} has {per_class.min()}: use fewer folds or add cases of that class"
+            )
     splitter = StratifiedGroupKFold(n_splits=config.n_folds, shuffle=True, random_state=config.seed)
     for fold, (_, val) in enumerate(splitter.split(np.zeros(len(frame)), y, groups)):
         folds[val] = fold
