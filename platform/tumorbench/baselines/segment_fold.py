@@ -35,13 +35,17 @@ def _case_metrics(pred: np.ndarray, target: np.ndarray, spacing: Sequence[float]
 
 
 def _region_scores(
-    row: Mapping[str, Any], pred: np.ndarray, spacing: Sequence[float], enhancing_label: int
+    row: Mapping[str, Any],
+    pred: np.ndarray,
+    spacing: Sequence[float],
+    enhancing_label: int,
+    regions: Sequence[Sequence[int]] | None = None,
 ) -> dict[str, float]:
     """One binary prediction scored against the BraTS regions of the case's label map, as the deep models are."""
 
     labels = np.rint(io.read_image(row["mask"], canonical=True).array).astype(int)  # volumes: (I, J, K)
-    regions = metrics.brats_region_masks(labels, enhancing_label)
-    targets = np.stack([regions[name] for name in metrics.BRATS_REGIONS])
+    masks = metrics.brats_region_masks(labels, enhancing_label, regions)
+    targets = np.stack([masks[name] for name in metrics.BRATS_REGIONS])
     return metrics.region_case_metrics(
         np.stack([pred] * len(metrics.BRATS_REGIONS)), targets, spacing, metrics.BRATS_REGIONS
     )
@@ -63,6 +67,7 @@ def segment_fold(
     on_prediction: Callable[[dict, np.ndarray], None] | None = None,
     brats_regions: int | None = None,
     foreground_labels: Sequence[int] | None = None,
+    regions: Sequence[Sequence[int]] | None = None,
     **params: Any,
 ) -> pd.DataFrame:
     """Fit a segmenter on one fold's training rows and score its validation rows.
@@ -80,6 +85,8 @@ def segment_fold(
             predicted mask is then scored against WT, TC and ET, and ``dice``/``iou``/... are their means
             with ``dice_WT``/``dice_TC``/``dice_ET`` beside them, exactly as the deep models' rows
             (:func:`~tumorbench.evaluation.metrics.region_case_metrics`).
+        regions: With ``brats_regions``, the label sets of WT, TC and ET for maps not in BraTS' numbering
+            (the study's ``preprocess.regions``).
         foreground_labels: The mask labels that are the target (the study's
             ``preprocess.foreground_labels``, e.g. the tumour of organ + tumour masks); None: any non-zero.
         **params: Segmenter parameters.
@@ -122,7 +129,7 @@ def segment_fold(
         scores = (
             _case_metrics(pred, target, spacing, hd95)
             if brats_regions is None
-            else _region_scores(row, pred, spacing, brats_regions)
+            else _region_scores(row, pred, spacing, brats_regions, regions)
         )
         records.append(
             {

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+BRATS_REGIONS = ("WT", "TC", "ET")  # nested regions: whole tumour, tumour core, enhancing tumour
 EIGHT_BIT_CUT = 128  # 8-bit 2D masks store 0/255 (and lossy JPEG ones values around both)
 
 
@@ -32,3 +33,20 @@ def target(labels: np.ndarray, foreground: Sequence[int] | None = None) -> np.nd
     organ + tumour masks), as the deep models' ``LabelFilterd`` + threshold at 0.5 map them."""
     rounded = np.rint(labels)
     return np.isin(rounded, list(foreground)) if foreground else rounded >= 1
+
+
+def brats_label_sets(
+    enhancing_label: int = 4, regions: Sequence[Sequence[int]] | None = None
+) -> dict[str, tuple[int, ...]]:
+    """The labels each nested BraTS region covers: ``{"WT": ..., "TC": ..., "ET": ...}``.
+
+    BraTS' own numbering (1 necrosis, 2 oedema, ``enhancing_label`` 4 up to 2021, 3 from 2023):
+    WT = {1, 2, ET}, TC = {1, ET}, ET = {ET}. ``regions`` gives the three sets instead, for maps
+    numbered otherwise: the Decathlon's brain tumours and nnU-Net's BraTS (1 oedema, 2 non-enhancing,
+    3 enhancing) are WT = {1, 2, 3}, TC = {2, 3}, ET = {3}.
+    """
+    if regions is not None:
+        if len(regions) != len(BRATS_REGIONS) or not all(regions):
+            raise ValueError(f"regions: three non-empty label sets (WT, TC, ET), got {regions}")
+        return {name: tuple(int(v) for v in labels) for name, labels in zip(BRATS_REGIONS, regions)}
+    return {"WT": (1, 2, enhancing_label), "TC": (1, enhancing_label), "ET": (enhancing_label,)}

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from tumorbench.data.masks import BRATS_REGIONS, brats_label_sets
+
 __all__ = [
     "BRATS_REGIONS",
     "MetricWarning",
@@ -38,8 +40,6 @@ __all__ = [
     "compute_sensitivity",
     "segmentation_metrics",
 ]
-
-BRATS_REGIONS = ("WT", "TC", "ET")
 
 
 class MetricWarning(UserWarning):
@@ -203,23 +203,22 @@ def region_case_metrics(
     return merged
 
 
-def brats_region_masks(labels: Any, enhancing_label: int = 4) -> dict[str, np.ndarray]:
-    """Nested BraTS evaluation regions from a label map.
+def brats_region_masks(
+    labels: Any, enhancing_label: int = 4, regions: Sequence[Sequence[int]] | None = None
+) -> dict[str, np.ndarray]:
+    """Nested BraTS evaluation regions from a label map (:func:`brats_label_sets`).
 
-    WT = {1, 2, ET}, TC = {1, ET}, ET = {ET}; ``enhancing_label`` is 4 up to BraTS 2021
-    and 3 from 2023. Any other label value raises, so that a 2023 map read with the
-    2021 convention (or vice versa) cannot silently drop the enhancing tumour.
+    Any label value outside the regions raises, so that a 2023 map read with the 2021
+    convention (or vice versa) cannot silently drop the enhancing tumour.
     """
     lab = _to_numpy(labels)
-    allowed = (0, 1, 2, enhancing_label)
+    sets = brats_label_sets(enhancing_label, regions)
+    allowed = sorted({0, *(v for labels_ in sets.values() for v in labels_)})
     if not np.isin(lab, allowed).all():
         found = sorted(set(np.unique(lab).tolist()) - set(allowed))
-        raise ValueError(f"labels: values {found} not in {list(allowed)} (is enhancing_label={enhancing_label} right?)")
-    return {
-        "WT": np.isin(lab, (1, 2, enhancing_label)),
-        "TC": np.isin(lab, (1, enhancing_label)),
-        "ET": lab == enhancing_label,
-    }
+        how = "the regions' labels" if regions is not None else f"enhancing_label={enhancing_label}"
+        raise ValueError(f"labels: values {found} not in {allowed} (is {how} right?)")
+    return {name: np.isin(lab, members) for name, members in sets.items()}
 
 
 def _auc_or_nan(y_bin: np.ndarray, score: np.ndarray, what: str) -> float:

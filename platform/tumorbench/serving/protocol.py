@@ -256,7 +256,10 @@ def model_card(name: str, package: Path, manifest: Any) -> dict[str, Any]:
         "resized_to": preprocess.get("spatial_size"),
         "normalize": preprocess.get("normalize"),
     }
-    if manifest.data.get("layout") in ("brats", "msd") and manifest.in_channels == 4:
+    order = manifest.data.get("channels")  # the training catalog's channel names (packages since session 13)
+    if order and len(order) == manifest.in_channels > 1:
+        inputs["channel_order"] = order
+    elif manifest.data.get("layout") == "brats" and manifest.in_channels == 4:
         inputs["channel_order"] = BRATS_ORDER
     if preprocess.get("channels"):
         inputs["channels_fitted"] = f"grey and colour inputs are converted to {preprocess['channels']} channel(s)"

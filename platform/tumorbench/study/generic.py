@@ -20,7 +20,9 @@ from pathlib import Path
 import pandas as pd
 
 from tumorbench.data.catalog import data_dims
+from tumorbench.data.masks import BRATS_REGIONS
 from tumorbench.errors import TumorbenchError
+from tumorbench.study.target import brats_regions
 
 BRATS_LABELS = {0, 1, 2, 3, 4}
 
@@ -108,6 +110,11 @@ def detect(frame: pd.DataFrame, labels_of_mask=mask_labels, task: str | None = N
                     cases,
                     f"BraTS label map {sorted(values)}: WT/TC/ET regions",
                 )
+        if layout == "msd" and dims == 3 and (regions := brats_regions(frame)):
+            sets = ", ".join(f"{n} {'+'.join(map(str, v))}" for n, v in zip(BRATS_REGIONS, regions))
+            return Detection(
+                layout, evidence, 3, "segmentation", "brats", cases, f"dataset.json's brain tumour labels: {sets}"
+            )
         template = "segmentation-3d" if dims == 3 else "segmentation-2d"
         why = "masks found, no class labels" if task is None else "masks found, --task segmentation"
         return Detection(layout, evidence, dims, "segmentation", template, cases, why)
@@ -195,7 +202,10 @@ def _template(detection: Detection, frame: pd.DataFrame, preset: str):
         study = presets.brats(preset)
         patch = fit_patch(frame, study.config["sampling"]["patch_size"])
         sampling = {**study.config["sampling"], "patch_size": patch}
-        return replace(study, config={**study.config, "sampling": sampling, "roi_size": patch})
+        config = {**study.config, "sampling": sampling, "roi_size": patch}
+        if regions := brats_regions(frame):  # labels numbered as the Decathlon's, not as BraTS'
+            config["preprocess"] = {**config["preprocess"], "regions": [list(r) for r in regions]}
+        return replace(study, config=config)
     if detection.template == "classification-3d":
         return _classification_3d(preset)
     return {

@@ -136,7 +136,8 @@ def target_params(study) -> dict[str, Any]:
     too) or the study's foreground labels (e.g. the tumour of organ + tumour masks)."""
     preprocess = study.config.get("preprocess", {}) or {}
     if preprocess.get("label_map") == "brats":
-        return {"brats_regions": int(preprocess.get("enhancing_label", 4))}
+        regions = preprocess.get("regions")
+        return {"brats_regions": int(preprocess.get("enhancing_label", 4))} | ({"regions": regions} if regions else {})
     labels = preprocess.get("foreground_labels")
     return {"foreground_labels": [int(v) for v in labels]} if labels else {}
 

@@ -23,7 +23,13 @@ import pandas as pd
 from tumorbench.data.layouts.common import LESION_NAME
 from tumorbench.errors import TumorbenchError
 
-OEDEMA = re.compile(r"o?edema", re.IGNORECASE)
+OEDEMA = re.compile(r"o?edema|^ed$", re.IGNORECASE)
+# Brain tumour sub-regions as dataset.json names them: the Decathlon's labels (edema, non-enhancing tumor,
+# enhancing tumour), BraTS abbreviations (ED, NCR / NET, ET), nnU-Net's regions (whole tumor, tumor core...).
+NON_ENHANCING = re.compile(r"non[\s_-]*enhanc|necro|^ncr|^net$", re.IGNORECASE)
+ENHANCING = re.compile(r"^(?!.*non[\s_-]*enhanc).*enhanc|^et$", re.IGNORECASE)
+WHOLE_TUMOUR = re.compile(r"whole[\s_-]*tumou?r|^wt$", re.IGNORECASE)
+TUMOUR_CORE = re.compile(r"tumou?r[\s_-]*core|^tc$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -66,11 +72,11 @@ def choose_target(
             return Target(
                 None, f"no dataset.json label is named as a lesion ({listed}): every non-zero label is the target"
             )
-        if any(len(values) > 1 for values in names.values()):  # nnU-Net regions (BraTS: whole tumour, core...)
+        if any(len(values) > 1 for values in names.values()):  # nnU-Net regions other than a brain tumour's
             return Target(
                 None,
                 f"dataset.json declares regions ({listed}): the study segments the whole lesion, every non-zero "
-                "label; region-by-region scores are made for the brats layout only",
+                "label; region-by-region scores are made for brain tumours' WT / TC / ET only",
             )
         return Target(None)
     values = sorted(labels_of_mask(frame) - {0})
@@ -89,3 +95,25 @@ def _label_names(frame: pd.DataFrame) -> dict[str, tuple[int, ...]]:
     from tumorbench.data.layouts.msd import label_names
 
     return label_names(Path(frame.attrs["root"]))
+
+
+def brats_regions(frame: pd.DataFrame) -> tuple[tuple[int, ...], ...] | None:
+    """The WT, TC and ET label sets a Decathlon / nnU-Net ``dataset.json`` names, or None.
+
+    nnU-Net's region datasets name them (``"whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing
+    tumor": [3]``); the Decathlon's brain tumours name the labels (1 edema, 2 non-enhancing tumor,
+    3 enhancing tumour), from which WT = all three, TC = non-enhancing + enhancing, ET = enhancing.
+    """
+    names = _label_names(frame)
+
+    def one(pattern: re.Pattern) -> tuple[int, ...] | None:
+        found = [values for name, values in names.items() if pattern.search(name)]
+        return found[0] if len(found) == 1 else None
+
+    whole, core, enhancing = one(WHOLE_TUMOUR), one(TUMOUR_CORE), one(ENHANCING)
+    if whole and core and enhancing:
+        return whole, core, enhancing
+    oedema, necrotic = one(OEDEMA), one(NON_ENHANCING)
+    if oedema and necrotic and enhancing:
+        return tuple(sorted({*oedema, *necrotic, *enhancing})), tuple(sorted({*necrotic, *enhancing})), enhancing
+    return None

@@ -40,6 +40,7 @@ class FoldCases:
     catalog_hash: str
     split_hash: str
     test: list[dict] = field(default_factory=list)  # the outer fold under nested selection (scored once)
+    input_channels: list[str] | None = None  # the image channels' names in model order (catalog "channels")
 
 
 def split_path(config: TrainConfig) -> Path:
@@ -113,6 +114,7 @@ def fold_cases(config: TrainConfig) -> FoldCases:
         catalog_hash=doc["dataset"]["catalog_hash"],
         split_hash=doc["hash"],
         test=test,
+        input_channels=[str(c) for c in frame["channels"].iloc[0]] if len(frame) else None,
     )
 
 

@@ -84,7 +84,8 @@ def _manifest(config, cases, kwargs, in_ch, out_ch, metrics, epoch) -> ModelMani
         positive_class=cases.class_names[positive_index(config, cases.class_names)] if cases.class_names else None,
         channel_names=mask_channel_names(config),
         roi_size=list(config.roi_size or config.sampling.patch_size or []) or None,
-        data={"root": config.data, "layout": cases.layout, "catalog_hash": cases.catalog_hash},
+        data={"root": config.data, "layout": cases.layout, "catalog_hash": cases.catalog_hash}
+        | ({"channels": cases.input_channels} if cases.input_channels else {}),
         split={"file": str(fold_data.split_path(config)), "hash": cases.split_hash, "fold": config.fold},
         metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         epoch=epoch,

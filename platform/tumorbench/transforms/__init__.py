@@ -13,10 +13,10 @@ dictionary keys), :mod:`.compose` (:func:`build_transforms`).
 
 from __future__ import annotations
 
+from tumorbench.data.masks import BRATS_REGIONS
 from tumorbench.transforms.compose import build_transforms
 from tumorbench.transforms.configs import AugmentConfig, PreprocessConfig, SamplingConfig
 from tumorbench.transforms.custom import (
-    BRATS_REGIONS,
     IMAGE,
     LABEL,
     MASK,

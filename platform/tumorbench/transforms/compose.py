@@ -69,7 +69,7 @@ def _preprocess(pre: PreprocessConfig, dims: int, keys: list[str], slice2d: bool
         LoadCased(IMAGE, MASK if with_mask else None, spatial_dims=dims, canonical=pre.canonical, channels=pre.channels)
     ]
     if pre.label_map == "brats" and with_mask:
-        steps.append(ConvertToBratsRegionsd(MASK, pre.enhancing_label))
+        steps.append(ConvertToBratsRegionsd(MASK, pre.enhancing_label, regions=pre.regions))
     elif (pre.label_map == "binary" or pre.foreground_labels) and with_mask:
         if pre.foreground_labels:  # the target labels only (the tumour, not its organ): others -> 0
             steps.append(mt.LabelFilterd(MASK, applied_labels=list(pre.foreground_labels)))

@@ -43,6 +43,9 @@ class PreprocessConfig:
             labels as stored (sigmoid training refuses masks outside {0, 1}).
         enhancing_label: BraTS enhancing-tumour label (4 up to 2021, 3 in 2023) when a
             case carries no ``enhancing_label`` of its own.
+        regions: With ``label_map="brats"``, the labels of WT, TC and ET for maps not in BraTS'
+            numbering, e.g. ``((1, 2, 3), (2, 3), (3,))`` for the Decathlon's brain tumours
+            (1 oedema, 2 non-enhancing, 3 enhancing) and nnU-Net's BraTS; None: BraTS' own.
         foreground_labels: The stored mask labels that are the target (others become
             background), e.g. ``(2,)`` for the tumour of organ + tumour masks (LiTS, KiTS,
             MSD liver / pancreas); the mask is then binary. None: every non-zero label
@@ -64,6 +67,7 @@ class PreprocessConfig:
     label_map: Literal["none", "brats", "binary"] = "none"
     enhancing_label: int = 4
     foreground_labels: tuple[int, ...] | None = None
+    regions: tuple[tuple[int, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         _tuples(self, "ct_window", "spacing", "spatial_size", "foreground_labels")
@@ -92,6 +96,13 @@ class PreprocessConfig:
             raise ValueError(f"channels must be >= 1, got {self.channels}")
         if self.enhancing_label in (0, 1, 2):
             raise ValueError(f"enhancing_label cannot be 0, 1 or 2, got {self.enhancing_label}")
+        if self.regions is not None:  # lists when the config crossed processes as a dict
+            regions = tuple(tuple(sorted({int(v) for v in labels})) for labels in self.regions)
+            if self.label_map != "brats" or len(regions) != 3 or not all(r and min(r) >= 1 for r in regions):
+                raise ValueError(
+                    f"regions must be three sets of labels >= 1 (WT, TC, ET) with label_map 'brats', got {self.regions}"
+                )
+            object.__setattr__(self, "regions", regions)
         if self.foreground_labels is not None:
             labels = self.foreground_labels
             if not labels or any(int(v) != v or v < 1 for v in labels) or self.label_map == "brats":

@@ -15,11 +15,10 @@ from monai.utils import convert_to_dst_type, convert_to_numpy
 from skimage.exposure import equalize_adapthist
 
 from tumorbench.data.io import read_image
-from tumorbench.data.masks import stored_labels
+from tumorbench.data.masks import brats_label_sets, stored_labels
 from tumorbench.errors import DataError
 
 IMAGE, MASK, LABEL = "image", "mask", "label"
-BRATS_REGIONS = ("WT", "TC", "ET")  # channel order, as in tumorbench.evaluation.metrics
 _AFFINE_TOLERANCE_MM = 1e-2
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -149,10 +148,12 @@ class LoadCased(mt.MapTransform):
 
 
 class ConvertToBratsRegionsd(mt.MapTransform):
-    """BraTS label map (1 necrosis, 2 edema, ET enhancing) -> WT/TC/ET channels.
+    """Label map -> WT/TC/ET channels (:func:`~tumorbench.data.masks.brats_label_sets`).
 
-    WT = {1, 2, ET}, TC = {1, ET}, ET = {ET}. ``enhancing_label`` is 4 (2018-2021) or
-    3 (2023); a case's own ``enhancing_label_key`` entry, when present, wins.
+    BraTS numbering (1 necrosis, 2 oedema, ET enhancing): WT = {1, 2, ET}, TC = {1, ET}, ET = {ET}.
+    ``enhancing_label`` is 4 (2018-2021) or 3 (2023); a case's own ``enhancing_label_key`` entry,
+    when present, wins. ``regions`` gives the three label sets of maps numbered otherwise (the
+    Decathlon's and nnU-Net's brain tumours: WT = {1, 2, 3}, TC = {2, 3}, ET = {3}).
     """
 
     def __init__(
@@ -160,24 +161,27 @@ class ConvertToBratsRegionsd(mt.MapTransform):
         keys: KeysCollection,
         enhancing_label: int = 4,
         *,
+        regions: tuple[tuple[int, ...], ...] | None = None,
         enhancing_label_key: str | None = "enhancing_label",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.enhancing_label, self.enhancing_label_key = enhancing_label, enhancing_label_key
+        self.regions = regions
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         case_label = d.get(self.enhancing_label_key) if self.enhancing_label_key else None
         et = self.enhancing_label if _missing(case_label) else int(case_label)
+        sets = brats_label_sets(et, self.regions)
         for key in self.key_iterator(d):
             if d[key].shape[0] != 1:
                 raise ValueError(
                     f"{key}: BraTS regions need a single-channel label map, got shape {tuple(d[key].shape)}"
                 )
-            tc_wt_et = mt.ConvertToMultiChannelBasedOnBratsClasses(et_label=et)(d[key][0])  # MONAI order TC, WT, ET
-            regions = tc_wt_et[[1, 0, 2]].float()
-            d[key] = convert_to_dst_type(regions, d[key], dtype=torch.float32)[0]
+            labels = torch.as_tensor(d[key][0]).round()
+            channels = [torch.isin(labels, torch.tensor(v, dtype=labels.dtype)) for v in sets.values()]
+            d[key] = convert_to_dst_type(torch.stack(channels).float(), d[key], dtype=torch.float32)[0]
         return d
 
 
