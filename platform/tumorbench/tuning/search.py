@@ -23,6 +23,7 @@ from tumorbench.data.splits import load_splits
 from tumorbench.tasks import TaskError, get_task
 from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.training.trainer import cluster_resources, ensure_ray, preflight
+from tumorbench.tuning.leaks import sweeping
 from tumorbench.tuning.resources import (
     ResourcePlan,
     Resources,
@@ -279,7 +280,11 @@ def run_search(
             max_t=n_folds * base.epochs + 1,
             trial_retries=trial_retries,
         )
-    with _tune_output(verbose):
+    # Ray Train's abort can leave a stopped trial's workers' placement group reserved (tuning.leaks)
+    sweep = (
+        sweeping({"CPU": plan.trial_cpus}) if scheduler == "asha" or stopper is not None else contextlib.nullcontext()
+    )
+    with _tune_output(verbose), sweep:
         grid = tuner.fit()
     if verbose:
         print(f"[tumorbench] TensorBoard for every trial and fold: tensorboard --logdir {experiment}", flush=True)
