@@ -179,11 +179,11 @@ def _invert_monochrome1(ds: Any, pixels: np.ndarray) -> np.ndarray:
     return (low + high) - pixels.astype(np.int64)
 
 
-def _read_slice(path: Path) -> tuple[Any, np.ndarray]:
-    """Header and stored pixels of one single-frame file (compressed syntaxes decoded; colour as RGB)."""
-    ds = None
+def _read_slice(path: Path, ds: Any = None) -> tuple[Any, np.ndarray]:
+    """Header and stored pixels of one single-frame file (compressed syntaxes decoded; colour as RGB);
+    ``ds``: the file's dataset when already read (pixel data deferred)."""
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path) if ds is None else ds
         if frame_count(ds) > 1:  # a multi-frame file alone is read whole (read_multiframe)
             raise DataError(
                 path,
@@ -314,8 +314,11 @@ def _select_series(
     return origin, f"{origin} (series {uid})", uid, paths
 
 
-def _headers(label: str, paths: list[Path]) -> list[Any]:
+def _headers(label: str, paths: list[Path], defer_size: str | None = None) -> list[Any]:
+    """Headers of ``paths``; ``defer_size``: whole datasets whose large values (pixel data) are read on use."""
     try:
+        if defer_size is not None:
+            return [pydicom.dcmread(p, defer_size=defer_size) for p in paths]
         return [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     except Exception as exc:
         raise DataError(label, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
@@ -371,11 +374,14 @@ def read_dicom_series(source: str | Path | Sequence[str | Path], *, series_uid: 
         series_uid: The SeriesInstanceUID to read when the source holds several.
     """
     origin, label, uid, paths = _select_series(source, series_uid)
-    header = _headers(label, paths)[0] if len(paths) == 1 else None
-    if header is not None and frame_count(header) > 1 and not is_planar(1, header):  # enhanced CT / MR, DBT
-        _check_decodable(header, paths[0])
-        return read_multiframe(paths[0], origin, uid)
-    slices = [_read_slice(p) for p in paths]
+    if len(paths) == 1:  # one parse of the header: pixel data deferred until decoded
+        header = _headers(label, paths, defer_size="64 KB")[0]
+        if frame_count(header) > 1 and not is_planar(1, header):  # enhanced CT / MR, DBT
+            _check_decodable(header, paths[0])
+            return read_multiframe(paths[0], origin, uid)
+        slices = [_read_slice(paths[0], header)]
+    else:
+        slices = [_read_slice(p) for p in paths]
     datasets = [ds for ds, _ in slices]
     if is_planar(len(paths), datasets[0]):
         return _projection_image(paths[0], *slices[0])
