@@ -106,6 +106,12 @@ def test_segmentation_report_shows_stored_tables_and_overlays(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps(spec))
     page = write_report(tmp_path, title="LiTS", n_boot=50).read_text(encoding="utf-8")
     assert "Target: mask label(s) 2; the other labels are background." in page
+    for preprocess, says in (
+        ({"label_map": "brats"}, "Regions: WT = labels 1+2+4, TC = labels 1+4, ET = labels 4."),
+        ({"label_map": "brats", "regions": [[1, 2, 3], [2, 3], [3]]}, "WT = labels 1+2+3, TC = labels 2+3, ET"),
+    ):
+        (tmp_path / "manifest.json").write_text(json.dumps({"spec": {"config": {"preprocess": preprocess}}}))
+        assert says in write_report(tmp_path, title="BraTS", n_boot=50).read_text(encoding="utf-8")
 
 
 def test_extreme_cases_are_the_best_and_worst_dice():

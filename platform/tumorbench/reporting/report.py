@@ -262,6 +262,21 @@ def _stored_or(path: Path, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     return compute()
 
 
+def _target_sentence(preprocess: dict) -> str:
+    """What the Dice is of: the organ + tumour masks' target labels (study.target), or the brain tumour
+    regions' labels (BraTS' numbering or the dataset's own)."""
+    labels = preprocess.get("foreground_labels")
+    if labels:
+        return f" Target: mask label(s) {esc(', '.join(map(str, labels)))}; the other labels are background."
+    if preprocess.get("label_map") != "brats":
+        return ""
+    from tumorbench.data.masks import brats_label_sets
+
+    sets = brats_label_sets(int(preprocess.get("enhancing_label", 4)), preprocess.get("regions"))
+    regions = ", ".join(f"{name} = labels {'+'.join(map(str, members))}" for name, members in sets.items())
+    return f" Regions: {esc(regions)}."
+
+
 def write_report(
     results_dir: str | Path,
     *,
@@ -298,9 +313,7 @@ def write_report(
         f"{pred['case_id'].nunique()} cases of {pred['patient_id'].nunique()} patients; task {esc(task)}; "
         f"primary metric {esc(primary)}; metrics {esc(', '.join(metric_names(task, pred)))}."
     )
-    labels = ((manifest.get("spec") or {}).get("config") or {}).get("preprocess", {}).get("foreground_labels")
-    if labels:  # organ + tumour masks: what the Dice is of (study.target)
-        summary += f" Target: mask label(s) {esc(', '.join(map(str, labels)))}; the other labels are background."
+    summary += _target_sentence(((manifest.get("spec") or {}).get("config") or {}).get("preprocess") or {})
     body = "".join(
         [
             f"<h1>{esc(title)}</h1><p>{summary}</p>",
