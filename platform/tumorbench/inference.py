@@ -35,6 +35,7 @@ from monai.utils import TraceKeys
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from tumorbench.data.io import ImageData, to_canonical
+from tumorbench.data.layouts.brats import sequence_order
 from tumorbench.errors import DataError
 from tumorbench.package import ModelManifest, read_manifest
 from tumorbench.package.weights import load_model
@@ -116,6 +117,10 @@ class Preprocessor:
         """Channel-first array with the model's channels, its affine, spacing per axis, spacing known."""
         source = str(image.meta.get("path", "<image>"))
         array, affine, spacing, known = self._layout(image, source)
+        # a zip of BraTS-named sequences, for a model trained in another order (the Decathlon's FLAIR, T1w...)
+        order = sequence_order(image.meta.get("channel_names") or [], self.manifest.data.get("channels") or [])
+        if order is not None and len(order) == len(array):
+            array = array[order]
         try:
             array = self._loader._fit_channels(array, source)
         except DataError as exc:

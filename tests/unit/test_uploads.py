@@ -287,3 +287,32 @@ def test_no_phi_in_messages_logs_or_warnings(tmp_path, caplog, monkeypatch):
         assert secret not in seen, secret
     assert quiet_pydicom() > dropped  # the malformed UID was reported to pydicom's logger: dropped, counted
     assert list((tmp_path / "tmp").iterdir()) == []  # every temporary folder removed, errors included
+
+
+def test_zipped_sequences_follow_the_models_training_order(tmp_path):
+    """A Decathlon-trained model (FLAIR, T1w, t1gd, T2w) gets a BraTS-named zip in its own order."""
+    from tumorbench.data.layouts.brats import sequence_order
+    from tumorbench.inference import Preprocessor
+    from tumorbench.package import ModelManifest
+
+    names = {"flair": 4.0, "t1": 1.0, "t2": 3.0, "t1ce": 2.0}
+    with zipfile.ZipFile(tmp_path / "case.zip", "w") as archive:
+        for modality, value in names.items():
+            path = write_nifti(tmp_path / f"Case_7_{modality}.nii.gz", np.full((3, 4, 5), value, np.float32), _affine())
+            archive.write(path, path.name)
+    image = read_upload(tmp_path / "case.zip")
+
+    def manifest(channels):
+        data = {"layout": "msd", **({"channels": channels} if channels else {})}
+        return ModelManifest(
+            name="unet_tiny", task="segmentation", model_kwargs={}, spatial_dims=3, data_dims=3,
+            in_channels=4, out_channels=3, preprocess={"normalize": "none"}, data=data,
+        )  # fmt: skip
+
+    decathlon = Preprocessor(manifest(["FLAIR", "T1w", "t1gd", "T2w"])).layout(image)[0]
+    assert decathlon[:, 0, 0, 0].tolist() == [4.0, 1.0, 2.0, 3.0]
+    brats = Preprocessor(manifest(["t1", "t1ce", "t2", "flair"])).layout(image)[0]
+    assert brats[:, 0, 0, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
+    unnamed = Preprocessor(manifest(None)).layout(image)[0]  # older packages: the zip's BraTS order, as before
+    assert unnamed[:, 0, 0, 0].tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert sequence_order(["t1", "t1ce", "t2", "flair"], ["CT", "PET", "t2", "flair"]) is None

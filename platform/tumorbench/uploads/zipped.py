@@ -138,4 +138,7 @@ def _stack_nifti(files: list[Path], kinds: dict, limits: UploadLimits, label: st
         ):
             raise UploadError(label, f"{file.name[6:]} does not share the voxel grid of {files[0].name[6:]}", 422)
     array = first.array if len(volumes) == 1 else np.stack([v.array for v in volumes], axis=-1)
-    return ImageData(array, first.affine, first.spacing, {**first.meta, "channels": len(volumes)})
+    names = list(BRATS_CHANNELS) if len(volumes) == len(BRATS_CHANNELS) else None  # _channel_order's order
+    return ImageData(
+        array, first.affine, first.spacing, {**first.meta, "channels": len(volumes), "channel_names": names}
+    )

@@ -7,6 +7,25 @@ from pathlib import Path
 from tumorbench.data.layouts.common import Problems, row, visible_dirs
 
 BRATS_CHANNELS = ("t1", "t1ce", "t2", "flair")
+# A sequence's names across BraTS (2018-2021, 2023) and the Decathlon / nnU-Net dataset.json (T1w, t1gd...).
+SEQUENCE_NAMES = {
+    "t1": "t1", "t1w": "t1", "t1n": "t1", "native": "t1",
+    "t1ce": "t1ce", "t1c": "t1ce", "t1gd": "t1ce", "t1-gd": "t1ce", "t1_gd": "t1ce",
+    "t2": "t2", "t2w": "t2",
+    "flair": "flair", "t2f": "flair", "t2-flair": "flair", "t2_flair": "flair",
+}  # fmt: skip
+
+
+def sequence_order(have: list[str], want: list[str]) -> list[int] | None:
+    """Indices that put channels named ``have`` in the order ``want`` (both MRI sequence names, any
+    naming above), or None when either names something else or they are not the same sequences."""
+    source = [SEQUENCE_NAMES.get(str(n).strip().lower()) for n in have]
+    target = [SEQUENCE_NAMES.get(str(n).strip().lower()) for n in want]
+    if None in source or None in target or sorted(source) != sorted(target) or len(set(source)) != len(source):
+        return None
+    return [source.index(name) for name in target]
+
+
 # (suffix per canonical channel, segmentation suffix, separator) for each naming scheme.
 _BRATS_SCHEMES = {
     "2023": ({"t1": "t1n", "t1ce": "t1c", "t2": "t2w", "flair": "t2f"}, "seg", "-"),
