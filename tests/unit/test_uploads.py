@@ -172,13 +172,18 @@ def test_zipped_dicom_series_matches_folder_reader(tmp_path):
     np.testing.assert_array_equal(image.array, volume)
 
 
-def test_zipped_brats_modalities_stack_in_catalog_order(tmp_path):
+def _brats_zip(tmp_path: Path) -> Path:
+    """A zip of four constant volumes in BraTS naming: t1 1, t1ce 2, t2 3, flair 4 (listed out of order)."""
     names = {"flair": 4.0, "t1": 1.0, "t2": 3.0, "t1ce": 2.0}
     with zipfile.ZipFile(tmp_path / "case.zip", "w") as archive:
         for modality, value in names.items():
             path = write_nifti(tmp_path / f"Case_7_{modality}.nii.gz", np.full((3, 4, 5), value, np.float32), _affine())
             archive.write(path, path.name)
-    image = read_upload(tmp_path / "case.zip")
+    return tmp_path / "case.zip"
+
+
+def test_zipped_brats_modalities_stack_in_catalog_order(tmp_path):
+    image = read_upload(_brats_zip(tmp_path))
     assert image.array.shape == (3, 4, 5, 4)
     np.testing.assert_array_equal(image.array[0, 0, 0], [1.0, 2.0, 3.0, 4.0])
     np.testing.assert_allclose(image.spacing, (1.2, 1.0, 1.5), rtol=1e-6)
@@ -295,12 +300,7 @@ def test_zipped_sequences_follow_the_models_training_order(tmp_path):
     from tumorbench.inference import Preprocessor
     from tumorbench.package import ModelManifest
 
-    names = {"flair": 4.0, "t1": 1.0, "t2": 3.0, "t1ce": 2.0}
-    with zipfile.ZipFile(tmp_path / "case.zip", "w") as archive:
-        for modality, value in names.items():
-            path = write_nifti(tmp_path / f"Case_7_{modality}.nii.gz", np.full((3, 4, 5), value, np.float32), _affine())
-            archive.write(path, path.name)
-    image = read_upload(tmp_path / "case.zip")
+    image = read_upload(_brats_zip(tmp_path))
 
     def manifest(channels):
         data = {"layout": "msd", **({"channels": channels} if channels else {})}
