@@ -298,3 +298,45 @@ def test_nnunet_images_and_labels_ignore_apple_double_files(tmp_path):
     (root / "dataset.json").write_text(json.dumps(spec))
     frame = scan(root, strict=True)
     assert sorted(frame["case_id"]) == ["liver_0", "liver_1"] and frame["mask"].notna().all()
+
+
+def test_class_folders_of_patient_folders_give_patient_level_cases(tmp_path):
+    root = tmp_path / "by_patient"
+    for label in ("tumour", "normal"):
+        for patient in range(3):
+            for k in range(2):
+                _png(root / label / f"{label[0]}{patient:03d}" / f"slice_{k}.png", value=10 * k + patient)
+    frame = scan(root, strict=True)
+    assert frame.attrs["layout"] == "image-folder" and len(frame) == 12
+    assert sorted(frame["patient_id"].unique()) == ["n000", "n001", "n002", "t000", "t001", "t002"]
+    row = frame.set_index("case_id").loc["tumour/t001/slice_1.png"]
+    assert (row["patient_id"], row["label"]) == ("t001", "tumour")
+
+
+def test_patient_folders_named_alike_in_every_class_need_the_layout_and_splits_stay_hinted(tmp_path):
+    alike = tmp_path / "alike"  # the same patients' slices in both classes, or classes under a split: ambiguous
+    for label in ("tumour", "normal"):
+        for patient in ("p1", "p2"):
+            _png(alike / label / patient / "slice.png", value=len(label))
+    with pytest.raises(DataError, match="if these folders are classes holding one folder per patient, pass --layout"):
+        scan(alike)
+    frame = scan(alike, layout="image-folder", strict=True)
+    assert sorted(frame["patient_id"].unique()) == ["p1", "p2"] and len(frame) == 4  # one patient, both classes
+    kaggle = tmp_path / "kaggle"
+    for split in ("Training", "Testing"):
+        for label in ("glioma", "notumor"):
+            _png(kaggle / split / label / "1.png")
+    with pytest.raises(DataError, match=r"Training/ is image-folder: pass that folder as --data") as caught:
+        scan(kaggle)
+    assert "one folder per patient" not in str(caught.value)
+
+
+@pytest.mark.parametrize("suffix", ["_seg", "_gt", "_label", "_segmentation"])
+def test_masks_named_seg_or_gt_beside_their_images_pair(tmp_path, suffix):
+    root = tmp_path / "beside"
+    for n in range(3):
+        _png(root / f"case{n}.png", value=50)
+        _png(root / f"case{n}{suffix}.png", value=255)
+    frame = scan(root, strict=True)
+    assert frame.attrs["layout"] == "paired" and sorted(frame["case_id"]) == ["case0", "case1", "case2"]
+    assert all(Path(m).stem == f"{Path(m).stem.split('_')[0]}{suffix}" for m in frame["mask"])

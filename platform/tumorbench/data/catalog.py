@@ -115,6 +115,8 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
         return "csv", f"images with their classes in {table.name}"
     if subdirs and any(is_image(p) for sub in subdirs for p in sub.iterdir()):
         return "image-folder", "one subfolder of images per class"
+    if image_folder.patient_folders(subdirs):
+        return "image-folder", "one subfolder per class, one folder of images per patient in each"
     with_volumes = [sub for sub in subdirs if any(is_volume(p) for p in sub.iterdir())]
     if with_volumes and len(subdirs) <= image_folder.MAX_CLASS_FOLDERS:
         # More folders of volumes are case folders of a layout not known here, not classes.
@@ -132,7 +134,12 @@ def _one_down(subdirs: list[Path]) -> str:
             found.append(f"{sub.name}/ is {layout[0]}")
     if not found:
         return ""
-    return f"; one folder down, {', '.join(found)}: pass that folder as --data (a held-out one as --test)"
+    hint = f"; one folder down, {', '.join(found)}: pass that folder as --data (a held-out one as --test)"
+    if all(layout.endswith("image-folder") for layout in found) and image_folder.SPLIT_NAMES.isdisjoint(
+        sub.name.lower() for sub in subdirs
+    ):  # the same folder names in every class: patients (in several classes), or classes under a split
+        hint += "; if these folders are classes holding one folder per patient, pass --layout image-folder"
+    return hint
 
 
 def scan(

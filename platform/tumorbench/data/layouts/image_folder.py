@@ -30,27 +30,65 @@ def read_image_patients(path: Path) -> dict[str, str]:
     return dict(zip(keys, frame["patient_id"].str.strip(), strict=True))
 
 
+# Top folders named for a split, not a class: their class folders sit one level down (Kaggle's Training/).
+SPLIT_NAMES = frozenset({"train", "training", "test", "testing", "val", "valid", "validation", "dev"})
+
+
+def _images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if is_image(p) or is_volume(p))
+
+
+def _patient_structure(subdirs: list[Path]) -> bool:
+    """Folders without images of their own, each holding folders of images."""
+    if not subdirs or any(_images(d) for d in subdirs):
+        return False
+    inner = [visible_dirs(d) for d in subdirs]
+    return all(inner) and all(_images(p) for folders in inner for p in folders)
+
+
+def patient_folders(subdirs: list[Path]) -> bool:
+    """Class folders holding one folder of images per patient (``tumour/patient_07/slice_3.png``), as detection
+    sees them: not when the top folders are a split (``Training/`` + ``Testing/``: named so, or the same few
+    class names one level down in each), which the catalog's one-folder-down hint handles.
+    """
+    if len(subdirs) > MAX_CLASS_FOLDERS or not _patient_structure(subdirs):
+        return False
+    if any(d.name.lower() in SPLIT_NAMES for d in subdirs):
+        return False
+    inner = [frozenset(p.name for p in visible_dirs(d)) for d in subdirs]
+    return len(set(inner)) > 1 or len(inner[0]) > MAX_CLASS_FOLDERS
+
+
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
     patients = read_image_patients(root / "patients.csv")
     rows, unmapped = [], 0
     kinds = set()
+    nested = _patient_structure(visible_dirs(root))  # detected, or --layout image-folder on such folders
     for class_dir in visible_dirs(root):
-        files = sorted(p for p in class_dir.iterdir() if is_image(p) or is_volume(p))
-        images, masks, orphans = split_masks(files)
-        kinds |= {"volumes" if is_volume(p) else "2D images" for p in images}
-        if not images:
+        # a folder per patient inside a class folder: its name is the patient (merged across classes)
+        groups = [(p, p.name) for p in visible_dirs(class_dir)] if nested else [(class_dir, None)]
+        found = 0
+        for folder, patient_folder in groups:
+            files = _images(folder)
+            images, masks, orphans = split_masks(files)
+            kinds |= {"volumes" if is_volume(p) else "2D images" for p in images}
+            found += len(images)
+            for orphan in orphans:
+                problems.add(orphan, "mask without its image")
+            for path in images:
+                case_id = path.relative_to(root).as_posix()
+                # Without patients.csv or patient folders, each image is its own patient (slices of one
+                # patient can leak across folds).
+                patient = patients.get(case_id, patients.get(path.name)) or patient_folder
+                unmapped += bool(patients) and patient is None
+                mask = masks.get(stem(path))
+                rows.append(
+                    row(
+                        case_id, patient or case_id, "image-folder", [path], ("image",), mask=mask, label=class_dir.name
+                    )
+                )
+        if not found:
             problems.add(class_dir, "class folder without images")
-        for orphan in orphans:
-            problems.add(orphan, "mask without its image")
-        for path in images:
-            case_id = f"{class_dir.name}/{path.name}"
-            # Without patients.csv, each image is its own patient (slices of one patient can leak across folds).
-            patient = patients.get(case_id, patients.get(path.name))
-            unmapped += bool(patients) and patient is None
-            mask = masks.get(stem(path))
-            rows.append(
-                row(case_id, patient or case_id, "image-folder", [path], ("image",), mask=mask, label=class_dir.name)
-            )
     if unmapped:
         problems.add(root / "patients.csv", f"{unmapped} image(s) not listed: each is its own patient")
     if len(kinds) > 1:

@@ -187,10 +187,15 @@ def _row(case, paths, mask, layout, patients, channel_names) -> dict:
 
 def _beside(files: list[Path]) -> tuple[list[Path], dict[str, Path], list[Path]]:
     """A folder's images, the mask beside each image that has one, and masks without their image:
-    ``<image>_mask`` files (:func:`split_masks`), else names that differ by a leading role word."""
+    ``<image>_mask`` files (:func:`split_masks`), else ``<image>_seg`` (``_segmentation``, ``_label``,
+    ``_gt``), else names that differ by a leading role word."""
     images, masks, orphans = split_masks(files)
     if masks:
         return images, masks, orphans
+    stems = {stem(p) for p in files}  # <image>_seg, _segmentation, _label, _gt beside <image>
+    suffixed = {m["case"]: p for p in files if (m := MASK_SUFFIX.match(stem(p))) and m["case"] in stems}
+    if suffixed:
+        return [p for p in files if p not in set(suffixed.values())], suffixed, []
     index = _mask_index(p for p in files if MASK_PREFIX.match(stem(p)))
     images = [p for p in files if not MASK_PREFIX.match(stem(p))]
     found = {stem(p): mask for p in images if (mask := lookup(index, stem(p))) is not None}
