@@ -1,4 +1,4 @@
-"""The ``tumorbench data`` commands: make, check, de-identify, preview and split datasets.
+"""The ``tumorbench data`` commands: make, check, de-identify, preview, split and label datasets.
 
 Registered on the ``data`` group by :mod:`tumorbench.cli`; heavy imports happen inside each command.
 """
@@ -145,4 +145,20 @@ def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: s
     click.echo(f"wrote {out} (hash {doc['hash'][:12]})")
 
 
-DATA_COMMANDS = (synth, check, deid, preview, split)
+@click.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing labels.csv.")
+def labels(path: Path, overwrite: bool) -> None:
+    """Write PATH/labels.csv for a DICOM tree kept in class folders: each series' label is its top folder."""
+    from tumorbench.data.layouts.dicom import labels_from_folders
+
+    out = path / "labels.csv"
+    if out.exists() and not overwrite:
+        raise click.ClickException(f"{out} exists: pass --overwrite to replace it")
+    frame = labels_from_folders(path)
+    frame.to_csv(out, index=False)
+    counts = ", ".join(f"{label} {n}" for label, n in frame["label"].value_counts().sort_index().items())
+    click.echo(f"wrote {out}: {len(frame)} series ({counts}); add patient_id or mask columns to it as needed")
+
+
+DATA_COMMANDS = (synth, check, deid, preview, split, labels)

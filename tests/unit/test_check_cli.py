@@ -116,3 +116,28 @@ def test_cli_layouts_are_the_catalogs():
     from tumorbench.data.catalog import LAYOUTS
 
     assert sorted(LAYOUT_CHOICES) == sorted(("auto", *LAYOUTS))  # `data check --layout csv` was refused
+
+
+def test_data_labels_writes_a_dicom_trees_class_folders_as_labels(tmp_path):
+    from tumorbench.data.catalog import scan
+    from tumorbench.data.writers import write_dicom_series
+    from tumorbench.errors import TumorbenchError
+    from tumorbench.study.generic import detect
+
+    root = tmp_path / "ct"
+    for label in ("benign", "malignant"):
+        for n in range(2):
+            volume = np.full((8, 8, 3), 40.0 * (n + 1))
+            write_dicom_series(
+                root / label / f"case{n}", volume, np.eye(4), patient_id=f"{label[0]}{n}", uid_seed=label + str(n)
+            )
+    with pytest.raises(TumorbenchError, match="`tumorbench data labels PATH` writes it"):
+        detect(scan(root))  # no labels yet: the refusal names the command
+    result = _run("data", "labels", str(root))
+    assert result.exit_code == 0 and "4 series (benign 2, malignant 2)" in result.output
+    frame = scan(root)
+    assert dict(zip(frame["case_id"], frame["label"])) == {
+        f"{label}/case{n}": label for label in ("benign", "malignant") for n in range(2)
+    }
+    again = _run("data", "labels", str(root))
+    assert again.exit_code == 1 and "exists: pass --overwrite" in again.output

@@ -119,7 +119,8 @@ def detect(frame: pd.DataFrame, labels_of_mask=mask_labels, task: str | None = N
         why = "masks found, no class labels" if task is None else "masks found, --task segmentation"
         return Detection(layout, evidence, dims, "segmentation", template, cases, why)
     where = {  # where this layout's labels would come from
-        "dicom": "a labels.csv at the root with columns series_dir and label (or mask)",
+        "dicom": "a labels.csv at the root with columns series_dir and label (or mask); for series kept in "
+        "class folders (benign/..., malignant/...), `tumorbench data labels PATH` writes it",
         "image-folder": "one subfolder per class",
     }.get(layout, "the files docs/data.md lists for this layout")
     raise TumorbenchError(

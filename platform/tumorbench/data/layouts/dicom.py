@@ -87,3 +87,20 @@ def _read_series_labels(path: Path) -> dict[str, dict]:
     if "series_dir" not in frame.columns:
         raise DataError(path, "labels file needs a series_dir column")
     return {row["series_dir"]: {k: v for k, v in row.items() if v != ""} for row in frame.to_dict("records")}
+
+
+def labels_from_folders(root: Path) -> pd.DataFrame:
+    """``series_dir`` and ``label`` of every series under ``root``: the label is the series' top folder
+    (``benign/case7/...`` -> ``benign``), for a tree of DICOM series kept in class folders."""
+    from tumorbench.data.dicom import find_dicom_series
+
+    root = Path(root)
+    rows = []
+    for files in find_dicom_series(root).values():
+        rel = files[0].parent.relative_to(root)
+        if len(rel.parts) < 1 or rel.as_posix() == ".":
+            raise DataError(files[0].parent, "a series at the root itself: no class folder above it")
+        rows.append({"series_dir": rel.as_posix(), "label": rel.parts[0]})
+    if not rows:
+        raise DataError(root, "no DICOM series found")
+    return pd.DataFrame(rows).sort_values("series_dir", ignore_index=True)
