@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tumorbench.data.catalog import scan
@@ -133,3 +134,23 @@ def test_disk_bytes_count_the_files_of_dicom_series_folders(tmp_path):
     series_files = [f for folder in {p for paths in frame["image"] for p in paths} for f in Path(folder).iterdir()]
     assert len(series_files) >= 8  # a case is a folder of slices, not one file
     assert compute_fingerprint(frame)["disk_bytes"] == sum(f.stat().st_size for f in series_files)
+
+
+def test_an_unreadable_case_is_counted_and_the_study_is_refused_naming_it(tmp_path):
+    from tests.conftest import write_blob_folders
+
+    from tumorbench.errors import DataError
+    from tumorbench.study.generic import generic_study
+    from tumorbench.study.runner import plan_study
+
+    root = tmp_path / "blobs"
+    write_blob_folders(root, n=6)
+    cut = root / "yes" / "yes3.png"
+    cut.write_bytes(cut.read_bytes()[:60])  # truncated: the catalog lists it, only reading finds out
+    unreadable: list[str] = []
+    fp = compute_fingerprint(scan(root), unreadable=unreadable)
+    assert fp["sample"]["unreadable"] == 1 and fp["sample"]["read"] == 11
+    assert len(unreadable) == 1 and str(cut) in unreadable[0] and "yes3" not in json.dumps(fp)
+    study = generic_study(str(root), "smoke")
+    with pytest.raises(DataError, match=r"1 case\(s\) cannot be read: .*yes3\.png: corrupt, truncated"):
+        plan_study(study, tmp_path / "out")  # before any model is timed or trained

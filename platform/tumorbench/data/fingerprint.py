@@ -176,7 +176,11 @@ def _catalog_part(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def compute_fingerprint(
-    frame: pd.DataFrame, config: FingerprintConfig | None = None, *, near_duplicates: NearDuplicateFinder | None = None
+    frame: pd.DataFrame,
+    config: FingerprintConfig | None = None,
+    *,
+    near_duplicates: NearDuplicateFinder | None = None,
+    unreadable: list[str] | None = None,
 ) -> dict[str, Any]:
     """The fingerprint of a scanned catalog (a JSON-serializable dict).
 
@@ -184,6 +188,8 @@ def compute_fingerprint(
         frame: A catalog from :func:`~tumorbench.data.catalog.scan` (``attrs["layout"]`` set).
         config: Sampling limits.
         near_duplicates: Optional perceptual near-duplicate finder (groups of row indices).
+        unreadable: When given, each sampled case that cannot be read is appended to it (its error: file and
+            problem); the fingerprint itself only counts them (it holds no file names).
 
     Raises:
         DataError: No sampled case could be read.
@@ -193,12 +199,14 @@ def compute_fingerprint(
     limit = config.max_volumes if volumes else config.max_cases
     sample = _sample(frame, limit, config.seed)
     rng = np.random.default_rng(config.seed)
-    reads, unreadable = [], 0
+    reads, failed = [], []
     for row in sample.to_dict("records"):
         try:
             reads.append(_read_case(row, config.pixels_per_case, rng))
-        except DataError:
-            unreadable += 1  # data check lists each one; the fingerprint only counts them
+        except DataError as exc:
+            failed.append(str(exc))  # data check lists each one; the fingerprint only counts them
+    if unreadable is not None:
+        unreadable += failed
     if not reads:
         raise DataError(frame.attrs.get("root", "dataset"), "no case could be read for the fingerprint")
     channels = Counter(r["channels"] for r in reads).most_common(1)[0][0]
@@ -228,7 +236,7 @@ def compute_fingerprint(
         "duplicates": _duplicates(frame, config.hash_duplicates, near_duplicates),
         "sample": {
             "read": len(reads),
-            "unreadable": unreadable,
+            "unreadable": len(failed),
             "of": len(frame),
             "sampled": len(sample) < len(frame),
             "seed": config.seed,

@@ -20,7 +20,7 @@ import pandas as pd
 from tumorbench import storage
 from tumorbench.data.catalog import scan
 from tumorbench.data.splits import check_content
-from tumorbench.errors import TumorbenchError
+from tumorbench.errors import DataError, TumorbenchError
 from tumorbench.study import results
 from tumorbench.study.final import load_test_frame, run_locked_test
 from tumorbench.study.manifest import ALPHA, N_BOOT, code_version, write_manifest
@@ -112,7 +112,15 @@ def plan_study(
     from tumorbench.study.probe import probe_factors
 
     out = Path(out).resolve()
-    fingerprint = compute_fingerprint(scan(_data_root(study, out), study.layout))
+    root, unreadable = _data_root(study, out), []
+    fingerprint = compute_fingerprint(scan(root, study.layout), unreadable=unreadable)
+    if unreadable:  # refused now, naming them, not when a Train worker meets one of them mid-study
+        more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+        raise DataError(
+            root,
+            f"{len(unreadable)} case(s) cannot be read: {'; '.join(unreadable[:3])}{more}. Remove or re-export "
+            f"them (`tumorbench data check {root}` lists every problem)",
+        )
     capacity = capacity or Capacity.local()
     factors = None
     if capacity.gpus < 1:  # GPUs keep timemodel.GPU_SPEEDUP: the driver's CPU says nothing of them
