@@ -152,5 +152,16 @@ def test_an_unreadable_case_is_counted_and_the_study_is_refused_naming_it(tmp_pa
     assert fp["sample"]["unreadable"] == 1 and fp["sample"]["read"] == 11
     assert len(unreadable) == 1 and str(cut) in unreadable[0] and "yes3" not in json.dumps(fp)
     study = generic_study(str(root), "smoke")
-    with pytest.raises(DataError, match=r"1 case\(s\) cannot be read: .*yes3\.png: corrupt, truncated"):
+    with pytest.raises(DataError, match=r"1 case\(s\) cannot be used: .*yes3\.png: corrupt, truncated"):
         plan_study(study, tmp_path / "out")  # before any model is timed or trained
+    mismatched = tmp_path / "mism"  # a mask of another size: data check's problem, the study's refusal
+    for n in range(4):
+        Image.new("L", (16, 16), 40).save(_mkdir(mismatched / "images") / f"c{n}.png")
+        Image.new("L", (8, 8) if n == 2 else (16, 16), 255).save(_mkdir(mismatched / "masks") / f"c{n}.png")
+    with pytest.raises(DataError, match=r"c2\.png: mask shape \(8, 8\) does not match image shape \(16, 16\)"):
+        plan_study(generic_study(str(mismatched), "smoke"), tmp_path / "out2")
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -79,10 +79,11 @@ def _read_case(row: dict[str, Any], keep: int, rng: np.random.Generator) -> dict
     if isinstance(row.get("mask"), str):
         data = io.read_image(row["mask"])
         mask = data.array[0] if data.array.ndim == len(shape) + 1 else data.array
-        if mask.shape == shape:  # the target as the models see it (JPEG masks' edge noise is not tumour)
-            foreground = target(stored_labels(mask, data.meta.get("format")))
-            fraction = float(foreground.mean())
-            labels = _labels(mask[foreground])
+        if mask.shape != shape:  # as data check says it; the models' loader would stop on it mid-study
+            raise DataError(row["mask"], f"mask shape {mask.shape} does not match image shape {shape}")
+        foreground = target(stored_labels(mask, data.meta.get("format")))  # JPEG masks' edge noise is not tumour
+        fraction = float(foreground.mean())
+        labels = _labels(mask[foreground])
     samples = []
     for channel in arrays:
         values = channel[foreground] if foreground is not None and foreground.any() else channel.ravel()

@@ -118,7 +118,7 @@ def plan_study(
         more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
         raise DataError(
             root,
-            f"{len(unreadable)} case(s) cannot be read: {'; '.join(unreadable[:3])}{more}. Remove or re-export "
+            f"{len(unreadable)} case(s) cannot be used: {'; '.join(unreadable[:3])}{more}. Remove or re-export "
             f"them (`tumorbench data check {root}` lists every problem)",
         )
     capacity = capacity or Capacity.local()
