@@ -165,3 +165,35 @@ def test_an_unreadable_case_is_counted_and_the_study_is_refused_naming_it(tmp_pa
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def test_a_mask_on_another_grid_is_refused_but_one_stored_flipped_is_the_same_grid(tmp_path):
+    import nibabel as nib
+
+    from tumorbench.data.check import check_dataset as check
+
+    def case(root: Path, n: int, mask_affine: np.ndarray, flip: bool = False) -> None:
+        image = np.full((8, 10, 6), 50.0, np.float32)
+        mask = np.zeros((8, 10, 6), np.uint8)
+        mask[1:3, 2:5, 1:2] = 1  # 6 voxels, at one corner: a flip moves them
+        nib.save(nib.Nifti1Image(image, np.eye(4)), _mkdir(root / "imagesTr") / f"c{n}.nii.gz")
+        stored = mask[::-1] if flip else mask  # the same voxels, stored along -x with the matching affine
+        nib.save(nib.Nifti1Image(stored, mask_affine), _mkdir(root / "labelsTr") / f"c{n}.nii.gz")
+
+    flipped = np.diag([-1.0, 1.0, 1.0, 1.0])
+    flipped[0, 3] = 7.0  # voxel 7 along -x is voxel 0 along +x: one grid
+    good = tmp_path / "good"
+    for n in range(3):
+        case(good, n, flipped if n == 1 else np.eye(4), flip=n == 1)
+    fp = compute_fingerprint(scan(good))
+    assert fp["sample"]["unreadable"] == 0 and np.isclose(fp["foreground"]["mean_fraction"], 6 / 480)
+    assert check(good, duplicates=False)["problems"] == []
+    bad = tmp_path / "bad"
+    for n in range(3):
+        case(bad, n, np.diag([2.0, 2.0, 2.0, 1.0]) if n == 2 else np.eye(4))
+    unreadable: list[str] = []
+    compute_fingerprint(scan(bad), unreadable=unreadable)
+    assert len(unreadable) == 1 and "c2.nii.gz: mask voxel-to-world affine differs" in unreadable[0]
+    assert [p.split(": ", 1)[1][:30] for p in check(bad, duplicates=False)["problems"]] == [
+        "mask voxel-to-world affine dif"
+    ]

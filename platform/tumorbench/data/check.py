@@ -17,6 +17,7 @@ import pandas as pd
 
 from tumorbench.data import io
 from tumorbench.data.catalog import LidcPolicy, scan
+from tumorbench.data.image import mask_grid_problem
 from tumorbench.data.near_duplicates import MAX_DISTANCE, find_near_duplicates
 from tumorbench.data.splits import find_duplicates
 from tumorbench.errors import DataError
@@ -47,7 +48,7 @@ def _spatial(image: io.ImageData) -> tuple[tuple[int, ...], int]:
 def inspect_case(row: dict[str, Any]) -> CaseInfo:
     """Read a case's images and mask; record shapes, spacing, tumor presence and problems."""
     info = CaseInfo()
-    channels = 0
+    channels, first = 0, None
     for path in row["image"]:
         try:
             image = io.read_image(path)
@@ -58,7 +59,7 @@ def inspect_case(row: dict[str, Any]) -> CaseInfo:
         channels += n
         if info.shape is None:
             info.shape, info.spacing = shape, tuple(round(float(s), 3) for s in image.spacing)
-            info.orientation = image.meta.get("orientation")
+            info.orientation, first = image.meta.get("orientation"), image
         elif shape != info.shape:
             info.problems.append(
                 str(DataError(path, f"shape {shape} differs from the case's first image {info.shape}"))
@@ -73,11 +74,9 @@ def inspect_case(row: dict[str, Any]) -> CaseInfo:
         except DataError as exc:
             info.problems.append(str(exc))
             return info
-        mask_shape, _ = _spatial(mask)
-        if info.shape is not None and mask_shape != info.shape:
-            info.problems.append(
-                str(DataError(mask_path, f"mask shape {mask_shape} does not match image shape {info.shape}"))
-            )
+        problem = mask_grid_problem(first, mask) if first is not None else None
+        if problem is not None:
+            info.problems.append(str(DataError(mask_path, problem)))
         values = np.unique(mask.array)
         info.mask_labels = tuple(int(v) for v in values[:32])
         info.has_tumor = bool((values > 0).any())

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tumorbench.data.catalog import data_dims
+from tumorbench.data.image import mask_grid_problem
 from tumorbench.data.masks import stored_labels, target
 from tumorbench.errors import DataError
 
@@ -64,9 +65,10 @@ def _read_case(row: dict[str, Any], keep: int, rng: np.random.Generator) -> dict
     """Spatial shape, spacing, channels, foreground fraction and sampled intensities of one case."""
     from tumorbench.data import io
 
-    arrays, shape, spacing = [], None, None
-    for path in row["image"]:
-        image = io.read_image(path)
+    arrays, shape, spacing, first = [], None, None, None
+    for path in row["image"]:  # volumes in RAS, as the loader reads them: a mask stored otherwise still fits
+        image = io.read_image(path, canonical=True)
+        first = image if first is None else first
         array = (
             image.array
             if image.meta.get("format") == "image2d"
@@ -77,10 +79,10 @@ def _read_case(row: dict[str, Any], keep: int, rng: np.random.Generator) -> dict
         arrays.extend(array)
     foreground, fraction, labels = None, None, ()
     if isinstance(row.get("mask"), str):
-        data = io.read_image(row["mask"])
+        data = io.read_image(row["mask"], canonical=True)
+        if problem := mask_grid_problem(first, data):  # as data check says it; the loader would stop mid-study
+            raise DataError(row["mask"], problem)
         mask = data.array[0] if data.array.ndim == len(shape) + 1 else data.array
-        if mask.shape != shape:  # as data check says it; the models' loader would stop on it mid-study
-            raise DataError(row["mask"], f"mask shape {mask.shape} does not match image shape {shape}")
         foreground = target(stored_labels(mask, data.meta.get("format")))  # JPEG masks' edge noise is not tumour
         fraction = float(foreground.mean())
         labels = _labels(mask[foreground])

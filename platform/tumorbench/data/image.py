@@ -36,6 +36,40 @@ class ImageData:
 
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM patient (LPS) to NIfTI world (RAS) coordinates
+AFFINE_TOLERANCE_MM = 1e-2  # the channels and the mask of one case share their voxel grid within this
+
+
+def same_grid(affine: np.ndarray, other: np.ndarray) -> bool:
+    """Whether two voxel-to-world affines are one grid (a mask on another grid would be misaligned)."""
+    return bool(np.allclose(affine, other, atol=AFFINE_TOLERANCE_MM))
+
+
+def _canonical_grid(shape: tuple[int, ...], affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+    """A volume's spatial shape and affine once reoriented to RAS (``io.to_canonical``), without its voxels."""
+    from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+    ornt = ornt_transform(io_orientation(affine), axcodes2ornt("RAS"))
+    out = list(shape)
+    for axis, (target, _) in enumerate(ornt):
+        out[int(target)] = shape[axis]
+    return tuple(out), affine @ inv_ornt_aff(ornt, shape)
+
+
+def mask_grid_problem(image: ImageData, mask: ImageData) -> str | None:
+    """Why ``mask`` does not lie on ``image``'s voxel grid, compared as the training loader compares them (2D:
+    the pixel shape; volumes: shape and affine once both are reoriented to RAS), or None."""
+    if image.meta.get("format") == "image2d":
+        have, want = tuple(mask.array.shape[-2:]), tuple(image.array.shape[-2:])
+        return None if have == want else f"mask shape {have} does not match image shape {want}"
+    have, mask_affine = _canonical_grid(tuple(mask.array.shape[:3]), mask.affine)
+    want, image_affine = _canonical_grid(tuple(image.array.shape[:3]), image.affine)
+    if have != want:
+        return f"mask shape {have} does not match image shape {want} (both in RAS orientation)"
+    if not same_grid(mask_affine, image_affine):
+        return (
+            "mask voxel-to-world affine differs from its image's: it would be misaligned (resample it onto the image)"
+        )
+    return None
 
 
 def dicom_volume(array: np.ndarray, affine: np.ndarray, spacing: tuple[float, ...], **meta: Any) -> ImageData:

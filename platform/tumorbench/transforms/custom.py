@@ -14,12 +14,12 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_dst_type, convert_to_numpy
 from skimage.exposure import equalize_adapthist
 
+from tumorbench.data.image import same_grid
 from tumorbench.data.io import read_image
 from tumorbench.data.masks import brats_label_sets, stored_labels
 from tumorbench.errors import DataError
 
 IMAGE, MASK, LABEL = "image", "mask", "label"
-_AFFINE_TOLERANCE_MM = 1e-2
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -76,7 +76,7 @@ class LoadCased(mt.MapTransform):
             raise DataError(
                 path, f"{what} shape {tuple(shape[1:])} does not match shape {tuple(ref_shape[1:])} of {ref_path}"
             )
-        if not np.allclose(affine, ref_affine, atol=_AFFINE_TOLERANCE_MM):
+        if not same_grid(affine, ref_affine):
             raise DataError(
                 path, f"{what} voxel-to-world affine differs from that of {ref_path}; it would be misaligned"
             )

@@ -11,13 +11,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from tumorbench.data.catalog import BRATS_CHANNELS
+from tumorbench.data.image import same_grid
 from tumorbench.data.io import ImageData, read_image
 from tumorbench.data.layouts.common import is_system
 from tumorbench.uploads.formats import SUFFIXES, UploadError, UploadLimits, sniff_format, too_big
 from tumorbench.uploads.headers import check_dicom, check_nifti
 
 _BRATS_SUFFIXES = {"t1": ("t1", "t1n"), "t1ce": ("t1ce", "t1c"), "t2": ("t2", "t2w"), "flair": ("flair", "t2f")}
-_AFFINE_TOLERANCE_MM = 1e-2  # as LoadCased: channels of one case must share their grid
 _MODALITY_NAME = re.compile(r"[_-](t1|t1ce|t1n|t1c|t2|t2w|flair|t2f)(\.nii(?:\.gz)?)$", re.IGNORECASE)
 
 
@@ -133,9 +133,7 @@ def _stack_nifti(files: list[Path], kinds: dict, limits: UploadLimits, label: st
     volumes = [read_image(file) for file in files]
     first = volumes[0]
     for file, volume in zip(files[1:], volumes[1:]):
-        if volume.array.shape != first.array.shape or not np.allclose(
-            volume.affine, first.affine, atol=_AFFINE_TOLERANCE_MM
-        ):
+        if volume.array.shape != first.array.shape or not same_grid(volume.affine, first.affine):
             raise UploadError(label, f"{file.name[6:]} does not share the voxel grid of {files[0].name[6:]}", 422)
     array = first.array if len(volumes) == 1 else np.stack([v.array for v in volumes], axis=-1)
     names = list(BRATS_CHANNELS) if len(volumes) == len(BRATS_CHANNELS) else None  # _channel_order's order
