@@ -17,7 +17,7 @@ from pydicom.pixels import get_decoder
 from pydicom.uid import MediaStorageDirectoryStorage
 
 from tumorbench.data.dicom_multiframe import frame_count, read_multiframe
-from tumorbench.data.image import LPS_TO_RAS, ImageData, dicom_volume
+from tumorbench.data.image import LPS_TO_RAS, ImageData, dicom_planar_image, dicom_volume
 from tumorbench.data.layouts.common import data_files, has_dicm_magic
 from tumorbench.errors import DataError
 
@@ -212,33 +212,6 @@ def is_planar(files: int, header: Any) -> bool:
     return files == 1 and modality in PLANAR_MODALITIES and "ImageOrientationPatient" not in header
 
 
-def _projection_image(path: Path, ds: Any, pixels: np.ndarray) -> ImageData:
-    """A radiograph as a (1, rows, columns) 2D image with its detector or patient pixel spacing."""
-    spacing, source = (1.0, 1.0), None
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
-        value = ds.get(keyword)
-        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
-            spacing, source = (float(value[0]), float(value[1])), keyword
-            break
-    if pixels.ndim == 3:  # colour (ultrasound, photographs): (rows, columns, 3) RGB, no rescale
-        array = np.moveaxis(pixels, -1, 0).astype(np.float32)
-    else:
-        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
-        array = (pixels.astype(np.float64) * slope + intercept).astype(np.float32)[None]
-    meta = {
-        "path": str(path),
-        "format": "image2d",
-        "orientation": None,
-        "source": "dicom",
-        "modality": str(ds.get("Modality", "")),
-        "spacing_known": source is not None,
-        "spacing_source": source,
-        "series_uid": str(ds.get("SeriesInstanceUID", "")),
-        "files": [str(path)],
-    }
-    return ImageData(array=array, affine=np.eye(4), spacing=spacing, meta=meta)
-
-
 def _check_consistent(paths: list[Path], datasets: list[Any]) -> None:
     first = datasets[0]
     if frame_count(first) > 1:  # read_dicom_series reads it (read_multiframe); outlines over it are not
@@ -384,7 +357,7 @@ def read_dicom_series(source: str | Path | Sequence[str | Path], *, series_uid: 
         slices = [_read_slice(p) for p in paths]
     datasets = [ds for ds, _ in slices]
     if is_planar(len(paths), datasets[0]):
-        return _projection_image(paths[0], *slices[0])
+        return dicom_planar_image(paths[0], *slices[0])
     colour = next((p for p, (_, pixels) in zip(paths, slices) if pixels.ndim != 2), None)
     if colour is not None:
         raise DataError(

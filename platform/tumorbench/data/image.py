@@ -88,3 +88,31 @@ def orientation_codes(affine: np.ndarray) -> str:
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
     """Voxel size per axis: the lengths of the affine's columns."""
     return tuple(float(s) for s in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0)))
+
+
+def dicom_planar_image(path: Any, ds: Any, pixels: np.ndarray) -> ImageData:
+    """A planar DICOM image (radiograph: ``(1, rows, columns)``, rescaled; colour: ``(3, ...)``) with its
+    patient or detector pixel spacing."""
+    spacing, source = (1.0, 1.0), None
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value is not None and len(value) == 2 and all(float(v) > 0 for v in value):
+            spacing, source = (float(value[0]), float(value[1])), keyword
+            break
+    if pixels.ndim == 3:  # colour (ultrasound, photographs): (rows, columns, 3) RGB, no rescale
+        array = np.moveaxis(pixels, -1, 0).astype(np.float32)
+    else:
+        slope, intercept = float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
+        array = (pixels.astype(np.float64) * slope + intercept).astype(np.float32)[None]
+    meta = {
+        "path": str(path),
+        "format": "image2d",
+        "orientation": None,
+        "source": "dicom",
+        "modality": str(ds.get("Modality", "")),
+        "spacing_known": source is not None,
+        "spacing_source": source,
+        "series_uid": str(ds.get("SeriesInstanceUID", "")),
+        "files": [str(path)],
+    }
+    return ImageData(array=array, affine=np.eye(4), spacing=spacing, meta=meta)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tumorbench.study.spec import Study
-from tumorbench.study.timemodel import DISK_CHAINS
+from tumorbench.study.timemodel import CALIBRATION_SIZE_2D, CALIBRATION_SIZE_3D, DISK_CHAINS
 from tumorbench.tasks import get_task
 
 MEMORY_CACHE_SHARE = 0.25  # at most this share of available memory for all in-memory caches together
@@ -104,3 +104,27 @@ def free_disk_bytes(path: str = ".") -> float:
     import shutil
 
     return float(shutil.disk_usage(path).free)
+
+
+def volume_edge(study: Study, fp: dict[str, Any]) -> float:
+    """Edge of a cube with the voxels of the whole 3D input a model sees (resized, else the median shape)."""
+    shape = (study.config.get("preprocess") or {}).get("spatial_size") or fp["median_shape"][:3]
+    return float(math.prod(shape)) ** (1 / 3)
+
+
+def study_size(study: Study, dims: int) -> int:
+    """The input (2D) or patch (3D) edge the study is written with."""
+    if dims == 3:
+        patch = (study.config.get("sampling") or {}).get("patch_size") or [CALIBRATION_SIZE_3D]
+        return int(patch[0])
+    size = (study.config.get("preprocess") or {}).get("spatial_size") or [CALIBRATION_SIZE_2D]
+    return int(size[0])
+
+
+def start_size(study: Study, fp: dict[str, Any]) -> int:
+    """The input (2D) or patch (3D) edge a plan starts from, before scaling down."""
+    dims = int(study.config.get("spatial_dims", 2))
+    size = study_size(study, dims)
+    if dims == 2:  # no needless upsampling: the data's median size, rounded up to the U-Nets' stride of 16
+        size = min(size, max(32, 16 * math.ceil(min(fp["median_shape"][:2]) / 16)))
+    return size

@@ -14,14 +14,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tumorbench.errors import TumorbenchError
-from tumorbench.study.capacity import Capacity, cache_bytes, choose_cache, free_disk_bytes, usable_cases
+from tumorbench.study.capacity import (
+    Capacity,
+    cache_bytes,
+    choose_cache,
+    free_disk_bytes,
+    start_size,
+    study_size,
+    usable_cases,
+    volume_edge,
+)
 from tumorbench.study.plan_apply import count_trials, foreground_ct_window, keeps_transfer
 from tumorbench.study.spec import Candidate, Study
 from tumorbench.study.timemodel import (
     BASELINE_MS_PER_CASE,
     BASELINE_S_PER_FOLD,
-    CALIBRATION_SIZE_2D,
-    CALIBRATION_SIZE_3D,
     CPU_PARALLEL_EFFICIENCY,
     DISK_CHAINS,
     GPU_SPEEDUP,
@@ -131,29 +138,6 @@ class _Knobs:
     workers: int = 1  # a trial's Train workers (each trains its shard in whole batches)
     val_ms: float = 0.0  # scoring one validation case beyond its forward pass (timemodel.SEG_VAL_MS_PER_CASE)
     factors: Factors = field(default_factory=dict)  # model -> step time here / the constant (study.probe)
-
-
-def _volume_edge(study: Study, fp: dict[str, Any]) -> float:
-    """Edge of a cube with the voxels of the whole 3D input a model sees (resized, else the median shape)."""
-    shape = (study.config.get("preprocess") or {}).get("spatial_size") or fp["median_shape"][:3]
-    return float(math.prod(shape)) ** (1 / 3)
-
-
-def _study_size(study: Study, dims: int) -> int:
-    if dims == 3:
-        patch = (study.config.get("sampling") or {}).get("patch_size") or [CALIBRATION_SIZE_3D]
-        return int(patch[0])
-    size = (study.config.get("preprocess") or {}).get("spatial_size") or [CALIBRATION_SIZE_2D]
-    return int(size[0])
-
-
-def start_size(study: Study, fp: dict[str, Any]) -> int:
-    """The input (2D) or patch (3D) edge a plan starts from, before scaling down."""
-    dims = int(study.config.get("spatial_dims", 2))
-    size = _study_size(study, dims)
-    if dims == 2:  # no needless upsampling: the data's median size, rounded up to the U-Nets' stride of 16
-        size = min(size, max(32, 16 * math.ceil(min(fp["median_shape"][:2]) / 16)))
-    return size
 
 
 def _side_by_side(capacity: Capacity, workers: int, max_trials: int) -> int:
@@ -277,7 +261,7 @@ def make_plan(
     workers = int(study.config.get("workers", 1))
     trials = {c.name: count_trials(c) for c in study.candidates}
     k = _Knobs(
-        size=_study_size(study, dims),
+        size=study_size(study, dims),
         batch_size=int(study.config.get("batch_size", 16)),
         epochs=int(study.config.get("epochs", 10)),
         folds=study.n_folds,
@@ -312,7 +296,7 @@ def make_plan(
         return "memory+disk" if cache == "memory" and shared else cache
 
     def explained() -> float:  # the driver explains on every core (GPU when there is one), whole inputs
-        edge = k.size if dims == 2 else _volume_edge(study, fp)
+        edge = k.size if dims == 2 else volume_edge(study, fp)
         per_fold = min(study.explain_cases, math.ceil(n / k.folds))
         driver = GPU_SPEEDUP if capacity.gpus >= 1 else max(1.0, CPU_PARALLEL_EFFICIENCY * capacity.cpus)
         return explain_seconds([c.config["model"] for c in k.candidates], edge, dims, k.folds, per_fold, driver)
@@ -384,7 +368,7 @@ def _changes(study: Study, k: _Knobs, trials: dict[str, int], dims: int) -> list
     """What the plan scaled down from the study as written."""
     notes = []
     for label, before, after in (
-        ("input size" if dims == 2 else "patch size", _study_size(study, dims), k.size),
+        ("input size" if dims == 2 else "patch size", study_size(study, dims), k.size),
         ("epochs", int(study.config.get("epochs", 10)), k.epochs),
         ("folds", study.n_folds, k.folds),
     ):

@@ -106,9 +106,9 @@ def plan_study(
         The plan, the fingerprint and the study with the plan's numbers applied.
     """
     from tumorbench.data.fingerprint import compute_fingerprint
-    from tumorbench.study.capacity import Capacity
+    from tumorbench.study.capacity import Capacity, start_size
     from tumorbench.study.plan_apply import apply_plan
-    from tumorbench.study.planner import make_plan, start_size
+    from tumorbench.study.planner import make_plan
     from tumorbench.study.probe import probe_factors
 
     out = Path(out).resolve()
