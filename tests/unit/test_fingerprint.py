@@ -197,3 +197,23 @@ def test_a_mask_on_another_grid_is_refused_but_one_stored_flipped_is_the_same_gr
     assert [p.split(": ", 1)[1][:30] for p in check(bad, duplicates=False)["problems"]] == [
         "mask voxel-to-world affine dif"
     ]
+
+
+def test_a_sampled_fingerprint_still_finds_every_unusable_2d_case(tmp_path):
+    from tests.conftest import write_blob_folders
+
+    from tumorbench.data.fingerprint import FingerprintConfig, unusable_cases
+
+    root = tmp_path / "blobs"
+    write_blob_folders(root, n=10)
+    cut = [root / "yes" / f"yes{n}.png" for n in range(0, 10, 3)] + [root / "no" / "no5.png"]
+    for path in cut:
+        path.write_bytes(path.read_bytes()[:60])
+    frame, config = scan(root), FingerprintConfig(max_cases=6, hash_duplicates=False)
+    in_sample: list[str] = []
+    fp = compute_fingerprint(frame, config, unreadable=in_sample)
+    assert fp["sample"]["sampled"] and fp["sample"]["read"] + fp["sample"]["unreadable"] == 6
+    rest = unusable_cases(frame, config)
+    named = sorted(p.split(": ")[0] for p in in_sample + rest)
+    assert named == sorted(str(p) for p in cut)  # each cut file once, in the sample or in the rest
+    assert unusable_cases(frame, FingerprintConfig(max_cases=100)) == []  # every case already read

@@ -105,7 +105,7 @@ def plan_study(
     Returns:
         The plan, the fingerprint and the study with the plan's numbers applied.
     """
-    from tumorbench.data.fingerprint import compute_fingerprint
+    from tumorbench.data.fingerprint import compute_fingerprint, unusable_cases
     from tumorbench.study.capacity import Capacity, start_size
     from tumorbench.study.plan_apply import apply_plan
     from tumorbench.study.planner import make_plan
@@ -113,7 +113,9 @@ def plan_study(
 
     out = Path(out).resolve()
     root, unreadable = _data_root(study, out), []
-    fingerprint = compute_fingerprint(scan(root, study.layout), unreadable=unreadable)
+    frame = scan(root, study.layout)
+    fingerprint = compute_fingerprint(frame, unreadable=unreadable)
+    unreadable += unusable_cases(frame)  # a large 2D set: the cases the fingerprint's sample left out
     if unreadable:  # refused now, naming them, not when a Train worker meets one of them mid-study
         more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
         raise DataError(
