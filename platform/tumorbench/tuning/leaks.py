@@ -91,7 +91,11 @@ def sweeping(trial_bundle: dict[str, float], interval_s: float = SWEEP_INTERVAL_
 
     def loop() -> None:
         while not done.wait(interval_s):
-            for pg_id in sweeper.sweep():
+            try:
+                freed = sweeper.sweep()
+            except Exception:  # noqa: BLE001 - a failed pass (GCS busy, a group removed meanwhile): the next one
+                continue
+            for pg_id in freed:
                 print(
                     f"[tumorbench] freed placement group {pg_id[:8]}... left reserved by a stopped trial's Train "
                     "run (Ray Train's abort race); the next trial can start",
