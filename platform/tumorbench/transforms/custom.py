@@ -179,9 +179,9 @@ class ConvertToBratsRegionsd(mt.MapTransform):
                 raise ValueError(
                     f"{key}: BraTS regions need a single-channel label map, got shape {tuple(d[key].shape)}"
                 )
-            labels = torch.as_tensor(d[key][0]).round()
-            channels = [torch.isin(labels, torch.tensor(v, dtype=labels.dtype)) for v in sets.values()]
-            d[key] = convert_to_dst_type(torch.stack(channels).float(), d[key], dtype=torch.float32)[0]
+            labels = torch.as_tensor(d[key]).round()  # (1, ...): MONAI's LabelToMask, one region per channel
+            channels = [mt.LabelToMask(list(v), merge_channels=True)(labels) for v in sets.values()]
+            d[key] = convert_to_dst_type(torch.cat(channels).float(), d[key], dtype=torch.float32)[0]
         return d
 
 
