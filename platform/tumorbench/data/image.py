@@ -44,15 +44,20 @@ def same_grid(affine: np.ndarray, other: np.ndarray) -> bool:
     return bool(np.allclose(affine, other, atol=AFFINE_TOLERANCE_MM))
 
 
-def _canonical_grid(shape: tuple[int, ...], affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
-    """A volume's spatial shape and affine once reoriented to RAS (``io.to_canonical``), without its voxels."""
+def ras_reorientation(shape: tuple[int, ...], affine: np.ndarray) -> tuple[np.ndarray, tuple[int, ...], np.ndarray]:
+    """The closest-RAS reorientation of a volume (nibabel ``ornt``), its spatial shape and affine after it."""
     from nibabel.orientations import axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
 
     ornt = ornt_transform(io_orientation(affine), axcodes2ornt("RAS"))
-    out = list(shape)
+    return ornt, permute_axes(shape, ornt), affine @ inv_ornt_aff(ornt, shape)
+
+
+def permute_axes(values: tuple, ornt: np.ndarray) -> tuple:
+    """Per-axis values (shape, spacing) in the axis order ``ornt`` gives."""
+    out = list(values)
     for axis, (target, _) in enumerate(ornt):
-        out[int(target)] = shape[axis]
-    return tuple(out), affine @ inv_ornt_aff(ornt, shape)
+        out[int(target)] = values[axis]
+    return tuple(out)
 
 
 def mask_grid_problem(image: ImageData, mask: ImageData) -> str | None:
@@ -61,8 +66,8 @@ def mask_grid_problem(image: ImageData, mask: ImageData) -> str | None:
     if image.meta.get("format") == "image2d":
         have, want = tuple(mask.array.shape[-2:]), tuple(image.array.shape[-2:])
         return None if have == want else f"mask shape {have} does not match image shape {want}"
-    have, mask_affine = _canonical_grid(tuple(mask.array.shape[:3]), mask.affine)
-    want, image_affine = _canonical_grid(tuple(image.array.shape[:3]), image.affine)
+    _, have, mask_affine = ras_reorientation(tuple(mask.array.shape[:3]), mask.affine)
+    _, want, image_affine = ras_reorientation(tuple(image.array.shape[:3]), image.affine)
     if have != want:
         return f"mask shape {have} does not match image shape {want} (both in RAS orientation)"
     if not same_grid(mask_affine, image_affine):

@@ -14,18 +14,12 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-from nibabel.orientations import (
-    apply_orientation,
-    axcodes2ornt,
-    inv_ornt_aff,
-    io_orientation,
-    ornt_transform,
-)
+from nibabel.orientations import apply_orientation
 from PIL import Image, ImageFile
 
 from tumorbench.data.dicom import read_dicom_series
 from tumorbench.data.dicom_masks import mask_modality, read_dicom_mask
-from tumorbench.data.image import ImageData, orientation_codes, spacing_from_affine
+from tumorbench.data.image import ImageData, orientation_codes, permute_axes, ras_reorientation, spacing_from_affine
 from tumorbench.data.layouts.common import DICOM_SUFFIXES, has_dicm_magic
 from tumorbench.errors import DataError
 
@@ -106,14 +100,10 @@ def to_canonical(image: ImageData) -> ImageData:
     """
     if image.meta.get("format") == "image2d" or image.array.ndim < 3:
         raise DataError(image.meta.get("path", "<image>"), "canonical reorientation needs a 3D volume")
-    ornt = ornt_transform(io_orientation(image.affine), axcodes2ornt("RAS"))
+    ornt, _, affine = ras_reorientation(image.array.shape[:3], image.affine)
     array = np.ascontiguousarray(apply_orientation(image.array, ornt))
-    affine = image.affine @ inv_ornt_aff(ornt, image.array.shape[:3])
-    spacing = list(image.spacing)
-    for axis, (target, _) in enumerate(ornt):
-        spacing[int(target)] = image.spacing[axis]
     meta = {**image.meta, "orientation": orientation_codes(affine)}
-    return ImageData(array=array, affine=affine, spacing=tuple(spacing), meta=meta)
+    return ImageData(array=array, affine=affine, spacing=permute_axes(tuple(image.spacing), ornt), meta=meta)
 
 
 # ----------------------------------------------------------------------------- 2D images
