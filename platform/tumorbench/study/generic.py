@@ -38,6 +38,7 @@ class Detection:
     template: str
     cases: int
     why: str
+    regions: tuple[tuple[int, ...], ...] | None = None  # WT / TC / ET labels a brain tumour dataset.json names
 
     def describe(self) -> str:
         return (
@@ -64,7 +65,9 @@ def mask_labels(frame: pd.DataFrame) -> set[int]:
     for path in frame["mask"].dropna():
         data = io.read_image(path, dtype=np.int16)
         labels = stored_labels(data.array, data.meta.get("format"))
-        values = np.unique(labels) * (255 if labels is not data.array else 1)
+        if labels is not data.array:  # cut at 128: an 8-bit mask, named by its stored foreground value
+            labels = labels * 255
+        values = np.unique(labels)
         if len(values) > 1:
             return {int(v) for v in values}
     return set()
@@ -112,9 +115,8 @@ def detect(frame: pd.DataFrame, labels_of_mask=mask_labels, task: str | None = N
                 )
         if layout == "msd" and dims == 3 and (regions := brats_regions(frame)):
             sets = ", ".join(f"{n} {'+'.join(map(str, v))}" for n, v in zip(BRATS_REGIONS, regions))
-            return Detection(
-                layout, evidence, 3, "segmentation", "brats", cases, f"dataset.json's brain tumour labels: {sets}"
-            )
+            why = f"dataset.json's brain tumour labels: {sets}"
+            return Detection(layout, evidence, 3, "segmentation", "brats", cases, why, regions)
         template = "segmentation-3d" if dims == 3 else "segmentation-2d"
         why = "masks found, no class labels" if task is None else "masks found, --task segmentation"
         return Detection(layout, evidence, dims, "segmentation", template, cases, why)
@@ -204,8 +206,8 @@ def _template(detection: Detection, frame: pd.DataFrame, preset: str):
         patch = fit_patch(frame, study.config["sampling"]["patch_size"])
         sampling = {**study.config["sampling"], "patch_size": patch}
         config = {**study.config, "sampling": sampling, "roi_size": patch}
-        if regions := brats_regions(frame):  # labels numbered as the Decathlon's, not as BraTS'
-            config["preprocess"] = {**config["preprocess"], "regions": [list(r) for r in regions]}
+        if detection.regions:  # labels numbered as the Decathlon's, not as BraTS'
+            config["preprocess"] = {**config["preprocess"], "regions": [list(r) for r in detection.regions]}
         return replace(study, config=config)
     if detection.template == "classification-3d":
         return _classification_3d(preset)

@@ -274,9 +274,10 @@ def make_plan(
         workers=workers,
     )
     k.folds = min(k.folds, max(MIN_FOLDS, fp["patients"]))
-    fewest = min((fp.get("class_patients") or {}).values(), default=k.folds)
+    class_patients = fp.get("class_patients") or {}
+    rare = min(class_patients, key=class_patients.get, default=None)
+    fewest = class_patients[rare] if rare is not None else k.folds
     if fewest < MIN_FOLDS:
-        rare = min(fp["class_patients"], key=fp["class_patients"].get)
         raise TumorbenchError(
             f"class {rare!r} has {fewest} patient: cross-validation needs at least {MIN_FOLDS} patients of every "
             "class (one to train on, one to validate); add cases of that class or leave its folder out"
@@ -324,7 +325,6 @@ def make_plan(
     k.batch_size = max(1, min(k.batch_size, int(n * (k.folds - 1) / k.folds)))
     notes = _changes(study, k, trials, dims) + [cache_note]
     if fewest < study.n_folds:
-        rare = min(fp["class_patients"], key=fp["class_patients"].get)
         notes.append(f"folds: class {rare!r} has {fewest} patient(s); every validation fold needs each class")
     if factors:
         from tumorbench.study.probe import describe

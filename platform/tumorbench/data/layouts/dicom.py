@@ -98,7 +98,7 @@ def labels_from_folders(root: Path) -> pd.DataFrame:
     rows = []
     for files in find_dicom_series(root).values():
         rel = files[0].parent.relative_to(root)
-        if len(rel.parts) < 1 or rel.as_posix() == ".":
+        if not rel.parts:
             raise DataError(files[0].parent, "a series at the root itself: no class folder above it")
         rows.append({"series_dir": rel.as_posix(), "label": rel.parts[0]})
     if not rows:
