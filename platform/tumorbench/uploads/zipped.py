@@ -13,12 +13,14 @@ import numpy as np
 from tumorbench.data.catalog import BRATS_CHANNELS
 from tumorbench.data.image import same_grid
 from tumorbench.data.io import ImageData, read_image
+from tumorbench.data.layouts.brats import CHANNEL_SUFFIXES
 from tumorbench.data.layouts.common import is_system
 from tumorbench.uploads.formats import SUFFIXES, UploadError, UploadLimits, sniff_format, too_big
 from tumorbench.uploads.headers import check_dicom, check_nifti
 
-_BRATS_SUFFIXES = {"t1": ("t1", "t1n"), "t1ce": ("t1ce", "t1c"), "t2": ("t2", "t2w"), "flair": ("flair", "t2f")}
-_MODALITY_NAME = re.compile(r"[_-](t1|t1ce|t1n|t1c|t2|t2w|flair|t2f)(\.nii(?:\.gz)?)$", re.IGNORECASE)
+_MODALITY_NAME = re.compile(
+    rf"[_-]({'|'.join(s for names in CHANNEL_SUFFIXES.values() for s in names)})(\.nii(?:\.gz)?)$", re.IGNORECASE
+)
 
 
 def _safe_members(archive: zipfile.ZipFile, limits: UploadLimits, label: str) -> list[zipfile.ZipInfo]:
@@ -104,7 +106,7 @@ def _channel_order(files: list[Path], label: str) -> list[Path]:
         return files
     order = []
     for channel in BRATS_CHANNELS:
-        pattern = re.compile(rf"[_-]({'|'.join(_BRATS_SUFFIXES[channel])})\.nii(\.gz)?$", re.IGNORECASE)
+        pattern = re.compile(rf"[_-]({'|'.join(CHANNEL_SUFFIXES[channel])})\.nii(\.gz)?$", re.IGNORECASE)
         matches = [file for file in files if pattern.search(file.name)]
         if len(matches) != 1:
             raise UploadError(

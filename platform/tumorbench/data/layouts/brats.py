@@ -32,6 +32,9 @@ _BRATS_SCHEMES = {
     "2018/2021": ({c: c for c in BRATS_CHANNELS}, "seg", "_"),
 }
 
+# The file-name suffixes of each channel in every naming scheme (``t1``, ``t1n``...): the layout's and zipped uploads'.
+CHANNEL_SUFFIXES = {c: tuple(dict.fromkeys(scheme[0][c] for scheme in _BRATS_SCHEMES.values())) for c in BRATS_CHANNELS}
+
 
 def _nifti(case_dir: Path, stem: str) -> Path:
     """``<stem>.nii.gz``, else ``<stem>.nii`` when only that exists (BraTS 2020 ships uncompressed volumes)."""
