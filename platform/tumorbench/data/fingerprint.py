@@ -56,17 +56,27 @@ class FingerprintConfig:
 
 
 def unusable_cases(frame: pd.DataFrame, config: FingerprintConfig | None = None, workers: int = 2) -> list[str]:
-    """The 2D cases a sampled fingerprint did not read, read now as it reads them (decoded, mask on its grid):
-    the errors of those that cannot be used. A 2D case costs a millisecond or two, so a study need not meet
-    a corrupt file inside a Train worker; volumes are not read whole here (minutes for a large 3D set)."""
+    """The cases a sampled fingerprint did not read, checked now: the errors of those that cannot be used.
+
+    2D cases are read as the fingerprint reads them (decoded, mask on its grid): a millisecond or two each.
+    Volumes are not read whole (minutes for a large 3D set): their NIfTI headers, data lengths and grids are
+    checked (:func:`tumorbench.data.integrity.case_grid_problem`). So a study need not meet a corrupt file
+    inside a Train worker.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
+    from tumorbench.data.integrity import case_grid_problem
+
     config = config or FingerprintConfig()
-    if data_dims(frame) == 3 or len(frame) <= config.max_cases:
+    volumes = data_dims(frame) == 3
+    limit = config.max_volumes if volumes else config.max_cases
+    if len(frame) <= limit:
         return []
-    rest = frame.drop(_sample(frame, config.max_cases, config.seed).index)
+    rest = frame.drop(_sample(frame, limit, config.seed).index)
 
     def problem(row: dict[str, Any]) -> str | None:
+        if volumes:
+            return case_grid_problem(row)
         try:
             _read_case(row, 1, np.random.default_rng(0))
         except DataError as exc:

@@ -51,7 +51,8 @@ def image_content_hash(path: str | Path) -> str:
 # ----------------------------------------------------------------------------- NIfTI
 
 
-def _load_nifti(path: str | Path) -> nib.spatialimages.SpatialImage:
+def open_nifti(path: str | Path) -> nib.spatialimages.SpatialImage:
+    """A NIfTI image with its header checked (affine, dimensions); its voxels are not read yet."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "file not found")
@@ -75,7 +76,7 @@ def read_nifti(path: str | Path, *, canonical: bool = False, dtype: Any = np.flo
         canonical: Reorient array and affine to RAS (see :func:`to_canonical`).
         dtype: Array dtype; header scaling (scl_slope/inter) is applied first.
     """
-    img = _load_nifti(path)
+    img = open_nifti(path)
     try:
         data = np.asarray(img.dataobj)
     except Exception as exc:  # truncated gzip, short file, zlib errors all surface here

@@ -115,7 +115,7 @@ def plan_study(
     root, unreadable = _data_root(study, out), []
     frame = scan(root, study.layout)
     fingerprint = compute_fingerprint(frame, unreadable=unreadable)
-    unreadable += unusable_cases(frame)  # a large 2D set: the cases the fingerprint's sample left out
+    unreadable += unusable_cases(frame)  # the cases the fingerprint did not sample: 2D read, NIfTI headers checked
     if unreadable:  # refused now, naming them, not when a Train worker meets one of them mid-study
         more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
         raise DataError(

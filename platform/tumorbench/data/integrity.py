@@ -1,0 +1,91 @@
+"""Header-level checks of every NIfTI case of a 3D set, for planning: data length and grids, no voxels read.
+
+The fingerprint reads a sample of volumes whole; reading every volume of a large 3D set would take
+minutes, so a truncated volume or a mask on another grid outside the sample used to stop a Train
+worker mid-study. These checks cost a header read each (and a ``.nii.gz``'s 4-byte length trailer):
+
+- the data the header declares is all there (``.nii``: the file's size; ``.nii.gz``: gzip's ISIZE
+  trailer, and when it disagrees -- a truncated file, or a stream of several members -- the stream is
+  decompressed in bounded chunks to count its bytes);
+- every sequence and the mask lie on the first sequence's voxel grid once reoriented to RAS, as the
+  loader (:class:`~tumorbench.transforms.custom.LoadCased`) requires.
+
+DICOM series and other formats are left to the loader.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tumorbench.data.image import ras_reorientation, same_grid
+from tumorbench.errors import DataError
+
+CHUNK = 1 << 20  # bytes decompressed at a time when a gzip stream has to be counted
+
+
+def nifti_grid(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """``(shape, affine)`` of a NIfTI volume in RAS, after checking that its data is complete.
+
+    Raises:
+        DataError: An unreadable header, or data shorter than the header declares, naming the file.
+    """
+    from tumorbench.data.io import open_nifti
+
+    img = open_nifti(path)
+    proxy = img.dataobj  # its offset: the header's vox_offset, or where nibabel reads a file that says 0
+    shape = tuple(int(s) for s in proxy.shape)
+    expected = int(proxy.offset) + math.prod(shape) * np.dtype(proxy.dtype).itemsize
+    held = _data_length(Path(path), expected)
+    if held < expected:
+        raise DataError(path, f"truncated NIfTI: {held:,} bytes of the {expected:,} its header declares")
+    _, ras_shape, affine = ras_reorientation(shape[:3], np.asarray(img.affine, dtype=float))
+    return tuple(ras_shape), affine
+
+
+def _data_length(path: Path, expected: int) -> int:
+    """Bytes the file holds once decompressed; ``expected`` when a gzip trailer says so (no decompression)."""
+    if not path.name.lower().endswith(".gz"):
+        return path.stat().st_size
+    with open(path, "rb") as handle:
+        handle.seek(-4, 2)
+        if int.from_bytes(handle.read(4), "little") == expected % 2**32:
+            return expected
+    total = 0
+    try:  # gzip.open reads every member: what nibabel would read
+        with gzip.open(path, "rb") as stream:
+            while block := stream.read(CHUNK):
+                total += len(block)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(path, f"corrupt or truncated gzip stream ({type(exc).__name__}: {exc})") from exc
+    return total
+
+
+def case_grid_problem(row: dict[str, Any]) -> str | None:
+    """Why a 3D case's NIfTI files cannot be used together (the file and the problem), or None."""
+    paths = [p for p in row["image"] if _is_nifti(p)]
+    if not paths:
+        return None
+    mask = row.get("mask")
+    try:
+        ref_shape, ref_affine = nifti_grid(paths[0])
+        others = [(p, "image channel") for p in paths[1:]]
+        others += [(mask, "mask")] if isinstance(mask, str) and _is_nifti(mask) else []
+        for path, what in others:
+            shape, affine = nifti_grid(path)
+            if shape != ref_shape:
+                return str(DataError(path, f"{what} shape {shape} does not match image shape {ref_shape} (in RAS)"))
+            if not same_grid(affine, ref_affine):
+                return str(DataError(path, f"{what} voxel-to-world affine differs from its image's: misaligned"))
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
+def _is_nifti(path: Any) -> bool:
+    return isinstance(path, str) and path.lower().endswith((".nii", ".nii.gz"))

@@ -1,0 +1,85 @@
+"""Header-level checks of 3D cases at planning (data.integrity): truncation and grids, against nibabel."""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.filebasedimages import ImageFileError
+
+from tumorbench.data.catalog import scan
+from tumorbench.data.fingerprint import FingerprintConfig, compute_fingerprint, unusable_cases
+from tumorbench.data.integrity import case_grid_problem, nifti_grid
+from tumorbench.data.synthetic import BrainPhantomConfig, make_brain_study
+from tumorbench.errors import DataError
+
+SHAPE = (10, 11, 12)
+
+
+def _write(path, affine=None, shape=SHAPE):
+    nib.save(nib.Nifti1Image(np.arange(np.prod(shape), dtype=np.float32).reshape(shape), affine), path)
+    return path
+
+
+def test_a_truncated_nii_names_its_file_and_the_bytes_missing(tmp_path):
+    path = _write(tmp_path / "a.nii", np.eye(4))
+    declared = 352 + int(np.prod(SHAPE)) * 4  # a single-file NIfTI-1: 348-byte header + 4 extension bytes
+    assert path.stat().st_size == declared
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises((OSError, EOFError, ImageFileError)):  # nibabel cannot read it either
+        np.asarray(nib.load(path).dataobj)
+    with pytest.raises(DataError, match=f"{declared - 100:,} bytes of the {declared:,}") as err:
+        nifti_grid(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_truncated_nii_gz_is_found_from_its_trailer_and_stream(tmp_path):
+    path = _write(tmp_path / "a.nii.gz", np.eye(4))
+    assert nifti_grid(path)[0] == SHAPE
+    path.write_bytes(path.read_bytes()[:-50])
+    with pytest.raises((OSError, EOFError, ImageFileError)):  # nibabel cannot read it either
+        np.asarray(nib.load(path).dataobj)
+    with pytest.raises(DataError, match="corrupt or truncated gzip stream") as err:
+        nifti_grid(path)
+    assert str(path) in str(err.value)
+
+
+def test_a_gzip_of_several_members_is_counted_not_refused(tmp_path):
+    raw = _write(tmp_path / "a.nii", np.eye(4)).read_bytes()
+    path = tmp_path / "multi.nii.gz"
+    path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))  # its trailer counts the last member
+    assert int.from_bytes(path.read_bytes()[-4:], "little") != len(raw)
+    assert np.asarray(nib.load(path).dataobj).shape == SHAPE  # a valid file, as nibabel reads it
+    assert nifti_grid(path)[0] == SHAPE
+
+
+def test_grids_are_compared_in_ras_as_the_loader_compares_them(tmp_path):
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    image = str(_write(tmp_path / "t1.nii.gz", affine))
+    # the same world grid stored with the first axis flipped (LPS-like): the same case once in RAS
+    flipped = affine @ np.array([[-1, 0, 0, SHAPE[0] - 1], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+    mask = str(_write(tmp_path / "seg_flipped.nii.gz", flipped))
+    assert case_grid_problem({"image": [image], "mask": mask}) is None
+    shifted = affine.copy()
+    shifted[:3, 3] += 5.0
+    moved = str(_write(tmp_path / "seg_moved.nii.gz", shifted))
+    assert "affine differs" in case_grid_problem({"image": [image], "mask": moved})
+    small = str(_write(tmp_path / "t2.nii.gz", affine, (10, 11, 13)))
+    problem = case_grid_problem({"image": [image, small], "mask": float("nan")})
+    assert problem.startswith(small) and "image channel shape (10, 11, 13)" in problem
+
+
+def test_a_sampled_3d_fingerprint_still_finds_a_truncated_volume(tmp_path):
+    root = make_brain_study(tmp_path / "brain", BrainPhantomConfig(cases=4, shape=(16, 16, 16)))
+    frame = scan(root)
+    cut = frame["image"].iloc[2][0]
+    with open(cut, "rb+") as handle:
+        handle.truncate(handle.seek(0, 2) // 2)
+    config = FingerprintConfig(max_volumes=2, hash_duplicates=False)
+    in_sample: list[str] = []
+    compute_fingerprint(frame, config, unreadable=in_sample)
+    named = [p.split(": ")[0] for p in in_sample + unusable_cases(frame, config)]
+    assert named == [cut]  # found once, whether the fingerprint's sample read it or the header check did
+    assert unusable_cases(frame, FingerprintConfig(max_volumes=10)) == []  # every volume already read whole
