@@ -97,9 +97,18 @@ def test_run_lengths(values, counts):
 
 
 def test_rle_mask_decodes_to_the_mask():
+    import json
+
+    from tumorbench.serving.protocol import FastJSONResponse
+
     rng = np.random.default_rng(0)
     mask = (rng.uniform(size=(2, 7, 5)) > 0.6).astype(np.uint8)
-    body = mask_payload(type("R", (), {"mask": mask})(), "rle")
+    mask[1, 0, 0] = 1  # a channel starting inside the mask: its first run of 0 is empty
+    payload = {"mask": mask_payload(type("R", (), {"mask": mask})(), "rle"), "score": float("nan")}
+    answer = json.loads(FastJSONResponse(payload).body)  # as the client reads it
+    assert answer["score"] is None  # JSON has no NaN
+    body = answer["mask"]
+    assert body["counts"][1][0] == 0
     assert body["shape"] == [7, 5] and body["encoding"] == "rle"
     for channel, counts in zip(mask, body["counts"]):
         decoded = np.repeat(np.arange(len(counts)) % 2, counts).reshape(body["shape"])

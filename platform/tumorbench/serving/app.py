@@ -33,6 +33,7 @@ from tumorbench.serving.packages import resolve_packages
 from tumorbench.serving.protocol import (
     UPLOAD_OPENAPI,
     ApiError,
+    FastJSONResponse,
     RequestOptions,
     discard_body,
     exposure_problem,
@@ -330,7 +331,7 @@ class Ingress:
             size,
             total_ms,
         )
-        return JSONResponse(payload)  # Serve's proxy adds the x-request-id header
+        return FastJSONResponse(payload)  # Serve's proxy adds the x-request-id header
 
 
 def _cluster_has_gpus() -> bool:
