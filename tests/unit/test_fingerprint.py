@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -160,6 +161,13 @@ def test_an_unreadable_case_is_counted_and_the_study_is_refused_naming_it(tmp_pa
         Image.new("L", (8, 8) if n == 2 else (16, 16), 255).save(_mkdir(mismatched / "masks") / f"c{n}.png")
     with pytest.raises(DataError, match=r"c2\.png: mask shape \(8, 8\) does not match image shape \(16, 16\)"):
         plan_study(generic_study(str(mismatched), "smoke"), tmp_path / "out2")
+    held_out = tmp_path / "held_out"  # a locked test set is read whole at planning too: it is scored last
+    write_blob_folders(held_out, n=3)
+    broken = held_out / "no" / "no1.png"
+    broken.write_bytes(broken.read_bytes()[:60])
+    cut.unlink()
+    with pytest.raises(DataError, match=r"1 case\(s\) cannot be used: .*no1\.png: corrupt, truncated"):
+        plan_study(dataclasses.replace(study, test=str(held_out)), tmp_path / "out3")
 
 
 def _mkdir(path: Path) -> Path:

@@ -124,6 +124,31 @@ def test_fold_time_follows_the_documented_model():
     )
 
 
+def test_a_locked_test_set_is_planned_and_reserved_after_the_searches():
+    plain = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000)
+    tested = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000, test_cases=60)
+    assert plain.test_seconds == 0 and "locked test set" not in plain.format()
+    assert "locked test set: 60 cases" in tested.format()
+    # a final model trains on all 300 cases (its inner 20% pick the epoch) and scores the 60 test cases once;
+    # the shared disk cache already holds the training cases: only the test cases are decoded
+    speed, decode = 0.9 * (2 - 0.3), timemodel.DECODE_MS_FIXED + timemodel.DECODE_MS_PER_MIB * 0.75
+    final = 0.0
+    for model in ("tf_efficientnet_lite0", "resnet18"):
+        train_ms, eval_ms = timemodel.MS_PER_IMAGE[model]
+        epoch = 240 // 16 * 16 * (train_ms / speed + timemodel.AUGMENT_MS) + 60 * eval_ms / speed
+        seconds = (60 * decode + 8 * epoch + 60 * eval_ms / speed) / 1000
+        final += timemodel.TRIAL_STARTUP_S + timemodel.FOLD_OVERHEAD_S + seconds
+    refit = timemodel.BASELINE_S_PER_FOLD + 360 * timemodel.BASELINE_MS_PER_CASE / 1000  # one baseline, all cases
+    assert tested.test_seconds == pytest.approx(final + refit)
+    assert tested.estimate_seconds == pytest.approx(plain.estimate_seconds + tested.test_seconds)
+    names = [s.name for s in tested.searches]  # the budget guard leaves the final models their time
+    after = tested.baseline_seconds + tested.explain_seconds + tested.test_seconds
+    share = tested.searches[0].seconds / sum(s.seconds for s in tested.searches)
+    assert tested.search_budget(names[0], 3600, names) == pytest.approx((3600 - after) * share)
+    budgeted = make_plan(_study(), _fp(cases=3000), TWO_CORES, budget_minutes=15, test_cases=600)
+    assert budgeted.estimate_seconds <= 15 * 60 and budgeted.test_seconds > 0  # scaled down to hold it too
+
+
 @pytest.mark.parametrize("budget", [8, 15, 30])
 def test_plans_fit_their_budget_and_say_what_was_scaled(budget):
     plan = make_plan(_study(), _fp(cases=3000), TWO_CORES, budget_minutes=budget)

@@ -1,6 +1,6 @@
 """A locked test set must share nothing with the training data: no patient, no image, no near-duplicate.
 
-Groundwork for ``compare.py --test PATH``: :func:`check_locked_test` refuses such a set before
+For ``compare.py --test PATH`` (:mod:`tumorbench.study.final`): :func:`check_locked_test` refuses such a set before
 anything trains, naming each overlap (case ids, as ``data check`` lists duplicates).
 """
 

@@ -26,6 +26,12 @@ class Capacity:
     memory: float
     source: str
 
+    def side_by_side(self, workers: int, max_trials: int) -> int:
+        """Trials at once: one per GPU; on CPUs one per 2 cores (a trial's worker + Ray's processes and loader)."""
+        if self.gpus >= 1:
+            return max(1, min(max_trials, int(self.gpus // workers)))
+        return max(1, min(max_trials, int(self.cpus // (2 * workers))))
+
     @classmethod
     def local(cls) -> Capacity:
         """This machine, read before Ray starts."""

@@ -40,6 +40,7 @@ from tumorbench.study.timemodel import (
     Factors,
     decode_ms,
     explain_seconds,
+    final_seconds,
     fold_seconds,
     model_ms,
 )
@@ -87,6 +88,8 @@ class Plan:
     resources: dict[str, Any] = field(default_factory=dict)
     shared_cache: bool = False  # cases decoded once per study into a disk cache every trial and fold reads
     explain_seconds: float = 0.0  # explanations after the searches (timemodel.explain_seconds)
+    test_seconds: float = 0.0  # a locked test set: final models retrained and baselines refitted, scored once
+    test_cases: int = 0
     ct_window: tuple[float, float] | None = None  # (level, width) from the masks' HU (plan_apply.foreground_ct_window)
 
     def format(self) -> str:
@@ -110,6 +113,9 @@ class Plan:
             f"  baselines ~{self.baseline_seconds / 60:.1f} min; explanations ~{self.explain_seconds / 60:.1f} min; "
             f"Ray start-up ~{RAY_START_S / 60:.1f} min"
         )
+        if self.test_cases:
+            tested = f"~{self.test_seconds / 60:.1f} min"
+            lines.append(f"  locked test set: {self.test_cases} cases; final models and baselines {tested}")
         lines.append(f"  estimate {self.estimate_seconds / 60:.1f} min")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -118,7 +124,7 @@ class Plan:
         """Seconds the search ``name`` may take of ``remaining_s`` (its share among the searches still to run)."""
         planned = {s.name: s.seconds for s in self.searches}
         total = sum(planned.get(n, 0.0) for n in remaining) or 1.0
-        after = self.baseline_seconds + self.explain_seconds  # what still runs after the searches
+        after = self.baseline_seconds + self.explain_seconds + self.test_seconds  # what runs after the searches
         return max(0.0, remaining_s - after) * planned.get(name, 0.0) / total
 
 
@@ -138,13 +144,6 @@ class _Knobs:
     workers: int = 1  # a trial's Train workers (each trains its shard in whole batches)
     val_ms: float = 0.0  # scoring one validation case beyond its forward pass (timemodel.SEG_VAL_MS_PER_CASE)
     factors: Factors = field(default_factory=dict)  # model -> step time here / the constant (study.probe)
-
-
-def _side_by_side(capacity: Capacity, workers: int, max_trials: int) -> int:
-    """Trials at once: one per GPU; on CPUs one per 2 cores (a trial's worker + Ray's own processes and loader)."""
-    if capacity.gpus >= 1:
-        return max(1, min(max_trials, int(capacity.gpus // workers)))
-    return max(1, min(max_trials, int(capacity.cpus // (2 * workers))))
 
 
 def _estimate(
@@ -246,9 +245,11 @@ def make_plan(
     preset: str = "default",
     disk_free: float | None = None,
     factors: Factors | None = None,
+    test_cases: int = 0,
 ) -> Plan:
     """Size ``study`` to ``budget_minutes`` (default: the preset's cap) on ``capacity``; ``factors``: each
-    model's step time measured here over the time model's constant (:func:`tumorbench.study.probe.probe_factors`).
+    model's step time measured here over the time model's constant (:func:`tumorbench.study.probe.probe_factors`);
+    ``test_cases``: a locked test set's (its final models are planned too).
 
     Raises:
         BudgetError: Not even one trial of the cheapest model at the smallest settings fits.
@@ -284,7 +285,7 @@ def make_plan(
         )
     k.folds = min(k.folds, fewest)  # every validation fold holds every class (data.splits)
     k.size = start_size(study, fp)
-    side = _side_by_side(capacity, workers, max(trials.values()))
+    side = capacity.side_by_side(workers, max(trials.values()))
     cores = capacity.cpus - RAY_BACKGROUND_CORES
     speed = GPU_SPEEDUP if capacity.gpus >= 1 else max(1.0, CPU_PARALLEL_EFFICIENCY * cores / side)
     # LGG --budget 15 (2 workers): 9.1 s per U-Net epoch measured, 9.2 s modelled with both workers loading
@@ -302,11 +303,18 @@ def make_plan(
         driver = GPU_SPEEDUP if capacity.gpus >= 1 else max(1.0, CPU_PARALLEL_EFFICIENCY * capacity.cpus)
         return explain_seconds([c.config["model"] for c in k.candidates], edge, dims, k.folds, per_fold, driver)
 
+    def tested() -> float:  # final models one after another, each on the study's trial resources
+        if not test_cases:
+            return 0.0
+        args = (k, n, test_cases, dims, kind(), samples, speed, decode_ms(fp))
+        refits = len(study.baselines) * (BASELINE_S_PER_FOLD + (n + test_cases) * BASELINE_MS_PER_CASE / 1000)
+        return refits + sum(final_seconds(c.config["model"], *args) for c in k.candidates)
+
     def estimate():
         searches, baselines, total = _estimate(
             k, n, dims, kind(), samples, speed, side, len(study.baselines), decode_ms(fp)
         )
-        return searches, baselines, total + explained()
+        return searches, baselines, total + explained() + tested()
 
     searches, baselines, total = estimate()
     for step in _reductions(k, dims) if budget is not None else []:
@@ -350,6 +358,8 @@ def make_plan(
         baseline_seconds=baselines,
         estimate_seconds=total,
         explain_seconds=explained(),
+        test_seconds=tested(),
+        test_cases=test_cases,
         budget_seconds=budget,
         spatial_dims=dims,
         notes=tuple(notes),

@@ -105,7 +105,7 @@ def plan_study(
     Returns:
         The plan, the fingerprint and the study with the plan's numbers applied.
     """
-    from tumorbench.data.fingerprint import compute_fingerprint, unusable_cases
+    from tumorbench.data.fingerprint import FingerprintConfig, compute_fingerprint, unusable_cases
     from tumorbench.study.capacity import Capacity, start_size
     from tumorbench.study.plan_apply import apply_plan
     from tumorbench.study.planner import make_plan
@@ -116,6 +116,9 @@ def plan_study(
     frame = scan(root, study.layout)
     fingerprint = compute_fingerprint(frame, unreadable=unreadable)
     unreadable += unusable_cases(frame)  # the cases the fingerprint did not sample: 2D read, NIfTI headers checked
+    test = scan(study.test, study.layout) if study.test else None  # its final models are planned too
+    if test is not None:  # every test case, as the training cases are checked: the test comes last
+        unreadable += unusable_cases(test, FingerprintConfig(max_cases=0, max_volumes=0))
     if unreadable:  # refused now, naming them, not when a Train worker meets one of them mid-study
         more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
         raise DataError(
@@ -137,6 +140,7 @@ def plan_study(
         preset=preset,
         disk_free=shutil.disk_usage(next(p for p in (out, *out.parents) if p.exists())).free,
         factors=factors,
+        test_cases=0 if test is None else len(get_task(study.task).usable(test)),
     )
     return plan, fingerprint, apply_plan(study, plan, cache_dir=str(out / "cache"))
 

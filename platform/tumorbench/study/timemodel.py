@@ -171,3 +171,16 @@ def fold_seconds(model: str, k: Any, n: int, dims: int, cache: str, samples: int
     fill = fill_ms / 1000 / k.loaders
     epoch = (train_n * (train_ms / speed + per_epoch_ms) + val_n * (eval_ms / speed + k.val_ms)) / 1000
     return FOLD_OVERHEAD_S + fill + outer + k.epochs * epoch
+
+
+def final_seconds(
+    model: str, k: Any, n: int, n_test: int, dims: int, cache: str, samples: int, speed: float, decode: float
+) -> float:
+    """One final model of a locked test set (``compare.py --test``): a Train run on every training case (its
+    inner split picks the epoch), then the test cases scored once (:mod:`tumorbench.study.final`)."""
+    train_ms, eval_ms = model_ms(model, k.size, dims, k.factors)
+    train_n = epoch_cases(n * (1 - k.inner), k.batch_size, k.workers) * samples
+    epoch = train_n * (train_ms / speed + AUGMENT_MS / k.loaders) + n * k.inner * (eval_ms / speed + k.val_ms)
+    decoded = n_test if cache in SHARED_CACHES else n + n_test  # a shared cache already holds the training cases
+    test = n_test * (eval_ms / speed + k.val_ms)
+    return TRIAL_STARTUP_S + FOLD_OVERHEAD_S + (decoded * decode / k.loaders + k.epochs * epoch + test) / 1000
