@@ -49,7 +49,8 @@ def nifti_grid(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
 
 
 def _data_length(path: Path, expected: int) -> int:
-    """Bytes the file holds once decompressed; ``expected`` when a gzip trailer says so (no decompression)."""
+    """Bytes the file holds once decompressed, counted up to ``expected`` at most (time bounded by the header's
+    size, whatever the stream holds); ``expected`` when a gzip trailer says so (no decompression)."""
     if not path.name.lower().endswith(".gz"):
         return path.stat().st_size
     with open(path, "rb") as handle:
@@ -59,7 +60,7 @@ def _data_length(path: Path, expected: int) -> int:
     total = 0
     try:  # gzip.open reads every member: what nibabel would read
         with gzip.open(path, "rb") as stream:
-            while block := stream.read(CHUNK):
+            while total < expected and (block := stream.read(CHUNK)):  # enough: the data is all there
                 total += len(block)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(path, f"corrupt or truncated gzip stream ({type(exc).__name__}: {exc})") from exc
