@@ -269,27 +269,15 @@ def run_study(
     lb, stats = summarize_results(out, task=study.task, primary=metric, seed=study.seed, n_boot=N_BOOT, alpha=ALPHA)
     dl_models = [m for m in lb["model"] if m in fold_records]
     best = package_best(dl_models[0], fold_records, out, study.task, metric) if dl_models else {}
+    test_failed = None
     if test is not None and dl_models:
-        final = run_locked_test(
-            study,
-            # The final models checkpoint to the study's storage too: their workers may run on other nodes.
-            {
-                c.name: base_config(study, c, data, out, split_file).replace(
-                    storage=storage.join(root, "final", c.name)
-                )
-                for c in study.candidates
-            },
-            bests,
-            frame,
-            doc,
-            test,
-            class_names,
-            out,
-            metric,
-            N_BOOT,
-            ALPHA,
-        )
-        best = package_final(dl_models[0], final, lb, out, study.task, metric)
+        try:
+            best = _locked_test(study, test, bests, frame, doc, class_names, out, root, data, split_file, lb)
+        except Exception as exc:  # the cross-validated results are written first; the failure is raised at the end
+            test_failed = f"{type(exc).__name__}: {exc}"
+            print(
+                f"[tumorbench] locked test set failed ({test_failed}); writing the cross-validated results", flush=True
+            )
     if best:
         best["note"] = best_note(lb["model"].iloc[0], best)
         best["serve_link"] = str(link_best(out / "best" / study.task, study.task))
@@ -333,7 +321,32 @@ def run_study(
             + (f"; cut by the budget: {', '.join(cut)}" if cut else ""),
             flush=True,
         )
+    if test_failed:
+        raise TumorbenchError(f"the locked test set failed ({test_failed}); the cross-validated results are in {out}")
     return {"leaderboard": lb, "stats": stats, "best": best, "out": out, "budget": budget, "storage": root}
+
+
+def _locked_test(study, test, bests, frame, doc, class_names, out, root, data, split_file, lb) -> dict:
+    """The final models on the locked test set (:mod:`tumorbench.study.final`), the winner packaged as best."""
+    final = run_locked_test(
+        study,
+        # The final models checkpoint to the study's storage too: their workers may run on other nodes.
+        {
+            c.name: base_config(study, c, data, out, split_file).replace(storage=storage.join(root, "final", c.name))
+            for c in study.candidates
+        },
+        bests,
+        frame,
+        doc,
+        test,
+        class_names,
+        out,
+        study.metric,
+        N_BOOT,
+        ALPHA,
+    )
+    winner = next(m for m in lb["model"] if m in bests)
+    return package_final(winner, final, lb, out, study.task, study.metric)
 
 
 def _explain(
