@@ -25,7 +25,7 @@ logger = logging.getLogger("ray.serve")
 UPLOAD_PREFIX = "tumorbench-upload-"  # + "<pid>-": folders of dead processes are swept at start
 
 
-def request_options(
+async def request_options(  # async: FastAPI runs a plain ``def`` dependency in its thread pool, a hop per request
     model: str | None = Query(None, description="model name (GET /v1/models)"),
     output: str = Query(
         "json", pattern="^(json|dicom-seg)$", description="segment: json, or dicom-seg (a DICOM SEG of a DICOM upload)"
