@@ -40,6 +40,7 @@ RAW_TYPES = (
 FORM_FIELD = "file"
 MAX_FORM_FIELDS = 8  # besides the file; browsers and clients send none
 MAX_FIELD_BYTES = 64 * 1024
+INLINE_COPY_BYTES = 1024**2  # Starlette keeps a form's file in memory up to 1 MB: written out on the event loop
 ERROR_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -214,6 +215,8 @@ async def _receive_form(request: Request, dest: Path) -> int:
                 shutil.copyfileobj(upload.file, sink, 1 << 20)
                 return sink.tell()
 
+        if (upload.size or 0) <= INLINE_COPY_BYTES:  # still in memory: copying costs less than a thread hop
+            return copy()
         return await asyncio.to_thread(copy)
     finally:
         await form.close()
