@@ -11,9 +11,10 @@ sets both):
     trial = TRIAL_STARTUP_S + folds * fold   (one Train run per trial; under ASHA the search trains
             tuning.schedulers.asha_expected_share of its trials' folds)
     study = RAY_START_S + first_fill + sum over searches (trials * trial / side_by_side) + baselines
-            + explanations
+            + explanations + locked test
             (first_fill: every case decoded into the disk cache once per chain, training and validation;
-            explanations: explain_seconds, after the searches)
+            explanations: explain_seconds, after the searches; locked test (``--test``): one final_seconds per
+            model, each a Train run on every training case, and the baselines refitted on them)
 
 with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calibration size, and by each
 model's factor when the planner timed the study's models on this machine (:mod:`tumorbench.study.probe`).
