@@ -161,3 +161,21 @@ def test_report_shows_the_locked_test_scores_when_a_test_folder_exists(tmp_path)
     expected = f"{unet['dice_pooled']:.3f} [{unet['dice_ci_low']:.3f}, {unet['dice_ci_high']:.3f}]"
     assert expected in section and "test/report.html" in section
     assert section.count("<tr>") == 1 + len(test_lb)  # header + one row per model
+
+
+def test_a_report_scored_once_shows_values_not_fold_means(tmp_path):
+    pred = segmentation_predictions()
+    once = pred[pred["fold"] == 0]  # a locked test set's predictions: one scoring
+    once.to_csv(tmp_path / "predictions.csv", index=False)
+    lb, _ = summarize_results(tmp_path, n_boot=50)
+    page = write_report(tmp_path, n_boot=50).read_text(encoding="utf-8")
+    board = page.split("<h2>Leaderboard</h2>")[1].split("<h3>")[0].split("<p class='note'>")[0]
+    assert "scored once" in page and "1 folds" not in page
+    assert "fold mean ± SD" not in board and "± n/a" not in board
+    unet = lb.set_index("model").loc["unet"]
+    assert f"<td>{unet['iou_mean']:.3f}</td>" in board  # each metric's single value, no spread
+    pred.to_csv(tmp_path / "predictions.csv", index=False)  # the cross-validated layout keeps its spread
+    for name in ("leaderboard.csv", "stats.csv", "folds.csv"):
+        (tmp_path / name).unlink(missing_ok=True)
+    page = write_report(tmp_path, n_boot=50).read_text(encoding="utf-8")
+    assert "dice fold mean ± SD" in page and "scored once" not in page

@@ -61,20 +61,21 @@ def _p_cells(lb: pd.DataFrame, stats: pd.DataFrame, task: str, primary: str) -> 
     ], cells
 
 
-def _leaderboard_section(lb: pd.DataFrame, stats: pd.DataFrame, task: str, primary: str) -> str:
+def _leaderboard_section(lb: pd.DataFrame, stats: pd.DataFrame, task: str, primary: str, once: bool = False) -> str:
+    """``once``: one scoring (a locked test set), so no fold mean or SD: each metric's value alone."""
     metrics = [c[: -len("_mean")] for c in lb.columns if c.endswith("_mean")]
     first = get_task(task).leaderboard_metrics(lb.columns)  # BraTS regions right after the primary
     others = [m for m in first + [m for m in metrics if m not in first] if m != primary]
     delong = primary == "auc" and "auc_delong_low" in lb.columns
     p_headers, p_cells = _p_cells(lb, stats, task, primary)
-    header = [
-        "#",
-        "model",
-        "kind",
-        f"<b>{esc(primary)}</b> pooled [95% CI, bootstrap]",
-        f"{esc(primary)} fold mean ± SD",
-    ]
-    header += ["95% CI (DeLong)"] * delong + p_headers + [f"{esc(m)} fold mean ± SD" for m in others]
+    spread = "" if once else " fold mean ± SD"
+    header = ["#", "model", "kind", f"<b>{esc(primary)}</b> pooled [95% CI, bootstrap]"]
+    header += [] if once else [f"{esc(primary)}{spread}"]
+    header += ["95% CI (DeLong)"] * delong + p_headers + [f"{esc(m)}{spread}" for m in others]
+
+    def value(r: pd.Series, m: str) -> str:
+        return num(r[f"{m}_mean"]) if once else f"{num(r[f'{m}_mean'])} ± {num(r[f'{m}_sd'])}"
+
     rows, medians = [], with_infinite(lb, list(metrics))
     for i, (_, r) in enumerate(lb.iterrows()):
         row = [
@@ -82,12 +83,11 @@ def _leaderboard_section(lb: pd.DataFrame, stats: pd.DataFrame, task: str, prima
             f"<b>{esc(r['model'])}</b>",
             esc(r["kind"]),
             f"<b>{num(r[f'{primary}_pooled'])}</b> [{num(r[f'{primary}_ci_low'])}, {num(r[f'{primary}_ci_high'])}]",
-            f"{num(r[f'{primary}_mean'])} ± {num(r[f'{primary}_sd'])}",
-        ]
+        ] + ([] if once else [value(r, primary)])
         if delong:
             row.append(f"[{num(r['auc_delong_low'])}, {num(r['auc_delong_high'])}]")
         row += (p_cells[i] if p_cells else []) + [
-            f"{num(r[f'{m}_mean'])} ± {num(r[f'{m}_sd'])}{esc(infinite_note(r, m, 3, m in medians))}" for m in others
+            f"{value(r, m)}{esc(infinite_note(r, m, 3, m in medians))}" for m in others
         ]
         rows.append(row)
     pooled = [
@@ -307,17 +307,19 @@ def write_report(
     stats = _stored_or(root / "stats.csv", lambda: paired_statistics(pred, folds, task, primary=primary))
     reference = str(stats["reference"].iloc[0]) if len(stats) else str(lb["model"].iloc[0])
     manifest = _read_json(root / "manifest.json")
+    once = folds["fold"].nunique() == 1  # a locked test set: scored once, no spread over folds
     figures = get_task(task).report_figures(pred, lb, reference, primary, n_boot, seed, manifest.get("classes"))
     summary = (
-        f"{len(lb)} models and baselines, {folds['fold'].nunique()} folds, "
-        f"{pred['case_id'].nunique()} cases of {pred['patient_id'].nunique()} patients; task {esc(task)}; "
+        f"{len(lb)} models and baselines, "
+        + ("scored once, " if once else f"{folds['fold'].nunique()} folds, ")
+        + f"{pred['case_id'].nunique()} cases of {pred['patient_id'].nunique()} patients; task {esc(task)}; "
         f"primary metric {esc(primary)}; metrics {esc(', '.join(metric_names(task, pred)))}."
     )
     summary += _target_sentence(((manifest.get("spec") or {}).get("config") or {}).get("preprocess") or {})
     body = "".join(
         [
             f"<h1>{esc(title)}</h1><p>{summary}</p>",
-            _leaderboard_section(lb, stats, task, primary),
+            _leaderboard_section(lb, stats, task, primary, once),
             locked_test_section(root / "test", primary),
             _stats_section(stats),
             figures,
