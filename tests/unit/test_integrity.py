@@ -14,6 +14,7 @@ from tumorbench.data.fingerprint import FingerprintConfig, compute_fingerprint, 
 from tumorbench.data.integrity import case_grid_problem, nifti_grid
 from tumorbench.data.synthetic import BrainPhantomConfig, make_brain_study
 from tumorbench.errors import DataError
+from tumorbench.transforms.custom import LoadCased
 
 SHAPE = (10, 11, 12)
 
@@ -69,6 +70,14 @@ def test_grids_are_compared_in_ras_as_the_loader_compares_them(tmp_path):
     small = str(_write(tmp_path / "t2.nii.gz", affine, (10, 11, 13)))
     problem = case_grid_problem({"image": [image, small], "mask": float("nan")})
     assert problem.startswith(small) and "image channel shape (10, 11, 13)" in problem
+    # the training loader reads the same three cases and decides as planning did, by the same rule
+    load = LoadCased(spatial_dims=3)
+    case = {"case_id": "c", "patient_id": "p", "label": float("nan")}
+    assert load({**case, "image": [image], "mask": mask})["mask"].shape == (1, *SHAPE)
+    with pytest.raises(DataError, match="mask voxel-to-world affine differs from that of .*t1.nii.gz"):
+        load({**case, "image": [image], "mask": moved})
+    with pytest.raises(DataError, match=r"t2.nii.gz: image channel shape \(10, 11, 13\) does not match"):
+        load({**case, "image": [image, small], "mask": mask})
 
 
 def test_a_sampled_3d_fingerprint_still_finds_a_truncated_volume(tmp_path):

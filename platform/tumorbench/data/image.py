@@ -60,6 +60,21 @@ def permute_axes(values: tuple, ornt: np.ndarray) -> tuple:
     return tuple(out)
 
 
+def grid_problem(
+    what: str, shape: tuple, affine: np.ndarray, ref_shape: tuple, ref_affine: np.ndarray, ref: str = "its image"
+) -> str | None:
+    """Why a volume (``what``: "mask", "image channel") does not lie on the grid of ``ref``, or None.
+
+    Shapes are compared as given (callers pass both in the same orientation), affines within
+    :data:`AFFINE_TOLERANCE_MM`: one rule for planning (``data.integrity``), ``data check`` and the loader.
+    """
+    if tuple(shape) != tuple(ref_shape):
+        return f"{what} shape {tuple(shape)} does not match shape {tuple(ref_shape)} of {ref}"
+    if not same_grid(affine, ref_affine):
+        return f"{what} voxel-to-world affine differs from that of {ref}: it would be misaligned (resample it onto it)"
+    return None
+
+
 def mask_grid_problem(image: ImageData, mask: ImageData) -> str | None:
     """Why ``mask`` does not lie on ``image``'s voxel grid, compared as the training loader compares them (2D:
     the pixel shape; volumes: shape and affine once both are reoriented to RAS), or None."""
@@ -68,13 +83,7 @@ def mask_grid_problem(image: ImageData, mask: ImageData) -> str | None:
         return None if have == want else f"mask shape {have} does not match image shape {want}"
     _, have, mask_affine = ras_reorientation(tuple(mask.array.shape[:3]), mask.affine)
     _, want, image_affine = ras_reorientation(tuple(image.array.shape[:3]), image.affine)
-    if have != want:
-        return f"mask shape {have} does not match image shape {want} (both in RAS orientation)"
-    if not same_grid(mask_affine, image_affine):
-        return (
-            "mask voxel-to-world affine differs from its image's: it would be misaligned (resample it onto the image)"
-        )
-    return None
+    return grid_problem("mask", have, mask_affine, want, image_affine, "its image (both in RAS orientation)")
 
 
 def dicom_volume(array: np.ndarray, affine: np.ndarray, spacing: tuple[float, ...], **meta: Any) -> ImageData:

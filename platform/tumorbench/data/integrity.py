@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from tumorbench.data.image import ras_reorientation, same_grid
+from tumorbench.data.image import grid_problem, ras_reorientation
 from tumorbench.errors import DataError
 
 CHUNK = 1 << 20  # bytes decompressed at a time when a gzip stream has to be counted
@@ -78,11 +78,9 @@ def case_grid_problem(row: dict[str, Any]) -> str | None:
         others = [(p, "image channel") for p in paths[1:]]
         others += [(mask, "mask")] if isinstance(mask, str) and _is_nifti(mask) else []
         for path, what in others:
-            shape, affine = nifti_grid(path)
-            if shape != ref_shape:
-                return str(DataError(path, f"{what} shape {shape} does not match image shape {ref_shape} (in RAS)"))
-            if not same_grid(affine, ref_affine):
-                return str(DataError(path, f"{what} voxel-to-world affine differs from its image's: misaligned"))
+            problem = grid_problem(what, *nifti_grid(path), ref_shape, ref_affine, "its first image (both in RAS)")
+            if problem:
+                return str(DataError(path, problem))
     except DataError as exc:
         return str(exc)
     return None

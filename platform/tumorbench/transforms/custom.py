@@ -14,7 +14,7 @@ from monai.data import MetaTensor
 from monai.utils import convert_to_dst_type, convert_to_numpy
 from skimage.exposure import equalize_adapthist
 
-from tumorbench.data.image import same_grid
+from tumorbench.data.image import grid_problem
 from tumorbench.data.io import read_image
 from tumorbench.data.masks import brats_label_sets, stored_labels
 from tumorbench.errors import DataError
@@ -72,14 +72,9 @@ class LoadCased(mt.MapTransform):
     @staticmethod
     def _check_grid(path: str, shape: tuple, affine: np.ndarray, ref: tuple[str, tuple, np.ndarray], what: str) -> None:
         ref_path, ref_shape, ref_affine = ref
-        if tuple(shape[1:]) != tuple(ref_shape[1:]):
-            raise DataError(
-                path, f"{what} shape {tuple(shape[1:])} does not match shape {tuple(ref_shape[1:])} of {ref_path}"
-            )
-        if not same_grid(affine, ref_affine):
-            raise DataError(
-                path, f"{what} voxel-to-world affine differs from that of {ref_path}; it would be misaligned"
-            )
+        problem = grid_problem(what, shape[1:], affine, ref_shape[1:], ref_affine, ref_path)
+        if problem:
+            raise DataError(path, problem)
 
     def _load_image(self, paths: list[str], series_uid: str | None) -> tuple[MetaTensor, tuple]:
         arrays, ref = [], None
