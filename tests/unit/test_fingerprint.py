@@ -168,6 +168,9 @@ def test_an_unreadable_case_is_counted_and_the_study_is_refused_naming_it(tmp_pa
     cut.unlink()
     with pytest.raises(DataError, match=r"1 case\(s\) cannot be used: .*no1\.png: corrupt, truncated"):
         plan_study(dataclasses.replace(study, test=str(held_out)), tmp_path / "out3")
+    broken.write_bytes((root / "no" / "no1.png").read_bytes())  # whole again, as the same seed drew the training set
+    with pytest.raises(DataError, match=r"held_out: the test set overlaps the training data .*identical images"):
+        plan_study(dataclasses.replace(study, test=str(held_out)), tmp_path / "out4")  # --dry-run refuses it too
 
 
 def _mkdir(path: Path) -> Path:

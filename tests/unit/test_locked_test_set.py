@@ -36,7 +36,8 @@ def test_clean_test_set_passes_and_overlaps_are_named(tmp_path):
     problems = locked_test_overlaps(train, scan(tmp_path / "test"))
     assert "identical images: test:yes/same.png ~ train:yes/s5.png" in problems
     assert "near-duplicates: test:no/copy.png ~ train:yes/s3.png" in problems
-    with pytest.raises(DataError, match=r"overlaps the training data \(3\)"):
+    assert len(problems) == 2  # the identical pair is not named again as a near-duplicate
+    with pytest.raises(DataError, match=r"overlaps the training data \(2\)"):
         check_locked_test(train, scan(tmp_path / "test"), "test")
 
 
@@ -76,3 +77,18 @@ def test_final_model_trains_on_every_training_case_and_scores_the_test_set_once(
     assert len(records) == 6 and 0.0 <= metrics["auc"] <= 1.0
     with pytest.raises(DataError, match="overlaps the training data"):  # the same images: refused
         check_locked_test(frame, scan(tmp_path / "test"), "test")
+
+
+def test_dry_run_plans_a_clean_test_set_and_refuses_an_overlapping_one(tmp_path, capsys):
+    from tumorbench.study.cli import main
+
+    _folder(tmp_path / "train", range(8))
+    _folder(tmp_path / "test", range(100, 104))
+    args = ["--data", str(tmp_path / "train"), "--preset", "smoke", "--out", str(tmp_path / "out"), "--dry-run"]
+    assert main([*args, "--test", str(tmp_path / "test")]) == 0
+    assert "locked test set: 4 cases" in capsys.readouterr().out
+    _image(5).save(tmp_path / "test" / "yes" / "same.png")  # a training image: refused by the plan, before Ray
+    assert main([*args, "--test", str(tmp_path / "test")]) == 2
+    err = capsys.readouterr().err
+    assert "test: the test set overlaps the training data (1): identical images: test:yes/same.png" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -26,7 +26,10 @@ def locked_test_overlaps(train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
         for p in sorted(set(train["patient_id"].astype(str)) & set(test["patient_id"].astype(str)))
     ]
     both = pd.concat([_tagged(train, "train"), _tagged(test, "test")], ignore_index=True)
-    for kind, groups in (("identical images", find_duplicates(both)), ("near-duplicates", find_near_duplicates(both))):
+    identical = find_duplicates(both)
+    seen = [set(group) for group in identical]  # an identical pair is also a near-duplicate: named once
+    near = [g for g in find_near_duplicates(both) if not any(set(g) <= group for group in seen)]
+    for kind, groups in (("identical images", identical), ("near-duplicates", near)):
         for group in groups:
             sides = {case.split(":", 1)[0] for case in group}
             if sides == {"train", "test"}:

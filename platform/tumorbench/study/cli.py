@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         out = Path(args.out or f"results/{study.name}-{args.preset}")
         if args.budget is not None and args.budget <= 0:
             raise SystemExit("error: --budget must be a positive number of minutes")
-        plan, fingerprint, planned = plan_study(
+        plan, fingerprint, planned, test = plan_study(
             study, out, budget_minutes=args.budget, preset=args.preset, capacity=_capacity(args)
         )
         if args.dry_run:
@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             fingerprint=fingerprint,
             storage_uri=args.storage,
             resources=resources_from(args),
+            test=test,
         )
     except TumorbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

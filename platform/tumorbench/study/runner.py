@@ -19,6 +19,7 @@ import pandas as pd
 
 from tumorbench import storage
 from tumorbench.data.catalog import scan
+from tumorbench.data.locked_test import check_locked_test
 from tumorbench.data.splits import check_content
 from tumorbench.errors import DataError, TumorbenchError
 from tumorbench.study import results
@@ -103,7 +104,9 @@ def plan_study(
     per model, and the plan's minutes follow this machine rather than the one the constants were measured on.
 
     Returns:
-        The plan, the fingerprint and the study with the plan's numbers applied.
+        The plan, the fingerprint, the study with the plan's numbers applied, and the locked test set's
+        catalog (None without ``study.test``), its overlaps with the training data refused here, so that
+        ``--dry-run`` finds them too; pass it on to :func:`run_study` as ``test``.
     """
     from tumorbench.data.fingerprint import FingerprintConfig, compute_fingerprint, unusable_cases
     from tumorbench.study.capacity import Capacity, start_size
@@ -126,6 +129,8 @@ def plan_study(
             f"{len(unreadable)} case(s) cannot be used: {'; '.join(unreadable[:3])}{more}. Remove or re-export "
             f"them (`tumorbench data check {root}` lists every problem)",
         )
+    if test is not None:
+        check_locked_test(frame, test, study.test)
     capacity = capacity or Capacity.local()
     factors = None
     if capacity.gpus < 1:  # GPUs keep timemodel.GPU_SPEEDUP: the driver's CPU says nothing of them
@@ -142,7 +147,7 @@ def plan_study(
         factors=factors,
         test_cases=0 if test is None else len(get_task(study.task).usable(test)),
     )
-    return plan, fingerprint, apply_plan(study, plan, cache_dir=str(out / "cache"))
+    return plan, fingerprint, apply_plan(study, plan, cache_dir=str(out / "cache")), test
 
 
 def _guard(plan, name: str, remaining: list[str], started: float, n_folds: int):
@@ -190,6 +195,7 @@ def run_study(
     fingerprint: dict | None = None,
     storage_uri: str | None = None,
     resources: Resources | None = None,
+    test: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Run every search and baseline of ``study``; write the results folder; return its summary.
 
@@ -198,6 +204,7 @@ def run_study(
     ``storage_uri`` (default ``$TUMORBENCH_STORAGE``, else ``out``) receives every trial record and
     checkpoint, and a copy of the results (leaderboard, report, best package); ``out`` holds the results
     on this machine. On a cluster of several nodes it must be object storage or a folder every node sees.
+    ``test``: the locked test set's catalog as :func:`plan_study` checked it; scanned and checked here if not given.
     """
     from tumorbench.evaluation.leaderboard import format_leaderboard, summarize_results
     from tumorbench.reporting.report import write_report
@@ -210,7 +217,8 @@ def run_study(
     frame, doc, split_file, data = prepare(study, out)
     task, metric, mode = get_task(study.task), study.metric, study.mode
     class_names = task.class_names(frame)
-    test = load_test_frame(study, frame) if study.test else None  # overlaps refused before Ray starts
+    if study.test and test is None:
+        test = load_test_frame(study, frame)  # overlaps refused before Ray starts
     ensure_ray(address)
     print(f"[tumorbench] {describe_cluster()}; storage {root}", flush=True)
     storage.check_reachable(root)
