@@ -172,6 +172,8 @@ def test_a_report_scored_once_shows_values_not_fold_means(tmp_path):
     board = page.split("<h2>Leaderboard</h2>")[1].split("<h3>")[0].split("<p class='note'>")[0]
     assert "scored once" in page and "1 folds" not in page
     assert "fold mean ± SD" not in board and "± n/a" not in board
+    note = page.split("<h2>Leaderboard</h2>")[1].split("<p class='note'>")[1].split("</p>")[0]
+    assert "pooled test-set predictions" in note and "fold" not in note.lower()  # its caption explains no folds
     unet = lb.set_index("model").loc["unet"]
     assert f"<td>{unet['iou_mean']:.3f}</td>" in board  # each metric's single value, no spread
     pred.to_csv(tmp_path / "predictions.csv", index=False)  # the cross-validated layout keeps its spread
@@ -179,3 +181,4 @@ def test_a_report_scored_once_shows_values_not_fold_means(tmp_path):
         (tmp_path / name).unlink(missing_ok=True)
     page = write_report(tmp_path, n_boot=50).read_text(encoding="utf-8")
     assert "dice fold mean ± SD" in page and "scored once" not in page
+    assert "Fold mean ± SD: the mean of the per-fold values" in page

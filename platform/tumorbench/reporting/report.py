@@ -99,13 +99,21 @@ def _leaderboard_section(lb: pd.DataFrame, stats: pd.DataFrame, task: str, prima
         ]
         for _, r in lb.iterrows()
     ]
-    note = (
-        "Two different estimates, side by side. Pooled [95% CI]: the metric on all pooled out-of-fold "
-        "predictions (classification) or the mean per-patient value (segmentation), with a percentile "
-        "bootstrap resampling whole patients; rows are ranked by it, and the paired tests are about it. "
-        "Fold mean ± SD: the mean of the per-fold values (SD with ddof=1). Δ: reference minus model on the "
-        "cases both scored, with a paired patient-bootstrap CI."
+    pooled_note = (
+        "the metric on all pooled {} predictions (classification) or the mean per-patient value "
+        "(segmentation), with a percentile bootstrap resampling whole patients; rows are ranked by it, and the "
+        "paired tests are about it."
     )
+    delta = " Δ: reference minus model on the cases both scored, with a paired patient-bootstrap CI."
+    if once:  # no folds: one estimate, and no fold mean to explain
+        note = "Pooled [95% CI]: " + pooled_note.format("test-set") + delta
+    else:
+        note = (
+            "Two different estimates, side by side. Pooled [95% CI]: "
+            + pooled_note.format("out-of-fold")
+            + " Fold mean ± SD: the mean of the per-fold values (SD with ddof=1)."
+            + delta
+        )
     return (
         f"<h2>Leaderboard</h2>{html_table(header, rows, text_cols=3)}<p class='note'>{note}</p>"
         f"<h3>Every metric: pooled estimate [95% CI]</h3>{html_table(['model'] + [esc(m) for m in metrics], pooled)}"
