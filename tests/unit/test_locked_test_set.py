@@ -92,3 +92,27 @@ def test_dry_run_plans_a_clean_test_set_and_refuses_an_overlapping_one(tmp_path,
     err = capsys.readouterr().err
     assert "test: the test set overlaps the training data (1): identical images: test:yes/same.png" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_test_set_that_cannot_score_the_models_is_refused_naming_why(tmp_path):
+    from tumorbench.study.final import check_test_targets
+
+    _folder(tmp_path / "train", range(8))
+    train = scan(tmp_path / "train")
+    _folder(tmp_path / "ok", range(100, 104))
+    check_test_targets("classification", train, scan(tmp_path / "ok"), "ok")
+    unlabelled = scan(tmp_path / "ok").assign(label=np.nan)  # e.g. a DICOM folder with no label column
+    with pytest.raises(DataError, match=r"ok: the test set has no class labels .*nothing to score against"):
+        check_test_targets("classification", train, unlabelled, "ok")
+    with pytest.raises(DataError, match=r"ok: the test set has no masks"):
+        check_test_targets("segmentation", train.assign(mask="m.png"), scan(tmp_path / "ok"), "ok")
+    _folder(tmp_path / "renamed", range(300, 304))
+    (tmp_path / "renamed" / "yes").rename(tmp_path / "renamed" / "tumour")
+    with pytest.raises(DataError, match="classes the training data does not: tumour"):
+        check_test_targets("classification", train, scan(tmp_path / "renamed"), "renamed")
+    (tmp_path / "renamed" / "tumour").rename(tmp_path / "renamed" / "yes")
+    for path in (tmp_path / "renamed" / "no").iterdir():
+        path.unlink()
+    (tmp_path / "renamed" / "no").rmdir()
+    with pytest.raises(DataError, match=r"one class only \(yes\): AUC is undefined"):
+        check_test_targets("classification", train, scan(tmp_path / "renamed"), "renamed")

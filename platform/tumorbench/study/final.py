@@ -15,14 +15,36 @@ import pandas as pd
 
 from tumorbench.data.catalog import scan
 from tumorbench.data.locked_test import check_locked_test
+from tumorbench.errors import DataError
 from tumorbench.tasks import get_task
 
 
 def load_test_frame(study, frame: pd.DataFrame) -> pd.DataFrame:
-    """The test catalog, refused (before Ray starts) if it shares a patient or an image with the training data."""
+    """The test catalog, refused (before Ray starts) if it cannot score the study's models
+    (:func:`check_test_targets`) or shares a patient or an image with the training data."""
     test = scan(study.test, study.layout)
+    check_test_targets(study.task, frame, test, study.test)
     check_locked_test(frame, test, study.test)
     return test
+
+
+def check_test_targets(task: str, frame: pd.DataFrame, test: pd.DataFrame, source: str) -> None:
+    """Refuse a test set that cannot score the final models: no truth (labels or masks) to score against,
+    classes the training data never had, or a single class (AUC and balanced accuracy are undefined)."""
+    spec = get_task(task)
+    usable = spec.usable(test)
+    if usable.empty:
+        what = "class labels" if spec.target == "label" else "masks"
+        raise DataError(
+            source, f"the test set has no {what} (layout {test.attrs.get('layout')!r}): nothing to score against"
+        )
+    if spec.target != "label":
+        return
+    unknown = sorted(set(usable["label"].astype(str)) - set(spec.usable(frame)["label"].astype(str)))
+    if unknown:
+        raise DataError(source, f"the test set has classes the training data does not: {', '.join(unknown)}")
+    if usable["label"].nunique() < 2:
+        raise DataError(source, f"the test set holds one class only ({usable['label'].iloc[0]}): AUC is undefined")
 
 
 def final_config(base, candidate, best: dict[str, Any], test: str, out: Path):

@@ -23,7 +23,7 @@ from tumorbench.data.locked_test import check_locked_test
 from tumorbench.data.splits import check_content
 from tumorbench.errors import DataError, TumorbenchError
 from tumorbench.study import results
-from tumorbench.study.final import load_test_frame, run_locked_test
+from tumorbench.study.final import check_test_targets, load_test_frame, run_locked_test
 from tumorbench.study.manifest import ALPHA, N_BOOT, code_version, write_manifest
 from tumorbench.study.packaging import copy_results, local_records, package_best, package_final
 from tumorbench.study.publish import best_note, link_best
@@ -129,7 +129,8 @@ def plan_study(
             f"{len(unreadable)} case(s) cannot be used: {'; '.join(unreadable[:3])}{more}. Remove or re-export "
             f"them (`tumorbench data check {root}` lists every problem)",
         )
-    if test is not None:
+    if test is not None:  # refused now (--dry-run too): no truth, unknown classes, overlaps with training
+        check_test_targets(study.task, frame, test, study.test)
         check_locked_test(frame, test, study.test)
     capacity = capacity or Capacity.local()
     factors = None
