@@ -24,7 +24,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from tumorbench.data.dicom import read_dicom_series
+from tumorbench.data.dicom import check_series, read_dicom_series
 from tumorbench.data.io import read_image
 from tumorbench.data.writers import write_dicom_series
 from tumorbench.errors import DataError
@@ -106,6 +106,14 @@ def test_lossless_syntaxes_decode_to_the_uncompressed_pixels(series: Path, tmp_p
     image = read_dicom_series(packed)
     assert np.array_equal(image.array, plain.array)
     assert np.allclose(image.affine, plain.affine) and image.spacing == plain.spacing
+    check_series(packed)  # planning's header check passes encapsulated pixel data (undefined length)
+    cut = sorted(packed.iterdir())[1]
+    cut.write_bytes(cut.read_bytes()[:-40])
+    with pytest.raises(DataError), pytest.warns(UserWarning, match="before delimiter"):
+        read_dicom_series(packed)
+    with pytest.raises(DataError, match=f"{cut.name}: no readable pixel data"):  # refused as the reader does
+        with pytest.warns(UserWarning, match="before delimiter"):  # pydicom's, as it drops the element
+            check_series(packed)
 
 
 def _eight_bit(path: Path, pixels: np.ndarray, **extra) -> Dataset:

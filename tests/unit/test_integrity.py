@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -11,7 +12,7 @@ from nibabel.filebasedimages import ImageFileError
 
 from tumorbench.data.catalog import scan
 from tumorbench.data.fingerprint import FingerprintConfig, compute_fingerprint, unusable_cases
-from tumorbench.data.integrity import case_grid_problem, nifti_grid
+from tumorbench.data.integrity import case_grid_problem, nifti_grid, volume_case_problem
 from tumorbench.data.synthetic import BrainPhantomConfig, make_brain_study
 from tumorbench.errors import DataError
 from tumorbench.transforms.custom import LoadCased
@@ -92,3 +93,36 @@ def test_a_sampled_3d_fingerprint_still_finds_a_truncated_volume(tmp_path):
     named = [p.split(": ")[0] for p in in_sample + unusable_cases(frame, config)]
     assert named == [cut]  # found once, whether the fingerprint's sample read it or the header check did
     assert unusable_cases(frame, FingerprintConfig(max_volumes=10)) == []  # every volume already read whole
+
+
+def test_dicom_series_are_checked_by_header_as_the_reader_would_refuse_them(tmp_path):
+    import shutil
+
+    from tumorbench.data.dicom import read_dicom_series
+    from tumorbench.data.synthetic_lung import LungPhantomConfig, make_lung_study
+
+    root = make_lung_study(tmp_path / "lung", LungPhantomConfig(cases=4, shape=(16, 16, 16), repeat_scan_fraction=0))
+    frame = scan(root)
+    rows = frame.to_dict("records")
+    assert frame.attrs["layout"] == "dicom" and [volume_case_problem(r) for r in rows] == [None] * 4
+    kept = frame.index.get_loc(frame.sample(n=1, random_state=0).index[0])  # what a 1-volume fingerprint reads
+    series = [Path(r["image"][0]) for n, r in enumerate(rows) if n != kept]  # the three others, broken below
+    cut = series[0] / "slice_003.dcm"
+    with open(cut, "rb+") as handle:  # the last 100 pixel bytes lost
+        handle.truncate(handle.seek(0, 2) - 100)
+    (series[1] / "slice_004.dcm").unlink()  # a gap in the slice positions
+    shutil.copy(series[2] / "slice_002.dcm", series[2] / "copy.dcm")  # the same position twice
+    problems = [volume_case_problem(r) for n, r in enumerate(rows) if n != kept]
+    assert problems[0].startswith(f"{cut}: truncated: its pixel data ends at byte")
+    assert "non-uniform slice spacing" in problems[1] and "duplicate slice position" in problems[2]
+    assert volume_case_problem(rows[kept]) is None
+    uids = [r["series_uid"] for n, r in enumerate(rows) if n != kept]
+    for source, problem, uid in zip(series, problems, uids):  # the reader refuses each of them too
+        with pytest.raises(DataError):
+            read_dicom_series(source)
+        assert len(uid) > 10 and uid not in problem  # no UID in the message
+    config = FingerprintConfig(max_volumes=1, hash_duplicates=False)  # one series read whole, three by header
+    in_sample: list[str] = []
+    compute_fingerprint(frame, config, unreadable=in_sample)
+    found = unusable_cases(frame, config)
+    assert in_sample == [] and len(found) == 3 and all(sum(str(s) in p for p in found) == 1 for s in series)

@@ -26,6 +26,8 @@ DICOMDIR_KIND = "a DICOMDIR index"
 MASK_MODALITIES = ("SEG", "RTSTRUCT")  # outlines read as masks (data.dicom_masks), not skipped
 MASK_KINDS = tuple(f"a {m} object" for m in MASK_MODALITIES)
 _IOP_TOLERANCE = 1e-4  # direction cosines are stored with ~6 decimals
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_UNDEFINED_LENGTH = 0xFFFFFFFF  # encapsulated (compressed) pixel data: its fragments end in a delimiter
 # Projection radiography: a single image without ImageOrientationPatient is read as a 2D image.
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "IO", "PX", "RG", "DR"})
 # Planar images that are never a slice of a volume (ultrasound, photographs, secondary capture):
@@ -310,6 +312,25 @@ def dicom_series_headers(source: str | Path | Sequence[str | Path], *, series_ui
     _check_consistent(paths, datasets)
     order, _, _ = _slice_order(label, paths, datasets)
     return [datasets[n] for n in order]
+
+
+def check_series(source: str | Path | Sequence[str | Path], *, series_uid: str | None = None) -> None:
+    """Refuse what :func:`read_dicom_series` would, without decoding a pixel: unreadable headers, pixel data
+    missing, cut short or in a syntax no installed plugin decodes, and a volume's mixed orientation, slice
+    size or spacing, duplicate or missing slices. For planning (``data.integrity``); errors carry no UID."""
+    origin, _, _, paths = _select_series(source, series_uid)
+    datasets = _headers(origin, paths, defer_size="4 KB")  # the pixel data element is parsed, not read
+    for path, ds in zip(paths, datasets):
+        item = next((ds.get_item(t, keep_deferred=True) for t in _PIXEL_KEYWORDS if t in ds), None)
+        if item is None:
+            raise DataError(path, "no readable pixel data (missing, or cut short before its end)")
+        _check_decodable(ds, path)
+        size, end = path.stat().st_size, getattr(item, "value_tell", 0) + item.length
+        if item.length != _UNDEFINED_LENGTH and end > size:
+            raise DataError(path, f"truncated: its pixel data ends at byte {end:,}, the file at {size:,}")
+    if len(paths) > 1:
+        _check_consistent(paths, datasets)
+        _slice_order(origin, paths, datasets)
 
 
 def series_geometry(

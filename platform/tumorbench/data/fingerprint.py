@@ -59,13 +59,13 @@ def unusable_cases(frame: pd.DataFrame, config: FingerprintConfig | None = None,
     """The cases a sampled fingerprint did not read, checked now: the errors of those that cannot be used.
 
     2D cases are read as the fingerprint reads them (decoded, mask on its grid): a millisecond or two each.
-    Volumes are not read whole (minutes for a large 3D set): their NIfTI headers, data lengths and grids are
-    checked (:func:`tumorbench.data.integrity.case_grid_problem`). So a study need not meet a corrupt file
-    inside a Train worker.
+    Volumes are not read whole (minutes for a large 3D set): their headers, data lengths and grids are checked
+    (:func:`tumorbench.data.integrity.volume_case_problem`: NIfTI files and DICOM series). So a study need not
+    meet a corrupt file inside a Train worker.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from tumorbench.data.integrity import case_grid_problem
+    from tumorbench.data.integrity import volume_case_problem
 
     config = config or FingerprintConfig()
     volumes = data_dims(frame) == 3
@@ -76,7 +76,7 @@ def unusable_cases(frame: pd.DataFrame, config: FingerprintConfig | None = None,
 
     def problem(row: dict[str, Any]) -> str | None:
         if volumes:
-            return case_grid_problem(row)
+            return volume_case_problem(row)
         try:
             _read_case(row, 1, np.random.default_rng(0))
         except DataError as exc:

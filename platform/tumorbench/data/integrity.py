@@ -67,6 +67,20 @@ def _data_length(path: Path, expected: int) -> int:
     return total
 
 
+def volume_case_problem(row: dict[str, Any]) -> str | None:
+    """Why a 3D case cannot be used, from its headers (no voxel decoded), or None: a DICOM series as
+    :func:`tumorbench.data.dicom.check_series` checks it, NIfTI files by :func:`case_grid_problem`."""
+    from tumorbench.data.dicom import check_series
+
+    series = [p for p in row["image"] if not str(p).lower().endswith((".nii", ".nii.gz"))]
+    try:
+        for path in series:  # a series folder (dicom layout) or a DICOM file
+            check_series(path, series_uid=row.get("series_uid") if isinstance(row.get("series_uid"), str) else None)
+    except DataError as exc:
+        return str(exc)
+    return case_grid_problem(row)
+
+
 def case_grid_problem(row: dict[str, Any]) -> str | None:
     """Why a 3D case's NIfTI files cannot be used together (the file and the problem), or None."""
     paths = [p for p in row["image"] if _is_nifti(p)]
