@@ -105,6 +105,38 @@ def test_nnunet_v2_dataset_reads_channel_files_in_order(tmp_path):
         scan(root)
 
 
+def test_nnunet_held_out_cases_are_a_test_set_only_through_images_ts(tmp_path):
+    from types import SimpleNamespace
+
+    from tumorbench.data.locked_test import check_locked_test
+    from tumorbench.study.final import check_test_set, check_test_targets
+    from tumorbench.tasks import get_task
+
+    root = tmp_path / "Dataset502_Prostate"
+    _nnunet_cases(root, ["prostate_00", "prostate_01", "prostate_02"], channels=2)
+    _nifti(root / "imagesTs" / "new_002_0000.nii.gz")
+    _nifti(root / "imagesTs" / "new_002_0001.nii.gz")
+    spec = {"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "PZ": 1}, "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(spec))
+    with pytest.raises(DataError, match=r"imagesTs: no labelsTs/ beside it"):
+        scan(root / "imagesTs")
+    for case in ("new_001", "new_002"):
+        _nifti(root / "labelsTs" / f"{case}.nii.gz")
+    train = scan(root)  # the dataset's root never reads labelsTs: held-out cases stay unlabelled there
+    assert train.set_index("case_id").loc[["new_001", "new_002"], "mask"].isna().all()
+    assert detect_layout(root / "imagesTs")[0] == "msd"
+    test = scan(root / "imagesTs").set_index("case_id")
+    assert sorted(test.index) == ["new_001", "new_002"] and set(test["channels"]) == {("T2", "ADC")}
+    assert [Path(p).name for p in test.loc["new_002", "image"]] == ["new_002_0000.nii.gz", "new_002_0001.nii.gz"]
+    assert Path(test.loc["new_002", "mask"]).name == "new_002.nii.gz"
+    check_test_targets("segmentation", train, test.reset_index(), "imagesTs")
+    usable = get_task("segmentation").usable(train)  # what trains: the unlabelled held-out rows do not
+    assert sorted(usable["case_id"]) == ["prostate_00", "prostate_01", "prostate_02"]
+    with pytest.raises(DataError, match="patient new_001 is in both"):  # the whole catalog lists them
+        check_locked_test(train, test.reset_index(), "imagesTs")
+    check_test_set(SimpleNamespace(task="segmentation", test="imagesTs"), train, test.reset_index())
+
+
 def test_nnunet_2d_png_dataset_is_2d(tmp_path):
     root = tmp_path / "Dataset120_Roads"
     for case in ("img_1", "img_2", "img_3"):

@@ -88,6 +88,8 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
     """The layout of a folder with these (visible) entries and why, or None."""
     if (root / "dataset.json").exists():
         return "msd", "dataset.json (Medical Segmentation Decathlon or nnU-Net)"
+    if msd.is_test_split(root):
+        return "msd", "imagesTs/ of a dataset.json dataset: its held-out cases, with labelsTs/"
     if (root / "files" / "malignancy.csv").exists() or any(lidc.LIDC_NAME.match(p.stem) for p in entries):
         return "lidc", "LIDC-IDRI-<patient>_<nodule>_<scan> crops"
     subdirs = sorted(p for p in entries if p.is_dir())

@@ -19,11 +19,10 @@ import pandas as pd
 
 from tumorbench import storage
 from tumorbench.data.catalog import scan
-from tumorbench.data.locked_test import check_locked_test
 from tumorbench.data.splits import check_content
 from tumorbench.errors import DataError, TumorbenchError
 from tumorbench.study import results
-from tumorbench.study.final import check_test_targets, load_test_frame, run_locked_test
+from tumorbench.study.final import check_test_set, load_test_frame, run_locked_test
 from tumorbench.study.manifest import ALPHA, N_BOOT, code_version, write_manifest
 from tumorbench.study.packaging import copy_results, local_records, package_best, package_final
 from tumorbench.study.publish import best_note, link_best
@@ -130,8 +129,7 @@ def plan_study(
             f"them (`tumorbench data check {root}` lists every problem)",
         )
     if test is not None:  # refused now (--dry-run too): no truth, unknown classes, overlaps with training
-        check_test_targets(study.task, frame, test, study.test)
-        check_locked_test(frame, test, study.test)
+        check_test_set(study, frame, test)
     capacity = capacity or Capacity.local()
     factors = None
     if capacity.gpus < 1:  # GPUs keep timemodel.GPU_SPEEDUP: the driver's CPU says nothing of them

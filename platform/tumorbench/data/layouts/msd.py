@@ -4,6 +4,9 @@
   ``imagesTr/<case>.nii.gz`` but stores one file per channel, ``<case>_0000.nii.gz``, ...: read those.
 - nnU-Net v2 (``DatasetXXX_Name``: ``channel_names``, ``file_ending``, no case list): ``imagesTr/<case>_<XXXX>``
   paired with ``labelsTr/<case>``, as the ``paired`` layout pairs them; ``imagesTs/`` unlabelled.
+- A dataset's own held-out cases: the ``imagesTs/`` folder itself (``compare.py --test DatasetXXX/imagesTs``),
+  paired with ``labelsTs/`` beside it, read with its dataset's channels and file ending. The dataset's root
+  never reads ``labelsTs/``: held-out cases must not become training cases.
 """
 
 from __future__ import annotations
@@ -16,16 +19,15 @@ from tumorbench.data.layouts.paired import pair
 from tumorbench.errors import DataError
 
 
+def is_test_split(root: Path) -> bool:
+    """Whether ``root`` is an nnU-Net / Decathlon dataset's ``imagesTs/`` (its ``dataset.json`` one up)."""
+    return root.name == "imagesTs" and (root.parent / "dataset.json").is_file()
+
+
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
-    spec_path = root / "dataset.json"
-    try:
-        spec = json.loads(spec_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise DataError(spec_path, f"cannot read the dataset description: {exc}") from exc
-    if not isinstance(spec, dict):
-        raise DataError(spec_path, "not a JSON object")
-    names = spec.get("channel_names") or spec.get("modality") or {"0": "image"}
-    channels = tuple(str(names[k]) for k in sorted(names, key=int))
+    if is_test_split(root):
+        return _test_split(root, problems)
+    spec, channels = _spec(root)
     if not spec.get("training"):
         return _nnunet_v2(root, spec, channels, problems)
     entries = [(e, True) for e in spec.get("training", [])]
@@ -44,6 +46,29 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
         case_id = stem(listed)
         rows.append(row(case_id, case_id, "msd", images, channels, mask=mask))
     return rows
+
+
+def _spec(root: Path) -> tuple[dict, tuple[str, ...]]:
+    """``dataset.json`` and its channel names in order."""
+    spec_path = root / "dataset.json"
+    try:
+        spec = json.loads(spec_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(spec_path, f"cannot read the dataset description: {exc}") from exc
+    if not isinstance(spec, dict):
+        raise DataError(spec_path, "not a JSON object")
+    names = spec.get("channel_names") or spec.get("modality") or {"0": "image"}
+    return spec, tuple(str(names[k]) for k in sorted(names, key=int))
+
+
+def _test_split(images: Path, problems: Problems) -> list[dict]:
+    """``imagesTs/`` paired with ``labelsTs/`` (nnU-Net's naming: ``<case>_<XXXX>`` with ``<case>``)."""
+    spec, channels = _spec(images.parent)
+    labels = images.parent / "labelsTs"
+    if not labels.is_dir():
+        raise DataError(images, "no labelsTs/ beside it: the held-out cases have no masks to score against")
+    ending = spec.get("file_ending")
+    return pair(images, labels, problems, layout="msd", channel_names=channels, ending=ending and str(ending))
 
 
 def label_names(root: Path) -> dict[str, tuple[int, ...]]:
