@@ -102,6 +102,19 @@ def test_image_folder_labels_from_folders(tmp_path):
     assert dict(zip(frame["case_id"], frame["label"])) == {"no/c.png": "no", "yes/a.jpg": "yes", "yes/b.png": "yes"}
 
 
+def test_a_folder_of_images_to_predict_beside_the_classes_is_read_unlabelled(tmp_path):
+    from tumorbench.study.generic import detect
+
+    for name, value in (("yes/y1.png", 10), ("yes/y2.png", 15), ("no/n1.png", 20), ("no/n2.png", 25)):
+        _png(tmp_path / name, value)
+    _png(tmp_path / "pred" / "pred0.jpg", 30)  # Br35H: yes/, no/ and pred/, 60 images without a class
+    frame = scan(tmp_path)
+    assert frame.set_index("case_id").loc["pred/pred0.jpg", "label"] is None
+    assert sorted(frame["label"].dropna().unique()) == ["no", "yes"]
+    assert "pred/: 1 image(s) read unlabelled (named for no class)" in frame.attrs["notes"]
+    assert detect(frame).task == "classification"
+
+
 def test_class_folders_with_masks_are_classes_not_patients(tmp_path):
     # Before: read as LGG case folders, so each class was one "patient" and the masks were required slices.
     write_busi_folders(tmp_path)

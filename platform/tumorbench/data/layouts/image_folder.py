@@ -34,6 +34,12 @@ def read_image_patients(path: Path) -> dict[str, str]:
 SPLIT_NAMES = frozenset({"train", "training", "test", "testing", "val", "valid", "validation", "dev"})
 
 
+# Folders beside the classes that hold images without a class (Br35H's ``pred/``): read, unlabelled, never a class.
+UNLABELLED_NAMES = frozenset(
+    {"pred", "predict", "prediction", "predictions", "unlabeled", "unlabelled", "unknown", "unclassified"}
+)
+
+
 def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image(p) or is_volume(p))
 
@@ -67,6 +73,7 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
     for class_dir in visible_dirs(root):
         # a folder per patient inside a class folder: its name is the patient (merged across classes)
         groups = [(p, p.name) for p in visible_dirs(class_dir)] if nested else [(class_dir, None)]
+        label = None if class_dir.name.lower() in UNLABELLED_NAMES else class_dir.name
         found = 0
         for folder, patient_folder in groups:
             files = _images(folder)
@@ -83,12 +90,12 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
                 unmapped += bool(patients) and patient is None
                 mask = masks.get(stem(path))
                 rows.append(
-                    row(
-                        case_id, patient or case_id, "image-folder", [path], ("image",), mask=mask, label=class_dir.name
-                    )
+                    row(case_id, patient or case_id, "image-folder", [path], ("image",), mask=mask, label=label)
                 )
         if not found:
             problems.add(class_dir, "class folder without images")
+        elif label is None:
+            problems.notes.append(f"{class_dir.name}/: {found} image(s) read unlabelled (named for no class)")
     if unmapped:
         problems.add(root / "patients.csv", f"{unmapped} image(s) not listed: each is its own patient")
     if len(kinds) > 1:
