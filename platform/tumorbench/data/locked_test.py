@@ -42,4 +42,8 @@ def check_locked_test(train: pd.DataFrame, test: pd.DataFrame, source: str) -> N
     problems = locked_test_overlaps(train, test)
     if problems:
         shown = "; ".join(problems[:10]) + (f"; ... {len(problems) - 10} more" if len(problems) > 10 else "")
-        raise DataError(source, f"the test set overlaps the training data ({len(problems)}): {shown}")
+        raise DataError(
+            source,
+            f"the test set overlaps the training data ({len(problems)}): {shown}. Its scores would be inflated: "
+            "remove each overlapping image (or patient) from one side, or drop --test",
+        )
