@@ -6,6 +6,8 @@ anything trains, naming each overlap (case ids, as ``data check`` lists duplicat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from tumorbench.data.near_duplicates import find_near_duplicates
@@ -37,11 +39,16 @@ def locked_test_overlaps(train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
     return problems
 
 
-def check_locked_test(train: pd.DataFrame, test: pd.DataFrame, source: str) -> None:
-    """Raise :class:`DataError` naming every overlap of the test set ``source`` with the training data."""
+def check_locked_test(train: pd.DataFrame, test: pd.DataFrame, source: str, listing: Path | None = None) -> None:
+    """Raise :class:`DataError` naming the overlaps of the test set ``source`` with the training data (the first
+    ten; every one in ``listing``, a text file written only when there are overlaps)."""
     problems = locked_test_overlaps(train, test)
     if problems:
         shown = "; ".join(problems[:10]) + (f"; ... {len(problems) - 10} more" if len(problems) > 10 else "")
+        if listing is not None:
+            listing.parent.mkdir(parents=True, exist_ok=True)
+            listing.write_text("\n".join(problems) + "\n")
+            shown += f" (all of them in {listing})"
         raise DataError(
             source,
             f"the test set overlaps the training data ({len(problems)}): {shown}. Its scores would be inflated: "

@@ -19,19 +19,21 @@ from tumorbench.errors import DataError
 from tumorbench.tasks import get_task
 
 
-def load_test_frame(study, frame: pd.DataFrame) -> pd.DataFrame:
+def load_test_frame(study, frame: pd.DataFrame, out: Path | None = None) -> pd.DataFrame:
     """The test catalog, refused (before Ray starts) if it cannot score the study's models
     (:func:`check_test_targets`) or shares a patient or an image with the training data."""
     test = scan(study.test, study.layout)
-    check_test_set(study, frame, test)
+    check_test_set(study, frame, test, out)
     return test
 
 
-def check_test_set(study, frame: pd.DataFrame, test: pd.DataFrame) -> None:
-    """Refuse a test set that cannot score the models or overlaps the cases that train them. Unlabelled rows
-    train nothing: an nnU-Net dataset's own ``imagesTs/`` is listed, unlabelled, in its training catalog."""
+def check_test_set(study, frame: pd.DataFrame, test: pd.DataFrame, out: Path | None = None) -> None:
+    """Refuse a test set that cannot score the models or overlaps the cases that train them (every overlap
+    listed in ``<out>/test_overlaps.txt``). Unlabelled rows train nothing: an nnU-Net dataset's own
+    ``imagesTs/`` is listed, unlabelled, in its training catalog."""
     check_test_targets(study.task, frame, test, study.test)
-    check_locked_test(get_task(study.task).usable(frame), test, study.test)
+    listing = None if out is None else Path(out) / "test_overlaps.txt"
+    check_locked_test(get_task(study.task).usable(frame), test, study.test, listing)
 
 
 def check_test_targets(task: str, frame: pd.DataFrame, test: pd.DataFrame, source: str) -> None:

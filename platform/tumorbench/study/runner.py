@@ -129,7 +129,7 @@ def plan_study(
             f"them (`tumorbench data check {root}` lists every problem)",
         )
     if test is not None:  # refused now (--dry-run too): no truth, unknown classes, overlaps with training
-        check_test_set(study, frame, test)
+        check_test_set(study, frame, test, out)
     capacity = capacity or Capacity.local()
     factors = None
     if capacity.gpus < 1:  # GPUs keep timemodel.GPU_SPEEDUP: the driver's CPU says nothing of them
@@ -217,7 +217,7 @@ def run_study(
     task, metric, mode = get_task(study.task), study.metric, study.mode
     class_names = task.class_names(frame)
     if study.test and test is None:
-        test = load_test_frame(study, frame)  # overlaps refused before Ray starts
+        test = load_test_frame(study, frame, out)  # overlaps refused before Ray starts
     ensure_ray(address)
     print(f"[tumorbench] {describe_cluster()}; storage {root}", flush=True)
     storage.check_reachable(root)
