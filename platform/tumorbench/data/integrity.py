@@ -72,7 +72,7 @@ def volume_case_problem(row: dict[str, Any]) -> str | None:
     :func:`tumorbench.data.dicom.check_series` checks it, NIfTI files by :func:`case_grid_problem`."""
     from tumorbench.data.dicom import check_series
 
-    series = [p for p in row["image"] if not str(p).lower().endswith((".nii", ".nii.gz"))]
+    series = [p for p in row["image"] if not _is_nifti(str(p))]
     try:
         for path in series:  # a series folder (dicom layout) or a DICOM file
             check_series(path, series_uid=row.get("series_uid") if isinstance(row.get("series_uid"), str) else None)
