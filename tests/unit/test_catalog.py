@@ -259,7 +259,7 @@ def test_class_folders_of_nifti_volumes(tmp_path):
         for i in range(2):
             _nifti(tmp_path / cls / f"case{i}.nii.gz")
     _nifti(tmp_path / "tumor" / "case0_mask.nii.gz", value=0)
-    assert detect_layout(tmp_path) == ("image-folder", "one subfolder of NIfTI volumes per class")
+    assert detect_layout(tmp_path) == ("image-folder", "one subfolder of volumes per class")
     frame = scan(tmp_path).set_index("case_id")
     assert sorted(frame.index) == [
         "normal/case0.nii.gz",
@@ -270,7 +270,7 @@ def test_class_folders_of_nifti_volumes(tmp_path):
     assert Path(frame.loc["tumor/case0.nii.gz", "mask"]).name == "case0_mask.nii.gz"
     assert data_dims(frame) == 3
     _png(tmp_path / "normal" / "x.png")
-    with pytest.raises(DataError, match="mix 2D images and NIfTI volumes"):
+    with pytest.raises(DataError, match="mix 2D images and volumes"):
         scan(tmp_path)
 
 

@@ -12,7 +12,7 @@ from nibabel.filebasedimages import ImageFileError
 
 from tumorbench.data.catalog import scan
 from tumorbench.data.fingerprint import FingerprintConfig, compute_fingerprint, unusable_cases
-from tumorbench.data.integrity import case_grid_problem, nifti_grid, volume_case_problem
+from tumorbench.data.integrity import case_grid_problem, volume_case_problem, volume_grid
 from tumorbench.data.synthetic import BrainPhantomConfig, make_brain_study
 from tumorbench.errors import DataError
 from tumorbench.transforms.custom import LoadCased
@@ -33,18 +33,18 @@ def test_a_truncated_nii_names_its_file_and_the_bytes_missing(tmp_path):
     with pytest.raises((OSError, EOFError, ImageFileError)):  # nibabel cannot read it either
         np.asarray(nib.load(path).dataobj)
     with pytest.raises(DataError, match=f"{declared - 100:,} bytes of the {declared:,}") as err:
-        nifti_grid(path)
+        volume_grid(path)
     assert str(path) in str(err.value)
 
 
 def test_a_truncated_nii_gz_is_found_from_its_trailer_and_stream(tmp_path):
     path = _write(tmp_path / "a.nii.gz", np.eye(4))
-    assert nifti_grid(path)[0] == SHAPE
+    assert volume_grid(path)[0] == SHAPE
     path.write_bytes(path.read_bytes()[:-50])
     with pytest.raises((OSError, EOFError, ImageFileError)):  # nibabel cannot read it either
         np.asarray(nib.load(path).dataobj)
     with pytest.raises(DataError, match="corrupt or truncated gzip stream") as err:
-        nifti_grid(path)
+        volume_grid(path)
     assert str(path) in str(err.value)
 
 
@@ -54,7 +54,7 @@ def test_a_gzip_of_several_members_is_counted_not_refused(tmp_path):
     path.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))  # its trailer counts the last member
     assert int.from_bytes(path.read_bytes()[-4:], "little") != len(raw)
     assert np.asarray(nib.load(path).dataobj).shape == SHAPE  # a valid file, as nibabel reads it
-    assert nifti_grid(path)[0] == SHAPE
+    assert volume_grid(path)[0] == SHAPE
 
 
 def test_grids_are_compared_in_ras_as_the_loader_compares_them(tmp_path):

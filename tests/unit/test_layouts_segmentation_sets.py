@@ -99,9 +99,9 @@ def test_nnunet_v2_dataset_reads_channel_files_in_order(tmp_path):
     assert Path(case["mask"]).name == "prostate_01.nii.gz"
     assert frame.loc["new_001", "mask"] is None  # imagesTs: unlabelled
     assert data_dims(scan(root)) == 3
-    spec["file_ending"] = ".mha"
+    spec["file_ending"] = ".npz"  # nnU-Net's preprocessed arrays, not raw images
     (root / "dataset.json").write_text(json.dumps(spec))
-    with pytest.raises(DataError, match=r"dataset.json: file_ending \.mha: only NIfTI"):
+    with pytest.raises(DataError, match=r"dataset.json: file_ending \.npz: only volumes \(\.nii, \.nii\.gz, \.mha"):
         scan(root)
 
 

@@ -102,7 +102,7 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
     if not any(is_image(p) or is_volume(p) for sub in subdirs for p in sub.iterdir()) and paired.flat(root):
         return "paired", "images with their masks beside them in one folder"
     if case_folders.is_case_folder_set(subdirs):  # before class folders of volumes: a KiTS case is no class
-        return "case-folders", "case folders of NIfTI volumes, each with a segmentation named as one"
+        return "case-folders", "case folders of volumes, each with a segmentation named as one"
     masked = image_folder.masked_folders(subdirs)
     if masked:  # 2D images with _mask files: LGG case folders or BUSI classes
         return masked
@@ -122,7 +122,7 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
     with_volumes = [sub for sub in subdirs if any(is_volume(p) for p in sub.iterdir())]
     if with_volumes and len(subdirs) <= image_folder.MAX_CLASS_FOLDERS:
         # More folders of volumes are case folders of a layout not known here, not classes.
-        return "image-folder", "one subfolder of NIfTI volumes per class"
+        return "image-folder", "one subfolder of volumes per class"
     return None
 
 

@@ -1,4 +1,4 @@
-"""Header-level checks of every NIfTI case of a 3D set, for planning: data length and grids, no voxels read.
+"""Header-level checks of every volume case of a 3D set, for planning: data length and grids, no voxels read.
 
 The fingerprint reads a sample of volumes whole; reading every volume of a large 3D set would take
 minutes, so a truncated volume or a mask on another grid outside the sample used to stop a Train
@@ -6,11 +6,12 @@ worker mid-study. These checks cost a header read each (and a ``.nii.gz``'s 4-by
 
 - the data the header declares is all there (``.nii``: the file's size; ``.nii.gz``: gzip's ISIZE
   trailer, and when it disagrees -- a truncated file, or a stream of several members -- the stream is
-  decompressed in bounded chunks to count its bytes);
+  decompressed in bounded chunks to count its bytes; uncompressed MetaImage / NRRD: the data file's size);
 - every sequence and the mask lie on the first sequence's voxel grid once reoriented to RAS, as the
   loader (:class:`~tumorbench.transforms.custom.LoadCased`) requires.
 
-DICOM series and other formats are left to the loader.
+DICOM series are checked by :func:`tumorbench.data.dicom.check_series`; compressed MetaImage / NRRD data
+is left to the loader.
 """
 
 from __future__ import annotations
@@ -23,20 +24,28 @@ from typing import Any
 
 import numpy as np
 
+from tumorbench.data import itk_io
 from tumorbench.data.image import grid_problem, ras_reorientation
+from tumorbench.data.layouts.common import VOLUME_SUFFIXES
 from tumorbench.errors import DataError
 
 CHUNK = 1 << 20  # bytes decompressed at a time when a gzip stream has to be counted
 
 
-def nifti_grid(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
-    """``(shape, affine)`` of a NIfTI volume in RAS, after checking that its data is complete.
+def volume_grid(path: str | Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """``(shape, affine)`` of a NIfTI, MetaImage or NRRD volume in RAS, after checking that its data is complete.
 
     Raises:
         DataError: An unreadable header, or data shorter than the header declares, naming the file.
     """
     from tumorbench.data.io import open_nifti
 
+    if itk_io.is_itk(path):
+        info = itk_io.header(path)
+        if missing := itk_io.missing_bytes(path, info):
+            raise DataError(path, f"truncated image data: {missing:,} bytes short of what its header declares")
+        _, ras_shape, affine = ras_reorientation(info["shape"][:3], info["affine"])
+        return tuple(ras_shape), affine
     img = open_nifti(path)
     proxy = img.dataobj  # its offset: the header's vox_offset, or where nibabel reads a file that says 0
     shape = tuple(int(s) for s in proxy.shape)
@@ -72,7 +81,7 @@ def volume_case_problem(row: dict[str, Any]) -> str | None:
     :func:`tumorbench.data.dicom.check_series` checks it, NIfTI files by :func:`case_grid_problem`."""
     from tumorbench.data.dicom import check_series
 
-    series = [p for p in row["image"] if not _is_nifti(str(p))]
+    series = [p for p in row["image"] if not _is_volume_file(str(p))]
     try:
         for path in series:  # a series folder (dicom layout) or a DICOM file
             check_series(path, series_uid=row.get("series_uid") if isinstance(row.get("series_uid"), str) else None)
@@ -82,17 +91,17 @@ def volume_case_problem(row: dict[str, Any]) -> str | None:
 
 
 def case_grid_problem(row: dict[str, Any]) -> str | None:
-    """Why a 3D case's NIfTI files cannot be used together (the file and the problem), or None."""
-    paths = [p for p in row["image"] if _is_nifti(p)]
+    """Why a 3D case's volume files cannot be used together (the file and the problem), or None."""
+    paths = [p for p in row["image"] if _is_volume_file(p)]
     if not paths:
         return None
     mask = row.get("mask")
     try:
-        ref_shape, ref_affine = nifti_grid(paths[0])
+        ref_shape, ref_affine = volume_grid(paths[0])
         others = [(p, "image channel") for p in paths[1:]]
-        others += [(mask, "mask")] if isinstance(mask, str) and _is_nifti(mask) else []
+        others += [(mask, "mask")] if isinstance(mask, str) and _is_volume_file(mask) else []
         for path, what in others:
-            problem = grid_problem(what, *nifti_grid(path), ref_shape, ref_affine, "its first image (both in RAS)")
+            problem = grid_problem(what, *volume_grid(path), ref_shape, ref_affine, "its first image (both in RAS)")
             if problem:
                 return str(DataError(path, problem))
     except DataError as exc:
@@ -100,5 +109,6 @@ def case_grid_problem(row: dict[str, Any]) -> str | None:
     return None
 
 
-def _is_nifti(path: Any) -> bool:
-    return isinstance(path, str) and path.lower().endswith((".nii", ".nii.gz"))
+def _is_volume_file(path: Any) -> bool:
+    """A volume file whose header is checked here: NIfTI, MetaImage or NRRD (not DICOM)."""
+    return isinstance(path, str) and path.lower().endswith(VOLUME_SUFFIXES)

@@ -1,7 +1,8 @@
-"""Readers for NIfTI volumes and 2D images, and :func:`read_image`, which dispatches to them and to DICOM.
+"""Readers for NIfTI volumes and 2D images, and :func:`read_image`, which dispatches to them and to the others.
 
-DICOM series are read in :mod:`tumorbench.data.dicom`. Every reader returns an :class:`ImageData`;
-every unusable input raises :class:`~tumorbench.errors.DataError` naming the file (or series) and the problem.
+DICOM series are read in :mod:`tumorbench.data.dicom`, MetaImage and NRRD volumes in :mod:`tumorbench.data.itk_io`.
+Every reader returns an :class:`ImageData`; every unusable input raises :class:`~tumorbench.errors.DataError`
+naming the file (or series) and the problem.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from PIL import Image, ImageFile
 from tumorbench.data.dicom import read_dicom_series
 from tumorbench.data.dicom_masks import mask_modality, read_dicom_mask
 from tumorbench.data.image import ImageData, orientation_codes, permute_axes, ras_reorientation, spacing_from_affine
+from tumorbench.data.itk_io import ITK_SUFFIXES, data_file, read_itk
 from tumorbench.data.layouts.common import DICOM_SUFFIXES, has_dicm_magic
 from tumorbench.errors import DataError
 
@@ -31,11 +33,14 @@ _GREY_MODES = ("L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N")
 def image_content_hash(path: str | Path) -> str:
     """Return the sha256 hex digest of a file's bytes, or of a folder's files (a DICOM series).
 
-    A folder's digest covers its files' relative names and bytes in sorted order.
+    A folder's digest covers its files' relative names and bytes in sorted order; a detached MetaImage or
+    NRRD header's covers its data file's bytes too (a voxel changed in ``scan.raw`` changes ``scan.mhd``'s).
     """
     path = Path(path)
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    if path.name.lower().endswith(ITK_SUFFIXES) and (data := data_file(path)) is not None:
+        files.append(data)
     for file in files:
         if path.is_dir():
             digest.update(file.relative_to(path).as_posix().encode())
@@ -185,7 +190,7 @@ def read_image(
     """Read any supported image, choosing the reader by suffix (or the DICM preamble).
 
     Args:
-        path: A NIfTI file, a DICOM file or folder, or a 2D image.
+        path: A NIfTI, MetaImage or NRRD file, a DICOM file or folder, or a 2D image.
         canonical: Reorient 3D volumes to RAS; ignored for 2D images.
         dtype: Array dtype of the result; ``None``: 8-bit 2D images as ``uint8``, everything else ``float32``.
         series_uid: The DICOM series to read when a folder holds several.
@@ -196,6 +201,8 @@ def read_image(
         image = read_dicom_series(path, series_uid=series_uid)
     elif name.endswith(NIFTI_SUFFIXES):
         return read_nifti(path, canonical=canonical, dtype=np.float32 if dtype is None else dtype)
+    elif name.endswith(ITK_SUFFIXES):
+        image = read_itk(path, dtype=np.float32 if dtype is None else dtype)
     elif name.endswith(IMAGE_2D_SUFFIXES):
         image = read_image_2d(path, dtype)
     elif name.endswith(DICOM_SUFFIXES) or has_dicm_magic(path):

@@ -20,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from tumorbench.data.catalog import data_dims
+from tumorbench.data.layouts.common import VOLUME_SUFFIXES
 from tumorbench.data.masks import BRATS_REGIONS
 from tumorbench.errors import TumorbenchError
 from tumorbench.study.target import brats_regions
@@ -132,13 +133,15 @@ def detect(frame: pd.DataFrame, labels_of_mask=mask_labels, task: str | None = N
 
 
 def fit_patch(frame: pd.DataFrame, patch: list[int]) -> list[int]:
-    """Shrink a 3D patch to the smallest axis of the first NIfTI volume, in multiples of 16 (phantoms are small)."""
+    """Shrink a 3D patch to the smallest axis of the first volume file, in multiples of 16 (phantoms are small)."""
     import nibabel as nib
 
+    from tumorbench.data import itk_io
+
     path = frame["image"].iloc[0][0]
-    if not str(path).endswith((".nii", ".nii.gz")):
+    if not str(path).endswith(VOLUME_SUFFIXES):
         return list(patch)
-    smallest = min(nib.load(path).shape[:3])
+    smallest = min((itk_io.header(path)["shape"] if itk_io.is_itk(path) else nib.load(path).shape)[:3])
     return [max(16, min(p, smallest // 16 * 16)) for p in patch]
 
 
@@ -190,9 +193,14 @@ def looks_like_hu(frame: pd.DataFrame) -> bool:
     import nibabel as nib
     import numpy as np
 
+    from tumorbench.data import itk_io
+
     paths = frame["image"].iloc[0] if len(frame) else ()
-    if len(paths) != 1 or not str(paths[0]).endswith((".nii", ".nii.gz")):
+    if len(paths) != 1 or not str(paths[0]).endswith(VOLUME_SUFFIXES):
         return False
+    if itk_io.is_itk(paths[0]):  # SimpleITK reads whole files: one volume, once per study
+        voxels = itk_io.read_itk(paths[0]).array
+        return voxels.ndim == 3 and float(voxels[::4, ::4, ::4].min()) <= -500
     image = nib.load(paths[0])
     # Every 4th voxel per axis: air surrounds the body, and a 500-slice CT is not held whole for one minimum.
     return len(image.shape) == 3 and float(np.min(np.asanyarray(image.dataobj[::4, ::4, ::4]))) <= -500

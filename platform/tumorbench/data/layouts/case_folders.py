@@ -1,4 +1,4 @@
-"""``case-folders``: one folder per case holding its NIfTI volumes and a segmentation named as one.
+"""``case-folders``: one folder per case holding its volumes (NIfTI, MetaImage or NRRD) and a segmentation named as one.
 
 KiTS (``case_00000/imaging.nii.gz`` + ``segmentation.nii.gz``) and the many sets shaped like it
 (``patient01/t1.nii.gz``, ``t2.nii.gz``, ``patient01_seg.nii.gz``). A file's *role* is its name less the folder's

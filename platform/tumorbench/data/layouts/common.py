@@ -9,7 +9,8 @@ from pathlib import Path
 from tumorbench.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
-VOLUME_SUFFIXES = (".nii", ".nii.gz")
+# NIfTI, MetaImage (.mhd names a data file beside it) and NRRD (.nhdr likewise): tumorbench.data.itk_io
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 DICOM_SUFFIXES = (".dcm", ".dicom")
 # A mask beside its image: ``<stem>_mask`` (LGG, BUSI), ``<stem>_mask_<n>`` for a further lesion (BUSI).
 # What a lesion (the target of a tumour study) is called in SEG segments, RTSTRUCT ROIs and dataset.json labels.
@@ -45,7 +46,7 @@ def is_image(path: Path) -> bool:
 
 
 def is_volume(path: Path) -> bool:
-    """A NIfTI file (``.nii`` or ``.nii.gz``)."""
+    """A volume file: NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``, ``.mhd``) or NRRD (``.nrrd``, ``.nhdr``)."""
     return path.name.lower().endswith(VOLUME_SUFFIXES) and not is_system(path) and path.is_file()
 
 

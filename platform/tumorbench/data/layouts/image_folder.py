@@ -1,4 +1,4 @@
-"""``image-folder``: one subfolder of images (2D files or NIfTI volumes) per class, masks beside them (BUSI)."""
+"""``image-folder``: one subfolder of images (2D files or volumes) per class, masks beside them (BUSI)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
     if unmapped:
         problems.add(root / "patients.csv", f"{unmapped} image(s) not listed: each is its own patient")
     if len(kinds) > 1:
-        problems.add(root, "class folders mix 2D images and NIfTI volumes: one study takes one or the other")
+        problems.add(root, "class folders mix 2D images and volumes: one study takes one or the other")
     return rows
 
 

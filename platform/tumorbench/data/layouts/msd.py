@@ -105,8 +105,8 @@ def _nnunet_v2(root: Path, spec: dict, channels: tuple[str, ...], problems: Prob
     if not ending.lower().endswith(VOLUME_SUFFIXES + tuple(IMAGE_SUFFIXES)):
         problems.add(
             root / "dataset.json",
-            f"file_ending {ending}: only NIfTI (.nii.gz, .nii) and 2D images ({', '.join(sorted(IMAGE_SUFFIXES))}) "
-            "are read; convert the files (e.g. with SimpleITK) and set file_ending",
+            f"file_ending {ending}: only volumes ({', '.join(VOLUME_SUFFIXES)}) and 2D images "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))}) are read; convert the files and set file_ending",
         )
         return []
     if not (root / "imagesTr").is_dir() or not (root / "labelsTr").is_dir():

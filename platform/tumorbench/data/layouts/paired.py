@@ -175,7 +175,7 @@ def pair(
         tests = (_grouped(files, width) if width else None) or {stem(p): [p] for p in files}
         rows += [_row(case, paths, None, layout, patients, channel_names) for case, paths in tests.items()]
     if len({is_volume(Path(r["image"][0])) for r in rows}) > 1:
-        problems.add(image_dir, "mixes 2D images and NIfTI volumes: one study takes one or the other")
+        problems.add(image_dir, "mixes 2D images and volumes: one study takes one or the other")
     return rows
 
 
