@@ -274,6 +274,20 @@ def test_class_folders_of_nifti_volumes(tmp_path):
         scan(tmp_path)
 
 
+def test_numbered_parts_of_one_dataset_are_not_classes(tmp_path):
+    """LUNA16's subset0..subset9 of scans (and batch/part folders of PNGs) are not classes; grade1/grade2 are."""
+    for part in ("subset0", "subset1", "subset2"):
+        for i in range(2):
+            _nifti(tmp_path / "luna" / part / f"1.3.6.1.{part[-1]}{i}.nii.gz")
+            _png(tmp_path / "pngs" / part.replace("subset", "batch_") / f"{i}.png")
+            _png(tmp_path / "grades" / part.replace("subset", "grade") / f"{i}.png")
+    for root in ("luna", "pngs"):
+        with pytest.raises(DataError, match=r"numbered parts of one dataset, not classes: .*--layout csv"):
+            scan(tmp_path / root)
+    assert sorted(scan(tmp_path / "luna", "image-folder")["label"].unique()) == ["subset0", "subset1", "subset2"]
+    assert sorted(scan(tmp_path / "grades")["label"].unique()) == ["grade0", "grade1", "grade2"]
+
+
 def test_many_folders_of_volumes_are_not_classes(tmp_path):
     for case in range(11):
         _nifti(tmp_path / f"patient{case:02d}" / "t1.nii.gz")

@@ -78,9 +78,8 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
     found = _detect(root, entries)
     if found is None:
         subdirs = sorted(p for p in entries if p.is_dir())
-        raise DataError(
-            root, f"cannot detect a layout (known: {', '.join(LAYOUTS)}); pass --layout{_one_down(subdirs)}"
-        )
+        hint = _shards_hint(subdirs) if image_folder.shards(subdirs) else _one_down(subdirs)
+        raise DataError(root, f"cannot detect a layout (known: {', '.join(LAYOUTS)}); pass --layout{hint}")
     return found
 
 
@@ -115,6 +114,8 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
     table = labels_csv.find_table(root, entries)
     if table is not None:  # before class folders: Kaggle's train/ + train_labels.csv is not one class
         return "csv", f"images with their classes in {table.name}"
+    if image_folder.shards(subdirs):  # subset0..subset9 (LUNA16): parts of one set, not classes
+        return None
     if subdirs and any(is_image(p) for sub in subdirs for p in sub.iterdir()):
         return "image-folder", "one subfolder of images per class"
     if image_folder.patient_folders(subdirs):
@@ -124,6 +125,15 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
         # More folders of volumes are case folders of a layout not known here, not classes.
         return "image-folder", "one subfolder of volumes per class"
     return None
+
+
+def _shards_hint(subdirs: list[Path]) -> str:
+    names = ", ".join(d.name for d in subdirs[:3]) + (", ..." if len(subdirs) > 3 else "")
+    return (
+        f"; {names} are numbered parts of one dataset, not classes: put each image's class in a CSV at the root "
+        "(--layout csv: an image column and a label column, see docs/data.md), or pass --layout image-folder "
+        "if the folders really are classes"
+    )
 
 
 def _one_down(subdirs: list[Path]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -32,6 +33,16 @@ def read_image_patients(path: Path) -> dict[str, str]:
 
 # Top folders named for a split, not a class: their class folders sit one level down (Kaggle's Training/).
 SPLIT_NAMES = frozenset({"train", "training", "test", "testing", "val", "valid", "validation", "dev"})
+
+
+# Folders named as numbered parts of one dataset (LUNA16's ``subset0``..``subset9``, ``batch_2``, ``part3``):
+# never detected as classes (a scan's subset says nothing of it); ``--layout image-folder`` still reads them so.
+SHARD_NAME = re.compile(r"^(subset|batch|part|chunk|fold|split|shard)[ _-]?\d+$", re.IGNORECASE)
+
+
+def shards(subdirs: list[Path]) -> bool:
+    """Whether every folder is named as a numbered part of one dataset (:data:`SHARD_NAME`), not a class."""
+    return bool(subdirs) and all(SHARD_NAME.match(d.name) for d in subdirs)
 
 
 # Folders beside the classes that hold images without a class (Br35H's ``pred/``): read, unlabelled, never a class.
