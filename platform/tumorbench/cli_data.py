@@ -161,4 +161,26 @@ def labels(path: Path, overwrite: bool) -> None:
     click.echo(f"wrote {out}: {len(frame)} series ({counts}); add patient_id or mask columns to it as needed")
 
 
-DATA_COMMANDS = (synth, check, deid, preview, split, labels)
+@click.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")
+def luna16(path: Path, out: Path, overwrite: bool) -> None:
+    """Make LUNA16 (PATH: subset*/<seriesuid>.mhd + annotations.csv) a segmentation set of nodule masks in OUT.
+
+    Each nodule is a ball of its diameter around its centre, on its scan's grid; OUT holds images/ (links to the
+    scans, nothing copied) and masks/, for `compare.py --data OUT`.
+    """
+    from tumorbench.data.luna16 import write_masks
+
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise click.ClickException(f"{out} is not empty: pass --overwrite to write into it")
+    summary = write_masks(path, out)
+    click.echo(
+        f"wrote {out}: {summary.scans} scans, {summary.scans_with_nodules} with nodules ({summary.nodules} nodules "
+        f"drawn); {summary.outside} nodule centre(s) outside their scan not drawn; {summary.without_scan} "
+        "annotation(s) of scans not found (subsets not downloaded?)"
+    )
+
+
+DATA_COMMANDS = (synth, check, deid, preview, split, labels, luna16)

@@ -78,7 +78,7 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
     found = _detect(root, entries)
     if found is None:
         subdirs = sorted(p for p in entries if p.is_dir())
-        hint = _shards_hint(subdirs) if image_folder.shards(subdirs) else _one_down(subdirs)
+        hint = _shards_hint(root, subdirs) if _shards(subdirs) else _one_down(subdirs)
         raise DataError(root, f"cannot detect a layout (known: {', '.join(LAYOUTS)}); pass --layout{hint}")
     return found
 
@@ -114,7 +114,7 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
     table = labels_csv.find_table(root, entries)
     if table is not None:  # before class folders: Kaggle's train/ + train_labels.csv is not one class
         return "csv", f"images with their classes in {table.name}"
-    if image_folder.shards(subdirs):  # subset0..subset9 (LUNA16): parts of one set, not classes
+    if _shards(subdirs):  # subset0..subset9 (LUNA16): parts of one set, not classes
         return None
     if subdirs and any(is_image(p) for sub in subdirs for p in sub.iterdir()):
         return "image-folder", "one subfolder of images per class"
@@ -127,8 +127,19 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
     return None
 
 
-def _shards_hint(subdirs: list[Path]) -> str:
-    names = ", ".join(d.name for d in subdirs[:3]) + (", ..." if len(subdirs) > 3 else "")
+def _shards(subdirs: list[Path]) -> bool:
+    """The folders holding images or volumes (not LUNA16's ``CSVFILES/``) are all numbered parts of one set."""
+    return image_folder.shards([s for s in subdirs if any(is_image(p) or is_volume(p) for p in s.iterdir())])
+
+
+def _shards_hint(root: Path, subdirs: list[Path]) -> str:
+    parts = [s.name for s in subdirs if image_folder.SHARD_NAME.match(s.name)]
+    names = ", ".join(parts[:3]) + (", ..." if len(parts) > 3 else "")
+    if next(root.glob("annotations.csv"), None) or next(root.glob("*/annotations.csv"), None):
+        return (
+            f"; {names} with an annotations.csv: LUNA16's nodule list? `tumorbench data luna16 {root} --out DIR` "
+            "draws its nodules as masks on each scan's grid; then pass --data DIR"
+        )
     return (
         f"; {names} are numbered parts of one dataset, not classes: put each image's class in a CSV at the root "
         "(--layout csv: an image column and a label column, see docs/data.md), or pass --layout image-folder "

@@ -26,6 +26,7 @@ import pandas as pd
 
 from tumorbench.data.catalog import data_dims
 from tumorbench.data.image import mask_grid_problem
+from tumorbench.data.itk_io import with_data_file
 from tumorbench.data.masks import stored_labels, target
 from tumorbench.errors import DataError
 
@@ -191,8 +192,9 @@ def _catalog_part(frame: pd.DataFrame) -> dict[str, Any]:
     labels = frame["label"].dropna()
     task = "classification" if len(labels) else "segmentation"
     paths = {Path(p) for paths in frame["image"] for p in paths}
-    # A DICOM case is its series folder: the files in it (a folder shared by several series counted once).
-    files = {f for p in paths for f in (p.iterdir() if p.is_dir() else [p])}
+    # A DICOM case is its series folder: the files in it (a folder shared by several series counted once);
+    # a MetaImage / NRRD header, itself and the data file it names.
+    files = {f for p in paths for f in (p.iterdir() if p.is_dir() else with_data_file(p))}
     disk = sum(f.stat().st_size for f in files if f.is_file())
     return {
         "layout": frame.attrs.get("layout"),

@@ -21,7 +21,7 @@ from PIL import Image, ImageFile
 from tumorbench.data.dicom import read_dicom_series
 from tumorbench.data.dicom_masks import mask_modality, read_dicom_mask
 from tumorbench.data.image import ImageData, orientation_codes, permute_axes, ras_reorientation, spacing_from_affine
-from tumorbench.data.itk_io import ITK_SUFFIXES, data_file, read_itk
+from tumorbench.data.itk_io import ITK_SUFFIXES, read_itk, with_data_file
 from tumorbench.data.layouts.common import DICOM_SUFFIXES, has_dicm_magic
 from tumorbench.errors import DataError
 
@@ -38,9 +38,7 @@ def image_content_hash(path: str | Path) -> str:
     """
     path = Path(path)
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    if path.name.lower().endswith(ITK_SUFFIXES) and (data := data_file(path)) is not None:
-        files.append(data)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else with_data_file(path)
     for file in files:
         if path.is_dir():
             digest.update(file.relative_to(path).as_posix().encode())

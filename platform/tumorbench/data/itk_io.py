@@ -59,10 +59,11 @@ def _itk_reason(exc: Exception) -> str:
 
 def header(path: str | Path) -> dict[str, Any]:
     """The checked header: ``shape`` (I, J, K[, C]), ``affine`` (RAS), ``dtype``; no voxel read."""
-    return _open(Path(path))[1]
+    return open_header(Path(path))[1]
 
 
-def _open(path: Path):
+def open_header(path: Path):
+    """SimpleITK's reader with the header read and checked, and :func:`header`'s dict."""
     reader = _reader(path)
     dims = reader.GetDimension()
     if dims not in (3, 4):
@@ -102,7 +103,7 @@ def read_itk(path: str | Path, dtype: Any = np.float32) -> ImageData:
     import SimpleITK as sitk
 
     path = Path(path)
-    reader, info = _open(path)
+    reader, info = open_header(path)
     try:
         image = reader.Execute()
     except RuntimeError as exc:  # cut-short data, a broken zlib stream
@@ -157,6 +158,12 @@ def data_file(path: Path) -> Path | None:
     if not data.is_file():
         raise DataError(path, f"its data file {name} is not beside it")
     return data
+
+
+def with_data_file(path: Path) -> list[Path]:
+    """The file and, for a detached header (``.mhd``, ``.nhdr``), the data file it names: all its bytes."""
+    data = data_file(path) if path.name.lower().endswith(ITK_SUFFIXES) else None
+    return [path] if data is None else [path, data]
 
 
 def missing_bytes(path: str | Path, info: dict[str, Any]) -> int:
