@@ -134,3 +134,22 @@ def test_a_detached_headers_content_hash_covers_its_data_file(tmp_path):
     raw[100] ^= 0xFF  # one voxel changed, the header untouched
     (tmp_path / "v.raw").write_bytes(bytes(raw))
     assert image_content_hash(tmp_path / "v.mhd") != before
+
+
+def test_3d_slicer_segmentations_are_masks_by_their_suffix(tmp_path):
+    """``Segmentation.seg.nrrd`` beside ``CT.nrrd`` (a case folder) and ``masks/<case>.seg.nrrd`` (paired)."""
+    mask = sitk.Cast(_volume() > 500, sitk.sitkUInt8)
+    for case in ("p01", "p02"):
+        (tmp_path / "slicer" / case).mkdir(parents=True)
+        sitk.WriteImage(_volume(), str(tmp_path / "slicer" / case / "CT.nrrd"))
+        sitk.WriteImage(mask, str(tmp_path / "slicer" / case / "Segmentation.seg.nrrd"), True)
+        for folder, name in (("images", f"{case}.nrrd"), ("masks", f"{case}.seg.nrrd")):
+            (tmp_path / "paired" / folder).mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(_volume() if folder == "images" else mask, str(tmp_path / "paired" / folder / name))
+    for root, layout in (("slicer", "case-folders"), ("paired", "paired")):
+        frame = scan(str(tmp_path / root))
+        assert layout == frame["layout"].iloc[0] and len(frame) == 2, root
+        assert all(m.endswith(".seg.nrrd") for m in frame["mask"]) and all(len(i) == 1 for i in frame["image"])
+        np.testing.assert_array_equal(
+            read_image(frame["mask"].iloc[0]).array, sitk.GetArrayFromImage(mask).transpose(2, 1, 0)
+        )

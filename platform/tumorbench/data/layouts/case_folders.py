@@ -12,12 +12,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tumorbench.data.layouts.common import Problems, is_volume, row, stem, visible_dirs
+from tumorbench.data.layouts.common import SLICER_SEGMENTATION, Problems, is_volume, row, stem, visible_dirs
 from tumorbench.data.layouts.paired import MASK_WORDS
 
 
 def role(case_dir: Path, path: Path) -> str:
     """``case_00000/imaging.nii.gz`` -> ``imaging``; ``p01/p01_seg.nii.gz`` -> ``seg`` (lower case)."""
+    if path.name.lower().endswith(SLICER_SEGMENTATION):  # Segmentation.seg.nrrd, as 3D Slicer saves it
+        return "seg"
     name = stem(path).lower()
     prefix = case_dir.name.lower()
     if name == prefix:  # p01/p01.nii.gz beside p01/p01_seg.nii.gz

@@ -74,9 +74,14 @@ def looks_like_dicom(path: Path) -> bool:
     return path.suffix.lower() in DICOM_SUFFIXES or has_dicm_magic(path)
 
 
+SLICER_SEGMENTATION = ".seg.nrrd"  # 3D Slicer's segmentation file: a mask by its suffix
+
+
 def stem(path: Path) -> str:
-    """The name without its suffix; both of ``.nii.gz``."""
+    """The name without its suffix; both of ``.nii.gz``; ``<x>.seg.nrrd`` (3D Slicer) is ``<x>_seg``, a mask."""
     name = path.name
+    if name.lower().endswith(SLICER_SEGMENTATION):
+        return f"{name[: -len(SLICER_SEGMENTATION)]}_seg"
     return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
 
 
