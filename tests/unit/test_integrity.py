@@ -126,3 +126,36 @@ def test_dicom_series_are_checked_by_header_as_the_reader_would_refuse_them(tmp_
     compute_fingerprint(frame, config, unreadable=in_sample)
     found = unusable_cases(frame, config)
     assert in_sample == [] and len(found) == 3 and all(sum(str(s) in p for p in found) == 1 for s in series)
+
+
+def test_a_dicom_series_mask_is_checked_as_the_loader_would_refuse_it(tmp_path):
+    """A NIfTI mask off its series' grid, and a SEG whose series is gone: named at planning, refused by the loader."""
+    from pydicom.uid import generate_uid
+
+    from tumorbench.data.dicom import dicom_series_headers
+    from tumorbench.data.synthetic_lung import LungPhantomConfig, make_lung_study
+    from tumorbench.dicomseg import to_dicom_seg
+
+    root = make_lung_study(tmp_path / "lung", LungPhantomConfig(cases=3, shape=(16, 16, 16), repeat_scan_fraction=0))
+    rows = scan(root).to_dict("records")
+    assert [volume_case_problem(r) for r in rows] == [None] * 3
+    moved = nib.load(rows[0]["mask"])
+    affine = moved.affine.copy()
+    affine[:3, 3] += 4.0  # 4 mm off: not the series' grid
+    nib.save(nib.Nifti1Image(np.asarray(moved.dataobj), affine), rows[0]["mask"])
+    problem = volume_case_problem(rows[0])
+    assert problem.startswith(f"{rows[0]['mask']}: mask voxel-to-world affine differs from that of its series")
+    load, case = LoadCased(spatial_dims=3), {"case_id": "c", "patient_id": "p", "label": float("nan")}
+    with pytest.raises(DataError, match="mask voxel-to-world affine differs"):
+        load({**case, "image": rows[0]["image"], "mask": rows[0]["mask"]})
+    assert load({**case, "image": rows[1]["image"], "mask": rows[1]["mask"]})["mask"].shape[1:] == (16, 16, 16)
+
+    series = Path(rows[2]["image"][0])
+    mask = nib.load(rows[2]["mask"]).get_fdata().astype(np.uint8)
+    seg = to_dicom_seg(mask[None], dicom_series_headers(series), algorithm_name="reader", algorithm_version="1")
+    seg.ReferencedSeriesSequence[0].SeriesInstanceUID = generate_uid()  # a series that is not there
+    seg.save_as(series.parent / "seg.dcm", enforce_file_format=True)
+    problem = volume_case_problem({**rows[2], "mask": str(series.parent / "seg.dcm")})
+    assert problem == f"{series.parent / 'seg.dcm'}: the series it references is not in its folder or the two above"
+    with pytest.raises(DataError, match="the series it references is not"):
+        load({**case, "image": rows[2]["image"], "mask": str(series.parent / "seg.dcm")})

@@ -314,10 +314,17 @@ def dicom_series_headers(source: str | Path | Sequence[str | Path], *, series_ui
     return [datasets[n] for n in order]
 
 
-def check_series(source: str | Path | Sequence[str | Path], *, series_uid: str | None = None) -> None:
+def check_series(
+    source: str | Path | Sequence[str | Path], *, series_uid: str | None = None
+) -> tuple[np.ndarray, tuple[int, int, int]] | None:
     """Refuse what :func:`read_dicom_series` would, without decoding a pixel: unreadable headers, pixel data
     missing, cut short or in a syntax no installed plugin decodes, and a volume's mixed orientation, slice
-    size or spacing, duplicate or missing slices. For planning (``data.integrity``); errors carry no UID."""
+    size or spacing, duplicate or missing slices. For planning (``data.integrity``); errors carry no UID.
+
+    Returns:
+        A series of slices' affine and ``(I, J, K)`` shape as :func:`read_dicom_series` gives them (the grid a
+        mask beside it must lie on); None for a single file.
+    """
     origin, _, _, paths = _select_series(source, series_uid)
     datasets = _headers(origin, paths, defer_size="4 KB")  # the pixel data element is parsed, not read
     for path, ds in zip(paths, datasets):
@@ -328,9 +335,12 @@ def check_series(source: str | Path | Sequence[str | Path], *, series_uid: str |
         size, end = path.stat().st_size, getattr(item, "value_tell", 0) + item.length
         if item.length != _UNDEFINED_LENGTH and end > size:
             raise DataError(path, f"truncated: its pixel data ends at byte {end:,}, the file at {size:,}")
-    if len(paths) > 1:
-        _check_consistent(paths, datasets)
-        _slice_order(origin, paths, datasets)
+    if len(paths) < 2:
+        return None
+    _check_consistent(paths, datasets)
+    order, normal, step = _slice_order(origin, paths, datasets)
+    affine, _ = _series_affine(datasets[order[0]], paths[order[0]], normal, step)
+    return affine, (int(datasets[0].Columns), int(datasets[0].Rows), len(paths))
 
 
 def series_geometry(

@@ -10,8 +10,8 @@ worker mid-study. These checks cost a header read each (and a ``.nii.gz``'s 4-by
 - every sequence and the mask lie on the first sequence's voxel grid once reoriented to RAS, as the
   loader (:class:`~tumorbench.transforms.custom.LoadCased`) requires.
 
-DICOM series are checked by :func:`tumorbench.data.dicom.check_series`; compressed MetaImage / NRRD data
-is left to the loader.
+DICOM series are checked by :func:`tumorbench.data.dicom.check_series`, and their masks on the series' grid
+(a SEG or RTSTRUCT read onto it); compressed MetaImage / NRRD data is left to the loader.
 """
 
 from __future__ import annotations
@@ -78,16 +78,33 @@ def _data_length(path: Path, expected: int) -> int:
 
 def volume_case_problem(row: dict[str, Any]) -> str | None:
     """Why a 3D case cannot be used, from its headers (no voxel decoded), or None: a DICOM series as
-    :func:`tumorbench.data.dicom.check_series` checks it, NIfTI files by :func:`case_grid_problem`."""
+    :func:`tumorbench.data.dicom.check_series` checks it and its mask by :func:`_series_mask_problem`,
+    volume files by :func:`case_grid_problem`."""
     from tumorbench.data.dicom import check_series
 
     series = [p for p in row["image"] if not _is_volume_file(str(p))]
+    uid = row.get("series_uid") if isinstance(row.get("series_uid"), str) else None
     try:
-        for path in series:  # a series folder (dicom layout) or a DICOM file
-            check_series(path, series_uid=row.get("series_uid") if isinstance(row.get("series_uid"), str) else None)
+        grids = [check_series(path, series_uid=uid) for path in series]  # a series folder or a DICOM file
+        if grids and grids[0] is not None and isinstance(row.get("mask"), str):
+            _series_mask_problem(row["mask"], *grids[0])
     except DataError as exc:
         return str(exc)
     return case_grid_problem(row)
+
+
+def _series_mask_problem(mask: str, affine: np.ndarray, shape: tuple[int, int, int]) -> None:
+    """A DICOM series' mask, refused as the loader would refuse it: a volume file on another grid (in RAS), a
+    SEG or RTSTRUCT that cannot be read onto the series it references (read whole: a few KB of bits or contours)."""
+    from tumorbench.data.dicom_masks import mask_modality, read_dicom_mask
+
+    if _is_volume_file(mask):
+        _, ras_shape, ras_affine = ras_reorientation(shape, affine)
+        problem = grid_problem("mask", *volume_grid(mask), tuple(ras_shape), ras_affine, "its series (both in RAS)")
+        if problem:
+            raise DataError(mask, problem)
+    elif mask_modality(Path(mask)):
+        read_dicom_mask(mask)
 
 
 def case_grid_problem(row: dict[str, Any]) -> str | None:
