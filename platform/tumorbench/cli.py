@@ -170,7 +170,7 @@ def _train_config(opts: dict):
 )
 @click.option("--threshold", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.5, show_default=True)
 def predict_command(package: Path, source: Path, out: Path | None, threshold: float) -> None:
-    """Predict one input offline (image, NIfTI, DICOM file, series folder or zip); print the JSON answer."""
+    """Predict one input offline (image, NIfTI, MetaImage, NRRD, DICOM file, series folder or zip); print the JSON."""
     from tumorbench.data.io import read_image
     from tumorbench.inference import Predictor
     from tumorbench.results import mask_file
@@ -181,7 +181,9 @@ def predict_command(package: Path, source: Path, out: Path | None, threshold: fl
         from tumorbench.dicomseg import sources_for
 
         seg_sources = sources_for(source)  # before the forward pass: a non-DICOM input fails at once
-    result = predictor.predict_image(read_image(source)) if source.is_dir() else predictor.predict_file(source)
+    # A series folder, or a header whose data file lies beside it (.mhd + .raw): local files, read in place.
+    local = source.is_dir() or source.suffix.lower() in (".mhd", ".nhdr")
+    result = predictor.predict_image(read_image(source)) if local else predictor.predict_file(source)
     summary = result.summary()
     if out is not None:
         if summary["task"] != "segmentation":

@@ -139,3 +139,21 @@ def test_upload_sources_refuses_non_dicom(tmp_path: Path, series: Path) -> None:
         upload_sources(buffer.getvalue())
     one = sorted(series.glob("*.dcm"))[3]
     assert [str(ds.SOPInstanceUID) for ds in upload_sources(one.read_bytes())] == [pydicom.dcmread(one).SOPInstanceUID]
+
+
+def test_predict_cli_reads_the_series_as_mha_and_as_mhd_plus_raw_alike(series: Path, package: Path, tmp_path) -> None:
+    """The same scan as a DICOM series, a one-file .mha and a local .mhd + .raw pair: the same mask."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series)))
+    scan = reader.Execute()  # SimpleITK's own DICOM reader: rescaled values, LPS geometry
+    sitk.WriteImage(scan, str(tmp_path / "scan.mha"))
+    sitk.WriteImage(scan, str(tmp_path / "scan.mhd"))
+    runner, masks = CliRunner(), []
+    for source in (series, tmp_path / "scan.mha", tmp_path / "scan.mhd"):
+        out = tmp_path / f"{source.name}.nii.gz"
+        result = runner.invoke(main, ["predict", "--package", str(package), str(source), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        masks.append(np.asarray(nib.load(out).dataobj))
+    assert masks[0].sum() > 0 and all(np.array_equal(masks[0], m) for m in masks[1:])

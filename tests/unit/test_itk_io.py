@@ -153,3 +153,12 @@ def test_3d_slicer_segmentations_are_masks_by_their_suffix(tmp_path):
         np.testing.assert_array_equal(
             read_image(frame["mask"].iloc[0]).array, sitk.GetArrayFromImage(mask).transpose(2, 1, 0)
         )
+
+
+def test_an_attached_header_naming_a_file_elsewhere_is_refused_too(tmp_path):
+    """ITK would follow an .mha's ElementDataFile wherever it points, as an .mhd's."""
+    sitk.WriteImage(_volume(), str(tmp_path / "v.mhd"))
+    (tmp_path / "inner").mkdir()
+    (tmp_path / "inner" / "v.mha").write_text((tmp_path / "v.mhd").read_text().replace("= v.raw", "= ../v.raw"))
+    with pytest.raises(DataError, match=r"v\.mha: data file '\.\./v\.raw': only one file beside the header"):
+        read_image(tmp_path / "inner" / "v.mha")

@@ -120,13 +120,14 @@ def read_itk(path: str | Path, dtype: Any = np.float32) -> ImageData:
 # ----------------------------------------------------------------------------- detached data and raw length
 
 
-def _fields(path: Path) -> tuple[dict[str, str], int]:
-    """A header's fields (lower-case keys) and where its data starts in the same file (for attached data)."""
+def header_fields(path: Path) -> tuple[dict[str, str], int | None]:
+    """A header's fields (lower-case keys, spaces dropped) and where its data starts in the same file: None
+    when the header does not end within :data:`HEADER_BYTES` (no ``ElementDataFile`` line, no NRRD blank line)."""
     with open(path, "rb") as handle:
         head = handle.read(HEADER_BYTES)
     fields: dict[str, str] = {}
     nrrd = path.suffix.lower() in (".nrrd", ".nhdr")
-    offset, position = len(head), 0
+    offset, position = None, 0
     for line in head.split(b"\n"):
         position += len(line) + 1
         text = line.decode("latin-1").rstrip("\r")
@@ -143,13 +144,17 @@ def _fields(path: Path) -> tuple[dict[str, str], int]:
 
 
 def data_file(path: Path) -> Path | None:
-    """The data file a detached header names, refused unless it is one existing file beside the header."""
-    if path.suffix.lower() not in (".mhd", ".nhdr"):
+    """The data file a header names (None: its data follows it), refused unless it is one existing file beside
+    the header. ITK follows any path an ``.mha`` or ``.nrrd`` names too, so every suffix is checked."""
+    suffix = path.suffix.lower()
+    if suffix not in ITK_SUFFIXES:
         return None
-    fields, _ = _fields(path)
-    name = fields.get("elementdatafile") if path.suffix.lower() == ".mhd" else fields.get("datafile")
+    fields, _ = header_fields(path)
+    name = fields.get("datafile") if suffix in (".nrrd", ".nhdr") else fields.get("elementdatafile")
     if not name:
-        raise DataError(path, "its header names no data file (ElementDataFile / data file)")
+        if suffix in (".mhd", ".nhdr"):
+            raise DataError(path, "its header names no data file (ElementDataFile / data file)")
+        return None
     if name.upper() == "LOCAL":
         return None
     if name.upper().startswith("LIST") or "%" in name or Path(name).name != name:
@@ -169,9 +174,9 @@ def with_data_file(path: Path) -> list[Path]:
 def missing_bytes(path: str | Path, info: dict[str, Any]) -> int:
     """How many bytes of uncompressed voxel data the file (or its data file) lacks; 0 when whole or compressed."""
     path = Path(path)
-    fields, offset = _fields(path)
+    fields, offset = header_fields(path)
     compressed = fields.get("compresseddata", "false").lower() == "true" or fields.get("encoding", "raw") != "raw"
-    if compressed:  # a compressed stream's length says nothing: the loader reads it
+    if compressed or offset is None:  # a compressed stream's length says nothing: the loader reads it
         return 0
     data = data_file(path)
     held = data.stat().st_size if data is not None else path.stat().st_size - offset

@@ -59,6 +59,7 @@ FORMATS = {
     2: ["PNG", "JPEG", "TIFF", "BMP", "DICOM (one slice)"],
     3: [
         "NIfTI (.nii / .nii.gz; 4D for several channels)",
+        "MetaImage (.mha) or NRRD (.nrrd) holding its data",
         "zip of one DICOM series",
         "zip of per-channel NIfTI files in BraTS naming",
     ],

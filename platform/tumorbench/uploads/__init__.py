@@ -81,8 +81,8 @@ def read_upload(
     if kind is None:
         raise UploadError(
             label,
-            "unsupported or unrecognised file format (expected PNG, JPEG, TIFF, BMP, NIfTI, "
-            "DICOM or a zip of a DICOM series / NIfTI volumes)",
+            "unsupported or unrecognised file format (expected PNG, JPEG, TIFF, BMP, NIfTI, MetaImage (.mha), "
+            "NRRD, DICOM or a zip of a DICOM series / NIfTI volumes)",
             415,
         )
     uids: set[str] = set()  # DICOM UIDs seen: hashed out of any message

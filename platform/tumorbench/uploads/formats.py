@@ -20,6 +20,8 @@ SUFFIXES = {
     "nifti-gz": ".nii.gz",
     "dicom": ".dcm",
     "zip": ".zip",
+    "metaimage": ".mha",
+    "nrrd": ".nrrd",
 }
 
 
@@ -100,6 +102,10 @@ def sniff_format(path: str | Path) -> str | None:
         return "zip"
     if len(head) >= 132 and head[128:132] == b"DICM":
         return "dicom"
+    if head.startswith(b"NRRD000"):
+        return "nrrd"
+    if head.lstrip().startswith((b"ObjectType", b"NDims")):  # MetaImage's text header (ITK writes ObjectType first)
+        return "metaimage"
     if head.startswith(b"\x1f\x8b"):
         with open(path, "rb") as handle:
             compressed = handle.read(64 * 1024)

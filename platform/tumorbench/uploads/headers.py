@@ -17,6 +17,7 @@ from pydicom.uid import (
     UncompressedTransferSyntaxes,
 )
 
+from tumorbench.data import itk_io
 from tumorbench.data.io import has_second_frame
 from tumorbench.uploads.formats import UploadError, UploadLimits, too_big
 
@@ -30,7 +31,34 @@ def check_declared_size(path: Path, kind: str, limits: UploadLimits, label: str,
         return _check_image(path, limits, label)
     if kind in ("nifti", "nifti-gz"):
         return check_nifti(path, limits, label)
+    if kind in ("metaimage", "nrrd"):
+        return check_itk(path, kind, limits, label)
     return check_dicom(path, limits, label, uids)[0]
+
+
+def check_itk(path: Path, kind: str, limits: UploadLimits, label: str) -> int:
+    """A MetaImage or NRRD upload: a header that ends, data in the same file, sizes within the limits.
+
+    Checked from the header text before SimpleITK reads it (a forged ``CompressedDataSize`` would be allocated
+    as declared); compressed data inflates into the buffer the checked ``DimSize`` declares, no further.
+    """
+    fields, offset = itk_io.header_fields(path)
+    if offset is None:
+        raise UploadError(label, f"{kind} header does not end within its first {itk_io.HEADER_BYTES:,} bytes", 422)
+    detached = fields.get("elementdatafile", "").upper() != "LOCAL" if kind == "metaimage" else "datafile" in fields
+    if detached:
+        raise UploadError(label, f"a {kind} header whose data is in another file: upload one file holding both", 415)
+    declared = fields.get("compresseddatasize")
+    if declared is not None and not (declared.isdigit() and int(declared) <= path.stat().st_size - offset):
+        raise UploadError(label, "CompressedDataSize is not a byte count within the file", 422)
+    sizes = fields.get("dimsize" if kind == "metaimage" else "sizes", "")
+    if not sizes.split() or not all(v.isdigit() for v in sizes.split()):
+        raise UploadError(label, f"{kind} header's sizes are not whole numbers", 422)
+    shape = tuple(int(v) for v in sizes.split())
+    if (count := math.prod(shape)) > limits.max_voxels:
+        raise too_big(label, f"shape {shape}", count, limits.max_voxels)
+    itk_io.header(path)  # SimpleITK's own reading of it: dimensions, voxel type, geometry
+    return count
 
 
 def _check_image(path: Path, limits: UploadLimits, label: str) -> int:
