@@ -17,7 +17,7 @@ class ImageData:
         array: 3D volumes in (I, J, K) voxel-index order; 2D images channel-first (C, H, W).
         affine: 4x4 voxel index -> RAS+ world millimetres (identity-like for 2D images).
         spacing: Voxel size per spatial axis in mm.
-        meta: "path", "format" ("nifti" | "dicom" | "image2d"), "orientation" and
+        meta: "path", "format" ("nifti" | "itk" | "dicom" | "image2d"), "orientation" and
             format-specific keys; never patient-identifying tags.
     """
 
