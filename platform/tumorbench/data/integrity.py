@@ -78,7 +78,7 @@ def _data_length(path: Path, expected: int) -> int:
 
 def volume_case_problem(row: dict[str, Any]) -> str | None:
     """Why a 3D case cannot be used, from its headers (no voxel decoded), or None: a DICOM series as
-    :func:`tumorbench.data.dicom.check_series` checks it and its mask by :func:`_series_mask_problem`,
+    :func:`tumorbench.data.dicom.check_series` checks it and its mask by :func:`_check_series_mask`,
     volume files by :func:`case_grid_problem`."""
     from tumorbench.data.dicom import check_series
 
@@ -87,13 +87,13 @@ def volume_case_problem(row: dict[str, Any]) -> str | None:
     try:
         grids = [check_series(path, series_uid=uid) for path in series]  # a series folder or a DICOM file
         if grids and grids[0] is not None and isinstance(row.get("mask"), str):
-            _series_mask_problem(row["mask"], *grids[0])
+            _check_series_mask(row["mask"], *grids[0])
     except DataError as exc:
         return str(exc)
     return case_grid_problem(row)
 
 
-def _series_mask_problem(mask: str, affine: np.ndarray, shape: tuple[int, int, int]) -> None:
+def _check_series_mask(mask: str, affine: np.ndarray, shape: tuple[int, int, int]) -> None:
     """A DICOM series' mask, refused as the loader would refuse it: a volume file on another grid (in RAS), a
     SEG or RTSTRUCT that cannot be read onto the series it references (read whole: a few KB of bits or contours)."""
     from tumorbench.data.dicom_masks import mask_modality, read_dicom_mask
