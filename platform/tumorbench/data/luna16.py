@@ -96,8 +96,10 @@ def ball_mask(info: dict, centres_lps: np.ndarray, diameters: np.ndarray) -> tup
 
 
 def write_masks(root: str | Path, out: str | Path) -> Summary:
-    """Write ``out/images`` (links) and ``out/masks`` for every LUNA16 scan under ``root``."""
+    """Write ``out/images`` (links) and ``out/masks`` for every LUNA16 scan under ``root`` (a progress bar on
+    stderr: LUNA16's 888 scans take minutes)."""
     import SimpleITK as sitk
+    from tqdm import tqdm
 
     root, out = Path(root), Path(out)
     table = read_annotations(find_annotations(root))
@@ -105,7 +107,7 @@ def write_masks(root: str | Path, out: str | Path) -> Summary:
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(exist_ok=True)
     nodules = outside = with_nodules = 0
-    for uid, path in found.items():
+    for uid, path in tqdm(found.items(), desc="drawing nodule masks", unit="scan", leave=False, mininterval=2.0):
         reader, info = itk_io.open_header(path)
         rows = table[table["seriesuid"] == uid]
         mask, missed = ball_mask(info, rows[["coordX", "coordY", "coordZ"]].to_numpy(), rows["diameter_mm"].to_numpy())
