@@ -49,6 +49,8 @@ def _cases(small: bool) -> dict[str, tuple[str, object]]:
         "NIfTI RGB24": ("file", lambda: af.nifti_bytes(np.zeros((8, 8, 8, 3)), dtype_code=128)),
         "DICOM PixelSpacing 0\\0": ("file", lambda: af.dicom_with(PixelSpacing=[0, 0])),
         "DICOM SliceThickness NaN": ("file", lambda: af.dicom_with(SliceThickness="NaN")),
+        "MetaImage declaring 4096^3 voxels (zlib)": ("file", lambda: af.metaimage_bomb(4096 // scale)),
+        "MetaImage, forged CompressedDataSize 1 TB": ("file", lambda: af.metaimage_bomb(64, compressed_size=10**12)),
     }
 
 

@@ -139,6 +139,24 @@ def nifti_bytes(array: np.ndarray, *, dtype_code: int | None = None, zooms: tupl
     return bytes(data)
 
 
+def metaimage_bomb(side: int, *, compressed_size: int | None = None) -> bytes:
+    """An ``.mha`` declaring ``side``^3 int16 voxels; its data a zlib stream of 16 MB of zeros (~16 KB) that
+    ITK would inflate into a buffer of the declared size. ``compressed_size`` writes a (forged)
+    ``CompressedDataSize``, which ITK allocates as declared before reading."""
+    fields = [
+        "ObjectType = Image",
+        "NDims = 3",
+        "BinaryData = True",
+        "BinaryDataByteOrderMSB = False",
+        "CompressedData = True",
+        *([f"CompressedDataSize = {compressed_size}"] if compressed_size is not None else []),
+        f"DimSize = {side} {side} {side}",
+        "ElementType = MET_SHORT",
+        "ElementDataFile = LOCAL",
+    ]
+    return ("\n".join(fields) + "\n").encode() + zlib.compress(bytes(16 * 1024**2), 9)
+
+
 def phi_dicom_zip(*, duplicate: bool = False, two_series: bool = False, bad_uid: bool = False) -> bytes:
     """A zipped CT series whose member names and tags carry :data:`FAKE_PHI`."""
     names = f"DOE_JOHN_{FAKE_PHI['mrn']}"

@@ -75,3 +75,18 @@ def test_hostile_headers_are_refused_before_simpleitk_reads_them(tmp_path):
     with pytest.raises(UploadError, match=r"^cut: corrupt or truncated image data") as exc:
         read_upload(cut, label="cut")
     assert exc.value.status == 422 and str(tmp_path) not in str(exc.value)
+
+
+def test_the_attack_bench_metaimage_rows_are_refused_by_their_header(tmp_path):
+    import attack_files as af
+
+    (tmp_path / "bomb").write_bytes(af.metaimage_bomb(1024))
+    with pytest.raises(UploadError, match=r"declares shape \(1024, 1024, 1024\)") as exc:
+        read_upload(tmp_path / "bomb", label="bomb")
+    assert exc.value.status == 413
+    (tmp_path / "lying").write_bytes(af.metaimage_bomb(64, compressed_size=10**12))
+    with pytest.raises(UploadError, match="CompressedDataSize is not a byte count within the file") as exc:
+        read_upload(tmp_path / "lying", label="lying")
+    assert exc.value.status == 422
+    (tmp_path / "honest").write_bytes(af.metaimage_bomb(64))  # 64^3 int16 = 512 KB of the 16 MB of zeros: read
+    assert read_upload(tmp_path / "honest", label="honest").array.shape == (64, 64, 64)
