@@ -39,6 +39,11 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])  # DICOM patient (LPS) to NIfTI wor
 AFFINE_TOLERANCE_MM = 1e-2  # the channels and the mask of one case share their voxel grid within this
 
 
+def degenerate(affine: np.ndarray) -> bool:
+    """A voxel-to-world affine no image can have: a value not finite, or axes that span no volume."""
+    return not np.all(np.isfinite(affine)) or abs(np.linalg.det(np.asarray(affine)[:3, :3])) < 1e-12
+
+
 def same_grid(affine: np.ndarray, other: np.ndarray) -> bool:
     """Whether two voxel-to-world affines are one grid (a mask on another grid would be misaligned)."""
     return bool(np.allclose(affine, other, atol=AFFINE_TOLERANCE_MM))

@@ -20,7 +20,14 @@ from PIL import Image, ImageFile
 
 from tumorbench.data.dicom import read_dicom_series
 from tumorbench.data.dicom_masks import mask_modality, read_dicom_mask
-from tumorbench.data.image import ImageData, orientation_codes, permute_axes, ras_reorientation, spacing_from_affine
+from tumorbench.data.image import (
+    ImageData,
+    degenerate,
+    orientation_codes,
+    permute_axes,
+    ras_reorientation,
+    spacing_from_affine,
+)
 from tumorbench.data.itk_io import ITK_SUFFIXES, read_itk, with_data_file
 from tumorbench.data.layouts.common import DICOM_SUFFIXES, has_dicm_magic
 from tumorbench.errors import DataError
@@ -64,7 +71,7 @@ def open_nifti(path: str | Path) -> nib.spatialimages.SpatialImage:
     except Exception as exc:  # nibabel raises many types for bad headers / gzip streams
         raise DataError(path, f"not a readable NIfTI file ({type(exc).__name__}: {exc})") from exc
     affine = np.asarray(img.affine, dtype=float)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if degenerate(affine):
         raise DataError(path, f"degenerate voxel-to-world affine {affine.tolist()}")
     if len(img.shape) < 3:
         raise DataError(path, f"expected a 3D volume, got shape {img.shape}")

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from tumorbench.data.image import LPS_TO_RAS, ImageData, orientation_codes, spacing_from_affine
+from tumorbench.data.image import LPS_TO_RAS, ImageData, degenerate, orientation_codes, spacing_from_affine
 from tumorbench.errors import DataError
 
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
@@ -79,7 +79,7 @@ def open_header(path: Path):
     affine[:3, :3] = direction * np.asarray(reader.GetSpacing()[:3], dtype=float)  # columns scaled by spacing
     affine[:3, 3] = reader.GetOrigin()[:3]
     affine = LPS_TO_RAS @ affine  # ITK's world is LPS, as DICOM's
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if degenerate(affine):
         raise DataError(path, f"degenerate voxel-to-world geometry {affine.round(4).tolist()}")
     return reader, {"shape": shape, "affine": affine, "dtype": dtype}
 

@@ -23,6 +23,7 @@ from pydicom.uid import (
 )
 from pydicom.valuerep import DSfloat
 
+from tumorbench.data.image import degenerate
 from tumorbench.errors import DataError
 
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -45,7 +46,7 @@ def write_nifti(path: str | Path, array: np.ndarray, affine: np.ndarray, *, dtyp
     """
     path = Path(path)
     affine = np.asarray(affine, dtype=float)
-    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if affine.shape != (4, 4) or degenerate(affine):
         raise DataError(path, f"cannot write: degenerate affine {affine.tolist()}")
     data = np.asarray(array)
     if dtype is not None:

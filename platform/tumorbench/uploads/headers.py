@@ -18,6 +18,7 @@ from pydicom.uid import (
 )
 
 from tumorbench.data import itk_io
+from tumorbench.data.image import degenerate
 from tumorbench.data.io import has_second_frame
 from tumorbench.uploads.formats import UploadError, UploadLimits, too_big
 
@@ -100,7 +101,7 @@ def check_nifti(path: Path, limits: UploadLimits, label: str) -> int:
         raise too_big(label, f"shape {tuple(shape)}", count, limits.max_voxels)
     if not all(math.isfinite(z) and z > 0 for z in zooms):
         raise UploadError(label, f"NIfTI voxel sizes (pixdim) {zooms} must be finite and positive", 422)
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+    if degenerate(affine):
         raise UploadError(label, "NIfTI voxel-to-world affine is degenerate or not finite", 422)
     return count
 
