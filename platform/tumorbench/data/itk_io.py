@@ -25,8 +25,10 @@ from tumorbench.errors import DataError
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr")
 MAX_VOXELS = 2**31  # 8 GiB as float32: a header declaring more is refused before anything is allocated
 HEADER_BYTES = 1 << 16  # a detached header's text is read this far, no further
-_BYTES = {"uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "uint32": 4, "int32": 4, "uint64": 8, "int64": 8}
-_BYTES |= {"float32": 4, "float64": 8}
+# SimpleITK's real scalar pixel types (by their name there) as numpy names them; complex, label and vector are not read
+_SCALARS = {"sitkUInt8": "uint8", "sitkInt8": "int8", "sitkUInt16": "uint16", "sitkInt16": "int16"}
+_SCALARS |= {"sitkUInt32": "uint32", "sitkInt32": "int32", "sitkUInt64": "uint64", "sitkInt64": "int64"}
+_SCALARS |= {"sitkFloat32": "float32", "sitkFloat64": "float64"}
 _MHD_FIELD = re.compile(r"^\s*(\w+)\s*=\s*(.*?)\s*$")
 _NRRD_FIELD = re.compile(r"^\s*([\w ]+?)\s*:=?\s*(.*?)\s*$")
 
@@ -87,14 +89,10 @@ def open_header(path: Path):
 def _dtype(path: Path, reader) -> str:
     import SimpleITK as sitk
 
-    name = sitk.GetPixelIDValueAsString(reader.GetPixelID())  # "16-bit signed integer", "32-bit float"...
-    if "complex" in name or "label" in name or "vector" in name:
+    dtype = {getattr(sitk, name): numpy for name, numpy in _SCALARS.items()}.get(reader.GetPixelID())
+    if dtype is None:
+        name = sitk.GetPixelIDValueAsString(reader.GetPixelID())
         raise DataError(path, f"voxel type {name}: only real scalar volumes are read")
-    bits = int(re.match(r"(\d+)-bit", name).group(1)) if re.match(r"\d+-bit", name) else 0
-    kind = "float" if "float" in name else ("uint" if "unsigned" in name else "int")
-    dtype = f"{kind}{bits}"
-    if dtype not in _BYTES:
-        raise DataError(path, f"voxel type {name} is not read")
     return dtype
 
 
@@ -149,7 +147,11 @@ def data_file(path: Path) -> Path | None:
     suffix = path.suffix.lower()
     if suffix not in ITK_SUFFIXES:
         return None
-    fields, _ = header_fields(path)
+    return _named_data_file(path, header_fields(path)[0])
+
+
+def _named_data_file(path: Path, fields: dict[str, str]) -> Path | None:
+    suffix = path.suffix.lower()
     name = fields.get("datafile") if suffix in (".nrrd", ".nhdr") else fields.get("elementdatafile")
     if not name:
         if suffix in (".mhd", ".nhdr"):
@@ -167,7 +169,7 @@ def data_file(path: Path) -> Path | None:
 
 def with_data_file(path: Path) -> list[Path]:
     """The file and, for a detached header (``.mhd``, ``.nhdr``), the data file it names: all its bytes."""
-    data = data_file(path) if path.name.lower().endswith(ITK_SUFFIXES) else None
+    data = data_file(path)
     return [path] if data is None else [path, data]
 
 
@@ -178,7 +180,7 @@ def missing_bytes(path: str | Path, info: dict[str, Any]) -> int:
     compressed = fields.get("compresseddata", "false").lower() == "true" or fields.get("encoding", "raw") != "raw"
     if compressed or offset is None:  # a compressed stream's length says nothing: the loader reads it
         return 0
-    data = data_file(path)
+    data = _named_data_file(path, fields)
     held = data.stat().st_size if data is not None else path.stat().st_size - offset
-    expected = math.prod(info["shape"]) * _BYTES[info["dtype"]]
+    expected = math.prod(info["shape"]) * np.dtype(info["dtype"]).itemsize
     return max(0, expected - held)
