@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from tumorbench.data import itk_io
+from tumorbench.data.image import LPS_TO_RAS
 from tumorbench.data.layouts.common import data_files
 from tumorbench.errors import DataError
 
@@ -79,7 +80,7 @@ def ball_mask(info: dict, centres_lps: np.ndarray, diameters: np.ndarray) -> tup
     reach = np.linalg.norm(to_voxel[:3, :3], axis=1)  # voxels per mm along each index axis, at most
     outside = 0
     for centre_lps, diameter in zip(centres_lps, diameters, strict=True):
-        centre = np.array([-centre_lps[0], -centre_lps[1], centre_lps[2]])  # LPS -> RAS
+        centre = LPS_TO_RAS[:3, :3] @ centre_lps
         index = to_voxel[:3, :3] @ centre + to_voxel[:3, 3]
         if np.any(index < -0.5) or np.any(index > np.array(shape) - 0.5):
             outside += 1
@@ -117,9 +118,8 @@ def write_masks(root: str | Path, out: str | Path) -> Summary:
         image.SetSpacing(reader.GetSpacing())
         image.SetDirection(reader.GetDirection())
         sitk.WriteImage(image, str(out / "masks" / f"{uid}.mha"), True)
-        for source in (path, itk_io.data_file(path)):
-            if source is not None:
-                _link(source, out / "images" / source.name)
+        for source in itk_io.with_data_file(path):
+            _link(source, out / "images" / source.name)
     without = int((~table["seriesuid"].isin(found)).sum())
     return Summary(len(found), with_nodules, nodules, outside, without)
 
