@@ -101,7 +101,16 @@ def test_fold_time_follows_the_documented_model():
     )
     # segmentation scores each validation case on its mask: 8 ms more per inner case and epoch, per outer case
     knobs = SimpleNamespace(
-        size=128, batch_size=16, workers=1, folds=3, inner=0.2, loaders=1.0, epochs=8, val_ms=0.0, factors={}
+        size=128,
+        batch_size=16,
+        workers=1,
+        folds=3,
+        inner=0.2,
+        loaders=1.0,
+        epochs=8,
+        val_ms=0.0,
+        factors={},
+        machine=1.0,
     )
     plain = timemodel.fold_seconds("unet", knobs, 300, 2, "memory+disk", 1, speed, decode)
     scored_knobs = SimpleNamespace(**{**vars(knobs), "val_ms": 8.0})
@@ -223,7 +232,7 @@ def test_too_small_a_budget_is_refused_with_the_minimum():
 def test_scale_down_gives_epochs_back_while_the_budget_holds(monkeypatch):
     fp = _fp(cases=3000)
     given = make_plan(_study(), fp, TWO_CORES, budget_minutes=8, disk_free=10 * GIB)
-    monkeypatch.setattr(planner, "_give_back_epochs", lambda *args: None)
+    monkeypatch.setattr(planner, "give_back_epochs", lambda *args: None)
     coarse = make_plan(_study(), fp, TWO_CORES, budget_minutes=8, disk_free=10 * GIB)
     assert coarse.epochs < given.epochs <= 8  # the coarse steps took more than the budget needed
     assert coarse.estimate_seconds < given.estimate_seconds <= 8 * 60
@@ -243,6 +252,40 @@ def test_cache_memory_disk_or_none():
     plan = make_plan(_study(), huge, TWO_CORES, budget_minutes=100_000, disk_free=500 * GIB)
     assert plan.cache == "disk" and any("disk cache" in n for n in plan.notes)
     assert make_plan(_study(), huge, TWO_CORES, budget_minutes=100_000, disk_free=1 * GIB).cache == "none"
+
+
+def test_a_users_budget_is_filled_with_trials_of_the_sampled_searches():
+    """--budget (``fill``): random and Bayesian searches take trials while the plan fits, up to 4x the study's;
+    a grid keeps its size; a preset's cap (no ``fill``) only bounds; a plan already scaled down takes none."""
+    fp = _fp(cases=300)
+    capped = make_plan(_study(), fp, TWO_CORES, budget_minutes=15, disk_free=10 * GIB)
+    filled = make_plan(_study(), fp, TWO_CORES, budget_minutes=15, disk_free=10 * GIB, fill=True)
+    grown = next(s for s in filled.searches if s.name == "resnet18")
+    assert next(s.trials for s in capped.searches if s.name == "resnet18") == 2 < grown.trials < 8
+    assert next(s.trials for s in filled.searches if s.name == "lite0") == 4  # the grid's size
+    assert capped.estimate_seconds < filled.estimate_seconds <= 15 * 60
+
+    # the study written with that many trials estimates the same; with one more it would not fit
+    def written(trials):
+        study = _study()
+        study = replace(study, candidates=(study.candidates[0], replace(study.candidates[1], num_samples=trials)))
+        return make_plan(study, fp, TWO_CORES, budget_minutes=1000, disk_free=10 * GIB).estimate_seconds
+
+    assert written(grown.trials) == pytest.approx(filled.estimate_seconds)
+    assert written(grown.trials + 1) > 15 * 60
+    assert f"scaled up: resnet18 2 -> {grown.trials} trials" in " ".join(filled.notes)
+    assert grown.max_trials == 8 and "up to 8 trials while its share lasts" in filled.format()
+    # the run-time maximum reaches the search; progress and Optuna's start-up count the planned trials
+    assert next(c for c in apply_plan(_study(), filled).candidates if c.name == "resnet18").num_samples == 8
+    assert next(c for c in apply_plan(_study(), capped).candidates if c.name == "resnet18").num_samples == 2
+    # time for far more: the cap
+    assert next(s.trials for s in make_plan(_study(), fp, TWO_CORES, budget_minutes=600, fill=True).searches) == 4
+    huge = make_plan(_study(), fp, TWO_CORES, budget_minutes=600, fill=True)
+    assert next(s.trials for s in huge.searches if s.name == "resnet18") == 8
+    # scaled down to fit: no trial added, though the search may still run more at run time
+    short = make_plan(_study(), _fp(cases=3000), TWO_CORES, budget_minutes=8, disk_free=10 * GIB, fill=True)
+    cut = next(s for s in short.searches if s.name == "resnet18")
+    assert cut.trials <= 2 and cut.max_trials == 8 and not any("scaled up" in n for n in short.notes)
 
 
 def test_gpus_run_one_trial_each():
@@ -377,23 +420,56 @@ def test_guard_hard_deadline_cuts_everything():
 
 
 def test_probed_factors_scale_each_models_compute_like_a_changed_constant(monkeypatch):
-    """A model timed 2x slower here trains as if its constant were 2x; explanations keep the constants."""
-    doubled = {"resnet18": {"train": 2.0, "eval": 2.0}}
-    probed = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB, factors=doubled)
+    """A model timed 2x slower here trains as if its constant were 2x; explanations keep the constants.
+    (The other model timed 0.5x: the machine as a whole, their geometric mean, is the calibration one.)"""
+    probed_at = {"resnet18": {"train": 2.0, "eval": 2.0}, "tf_efficientnet_lite0": {"train": 0.5, "eval": 0.5}}
+    probed = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB, factors=probed_at)
     plain = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB)
-    train_ms, eval_ms = timemodel.MS_PER_IMAGE["resnet18"]
-    monkeypatch.setitem(timemodel.MS_PER_IMAGE, "resnet18", (2 * train_ms, 2 * eval_ms))
-    slower = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB)
-    assert [s.fold_seconds for s in probed.searches] == pytest.approx([s.fold_seconds for s in slower.searches])
-    assert probed.explain_seconds == pytest.approx(plain.explain_seconds)
-    assert plain.explain_seconds < slower.explain_seconds
+    for model, scale in (("resnet18", 2.0), ("tf_efficientnet_lite0", 0.5)):
+        train_ms, eval_ms = timemodel.MS_PER_IMAGE[model]
+        monkeypatch.setitem(timemodel.MS_PER_IMAGE, model, (scale * train_ms, scale * eval_ms))
+    changed = make_plan(_study(), _fp(cases=300), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB)
+    assert [s.fold_seconds for s in probed.searches] == pytest.approx([s.fold_seconds for s in changed.searches])
+    assert probed.explain_seconds == pytest.approx(plain.explain_seconds) != changed.explain_seconds
     assert probed.estimate_seconds == pytest.approx(
-        slower.estimate_seconds - slower.explain_seconds + plain.explain_seconds
+        changed.estimate_seconds - changed.explain_seconds + plain.explain_seconds
     )
-    lite0 = [s.fold_seconds for s in plain.searches if s.name == "lite0"]
-    assert [s.fold_seconds for s in probed.searches if s.name == "lite0"] == pytest.approx(lite0)  # not probed: 1x
-    assert probed.estimate_seconds > plain.estimate_seconds
     assert any("resnet18 2.00x" in note for note in probed.notes)
+
+
+def test_a_faster_machine_scales_the_cpu_bound_constants_too(monkeypatch):
+    """Models probed at 0.8x: start-up, set-up, decoding, augmenting, scoring, baselines and Ray's own cores
+    as if every constant had been measured at 0.8x (Ray's start-up and the explanations keep theirs)."""
+    fast = {m: {"train": 0.8, "eval": 0.8} for m in ("resnet18", "tf_efficientnet_lite0")}
+    seg = replace(_study(), task="segmentation", baselines=("otsu",), candidates=(Candidate("u", {"model": "unet"}),))
+    probed = [
+        make_plan(study, _fp(cases=300, classes=cl), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB, factors=f)
+        for study, cl, f in ((_study(), None, fast), (seg, {}, {"unet": {"train": 0.8, "eval": 0.8}}))
+    ]
+    for model in ("resnet18", "tf_efficientnet_lite0", "unet"):
+        monkeypatch.setitem(timemodel.MS_PER_IMAGE, model, tuple(0.8 * v for v in timemodel.MS_PER_IMAGE[model]))
+    for module, name in (
+        (planner, "TRIAL_STARTUP_S"),
+        (planner, "BASELINE_S_PER_FOLD"),
+        (planner, "BASELINE_MS_PER_CASE"),
+        (planner, "RAY_BACKGROUND_CORES"),
+        (planner, "SEG_VAL_MS_PER_CASE"),
+        (timemodel, "FOLD_OVERHEAD_S"),
+        (timemodel, "AUGMENT_MS"),
+        (timemodel, "CACHED_READ_MS"),
+        (timemodel, "DECODE_MS_FIXED"),
+        (timemodel, "DECODE_MS_PER_MIB"),
+    ):
+        monkeypatch.setattr(module, name, 0.8 * getattr(module, name))
+    for plan, study, classes in zip(probed, (_study(), seg), (None, {})):
+        changed = make_plan(study, _fp(cases=300, classes=classes), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB)
+        assert [x for s in plan.searches for x in (s.fold_seconds, s.seconds)] == pytest.approx(
+            [x for s in changed.searches for x in (s.fold_seconds, s.seconds)]
+        )
+        assert plan.baseline_seconds == pytest.approx(changed.baseline_seconds)
+        assert plan.estimate_seconds - plan.explain_seconds == pytest.approx(
+            changed.estimate_seconds - changed.explain_seconds
+        )
 
 
 def test_an_epoch_trains_each_workers_shard_in_whole_batches():

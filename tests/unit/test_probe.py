@@ -6,7 +6,7 @@ import pytest
 import torch
 from ray import tune
 
-from tumorbench.study.probe import FACTOR_RANGE, describe, probe_factors
+from tumorbench.study.probe import FACTOR_RANGE, MACHINE_RANGE, describe, machine_factor, probe_factors
 from tumorbench.study.spec import Candidate, Study
 from tumorbench.study.timemodel import model_ms
 
@@ -52,5 +52,13 @@ def test_the_plan_note_says_which_factor_was_clipped_and_what_was_measured():
     )
     assert note == (
         "step times measured here (train, vs the time model's constants): unet 1.27x, "
-        "resnet50 5.00x (measured 7.31x: clipped to 0.2-5x), tiny 0.20x (measured 0.05x: clipped to 0.2-5x)"
+        "resnet50 5.00x (measured 7.31x: clipped to 0.2-5x), tiny 0.20x (measured 0.05x: clipped to 0.2-5x); "
+        "start-up, set-up, decoding and scoring at their geometric mean, 1.08x"  # (1.27 x 5 x 0.2) ** (1/3)
     )
+
+
+def test_the_machine_factor_is_the_geometric_mean_of_the_models_within_its_range():
+    assert machine_factor(None) == machine_factor({}) == 1.0  # no probe (GPUs): the constants as measured
+    assert machine_factor({"a": {"train": 4.0}, "b": {"train": 0.25}}) == 1.0
+    assert machine_factor({"a": {"train": 0.7}, "b": {"train": 0.9}}) == pytest.approx((0.7 * 0.9) ** 0.5, abs=1e-3)
+    assert machine_factor({"a": {"train": 3.0}, "b": {"train": 3.0}}) == MACHINE_RANGE[1]

@@ -4,13 +4,14 @@ The plan sets input (2D) or patch (3D) size, batch size, epochs, folds, trials p
 search, cache mode and trials side by side, and estimates the study's minutes with
 a time model calibrated on this machine (:mod:`tumorbench.study.timemodel`: its constants and how they
 were measured). Too little budget for one fold of the smallest model is refused before
-anything starts, with the minimum it would need.
+anything starts, with the minimum it would need; a user's budget with time to spare is filled
+with trials (:mod:`tumorbench.study.scaling`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tumorbench.errors import TumorbenchError
@@ -24,8 +25,10 @@ from tumorbench.study.capacity import (
     usable_cases,
     volume_edge,
 )
-from tumorbench.study.plan_apply import count_trials, foreground_ct_window, keeps_transfer
-from tumorbench.study.spec import Candidate, Study
+from tumorbench.study.plan_apply import count_trials, foreground_ct_window
+from tumorbench.study.probe import machine_factor
+from tumorbench.study.scaling import MIN_FOLDS, Knobs, changes, fill_trials, give_back_epochs, reductions
+from tumorbench.study.spec import Study
 from tumorbench.study.timemodel import (
     BASELINE_MS_PER_CASE,
     BASELINE_S_PER_FOLD,
@@ -48,8 +51,6 @@ from tumorbench.tasks import get_task
 from tumorbench.tuning.schedulers import asha_expected_share, asha_grace_epochs
 
 DEFAULT_CAPS_MIN = {"smoke": 15.0, "default": 55.0, "full": None}  # without --budget
-SIZES_2D, PATCHES_3D = (128, 96, 64), (64, 48, 32)
-MIN_FOLDS, MIN_EPOCHS = 2, 1
 
 
 class BudgetError(TumorbenchError, ValueError):
@@ -67,6 +68,7 @@ class SearchPlan:
     seconds: float
     fold_seconds: float
     share: float = 1.0  # of a trial's folds each trial is expected to train (ASHA's early stops)
+    max_trials: int | None = None  # run while the search's share of the budget lasts, up to this (``fill``)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,7 @@ class Plan:
             lines.append(
                 f"  {s.name:<24} {s.model:<22} {s.searcher:<6} {s.trials:>2} trial(s), "
                 f"~{s.fold_seconds:.0f} s per fold, ~{s.seconds / 60:.1f} min"
+                + (f"; up to {s.max_trials} trials while its share lasts" if (s.max_trials or 0) > s.trials else "")
             )
         lines.append(
             f"  baselines ~{self.baseline_seconds / 60:.1f} min; explanations ~{self.explain_seconds / 60:.1f} min; "
@@ -128,26 +131,8 @@ class Plan:
         return max(0.0, remaining_s - after) * planned.get(name, 0.0) / total
 
 
-@dataclass
-class _Knobs:
-    """The numbers being scaled down while planning."""
-
-    size: int
-    batch_size: int
-    epochs: int
-    folds: int
-    trials: dict[str, int]
-    candidates: list[Candidate]
-    inner: float = 0.2  # TrainConfig.inner_val_fraction
-    asha: bool = True
-    loaders: float = 1.0  # processes decoding and augmenting side by side (a trial's workers, on CPUs)
-    workers: int = 1  # a trial's Train workers (each trains its shard in whole batches)
-    val_ms: float = 0.0  # scoring one validation case beyond its forward pass (timemodel.SEG_VAL_MS_PER_CASE)
-    factors: Factors = field(default_factory=dict)  # model -> step time here / the constant (study.probe)
-
-
 def _estimate(
-    k: _Knobs, n: int, dims: int, cache: str, samples: int, speed: float, side: int, n_baselines: int, decode: float
+    k: Knobs, n: int, dims: int, cache: str, samples: int, speed: float, side: int, n_baselines: int, decode: float
 ) -> tuple[list[SearchPlan], float, float]:
     searches = []
     for c in k.candidates:
@@ -155,85 +140,16 @@ def _estimate(
         fold = fold_seconds(model, k, n, dims, cache, samples, speed, decode)
         trials = k.trials[c.name]
         share = asha_expected_share(trials, k.folds * k.epochs, asha_grace_epochs(k.epochs)) if k.asha else 1.0
-        seconds = trials * (TRIAL_STARTUP_S + share * k.folds * fold)
+        startup = TRIAL_STARTUP_S * k.machine
+        seconds = trials * (startup + share * k.folds * fold)
         searcher = c.searcher if not (c.searcher == "grid" and trials < count_trials(c)) else "random"
         # a fold as the budget guard sees it: fold boundary to fold boundary, the run's start-up shared out
         searches.append(
-            SearchPlan(
-                c.name, model, searcher, trials, seconds / min(side, trials), fold + TRIAL_STARTUP_S / k.folds, share
-            )
+            SearchPlan(c.name, model, searcher, trials, seconds / min(side, trials), fold + startup / k.folds, share)
         )
-    baselines = n_baselines * k.folds * (BASELINE_S_PER_FOLD + n * BASELINE_MS_PER_CASE / 1000)
+    baselines = n_baselines * k.folds * (BASELINE_S_PER_FOLD + n * BASELINE_MS_PER_CASE / 1000) * k.machine
     first_fill = DISK_CHAINS * n * decode / 1000 / k.loaders if cache in SHARED_CACHES else 0.0  # once per chain
     return searches, baselines, RAY_START_S + first_fill + baselines + sum(s.seconds for s in searches)
-
-
-def _give_back_epochs(k: _Knobs, epochs: int, fits) -> None:
-    """The scale-down steps are coarse (a whole input size, a trial): give epochs back, up to the study's,
-    while the plan still ``fits()``, so the study uses its budget rather than 80% of it."""
-    while k.epochs < epochs:
-        k.epochs += 1
-        if not fits():
-            k.epochs -= 1
-            return
-
-
-def _reductions(k: _Knobs, dims: int) -> list:
-    """Scale-down steps in order of what a comparison misses least; each returns a note or None."""
-    sizes = PATCHES_3D if dims == 3 else SIZES_2D
-
-    def trials_to(floor):
-        def step():
-            name = max(k.trials, key=lambda n: k.trials[n])
-            if k.trials[name] <= floor:
-                return None
-            k.trials[name] -= 1
-            return f"trials of {name} -> {k.trials[name]}"
-
-        return step
-
-    def epochs_to(floor):
-        def step():
-            if k.epochs <= floor:
-                return None
-            k.epochs -= 1
-            return f"epochs -> {k.epochs}"
-
-        return step
-
-    def folds_to(floor):
-        def step():
-            if k.folds <= floor:
-                return None
-            k.folds -= 1
-            return f"folds -> {k.folds}"
-
-        return step
-
-    def smaller():
-        below = [s for s in sizes if s < k.size]
-        if not below:
-            return None
-        k.size = below[0]
-        return f"{'patch' if dims == 3 else 'input'} size -> {k.size}"
-
-    def drop_candidate():
-        if len(k.candidates) <= 1:
-            return None
-        dropped = k.candidates.pop()
-        return f"candidate {dropped.name} dropped"
-
-    return [
-        trials_to(2),
-        epochs_to(4),
-        trials_to(1),
-        folds_to(3),
-        smaller,
-        epochs_to(2),
-        folds_to(MIN_FOLDS),
-        epochs_to(MIN_EPOCHS),
-        drop_candidate,
-    ]
 
 
 def make_plan(
@@ -246,10 +162,13 @@ def make_plan(
     disk_free: float | None = None,
     factors: Factors | None = None,
     test_cases: int = 0,
+    fill: bool = False,
 ) -> Plan:
     """Size ``study`` to ``budget_minutes`` (default: the preset's cap) on ``capacity``; ``factors``: each
     model's step time measured here over the time model's constant (:func:`tumorbench.study.probe.probe_factors`);
-    ``test_cases``: a locked test set's (its final models are planned too).
+    ``test_cases``: a locked test set's (its final models are planned too); ``fill``: the budget is the user's
+    (``--budget``), a time to use and not only a cap: searches over a space take more trials while it holds them
+    (:func:`tumorbench.study.scaling.fill_trials`), and may run more at run time while their share lasts.
 
     Raises:
         BudgetError: Not even one trial of the cheapest model at the smallest settings fits.
@@ -261,7 +180,8 @@ def make_plan(
     samples = int((study.config.get("sampling") or {}).get("num_samples", 1)) if dims == 3 else 1
     workers = int(study.config.get("workers", 1))
     trials = {c.name: count_trials(c) for c in study.candidates}
-    k = _Knobs(
+    machine = machine_factor(factors)
+    k = Knobs(
         size=study_size(study, dims),
         batch_size=int(study.config.get("batch_size", 16)),
         epochs=int(study.config.get("epochs", 10)),
@@ -270,9 +190,10 @@ def make_plan(
         candidates=sorted(study.candidates, key=lambda c: model_ms(c.config["model"], 128, dims, factors)[0]),
         inner=float(study.config.get("inner_val_fraction", 0.2)),
         asha=study.scheduler == "asha",
-        val_ms=SEG_VAL_MS_PER_CASE if get_task(study.task).with_mask else 0.0,
+        val_ms=machine * SEG_VAL_MS_PER_CASE if get_task(study.task).with_mask else 0.0,
         factors=dict(factors or {}),
         workers=workers,
+        machine=machine,
     )
     k.folds = min(k.folds, max(MIN_FOLDS, fp["patients"]))
     class_patients = fp.get("class_patients") or {}
@@ -286,7 +207,7 @@ def make_plan(
     k.folds = min(k.folds, fewest)  # every validation fold holds every class (data.splits)
     k.size = start_size(study, fp)
     side = capacity.side_by_side(workers, max(trials.values()))
-    cores = capacity.cpus - RAY_BACKGROUND_CORES
+    cores = capacity.cpus - RAY_BACKGROUND_CORES * machine  # fixed work per second: fewer cores on a faster CPU
     speed = GPU_SPEEDUP if capacity.gpus >= 1 else max(1.0, CPU_PARALLEL_EFFICIENCY * cores / side)
     # LGG --budget 15 (2 workers): 9.1 s per U-Net epoch measured, 9.2 s modelled with both workers loading
     k.loaders = 1.0 if capacity.gpus >= 1 else max(1.0, min(workers, capacity.cpus / side))
@@ -306,24 +227,29 @@ def make_plan(
     def tested() -> float:  # final models one after another, each on the study's trial resources
         if not test_cases:
             return 0.0
-        args = (k, n, test_cases, dims, kind(), samples, speed, decode_ms(fp))
-        refits = len(study.baselines) * (BASELINE_S_PER_FOLD + (n + test_cases) * BASELINE_MS_PER_CASE / 1000)
+        args = (k, n, test_cases, dims, kind(), samples, speed, decode_ms(fp) * machine)
+        refit = BASELINE_S_PER_FOLD + (n + test_cases) * BASELINE_MS_PER_CASE / 1000
+        refits = len(study.baselines) * refit * machine
         return refits + sum(final_seconds(c.config["model"], *args) for c in k.candidates)
 
     def estimate():
         searches, baselines, total = _estimate(
-            k, n, dims, kind(), samples, speed, side, len(study.baselines), decode_ms(fp)
+            k, n, dims, kind(), samples, speed, side, len(study.baselines), decode_ms(fp) * machine
         )
         return searches, baselines, total + explained() + tested()
 
     searches, baselines, total = estimate()
-    for step in _reductions(k, dims) if budget is not None else []:
+    scaled_down = False
+    for step in reductions(k, dims) if budget is not None else []:
         while total > budget and step() is not None:
+            scaled_down = True
             cache, cache_note = choose_cache(fp, study, k.size, dims, side, capacity, free)
             searches, baselines, total = estimate()
     if budget is not None and total <= budget:
-        _give_back_epochs(k, int(study.config.get("epochs", 10)), lambda: estimate()[2] <= budget)
+        give_back_epochs(k, int(study.config.get("epochs", 10)), lambda: estimate()[2] <= budget)
+        caps = fill_trials(k, trials, lambda: estimate()[2] <= budget, grow=not scaled_down) if fill else {}
         searches, baselines, total = estimate()
+        searches = [replace(s, max_trials=caps[s.name]) if s.name in caps else s for s in searches]
     if budget is not None and total > budget:
         raise BudgetError(
             f"a budget of {budget / 60:g} min cannot hold one {k.folds}-fold trial of "
@@ -331,7 +257,7 @@ def make_plan(
             f"({n} images, {capacity.cpus:g} CPUs): the minimum is about {math.ceil(total / 60)} min"
         )
     k.batch_size = max(1, min(k.batch_size, int(n * (k.folds - 1) / k.folds)))
-    notes = _changes(study, k, trials, dims) + [cache_note]
+    notes = changes(study, k, trials, dims) + [cache_note]
     if fewest < study.n_folds:
         notes.append(f"folds: class {rare!r} has {fewest} patient(s); every validation fold needs each class")
     if factors:
@@ -372,28 +298,3 @@ def make_plan(
         shared_cache=kind() in SHARED_CACHES,
         ct_window=window,
     )
-
-
-def _changes(study: Study, k: _Knobs, trials: dict[str, int], dims: int) -> list[str]:
-    """What the plan scaled down from the study as written."""
-    notes = []
-    for label, before, after in (
-        ("input size" if dims == 2 else "patch size", study_size(study, dims), k.size),
-        ("epochs", int(study.config.get("epochs", 10)), k.epochs),
-        ("folds", study.n_folds, k.folds),
-    ):
-        if before != after:
-            notes.append(f"scaled down: {label} {before} -> {after}")
-    kept = {c.name for c in k.candidates}
-    for c in study.candidates:
-        if c.name not in kept:
-            notes.append(f"scaled down: candidate {c.name} dropped")
-        elif k.trials[c.name] < trials[c.name]:
-            how = (
-                f"grid of {trials[c.name]} -> random {k.trials[c.name]} of its combinations"
-                + (" with pretrained=True (from scratch needs more epochs)" if keeps_transfer(c.space) else "")
-                if c.searcher == "grid"
-                else f"{trials[c.name]} -> {k.trials[c.name]} trials"
-            )
-            notes.append(f"scaled down: {c.name} {how}")
-    return notes

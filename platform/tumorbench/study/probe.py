@@ -15,6 +15,7 @@ best estimate there is, and GPUs are not probed (the plan keeps ``timemodel.GPU_
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from tumorbench.study.spec import Study
 from tumorbench.study.timemodel import Factors, model_ms
 
 FACTOR_RANGE = (0.2, 5.0)  # beyond this the probe itself is suspect (a loaded machine): clipped
+MACHINE_RANGE = (0.5, 2.0)  # the whole machine against the calibration one: a narrower, safer range
 BATCH = {2: 8, 3: 2}  # the calibration's 2D batch; two patches in 3D
 # Timed after one untimed step (first-call set-up); the fastest is kept: the median of 3 moved by +-25% between
 # runs here (segresnet_tiny 1.07x, 1.30x, 1.37x), other processes' bursts landing in one step or another.
@@ -104,6 +106,20 @@ def probe_factors(study: Study, fp: dict[str, Any], size: int, dims: int) -> Fac
     return found
 
 
+def machine_factor(factors: Factors | None) -> float:
+    """This machine's speed against the one the constants were measured on: the geometric mean of the probed
+    models' train factors (1 without a probe, as on GPUs). The time model's other CPU-bound constants (Ray
+    start-up, fold set-up, decoding, scoring, baselines) scale with it: on 2026-12-06 the models probed at
+    0.71-0.88x, and the LGG ``--budget 15`` study's trial start-up (20.6 s against 30 planned), fold set-up
+    (2.5 s against 6) and epochs (8.3 s against 9.6) ran as far under the constants (planned 14.7 min, took 11.4).
+    """
+    ratios = [f["train"] for f in (factors or {}).values() if f.get("train")]
+    if not ratios:
+        return 1.0
+    mean = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+    return round(min(max(mean, MACHINE_RANGE[0]), MACHINE_RANGE[1]), 3)
+
+
 def _clip(ratio: float) -> float:
     return round(min(max(ratio, FACTOR_RANGE[0]), FACTOR_RANGE[1]), 3)
 
@@ -115,4 +131,9 @@ def describe(factors: Factors) -> str:
         measured = f.get("train_measured", f["train"])
         clipped = f" (measured {measured:.2f}x: clipped to {FACTOR_RANGE[0]:g}-{FACTOR_RANGE[1]:g}x)"
         parts.append(f"{model} {f['train']:.2f}x" + (clipped if _clip(measured) != measured else ""))
-    return "step times measured here (train, vs the time model's constants): " + ", ".join(parts)
+    machine = machine_factor(factors)
+    return (
+        "step times measured here (train, vs the time model's constants): "
+        + ", ".join(parts)
+        + f"; start-up, set-up, decoding and scoring at their geometric mean, {machine:.2f}x"
+    )

@@ -145,6 +145,7 @@ def plan_study(
         disk_free=shutil.disk_usage(next(p for p in (out, *out.parents) if p.exists())).free,
         factors=factors,
         test_cases=0 if test is None else len(get_task(study.task).usable(test)),
+        fill=budget_minutes is not None,  # --budget is a time to use; a preset's cap only bounds
     )
     return plan, fingerprint, apply_plan(study, plan, cache_dir=str(out / "cache")), test
 
@@ -164,8 +165,14 @@ def _guard(plan, name: str, remaining: list[str], started: float, n_folds: int):
         search.fold_seconds,
         grace=0.1 * seconds,
         new_trial_share=search.share,
-        planned_trials=search.trials,
+        planned_trials=max(search.trials, search.max_trials or 0),
     )
+
+
+def _planned_trials(plan, name: str) -> int | None:
+    """The trials a search was planned with, where the budget may extend it at run time (``SearchPlan.max_trials``)."""
+    search = next((s for s in plan.searches if s.name == name), None) if plan is not None else None
+    return search.trials if search is not None and (search.max_trials or 0) > search.trials else None
 
 
 def _budget_summary(plan, started: float, guards: dict[str, dict], cut: list[str]) -> dict[str, Any] | None:
@@ -238,6 +245,7 @@ def run_study(
             searcher=candidate.searcher,
             scheduler=study.scheduler,
             num_samples=candidate.num_samples,
+            planned_samples=_planned_trials(plan, candidate.name),
             metric=metric,
             storage_path=storage.join(root, "searches"),
             name=candidate.name,

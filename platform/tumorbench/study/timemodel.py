@@ -17,7 +17,9 @@ sets both):
             model, each a Train run on every training case, and the baselines refitted on them)
 
 with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calibration size, and by each
-model's factor when the planner timed the study's models on this machine (:mod:`tumorbench.study.probe`).
+model's factor when the planner timed the study's models on this machine (:mod:`tumorbench.study.probe`);
+the other CPU-bound constants (start-up, set-up, decoding, augmenting, scoring, baselines, Ray's own cores)
+by the machine's factor, the probed models' geometric mean (:func:`tumorbench.study.probe.machine_factor`).
 """
 
 from __future__ import annotations
@@ -149,7 +151,8 @@ def epoch_cases(cases: float, batch: int, workers: int) -> float:
 
 def fold_seconds(model: str, k: Any, n: int, dims: int, cache: str, samples: int, speed: float, decode: float) -> float:
     """One fold's seconds of ``model`` under the knobs ``k`` (size, batch_size, workers, folds, inner, loaders,
-    epochs, val_ms, factors)."""
+    epochs, val_ms, factors, machine: the CPU-bound constants' scale, :func:`tumorbench.study.probe.machine_factor`;
+    ``decode`` and ``val_ms`` come scaled)."""
     train_ms, eval_ms = model_ms(model, k.size, dims, k.factors)
     fit_n = n * (k.folds - 1) / k.folds
     # nested selection: the inner validation patients choose each epoch, the outer fold is scored once
@@ -158,20 +161,21 @@ def fold_seconds(model: str, k: Any, n: int, dims: int, cache: str, samples: int
     outer = n / k.folds * (eval_ms / speed + k.val_ms) / 1000 if k.inner else 0.0
     # disk: each epoch reads the cached case back (~1 ms); none: every epoch decodes every case again
     # every worker decodes (once, cached) and augments its own shard: they do it side by side
-    per_epoch = {"memory": AUGMENT_MS, "memory+disk": AUGMENT_MS, "disk": AUGMENT_MS + 1.0, "none": AUGMENT_MS + decode}
+    augment = AUGMENT_MS * k.machine
+    per_epoch = {"memory": augment, "memory+disk": augment, "disk": augment + k.machine, "none": augment + decode}
     per_epoch_ms = per_epoch[cache] / k.loaders
     # memory+disk: every case of the fold comes from the study's disk cache (decoded once per study and
     # chain: ``first_fill``); disk: training cases are read every epoch, validation and outer ones once per fold
     train_cases = fit_n * (1 - k.inner)
     fill_ms = {
         "memory": n * decode,
-        "memory+disk": n * CACHED_READ_MS,
-        "disk": (n - train_cases) * CACHED_READ_MS,
+        "memory+disk": n * CACHED_READ_MS * k.machine,
+        "disk": (n - train_cases) * CACHED_READ_MS * k.machine,
         "none": 0.0,
     }[cache]
     fill = fill_ms / 1000 / k.loaders
     epoch = (train_n * (train_ms / speed + per_epoch_ms) + val_n * (eval_ms / speed + k.val_ms)) / 1000
-    return FOLD_OVERHEAD_S + fill + outer + k.epochs * epoch
+    return FOLD_OVERHEAD_S * k.machine + fill + outer + k.epochs * epoch
 
 
 def final_seconds(
@@ -181,7 +185,9 @@ def final_seconds(
     inner split picks the epoch), then the test cases scored once (:mod:`tumorbench.study.final`)."""
     train_ms, eval_ms = model_ms(model, k.size, dims, k.factors)
     train_n = epoch_cases(n * (1 - k.inner), k.batch_size, k.workers) * samples
-    epoch = train_n * (train_ms / speed + AUGMENT_MS / k.loaders) + n * k.inner * (eval_ms / speed + k.val_ms)
+    augment = AUGMENT_MS * k.machine / k.loaders
+    epoch = train_n * (train_ms / speed + augment) + n * k.inner * (eval_ms / speed + k.val_ms)
     decoded = n_test if cache in SHARED_CACHES else n + n_test  # a shared cache already holds the training cases
     test = n_test * (eval_ms / speed + k.val_ms)
-    return TRIAL_STARTUP_S + FOLD_OVERHEAD_S + (decoded * decode / k.loaders + k.epochs * epoch + test) / 1000
+    set_up = (TRIAL_STARTUP_S + FOLD_OVERHEAD_S) * k.machine
+    return set_up + (decoded * decode / k.loaders + k.epochs * epoch + test) / 1000

@@ -95,6 +95,7 @@ def _new_tuner(
     searcher: str,
     scheduler: str,
     num_samples: int,
+    planned: int,
     n_folds: int,
     metric: str,
     mode: str,
@@ -110,7 +111,7 @@ def _new_tuner(
 
     from tumorbench.tuning.progress import SearchProgress
 
-    trials = grid_size(space) if searcher == "grid" else num_samples
+    trials = grid_size(space) if searcher == "grid" else planned
     # Live lines per fold on the driver, whatever Tune's own verbosity (the study runs Tune silent).
     progress = SearchProgress(experiment.rsplit("/", 1)[-1], metric, n_folds, trials, list(space))
     return tune.Tuner(
@@ -118,7 +119,7 @@ def _new_tuner(
         param_space=tune_space,
         tune_config=tune.TuneConfig(
             search_alg=make_searcher(
-                searcher, space, tune_metric(metric), mode, seed, num_samples, max_concurrent=concurrent
+                searcher, space, tune_metric(metric), mode, seed, planned, max_concurrent=concurrent
             ),
             scheduler=make_scheduler(
                 scheduler,
@@ -153,6 +154,7 @@ def run_search(
     searcher: str = "random",
     scheduler: str = "asha",
     num_samples: int = 8,
+    planned_samples: int | None = None,
     n_folds: int | None = None,
     metric: str | None = None,
     mode: str | None = None,
@@ -179,6 +181,8 @@ def run_search(
         searcher: ``grid`` (every combination once; ``num_samples`` ignored), ``random``, ``bayes``, ``bayes-gp``.
         scheduler: ``asha`` (stop poor trials early, at epoch rungs) or ``none``.
         num_samples: Trials for random and Bayesian search.
+        planned_samples: Of those, the trials planned, where a budget ``stopper`` may end the search sooner
+            (the plan's; Optuna's random start-up trials and the progress lines count these); default all.
         n_folds: Folds per trial (default: all of the split file).
         metric: Per-fold metric (default: the task's primary); trials are ranked by ``<metric>_mean``.
         mode: ``max``/``min`` (default: the task's order).
@@ -267,6 +271,7 @@ def run_search(
             searcher=searcher,
             scheduler=scheduler,
             num_samples=num_samples,
+            planned=min(num_samples, planned_samples or num_samples),
             n_folds=n_folds,
             metric=metric,
             mode=mode,

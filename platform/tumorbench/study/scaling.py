@@ -1,0 +1,154 @@
+"""The planner's knobs and how it scales them: down to fit a budget, back up to fill it (``study.planner``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tumorbench.study.capacity import study_size
+from tumorbench.study.plan_apply import keeps_transfer
+from tumorbench.study.spec import Candidate, Study
+from tumorbench.study.timemodel import Factors
+
+MIN_FOLDS, MIN_EPOCHS = 2, 1
+SIZES_2D, PATCHES_3D = (128, 96, 64), (64, 48, 32)
+# --budget: a search over a space runs at most this many times the study's trials (planned, or at run time
+# while its share of the budget lasts)
+TRIAL_SCALE_UP = 4
+RUN_TIME_SEARCHERS = ("random", "bayes", "bayes-gp")  # searchers that draw a new configuration per trial
+
+
+@dataclass
+class Knobs:
+    """The numbers being scaled down while planning."""
+
+    size: int
+    batch_size: int
+    epochs: int
+    folds: int
+    trials: dict[str, int]
+    candidates: list[Candidate]
+    inner: float = 0.2  # TrainConfig.inner_val_fraction
+    asha: bool = True
+    loaders: float = 1.0  # processes decoding and augmenting side by side (a trial's workers, on CPUs)
+    workers: int = 1  # a trial's Train workers (each trains its shard in whole batches)
+    val_ms: float = 0.0  # scoring one validation case beyond its forward pass (timemodel.SEG_VAL_MS_PER_CASE)
+    factors: Factors = field(default_factory=dict)  # model -> step time here / the constant (study.probe)
+    machine: float = 1.0  # this machine's CPU against the constants' (study.probe.machine_factor)
+
+
+def give_back_epochs(k: Knobs, epochs: int, fits) -> None:
+    """The scale-down steps are coarse (a whole input size, a trial): give epochs back, up to the study's,
+    while the plan still ``fits()``, so the study uses its budget rather than 80% of it."""
+    while k.epochs < epochs:
+        k.epochs += 1
+        if not fits():
+            k.epochs -= 1
+            return
+
+
+def fill_trials(k: Knobs, trials: dict[str, int], fits, grow: bool = True) -> dict[str, int]:
+    """A budget of the user's (``--budget``): searches over a space (random or Bayesian: a grid has its size)
+    take trials while the plan ``fits()``, the fewest against the study's first, unless the plan had to scale
+    down (``grow`` False: the budget is already short of the study as written). A sampled search is as good as
+    its number of draws; more epochs or a larger input than the study's would change what is compared.
+    Returns each such search's cap (TRIAL_SCALE_UP x the study's trials), which its search may also reach at
+    run time while its share of the budget lasts (a plan is an estimate).
+    """
+    caps = {
+        c.name: TRIAL_SCALE_UP * trials[c.name] for c in k.candidates if c.space and c.searcher in RUN_TIME_SEARCHERS
+    }
+    growing = [n for n in caps if grow]
+    while growing:
+        name = min(growing, key=lambda n: (k.trials[n] / trials[n], n))
+        k.trials[name] += 1
+        if not fits():
+            k.trials[name] -= 1
+            growing.remove(name)
+        elif k.trials[name] >= caps[name]:
+            growing.remove(name)
+    return caps
+
+
+def reductions(k: Knobs, dims: int) -> list:
+    """Scale-down steps in order of what a comparison misses least; each returns a note or None."""
+    sizes = PATCHES_3D if dims == 3 else SIZES_2D
+
+    def trials_to(floor):
+        def step():
+            name = max(k.trials, key=lambda n: k.trials[n])
+            if k.trials[name] <= floor:
+                return None
+            k.trials[name] -= 1
+            return f"trials of {name} -> {k.trials[name]}"
+
+        return step
+
+    def epochs_to(floor):
+        def step():
+            if k.epochs <= floor:
+                return None
+            k.epochs -= 1
+            return f"epochs -> {k.epochs}"
+
+        return step
+
+    def folds_to(floor):
+        def step():
+            if k.folds <= floor:
+                return None
+            k.folds -= 1
+            return f"folds -> {k.folds}"
+
+        return step
+
+    def smaller():
+        below = [s for s in sizes if s < k.size]
+        if not below:
+            return None
+        k.size = below[0]
+        return f"{'patch' if dims == 3 else 'input'} size -> {k.size}"
+
+    def drop_candidate():
+        if len(k.candidates) <= 1:
+            return None
+        dropped = k.candidates.pop()
+        return f"candidate {dropped.name} dropped"
+
+    return [
+        trials_to(2),
+        epochs_to(4),
+        trials_to(1),
+        folds_to(3),
+        smaller,
+        epochs_to(2),
+        folds_to(MIN_FOLDS),
+        epochs_to(MIN_EPOCHS),
+        drop_candidate,
+    ]
+
+
+def changes(study: Study, k: Knobs, trials: dict[str, int], dims: int) -> list[str]:
+    """What the plan scaled down from the study as written."""
+    notes = []
+    for label, before, after in (
+        ("input size" if dims == 2 else "patch size", study_size(study, dims), k.size),
+        ("epochs", int(study.config.get("epochs", 10)), k.epochs),
+        ("folds", study.n_folds, k.folds),
+    ):
+        if before != after:
+            notes.append(f"scaled down: {label} {before} -> {after}")
+    kept = {c.name for c in k.candidates}
+    for c in study.candidates:
+        if c.name not in kept:
+            notes.append(f"scaled down: candidate {c.name} dropped")
+        elif k.trials[c.name] < trials[c.name]:
+            how = (
+                f"grid of {trials[c.name]} -> random {k.trials[c.name]} of its combinations"
+                + (" with pretrained=True (from scratch needs more epochs)" if keeps_transfer(c.space) else "")
+                if c.searcher == "grid"
+                else f"{trials[c.name]} -> {k.trials[c.name]} trials"
+            )
+            notes.append(f"scaled down: {c.name} {how}")
+        elif k.trials[c.name] > trials[c.name]:
+            notes.append(f"scaled up: {c.name} {trials[c.name]} -> {k.trials[c.name]} trials (the budget holds them)")
+    return notes
