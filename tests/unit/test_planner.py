@@ -366,9 +366,13 @@ def test_guard_starts_a_trial_that_fits_at_ashas_expected_share():
         guard, clock = _first_trial(282, 48, (90, 131, 172), grace=28, new_trial_share=share)
         _step(guard, a="TERMINATED", b="PENDING")  # 172 + 3 x 57.3 = 344 > 282; 172 + 0.6 x 172 = 275 <= 282
         assert guard.stop_all() is ends
-    _step(guard, a="TERMINATED", b="RUNNING")  # promoted by ASHA past its rung: stopped at a fold boundary
-    clock.now = 230
+    _step(guard, a="TERMINATED", b="RUNNING")
+    clock.now = 200  # 200 + 0.6 x 172 > 282: no new trial would start now, but b started when it fitted
+    assert guard.stop_all() is False  # ASHA judges it at its rung; ending the search would waste its start-up
+    clock.now = 230  # promoted by ASHA past its rung: stopped at a fold boundary, and the search ends
     assert guard("b", {"folds_done": 1}) is True
+    _step(guard, a="TERMINATED", b="RUNNING")
+    assert guard.stop_all() is True and guard.ended_by == "budget: no further trial fits"
 
 
 def test_guard_cuts_a_trial_whose_folds_no_longer_fit():

@@ -10,7 +10,8 @@ each step). Trials report every epoch; its decisions fall at fold boundaries (th
 - the search ends (no new trial is proposed) once a trial has finished every fold and no
   running trial could finish its folds before ``deadline``, nor a new one the share of its
   folds early stopping is expected to leave it (``new_trial_share``: ASHA stops most new trials
-  at a rung, and the planner counted them so; a promoted one meets the fold-boundary stop);
+  at a rung, and the planner counted them so; a promoted one meets the fold-boundary stop; a trial
+  started so keeps running to its rung);
 - at ``deadline + grace`` everything still running is cut, whatever it is doing.
 
 Until one trial has finished every fold, only the hard deadline stops the search, and it
@@ -111,11 +112,18 @@ class BudgetGuard(Stopper, Callback):
 
     def _viable(self, trial_id: str) -> bool:
         """Could this trial still finish every fold before the deadline? (One whose folds are done is
-        making its closing report, the trial's outcome: it is waited for.)"""
+        making its closing report, the trial's outcome: it is waited for.) A trial that appeared when a new
+        one fitted at its expected share keeps that chance until its first fold: ASHA judges it at a rung
+        inside that fold, and a promoted one meets the fold-boundary stop. Ending the search under it
+        instead cut it before the rung, its start-up spent for nothing (yes/no ``--budget 15``: a trial
+        of each of two searches, 1 and 0 epochs trained)."""
         folds = self._folds.get(trial_id, 0)
         if folds >= self.n_folds:
             return True
-        since = self._last_report.get(trial_id, self._first_seen.get(trial_id, self._clock()))
+        first = self._first_seen.get(trial_id, self._clock())
+        if folds == 0 and first + self.new_trial_share * self.n_folds * self.fold_seconds() <= self.deadline:
+            return True
+        since = self._last_report.get(trial_id, first)
         return since + (self.n_folds - folds) * self.fold_seconds() <= self.deadline
 
     def stop_all(self) -> bool:
