@@ -243,6 +243,20 @@ def test_feature_cache_computes_each_case_once(blob_rows, monkeypatch):
         cache.matrix([dict(blob_rows[0], image=blob_rows[1]["image"])])
 
 
+def test_feature_cache_takes_vectors_computed_elsewhere(blob_rows, monkeypatch):
+    """The study's baselines share one cache filled by Ray tasks (study.results.shared_features): ``add``
+    stores each part's vectors, and ``matrix`` then computes nothing."""
+    shared = FeatureCache(SMALL)
+    for part in (blob_rows[:25], blob_rows[25:]):
+        shared.add(part, FeatureCache(SMALL).matrix(part))
+    expected = clone(SMALL).fit().transform(load_feature_inputs(blob_rows[::-1]))
+    monkeypatch.setattr("tumorbench.baselines.classifiers.load_feature_inputs", lambda *a, **k: pytest.fail("read"))
+    assert len(shared) == 60
+    assert np.allclose(shared.matrix(blob_rows[::-1]), expected)
+    with pytest.raises(ValueError, match="2 rows but 1 feature vectors"):
+        shared.add(blob_rows[:2], np.zeros((1, 3)))
+
+
 def test_pipeline_follows_estimator_rules():
     pipe = make_classifier("svm", C=3.0, features__glcm_levels=16)
     copy = clone(pipe)

@@ -458,6 +458,9 @@ def test_a_faster_machine_scales_the_cpu_bound_constants_too(monkeypatch):
         (planner, "BASELINE_MS_PER_CASE"),
         (planner, "RAY_BACKGROUND_CORES"),
         (planner, "SEG_VAL_MS_PER_CASE"),
+        (timemodel, "BASELINE_S_PER_FOLD"),
+        (timemodel, "BASELINE_MS_PER_CASE"),
+        (timemodel, "FEATURE_MS_FIXED"),
         (timemodel, "FOLD_OVERHEAD_S"),
         (timemodel, "AUGMENT_MS"),
         (timemodel, "CACHED_READ_MS"),
@@ -465,6 +468,7 @@ def test_a_faster_machine_scales_the_cpu_bound_constants_too(monkeypatch):
         (timemodel, "DECODE_MS_PER_MIB"),
     ):
         monkeypatch.setattr(module, name, 0.8 * getattr(module, name))
+    monkeypatch.setattr(timemodel, "HEAD_COST", {k: (0.8 * a, 0.8 * b) for k, (a, b) in timemodel.HEAD_COST.items()})
     for plan, study, classes in zip(probed, (_study(), seg), (None, {})):
         changed = make_plan(study, _fp(cases=300, classes=classes), TWO_CORES, budget_minutes=1000, disk_free=10 * GIB)
         assert [x for s in plan.searches for x in (s.fold_seconds, s.seconds)] == pytest.approx(
@@ -502,3 +506,21 @@ def test_ct_segmentation_windows_the_masks_intensities_as_nnunet_does():
     pinned = replace(seg, config={**config, "preprocess": {**config["preprocess"], "ct_window": [40, 400]}})
     assert make_plan(pinned, fp, TWO_CORES, budget_minutes=1000).ct_window is None  # a study's own window stays
     assert make_plan(_study(), fp | {"channels": 3}, TWO_CORES, budget_minutes=1000).ct_window is None
+
+
+def test_classifier_baselines_share_features_and_run_side_by_side():
+    """Features once per case for every classifier (FEATURE_MS_FIXED + half the decode), each fold's head an
+    inner grid search (SVM's cost per case grows with the cases), 1-CPU tasks on 0.9 x the cores; the
+    thresholding baselines keep the per-fold constants."""
+    decode, n, folds = 4.0, 3000, 3
+    train = 2000
+    heads = {"logreg": 0.1 + train * 5.8 / 1000, "svm": 0.4 + train * 11.1 * train / 3800 / 1000}
+    tasks = [timemodel.BASELINE_S_PER_FOLD + heads[name] for name in ("logreg", "svm") for _ in range(folds)]
+    features = n * (7.7 + 0.5 * decode) / 1000
+    expected = (sum(tasks) + features) / (0.9 * 2)
+    assert timemodel.baseline_seconds(["logreg", "svm"], n, folds, decode, 2, 1.0) == pytest.approx(expected)
+    assert timemodel.baseline_seconds(["logreg", "svm"], n, folds, decode, 2, 0.8) == pytest.approx(0.8 * expected)
+    assert timemodel.baseline_seconds(["logreg"], n, folds, decode, 64, 1.0) == pytest.approx(features)  # longest task
+    otsu = timemodel.baseline_seconds(["otsu"], 300, 3, decode, 2, 1.0)
+    assert otsu == pytest.approx(3 * (4.0 + 300 * 5.0 / 1000) / 1.8)
+    assert timemodel.baseline_seconds([], 300, 3, decode, 2, 1.0) == 0.0

@@ -175,12 +175,19 @@ class FeatureCache:
                 delayed(_featurize)(self.features, chunk, self.use_masks) for chunk in chunks
             )
         for chunk, block in zip(chunks, blocks):
-            for row, vector in zip(chunk, block):
-                self._vectors[row["case_id"]] = vector
-                self._files[row["case_id"]] = (tuple(row["image"]), row.get("mask") if self.use_masks else None)
+            self.add(chunk, block)
         if not records:
             return np.empty((0, len(self.feature_names)))
         return np.vstack([self._vectors[row["case_id"]] for row in records])
+
+    def add(self, rows: pd.DataFrame | Iterable[Mapping[str, Any]], block: np.ndarray) -> None:
+        """Store feature vectors computed elsewhere (by a cache with this one's extractor), a row each."""
+        records = as_records(rows)
+        if len(records) != len(block):
+            raise ValueError(f"{len(records)} rows but {len(block)} feature vectors")
+        for row, vector in zip(records, block):
+            self._vectors[row["case_id"]] = np.asarray(vector)
+            self._files[row["case_id"]] = (tuple(row["image"]), row.get("mask") if self.use_masks else None)
 
 
 def encode_labels(rows: Sequence[Mapping[str, Any]], label_column: str, classes: Sequence[Any]) -> np.ndarray:

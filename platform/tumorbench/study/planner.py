@@ -41,6 +41,7 @@ from tumorbench.study.timemodel import (
     SHARED_CACHES,
     TRIAL_STARTUP_S,
     Factors,
+    baseline_seconds,
     decode_ms,
     explain_seconds,
     final_seconds,
@@ -132,8 +133,18 @@ class Plan:
 
 
 def _estimate(
-    k: Knobs, n: int, dims: int, cache: str, samples: int, speed: float, side: int, n_baselines: int, decode: float
+    k: Knobs,
+    n: int,
+    dims: int,
+    cache: str,
+    samples: int,
+    speed: float,
+    side: int,
+    names: tuple[str, ...],
+    cpus: float,
+    decode: float,
 ) -> tuple[list[SearchPlan], float, float]:
+    """The searches as planned, the baselines' seconds (``names`` on ``cpus``) and the study's total."""
     searches = []
     for c in k.candidates:
         model = c.config["model"]
@@ -147,7 +158,7 @@ def _estimate(
         searches.append(
             SearchPlan(c.name, model, searcher, trials, seconds / min(side, trials), fold + startup / k.folds, share)
         )
-    baselines = n_baselines * k.folds * (BASELINE_S_PER_FOLD + n * BASELINE_MS_PER_CASE / 1000) * k.machine
+    baselines = baseline_seconds(names, n, k.folds, decode / k.machine, cpus, k.machine)
     first_fill = DISK_CHAINS * n * decode / 1000 / k.loaders if cache in SHARED_CACHES else 0.0  # once per chain
     return searches, baselines, RAY_START_S + first_fill + baselines + sum(s.seconds for s in searches)
 
@@ -234,7 +245,7 @@ def make_plan(
 
     def estimate():
         searches, baselines, total = _estimate(
-            k, n, dims, kind(), samples, speed, side, len(study.baselines), decode_ms(fp) * machine
+            k, n, dims, kind(), samples, speed, side, study.baselines, capacity.cpus, decode_ms(fp) * machine
         )
         return searches, baselines, total + explained() + tested()
 

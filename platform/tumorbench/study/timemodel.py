@@ -84,8 +84,19 @@ RAY_START_S = 20.0
 # --budget 15 (2026-12-03, U-Net 128 px, 2 workers) validated 174 cases in 2.0 s per epoch where the forward
 # passes take 0.6 s, and a fold's outer scoring and set-up took 12 s: ~8 ms more per case, wall time.
 SEG_VAL_MS_PER_CASE = 8.0
-# Classical baselines per fold: features of every case (~5 ms) and fitting, measured on yes/no and LGG.
+# Classical baselines per fold: features of every case (~5 ms) and fitting, measured on yes/no and LGG (the
+# segmentation baselines; a locked test set's refits).
 BASELINE_MS_PER_CASE, BASELINE_S_PER_FOLD = 5.0, 4.0
+# Classifier baselines (study.results.shared_features): each case's features once per study, then per fold and
+# classifier an inner grid search of its head on the training cases, each a 1-CPU Ray task. Measured 2026-12-06
+# (`/work/runs/r17/baseline_cost.py`, machine factor ~0.8, divided by it here): features 14.9 ms per yes/no case
+# (1.8 MiB decoded) and 7.4 ms per 160-px greyscale case: FEATURE_MS_FIXED + half the decode. Heads, seconds
+# fixed + ms per training case, at 152 (yes/no) and 3,799 cases (the 5,700-image set): logreg 0.1 s / 17.6 s,
+# svm 0.3 s / 33.8 s (quadratic in the cases: ms per case at 3,800 cases), random forest 3.1 s / 54.2 s,
+# gradient boosting 1.8 s / 69.6 s.
+FEATURE_MS_FIXED, FEATURE_DECODE_SHARE = 7.7, 0.5
+HEAD_COST = {"logreg": (0.1, 5.8), "svm": (0.4, 11.1), "random_forest": (1.2, 17.8), "gradient_boosting": (0.0, 22.9)}
+SVM_QUADRATIC_AT = 3800.0
 GPU_SPEEDUP = 10.0  # assumed, not measured here (no GPU lent): a GPU worker vs one CPU thread
 # On CPUs a trial's workers hold every core it is given and torch uses one thread per core held
 # (training.data.configure_threads): the single-thread times above run this much faster per core.
@@ -191,3 +202,23 @@ def final_seconds(
     test = n_test * (eval_ms / speed + k.val_ms)
     set_up = (TRIAL_STARTUP_S + FOLD_OVERHEAD_S) * k.machine
     return set_up + (decoded * decode / k.loaders + k.epochs * epoch + test) / 1000
+
+
+def baseline_seconds(names: list[str], n: int, folds: int, decode: float, cores: float, machine: float) -> float:
+    """Wall seconds of ``names`` on ``folds`` folds of ``n`` cases, as 1-CPU Ray tasks on ``cores`` (``decode``:
+    one case's decode ms, unscaled; ``machine``: :func:`tumorbench.study.probe.machine_factor`). Classifiers share
+    each case's features; others (thresholding, clustering) pay the older per-fold constants."""
+    train = n * (folds - 1) / folds
+    tasks = []
+    for name in names:
+        if name not in HEAD_COST:
+            tasks += [BASELINE_S_PER_FOLD + n * BASELINE_MS_PER_CASE / 1000] * folds
+            continue
+        fixed, per_case = HEAD_COST[name]
+        per_case *= train / SVM_QUADRATIC_AT if name == "svm" else 1.0
+        tasks += [BASELINE_S_PER_FOLD + fixed + train * per_case / 1000] * folds
+    if any(name in HEAD_COST for name in names):
+        tasks.append(n * (FEATURE_MS_FIXED + FEATURE_DECODE_SHARE * decode) / 1000)
+    if not tasks:
+        return 0.0
+    return machine * max(sum(tasks) / max(1.0, CPU_PARALLEL_EFFICIENCY * cores), max(tasks))

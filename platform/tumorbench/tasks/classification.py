@@ -107,11 +107,18 @@ class Classification(Task):
         return [classification_row(r, class_names or []) for r in records]
 
     def baseline_rows(
-        self, name: str, train: Any, val: Any, class_names: list[str] | None, seed: int, params: dict[str, Any]
+        self,
+        name: str,
+        train: Any,
+        val: Any,
+        class_names: list[str] | None,
+        seed: int,
+        params: dict[str, Any],
+        shared: Any = None,
     ) -> Any:
         from tumorbench.study.results import classification_baseline_rows
 
-        return classification_baseline_rows(name, train, val, class_names, seed, params)
+        return classification_baseline_rows(name, train, val, class_names, seed, params, shared)
 
 
 def positive_index(config: Any, class_names: list[str] | None) -> int:

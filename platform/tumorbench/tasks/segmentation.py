@@ -117,7 +117,14 @@ class Segmentation(Task):
         return [segmentation_row(r) for r in records]
 
     def baseline_rows(
-        self, name: str, train: Any, val: Any, class_names: list[str] | None, seed: int, params: dict[str, Any]
+        self,
+        name: str,
+        train: Any,
+        val: Any,
+        class_names: list[str] | None,
+        seed: int,
+        params: dict[str, Any],
+        shared: Any = None,
     ) -> Any:
         from tumorbench.study.results import segmentation_baseline_rows
 
