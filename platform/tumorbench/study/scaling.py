@@ -19,7 +19,7 @@ RUN_TIME_SEARCHERS = ("random", "bayes", "bayes-gp")  # searchers that draw a ne
 
 @dataclass
 class Knobs:
-    """The numbers being scaled down while planning."""
+    """The numbers the planner scales: down to fit a budget, trials up to fill one."""
 
     size: int
     batch_size: int
