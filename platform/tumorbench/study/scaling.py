@@ -57,7 +57,7 @@ def fill_trials(k: Knobs, trials: dict[str, int], fits, grow: bool = True) -> di
     caps = {
         c.name: TRIAL_SCALE_UP * trials[c.name] for c in k.candidates if c.space and c.searcher in RUN_TIME_SEARCHERS
     }
-    growing = [n for n in caps if grow]
+    growing = list(caps) if grow else []
     while growing:
         name = min(growing, key=lambda n: (k.trials[n] / trials[n], n))
         k.trials[name] += 1
@@ -83,21 +83,12 @@ def reductions(k: Knobs, dims: int) -> list:
 
         return step
 
-    def epochs_to(floor):
+    def lower(knob, floor):  # epochs or folds, one at a time
         def step():
-            if k.epochs <= floor:
+            if getattr(k, knob) <= floor:
                 return None
-            k.epochs -= 1
-            return f"epochs -> {k.epochs}"
-
-        return step
-
-    def folds_to(floor):
-        def step():
-            if k.folds <= floor:
-                return None
-            k.folds -= 1
-            return f"folds -> {k.folds}"
+            setattr(k, knob, getattr(k, knob) - 1)
+            return f"{knob} -> {getattr(k, knob)}"
 
         return step
 
@@ -116,13 +107,13 @@ def reductions(k: Knobs, dims: int) -> list:
 
     return [
         trials_to(2),
-        epochs_to(4),
+        lower("epochs", 4),
         trials_to(1),
-        folds_to(3),
+        lower("folds", 3),
         smaller,
-        epochs_to(2),
-        folds_to(MIN_FOLDS),
-        epochs_to(MIN_EPOCHS),
+        lower("epochs", 2),
+        lower("folds", MIN_FOLDS),
+        lower("epochs", MIN_EPOCHS),
         drop_candidate,
     ]
 
