@@ -57,7 +57,7 @@ def apply_plan(study: Study, plan: Any, cache_dir: str | None = None) -> Study:
         if c.searcher == "grid" and planned < count_trials(c):
             c = replace(c, space=_grid_as_choice(c.space), searcher="random", num_samples=planned)
         elif c.searcher != "grid":  # a search the budget may extend at run time runs up to its maximum
-            c = replace(c, num_samples=max(planned, by_name[c.name].max_trials or 0))
+            c = replace(c, num_samples=by_name[c.name].up_to)
         candidates.append(c)
     return replace(study, n_folds=plan.folds, config=config, candidates=tuple(candidates))
 

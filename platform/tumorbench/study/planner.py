@@ -71,6 +71,11 @@ class SearchPlan:
     share: float = 1.0  # of a trial's folds each trial is expected to train (ASHA's early stops)
     max_trials: int | None = None  # run while the search's share of the budget lasts, up to this (``fill``)
 
+    @property
+    def up_to(self) -> int:
+        """The most trials the search may run: ``max_trials`` where the budget may extend it, else ``trials``."""
+        return max(self.trials, self.max_trials or 0)
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -111,7 +116,7 @@ class Plan:
             lines.append(
                 f"  {s.name:<24} {s.model:<22} {s.searcher:<6} {s.trials:>2} trial(s), "
                 f"~{s.fold_seconds:.0f} s per fold, ~{s.seconds / 60:.1f} min"
-                + (f"; up to {s.max_trials} trials while its share lasts" if (s.max_trials or 0) > s.trials else "")
+                + (f"; up to {s.up_to} trials while its share lasts" if s.up_to > s.trials else "")
             )
         lines.append(
             f"  baselines ~{self.baseline_seconds / 60:.1f} min; explanations ~{self.explain_seconds / 60:.1f} min; "
@@ -158,7 +163,7 @@ def _estimate(
         searches.append(
             SearchPlan(c.name, model, searcher, trials, seconds / min(side, trials), fold + startup / k.folds, share)
         )
-    baselines = baseline_seconds(names, n, k.folds, decode / k.machine, cpus, k.machine)
+    baselines = baseline_seconds(names, n, k.folds, decode, cpus, k.machine)
     first_fill = DISK_CHAINS * n * decode / 1000 / k.loaders if cache in SHARED_CACHES else 0.0  # once per chain
     return searches, baselines, RAY_START_S + first_fill + baselines + sum(s.seconds for s in searches)
 
@@ -218,6 +223,7 @@ def make_plan(
     k.folds = min(k.folds, fewest)  # every validation fold holds every class (data.splits)
     k.size = start_size(study, fp)
     side = capacity.side_by_side(workers, max(trials.values()))
+    decode = decode_ms(fp) * machine  # one case's read, decode and resize on this machine
     cores = capacity.cpus - RAY_BACKGROUND_CORES * machine  # fixed work per second: fewer cores on a faster CPU
     speed = GPU_SPEEDUP if capacity.gpus >= 1 else max(1.0, CPU_PARALLEL_EFFICIENCY * cores / side)
     # LGG --budget 15 (2 workers): 9.1 s per U-Net epoch measured, 9.2 s modelled with both workers loading
@@ -238,14 +244,14 @@ def make_plan(
     def tested() -> float:  # final models one after another, each on the study's trial resources
         if not test_cases:
             return 0.0
-        args = (k, n, test_cases, dims, kind(), samples, speed, decode_ms(fp) * machine)
+        args = (k, n, test_cases, dims, kind(), samples, speed, decode)
         refit = BASELINE_S_PER_FOLD + (n + test_cases) * BASELINE_MS_PER_CASE / 1000
         refits = len(study.baselines) * refit * machine
         return refits + sum(final_seconds(c.config["model"], *args) for c in k.candidates)
 
     def estimate():
         searches, baselines, total = _estimate(
-            k, n, dims, kind(), samples, speed, side, study.baselines, capacity.cpus, decode_ms(fp) * machine
+            k, n, dims, kind(), samples, speed, side, study.baselines, capacity.cpus, decode
         )
         return searches, baselines, total + explained() + tested()
 

@@ -165,14 +165,14 @@ def _guard(plan, name: str, remaining: list[str], started: float, n_folds: int):
         search.fold_seconds,
         grace=0.1 * seconds,
         new_trial_share=search.share,
-        planned_trials=max(search.trials, search.max_trials or 0),
+        planned_trials=search.up_to,
     )
 
 
 def _planned_trials(plan, name: str) -> int | None:
     """The trials a search was planned with, where the budget may extend it at run time (``SearchPlan.max_trials``)."""
     search = next((s for s in plan.searches if s.name == name), None) if plan is not None else None
-    return search.trials if search is not None and (search.max_trials or 0) > search.trials else None
+    return search.trials if search is not None and search.up_to > search.trials else None
 
 
 def _budget_summary(plan, started: float, guards: dict[str, dict], cut: list[str]) -> dict[str, Any] | None:

@@ -206,8 +206,9 @@ def final_seconds(
 
 def baseline_seconds(names: list[str], n: int, folds: int, decode: float, cores: float, machine: float) -> float:
     """Wall seconds of ``names`` on ``folds`` folds of ``n`` cases, as 1-CPU Ray tasks on ``cores`` (``decode``:
-    one case's decode ms, unscaled; ``machine``: :func:`tumorbench.study.probe.machine_factor`). Classifiers share
-    each case's features; others (thresholding, clustering) pay the older per-fold constants."""
+    one case's decode ms on this machine, as :func:`fold_seconds` takes it; ``machine``: the other constants'
+    scale, :func:`tumorbench.study.probe.machine_factor`). Classifiers share each case's features; others
+    (thresholding, clustering) pay the older per-fold constants."""
     train = n * (folds - 1) / folds
     tasks = []
     for name in names:
@@ -217,8 +218,9 @@ def baseline_seconds(names: list[str], n: int, folds: int, decode: float, cores:
         fixed, per_case = HEAD_COST[name]
         per_case *= train / SVM_QUADRATIC_AT if name == "svm" else 1.0
         tasks += [BASELINE_S_PER_FOLD + fixed + train * per_case / 1000] * folds
+    tasks = [machine * t for t in tasks]
     if any(name in HEAD_COST for name in names):
-        tasks.append(n * (FEATURE_MS_FIXED + FEATURE_DECODE_SHARE * decode) / 1000)
+        tasks.append(n * (machine * FEATURE_MS_FIXED + FEATURE_DECODE_SHARE * decode) / 1000)
     if not tasks:
         return 0.0
-    return machine * max(sum(tasks) / max(1.0, CPU_PARALLEL_EFFICIENCY * cores), max(tasks))
+    return max(sum(tasks) / max(1.0, CPU_PARALLEL_EFFICIENCY * cores), max(tasks))
