@@ -46,10 +46,10 @@ def lidc_root() -> Path:
 def ray_session():
     """One local Ray instance for every test marked ``ray`` in the session."""
     ray = pytest.importorskip("ray")
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_worker_niceness", "0")  # as tumorbench's ensure_ray: workers not starved by load
     from tumorbench.serving.runner import use_throughput_mode
-    from tumorbench.training.trainer import job_env
+    from tumorbench.training.trainer import job_env, local_ray_env
+
+    local_ray_env()  # as tumorbench's ensure_ray: workers not starved by load, no preemption watcher
 
     use_throughput_mode()  # Serve as `tumorbench serve` runs it: direct ingress beside the proxy
     if not ray.is_initialized():

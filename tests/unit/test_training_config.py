@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from dataclasses import asdict
 
 import numpy as np
@@ -169,6 +171,33 @@ def test_preflight_errors_before_any_worker(tmp_path):
     info = preflight(_config(tmp_path, n_folds=3), resume=False)
     assert info == {"layout": "image-folder", "cases": 12, "data_dims": 2}
     assert (tmp_path / "out" / "splits.json").exists()
+
+
+def test_a_trial_preflight_trusts_the_studys_model_check_but_still_checks_the_data(tmp_path):
+    _class_folders(tmp_path / "data")
+    # The study checked the model (tuning.search.prepare_base); a trial's parameters cannot change it.
+    assert preflight(_config(tmp_path, model="resnet19"), resume=False, model_checked=True)["cases"] == 12
+    with pytest.raises(TrainConfigError, match="a 3D model cannot train on 2D images"):
+        preflight(_config(tmp_path, spatial_dims=3), resume=False, model_checked=True)
+    with pytest.raises(TrainConfigError, match=r"'resnet18_tiny' supports spatial_dims \(2,\), not 3"):
+        preflight(_config(tmp_path, spatial_dims=3), resume=False)  # the driver's: the model's limits first
+
+
+def test_the_processes_that_launch_a_run_import_no_monai_timm_or_sklearn():
+    """A Tune trial's process and Train's controller, one each per trial, import these modules: with MONAI,
+    timm and scikit-learn that took ~5 s of CPU per process and trial on 2 cores (issue 13)."""
+    code = (
+        "import sys, tumorbench.tuning.trial, tumorbench.training.trainer, tumorbench.training.callbacks; "
+        "from tumorbench.transforms import PreprocessConfig; "
+        "print(*[m for m in ('monai', 'timm', 'sklearn') if m in sys.modules]); "
+        "from tumorbench.transforms import build_transforms, IMAGE; print('monai' in sys.modules, IMAGE)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == ["", "True image"]
+    import tumorbench.transforms
+
+    with pytest.raises(AttributeError, match="has no attribute 'Bogus'"):
+        tumorbench.transforms.Bogus  # noqa: B018
 
 
 def test_preflight_refuses_more_folds_than_patients(tmp_path):

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from tumorbench.errors import DataError, TumorbenchError
 
@@ -157,6 +156,9 @@ def _assign_folds(
     frame: pd.DataFrame, config: SplitConfig, key: str | None, groups: np.ndarray | None = None
 ) -> np.ndarray:
     """Fold of each row; ``groups`` (default: the patients) are never split across folds."""
+    # Imported here: the processes that only read a split file (a Tune trial's) skip scikit-learn (~1 s of CPU).
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+
     merged = groups is not None
     groups = frame["patient_id"].to_numpy() if groups is None else groups
     n_patients = len(np.unique(groups))

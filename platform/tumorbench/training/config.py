@@ -223,6 +223,16 @@ class TrainConfig:
         """``max`` or ``min``: the direction of :attr:`selection_metric`."""
         return get_task(self.task).mode(self.metric)
 
+    def check_data(self, data_dims: int) -> None:
+        """Refuse a config its task cannot train on ``data_dims``-D images (the model's own limits:
+        ``training.tasks.check_model_for_task``)."""
+        if self.spatial_dims > data_dims:
+            raise TrainConfigError(f"a {self.spatial_dims}D model cannot train on {data_dims}D images")
+        try:
+            get_task(self.task).check_config(self, data_dims)
+        except TaskError as exc:
+            raise TrainConfigError(str(exc)) from None
+
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-friendly dict (what Ray sends to each worker)."""
         return dataclasses.asdict(self)

@@ -3,6 +3,9 @@
 Each worker reads the same catalog and split file and keeps its own shard of
 the training cases (padded to equal length, so every rank runs the same number
 of steps and DDP never waits on a rank that ran out of data).
+
+MONAI's datasets and transforms are imported where a worker builds them, not with the module: the Tune
+trial that launches a run only reads the catalog and the split file here (``training.trainer.preflight``).
 """
 
 from __future__ import annotations
@@ -17,13 +20,11 @@ import torch
 
 from tumorbench.data.catalog import data_dims as catalog_dims
 from tumorbench.data.catalog import scan
-from tumorbench.data.datasets import cases_from_catalog, make_dataset
 from tumorbench.data.splits import SplitConfig, content_hash, fold_frames, load_splits, make_splits, write_splits
 from tumorbench.errors import DataError
 from tumorbench.tasks import TaskError, get_task
 from tumorbench.training.config import TrainConfig, TrainConfigError
 from tumorbench.training.nested import inner_groups, inner_split, uses_nested
-from tumorbench.transforms import build_transforms
 
 SPLIT_FILE_NAME = "splits.json"
 
@@ -90,6 +91,8 @@ def ensure_split_file(config: TrainConfig, frame: pd.DataFrame) -> dict:
 
 def fold_cases(config: TrainConfig) -> FoldCases:
     """Training and validation case dicts of the configured fold."""
+    from tumorbench.data.datasets import cases_from_catalog
+
     frame = load_catalog(config)
     doc = load_splits(split_path(config), frame)
     if len(doc["folds"]) <= config.fold:
@@ -195,6 +198,8 @@ def loader_workers(device: torch.device, cpus: float | None = None) -> int:
 
 
 def transforms_for(config: TrainConfig, data_dims: int, *, train: bool, seed: int | None = None):
+    from tumorbench.transforms import build_transforms
+
     return build_transforms(
         config.preprocess,
         config.augment if train else None,
@@ -230,6 +235,8 @@ def train_loader(
     """
     from monai.data import DataLoader
 
+    from tumorbench.data.datasets import make_dataset
+
     shard_cases = train_shard(config, cases, rank, world_size)
     transform = transforms_for(config, cases.data_dims, train=True, seed=config.seed + rank)
     dataset: torch.utils.data.Dataset = make_dataset(
@@ -254,6 +261,8 @@ def train_loader(
 
 def val_dataset(config: TrainConfig, cases: FoldCases, rank: int, world_size: int, *, outer: bool = False):
     """This rank's validation cases (``outer``: the outer fold's), whole patients per rank (each scored once)."""
+    from tumorbench.data.datasets import make_dataset
+
     chosen = cases.test if outer else cases.val
     patients = sorted({case["patient_id"] for case in chosen})
     mine = set(patients[rank::world_size])

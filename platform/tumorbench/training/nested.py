@@ -13,7 +13,6 @@ from io import BytesIO
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
 from tumorbench import storage
 
@@ -93,6 +92,8 @@ def inner_split(
     give the same split. With a single training group the inner set is empty (studies refuse that before Ray
     starts, ``training.data.check_inner_sets``; a final model with ``fraction`` 0 scores its last epoch).
     """
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold  # as data.splits: trials only read splits
+
     groups = train["patient_id"].astype(str).to_numpy() if groups is None else np.asarray(groups)
     n_patients = len(np.unique(groups))
     if n_patients < 2 or fraction <= 0:

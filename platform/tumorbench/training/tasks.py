@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from tumorbench.models import create_model, model_info
-from tumorbench.tasks import TaskError, get_task
+from tumorbench.tasks import get_task
 from tumorbench.training.config import TrainConfig, TrainConfigError
 
 
@@ -31,12 +31,7 @@ def check_model_for_task(config: TrainConfig, data_dims: int) -> None:
         raise TrainConfigError(
             f"model {config.model!r} supports spatial_dims {info.spatial_dims}, not {config.spatial_dims}"
         )
-    if config.spatial_dims > data_dims:
-        raise TrainConfigError(f"a {config.spatial_dims}D model cannot train on {data_dims}D images")
-    try:
-        task.check_config(config, data_dims)
-    except TaskError as exc:
-        raise TrainConfigError(str(exc)) from None
+    config.check_data(data_dims)
 
 
 def model_kwargs(config: TrainConfig, in_channels: int, out_channels: int) -> dict[str, Any]:

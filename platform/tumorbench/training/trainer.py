@@ -23,7 +23,6 @@ from tumorbench.package.locate import RUN_FOLDER
 from tumorbench.training import data as fold_data
 from tumorbench.training.callbacks import EpochLogger, format_epoch
 from tumorbench.training.config import TrainConfig, TrainConfigError
-from tumorbench.training.tasks import check_model_for_task
 
 RUN_NAME = RUN_FOLDER  # where tumorbench.package looks for a run's checkpoints
 SNAPSHOT = "checkpoint_manager_snapshot.json"
@@ -71,6 +70,7 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
 # than 2 s took 2 s. The README's 3D study trained and validated an epoch in 0.35 s and reported every 2.03 s,
 # ~60 s of a 100 s trial spent waiting. Collected every 0.2 s instead (a poll is a few ms of the controller).
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Train V2's switch (default on)
 
 
 def job_env() -> dict[str, str]:
@@ -88,9 +88,13 @@ def local_ray_env() -> None:
     daemons win the CPU; on a machine shared with other work at niceness 0 that starves training
     (a Ray Train worker ran at 0.42x a plain loop on this 2-core machine under load). ``ray job``
     entrypoints get 0 from Ray itself; this does the same for a local ``ray.init``.
+
+    No preemption watcher: Train starts one actor per run to follow cloud nodes being drained, and a
+    local Ray's one node never is (~1 s of CPU per run, once per trial in a study).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_worker_niceness", "0")
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
 
 
 def describe_cluster() -> str:
@@ -141,11 +145,21 @@ def has_snapshot(config: TrainConfig) -> bool:
     return storage.exists(storage.join(run_storage(config), RUN_NAME, SNAPSHOT))
 
 
-def preflight(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
-    """All the checks that must pass before any worker starts; makes the split file if needed."""
+def preflight(config: TrainConfig, *, resume: bool, model_checked: bool = False) -> dict[str, Any]:
+    """All the checks that must pass before any worker starts; makes the split file if needed.
+
+    ``model_checked``: the caller checked the model against the task and the data (a Tune trial: its study
+    did, and a trial cannot change them, ``tuning.space.SEARCHABLE``). The model registry imports timm and
+    MONAI, ~4 s of CPU in each trial's process for a check already made.
+    """
     frame = fold_data.load_catalog(config)
     dims = catalog_dims(frame)
-    check_model_for_task(config, dims)
+    if model_checked:
+        config.check_data(dims)
+    else:
+        from tumorbench.training.tasks import check_model_for_task
+
+        check_model_for_task(config, dims)
     run_dir = storage.join(run_storage(config), RUN_NAME)
     snapshot = has_snapshot(config)
     if snapshot and not resume:
@@ -166,6 +180,17 @@ def preflight(config: TrainConfig, *, resume: bool) -> dict[str, Any]:
     return {"layout": frame.attrs["layout"], "cases": len(frame), "data_dims": dims}
 
 
+def _train_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train's per-worker function: the loop, with torch, timm and MONAI, is imported in the worker.
+
+    Ray pickles this function by reference, so the process that launches the run (a Tune trial, once per
+    trial) imports only this module, not the loop's (~4 s of CPU).
+    """
+    from tumorbench.training.loop import train_loop_per_worker
+
+    train_loop_per_worker(loop_config)
+
+
 def fit(
     config: TrainConfig,
     *,
@@ -175,6 +200,7 @@ def fit(
     verbose: bool = True,
     resources: dict[str, float] | None = None,
     folds: list[dict[str, Any]] | None = None,
+    model_checked: bool = False,
 ):
     """Train ``config`` on Ray; returns Ray's ``Result`` (checkpoints under ``<out>/train``).
 
@@ -182,13 +208,12 @@ def fit(
     whole cluster: a Tune trial passes its share, since other trials may hold the rest.
     ``folds`` (dicts of ``fold``, ``out``, ``storage``): a trial's folds, trained in turn in this one run
     (``training.crossval``); Train then keeps only the latest checkpoint, to resume from.
+    ``model_checked``: see :func:`preflight`.
     """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from tumorbench.training.loop import train_loop_per_worker
-
-    info = preflight(config, resume=resume)
+    info = preflight(config, resume=resume, model_checked=model_checked)
     ensure_ray(address)  # a no-op inside a Tune trial, which is already connected
     if resources is None:
         cpus, gpus = cluster_resources()
@@ -215,7 +240,7 @@ def fit(
     )
     logger = EpochLogger(config.out, config.task, fold_outs={int(f["fold"]): f["out"] for f in folds or []})
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        _train_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend=backend),

@@ -149,6 +149,7 @@ def crossval_trial(params: dict[str, Any], setup: TrialSetup) -> None:
         verbose=False,
         callbacks=[TuneReportCallback()],
         folds=folds,
+        model_checked=True,  # by the study (search.prepare_base); a trial's parameters cannot change the model
     )
     records, oof = collect_folds(run, folds)
     if not resume:  # the run's start-up and shutdown: what no fold measured
