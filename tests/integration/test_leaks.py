@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tumorbench.tuning.leaks import Sweeper, orphaned_groups
+from tumorbench.tuning.leaks import Sweeper, orphaned_groups, sweeping
 
 pytestmark = pytest.mark.ray
 
@@ -39,3 +39,22 @@ def test_an_empty_worker_group_is_freed_after_the_grace_and_nothing_else(ray_ses
         ray.kill(worker)
         for group in (staged, busy):
             remove_placement_group(group)
+
+
+def test_what_a_search_leaves_is_freed_as_it_ends_and_older_groups_are_kept(ray_session):
+    """A trial's controller killed while it restarts its workers asks for a group as it dies: the search's
+    last stopped trial left one after the sweeper's last pass, and the next search waited for its CPUs."""
+    ray = ray_session
+    from ray.util import placement_group, placement_group_table, remove_placement_group
+
+    older = placement_group([{"CPU": 0.2}])  # the job's before the search: not the search's to free
+    ray.get(older.ready())
+    try:
+        with sweeping({"CPU": 0.1}, interval_s=600.0) as sweeper:  # no pass while the block runs
+            leaked = placement_group([{"CPU": 0.5}])
+            ray.get(leaked.ready())
+        assert sweeper.removed == [leaked.id.hex()]
+        assert placement_group_table(leaked)["state"] == "REMOVED"
+        assert placement_group_table(older)["state"] == "CREATED"
+    finally:
+        remove_placement_group(older)

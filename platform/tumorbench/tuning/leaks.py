@@ -11,6 +11,11 @@ second, stopped one. The race is known upstream (review of ray-project/ray#65447
 an orphan when it belongs to this job, is created, holds no actor (alive, pending or restarting)
 and is not a trial's own group (Tune stages those before their actor starts): Train starts a
 run's workers as soon as their group exists, so one still empty after ``grace_s`` is a leak.
+
+When ``Tuner.fit`` returns, :meth:`Sweeper.settle` frees at once what the search's last stopped trial
+left: a controller killed while it restarts its workers asks for a new group as it dies. Seen here: ASHA
+stopped a search's last trial, the group appeared 60 ms later, and the next search's first trial waited
+for its CPUs for 8 minutes, retrying every 60 s; the search's sweeper had ended with it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 SWEEP_INTERVAL_S = 5.0
 ORPHAN_GRACE_S = 20.0
+SETTLE_TIMEOUT_S = 30.0  # for the stopped trials' Train controllers to exit (Ray kills them asynchronously)
 _LIMIT = 10_000  # the State API's page: far more groups and actors than a search has
 
 
@@ -30,22 +36,42 @@ def _resources(bundle: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in (bundle.get("unit_resources") or {}).items() if float(v) > 0}
 
 
-def orphaned_groups(trial_bundle: dict[str, float], job_id: str | None = None) -> set[str]:
-    """Ids of this job's created placement groups that no live actor uses and that are not trials' own."""
+def _job() -> tuple[str, str]:
+    """The GCS address and this job's id."""
     import ray
-    from ray.util.state import list_actors, list_placement_groups
 
     context = ray.get_runtime_context()
-    address, job_id = context.gcs_address, job_id or context.get_job_id()
-    filters = [("state", "=", "CREATED"), ("creator_job_id", "=", job_id)]
-    groups = list_placement_groups(address=address, filters=filters, detail=True, limit=_LIMIT)
-    live = list_actors(address=address, filters=[("state", "!=", "DEAD")], detail=True, limit=_LIMIT)
-    used = {actor.placement_group_id for actor in live if actor.placement_group_id}
+    return context.gcs_address, context.get_job_id()
+
+
+def _live_actors(**equal: str) -> list:
+    from ray.util.state import list_actors
+
+    address, _ = _job()
+    filters = [("state", "!=", "DEAD"), *((key, "=", value) for key, value in equal.items())]
+    return list_actors(address=address, filters=filters, detail=True, limit=_LIMIT)
+
+
+def _groups(job_id: str | None = None) -> list:
+    from ray.util.state import list_placement_groups
+
+    address, own_job = _job()
+    filters = [("creator_job_id", "=", job_id or own_job)]
+    return list_placement_groups(address=address, filters=filters, detail=True, limit=_LIMIT)
+
+
+def orphaned_groups(
+    trial_bundle: dict[str, float], job_id: str | None = None, states: tuple[str, ...] = ("CREATED",)
+) -> set[str]:
+    """Ids of this job's placement groups in ``states`` that no live actor uses and that are not trials' own."""
+    groups = _groups(job_id)
+    used = {actor.placement_group_id for actor in _live_actors() if actor.placement_group_id}
     trial = {k: float(v) for k, v in trial_bundle.items() if float(v) > 0}
     return {
         group.placement_group_id
         for group in groups
-        if group.placement_group_id not in used
+        if group.state in states
+        and group.placement_group_id not in used
         and not (len(group.bundles or []) == 1 and _resources(group.bundles[0]) == trial)
     }
 
@@ -60,9 +86,6 @@ class Sweeper:
 
     def sweep(self, now: float | None = None) -> list[str]:
         """One pass: the ids removed now."""
-        from ray import PlacementGroupID
-        from ray.util import placement_group_table, remove_placement_group
-        from ray.util.placement_group import PlacementGroup
         from ray.util.state.exception import RayStateApiException
 
         now = time.monotonic() if now is None else now
@@ -71,36 +94,64 @@ class Sweeper:
         except RayStateApiException:  # the dashboard busy or restarting: next pass
             return []
         self.first_seen = {pg: self.first_seen.get(pg, now) for pg in orphans}
+        due = [pg_id for pg_id, since in self.first_seen.items() if now - since >= self.grace_s]
+        for pg_id in due:
+            del self.first_seen[pg_id]
+        return self._remove(due)
+
+    def settle(self, before: set[str], timeout_s: float = SETTLE_TIMEOUT_S, poll_s: float = 1.0) -> list[str]:
+        """After the search: once its Train controllers have exited, free at once the groups they left.
+
+        Nothing of the search runs any more, so no grace; a group still pending is freed too (its creator
+        is gone and it would hold its CPUs once placed). Groups that existed before the search (``before``)
+        are not the search's: left alone.
+        """
+        deadline, job_id = time.monotonic() + timeout_s, _job()[1]
+        while _live_actors(job_id=job_id, class_name="TrainController") and time.monotonic() < deadline:
+            time.sleep(poll_s)
+        time.sleep(poll_s)  # a group asked for just before its controller died: registered by now
+        return self._remove(sorted(orphaned_groups(self.trial_bundle, states=("CREATED", "PENDING")) - before))
+
+    def _remove(self, pg_ids: list[str]) -> list[str]:
+        from ray import PlacementGroupID
+        from ray.util import placement_group_table, remove_placement_group
+        from ray.util.placement_group import PlacementGroup
+
         removed = []
-        for pg_id, since in list(self.first_seen.items()):
-            if now - since < self.grace_s:
-                continue
+        for pg_id in pg_ids:
             group = PlacementGroup(PlacementGroupID.from_hex(pg_id))
-            if placement_group_table(group).get("state") == "CREATED":
+            if placement_group_table(group).get("state") in ("CREATED", "PENDING"):
                 remove_placement_group(group)
                 removed.append(pg_id)
-            del self.first_seen[pg_id]
         self.removed += removed
         return removed
 
 
+def _announce(pg_ids: list[str]) -> None:
+    for pg_id in pg_ids:
+        print(
+            f"[tumorbench] freed placement group {pg_id[:8]}... left reserved by a stopped trial's Train "
+            "run (Ray Train's abort race); the next trial can start",
+            flush=True,
+        )
+
+
 @contextlib.contextmanager
 def sweeping(trial_bundle: dict[str, float], interval_s: float = SWEEP_INTERVAL_S) -> Iterator[Sweeper]:
-    """Sweep leaked Train placement groups every ``interval_s`` while the block (``Tuner.fit``) runs."""
+    """Sweep leaked Train placement groups every ``interval_s`` while the block (``Tuner.fit``) runs, and
+    settle what is left when it ends (:meth:`Sweeper.settle`)."""
     sweeper, done = Sweeper(trial_bundle), threading.Event()
+    try:
+        before: set[str] | None = {g.placement_group_id for g in _groups() if g.state in ("CREATED", "PENDING")}
+    except Exception:  # noqa: BLE001 - the State API busy: the search runs, swept but not settled
+        before = None
 
     def loop() -> None:
         while not done.wait(interval_s):
             try:
-                freed = sweeper.sweep()
+                _announce(sweeper.sweep())
             except Exception:  # noqa: BLE001 - a failed pass (GCS busy, a group removed meanwhile): the next one
                 continue
-            for pg_id in freed:
-                print(
-                    f"[tumorbench] freed placement group {pg_id[:8]}... left reserved by a stopped trial's Train "
-                    "run (Ray Train's abort race); the next trial can start",
-                    flush=True,
-                )
 
     thread = threading.Thread(target=loop, name="tumorbench-pg-sweeper", daemon=True)
     thread.start()
@@ -109,3 +160,8 @@ def sweeping(trial_bundle: dict[str, float], interval_s: float = SWEEP_INTERVAL_
     finally:
         done.set()
         thread.join(timeout=interval_s + 30)
+        try:
+            if before is not None:
+                _announce(sweeper.settle(before))
+        except Exception:  # noqa: BLE001 - the search's own result or error matters more; the next search sweeps
+            pass
