@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tumorbench.tuning.leaks import Sweeper, orphaned_groups, sweeping
@@ -58,3 +60,52 @@ def test_what_a_search_leaves_is_freed_as_it_ends_and_older_groups_are_kept(ray_
         assert placement_group_table(older)["state"] == "CREATED"
     finally:
         remove_placement_group(older)
+
+
+def test_nothing_is_settled_while_a_train_run_of_the_job_goes_on(ray_session, monkeypatch):
+    ray = ray_session
+    from ray.util import placement_group, placement_group_table, remove_placement_group
+
+    from tumorbench.tuning import leaks
+
+    group = placement_group([{"CPU": 0.5}])  # a run started meanwhile: its group is empty for a moment
+    ray.get(group.ready())
+    try:
+        monkeypatch.setattr(leaks, "_live_actors", lambda **equal: ["a TrainController"])
+        assert Sweeper({"CPU": 0.1}).settle(set(), timeout_s=0.2, poll_s=0.05) == []
+        assert placement_group_table(group)["state"] == "CREATED"
+    finally:
+        remove_placement_group(group)
+
+
+def test_a_dead_controllers_group_is_freed_at_the_next_pass_without_grace(ray_session):
+    """The GCS keeps a group whose creating actor died until the job ends: a leak for certain, no grace needed."""
+    ray = ray_session
+    from ray.util import placement_group, placement_group_table, remove_placement_group
+    from ray.util.placement_group import PlacementGroup
+
+    from tumorbench.raycompat import groups_of_dead_actors
+
+    @ray.remote(num_cpus=0)
+    class Controller:  # as Train's: it makes its workers' group
+        def make(self) -> str:
+            group = placement_group([{"CPU": 0.5}])
+            ray.get(group.ready())
+            return group.id.hex()
+
+    drivers = placement_group([{"CPU": 0.2}])  # the driver's own: no creating actor, never listed
+    controller = Controller.remote()
+    made = ray.get(controller.make.remote())
+    job = ray.get_runtime_context().get_job_id()
+    try:
+        assert made not in groups_of_dead_actors(job)  # its creator lives
+        ray.kill(controller)
+        deadline = time.monotonic() + 30
+        while made not in groups_of_dead_actors(job) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert made in groups_of_dead_actors(job) and drivers.id.hex() not in groups_of_dead_actors(job)
+        assert made in Sweeper({"CPU": 0.1}, grace_s=1e9).sweep()
+        assert placement_group_table(PlacementGroup(ray.PlacementGroupID.from_hex(made)))["state"] == "REMOVED"
+        assert placement_group_table(drivers)["state"] == "CREATED"
+    finally:
+        remove_placement_group(drivers)

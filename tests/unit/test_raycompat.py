@@ -56,3 +56,25 @@ def test_no_other_module_imports_ray_private_apis():
         text=True,
     ).stdout.split()
     assert offenders == [str(Path("platform/tumorbench/raycompat.py"))]
+
+
+def test_torch_trainer_drops_only_the_dataset_callback_and_only_without_datasets():
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.execution.worker_group.worker import RayTrainWorker
+
+    from tumorbench.raycompat import torch_trainer
+
+    # the workers take a run without a shard provider
+    assert inspect.signature(RayTrainWorker.init_train_context).parameters["dataset_shard_provider"].default is None
+
+    def names(trainer) -> list[str]:
+        return [type(callback).__name__ for callback in trainer._create_default_callbacks()]
+
+    plain = names(TorchTrainer(lambda: None, scaling_config=ScalingConfig(num_workers=1)))
+    assert "DatasetsCallback" in plain
+    assert names(torch_trainer()(lambda: None, scaling_config=ScalingConfig(num_workers=1))) == [
+        name for name in plain if name != "DatasetsCallback"
+    ]
+    with_data = torch_trainer()(lambda: None, scaling_config=ScalingConfig(num_workers=1), datasets={"train": list})
+    assert names(with_data) == plain

@@ -211,7 +211,9 @@ def fit(
     ``model_checked``: see :func:`preflight`.
     """
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchConfig
+
+    from tumorbench.raycompat import torch_trainer
 
     info = preflight(config, resume=resume, model_checked=model_checked)
     ensure_ray(address)  # a no-op inside a Tune trial, which is already connected
@@ -239,7 +241,7 @@ def fit(
         )
     )
     logger = EpochLogger(config.out, config.task, fold_outs={int(f["fold"]): f["out"] for f in folds or []})
-    trainer = TorchTrainer(
+    trainer = torch_trainer()(
         _train_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources),

@@ -7,10 +7,12 @@ stay reserved and the next trial's workers wait for them for ever. Seen here: a 
 search (``bench/tune_efficiency.py``) stalled at its third trial behind the 1.9 CPUs of the
 second, stopped one. The race is known upstream (review of ray-project/ray#65447).
 
-:func:`sweeping` runs :func:`orphaned_groups` in a thread beside ``Tuner.fit``. A group is
-an orphan when it belongs to this job, is created, holds no actor (alive, pending or restarting)
-and is not a trial's own group (Tune stages those before their actor starts): Train starts a
-run's workers as soon as their group exists, so one still empty after ``grace_s`` is a leak.
+:func:`sweeping` sweeps in a thread beside ``Tuner.fit``. A group whose creating actor (a Train
+controller) has died is a leak for certain and is freed at the next pass
+(:func:`tumorbench.raycompat.groups_of_dead_actors`). Otherwise a group is an orphan
+(:func:`orphaned_groups`) when it belongs to this job, is created, holds no actor (alive, pending or
+restarting) and is not a trial's own group (Tune stages those before their actor starts): Train starts
+a run's workers as soon as their group exists, so one still empty after ``grace_s`` is a leak.
 
 When ``Tuner.fit`` returns, :meth:`Sweeper.settle` frees at once what the search's last stopped trial
 left: a controller killed while it restarts its workers asks for a new group as it dies. Seen here: ASHA
@@ -85,32 +87,41 @@ class Sweeper:
         self.removed: list[str] = []
 
     def sweep(self, now: float | None = None) -> list[str]:
-        """One pass: the ids removed now."""
+        """One pass: the ids removed now (a dead controller's groups at once, other orphans after the grace)."""
         from ray.util.state.exception import RayStateApiException
 
+        from tumorbench.raycompat import groups_of_dead_actors
+
         now = time.monotonic() if now is None else now
+        removed = self._remove(groups_of_dead_actors(_job()[1]))
         try:
-            orphans = orphaned_groups(self.trial_bundle)
+            orphans = orphaned_groups(self.trial_bundle) - set(removed)
         except RayStateApiException:  # the dashboard busy or restarting: next pass
-            return []
+            return removed
         self.first_seen = {pg: self.first_seen.get(pg, now) for pg in orphans}
         due = [pg_id for pg_id, since in self.first_seen.items() if now - since >= self.grace_s]
         for pg_id in due:
             del self.first_seen[pg_id]
-        return self._remove(due)
+        return removed + self._remove(due)
 
     def settle(self, before: set[str], timeout_s: float = SETTLE_TIMEOUT_S, poll_s: float = 1.0) -> list[str]:
         """After the search: once its Train controllers have exited, free at once the groups they left.
 
         Nothing of the search runs any more, so no grace; a group still pending is freed too (its creator
         is gone and it would hold its CPUs once placed). Groups that existed before the search (``before``)
-        are not the search's: left alone.
+        are not the search's: left alone; and nothing is freed while a Train run of the job still goes on
+        after ``timeout_s`` (a run started meanwhile holds an empty group for a moment).
         """
         deadline, job_id = time.monotonic() + timeout_s, _job()[1]
-        while _live_actors(job_id=job_id, class_name="TrainController") and time.monotonic() < deadline:
+        while _live_actors(job_id=job_id, class_name="TrainController"):
+            if time.monotonic() > deadline:  # a Train run still going (not this search's): its groups are not ours
+                return []
             time.sleep(poll_s)
         time.sleep(poll_s)  # a group asked for just before its controller died: registered by now
-        return self._remove(sorted(orphaned_groups(self.trial_bundle, states=("CREATED", "PENDING")) - before))
+        from tumorbench.raycompat import groups_of_dead_actors
+
+        left = orphaned_groups(self.trial_bundle, states=("CREATED", "PENDING")) - before
+        return self._remove(sorted(left | set(groups_of_dead_actors(job_id))))
 
     def _remove(self, pg_ids: list[str]) -> list[str]:
         from ray import PlacementGroupID
