@@ -82,7 +82,7 @@ def torch_trainer() -> type:
             callbacks = super()._create_default_callbacks()
             return callbacks if self.datasets else [c for c in callbacks if not isinstance(c, DatasetsCallback)]
 
-    Trainer.__name__ = Trainer.__qualname__ = "TorchTrainer"
+    Trainer.__name__ = Trainer.__qualname__ = "TorchTrainer"  # as Ray's logs and errors name it
     return Trainer
 
 

@@ -33,6 +33,13 @@ def test_private_ray_symbols_and_signatures_are_where_raycompat_expects_them():
     assert "app_name" in inspect.signature(ServeController.get_target_groups).parameters
     assert {"port", "name"} <= set(Target.model_fields) and {"targets", "protocol"} <= set(TargetGroup.model_fields)
     assert inspect.iscoroutinefunction(DeploymentResponse._fetch_future_result_async)
+    # groups_of_dead_actors (its behaviour: tests/integration/test_leaks.py)
+    from ray._private.state import state
+    from ray.core.generated import gcs_pb2
+
+    assert callable(state._connect_and_get_accessor)
+    fields = {f.name for f in gcs_pb2.PlacementGroupTableData.DESCRIPTOR.fields}
+    assert {"creator_job_id", "creator_actor_id", "creator_actor_dead", "is_detached", "state"} <= fields
 
 
 def test_cluster_address_order(tmp_path, monkeypatch):

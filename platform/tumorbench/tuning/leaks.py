@@ -62,6 +62,17 @@ def _groups(job_id: str | None = None) -> list:
     return list_placement_groups(address=address, filters=filters, detail=True, limit=_LIMIT)
 
 
+def _dead_creators() -> list[str]:
+    """:func:`tumorbench.raycompat.groups_of_dead_actors` of this job; none when Ray's table cannot be read
+    (the empty-for-``grace_s`` rule still frees them)."""
+    from tumorbench.raycompat import groups_of_dead_actors
+
+    try:
+        return groups_of_dead_actors(_job()[1])
+    except Exception:  # noqa: BLE001 - a private table (a Ray upgrade may move it) or a GCS hiccup
+        return []
+
+
 def orphaned_groups(
     trial_bundle: dict[str, float], job_id: str | None = None, states: tuple[str, ...] = ("CREATED",)
 ) -> set[str]:
@@ -90,10 +101,8 @@ class Sweeper:
         """One pass: the ids removed now (a dead controller's groups at once, other orphans after the grace)."""
         from ray.util.state.exception import RayStateApiException
 
-        from tumorbench.raycompat import groups_of_dead_actors
-
         now = time.monotonic() if now is None else now
-        removed = self._remove(groups_of_dead_actors(_job()[1]))
+        removed = self._remove(_dead_creators())
         try:
             orphans = orphaned_groups(self.trial_bundle) - set(removed)
         except RayStateApiException:  # the dashboard busy or restarting: next pass
@@ -118,10 +127,8 @@ class Sweeper:
                 return []
             time.sleep(poll_s)
         time.sleep(poll_s)  # a group asked for just before its controller died: registered by now
-        from tumorbench.raycompat import groups_of_dead_actors
-
         left = orphaned_groups(self.trial_bundle, states=("CREATED", "PENDING")) - before
-        return self._remove(sorted(left | set(groups_of_dead_actors(job_id))))
+        return self._remove(sorted(left | set(_dead_creators())))
 
     def _remove(self, pg_ids: list[str]) -> list[str]:
         from ray import PlacementGroupID
