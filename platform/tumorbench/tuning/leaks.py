@@ -54,6 +54,11 @@ def _live_actors(**equal: str) -> list:
     return list_actors(address=address, filters=filters, detail=True, limit=_LIMIT)
 
 
+def _train_controllers() -> set[str]:
+    """Ids of this job's live Train controllers."""
+    return {actor.actor_id for actor in _live_actors(job_id=_job()[1], class_name="TrainController")}
+
+
 def _groups(job_id: str | None = None) -> list:
     from ray.util.state import list_placement_groups
 
@@ -113,18 +118,21 @@ class Sweeper:
             del self.first_seen[pg_id]
         return removed + self._remove(due)
 
-    def settle(self, before: set[str], timeout_s: float = SETTLE_TIMEOUT_S, poll_s: float = 1.0) -> list[str]:
+    def settle(
+        self, before: set[str], controllers: set[str], timeout_s: float = SETTLE_TIMEOUT_S, poll_s: float = 1.0
+    ) -> list[str]:
         """After the search: once its Train controllers have exited, free at once the groups they left.
 
         Nothing of the search runs any more, so no grace; a group still pending is freed too (its creator
-        is gone and it would hold its CPUs once placed). Groups that existed before the search (``before``)
-        are not the search's: left alone; and nothing is freed while a Train run of the job still goes on
-        after ``timeout_s`` (a run started meanwhile holds an empty group for a moment).
+        is gone and it would hold its CPUs once placed). What existed before the search is not its own:
+        groups in ``before`` are left, and controllers in ``controllers`` are not waited for (a cut run's
+        controller can outlive its trial). If one of the search's controllers still lives after
+        ``timeout_s``, only the groups of dead controllers are freed, a leak for certain.
         """
-        deadline, job_id = time.monotonic() + timeout_s, _job()[1]
-        while _live_actors(job_id=job_id, class_name="TrainController"):
-            if time.monotonic() > deadline:  # a Train run still going (not this search's): its groups are not ours
-                return []
+        deadline = time.monotonic() + timeout_s
+        while _train_controllers() - controllers:
+            if time.monotonic() > deadline:
+                return self._remove(_dead_creators())
             time.sleep(poll_s)
         time.sleep(poll_s)  # a group asked for just before its controller died: registered by now
         left = orphaned_groups(self.trial_bundle, states=("CREATED", "PENDING")) - before
@@ -161,6 +169,7 @@ def sweeping(trial_bundle: dict[str, float], interval_s: float = SWEEP_INTERVAL_
     sweeper, done = Sweeper(trial_bundle), threading.Event()
     try:
         before: set[str] | None = {g.placement_group_id for g in _groups() if g.state in ("CREATED", "PENDING")}
+        controllers = _train_controllers()
     except Exception:  # noqa: BLE001 - the State API busy: the search runs, swept but not settled
         before = None
 
@@ -180,6 +189,6 @@ def sweeping(trial_bundle: dict[str, float], interval_s: float = SWEEP_INTERVAL_
         thread.join(timeout=interval_s + 30)
         try:
             if before is not None:
-                _announce(sweeper.settle(before))
+                _announce(sweeper.settle(before, controllers))
         except Exception:  # noqa: BLE001 - the search's own result or error matters more; the next search sweeps
             pass
