@@ -438,7 +438,10 @@ def test_prometheus_metrics(app, ray_session, files):
     url = f"http://127.0.0.1:{node.metrics_export_port}/metrics"
     # Wait for this request's own line: other paths' counters (/v1/models, ...) can be exported a cycle earlier.
     deadline, text = time.monotonic() + 60, ""
-    while time.monotonic() < deadline and not ("tumorbench_decode_ms_bucket" in text and _classify_200_count(text)):
+    # Serve's own counters come from other processes and can be exported a cycle later than ours: wait for both.
+    while time.monotonic() < deadline and not (
+        "tumorbench_decode_ms_bucket" in text and _classify_200_count(text) and "ray_serve_num_http_requests" in text
+    ):
         time.sleep(2)  # Ray's agent exports every few seconds
         text = requests.get(url, timeout=10).text
     lines = [line for line in text.splitlines() if "tumorbench_" in line and not line.startswith("#")]
