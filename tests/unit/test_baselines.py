@@ -621,3 +621,50 @@ def test_classifier_inner_cv_keeps_split_groups_whole(blob_rows, blob_cache, mon
     for fit, held in _inner_cv(seen["y"], seen["groups"], 3, seed=0).split(seen["y"], seen["y"], seen["groups"]):
         assert not set(seen["groups"][fit]) & set(seen["groups"][held])
         assert {0, 5, 9} <= set(fit) or not {0, 5, 9} & set(fit)
+
+
+def test_sample_train_cases_keeps_patients_whole_and_classes_in_proportion():
+    from tumorbench.baselines.classifiers import sample_train_cases
+
+    rng = np.random.default_rng(0)
+    # 400 patients of 1-6 images: a 1:3 class ratio by patient, and 40 patients holding both classes
+    sizes = rng.integers(1, 7, 400)
+    groups = np.repeat([f"p{i}" for i in range(400)], sizes)
+    y = np.repeat(np.where(np.arange(400) % 4 == 0, 1, 0), sizes)
+    mixed = np.isin(groups, [f"p{i}" for i in range(1, 400, 10)])
+    y[mixed & (rng.random(len(y)) < 0.5)] = 1
+    picked = sample_train_cases(y, groups, 300, seed=1)
+    assert np.all(np.diff(picked) > 0)
+    chosen = set(groups[picked])
+    assert chosen.isdisjoint(groups[np.setdiff1d(np.arange(len(y)), picked)])  # whole patients, never split
+    assert 300 <= len(picked) <= 300 + 2 * 6  # each class stops within a patient of its share
+    share, sample_share = y.mean(), y[picked].mean()
+    assert abs(sample_share - share) < 0.03, (share, sample_share)
+    np.testing.assert_array_equal(picked, sample_train_cases(y, groups, 300, seed=1))
+    assert not np.array_equal(picked, sample_train_cases(y, groups, 300, seed=2))
+    np.testing.assert_array_equal(sample_train_cases(y, groups, None, 0), np.arange(len(y)))
+    np.testing.assert_array_equal(sample_train_cases(y, groups, len(y), 0), np.arange(len(y)))
+    # a class found only inside patients of the other (every patient mixed) and a rare class both survive
+    y3 = np.zeros(len(y), dtype=int)
+    y3[::7] = 1
+    y3[groups == "p5"] = 2
+    assert set(y3[sample_train_cases(y3, groups, 50, seed=0)]) == {0, 1, 2}
+
+
+def test_capped_classifier_fits_the_sample_and_scores_every_validation_case(blob_rows, blob_cache):
+    from tumorbench.baselines.classifiers import sample_train_cases
+
+    train = [dict(r, patient_id=f"p{n // 2}") for n, r in enumerate(blob_rows[:40])]  # two cases per patient
+    capped = fit_predict_fold(
+        "logreg", train, blob_rows[40:], classes=["no", "yes"], cache=blob_cache, features=SMALL, max_train_cases=16
+    )
+    y = np.asarray([int(r["label"] == "yes") for r in train])
+    picked = sample_train_cases(y, np.asarray([r["patient_id"] for r in train]), 16, seed=0)
+    sample = [train[i] for i in picked]
+    reference = fit_predict_fold(
+        "logreg", sample, blob_rows[40:], classes=["no", "yes"], cache=blob_cache, features=SMALL
+    )
+    assert capped.attrs["train_cases"] == [len(picked), 40] and 16 <= len(picked) <= 18
+    assert capped["case_id"].tolist() == [r["case_id"] for r in blob_rows[40:]]
+    np.testing.assert_allclose(capped["y_score"], reference["y_score"])
+    assert capped.attrs["best_params"] == reference.attrs["best_params"]

@@ -527,3 +527,40 @@ def test_classifier_baselines_share_features_and_run_side_by_side():
     otsu = timemodel.baseline_seconds(["otsu"], 300, 3, decode, 2, 1.0)
     assert otsu == pytest.approx(3 * (4.0 + 300 * 5.0 / 1000) / 1.8)
     assert timemodel.baseline_seconds([], 300, 3, decode, 2, 1.0) == 0.0
+
+
+def _classifier_study():
+    return replace(_study(), baselines=("logreg", "svm", "random_forest", "gradient_boosting"))
+
+
+def test_large_sets_cap_the_classifier_baselines_before_the_deep_models():
+    """50,000 images: four classifier baselines on every training case would not fit an hour beside one trial (an RBF
+    SVM's fit is quadratic in its cases); the plan fits their heads on fewer cases, says so, and applies it."""
+    study = _classifier_study()
+    plan = make_plan(study, _fp(cases=50000), TWO_CORES, budget_minutes=60)
+    assert plan.baseline_cases == 2000 and plan.estimate_seconds <= 3600
+    assert any("classifier baselines fitted on about 2000" in n for n in plan.notes)
+    applied = apply_plan(replace(study, baseline_params={"svm": {"max_train_cases": 1500, "C": 1.0}}), plan)
+    assert applied.baseline_params["svm"] == {"max_train_cases": 1500, "C": 1.0}  # the study's own lower cap kept
+    assert {n: p["max_train_cases"] for n, p in applied.baseline_params.items() if n != "svm"} == {
+        "logreg": 2000,
+        "random_forest": 2000,
+        "gradient_boosting": 2000,
+    }
+    # 12,000 images: 5,000 cases is enough before any trial goes; small sets are never capped
+    mid = make_plan(study, _fp(cases=12000), TWO_CORES, budget_minutes=60)
+    assert mid.baseline_cases == 5000
+    small = make_plan(study, _fp(cases=3000), TWO_CORES, budget_minutes=60)
+    assert small.baseline_cases is None and apply_plan(study, small).baseline_params == {}
+    assert not any("classifier baselines" in n for n in small.notes)
+
+
+def test_baseline_time_counts_only_the_capped_training_cases():
+    n, folds, decode = 30000, 3, 4.0
+    features = n * (7.7 + 0.5 * decode) / 1000
+    svm = timemodel.BASELINE_S_PER_FOLD + 0.4 + 5000 * 11.1 * 5000 / 3800 / 1000
+    expected = max((folds * svm + features) / (0.9 * 2), svm, features)
+    assert timemodel.baseline_seconds(["svm"], n, folds, decode, 2, 1.0, cap=5000) == pytest.approx(expected)
+    assert timemodel.baseline_seconds(["svm"], n, folds, decode, 2, 1.0, cap=50000) == pytest.approx(
+        timemodel.baseline_seconds(["svm"], n, folds, decode, 2, 1.0)
+    )

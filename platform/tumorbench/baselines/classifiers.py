@@ -210,6 +210,25 @@ def _inner_cv(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> St
     return StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed) if n >= 2 else None
 
 
+def sample_train_cases(y: np.ndarray, groups: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
+    """Indices (sorted) of about ``cap`` training cases for a classifier too slow for all of them (an RBF SVM fits
+    in time quadratic in the cases): whole split groups (patients), drawn at random until each class holds its share
+    of ``cap``, so every class keeps at least one group. All indices when ``cap`` is None or not below the cases."""
+    if cap is None or len(y) <= cap:
+        return np.arange(len(y))
+    names, inverse = np.unique(groups, return_inverse=True)
+    counts = np.zeros((len(names), int(y.max()) + 1))
+    np.add.at(counts, (inverse, y), 1)
+    target = np.maximum(1.0, np.round(counts.sum(axis=0) / len(y) * cap))
+    taken, keep = np.zeros(counts.shape[1]), np.zeros(len(names), dtype=bool)
+    for g in np.random.default_rng(seed).permutation(len(names)):
+        if np.any((counts[g] > 0) & (taken < target)):  # the group adds a case of a class short of its share
+            keep[g], taken = True, taken + counts[g]
+            if np.all(taken >= target):
+                break
+    return np.flatnonzero(keep[inverse])
+
+
 def _fit_head(
     head: Pipeline,
     X: np.ndarray,
@@ -255,6 +274,7 @@ def fit_predict_fold(
     cache: FeatureCache | None = None,
     inner_folds: int = 3,
     n_jobs: int | None = None,
+    max_train_cases: int | None = None,
     **params: Any,
 ) -> pd.DataFrame:
     """Train a classifier on one fold's training rows and score its validation rows.
@@ -273,13 +293,15 @@ def fit_predict_fold(
             masks are used unless ``label_column`` is derived from them).
         inner_folds: Folds of the inner search.
         n_jobs: Parallel fits of the inner search.
+        max_train_cases: Fit on about this many training cases (:func:`sample_train_cases`: whole patients,
+            classes in proportion; None: all); every validation case is scored.
         **params: Passed to :func:`make_classifier` (``features__*`` keys configure the extractor).
 
     Returns:
         One row per validation case: ``case_id``, ``patient_id``, ``model``, ``y_true``
         and ``y_pred`` (class indices), ``p_<k>`` per class index and, for two classes,
         ``y_score`` (probability of ``classes[1]``): :func:`~tumorbench.evaluation.oof.score_columns`. ``attrs`` holds
-        ``classes``, ``model`` and the chosen ``best_params``.
+        ``classes``, ``model``, the chosen ``best_params`` and ``train_cases`` (those fitted on, of the fold's).
     """
     pipe = make_classifier(name, random_state=seed, **params)
     extractor = pipe.named_steps["features"]
@@ -301,6 +323,8 @@ def fit_predict_fold(
     # A row's split group (its patient merged with near-duplicate copies, when the study sets it) stays whole in
     # the inner CV and the calibration folds, as it does across the outer folds.
     groups = np.asarray([str(row.get(SPLIT_GROUP) or row["patient_id"]) for row in train])
+    picked = sample_train_cases(y_train, groups, max_train_cases, seed)
+    train, y_train, groups, fold_cases = [train[i] for i in picked], y_train[picked], groups[picked], len(train)
     model, best = _fit_head(
         Pipeline(pipe.steps[1:]),
         cache.matrix(train),
@@ -324,5 +348,5 @@ def fit_predict_fold(
     )
     for column, values in score_columns(proba).items():
         frame[column] = values
-    frame.attrs.update(classes=list(classes), model=name, best_params=best)
+    frame.attrs.update(classes=list(classes), model=name, best_params=best, train_cases=[len(train), fold_cases])
     return frame

@@ -59,7 +59,27 @@ def apply_plan(study: Study, plan: Any, cache_dir: str | None = None) -> Study:
         elif c.searcher != "grid":  # a search the budget may extend at run time runs up to its maximum
             c = replace(c, num_samples=by_name[c.name].up_to)
         candidates.append(c)
-    return replace(study, n_folds=plan.folds, config=config, candidates=tuple(candidates))
+    return replace(
+        study,
+        n_folds=plan.folds,
+        config=config,
+        candidates=tuple(candidates),
+        baseline_params=_capped_baselines(study, plan.baseline_cases),
+    )
+
+
+def _capped_baselines(study: Study, cap: int | None) -> dict[str, dict[str, Any]]:
+    """The study's baseline parameters with the plan's cap on a classifier baseline's training cases (a cap of the
+    study's own, if lower, kept); segmentation baselines keep theirs."""
+    from tumorbench.study.timemodel import HEAD_COST  # the classifiers, by the costs the plan gave them
+
+    params = {name: dict(p) for name, p in study.baseline_params.items()}
+    if cap is None:
+        return params
+    for name in set(study.baselines) & set(HEAD_COST):
+        own = params.setdefault(name, {}).get("max_train_cases")
+        params[name]["max_train_cases"] = cap if own is None else min(int(own), cap)
+    return params
 
 
 def _grid_as_choice(space: dict[str, Any]) -> dict[str, Any]:

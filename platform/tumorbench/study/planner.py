@@ -35,6 +35,7 @@ from tumorbench.study.timemodel import (
     CPU_PARALLEL_EFFICIENCY,
     DISK_CHAINS,
     GPU_SPEEDUP,
+    HEAD_COST,
     RAY_BACKGROUND_CORES,
     RAY_START_S,
     SEG_VAL_MS_PER_CASE,
@@ -99,6 +100,7 @@ class Plan:
     test_seconds: float = 0.0  # a locked test set: final models retrained and baselines refitted, scored once
     test_cases: int = 0
     ct_window: tuple[float, float] | None = None  # (level, width) from the masks' HU (plan_apply.foreground_ct_window)
+    baseline_cases: int | None = None  # training cases each classifier baseline fits on per fold (None: all)
 
     def format(self) -> str:
         """The plan as printed before a study starts."""
@@ -163,7 +165,7 @@ def _estimate(
         searches.append(
             SearchPlan(c.name, model, searcher, trials, seconds / min(side, trials), fold + startup / k.folds, share)
         )
-    baselines = baseline_seconds(names, n, k.folds, decode, cpus, k.machine)
+    baselines = baseline_seconds(names, n, k.folds, decode, cpus, k.machine, k.baseline_cases)
     first_fill = DISK_CHAINS * n * decode / 1000 / k.loaders if cache in SHARED_CACHES else 0.0  # once per chain
     return searches, baselines, RAY_START_S + first_fill + baselines + sum(s.seconds for s in searches)
 
@@ -257,7 +259,8 @@ def make_plan(
 
     searches, baselines, total = estimate()
     scaled_down = False
-    for step in reductions(k, dims) if budget is not None else []:
+    classifier_cases = int(n * (k.folds - 1) / k.folds) if set(study.baselines) & set(HEAD_COST) else 0
+    for step in reductions(k, dims, classifier_cases) if budget is not None else []:
         while total > budget and step() is not None:
             scaled_down = True
             cache, cache_note = choose_cache(fp, study, k.size, dims, side, capacity, free)
@@ -274,6 +277,8 @@ def make_plan(
             f"({n} images, {capacity.cpus:g} CPUs): the minimum is about {math.ceil(total / 60)} min"
         )
     k.batch_size = max(1, min(k.batch_size, int(n * (k.folds - 1) / k.folds)))
+    if k.baseline_cases is not None and k.baseline_cases >= n * (k.folds - 1) / k.folds:
+        k.baseline_cases = None  # fewer folds since: the cap no longer cuts anything
     notes = changes(study, k, trials, dims) + [cache_note]
     if fewest < study.n_folds:
         notes.append(f"folds: class {rare!r} has {fewest} patient(s); every validation fold needs each class")
@@ -314,4 +319,5 @@ def make_plan(
         },
         shared_cache=kind() in SHARED_CACHES,
         ct_window=window,
+        baseline_cases=k.baseline_cases,
     )

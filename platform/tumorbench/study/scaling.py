@@ -11,6 +11,10 @@ from tumorbench.study.timemodel import Factors
 
 MIN_FOLDS, MIN_EPOCHS = 2, 1
 SIZES_2D, PATCHES_3D = (128, 96, 64), (64, 48, 32)
+# Training cases a classifier baseline's head may be fitted on per fold, in the order a budget lowers them: an RBF
+# SVM's fit grows with the square of the cases (timemodel.HEAD_COST: ~12 min a fold at 16,000 cases on 2 cores).
+# The first three go before the deep models give anything up, 2,000 only before a candidate is dropped.
+BASELINE_CASES = (20000, 10000, 5000, 2000)
 # --budget: a search over a space runs at most this many times the study's trials (planned, or at run time
 # while its share of the budget lasts)
 TRIAL_SCALE_UP = 4
@@ -34,6 +38,7 @@ class Knobs:
     val_ms: float = 0.0  # scoring one validation case beyond its forward pass (timemodel.SEG_VAL_MS_PER_CASE)
     factors: Factors = field(default_factory=dict)  # model -> step time here / the constant (study.probe)
     machine: float = 1.0  # this machine's CPU against the constants' (study.probe.machine_factor)
+    baseline_cases: int | None = None  # training cases a classifier baseline fits on per fold (None: all)
 
 
 def give_back_epochs(k: Knobs, epochs: int, fits) -> None:
@@ -69,9 +74,20 @@ def fill_trials(k: Knobs, trials: dict[str, int], fits, grow: bool = True) -> di
     return caps
 
 
-def reductions(k: Knobs, dims: int) -> list:
-    """Scale-down steps in order of what a comparison misses least; each returns a note or None."""
+def reductions(k: Knobs, dims: int, classifier_cases: int = 0) -> list:
+    """Scale-down steps in order of what a comparison misses least; each returns a note or None.
+    ``classifier_cases``: a fold's training cases for the study's classifier baselines (0: it has none)."""
     sizes = PATCHES_3D if dims == 3 else SIZES_2D
+
+    def baseline_cases_to(floor):
+        def step():
+            below = [c for c in BASELINE_CASES if floor <= c < (k.baseline_cases or classifier_cases)]
+            if not below:
+                return None
+            k.baseline_cases = below[0]
+            return f"classifier baselines' training cases -> {k.baseline_cases}"
+
+        return step
 
     def trials_to(floor):
         def step():
@@ -106,6 +122,7 @@ def reductions(k: Knobs, dims: int) -> list:
         return f"candidate {dropped.name} dropped"
 
     return [
+        baseline_cases_to(5000),
         trials_to(2),
         lower("epochs", 4),
         trials_to(1),
@@ -114,6 +131,7 @@ def reductions(k: Knobs, dims: int) -> list:
         lower("epochs", 2),
         lower("folds", MIN_FOLDS),
         lower("epochs", MIN_EPOCHS),
+        baseline_cases_to(BASELINE_CASES[-1]),
         drop_candidate,
     ]
 
@@ -142,4 +160,10 @@ def changes(study: Study, k: Knobs, trials: dict[str, int], dims: int) -> list[s
             notes.append(f"scaled down: {c.name} {how}")
         elif k.trials[c.name] > trials[c.name]:
             notes.append(f"scaled up: {c.name} {trials[c.name]} -> {k.trials[c.name]} trials (the budget holds them)")
+    if k.baseline_cases is not None:
+        notes.append(
+            f"scaled down: classifier baselines fitted on about {k.baseline_cases} of each fold's training cases "
+            "(whole patients, classes in proportion; every validation case scored; fitted on every case they may "
+            "score higher)"
+        )
     return notes

@@ -204,12 +204,15 @@ def final_seconds(
     return set_up + (decoded * decode / k.loaders + k.epochs * epoch + test) / 1000
 
 
-def baseline_seconds(names: list[str], n: int, folds: int, decode: float, cores: float, machine: float) -> float:
+def baseline_seconds(
+    names: list[str], n: int, folds: int, decode: float, cores: float, machine: float, cap: int | None = None
+) -> float:
     """Wall seconds of ``names`` on ``folds`` folds of ``n`` cases, as 1-CPU Ray tasks on ``cores`` (``decode``:
     one case's decode ms on this machine, as :func:`fold_seconds` takes it; ``machine``: the other constants'
-    scale, :func:`tumorbench.study.probe.machine_factor`). Classifiers share each case's features; others
-    (thresholding, clustering) pay the older per-fold constants."""
-    train = n * (folds - 1) / folds
+    scale, :func:`tumorbench.study.probe.machine_factor`). Classifiers share each case's features and fit their
+    heads on at most ``cap`` training cases (the plan's ``baseline_cases``); others (thresholding, clustering)
+    pay the older per-fold constants."""
+    train = min(n * (folds - 1) / folds, cap or math.inf)
     tasks = []
     for name in names:
         if name not in HEAD_COST:

@@ -32,6 +32,8 @@ SWEEP_INTERVAL_S = 5.0
 ORPHAN_GRACE_S = 20.0
 SETTLE_TIMEOUT_S = 30.0  # for the stopped trials' Train controllers to exit (Ray kills them asynchronously)
 _LIMIT = 10_000  # the State API's page: far more groups and actors than a search has
+# Every state of a group that still holds or waits for resources (raycompat.groups_of_dead_actors lists these)
+LIVE_STATES = ("PENDING", "PREPARED", "CREATED", "RESCHEDULING")
 
 
 def _resources(bundle: dict[str, Any]) -> dict[str, float]:
@@ -146,7 +148,7 @@ class Sweeper:
         removed = []
         for pg_id in pg_ids:
             group = PlacementGroup(PlacementGroupID.from_hex(pg_id))
-            if placement_group_table(group).get("state") in ("CREATED", "PENDING"):
+            if placement_group_table(group).get("state") in LIVE_STATES:
                 remove_placement_group(group)
                 removed.append(pg_id)
         self.removed += removed
