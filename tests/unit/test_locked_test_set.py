@@ -118,3 +118,23 @@ def test_a_test_set_that_cannot_score_the_models_is_refused_naming_why(tmp_path)
     (tmp_path / "renamed" / "no").rmdir()
     with pytest.raises(DataError, match=r"one class only \(yes\): AUC is undefined"):
         check_test_targets("classification", train, scan(tmp_path / "renamed"), "renamed")
+
+
+def test_a_reused_file_name_is_no_shared_patient_where_neither_side_names_patients(tmp_path):
+    """Training/yes/s1.png and Testing/yes/s1.png, two different images, one id each (no patients.csv): compared as
+    images, not refused as one patient; a patients.csv naming the same patient on both sides still is."""
+    _folder(tmp_path / "train", range(8))
+    _folder(tmp_path / "test", range(100, 104))
+    for path in sorted((tmp_path / "test").glob("*/*.png")):
+        path.rename(path.with_name(f"s{int(path.stem[1:]) - 100}.png"))  # the training folder's names
+    train, test = scan(tmp_path / "train"), scan(tmp_path / "test")
+    assert set(test["case_id"]) <= set(train["case_id"])
+    assert locked_test_overlaps(train, test) == []
+    (tmp_path / "test" / "patients.csv").write_text(
+        "image,patient_id\n" + "".join(f"{c},P{i}\n" for i, c in enumerate(test["case_id"]))
+    )
+    (tmp_path / "train" / "patients.csv").write_text(
+        "image,patient_id\n" + "".join(f"{c},P{i}\n" for i, c in enumerate(train["case_id"]))
+    )
+    problems = locked_test_overlaps(scan(tmp_path / "train"), scan(tmp_path / "test"))
+    assert problems == [f"patient P{i} is in both" for i in range(4)]

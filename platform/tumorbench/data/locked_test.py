@@ -22,11 +22,16 @@ def _tagged(frame: pd.DataFrame, side: str) -> pd.DataFrame:
 
 
 def locked_test_overlaps(train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
-    """Every way ``test`` overlaps ``train``: shared patients, identical images, near-duplicate images."""
-    problems = [
-        f"patient {p} is in both"
-        for p in sorted(set(train["patient_id"].astype(str)) & set(test["patient_id"].astype(str)))
-    ]
+    """Every way ``test`` overlaps ``train``: shared patients, identical images, near-duplicate images.
+
+    Class folders without a ``patients.csv`` on both sides name no patients: each image is its own, its id
+    its path under its folder, so a path found on both sides is a reused file name, not a shared patient,
+    and the images themselves are compared instead. (A case name of other layouts, nnU-Net's say, names
+    the case: the same on both sides is the same case.)"""
+    shared = set(train["patient_id"].astype(str)) & set(test["patient_id"].astype(str))
+    if all(f.attrs.get("layout") == "image-folder" and (f["patient_id"] == f["case_id"]).all() for f in (train, test)):
+        shared = set()
+    problems = [f"patient {p} is in both" for p in sorted(shared)]
     both = pd.concat([_tagged(train, "train"), _tagged(test, "test")], ignore_index=True)
     identical = find_duplicates(both)
     seen = [set(group) for group in identical]  # an identical pair is also a near-duplicate: named once

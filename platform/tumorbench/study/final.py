@@ -18,6 +18,8 @@ from tumorbench.data.locked_test import check_locked_test
 from tumorbench.errors import DataError
 from tumorbench.tasks import get_task
 
+TEST_TAG = "locked-test:"  # a test case's id while the baselines' feature cache holds it beside the training cases
+
 
 def load_test_frame(study, frame: pd.DataFrame, out: Path | None = None) -> pd.DataFrame:
     """The test catalog, refused (before Ray starts) if it cannot score the study's models
@@ -80,28 +82,42 @@ def final_dl_rows(config, model: str, task: str, class_names: list[str] | None) 
 def final_baseline_rows(
     study, frame: pd.DataFrame, split_doc: dict, test: pd.DataFrame, class_names: list[str] | None
 ) -> pd.DataFrame:
-    """Every baseline refitted on all training cases and scored on the test cases (Ray tasks)."""
+    """Every baseline refitted on all training cases and scored on the test cases (Ray tasks). The classifiers
+    share one feature pass over both (:func:`~tumorbench.study.results.shared_features`), as in the folds; test
+    case ids are tagged meanwhile, since a test folder may reuse the training folder's file names."""
     import ray
 
-    from tumorbench.study.results import baseline_fold, target_params, with_split_groups
+    from tumorbench.study.results import (
+        baseline_fold,
+        shared_features,
+        shares_features,
+        target_params,
+        with_split_groups,
+    )
 
     spec = get_task(study.task)
     train = with_split_groups(spec.usable(frame[~frame["case_id"].isin(split_doc["excluded"])]), split_doc)
+    scored = spec.usable(test).assign(case_id=lambda f: TEST_TAG + f["case_id"].astype(str))
+    features = shared_features(study, pd.concat([train, scored], ignore_index=True), {"excluded": []})
     remote = ray.remote(num_cpus=1)(baseline_fold)
     pending = [
         remote.remote(
             name,
             study.task,
             train,
-            spec.usable(test),
+            scored,
             0,
             class_names,
             study.seed,
             study.baseline_params.get(name, {}) | target_params(study),
+            features if shares_features(study, name) else None,
         )
         for name in study.baselines
     ]
-    return pd.concat(ray.get(pending), ignore_index=True) if pending else pd.DataFrame()
+    if not pending:
+        return pd.DataFrame()
+    rows = pd.concat(ray.get(pending), ignore_index=True)
+    return rows.assign(case_id=rows["case_id"].astype(str).str.removeprefix(TEST_TAG))
 
 
 def run_locked_test(

@@ -174,7 +174,7 @@ def shared_features(study, frame: pd.DataFrame, split_doc: dict):
     from tumorbench.baselines.classifiers import FeatureCache
     from tumorbench.baselines.features import as_records
 
-    if get_task(study.task).with_mask or not any(_shares_features(study, n) for n in study.baselines):
+    if get_task(study.task).with_mask or not any(shares_features(study, n) for n in study.baselines):
         return None
     cache = FeatureCache()
     rows = as_records(get_task(study.task).usable(frame[~frame["case_id"].isin(split_doc.get("excluded") or [])]))
@@ -194,7 +194,7 @@ def _feature_matrix(rows: list[dict]):
     return FeatureCache().matrix(rows)  # chunk_size cases in memory at a time
 
 
-def _shares_features(study, name: str) -> bool:
+def shares_features(study, name: str) -> bool:
     """A classifier baseline with the default extractor (no ``features__`` parameter of its own)."""
     from tumorbench.baselines.classifiers import CLASSIFIERS
 
@@ -224,7 +224,7 @@ def run_baselines(study, frame: pd.DataFrame, split_doc: dict, class_names: list
                     class_names,
                     study.seed,
                     study.baseline_params.get(name, {}) | target_params(study),
-                    features if _shares_features(study, name) else None,
+                    features if shares_features(study, name) else None,
                 )
             )
             labels.append(f"{name} fold {fold + 1}/{len(split_doc['folds'])}")
