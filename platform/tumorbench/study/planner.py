@@ -30,8 +30,6 @@ from tumorbench.study.probe import machine_factor
 from tumorbench.study.scaling import MIN_FOLDS, Knobs, changes, fill_trials, give_back_epochs, reductions
 from tumorbench.study.spec import Study
 from tumorbench.study.timemodel import (
-    BASELINE_MS_PER_CASE,
-    BASELINE_S_PER_FOLD,
     CPU_PARALLEL_EFFICIENCY,
     DISK_CHAINS,
     GPU_SPEEDUP,
@@ -247,8 +245,8 @@ def make_plan(
         if not test_cases:
             return 0.0
         args = (k, n, test_cases, dims, kind(), samples, speed, decode)
-        refit = BASELINE_S_PER_FOLD + (n + test_cases) * BASELINE_MS_PER_CASE / 1000
-        refits = len(study.baselines) * refit * machine
+        names = list(study.baselines)
+        refits = baseline_seconds(names, n, 1, decode, capacity.cpus, machine, k.baseline_cases, test_cases)
         return refits + sum(final_seconds(c.config["model"], *args) for c in k.candidates)
 
     def estimate():

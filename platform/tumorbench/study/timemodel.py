@@ -205,25 +205,34 @@ def final_seconds(
 
 
 def baseline_seconds(
-    names: list[str], n: int, folds: int, decode: float, cores: float, machine: float, cap: int | None = None
+    names: list[str],
+    n: int,
+    folds: int,
+    decode: float,
+    cores: float,
+    machine: float,
+    cap: int | None = None,
+    test_cases: int | None = None,
 ) -> float:
     """Wall seconds of ``names`` on ``folds`` folds of ``n`` cases, as 1-CPU Ray tasks on ``cores`` (``decode``:
     one case's decode ms on this machine, as :func:`fold_seconds` takes it; ``machine``: the other constants'
     scale, :func:`tumorbench.study.probe.machine_factor`). Classifiers share each case's features and fit their
     heads on at most ``cap`` training cases (the plan's ``baseline_cases``); others (thresholding, clustering)
-    pay the older per-fold constants."""
-    train = min(n * (folds - 1) / folds, cap or math.inf)
+    pay the older per-fold constants. ``test_cases``: a locked test set's refits instead, each baseline fitted
+    once on all ``n`` cases and scored on the test cases (the features of both shared, as in the folds)."""
+    fits, train, scored = (folds, n * (folds - 1) / folds, n) if test_cases is None else (1, n, n + test_cases)
+    train = min(train, cap or math.inf)
     tasks = []
     for name in names:
         if name not in HEAD_COST:
-            tasks += [BASELINE_S_PER_FOLD + n * BASELINE_MS_PER_CASE / 1000] * folds
+            tasks += [BASELINE_S_PER_FOLD + scored * BASELINE_MS_PER_CASE / 1000] * fits
             continue
         fixed, per_case = HEAD_COST[name]
         per_case *= train / SVM_QUADRATIC_AT if name == "svm" else 1.0
-        tasks += [BASELINE_S_PER_FOLD + fixed + train * per_case / 1000] * folds
+        tasks += [BASELINE_S_PER_FOLD + fixed + train * per_case / 1000] * fits
     tasks = [machine * t for t in tasks]
     if any(name in HEAD_COST for name in names):
-        tasks.append(n * (machine * FEATURE_MS_FIXED + FEATURE_DECODE_SHARE * decode) / 1000)
+        tasks.append(scored * (machine * FEATURE_MS_FIXED + FEATURE_DECODE_SHARE * decode) / 1000)
     if not tasks:
         return 0.0
     return max(sum(tasks) / max(1.0, CPU_PARALLEL_EFFICIENCY * cores), max(tasks))
