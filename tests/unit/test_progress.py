@@ -95,3 +95,36 @@ def test_tune_output_drops_tensorboardx_nan_warnings_at_every_verbosity(caplog):
     with caplog.at_level(logging.WARNING):  # outside a search the warning is tensorboardX's business again
         make_np(np.array([float("inf")]))
     assert "NaN or Inf found in input tensor." in caplog.text
+
+
+def test_tune_output_drops_only_the_fetch_warning_of_trials_that_never_reported(caplog):
+    """Tune's own end-of-search code (``ExperimentAnalysis._fetch_trial_dataframes``): trials without any result
+    file (stopped before their first report) are not warned about; a trial whose results cannot be read is."""
+    from ray.tune.analysis.experiment_analysis import ExperimentAnalysis
+
+    from tumorbench.tuning.search import _tune_output
+
+    class Analysis(ExperimentAnalysis):
+        def __init__(self, trials):  # no experiment folder: only the fetch loop is exercised
+            self.trials = trials
+
+        def _fetch_trial_dataframe(self, trial):
+            if trial.trial_id == "unreadable":
+                raise ValueError("progress.csv: Expected 3 fields in line 4, saw 5")
+            raise FileNotFoundError(  # Tune's own message for a trial folder without result files
+                f"Could not fetch metrics for {trial.trial_id}: both result.json and progress.csv were not found at /x"
+            )
+
+    cut = [SimpleNamespace(trial_id=f"t{i}") for i in range(2)]
+    for verbose in (0, 1):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), _tune_output(verbose):
+            Analysis(cut)._fetch_trial_dataframes()
+        assert "Failed to fetch metrics" not in caplog.text
+        with caplog.at_level(logging.WARNING), _tune_output(verbose):
+            Analysis([*cut, SimpleNamespace(trial_id="unreadable")])._fetch_trial_dataframes()
+        assert "Failed to fetch metrics for 3 trial(s)" in caplog.text and "Expected 3 fields" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # outside a search Tune warns as it does
+        Analysis(cut)._fetch_trial_dataframes()
+    assert "Failed to fetch metrics for 2 trial(s)" in caplog.text

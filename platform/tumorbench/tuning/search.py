@@ -306,8 +306,11 @@ def _tune_output(verbose: int) -> Iterator[None]:
     when ``fit`` starts, so it is set only around the call (our live lines come from ``SearchProgress``).
     Tune's TensorBoard logger warns "NaN or Inf found in input tensor." for every NaN or inf it writes,
     and both are legitimate results (a one-fold SD, the HD95 of a missed tumour): TensorBoard leaves a gap.
+    Tune's "Failed to fetch metrics" for trials stopped before their first report (:class:`NotReportedYet`).
     """
     quiet = {"tensorboardX.x2num": logging.ERROR} | ({} if verbose else {"ray.tune.tune": logging.WARNING})
+    analysis, unreported = logging.getLogger(NotReportedYet.LOGGER), NotReportedYet()
+    analysis.addFilter(unreported)
     levels = {name: logging.getLogger(name).level for name in quiet}
     for name, level in quiet.items():  # ray.tune.tune: its "Wrote the latest version of all result files" line
         logging.getLogger(name).setLevel(max(levels[name], level))
@@ -317,6 +320,7 @@ def _tune_output(verbose: int) -> Iterator[None]:
     try:
         yield
     finally:
+        analysis.removeFilter(unreported)
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
         if not verbose:  # the variable as it was
@@ -324,6 +328,23 @@ def _tune_output(verbose: int) -> Iterator[None]:
                 os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
             else:
                 os.environ["RAY_AIR_NEW_OUTPUT"] = before
+
+
+class NotReportedYet(logging.Filter):
+    """Drops Tune's end-of-search warning "Failed to fetch metrics for N trial(s)" when every trial it names has
+    no result file at all: a trial stopped before its first report (a budget's cut, ASHA, a draw the guard
+    stopped at once). Nothing of it is lost, and :func:`trial_rows` lists it as stopped; a failure to read
+    results that exist still warns."""
+
+    LOGGER = "ray.tune.analysis.experiment_analysis"
+    NO_FILES = "FileNotFoundError('Could not fetch metrics"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith("Failed to fetch metrics"):
+            return True
+        named = [line for line in message.splitlines()[1:] if line.startswith("- ")]
+        return not (named and all(self.NO_FILES in line for line in named))
 
 
 def _workdir(experiment: str) -> Path:
