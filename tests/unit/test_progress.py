@@ -128,3 +128,17 @@ def test_tune_output_drops_only_the_fetch_warning_of_trials_that_never_reported(
     with caplog.at_level(logging.WARNING):  # outside a search Tune warns as it does
         Analysis(cut)._fetch_trial_dataframes()
     assert "Failed to fetch metrics for 2 trial(s)" in caplog.text
+
+
+def test_tune_output_keeps_optunas_study_lines_out_of_a_search(capsys):
+    import optuna
+
+    from tumorbench.tuning.search import _tune_output
+
+    before = logging.getLogger("optuna").level
+    with _tune_output(1):
+        optuna.create_study()  # what OptunaSearch does as a Bayesian search starts
+    assert "A new study created" not in capsys.readouterr().err
+    assert logging.getLogger("optuna").level == before
+    optuna.create_study()
+    assert "A new study created" in capsys.readouterr().err  # outside a search: Optuna's own default

@@ -306,9 +306,12 @@ def _tune_output(verbose: int) -> Iterator[None]:
     when ``fit`` starts, so it is set only around the call (our live lines come from ``SearchProgress``).
     Tune's TensorBoard logger warns "NaN or Inf found in input tensor." for every NaN or inf it writes,
     and both are legitimate results (a one-fold SD, the HD95 of a missed tumour): TensorBoard leaves a gap.
-    Tune's "Failed to fetch metrics" for trials stopped before their first report (:class:`NotReportedYet`).
+    Tune's "Failed to fetch metrics" for trials stopped before their first report (:class:`NotReportedYet`), and
+    Optuna's INFO lines.
     """
-    quiet = {"tensorboardX.x2num": logging.ERROR} | ({} if verbose else {"ray.tune.tune": logging.WARNING})
+    # optuna: its "A new study created in memory with name: optuna" line, one per Bayesian search
+    quiet = {"tensorboardX.x2num": logging.ERROR, "optuna": logging.WARNING}
+    quiet |= {} if verbose else {"ray.tune.tune": logging.WARNING}
     analysis, unreported = logging.getLogger(NotReportedYet.LOGGER), NotReportedYet()
     analysis.addFilter(unreported)
     levels = {name: logging.getLogger(name).level for name in quiet}
