@@ -431,3 +431,37 @@ def test_one_scoring_of_a_locked_test_set_gets_case_tests_but_no_fold_test():
     for _, row in stats.iterrows():
         other = one[one["model"] == row["model"]].set_index("patient_id").loc[ref.index]
         assert row["p"] == pytest.approx(sps.wilcoxon(ref["dice"], other["dice"]).pvalue)
+
+
+def test_bootstrap_inputs_computed_once_give_sklearns_metrics_and_the_same_intervals():
+    """Dense ranks (AUC counted per resample, not sorted) and a multi-class model's predicted classes (its argmax
+    taken once) score as sklearn does on the raw scores, and the bootstrap intervals are the raw scores' own."""
+    from tumorbench.evaluation.oof import bootstrap_scores, dense_ranks
+    from tumorbench.evaluation.stats import bootstrap_metric_ci
+
+    rng = np.random.default_rng(7)
+    y = rng.integers(0, 2, 3000)
+    score = np.round(np.clip(0.3 * y + rng.normal(0.4, 0.25, 3000), 0, 1), 2)  # many ties
+    ranks = dense_ranks(score)
+    assert ranks.dtype == np.int64 and np.array_equal(
+        np.argsort(ranks, kind="stable"), np.argsort(score, kind="stable")
+    )
+    assert BINARY_METRIC_FNS["auc"](y, ranks) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    raw = bootstrap_metric_ci(y, score, BINARY_METRIC_FNS["auc"], n_boot=300, seed=3)
+    assert bootstrap_metric_ci(y, ranks, BINARY_METRIC_FNS["auc"], n_boot=300, seed=3) == pytest.approx(raw, abs=1e-12)
+    # three classes: macro one-vs-rest AUC on ranked columns, the other metrics on the argmax
+    y3 = rng.integers(0, 3, 2000)
+    logits = rng.normal(size=(2000, 3)) + 1.5 * np.eye(3)[y3]
+    proba = np.round(np.exp(logits) / np.exp(logits).sum(1, keepdims=True), 3)
+    auc = np.mean([roc_auc_score(y3 == c, proba[:, c]) for c in range(3)])  # sklearn's ovr macro, rounded scores
+    assert MULTICLASS_METRIC_FNS["auc"](y3, bootstrap_scores(proba, "auc", False)) == pytest.approx(auc, abs=1e-12)
+    pred = bootstrap_scores(proba, "f1", False)
+    assert pred.ndim == 1 and np.array_equal(pred, proba.argmax(1))
+    assert MULTICLASS_METRIC_FNS["f1"](y3, pred) == pytest.approx(f1_score(y3, pred, average="macro"))
+    assert MULTICLASS_METRIC_FNS["recall"](y3, pred) == pytest.approx(recall_score(y3, pred, average="macro"))
+    for metric in ("accuracy", "precision", "specificity", "f1"):
+        fn = MULTICLASS_METRIC_FNS[metric]
+        assert bootstrap_metric_ci(y3, pred, fn, n_boot=200, seed=1) == pytest.approx(
+            bootstrap_metric_ci(y3, proba, fn, n_boot=200, seed=1), abs=1e-12
+        )
+    assert dense_ranks(np.array([0.2, np.nan, 0.1])).dtype == float  # non-finite scores: ranked as before

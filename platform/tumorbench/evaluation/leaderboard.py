@@ -49,6 +49,7 @@ from tumorbench.evaluation.calibration import calibration_values
 from tumorbench.evaluation.oof import (
     BINARY_METRIC_FNS,
     MULTICLASS_METRIC_FNS,
+    bootstrap_scores,
     check_folds,
     check_predictions,
     classification_values,
@@ -100,6 +101,7 @@ def _classification_ci(
         score = g["y_score" if metric == "auc" else "y_pred"].to_numpy(float)
     else:
         fn, score = MULTICLASS_METRIC_FNS[metric], score_matrix(g)
+    score = bootstrap_scores(score, metric, binary)
     try:
         _, lo, hi = bootstrap_metric_ci(y, score, fn, grouped, n_boot=n_boot, alpha=alpha, seed=seed)
     except ValueError:  # a single class among this model's cases

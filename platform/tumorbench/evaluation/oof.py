@@ -247,11 +247,37 @@ def _div(a: float, b: float) -> float:
 
 
 def _rank_auc(y: np.ndarray, score: np.ndarray) -> float:
-    """ROC AUC by the Mann-Whitney U statistic (ties count half), fast enough to bootstrap."""
+    """ROC AUC by the Mann-Whitney U statistic (ties count half), fast enough to bootstrap. Integer scores are
+    taken as :func:`dense_ranks` and counted (a bincount per class) instead of ranked (a sort per call)."""
     pos = y == 1
     m, n = int(pos.sum()), int((~pos).sum())
+    if np.issubdtype(score.dtype, np.integer):
+        size = int(score.max()) + 1
+        neg = np.bincount(score[~pos], minlength=size)
+        below = np.cumsum(neg) - neg  # negatives scored strictly lower
+        return float(np.dot(np.bincount(score[pos], minlength=size), below + 0.5 * neg) / (m * n))
     ranks = sps.rankdata(score)
     return float((ranks[pos].sum() - m * (m + 1) / 2) / (m * n))
+
+
+def dense_ranks(scores: np.ndarray) -> np.ndarray:
+    """Each column's scores as dense ranks (0, 1, ... in order, ties equal): every rank AUC is unchanged, and
+    :func:`_rank_auc` counts them in linear time, 10-30x faster than ranking each bootstrap resample of a
+    15,000-case set (4 min of a study's statistics). Non-finite scores are returned as they are."""
+    if not np.isfinite(scores).all():
+        return scores
+    if scores.ndim == 1:
+        return np.unique(scores, return_inverse=True)[1].astype(np.int64)
+    return np.column_stack([dense_ranks(column) for column in scores.T])
+
+
+def bootstrap_scores(score: np.ndarray, metric: str, binary: bool) -> np.ndarray:
+    """What a bootstrap of ``metric`` resamples, computed once: :func:`dense_ranks` for ``auc`` (counted, not
+    sorted, per resample), a multi-class model's predicted classes for the others (the argmax of a resample is
+    the resample of the argmax)."""
+    if metric == "auc":
+        return dense_ranks(score)
+    return score if binary else score.argmax(axis=1)
 
 
 def _from_confusion(formula: Callable[[int, int, int, int], float]) -> Callable[[np.ndarray, np.ndarray], float]:
@@ -275,22 +301,24 @@ BINARY_METRIC_FNS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 def _multiclass_metric(metric: str) -> Callable[[np.ndarray, np.ndarray], float]:
     """``fn(y_true, scores)``: :func:`classification_metrics`' multi-class macro metric.
 
-    sklearn's roc_auc_score costs milliseconds a call, too slow for thousands of resamples.
+    sklearn's roc_auc_score costs milliseconds a call, too slow for thousands of resamples. Metrics other than
+    ``auc`` also take the predicted classes (the scores' argmax, 1-D), which a bootstrap computes once.
     """
 
     def fn(y: np.ndarray, scores: np.ndarray) -> float:
-        n, k = scores.shape
-        cm = np.bincount(y * k + scores.argmax(axis=1), minlength=k * k).reshape(k, k)
+        n = len(y)
+        if metric == "auc":  # one-vs-rest over the classes present and not alone (no confusion matrix needed)
+            k = scores.shape[1]
+            aucs = [_rank_auc((y == c).astype(int), scores[:, c]) for c in range(k) if 0 < np.sum(y == c) < n]
+            return float(np.mean(aucs)) if aucs else float("nan")
+        pred = scores.argmax(axis=1) if scores.ndim == 2 else scores
+        k = scores.shape[1] if scores.ndim == 2 else int(max(y.max(), pred.max())) + 1  # classes past it: unseen
+        cm = np.bincount(y * k + pred, minlength=k * k).reshape(k, k)
         tp = np.diag(cm).astype(float)
         fp, fn_ = cm.sum(0) - tp, cm.sum(1) - tp
         seen = (cm.sum(0) + cm.sum(1)) > 0
         if metric == "accuracy":
             return float(tp.sum() / n)
-        if metric == "auc":
-            aucs = [
-                _rank_auc((y == c).astype(int), scores[:, c]) for c in range(k) if seen[c] and 0 < np.sum(y == c) < n
-            ]
-            return float(np.mean(aucs)) if aucs else float("nan")
         num, den = {
             "precision": (tp, tp + fp),
             "recall": (tp, tp + fn_),

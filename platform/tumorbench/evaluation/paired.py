@@ -44,6 +44,7 @@ from tumorbench.evaluation.oof import (
     BINARY_METRIC_FNS,
     KEYS,
     MULTICLASS_METRIC_FNS,
+    bootstrap_scores,
     check_folds,
     check_predictions,
     fold_metrics,
@@ -203,6 +204,7 @@ def delta_ci(
             )
             return lo, hi
         ref, other = _paired_scores(pair, metric, binary)
+        ref, other = (bootstrap_scores(s, metric, binary) for s in (ref, other))  # each model's on its own
         fn = (BINARY_METRIC_FNS if binary else MULTICLASS_METRIC_FNS)[metric]
         k = ref.shape[1] if ref.ndim == 2 else 0
         stacked = np.column_stack([ref, other])

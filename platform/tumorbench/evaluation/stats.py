@@ -130,7 +130,8 @@ def bootstrap_metric_ci(
     y, s = np.asarray(y_true), np.asarray(y_score)
     if len(np.unique(y)) < 2:
         raise ValueError("y_true: a single class; the metric is undefined")
-    return _percentile_ci([y, s], metric_fn, lambda yy, _: len(np.unique(yy)) > 1, groups, n_boot, alpha, seed)
+    # two classes or more in the resample: min != max is linear where np.unique sorts
+    return _percentile_ci([y, s], metric_fn, lambda yy, _: yy.min() != yy.max(), groups, n_boot, alpha, seed)
 
 
 def _paired(a: Any, b: Any) -> tuple[np.ndarray, np.ndarray]:
