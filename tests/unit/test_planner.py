@@ -88,12 +88,16 @@ def test_fold_time_follows_the_documented_model():
         + 2 * 300 * decode / 1000
         + plan.baseline_seconds
         + plan.explain_seconds
+        + plan.stats_seconds
         + sum(s.seconds for s in plan.searches)
     )  # every case decoded into the disk cache once per study and chain (training, validation)
+    # the leaderboard's and paired comparisons' bootstraps: 300 cases of 2 deep models and 1 baseline
+    assert plan.stats_seconds == pytest.approx(300 * 3 * timemodel.STATS_MS_PER_CASE / 1000)
+    assert "statistics ~" in plan.format()
     assert "explanations ~" in plan.format()
     names, left = [s.name for s in plan.searches], plan.estimate_seconds  # a search's share leaves both out
     share = plan.searches[0].seconds / sum(s.seconds for s in plan.searches)
-    after = plan.baseline_seconds + plan.explain_seconds
+    after = plan.baseline_seconds + plan.explain_seconds + plan.stats_seconds
     assert plan.search_budget(names[0], left, names) == pytest.approx((left - after) * share)
     quiet = make_plan(replace(_study(), explain_cases=0), _fp(cases=300), TWO_CORES, budget_minutes=1000)
     assert quiet.explain_seconds == 0 and quiet.estimate_seconds == pytest.approx(
@@ -154,7 +158,7 @@ def test_a_locked_test_set_is_planned_and_reserved_after_the_searches():
     assert tested.test_seconds == pytest.approx(final + refit)
     assert tested.estimate_seconds == pytest.approx(plain.estimate_seconds + tested.test_seconds)
     names = [s.name for s in tested.searches]  # the budget guard leaves the final models their time
-    after = tested.baseline_seconds + tested.explain_seconds + tested.test_seconds
+    after = tested.baseline_seconds + tested.explain_seconds + tested.test_seconds + tested.stats_seconds
     share = tested.searches[0].seconds / sum(s.seconds for s in tested.searches)
     assert tested.search_budget(names[0], 3600, names) == pytest.approx((3600 - after) * share)
     budgeted = make_plan(_study(), _fp(cases=3000), TWO_CORES, budget_minutes=15, test_cases=600)
@@ -234,11 +238,11 @@ def test_too_small_a_budget_is_refused_with_the_minimum():
 
 def test_scale_down_gives_epochs_back_while_the_budget_holds(monkeypatch):
     fp = _fp(cases=3000)
-    given = make_plan(_study(), fp, TWO_CORES, budget_minutes=8, disk_free=10 * GIB)
+    given = make_plan(_study(), fp, TWO_CORES, budget_minutes=8.5, disk_free=10 * GIB)
     monkeypatch.setattr(planner, "give_back_epochs", lambda *args: None)
-    coarse = make_plan(_study(), fp, TWO_CORES, budget_minutes=8, disk_free=10 * GIB)
+    coarse = make_plan(_study(), fp, TWO_CORES, budget_minutes=8.5, disk_free=10 * GIB)
     assert coarse.epochs < given.epochs <= 8  # the coarse steps took more than the budget needed
-    assert coarse.estimate_seconds < given.estimate_seconds <= 8 * 60
+    assert coarse.estimate_seconds < given.estimate_seconds <= 8.5 * 60
 
 
 def test_cache_memory_disk_or_none():
@@ -462,6 +466,7 @@ def test_a_faster_machine_scales_the_cpu_bound_constants_too(monkeypatch):
         (timemodel, "BASELINE_S_PER_FOLD"),
         (timemodel, "BASELINE_MS_PER_CASE"),
         (timemodel, "FEATURE_MS_FIXED"),
+        (timemodel, "STATS_MS_PER_CASE"),
         (timemodel, "FOLD_OVERHEAD_S"),
         (timemodel, "AUGMENT_MS"),
         (timemodel, "CACHED_READ_MS"),

@@ -46,6 +46,7 @@ from tumorbench.study.timemodel import (
     final_seconds,
     fold_seconds,
     model_ms,
+    stats_seconds,
 )
 from tumorbench.tasks import get_task
 from tumorbench.tuning.schedulers import asha_expected_share, asha_grace_epochs
@@ -99,6 +100,7 @@ class Plan:
     test_cases: int = 0
     ct_window: tuple[float, float] | None = None  # (level, width) from the masks' HU (plan_apply.foreground_ct_window)
     baseline_cases: int | None = None  # training cases each classifier baseline fits on per fold (None: all)
+    stats_seconds: float = 0.0  # the leaderboard's and paired comparisons' bootstraps (timemodel.stats_seconds)
 
     def format(self) -> str:
         """The plan as printed before a study starts."""
@@ -120,7 +122,7 @@ class Plan:
             )
         lines.append(
             f"  baselines ~{self.baseline_seconds / 60:.1f} min; explanations ~{self.explain_seconds / 60:.1f} min; "
-            f"Ray start-up ~{RAY_START_S / 60:.1f} min"
+            f"statistics ~{self.stats_seconds / 60:.1f} min; Ray start-up ~{RAY_START_S / 60:.1f} min"
         )
         if self.test_cases:
             tested = f"~{self.test_seconds / 60:.1f} min"
@@ -133,7 +135,8 @@ class Plan:
         """Seconds the search ``name`` may take of ``remaining_s`` (its share among the searches still to run)."""
         planned = {s.name: s.seconds for s in self.searches}
         total = sum(planned.get(n, 0.0) for n in remaining) or 1.0
-        after = self.baseline_seconds + self.explain_seconds + self.test_seconds  # what runs after the searches
+        # what runs after the searches
+        after = self.baseline_seconds + self.explain_seconds + self.test_seconds + self.stats_seconds
         return max(0.0, remaining_s - after) * planned.get(name, 0.0) / total
 
 
@@ -249,11 +252,15 @@ def make_plan(
         refits = baseline_seconds(names, n, 1, decode, capacity.cpus, machine, k.baseline_cases, test_cases)
         return refits + sum(final_seconds(c.config["model"], *args) for c in k.candidates)
 
+    def statistics() -> float:  # the leaderboard's and the paired comparisons' bootstraps, in the driver
+        labels = get_task(study.task).target == "label"
+        return stats_seconds(n, len(k.candidates) + len(study.baselines), labels, machine)
+
     def estimate():
         searches, baselines, total = _estimate(
             k, n, dims, kind(), samples, speed, side, study.baselines, capacity.cpus, decode
         )
-        return searches, baselines, total + explained() + tested()
+        return searches, baselines, total + explained() + tested() + statistics()
 
     searches, baselines, total = estimate()
     scaled_down = False
@@ -304,6 +311,7 @@ def make_plan(
         baseline_seconds=baselines,
         estimate_seconds=total,
         explain_seconds=explained(),
+        stats_seconds=statistics(),
         test_seconds=tested(),
         test_cases=test_cases,
         budget_seconds=budget,

@@ -97,6 +97,11 @@ BASELINE_MS_PER_CASE, BASELINE_S_PER_FOLD = 5.0, 4.0
 FEATURE_MS_FIXED, FEATURE_DECODE_SHARE = 7.7, 0.5
 HEAD_COST = {"logreg": (0.1, 5.8), "svm": (0.4, 11.1), "random_forest": (1.2, 17.8), "gradient_boosting": (0.0, 22.9)}
 SVM_QUADRATIC_AT = 3800.0
+# A classification study's statistics after the searches, in the driver: the leaderboard's and the paired
+# comparisons' patient bootstraps (2,000 resamples of each pooled metric). 58 s for 7 models of the 15,000-image,
+# 3-class study at machine factor ~0.77 (`/work/runs/r19/sumtime.py`, 2026-12-06): 0.55 ms per case and model
+# here, 0.7 at the constants' speed. A segmentation study bootstraps per-patient values: negligible.
+STATS_MS_PER_CASE = 0.7
 GPU_SPEEDUP = 10.0  # assumed, not measured here (no GPU lent): a GPU worker vs one CPU thread
 # On CPUs a trial's workers hold every core it is given and torch uses one thread per core held
 # (training.data.configure_threads): the single-thread times above run this much faster per core.
@@ -236,3 +241,9 @@ def baseline_seconds(
     if not tasks:
         return 0.0
     return max(sum(tasks) / max(1.0, CPU_PARALLEL_EFFICIENCY * cores), max(tasks))
+
+
+def stats_seconds(n: int, models: int, classification: bool, machine: float) -> float:
+    """Seconds of a study's statistics (:data:`STATS_MS_PER_CASE`) over ``n`` cases and ``models`` (deep and
+    baseline); 0 for segmentation."""
+    return n * models * STATS_MS_PER_CASE * machine / 1000 if classification else 0.0
