@@ -325,6 +325,9 @@ def test_format_leaderboard_shows_rank_ci_and_adjusted_p(cls):
     worst = stats[(stats["test"] == "delong") & (stats["model"] == "random")].iloc[0]
     assert f"{worst['difference']:.3f} [{worst['diff_ci_low']:.3f}, {worst['diff_ci_high']:.3f}]" in body[2]
     assert body[0].endswith("ref") and body[2].endswith("<0.001*")
+    assert "fold mean ± SD over 5 folds" in lines[0]
+    once = format_leaderboard(lb.assign(n_folds=1), "classification", stats=stats).splitlines()[0]
+    assert "on the test cases, scored once" in once and "out-of-fold" not in once  # a locked test set's table
 
 
 def test_summarize_results_writes_tables(tmp_path, cls):

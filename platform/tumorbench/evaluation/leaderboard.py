@@ -318,6 +318,9 @@ def format_leaderboard(
         f"Leaderboard ({task}; ranked by the pooled {primary}, {best} first; pooled: all out-of-fold "
         f"predictions, 95% CI by patient bootstrap; fold mean ± SD over {n_folds} folds; "
         "other metrics: fold means)"
+        if n_folds != 1
+        else f"Leaderboard ({task}; ranked by {primary} on the test cases, scored once, {best} first; 95% CI by "
+        "patient bootstrap; no spread over folds)"
     )
     return "\n".join([intro, lines[0], "-" * len(lines[0])] + lines[1:])
 
