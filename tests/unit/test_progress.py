@@ -130,15 +130,30 @@ def test_tune_output_drops_only_the_fetch_warning_of_trials_that_never_reported(
     assert "Failed to fetch metrics for 2 trial(s)" in caplog.text
 
 
-def test_tune_output_keeps_optunas_study_lines_out_of_a_search(capsys):
+def test_tune_output_keeps_optunas_study_lines_out_of_a_search():
+    """Records, not a stream: Optuna's own handler writes to the stderr of its first import."""
     import optuna
 
     from tumorbench.tuning.search import _tune_output
 
-    before = logging.getLogger("optuna").level
-    with _tune_output(1):
-        optuna.create_study()  # what OptunaSearch does as a Bayesian search starts
-    assert "A new study created" not in capsys.readouterr().err
-    assert logging.getLogger("optuna").level == before
-    optuna.create_study()
-    assert "A new study created" in capsys.readouterr().err  # outside a search: Optuna's own default
+    class Records(logging.Handler):
+        def __init__(self):
+            super().__init__()
+            self.messages = []
+
+        def emit(self, record):
+            self.messages.append(record.getMessage())
+
+    logger, records, before = logging.getLogger("optuna"), Records(), optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # Optuna's default, whatever ran before
+    logger.addHandler(records)
+    try:
+        with _tune_output(1):
+            optuna.create_study()  # what OptunaSearch does as a Bayesian search starts
+        assert not any("A new study created" in m for m in records.messages)
+        assert logger.level == optuna.logging.INFO
+        optuna.create_study()
+        assert any("A new study created" in m for m in records.messages)  # outside a search: Optuna's default
+    finally:
+        logger.removeHandler(records)
+        optuna.logging.set_verbosity(before)
