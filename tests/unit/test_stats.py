@@ -184,3 +184,18 @@ def test_holm_hand_computed():
     assert holm_correction([0.6, 0.5]) == pytest.approx([1.0, 1.0])
     with pytest.raises(ValueError, match="pvalues"):
         holm_correction([0.2, 1.5])
+
+
+def test_grouped_resamples_draw_whole_groups_as_one_array_per_group_would():
+    """The vectorised gather yields, resample by resample, the rows of the drawn groups in draw order, each group's
+    rows in row order: what concatenating one index array per drawn group gives (the previous implementation)."""
+    from tumorbench.evaluation.stats import _resample_indices
+
+    groups = np.random.default_rng(5).choice([f"p{i}" for i in range(40)], 300)  # sizes 1 to ~15, rows shuffled
+    names, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == k) for k in range(len(names))]
+    fast = list(_resample_indices(300, groups, 25, np.random.default_rng(9)))
+    rng = np.random.default_rng(9)
+    for idx in fast:
+        drawn = rng.integers(0, len(members), size=len(members))
+        np.testing.assert_array_equal(idx, np.concatenate([members[k] for k in drawn]))

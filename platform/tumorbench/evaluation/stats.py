@@ -44,9 +44,17 @@ def _resample_indices(n: int, groups: Any, n_boot: int, rng: np.random.Generator
     if len(g) != n:
         raise ValueError(f"groups: {len(g)} group ids for {n} rows")
     _, inverse = np.unique(g, return_inverse=True)
-    members = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
+    # Rows grouped by group, in row order within each: group k's rows are order[starts[k]:starts[k] + sizes[k]].
+    # Each resample gathers its drawn groups' rows with one repeat and one arange (a list of one array per group,
+    # concatenated, took ~3 ms a resample at 15,000 groups).
+    order = np.argsort(inverse, kind="stable")
+    sizes = np.bincount(inverse)
+    starts = np.cumsum(sizes) - sizes
     for _ in range(n_boot):
-        yield np.concatenate([members[k] for k in rng.integers(0, len(members), size=len(members))])
+        drawn = rng.integers(0, len(sizes), size=len(sizes))
+        lengths = sizes[drawn]
+        offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        yield order[np.repeat(starts[drawn], lengths) + offsets]
 
 
 def _percentile_ci(
