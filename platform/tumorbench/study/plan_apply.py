@@ -71,12 +71,12 @@ def apply_plan(study: Study, plan: Any, cache_dir: str | None = None) -> Study:
 def _capped_baselines(study: Study, cap: int | None) -> dict[str, dict[str, Any]]:
     """The study's baseline parameters with the plan's cap on a classifier baseline's training cases (a cap of the
     study's own, if lower, kept); segmentation baselines keep theirs."""
-    from tumorbench.study.timemodel import HEAD_COST  # the classifiers, by the costs the plan gave them
+    from tumorbench.baselines import CLASSIFIERS
 
     params = {name: dict(p) for name, p in study.baseline_params.items()}
     if cap is None:
         return params
-    for name in set(study.baselines) & set(HEAD_COST):
+    for name in set(study.baselines) & set(CLASSIFIERS):
         own = params.setdefault(name, {}).get("max_train_cases")
         params[name]["max_train_cases"] = cap if own is None else min(int(own), cap)
     return params

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tumorbench.baselines import CLASSIFIERS
 from tumorbench.errors import TumorbenchError
 from tumorbench.study.capacity import (
     Capacity,
@@ -33,7 +34,6 @@ from tumorbench.study.timemodel import (
     CPU_PARALLEL_EFFICIENCY,
     DISK_CHAINS,
     GPU_SPEEDUP,
-    HEAD_COST,
     RAY_BACKGROUND_CORES,
     RAY_START_S,
     SEG_VAL_MS_PER_CASE,
@@ -264,7 +264,7 @@ def make_plan(
 
     searches, baselines, total = estimate()
     scaled_down = False
-    classifier_cases = int(n * (k.folds - 1) / k.folds) if set(study.baselines) & set(HEAD_COST) else 0
+    classifier_cases = int(n * (k.folds - 1) / k.folds) if set(study.baselines) & set(CLASSIFIERS) else 0
     for step in reductions(k, dims, classifier_cases) if budget is not None else []:
         while total > budget and step() is not None:
             scaled_down = True
