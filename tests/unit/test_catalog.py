@@ -358,6 +358,35 @@ def test_patient_folders_named_alike_in_every_class_need_the_layout_and_splits_s
     assert "one folder per patient" not in str(caught.value)
 
 
+def test_patient_folders_holding_class_folders_give_patient_level_cases_idc(tmp_path):
+    """IDC breast histopathology (Kaggle): ``<patient>/0/`` and ``<patient>/1/`` patches; some patients lack class 1."""
+    from tumorbench.data.splits import SplitConfig, fold_frames, make_splits
+
+    root = tmp_path / "IDC_regular_ps50_idx5"
+    for patient in range(8900, 8912):
+        for label in ("0", "1") if patient % 4 else ("0",):
+            for k in range(2):
+                name = f"{patient}_idx5_x{50 * k}_y{int(label) * 50}_class{label}.png"
+                _png(root / str(patient) / label / name, value=(7 * patient + 3 * k + 50 * int(label)) % 251)
+    layout, why = detect_layout(root)
+    assert layout == "image-folder" and why.startswith("12 patient folders, each holding class folders (0, 1)")
+    frame = scan(root, strict=True)
+    assert len(frame) == 12 * 2 + 9 * 2 and sorted(frame["label"].unique()) == ["0", "1"]
+    assert frame["patient_id"].nunique() == 12 and not frame.attrs.get("problems")
+    row = frame.set_index("case_id").loc["8905/1/8905_idx5_x50_y50_class1.png"]
+    assert (row["patient_id"], row["label"]) == ("8905", "1")
+    doc = make_splits(frame, SplitConfig(n_folds=3, seed=0, dedupe=False))
+    for fold in range(3):
+        train, val = fold_frames(frame, doc, fold)
+        assert len(val) and not set(train["patient_id"]) & set(val["patient_id"])  # a patient's patches in one fold
+    few = tmp_path / "few"  # ten folders or fewer: classes (or a split), never taken for patients
+    for patient in ("p1", "p2", "p3"):
+        for label in ("0", "1"):
+            _png(few / patient / label / "a.png", value=len(patient))
+    with pytest.raises(DataError, match="cannot detect a layout"):
+        scan(few)
+
+
 @pytest.mark.parametrize("suffix", ["_seg", "_gt", "_label", "_segmentation"])
 def test_masks_named_seg_or_gt_beside_their_images_pair(tmp_path, suffix):
     root = tmp_path / "beside"

@@ -120,6 +120,12 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
         return "image-folder", "one subfolder of images per class"
     if image_folder.patient_folders(subdirs):
         return "image-folder", "one subfolder per class, one folder of images per patient in each"
+    if classes := image_folder.classes_per_patient(subdirs):
+        shown = ", ".join(classes)
+        return "image-folder", (
+            f"{len(subdirs)} patient folders, each holding class folders ({shown}); if these are not classes "
+            "(views, sequences), put each image's class in a CSV (--layout csv)"
+        )
     with_volumes = [sub for sub in subdirs if any(is_volume(p) for p in sub.iterdir())]
     if with_volumes and len(subdirs) <= image_folder.MAX_CLASS_FOLDERS:
         # More folders of volumes are case folders of a layout not known here, not classes.

@@ -76,15 +76,36 @@ def patient_folders(subdirs: list[Path]) -> bool:
     return len(set(inner)) > 1 or len(inner[0]) > MAX_CLASS_FOLDERS
 
 
+def classes_per_patient(subdirs: list[Path]) -> list[str]:
+    """The class names when the folders are patients each holding class folders of images (IDC breast
+    histopathology: ``10253/0/*.png``, ``10253/1/*.png``), else []: more folders than there can be classes
+    (:data:`MAX_CLASS_FOLDERS`), no images of their own, and inner folders named from two to that many names.
+    """
+    if len(subdirs) <= MAX_CLASS_FOLDERS or any(d.name.lower() in SPLIT_NAMES for d in subdirs):
+        return []
+    if not _patient_structure(subdirs):
+        return []
+    names = sorted({p.name for d in subdirs for p in visible_dirs(d)})
+    return names if 2 <= len(names) <= MAX_CLASS_FOLDERS else []
+
+
+def _class_groups(root: Path) -> dict[str, list[tuple[Path, str | None]]]:
+    """Class folder name -> its folders of images, each with the patient its folder names (None: none named)."""
+    top = visible_dirs(root)
+    if classes := classes_per_patient(top):  # <patient>/<class>/: the patient is the top folder
+        return {c: [(d / c, d.name) for d in top if (d / c).is_dir()] for c in classes}
+    if _patient_structure(top):  # <class>/<patient>/, detected or --layout image-folder on such folders
+        return {d.name: [(p, p.name) for p in visible_dirs(d)] for d in top}
+    return {d.name: [(d, None)] for d in top}
+
+
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
     patients = read_image_patients(root / "patients.csv")
     rows, unmapped = [], 0
     kinds = set()
-    nested = _patient_structure(visible_dirs(root))  # detected, or --layout image-folder on such folders
-    for class_dir in visible_dirs(root):
-        # a folder per patient inside a class folder: its name is the patient (merged across classes)
-        groups = [(p, p.name) for p in visible_dirs(class_dir)] if nested else [(class_dir, None)]
-        label = None if class_dir.name.lower() in UNLABELLED_NAMES else class_dir.name
+    for name, groups in _class_groups(root).items():
+        # a patient folder's name is the patient (merged across classes)
+        label = None if name.lower() in UNLABELLED_NAMES else name
         found = 0
         for folder, patient_folder in groups:
             files = _images(folder)
@@ -104,9 +125,9 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
                     row(case_id, patient or case_id, "image-folder", [path], ("image",), mask=mask, label=label)
                 )
         if not found:
-            problems.add(class_dir, "class folder without images")
+            problems.add(root / name, "class folder without images")
         elif label is None:
-            problems.notes.append(f"{class_dir.name}/: {found} image(s) read unlabelled (named for no class)")
+            problems.notes.append(f"{name}/: {found} image(s) read unlabelled (named for no class)")
     if unmapped:
         problems.add(root / "patients.csv", f"{unmapped} image(s) not listed: each is its own patient")
     if len(kinds) > 1:
