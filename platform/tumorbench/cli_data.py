@@ -147,18 +147,44 @@ def split(path: Path, out: Path, layout: str, folds: int, seed: int, stratify: s
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--label-level",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Which folder below PATH names the class: 1 is the top folder (benign/...).",
+)
+@click.option(
+    "--patient-level",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Which folder below PATH names the patient (BreakHis: 4); default: none (images: each its own patient; "
+    "DICOM: the PatientID tag).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing labels.csv.")
-def labels(path: Path, overwrite: bool) -> None:
-    """Write PATH/labels.csv for a DICOM tree kept in class folders: each series' label is its top folder."""
+def labels(path: Path, label_level: int, patient_level: int | None, overwrite: bool) -> None:
+    """Write PATH/labels.csv for images or DICOM series kept in class folders, however deep.
+
+    Each image's (or series') class is the folder at --label-level of its path below PATH, its patient the folder
+    at --patient-level. `--data PATH` then reads the table (layout csv, or dicom).
+    """
+    from tumorbench.data.layouts.common import data_files, looks_like_dicom
     from tumorbench.data.layouts.dicom import labels_from_folders
+    from tumorbench.data.layouts.labels_csv import labels_from_image_folders
 
     out = path / "labels.csv"
     if out.exists() and not overwrite:
         raise click.ClickException(f"{out} exists: pass --overwrite to replace it")
-    frame = labels_from_folders(path)
+    dicom = any(looks_like_dicom(p) for p in data_files(path))
+    make = labels_from_folders if dicom else labels_from_image_folders
+    frame = make(path, label_level=label_level, patient_level=patient_level)
     frame.to_csv(out, index=False)
     counts = ", ".join(f"{label} {n}" for label, n in frame["label"].value_counts().sort_index().items())
-    click.echo(f"wrote {out}: {len(frame)} series ({counts}); add patient_id or mask columns to it as needed")
+    patients = f", {frame['patient_id'].nunique()} patients" if "patient_id" in frame else ""
+    if dicom:
+        click.echo(f"wrote {out}: {len(frame)} series ({counts}){patients}; add patient_id or mask columns as needed")
+    else:
+        click.echo(f"wrote {out}: {len(frame)} images ({counts}){patients}; --data {path} reads it (layout csv)")
 
 
 @click.command()

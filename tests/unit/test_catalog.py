@@ -246,10 +246,15 @@ def test_class_folders_one_level_down_are_named_in_the_error(tmp_path):
     with pytest.raises(DataError, match=message):
         detect_layout(tmp_path)
     assert len(scan(tmp_path / "Training")) == 2
-    (tmp_path / "archive" / "v1").mkdir(parents=True)  # two folders down: no hint, and no walk down the tree
+    (tmp_path / "archive" / "v1").mkdir(parents=True)  # deeper: a bounded walk finds the images and the classes
     (tmp_path / "Training").rename(tmp_path / "archive" / "v1" / "Training")
-    with pytest.raises(DataError, match=r"pass --layout$"):
+    deeper = r"first images sit 3 folders down: `tumorbench data labels \S+ --label-level 3` writes a labels.csv"
+    with pytest.raises(DataError, match=deeper):
         detect_layout(tmp_path / "archive")
+    (tmp_path / "archive" / "v1" / "Training" / "extra").mkdir()  # more folders than the walk reads: no hint
+    from tumorbench.data import catalog
+
+    assert catalog._deeper(tmp_path / "archive", max_folders=2) == ""
 
 
 def test_class_folders_of_nifti_volumes(tmp_path):

@@ -141,3 +141,40 @@ def test_data_labels_writes_a_dicom_trees_class_folders_as_labels(tmp_path):
     }
     again = _run("data", "labels", str(root))
     assert again.exit_code == 1 and "exists: pass --overwrite" in again.output
+    by_folder = _run("data", "labels", str(root), "--patient-level", "2", "--overwrite")  # case0 in both classes
+    assert "4 series (benign 2, malignant 2), 2 patients" in by_folder.output
+    assert sorted(scan(root)["patient_id"]) == ["case0", "case0", "case1", "case1"]
+
+
+def test_data_labels_reads_classes_and_patients_from_a_deep_image_tree(tmp_path):
+    """BreakHis: breast/<class>/SOB/<subtype>/<patient>/<magnification>/*.png; a BUSI mask beside an image."""
+    from tumorbench.data.catalog import scan
+    from tumorbench.errors import DataError
+
+    root = tmp_path / "BreaKHis_v1" / "histology_slides" / "breast"
+    for label, subtype in (("benign", "adenosis"), ("malignant", "ductal_carcinoma")):
+        for patient in (f"SOB_{label[0].upper()}_14-1", f"SOB_{label[0].upper()}_14-2"):
+            for mag in ("40X", "100X"):
+                folder = root / label / "SOB" / subtype / patient / mag
+                folder.mkdir(parents=True)
+                for n in range(2):
+                    Image.new("RGB", (12, 8), (40 * n, 90, len(patient))).save(folder / f"{patient}-{mag}-{n}.png")
+    Image.new("L", (12, 8), 255).save(folder / f"{patient}-{mag}-1_mask.png")  # the last folder's second image
+    with pytest.raises(
+        DataError, match=r"first images sit 8 folders down: `tumorbench data labels .* --label-level 4`"
+    ):
+        scan(tmp_path)
+    result = _run("data", "labels", str(tmp_path), "--label-level", "4", "--patient-level", "7")
+    assert result.exit_code == 0, result.output
+    assert "16 images (benign 8, malignant 8), 4 patients" in result.output
+    frame = scan(tmp_path, strict=True).set_index("case_id")
+    assert frame.attrs["layout"] == "csv" and len(frame) == 16
+    case = "BreaKHis_v1/histology_slides/breast/malignant/SOB/ductal_carcinoma/SOB_M_14-2/100X/SOB_M_14-2-100X-1.png"
+    assert (frame.loc[case, "label"], frame.loc[case, "patient_id"]) == ("malignant", "SOB_M_14-2")
+    assert str(frame.loc[case, "mask"]).endswith("SOB_M_14-2-100X-1_mask.png") and frame["mask"].notna().sum() == 1
+    subtypes = _run("data", "labels", str(root), "--label-level", "3", "--patient-level", "4", "--overwrite")
+    assert "(adenosis 8, ductal_carcinoma 8), 4 patients" in subtypes.output
+    too_deep = CliRunner().invoke(main, ["data", "labels", str(root), "--patient-level", "6", "--overwrite"])
+    assert too_deep.exit_code == 2 and "16 of 16 image(s) sit fewer than 6 folder(s) below it: no patient" in (
+        too_deep.output
+    )

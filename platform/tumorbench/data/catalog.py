@@ -20,6 +20,7 @@ while scanning (a missing modality, a slice without its mask) raise a
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from tumorbench.data.layouts.common import (
     is_system,
     is_volume,
     looks_like_dicom,
+    visible_dirs,
 )
 from tumorbench.data.layouts.lidc import LidcPolicy
 from tumorbench.errors import DataError
@@ -78,7 +80,7 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
     found = _detect(root, entries)
     if found is None:
         subdirs = sorted(p for p in entries if p.is_dir())
-        hint = _shards_hint(root, subdirs) if _shards(subdirs) else _one_down(subdirs)
+        hint = _shards_hint(root, subdirs) if _shards(subdirs) else _one_down(subdirs) or _deeper(root)
         raise DataError(root, f"cannot detect a layout (known: {', '.join(LAYOUTS)}); pass --layout{hint}")
     return found
 
@@ -150,6 +152,31 @@ def _shards_hint(root: Path, subdirs: list[Path]) -> str:
         f"; {names} are numbered parts of one dataset, not classes: put each image's class in a CSV at the root "
         "(--layout csv: an image column and a label column, see docs/data.md), or pass --layout image-folder "
         "if the folders really are classes"
+    )
+
+
+def _deeper(root: Path, max_folders: int = 2000) -> str:
+    """A hint when the first images sit two or more folders down (BreakHis:
+    ``BreaKHis_v1/histology_slides/breast/benign/SOB/adenosis/<patient>/40X/``), naming no folder (they may be
+    patients); a bounded walk. The classes are guessed at the first level that holds several folders."""
+    for seen, (folder, dirs, files) in enumerate(os.walk(root)):
+        if seen >= max_folders:
+            return ""
+        dirs[:] = sorted(d for d in dirs if not is_system(Path(d)))
+        if any(is_image(Path(folder, f)) or is_volume(Path(folder, f)) for f in files):
+            depth = len(Path(folder).relative_to(root).parts)
+            break
+    else:
+        return ""
+    if depth < 2:
+        return ""
+    level, node = 1, root
+    while len(inner := visible_dirs(node)) == 1 and level < depth:  # a chain of single folders holds no classes
+        level, node = level + 1, inner[0]
+    return (
+        f"; its first images sit {depth} folders down: `tumorbench data labels {root} --label-level {level}` writes a "
+        f"labels.csv that reads them, each image's class the folder at that level of its path (level {level}: the "
+        "first with several folders; add --patient-level K where the folder K levels down is the patient; docs/data.md)"
     )
 
 

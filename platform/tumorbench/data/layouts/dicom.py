@@ -89,18 +89,24 @@ def _read_series_labels(path: Path) -> dict[str, dict]:
     return {row["series_dir"]: {k: v for k, v in row.items() if v != ""} for row in frame.to_dict("records")}
 
 
-def labels_from_folders(root: Path) -> pd.DataFrame:
-    """``series_dir`` and ``label`` of every series under ``root``: the label is the series' top folder
-    (``benign/case7/...`` -> ``benign``), for a tree of DICOM series kept in class folders."""
+def labels_from_folders(root: Path, label_level: int = 1, patient_level: int | None = None) -> pd.DataFrame:
+    """``series_dir`` and ``label`` (and ``patient_id``) of every series under ``root``, from its folders: the
+    label is the ``label_level``-th folder of the series' path (1: its top folder, ``benign/case7/...`` ->
+    ``benign``), the patient the ``patient_level``-th; for a tree of DICOM series kept in class folders."""
     from tumorbench.data.dicom import find_dicom_series
+    from tumorbench.data.layouts.labels_csv import folder_at, refuse_shallow
 
     root = Path(root)
-    rows = []
+    rows, short = [], {}
     for files in find_dicom_series(root).values():
         rel = files[0].parent.relative_to(root)
         if not rel.parts:
             raise DataError(files[0].parent, "a series at the root itself: no class folder above it")
-        rows.append({"series_dir": rel.as_posix(), "label": rel.parts[0]})
+        record = {"series_dir": rel.as_posix(), "label": folder_at(rel.parts, label_level, "label", short)}
+        if patient_level is not None:
+            record["patient_id"] = folder_at(rel.parts, patient_level, "patient", short)
+        rows.append(record)
+    refuse_shallow(root, short, {"label": label_level, "patient": patient_level}, "series")
     if not rows:
         raise DataError(root, "no DICOM series found")
     return pd.DataFrame(rows).sort_values("series_dir", ignore_index=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tumorbench.data.layouts.common import Problems, data_files, is_image, is_volume, row, stem
+from tumorbench.data.layouts.common import MASK_STEM, Problems, data_files, is_image, is_volume, row, stem
 from tumorbench.errors import DataError
 
 IMAGE_COLUMNS = ("image", "image_id", "image_name", "id", "file", "filename", "path", "isic_id")
@@ -125,3 +125,57 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
     if unlisted:
         problems.notes.append(f"{unlisted} image file(s) under the root not listed in {table.name}: not used")
     return rows
+
+
+def folder_at(parts: tuple[str, ...], level: int | None, what: str, counts: dict[str, int]) -> str | None:
+    """The ``level``-th folder (1: the top one) of a path's folders below the root; a path with fewer folders is
+    counted in ``counts[what]`` (the caller refuses them together, naming no file: folder names may be patients)."""
+    if level is None:
+        return None
+    if len(parts) < level:
+        counts[what] = counts.get(what, 0) + 1
+        return None
+    return parts[level - 1]
+
+
+def refuse_shallow(root: Path, short: dict[str, int], levels: dict[str, int | None], items: str) -> None:
+    """Refuse the paths :func:`folder_at` counted as too shallow for a level, naming none of them."""
+    if short:
+        what, n = next(iter(short.items()))
+        raise DataError(root, f"{n} {items} sit fewer than {levels[what]} folder(s) below it: no {what} there")
+
+
+def labels_from_image_folders(root: Path, label_level: int = 1, patient_level: int | None = None) -> pd.DataFrame:
+    """``image``, ``label`` (and ``patient_id``, ``mask``) of every image or volume under ``root``, from its folders.
+
+    The label is the ``label_level``-th folder of the image's path below the root, the patient the
+    ``patient_level``-th: BreakHis' ``benign/SOB/adenosis/SOB_B_A_14-22549AB/40X/x.png`` is ``benign`` at level 1,
+    ``adenosis`` at 3 and its patient at 4. A ``<stem>_mask`` file beside an image is its mask, not an image. The
+    table is what the ``csv`` layout reads.
+    """
+    files = [p for p in data_files(root) if is_image(p) or is_volume(p)]
+    if len(files) > MAX_FILES:
+        raise DataError(root, f"more than {MAX_FILES:,} image files under the root")
+    stems = {(p.parent, stem(p)) for p in files}
+    masks: dict[tuple[Path, str], Path] = {}
+    for path in files:  # sorted: <stem>_mask before <stem>_mask_1, the one kept
+        if (match := MASK_STEM.match(stem(path))) and (path.parent, match["image"]) in stems:
+            masks.setdefault((path.parent, match["image"]), path)
+    mask_files = {p for p in files if (m := MASK_STEM.match(stem(p))) and (p.parent, m["image"]) in stems}
+    short: dict[str, int] = {}
+    rows = []
+    for path in files:
+        if path in mask_files:
+            continue
+        folders = path.relative_to(root).parts[:-1]
+        record = {"image": path.relative_to(root).as_posix(), "label": folder_at(folders, label_level, "label", short)}
+        if patient_level is not None:
+            record["patient_id"] = folder_at(folders, patient_level, "patient", short)
+        if masks:
+            mask = masks.get((path.parent, stem(path)))
+            record["mask"] = mask.relative_to(root).as_posix() if mask else ""
+        rows.append(record)
+    if not rows:
+        raise DataError(root, "no image files under it (PNG, JPEG, TIFF, BMP, NIfTI, MetaImage, NRRD)")
+    refuse_shallow(root, short, {"label": label_level, "patient": patient_level}, f"of {len(rows)} image(s)")
+    return pd.DataFrame(rows)
