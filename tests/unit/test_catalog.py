@@ -255,6 +255,13 @@ def test_class_folders_one_level_down_are_named_in_the_error(tmp_path):
     from tumorbench.data import catalog
 
     assert catalog._deeper(tmp_path / "archive", max_folders=2) == ""
+    mat = tmp_path / "figshare"  # the figshare brain tumour set: MATLAB files, no type read here
+    mat.mkdir()
+    for n in range(3):
+        (mat / f"{n + 1}.mat").write_bytes(b"MATLAB 7.3 MAT-file" + bytes(64))
+    (mat / "README.txt").write_text("cjdata.image, cjdata.tumorMask")
+    with pytest.raises(DataError, match=r"none of its files is of a type read here \(PNG, .*\): \.mat 3, \.txt 1$"):
+        detect_layout(mat)
 
 
 def test_class_folders_of_nifti_volumes(tmp_path):

@@ -21,6 +21,7 @@ while scanning (a missing modality, a slice without its mask) raise a
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -155,10 +156,15 @@ def _shards_hint(root: Path, subdirs: list[Path]) -> str:
     )
 
 
+READ_TYPES = "PNG, JPEG, TIFF, BMP, NIfTI, MetaImage, NRRD, DICOM"
+
+
 def _deeper(root: Path, max_folders: int = 2000) -> str:
     """A hint when the first images sit two or more folders down (BreakHis:
-    ``BreaKHis_v1/histology_slides/breast/benign/SOB/adenosis/<patient>/40X/``), naming no folder (they may be
-    patients); a bounded walk. The classes are guessed at the first level that holds several folders."""
+    ``BreaKHis_v1/histology_slides/breast/benign/SOB/adenosis/<patient>/40X/``), or when no file is of a type read
+    here (the figshare brain tumour set's ``.mat``); naming no folder (they may be patients); a bounded walk. The
+    classes are guessed at the first level that holds several folders."""
+    suffixes: Counter[str] = Counter()
     for seen, (folder, dirs, files) in enumerate(os.walk(root)):
         if seen >= max_folders:
             return ""
@@ -166,8 +172,10 @@ def _deeper(root: Path, max_folders: int = 2000) -> str:
         if any(is_image(Path(folder, f)) or is_volume(Path(folder, f)) for f in files):
             depth = len(Path(folder).relative_to(root).parts)
             break
+        suffixes.update(Path(f).suffix.lower() or "(no suffix)" for f in files if not is_system(Path(f)))
     else:
-        return ""
+        found = ", ".join(f"{suffix} {n}" for suffix, n in suffixes.most_common(5))
+        return f"; none of its files is of a type read here ({READ_TYPES}): {found}" if found else ""
     if depth < 2:
         return ""
     level, node = 1, root
