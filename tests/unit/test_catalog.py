@@ -66,6 +66,20 @@ def test_brats_2020_uncompressed_volumes(tmp_path):
     row = scan(tmp_path).set_index("case_id").loc[case]
     assert [Path(p).name for p in row["image"]] == [f"{case}_{c}.nii" for c in ("t1", "t1ce", "t2", "flair")]
     assert Path(row["mask"]).name == f"{case}_seg.nii" and row["enhancing_label"] == 4
+    # case 355 ships its segmentation misnamed (W39_1998.09.19_Segm.nii): said, counted, its name not shown
+    _nifti(tmp_path / "BraTS20_Training_002" / "W39_1998.09.19_Segm.nii", value=0)
+    notes = scan(tmp_path).attrs["notes"]
+    assert notes == [
+        "case BraTS20_Training_002: no BraTS20_Training_002_seg.nii[.gz]; 1 other NIfTI file(s) in its folder named "
+        "for no sequence are not read (rename its segmentation so to use it)"
+    ]
+    # Kaggle's zip wraps the case folders in two more: the hint names the folder that holds them
+    wrapped = tmp_path.parent / "kaggle" / "BraTS2020_TrainingData" / "MICCAI_BraTS2020_TrainingData"
+    wrapped.parent.mkdir(parents=True)
+    tmp_path.rename(wrapped)
+    hint = "; BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData/ is brats: pass that folder as --data$"
+    with pytest.raises(DataError, match=hint):
+        detect_layout(wrapped.parents[1])
 
 
 def test_brats_missing_modality_names_the_case_and_file(tmp_path):
@@ -246,10 +260,9 @@ def test_class_folders_one_level_down_are_named_in_the_error(tmp_path):
     with pytest.raises(DataError, match=message):
         detect_layout(tmp_path)
     assert len(scan(tmp_path / "Training")) == 2
-    (tmp_path / "archive" / "v1").mkdir(parents=True)  # deeper: a bounded walk finds the images and the classes
+    (tmp_path / "archive" / "v1").mkdir(parents=True)  # deeper: a bounded walk finds the folder that holds them
     (tmp_path / "Training").rename(tmp_path / "archive" / "v1" / "Training")
-    deeper = r"first images sit 3 folders down: `tumorbench data labels \S+ --label-level 3` writes a labels.csv"
-    with pytest.raises(DataError, match=deeper):
+    with pytest.raises(DataError, match=r"; v1/Training/ is image-folder: pass that folder as --data$"):
         detect_layout(tmp_path / "archive")
     (tmp_path / "archive" / "v1" / "Training" / "extra").mkdir()  # more folders than the walk reads: no hint
     from tumorbench.data import catalog

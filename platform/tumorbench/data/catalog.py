@@ -181,6 +181,9 @@ def _deeper(root: Path, max_folders: int = 2000) -> str:
     level, node = 1, root
     while len(inner := visible_dirs(node)) == 1 and level < depth:  # a chain of single folders holds no classes
         level, node = level + 1, inner[0]
+    entries = [p for p in node.iterdir() if not is_system(p)]
+    if level > 2 and (found := _detect(node, entries)):  # a zip's wrapping folders: Kaggle's BraTS 2020
+        return f"; {node.relative_to(root).as_posix()}/ is {found[0]}: pass that folder as --data"
     return (
         f"; its first images sit {depth} folders down: `tumorbench data labels {root} --label-level {level}` writes a "
         f"labels.csv that reads them, each image's class the folder at that level of its path (level {level}: the "
@@ -199,8 +202,10 @@ def _one_down(subdirs: list[Path]) -> str:
     if not found:
         return ""
     hint = f"; one folder down, {', '.join(found)}: pass that folder as --data (a held-out one as --test)"
-    if all(layout.endswith("image-folder") for layout in found) and image_folder.SPLIT_NAMES.isdisjoint(
-        sub.name.lower() for sub in subdirs
+    if (
+        len(found) > 1
+        and all(layout.endswith("image-folder") for layout in found)
+        and image_folder.SPLIT_NAMES.isdisjoint(sub.name.lower() for sub in subdirs)
     ):  # the same folder names in every class: patients (in several classes), or classes under a split
         hint += "; if these folders are classes holding one folder per patient, pass --layout image-folder"
     return hint

@@ -77,6 +77,13 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
             problems.add(case_dir, f"missing modality {', '.join(missing)} (expected {names})")
             continue
         seg = _nifti(case_dir, f"{case_dir.name}{sep}{seg_suffix}")
+        if not seg.exists() and (stray := len(set(case_dir.glob("*.nii*")) - set(paths.values()))):
+            # BraTS 2020's case 355 ships its segmentation as W39_1998.09.19_Segm.nii: a name that may carry
+            # identifiers, so it is counted, not shown
+            problems.notes.append(
+                f"case {case_dir.name}: no {case_dir.name}{sep}{seg_suffix}.nii[.gz]; {stray} other NIfTI file(s) in "
+                "its folder named for no sequence are not read (rename its segmentation so to use it)"
+            )
         rows.append(
             row(
                 case_dir.name,
