@@ -570,3 +570,23 @@ def test_baseline_time_counts_only_the_capped_training_cases():
     assert timemodel.baseline_seconds(["svm"], n, folds, decode, 2, 1.0, cap=50000) == pytest.approx(
         timemodel.baseline_seconds(["svm"], n, folds, decode, 2, 1.0)
     )
+
+
+def test_a_set_too_large_for_the_default_budget_is_studied_on_a_sample_of_whole_patients():
+    """IDC histopathology, 277,524 patches of 279 patients: at the smallest settings every model and baseline on
+    every case would take hours on 2 cores. The default preset studies a sample, before dropping a candidate, says
+    so, and the split takes it; a budget that cannot hold even the smallest sample is still refused."""
+    fp = _fp(cases=277524, size=50, patients=279)
+    plan = make_plan(_classifier_study(), fp, TWO_CORES, preset="default")
+    assert plan.estimate_seconds <= 55 * 60 and 5000 <= plan.max_cases < 277524
+    assert [s.name for s in plan.searches] == ["lite0", "resnet18"]  # both candidates kept
+    assert plan.notes[0].startswith(f"scaled down: the study uses about {plan.max_cases} of its 277524 cases")
+    applied = apply_plan(_classifier_study(), plan)
+    assert applied.config["max_cases"] == plan.max_cases
+    assert applied.train_config(applied.candidates[0], data="/x", out="/o").max_cases == plan.max_cases
+    # a larger budget takes more cases; a set that fits takes all of them
+    assert make_plan(_classifier_study(), fp, TWO_CORES, budget_minutes=120).max_cases > plan.max_cases
+    small = make_plan(_classifier_study(), _fp(cases=3000), TWO_CORES, budget_minutes=60)
+    assert small.max_cases is None and "max_cases" not in apply_plan(_classifier_study(), small).config
+    with pytest.raises(BudgetError, match=r"\(5000 images, 2 CPUs\): the minimum is about \d+ min"):
+        make_plan(_classifier_study(), fp, TWO_CORES, budget_minutes=3)

@@ -155,3 +155,23 @@ def test_real_lgg_folds_are_patient_disjoint(lgg_root):
     fold_patients = _patients_per_fold(frame, doc)
     assert sum(len(p) for p in fold_patients) == 39
     assert len(set().union(*fold_patients)) == 39
+
+
+def test_max_cases_splits_a_sample_of_whole_patients_and_excludes_the_rest():
+    frame = _frame(n_patients=60, slices=5, seed=1)  # 2 of 3 patients tumor
+    doc = make_splits(frame, SplitConfig(n_folds=3, seed=0, max_cases=60))
+    used = [c for fold in doc["folds"] for c in fold["val"]]
+    assert set(used).isdisjoint(doc["excluded"]) and len(used) + len(doc["excluded"]) == len(frame)
+    assert set(doc["excluded"].values()) == {"not in the study's sample of 60 cases"}
+    sample = frame[frame["case_id"].isin(used)]
+    # whole patients: every slice of a drawn patient, none of the others
+    for patient, rows in frame.groupby("patient_id"):
+        assert rows["case_id"].isin(used).all() or not rows["case_id"].isin(used).any(), patient
+    assert 60 <= len(sample) < 60 + 5  # drawn until each class holds its share, a patient at a time
+    tumor_share = (sample["label"] == "tumor").mean()
+    assert abs(tumor_share - (frame["label"] == "tumor").mean()) < 0.1
+    for k in range(3):
+        train, val = fold_frames(frame, doc, k)
+        assert len(train) + len(val) == len(sample) and not set(train["patient_id"]) & set(val["patient_id"])
+    assert make_splits(frame, SplitConfig(n_folds=3, seed=0, max_cases=60))["folds"] == doc["folds"]
+    assert make_splits(frame, SplitConfig(n_folds=3, seed=0, max_cases=10_000))["excluded"] == {}

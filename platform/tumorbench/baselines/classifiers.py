@@ -28,6 +28,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from tumorbench.baselines.features import HandcraftedFeatures, as_records, load_feature_inputs
+from tumorbench.data.splits import sample_groups as sample_train_cases
 from tumorbench.errors import DataError
 from tumorbench.evaluation.oof import score_columns
 
@@ -208,25 +209,6 @@ def _inner_cv(y: np.ndarray, groups: np.ndarray, n_splits: int, seed: int) -> St
     patients_per_class = min(len(np.unique(groups[y == k])) for k in np.unique(y))
     n = min(n_splits, patients_per_class)
     return StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed) if n >= 2 else None
-
-
-def sample_train_cases(y: np.ndarray, groups: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
-    """Indices (sorted) of about ``cap`` training cases for a classifier too slow for all of them (an RBF SVM fits
-    in time quadratic in the cases): whole split groups (patients), drawn at random until each class holds its share
-    of ``cap``, so every class keeps at least one group. All indices when ``cap`` is None or not below the cases."""
-    if cap is None or len(y) <= cap:
-        return np.arange(len(y))
-    names, inverse = np.unique(groups, return_inverse=True)
-    counts = np.zeros((len(names), int(y.max()) + 1))
-    np.add.at(counts, (inverse, y), 1)
-    target = np.maximum(1.0, np.round(counts.sum(axis=0) / len(y) * cap))
-    taken, keep = np.zeros(counts.shape[1]), np.zeros(len(names), dtype=bool)
-    for g in np.random.default_rng(seed).permutation(len(names)):
-        if np.any((counts[g] > 0) & (taken < target)):  # the group adds a case of a class short of its share
-            keep[g], taken = True, taken + counts[g]
-            if np.all(taken >= target):
-                break
-    return np.flatnonzero(keep[inverse])
 
 
 def _fit_head(

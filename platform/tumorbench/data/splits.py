@@ -44,6 +44,9 @@ class SplitConfig:
             :mod:`tumorbench.data.near_duplicates`) share one group, so they never cross folds;
             ``auto`` (default): on where the layout has no patient IDs (every case its own
             patient, as in class folders); ``off``.
+        max_cases: Split about this many cases: whole patients drawn at random, classes in
+            proportion (:func:`sample_groups`); the others are listed under ``excluded`` (a study
+            planned for a set too large for its budget). None: every case.
     """
 
     n_folds: int = 5
@@ -51,6 +54,7 @@ class SplitConfig:
     stratify: str = "auto"
     dedupe: bool = False
     near_duplicates: str = "auto"
+    max_cases: int | None = None
 
     def __post_init__(self) -> None:
         if self.n_folds < 2:
@@ -188,6 +192,26 @@ def _assign_folds(
     return folds
 
 
+def sample_groups(y: np.ndarray, groups: np.ndarray, cap: int | None, seed: int) -> np.ndarray:
+    """Indices (sorted) of about ``cap`` cases: whole groups (patients), drawn at random until each class ``y``
+    (integer codes) holds its share of ``cap``, so every class keeps at least one group. All indices when ``cap`` is
+    None or not below the cases. A study too large for its budget (``SplitConfig.max_cases``) and a classifier too
+    slow for all its training cases (an RBF SVM fits in time quadratic in them) take such a sample."""
+    if cap is None or len(y) <= cap:
+        return np.arange(len(y))
+    names, inverse = np.unique(groups, return_inverse=True)
+    counts = np.zeros((len(names), int(y.max()) + 1))
+    np.add.at(counts, (inverse, y), 1)
+    target = np.maximum(1.0, np.round(counts.sum(axis=0) / len(y) * cap))
+    taken, keep = np.zeros(counts.shape[1]), np.zeros(len(names), dtype=bool)
+    for g in np.random.default_rng(seed).permutation(len(names)):
+        if np.any((counts[g] > 0) & (taken < target)):  # the group adds a case of a class short of its share
+            keep[g], taken = True, taken + counts[g]
+            if np.all(taken >= target):
+                break
+    return np.flatnonzero(keep[inverse])
+
+
 def make_splits(frame: pd.DataFrame, config: SplitConfig = SplitConfig(), *, content: str | None = None) -> dict:
     """Split a catalog into patient-level, stratified folds.
 
@@ -211,6 +235,12 @@ def make_splits(frame: pd.DataFrame, config: SplitConfig = SplitConfig(), *, con
     if key is not None:
         excluded.update({cid: f"no {key}" for cid in frame.loc[frame[key].isna(), "case_id"]})
     kept = frame[~frame["case_id"].isin(excluded)].reset_index(drop=True)
+    if config.max_cases is not None and len(kept) > config.max_cases:
+        codes = pd.factorize(kept[key])[0] if key is not None else np.zeros(len(kept), dtype=int)
+        picked = sample_groups(codes, kept["patient_id"].astype(str).to_numpy(), config.max_cases, config.seed)
+        left_out = kept["case_id"].drop(kept.index[picked])
+        excluded.update({cid: f"not in the study's sample of {config.max_cases} cases" for cid in left_out})
+        kept = kept.iloc[picked].reset_index(drop=True)
     near: list[list[str]] = []
     if _uses_near_duplicates(kept, config):
         from tumorbench.data.near_duplicates import find_near_duplicates, split_groups

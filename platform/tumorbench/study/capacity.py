@@ -72,22 +72,30 @@ def usable_cases(fp: dict[str, Any], study: Study) -> int:
     return max(1, cases)
 
 
-def cache_bytes(fp: dict[str, Any], study: Study, size: int, dims: int) -> float:
-    """Bytes one trial's in-memory cache holds: every case preprocessed to ``size`` (float32, mask included)."""
+def cache_bytes(fp: dict[str, Any], study: Study, size: int, dims: int, cases: int | None = None) -> float:
+    """Bytes one trial's in-memory cache holds: every case (``cases`` of a planned sample, else all usable ones)
+    preprocessed to ``size`` (float32, mask included)."""
     channels = (study.config.get("preprocess") or {}).get("channels") or fp["channels"]
     if dims == 3:  # 3D studies cache whole preprocessed volumes, not patches
         voxels = math.prod(fp["median_shape"][:3])
     else:
         voxels = size * size
     per_case = (channels + (1 if get_task(study.task).with_mask else 0)) * voxels * 4
-    return float(usable_cases(fp, study) * per_case)
+    return float((cases or usable_cases(fp, study)) * per_case)
 
 
 def choose_cache(
-    fp: dict[str, Any], study: Study, size: int, dims: int, side_by_side: int, capacity: Capacity, disk_free: float
+    fp: dict[str, Any],
+    study: Study,
+    size: int,
+    dims: int,
+    side_by_side: int,
+    capacity: Capacity,
+    disk_free: float,
+    cases: int | None = None,
 ) -> tuple[str, str]:
     """``memory`` when every concurrent trial's cache fits the memory share, else ``disk``, else ``none``."""
-    need = cache_bytes(fp, study, size, dims)
+    need = cache_bytes(fp, study, size, dims, cases)
     allowed = MEMORY_CACHE_SHARE * capacity.memory
     if need * side_by_side <= allowed:
         return (

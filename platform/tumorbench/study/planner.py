@@ -101,6 +101,7 @@ class Plan:
     ct_window: tuple[float, float] | None = None  # (level, width) from the masks' HU (plan_apply.foreground_ct_window)
     baseline_cases: int | None = None  # training cases each classifier baseline fits on per fold (None: all)
     stats_seconds: float = 0.0  # the leaderboard's and paired comparisons' bootstraps (timemodel.stats_seconds)
+    max_cases: int | None = None  # cases the study splits and uses (None: all; a sample of whole patients)
 
     def format(self) -> str:
         """The plan as printed before a study starts."""
@@ -234,41 +235,44 @@ def make_plan(
     free = disk_free if disk_free is not None else free_disk_bytes()
     cache, cache_note = choose_cache(fp, study, k.size, dims, side, capacity, free)
 
+    def used() -> int:  # the cases the study splits: all, or the plan's sample
+        return k.cases or n
+
     def kind() -> str:  # a memory cache is filled from a shared disk cache where the disk holds one
-        shared = cache_bytes(fp, study, k.size, dims) * DISK_CHAINS * 1.5 <= free
+        shared = cache_bytes(fp, study, k.size, dims, used()) * DISK_CHAINS * 1.5 <= free
         return "memory+disk" if cache == "memory" and shared else cache
 
     def explained() -> float:  # the driver explains on every core (GPU when there is one), whole inputs
         edge = k.size if dims == 2 else volume_edge(study, fp)
-        per_fold = min(study.explain_cases, math.ceil(n / k.folds))
+        per_fold = min(study.explain_cases, math.ceil(used() / k.folds))
         driver = GPU_SPEEDUP if capacity.gpus >= 1 else max(1.0, CPU_PARALLEL_EFFICIENCY * capacity.cpus)
         return explain_seconds([c.config["model"] for c in k.candidates], edge, dims, k.folds, per_fold, driver)
 
     def tested() -> float:  # final models one after another, each on the study's trial resources
         if not test_cases:
             return 0.0
-        args = (k, n, test_cases, dims, kind(), samples, speed, decode)
+        args = (k, used(), test_cases, dims, kind(), samples, speed, decode)
         names = list(study.baselines)
-        refits = baseline_seconds(names, n, 1, decode, capacity.cpus, machine, k.baseline_cases, test_cases)
+        refits = baseline_seconds(names, used(), 1, decode, capacity.cpus, machine, k.baseline_cases, test_cases)
         return refits + sum(final_seconds(c.config["model"], *args) for c in k.candidates)
 
     def statistics() -> float:  # the leaderboard's and the paired comparisons' bootstraps, in the driver
         labels = get_task(study.task).target == "label"
-        return stats_seconds(n, len(k.candidates) + len(study.baselines), labels, machine)
+        return stats_seconds(used(), len(k.candidates) + len(study.baselines), labels, machine)
 
     def estimate():
         searches, baselines, total = _estimate(
-            k, n, dims, kind(), samples, speed, side, study.baselines, capacity.cpus, decode
+            k, used(), dims, kind(), samples, speed, side, study.baselines, capacity.cpus, decode
         )
         return searches, baselines, total + explained() + tested() + statistics()
 
     searches, baselines, total = estimate()
     scaled_down = False
     classifier_cases = int(n * (k.folds - 1) / k.folds) if set(study.baselines) & set(CLASSIFIERS) else 0
-    for step in reductions(k, dims, classifier_cases) if budget is not None else []:
+    for step in reductions(k, dims, classifier_cases, n) if budget is not None else []:
         while total > budget and step() is not None:
             scaled_down = True
-            cache, cache_note = choose_cache(fp, study, k.size, dims, side, capacity, free)
+            cache, cache_note = choose_cache(fp, study, k.size, dims, side, capacity, free, used())
             searches, baselines, total = estimate()
     if budget is not None and total <= budget:
         give_back_epochs(k, int(study.config.get("epochs", 10)), lambda: estimate()[2] <= budget)
@@ -279,12 +283,12 @@ def make_plan(
         raise BudgetError(
             f"a budget of {budget / 60:g} min cannot hold one {k.folds}-fold trial of "
             f"{k.candidates[0].config['model']} at {k.size} px, {k.epochs} epoch(s) "
-            f"({n} images, {capacity.cpus:g} CPUs): the minimum is about {math.ceil(total / 60)} min"
+            f"({used()} images, {capacity.cpus:g} CPUs): the minimum is about {math.ceil(total / 60)} min"
         )
-    k.batch_size = max(1, min(k.batch_size, int(n * (k.folds - 1) / k.folds)))
-    if k.baseline_cases is not None and k.baseline_cases >= n * (k.folds - 1) / k.folds:
+    k.batch_size = max(1, min(k.batch_size, int(used() * (k.folds - 1) / k.folds)))
+    if k.baseline_cases is not None and k.baseline_cases >= used() * (k.folds - 1) / k.folds:
         k.baseline_cases = None  # fewer folds since: the cap no longer cuts anything
-    notes = changes(study, k, trials, dims) + [cache_note]
+    notes = changes(study, k, trials, dims, n) + [cache_note]
     if fewest < study.n_folds:
         notes.append(f"folds: class {rare!r} has {fewest} patient(s); every validation fold needs each class")
     if factors:
@@ -326,4 +330,5 @@ def make_plan(
         shared_cache=kind() in SHARED_CACHES,
         ct_window=window,
         baseline_cases=k.baseline_cases,
+        max_cases=k.cases,
     )

@@ -15,6 +15,9 @@ SIZES_2D, PATCHES_3D = (128, 96, 64), (64, 48, 32)
 # SVM's fit grows with the square of the cases (timemodel.HEAD_COST: ~12 min a fold at 16,000 cases on 2 cores).
 # The first three go before the deep models give anything up, 2,000 only before a candidate is dropped.
 BASELINE_CASES = (20000, 10000, 5000, 2000)
+# A set too large for the budget even at the smallest settings (IDC histopathology: 277,524 patches) is studied on a
+# sample of whole patients, cut by this factor a step, never below MIN_STUDY_CASES: before a candidate is dropped.
+STUDY_CASES_STEP, MIN_STUDY_CASES = 0.8, 5000
 # --budget: a search over a space runs at most this many times the study's trials (planned, or at run time
 # while its share of the budget lasts)
 TRIAL_SCALE_UP = 4
@@ -39,6 +42,7 @@ class Knobs:
     factors: Factors = field(default_factory=dict)  # model -> step time here / the constant (study.probe)
     machine: float = 1.0  # this machine's CPU against the constants' (study.probe.machine_factor)
     baseline_cases: int | None = None  # training cases a classifier baseline fits on per fold (None: all)
+    cases: int | None = None  # cases the study splits and uses (None: all; SplitConfig.max_cases)
 
 
 def give_back_epochs(k: Knobs, epochs: int, fits) -> None:
@@ -74,10 +78,19 @@ def fill_trials(k: Knobs, trials: dict[str, int], fits, grow: bool = True) -> di
     return caps
 
 
-def reductions(k: Knobs, dims: int, classifier_cases: int = 0) -> list:
+def reductions(k: Knobs, dims: int, classifier_cases: int = 0, cases: int = 0) -> list:
     """Scale-down steps in order of what a comparison misses least; each returns a note or None.
-    ``classifier_cases``: a fold's training cases for the study's classifier baselines (0: it has none)."""
+    ``classifier_cases``: a fold's training cases for the study's classifier baselines (0: it has none);
+    ``cases``: the study's usable cases."""
     sizes = PATCHES_3D if dims == 3 else SIZES_2D
+
+    def fewer_cases():
+        current = k.cases or cases
+        target = max(MIN_STUDY_CASES, int(current * STUDY_CASES_STEP) // 100 * 100)
+        if target >= current:
+            return None
+        k.cases = target
+        return f"study cases -> {k.cases}"
 
     def baseline_cases_to(floor):
         def step():
@@ -132,13 +145,19 @@ def reductions(k: Knobs, dims: int, classifier_cases: int = 0) -> list:
         lower("folds", MIN_FOLDS),
         lower("epochs", MIN_EPOCHS),
         baseline_cases_to(BASELINE_CASES[-1]),
+        fewer_cases,
         drop_candidate,
     ]
 
 
-def changes(study: Study, k: Knobs, trials: dict[str, int], dims: int) -> list[str]:
-    """What the plan scaled down from the study as written."""
+def changes(study: Study, k: Knobs, trials: dict[str, int], dims: int, cases: int = 0) -> list[str]:
+    """What the plan scaled down from the study as written (``cases``: its usable cases)."""
     notes = []
+    if k.cases is not None:
+        notes.append(
+            f"scaled down: the study uses about {k.cases} of its {cases} cases (whole patients drawn at random, "
+            "classes in proportion; the others are in no fold, model or baseline; a larger --budget takes more)"
+        )
     for label, before, after in (
         ("input size" if dims == 2 else "patch size", study_size(study, dims), k.size),
         ("epochs", int(study.config.get("epochs", 10)), k.epochs),

@@ -98,6 +98,9 @@ class TrainConfig:
         n_folds: Folds when the split file is made by this run.
         split_file: An existing split file (default: ``<out>/splits.json``, made on first use).
         dedupe: Drop byte-identical images before splitting (when the split is made here).
+        max_cases: Split about this many cases (when the split is made here): whole patients drawn at random,
+            classes in proportion; the rest stay out of every fold (a planned study of a set too large for its
+            budget). None: every case.
         test_data: A locked test set (a dataset root of the same layout): train on every case of the split file
             (the inner split still chooses the epoch) and score these cases once, as the outer set.
         inner_val_fraction: Share of the fold's training patients held out as the inner validation set that
@@ -147,6 +150,7 @@ class TrainConfig:
     n_folds: int = 5
     split_file: str | None = None
     dedupe: bool = True
+    max_cases: int | None = None
     inner_val_fraction: float = 0.2
     test_data: str | None = None
     epochs: int = 10
@@ -196,6 +200,7 @@ class TrainConfig:
             (self.synthetic_fraction == 0 or self.gan_checkpoint, "synthetic_fraction needs gan_checkpoint"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1"),
             (0.0 <= self.inner_val_fraction < 1.0, "inner_val_fraction must be within [0, 1)"),
+            (self.max_cases is None or self.max_cases >= 2 * self.n_folds, "max_cases must be at least 2 x n_folds"),
             (self.foreground_prior is None or 0 < self.foreground_prior < 1, "foreground_prior must be in (0, 1)"),
         ]
         for ok, message in checks:

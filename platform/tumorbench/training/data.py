@@ -81,7 +81,11 @@ def ensure_split_file(config: TrainConfig, frame: pd.DataFrame) -> dict:
         raise DataError(path, "split file not found")
     task = get_task(config.task)
     split = SplitConfig(
-        n_folds=config.n_folds, seed=config.seed, stratify=task.stratify, dedupe=config.dedupe and task.dedupe
+        n_folds=config.n_folds,
+        seed=config.seed,
+        stratify=task.stratify,
+        dedupe=config.dedupe and task.dedupe,
+        max_cases=config.max_cases,
     )
     doc = make_splits(task.split_frame(frame), split, content=content_hash(frame))
     check_inner_sets(config, frame, doc)  # before the file exists: a refused split is not kept
