@@ -25,9 +25,13 @@ Serve's proxy.
 Prints requests/s, p50/p95/p99 latency, errors, the replicas' peak RSS (``/v1/stats``), and the
 ratios batched/legacy, batched/unbatched, batched/raw and batched p99/p50 at 32 clients (or the
 largest level run).
-``--url`` measures an app that is already running (its current settings) instead.
+``--url`` measures an app that is already running (its current settings) instead. ``--repeats N`` runs
+every setup N rounds in turn: the machine's speed drifts between levels minutes apart (a shared VM here: the
+batched 32-client level ran at 136 and 211 req/s in two runs of the same code), so the table shows each
+level's median round and the ratios are medians of each round's ratios.
 
     python bench/serve_load.py                                   # full run: a few minutes
+    python bench/serve_load.py --repeats 3                       # the ratios as medians of 3 rounds
     python bench/serve_load.py --levels 1,8 --requests 20 --time-cap 5   # smoke run
 """
 
@@ -38,6 +42,7 @@ import asyncio
 import json
 import os
 import socket
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -85,6 +90,13 @@ def _parse() -> argparse.Namespace:
         "--default-serve", action="store_true", help="start Ray with Serve's defaults, not its throughput mode"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds of every setup, one after another (a shared VM's speed drifts): the table shows each level's "
+        "median round and every round's req/s, the ratios are medians of each round's ratios",
+    )
     args = parser.parse_args()
     if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
         parser.error("--url must be a loopback address")
@@ -265,32 +277,56 @@ def _wait_for(proxy: str, size: int, fast: bool, direct: bool, timeout_s: float 
         time.sleep(0.5)
 
 
+def _median_rows(rows: list[dict]) -> list[dict]:
+    """Each (setup, clients) level's median round by req/s (the lower one of an even count), with every round's."""
+    levels: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        levels.setdefault((r["setup"], r["clients"]), []).append(r)
+    out = []
+    for runs in levels.values():
+        ranked = sorted(runs, key=lambda r: r["req_per_s"])
+        out.append({**ranked[(len(ranked) - 1) // 2], "by_round": [round(r["req_per_s"], 1) for r in runs]})
+    return out
+
+
+def _ratios(rows: list[dict], at: int) -> None:
+    """batched / each other setup and p99 / p50 at ``at`` clients: per round, and their median."""
+    rounds = sorted({r.get("round", 1) for r in rows})
+    by = {(r.get("round", 1), r["setup"], r["clients"]): r for r in rows}
+    for other in ("legacy", "proxied", "unbatched", "floor", "raw"):
+        pairs = [(by.get((n, "batched", at)), by.get((n, other, at))) for n in rounds]
+        ratios = [b["req_per_s"] / o["req_per_s"] for b, o in pairs if b and o and o["req_per_s"]]
+        if ratios:
+            each = f" (rounds: {', '.join(f'{x:.2f}' for x in ratios)})" if len(ratios) > 1 else ""
+            print(f"batched / {other} req/s at {at} clients: {statistics.median(ratios):.2f}x{each}")
+    for setup in ("legacy", "batched"):
+        tails = [r["p99_ms"] / r["p50_ms"] for n in rounds if (r := by.get((n, setup, at))) and r["p50_ms"]]
+        if tails:
+            each = f" (rounds: {', '.join(f'{x:.2f}' for x in tails)})" if len(tails) > 1 else ""
+            print(f"{setup} p99 / p50 at {at} clients: {statistics.median(tails):.2f}{each}")
+
+
 def _print(rows: list[dict]) -> None:
+    table = _median_rows(rows)
+    several = any(len(r["by_round"]) > 1 for r in table)
     print(
         f"\n{'setup':10s} {'clients':>7s} {'requests':>8s} {'errors':>6s} {'req/s':>8s} {'p50 ms':>8s} "
-        f"{'p95 ms':>8s} {'p99 ms':>8s}  peak RSS"
+        f"{'p95 ms':>8s} {'p99 ms':>8s}  peak RSS" + ("  (req/s of each round)" if several else "")
     )
-    for r in rows:
+    for r in table:
         print(
             f"{r['setup']:10s} {r['clients']:7d} {r['requests']:8d} {r['errors']:6d} {r['req_per_s']:8.1f} "
             f"{r['p50_ms']:8.1f} {r['p95_ms']:8.1f} {r['p99_ms']:8.1f}  {r.get('peak', '')}"
+            + (f"  ({', '.join(map(str, r['by_round']))})" if several else "")
         )
     groups = ("client", "proxy", "ingress", "model", "ray")
     print(f"\nCPU ms per request ({', '.join(groups)}: the processes' user + system time over the level)")
-    for r in rows:
+    for r in table:
         if "cpu_ms" in r:
             parts = "  ".join(f"{g} {r['cpu_ms'].get(g, 0.0):6.2f}" for g in groups)
             print(f"{r['setup']:10s} {r['clients']:7d}  total {sum(r['cpu_ms'].values()):6.2f}  {parts}")
-    by = {(r["setup"], r["clients"]): r for r in rows}
     levels = sorted({r["clients"] for r in rows})
-    at = 32 if 32 in levels else levels[-1]
-    for other in ("legacy", "proxied", "unbatched", "floor", "raw"):
-        if ("batched", at) in by and (other, at) in by and by[(other, at)]["req_per_s"]:
-            ratio = by[("batched", at)]["req_per_s"] / by[(other, at)]["req_per_s"]
-            print(f"batched / {other} req/s at {at} clients: {ratio:.2f}x")
-    for setup in ("legacy", "batched"):
-        if (setup, at) in by and by[(setup, at)]["p50_ms"]:
-            print(f"{setup} p99 / p50 at {at} clients: {by[(setup, at)]['p99_ms'] / by[(setup, at)]['p50_ms']:.2f}")
+    _ratios(rows, 32 if 32 in levels else levels[-1])
 
 
 SERVED = ("legacy", "proxied", "batched", "unbatched", "floor")
@@ -352,25 +388,10 @@ def _served(args, setups: list[str], levels: list[int], package: Path, route: st
     return rows
 
 
-def main() -> None:
-    args = _parse()
-    levels = [int(x) for x in args.levels.split(",")]
-    if args.api_key:  # also what an app started here requires when TUMORBENCH_API_KEY is set
-        _HEADERS["X-API-Key"] = args.api_key
-    setups = args.setups.split(",")
-    tmp = Path(tempfile.mkdtemp(prefix="serve_load_"))
-    package = args.package or _default_package(tmp)
-    image = args.image or _default_image(tmp)
-    from tumorbench.serving.app import peak_rss_mb, resolve_packages
-
-    package = next(iter(resolve_packages([str(package)]).values()))  # a run folder -> its best checkpoint
-    task = json.loads((package / "model.json").read_text())["task"]
-    route = "/v1/classify" if task == "classification" else f"/v1/segment?mask={args.mask}"
-    payload = image.read_bytes()
-    print(f"package {package} ({task}), upload {image} ({len(payload):,} bytes), {os.cpu_count()} CPUs, {route}")
+def _round(args, setups: list[str], levels: list[int], package: Path, image: Path, route: str, payload: bytes):
+    """One round: every setup at every level (``--url``: that app's current settings), then the raw model."""
     rows: list[dict] = []
-    url = args.url
-    if url is None:
+    if args.url is None:
         # legacy on a Ray started with Serve's defaults (the whole path before issue 11), the others in throughput mode
         phases = [(SERVED, False)] if args.default_serve else [(SERVED[:1], False), (SERVED[1:], True)]
         for names, throughput in phases:
@@ -378,16 +399,12 @@ def main() -> None:
                 rows += _served(args, wanted, levels, package, route, payload, throughput)
     else:
         for clients in levels:
-            rows.append(
-                {
-                    "setup": "batched",
-                    **asyncio.run(_drive(url, route, payload, clients, args.requests, args.time_cap)),
-                    "peak": _peak(_stats(url)),
-                }
-            )
+            result = asyncio.run(_drive(args.url, route, payload, clients, args.requests, args.time_cap))
+            rows.append({"setup": "batched", **result, "peak": _peak(_stats(args.url))})
             print(rows[-1], flush=True)
     if "raw" in setups:
         from tumorbench.inference import Predictor
+        from tumorbench.serving.app import peak_rss_mb
 
         predictor = Predictor.from_package(package)
         for clients in levels:
@@ -399,6 +416,31 @@ def main() -> None:
                 }
             )
             print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    args = _parse()
+    levels = [int(x) for x in args.levels.split(",")]
+    if args.api_key:  # also what an app started here requires when TUMORBENCH_API_KEY is set
+        _HEADERS["X-API-Key"] = args.api_key
+    setups = args.setups.split(",")
+    tmp = Path(tempfile.mkdtemp(prefix="serve_load_"))
+    package = args.package or _default_package(tmp)
+    image = args.image or _default_image(tmp)
+    from tumorbench.serving.app import resolve_packages
+
+    package = next(iter(resolve_packages([str(package)]).values()))  # a run folder -> its best checkpoint
+    task = json.loads((package / "model.json").read_text())["task"]
+    route = "/v1/classify" if task == "classification" else f"/v1/segment?mask={args.mask}"
+    payload = image.read_bytes()
+    print(f"package {package} ({task}), upload {image} ({len(payload):,} bytes), {os.cpu_count()} CPUs, {route}")
+    rows: list[dict] = []
+    for round_ in range(1, args.repeats + 1):
+        if args.repeats > 1:
+            print(f"round {round_} of {args.repeats}", flush=True)
+        for row in _round(args, setups, levels, package, image, route, payload):
+            rows.append({**row, "round": round_})
     _print(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
