@@ -363,7 +363,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
         name: ModelServer.options(
             name=f"model_{name}",
             user_config=settings.model_settings(),
-            max_ongoing_requests=settings.max_ongoing_requests or 2 * settings.max_batch_size,
+            max_ongoing_requests=settings.model_ongoing_requests(),
             max_queued_requests=settings.max_queued_requests,
             ray_actor_options={"num_cpus": settings.cpus_per_replica, "num_gpus": gpus},
             # the ingress logs each request once, with its id and timings: no access line per internal call
