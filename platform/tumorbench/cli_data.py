@@ -182,9 +182,10 @@ def labels(path: Path, label_level: int, patient_level: int | None, overwrite: b
     counts = ", ".join(f"{label} {n}" for label, n in frame["label"].value_counts().sort_index().items())
     patients = f", {frame['patient_id'].nunique()} patients" if "patient_id" in frame else ""
     if dicom:
-        click.echo(f"wrote {out}: {len(frame)} series ({counts}){patients}; add patient_id or mask columns as needed")
+        noun, then = "series", "add patient_id or mask columns as needed"
     else:
-        click.echo(f"wrote {out}: {len(frame)} images ({counts}){patients}; --data {path} reads it (layout csv)")
+        noun, then = "images", f"--data {path} reads it (layout csv)"
+    click.echo(f"wrote {out}: {len(frame)} {noun} ({counts}){patients}; {then}")
 
 
 @click.command()

@@ -46,7 +46,7 @@ def apply_plan(study: Study, plan: Any, cache_dir: str | None = None) -> Study:
         config["preprocess"] = dict(config.get("preprocess") or {}) | {"spatial_size": [plan.size, plan.size]}
     if plan.ct_window is not None:
         config["preprocess"] = dict(config.get("preprocess") or {}) | {"ct_window": list(plan.ct_window)}
-    if getattr(plan, "max_cases", None) is not None:  # a set too large for the budget: a sample of whole patients
+    if plan.max_cases is not None:  # a set too large for the budget: a sample of whole patients
         config["max_cases"] = plan.max_cases
     if plan.shared_cache and cache_dir:  # memory caches fill from it: one decode per case per study
         config["cache_dir"] = cache_dir

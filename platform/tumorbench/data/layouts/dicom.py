@@ -94,19 +94,20 @@ def labels_from_folders(root: Path, label_level: int = 1, patient_level: int | N
     label is the ``label_level``-th folder of the series' path (1: its top folder, ``benign/case7/...`` ->
     ``benign``), the patient the ``patient_level``-th; for a tree of DICOM series kept in class folders."""
     from tumorbench.data.dicom import find_dicom_series
-    from tumorbench.data.layouts.labels_csv import folder_at, refuse_shallow
+    from tumorbench.data.layouts.labels_csv import path_levels
 
     root = Path(root)
-    rows, short = [], {}
+    series = []
     for files in find_dicom_series(root).values():
         rel = files[0].parent.relative_to(root)
         if not rel.parts:
             raise DataError(files[0].parent, "a series at the root itself: no class folder above it")
-        record = {"series_dir": rel.as_posix(), "label": folder_at(rel.parts, label_level, "label", short)}
-        if patient_level is not None:
-            record["patient_id"] = folder_at(rel.parts, patient_level, "patient", short)
-        rows.append(record)
-    refuse_shallow(root, short, {"label": label_level, "patient": patient_level}, "series")
+        series.append(rel)
+    levels = path_levels(root, [rel.parts for rel in series], label_level, patient_level, "series")
+    rows = [
+        {"series_dir": rel.as_posix(), "label": label} | ({"patient_id": patient} if patient_level else {})
+        for rel, (label, patient) in zip(series, levels)
+    ]
     if not rows:
         raise DataError(root, "no DICOM series found")
     return pd.DataFrame(rows).sort_values("series_dir", ignore_index=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tumorbench.data.layouts.common import MASK_STEM, Problems, data_files, is_image, is_volume, row, stem
+from tumorbench.data.layouts.common import Problems, data_files, is_image, is_volume, row, stem
 from tumorbench.errors import DataError
 
 IMAGE_COLUMNS = ("image", "image_id", "image_name", "id", "file", "filename", "path", "isic_id")
@@ -127,22 +127,16 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
     return rows
 
 
-def folder_at(parts: tuple[str, ...], level: int | None, what: str, counts: dict[str, int]) -> str | None:
-    """The ``level``-th folder (1: the top one) of a path's folders below the root; a path with fewer folders is
-    counted in ``counts[what]`` (the caller refuses them together, naming no file: folder names may be patients)."""
-    if level is None:
-        return None
-    if len(parts) < level:
-        counts[what] = counts.get(what, 0) + 1
-        return None
-    return parts[level - 1]
-
-
-def refuse_shallow(root: Path, short: dict[str, int], levels: dict[str, int | None], items: str) -> None:
-    """Refuse the paths :func:`folder_at` counted as too shallow for a level, naming none of them."""
-    if short:
-        what, n = next(iter(short.items()))
-        raise DataError(root, f"{n} {items} sit fewer than {levels[what]} folder(s) below it: no {what} there")
+def path_levels(
+    root: Path, folders: list[tuple[str, ...]], label_level: int, patient_level: int | None, items: str
+) -> list[tuple[str, str | None]]:
+    """``(label, patient)`` of each path's folders below ``root``: the ``label_level``-th and ``patient_level``-th
+    (1: the top one; None: no patient). Paths with fewer folders are refused together, counted, none named: folder
+    names may be patients."""
+    for what, level in (("label", label_level), ("patient", patient_level)):
+        if level is not None and (short := sum(len(parts) < level for parts in folders)):
+            raise DataError(root, f"{short} {items} sit fewer than {level} folder(s) below it: no {what} there")
+    return [(parts[label_level - 1], parts[patient_level - 1] if patient_level else None) for parts in folders]
 
 
 def labels_from_image_folders(root: Path, label_level: int = 1, patient_level: int | None = None) -> pd.DataFrame:
@@ -150,32 +144,36 @@ def labels_from_image_folders(root: Path, label_level: int = 1, patient_level: i
 
     The label is the ``label_level``-th folder of the image's path below the root, the patient the
     ``patient_level``-th: BreakHis' ``benign/SOB/adenosis/SOB_B_A_14-22549AB/40X/x.png`` is ``benign`` at level 1,
-    ``adenosis`` at 3 and its patient at 4. A ``<stem>_mask`` file beside an image is its mask, not an image. The
-    table is what the ``csv`` layout reads.
+    ``adenosis`` at 3 and its patient at 4. A ``<stem>_mask`` file beside an image is its mask, not an image
+    (:func:`~tumorbench.data.layouts.image_folder.split_masks`, folder by folder). The table is what the ``csv``
+    layout reads.
     """
+    from tumorbench.data.layouts.image_folder import split_masks
+
     files = [p for p in data_files(root) if is_image(p) or is_volume(p)]
     if len(files) > MAX_FILES:
         raise DataError(root, f"more than {MAX_FILES:,} image files under the root")
-    stems = {(p.parent, stem(p)) for p in files}
-    masks: dict[tuple[Path, str], Path] = {}
-    for path in files:  # sorted: <stem>_mask before <stem>_mask_1, the one kept
-        if (match := MASK_STEM.match(stem(path))) and (path.parent, match["image"]) in stems:
-            masks.setdefault((path.parent, match["image"]), path)
-    mask_files = {p for p in files if (m := MASK_STEM.match(stem(p))) and (p.parent, m["image"]) in stems}
-    short: dict[str, int] = {}
-    rows = []
+    by_folder: dict[Path, list[Path]] = {}
     for path in files:
-        if path in mask_files:
-            continue
-        folders = path.relative_to(root).parts[:-1]
-        record = {"image": path.relative_to(root).as_posix(), "label": folder_at(folders, label_level, "label", short)}
-        if patient_level is not None:
-            record["patient_id"] = folder_at(folders, patient_level, "patient", short)
-        if masks:
-            mask = masks.get((path.parent, stem(path)))
-            record["mask"] = mask.relative_to(root).as_posix() if mask else ""
-        rows.append(record)
-    if not rows:
+        by_folder.setdefault(path.parent, []).append(path)
+    images: list[Path] = []
+    masks: dict[Path, Path] = {}  # image -> its mask
+    for found in by_folder.values():
+        kept_images, kept, orphans = split_masks(found)
+        images += kept_images + orphans  # a mask without its image is listed as an image, as any other file
+        masks |= {path: kept[stem(path)] for path in kept_images if stem(path) in kept}
+    images.sort()
+    if not images:
         raise DataError(root, "no image files under it (PNG, JPEG, TIFF, BMP, NIfTI, MetaImage, NRRD)")
-    refuse_shallow(root, short, {"label": label_level, "patient": patient_level}, f"of {len(rows)} image(s)")
+    levels = path_levels(
+        root, [p.relative_to(root).parts[:-1] for p in images], label_level, patient_level, f"of {len(images)} image(s)"
+    )
+    rows = []
+    for path, (label, patient) in zip(images, levels):
+        record = {"image": path.relative_to(root).as_posix(), "label": label}
+        if patient_level is not None:
+            record["patient_id"] = patient
+        if masks:
+            record["mask"] = masks[path].relative_to(root).as_posix() if path in masks else ""
+        rows.append(record)
     return pd.DataFrame(rows)
