@@ -5,10 +5,11 @@ does) with one model package, then for each setup drives ``POST /v1/<task>`` wit
 file at several client concurrencies (asyncio + aiohttp), each level bounded by a request
 count and a time cap:
 
-- ``legacy``: the whole request path before issue 11, for comparison: a Ray started with Serve's
-  defaults, requests through Serve's proxy, ``@serve.batch`` as ``batched`` but ``fast_path: false``
-  (every request preprocessed alone in the ingress by the package's MONAI chain);
-- ``batched``: ``@serve.batch`` with ``--max-batch-size`` (default 16); 2D resize + normalization
+- ``legacy``: the request path before issue 11, for comparison: a Ray started with Serve's
+  defaults, requests through Serve's proxy, ``fast_path: false`` (every request preprocessed alone
+  in the ingress by the package's MONAI chain); its model replica batches as ``batched`` does
+  (:mod:`tumorbench.serving.batcher`, not the ``@serve.batch`` of then), which flatters it;
+- ``batched``: batches of up to ``--max-batch-size`` (default 16); 2D resize + normalization
   batched in the model deployment (``fast_path: true``, the default);
 - ``unbatched``: the same replicas reconfigured live to a batch size of 1 (user_config);
 - ``floor``: ``GET /healthz`` on the same port: the ingress without an upload or a model, the

@@ -34,21 +34,12 @@ class _Predictor:
         return {"value": probabilities, "threshold": threshold}
 
 
-@pytest.fixture(autouse=True)
-def _outside_a_replica(monkeypatch):
-    # @serve.batch reads the replica's max_ongoing_requests for a warning; there is no replica here.
-    from ray.serve import batching
-
-    monkeypatch.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
-    lazy = ModelServer.func_or_class.infer.set_max_batch_size.__self__
-    lazy._queue = None  # one queue per decorated method, bound to the event loop that first used it
-    yield
-    lazy._queue = None
-
-
 def _server() -> object:
+    from tumorbench.serving.batcher import Batcher
+
     server = object.__new__(ModelServer.func_or_class)
     server.name, server.settings, server.config_error, server.error = "m", ModelSettings(), None, None
+    server.batcher = Batcher(server._batch, 16, 0.01)
     server.batch_sizes, server.requests, server.failed_batches = {}, 0, 0
     server.predictor, server.warm_up_ms = _Predictor(), 1.0
     return server

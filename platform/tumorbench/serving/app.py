@@ -5,7 +5,7 @@
 The ingress checks the API key and body size, parses the upload, decodes and validates it
 (format, declared size, dimensions, channels, finite values) and runs the package's own
 preprocessing (rebuilt from ``model.json``); the model deployment batches forward passes
-with ``@serve.batch`` and maps answers back to the input's geometry.
+(:mod:`tumorbench.serving.batcher`) and maps answers back to the input's geometry.
 Batch size, batch wait and threshold are ``user_config``: ``reconfigure`` applies them live.
 """
 

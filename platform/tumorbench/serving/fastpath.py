@@ -2,7 +2,7 @@
 
 The ingress only decodes and lays out an upload (channel-first ``float32``, channels fitted)
 into a :class:`RawInput`; the model deployment then resizes, normalizes, runs the forward
-pass and maps the answers back for the whole ``@serve.batch`` at once, with plain torch
+pass and maps the answers back for the whole batch at once, with plain torch
 ops equal to the package's MONAI chain (``Resized`` with anti-aliasing = MONAI's
 ``GaussianFilter`` then ``interpolate``; ``NormalizeIntensityd`` / ``ScaleIntensityd`` /
 ``ScaleIntensityRanged`` channel-wise) instead of per-request ``MetaTensor`` bookkeeping.

@@ -67,13 +67,14 @@ class _Failed:
 
 @serve.deployment
 class ModelServer:
-    """One model package: ``@serve.batch`` forward passes and post-processing, a batch at a time."""
+    """One model package: batched forward passes and post-processing (:class:`Batcher`), a batch at a time."""
 
     def __init__(self, package: str, name: str, limits: dict[str, int], torch_threads: int | None = None) -> None:
         import ray
         import torch
 
         from tumorbench.inference import Predictor
+        from tumorbench.serving.batcher import Batcher
         from tumorbench.serving.fastpath import BatchPath, supported
         from tumorbench.uploads import UploadLimits, quiet_pydicom
 
@@ -81,6 +82,7 @@ class ModelServer:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.name, self.settings, self.config_error = name, ModelSettings(), None
+        self.batcher = Batcher(self._batch, self.settings.max_batch_size, self.settings.batch_wait_timeout_s)
         self.batch_sizes: dict[int, int] = {}
         self.requests = self.failed_batches = 0
         self.predictor, self.error, self.warm_up_ms, self.batch_path = None, None, None, None
@@ -107,8 +109,7 @@ class ModelServer:
             self.config_error = f"user_config rejected, previous settings kept: {fields}"
             logger.error("model %s: %s", self.name, self.config_error)
             return
-        self.infer.set_max_batch_size(settings.max_batch_size)
-        self.infer.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self.batcher.configure(settings.max_batch_size, settings.batch_wait_timeout_s)
         self.settings, self.config_error = settings, None
         logger.info("model %s reconfigured: %s", self.name, settings.model_dump())
 
@@ -125,8 +126,7 @@ class ModelServer:
             "warm_up_ms": None if self.warm_up_ms is None else round(self.warm_up_ms, 1),
         }
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def infer(self, items: list[Any]) -> list[Any]:
+    async def _batch(self, items: list[Any]) -> list[Any]:
         """Forward pass and post-processing of a whole batch in one worker thread (one hop per batch)."""
         self.batch_sizes[len(items)] = self.batch_sizes.get(len(items), 0) + 1
         try:
@@ -206,7 +206,7 @@ class ModelServer:
             return {"unavailable": self.error}
         start = time.perf_counter()
         try:
-            answer = await self.infer((prepared, mask))
+            answer = await self.batcher.submit((prepared, mask))
         except Exception as exc:
             return {"failed": type(exc).__name__}
         if isinstance(answer, _Failed):

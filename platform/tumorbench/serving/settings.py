@@ -84,7 +84,7 @@ class AppArgs(ModelSettings):
         if problem:
             raise ValueError(problem)
         if self.max_ongoing_requests is not None and self.max_ongoing_requests < self.max_batch_size:
-            raise ValueError("max_ongoing_requests must be >= max_batch_size, or @serve.batch never fills a batch")
+            raise ValueError("max_ongoing_requests must be >= max_batch_size, or a batch never fills")
         return self
 
     def model_ongoing_requests(self) -> int:

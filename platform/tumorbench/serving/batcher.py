@@ -1,0 +1,84 @@
+"""Dynamic batching for a model replica: the next batch is taken when the model is free.
+
+Serve's ``@serve.batch`` (Ray 2.60) cuts a batch ``batch_wait_timeout_s`` after its first request
+and, since ``max_concurrent_batches`` (ray-project/ray#53096), queues it behind the batch that is
+running. Under load the model then runs one batch per wait window: at 32 clients
+(``bench/serve_load.py``) batches of 1-3 requests, each having waited ~380 ms as an already-cut batch,
+and the forward pass never reached the batch size it was configured for.
+
+Here a batch is taken when the previous one has finished: every request queued by then, up to
+``max_batch_size``. The wait for batch-mates runs from the oldest request's arrival (Triton's
+"max queue delay"), so it delays an idle replica's first request by at most ``wait_s`` and costs
+nothing under load, where requests have queued while the model ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+class Batcher:
+    """Run ``run(items) -> results`` (one result per item, in order) on batches of submitted items, one at a time.
+
+    A batch that raises fails each of its requests with that exception. A request whose caller was
+    cancelled while queued (its client left, its deadline passed) is dropped before its batch runs.
+    """
+
+    def __init__(self, run: Callable[[list[Any]], Awaitable[list[Any]]], max_batch_size: int, wait_s: float) -> None:
+        self.run = run
+        self.max_batch_size, self.wait_s = max_batch_size, wait_s
+        self._queue: deque[tuple[float, Any, asyncio.Future]] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    def configure(self, max_batch_size: int, wait_s: float) -> None:
+        """New settings, from the next batch on."""
+        self.max_batch_size, self.wait_s = max_batch_size, wait_s
+
+    async def submit(self, item: Any) -> Any:
+        """``item``'s result, computed with whatever batch it joins."""
+        loop = asyncio.get_running_loop()
+        if self._arrived is None:  # made in the replica's event loop, where every batch runs
+            self._arrived = asyncio.Event()
+        future = loop.create_future()
+        self._queue.append((time.monotonic(), item, future))
+        self._arrived.set()
+        if self._task is None or self._task.done():  # ends when the queue is empty; started again here
+            self._task = loop.create_task(self._serve())
+        return await future
+
+    async def _serve(self) -> None:
+        while self._queue:
+            batch = await self._take()
+            if not batch:  # every queued caller had left
+                continue
+            try:
+                results = await self.run([item for _, item, _ in batch])
+            except Exception as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, _, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def _take(self) -> list[tuple[float, Any, asyncio.Future]]:
+        """The next batch: wait for batch-mates until the oldest request has waited ``wait_s``, then take them."""
+        deadline = self._queue[0][0] + self.wait_s
+        while len(self._queue) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                break
+        batch = []
+        while self._queue and len(batch) < self.max_batch_size:
+            entry = self._queue.popleft()
+            if not entry[2].done():  # a cancelled caller's request is not computed
+                batch.append(entry)
+        return batch
