@@ -440,7 +440,10 @@ def test_prometheus_metrics(app, ray_session, files):
     deadline, text = time.monotonic() + 60, ""
     # Serve's own counters come from other processes and can be exported a cycle later than ours: wait for both.
     while time.monotonic() < deadline and not (
-        "tumorbench_decode_ms_bucket" in text and _classify_200_count(text) and "ray_serve_num_http_requests" in text
+        "tumorbench_decode_ms_bucket" in text
+        and _classify_200_count(text)
+        and "ray_serve_num_http_requests" in text
+        and "tumorbench_batch_size_count" in text  # from the model replica: another process
     ):
         time.sleep(2)  # Ray's agent exports every few seconds
         text = requests.get(url, timeout=10).text
@@ -450,6 +453,9 @@ def test_prometheus_metrics(app, ray_session, files):
     assert any("tumorbench_inference_ms" in line for line in lines)
     assert _classify_200_count(text) >= 1, [line for line in lines if 'path="/v1/classify"' in line]
     assert "ray_serve_num_http_requests" in text  # Serve's own
+    batches = [line for line in lines if line.startswith("ray_tumorbench_batch_size_count")]
+    assert batches and sum(float(line.rsplit(" ", 1)[1]) for line in batches) >= 1, batches
+    assert any(line.startswith("ray_tumorbench_batch_wait_ms_bucket") for line in lines)
 
 
 def test_direct_ingress_answers_as_the_proxy_does(app, files):

@@ -103,3 +103,18 @@ def test_cancelled_callers_are_not_computed_and_settings_apply_to_the_next_batch
 
     assert asyncio.run(run()) == [1, 9, 16, 25]
     assert model.sizes == [1, 2, 1]  # 2 was dropped; batches of the new size
+
+
+def test_each_batch_is_observed_with_its_size_wait_and_queue():
+    seen = []
+    model = _Model(seconds=0.1)
+    batcher = Batcher(model, max_batch_size=2, wait_s=0.0, observe=lambda *args: seen.append(args))
+
+    async def run():
+        first = asyncio.ensure_future(batcher.submit(1))
+        await asyncio.sleep(0.02)
+        return await asyncio.gather(first, *(batcher.submit(x) for x in (2, 3, 4)))
+
+    assert asyncio.run(run()) == [1, 4, 9, 16]
+    assert [(size, queued) for size, _, queued in seen] == [(1, 0), (2, 1), (1, 0)]
+    assert seen[1][1] >= 0.07  # 2 and 3 waited for the first batch (0.1 s, begun 0.02 s before they came)

@@ -26,10 +26,18 @@ class Batcher:
 
     A batch that raises fails each of its requests with that exception. A request whose caller was
     cancelled while queued (its client left, its deadline passed) is dropped before its batch runs.
+    ``observe(size, waited_s, queued)``, if given, is told of each batch as it starts: its size, how long
+    its oldest request waited, and how many requests stay queued behind it.
     """
 
-    def __init__(self, run: Callable[[list[Any]], Awaitable[list[Any]]], max_batch_size: int, wait_s: float) -> None:
-        self.run = run
+    def __init__(
+        self,
+        run: Callable[[list[Any]], Awaitable[list[Any]]],
+        max_batch_size: int,
+        wait_s: float,
+        observe: Callable[[int, float, int], None] | None = None,
+    ) -> None:
+        self.run, self.observe = run, observe
         self.max_batch_size, self.wait_s = max_batch_size, wait_s
         self._queue: deque[tuple[float, Any, asyncio.Future]] = deque()
         self._arrived: asyncio.Event | None = None
@@ -56,6 +64,8 @@ class Batcher:
             batch = await self._take()
             if not batch:  # every queued caller had left
                 continue
+            if self.observe is not None:
+                self.observe(len(batch), time.monotonic() - batch[0][0], len(self._queue))
             try:
                 results = await self.run([item for _, item, _ in batch])
             except Exception as exc:

@@ -76,13 +76,19 @@ class ModelServer:
         from tumorbench.inference import Predictor
         from tumorbench.serving.batcher import Batcher
         from tumorbench.serving.fastpath import BatchPath, supported
+        from tumorbench.serving.telemetry import BatchTelemetry
         from tumorbench.uploads import UploadLimits, quiet_pydicom
 
         quiet_pydicom()
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.name, self.settings, self.config_error = name, ModelSettings(), None
-        self.batcher = Batcher(self._batch, self.settings.max_batch_size, self.settings.batch_wait_timeout_s)
+        self.batcher = Batcher(
+            self._batch,
+            self.settings.max_batch_size,
+            self.settings.batch_wait_timeout_s,
+            observe=BatchTelemetry(name).observe,
+        )
         self.batch_sizes: dict[int, int] = {}
         self.requests = self.failed_batches = 0
         self.predictor, self.error, self.warm_up_ms, self.batch_path = None, None, None, None

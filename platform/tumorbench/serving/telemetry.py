@@ -11,6 +11,7 @@ from typing import Any
 
 ROUTES = ("/healthz", "/readyz", "/v1/models", "/v1/stats", "/v1/classify", "/v1/segment", "/docs", "/openapi.json")
 BOUNDARIES_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000, 60000]
+BATCH_SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 STAGES = ("decode", "inference", "postprocess")
 
 
@@ -41,3 +42,29 @@ class Telemetry:
     def observe(self, model: str, **stages_ms: Any) -> None:
         for stage, value in stages_ms.items():
             self.latency[stage].observe(float(value), tags={"model": model})
+
+
+class BatchTelemetry:
+    """A model replica's batches (:class:`tumorbench.serving.batcher.Batcher`): sizes, waits, queue length."""
+
+    def __init__(self, model: str) -> None:
+        from ray.serve import metrics
+
+        self.tags = {"model": model}
+        self.size = metrics.Histogram(
+            "tumorbench_batch_size", "requests per batch", boundaries=BATCH_SIZES, tag_keys=("model",)
+        )
+        self.wait = metrics.Histogram(
+            "tumorbench_batch_wait_ms",
+            "how long a batch's oldest request waited for it to start, in milliseconds",
+            boundaries=BOUNDARIES_MS,
+            tag_keys=("model",),
+        )
+        self.queued = metrics.Gauge(
+            "tumorbench_batch_queue_length", "requests queued behind the batch that started", tag_keys=("model",)
+        )
+
+    def observe(self, size: int, waited_s: float, queued: int) -> None:
+        self.size.observe(size, tags=self.tags)
+        self.wait.observe(1000 * waited_s, tags=self.tags)
+        self.queued.set(queued, tags=self.tags)
