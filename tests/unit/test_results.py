@@ -36,3 +36,22 @@ def test_a_speckled_mask_lists_its_largest_lesions_only():
     assert first["voxels"] == block.area > 150
     assert first["bbox_min"] == list(block.bbox[:2]) and first["bbox_max"] == list(block.bbox[2:])
     assert all(lesion["voxels"] == 1 for lesion in out["lesions"][1:])
+
+
+def test_lesions_far_from_the_origin_and_an_empty_mask():
+    # Labelled in the box around the foreground: boxes must come back in the whole volume's indices.
+    mask = np.zeros((60, 70, 40), np.uint8)
+    mask[30:35, 50:52, 20:31] = 1  # 110 voxels
+    mask[40, 60, 39] = 1  # touches the last slice
+    out = measure_mask(mask, 0.001, "volume_ml")
+    props = sorted(regionprops(label(mask, connectivity=1)), key=lambda p: -p.area)
+    assert out["lesion_count"] == 2 and out["volume_ml"] == pytest.approx(0.111)
+    assert [(les["bbox_min"], les["bbox_max"], les["voxels"]) for les in out["lesions"]] == [
+        (list(p.bbox[:3]), list(p.bbox[3:]), p.area) for p in props
+    ]
+    assert out["lesions"][0]["bbox_min"] == [30, 50, 20] and out["lesions"][1]["bbox_max"] == [41, 61, 40]
+    assert measure_mask(np.zeros((8, 8), np.uint8), 1.0, "area_mm2") == {
+        "area_mm2": 0.0,
+        "lesion_count": 0,
+        "lesions": [],
+    }
