@@ -48,6 +48,7 @@ def test_an_idle_batcher_waits_for_batch_mates_at_most_wait_s_from_the_oldest_re
     batcher = Batcher(model, max_batch_size=16, wait_s=0.15)
 
     async def run():
+        await asyncio.gather(batcher.submit(0), batcher.submit(1))  # a batch of 2: requests come together
         start = time.monotonic()
         first = asyncio.ensure_future(batcher.submit(2))
         await asyncio.sleep(0.05)
@@ -55,8 +56,21 @@ def test_an_idle_batcher_waits_for_batch_mates_at_most_wait_s_from_the_oldest_re
         return await first, second, time.monotonic() - start
 
     a, b, elapsed = asyncio.run(run())
-    assert (a, b) == (4, 9) and model.sizes == [2]
+    assert (a, b) == (4, 9) and model.sizes == [2, 2]
     assert 0.14 <= elapsed < 0.5  # the oldest request's wait, not the second one's again
+
+
+def test_a_lone_clients_requests_do_not_wait_for_batch_mates():
+    model = _Model()
+    batcher = Batcher(model, max_batch_size=16, wait_s=0.5)
+
+    async def run():
+        start = time.monotonic()
+        out = [await batcher.submit(x) for x in range(5)]  # one at a time, as one client sends them
+        return out, time.monotonic() - start
+
+    out, elapsed = asyncio.run(run())
+    assert out == [0, 1, 4, 9, 16] and model.sizes == [1] * 5 and elapsed < 0.4  # 2.5 s if each waited
 
 
 def test_a_full_queue_does_not_wait():
