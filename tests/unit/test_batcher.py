@@ -132,3 +132,11 @@ def test_each_batch_is_observed_with_its_size_wait_and_queue():
     assert asyncio.run(run()) == [1, 4, 9, 16]
     assert [(size, queued) for size, _, queued in seen] == [(1, 0), (2, 1), (1, 0)]
     assert seen[1][1] >= 0.07  # 2 and 3 waited for the first batch (0.1 s, begun 0.02 s before they came)
+
+
+def test_a_failing_observer_does_not_fail_the_batch():
+    def broken(*_):
+        raise RuntimeError("metrics agent gone")
+
+    batcher = Batcher(_Model(), max_batch_size=4, wait_s=0.0, observe=broken)
+    assert asyncio.run(asyncio.wait_for(batcher.submit(3), 5)) == 9  # without the guard: never answered

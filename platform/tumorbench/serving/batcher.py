@@ -16,10 +16,13 @@ radiologist's, the common case) never wait for batch-mates that cannot come (10 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+logger = logging.getLogger("ray.serve")
 
 
 class Batcher:
@@ -68,7 +71,10 @@ class Batcher:
                 continue
             self._last_size = len(batch)
             if self.observe is not None:
-                self.observe(len(batch), time.monotonic() - batch[0][0], len(self._queue))
+                try:
+                    self.observe(len(batch), time.monotonic() - batch[0][0], len(self._queue))
+                except Exception as exc:  # a metric that cannot be recorded must not leave its batch unanswered
+                    logger.warning("batch metrics not recorded (%s)", type(exc).__name__)
             try:
                 results = await self.run([item for _, item, _ in batch])
             except Exception as exc:
