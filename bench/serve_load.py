@@ -7,11 +7,14 @@ count and a time cap:
 
 - ``legacy``: the request path before issue 11, for comparison: a Ray started with Serve's
   defaults, requests through Serve's proxy, ``fast_path: false`` (every request preprocessed alone
-  in the ingress by the package's MONAI chain); its model replica batches as ``batched`` does
+  in the ingress by the package's MONAI chain), one model call per request (``group_model_calls: false``);
+  its model replica batches as ``batched`` does
   (:mod:`tumorbench.serving.batcher`, not the ``@serve.batch`` of then), which flatters it;
 - ``batched``: batches of up to ``--max-batch-size`` (default 16); 2D resize + normalization
-  batched in the model deployment (``fast_path: true``, the default);
-- ``unbatched``: the same replicas reconfigured live to a batch size of 1 (user_config);
+  batched in the model deployment (``fast_path: true``, the default); the requests that queue in the
+  ingress while the model is busy go in one call (``group_model_calls: true``, the default);
+- ``unbatched``: the same replicas reconfigured live to a batch size of 1 (user_config): one request per
+  forward pass and, as the ingress learns the batch size from the model's answers, per call;
 - ``floor``: ``GET /healthz`` on the same port: the ingress without an upload or a model, the
   ceiling of any request path on this machine;
 - ``raw``: ``Predictor.predict_batch`` on the preprocessed input in this process, batches of
@@ -250,6 +253,12 @@ def _batches(stats: dict) -> dict:
     return {n: m["batch_sizes"] for n, m in stats["models"].items()}
 
 
+def _calls(stats: dict) -> dict[str, int]:
+    """Model calls the ingress made so far and the requests they carried (``tumorbench.serving.calls``)."""
+    counts = stats["ingress"].get("model_calls", {}).values()
+    return {k: sum(c[k] for c in counts) for k in ("calls", "requests")}
+
+
 def _peak(stats: dict) -> str:
     models = "/".join(f"{m['peak_rss_mb']:.0f}" for m in stats["models"].values())
     return f"{models} MB (ingress {stats['ingress']['peak_rss_mb']:.0f} MB)"
@@ -365,12 +374,12 @@ def _served(args, setups: list[str], levels: list[int], package: Path, route: st
             "user_config": {"max_batch_size": size, "batch_wait_timeout_s": args.batch_wait_ms / 1000},
         }
         # A new fast_path replaces the replicas; a new user_config reconfigures them in place.
-        deploy({**app_args, "fast_path": fast}, deployments=[override], port=port)
+        deploy({**app_args, "fast_path": fast, "group_model_calls": fast}, deployments=[override], port=port)
         target = _wait_for(url, size, fast, direct)
         mode = "throughput mode" if throughput else "Serve's defaults"
         print(f"{setup}: {target} ({'Serve proxy' if target == url else 'direct ingress'}, {mode})", flush=True)
         for clients in levels:
-            before = _cpu_seconds()
+            before, calls_before = _cpu_seconds(), _calls(_stats(target))
             result = asyncio.run(
                 _drive(
                     target, "/healthz" if setup == "floor" else route, payload, clients, args.requests, args.time_cap
@@ -378,7 +387,11 @@ def _served(args, setups: list[str], levels: list[int], package: Path, route: st
             )
             cpu = _cpu_ms_per_request(before, _cpu_seconds(), result["requests"])
             stats = _stats(target)
-            rows.append({"setup": setup, **result, "peak": _peak(stats), "batch_sizes": _batches(stats), "cpu_ms": cpu})
+            calls = {k: _calls(stats)[k] - calls_before[k] for k in calls_before}
+            rows.append(
+                {"setup": setup, **result, "peak": _peak(stats), "batch_sizes": _batches(stats), "cpu_ms": cpu}
+                | {"requests_per_model_call": round(calls["requests"] / max(calls["calls"], 1), 2)}
+            )
             print(rows[-1], flush=True)
     serve.shutdown()
     ray.shutdown()

@@ -140,3 +140,27 @@ def test_a_failing_observer_does_not_fail_the_batch():
 
     batcher = Batcher(_Model(), max_batch_size=4, wait_s=0.0, observe=broken)
     assert asyncio.run(asyncio.wait_for(batcher.submit(3), 5)) == 9  # without the guard: never answered
+
+
+def test_concurrency_lets_that_many_batches_run_at_once_and_no_more():
+    running, most = 0, 0
+
+    async def model(items: list[int]) -> list[int]:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+        return [-x for x in items]
+
+    batcher = Batcher(model, max_batch_size=4, wait_s=0.0, concurrency=2)
+
+    async def run():
+        calls = []
+        for x in range(12):
+            calls.append(asyncio.ensure_future(batcher.submit(x)))
+            await asyncio.sleep(0.004)
+        return await asyncio.gather(*calls)
+
+    assert asyncio.run(run()) == [-x for x in range(12)]
+    assert most == 2  # the default (1) runs one batch at a time: the other tests

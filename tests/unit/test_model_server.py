@@ -130,3 +130,18 @@ def test_upload_folders_of_killed_processes_are_swept(tmp_path):
         (folder / "upload").write_bytes(b"DOE^JOHN")
     assert sweep_stale_uploads(str(tmp_path)) == 1
     assert not dead.exists() and (alive / "upload").exists()
+
+
+def test_predict_many_answers_each_request_and_the_batch_size():
+    server = _server()
+
+    async def run():
+        server.reconfigure({"max_batch_size": 8, "batch_wait_timeout_s": 0.0})
+        jobs = [(SimpleNamespace(image=x), None) for x in (1.0, POISON, 3.0)]
+        return await server.predict_many(jobs)
+
+    reply = asyncio.run(run())
+    assert reply["max_batch_size"] == 8  # the ingress sends at most this many per call
+    values = [r.get("result", {}).get("value") for r in reply["replies"]]
+    assert values == [2.0, None, 6.0] and reply["replies"][1] == {"failed": "RuntimeError"}
+    assert server.predictor.batches[0] == 3  # the call's requests were batched together

@@ -1,4 +1,4 @@
-"""The ingress's two deadlines on a model call, without Ray's cluster: a call no replica takes, a dead replica."""
+"""The ingress's model calls without a Ray cluster: two deadlines (none takes it, a dead replica), grouped requests."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 pytest.importorskip("ray.serve")
 
 from tumorbench.serving.app import Ingress  # noqa: E402
+from tumorbench.serving.calls import ModelCaller, ModelCallError  # noqa: E402
 from tumorbench.serving.protocol import ApiError  # noqa: E402
 
 
@@ -39,9 +40,10 @@ class _Response:
 
 
 def _call(response: _Response) -> tuple[object, float]:
+    """One request through the ingress's model call (``_call_model`` and its :class:`ModelCaller`)."""
     cls = Ingress.func_or_class  # its instances' async __del__ (Serve's ASGI wrapper) wants a replica: none made
-    ingress = SimpleNamespace(queue_timeout_s=0.2, model_timeout_s=0.6, retry_after="1")
-    ingress.handles = {"m": SimpleNamespace(predict=SimpleNamespace(remote=lambda prepared, mask: response))}
+    handle = SimpleNamespace(predict_many=SimpleNamespace(remote=lambda jobs: response))
+    ingress = SimpleNamespace(retry_after="1", callers={"m": ModelCaller(handle, "m", 0.2, 0.6)})
     ingress._busy = lambda detail: cls._busy(ingress, detail)
     start = time.perf_counter()
     try:
@@ -51,10 +53,14 @@ def _call(response: _Response) -> tuple[object, float]:
     return outcome, time.perf_counter() - start
 
 
+def _answer(*replies: dict, size: int = 16) -> dict:
+    return {"max_batch_size": size, "replies": list(replies)}
+
+
 @pytest.mark.parametrize(
     ("take_s", "answer", "words", "seconds", "cancelled"),
     [
-        (None, {"result": 1}, "took the request within 0.2 s", 0.2, True),  # no replica free, or one restarting
+        (None, _answer({"result": 1}), "took the request within 0.2 s", 0.2, True),  # no replica free, or restarting
         (
             0.0,
             RuntimeError("UNAVAILABLE: replica gone"),
@@ -75,8 +81,121 @@ def test_model_call_faults_are_quick_503s_with_retry_after(take_s, answer, words
 
 
 def test_a_slow_take_within_the_queue_timeout_is_answered():
-    outcome, took = _call(_Response(0.1, {"result": 7}))
+    outcome, took = _call(_Response(0.1, _answer({"result": 7})))
     assert outcome == {"result": 7} and 0.1 <= took < 0.4
+
+
+class _Model:
+    """A model deployment double: each call takes ``call_s``; replies ``(item, call number)``; batch size ``size``."""
+
+    def __init__(self, call_s: float, size: int = 16) -> None:
+        self.call_s, self.size, self.calls, self.outstanding, self.most_outstanding = call_s, size, [], 0, 0
+        self.sent: list[float] = []  # time.perf_counter() of each call
+        self.predict_many = SimpleNamespace(remote=self._remote)
+
+    def _remote(self, jobs: list) -> _Response:
+        self.calls.append([prepared for prepared, _ in jobs])
+        self.sent.append(time.perf_counter())
+        number = len(self.calls)
+
+        async def answer() -> dict:
+            self.outstanding += 1
+            self.most_outstanding = max(self.most_outstanding, self.outstanding)
+            await asyncio.sleep(self.call_s)
+            self.outstanding -= 1
+            return _answer(*({"item": p, "call": number} for p, _ in jobs), size=self.size)
+
+        response = _Response(0.0, None)
+        response._result = answer
+        return response
+
+
+def _requests(caller: ModelCaller, items: list, gap_s: float = 0.0) -> list:
+    async def one(i: int, item) -> dict:
+        await asyncio.sleep(i * gap_s)
+        return await caller.predict(item, "png")
+
+    async def run() -> list:
+        return await asyncio.gather(*(one(i, item) for i, item in enumerate(items)))
+
+    return asyncio.run(run())
+
+
+def test_requests_that_arrive_while_a_call_is_out_go_together():
+    model = _Model(call_s=0.1)
+
+    async def run() -> list:
+        caller = ModelCaller(model, "m", 1.0, 5.0)
+        first = asyncio.ensure_future(caller.predict(-1, "png"))  # the model is idle: it goes at once, alone
+        await asyncio.sleep(0.01)
+        burst = [asyncio.ensure_future(caller.predict(i, "png")) for i in range(19)]  # 16 (the batch size) + 3
+        await asyncio.sleep(0.005)
+        late = [asyncio.ensure_future(caller.predict(i, "png")) for i in (100, 101)]  # within the 3's wait (10 ms)
+        return await asyncio.gather(first, *burst, *late)
+
+    replies = asyncio.run(run())
+    assert [r["item"] for r in replies] == [-1, *range(19), 100, 101]  # each request gets its own reply
+    assert [len(c) for c in model.calls] == [1, 16, 5]
+    assert model.most_outstanding == 3  # calls are not held back while others are out
+
+
+def test_while_the_model_is_busy_a_request_waits_a_quarter_of_its_last_round_trip():
+    model = _Model(call_s=0.08)
+
+    async def run() -> None:
+        caller = ModelCaller(model, "m", 1.0, 5.0)
+        await caller.predict(0, "png")  # a round trip of 0.08 s: the wait becomes 0.02 s
+        first = asyncio.ensure_future(caller.predict(1, "png"))  # the model is idle: it goes at once
+        await asyncio.sleep(0.005)
+        await asyncio.gather(first, caller.predict(2, "png"))  # call 2 is out: waits 0.02 s for companions
+
+    asyncio.run(run())
+    assert [len(c) for c in model.calls] == [1, 1, 1]
+    assert 0.02 <= model.sent[2] - model.sent[1] < 0.04  # 0.005 + 0.02, not the 0.05 s ceiling
+
+
+def test_a_call_carries_at_most_the_batch_size_the_model_answered_and_waits_its_wait():
+    model = _Model(call_s=0.05, size=4)
+    caller = ModelCaller(model, "m", 1.0, 5.0)
+    _requests(caller, [0])  # the first answer says 4
+    model.calls.clear()
+    _requests(caller, list(range(10)), gap_s=0.001)
+    assert max(len(c) for c in model.calls) == 4 and sum(len(c) for c in model.calls) == 10
+    model.size = 1  # reconfigured to batch size 1: after its next answer, one request per call
+    _requests(caller, [0])
+    model.calls.clear()
+    _requests(caller, list(range(5)), gap_s=0.001)
+    assert [len(c) for c in model.calls] == [1] * 5
+
+
+def test_a_lone_request_never_waits_and_ungrouped_calls_go_one_by_one():
+    model = _Model(call_s=0.02)
+    caller = ModelCaller(model, "m", 1.0, 5.0)
+    start = time.perf_counter()
+    for i in range(5):  # one client: each request finds the model idle
+        assert _requests(caller, [i])[0]["item"] == i
+    assert [len(c) for c in model.calls] == [1] * 5 and time.perf_counter() - start < 5 * 0.02 + 0.04
+    model = _Model(call_s=0.05)
+    replies = _requests(ModelCaller(model, "m", 1.0, 5.0, grouped=False), list(range(12)), gap_s=0.002)
+    assert [len(c) for c in model.calls] == [1] * 12 and model.most_outstanding == 12
+    assert [r["item"] for r in replies] == list(range(12))
+
+
+def test_a_failed_call_fails_each_of_its_requests_and_not_the_next_call():
+    model, count = _Model(call_s=0.03), iter(range(100))
+    remote = model._remote  # the first call fails (its replica died); the others are answered
+    model.predict_many = SimpleNamespace(
+        remote=lambda jobs: _Response(0.0, RuntimeError("gone")) if next(count) == 0 else remote(jobs)
+    )
+
+    async def run() -> list:
+        caller = ModelCaller(model, "m", 1.0, 5.0)
+        first = await asyncio.gather(*(caller.predict(i, "png") for i in range(3)), return_exceptions=True)
+        return [*first, await caller.predict(7, "png")]
+
+    outcomes = asyncio.run(run())  # the three arrive together: one call
+    assert all(isinstance(o, ModelCallError) and "unavailable (RuntimeError)" in str(o) for o in outcomes[:3])
+    assert outcomes[3] == {"item": 7, "call": 1}
 
 
 def test_throughput_env_file_matches_what_tumorbench_serve_sets(monkeypatch):

@@ -4,7 +4,8 @@
 ``tumorbench.serving.app:build_app``; workers import it from the installed tumorbench).
 The ingress checks the API key and body size, parses the upload, decodes and validates it
 (format, declared size, dimensions, channels, finite values) and runs the package's own
-preprocessing (rebuilt from ``model.json``); the model deployment batches forward passes
+preprocessing (rebuilt from ``model.json``) and sends the requests that queue while a model is
+busy in one call (:mod:`tumorbench.serving.calls`); the model deployment batches forward passes
 (:mod:`tumorbench.serving.batcher`) and maps answers back to the input's geometry.
 Batch size, batch wait and threshold are ``user_config``: ``reconfigure`` applies them live.
 """
@@ -27,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from tumorbench.explain.serving import explain_problem
+from tumorbench.serving.calls import ModelCaller, ModelCallError, awaited
 from tumorbench.serving.http import UPLOAD_PREFIX, Options, api, request_id, sweep_stale_uploads
 from tumorbench.serving.model_server import ModelServer, peak_rss_mb
 from tumorbench.serving.packages import resolve_packages
@@ -53,10 +55,6 @@ __all__ = [
     "sweep_stale_uploads",
 ]
 logger = logging.getLogger("ray.serve")
-
-
-async def _awaited(response: Any) -> Any:
-    return await response
 
 
 @serve.deployment
@@ -88,9 +86,18 @@ class Ingress:
             if settings["fast_path"] and supported(self.preprocessors[name].config, self.cards[name]["inputs"]["dims"]):
                 self.batched.add(name)  # preprocessing runs batched in the model deployment
         self.handles = handles
+        self.callers = {
+            name: ModelCaller(
+                handle,
+                name,
+                float(settings["queue_timeout_s"]),
+                float(settings["model_timeout_s"]),
+                grouped=bool(settings["group_model_calls"]),
+            )
+            for name, handle in handles.items()
+        }
         self.max_concurrent, self.inflight = int(settings["max_concurrent_requests"]), 0
-        self.model_timeout_s, self.retry_after = float(settings["model_timeout_s"]), str(settings["retry_after_s"])
-        self.queue_timeout_s = float(settings["queue_timeout_s"])
+        self.retry_after = str(settings["retry_after_s"])
         if removed := sweep_stale_uploads():
             logger.info("removed %d upload folder(s) left by killed processes", removed)
         # Named by pid, so a killed process's folder is swept at the next start (sweep_stale_uploads).
@@ -112,7 +119,7 @@ class Ingress:
 
         async def one(name: str, handle: Any) -> dict[str, Any]:
             try:
-                return await asyncio.wait_for(_awaited(handle.ready.remote()), 5.0)
+                return await asyncio.wait_for(awaited(handle.ready.remote()), 5.0)
             except Exception as exc:  # a replica still starting, restarting or gone
                 return {"ready": False, "error": f"no answer ({type(exc).__name__})"}
 
@@ -131,7 +138,12 @@ class Ingress:
     async def stats(self, request: Request) -> dict[str, Any]:
         self._authorize(request)
         models = {name: await handle.stats.remote() for name, handle in self.handles.items()}
-        ingress = {"pid": os.getpid(), "peak_rss_mb": peak_rss_mb(), "batched_models": sorted(self.batched)}
+        ingress = {
+            "pid": os.getpid(),
+            "peak_rss_mb": peak_rss_mb(),
+            "batched_models": sorted(self.batched),
+            "model_calls": {name: caller.stats() for name, caller in self.callers.items()},
+        }
         return {"ingress": ingress, "models": models}
 
     @api.post("/v1/classify", openapi_extra=UPLOAD_OPENAPI)
@@ -216,34 +228,12 @@ class Ingress:
         return ApiError(503, detail, "overloaded", headers={"Retry-After": self.retry_after})
 
     async def _call_model(self, name: str, prepared: Any, mask: str | None) -> dict[str, Any]:
-        """The model deployment's answer, or 503 + Retry-After when it is full, slow, restarting or not ready.
-
-        Two deadlines: ``queue_timeout_s`` for a replica to take the call (short: no replica free, or the
-        only one restarting after a crash, answers 503 at once rather than after the restart), then
-        ``model_timeout_s`` for its answer (long enough for the slowest legitimate input).
-        """
-        from ray.serve.exceptions import BackPressureError
-
-        from tumorbench.raycompat import serve_assigned
-
-        response = self.handles[name].predict.remote(prepared, mask)
-        stage = "take"
+        """The model deployment's answer (:class:`ModelCaller`: requests grouped into calls, two deadlines
+        each), or 503 + Retry-After when it is full, slow, restarting or not ready."""
         try:
-            await asyncio.wait_for(serve_assigned(response), self.queue_timeout_s)
-            stage = "answer"
-            reply = await asyncio.wait_for(_awaited(response), self.model_timeout_s)
-        except TimeoutError:
-            response.cancel()
-            if stage == "take":
-                raise self._busy(
-                    f"no replica of model {name} took the request within {self.queue_timeout_s:g} s"
-                ) from None
-            raise self._busy(f"model {name} did not answer within {self.model_timeout_s:g} s") from None
-        except BackPressureError:
-            raise self._busy(f"model {name} has too many queued requests") from None
-        except Exception as exc:  # predict never raises: the call failed (replica died or restarts, transport)
-            logger.warning("model %s unavailable (%s: %s)", name, type(exc).__name__, str(exc)[:200])
-            raise self._busy(f"model {name} is unavailable ({type(exc).__name__})") from None
+            reply = await self.callers[name].predict(prepared, mask)
+        except ModelCallError as exc:
+            raise self._busy(str(exc)) from None
         if "unavailable" in reply:
             raise ApiError(
                 503,
@@ -387,6 +377,7 @@ def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
                 "allowed_hosts",
                 "insecure",
                 "fast_path",
+                "group_model_calls",
             }
         ),
     }

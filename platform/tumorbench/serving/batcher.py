@@ -26,7 +26,12 @@ logger = logging.getLogger("ray.serve")
 
 
 class Batcher:
-    """Run ``run(items) -> results`` (one result per item, in order) on batches of submitted items, one at a time.
+    """Run ``run(items) -> results`` (one result per item, in order) on batches of submitted items.
+
+    At most ``concurrency`` batches run at once. The wait for batch-mates (``wait_s`` from the oldest
+    request's arrival) is made after a batch of several requests (a model replica, one batch at a time);
+    with ``wait_while_running``, when a batch is running as the next is formed (an ingress's calls to a
+    model, as many at once as come: while the model is busy, requests gather into one call).
 
     A batch that raises fails each of its requests with that exception. A request whose caller was
     cancelled while queued (its client left, its deadline passed) is dropped before its batch runs.
@@ -40,12 +45,16 @@ class Batcher:
         max_batch_size: int,
         wait_s: float,
         observe: Callable[[int, float, int], None] | None = None,
+        concurrency: int = 1,
+        wait_while_running: bool = False,
     ) -> None:
-        self.run, self.observe = run, observe
+        self.run, self.observe, self.concurrency = run, observe, concurrency
+        self.wait_while_running = wait_while_running
         self.max_batch_size, self.wait_s = max_batch_size, wait_s
         self._queue: deque[tuple[float, Any, asyncio.Future]] = deque()
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
         self._last_size = 0  # of the previous batch: more than 1, and batch-mates are worth a wait
 
     def configure(self, max_batch_size: int, wait_s: float) -> None:
@@ -66,6 +75,8 @@ class Batcher:
 
     async def _serve(self) -> None:
         while self._queue:
+            while len(self._running) >= self.concurrency:
+                await asyncio.wait(self._running, return_when=asyncio.FIRST_COMPLETED)
             batch = await self._take()
             if not batch:  # every queued caller had left
                 continue
@@ -75,20 +86,29 @@ class Batcher:
                     self.observe(len(batch), time.monotonic() - batch[0][0], len(self._queue))
                 except Exception as exc:  # a metric that cannot be recorded must not leave its batch unanswered
                     logger.warning("batch metrics not recorded (%s)", type(exc).__name__)
-            try:
-                results = await self.run([item for _, item, _ in batch])
-            except Exception as exc:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, _, future), result in zip(batch, results, strict=True):
+            task = asyncio.get_running_loop().create_task(self._run(batch))
+            self._running.add(task)  # held here: the loop keeps only weak references to tasks
+            task.add_done_callback(self._running.discard)
+
+    def _running_now(self) -> bool:
+        return any(not task.done() for task in self._running)
+
+    async def _run(self, batch: list[tuple[float, Any, asyncio.Future]]) -> None:
+        try:
+            results = await self.run([item for _, item, _ in batch])
+        except Exception as exc:
+            for _, _, future in batch:
                 if not future.done():
-                    future.set_result(result)
+                    future.set_exception(exc)
+            return
+        for (_, _, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
 
     async def _take(self) -> list[tuple[float, Any, asyncio.Future]]:
         """The next batch: wait for batch-mates until the oldest request has waited ``wait_s``, then take them."""
-        deadline = self._queue[0][0] + (self.wait_s if self._last_size > 1 else 0.0)
+        busy = self._last_size > 1 if not self.wait_while_running else self._running_now()
+        deadline = self._queue[0][0] + (self.wait_s if busy else 0.0)
         while len(self._queue) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
             self._arrived.clear()
             try:

@@ -225,6 +225,15 @@ class ModelServer:
             "postprocess_ms": postprocess_ms,
         }
 
+    async def predict_many(self, jobs: list[tuple[Any, str | None]]) -> dict[str, Any]:
+        """:meth:`predict` of each ``(prepared, mask)`` of one call (an ingress's grouped requests,
+        :mod:`tumorbench.serving.calls`): each joins the batches as a lone request would.
+
+        ``replies`` in order, and this replica's ``max_batch_size``: the most the ingress sends in one call.
+        """
+        replies = await asyncio.gather(*(self.predict(prepared, mask) for prepared, mask in jobs))
+        return {"max_batch_size": self.settings.max_batch_size, "replies": list(replies)}
+
     async def explain(self, prepared: Any, method: str) -> dict[str, Any]:
         """The response's ``explanation`` (never raises: a failure says it is unavailable and why)."""
         if self.predictor is None:

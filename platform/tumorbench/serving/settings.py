@@ -49,6 +49,9 @@ class AppArgs(ModelSettings):
         fast_path: 2D models whose preprocessing is resize + intensity normalization get it
             batched in the model deployment (the ingress only decodes); false: every request is
             preprocessed alone in the ingress by the package's MONAI chain (the older, slower path).
+        group_model_calls: An ingress replica sends the requests that queue while a model is busy in one
+            call (:mod:`tumorbench.serving.calls`; a Serve call costs about what a 2D forward pass does);
+            false: one call per request (the older path).
     """
 
     models: list[str] = Field(default_factory=lambda: ["runs/best"])
@@ -73,6 +76,7 @@ class AppArgs(ModelSettings):
     allowed_hosts: list[str] = Field(default_factory=lambda: list(LOOPBACK_HOSTS), min_length=1)
     insecure: bool = False
     fast_path: bool = True
+    group_model_calls: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> AppArgs:
