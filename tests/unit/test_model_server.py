@@ -39,7 +39,9 @@ def _server() -> object:
 
     server = object.__new__(ModelServer.func_or_class)
     server.name, server.settings, server.config_error, server.error = "m", ModelSettings(), None, None
-    server.batcher = Batcher(server._batch, 16, 0.01)
+    server.telemetry = SimpleNamespace(observed=[])
+    server.telemetry.observe = lambda *batch: server.telemetry.observed.append(batch)
+    server.batcher = Batcher(server._batch, 16, 0.01, observe=server._observe)
     server.batch_sizes, server.requests, server.failed_batches = {}, 0, 0
     server.predictor, server.warm_up_ms = _Predictor(), 1.0
     return server
@@ -145,3 +147,5 @@ def test_predict_many_answers_each_request_and_the_batch_size():
     values = [r.get("result", {}).get("value") for r in reply["replies"]]
     assert values == [2.0, None, 6.0] and reply["replies"][1] == {"failed": "RuntimeError"}
     assert server.predictor.batches[0] == 3  # the call's requests were batched together
+    assert server.batch_sizes == {3: 1}  # /v1/stats: one batch of 3 (then the one-by-one retry, not a batch)
+    assert [size for size, _, _ in server.telemetry.observed] == [3]  # the exported histogram saw the same

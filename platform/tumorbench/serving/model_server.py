@@ -83,13 +83,10 @@ class ModelServer:
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.name, self.settings, self.config_error = name, ModelSettings(), None
+        self.telemetry, self.batch_sizes = BatchTelemetry(name), {}  # batch size -> batches run
         self.batcher = Batcher(
-            self._batch,
-            self.settings.max_batch_size,
-            self.settings.batch_wait_timeout_s,
-            observe=BatchTelemetry(name).observe,
+            self._batch, self.settings.max_batch_size, self.settings.batch_wait_timeout_s, observe=self._observe
         )
-        self.batch_sizes: dict[int, int] = {}
         self.requests = self.failed_batches = 0
         self.predictor, self.error, self.warm_up_ms, self.batch_path = None, None, None, None
         device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
@@ -132,9 +129,13 @@ class ModelServer:
             "warm_up_ms": None if self.warm_up_ms is None else round(self.warm_up_ms, 1),
         }
 
+    def _observe(self, size: int, waited_s: float, queued: int) -> None:
+        """Each batch as it starts: counted for ``/v1/stats`` and exported (``ray_tumorbench_batch_*``)."""
+        self.batch_sizes[size] = self.batch_sizes.get(size, 0) + 1
+        self.telemetry.observe(size, waited_s, queued)
+
     async def _batch(self, items: list[Any]) -> list[Any]:
         """Forward pass and post-processing of a whole batch in one worker thread (one hop per batch)."""
-        self.batch_sizes[len(items)] = self.batch_sizes.get(len(items), 0) + 1
         try:
             out = await asyncio.to_thread(self._run, items)
             self.failed_batches = 0
