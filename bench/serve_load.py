@@ -387,7 +387,8 @@ def _served(args, setups: list[str], levels: list[int], package: Path, route: st
             )
             cpu = _cpu_ms_per_request(before, _cpu_seconds(), result["requests"])
             stats = _stats(target)
-            calls = {k: _calls(stats)[k] - calls_before[k] for k in calls_before}
+            calls_after = _calls(stats)
+            calls = {k: calls_after[k] - calls_before[k] for k in calls_before}
             rows.append(
                 {"setup": setup, **result, "peak": _peak(stats), "batch_sizes": _batches(stats), "cpu_ms": cpu}
                 | {"requests_per_model_call": round(calls["requests"] / max(calls["calls"], 1), 2)}

@@ -131,9 +131,13 @@ def test_requests_that_arrive_while_a_call_is_out_go_together():
         burst = [asyncio.ensure_future(caller.predict(i, "png")) for i in range(19)]  # 16 (the batch size) + 3
         await asyncio.sleep(0.005)
         late = [asyncio.ensure_future(caller.predict(i, "png")) for i in (100, 101)]  # within the 3's wait (10 ms)
-        return await asyncio.gather(first, *burst, *late)
+        replies = await asyncio.gather(first, *burst, *late)
+        counted.update(caller.stats())
+        return replies
 
+    counted: dict = {}
     replies = asyncio.run(run())
+    assert counted == {"calls": len(model.calls), "requests": sum(len(c) for c in model.calls)}  # /v1/stats
     assert [r["item"] for r in replies] == [-1, *range(19), 100, 101]  # each request gets its own reply
     assert [len(c) for c in model.calls] == [1, 16, 5]
     assert model.most_outstanding == 3  # calls are not held back while others are out

@@ -59,8 +59,13 @@ class ModelCaller:
         self.handle, self.name, self.grouped = handle, name, grouped
         self.queue_timeout_s, self.model_timeout_s = queue_timeout_s, model_timeout_s
         size = DEFAULT_GROUP if grouped else 1  # ungrouped: a call per request, at once
-        self.batcher = Batcher(self._call, size, GROUP_WAIT_S, concurrency=UNBOUNDED, wait_while_running=True)
         self.calls, self.requests = 0, 0  # sent so far: requests / calls is the mean group
+        self.batcher = Batcher(
+            self._call, size, GROUP_WAIT_S, observe=self._count, concurrency=UNBOUNDED, wait_while_running=True
+        )
+
+    def _count(self, size: int, waited_s: float, queued: int) -> None:
+        self.calls, self.requests = self.calls + 1, self.requests + size
 
     def stats(self) -> dict[str, int]:
         return {"calls": self.calls, "requests": self.requests}
@@ -80,7 +85,6 @@ class ModelCaller:
 
         sent = time.perf_counter()
         response = self.handle.predict_many.remote(jobs)
-        self.calls, self.requests = self.calls + 1, self.requests + len(jobs)
         stage = "take"
         try:
             await asyncio.wait_for(serve_assigned(response), self.queue_timeout_s)
