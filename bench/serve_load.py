@@ -90,6 +90,7 @@ def _parse() -> argparse.Namespace:
     )
     parser.add_argument("--setups", default="legacy,batched,unbatched,raw,floor")
     parser.add_argument("--ingress-replicas", type=int, default=1, help="ingress replicas (e.g. one per CPU)")
+    parser.add_argument("--model-replicas", type=int, default=1, help="replicas of the model deployment")
     parser.add_argument(
         "--default-serve", action="store_true", help="start Ray with Serve's defaults, not its throughput mode"
     )
@@ -365,6 +366,7 @@ def _served(args, setups: list[str], levels: list[int], package: Path, route: st
         "max_upload_mb": 64,
         "max_concurrent_requests": max(levels) + 8,
         "ingress_replicas": args.ingress_replicas,
+        "num_replicas": args.model_replicas,
     }
     rows = []
     for setup in setups:

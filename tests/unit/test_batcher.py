@@ -164,3 +164,26 @@ def test_concurrency_lets_that_many_batches_run_at_once_and_no_more():
 
     assert asyncio.run(run()) == [-x for x in range(12)]
     assert most == 2  # the default (1) runs one batch at a time: the other tests
+
+
+def test_while_running_the_wait_begins_when_busy_at_batches_run():
+    sent: list[float] = []
+
+    async def model(items: list[int]) -> list[int]:
+        sent.append(time.monotonic())
+        await asyncio.sleep(0.1)
+        return items
+
+    batcher = Batcher(model, max_batch_size=4, wait_s=0.03, concurrency=8, wait_while_running=True)
+    batcher.configure(4, 0.03, busy_at=2)  # two replicas: one batch out is not busy yet
+
+    async def run():
+        calls = []
+        for x in range(3):
+            calls.append(asyncio.ensure_future(batcher.submit(x)))
+            await asyncio.sleep(0.005)
+        return await asyncio.gather(*calls)
+
+    assert asyncio.run(run()) == [0, 1, 2]
+    assert sent[1] - sent[0] < 0.015  # the second went at once, beside the first
+    assert sent[2] - sent[1] >= 0.025  # two out: the third waited its 0.03 s for batch-mates

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("ray.serve")
 
-from tumorbench.serving.model_server import ModelServer, ModelSettings  # noqa: E402
+from tumorbench.serving.model_server import ModelServer, ModelSettings, replica_id  # noqa: E402
 
 POISON = -1.0
 BAD_ANSWER = 7.0  # its post-processing raises
@@ -43,7 +43,7 @@ def _server() -> object:
     server.telemetry.observe = lambda *batch: server.telemetry.observed.append(batch)
     server.batcher = Batcher(server._batch, 16, 0.01, observe=server._observe)
     server.batch_sizes, server.requests, server.failed_batches = {}, 0, 0
-    server.predictor, server.warm_up_ms = _Predictor(), 1.0
+    server.predictor, server.warm_up_ms, server.replica = _Predictor(), 1.0, replica_id()
     return server
 
 
@@ -144,6 +144,7 @@ def test_predict_many_answers_each_request_and_the_batch_size():
 
     reply = asyncio.run(run())
     assert reply["max_batch_size"] == 8  # the ingress sends at most this many per call
+    assert reply["replica"] == ""  # outside a Serve replica; the ingress counts the replicas that answer
     values = [r.get("result", {}).get("value") for r in reply["replies"]]
     assert values == [2.0, None, 6.0] and reply["replies"][1] == {"failed": "RuntimeError"}
     assert server.predictor.batches[0] == 3  # the call's requests were batched together

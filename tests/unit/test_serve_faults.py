@@ -53,8 +53,8 @@ def _call(response: _Response) -> tuple[object, float]:
     return outcome, time.perf_counter() - start
 
 
-def _answer(*replies: dict, size: int = 16) -> dict:
-    return {"max_batch_size": size, "replies": list(replies)}
+def _answer(*replies: dict, size: int = 16, replica: str = "r0") -> dict:
+    return {"max_batch_size": size, "replica": replica, "replies": list(replies)}
 
 
 @pytest.mark.parametrize(
@@ -86,10 +86,12 @@ def test_a_slow_take_within_the_queue_timeout_is_answered():
 
 
 class _Model:
-    """A model deployment double: each call takes ``call_s``; replies ``(item, call number)``; batch size ``size``."""
+    """A model deployment double: each call takes ``call_s``; replies ``(item, call number)``; batch size ``size``;
+    ``replicas``: calls go to the replica with the fewest outstanding (as Serve's router picks), which answers."""
 
-    def __init__(self, call_s: float, size: int = 16) -> None:
+    def __init__(self, call_s: float, size: int = 16, replicas: int = 1) -> None:
         self.call_s, self.size, self.calls, self.outstanding, self.most_outstanding = call_s, size, [], 0, 0
+        self.busy = [0] * replicas  # calls outstanding per replica
         self.sent: list[float] = []  # time.perf_counter() of each call
         self.predict_many = SimpleNamespace(remote=self._remote)
 
@@ -98,12 +100,16 @@ class _Model:
         self.sent.append(time.perf_counter())
         number = len(self.calls)
 
+        replica = self.busy.index(min(self.busy))
+        self.busy[replica] += 1
+
         async def answer() -> dict:
             self.outstanding += 1
             self.most_outstanding = max(self.most_outstanding, self.outstanding)
             await asyncio.sleep(self.call_s)
             self.outstanding -= 1
-            return _answer(*({"item": p, "call": number} for p, _ in jobs), size=self.size)
+            self.busy[replica] -= 1
+            return _answer(*({"item": p, "call": number} for p, _ in jobs), size=self.size, replica=f"r{replica}")
 
         response = _Response(0.0, None)
         response._result = answer
@@ -156,6 +162,34 @@ def test_while_the_model_is_busy_a_request_waits_a_quarter_of_its_last_round_tri
     asyncio.run(run())
     assert [len(c) for c in model.calls] == [1, 1, 1]
     assert 0.02 <= model.sent[2] - model.sent[1] < 0.04  # 0.005 + 0.02, not the 0.05 s ceiling
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_a_request_waits_only_while_every_replica_that_answered_is_busy(replicas, monkeypatch):
+    model = _Model(call_s=0.08, replicas=replicas)
+    caller = ModelCaller(model, "m", 1.0, 5.0)
+
+    async def requests() -> float:
+        for first, second in ((0, 1), (2, 3)):  # the first pair makes two calls: both replicas answer (if 2)
+            call = asyncio.ensure_future(caller.predict(first, "png"))  # no call out: it goes at once
+            await asyncio.sleep(0.005)
+            await asyncio.gather(call, caller.predict(second, "png"))  # one call out
+        return model.sent[-1] - model.sent[-2]
+
+    async def run() -> tuple[float, list[str]]:
+        gap, seen = await requests(), sorted(caller.replicas)
+        monkeypatch.setattr("tumorbench.serving.calls.REPLICA_MEMORY_S", 0.0)  # then r1 is forgotten
+        model.busy = [0]  # scaled down to r0
+        await requests()
+        return gap, seen
+
+    gap, seen = asyncio.run(run())
+    assert seen == [f"r{i}" for i in range(replicas)]
+    if replicas == 1:  # the only replica is busy: request 3 waits a quarter of the round trip (0.02 s)
+        assert 0.02 <= gap < 0.04
+    else:  # the other replica is idle: request 3 goes at once
+        assert gap < 0.015
+    assert list(caller.replicas) == ["r0"] and caller.batcher.busy_at == 1
 
 
 def test_a_call_carries_at_most_the_batch_size_the_model_answered_and_waits_its_wait():

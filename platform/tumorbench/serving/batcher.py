@@ -30,8 +30,9 @@ class Batcher:
 
     At most ``concurrency`` batches run at once. The wait for batch-mates (``wait_s`` from the oldest
     request's arrival) is made after a batch of several requests (a model replica, one batch at a time);
-    with ``wait_while_running``, when a batch is running as the next is formed (an ingress's calls to a
-    model, as many at once as come: while the model is busy, requests gather into one call).
+    with ``wait_while_running``, when ``busy_at`` batches are running as the next is formed (an ingress's
+    calls to a model of ``busy_at`` replicas, as many at once as come: while every replica is busy,
+    requests gather into one call).
 
     A batch that raises fails each of its requests with that exception. A request whose caller was
     cancelled while queued (its client left, its deadline passed) is dropped before its batch runs.
@@ -50,16 +51,16 @@ class Batcher:
     ) -> None:
         self.run, self.observe, self.concurrency = run, observe, concurrency
         self.wait_while_running = wait_while_running
-        self.max_batch_size, self.wait_s = max_batch_size, wait_s
+        self.max_batch_size, self.wait_s, self.busy_at = max_batch_size, wait_s, 1
         self._queue: deque[tuple[float, Any, asyncio.Future]] = deque()
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
         self._last_size = 0  # of the previous batch: more than 1, and batch-mates are worth a wait
 
-    def configure(self, max_batch_size: int, wait_s: float) -> None:
+    def configure(self, max_batch_size: int, wait_s: float, busy_at: int = 1) -> None:
         """New settings, from the next batch on."""
-        self.max_batch_size, self.wait_s = max_batch_size, wait_s
+        self.max_batch_size, self.wait_s, self.busy_at = max_batch_size, wait_s, busy_at
 
     async def submit(self, item: Any) -> Any:
         """``item``'s result, computed with whatever batch it joins."""
@@ -90,8 +91,8 @@ class Batcher:
             self._running.add(task)  # held here: the loop keeps only weak references to tasks
             task.add_done_callback(self._running.discard)
 
-    def _running_now(self) -> bool:
-        return any(not task.done() for task in self._running)
+    def _running_now(self) -> int:
+        return sum(not task.done() for task in self._running)
 
     async def _run(self, batch: list[tuple[float, Any, asyncio.Future]]) -> None:
         try:
@@ -107,7 +108,7 @@ class Batcher:
 
     async def _take(self) -> list[tuple[float, Any, asyncio.Future]]:
         """The next batch: wait for batch-mates until the oldest request has waited ``wait_s``, then take them."""
-        busy = self._last_size > 1 if not self.wait_while_running else self._running_now()
+        busy = self._last_size > 1 if not self.wait_while_running else self._running_now() >= self.busy_at
         deadline = self._queue[0][0] + (self.wait_s if busy else 0.0)
         while len(self._queue) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
             self._arrived.clear()

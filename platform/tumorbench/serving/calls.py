@@ -11,6 +11,11 @@ model finds its next requests already queued when it finishes one. A request tha
 outstanding goes at once: a lone client never waits. Calls are not limited in number (the ingress
 bounds its requests); the model replica's own batcher forms each batch from every request queued
 there, whichever call or ingress replica brought it.
+
+A model of several replicas is busy only when every one of them is: a request goes at once while fewer
+calls are outstanding than replicas answered in the last :data:`REPLICA_MEMORY_S` (each answer names its
+replica), so an idle replica is not kept waiting behind a busy one. Counting the replicas that answer,
+not a configured number, follows autoscaling and ``deployments:`` overrides.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ DEFAULT_GROUP = 16  # requests per call until the model's first answer says its 
 # The longest wait in the ingress for companions while the model is busy; a quarter of the last round trip
 # below that. bench/serve_load.py, 32 clients: a fixed 10-ms wait made calls of 5 requests, 30 ms of 9-11.
 GROUP_WAIT_S, ROUND_TRIP_SHARE = 0.05, 0.25
+REPLICA_MEMORY_S = 30.0  # a replica that has not answered for this long (scaled down, replaced) is not counted
 
 
 class ModelCallError(Exception):
@@ -60,6 +66,7 @@ class ModelCaller:
         self.queue_timeout_s, self.model_timeout_s = queue_timeout_s, model_timeout_s
         size = DEFAULT_GROUP if grouped else 1  # ungrouped: a call per request, at once
         self.calls, self.requests = 0, 0  # sent so far: requests / calls is the mean group
+        self.replicas: dict[str, float] = {}  # replica id -> time.monotonic() of its last answer
         self.batcher = Batcher(
             self._call, size, GROUP_WAIT_S, observe=self._count, concurrency=UNBOUNDED, wait_while_running=True
         )
@@ -102,7 +109,14 @@ class ModelCaller:
         except Exception as exc:  # predict_many never raises: the call failed (replica died or restarts, transport)
             logger.warning("model %s unavailable (%s: %s)", self.name, type(exc).__name__, str(exc)[:200])
             raise ModelCallError(f"model {self.name} is unavailable ({type(exc).__name__})") from None
-        if self.grouped:  # the model's batch size now (a live reconfigure included), and its pace
+        if self.grouped:  # the model's batch size now (a live reconfigure included), its pace and replicas
             wait_s = min(GROUP_WAIT_S, ROUND_TRIP_SHARE * (time.perf_counter() - sent))
-            self.batcher.configure(int(reply["max_batch_size"]), wait_s)
+            self.batcher.configure(int(reply["max_batch_size"]), wait_s, self._replicas_seen(reply.get("replica")))
         return reply["replies"]
+
+    def _replicas_seen(self, replica: str | None) -> int:
+        """Replicas of the model that answered in the last :data:`REPLICA_MEMORY_S`, ``replica`` just now."""
+        now, replica = time.monotonic(), replica or ""
+        self.replicas[replica] = now
+        self.replicas = {key: at for key, at in self.replicas.items() if key == replica or now - at < REPLICA_MEMORY_S}
+        return len(self.replicas)

@@ -65,6 +65,16 @@ class _Failed:
         self.reason = type(exc).__name__
 
 
+def replica_id() -> str:
+    """This Serve replica's id; "" outside a replica (a model built by a test)."""
+    from ray.serve.exceptions import RayServeException
+
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except RayServeException:
+        return ""
+
+
 @serve.deployment
 class ModelServer:
     """One model package: batched forward passes and post-processing (:class:`Batcher`), a batch at a time."""
@@ -88,6 +98,7 @@ class ModelServer:
             self._batch, self.settings.max_batch_size, self.settings.batch_wait_timeout_s, observe=self._observe
         )
         self.requests = self.failed_batches = 0
+        self.replica = replica_id()
         self.predictor, self.error, self.warm_up_ms, self.batch_path = None, None, None, None
         device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
         try:
@@ -230,10 +241,11 @@ class ModelServer:
         """:meth:`predict` of each ``(prepared, mask)`` of one call (an ingress's grouped requests,
         :mod:`tumorbench.serving.calls`): each joins the batches as a lone request would.
 
-        ``replies`` in order, and this replica's ``max_batch_size``: the most the ingress sends in one call.
+        ``replies`` in order, this replica's ``max_batch_size`` (the most the ingress sends in one call) and
+        its id (the ingress counts the replicas that answer).
         """
         replies = await asyncio.gather(*(self.predict(prepared, mask) for prepared, mask in jobs))
-        return {"max_batch_size": self.settings.max_batch_size, "replies": list(replies)}
+        return {"max_batch_size": self.settings.max_batch_size, "replica": self.replica, "replies": list(replies)}
 
     async def explain(self, prepared: Any, method: str) -> dict[str, Any]:
         """The response's ``explanation`` (never raises: a failure says it is unavailable and why)."""
