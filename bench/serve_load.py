@@ -92,6 +92,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--ingress-replicas", type=int, default=1, help="ingress replicas (e.g. one per CPU)")
     parser.add_argument("--model-replicas", type=int, default=1, help="replicas of the model deployment")
     parser.add_argument(
+        "--torch-threads", type=int, default=None, help="torch threads per model replica (default: torch's)"
+    )
+    parser.add_argument(
         "--default-serve", action="store_true", help="start Ray with Serve's defaults, not its throughput mode"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
@@ -367,6 +370,7 @@ def _served(args, setups: list[str], levels: list[int], package: Path, route: st
         "max_concurrent_requests": max(levels) + 8,
         "ingress_replicas": args.ingress_replicas,
         "num_replicas": args.model_replicas,
+        "torch_threads": args.torch_threads,
     }
     rows = []
     for setup in setups:
