@@ -21,6 +21,7 @@ def test_labelled_dicom_volumes_get_a_3d_classification_study(tmp_path, capsys):
     assert study.config["preprocess"]["spatial_size"] == [32, 32, 16]
     assert study.config["preprocess"]["normalize"] == "ct_window"  # the series are CT
     assert [c.config["model"] for c in study.candidates] == ["densenet121_tiny"]
+    assert study.explain_cases == 1  # the smoke preset's, in a template that builds its Study itself
     assert "3D, task classification, study template classification-3d" in capsys.readouterr().out
 
 

@@ -64,6 +64,7 @@ def test_every_shipped_study_builds_at_every_preset():
         for preset in ("smoke", "default", "full"):
             study = build(preset)
             assert len(study.candidates) >= 2 and study.baselines
+            assert study.explain_cases == (1 if preset == "smoke" else 4)  # a first look explains one case a fold
     assert len(studies.synthetic("default").candidates) >= 3
     with pytest.raises(StudyError, match="unknown preset"):
         studies.lgg("huge")

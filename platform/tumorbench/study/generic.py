@@ -168,6 +168,7 @@ def _classification_3d(preset: str):
         config=shared,
         baselines=("logreg", "random_forest"),
         candidates=(Candidate("densenet121", {"model": model}, {}, "random", 1),),
+        **presets.preset_fields(preset),
     )
 
 

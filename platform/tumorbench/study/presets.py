@@ -26,6 +26,16 @@ _BUDGET = {  # preset -> (folds, epochs, trials per random/Bayesian search)
 }
 
 
+# A first look explains one out-of-fold case per fold and model: at the default 4, explanations were 4.9 of the
+# smoke job's 7.4 minutes on two 1-CPU nodes (tests/integration/test_cluster.py), more than its training.
+SMOKE_EXPLAIN_CASES = 1
+
+
+def preset_fields(preset: str) -> dict:
+    """Study fields a preset sets beyond folds, epochs and trials."""
+    return {"explain_cases": SMOKE_EXPLAIN_CASES} if preset == "smoke" else {}
+
+
 def _budget(preset: str) -> tuple[int, int, int]:
     if preset not in _BUDGET:
         raise StudyError(f"unknown preset {preset!r} (choose from {', '.join(_BUDGET)})")
@@ -44,7 +54,7 @@ def _study(
     **fields,
 ) -> Study:
     """A shipped study: the preset's folds unless ``fields`` set ``n_folds``; ``dataset``: a shared-data folder."""
-    fields.setdefault("n_folds", _budget(preset)[0])
+    fields = {"n_folds": _budget(preset)[0], **preset_fields(preset), **fields}
     data = f"{shared_data()}/{dataset}" if dataset else None
     return Study(name=name, task=task, data=data, config=config, baselines=baselines, candidates=candidates, **fields)
 
