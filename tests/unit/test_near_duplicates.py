@@ -53,3 +53,19 @@ def test_near_duplicates_never_cross_folds_and_are_listed(tmp_path):
     assert off["near_duplicates"] == []
     text = format_report(check_dataset(tmp_path))
     assert "near-duplicates 2 groups, 4 images" in text and "no/img0.png ~ yes/copy0.png" in text
+
+
+def test_16_bit_scans_hash_by_their_content_not_their_outline(tmp_path):
+    """16-bit PNGs (MRI exports): every head is the same ellipse above 255; only the copy is a near-duplicate."""
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:96, :96]
+    head = ((yy - 48) / 40) ** 2 + ((xx - 48) / 34) ** 2 <= 1
+    for cls in ("no", "yes"):
+        (tmp_path / cls).mkdir()
+    for i in range(6):
+        scan16 = np.where(head, 400 + _scan_like(rng).astype(np.uint16) * 12, 0).astype(np.uint16)
+        Image.fromarray(scan16).save(tmp_path / ("yes" if i % 2 else "no") / f"img{i}.png")
+    copy = np.asarray(Image.open(tmp_path / "no" / "img0.png"), dtype=np.uint16) // 2  # the same scan, rescaled values
+    Image.fromarray(copy).save(tmp_path / "yes" / "copy0.png")
+    assert Image.open(tmp_path / "yes" / "copy0.png").mode.startswith("I")
+    assert find_near_duplicates(scan(tmp_path)) == [["no/img0.png", "yes/copy0.png"]]

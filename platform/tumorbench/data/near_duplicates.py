@@ -29,6 +29,22 @@ def supported(frame: pd.DataFrame) -> bool:
     )
 
 
+def grey_8bit(image):
+    """An 8-bit grey copy of a PIL image for hashing; 16- and 32-bit values scaled from their own range.
+
+    PIL's own ``convert("L")`` clips them at 255: a 16-bit MRI export turns into a white head on black, and
+    every slice of a similar outline hashes alike (and a textured one flat).
+    """
+    from PIL import Image
+
+    if image.mode not in ("I", "F") and not image.mode.startswith("I;16"):
+        return image.convert("L")
+    values = np.asarray(image, dtype=np.float64)
+    low, span = values.min(), np.ptp(values)
+    scaled = np.zeros(values.shape, np.uint8) if span == 0 else np.rint((values - low) * (255 / span)).astype(np.uint8)
+    return Image.fromarray(scaled, "L")
+
+
 def perceptual_hashes(frame: pd.DataFrame, *, strict: bool = True) -> np.ndarray:
     """``(cases, 64)`` booleans: the pHash of each case's first image file, in frame order.
 
@@ -43,7 +59,7 @@ def perceptual_hashes(frame: pd.DataFrame, *, strict: bool = True) -> np.ndarray
     for paths in frame["image"]:
         try:
             with Image.open(paths[0]) as image:
-                bits.append(imagehash.phash(image.convert("L")).hash.flatten())
+                bits.append(imagehash.phash(grey_8bit(image)).hash.flatten())
         except OSError as exc:
             if not strict:
                 bits.append(np.zeros(64, bool))
