@@ -210,4 +210,36 @@ def luna16(path: Path, out: Path, overwrite: bool) -> None:
     )
 
 
-DATA_COMMANDS = (synth, check, deid, preview, split, labels, luna16)
+@click.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")
+def figshare(path: Path, out: Path, overwrite: bool) -> None:
+    """Make the figshare brain tumour set (PATH: 1.mat ... 3064.mat, MATLAB 7.3) a class-folder set in OUT.
+
+    OUT gets meningioma/, glioma/ and pituitary/ of 16-bit PNG slices with their tumour masks (<name>_mask.png),
+    and patients.csv with a pseudonym for each patient ID (no ID is written): `compare.py --data OUT` classifies,
+    `--task segmentation` segments. Exits with status 1 when a file was skipped.
+    """
+    from tumorbench.data.figshare import convert
+
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise click.ClickException(f"{out} is not empty: pass --overwrite to write into it")
+    summary = convert(path, out)
+    classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
+    click.echo(f"wrote {out}: {summary.images} slices ({classes}) of {summary.patients} patients")
+    if summary.empty_masks:
+        click.echo(f"  {summary.empty_masks} slice(s) with an empty tumour mask")
+    if summary.rescaled:
+        click.echo(f"  {summary.rescaled} slice(s) not of integers in 0..65535: values scaled to that range")
+    if summary.not_cases:
+        shown = ", ".join(summary.not_cases[:3]) + (", ..." if len(summary.not_cases) > 3 else "")
+        click.echo(f"  not slices, left out: {shown} (cvind.mat's folds are not used: studies make patient folds)")
+    for line in summary.skipped[:20]:
+        click.echo(f"  skipped {line}", err=True)
+    if summary.skipped:
+        more = f" ({len(summary.skipped) - 20} more not shown)" if len(summary.skipped) > 20 else ""
+        raise click.ClickException(f"{len(summary.skipped)} file(s) skipped{more}; the others were written")
+
+
+DATA_COMMANDS = (synth, check, deid, preview, split, labels, luna16, figshare)

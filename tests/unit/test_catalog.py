@@ -273,7 +273,10 @@ def test_class_folders_one_level_down_are_named_in_the_error(tmp_path):
     for n in range(3):
         (mat / f"{n + 1}.mat").write_bytes(b"MATLAB 7.3 MAT-file" + bytes(64))
     (mat / "README.txt").write_text("cjdata.image, cjdata.tumorMask")
-    with pytest.raises(DataError, match=r"none of its files is of a type read here \(PNG, .*\): \.mat 3, \.txt 1$"):
+    with pytest.raises(
+        DataError,
+        match=r"none of its files is of a type read here \(PNG, .*\): \.mat 3, \.txt 1; MATLAB .*data figshare",
+    ):
         detect_layout(mat)
 
 

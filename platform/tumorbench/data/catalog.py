@@ -162,8 +162,8 @@ READ_TYPES = "PNG, JPEG, TIFF, BMP, NIfTI, MetaImage, NRRD, DICOM"
 def _deeper(root: Path, max_folders: int = 2000) -> str:
     """A hint when the first images sit two or more folders down (BreakHis:
     ``BreaKHis_v1/histology_slides/breast/benign/SOB/adenosis/<patient>/40X/``), or when no file is of a type read
-    here (the figshare brain tumour set's ``.mat``); naming no folder (they may be patients); a bounded walk. The
-    classes are guessed at the first level that holds several folders."""
+    here (the figshare brain tumour set's ``.mat``: ``tumorbench data figshare``); naming no folder (they may be
+    patients); a bounded walk. The classes are guessed at the first level that holds several folders."""
     suffixes: Counter[str] = Counter()
     for seen, (folder, dirs, files) in enumerate(os.walk(root)):
         if seen >= max_folders:
@@ -175,7 +175,13 @@ def _deeper(root: Path, max_folders: int = 2000) -> str:
         suffixes.update(Path(f).suffix.lower() or "(no suffix)" for f in files if not is_system(Path(f)))
     else:
         found = ", ".join(f"{suffix} {n}" for suffix, n in suffixes.most_common(5))
-        return f"; none of its files is of a type read here ({READ_TYPES}): {found}" if found else ""
+        figshare = (
+            f"; MATLAB .mat files: the figshare brain tumour set? `tumorbench data figshare {root} --out DIR` "
+            "writes them as class folders of PNGs with masks and patients; then pass --data DIR"
+            if ".mat" in suffixes
+            else ""
+        )
+        return f"; none of its files is of a type read here ({READ_TYPES}): {found}{figshare}" if found else ""
     if depth < 2:
         return ""
     level, node = 1, root
