@@ -242,4 +242,31 @@ def figshare(path: Path, out: Path, overwrite: bool) -> None:
         raise click.ClickException(f"{len(summary.skipped)} file(s) skipped{more}; the others were written")
 
 
-DATA_COMMANDS = (synth, check, deid, preview, split, labels, luna16, figshare)
+@click.command()
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")
+def mias(path: Path, out: Path, overwrite: bool) -> None:
+    """Make mini-MIAS (PATH: mdb001.pgm ... mdb322.pgm + Info.txt) a class-folder set in OUT.
+
+    OUT gets normal/, benign/ and malignant/ films, each lesion's circle drawn into its mask (<name>_mask.png;
+    Info.txt's y counts from the bottom), and patients.csv pairing each woman's left and right films.
+    """
+    from tumorbench.data.mias import convert
+
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise click.ClickException(f"{out} is not empty: pass --overwrite to write into it")
+    summary = convert(path, out)
+    classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
+    click.echo(
+        f"wrote {out}: {summary.images} films ({classes}) of {summary.patients} women; {summary.lesions_drawn} "
+        f"lesion circle(s) drawn; {summary.without_mask} abnormal film(s) without a circle, so without a mask"
+    )
+    if summary.missing:
+        shown = ", ".join(summary.missing[:5]) + (", ..." if len(summary.missing) > 5 else "")
+        click.echo(f"  {len(summary.missing)} film(s) listed in Info.txt not found: {shown}")
+    if summary.unlisted:
+        click.echo(f"  {summary.unlisted} image(s) not listed in Info.txt: left out")
+
+
+DATA_COMMANDS = (synth, check, deid, preview, split, labels, luna16, figshare, mias)

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from tumorbench.cli import main
 from tumorbench.data.catalog import detect_layout, scan
-from tumorbench.data.figshare import read_slice, to_uint16
+from tumorbench.data.class_set import to_uint16
+from tumorbench.data.figshare import convert, read_slice
 from tumorbench.data.io import read_image
 from tumorbench.data.splits import SplitConfig, make_splits
 from tumorbench.errors import DataError
@@ -122,6 +123,12 @@ def test_bad_files_are_skipped_and_named_the_others_written(tmp_path):
     assert "skipped 4.mat: not a MATLAB 7.3 (HDF5) .mat file" in result.output
     assert "skipped 5.mat: " in result.output and "4 file(s) skipped" in result.output
     assert (tmp_path / "out" / "meningioma" / "1.png").exists() and (tmp_path / "out" / "patients.csv").exists()
+
+
+def test_a_folder_of_unextracted_zips_is_told_to_extract_them(tmp_path):
+    (tmp_path / "brainTumorDataPublic_1-766.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    with pytest.raises(DataError, match=r"no \.mat files under it .*: extract them first"):
+        convert(tmp_path, tmp_path / "out")
 
 
 def test_a_huge_declared_image_is_refused_before_it_is_read(tmp_path):

@@ -175,13 +175,11 @@ def _deeper(root: Path, max_folders: int = 2000) -> str:
         suffixes.update(Path(f).suffix.lower() or "(no suffix)" for f in files if not is_system(Path(f)))
     else:
         found = ", ".join(f"{suffix} {n}" for suffix, n in suffixes.most_common(5))
-        figshare = (
-            f"; MATLAB .mat files: the figshare brain tumour set? `tumorbench data figshare {root} --out DIR` "
-            "writes them as class folders of PNGs with masks and patients; then pass --data DIR"
-            if ".mat" in suffixes
+        return (
+            f"; none of its files is of a type read here ({READ_TYPES}): {found}{_release(root, suffixes)}"
+            if found
             else ""
         )
-        return f"; none of its files is of a type read here ({READ_TYPES}): {found}{figshare}" if found else ""
     if depth < 2:
         return ""
     level, node = 1, root
@@ -195,6 +193,24 @@ def _deeper(root: Path, max_folders: int = 2000) -> str:
         f"labels.csv that reads them, each image's class the folder at that level of its path (level {level}: the "
         "first with several folders; add --patient-level K where the folder K levels down is the patient; docs/data.md)"
     )
+
+
+# Released sets whose files are converted, not read: their suffix, what they are, the command
+_RELEASES = {
+    ".mat": ("MATLAB .mat files: the figshare brain tumour set?", "figshare"),
+    ".pgm": ("PGM films: mini-MIAS (mdb001.pgm ... with Info.txt)?", "mias"),
+}
+
+
+def _release(root: Path, suffixes: Counter[str]) -> str:
+    """A pointer to the ``tumorbench data`` command that converts a released set of this root's file types."""
+    for suffix, (what, command) in _RELEASES.items():
+        if suffix in suffixes:
+            return (
+                f"; {what} `tumorbench data {command} {root} --out DIR` writes it as class folders of PNGs with "
+                "masks and patients; then pass --data DIR"
+            )
+    return ""
 
 
 def _one_down(subdirs: list[Path]) -> str:

@@ -13,7 +13,6 @@ from the HDF5 header before it is read, so a crafted file costs at most :data:`M
 
 from __future__ import annotations
 
-import csv
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from tumorbench.data.class_set import ClassFolderWriter, Written
 from tumorbench.data.layouts.common import data_files
 from tumorbench.errors import DataError
 
@@ -45,10 +45,7 @@ class Slice:
 
 
 @dataclass
-class Summary:
-    images: int = 0
-    patients: int = 0
-    classes: Counter = field(default_factory=Counter)
+class Summary(Written):
     empty_masks: int = 0
     rescaled: int = 0  # images whose values were not integers in 0..65535: scaled to that range
     not_cases: list[str] = field(default_factory=list)  # .mat files without cjdata (cvind.mat)
@@ -106,24 +103,18 @@ def read_slice(path: str | Path) -> Slice:
     return Slice(image, mask.astype(np.uint8), int(number), patient)
 
 
-def to_uint16(image: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The image as 16-bit values: unchanged when they are integers in 0..65535, else scaled to that range."""
-    if np.array_equal(image, np.rint(image)) and image.min() >= 0 and image.max() <= 65535:
-        return image.astype(np.uint16), False
-    low, span = float(image.min()), float(np.ptp(image))
-    scaled = np.zeros(image.shape) if span == 0 else (image - low) * (65535 / span)
-    return np.rint(scaled).astype(np.uint16), True
-
-
 def _natural(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in _NATURAL.split(path.as_posix())]
 
 
 def mat_files(root: Path) -> list[Path]:
     """Every ``.mat`` under the root, in natural order (``2.mat`` before ``10.mat``)."""
-    found = [p for p in data_files(root) if p.suffix.lower() == ".mat"]
+    files = data_files(root)
+    found = [p for p in files if p.suffix.lower() == ".mat"]
     if not found:
-        raise DataError(root, "no .mat files under it (the figshare set: 1.mat ... 3064.mat, in one or more folders)")
+        zips = [p for p in files if p.suffix.lower() == ".zip"]  # the release is four zips in one zip
+        hint = " (its .zip files are not read: extract them first)" if zips else ""
+        raise DataError(root, f"no .mat files under it (the figshare set: 1.mat ... 3064.mat){hint}")
     if len(found) > MAX_FILES:
         raise DataError(root, f"more than {MAX_FILES:,} .mat files under it")
     return sorted(found, key=lambda p: _natural(p.relative_to(root)))
@@ -138,13 +129,11 @@ def _names(root: Path, files: list[Path]) -> dict[Path, str]:
 def convert(root: str | Path, out: str | Path) -> Summary:
     """Write every figshare slice under ``root`` into ``out`` (see the module docstring); a file that cannot be
     read is skipped and listed in the summary, never the whole set (a progress bar on stderr)."""
-    from PIL import Image
     from tqdm import tqdm
 
-    root, out = Path(root), Path(out)
+    root = Path(root)
     files = mat_files(root)
-    summary, pseudonyms, patients_of = Summary(), {}, {}
-    names = _names(root, files)
+    summary, writer, names = Summary(), ClassFolderWriter(out, "figshare"), _names(root, files)
     for path in tqdm(files, desc="figshare slices", unit="file", leave=False, mininterval=2.0):
         try:
             item = read_slice(path)
@@ -154,24 +143,13 @@ def convert(root: str | Path, out: str | Path) -> Summary:
         except DataError as exc:
             summary.skipped.append(f"{path.relative_to(root).as_posix()}: {exc.problem}")
             continue
-        folder = out / CLASSES[item.label]
-        folder.mkdir(parents=True, exist_ok=True)
-        pixels, rescaled = to_uint16(item.image)
-        Image.fromarray(pixels).save(folder / f"{names[path]}.png", compress_level=3)  # 3.4x zlib's 6, +3% size
-        Image.fromarray(item.mask * np.uint8(255)).save(folder / f"{names[path]}_mask.png")
-        key = item.patient or f"(no PID) {path}"  # a slice without a PID is its own patient
-        pseudonym = pseudonyms.setdefault(key, len(pseudonyms) + 1)
-        patients_of[f"{CLASSES[item.label]}/{names[path]}.png"] = pseudonym
+        label = CLASSES[item.label]
+        # a slice without a PID is its own patient
+        summary.rescaled += writer.add(label, names[path], item.image, item.mask, item.patient or f"(none) {path}")
         summary.images += 1
-        summary.classes[CLASSES[item.label]] += 1
+        summary.classes[label] += 1
         summary.empty_masks += not item.mask.any()
-        summary.rescaled += rescaled
     if not summary.images:
         raise DataError(root, f"none of its {len(files)} .mat files is a figshare slice (a cjdata struct)")
-    width = len(str(len(pseudonyms)))
-    with open(out / "patients.csv", "w", newline="") as handle:  # last: a set is complete once it is there
-        writer = csv.writer(handle)
-        writer.writerow(["image", "patient_id"])
-        writer.writerows((image, f"figshare-{n:0{width}d}") for image, n in patients_of.items())
-    summary.patients = len(pseudonyms)
+    summary.patients = writer.close()
     return summary
