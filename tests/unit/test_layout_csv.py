@@ -88,3 +88,24 @@ def test_a_table_one_hot_in_its_first_rows_only_is_refused_by_name(tmp_path):
     assert detect_layout(tmp_path)[0] == "csv"  # the first 50 rows are one-hot
     with pytest.raises(DataError, match="GroundTruth.csv: the label column is not one-hot in every row"):
         scan(tmp_path)
+
+
+def test_column_names_match_whatever_their_case_and_separators(tmp_path):
+    """A CBIS-DDSM-style export: ``Patient ID``, ``image file path``, ``ROI mask file path``, ``Pathology``."""
+    rows = ["Patient ID,left or right breast,image file path,ROI mask file path,Pathology"]
+    for i in range(4):
+        _jpg(tmp_path / "full" / f"P{i // 2}_{i}.png", 10 * i)
+        _jpg(tmp_path / "roi" / f"P{i // 2}_{i}_roi.png", 255)
+        rows.append(
+            f"P_0000{i // 2},LEFT,full/P{i // 2}_{i}.png,roi/P{i // 2}_{i}_roi.png,{['BENIGN', 'MALIGNANT'][i % 2]}"
+        )
+    (tmp_path / "mass_case_description.csv").write_text("\n".join(rows) + "\n")
+    assert detect_layout(tmp_path)[0] == "csv"
+    frame = scan(tmp_path).set_index("case_id")
+    assert frame["label"].to_dict() == {
+        "full/P0_0.png": "BENIGN", "full/P0_1.png": "MALIGNANT", "full/P1_2.png": "BENIGN", "full/P1_3.png": "MALIGNANT"
+    }  # fmt: skip
+    assert frame["patient_id"].to_dict() == {
+        "full/P0_0.png": "P_00000", "full/P0_1.png": "P_00000", "full/P1_2.png": "P_00001", "full/P1_3.png": "P_00001"
+    }  # fmt: skip
+    assert frame.loc["full/P1_3.png", "mask"] == str(tmp_path / "roi" / "P1_3_roi.png")

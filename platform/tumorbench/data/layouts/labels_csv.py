@@ -7,16 +7,21 @@ was one class. The CSV at the root with an image column and a label column is th
 by its path under the root, its file name, or its name without suffix; a row whose image is missing is a problem,
 an image the table does not list is left out (said in a note). Columns, first found wins:
 
-- image: ``image``, ``image_id``, ``image_name``, ``id``, ``file``, ``filename``, ``path``, ``isic_id``;
-- label: ``label``, ``class``, ``target``, ``diagnosis``, ``dx``, ``benign_malignant``, ``pathology``; else
-  one-hot columns (every value 0 or 1, one 1 per row): the column holding the 1;
-- patient: ``patient_id``, ``patient``, ``subject_id``, ``subject``, else ``lesion_id`` (HAM10000: the images
-  of one lesion stay in one fold); without one each image is its own patient;
-- mask (optional): ``mask``, ``mask_path``, ``segmentation``: a path under the root.
+- image: ``image``, ``image_id``, ``image_name``, ``id``, ``file``, ``filename``, ``path``, ``isic_id``,
+  ``image_path``, ``image_file``, ``image_file_path``, ``image_index``, ``img``, ``img_path``, ``file_path``;
+- label: ``label``, ``class``, ``target``, ``diagnosis``, ``dx``, ``benign_malignant``, ``pathology``,
+  ``class_name``; else one-hot columns (every value 0 or 1, one 1 per row): the column holding the 1;
+- patient: ``patient_id``, ``patient``, ``subject_id``, ``subject``, ``patient_number``, else ``lesion_id``
+  (HAM10000: the images of one lesion stay in one fold); without one each image is its own patient;
+- mask (optional): ``mask``, ``mask_path``, ``segmentation``, ``mask_file``, ``mask_file_path``,
+  ``roi_mask_file_path`` (CBIS-DDSM): a path under the root.
+
+Column names match whatever their case, spaces, ``_`` and ``-`` (``Patient ID``, ``image file path``).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -24,17 +29,28 @@ import pandas as pd
 from tumorbench.data.layouts.common import Problems, data_files, is_image, is_volume, row, stem
 from tumorbench.errors import DataError
 
-IMAGE_COLUMNS = ("image", "image_id", "image_name", "id", "file", "filename", "path", "isic_id")
-LABEL_COLUMNS = ("label", "class", "target", "diagnosis", "dx", "benign_malignant", "pathology")
-PATIENT_COLUMNS = ("patient_id", "patient", "subject_id", "subject", "lesion_id")
-MASK_COLUMNS = ("mask", "mask_path", "segmentation")
+# Matched by :func:`_key`: case, spaces, ``_`` and ``-`` do not count (``Patient ID`` is ``patient_id``).
+IMAGE_COLUMNS = (
+    "image", "image_id", "image_name", "id", "file", "filename", "path", "isic_id",
+    "image_path", "image_file", "image_file_path", "image_index", "img", "img_path", "file_path",
+)  # fmt: skip
+LABEL_COLUMNS = ("label", "class", "target", "diagnosis", "dx", "benign_malignant", "pathology", "class_name")
+PATIENT_COLUMNS = ("patient_id", "patient", "subject_id", "subject", "patient_number", "lesion_id")
+MASK_COLUMNS = ("mask", "mask_path", "segmentation", "mask_file", "mask_file_path", "roi_mask_file_path")
 SKIPPED_NAMES = ("submission", "sample", "test")  # Kaggle's sample_submission.csv lists the test images
 MAX_FILES = 1_000_000
 
 
+def _key(name: str) -> str:
+    return re.sub(r"[\s_-]+", "", str(name).lower())
+
+
 def _column(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
-    lowered = {c.strip().lower(): c for c in frame.columns}
-    return next((lowered[n] for n in names if n in lowered), None)
+    """The frame's first column named as one of ``names`` (in their order), whatever its case and separators."""
+    keyed: dict[str, str] = {}
+    for column in frame.columns:
+        keyed.setdefault(_key(column), column)
+    return next((keyed[_key(n)] for n in names if _key(n) in keyed), None)
 
 
 def _one_hot(frame: pd.DataFrame, skip: set[str]) -> list[str]:
