@@ -236,6 +236,29 @@ def test_a_failed_call_fails_each_of_its_requests_and_not_the_next_call():
     assert outcomes[3] == {"item": 7, "call": 1}
 
 
+def test_a_dead_replica_is_not_counted_after_its_call_fails():
+    model, count = _Model(call_s=0.08, replicas=2), iter(range(100))
+    remote = model._remote  # the third call fails (a replica died); the others are answered
+    model.predict_many = SimpleNamespace(
+        remote=lambda jobs: _Response(0.0, RuntimeError("gone")) if next(count) == 2 else remote(jobs)
+    )
+
+    async def run() -> list:
+        caller = ModelCaller(model, "m", 1.0, 5.0)
+        first = asyncio.ensure_future(caller.predict(0, "png"))  # no call out: at once, to r0
+        await asyncio.sleep(0.005)
+        await asyncio.gather(first, caller.predict(1, "png"))  # r1 unknown: waits 0.05 s, then goes to r1
+        seen = (sorted(caller.replicas), caller.batcher.busy_at)
+        failed = await asyncio.gather(caller.predict(2, "png"), return_exceptions=True)
+        after = (dict(caller.replicas), caller.batcher.busy_at)
+        await caller.predict(3, "png")
+        return [seen, failed, after, sorted(caller.replicas)]
+
+    seen, failed, after, again = asyncio.run(run())
+    assert seen == (["r0", "r1"], 2) and isinstance(failed[0], ModelCallError)
+    assert after == ({}, 1) and again == ["r0"]  # counted again from the next answer
+
+
 def test_throughput_env_file_matches_what_tumorbench_serve_sets(monkeypatch):
     from pathlib import Path
 

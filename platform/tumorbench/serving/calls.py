@@ -15,7 +15,8 @@ there, whichever call or ingress replica brought it.
 A model of several replicas is busy only when every one of them is: a request goes at once while fewer
 calls are outstanding than replicas answered in the last :data:`REPLICA_MEMORY_S` (each answer names its
 replica), so an idle replica is not kept waiting behind a busy one. Counting the replicas that answer,
-not a configured number, follows autoscaling and ``deployments:`` overrides.
+not a configured number, follows autoscaling and ``deployments:`` overrides; a failed call (a replica died)
+starts the count again.
 """
 
 from __future__ import annotations
@@ -108,11 +109,18 @@ class ModelCaller:
             raise ModelCallError(f"model {self.name} has too many queued requests") from None
         except Exception as exc:  # predict_many never raises: the call failed (replica died or restarts, transport)
             logger.warning("model %s unavailable (%s: %s)", self.name, type(exc).__name__, str(exc)[:200])
+            self._forget_replicas()
             raise ModelCallError(f"model {self.name} is unavailable ({type(exc).__name__})") from None
         if self.grouped:  # the model's batch size now (a live reconfigure included), its pace and replicas
             wait_s = min(GROUP_WAIT_S, ROUND_TRIP_SHARE * (time.perf_counter() - sent))
             self.batcher.configure(int(reply["max_batch_size"]), wait_s, self._replicas_seen(reply.get("replica")))
         return reply["replies"]
+
+    def _forget_replicas(self) -> None:
+        """A replica died: count again from the next answers, rather than a dead one for :data:`REPLICA_MEMORY_S`
+        (requests would go at once beside a busy survivor, ungrouped, meanwhile)."""
+        self.replicas.clear()
+        self.batcher.configure(self.batcher.max_batch_size, self.batcher.wait_s, busy_at=1)
 
     def _replicas_seen(self, replica: str | None) -> int:
         """Replicas of the model that answered in the last :data:`REPLICA_MEMORY_S`, ``replica`` just now."""
