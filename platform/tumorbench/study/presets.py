@@ -53,7 +53,8 @@ def _study(
     dataset: str | None = None,
     **fields,
 ) -> Study:
-    """A shipped study: the preset's folds unless ``fields`` set ``n_folds``; ``dataset``: a shared-data folder."""
+    """A shipped study: the preset's folds and :func:`preset_fields` (smoke's ``explain_cases``) unless ``fields``
+    set them; ``dataset``: a shared-data folder."""
     fields = {"n_folds": _budget(preset)[0], **preset_fields(preset), **fields}
     data = f"{shared_data()}/{dataset}" if dataset else None
     return Study(name=name, task=task, data=data, config=config, baselines=baselines, candidates=candidates, **fields)
