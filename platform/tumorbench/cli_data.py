@@ -269,4 +269,42 @@ def mias(path: Path, out: Path, overwrite: bool) -> None:
         click.echo(f"  {summary.unlisted} image(s) not listed in Info.txt: left out")
 
 
-DATA_COMMANDS = (synth, check, deid, preview, split, labels, luna16, figshare, mias)
+@click.command(name="cbis-ddsm")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@click.option("--max-side", type=click.IntRange(32, 8192), default=1024, show_default=True, help="Films' longest side.")
+@click.option("--one-set", is_flag=True, help="Every film in OUT (patient-level folds), not OUT/train + OUT/test.")
+@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")
+def cbis_ddsm(path: Path, out: Path, max_side: int, one_set: bool, overwrite: bool) -> None:
+    """Make CBIS-DDSM (PATH: its DICOM folders and case-description CSVs) class-folder sets in OUT.
+
+    OUT/train and OUT/test (its official split) get benign/ and malignant/ films at most MAX_SIDE pixels high or
+    wide, each with the union of its lesions' ROI masks, and patients.csv; then `compare.py --data OUT/train
+    --test OUT/test`.
+    """
+    from tumorbench.data.cbis_ddsm import convert
+
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise click.ClickException(f"{out} is not empty: pass --overwrite to write into it")
+    summary = convert(path, out, max_side, one_set=one_set)
+    classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
+    sets = ", ".join(f"{name} {n}" for name, n in sorted(summary.split.items()))
+    click.echo(
+        f"wrote {out}: {summary.images} films ({classes}; {sets}) of {summary.patients} patients, "
+        f"{summary.lesions} lesions; {summary.with_mask} films with their lesions' mask"
+    )
+    if summary.masks_missing:
+        click.echo(f"  {summary.masks_missing} lesion(s) without a mask of its film's size: those films have no mask")
+    if summary.missing:
+        shown = ", ".join(summary.missing[:3]) + (", ..." if len(summary.missing) > 3 else "")
+        click.echo(f"  {len(summary.missing)} film(s) the tables list are not there (not downloaded?): {shown}")
+    if summary.in_both:
+        click.echo(
+            f"  {summary.in_both} patient(s) have films in train and in test (the split is by lesion type): "
+            "--test would be refused as overlapping; convert again with --one-set for patient-level folds"
+        )
+    elif not one_set:
+        click.echo(f"  then: python experiments/compare.py --data {out / 'train'} --test {out / 'test'}")
+
+
+DATA_COMMANDS = (synth, check, deid, preview, split, labels, luna16, figshare, mias, cbis_ddsm)

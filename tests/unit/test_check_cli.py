@@ -131,7 +131,7 @@ def test_data_labels_writes_a_dicom_trees_class_folders_as_labels(tmp_path):
             write_dicom_series(
                 root / label / f"case{n}", volume, np.eye(4), patient_id=f"{label[0]}{n}", uid_seed=label + str(n)
             )
-    with pytest.raises(TumorbenchError, match="`tumorbench data labels PATH` writes it"):
+    with pytest.raises(TumorbenchError, match="`tumorbench data labels PATH` writes it; .*`tumorbench data cbis-ddsm "):
         detect(scan(root))  # no labels yet: the refusal names the command
     result = _run("data", "labels", str(root))
     assert result.exit_code == 0 and "4 series (benign 2, malignant 2)" in result.output

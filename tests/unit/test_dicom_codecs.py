@@ -10,20 +10,18 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     UID,
-    DigitalXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGLosslessSV1,
     JPEGLSLossless,
     RLELossless,
-    generate_uid,
 )
 
+from planar_dicom import write_planar as _eight_bit
 from tumorbench.data.dicom import check_series, read_dicom_series
 from tumorbench.data.io import read_image
 from tumorbench.data.writers import write_dicom_series
@@ -114,24 +112,6 @@ def test_lossless_syntaxes_decode_to_the_uncompressed_pixels(series: Path, tmp_p
     with pytest.raises(DataError, match=f"{cut.name}: no readable pixel data"):  # refused as the reader does
         with pytest.warns(UserWarning, match="before delimiter"):  # pydicom's, as it drops the element
             check_series(packed)
-
-
-def _eight_bit(path: Path, pixels: np.ndarray, **extra) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.Modality = generate_uid(), generate_uid(), "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8 if pixels.dtype == np.uint8 else 16
-    ds.HighBit, ds.PixelRepresentation = ds.BitsStored - 1, 0
-    ds.PixelData = pixels.tobytes()
-    for key, value in extra.items():
-        setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
-    return ds
 
 
 def test_jpeg_baseline_decodes_like_an_independent_decoder(tmp_path: Path) -> None:

@@ -36,9 +36,11 @@ def to_uint16(image: np.ndarray) -> tuple[np.ndarray, bool]:
 class ClassFolderWriter:
     """Writes images, masks and ``patients.csv`` (on :meth:`close`, last: a set is complete once it is there)."""
 
-    def __init__(self, out: str | Path, prefix: str) -> None:
+    def __init__(self, out: str | Path, prefix: str, pseudonyms: dict[str, int] | None = None) -> None:
+        """``pseudonyms``: shared by the writers of one release's sets (train and test), so that a patient in
+        both has one pseudonym (and a locked-test check sees the overlap)."""
         self.out, self.prefix = Path(out), prefix
-        self._pseudonyms: dict[str, int] = {}
+        self._pseudonyms: dict[str, int] = {} if pseudonyms is None else pseudonyms
         self._patients: dict[str, int] = {}  # image (relative path) -> pseudonym number
 
     def add(self, label: str, name: str, image: np.ndarray, mask: np.ndarray | None, patient: str) -> bool:
@@ -62,10 +64,10 @@ class ClassFolderWriter:
         return rescaled
 
     def close(self) -> int:
-        """Write ``patients.csv``; the number of patients."""
+        """Write ``patients.csv``; the number of patients in this set."""
         width = len(str(len(self._pseudonyms)))
         with open(self.out / "patients.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["image", "patient_id"])
             writer.writerows((image, f"{self.prefix}-{n:0{width}d}") for image, n in self._patients.items())
-        return len(self._pseudonyms)
+        return len(set(self._patients.values()))

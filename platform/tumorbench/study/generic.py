@@ -123,7 +123,8 @@ def detect(frame: pd.DataFrame, labels_of_mask=mask_labels, task: str | None = N
         return Detection(layout, evidence, dims, "segmentation", template, cases, why)
     where = {  # where this layout's labels would come from
         "dicom": "a labels.csv at the root with columns series_dir and label (or mask); for series kept in "
-        "class folders (benign/..., malignant/...), `tumorbench data labels PATH` writes it",
+        "class folders (benign/..., malignant/...), `tumorbench data labels PATH` writes it; for CBIS-DDSM "
+        "(Mass-Training_P_00001_LEFT_CC/... and its case CSVs), `tumorbench data cbis-ddsm PATH --out DIR`",
         "image-folder": "one subfolder per class",
     }.get(layout, "the files docs/data.md lists for this layout")
     raise TumorbenchError(

@@ -45,7 +45,7 @@ def _key(name: str) -> str:
     return re.sub(r"[\s_-]+", "", str(name).lower())
 
 
-def _column(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
+def column(frame: pd.DataFrame, names: tuple[str, ...]) -> str | None:
     """The frame's first column named as one of ``names`` (in their order), whatever its case and separators."""
     keyed: dict[str, str] = {}
     for column in frame.columns:
@@ -71,13 +71,13 @@ def read_table(path: Path, nrows: int | None = None) -> tuple[pd.DataFrame, str,
         )
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
         return None
-    image = _column(frame, IMAGE_COLUMNS)
+    image = column(frame, IMAGE_COLUMNS)
     if image is None or frame.empty:
         return None
-    label = _column(frame, LABEL_COLUMNS)
+    label = column(frame, LABEL_COLUMNS)
     if label is not None:
         return frame, image, label
-    known = {image, _column(frame, PATIENT_COLUMNS), _column(frame, MASK_COLUMNS)} - {None}
+    known = {image, column(frame, PATIENT_COLUMNS), column(frame, MASK_COLUMNS)} - {None}
     one_hot = _one_hot(frame, known)
     return (frame, image, one_hot) if one_hot else None
 
@@ -114,7 +114,7 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
     if read is None:  # the first rows looked like a table of labels, the whole file does not
         raise DataError(table, "the label column is not one-hot in every row (one 1, the rest 0)")
     frame, image_col, label = read
-    patient_col, mask_col = _column(frame, PATIENT_COLUMNS), _column(frame, MASK_COLUMNS)
+    patient_col, mask_col = column(frame, PATIENT_COLUMNS), column(frame, MASK_COLUMNS)
     labels = frame[label] if isinstance(label, str) else frame[label].astype(float).idxmax(axis=1)
     index, rows, used = _index(root), [], set()
     for i, record in enumerate(frame.to_dict("records")):
