@@ -304,7 +304,9 @@ def cbis_ddsm(path: Path, out: Path, max_side: int, one_set: bool, overwrite: bo
             "--test would be refused as overlapping; convert again with --one-set for patient-level folds"
         )
     elif not one_set:
-        click.echo(f"  then: python experiments/compare.py --data {out / 'train'} --test {out / 'test'}")
+        sets = [name for name in ("train", "test") if summary.split[name]]
+        test = f" --test {out / 'test'}" if len(sets) == 2 else ""
+        click.echo(f"  then: python experiments/compare.py --data {out / sets[0]}{test}")
 
 
 DATA_COMMANDS = (synth, check, deid, preview, split, labels, luna16, figshare, mias, cbis_ddsm)
