@@ -6,6 +6,7 @@ Registered on the ``data`` group by :mod:`tumorbench.cli`; heavy imports happen 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -235,11 +236,7 @@ def figshare(path: Path, out: Path, overwrite: bool) -> None:
     if summary.not_cases:
         shown = ", ".join(summary.not_cases[:3]) + (", ..." if len(summary.not_cases) > 3 else "")
         click.echo(f"  not slices, left out: {shown} (cvind.mat's folds are not used: studies make patient folds)")
-    for line in summary.skipped[:20]:
-        click.echo(f"  skipped {line}", err=True)
-    if summary.skipped:
-        more = f" ({len(summary.skipped) - 20} more not shown)" if len(summary.skipped) > 20 else ""
-        raise click.ClickException(f"{len(summary.skipped)} file(s) skipped{more}; the others were written")
+    _skipped(summary.skipped)
 
 
 @click.command()
@@ -274,8 +271,9 @@ def mias(path: Path, out: Path, overwrite: bool) -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
 @click.option("--max-side", type=click.IntRange(32, 8192), default=1024, show_default=True, help="Films' longest side.")
 @click.option("--one-set", is_flag=True, help="Every film in OUT (patient-level folds), not OUT/train + OUT/test.")
+@click.option("--workers", type=click.IntRange(0), default=0, help="Processes reading films (default: one per CPU).")
 @click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")
-def cbis_ddsm(path: Path, out: Path, max_side: int, one_set: bool, overwrite: bool) -> None:
+def cbis_ddsm(path: Path, out: Path, max_side: int, one_set: bool, workers: int, overwrite: bool) -> None:
     """Make CBIS-DDSM (PATH: its DICOM folders and case-description CSVs) class-folder sets in OUT.
 
     OUT/train and OUT/test (its official split) get benign/ and malignant/ films at most MAX_SIDE pixels high or
@@ -286,7 +284,7 @@ def cbis_ddsm(path: Path, out: Path, max_side: int, one_set: bool, overwrite: bo
 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise click.ClickException(f"{out} is not empty: pass --overwrite to write into it")
-    summary = convert(path, out, max_side, one_set=one_set)
+    summary = convert(path, out, max_side, one_set=one_set, workers=workers or len(os.sched_getaffinity(0)))
     classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
     sets = ", ".join(f"{name} {n}" for name, n in sorted(summary.split.items()))
     click.echo(
@@ -307,6 +305,16 @@ def cbis_ddsm(path: Path, out: Path, max_side: int, one_set: bool, overwrite: bo
         sets = [name for name in ("train", "test") if summary.split[name]]
         test = f" --test {out / 'test'}" if len(sets) == 2 else ""
         click.echo(f"  then: python experiments/compare.py --data {out / sets[0]}{test}")
+    _skipped(summary.skipped)
+
+
+def _skipped(skipped: list[str]) -> None:
+    """Name the first 20 files a conversion skipped, and exit with status 1 when there were any."""
+    for line in skipped[:20]:
+        click.echo(f"  skipped {line}", err=True)
+    if skipped:
+        more = f" ({len(skipped) - 20} more not shown)" if len(skipped) > 20 else ""
+        raise click.ClickException(f"{len(skipped)} file(s) skipped{more}; the others were written")
 
 
 DATA_COMMANDS = (synth, check, deid, preview, split, labels, luna16, figshare, mias, cbis_ddsm)

@@ -116,3 +116,18 @@ def test_resized_keeps_the_aspect_and_averages_areas():
     mask[:2, :3] = 1
     mask[2, 4] = 1  # a quarter of its 2 x 2 block: not kept
     assert resized(mask, 3, mask=True).tolist() == [[True, False, False], [False, False, False]]
+
+
+def test_a_film_that_cannot_be_read_is_skipped_and_named_the_others_written(tmp_path):
+    _cbis(tmp_path / "cbis")
+    [film] = (tmp_path / "cbis" / "CBIS-DDSM" / "Mass-Training_P_00003_LEFT_MLO").rglob("*.dcm")
+    film.write_bytes(film.read_bytes()[:-5000])  # its pixel data cut short
+    command = ["data", "cbis-ddsm", str(tmp_path / "cbis"), "--out", str(tmp_path / "out"), "--workers", "1"]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1
+    assert "skipped Mass-Training_P_00003_LEFT_MLO: " in result.output and "1 file(s) skipped" in result.output
+    assert "2 films (benign 1, malignant 1; test 1, train 1)" in result.output
+    assert sorted(p.name for p in (tmp_path / "out").rglob("*.png")) == [
+        "Calc-Test_P_00002_RIGHT_MLO.png", "Calc-Test_P_00002_RIGHT_MLO_mask.png",
+        "Mass-Training_P_00001_LEFT_CC.png", "Mass-Training_P_00001_LEFT_CC_mask.png",
+    ]  # fmt: skip
