@@ -66,6 +66,8 @@ def _cbis(root):
     (root / "mass_case_description_train_set.csv").write_text("\n".join([HEADER, *train]) + "\n")
     (root / "calc_case_description_test_set.csv").write_text("\n".join([HEADER, *test]) + "\n")
     (root / "metadata.csv").write_text("Series UID,Collection,Number of Images\n1.2.3,CBIS-DDSM,1\n")  # TCIA's
+    (root / "notes.csv").write_bytes(b"\x00\xff\xfe" * 50)  # not a table at all: left out
+    (root / "CBIS-DDSM" / "Mass-Training_P_00001_LEFT_CC_1" / "note.dcm").write_bytes(b"not DICOM")  # never the mask
     return films, masks
 
 

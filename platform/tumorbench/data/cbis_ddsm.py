@@ -54,24 +54,40 @@ class Summary(Written):
     in_both: int = 0  # patients with films in train and in test (the split is by lesion type, not patient)
 
 
+def _table(path: Path) -> pd.DataFrame | None:
+    """The CSV's :data:`COLUMNS` when it has them all (whatever their spelling), else None (another table)."""
+    try:
+        header = pd.read_csv(path, nrows=0)
+    except (OSError, ValueError, UnicodeDecodeError):  # pandas' ParserError is a ValueError
+        return None
+    names = {column(header, (name,)): name for name in COLUMNS}
+    if None in names:
+        return None
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise DataError(path, f"unreadable CSV ({type(exc).__name__}: {exc})") from exc
+    return table.rename(columns=names)[list(COLUMNS)]
+
+
 def read_tables(root: Path) -> pd.DataFrame:
     """Every lesion row of the root's CBIS-DDSM tables: ``patient``, ``label``, ``film``, ``roi``, ``split``."""
     frames = []
     for path in (p for p in data_files(root) if p.suffix.lower() == ".csv"):
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        names = {name: column(table, (name,)) for name in COLUMNS}
-        if None in names.values():
-            continue  # another table (TCIA's manifest, a metadata export)
-        unknown = sorted(set(table[names["pathology"]].str.strip().str.upper()) - set(PATHOLOGY))
+        table = _table(path)
+        if table is None:
+            continue  # TCIA's manifest, a metadata export
+        pathology = table["pathology"].str.strip().str.upper()
+        unknown = sorted(set(pathology) - set(PATHOLOGY))
         if unknown:
             raise DataError(path, f"pathology {unknown[0]!r}, not one of {', '.join(PATHOLOGY)}")
         frames.append(
             pd.DataFrame(
                 {
-                    "patient": table[names["patient_id"]].str.strip(),
-                    "label": table[names["pathology"]].str.strip().str.upper().map(PATHOLOGY),
-                    "film": table[names["image_file_path"]].map(_first_folder),
-                    "roi": table[names["roi_mask_file_path"]].map(_first_folder),
+                    "patient": table["patient_id"].str.strip(),
+                    "label": pathology.map(PATHOLOGY),
+                    "film": table["image_file_path"].map(_first_folder),
+                    "roi": table["roi_mask_file_path"].map(_first_folder),
                     "split": "test" if "test" in path.stem.lower() else "train",
                 }
             )
@@ -96,10 +112,14 @@ def dicom_folders(root: Path) -> dict[str, list[Path]]:
 
 
 def _shape(path: Path) -> tuple[int, int]:
+    """Rows and columns from the header; (0, 0) for a file that is not readable DICOM (it matches no film)."""
     import pydicom
 
-    header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
-    return int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+        return int(header.get("Rows", 0) or 0), int(header.get("Columns", 0) or 0)
+    except Exception:  # pydicom raises InvalidDicomError, OSError, ValueError... for damaged files
+        return 0, 0
 
 
 def _mask(files: list[Path], shape: tuple[int, int]) -> np.ndarray | None:
