@@ -264,6 +264,7 @@ def mias(path: Path, out: Path, overwrite: bool) -> None:
         click.echo(f"  {len(summary.missing)} film(s) listed in Info.txt not found: {shown}")
     if summary.unlisted:
         click.echo(f"  {summary.unlisted} image(s) not listed in Info.txt: left out")
+    _skipped(summary.skipped)
 
 
 @click.command(name="cbis-ddsm")

@@ -82,6 +82,11 @@ def test_convert_draws_circles_from_the_bottom_and_pairs_films(tmp_path):
     assert not mask("normal/mdb002.png").any()  # a normal film: an empty mask, a negative case
     assert not (out / "malignant" / "mdb006_mask.png").exists()  # spread calcifications: no circle, no mask
     assert np.array_equal(read_image(out / "benign" / "mdb001.png").array[0], films[1])
+    film = tmp_path / "mias" / "all-mias" / "mdb004.pgm"
+    film.write_bytes(film.read_bytes()[:-100])  # cut short: named, skipped, the others written
+    result = CliRunner().invoke(main, ["data", "mias", str(tmp_path / "mias"), "--out", str(tmp_path / "again")])
+    assert result.exit_code == 1 and "skipped mdb004.pgm: corrupt, truncated" in result.output
+    assert "5 films (benign 2, malignant 2, normal 1)" in result.output
 
 
 def test_a_bad_info_line_is_named(tmp_path):

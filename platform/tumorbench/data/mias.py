@@ -47,6 +47,7 @@ class Summary(Written):
     without_mask: int = 0  # abnormal films whose lesions have no circle
     missing: list[str] = field(default_factory=list)  # listed in Info.txt, no image found
     unlisted: int = 0  # images not in Info.txt: left out
+    skipped: list[str] = field(default_factory=list)  # "<file>: <problem>"
 
 
 def find_info(root: Path) -> Path:
@@ -126,7 +127,11 @@ def convert(root: str | Path, out: str | Path) -> Summary:
         if reference not in images:
             summary.missing.append(reference)
             continue
-        pixels = read_image_2d(images[reference], dtype=None).array
+        try:
+            pixels = read_image_2d(images[reference], dtype=None).array
+        except DataError as exc:
+            summary.skipped.append(f"{images[reference].name}: {exc.problem}")
+            continue
         if pixels.shape[0] != 1:  # a grey film re-encoded as RGB: its channels are equal
             pixels = pixels.mean(axis=0, keepdims=True).round().astype(pixels.dtype)
         image = pixels[0]
@@ -138,6 +143,6 @@ def convert(root: str | Path, out: str | Path) -> Summary:
         summary.lesions_drawn += 0 if mask is None else len(film.circles)
         summary.without_mask += mask is None
     if not summary.images:
-        raise DataError(root, f"none of the {len(films)} films Info.txt lists is there (mdb001.pgm ...)")
+        raise DataError(root, f"none of the {len(films)} films Info.txt lists is there and readable (mdb001.pgm ...)")
     summary.patients = writer.close()
     return summary
