@@ -224,6 +224,21 @@ def test_an_image_folder_named_otherwise_pairs_when_its_files_do(tmp_path):
     assert detect_layout(tmp_path / "classes")[0] == "image-folder"
 
 
+@pytest.mark.parametrize("names", [("x", "y"), ("X_train", "Y_train"), ("train_x", "train_y")])
+def test_x_and_y_folders_are_inputs_and_targets_when_their_files_pair(tmp_path, names):
+    for i in range(3):  # named as machine-learning code names them
+        _png(tmp_path / "set" / names[0] / f"scan{i}.png", 90)
+        _png(tmp_path / "set" / names[1] / f"scan{i}.png", 255)
+    assert detect_layout(tmp_path / "set") == ("paired", f"images in {names[0]}/, masks in {names[1]}/ paired by name")
+    frame = scan(tmp_path / "set")
+    assert sorted(frame["case_id"]) == ["scan0", "scan1", "scan2"]
+    assert all(Path(m).parent.name == names[1] for m in frame["mask"])
+    for cls, stems in (("x", "ab"), ("y", "cd")):  # class folders named x and y whose files do not pair
+        for n in stems:
+            _png(tmp_path / "classes" / cls / f"{n}.png")
+    assert detect_layout(tmp_path / "classes")[0] == "image-folder"
+
+
 def test_a_volume_named_as_its_folder_is_the_image_channel(tmp_path):
     for p in ("p01", "p02"):  # p01/p01.nii.gz + p01/p01_seg.nii.gz: the same channel in every case
         _nifti(tmp_path / p / f"{p}.nii.gz")

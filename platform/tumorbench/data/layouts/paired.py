@@ -65,7 +65,7 @@ def folders(subdirs: list[Path]) -> tuple[Path, Path, Path | None] | None:
     (``images``, ``imagesTr``, ``..._Input``), or otherwise named when most of its files pair with a mask
     (Kaggle's ``train/`` + ``train_masks/``).
     """
-    masks = [d for d in subdirs if _words(d.name) & MASK_WORDS]
+    masks = [d for d in subdirs if _words(d.name) & MASK_WORDS] or _xy_targets(subdirs)
     tests = [d for d in subdirs if _words(d.name) & TEST_WORDS]
     if len(masks) != 1 or len(tests) > 1 or not _has_files(masks[0]):
         return None
@@ -79,6 +79,21 @@ def folders(subdirs: list[Path]) -> tuple[Path, Path, Path | None] | None:
         if 2 * sum(lookup(index, stem(p)) is not None for p in files) < len(files):
             return None
     return images, masks[0], tests[0] if tests else None
+
+
+def _xy_targets(subdirs: list[Path]) -> list[Path]:
+    """The ``y`` of two folders named as inputs and targets are in machine-learning code (``x/`` + ``y/``,
+    ``X_train/`` + ``Y_train/``, ``train_x/`` + ``train_y/``): ``[]`` unless their names differ only there.
+    :func:`folders` still pairs them only when most images find a mask of their name."""
+    if len(subdirs) != 2:
+        return []
+    words = [re.split(r"[^a-z0-9]+", d.name.lower()) for d in subdirs]
+    if len(words[0]) != len(words[1]):
+        return []
+    differ = [(a, b) for a, b in zip(*words) if a != b]
+    if len(differ) != 1 or set(differ[0]) != {"x", "y"}:
+        return []
+    return [subdirs[differ[0].index("y")]]
 
 
 def _files(folder: Path, ending: str | None) -> list[Path]:
