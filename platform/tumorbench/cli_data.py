@@ -189,6 +189,12 @@ def labels(path: Path, label_level: int, patient_level: int | None, overwrite: b
     click.echo(f"wrote {out}: {len(frame)} {noun} ({counts}){patients}; {then}")
 
 
+def _writable(out: Path, overwrite: bool) -> None:
+    """Refuse to write a converted set into a folder that holds files, unless ``--overwrite``."""
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise click.ClickException(f"{out} is not empty: pass --overwrite to write into it")
+
+
 @click.command()
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
@@ -201,8 +207,7 @@ def luna16(path: Path, out: Path, overwrite: bool) -> None:
     """
     from tumorbench.data.luna16 import write_masks
 
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise click.ClickException(f"{out} is not empty: pass --overwrite to write into it")
+    _writable(out, overwrite)
     summary = write_masks(path, out)
     click.echo(
         f"wrote {out}: {summary.scans} scans, {summary.scans_with_nodules} with nodules ({summary.nodules} nodules "
@@ -224,8 +229,7 @@ def figshare(path: Path, out: Path, overwrite: bool) -> None:
     """
     from tumorbench.data.figshare import convert
 
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise click.ClickException(f"{out} is not empty: pass --overwrite to write into it")
+    _writable(out, overwrite)
     summary = convert(path, out)
     classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
     click.echo(f"wrote {out}: {summary.images} slices ({classes}) of {summary.patients} patients")
@@ -251,8 +255,7 @@ def mias(path: Path, out: Path, overwrite: bool) -> None:
     """
     from tumorbench.data.mias import convert
 
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise click.ClickException(f"{out} is not empty: pass --overwrite to write into it")
+    _writable(out, overwrite)
     summary = convert(path, out)
     classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
     click.echo(
@@ -283,8 +286,7 @@ def cbis_ddsm(path: Path, out: Path, max_side: int, one_set: bool, workers: int,
     """
     from tumorbench.data.cbis_ddsm import convert
 
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise click.ClickException(f"{out} is not empty: pass --overwrite to write into it")
+    _writable(out, overwrite)
     summary = convert(path, out, max_side, one_set=one_set, workers=workers or len(os.sched_getaffinity(0)))
     classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
     sets = ", ".join(f"{name} {n}" for name, n in sorted(summary.split.items()))

@@ -58,6 +58,8 @@ def test_convert_draws_circles_from_the_bottom_and_pairs_films(tmp_path):
         "1 film(s) listed in Info.txt not found: mdb007" in result.output and "1 image(s) not listed" in result.output
     )
     out = tmp_path / "out"
+    again = CliRunner().invoke(main, ["data", "mias", str(tmp_path / "mias"), "--out", str(out)])
+    assert again.exit_code == 1 and "is not empty: pass --overwrite to write into it" in again.output
     frame = scan(out).set_index("case_id")
     assert detect_layout(out)[0] == "image-folder"
     assert frame["label"].to_dict() == {
