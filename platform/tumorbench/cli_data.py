@@ -320,4 +320,25 @@ def _skipped(skipped: list[str]) -> None:
         raise click.ClickException(f"{len(skipped)} file(s) skipped{more}; the others were written")
 
 
-DATA_COMMANDS = (synth, check, deid, preview, split, labels, luna16, figshare, mias, cbis_ddsm)
+@click.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")
+def medmnist(path: Path, out: Path, overwrite: bool) -> None:
+    """Make a MedMNIST file (PATH: breastmnist.npz, nodulemnist3d_64.npz, ...) class-folder sets in OUT.
+
+    OUT/train (its train and val images) and OUT/test get one folder per class of PNGs (NIfTI for the 3D sets);
+    then `compare.py --data OUT/train --test OUT/test`.
+    """
+    from tumorbench.data.medmnist import convert
+
+    _writable(out, overwrite)
+    summary = convert(path, out)
+    classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
+    sets = ", ".join(f"{name} {n}" for name, n in sorted(summary.split.items()))
+    click.echo(f"wrote {out}: {summary.images} {summary.dims}D images ({classes}; {sets}); no patient IDs")
+    test = f" --test {out / 'test'}" if summary.split["test"] else ""
+    click.echo(f"  then: python experiments/compare.py --data {out / 'train'}{test}")
+
+
+DATA_COMMANDS = (synth, check, deid, preview, split, labels, luna16, figshare, mias, cbis_ddsm, medmnist)

@@ -36,15 +36,19 @@ def to_uint16(image: np.ndarray) -> tuple[np.ndarray, bool]:
 class ClassFolderWriter:
     """Writes images, masks and ``patients.csv`` (on :meth:`close`, last: a set is complete once it is there)."""
 
-    def __init__(self, out: str | Path, prefix: str, pseudonyms: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, out: str | Path, prefix: str, pseudonyms: dict[str, int] | None = None, *, patients: bool = True
+    ) -> None:
         """``pseudonyms``: shared by the writers of one release's sets (train and test), so that a patient in
-        both has one pseudonym (and a locked-test check sees the overlap)."""
-        self.out, self.prefix = Path(out), prefix
+        both has one pseudonym (and a locked-test check sees the overlap). ``patients=False``: a release that
+        names none (each image is its own patient, near-duplicates share a fold): no ``patients.csv``."""
+        self.out, self.prefix, self.with_patients = Path(out), prefix, patients
         self._pseudonyms: dict[str, int] = {} if pseudonyms is None else pseudonyms
         self._patients: dict[str, int] = {}  # image (relative path) -> pseudonym number
 
     def add(self, label: str, name: str, image: np.ndarray, mask: np.ndarray | None, patient: str) -> bool:
-        """Write one 2D image (8-bit values kept; others as 16-bit, see :func:`to_uint16`) and its 0/1 mask.
+        """Write one image and its 0/1 mask: 2D as PNG (8-bit values kept; others as 16-bit, see
+        :func:`to_uint16`), a 3D (I, J, K) volume as NIfTI at 1 mm.
 
         Returns:
             Whether the image's values were scaled to fit 16 bits.
@@ -53,18 +57,29 @@ class ClassFolderWriter:
 
         folder = self.out / label
         folder.mkdir(parents=True, exist_ok=True)
-        rescaled = False
-        if image.dtype != np.uint8:
-            image, rescaled = to_uint16(image)
-        Image.fromarray(image).save(folder / f"{name}.png", compress_level=3)  # 3.4x zlib's default 6, +3% size
-        if mask is not None:
-            Image.fromarray(mask.astype(np.uint8) * np.uint8(255)).save(folder / f"{name}_mask.png")
-        number = self._pseudonyms.setdefault(patient, len(self._pseudonyms) + 1)
-        self._patients[f"{label}/{name}.png"] = number
+        if image.ndim == 3 and image.shape[-1] not in (3, 4):
+            from tumorbench.data.writers import write_nifti
+
+            file = write_nifti(folder / f"{name}.nii.gz", image, np.eye(4)).name
+            if mask is not None:
+                write_nifti(folder / f"{name}_mask.nii.gz", mask.astype(np.uint8), np.eye(4))
+            rescaled = False
+        else:
+            rescaled = False
+            if image.dtype != np.uint8:
+                image, rescaled = to_uint16(image)
+            file = f"{name}.png"
+            Image.fromarray(image).save(folder / file, compress_level=3)  # 3.4x zlib's default 6, +3% size
+            if mask is not None:
+                Image.fromarray(mask.astype(np.uint8) * np.uint8(255)).save(folder / f"{name}_mask.png")
+        if self.with_patients:
+            self._patients[f"{label}/{file}"] = self._pseudonyms.setdefault(patient, len(self._pseudonyms) + 1)
         return rescaled
 
     def close(self) -> int:
-        """Write ``patients.csv``; the number of patients in this set."""
+        """Write ``patients.csv`` (unless ``patients=False``); the number of patients in this set."""
+        if not self.with_patients:
+            return 0
         width = len(str(len(self._pseudonyms)))
         with open(self.out / "patients.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
