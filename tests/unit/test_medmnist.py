@@ -48,6 +48,16 @@ def test_breastmnist_is_written_with_its_class_names_val_joining_train(tmp_path,
     assert np.array_equal(read_image(train / label / "val_00003.png").array[0], arrays["val_images"][3])
 
 
+def test_data_on_an_npz_file_or_a_folder_of_them_points_to_the_command(tmp_path):
+    _npz(tmp_path / "breastmnist.npz", (8, 8), 2, sizes=(2, 0, 0))
+    with pytest.raises(DataError, match=r"a NumPy archive, not a folder: `tumorbench data medmnist "):
+        detect_layout(tmp_path / "breastmnist.npz")
+    with pytest.raises(
+        DataError, match=r"\.npz 1; NumPy archives: MedMNIST\? `tumorbench data medmnist .*/<file>\.npz"
+    ):
+        detect_layout(tmp_path)
+
+
 def test_3d_and_rgb_sets(tmp_path):
     arrays = _npz(tmp_path / "nodulemnist3d.npz", (16, 16, 16), 2, sizes=(4, 0, 2))
     medmnist.convert(tmp_path / "nodulemnist3d.npz", tmp_path / "nodule")

@@ -74,6 +74,12 @@ def detect_layout(root: str | Path) -> tuple[str, str]:
     """
     root = Path(root)
     if not root.is_dir():
+        if root.is_file() and root.suffix.lower() == ".npz":  # a MedMNIST set is one file
+            raise DataError(
+                root,
+                f"a NumPy archive, not a folder: `tumorbench data medmnist {root} --out DIR` "
+                "writes a MedMNIST file as class folders; then pass --data DIR/train --test DIR/test",
+            )
         raise DataError(root, "not a folder" if root.exists() else "no such folder")
     entries = [p for p in root.iterdir() if not is_system(p)]
     if not entries:
@@ -199,6 +205,7 @@ def _deeper(root: Path, max_folders: int = 2000) -> str:
 _RELEASES = {
     ".mat": ("MATLAB .mat files: the figshare brain tumour set?", "figshare"),
     ".pgm": ("PGM films: mini-MIAS (mdb001.pgm ... with Info.txt)?", "mias"),
+    ".npz": ("NumPy archives: MedMNIST?", "medmnist"),
 }
 
 
@@ -206,9 +213,10 @@ def _release(root: Path, suffixes: Counter[str]) -> str:
     """A pointer to the ``tumorbench data`` command that converts a released set of this root's file types."""
     for suffix, (what, command) in _RELEASES.items():
         if suffix in suffixes:
+            source = f"{root}/<file>.npz" if suffix == ".npz" else root  # MedMNIST's command takes one file
             return (
-                f"; {what} `tumorbench data {command} {root} --out DIR` writes it as class folders of PNGs with "
-                "masks and patients; then pass --data DIR"
+                f"; {what} `tumorbench data {command} {source} --out DIR` writes it as class folders (docs/data.md); "
+                "then pass --data DIR"
             )
     return ""
 
