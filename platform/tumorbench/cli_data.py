@@ -189,16 +189,33 @@ def labels(path: Path, label_level: int, patient_level: int | None, overwrite: b
     click.echo(f"wrote {out}: {len(frame)} {noun} ({counts}){patients}; {then}")
 
 
+def conversion(name: str | None = None, *, source_is_file: bool = False):
+    """A command converting a released set (PATH, a folder or one file) into OUT: ``--out`` and ``--overwrite``."""
+
+    def wrap(function):
+        path = click.Path(exists=True, file_okay=source_is_file, dir_okay=not source_is_file, path_type=Path)
+        function = click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")(
+            function
+        )
+        out = click.Path(file_okay=False, path_type=Path)
+        function = click.option("--out", type=out, required=True, help="Folder to write.")(function)
+        return click.command(name=name)(click.argument("path", type=path)(function))
+
+    return wrap
+
+
+def _counts(counter) -> str:
+    """``a 3, b 5``: a summary's counts by name."""
+    return ", ".join(f"{name} {n}" for name, n in sorted(counter.items()))
+
+
 def _writable(out: Path, overwrite: bool) -> None:
     """Refuse to write a converted set into a folder that holds files, unless ``--overwrite``."""
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise click.ClickException(f"{out} is not empty: pass --overwrite to write into it")
 
 
-@click.command()
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
-@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")
+@conversion()
 def luna16(path: Path, out: Path, overwrite: bool) -> None:
     """Make LUNA16 (PATH: subset*/<seriesuid>.mhd + annotations.csv) a segmentation set of nodule masks in OUT.
 
@@ -216,10 +233,7 @@ def luna16(path: Path, out: Path, overwrite: bool) -> None:
     )
 
 
-@click.command()
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
-@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")
+@conversion()
 def figshare(path: Path, out: Path, overwrite: bool) -> None:
     """Make the figshare brain tumour set (PATH: 1.mat ... 3064.mat, MATLAB 7.3) a class-folder set in OUT.
 
@@ -231,7 +245,7 @@ def figshare(path: Path, out: Path, overwrite: bool) -> None:
 
     _writable(out, overwrite)
     summary = convert(path, out)
-    classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
+    classes = _counts(summary.classes)
     click.echo(f"wrote {out}: {summary.images} slices ({classes}) of {summary.patients} patients")
     if summary.empty_masks:
         click.echo(f"  {summary.empty_masks} slice(s) with an empty tumour mask")
@@ -243,10 +257,7 @@ def figshare(path: Path, out: Path, overwrite: bool) -> None:
     _skipped(summary.skipped)
 
 
-@click.command()
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
-@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")
+@conversion()
 def mias(path: Path, out: Path, overwrite: bool) -> None:
     """Make mini-MIAS (PATH: mdb001.pgm ... mdb322.pgm + Info.txt) a class-folder set in OUT.
 
@@ -257,7 +268,7 @@ def mias(path: Path, out: Path, overwrite: bool) -> None:
 
     _writable(out, overwrite)
     summary = convert(path, out)
-    classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
+    classes = _counts(summary.classes)
     click.echo(
         f"wrote {out}: {summary.images} films ({classes}) of {summary.patients} women; {summary.lesions_drawn} "
         f"lesion circle(s) drawn; {summary.without_mask} abnormal film(s) without a circle, so without a mask"
@@ -270,13 +281,10 @@ def mias(path: Path, out: Path, overwrite: bool) -> None:
     _skipped(summary.skipped)
 
 
-@click.command(name="cbis-ddsm")
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
+@conversion(name="cbis-ddsm")
 @click.option("--max-side", type=click.IntRange(32, 8192), default=1024, show_default=True, help="Films' longest side.")
 @click.option("--one-set", is_flag=True, help="Every film in OUT (patient-level folds), not OUT/train + OUT/test.")
 @click.option("--workers", type=click.IntRange(0), default=0, help="Processes reading films (default: one per CPU).")
-@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")
 def cbis_ddsm(path: Path, out: Path, max_side: int, one_set: bool, workers: int, overwrite: bool) -> None:
     """Make CBIS-DDSM (PATH: its DICOM folders and case-description CSVs) class-folder sets in OUT.
 
@@ -288,8 +296,8 @@ def cbis_ddsm(path: Path, out: Path, max_side: int, one_set: bool, workers: int,
 
     _writable(out, overwrite)
     summary = convert(path, out, max_side, one_set=one_set, workers=workers or len(os.sched_getaffinity(0)))
-    classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
-    sets = ", ".join(f"{name} {n}" for name, n in sorted(summary.split.items()))
+    classes = _counts(summary.classes)
+    sets = _counts(summary.split)
     click.echo(
         f"wrote {out}: {summary.images} films ({classes}; {sets}) of {summary.patients} patients, "
         f"{summary.lesions} lesions; {summary.with_mask} films with their lesions' mask"
@@ -320,10 +328,7 @@ def _skipped(skipped: list[str]) -> None:
         raise click.ClickException(f"{len(skipped)} file(s) skipped{more}; the others were written")
 
 
-@click.command()
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Folder to write.")
-@click.option("--overwrite", is_flag=True, help="Write into a folder that already holds files.")
+@conversion(source_is_file=True)
 def medmnist(path: Path, out: Path, overwrite: bool) -> None:
     """Make a MedMNIST file (PATH: breastmnist.npz, nodulemnist3d_64.npz, ...) class-folder sets in OUT.
 
@@ -334,8 +339,8 @@ def medmnist(path: Path, out: Path, overwrite: bool) -> None:
 
     _writable(out, overwrite)
     summary = convert(path, out)
-    classes = ", ".join(f"{name} {n}" for name, n in sorted(summary.classes.items()))
-    sets = ", ".join(f"{name} {n}" for name, n in sorted(summary.split.items()))
+    classes = _counts(summary.classes)
+    sets = _counts(summary.split)
     click.echo(f"wrote {out}: {summary.images} {summary.dims}D images ({classes}; {sets}); no patient IDs")
     test = f" --test {out / 'test'}" if summary.split["test"] else ""
     click.echo(f"  then: python experiments/compare.py --data {out / 'train'}{test}")

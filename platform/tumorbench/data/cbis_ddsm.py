@@ -44,7 +44,6 @@ MAX_SIDE = 1024
 
 @dataclass
 class Summary(Written):
-    tables: int = 0
     lesions: int = 0
     with_mask: int = 0
     split: Counter = field(default_factory=Counter)  # films per split
@@ -194,7 +193,7 @@ def convert(
     lesions, folders = read_tables(root), dicom_folders(root)
     if one_set:
         lesions["split"] = "all"
-    summary = Summary(tables=lesions["split"].nunique(), lesions=len(lesions))
+    summary = Summary(lesions=len(lesions))
     pseudonyms: dict[str, int] = {}  # one per patient across both sets
     writers = {
         split: ClassFolderWriter(out if one_set else out / split, "cbis", pseudonyms) for split in set(lesions["split"])
