@@ -346,4 +346,44 @@ def medmnist(path: Path, out: Path, overwrite: bool) -> None:
     click.echo(f"  then: python experiments/compare.py --data {out / 'train'}{test}")
 
 
-DATA_COMMANDS = (synth, check, deid, preview, split, labels, luna16, figshare, mias, cbis_ddsm, medmnist)
+@conversion(name="lidc-idri")
+@click.option("--min-readers", type=click.IntRange(1, 4), default=1, show_default=True, help="Fewer: left out.")
+@click.option("--crop", type=click.IntRange(16, 512), default=64, show_default=True, help="Crop side in pixels.")
+@click.option("--window", default="-1000,400", show_default=True, help="HU range mapped to 0..255: LOW,HIGH.")
+@click.option("--workers", type=click.IntRange(0), default=0, help="Processes reading series (default: one per CPU).")
+def lidc_idri(path: Path, out: Path, min_readers: int, crop: int, window: str, workers: int, overwrite: bool) -> None:
+    """Make LIDC-IDRI (PATH: TCIA's DICOM CT series, each folder with its readers' XML) nodule crops in OUT.
+
+    Each nodule of 3 mm or more (its readers' outlines grouped) becomes the CT slice through its centre, cropped,
+    with the union and intersection of the outlines, and files/malignancy.csv the mean of its ratings: the lidc
+    layout, for `compare.py --data OUT` (mean malignancy <= 2 benign, >= 4 malignant, 3 left out).
+    """
+    from tumorbench.data.lidc_idri import Options, convert
+
+    try:
+        low, high = (float(v) for v in window.split(","))
+        options = Options(min_readers, crop, (low, high))
+    except ValueError as exc:
+        raise click.BadParameter(f"{window!r}: two numbers LOW,HIGH with LOW < HIGH", param_hint="--window") from exc
+    _writable(out, overwrite)
+    summary = convert(path, out, options, workers=workers or len(os.sched_getaffinity(0)))
+    readers = _counts({f"{n} reader(s)": count for n, count in summary.readers.items()})
+    click.echo(
+        f"wrote {out}: {summary.nodules} nodules ({readers}) of {summary.patients} patients, from {summary.series} "
+        f"series and {summary.readings} readers' outlined nodules"
+    )
+    notes = {
+        f"nodule(s) outlined by fewer than {min_readers} reader(s): left out": summary.too_few_readers,
+        "nodule(s) rated by no reader for malignancy: left out": summary.unrated,
+        f"nodule(s) wider than the {crop}-pixel crop: their crops cut it (--crop)": summary.clipped,
+        "outline(s) on no slice of their series: left out": summary.outlines_off,
+        "XML file(s) not CT readings (chest radiographs): left out": summary.not_ct,
+    }
+    for what, count in notes.items():
+        if count:
+            click.echo(f"  {count} {what}")
+    click.echo(f"  then: python experiments/compare.py --data {out}")
+    _skipped(summary.skipped)
+
+
+DATA_COMMANDS = (synth, check, deid, preview, split, labels, luna16, figshare, mias, cbis_ddsm, medmnist, lidc_idri)

@@ -20,18 +20,15 @@ film into one set instead, for patient-level folds.
 
 from __future__ import annotations
 
-import multiprocessing
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from tumorbench.data.class_set import ClassFolderWriter, Written, to_uint16
+from tumorbench.data.class_set import ClassFolderWriter, Written, in_processes, to_uint16
 from tumorbench.data.layouts.common import data_files, looks_like_dicom
 from tumorbench.data.layouts.labels_csv import column
 from tumorbench.errors import DataError
@@ -172,15 +169,6 @@ def _one(job: tuple[list[Path], list[list[Path]], int]) -> tuple | str:
         return exc.problem
 
 
-def _results(jobs: list, workers: int) -> Iterator[tuple | str]:
-    """:func:`_one` of each job, in order; ``workers`` > 1: in that many processes (spawned: no forked threads)."""
-    if workers <= 1:
-        yield from map(_one, jobs)
-        return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        yield from pool.map(_one, jobs, chunksize=2)
-
-
 def convert(
     root: str | Path, out: str | Path, max_side: int = MAX_SIDE, *, one_set: bool = False, workers: int = 1
 ) -> Summary:
@@ -202,7 +190,7 @@ def convert(
     summary.missing = [film for film, _ in films if film not in folders]
     films = [(film, rows) for film, rows in films if film in folders]
     jobs = [(folders[film], [folders.get(roi, []) for roi in rows["roi"]], max_side) for film, rows in films]
-    results = tqdm(_results(jobs, workers), total=len(jobs), desc="CBIS-DDSM films", unit="film", leave=False)
+    results = tqdm(in_processes(_one, jobs, workers), total=len(jobs), desc="CBIS-DDSM films", unit="film", leave=False)
     for (film, rows), result in zip(films, results):
         if isinstance(result, str):
             summary.skipped.append(f"{film}: {result}")

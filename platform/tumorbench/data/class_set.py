@@ -8,9 +8,13 @@ images of one patient share a fold and no source ID is written.
 from __future__ import annotations
 
 import csv
+import multiprocessing
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +26,16 @@ class Written:
     images: int = 0
     patients: int = 0
     classes: Counter = field(default_factory=Counter)
+
+
+def in_processes(function: Callable[[Any], Any], jobs: Iterable, workers: int) -> Iterator:
+    """``function`` of each job, in order; ``workers`` > 1: in that many processes (spawned: no forked threads).
+    ``function`` returns a problem rather than raising it, so that one bad file does not stop the others."""
+    if workers <= 1:
+        yield from map(function, jobs)
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(function, jobs, chunksize=2)
 
 
 def to_uint16(image: np.ndarray) -> tuple[np.ndarray, bool]:

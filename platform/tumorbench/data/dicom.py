@@ -181,7 +181,7 @@ def _invert_monochrome1(ds: Any, pixels: np.ndarray) -> np.ndarray:
     return (low + high) - pixels.astype(np.int64)
 
 
-def _read_slice(path: Path, ds: Any = None) -> tuple[Any, np.ndarray]:
+def read_slice(path: Path, ds: Any = None) -> tuple[Any, np.ndarray]:
     """Header and stored pixels of one single-frame file (compressed syntaxes decoded; colour as RGB);
     ``ds``: the file's dataset when already read (pixel data deferred)."""
     try:
@@ -383,9 +383,9 @@ def read_dicom_series(source: str | Path | Sequence[str | Path], *, series_uid: 
         if frame_count(header) > 1 and not is_planar(1, header):  # enhanced CT / MR, DBT
             _check_decodable(header, paths[0])
             return read_multiframe(paths[0], origin, uid)
-        slices = [_read_slice(paths[0], header)]
+        slices = [read_slice(paths[0], header)]
     else:
-        slices = [_read_slice(p) for p in paths]
+        slices = [read_slice(p) for p in paths]
     datasets = [ds for ds, _ in slices]
     if is_planar(len(paths), datasets[0]):
         return dicom_planar_image(paths[0], *slices[0])

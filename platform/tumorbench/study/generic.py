@@ -124,7 +124,8 @@ def detect(frame: pd.DataFrame, labels_of_mask=mask_labels, task: str | None = N
     where = {  # where this layout's labels would come from
         "dicom": "a labels.csv at the root with columns series_dir and label (or mask); for series kept in "
         "class folders (benign/..., malignant/...), `tumorbench data labels PATH` writes it; for CBIS-DDSM "
-        "(Mass-Training_P_00001_LEFT_CC/... and its case CSVs), `tumorbench data cbis-ddsm PATH --out DIR`",
+        "(Mass-Training_P_00001_LEFT_CC/... and its case CSVs), `tumorbench data cbis-ddsm PATH --out DIR`; for "
+        "LIDC-IDRI (CT series, each folder with its readers' XML), `tumorbench data lidc-idri PATH --out DIR`",
         "image-folder": "one subfolder per class",
     }.get(layout, "the files docs/data.md lists for this layout")
     raise TumorbenchError(
