@@ -350,22 +350,27 @@ def medmnist(path: Path, out: Path, overwrite: bool) -> None:
 @click.option("--min-readers", type=click.IntRange(1, 4), default=1, show_default=True, help="Fewer: left out.")
 @click.option("--crop", type=click.IntRange(16, 512), default=64, show_default=True, help="Crop side in pixels.")
 @click.option("--window", default="-1000,400", show_default=True, help="HU range mapped to 0..255: LOW,HIGH.")
+@click.option("--volumes", type=click.Path(file_okay=False, path_type=Path), help="Also each CT + nodule masks here.")
 @click.option("--workers", type=click.IntRange(0), default=0, help="Processes reading series (default: one per CPU).")
-def lidc_idri(path: Path, out: Path, min_readers: int, crop: int, window: str, workers: int, overwrite: bool) -> None:
+def lidc_idri(
+    path: Path, out: Path, min_readers: int, crop: int, window: str, volumes: Path | None, workers: int, overwrite: bool
+) -> None:
     """Make LIDC-IDRI (PATH: TCIA's DICOM CT series, each folder with its readers' XML) nodule crops in OUT.
 
     Each nodule of 3 mm or more (its readers' outlines grouped) becomes the CT slice through its centre, cropped,
     with the union and intersection of the outlines, and files/malignancy.csv the mean of its ratings: the lidc
-    layout, for `compare.py --data OUT` (mean malignancy <= 2 benign, >= 4 malignant, 3 left out).
+    layout, for `compare.py --data OUT` (mean malignancy <= 2 benign, >= 4 malignant, 3 left out). --volumes DIR:
+    also each whole CT (images/) with its nodules' 50%-consensus masks (masks/), for `compare.py --data DIR`.
     """
     from tumorbench.data.lidc_idri import Options, convert
 
     try:
         low, high = (float(v) for v in window.split(","))
-        options = Options(min_readers, crop, (low, high))
+        options = Options(min_readers, crop, (low, high), None if volumes is None else str(volumes))
     except ValueError as exc:
         raise click.BadParameter(f"{window!r}: two numbers LOW,HIGH with LOW < HIGH", param_hint="--window") from exc
-    _writable(out, overwrite)
+    for folder in (out, volumes) if volumes else (out,):
+        _writable(folder, overwrite)
     summary = convert(path, out, options, workers=workers or len(os.sched_getaffinity(0)))
     readers = _counts({f"{n} reader(s)": count for n, count in summary.readers.items()})
     click.echo(
@@ -383,6 +388,10 @@ def lidc_idri(path: Path, out: Path, min_readers: int, crop: int, window: str, w
         if count:
             click.echo(f"  {count} {what}")
     click.echo(f"  then: python experiments/compare.py --data {out}")
+    if volumes:
+        click.echo(
+            f"  and {summary.volumes} CT volume(s) with nodule masks: python experiments/compare.py --data {volumes}"
+        )
     _skipped(summary.skipped)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 
+import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -12,7 +13,9 @@ from PIL import Image
 
 from tumorbench.cli import main
 from tumorbench.data.catalog import detect_layout, scan
-from tumorbench.data.lidc_idri import Options, Slices, convert, outline_masks
+from tumorbench.data.lidc_idri import Options, convert
+from tumorbench.data.lidc_outlines import Slices, outline_masks
+from tumorbench.data.lidc_volumes import consensus
 from tumorbench.data.lidc_xml import Outline, Reading, read_readings
 from tumorbench.data.writers import write_dicom_series
 from tumorbench.errors import DataError
@@ -26,11 +29,14 @@ def disc(centre: tuple[int, int], radius: float, shape=(SIZE, SIZE)) -> np.ndarr
     return (rows - centre[0]) ** 2 + (cols - centre[1]) ** 2 <= radius**2
 
 
-def boundary(mask: np.ndarray) -> list[tuple[int, int]]:
-    """The mask's edge pixels as (x, y) in order around its centre: an LIDC edgeMap."""
-    inner = np.zeros_like(mask)
-    inner[1:-1, 1:-1] = mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
-    rows, cols = np.nonzero(mask & ~inner)
+def outline(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The pixels just outside a (convex) mask, as (x, y) in order around its centre: how LIDC's readers drew."""
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= mask[:, :-1]
+    grown[:, :-1] |= mask[:, 1:]
+    rows, cols = np.nonzero(grown & ~mask)
     order = np.argsort(np.arctan2(rows - rows.mean(), cols - cols.mean()))
     return [(int(cols[n]), int(rows[n])) for n in order]
 
@@ -72,10 +78,10 @@ def _series(folder, patient="LIDC-IDRI-0007", number=3000566):
 def _lidc(root):
     folder = root / "LIDC-IDRI" / "LIDC-IDRI-0007" / "01-01-2000-CT" / "3000566.000000-lung"
     uid, sops, z = _series(folder)
-    first = _nodule("Nodule 001", "".join(_roi(boundary(disc(A, 5)), sop=sops[k]) for k in range(4, 9)), 5, 5)
+    first = _nodule("Nodule 001", "".join(_roi(outline(disc(A, 5)), sop=sops[k]) for k in range(4, 9)), 5, 5)
     small = _nodule("Nodule 002", _roi([(30, 30)], sop=sops[3]))  # under 3 mm: one point, no ratings
-    second = _nodule("IL057_1", "".join(_roi(boundary(disc(A, 4)), z=z[k]) for k in range(5, 8)), 4, 3)
-    third = _nodule("MI014_2", "".join(_roi(boundary(disc(C, 2)), sop=sops[k]) for k in (1, 2)), 1, 2)
+    second = _nodule("IL057_1", "".join(_roi(outline(disc(A, 4)), z=z[k]) for k in range(5, 8)), 4, 3)
+    third = _nodule("MI014_2", "".join(_roi(outline(disc(C, 2)), sop=sops[k]) for k in (1, 2)), 1, 2)
     non = "<nonNodule><nonNoduleID>x</nonNoduleID><imageZposition>0</imageZposition></nonNodule>"
     sessions = "".join(
         f"<readingSession><annotationVersion>3.12</annotationVersion>{r}</readingSession>"
@@ -140,16 +146,19 @@ def test_min_readers_leaves_out_nodules_fewer_outlined(tmp_path):
     assert [r[3] for r in _rows(tmp_path / "out")] == ["1"]  # A, now nodule 1
 
 
-def test_a_hole_is_cut_and_its_edge_kept():
-    square = [(x, 2) for x in range(2, 12)] + [(11, y) for y in range(2, 12)]
-    square += [(x, 11) for x in range(11, 1, -1)] + [(2, y) for y in range(11, 1, -1)]
-    hole = [(5, 5), (8, 5), (8, 8), (5, 8)]
-    reading = Reading(0, {}, (Outline("s", None, True, np.array(square)), Outline("s", None, False, np.array(hole))))
+def test_a_hole_is_cut_and_the_outlines_drawn_outside_what_they_bound():
+    def chain(low, high):  # a square's edge pixels, in order around it
+        edge = [(x, low) for x in range(low, high)] + [(high, y) for y in range(low, high)]
+        return edge + [(x, high) for x in range(high, low, -1)] + [(low, y) for y in range(high, low, -1)]
+
+    square, hole = chain(2, 11), chain(5, 8)
+    point = Outline("s", None, True, np.array([(14, 14)]))  # encloses nothing
+    outlines = (Outline("s", None, True, np.array(square)), Outline("s", None, False, np.array(hole)), point)
     slices = Slices([], np.array([0.0]), {"s": 0}, (16, 16), (1.0, 1.0), 1, 1)
-    masks, off = outline_masks(reading, slices)
+    masks, off = outline_masks(Reading(0, {}, outlines), slices)
     expected = np.zeros((16, 16), bool)
-    expected[2:12, 2:12] = True
-    expected[6:8, 6:8] = False  # inside the hole's outline; the outline itself stays
+    expected[3:11, 3:11] = True  # inside the square's outline, not on it
+    expected[6:8, 6:8] = False  # inside the hole's outline; its outline stays nodule
     np.testing.assert_array_equal(masks[0], expected)
     assert off == 0
 
@@ -191,11 +200,15 @@ def test_cli_writes_the_set_and_says_what_it_left_out(tmp_path):
     _lidc(tmp_path)
     out = tmp_path / "out"
     args = ["data", "lidc-idri", str(tmp_path / "LIDC-IDRI"), "--out", str(out), "--crop", "16", "--workers", "1"]
-    result = CliRunner().invoke(main, [*args, "--min-readers", "2"])
+    result = CliRunner().invoke(main, [*args, "--min-readers", "2", "--volumes", str(tmp_path / "volumes")])
     assert result.exit_code == 0, result.output
     assert "wrote" in result.output and "1 nodules (2 reader(s) 1) of 1 patients, from 1 series" in result.output
     assert "1 nodule(s) outlined by fewer than 2 reader(s): left out" in result.output
     assert f"then: python experiments/compare.py --data {out}" in result.output
+    assert (
+        f"1 CT volume(s) with nodule masks: python experiments/compare.py --data {tmp_path / 'volumes'}"
+        in result.output
+    )
     result = CliRunner().invoke(main, [*args, "--window", "400,-1000", "--overwrite"])
     assert result.exit_code == 2 and "two numbers LOW,HIGH" in result.output
 
@@ -207,3 +220,41 @@ def test_xml_kept_apart_from_its_series_finds_it_under_the_root(tmp_path):
     (folder / "069.xml").rename(apart / "158.xml")
     summary = convert(tmp_path / "LIDC-IDRI", tmp_path / "out", Options(crop=16))
     assert (summary.series, summary.nodules, summary.skipped) == (1, 2, [])
+
+
+def test_volumes_are_the_ct_with_each_nodules_consensus_on_its_grid(tmp_path):
+    _lidc(tmp_path)
+    volumes = tmp_path / "volumes"
+    summary = convert(tmp_path / "LIDC-IDRI", tmp_path / "out", Options(crop=16, volumes=str(volumes)))
+    assert summary.volumes == 1
+    case = "LIDC-IDRI-0007_3000566.nii.gz"
+    ct, mask = nib.load(volumes / "images" / case), nib.load(volumes / "masks" / case)
+    np.testing.assert_allclose(ct.affine, mask.affine)
+    hu, labels = np.asarray(ct.dataobj), np.asarray(mask.dataobj)
+    assert hu.shape == labels.shape == (SIZE, SIZE, SLICES)
+    assert (hu[labels == 1] == NODULE_HU).mean() > 0.9  # the masks lie on the nodule, in the volume's (i, j, k)
+    for k in range(SLICES):  # A: either of its 2 readers is half of them (slices 4-8, the larger outline); C: 1-2
+        expected = (disc(A, 5) if 4 <= k <= 8 else False) | (disc(C, 2) if k in (1, 2) else False)
+        np.testing.assert_array_equal(labels[:, :, k].T, expected)
+    frame = scan(volumes)
+    assert detect_layout(volumes)[0] == "paired" and frame["patient_id"].tolist() == ["LIDC-IDRI-0007"]
+    assert not list(volumes.rglob("*.0.nii.gz"))  # the workers' names renamed
+
+
+def test_consensus_keeps_voxels_at_least_half_the_readers_marked():
+    marks = {0: [1, 1, 0, 0], 1: [1, 0, 0, 1], 2: [0, 1, 1, 0]}  # three readers: two needed
+    found = consensus({r: {0: np.array(m, bool)} for r, m in marks.items()})
+    np.testing.assert_array_equal(found[0], [True, True, False, False])
+    assert consensus({0: {3: np.zeros(4, bool)}}) == {}
+
+
+def test_a_series_missing_a_slice_gets_its_crops_and_no_volume(tmp_path):
+    folder = _lidc(tmp_path)
+    (folder / "slice_010.dcm").unlink()  # no nodule there
+    summary = convert(tmp_path / "LIDC-IDRI", tmp_path / "out", Options(crop=16, volumes=str(tmp_path / "v")))
+    assert (summary.nodules, summary.volumes, len(summary.skipped)) == (2, 0, 1)
+    assert (
+        "non-uniform slice spacing" in summary.skipped[0]
+        and "its volume not written; its crops are" in summary.skipped[0]
+    )
+    assert not list((tmp_path / "v").rglob("*.nii.gz"))
