@@ -390,7 +390,7 @@ def lidc_idri(
     click.echo(f"  then: python experiments/compare.py --data {out}")
     if volumes:
         click.echo(
-            f"  and {summary.volumes} CT volume(s) with nodule masks: python experiments/compare.py --data {volumes}"
+            f"  {summary.volumes} CT volume(s) with nodule masks: python experiments/compare.py --data {volumes}"
         )
     _skipped(summary.skipped)
 

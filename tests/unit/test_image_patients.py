@@ -57,3 +57,10 @@ def test_unlisted_images_are_reported_and_bad_files_name_the_problem(tmp_path):
     (tmp_path / "patients.csv").write_text("file_name,patient\nyes/yes0.png,P1\n")
     with pytest.raises(DataError, match="needs an image"):
         scan(tmp_path)
+
+
+def test_a_patients_csv_of_one_image_each_is_not_called_missing(tmp_path):
+    write_blob_folders(tmp_path, n=2)
+    rows = [f"{c}/{c}{i}.png,P-{c}{i}" for c in ("no", "yes") for i in range(2)]  # a patient per image, said so
+    (tmp_path / "patients.csv").write_text("image,patient_id\n" + "\n".join(rows) + "\n")
+    assert "patients_note" not in check_dataset(tmp_path, duplicates=False)["details"]

@@ -258,3 +258,12 @@ def test_a_series_missing_a_slice_gets_its_crops_and_no_volume(tmp_path):
         and "its volume not written; its crops are" in summary.skipped[0]
     )
     assert not list((tmp_path / "v").rglob("*.nii.gz"))
+
+
+def test_data_check_of_the_download_points_to_the_command(tmp_path):
+    from tumorbench.data.check import check_dataset
+
+    _lidc(tmp_path)
+    report = check_dataset(tmp_path / "LIDC-IDRI", "auto", duplicates=False, fingerprint=False)
+    assert report["layout"] == "dicom" and not report["problems"]
+    assert any("reading XML beside it" in n and "tumorbench data lidc-idri" in n for n in report["notes"])

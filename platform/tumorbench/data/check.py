@@ -128,7 +128,8 @@ def _layout_details(frame: pd.DataFrame, infos: pd.DataFrame) -> dict[str, Any]:
         details["slices_per_patient"] = _count(frame["patient_id"])
     if layout == "lidc":
         details["malignancy_policy"] = frame.attrs.get("lidc_policy")
-    if layout in ("image-folder", "paired", "csv") and frame["patient_id"].nunique() == len(frame):
+    listed = layout != "csv" and (Path(frame.attrs["root"]) / "patients.csv").exists()  # one scan per patient
+    if layout in ("image-folder", "paired", "csv") and frame["patient_id"].nunique() == len(frame) and not listed:
         how = "a patient_id column in the CSV" if layout == "csv" else "patients.csv"
         details["patients_note"] = (
             "each image is its own patient: images of one patient can fall into different "

@@ -52,9 +52,26 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
                 planar=is_planar(len(files), header),  # read as a 2D image (radiograph, ultrasound)
             )
         )
+    if not labels:
+        _note_lidc(root, {Path(r["image"][0]) for r in rows}, problems)
     if len({r["planar"] for r in rows}) > 1:
         problems.add(root, "series mix planar images (radiographs, ultrasound: 2D) and volumes: one study takes one")
     return rows
+
+
+def _note_lidc(root: Path, folders: set[Path], problems: Problems) -> None:
+    """Point to ``data lidc-idri`` when LIDC-IDRI's reading XML lies beside the series (its nodules are not read
+    here); one XML's first bytes per series folder are looked at."""
+    found = 0
+    for folder in folders:
+        for xml in sorted(folder.glob("*.xml"))[:1]:
+            with open(xml, "rb") as handle:
+                found += b"LidcReadMessage" in handle.read(4096)
+    if found:
+        problems.notes.append(
+            f"{found} series with LIDC-IDRI's reading XML beside it: its nodules are read by `tumorbench data "
+            f"lidc-idri {root} --out DIR` (nodule crops with malignancy; --volumes for 3D masks), not here"
+        )
 
 
 def _note_outlines(outlines: dict[str, list[Path]], series: dict[str, list[Path]], problems: Problems) -> None:
