@@ -55,13 +55,13 @@ def _nodule(name, rois, malignancy=None, subtlety=3) -> str:
     return f"<unblindedReadNodule><noduleID>{name}</noduleID>{characteristics}{rois}</unblindedReadNodule>"
 
 
-def _series(folder, patient="LIDC-IDRI-0007", number=3000566):
+def _series(folder, patient="LIDC-IDRI-0007", number=3000566, seed=""):
     """A 40 x 40 x 12 CT at 0.7 x 0.7 x 1.25 mm: air, nodule A a cylinder (radius 5, slices 4-8); SOP UIDs, z."""
     volume = np.full((SIZE, SIZE, SLICES), -1000.0)
     for k in range(4, 9):
         volume[:, :, k][disc(A, 5).T] = NODULE_HU  # volume is (i column, j row, k)
     affine = np.diag([-0.7, -0.7, 1.25, 1.0])
-    files = write_dicom_series(folder, volume, affine, patient_id=patient, uid_seed=f"{patient}{number}")
+    files = write_dicom_series(folder, volume, affine, patient_id=patient, uid_seed=f"{patient}{number}{seed}")
     for path in files:  # TCIA's series number, the crop names' scan
         ds = pydicom.dcmread(path)
         ds.SeriesNumber = number
@@ -267,3 +267,18 @@ def test_data_check_of_the_download_points_to_the_command(tmp_path):
     report = check_dataset(tmp_path / "LIDC-IDRI", "auto", duplicates=False, fingerprint=False)
     assert report["layout"] == "dicom" and not report["problems"]
     assert any("reading XML beside it" in n and "tumorbench data lidc-idri" in n for n in report["notes"])
+
+
+def test_a_second_series_of_a_patient_under_the_same_number_is_refused_and_its_volume_removed(tmp_path):
+    _lidc(tmp_path)
+    again = tmp_path / "LIDC-IDRI" / "LIDC-IDRI-0007" / "01-01-2001-CT" / "3000566.000000-lung"
+    uid, _, _ = _series(again, seed="again")
+    header = f"<ResponseHeader><SeriesInstanceUid>{uid}</SeriesInstanceUid></ResponseHeader>"
+    (again / "069.xml").write_text(f"<LidcReadMessage>{header}</LidcReadMessage>")
+    volumes = tmp_path / "v"
+    summary = convert(tmp_path / "LIDC-IDRI", tmp_path / "out", Options(crop=16, volumes=str(volumes)))
+    assert (summary.series, summary.volumes, summary.nodules) == (1, 1, 2)
+    assert (
+        len(summary.skipped) == 1 and "SeriesNumber 3000566 of another series of the same patient" in summary.skipped[0]
+    )
+    assert sorted(p.name for p in volumes.rglob("*.nii.gz")) == ["LIDC-IDRI-0007_3000566.nii.gz"] * 2

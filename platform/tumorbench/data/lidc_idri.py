@@ -241,12 +241,15 @@ def _volume(options: Options, result: SeriesResult, summary: Summary | None, vol
     if not result.volume:
         return
     case = result.volume.rsplit(".", 1)[0]
-    for kind in ("images", "masks"):
-        written = Path(options.volumes, kind, f"{result.volume}.nii.gz")
-        written.unlink() if summary is None else written.replace(written.with_name(f"{case}.nii.gz"))
-    if summary is not None:
-        volumes[case] = f"LIDC-IDRI-{result.patient:04d}"
-        summary.volumes += 1
+    written = [Path(options.volumes, kind, f"{result.volume}.nii.gz") for kind in ("images", "masks")]
+    if summary is None:
+        for path in written:
+            path.unlink()
+        return
+    for path in written:
+        path.replace(path.with_name(f"{case}.nii.gz"))
+    volumes[case] = f"LIDC-IDRI-{result.patient:04d}"
+    summary.volumes += 1
 
 
 def convert(root: str | Path, out: str | Path, options: Options = Options(), *, workers: int = 1) -> Summary:
