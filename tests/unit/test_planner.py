@@ -590,3 +590,16 @@ def test_a_set_too_large_for_the_default_budget_is_studied_on_a_sample_of_whole_
     assert small.max_cases is None and "max_cases" not in apply_plan(_classifier_study(), small).config
     with pytest.raises(BudgetError, match=r"\(5000 images, 2 CPUs\): the minimum is about \d+ min"):
         make_plan(_classifier_study(), fp, TWO_CORES, budget_minutes=3)
+
+
+def test_a_budget_explains_fewer_cases_before_the_comparison_gives_anything_up(monkeypatch):
+    monkeypatch.setitem(timemodel.EXPLAIN_PASSES, 2, 40 * timemodel.EXPLAIN_PASSES[2])  # as dear as a 3D study's
+    study, fp = _study(), _fp(cases=300)
+    full = make_plan(study, fp, TWO_CORES, budget_minutes=1000)
+    assert full.explain_cases == 4 and full.explain_seconds > full.estimate_seconds / 2
+    budget = (full.estimate_seconds - 0.6 * full.explain_seconds) / 60  # fits with a quarter of the explanations
+    plan = make_plan(study, fp, TWO_CORES, budget_minutes=budget)
+    assert plan.explain_cases == 1 and plan.explain_seconds == pytest.approx(full.explain_seconds / 4)
+    assert (plan.folds, plan.epochs, [s.name for s in plan.searches]) == (3, 8, ["lite0", "resnet18"])
+    assert "scaled down: explained cases per fold and model 4 -> 1" in " ".join(plan.notes)
+    assert apply_plan(study, plan).explain_cases == 1 and apply_plan(study, full).explain_cases == 4

@@ -67,6 +67,7 @@ def apply_plan(study: Study, plan: Any, cache_dir: str | None = None) -> Study:
         config=config,
         candidates=tuple(candidates),
         baseline_params=_capped_baselines(study, plan.baseline_cases),
+        explain_cases=study.explain_cases if plan.explain_cases is None else plan.explain_cases,
     )
 
 

@@ -102,6 +102,7 @@ class Plan:
     baseline_cases: int | None = None  # training cases each classifier baseline fits on per fold (None: all)
     stats_seconds: float = 0.0  # the leaderboard's and paired comparisons' bootstraps (timemodel.stats_seconds)
     max_cases: int | None = None  # cases the study splits and uses (None: all; a sample of whole patients)
+    explain_cases: int | None = None  # explained cases per fold and model (None: the study's)
 
     def format(self) -> str:
         """The plan as printed before a study starts."""
@@ -214,6 +215,7 @@ def make_plan(
         factors=dict(factors or {}),
         workers=workers,
         machine=machine,
+        explain_cases=study.explain_cases,
     )
     k.folds = min(k.folds, max(MIN_FOLDS, fp["patients"]))
     class_patients = fp.get("class_patients") or {}
@@ -244,7 +246,7 @@ def make_plan(
 
     def explained() -> float:  # the driver explains on every core (GPU when there is one), whole inputs
         edge = k.size if dims == 2 else volume_edge(study, fp)
-        per_fold = min(study.explain_cases, math.ceil(used() / k.folds))
+        per_fold = min(k.explain_cases, math.ceil(used() / k.folds))
         driver = GPU_SPEEDUP if capacity.gpus >= 1 else max(1.0, CPU_PARALLEL_EFFICIENCY * capacity.cpus)
         return explain_seconds([c.config["model"] for c in k.candidates], edge, dims, k.folds, per_fold, driver)
 
@@ -315,6 +317,7 @@ def make_plan(
         baseline_seconds=baselines,
         estimate_seconds=total,
         explain_seconds=explained(),
+        explain_cases=k.explain_cases,
         stats_seconds=statistics(),
         test_seconds=tested(),
         test_cases=test_cases,

@@ -43,6 +43,7 @@ class Knobs:
     machine: float = 1.0  # this machine's CPU against the constants' (study.probe.machine_factor)
     baseline_cases: int | None = None  # training cases a classifier baseline fits on per fold (None: all)
     cases: int | None = None  # cases the study splits and uses (None: all; SplitConfig.max_cases)
+    explain_cases: int = 0  # out-of-fold cases explained per fold and model (Study.explain_cases)
 
 
 def give_back_epochs(k: Knobs, epochs: int, fits) -> None:
@@ -128,6 +129,12 @@ def reductions(k: Knobs, dims: int, classifier_cases: int = 0, cases: int = 0) -
         k.size = below[0]
         return f"{'patch' if dims == 3 else 'input'} size -> {k.size}"
 
+    def fewer_explained():  # no part of the comparison: halved first, never below one a fold and model
+        if k.explain_cases <= 1:
+            return None
+        k.explain_cases //= 2
+        return f"explained cases -> {k.explain_cases}"
+
     def drop_candidate():
         if len(k.candidates) <= 1:
             return None
@@ -135,6 +142,7 @@ def reductions(k: Knobs, dims: int, classifier_cases: int = 0, cases: int = 0) -
         return f"candidate {dropped.name} dropped"
 
     return [
+        fewer_explained,
         baseline_cases_to(5000),
         trials_to(2),
         lower("epochs", 4),
@@ -179,6 +187,11 @@ def changes(study: Study, k: Knobs, trials: dict[str, int], dims: int, cases: in
             notes.append(f"scaled down: {c.name} {how}")
         elif k.trials[c.name] > trials[c.name]:
             notes.append(f"scaled up: {c.name} {trials[c.name]} -> {k.trials[c.name]} trials (the budget holds them)")
+    if k.explain_cases < study.explain_cases:
+        notes.append(
+            f"scaled down: explained cases per fold and model {study.explain_cases} -> {k.explain_cases} "
+            "(explanations are no part of the comparison; 3D ones take minutes a case on CPUs)"
+        )
     if k.baseline_cases is not None:
         notes.append(
             f"scaled down: classifier baselines fitted on about {k.baseline_cases} of each fold's training cases "
