@@ -194,6 +194,13 @@ def test_reading_xml_refuses_malformed_values(tmp_path):
     )
     with pytest.raises(DataError, match="malignancy rating 7, not in 1..5"):
         read_readings(path)
+    path.write_text(
+        "<LidcReadMessage><ResponseHeader><SeriesInstanceUID>1.5</SeriesInstanceUID></ResponseHeader></LidcReadMessage>"
+    )
+    assert read_readings(path) == ("1.5", [])
+    path.write_text("<LidcReadMessage><ResponseHeader/></LidcReadMessage>")
+    with pytest.raises(DataError, match="no SeriesInstanceUid in its ResponseHeader"):
+        read_readings(path)
 
 
 def test_cli_writes_the_set_and_says_what_it_left_out(tmp_path):

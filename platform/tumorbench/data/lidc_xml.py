@@ -133,7 +133,8 @@ def read_readings(path: str | Path) -> tuple[str, list[Reading]]:
     if _name(root) != "LidcReadMessage":
         raise NotCtReading(f"{_name(root)}, not LidcReadMessage")
     headers = _children(root, "ResponseHeader")
-    series = _text(headers[0], "SeriesInstanceUid") if headers else None
+    spellings = ("SeriesInstanceUid", "SeriesInstanceUID")  # the release's, and the DICOM keyword's
+    series = next((uid for name in spellings if headers and (uid := _text(headers[0], name))), None)
     if series is None:
         raise DataError(path, "no SeriesInstanceUid in its ResponseHeader")
     readings, points = [], 0
