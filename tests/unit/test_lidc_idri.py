@@ -198,6 +198,10 @@ def test_reading_xml_refuses_malformed_values(tmp_path):
         "<LidcReadMessage><ResponseHeader><SeriesInstanceUID>1.5</SeriesInstanceUID></ResponseHeader></LidcReadMessage>"
     )
     assert read_readings(path) == ("1.5", [])
+    far = _nodule("n", _roi([(1, 1), (2, 2), (10**20, 1)], z=1.0), 3)
+    path.write_text(f"<LidcReadMessage>{header}<readingSession>{far}</readingSession></LidcReadMessage>")
+    with pytest.raises(DataError, match="lies far outside any CT slice"):
+        read_readings(path)
     path.write_text("<LidcReadMessage><ResponseHeader/></LidcReadMessage>")
     with pytest.raises(DataError, match="no SeriesInstanceUid in its ResponseHeader"):
         read_readings(path)

@@ -33,6 +33,7 @@ RATINGS = (
 )
 MAX_XML_BYTES = 16 << 20  # the release's largest is about 1 MB
 MAX_POINTS = 1 << 20  # outline points in one file: bounded work for a crafted one
+MAX_COORD = 1 << 15  # an outline point's column or row (a CT slice is 512 wide)
 
 
 class NotCtReading(Exception):
@@ -93,6 +94,8 @@ def _outline(path: Path, roi: ET.Element) -> Outline:
             points.append((int(x), int(y)))
         except (TypeError, ValueError) as exc:
             raise DataError(path, f"an edgeMap point ({x!r}, {y!r}) is not two integers") from exc
+        if not (-MAX_COORD <= points[-1][0] <= MAX_COORD and -MAX_COORD <= points[-1][1] <= MAX_COORD):
+            raise DataError(path, f"an edgeMap point ({x}, {y}) lies far outside any CT slice")
     z = _text(roi, "imageZposition")
     try:
         z_mm = None if z is None else float(z)
