@@ -347,13 +347,22 @@ def medmnist(path: Path, out: Path, overwrite: bool) -> None:
 
 
 @conversion(name="lidc-idri")
-@click.option("--min-readers", type=click.IntRange(1, 4), default=1, show_default=True, help="Fewer: left out.")
+@click.option("--min-readers", type=click.IntRange(1, 4), default=1, show_default=True, help="Fewer readers: out.")
 @click.option("--crop", type=click.IntRange(16, 512), default=64, show_default=True, help="Crop side in pixels.")
 @click.option("--window", default="-1000,400", show_default=True, help="HU range mapped to 0..255: LOW,HIGH.")
+@click.option("--pixel-mm", type=float, help="Crops resampled to this many mm a pixel (default: the scan's own).")
 @click.option("--volumes", type=click.Path(file_okay=False, path_type=Path), help="Also each CT + nodule masks here.")
 @click.option("--workers", type=click.IntRange(0), default=0, help="Processes reading series (default: one per CPU).")
 def lidc_idri(
-    path: Path, out: Path, min_readers: int, crop: int, window: str, volumes: Path | None, workers: int, overwrite: bool
+    path: Path,
+    out: Path,
+    min_readers: int,
+    crop: int,
+    window: str,
+    pixel_mm: float | None,
+    volumes: Path | None,
+    workers: int,
+    overwrite: bool,
 ) -> None:
     """Make LIDC-IDRI (PATH: TCIA's DICOM CT series, each folder with its readers' XML) nodule crops in OUT.
 
@@ -366,9 +375,12 @@ def lidc_idri(
 
     try:
         low, high = (float(v) for v in window.split(","))
-        options = Options(min_readers, crop, (low, high), None if volumes is None else str(volumes))
     except ValueError as exc:
-        raise click.BadParameter(f"{window!r}: two numbers LOW,HIGH with LOW < HIGH", param_hint="--window") from exc
+        raise click.BadParameter(f"{window!r}: two numbers LOW,HIGH", param_hint="--window") from exc
+    try:
+        options = Options(min_readers, crop, (low, high), None if volumes is None else str(volumes), pixel_mm)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     for folder in (out, volumes) if volumes else (out,):
         _writable(folder, overwrite)
     summary = convert(path, out, options, workers=workers or len(os.sched_getaffinity(0)))

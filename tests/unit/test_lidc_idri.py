@@ -221,6 +221,8 @@ def test_cli_writes_the_set_and_says_what_it_left_out(tmp_path):
         in result.output
     )
     result = CliRunner().invoke(main, [*args, "--window", "400,-1000", "--overwrite"])
+    assert result.exit_code == 2 and "window low < high" in result.output
+    result = CliRunner().invoke(main, [*args, "--window", "-1000", "--overwrite"])
     assert result.exit_code == 2 and "two numbers LOW,HIGH" in result.output
 
 
@@ -293,3 +295,17 @@ def test_a_second_series_of_a_patient_under_the_same_number_is_refused_and_its_v
         len(summary.skipped) == 1 and "SeriesNumber 3000566 of another series of the same patient" in summary.skipped[0]
     )
     assert sorted(p.name for p in volumes.rglob("*.nii.gz")) == ["LIDC-IDRI-0007_3000566.nii.gz"] * 2
+
+
+def test_crops_resampled_to_a_pixel_size_keep_the_nodule_at_its_size_in_mm(tmp_path):
+    _lidc(tmp_path)
+    out = tmp_path / "out"
+    convert(tmp_path / "LIDC-IDRI", out, Options(crop=16, pixel_mm=1.4))  # the scan's 0.7 mm pixels, halved
+    union = _png(out / "LIDC-IDRI-0007_2_3000566_union.png") > 0
+    image = _png(out / "LIDC-IDRI-0007_2_3000566.png")
+    assert union.shape == image.shape == (16, 16)
+    assert abs(union.sum() - np.pi * 2.5**2) <= 5  # radius 5 pixels of 0.7 mm: 2.5 pixels of 1.4 mm
+    assert np.median(image[union]) == round((NODULE_HU + 1000) / 1400 * 255) and image[~union].min() == 0
+    assert [int(v) for v in _rows(out)[1][7:10]] == [A[0], A[1], 6]  # the centre as stored in the scan
+    with pytest.raises(ValueError, match="pixel_mm in 0.1..5 mm"):
+        Options(pixel_mm=0)

@@ -81,16 +81,36 @@ class Options:
     crop: int = CROP
     window: tuple[float, float] = WINDOW
     volumes: str | None = None  # also write each series and its nodules' consensus masks there (lidc_volumes)
+    pixel_mm: float | None = None  # crops resampled to this many mm a pixel (None: the scan's own, 0.46-0.98 mm)
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_readers <= 4 or self.crop < 16 or not self.window[0] < self.window[1]:
             raise ValueError(f"min_readers 1..4, crop >= 16 and window low < high, got {self}")
+        if self.pixel_mm is not None and not 0.1 <= self.pixel_mm <= 5:
+            raise ValueError(f"pixel_mm in 0.1..5 mm, got {self.pixel_mm}")
 
 
 def _crop(array: np.ndarray, row: int, col: int, size: int, fill: float) -> np.ndarray:
     """``size`` x ``size`` centred on (row, col), ``fill`` beyond the image's edges."""
     top, left = row - size // 2 + size, col - size // 2 + size
     return np.pad(array, size, constant_values=fill)[top : top + size, left : left + size]
+
+
+def _planes(slices: Slices, k: int, union: np.ndarray, intersection: np.ndarray, pixel_mm: float | None) -> list:
+    """Slice ``k`` in HU and its two masks, resampled to ``pixel_mm`` a pixel (linear; masks nearest) when given."""
+    from scipy import ndimage
+
+    from tumorbench.data.dicom import read_slice
+
+    ds, pixels = read_slice(slices.files[k])
+    hu = pixels.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
+    if pixel_mm is None:
+        return [hu, union, intersection]
+    zoom = (slices.spacing[0] / pixel_mm, slices.spacing[1] / pixel_mm)
+    return [ndimage.zoom(hu, zoom, order=1, grid_mode=True, mode="nearest")] + [
+        ndimage.zoom(m.astype(np.uint8), zoom, order=0, grid_mode=True, mode="nearest").astype(bool)
+        for m in (union, intersection)
+    ]
 
 
 def _nodule(
@@ -104,28 +124,26 @@ def _nodule(
     z_centre = sum(slices.z[k] * a for k, a in areas.items()) / sum(areas.values())
     k = min(union, key=lambda k: (abs(slices.z[k] - z_centre), k))
     intersection = np.logical_and.reduce([mine.get(k, np.zeros(slices.shape, bool)) for mine in readers.values()])
-    rows, cols = np.nonzero(union[k])
-    row, col = int(round(rows.mean())), int(round(cols.mean()))
-    half = options.crop // 2
-    clipped = bool(rows.min() < row - half or rows.max() >= row - half + options.crop)
-    clipped |= bool(cols.min() < col - half or cols.max() >= col - half + options.crop)
-    from tumorbench.data.dicom import read_slice
-
-    ds, pixels = read_slice(slices.files[k])
-    hu = pixels.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(ds.get("RescaleIntercept", 0) or 0)
+    centre = [int(round(v.mean())) for v in np.nonzero(union[k])]  # row, column of the slice as stored
+    hu, outer, inner = _planes(slices, k, union[k], intersection, options.pixel_mm)
+    rows, cols = np.nonzero(outer)
+    row, col, half, size = int(round(rows.mean())), int(round(cols.mean())), options.crop // 2, options.crop
+    clipped = bool(rows.min() < row - half or rows.max() >= row - half + size)
+    clipped |= bool(cols.min() < col - half or cols.max() >= col - half + size)
     low, high = options.window
-    image = np.rint(np.clip((_crop(hu, row, col, options.crop, low) - low) / (high - low), 0, 1) * 255)
+    image = np.rint(np.clip((_crop(hu, row, col, size, low) - low) / (high - low), 0, 1) * 255)
     ratings = {n: float(np.mean([r.ratings[n] for r in readings if n in r.ratings])) for n in RATINGS}
     gap = float(np.median(np.diff(slices.z))) if len(slices.z) > 1 else 1.0
+    pixel = slices.spacing[0] * slices.spacing[1]
     return Nodule(
         len(readers),
         {n: v for n, v in ratings.items() if np.isfinite(v)},
-        sum(areas.values()) * slices.spacing[0] * slices.spacing[1] * gap,
-        2 * np.sqrt(max(areas.values()) * slices.spacing[0] * slices.spacing[1] / np.pi),
-        (row, col, k),
+        sum(areas.values()) * pixel * gap,
+        2 * np.sqrt(max(areas.values()) * pixel / np.pi),
+        (centre[0], centre[1], k),
         image.astype(np.uint8),
-        _crop(union[k], row, col, options.crop, False),
-        _crop(intersection, row, col, options.crop, False),
+        _crop(outer, row, col, size, False),
+        _crop(inner, row, col, size, False),
         clipped,
     )
 
