@@ -85,3 +85,34 @@ def test_outer_scoring_uses_the_native_mask_grid(tmp_path):
     prob = torch.sigmoid(_Threshold()(small[None])[0])
     expected = float(compute_dice(to_grid(prob, (64, 64)).numpy()[0] > 0.5, native))
     assert scored["native"] == pytest.approx(expected) and expected < 0.99  # ...not on the native mask
+
+
+def _volume(shift: int, case: str, patient: str) -> dict:
+    from monai.data import MetaTensor
+
+    image = np.zeros((1, 16, 16, 8), np.float32)
+    image[0, 4 : 10 + shift, 4:10, 2:6] = 1.0  # the prediction (_Threshold)
+    target = np.zeros((1, 16, 16, 8), np.float32)
+    target[0, 5:11, 5:11, 2:6] = 1.0
+    tensor = MetaTensor(torch.from_numpy(image), affine=torch.eye(4, dtype=torch.float64))
+    return {"image": tensor, "mask": target, "patient_id": patient, "case_id": case}
+
+
+def test_a_patients_volumes_are_one_record_keyed_by_the_patient_as_the_baselines_rows_are():
+    from tumorbench.training.validation import segmentation_records
+
+    items = [_volume(0, "p_2000", "p"), _volume(3, "p_2001", "p"), _volume(1, "q_scan", "q")]
+    records = segmentation_records(
+        _Threshold(), items, data_dims=3, model_dims=3, roi_size=(8, 8, 8), device=torch.device("cpu")
+    )
+    assert [(r["patient_id"], r["case_id"]) for r in records] == [("p", "p"), ("q", "q")]
+    assert set(records[0]) == set(records[1]) and not {"tp", "fp", "fn"} & set(records[0])
+
+    def counts(item):
+        pred, target = np.asarray(item["image"][0]) > 0.5, item["mask"][0] > 0.5
+        return np.count_nonzero(pred & target), pred.sum(), target.sum()
+
+    pooled = np.sum([counts(item) for item in items[:2]], axis=0)  # the patient's two volumes as one
+    assert records[0]["dice"] == pytest.approx(2 * pooled[0] / (pooled[1] + pooled[2]))
+    tp, predicted, true = counts(items[2])
+    assert records[1]["dice"] == pytest.approx(2 * tp / (predicted + true))

@@ -87,7 +87,8 @@ def _overlap_metrics(tp: float, fp: float, fn: float, empty_value: float) -> dic
     }
 
 
-def _counts(pred: Any, target: Any) -> tuple[int, int, int]:
+def voxel_counts(pred: Any, target: Any) -> tuple[int, int, int]:
+    """True positive, false positive and false negative voxels of one case."""
     p, t = _mask_pair(pred, target)
     tp = int(np.count_nonzero(p & t))
     return tp, int(np.count_nonzero(p)) - tp, int(np.count_nonzero(t)) - tp
@@ -95,22 +96,22 @@ def _counts(pred: Any, target: Any) -> tuple[int, int, int]:
 
 def compute_dice(pred: Any, target: Any, *, empty_value: float = 1.0) -> float:
     """Dice ``2|P∩T| / (|P|+|T|)`` of one case; ``empty_value`` when both masks are empty."""
-    return _overlap_metrics(*_counts(pred, target), empty_value)["dice"]
+    return _overlap_metrics(*voxel_counts(pred, target), empty_value)["dice"]
 
 
 def compute_iou(pred: Any, target: Any, *, empty_value: float = 1.0) -> float:
     """Jaccard index ``|P∩T| / |P∪T|`` of one case; ``empty_value`` when both are empty."""
-    return _overlap_metrics(*_counts(pred, target), empty_value)["iou"]
+    return _overlap_metrics(*voxel_counts(pred, target), empty_value)["iou"]
 
 
 def compute_sensitivity(pred: Any, target: Any, *, empty_value: float = 1.0) -> float:
     """Voxel recall ``|P∩T| / |T|``; NaN when only the target is empty."""
-    return _overlap_metrics(*_counts(pred, target), empty_value)["sensitivity"]
+    return _overlap_metrics(*voxel_counts(pred, target), empty_value)["sensitivity"]
 
 
 def compute_precision(pred: Any, target: Any, *, empty_value: float = 1.0) -> float:
     """Voxel precision ``|P∩T| / |P|``; NaN when only the prediction is empty."""
-    return _overlap_metrics(*_counts(pred, target), empty_value)["precision"]
+    return _overlap_metrics(*voxel_counts(pred, target), empty_value)["precision"]
 
 
 def _spacing_tuple(spacing: float | Sequence[float] | None, ndim: int) -> tuple[float, ...]:
@@ -186,7 +187,7 @@ def segmentation_metrics(
     pred: Any, target: Any, spacing: float | Sequence[float] | None = None, *, empty_value: float = 1.0
 ) -> dict[str, float]:
     """Dice, IoU, sensitivity, precision and HD95 of one case (see the module conventions)."""
-    out = _overlap_metrics(*_counts(pred, target), empty_value)
+    out = _overlap_metrics(*voxel_counts(pred, target), empty_value)
     out["hd95"] = compute_hd95(pred, target, spacing)
     return out
 

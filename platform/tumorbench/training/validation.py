@@ -3,8 +3,9 @@
 Segmentation is scored per patient: the slices of a 2D dataset are stacked
 into the patient's volume (Buda et al.'s per-patient Dice), and a 3D case is
 predicted whole, by sliding-window inference (3D models) or slice by slice
-(2D models on volumes). HD95 is in the source images' units at any training
-resolution (a resized slice's pixdim), as the classical baselines measure it.
+(2D models on volumes), a patient's volumes pooled as the baselines pool them.
+HD95 is in the source images' units at any training resolution (a resized
+slice's pixdim), as the classical baselines measure it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
-from tumorbench.evaluation.metrics import classification_metrics, region_case_metrics
+from tumorbench.evaluation.metrics import classification_metrics, region_case_metrics, voxel_counts
 from tumorbench.inference import predict_volume
+
+COUNTS = ("tp", "fp", "fn")  # a volume's voxel counts, pooled over a patient's volumes then dropped
 
 
 def gather(records: list[dict]) -> list[dict]:
@@ -79,19 +83,18 @@ def segmentation_records(
     model.eval()
     slices: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = defaultdict(list)
     slice_spacing: dict[str, tuple[float, float, float]] = {}
+    volumes: dict[str, list[dict]] = defaultdict(list)
     records = []
     for item in dataset:
         target = np.asarray(item["mask"]) > 0.5
         if data_dims == 3:
             prob = predict_volume(model, item["image"], model_dims=model_dims, roi_size=roi_size, device=device)
             spacing = tuple(float(s) for s in item["image"].pixdim) if hasattr(item["image"], "pixdim") else None
-            records.append(
-                {
-                    "patient_id": item["patient_id"],
-                    "case_id": item["case_id"],
-                    **_case_metrics(prob.numpy() > threshold, target, spacing, channel_names),
-                }
-            )
+            pred = prob.numpy() > threshold
+            case = _case_metrics(pred, target, spacing, channel_names)
+            if len(target) == 1:  # one mask channel: counts, to pool a patient's volumes as the baselines do
+                case |= dict(zip(COUNTS, voxel_counts(pred[0], target[0])))
+            volumes[item["patient_id"]].append(case)
         else:
             prob = torch.sigmoid(model(_to_device(item["image"], device)[None])[0].float()).cpu()
             # A resized slice's pixels are larger than the file's: its pixdim says by how much, so
@@ -116,7 +119,21 @@ def segmentation_records(
                 **_case_metrics(pred, target, slice_spacing[patient], channel_names),
             }
         )
-    return records
+    return records + [_patient_record(patient, cases) for patient, cases in volumes.items()]
+
+
+def _patient_record(patient: str, cases: list[dict]) -> dict:
+    """A patient's volumes as one record, keyed by the patient as the baselines' rows are (so the paired tests
+    match them): one volume as it scored, several as :func:`tumorbench.baselines.patient_metrics` pools them."""
+    from tumorbench.baselines import patient_metrics
+
+    if len(cases) == 1:
+        scores = cases[0]
+    else:
+        frame = pd.DataFrame([case | {"patient_id": patient} for case in cases])
+        frame.attrs["patient_hd95"] = {patient: float(frame["hd95"].mean())}  # as the baselines' volumes
+        scores = patient_metrics(frame).iloc[0].drop(["patient_id", "n_cases"]).to_dict()
+    return {"patient_id": patient, "case_id": patient} | {k: v for k, v in scores.items() if k not in COUNTS}
 
 
 def summarize_segmentation(records: list[dict]) -> dict[str, float]:
