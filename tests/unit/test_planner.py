@@ -115,6 +115,7 @@ def test_fold_time_follows_the_documented_model():
         val_ms=0.0,
         factors={},
         machine=1.0,
+        volume=None,
     )
     plain = timemodel.fold_seconds("unet", knobs, 300, 2, "memory+disk", 1, speed, decode)
     scored_knobs = SimpleNamespace(**{**vars(knobs), "val_ms": 8.0})
@@ -603,3 +604,28 @@ def test_a_budget_explains_fewer_cases_before_the_comparison_gives_anything_up(m
     assert (plan.folds, plan.epochs, [s.name for s in plan.searches]) == (3, 8, ["lite0", "resnet18"])
     assert "scaled down: explained cases per fold and model 4 -> 1" in " ".join(plan.notes)
     assert apply_plan(study, plan).explain_cases == 1 and apply_plan(study, full).explain_cases == 4
+
+
+@pytest.mark.parametrize(
+    ("volume", "patch"), [((128, 128, 40), 32), ((64, 64, 40), 32), ((30, 32, 16), 32), ((512, 512, 130), 64)]
+)
+def test_sliding_windows_are_counted_as_monai_places_them(volume, patch):
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    roi = (patch,) * 3
+    interval = _get_scan_interval(volume, roi, 3, (timemodel.SLIDING_WINDOW_OVERLAP,) * 3)
+    assert timemodel.sliding_windows(volume, patch) == len(dense_patch_slices(volume, roi, interval))
+
+
+def test_a_3d_validation_case_costs_a_pass_per_sliding_window():
+    knobs = SimpleNamespace(
+        size=32, batch_size=2, workers=1, folds=3, inner=0.2, loaders=1.0, epochs=4, val_ms=0.0, factors={},
+        machine=1.0, volume=(32, 32, 32),
+    )  # fmt: skip
+    args = ("unet_tiny", 60, 3, "memory", 1, 1.0, 0.0)
+    one = timemodel.fold_seconds(args[0], knobs, *args[1:])
+    fifty = timemodel.fold_seconds(args[0], SimpleNamespace(**{**vars(knobs), "volume": (128, 128, 40)}), *args[1:])
+    eval_ms = timemodel.MS_PER_PATCH_3D["unet_tiny"][1]
+    val_cases = 4 * 60 * 2 / 3 * 0.2 + 60 / 3  # the inner cases every epoch, the outer ones once
+    assert fifty - one == pytest.approx(val_cases * 49 * eval_ms / 1000)

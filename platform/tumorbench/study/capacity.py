@@ -120,10 +120,14 @@ def free_disk_bytes(path: str = ".") -> float:
     return float(shutil.disk_usage(path).free)
 
 
+def volume_shape(study: Study, fp: dict[str, Any]) -> tuple[float, ...]:
+    """The whole 3D input a model sees (resized, else the median shape)."""
+    return tuple(float(v) for v in (study.config.get("preprocess") or {}).get("spatial_size") or fp["median_shape"][:3])
+
+
 def volume_edge(study: Study, fp: dict[str, Any]) -> float:
-    """Edge of a cube with the voxels of the whole 3D input a model sees (resized, else the median shape)."""
-    shape = (study.config.get("preprocess") or {}).get("spatial_size") or fp["median_shape"][:3]
-    return float(math.prod(shape)) ** (1 / 3)
+    """Edge of a cube with the voxels of :func:`volume_shape`."""
+    return float(math.prod(volume_shape(study, fp))) ** (1 / 3)
 
 
 def study_size(study: Study, dims: int) -> int:

@@ -25,6 +25,7 @@ from tumorbench.study.capacity import (
     study_size,
     usable_cases,
     volume_edge,
+    volume_shape,
 )
 from tumorbench.study.plan_apply import count_trials, foreground_ct_window
 from tumorbench.study.probe import machine_factor
@@ -216,6 +217,7 @@ def make_plan(
         workers=workers,
         machine=machine,
         explain_cases=study.explain_cases,
+        volume=volume_shape(study, fp) if dims == 3 else None,
     )
     k.folds = min(k.folds, max(MIN_FOLDS, fp["patients"]))
     class_patients = fp.get("class_patients") or {}

@@ -44,6 +44,7 @@ class Knobs:
     baseline_cases: int | None = None  # training cases a classifier baseline fits on per fold (None: all)
     cases: int | None = None  # cases the study splits and uses (None: all; SplitConfig.max_cases)
     explain_cases: int = 0  # out-of-fold cases explained per fold and model (Study.explain_cases)
+    volume: tuple[float, ...] | None = None  # 3D: the whole input a case is validated on (sliding windows)
 
 
 def give_back_epochs(k: Knobs, epochs: int, fits) -> None:

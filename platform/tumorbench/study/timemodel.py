@@ -25,6 +25,7 @@ by the machine's factor, the probed models' geometric mean (:func:`tumorbench.st
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 Factors = dict[str, dict[str, float]]  # model -> {"train": x, "eval": y}: measured here / the constant
@@ -137,6 +138,20 @@ def explain_seconds(models: list[str], size: float, dims: int, folds: int, per_f
     return sum(passes * model_ms(model, size, dims)[1] for model in models) / 1000 / speed
 
 
+# A 3D case is validated whole, by MONAI's sliding windows of the patch (inference.predict_volume's overlap): each
+# window one eval pass. The 60-CT LIDC-IDRI volumes (128 x 128 x 40, 32^3 patches: 50 windows a case) planned a
+# unet_tiny fold at 20 s and an attention_unet_tiny fold at 47 s, counting one pass; they took 37-52 s and ~150 s.
+SLIDING_WINDOW_OVERLAP = 0.25
+
+
+def sliding_windows(volume: Sequence[float] | None, patch: int) -> int:
+    """Windows of edge ``patch`` MONAI's sliding-window inference runs over a ``volume`` (1 for 2D: None)."""
+    if not volume:
+        return 1
+    step = max(1, int(patch * (1 - SLIDING_WINDOW_OVERLAP)))
+    return math.prod(1 if edge <= patch else math.ceil((edge - patch) / step) + 1 for edge in volume)
+
+
 def model_ms(model: str, size: float, spatial_dims: int, factors: Factors | None = None) -> tuple[float, float]:
     """Train and eval ms per image (2D) or patch (3D) of ``model`` at ``size``, times the model's probed
     ``factors`` (:func:`tumorbench.study.probe.probe_factors`) when given."""
@@ -170,6 +185,7 @@ def fold_seconds(model: str, k: Any, n: int, dims: int, cache: str, samples: int
     epochs, val_ms, factors, machine: the CPU-bound constants' scale, :func:`tumorbench.study.probe.machine_factor`;
     ``decode`` and ``val_ms`` come scaled)."""
     train_ms, eval_ms = model_ms(model, k.size, dims, k.factors)
+    eval_ms *= sliding_windows(k.volume, k.size)  # a validation case is predicted whole
     fit_n = n * (k.folds - 1) / k.folds
     # nested selection: the inner validation patients choose each epoch, the outer fold is scored once
     train_n = epoch_cases(fit_n * (1 - k.inner), k.batch_size, k.workers) * samples
@@ -200,6 +216,7 @@ def final_seconds(
     """One final model of a locked test set (``compare.py --test``): a Train run on every training case (its
     inner split picks the epoch), then the test cases scored once (:mod:`tumorbench.study.final`)."""
     train_ms, eval_ms = model_ms(model, k.size, dims, k.factors)
+    eval_ms *= sliding_windows(k.volume, k.size)
     train_n = epoch_cases(n * (1 - k.inner), k.batch_size, k.workers) * samples
     augment = AUGMENT_MS * k.machine / k.loaders
     epoch = train_n * (train_ms / speed + augment) + n * k.inner * (eval_ms / speed + k.val_ms)
