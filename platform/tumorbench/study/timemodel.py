@@ -6,7 +6,8 @@ sets both):
 
     fold  = FOLD_OVERHEAD_S + cache_fill + epochs * (train_imgs * train_ms + val_imgs * eval_ms) / 1000
             (+ the outer fold scored once under nested selection; train_imgs leave out the inner validation
-            and count each worker's shard in whole batches, :func:`epoch_cases`;
+            and count each worker's shard in whole batches, :func:`epoch_cases`; a 3D case is validated
+            whole: eval_ms once per sliding window, :func:`sliding_windows`;
             cache_fill reads the fold's cases from the study's disk cache, or decodes them without one)
     trial = TRIAL_STARTUP_S + folds * fold   (one Train run per trial; under ASHA the search trains
             tuning.schedulers.asha_expected_share of its trials' folds)
