@@ -159,6 +159,21 @@ def test_volumes_over_the_voxel_cap_are_refused(monkeypatch):
         explainer.heatmap(torch.zeros(1, 12, 10, 10))
 
 
+def test_a_curves_volumes_are_scored_in_forwards_under_the_voxel_cap(monkeypatch):
+    torch.manual_seed(0)
+    explainer = Explainer(create_model("unet_tiny", spatial_dims=3), "unet_tiny", "segmentation")
+    image = torch.randn(1, 16, 16, 8)
+    volumes = torch.stack([image * (1 - k / 8) for k in range(9)])  # a curve's 9 copies
+    scorer = explainer.scorer(image[None])
+    one_by_one = np.concatenate([explainer.score(v[None], scorer) for v in volumes])
+    seen = []
+    monkeypatch.setattr("tumorbench.explain.methods.MAX_VOLUME_VOXELS", 3 * 16 * 16 * 8)  # three volumes a forward
+    hook = explainer.model.register_forward_pre_hook(lambda _, args: seen.append(args[0].shape[0]))
+    np.testing.assert_allclose(explainer.score(volumes, scorer), one_by_one, rtol=1e-5, atol=1e-6)
+    hook.remove()
+    assert seen == [3, 3, 3]
+
+
 @pytest.mark.parametrize(
     "name,dims,method", [("unet_tiny", 3, "gradcam"), ("segresnet_tiny", 2, "gradcampp"), ("unet_tiny", 2, "occlusion")]
 )

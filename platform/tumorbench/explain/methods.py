@@ -217,7 +217,12 @@ class Explainer:
         return _TargetScore(self.model, self.task, self.class_index(x), reference)
 
     def score(self, images: torch.Tensor, scorer: _TargetScore) -> np.ndarray:
-        """``(B,)`` explained scores of ``images`` (``(B, C, *spatial)``)."""
+        """``(B,)`` explained scores of ``images`` (``(B, C, *spatial)``), in forwards of at most
+        MAX_VOLUME_VOXELS voxels: a deletion curve's 17 copies of a 128 x 128 x 40 CT in one forward took 4.2 GB."""
+        per = max(1, MAX_VOLUME_VOXELS // max(1, images[0, 0].numel()))
+        return np.concatenate([self._score(chunk, scorer) for chunk in torch.split(images, per)])
+
+    def _score(self, images: torch.Tensor, scorer: _TargetScore) -> np.ndarray:
         padded, spatial = _pad(images.to(self.device).float(), self.task)
         with torch.no_grad():
             if get_task(self.task).with_mask:
