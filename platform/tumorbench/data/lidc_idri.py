@@ -133,12 +133,11 @@ def _nodule(
     low, high = options.window
     image = np.rint(np.clip((_crop(hu, row, col, size, low) - low) / (high - low), 0, 1) * 255)
     ratings = {n: float(np.mean([r.ratings[n] for r in readings if n in r.ratings])) for n in RATINGS}
-    gap = float(np.median(np.diff(slices.z))) if len(slices.z) > 1 else 1.0
     pixel = slices.spacing[0] * slices.spacing[1]
     return Nodule(
         len(readers),
         {n: v for n, v in ratings.items() if np.isfinite(v)},
-        sum(areas.values()) * pixel * gap,
+        sum(areas.values()) * pixel * slices.gap,
         2 * np.sqrt(max(areas.values()) * pixel / np.pi),
         (centre[0], centre[1], k),
         image.astype(np.uint8),

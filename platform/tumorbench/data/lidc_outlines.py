@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +35,19 @@ class Slices:
     patient: int
     scan: int
 
+    @cached_property
+    def gap(self) -> float:
+        """The usual distance between neighbouring slices (mm): the median, as some series miss slices."""
+        return float(np.median(np.diff(self.z))) if len(self.z) > 1 else 1.0
+
     def index(self, outline: Outline) -> int | None:
         """The slice an outline is on: by SOPInstanceUID, else the nearest z within a quarter of a slice gap."""
         if outline.sop_uid in self.sop:
             return self.sop[outline.sop_uid]
         if outline.z is None:
             return None
-        gap = float(np.median(np.diff(self.z))) if len(self.z) > 1 else 1.0
         k = int(np.argmin(np.abs(self.z - outline.z)))
-        return k if abs(self.z[k] - outline.z) <= gap / 4 else None
+        return k if abs(self.z[k] - outline.z) <= self.gap / 4 else None
 
 
 def series_slices(xml: Path, uid: str, files: list[Path] | None = None) -> Slices:
@@ -127,8 +132,7 @@ def _centre(masks: dict[int, np.ndarray], slices: Slices) -> np.ndarray:
 def group_readings(masks: list[dict[int, np.ndarray]], slices: Slices) -> list[list[int]]:
     """Readings of one nodule, grouped: their outlines overlap, or their centres are closer than the larger's radius
     (of a sphere of its volume); groups in order of their first reading."""
-    gap = float(np.median(np.diff(slices.z))) if len(slices.z) > 1 else 1.0
-    voxel = slices.spacing[0] * slices.spacing[1] * gap
+    voxel = slices.spacing[0] * slices.spacing[1] * slices.gap
     centres = [_centre(m, slices) for m in masks]
     radii = [(3 * voxel * sum(int(v.sum()) for v in m.values()) / (4 * np.pi)) ** (1 / 3) for m in masks]
     parent = list(range(len(masks)))
