@@ -1,8 +1,10 @@
-"""Writing a released set out as class folders with masks and patients: what ``data figshare`` and ``data mias`` make.
+"""What the released-set conversions (``tumorbench data figshare | mias | cbis-ddsm | medmnist | lidc-idri``) share:
+their summary (:class:`Written`), a process pool that names bad files instead of stopping (:func:`in_processes`),
+and the class-folder writer most of them write with.
 
-The ``image-folder`` layout as BUSI ships it: ``<class>/<name>.png``, its mask beside it (``<name>_mask.png``,
-0/255), and ``patients.csv`` mapping each image to a pseudonym (``<prefix>-001``, in the order first met), so the
-images of one patient share a fold and no source ID is written.
+The writer makes the ``image-folder`` layout as BUSI ships it: ``<class>/<name>.png``, its mask beside it
+(``<name>_mask.png``, 0/255), and ``patients.csv`` mapping each image to a pseudonym (``<prefix>-001``, in the
+order first met), so the images of one patient share a fold and no source ID is written.
 """
 
 from __future__ import annotations
