@@ -110,9 +110,12 @@ def test_a_test_set_that_cannot_score_the_models_is_refused_naming_why(tmp_path)
         check_test_targets("segmentation", train.assign(mask="m.png"), scan(tmp_path / "ok"), "ok")
     _folder(tmp_path / "renamed", range(300, 304))
     (tmp_path / "renamed" / "yes").rename(tmp_path / "renamed" / "tumour")
-    with pytest.raises(DataError, match="classes the training data does not: tumour"):
+    with pytest.raises(DataError, match="classes the training data does not: tumour$"):  # no hint: unrelated names
         check_test_targets("classification", train, scan(tmp_path / "renamed"), "renamed")
-    (tmp_path / "renamed" / "tumour").rename(tmp_path / "renamed" / "yes")
+    (tmp_path / "renamed" / "tumour").rename(tmp_path / "renamed" / "y")  # a class named by the start of its name
+    with pytest.raises(DataError, match=r"does not: y \('y' in the test set, 'yes' in training: rename the folders"):
+        check_test_targets("classification", train, scan(tmp_path / "renamed"), "renamed")
+    (tmp_path / "renamed" / "y").rename(tmp_path / "renamed" / "yes")
     for path in (tmp_path / "renamed" / "no").iterdir():
         path.unlink()
     (tmp_path / "renamed" / "no").rmdir()

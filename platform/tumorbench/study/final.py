@@ -50,11 +50,25 @@ def check_test_targets(task: str, frame: pd.DataFrame, test: pd.DataFrame, sourc
         )
     if spec.target != "label":
         return
-    unknown = sorted(set(usable["label"].astype(str)) - set(spec.usable(frame)["label"].astype(str)))
+    known = set(spec.usable(frame)["label"].astype(str))
+    unknown = sorted(set(usable["label"].astype(str)) - known)
     if unknown:
-        raise DataError(source, f"the test set has classes the training data does not: {', '.join(unknown)}")
+        raise DataError(
+            source,
+            f"the test set has classes the training data does not: {', '.join(unknown)}{_renamed(unknown, known)}",
+        )
     if usable["label"].nunique() < 2:
         raise DataError(source, f"the test set holds one class only ({usable['label'].iloc[0]}): AUC is undefined")
+
+
+def _renamed(unknown: list[str], known: set[str]) -> str:
+    """A hint when the two sets name one class differently: a test class that begins a training class's name
+    (Kaggle's chest CT set: ``adenocarcinoma`` for ``adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib``)."""
+    pairs = [(test, train) for test in unknown for train in sorted(known) if train.lower().startswith(test.lower())]
+    if not pairs:
+        return ""
+    shown = "; ".join(f"{test!r} in the test set, {train!r} in training" for test, train in pairs[:3])
+    return f" ({shown}: rename the folders so that both sets name each class alike)"
 
 
 def final_config(base, candidate, best: dict[str, Any], test: str, out: Path):
