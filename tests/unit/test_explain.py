@@ -202,6 +202,24 @@ def test_trained_classifier_points_at_the_blob(trained, method):
     assert np.mean([energy_in_mask(h, masks[i]) for h, i in zip(heatmaps, positive)]) > 2 * disc_share
 
 
+def test_grad_cam_equals_the_hand_computed_map_and_leaves_the_callers_model_alone(trained):
+    """Grad-CAM by hand with autograd on the whole model (weights requiring gradients, as trained): the
+    explainer's backward from the score to the target layer only gives the same map."""
+    images, _, _ = blob_images(4, seed=3)
+    x = images[1:2]
+    features = trained.features(x).detach().requires_grad_(True)
+    logits = trained.fc(trained.flat(trained.pool(features)))
+    score = logits[:, 1] - logits[:, 0]  # the positive class's log-odds against the other class
+    (grad,) = torch.autograd.grad(score.sum(), features)
+    cam = torch.relu((grad.mean(dim=(2, 3), keepdim=True) * features).sum(dim=1, keepdim=True))
+    cam = torch.nn.functional.interpolate(cam, size=(SIZE, SIZE), mode="bilinear", align_corners=False)[0, 0]
+    expected = (cam / cam.max()).detach().numpy()
+    heat = Explainer(trained, BLOBNET, "classification", positive_index=1).heatmap(x[0])
+    np.testing.assert_allclose(heat, expected, atol=1e-5)
+    assert all(p.requires_grad for p in trained.parameters())  # the explainer froze its own copy only
+    assert not trained.features._forward_hooks
+
+
 def test_randomisation_check_separates_trained_from_randomised(trained):
     images, labels, masks = blob_images(40, seed=1)
     positive = [i for i in range(len(images)) if labels[i] == 1]

