@@ -594,7 +594,7 @@ def test_a_set_too_large_for_the_default_budget_is_studied_on_a_sample_of_whole_
 
 
 def test_a_budget_explains_fewer_cases_before_the_comparison_gives_anything_up(monkeypatch):
-    monkeypatch.setitem(timemodel.EXPLAIN_PASSES, 2, 40 * timemodel.EXPLAIN_PASSES[2])  # as dear as a 3D study's
+    monkeypatch.setitem(timemodel.EXPLAIN_PASSES, 2, 60 * timemodel.EXPLAIN_PASSES[2])  # as dear as a 3D study's
     study, fp = _study(), _fp(cases=300)
     full = make_plan(study, fp, TWO_CORES, budget_minutes=1000)
     assert full.explain_cases == 4 and full.explain_seconds > full.estimate_seconds / 2

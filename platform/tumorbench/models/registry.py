@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from tumorbench.errors import TumorbenchError
+from tumorbench.models.onednn import use_onednn_conv3d
 from tumorbench.tasks import TaskError, get_task
 
 Factory = Callable[..., nn.Module]
@@ -141,7 +142,7 @@ def create_model(name: str, **kwargs: Any) -> nn.Module:
     dims = kwargs.get("spatial_dims")
     if dims is not None and dims not in info.spatial_dims:
         raise ModelConfigError(f"model {name!r} supports spatial_dims {info.spatial_dims}, not {dims!r}")
-    return factory(**kwargs)
+    return use_onednn_conv3d(factory(**kwargs))  # one volume on CPU: oneDNN, not PyTorch's slow 3D kernel
 
 
 def list_models(task: str | None = None) -> list[str]:

@@ -125,7 +125,12 @@ RAY_BACKGROUND_CORES = 0.3
 # its size. The README's synthetic study explains 36 cases: ~7 min that the plan left out (5.5 min planned,
 # 14.0 actual). In that study the randomisation check is shared by a fold's cases: its 36 cases took 312 s
 # (2026-12-03, `python experiments/compare.py`), where 230 passes in 3D planned 483 s: 150 passes.
-EXPLAIN_PASSES = {2: 140.0, 3: 150.0}
+# 2026-12-07: Grad-CAM's backward stops at its layer without weight gradients, and a single volume's 3D
+# convolutions run on oneDNN (models.onednn). Fold 0 of 4 cases a model (`/work/runs/r26/prof2.py`, before ->
+# after): the synthetic study 260 -> ~114 s for its 36 cases (54 passes at its size), the LIDC-IDRI volumes
+# 188 -> 166 s (61; their 17-copy curves were already batched, and now dominate), yes/no 9.8 -> 8.3 s and LGG
+# 4.8 -> 3.3 s (0.85x and 0.69x of 140).
+EXPLAIN_PASSES = {2: 110.0, 3: 65.0}
 
 
 def explain_seconds(models: list[str], size: float, dims: int, folds: int, per_fold: int, speed: float) -> float:
