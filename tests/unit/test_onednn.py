@@ -35,6 +35,8 @@ def test_one_volume_runs_on_onednn_with_the_native_kernels_results_and_gradients
     (grad_expected,) = torch.autograd.grad(expected.square().sum(), x)
     (grad_got,) = torch.autograd.grad(got.square().sum(), x)
     torch.testing.assert_close(grad_got, grad_expected, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast's casting is kept: PyTorch's path
+        assert fast(x).dtype == plain(x).dtype == torch.bfloat16
     batch = torch.randn(2, 4, 8, 8, 8)  # two volumes: PyTorch's own path (oneDNN already)
     torch.testing.assert_close(fast(batch), plain(batch))
     torch.testing.assert_close(fast(x[0].detach()), plain(x[0].detach()))  # an unbatched (C, D, H, W) input

@@ -34,7 +34,9 @@ class OneDNNConv3d(nn.Conv3d):
         # Measured here (2 threads): a 1x1x1 kernel is a plain matrix product, faster native at every size
         # (oneDNN 1.5-6x slower); a larger kernel on fewer than MIN_VALUES values saves under 0.1 ms either way.
         big = x.numel() >= MIN_VALUES and max(self.kernel_size) > 1
-        return big and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+        if not big or torch.is_autocast_enabled("cpu"):  # under CPU autocast the op's own casting applies
+            return False
+        return torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
 
 
 def use_onednn_conv3d(model: nn.Module) -> nn.Module:
