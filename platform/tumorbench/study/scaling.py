@@ -191,7 +191,7 @@ def changes(study: Study, k: Knobs, trials: dict[str, int], dims: int, cases: in
     if k.explain_cases < study.explain_cases:
         notes.append(
             f"scaled down: explained cases per fold and model {study.explain_cases} -> {k.explain_cases} "
-            "(explanations are no part of the comparison; 3D ones take minutes a case on CPUs)"
+            "(explanations are no part of the comparison; 3D ones take up to minutes a case on CPUs)"
         )
     if k.baseline_cases is not None:
         notes.append(
