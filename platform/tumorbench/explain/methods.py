@@ -122,7 +122,7 @@ def _backward_from(model: nn.Module, layer: str) -> None:
         return None
 
     # Forward hooks run before the full backward hook wraps the output, so MONAI's hook still sees its gradient.
-    dict(model.named_modules())[layer].register_forward_hook(leaf)
+    model.get_submodule(layer).register_forward_hook(leaf)
 
 
 def foreground_logit_sum(logits: torch.Tensor, channel: int = 0) -> torch.Tensor:
