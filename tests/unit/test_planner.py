@@ -449,6 +449,42 @@ def test_probed_factors_scale_each_models_compute_like_a_changed_constant(monkey
     assert any("resnet18 2.00x" in note for note in probed.notes)
 
 
+def test_a_model_probed_at_two_sizes_scales_by_its_own_fixed_share():
+    """A U-Net whose step fell from 100 ms at 128 px to 32.5 ms at 64 px: 10% of it is per image
+    ((0.325 - 0.25) / 0.75), not the default 40%; its time at 96 px follows from the probed 128 px."""
+    assert timemodel.fixed_share(100.0, 32.5, 0.5, 2) == pytest.approx(0.1)
+    assert timemodel.fixed_share(100.0, 20.0, 0.5, 2) == 0.0  # fell faster than the pixels: none fixed
+    assert timemodel.fixed_share(100.0, 120.0, 0.5, 2) == timemodel.MAX_FIXED_SHARE  # slower when smaller: bounded
+    assert timemodel.fixed_share(100.0, 15.0, 0.5, 3) == pytest.approx((0.15 - 0.125) / 0.875, abs=1e-3)
+    probed = {"unet": {"train": 1.5, "eval": 2.0, "size": 128, "smaller": 64, "fixed_train": 0.1, "fixed_eval": 0.3}}
+    train_ms, eval_ms = timemodel.MS_PER_IMAGE["unet"]  # the constants at 128 px, the calibration size
+    assert model_ms("unet", 128, 2, probed) == pytest.approx((1.5 * train_ms, 2.0 * eval_ms))
+    at_96 = (96 / 128) ** 2
+    assert model_ms("unet", 96, 2, probed) == pytest.approx(
+        (1.5 * train_ms * (0.1 + 0.9 * at_96), 2.0 * eval_ms * (0.3 + 0.7 * at_96))
+    )
+    # the default share would have planned this U-Net's 96-px steps 1.2x longer
+    default = model_ms("unet", 96, 2, {"unet": {"train": 1.5, "eval": 2.0}})[0]
+    assert default / model_ms("unet", 96, 2, probed)[0] == pytest.approx(0.7375 / 0.60625)
+
+
+def test_a_budget_buys_more_of_a_unet_whose_cost_falls_with_the_pixels():
+    """Under the same budget, a U-Net probed with a small fixed share is planned larger or longer than with the
+    default share: LGG ``--budget 15`` planned 13.1 min and took 10.8 with 0.4 (2026-12-07)."""
+    seg = replace(_study(), task="segmentation", baselines=("otsu",), candidates=(Candidate("u", {"model": "unet"}),))
+    fp = _fp(cases=1300, classes={})
+    plans = [
+        make_plan(seg, fp, TWO_CORES, budget_minutes=6, disk_free=10 * GIB, factors={"unet": f})
+        for f in (
+            {"train": 1.3, "eval": 1.3},
+            {"train": 1.3, "eval": 1.3, "size": 128, "smaller": 64, "fixed_train": 0.1, "fixed_eval": 0.1},
+        )
+    ]
+    default, probed = ((p.size, p.epochs) for p in plans)
+    assert default[0] < 128 and probed > default  # scaled down from 128 px with either, less with the probed share
+    assert plans[1].estimate_seconds <= 6 * 60
+
+
 def test_a_faster_machine_scales_the_cpu_bound_constants_too(monkeypatch):
     """Models probed at 0.8x: start-up, set-up, decoding, augmenting, scoring, baselines and Ray's own cores
     as if every constant had been measured at 0.8x (Ray's start-up and the explanations keep theirs)."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from ray import tune
 
 from tumorbench.study.probe import FACTOR_RANGE, MACHINE_RANGE, describe, machine_factor, probe_factors
 from tumorbench.study.spec import Candidate, Study
-from tumorbench.study.timemodel import model_ms
+from tumorbench.study.timemodel import MAX_FIXED_SHARE, fixed_share, model_ms
 
 
 def _study():
@@ -40,6 +42,23 @@ def test_probe_times_each_distinct_model_once_and_divides_by_its_constant():
         assert f["train_measured"] == pytest.approx(f["train_ms"] / train, rel=0.02)
     # resnet18 has ~16x the tiny variant's width squared: its step is measured several times slower
     assert found["resnet18"]["train_ms"] > 2 * found["resnet18_tiny"]["train_ms"]
+
+
+def test_probe_times_each_model_at_the_smallest_size_the_plan_may_choose_too():
+    """At 96 px the plan may go down to 64: each model is timed there too and the share of its step that did not
+    fall with the pixels is kept; at 64 px, the smallest size, there is nothing to time."""
+    study = replace(_study(), candidates=_study().candidates[:1])
+    fp = {"channels": 3, "classes": {"no": 5, "yes": 5}}
+    (entry,) = probe_factors(study, fp, 96, 2).values()
+    assert (entry["size"], entry["smaller"]) == (96, 64)
+    for kind in ("train", "eval"):
+        expected = fixed_share(entry[f"{kind}_ms"], entry[f"smaller_{kind}_ms"], 64 / 96, 2)
+        assert entry[f"fixed_{kind}"] == pytest.approx(expected, abs=0.02)  # from the ms rounded to 0.01
+        assert 0.0 <= entry[f"fixed_{kind}"] <= MAX_FIXED_SHARE
+    assert entry["smaller_train_ms"] < entry["train_ms"]  # a smaller input is cheaper: it was timed at 64 px
+    (small,) = probe_factors(study, fp, 64, 2).values()
+    assert "size" not in small and "fixed_train" not in small
+    assert "(timed at 64 too): resnet18_tiny " in describe({"resnet18_tiny": entry})
 
 
 def test_the_plan_note_says_which_factor_was_clipped_and_what_was_measured():

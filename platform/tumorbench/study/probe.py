@@ -7,7 +7,10 @@ LGG study planned 13.7 min and took 18.2; yes/no, scaled by a U-Net probe, plann
 Each distinct model of the study is built as its trials build it (``training.tasks.build_model``, without
 pretrained weights: same architecture), and a few training steps and evaluation forwards are timed on
 random tensors at the study's input or patch size, in one torch thread (the constants' unit). The ratio
-to the constant at that size is the model's factor; the time model keeps its size scaling.
+to the constant at that size is the model's factor. Where the planner may scale the size down, each model is
+timed at the smallest size it may choose too: the share of its cost that does not fall with the pixels is its
+own (a 2D U-Net's step fell with the pixels from 128 to 64 px, 0.26-0.34x, where classifiers kept 0.41-0.62x;
+one share for all, 0.4, planned the LGG ``--budget 15`` study's 96-px U-Net folds 1.3x too long, 2026-12-07).
 
 A few seconds per model. Timed on the driver: on a cluster whose workers are other machines it is the
 best estimate there is, and GPUs are not probed (the plan keeps ``timemodel.GPU_SPEEDUP``).
@@ -15,12 +18,14 @@ best estimate there is, and GPUs are not probed (the plan keeps ``timemodel.GPU_
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Any
 
+from tumorbench.study.scaling import PATCHES_3D, SIZES_2D
 from tumorbench.study.spec import Study
-from tumorbench.study.timemodel import Factors, model_ms
+from tumorbench.study.timemodel import Factors, fixed_share, model_ms
 
 FACTOR_RANGE = (0.2, 5.0)  # beyond this the probe itself is suspect (a loaded machine): clipped
 MACHINE_RANGE = (0.5, 2.0)  # the whole machine against the calibration one: a narrower, safer range
@@ -72,7 +77,10 @@ def probe_factors(study: Study, fp: dict[str, Any], size: int, dims: int) -> Fac
     """Per distinct model of ``study``: its measured train/eval ms per image here and the factors over the constants.
 
     Returns:
-        ``{model: {"train_ms", "eval_ms", "train", "eval"}}`` (``train``/``eval``: measured / constant, clipped).
+        ``{model: {"train_ms", "eval_ms", "train", "eval"}}`` (``train``/``eval``: measured / constant, clipped),
+        and where the plan may choose a smaller size, ``"size"``, ``"smaller"``, the ms there
+        (``"smaller_train_ms"``, ``"smaller_eval_ms"``) and the shares of the train step and eval forward that
+        did not fall with the pixels between the two (``"fixed_train"``, ``"fixed_eval"``).
     """
     import torch
 
@@ -80,6 +88,7 @@ def probe_factors(study: Study, fp: dict[str, Any], size: int, dims: int) -> Fac
     from tumorbench.training.tasks import build_model
 
     task = get_task(study.task)
+    smaller = min((s for s in (PATCHES_3D if dims == 3 else SIZES_2D) if s < size), default=None)
     in_channels = int((study.config.get("preprocess") or {}).get("channels") or fp["channels"])
     out_channels = 1 if task.with_mask else max(2, len(fp.get("classes") or {}))
     threads = torch.get_num_threads()
@@ -92,18 +101,37 @@ def probe_factors(study: Study, fp: dict[str, Any], size: int, dims: int) -> Fac
                 continue
             config = study.train_config(candidate, data=study.data or "synthetic", out=study.name)
             model, _ = build_model(config.replace(pretrained=False), in_channels, out_channels)
-            train_ms, eval_ms = measure_step(model, task, BATCH[dims], size, dims, in_channels, out_channels)
-            const_train, const_eval = model_ms(name, size, dims)
-            found[name] = {
-                "train_ms": round(train_ms, 2),
-                "eval_ms": round(eval_ms, 2),
-                "train_measured": round(train_ms / const_train, 3),
-                "train": _clip(train_ms / const_train),
-                "eval": _clip(eval_ms / const_eval),
-            }
+            step = functools.partial(
+                measure_step, model, task, BATCH[dims], dims=dims, in_channels=in_channels, out_channels=out_channels
+            )
+            found[name] = _factors(name, step, size, smaller, dims)
     finally:
         torch.set_num_threads(threads)
     return found
+
+
+def _factors(name: str, step, size: int, smaller: int | None, dims: int) -> dict[str, float]:
+    """One model's probe entry (:func:`probe_factors`); ``step(size=...)`` times it at a size."""
+    train_ms, eval_ms = step(size=size)
+    const_train, const_eval = model_ms(name, size, dims)
+    found = {
+        "train_ms": round(train_ms, 2),
+        "eval_ms": round(eval_ms, 2),
+        "train_measured": round(train_ms / const_train, 3),
+        "train": _clip(train_ms / const_train),
+        "eval": _clip(eval_ms / const_eval),
+    }
+    if smaller is None:
+        return found
+    small_train, small_eval = step(size=smaller)
+    return found | {
+        "size": size,
+        "smaller": smaller,
+        "smaller_train_ms": round(small_train, 2),
+        "smaller_eval_ms": round(small_eval, 2),
+        "fixed_train": fixed_share(train_ms, small_train, smaller / size, dims),
+        "fixed_eval": fixed_share(eval_ms, small_eval, smaller / size, dims),
+    }
 
 
 def machine_factor(factors: Factors | None) -> float:
@@ -132,8 +160,12 @@ def describe(factors: Factors) -> str:
         clipped = f" (measured {measured:.2f}x: clipped to {FACTOR_RANGE[0]:g}-{FACTOR_RANGE[1]:g}x)"
         parts.append(f"{model} {f['train']:.2f}x" + (clipped if _clip(measured) != measured else ""))
     machine = machine_factor(factors)
+    shares = [f"{model} {f['fixed_train']:.2f}" for model, f in factors.items() if "fixed_train" in f]
+    smaller = next((f["smaller"] for f in factors.values() if "smaller" in f), None)
     return (
         "step times measured here (train, vs the time model's constants): "
         + ", ".join(parts)
         + f"; start-up, set-up, decoding and scoring at their geometric mean, {machine:.2f}x"
+        + (f"; share of a step that does not shrink with the size (timed at {smaller} too): " if shares else "")
+        + ", ".join(shares)
     )

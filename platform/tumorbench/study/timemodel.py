@@ -18,7 +18,8 @@ sets both):
             model, each a Train run on every training case, and the baselines refitted on them)
 
 with ms per image scaled by pixel count from the 128x128 (2D) or 32^3 (3D) calibration size, and by each
-model's factor when the planner timed the study's models on this machine (:mod:`tumorbench.study.probe`);
+model's factor when the planner timed the study's models on this machine (:mod:`tumorbench.study.probe`; then
+from the probed size, by the share of each model's cost the probe found fixed);
 the other CPU-bound constants (start-up, set-up, decoding, augmenting, scoring, baselines, Ray's own cores)
 by the machine's factor, the probed models' geometric mean (:func:`tumorbench.study.probe.machine_factor`).
 """
@@ -62,6 +63,10 @@ CALIBRATION_SIZE_2D, CALIBRATION_SIZE_3D = 128, 32
 # resnet18 / efficientnet_b0, 0.53 / 0.64 / 0.46 of their 128x128 cost where pixels give 0.25: a fixed ~40%
 # (the 5,700-image study at 64 px trained 2x slower than pixel scaling planned).
 SMALL_FIXED_SHARE = 0.4
+# The planner's probe times each model at two sizes and replaces this share by the model's own (fixed_share): a
+# 2D U-Net's is ~0.1 (its step fell 0.26-0.34x from 128 to 64 px), the classifiers' 0.2-0.5, 3D models' ~0.03.
+# Bounded: a step timed slower at the smaller size (oneDNN picking another kernel) is not extrapolated.
+MAX_FIXED_SHARE = 0.9
 # Data loading per case, CPU time of the project's transform chain (2026-12-02, 60 cases each): the
 # deterministic part (read, decode, resize; once per fold with a cache) took 10.8 ms on LGG (768 KiB
 # decoded float32 per case) and 21.9 ms on yes/no (1833 KiB): ~2 ms + 11 ms per MiB decoded. The random
@@ -160,7 +165,16 @@ def sliding_windows(volume: Sequence[float] | None, patch: int) -> int:
 
 def model_ms(model: str, size: float, spatial_dims: int, factors: Factors | None = None) -> tuple[float, float]:
     """Train and eval ms per image (2D) or patch (3D) of ``model`` at ``size``, times the model's probed
-    ``factors`` (:func:`tumorbench.study.probe.probe_factors`) when given."""
+    ``factors`` (:func:`tumorbench.study.probe.probe_factors`) when given. A model the probe timed at two sizes
+    scales from the probed one by its own fixed share (the part of its cost that does not fall with the pixels)."""
+    probed = (factors or {}).get(model, {})
+    if "size" in probed:
+        train, evaluate = model_ms(model, probed["size"], spatial_dims)
+        pixels = (size / probed["size"]) ** spatial_dims
+        return (
+            train * probed["train"] * (probed["fixed_train"] + (1 - probed["fixed_train"]) * pixels),
+            evaluate * probed["eval"] * (probed["fixed_eval"] + (1 - probed["fixed_eval"]) * pixels),
+        )
     if spatial_dims == 3:
         base = MS_PER_PATCH_3D.get(model) or tuple(4 * v for v in MS_PER_PATCH_3D.get(f"{model}_tiny", (60.0, 20.0)))
         scale = (size / CALIBRATION_SIZE_3D) ** 3
@@ -169,8 +183,16 @@ def model_ms(model: str, size: float, spatial_dims: int, factors: Factors | None
         scale = (size / CALIBRATION_SIZE_2D) ** 2
         if scale < 1:
             scale = SMALL_FIXED_SHARE + (1 - SMALL_FIXED_SHARE) * scale
-    probed = (factors or {}).get(model, {})
     return base[0] * scale * probed.get("train", 1.0), base[1] * scale * probed.get("eval", 1.0)
+
+
+def fixed_share(ms: float, smaller_ms: float, ratio: float, spatial_dims: int) -> float:
+    """The share of a step's ``ms`` that did not fall with the pixels when its edge shrank by ``ratio`` (taking
+    ``smaller_ms``), within 0 (all of it fell) and :data:`MAX_FIXED_SHARE`: ``ms(x) = ms * (f + (1 - f) x)``
+    of the pixel ratio ``x``."""
+    pixels = ratio**spatial_dims
+    share = (smaller_ms / ms - pixels) / (1 - pixels) if ms > 0 and pixels < 1 else SMALL_FIXED_SHARE
+    return round(min(max(share, 0.0), MAX_FIXED_SHARE), 3)
 
 
 def decode_ms(fp: dict[str, Any]) -> float:
