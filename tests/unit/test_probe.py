@@ -61,6 +61,24 @@ def test_probe_times_each_model_at_the_smallest_size_the_plan_may_choose_too():
     assert "(timed at 64 too): resnet18_tiny " in describe({"resnet18_tiny": entry})
 
 
+def test_a_model_that_cannot_take_the_smaller_size_keeps_the_default_share(monkeypatch):
+    """The second timing is only an estimate: a model that fails at 64 px is planned as before, not refused."""
+    from tumorbench.study import probe
+
+    def fails_small(model, task, batch, size, **kwargs):
+        if size < 96:
+            raise RuntimeError("Input size too small for the network's levels")
+        return 10.0, 3.0
+
+    monkeypatch.setattr(probe, "measure_step", fails_small)
+    study = replace(_study(), candidates=_study().candidates[:1])
+    (entry,) = probe_factors(study, {"channels": 3, "classes": {"no": 5, "yes": 5}}, 96, 2).values()
+    assert entry["train_ms"] == 10.0 and "fixed_train" not in entry and "size" not in entry
+    assert model_ms("resnet18_tiny", 64, 2, {"resnet18_tiny": entry}) == pytest.approx(
+        tuple(v * entry[k] for v, k in zip(model_ms("resnet18_tiny", 64, 2), ("train", "eval"), strict=True))
+    )
+
+
 def test_the_plan_note_says_which_factor_was_clipped_and_what_was_measured():
     note = describe(
         {
