@@ -483,6 +483,7 @@ def test_a_budget_buys_more_of_a_unet_whose_cost_falls_with_the_pixels():
     default, probed = ((p.size, p.epochs) for p in plans)
     assert default[0] < 128 and probed > default  # scaled down from 128 px with either, less with the probed share
     assert plans[1].estimate_seconds <= 6 * 60
+    assert plans[1].probe["unet"]["fixed_train"] == 0.1  # the timings behind the plan are kept with it (plan.json)
 
 
 def test_a_faster_machine_scales_the_cpu_bound_constants_too(monkeypatch):

@@ -104,6 +104,7 @@ class Plan:
     stats_seconds: float = 0.0  # the leaderboard's and paired comparisons' bootstraps (timemodel.stats_seconds)
     max_cases: int | None = None  # cases the study splits and uses (None: all; a sample of whole patients)
     explain_cases: int | None = None  # explained cases per fold and model (None: the study's)
+    probe: dict[str, Any] = field(default_factory=dict)  # each model's timings here (study.probe), in plan.json
 
     def format(self) -> str:
         """The plan as printed before a study starts."""
@@ -326,6 +327,7 @@ def make_plan(
         budget_seconds=budget,
         spatial_dims=dims,
         notes=tuple(notes),
+        probe=dict(factors or {}),
         resources={
             "cpus": capacity.cpus,
             "gpus": capacity.gpus,
