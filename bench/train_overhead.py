@@ -233,7 +233,8 @@ def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
     local_ray_env()  # workers at normal priority, as tumorbench's own ray.init starts them
     import ray
     from ray.train import LoggingConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+
+    from tumorbench.raycompat import torch_trainer  # Train's trainer less the helper actors studies do without
 
     started = time.perf_counter()
     ray.init(
@@ -247,7 +248,7 @@ def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
     ray_init_s = time.perf_counter() - started
     try:
         with tempfile.TemporaryDirectory(prefix="tumorbench-overhead-") as storage:
-            trainer = TorchTrainer(
+            trainer = torch_trainer()(
                 ray_worker,
                 train_loop_config={"cfg": asdict(cfg), "threads": cfg.threads_for(workers)},
                 scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": CPU_PER_WORKER}),

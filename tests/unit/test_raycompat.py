@@ -65,7 +65,7 @@ def test_no_other_module_imports_ray_private_apis():
     assert offenders == [str(Path("platform/tumorbench/raycompat.py"))]
 
 
-def test_torch_trainer_drops_only_the_dataset_callback_and_only_without_datasets():
+def test_torch_trainer_drops_the_pg_cleaner_and_the_dataset_callback_only_without_datasets():
     from ray.train import ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.train.v2._internal.execution.worker_group.worker import RayTrainWorker
@@ -79,9 +79,9 @@ def test_torch_trainer_drops_only_the_dataset_callback_and_only_without_datasets
         return [type(callback).__name__ for callback in trainer._create_default_callbacks()]
 
     plain = names(TorchTrainer(lambda: None, scaling_config=ScalingConfig(num_workers=1)))
-    assert "DatasetsCallback" in plain
+    assert {"DatasetsCallback", "PlacementGroupCleanerCallback"} <= set(plain)
     assert names(torch_trainer()(lambda: None, scaling_config=ScalingConfig(num_workers=1))) == [
-        name for name in plain if name != "DatasetsCallback"
+        name for name in plain if name not in ("DatasetsCallback", "PlacementGroupCleanerCallback")
     ]
     with_data = torch_trainer()(lambda: None, scaling_config=ScalingConfig(num_workers=1), datasets={"train": list})
-    assert names(with_data) == plain
+    assert names(with_data) == [name for name in plain if name != "PlacementGroupCleanerCallback"]

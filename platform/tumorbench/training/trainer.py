@@ -55,8 +55,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
         ray.init(
             address="local",
             num_cpus=num_cpus,
-            # The dashboard serves Ray's State API, which Train's PlacementGroupCleaner needs: without it a
-            # trial stopped by ASHA or the budget mid-run leaks its workers' placement group, and the next
+            # The dashboard serves Ray's State API, which a search's sweeper needs (tuning.leaks): without it a
+            # trial stopped by ASHA or the budget mid-run may leak its workers' placement group, and the next
             # trial waits for those CPUs for ever. Loopback only (Ray's default host).
             include_dashboard=True,
             log_to_driver=False,

@@ -5,7 +5,9 @@ removing the workers' placement group. When Tune ends the trial's process in bet
 the budget stopping a trial; likelier on a busy machine), nothing removes the group: its CPUs
 stay reserved and the next trial's workers wait for them for ever. Seen here: a 24-trial ASHA
 search (``bench/tune_efficiency.py``) stalled at its third trial behind the 1.9 CPUs of the
-second, stopped one. The race is known upstream (review of ray-project/ray#65447).
+second, stopped one. The race is known upstream (review of ray-project/ray#65447). tumorbench no longer
+starts that cleaner (:func:`tumorbench.raycompat.torch_trainer`): every search sweeps, and this also frees
+the group of a run whose trial process died.
 
 :func:`sweeping` sweeps in a thread beside ``Tuner.fit``. A group whose creating actor (a Train
 controller) has died is a leak for certain and is freed at the next pass

@@ -238,9 +238,9 @@ def ensure_feasible(plan: ResourcePlan, resources: Resources, *, poll_s: float =
 def ensure_trials_can_stop(timeout_s: float = 20.0) -> None:
     """Refuse a search that may stop trials mid-run (ASHA, a budget) on a Ray without its State API.
 
-    A trial is one Ray Train run; when Tune stops it early, Train's ``PlacementGroupCleaner`` frees the
-    run's workers after asking the State API (served by Ray's dashboard) that the run's controller died.
-    Without the dashboard the workers' CPUs stay reserved and the next trial waits for them for ever.
+    A trial is one Ray Train run; when Tune stops it early, the search's sweeper (``tuning.leaks``) frees the
+    run's workers' placement group, finding the empty ones with the State API (served by Ray's dashboard).
+    Without the dashboard the workers' CPUs may stay reserved and the next trial waits for them for ever.
     Retried for ``timeout_s``: a dashboard just started takes a few seconds to answer.
     """
     import ray

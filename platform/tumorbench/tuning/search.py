@@ -285,11 +285,9 @@ def run_search(
             max_t=n_folds * base.epochs + 1,
             trial_retries=trial_retries,
         )
-    # Ray Train's abort can leave a stopped trial's workers' placement group reserved (tuning.leaks)
-    sweep = (
-        sweeping({"CPU": plan.trial_cpus}) if scheduler == "asha" or stopper is not None else contextlib.nullcontext()
-    )
-    with _tune_output(verbose), sweep:
+    # A trial stopped early (Ray Train's abort race) or whose process died leaves its workers' placement group
+    # reserved; Train's own cleaner is not started (raycompat.torch_trainer), so every search sweeps (tuning.leaks)
+    with _tune_output(verbose), sweeping({"CPU": plan.trial_cpus}):
         grid = tuner.fit()
     if verbose:
         print(f"[tumorbench] TensorBoard for every trial and fold: tensorboard --logdir {experiment}", flush=True)
