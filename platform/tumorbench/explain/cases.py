@@ -29,6 +29,7 @@ from tumorbench.explain.scores import (
     pointing_game,
     randomisation_check,
 )
+from tumorbench.heap import keep_freed_memory
 from tumorbench.tasks import get_task
 
 SCORE_COLUMNS = ("pointing", "energy_in_tumor", "deletion_auc", "insertion_auc")
@@ -36,7 +37,12 @@ CURVE_STEPS = 16  # deletion / insertion: 17 model evaluations per case
 
 
 def explainer_for(predictor, method: str = "gradcam") -> Explainer:
-    """An :class:`Explainer` of a :class:`tumorbench.inference.Predictor`'s model (positive class for 2 classes)."""
+    """An :class:`Explainer` of a :class:`tumorbench.inference.Predictor`'s model (positive class for 2 classes).
+
+    Its process keeps freed memory for reuse from then on (:func:`tumorbench.heap.keep_freed_memory`): the
+    deletion / insertion curves allocate batches of whole volumes again and again.
+    """
+    keep_freed_memory()
     manifest = predictor.manifest
     names = manifest.class_names or []
     positive = names.index(manifest.positive_class) if manifest.positive_class in names and len(names) == 2 else None
