@@ -87,9 +87,7 @@ def torch_trainer() -> type:
 
     class Trainer(TorchTrainer):
         def _create_default_callbacks(self) -> list:
-            unneeded = (
-                (PlacementGroupCleanerCallback,) if self.datasets else (PlacementGroupCleanerCallback, DatasetsCallback)
-            )
+            unneeded = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
             return [c for c in super()._create_default_callbacks() if not isinstance(c, unneeded)]
 
     Trainer.__name__ = Trainer.__qualname__ = "TorchTrainer"  # as Ray's logs and errors name it
