@@ -248,7 +248,7 @@ def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
     ray_init_s = time.perf_counter() - started
     try:
         with tempfile.TemporaryDirectory(prefix="tumorbench-overhead-") as storage:
-            trainer = torch_trainer()(
+            trainer = torch_trainer(autoscaling=False)(  # a local Ray, as a study on one machine starts
                 ray_worker,
                 train_loop_config={"cfg": asdict(cfg), "threads": cfg.threads_for(workers)},
                 scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": CPU_PER_WORKER}),

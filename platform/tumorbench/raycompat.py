@@ -12,8 +12,9 @@
   answer, so that a call no replica takes (all full, or the only one restarting) is refused quickly.
 - :func:`groups_of_dead_actors`: this job's placement groups whose creating actor has died (the GCS
   keeps them until the job ends; the State API does not say who created a group).
-- :func:`torch_trainer`: Train's ``TorchTrainer`` without its per-run ``PlacementGroupCleaner`` actor, nor its
-  ``DatasetManager`` when a run passes no Ray datasets (tumorbench's workers read their own data).
+- :func:`torch_trainer`: Train's ``TorchTrainer`` without its per-run ``PlacementGroupCleaner`` actor, its
+  ``DatasetManager`` when a run passes no Ray datasets (tumorbench's workers read their own data), a one-worker
+  run's torch process group, and, on a Ray tumorbench started here, the autoscaling coordinator.
 
 ``tests/unit/test_raycompat.py`` pins their signatures and behaviour: it fails when a Ray upgrade moves them.
 """
@@ -67,28 +68,75 @@ async def serve_assigned(response: Any) -> None:
 
 
 @functools.cache
-def torch_trainer() -> type:
-    """``TorchTrainer`` less two of Train's per-run helper actors that tumorbench's runs do not need.
+def torch_trainer(*, autoscaling: bool = True) -> type:
+    """``TorchTrainer`` less what tumorbench's runs do not need of Train's per-run helpers.
 
-    Train V2 (Ray 2.60) starts both for every run, so once per trial in a study; each is one more process
-    (~1 s of CPU to start on 2 cores) beside the workers for the whole run:
+    Train V2 (Ray 2.60) starts them for every run, so once per trial in a study. A helper process takes
+    ~1 s of CPU to start on 2 cores, then wakes ~150 times a second for the whole run (its core worker's
+    10 ms signal check): each wake-up preempts a training thread, and the worker's other thread waits
+    for it at the next OpenMP barrier, so the training loses about twice the CPU the helper uses.
 
     - ``DatasetManager`` (``DatasetsCallback``), datasets or not. Dropped for a run without Ray datasets:
       the workers accept a missing shard provider (``RayTrainWorker.init_train_context``).
     - ``PlacementGroupCleaner``, a detached actor asking the State API every second whether the run's
-      controller still lives, to free the workers' placement group if it died without cleaning up (1.1-1.3%
-      of a core here, taken from the workers). Dropped always: a search's driver sweeps a dead controller's
-      group itself (``tuning.leaks``; the cleaner missed Tune's stop race anyway), and a run outside a search
-      ends with its driver, whose job's groups Ray frees.
+      controller still lives. Dropped always: a search's driver sweeps a dead controller's group itself
+      (``tuning.leaks``; the cleaner missed Tune's stop race anyway), and a run outside a search ends
+      with its driver, whose job's groups Ray frees.
+    - The torch process group of a one-worker run: nothing to reduce across, and gloo's loop thread
+      wakes 100 times a second in the worker. With two workers or more it is set up as Train does.
+    - ``autoscaling=False``: no ``_AutoscalingCoordinatorActor``, which the run asks every 20 s to keep
+      its workers' resources requested from the cluster's autoscaler. For a Ray that tumorbench started
+      on this machine, which no autoscaler grows; on a cluster the requests are kept.
     """
-    from ray.train.torch import TorchTrainer
+    from dataclasses import fields
+
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch.config import _set_torch_distributed_env_vars, _TorchBackend
     from ray.train.v2._internal.callbacks import DatasetsCallback
     from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+    from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy
+
+    class Backend(_TorchBackend):
+        def on_start(self, worker_group, backend_config) -> None:
+            if len(worker_group) > 1:
+                super().on_start(worker_group, backend_config)
+            else:  # the ranks' environment variables only (LOCAL_RANK, WORLD_SIZE, ...), as Train sets them
+                worker_group.execute(_set_torch_distributed_env_vars)
+
+    class Config(TorchConfig):
+        @property
+        def backend_cls(self):
+            return Backend
+
+    class UnscaledPolicy(FixedScalingPolicy):
+        """Train's fixed-size policy without the autoscaling coordinator."""
+
+        def after_controller_start(self, train_run_context) -> None:
+            pass
+
+        def _maybe_send_resource_request(self) -> None:
+            pass
+
+        def _send_resource_request(self) -> None:
+            pass
+
+        def _cancel_resource_request(self) -> None:
+            pass
 
     class Trainer(TorchTrainer):
+        def __init__(self, *args, torch_config: TorchConfig | None = None, **kwargs) -> None:
+            given = torch_config or TorchConfig()
+            config = Config(**{field.name: getattr(given, field.name) for field in fields(TorchConfig)})
+            super().__init__(*args, torch_config=config, **kwargs)
+
         def _create_default_callbacks(self) -> list:
             unneeded = (PlacementGroupCleanerCallback,) + (() if self.datasets else (DatasetsCallback,))
             return [c for c in super()._create_default_callbacks() if not isinstance(c, unneeded)]
+
+        def _initialize_and_run_controller(self, **kwargs):
+            if not autoscaling and isinstance(kwargs.get("scaling_policy"), FixedScalingPolicy):
+                kwargs["scaling_policy"] = UnscaledPolicy(self.scaling_config)
+            return super()._initialize_and_run_controller(**kwargs)
 
     Trainer.__name__ = Trainer.__qualname__ = "TorchTrainer"  # as Ray's logs and errors name it
     return Trainer

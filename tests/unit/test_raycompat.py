@@ -6,6 +6,8 @@ import inspect
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO_ROOT
 from tumorbench.raycompat import cluster_address
 
@@ -85,3 +87,74 @@ def test_torch_trainer_drops_the_pg_cleaner_and_the_dataset_callback_only_withou
     ]
     with_data = torch_trainer()(lambda: None, scaling_config=ScalingConfig(num_workers=1), datasets={"train": list})
     assert names(with_data) == [name for name in plain if name != "PlacementGroupCleanerCallback"]
+
+
+class _Workers:
+    """A worker group of ``n`` that records the functions run on it (Train's ``WorkerGroup`` interface)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.ran = n, []
+
+    def __len__(self) -> int:
+        return self.n
+
+    def execute(self, fn, *args, **kwargs):
+        self.ran.append(fn)
+        return [None] * self.n
+
+
+def test_torch_trainer_keeps_the_torch_config_and_sets_up_a_process_group_only_for_two_workers_or_more(monkeypatch):
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchConfig
+    from ray.train.torch import config as torch_config_module
+
+    from tumorbench.raycompat import torch_trainer
+
+    trainer = torch_trainer()(
+        lambda: None,
+        scaling_config=ScalingConfig(num_workers=1),
+        torch_config=TorchConfig(backend="gloo", init_method="tcp", timeout_s=99),
+    )
+    config = trainer.backend_config
+    assert isinstance(config, TorchConfig)
+    assert (config.backend, config.init_method, config.timeout_s) == ("gloo", "tcp", 99)
+    started = []
+    monkeypatch.setattr(
+        torch_config_module._TorchBackend, "on_start", lambda self, group, cfg: started.append(len(group))
+    )
+    backend = config.backend_cls()
+    one, two = _Workers(1), _Workers(2)
+    backend.on_start(one, config)
+    backend.on_start(two, config)
+    # one worker: only the ranks' environment variables, no process group; two: Train's own set-up
+    assert one.ran == [torch_config_module._set_torch_distributed_env_vars]
+    assert started == [2]
+
+
+def test_torch_trainer_without_autoscaling_never_asks_the_autoscaling_coordinator(monkeypatch):
+    from ray.train import ScalingConfig
+    from ray.train.v2._internal.execution.scaling_policy import FixedScalingPolicy, ResizeDecision
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    from tumorbench.raycompat import torch_trainer
+
+    seen = {}
+    monkeypatch.setattr(DataParallelTrainer, "_initialize_and_run_controller", lambda self, **kw: seen.update(kw))
+    scaling = ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5})
+    stock = FixedScalingPolicy(scaling)
+    torch_trainer()(lambda: None, scaling_config=scaling)._initialize_and_run_controller(scaling_policy=stock)
+    assert seen["scaling_policy"] is stock  # on a cluster, Train's own policy
+    torch_trainer(autoscaling=False)(lambda: None, scaling_config=scaling)._initialize_and_run_controller(
+        scaling_policy=stock, other=1
+    )
+    policy = seen["scaling_policy"]
+    assert isinstance(policy, FixedScalingPolicy) and policy is not stock and seen["other"] == 1
+    # Train's policy cannot decide without its coordinator client; this one never makes one
+    with pytest.raises(AssertionError):
+        stock.make_decision_for_non_running_worker_group()
+    policy.after_controller_start(None)
+    decision = policy.make_decision_for_non_running_worker_group()
+    assert isinstance(decision, ResizeDecision) and decision.num_workers == 2
+    assert decision.resources_per_worker == {"CPU": 0.5}
+    assert policy._coordinator_client is None
+    policy.before_controller_abort()

@@ -45,6 +45,8 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
         return
     local_ray_env()
     address = address or cluster_address(None)
+    if address not in (None, "local"):
+        os.environ.pop(LOCAL_RAY_ENV, None)  # joining a cluster, which an autoscaler may grow
     # Worker errors come back as exceptions and progress is printed from history.csv,
     # so actor logs stay in Ray's log files instead of flooding the console.
     # Workers resolve s3:// storage themselves: an endpoint set in this shell must reach them.
@@ -71,18 +73,22 @@ def ensure_ray(address: str | None = None, *, num_cpus: int | None = None) -> No
 # ~60 s of a 100 s trial spent waiting. Collected every 0.2 s instead (a poll is a few ms of the controller).
 TRAIN_POLL_ENV, TRAIN_POLL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2"
 PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Train V2's switch (default on)
+# "1" in a process that starts its own local Ray and in that Ray's workers (job_env): no autoscaler grows it.
+LOCAL_RAY_ENV = "TUMORBENCH_LOCAL_RAY"
 
 
 def job_env() -> dict[str, str]:
     """Environment every process of the Ray job gets (its runtime env): Train's report polling interval.
 
-    A value set in this shell wins, so a cluster can be tuned without a code change.
+    A value set in this shell wins, so a cluster can be tuned without a code change. On a Ray this process
+    started (:func:`local_ray_env`), also the mark saying so.
     """
-    return {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S)}
+    local = {LOCAL_RAY_ENV: "1"} if os.environ.get(LOCAL_RAY_ENV) == "1" else {}
+    return {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S)} | local
 
 
 def local_ray_env() -> None:
-    """Environment for a Ray this process starts: no usage stats, and workers at normal priority.
+    """Environment for a Ray this process starts: no usage stats, workers at normal priority, marked local.
 
     The raylet starts worker processes at niceness 15 (``RAY_worker_niceness``) so that its own
     daemons win the CPU; on a machine shared with other work at niceness 0 that starves training
@@ -91,10 +97,15 @@ def local_ray_env() -> None:
 
     No preemption watcher: Train starts one actor per run to follow cloud nodes being drained, and a
     local Ray's one node never is (~1 s of CPU per run, once per trial in a study).
+
+    No worker started ahead for the first driver: it idled beside the training for the whole study,
+    waking ~150 times a second (``raycompat.torch_trainer`` says what that costs the training).
     """
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_worker_niceness", "0")
     os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
+    os.environ[LOCAL_RAY_ENV] = "1"  # Train runs here and in the workers do without the autoscaling coordinator
 
 
 def describe_cluster() -> str:
@@ -241,7 +252,7 @@ def fit(
         )
     )
     logger = EpochLogger(config.out, config.task, fold_outs={int(f["fold"]): f["out"] for f in folds or []})
-    trainer = torch_trainer()(
+    trainer = torch_trainer(autoscaling=os.environ.get(LOCAL_RAY_ENV) != "1")(
         _train_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources),
