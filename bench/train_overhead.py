@@ -228,7 +228,7 @@ def run_plain(cfg: OverheadConfig, launched: float) -> ModeResult:
 
 def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
     """Ray Train on a fresh local Ray instance, driven from this (fresh) process, set up as studies start it."""
-    from tumorbench.training.trainer import job_env, local_ray_env
+    from tumorbench.training.trainer import job_env, local_ray_env, on_local_ray
 
     local_ray_env()  # workers at normal priority, as tumorbench's own ray.init starts them
     import ray
@@ -248,7 +248,7 @@ def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
     ray_init_s = time.perf_counter() - started
     try:
         with tempfile.TemporaryDirectory(prefix="tumorbench-overhead-") as storage:
-            trainer = torch_trainer(autoscaling=False)(  # a local Ray, as a study on one machine starts
+            trainer = torch_trainer(autoscaling=not on_local_ray())(
                 ray_worker,
                 train_loop_config={"cfg": asdict(cfg), "threads": cfg.threads_for(workers)},
                 scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": CPU_PER_WORKER}),

@@ -83,8 +83,13 @@ def job_env() -> dict[str, str]:
     A value set in this shell wins, so a cluster can be tuned without a code change. On a Ray this process
     started (:func:`local_ray_env`), also the mark saying so.
     """
-    local = {LOCAL_RAY_ENV: "1"} if os.environ.get(LOCAL_RAY_ENV) == "1" else {}
+    local = {LOCAL_RAY_ENV: "1"} if on_local_ray() else {}
     return {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S)} | local
+
+
+def on_local_ray() -> bool:
+    """Whether this process started its own local Ray, or is a worker of one: no autoscaler grows it."""
+    return os.environ.get(LOCAL_RAY_ENV) == "1"
 
 
 def local_ray_env() -> None:
@@ -252,7 +257,7 @@ def fit(
         )
     )
     logger = EpochLogger(config.out, config.task, fold_outs={int(f["fold"]): f["out"] for f in folds or []})
-    trainer = torch_trainer(autoscaling=os.environ.get(LOCAL_RAY_ENV) != "1")(
+    trainer = torch_trainer(autoscaling=not on_local_ray())(
         _train_worker,
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources),
