@@ -16,10 +16,12 @@ fresh Python process, so its start-up includes imports and its peak RSS is its o
   daemons (GCS, raylet, idle workers, agents) are shown apart, as the sum of
   their VmHWM read from /proc right after ``fit()`` returns.
 
-- ``--repeats N``: the modes run interleaved N times (plain, ray-1, ray-2, plain, ...), so a
-  drift of the machine's speed (a shared VM: ±10% between runs here) falls on every mode alike.
+- ``--repeats N``: the modes run interleaved N times, each round in another of their orders
+  (plain, ray-1, ray-2; plain, ray-2, ray-1; ...: all 6 in 6 rounds), so a drift of the machine's
+  speed (a shared VM: ±10% between runs here) falls on every mode alike, and no mode always runs
+  right after the same one.
   The table shows each mode's median run and every run's img/s; the ratios are medians of the
-  ratios within each round.
+  ratios within each round, with a distribution-free 95% interval from 6 rounds on.
 
     python bench/train_overhead.py
     python bench/train_overhead.py --steps 40 --warmup 5 --json runs/bench_train_overhead.json
@@ -29,7 +31,9 @@ fresh Python process, so its start-up includes imports and its peak RSS is its o
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import os
 import platform
 import resource
@@ -334,6 +338,16 @@ def launch(mode: str, cfg: OverheadConfig, workdir: Path, timeout: float) -> Mod
     return ModeResult(**json.loads(out.read_text()))
 
 
+def round_order(modes: list[str], n: int) -> list[str]:
+    """Round ``n``'s order: the ``n``-th permutation of ``modes`` (round 0 keeps theirs).
+
+    Over ``len(modes)!`` rounds each mode runs right after each other one equally often, so a mode
+    is not always measured right after the same one: whatever the run before leaves behind falls on all.
+    """
+    orders = list(itertools.permutations(modes))
+    return list(orders[n % len(orders)])
+
+
 def median_run(runs: list[ModeResult]) -> ModeResult:
     """The run with the median steady img/s (the lower middle one of an even count)."""
     ordered = sorted(runs, key=lambda r: r.steady_images_per_s)
@@ -389,10 +403,27 @@ def format_table(results: list[ModeResult], runs: dict[str, list[float]] | None 
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float] | None:
+    """Distribution-free interval for the median: order statistics ``x(k) .. x(n+1-k)``, the sign test's.
+
+    The narrowest with coverage >= ``level``, as ``(low, high, coverage)``; None when even the lowest to
+    the highest value covers less (fewer than 6 values for 95%).
+    """
+    xs, n = sorted(values), len(values)
+    found = None
+    for k in range(1, n // 2 + 1):
+        coverage = 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+        if coverage < level:
+            break
+        found = (xs[k - 1], xs[n - k], coverage)
+    return found
+
+
 def ratios(results: list[ModeResult], rounds: list[dict[str, ModeResult]] | None = None) -> list[str]:
     """``a / b`` lines for every pair the brief asks about that was run.
 
-    ``rounds`` (``--repeats`` > 1): each ratio is the median of the ratios within each round.
+    ``rounds`` (``--repeats`` > 1): each ratio is the median of the ratios within each round, with the
+    sign test's interval for that median from 6 rounds on (the machine's noise, in the ratio's units).
     """
     rounds = rounds or [{r.mode: r for r in results}]
     lines = []
@@ -404,9 +435,12 @@ def ratios(results: list[ModeResult], rounds: list[dict[str, ModeResult]] | None
         def median(attr: str, pairs=pairs) -> float:
             return statistics.median(getattr(x, attr) / getattr(y, attr) for x, y in pairs)
 
+        each = [x.steady_images_per_s / y.steady_images_per_s for x, y in pairs]
+        interval = median_interval(each)
         within = (
             f" (median of {len(pairs)} rounds: "
-            + ", ".join(f"{x.steady_images_per_s / y.steady_images_per_s:.2f}" for x, y in pairs)
+            + ", ".join(f"{r:.2f}" for r in each)
+            + (f"; {interval[2]:.0%} interval {interval[0]:.2f}-{interval[1]:.2f}" if interval else "")
             + ")"
             if len(pairs) > 1
             else ""
@@ -485,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
         rounds: list[dict[str, ModeResult]] = []
         for n in range(args.repeats):
             rounds.append({})
-            for mode in args.modes:
+            for mode in round_order(args.modes, n):
                 started = time.perf_counter()
                 rounds[-1][mode] = launch(mode, cfg, Path(workdir), args.timeout)
                 print(f"  {mode}: done in {time.perf_counter() - started:.1f} s (round {n + 1})", flush=True)

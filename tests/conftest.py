@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,7 @@ def load_script(relative: str):
     path = REPO_ROOT / relative
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as the importlib recipe does: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
