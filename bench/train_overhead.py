@@ -446,7 +446,7 @@ def ratios(results: list[ModeResult], rounds: list[dict[str, ModeResult]] | None
             else ""
         )
         lines.append(
-            f"{a} / {b}: steady img/s {median('steady_images_per_s'):.2f}x{within}, "
+            f"{a} / {b}: steady img/s {statistics.median(each):.2f}x{within}, "
             f"start-up {median('startup_s'):.2f}x, peak RSS {median('peak_rss_mb'):.2f}x"
         )
     return lines
