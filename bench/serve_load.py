@@ -32,7 +32,7 @@ largest level run).
 ``--url`` measures an app that is already running (its current settings) instead. ``--repeats N`` runs
 every setup N rounds in turn: the machine's speed drifts between levels minutes apart (a shared VM here: the
 batched 32-client level ran at 136 and 211 req/s in two runs of the same code), so the table shows each
-level's median round and the ratios are medians of each round's ratios.
+level's median round and the ratios are medians of each round's ratios, with the sign test's interval from 6 rounds on.
 
     python bench/serve_load.py                                   # full run: a few minutes
     python bench/serve_load.py --repeats 3                       # the ratios as medians of 3 rounds
@@ -46,13 +46,14 @@ import asyncio
 import json
 import os
 import socket
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from procfs import cpu_ms_per_request, cpu_seconds  # bench/, beside this script
+from rounds import lower_median, median_ratio
 from tumorbench.paths import shared_data
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -222,31 +223,6 @@ def _raw(predictor, image: Path, clients: int, total: int, cap_s: float, max_bat
 CPU_GROUPS = (("Ingress", "ingress"), ("ServeReplica", "model"), ("ProxyActor", "proxy"), ("ray", "ray"))
 
 
-def _cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far by this process (the clients) and by Ray's, grouped (Linux ``/proc``).
-
-    Read before and after a level, it says where each request's CPU goes on the machine: the
-    client loop, the ingress replica, the model replica, Serve's proxy and Ray's own daemons.
-    """
-    ticks, me, out = os.sysconf("SC_CLK_TCK"), os.getpid(), {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            title = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:  # ended meanwhile
-            continue
-        pid = int(stat.parent.name)
-        group = "client" if pid == me else next((g for key, g in CPU_GROUPS if key in title), None)
-        if group:  # utime + stime, fields 14 and 15 of stat (11 and 12 after the command name)
-            out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
-    return out
-
-
-def _cpu_ms_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
-    """Each group's CPU ms per request between two :func:`_cpu_seconds` readings (a replaced process counts 0)."""
-    return {g: round(1000 * max(0.0, after[g] - before.get(g, 0.0)) / max(requests, 1), 2) for g in after}
-
-
 def _stats(url: str) -> dict:
     import requests
 
@@ -298,8 +274,8 @@ def _median_rows(rows: list[dict]) -> list[dict]:
         levels.setdefault((r["setup"], r["clients"]), []).append(r)
     out = []
     for runs in levels.values():
-        ranked = sorted(runs, key=lambda r: r["req_per_s"])
-        out.append({**ranked[(len(ranked) - 1) // 2], "by_round": [round(r["req_per_s"], 1) for r in runs]})
+        median = lower_median(runs, key=lambda r: r["req_per_s"])
+        out.append({**median, "by_round": [round(r["req_per_s"], 1) for r in runs]})
     return out
 
 
@@ -311,13 +287,11 @@ def _ratios(rows: list[dict], at: int) -> None:
         pairs = [(by.get((n, "batched", at)), by.get((n, other, at))) for n in rounds]
         ratios = [b["req_per_s"] / o["req_per_s"] for b, o in pairs if b and o and o["req_per_s"]]
         if ratios:
-            each = f" (rounds: {', '.join(f'{x:.2f}' for x in ratios)})" if len(ratios) > 1 else ""
-            print(f"batched / {other} req/s at {at} clients: {statistics.median(ratios):.2f}x{each}")
+            print(f"batched / {other} req/s at {at} clients: {median_ratio(ratios)}")
     for setup in ("legacy", "batched"):
         tails = [r["p99_ms"] / r["p50_ms"] for n in rounds if (r := by.get((n, setup, at))) and r["p50_ms"]]
         if tails:
-            each = f" (rounds: {', '.join(f'{x:.2f}' for x in tails)})" if len(tails) > 1 else ""
-            print(f"{setup} p99 / p50 at {at} clients: {statistics.median(tails):.2f}{each}")
+            print(f"{setup} p99 / p50 at {at} clients: {median_ratio(tails, unit='')}")
 
 
 def _print(rows: list[dict]) -> None:
@@ -385,13 +359,13 @@ def _served(args, setups: list[str], levels: list[int], package: Path, route: st
         mode = "throughput mode" if throughput else "Serve's defaults"
         print(f"{setup}: {target} ({'Serve proxy' if target == url else 'direct ingress'}, {mode})", flush=True)
         for clients in levels:
-            before, calls_before = _cpu_seconds(), _calls(_stats(target))
+            before, calls_before = cpu_seconds(CPU_GROUPS), _calls(_stats(target))
             result = asyncio.run(
                 _drive(
                     target, "/healthz" if setup == "floor" else route, payload, clients, args.requests, args.time_cap
                 )
             )
-            cpu = _cpu_ms_per_request(before, _cpu_seconds(), result["requests"])
+            cpu = cpu_ms_per_request(before, cpu_seconds(CPU_GROUPS), result["requests"])
             stats = _stats(target)
             calls_after = _calls(stats)
             calls = {k: calls_after[k] - calls_before[k] for k in calls_before}

@@ -31,19 +31,20 @@ fresh Python process, so its start-up includes imports and its peak RSS is its o
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import math
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from overhead_report import format_table, ratios
+from procfs import descendants_hwm_mb  # bench/, beside this script
+from rounds import lower_median, round_order
 
 MODES = ("plain", "ray-1", "ray-2")
 RAY_CPUS = 2  # the Ray instance is sized like the 2-core machine this was written for
@@ -264,7 +265,7 @@ def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
             result = trainer.fit()
             fit_returned = time.time()
         records = result.metrics["records"]
-        daemons = _descendants_hwm_mb(os.getpid(), exclude={r["pid"] for r in records})
+        daemons = descendants_hwm_mb(os.getpid(), exclude={r["pid"] for r in records})
     finally:
         ray.shutdown()
     rss = {"driver": _max_rss_mb()} | {f"worker{r['rank']}": r["peak_rss_mb"] for r in records}
@@ -285,32 +286,6 @@ def run_ray(cfg: OverheadConfig, workers: int) -> ModeResult:
         sum_worker_images_per_s=sum(r["images"] / r["steady_s"] for r in records),
         final_loss=records[0]["final_loss"],
     )
-
-
-def _descendants_hwm_mb(root: int, exclude: set[int]) -> dict[str, float]:
-    """Peak RSS (VmHWM) of ``root``'s descendant processes, summed by process name (empty without /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # the process ended while we looked
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    by_name: dict[str, float] = {}
-    todo = list(children.get(root, []))
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
-        if pid in exclude:
-            continue
-        try:
-            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in lines if ":" in line)
-        name = fields.get("Name", "?").strip()
-        by_name[name] = by_name.get(name, 0.0) + int(fields.get("VmHWM", "0 kB").split()[0]) / 1024
-    return by_name
 
 
 # ---------------------------------------------------------------- driver
@@ -338,22 +313,6 @@ def launch(mode: str, cfg: OverheadConfig, workdir: Path, timeout: float) -> Mod
     return ModeResult(**json.loads(out.read_text()))
 
 
-def round_order(modes: list[str], n: int) -> list[str]:
-    """Round ``n``'s order: the ``n``-th permutation of ``modes`` (round 0 keeps theirs).
-
-    Over ``len(modes)!`` rounds each mode runs right after each other one equally often, so a mode
-    is not always measured right after the same one: whatever the run before leaves behind falls on all.
-    """
-    orders = list(itertools.permutations(modes))
-    return list(orders[n % len(orders)])
-
-
-def median_run(runs: list[ModeResult]) -> ModeResult:
-    """The run with the median steady img/s (the lower middle one of an even count)."""
-    ordered = sorted(runs, key=lambda r: r.steady_images_per_s)
-    return ordered[(len(ordered) - 1) // 2]
-
-
 def child_main(args: argparse.Namespace) -> int:
     cfg = OverheadConfig(**json.loads(args.child_config))
     result = (
@@ -361,95 +320,6 @@ def child_main(args: argparse.Namespace) -> int:
     )
     Path(args.child_out).write_text(json.dumps(asdict(result)))
     return 0
-
-
-def format_table(results: list[ModeResult], runs: dict[str, list[float]] | None = None) -> str:
-    """The results as a Markdown table; speed-up is steady img/s over the plain loop's.
-
-    ``runs``: every run's img/s per mode (``--repeats``), shown in a last column.
-    """
-    ref = next((r.steady_images_per_s for r in results if r.mode == "plain"), None)
-    head = (
-        "mode",
-        "processes x threads",
-        "start-up s",
-        "steady img/s",
-        "speed-up vs plain",
-        "peak RSS MB (sum)",
-        "ray.init s",
-        "teardown s",
-        "Ray daemons MB",
-    ) + (("img/s of each run",) if runs else ())
-    rows = [head, tuple("---" for _ in head)]
-
-    def num(value, spec):
-        return "-" if value is None else format(value, spec)
-
-    for r in results:
-        rows.append(
-            (
-                r.mode,
-                f"{r.workers} x {r.threads}",
-                f"{r.startup_s:.1f}",
-                f"{r.steady_images_per_s:.1f}",
-                f"{r.steady_images_per_s / ref:.2f}x" if ref else "n/a",
-                f"{r.peak_rss_mb:.0f}",
-                num(r.ray_init_s, ".1f"),
-                num(r.teardown_s, ".1f"),
-                num(r.ray_daemons_hwm_mb, ".0f"),
-            )
-            + ((", ".join(f"{v:.1f}" for v in runs[r.mode]),) if runs else ())
-        )
-    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
-
-
-def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float] | None:
-    """Distribution-free interval for the median: order statistics ``x(k) .. x(n+1-k)``, the sign test's.
-
-    The narrowest with coverage >= ``level``, as ``(low, high, coverage)``; None when even the lowest to
-    the highest value covers less (fewer than 6 values for 95%).
-    """
-    xs, n = sorted(values), len(values)
-    found = None
-    for k in range(1, n // 2 + 1):
-        coverage = 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
-        if coverage < level:
-            break
-        found = (xs[k - 1], xs[n - k], coverage)
-    return found
-
-
-def ratios(results: list[ModeResult], rounds: list[dict[str, ModeResult]] | None = None) -> list[str]:
-    """``a / b`` lines for every pair the brief asks about that was run.
-
-    ``rounds`` (``--repeats`` > 1): each ratio is the median of the ratios within each round, with the
-    sign test's interval for that median from 6 rounds on (the machine's noise, in the ratio's units).
-    """
-    rounds = rounds or [{r.mode: r for r in results}]
-    lines = []
-    for a, b in (("ray-1", "plain"), ("ray-2", "plain"), ("ray-2", "ray-1")):
-        pairs = [(one[a], one[b]) for one in rounds if a in one and b in one]
-        if not pairs:
-            continue
-
-        def median(attr: str, pairs=pairs) -> float:
-            return statistics.median(getattr(x, attr) / getattr(y, attr) for x, y in pairs)
-
-        each = [x.steady_images_per_s / y.steady_images_per_s for x, y in pairs]
-        interval = median_interval(each)
-        within = (
-            f" (median of {len(pairs)} rounds: "
-            + ", ".join(f"{r:.2f}" for r in each)
-            + (f"; {interval[2]:.0%} interval {interval[0]:.2f}-{interval[1]:.2f}" if interval else "")
-            + ")"
-            if len(pairs) > 1
-            else ""
-        )
-        lines.append(
-            f"{a} / {b}: steady img/s {statistics.median(each):.2f}x{within}, "
-            f"start-up {median('startup_s'):.2f}x, peak RSS {median('peak_rss_mb'):.2f}x"
-        )
-    return lines
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -524,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                 rounds[-1][mode] = launch(mode, cfg, Path(workdir), args.timeout)
                 print(f"  {mode}: done in {time.perf_counter() - started:.1f} s (round {n + 1})", flush=True)
     runs = {mode: [one[mode].steady_images_per_s for one in rounds] for mode in args.modes}
-    results = [median_run([one[mode] for one in rounds]) for mode in args.modes]
+    results = [lower_median([one[mode] for one in rounds], key=lambda r: r.steady_images_per_s) for mode in args.modes]
     print()
     print(format_table(results, runs if args.repeats > 1 else None))
     print()

@@ -19,7 +19,8 @@ def _burn(seconds: float) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux /proc")
 def test_cpu_seconds_are_grouped_by_process_and_divided_per_request():
-    bench = load_script("bench/serve_load.py")
+    groups = load_script("bench/serve_load.py").CPU_GROUPS
+    procfs = load_script("bench/procfs.py")
     # A stand-in for the ingress replica: Ray titles it "ray::ServeReplica:<app>:Ingress".
     burn = (
         "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.4: pass\nprint('done', flush=True)\n"
@@ -30,19 +31,19 @@ def test_cpu_seconds_are_grouped_by_process_and_divided_per_request():
         text=True,
     )
     try:
-        before = bench._cpu_seconds()
+        before = procfs.cpu_seconds(groups)
         _burn(0.3)
         assert child.stdout.readline().strip() == "done"
-        after = bench._cpu_seconds()
+        after = procfs.cpu_seconds(groups)
     finally:
         child.kill()
         child.wait()
-    per_request = bench._cpu_ms_per_request(before, after, 4)
+    per_request = procfs.cpu_ms_per_request(before, after, 4)
     # 300 ms in this process (the clients) and up to 400 ms in the child, over 4 requests; clock ticks of 10 ms
     assert per_request["client"] == pytest.approx(75, abs=10)
     # 400 ms over 4, plus whatever part of the child's start-up falls after the first reading
     assert 80 <= per_request["ingress"] <= 130
-    assert bench._cpu_ms_per_request({"model": 5.0}, {"model": 2.0}, 1) == {"model": 0.0}  # a replaced replica
+    assert procfs.cpu_ms_per_request({"model": 5.0}, {"model": 2.0}, 1) == {"model": 0.0}  # a replaced replica
 
 
 def test_rounds_print_each_levels_median_round_and_the_median_of_each_rounds_ratio(capsys):
@@ -76,5 +77,5 @@ def test_rounds_print_each_levels_median_round_and_the_median_of_each_rounds_rat
     bench._ratios(rows, 32)
     out = capsys.readouterr().out.splitlines()
     # per round 3.50, 1.70, 3.31: the median round's ratio, not the ratio of the medians (210 / 65 = 3.23)
-    assert out[0] == "batched / legacy req/s at 32 clients: 3.31x (rounds: 3.50, 1.70, 3.31)"
-    assert out[-1] == "batched p99 / p50 at 32 clients: 1.40 (rounds: 1.30, 1.40, 1.60)"
+    assert out[0] == "batched / legacy req/s at 32 clients: 3.31x (median of 3 rounds: 3.50, 1.70, 3.31)"
+    assert out[-1] == "batched p99 / p50 at 32 clients: 1.40 (median of 3 rounds: 1.30, 1.40, 1.60)"

@@ -1,4 +1,4 @@
-"""``bench/train_overhead.py``'s rounds: every order of the modes in turn, and ratios within each round."""
+"""``bench/rounds.py`` as ``bench/train_overhead.py`` uses it: every order of the modes in turn, ratios per round."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ MODES = ["plain", "ray-1", "ray-2"]
 
 
 def test_six_rounds_run_every_order_once_and_each_mode_after_each_other_one_twice():
-    bench = load_script("bench/train_overhead.py")
+    bench = load_script("bench/rounds.py")
     orders = [bench.round_order(MODES, n) for n in range(6)]
     assert orders[0] == MODES  # one round runs as asked
     assert sorted(map(tuple, orders)) == sorted(
@@ -37,14 +37,14 @@ def test_a_ratio_is_the_median_of_the_ratios_within_each_round_whatever_the_orde
         {"ray-1": run("ray-1", 36.0), "plain": run("plain", 40.0)},
         {"plain": run("plain", 60.0), "ray-1": run("ray-1", 60.0)},
     ]
-    (line,) = bench.ratios([rounds[0]["plain"], rounds[0]["ray-1"]], rounds)
+    (line,) = load_script("bench/overhead_report.py").ratios([rounds[0]["plain"], rounds[0]["ray-1"]], rounds)
     assert line.startswith("ray-1 / plain: steady img/s 0.90x (median of 3 rounds: 0.90, 0.90, 1.00)")
 
 
 def test_the_median_interval_is_the_sign_tests_as_scipys_binomial_gives_it():
     from scipy.stats import binom
 
-    bench = load_script("bench/train_overhead.py")
+    bench = load_script("bench/rounds.py")
     six = [0.87, 0.67, 1.00, 0.97, 0.94, 0.88]  # session 30's ray-1 / plain rounds
     assert bench.median_interval(six) == (0.67, 1.00, pytest.approx(1 - 2 * binom.cdf(0, 6, 0.5)))
     assert bench.median_interval(six[:5]) is None  # min..max of 5 covers 93.75% < 95%
@@ -67,5 +67,5 @@ def test_six_rounds_print_the_interval_of_their_median_ratio():
 
     rates = [0.87, 0.67, 1.00, 0.97, 0.94, 0.88]
     rounds = [{"plain": run("plain", 50.0), "ray-1": run("ray-1", 50.0 * r)} for r in rates]
-    (line,) = bench.ratios([rounds[0]["plain"], rounds[0]["ray-1"]], rounds)
+    (line,) = load_script("bench/overhead_report.py").ratios([rounds[0]["plain"], rounds[0]["ray-1"]], rounds)
     assert "steady img/s 0.91x (median of 6 rounds: 0.87, 0.67, 1.00, 0.97, 0.94, 0.88; 97% interval 0.67-1.00)" in line
