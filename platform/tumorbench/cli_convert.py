@@ -77,6 +77,9 @@ def figshare(path: Path, out: Path, overwrite: bool) -> None:
     if summary.not_cases:
         shown = ", ".join(summary.not_cases[:3]) + (", ..." if len(summary.not_cases) > 3 else "")
         click.echo(f"  not slices, left out: {shown} (cvind.mat's folds are not used: studies make patient folds)")
+    if summary.packed:
+        packed = f"  {summary.packed} .zip file(s) under {path} not read"
+        click.echo(f"{packed}: if they hold slices, extract them and convert again")
     _skipped(summary.skipped)
 
 

@@ -73,13 +73,14 @@ def test_brats_2020_uncompressed_volumes(tmp_path):
         "case BraTS20_Training_002: no BraTS20_Training_002_seg.nii[.gz]; 1 other NIfTI file(s) in its folder named "
         "for no sequence are not read (rename its segmentation so to use it)"
     ]
-    # Kaggle's zip wraps the case folders in two more: the hint names the folder that holds them
+    # Kaggle's zip wraps the case folders in two more: the hint names a folder that reads them all
     wrapped = tmp_path.parent / "kaggle" / "BraTS2020_TrainingData" / "MICCAI_BraTS2020_TrainingData"
     wrapped.parent.mkdir(parents=True)
     tmp_path.rename(wrapped)
-    hint = "; BraTS2020_TrainingData/MICCAI_BraTS2020_TrainingData/ is brats: pass that folder as --data$"
+    hint = r"; one folder down, BraTS2020_TrainingData/ is brats: pass that folder as --data \(a held-out one"
     with pytest.raises(DataError, match=hint):
         detect_layout(wrapped.parents[1])
+    assert sorted(scan(wrapped.parent)["case_id"]) == ["BraTS20_Training_001", "BraTS20_Training_002"]
 
 
 def test_brats_missing_modality_names_the_case_and_file(tmp_path):
@@ -148,6 +149,8 @@ def test_class_folders_with_masks_are_classes_not_patients(tmp_path):
     assert frame["patient_id"].nunique() == 7  # no patients.csv: each image its own patient
     assert Path(frame.loc["benign/benign (2).png", "mask"]).name == "benign (2)_mask.png"  # not _mask_1
     assert Path(frame.loc["normal/normal (1).png", "mask"]).name == "normal (1)_mask.png"
+    further = "1 further lesion mask(s) (_mask_1, _mask_2, ...) not read"
+    assert any(note.startswith(further) for note in frame.attrs["notes"])
     [problem] = frame.attrs["problems"]
     assert "malignant (9)_mask.png" in problem and "mask without its image" in problem
     with pytest.raises(DataError, match="mask without its image"):
@@ -161,6 +164,7 @@ def test_only_a_numbered_mask_is_kept_when_there_is_no_plain_one(tmp_path):
     _png(tmp_path / "b" / "y.png", 20)
     frame = scan(tmp_path).set_index("case_id")
     assert Path(frame.loc["a/x.png", "mask"]).name == "x_mask_1.png" and frame.loc["b/y.png", "mask"] is None
+    assert frame.attrs["notes"][-1].startswith("1 further lesion mask(s)")  # x_mask_2
 
 
 def test_many_folders_with_masks_are_case_folders(tmp_path):

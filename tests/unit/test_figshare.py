@@ -131,6 +131,22 @@ def test_a_folder_of_unextracted_zips_is_told_to_extract_them(tmp_path):
         convert(tmp_path, tmp_path / "out")
 
 
+def test_the_outer_zip_extracted_says_its_inner_zips_are_still_packed(tmp_path):
+    """The release is four zips of slices and cvind.mat in one zip: extracted once, only cvind.mat is a .mat."""
+    for part in ("1-766", "767-1532"):
+        (tmp_path / f"brainTumorDataPublic_{part}.zip").write_bytes(b"PK\x05\x06" + bytes(18))
+    with h5py.File(tmp_path / "cvind.mat", "w") as handle:
+        handle.create_dataset("cvind", data=np.arange(6.0)[None])
+    with pytest.raises(DataError, match=r"none of its 1 \.mat files is a figshare slice .*; 2 \.zip file\(s\) beside"):
+        convert(tmp_path, tmp_path / "out")
+    # one zip extracted, one not: converted, and said
+    write_mat(tmp_path / "1.mat", np.ones((8, 8)), np.eye(8), 1, "100")
+    result = CliRunner().invoke(main, ["data", "figshare", str(tmp_path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "1 slices (meningioma 1)" in result.output
+    assert f"2 .zip file(s) under {tmp_path} not read: if they hold slices, extract them" in result.output
+
+
 def test_a_huge_declared_image_is_refused_before_it_is_read(tmp_path):
     path = tmp_path / "1.mat"
     with h5py.File(path, "w") as handle:  # 40,000^2 int16 declared (3.2 GB), chunked and never written: a small file

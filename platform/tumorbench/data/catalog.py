@@ -104,6 +104,10 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
     for sub in subdirs:
         if brats.naming(sub):
             return "brats", f"BraTS naming in {sub.name}/"
+    if brats.grouped(subdirs):  # BraTS 2018-2019: not classes, whose volumes (segmentations too) would be images
+        return "brats", f"BraTS case folders in {', '.join(s.name + '/' for s in subdirs)} (groups of cases)"
+    if _shards(subdirs) and any(image_folder.LUNG_MASKS.match(s.name) for s in subdirs):
+        return None  # LUNA16's subsets with its lung masks: no image/mask pairs (the hint says how to convert)
     pairs = paired.folders(subdirs)
     if pairs is not None:  # before class folders: images/ and masks/ are not two classes
         return "paired", f"images in {pairs[0].name}/, masks in {pairs[1].name}/ paired by name"
@@ -143,8 +147,9 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
 
 
 def _shards(subdirs: list[Path]) -> bool:
-    """The folders holding images or volumes (not LUNA16's ``CSVFILES/``) are all numbered parts of one set."""
-    return image_folder.shards([s for s in subdirs if any(is_image(p) or is_volume(p) for p in s.iterdir())])
+    """The folders of images or volumes are all numbered parts of one set (not LUNA16's ``CSVFILES/``, lung masks)."""
+    held = [s for s in subdirs if not image_folder.LUNG_MASKS.match(s.name)]
+    return image_folder.shards([s for s in held if any(is_image(p) or is_volume(p) for p in s.iterdir())])
 
 
 def _shards_hint(root: Path, subdirs: list[Path]) -> str:

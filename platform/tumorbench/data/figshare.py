@@ -49,6 +49,7 @@ class Summary(Written):
     empty_masks: int = 0
     rescaled: int = 0  # images whose values were not integers in 0..65535: scaled to that range
     not_cases: list[str] = field(default_factory=list)  # .mat files without cjdata (cvind.mat)
+    packed: int = 0  # .zip files under the root, not read (the release's zips of slices, if not extracted)
     skipped: list[str] = field(default_factory=list)  # "<file>: <problem>"
 
 
@@ -134,6 +135,8 @@ def convert(root: str | Path, out: str | Path) -> Summary:
     root = Path(root)
     files = mat_files(root)
     summary, writer, names = Summary(), ClassFolderWriter(out, "figshare"), _names(root, files)
+    # The release is four zips of slices (and cvind.mat) in one zip: one left packed holds a quarter of the set
+    summary.packed = sum(p.suffix.lower() == ".zip" for p in data_files(root))
     for path in tqdm(files, desc="figshare slices", unit="file", leave=False, mininterval=2.0):
         try:
             item = read_slice(path)
@@ -150,6 +153,7 @@ def convert(root: str | Path, out: str | Path) -> Summary:
         summary.classes[label] += 1
         summary.empty_masks += not item.mask.any()
     if not summary.images:
-        raise DataError(root, f"none of its {len(files)} .mat files is a figshare slice (a cjdata struct)")
+        hint = f"; {summary.packed} .zip file(s) beside them are not read: extract them first" if summary.packed else ""
+        raise DataError(root, f"none of its {len(files)} .mat files is a figshare slice (a cjdata struct){hint}")
     summary.patients = writer.close()
     return summary

@@ -21,6 +21,7 @@ import pandas as pd
 from tumorbench.data import itk_io
 from tumorbench.data.image import LPS_TO_RAS
 from tumorbench.data.layouts.common import data_files
+from tumorbench.data.layouts.image_folder import LUNG_MASKS
 from tumorbench.errors import DataError
 
 COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
@@ -60,10 +61,13 @@ def read_annotations(path: Path) -> pd.DataFrame:
 
 
 def scans(root: Path) -> dict[str, Path]:
-    """Every ``.mhd`` under the root by series UID (its file name); a UID found twice is refused."""
+    """Every ``.mhd`` under the root by series UID (its file name); a UID found twice is refused.
+
+    The release's lung segmentations (``seg-lungs-LUNA16/``, named as the scans) are not scans: left out.
+    """
     found: dict[str, Path] = {}
     for path in data_files(root):
-        if path.suffix.lower() == ".mhd":
+        if path.suffix.lower() == ".mhd" and not any(LUNG_MASKS.match(part) for part in path.relative_to(root).parts):
             if path.stem in found:
                 raise DataError(path, f"a second scan named {path.name} (also {found[path.stem]})")
             found[path.stem] = path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tumorbench.data.layouts.common import Problems, row, visible_dirs
@@ -50,6 +51,27 @@ def naming(case_dir: Path) -> str | None:
     return None
 
 
+def grouped(subdirs: list[Path]) -> bool:
+    """Every folder is a group of BraTS case folders, none a case itself: BraTS 2018-2019's ``HGG/`` and ``LGG/``."""
+    return bool(subdirs) and all(naming(s) is None and any(naming(c) for c in visible_dirs(s)) for s in subdirs)
+
+
+def case_dirs(root: Path) -> list[Path]:
+    """The case folders: the root's folders, or its groups' (``HGG/`` and ``LGG/``) when it holds groups."""
+    subdirs = visible_dirs(root)
+    return [case for group in subdirs for case in visible_dirs(group)] if grouped(subdirs) else subdirs
+
+
+# 2023 on (BraTS-GLI-00017-000, BraTS-MEN-..., -PED-, -SSA-, -MET-): the last 3 digits number the patient's timepoint
+_TIMEPOINT = re.compile(r"^(BraTS-[A-Za-z]+-\d+)-\d{3}$")
+
+
+def patient_id(case_id: str) -> str:
+    """The patient of a case: the 2023 naming's ID less its timepoint (two scans of one patient share folds)."""
+    found = _TIMEPOINT.match(case_id)
+    return found.group(1) if found else case_id
+
+
 def _brats_year(case_id: str, scheme: str) -> str:
     if scheme == "2023":
         return "2023"
@@ -63,7 +85,7 @@ def _brats_year(case_id: str, scheme: str) -> str:
 
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
     rows = []
-    for case_dir in visible_dirs(root):
+    for case_dir in case_dirs(root):
         scheme = naming(case_dir)
         if scheme is None:
             if any(case_dir.glob("*.nii*")):
@@ -87,7 +109,7 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
         rows.append(
             row(
                 case_dir.name,
-                case_dir.name,
+                patient_id(case_dir.name),
                 "brats",
                 paths.values(),
                 BRATS_CHANNELS,
@@ -96,4 +118,6 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
                 enhancing_label=3 if scheme == "2023" else 4,
             )
         )
+    if (scans := len(rows)) > (patients := len({r["patient_id"] for r in rows})):
+        problems.notes.append(f"{scans} cases of {patients} patients: a patient's timepoints are kept in one fold")
     return rows

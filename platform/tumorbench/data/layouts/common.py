@@ -51,9 +51,18 @@ def is_volume(path: Path) -> bool:
 
 
 def data_files(root: Path) -> list[Path]:
-    """Every file under ``root``, sorted, outside hidden and system folders and not one itself (:func:`is_system`)."""
-    found = []
-    for folder, dirs, files in os.walk(root):
+    """Every file under ``root``, sorted, outside hidden and system folders and not one itself (:func:`is_system`).
+
+    Linked folders are followed, as the layouts that list folders do (a set gathered by links on a cluster's
+    scratch disk), each real folder once: a link back up the tree ends there, not in a loop.
+    """
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = [d for d in dirs if not is_system(Path(d))]  # not walked into
         found += [Path(folder, f) for f in files if not is_system(Path(f))]
     return sorted(found)

@@ -40,6 +40,10 @@ SPLIT_NAMES = frozenset({"train", "training", "test", "testing", "val", "valid",
 SHARD_NAME = re.compile(r"^(subset|batch|part|chunk|fold|split|shard)[ _-]?\d+$", re.IGNORECASE)
 
 
+# LUNA16's lung segmentations (seg-lungs-LUNA16/), beside its subsets and named as their scans: no part, no class
+LUNG_MASKS = re.compile(r"^seg[ _-]?lungs", re.IGNORECASE)
+
+
 def shards(subdirs: list[Path]) -> bool:
     """Whether every folder is named as a numbered part of one dataset (:data:`SHARD_NAME`), not a class."""
     return bool(subdirs) and all(SHARD_NAME.match(d.name) for d in subdirs)
@@ -101,7 +105,7 @@ def _class_groups(root: Path) -> dict[str, list[tuple[Path, str | None]]]:
 
 def scan(root: Path, problems: Problems, **_) -> list[dict]:
     patients = read_image_patients(root / "patients.csv")
-    rows, unmapped = [], 0
+    rows, unmapped, further = [], 0, 0
     kinds = set()
     for name, groups in _class_groups(root).items():
         # a patient folder's name is the patient (merged across classes)
@@ -110,6 +114,7 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
         for folder, patient_folder in groups:
             files = _images(folder)
             images, masks, orphans = split_masks(files)
+            further += len(files) - len(images) - len(masks) - len(orphans)  # BUSI's _mask_1, _mask_2
             kinds |= {"volumes" if is_volume(p) else "2D images" for p in images}
             found += len(images)
             for orphan in orphans:
@@ -132,6 +137,11 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
         problems.add(root / "patients.csv", f"{unmapped} image(s) not listed: each is its own patient")
     if len(kinds) > 1:
         problems.add(root, "class folders mix 2D images and volumes: one study takes one or the other")
+    if further:
+        problems.notes.append(
+            f"{further} further lesion mask(s) (_mask_1, _mask_2, ...) not read: an image's mask is its _mask alone, "
+            "so a segmentation study scores against its first lesion (merge them into the _mask file to score all)"
+        )
     return rows
 
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from tumorbench.data.layouts.common import IMAGE_SUFFIXES, VOLUME_SUFFIXES, Problems, row, stem
@@ -32,20 +33,32 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
         return _nnunet_v2(root, spec, channels, problems)
     entries = [(e, True) for e in spec.get("training", [])]
     entries += [({"image": e} if isinstance(e, str) else e, False) for e in spec.get("test", [])]
-    rows = []
+    rows, missing_tests = [], 0
     for entry, labelled in entries:
-        listed = (root / entry["image"]).resolve()
+        listed = _joined(root, entry["image"])
         images = [listed] if listed.exists() else _channel_files(listed, len(channels))
+        if not images and not labelled:  # an unlabelled test case is never read: imagesTs/ may be left out
+            missing_tests += 1
+            continue
         if not images:
             problems.add(listed, f"listed in dataset.json but missing (nor {stem(listed)}_0000 and on)")
             continue
-        mask = (root / entry["label"]).resolve() if labelled and entry.get("label") else None
+        mask = _joined(root, entry["label"]) if labelled and entry.get("label") else None
         if mask is not None and not mask.exists():
             problems.add(mask, f"label of {listed.name} listed in dataset.json but missing")
             mask = None
         case_id = stem(listed)
         rows.append(row(case_id, case_id, "msd", images, channels, mask=mask))
+    if missing_tests:
+        problems.notes.append(
+            f"{missing_tests} unlabelled test case(s) of dataset.json not found (imagesTs/): not read"
+        )
     return rows
+
+
+def _joined(root: Path, entry: str) -> Path:
+    """``root / "./imagesTr/x.nii.gz"`` normalised, links not followed: a case is named by its link, not its target."""
+    return Path(os.path.normpath(root / entry))
 
 
 def _spec(root: Path) -> tuple[dict, tuple[str, ...]]:
