@@ -38,6 +38,8 @@ FAKE_PHI = (
 def inject_phi(path: str | Path, *, burned_in: bool = False, patient: str = "") -> Path:
     """Add the fake identity to a DICOM file in place (``patient`` is appended to name and MRN)."""
     ds = pydicom.dcmread(path)
+    for marked in ("PatientIdentityRemoved", "DeidentificationMethod"):  # a PACS export carries neither
+        ds.pop(marked, None)
     ds.PatientName = FAKE_NAME + patient
     ds.PatientID = FAKE_MRN + patient
     ds.PatientBirthDate = FAKE_BIRTH

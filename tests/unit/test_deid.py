@@ -158,12 +158,15 @@ def test_deid_bad_input(study: Path, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "no DICOM files found" in result.output
 
 
-def test_require_deid_names_the_tags_never_the_values(study: Path, tmp_path: Path) -> None:
+def test_require_deid_names_the_tags_never_the_values(study: Path, tmp_path: Path, monkeypatch) -> None:
+    from tumorbench.data.layouts.dicom import KEEP_IDENTIFIERS_ENV
     from tumorbench.data.splits import SplitError
     from tumorbench.study.runner import prepare
     from tumorbench.study.spec import Candidate, Study
 
-    problems = check_dataset(study, duplicates=False, require_deid=True)["problems"]
+    monkeypatch.delenv(KEEP_IDENTIFIERS_ENV, raising=False)
+    catalog, *problems = check_dataset(study, duplicates=False, require_deid=True)["problems"]
+    assert "3 of 3 series not marked de-identified" in catalog  # the dicom layout's own, without --require-deid
     assert len(problems) == N_FILES
     assert all(
         "not de-identified: carries" in p and "PatientName" in p and "InstitutionName" in p and "private tags" in p
@@ -189,8 +192,12 @@ def test_require_deid_names_the_tags_never_the_values(study: Path, tmp_path: Pat
         require_deid=True,
         config={"inner_val_fraction": 0},  # two patients: a fold trains on one, too few for an inner split
     )
+    with pytest.raises(DataError, match=r"3 of 3 series not marked de-identified"):
+        prepare(Study(data=str(study), **spec), tmp_path / "run")
+    monkeypatch.setenv(KEEP_IDENTIFIERS_ENV, "1")  # kept for results inside the hospital: --require-deid still refuses
     with pytest.raises(DataError, match=r"de-identified input required; .*carries .*PatientName.*\(and 47 more\)"):
         prepare(Study(data=str(study), **spec), tmp_path / "run")
+    monkeypatch.delenv(KEEP_IDENTIFIERS_ENV)
     assert (tmp_path / "dst" / "labels.csv").is_file()  # deid carried labels.csv and the masks
     # past the de-identification gate: the next check is the split's (one patient per class cannot fill 2 folds)
     with pytest.raises(SplitError, match=r"2 folds need at least 2 patients of every class; class '\w+' has 1"):
@@ -234,7 +241,7 @@ def test_deid_carries_labels_and_masks_without_identifiers(study: Path, tmp_path
         raw = path.read_bytes() if path.is_file() else b""
         raw = gzip.decompress(raw) + raw if path.name.endswith(".gz") else raw
         assert not any(t.lower().encode() in raw.lower() for t in (*FAKE_PHI, "SYNTH-LUNG")), path.name
-    source, out = scan(study), scan(dst)
+    source, out = scan(study, strict=False), scan(dst)  # the source: raw, refused strictly
     assert "case_id" not in (dst / "labels.csv").read_text().splitlines()[0]
     assert len(out) == 3 and out["mask"].notna().all() and out["patient_id"].nunique() == 2
     # Pair the cases through the mask bytes (NIfTI header and voxels unchanged); labels and patients follow.

@@ -136,6 +136,24 @@ def test_rtstruct_contours_fill_the_lesion_on_its_slices(lung):
     assert np.mean(np.argwhere(disk), axis=0) == pytest.approx([12, 8], abs=0.3)
 
 
+def test_rtstruct_structures_made_from_the_lesion_are_not_the_lesion(lung):
+    series = lung / "SYNTH-LUNG-0000" / "scan_0"
+    lesion, around = [_circle(10, 9, 5, 2.0)], [_circle(10, 9, 5, 6.0)]
+    both_lungs = [np.array([[1, 1, 5], [22, 1, 5], [22, 18, 5], [1, 18, 5]], float)]
+    rois = [("Lungs-GTV", "ORGAN", both_lungs), ("GTV+5mm", "", around), ("zGTV_opt", "", around)]
+    expected = (lambda i, j: (i - 10) ** 2 + (j - 9) ** 2 <= 4)(*np.mgrid[0:24, 0:20])
+
+    def dice(path: Path) -> float:
+        got = read_image(path).array[:, :, 5] > 0
+        return 2 * (got & expected).sum() / (got.sum() + expected.sum())
+
+    untyped = _write_rtstruct(lung / "untyped" / "rs.dcm", series, [*rois, ("GTV_1", "", lesion)])
+    assert dice(untyped) > 0.8  # the lesion by its name alone, not the lungs or the margin around it
+    named = [*rois, ("Tumour bed", "", around), ("T1", "GTV", lesion)]
+    typed = _write_rtstruct(lung / "typed" / "rs.dcm", series, named)
+    assert dice(typed) > 0.8  # a GTV type wins over names
+
+
 def test_rtstruct_without_a_lesion_roi_names_its_rois(lung):
     series = lung / "SYNTH-LUNG-0000" / "scan_0"
     organ = [_circle(10, 9, 5, 4.0)]

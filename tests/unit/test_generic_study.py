@@ -121,6 +121,7 @@ def test_ultrasound_dicom_gets_a_2d_study_read_as_2d(tmp_path):
         ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds.SeriesInstanceUID, ds.Modality, ds.PatientID = generate_uid(), "US", f"P{i}"
+        ds.PatientIdentityRemoved = "YES"  # synthetic: no person
         ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 8, 8, 3, "RGB"
         ds.PlanarConfiguration, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 0, 8, 8, 7, 0
         ds.PixelData = np.full((8, 8, 3), 40 * i, np.uint8).tobytes()

@@ -14,7 +14,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from tumorbench.data.catalog import scan
-from tumorbench.data.dicom import find_dicom_series, read_dicom_series
+from tumorbench.data.dicom import find_dicom_series, read_dicom_series, series_tag
 from tumorbench.data.io import (
     ImageData,
     image_content_hash,
@@ -75,6 +75,7 @@ def _write_slice(
     ds.Modality = "CT"
     ds.PatientName = "Doe^Jane"
     ds.PatientBirthDate = "19700101"
+    ds.PatientIdentityRemoved = "YES"  # a catalog of raw series would be refused: these test the reader
     ds.InstanceNumber = instance
     iop = np.concatenate([ROW_COS, COL_COS]) if iop is None else iop
     ds.ImageOrientationPatient = [f"{v:.6f}" for v in iop]
@@ -150,7 +151,8 @@ def test_find_and_choose_among_several_series(tmp_path):
     assert set(found) == {uid_a, uid_b} and sorted(found[uid_a]) == sorted(files_a)
     with pytest.raises(DataError, match="2 DICOM series") as err:
         read_dicom_series(tmp_path)
-    assert uid_a in str(err.value) and uid_b in str(err.value)
+    assert series_tag(uid_a) in str(err.value) and series_tag(uid_b) in str(err.value)
+    assert uid_a not in str(err.value) and uid_b not in str(err.value)  # a UID would identify the study
     assert read_dicom_series(tmp_path, series_uid=uid_b).array.shape == (COLS, ROWS, 2)
     assert read_dicom_series(files_a).array.shape == (COLS, ROWS, 3)
     (tmp_path / "empty").mkdir()
@@ -190,9 +192,13 @@ def test_structure_sets_and_reports_beside_the_images_are_not_series(tmp_path):
         read_dicom_series([rs])
 
     frame = scan(tmp_path, "dicom")
-    assert len(frame) == 1 and frame.attrs["notes"] == [
+    assert len(frame) == 1 and frame.attrs["notes"][0] == (
         "skipped DICOM files that hold no image to read: 1 x RTSTRUCT object, 1 x SR object, "
         "1 x localizer (scout) image"
+    )
+    assert frame.attrs["notes"][1:] == [  # these test files carry no PatientID
+        "1 series without a PatientID: each grouped with the series under the same top folder as one patient; "
+        "give patient_id in labels.csv if the top folders are not patients"
     ]
 
 
@@ -211,7 +217,7 @@ def test_gap_in_slice_positions_is_rejected(tmp_path):
     uid, _ = _write_series(tmp_path / "s", [0, 1, 2, 4, 5])
     with pytest.raises(DataError, match="non-uniform slice spacing") as err:
         read_dicom_series(tmp_path / "s")
-    assert uid in str(err.value)
+    assert series_tag(uid) in str(err.value) and uid not in str(err.value)
 
 
 def test_duplicate_positions_are_rejected(tmp_path):

@@ -6,6 +6,7 @@ Every reader returns an :class:`~tumorbench.data.image.ImageData`; every unusabl
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,14 +41,19 @@ NON_IMAGE_MODALITIES = frozenset(
 )
 
 
-def _series_uid_of(path: Path) -> tuple[str | None, str | None]:
+_PLANE_CHANGE = 0.2  # direction cosines: another plane, not a slice's rounding (the reader's own tolerance is 1e-3)
+
+
+def _series_uid_of(path: Path, planes: dict[str, list] | None = None) -> tuple[str | None, str | None]:
     """The file's SeriesInstanceUID, or None and what the file is when it holds no image to read.
 
     Not images to read: a DICOMDIR index, objects of :data:`NON_IMAGE_MODALITIES` (RTSTRUCT, SEG, SR...)
-    and localizers (the scout views a CT or MR study starts with; ImageType ``LOCALIZER``).
+    and localizers (the scout views a CT or MR study starts with; ImageType ``LOCALIZER``). ``planes``, when
+    given, collects each series' first ImageOrientationPatient and whether a later file's differs by over
+    :data:`_PLANE_CHANGE` (an MR 3-plane localizer is not marked ``LOCALIZER``; its slices lie in several planes).
     """
     try:
-        tags = ["SeriesInstanceUID", "Modality", "ImageType"]
+        tags = ["SeriesInstanceUID", "Modality", "ImageType", "ImageOrientationPatient"]
         ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
     except Exception as exc:
         raise DataError(path, f"unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
@@ -62,6 +68,13 @@ def _series_uid_of(path: Path) -> tuple[str | None, str | None]:
     uid = ds.get("SeriesInstanceUID")
     if not uid:  # pydicom stops quietly at the end of a cut-off file
         raise DataError(path, "DICOM header has no SeriesInstanceUID (truncated or incomplete file?)")
+    if planes is not None and (iop := ds.get("ImageOrientationPatient")) is not None:
+        try:
+            iop = np.asarray(iop, float)
+            seen = planes.setdefault(str(uid), [iop, False])
+            seen[1] = seen[1] or iop.shape != seen[0].shape or bool(np.abs(iop - seen[0]).max() > _PLANE_CHANGE)
+        except (TypeError, ValueError):
+            pass  # malformed: the reader names it
     return str(uid), None
 
 
@@ -70,8 +83,9 @@ def find_dicom_series(
 ) -> dict[str, list[Path]]:
     """Map SeriesInstanceUID -> sorted files under ``root``, reading headers only.
 
-    Files without the DICOM "DICM" preamble are ignored, and so are DICOMDIR indexes and
-    non-image objects (counted by kind in ``skipped`` when given, e.g. ``{"a RTSTRUCT object": 2}``).
+    Files without the DICOM "DICM" preamble are ignored (counted in ``skipped`` when named ``.dcm``), and so are
+    DICOMDIR indexes and non-image objects (counted by kind in ``skipped`` when given, e.g.
+    ``{"a RTSTRUCT object": 2}``).
     ``masks``, when given, collects SEG and RTSTRUCT objects by the series they reference instead
     (:mod:`tumorbench.data.dicom_masks` reads them as label maps).
     """
@@ -80,18 +94,34 @@ def find_dicom_series(
         raise DataError(root, "folder not found")
     candidates = [root] if root.is_file() else data_files(root)
     series: dict[str, list[Path]] = {}
+    bare = 0  # .dcm files without the preamble (a raw dataset, as some archives store them): not read
+    planes: dict[str, list] = {}
     for path in candidates:
-        if has_dicm_magic(path):
-            uid, other = _series_uid_of(path)
+        if path.suffix.lower() == ".dcm" and not has_dicm_magic(path):
+            bare += 1
+        elif has_dicm_magic(path):
+            uid, other = _series_uid_of(path, planes)
             if uid:
                 series.setdefault(uid, []).append(path)
             elif masks is not None and (referenced := _mask_reference(path, other)):
                 masks.setdefault(referenced, []).append(path)
             elif skipped is not None:
                 skipped[other] += 1
+    # A dataset's series in several planes (an MR 3-plane localizer) are not its cases; a series read on its own
+    # is still refused by the reader, naming the odd file
+    localizers = [u for u, (_, varied) in planes.items() if varied and u in series] if skipped is not None else []
+    for uid in localizers:
+        skipped["a localizer (slices in several planes)"] += len(series.pop(uid))
+    if bare and skipped is not None:
+        skipped[NO_PREAMBLE] += bare
     if not series:
-        raise DataError(root, "no DICOM series found")
+        hints = [f"{bare} .dcm file(s) without the DICM preamble: export them as DICOM Part 10 files"] if bare else []
+        hints += [f"{len(localizers)} series in several planes (a localizer), not read"] if localizers else []
+        raise DataError(root, "no DICOM series found" + (f" ({'; '.join(hints)})" if hints else ""))
     return dict(sorted(series.items()))
+
+
+NO_PREAMBLE = "a .dcm file without the DICM preamble, not read"
 
 
 def _mask_reference(path: Path, kind: str | None) -> str | None:
@@ -132,13 +162,14 @@ def _group_files(files: Sequence[str | Path]) -> dict[str, list[Path]]:
 
 
 def _choose_series(label: str, series: dict[str, list[Path]], uid: str | None) -> tuple[str, list[Path]]:
+    # No UID in a message: it would identify the study (a log, an error), its digest only (:func:`series_tag`)
     if uid is not None:
         if uid not in series:
-            raise DataError(label, f"series {uid} not found; available: {', '.join(series)}")
+            raise DataError(label, f"{series_tag(uid)} not found among its {len(series)} series")
         return uid, series[uid]
     if len(series) > 1:
-        found = ", ".join(series)
-        raise DataError(label, f"{len(series)} DICOM series found, choose one with series_uid: {found}")
+        found = ", ".join(f"{series_tag(u)} ({len(files)} files)" for u, files in series.items())
+        raise DataError(label, f"{len(series)} DICOM series found ({found}): read one by its series_uid")
     return next(iter(series.items()))
 
 
@@ -286,7 +317,12 @@ def _select_series(
         origin = str(Path(source[0]).parent) if len(source) else "<no files>"
         series = _group_files(source)
     uid, paths = _choose_series(origin, series, series_uid)
-    return origin, f"{origin} (series {uid})", uid, paths
+    return origin, f"{origin} ({series_tag(uid)})", uid, paths
+
+
+def series_tag(uid: str) -> str:
+    """A series named in a message without its UID, which would identify the study: ``series #<digest>``."""
+    return f"series #{hashlib.sha256(uid.encode()).hexdigest()[:8]}"
 
 
 def _headers(label: str, paths: list[Path], defer_size: str | None = None) -> list[Any]:
@@ -314,6 +350,12 @@ def dicom_series_headers(source: str | Path | Sequence[str | Path], *, series_ui
     return [datasets[n] for n in order]
 
 
+COLOUR_SLICE = (
+    "a colour (RGB) image cannot be a slice of a volume; only single planar images "
+    f"({', '.join(sorted(PLANAR_MODALITIES))}) without ImageOrientationPatient may be colour"
+)
+
+
 def check_series(
     source: str | Path | Sequence[str | Path], *, series_uid: str | None = None
 ) -> tuple[np.ndarray, tuple[int, int, int]] | None:
@@ -323,7 +365,7 @@ def check_series(
 
     Returns:
         A series of slices' affine and ``(I, J, K)`` shape as :func:`read_dicom_series` gives them (the grid a
-        mask beside it must lie on); None for a single file.
+        mask beside it must lie on); None for a single file (a slice's header checked all the same).
     """
     origin, _, _, paths = _select_series(source, series_uid)
     datasets = _headers(origin, paths, defer_size="4 KB")  # the pixel data element is parsed, not read
@@ -335,7 +377,11 @@ def check_series(
         size, end = path.stat().st_size, getattr(item, "value_tell", 0) + item.length
         if item.length != _UNDEFINED_LENGTH and end > size:
             raise DataError(path, f"truncated: its pixel data ends at byte {end:,}, the file at {size:,}")
-    if len(paths) < 2:
+    if len(paths) < 2:  # one file: a slice (a CT dose report's screen capture) is checked as the reader checks it
+        if not is_planar(1, datasets[0]) and frame_count(datasets[0]) <= 1:
+            if int(datasets[0].get("SamplesPerPixel", 1) or 1) != 1:
+                raise DataError(paths[0], COLOUR_SLICE)
+            _check_consistent(paths, datasets)
         return None
     _check_consistent(paths, datasets)
     order, normal, step = _slice_order(origin, paths, datasets)
@@ -391,11 +437,7 @@ def read_dicom_series(source: str | Path | Sequence[str | Path], *, series_uid: 
         return dicom_planar_image(paths[0], *slices[0])
     colour = next((p for p, (_, pixels) in zip(paths, slices) if pixels.ndim != 2), None)
     if colour is not None:
-        raise DataError(
-            colour,
-            "a colour (RGB) image cannot be a slice of a volume; only single planar images "
-            f"({', '.join(sorted(PLANAR_MODALITIES))}) without ImageOrientationPatient may be colour",
-        )
+        raise DataError(colour, COLOUR_SLICE)
     _check_consistent(paths, datasets)
     order, normal, step = _slice_order(label, paths, datasets)
     rescale = []

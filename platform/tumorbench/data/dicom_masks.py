@@ -17,6 +17,7 @@ keeps them in one study folder).
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -107,13 +108,21 @@ def _seg_labels(path: Path, ds: Any, headers: list[Any]) -> np.ndarray:
     return np.transpose(np.asarray(frames), (2, 1, 0))  # (K, rows=J, columns=I) -> (I, J, K)
 
 
+# Structures made from a lesion, not the lesion: an organ less it (TG-263's ``Lungs-GTV``), a margin or ring
+# around it (``GTV+5mm``, ``GTV_ring``), planning volumes (``PTV_GTV``, ``ITV``) and helpers (``zGTV``, ``GTV_opt``)
+DERIVED_ROI = re.compile(r"[-−]\s*gtv|minus|ring|shell|\+\s*\d|\d\s*mm|expan|margin|_opt|avoid|^z|^[pci]tv", re.I)
+
+
 def _lesion_rois(path: Path, ds: Any) -> set[int]:
+    """The ROIs the mask is made of: those typed GTV, else those named as a lesion and not made from one."""
     names = {int(r.ROINumber): str(r.get("ROIName", "")) for r in ds.get("StructureSetROISequence", [])}
     kinds = {
         int(o.ReferencedROINumber): str(o.get("RTROIInterpretedType", "")).upper()
         for o in ds.get("RTROIObservationsSequence", [])
     }
-    chosen = {n for n in names if kinds.get(n) == "GTV" or LESION_NAME.search(names[n])}
+    chosen = {n for n in names if kinds.get(n) == "GTV"} or {
+        n for n in names if LESION_NAME.search(names[n]) and not DERIVED_ROI.search(names[n])
+    }
     if chosen:
         return chosen
     if len(names) == 1:

@@ -123,6 +123,7 @@ def _series_header(
     ds.Manufacturer = "tumorbench synthetic"
     ds.PatientID = patient_id
     ds.PatientName = f"SYNTH^{patient_id}"
+    ds.PatientIdentityRemoved, ds.DeidentificationMethod = "YES", "synthetic phantom: of no person"
     ds.PatientBirthDate = ""
     ds.PatientSex = "O"
     ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid

@@ -18,6 +18,7 @@ from typing import Any
 
 from tumorbench import storage
 from tumorbench.data.catalog import data_dims as catalog_dims
+from tumorbench.data.layouts.dicom import KEEP_IDENTIFIERS_ENV
 from tumorbench.errors import TumorbenchError
 from tumorbench.package.locate import RUN_FOLDER
 from tumorbench.training import data as fold_data
@@ -81,10 +82,12 @@ def job_env() -> dict[str, str]:
     """Environment every process of the Ray job gets (its runtime env): Train's report polling interval.
 
     A value set in this shell wins, so a cluster can be tuned without a code change. On a Ray this process
-    started (:func:`local_ray_env`), also the mark saying so.
+    started (:func:`local_ray_env`), also the mark saying so; where this shell keeps identifiers (raw DICOM read
+    as it is), the workers that read the catalog again do too.
     """
     local = {LOCAL_RAY_ENV: "1"} if on_local_ray() else {}
-    return {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S)} | local
+    kept = {KEEP_IDENTIFIERS_ENV: "1"} if os.environ.get(KEEP_IDENTIFIERS_ENV) == "1" else {}
+    return {TRAIN_POLL_ENV: os.environ.get(TRAIN_POLL_ENV, TRAIN_POLL_S)} | local | kept
 
 
 def on_local_ray() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,39 +25,91 @@ def scan(root: Path, problems: Problems, **_) -> list[dict]:
         problems.notes.append(f"skipped DICOM files that hold no image to read: {kinds}")
     _note_outlines(outlines, series, problems)
     labels = _read_series_labels(root / "labels.csv")
-    rows = []
+    rows, identified, unnamed = [], 0, 0
+    shared = Counter(files[0].parent for files in series.values())  # a flat export: several series in one folder
+    seen: Counter = Counter()
     for uid, files in sorted(series.items(), key=lambda item: str(item[1][0])):
         series_dir = files[0].parent
         rel = series_dir.relative_to(root).as_posix()
+        seen[series_dir] += 1
+        name = f"{rel}/series-{seen[series_dir]}" if shared[series_dir] > 1 else rel  # read by its series_uid
         header = _dicom_identity(files[0])
+        identified += str(header.get("PatientIdentityRemoved", "")).upper() != "YES"
         extra = labels.get(rel, {})
-        mask = extra.get("mask")
-        if mask is not None:
-            mask = root / mask
-            if not mask.exists():
-                problems.add(mask, f"mask of series {rel} listed in labels.csv but missing")
-                mask = None
-        elif uid in outlines:  # labels.csv wins over a SEG / RTSTRUCT
-            mask = sorted(outlines[uid])[0]
-        rows.append(
-            row(
-                extra.get("case_id", rel),
-                extra.get("patient_id") or str(header.get("PatientID", "") or "") or rel,
-                "dicom",
-                [series_dir],
-                ((str(header.get("Modality", "") or "") or "image").lower(),),
-                mask=mask,
-                label=extra.get("label") or None,
-                series_uid=uid,
-                n_slices=len(files) if len(files) > 1 else frame_count(header),  # one enhanced file: its frames
-                planar=is_planar(len(files), header),  # read as a 2D image (radiograph, ultrasound)
+        mask = _series_mask(root, rel, extra, outlines.get(uid, []), problems)
+        patient = extra.get("patient_id") or str(header.get("PatientID", "") or "").strip()
+        unnamed += not patient
+        # several radiographs (a mammogram's four views) or ultrasound images in one series: each image a case
+        several = len(files) > 1 and is_planar(1, header)
+        views = [(f"{name}/image-{k}", [f]) for k, f in enumerate(files, 1)] if several else []
+        for case_id, image in views or [(extra.get("case_id", name), [series_dir])]:
+            rows.append(
+                row(
+                    case_id,
+                    patient or rel.split("/")[0],  # no PatientID: the top folder, a patient's in most exports
+                    "dicom",
+                    image,
+                    ((str(header.get("Modality", "") or "") or "image").lower(),),
+                    mask=None if views else mask,  # a folder's mask is no one view's
+                    label=extra.get("label") or None,
+                    series_uid=uid,
+                    n_slices=frame_count(header) if views or len(files) == 1 else len(files),  # enhanced: its frames
+                    planar=several or is_planar(len(files), header),  # read as a 2D image
+                )
             )
-        )
     if not labels:
         _note_lidc(root, {Path(r["image"][0]) for r in rows}, problems)
     if len({r["planar"] for r in rows}) > 1:
         problems.add(root, "series mix planar images (radiographs, ultrasound: 2D) and volumes: one study takes one")
+    _note_folders_and_patients(rows, sum(n > 1 for n in shared.values()), unnamed, problems)
+    if identified and os.environ.get(KEEP_IDENTIFIERS_ENV) != "1":
+        problems.add(root, identified_problem(identified, len(rows)))
     return rows
+
+
+def _series_mask(root: Path, rel: str, extra: dict, outlines: list[Path], problems: Problems) -> Path | None:
+    """The series' mask: the one ``labels.csv`` names, else the first SEG / RTSTRUCT outlining it."""
+    if extra.get("mask") is None:
+        return sorted(outlines)[0] if outlines else None
+    mask = root / extra["mask"]
+    if not mask.exists():
+        problems.add(mask, f"mask of series {rel} listed in labels.csv but missing")
+        return None
+    return mask
+
+
+# Set to 1 where the results stay where the identifiers may be (inside the hospital): raw DICOM is then read as it is
+KEEP_IDENTIFIERS_ENV = "TUMORBENCH_KEEP_IDENTIFIERS"
+
+
+def identified_problem(identified: int, series: int) -> str:
+    """Why series not marked de-identified are refused: their PatientID and folder names would be in the results."""
+    return (
+        f"{identified} of {series} series not marked de-identified (PatientIdentityRemoved is not YES): their "
+        "PatientID and folder names would be written into splits, predictions and the report. Run `tumorbench "
+        f"data deid` on this folder first (docs/data.md), or set {KEEP_IDENTIFIERS_ENV}=1 where the results stay "
+        "inside the hospital"
+    )
+
+
+def _note_folders_and_patients(rows: list[dict], shared: int, unnamed: int, problems: Problems) -> None:
+    """Say when cases or the folds' patients are a guess: folders of several series, series without a PatientID,
+    or one PatientID for every series."""
+    if shared:
+        problems.notes.append(
+            f"{shared} folder(s) holding several series: each series a case (<folder>/series-<k>, in file order), "
+            "which labels.csv cannot tell apart; `tumorbench data deid` writes one folder per series"
+        )
+    if unnamed:
+        problems.notes.append(
+            f"{unnamed} series without a PatientID: each grouped with the series under the same top folder as one "
+            "patient; give patient_id in labels.csv if the top folders are not patients"
+        )
+    if len(rows) > 1 and len({r["patient_id"] for r in rows}) == 1:
+        problems.notes.append(
+            f"all {len(rows)} series carry the same PatientID (an export that blanked it?): one patient for the "
+            "folds; give patient_id in labels.csv if they are several patients"
+        )
 
 
 def _note_lidc(root: Path, folders: set[Path], problems: Problems) -> None:
@@ -87,11 +140,12 @@ def _note_outlines(outlines: dict[str, list[Path]], series: dict[str, list[Path]
 
 
 def _dicom_identity(path: Path) -> Any:
-    # Only the tags a catalog needs: PatientID groups series for splitting; Modality and orientation say 2D or 3D.
+    # Only the tags a catalog needs: PatientID groups series for splitting (PatientIdentityRemoved says whether it is
+    # a pseudonym); Modality and orientation say 2D or 3D.
     import pydicom
 
     try:
-        tags = ["PatientID", "Modality", "ImageOrientationPatient", "NumberOfFrames"]
+        tags = ["PatientID", "PatientIdentityRemoved", "Modality", "ImageOrientationPatient", "NumberOfFrames"]
         return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
     except Exception as exc:  # pydicom raises many types for damaged files
         raise DataError(path, f"unreadable DICOM header: {exc}") from exc
