@@ -106,7 +106,7 @@ def _detect(root: Path, entries: list[Path]) -> tuple[str, str] | None:
             return "brats", f"BraTS naming in {sub.name}/"
     if brats.grouped(subdirs):  # BraTS 2018-2019: not classes, whose volumes (segmentations too) would be images
         return "brats", f"BraTS case folders in {', '.join(s.name + '/' for s in subdirs)} (groups of cases)"
-    if _shards(subdirs) and any(image_folder.LUNG_MASKS.match(s.name) for s in subdirs):
+    if any(image_folder.LUNG_MASKS.match(s.name) for s in subdirs) and _shards(subdirs):  # names first: no listing
         return None  # LUNA16's subsets with its lung masks: no image/mask pairs (the hint says how to convert)
     pairs = paired.folders(subdirs)
     if pairs is not None:  # before class folders: images/ and masks/ are not two classes
