@@ -108,9 +108,9 @@ def _natural(path: Path) -> list:
     return [int(part) if part.isdigit() else part for part in _NATURAL.split(path.as_posix())]
 
 
-def mat_files(root: Path) -> list[Path]:
-    """Every ``.mat`` under the root, in natural order (``2.mat`` before ``10.mat``)."""
-    files = data_files(root)
+def mat_files(root: Path, files: list[Path] | None = None) -> list[Path]:
+    """Every ``.mat`` under the root in natural order (``2.mat`` before ``10.mat``); ``files``: the root's if walked."""
+    files = data_files(root) if files is None else files
     found = [p for p in files if p.suffix.lower() == ".mat"]
     if not found:
         zips = [p for p in files if p.suffix.lower() == ".zip"]  # the release is four zips in one zip
@@ -133,10 +133,11 @@ def convert(root: str | Path, out: str | Path) -> Summary:
     from tqdm import tqdm
 
     root = Path(root)
-    files = mat_files(root)
+    everything = data_files(root)
+    files = mat_files(root, everything)
     summary, writer, names = Summary(), ClassFolderWriter(out, "figshare"), _names(root, files)
     # The release is four zips of slices (and cvind.mat) in one zip: one left packed holds a quarter of the set
-    summary.packed = sum(p.suffix.lower() == ".zip" for p in data_files(root))
+    summary.packed = sum(p.suffix.lower() == ".zip" for p in everything)
     for path in tqdm(files, desc="figshare slices", unit="file", leave=False, mininterval=2.0):
         try:
             item = read_slice(path)
